@@ -1,0 +1,19 @@
+"""TrainWarden: integrity for ML training on shared clusters.
+
+The package root exports the types every capability shares: :class:`TrainWardenError`,
+:class:`Severity` and :class:`Finding`.
+"""
+
+from __future__ import annotations
+
+from trainwarden.errors import TrainWardenError
+from trainwarden.findings import Finding, Severity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Finding",
+    "Severity",
+    "TrainWardenError",
+    "__version__",
+]

@@ -1,0 +1,121 @@
+"""Checks of the installation: interpreter, optional frameworks and which features they enable."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import platform
+import sys
+from dataclasses import dataclass, field
+
+__all__ = ["Component", "DoctorReport", "Feature", "run_doctor"]
+
+MIN_PYTHON = (3, 10)
+
+# Optional components: import name -> distribution name.
+_COMPONENTS: dict[str, str] = {
+    "torch": "torch",
+    "numpy": "numpy",
+    "transformers": "transformers",
+    "lightning": "lightning",
+    "safetensors": "safetensors",
+    "fastapi": "fastapi",
+    "uvicorn": "uvicorn",
+    "cryptography": "cryptography",
+    "psycopg": "psycopg",
+    "py7zr": "py7zr",
+}
+
+# Feature -> components it needs.
+_FEATURES: dict[str, tuple[str, ...]] = {
+    "scan (static model-file scanner)": (),
+    "torch loading and training monitor": ("torch",),
+    "Hugging Face Trainer integration": ("torch", "transformers"),
+    "Lightning integration": ("torch", "lightning"),
+    "signed manifests and snapshots": ("cryptography",),
+    "ledger service": ("fastapi", "uvicorn", "cryptography"),
+    "PostgreSQL ledger backend": ("psycopg",),
+    "7z archive inspection": ("py7zr",),
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    """An optional dependency: ``state`` is ``"ok"``, ``"absent"`` or ``"broken"``."""
+
+    name: str
+    state: str
+    version: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A TrainWarden capability and whether the components it needs are usable."""
+
+    name: str
+    usable: bool
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """What :func:`run_doctor` found; ``ok`` is False when anything is broken."""
+
+    python: str
+    python_executable: str
+    platform: str
+    trainwarden_version: str
+    components: tuple[Component, ...]
+    features: tuple[Feature, ...]
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _probe(module: str, dist: str) -> Component:
+    try:
+        version: str | None = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module and version is None:
+            return Component(module, "absent")
+        return Component(module, "broken", version, f"{type(e).__name__}: {e}")
+    except Exception as e:  # any failure to import means the install is broken
+        return Component(module, "broken", version, f"{type(e).__name__}: {e}")
+    return Component(module, "ok", version)
+
+
+def run_doctor() -> DoctorReport:
+    """Import every optional component and report what works; never raises."""
+    from trainwarden import __version__
+
+    problems: list[str] = []
+    if sys.version_info < MIN_PYTHON:
+        problems.append(
+            f"Python {platform.python_version()} is too old; TrainWarden needs "
+            f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer"
+        )
+    components = tuple(_probe(mod, dist) for mod, dist in _COMPONENTS.items())
+    by_name = {c.name: c for c in components}
+    for c in components:
+        if c.state == "broken":
+            problems.append(f"{c.name} is installed but cannot be imported ({c.detail})")
+    features = []
+    for fname, needs in _FEATURES.items():
+        missing = tuple(n for n in needs if by_name[n].state != "ok")
+        features.append(Feature(fname, not missing, missing))
+    return DoctorReport(
+        python=platform.python_version(),
+        python_executable=sys.executable,
+        platform=platform.platform(),
+        trainwarden_version=__version__,
+        components=components,
+        features=tuple(features),
+        problems=tuple(problems),
+    )

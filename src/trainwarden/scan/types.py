@@ -1,0 +1,111 @@
+"""Public types of the static scanner: verdicts, limits, per-file and whole-scan reports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainwarden.errors import TrainWardenError
+from trainwarden.findings import Finding, Severity
+
+__all__ = ["FileReport", "Limits", "ScanError", "ScanReport", "Verdict"]
+
+
+class ScanError(TrainWardenError):
+    """The scan could not run at all (missing path, unreadable file, bad policy file).
+
+    A file that *can* be read but not parsed is never a ScanError: it is a finding.
+    """
+
+
+class Verdict(enum.Enum):
+    """Classification of one imported global by the policy."""
+
+    SAFE = "safe"
+    DANGEROUS = "dangerous"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one file; exceeding any of them is a finding, never a crash or hang."""
+
+    max_opcodes: int = 50_000_000
+    max_memo: int = 10_000_000
+    max_stack_depth: int = 100_000
+    max_nesting: int = 1_000
+    max_decompressed_bytes: int = 64 * 1024**3
+    max_members: int = 100_000
+    max_archive_depth: int = 8
+    max_seconds_per_file: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ScanError(
+                    f"invalid scan limit {name}={value!r}", hint="limits must be positive numbers"
+                )
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """Everything the scanner found in one input file (members of containers included)."""
+
+    path: str
+    size: int
+    formats: tuple[str, ...]
+    findings: tuple[Finding, ...]
+    globals: tuple[str, ...] = ()
+    sha256: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def max_severity(self) -> Severity | None:
+        return max((f.severity for f in self.findings), default=None)
+
+    def verdict(self, fail_on: Severity = Severity.HIGH) -> str:
+        """``"clean"``, ``"flagged"`` (findings below ``fail_on``) or ``"unsafe"``."""
+        worst = self.max_severity
+        if worst is None:
+            return "clean"
+        return "unsafe" if worst >= fail_on else "flagged"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "formats": list(self.formats),
+            "globals": list(self.globals),
+            "elapsed_s": round(self.elapsed_s, 6),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """The result of scanning one or more paths."""
+
+    files: tuple[FileReport, ...]
+    elapsed_s: float = 0.0
+    errors: tuple[str, ...] = field(default=())
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for fr in self.files for f in fr.findings)
+
+    @property
+    def max_severity(self) -> Severity | None:
+        return max((f.severity for f in self.findings), default=None)
+
+    def failed(self, fail_on: Severity = Severity.HIGH) -> bool:
+        worst = self.max_severity
+        return worst is not None and worst >= fail_on
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": [f.to_dict() for f in self.files],
+            "elapsed_s": round(self.elapsed_s, 6),
+            "errors": list(self.errors),
+        }

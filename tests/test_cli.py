@@ -1,0 +1,68 @@
+"""The CLI shell: --version, doctor, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import trainwarden
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def test_version(run_cli: RunCli) -> None:
+    r = run_cli(["--version"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"trainwarden {trainwarden.__version__}"
+
+
+def test_no_arguments_prints_help_and_exits_2(run_cli: RunCli) -> None:
+    r = run_cli([])
+    assert r.returncode == 2
+    assert "doctor" in r.stdout + r.stderr
+
+
+def test_unknown_command_is_usage_error(run_cli: RunCli) -> None:
+    r = run_cli(["no-such-command"])
+    assert r.returncode == 2
+    assert "no-such-command" in r.stderr
+
+
+def test_doctor_json_reports_interpreter_and_torch(run_cli: RunCli) -> None:
+    r = run_cli(["doctor", "--format", "json"])
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["ok"] is True
+    assert data["python"].count(".") == 2
+    comps = {c["name"]: c for c in data["components"]}
+    assert comps["torch"]["state"] == "ok"
+    assert comps["torch"]["version"].startswith("2.")
+    features = {f["name"]: f for f in data["features"]}
+    assert features["torch loading and training monitor"]["usable"] is True
+
+
+def test_doctor_text(run_cli: RunCli) -> None:
+    r = run_cli(["doctor"])
+    assert r.returncode == 0, r.stderr
+    assert "torch" in r.stdout
+    assert "features" in r.stdout
+
+
+def test_doctor_exits_2_on_broken_package(run_cli: RunCli, tmp_path: Path) -> None:
+    # A package that is present but fails on import, shadowing the real one.
+    broken = tmp_path / "py7zr"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise RuntimeError('simulated broken install')\n")
+    src = Path(trainwarden.__file__).parents[1]
+    r = run_cli(["doctor"], env={"PYTHONPATH": f"{src}:{tmp_path}"})
+    assert r.returncode == 2
+    assert "py7zr" in r.stderr
+    assert "simulated broken install" in r.stderr
+
+
+def test_env_var_sets_format(run_cli: RunCli) -> None:
+    r = run_cli(["doctor"], env={"TRAINWARDEN_FORMAT": "json"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["trainwarden"] == trainwarden.__version__

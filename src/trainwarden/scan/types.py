@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Finding, Severity
 
-__all__ = ["FileReport", "Limits", "ScanError", "ScanReport", "Verdict"]
+__all__ = [
+    "FileReport",
+    "FormatHandler",
+    "Limits",
+    "ScanContext",
+    "ScanError",
+    "ScanReport",
+    "Verdict",
+]
 
 
 class ScanError(TrainWardenError):
@@ -109,3 +117,38 @@ class ScanReport:
             "elapsed_s": round(self.elapsed_s, 6),
             "errors": list(self.errors),
         }
+
+
+class ScanContext(Protocol):
+    """What a format handler may use while scanning one input file.
+
+    The scanner core implements it; handlers append findings with :meth:`add`, hand the bytes of
+    any embedded member back with :meth:`scan_member` (dispatched by content, with depth and
+    member limits enforced by the core) and ask the policy about Python references found in
+    configs with :meth:`classify`.
+    """
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def add(self, finding: Finding) -> None: ...
+
+    def scan_member(self, data: bytes, location: str) -> None: ...
+
+    def classify(self, module: str, name: str) -> tuple[Verdict, str]: ...
+
+    def note_format(self, fmt: str) -> None: ...
+
+
+class FormatHandler(Protocol):
+    """A container or file format the scanner understands (one module per format)."""
+
+    name: str
+
+    def sniff(self, data: bytes) -> bool:
+        """True when ``data`` is this format, judged by content only (never by file name)."""
+        ...
+
+    def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
+        """Report findings about ``data`` (found at ``location``) into ``ctx``."""
+        ...

@@ -287,6 +287,5 @@ DANGEROUS: dict[str, str] = {
     "_frozen_importlib.*": "import machinery",
     "_frozen_importlib_external.*": "import machinery",
     "_imp.*": "import machinery",
-    "__main__.*": "whatever the loading program defines at top level",
     "builtins.__build_class__": "creates classes at load time",
 }

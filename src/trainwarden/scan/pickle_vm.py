@@ -75,6 +75,8 @@ class PickleAnalysis:
     opcodes: int = 0
     protocol: int = 0
     complete: bool = True
+    joblib_arrays: int = 0
+    result: object = field(default=None, hash=False, compare=False)
 
     @property
     def max_severity(self) -> Severity | None:
@@ -169,10 +171,11 @@ def looks_like_pickle(data: bytes | memoryview) -> bool:
     b0 = data[0]
     if b0 == 0x80:
         return data[1] <= _MAX_PROTOCOL
-    # Protocol 0/1 have no header; accept the opcodes a real dump starts with and require STOP.
-    if b0 in b"(cd}]l)NKJIMVXSTUFGi\x88\x89\x8a":
-        tail = bytes(data[-64:]) if len(data) > 64 else bytes(data)
-        return b"." in tail
+    # Protocol 0/1 have no header: accept the opcodes a real dump starts with when the data
+    # ends with STOP, as pickle.dump leaves it. (Anything else unclaimed is still probed by
+    # the engine, see formats.pickle.probe_unclaimed.)
+    if b0 in b"(cd}]l)NKJIMVXSTUFGiPp\x88\x89\x8a":
+        return bytes(data[-1:]) == b"."
     return False
 
 
@@ -184,6 +187,7 @@ class _VM:
         "deadline",
         "findings",
         "globals",
+        "joblib_arrays",
         "limits",
         "location",
         "n",
@@ -192,6 +196,7 @@ class _VM:
         "policy",
         "proto",
         "reported",
+        "result",
     )
 
     def __init__(
@@ -211,6 +216,8 @@ class _VM:
         self.deadline = deadline
         self.calls_on: set[str] = set()
         self.build_hook: BuildHook | None = None
+        self.joblib_arrays = 0
+        self.result: object = None
 
     # -- findings --------------------------------------------------------------------------
 
@@ -729,6 +736,7 @@ class _VM:
                             frame_end=frame_end,
                         )
                     self.opcount += opcount
+                    self.result = _plain(stack[-1])
                     return pos, True
                 elif op == 0x30:  # POP
                     if marks and marks[-1] == len(stack):
@@ -1014,12 +1022,16 @@ def _store_items(target: _Container, stack: list[Any], k: int) -> None:
         _store_item(target, stack[i], stack[i + 1])
 
 
-def _plain(value: object) -> object:
-    """A JSON-friendly rendering of a symbolic value (for evidence)."""
+def _plain(value: object, depth: int = 0) -> object:
+    """A small JSON-friendly rendering of a symbolic value (for evidence), bounded in size."""
     if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
+        if depth >= 6:
+            return "..."
+        return [_plain(v, depth + 1) for v in value[:64]]
+    if value is None or isinstance(value, (int, bool)):
         return value
+    if isinstance(value, str):
+        return value[:256]
     return repr(value)
 
 
@@ -1114,6 +1126,8 @@ def _analyze(
         opcodes=vm.opcount,
         protocol=vm.proto,
         complete=complete,
+        joblib_arrays=vm.joblib_arrays,
+        result=vm.result,
     )
 
 
@@ -1145,6 +1159,7 @@ def _joblib_hook(vm: _VM, obj: _Obj, pos: int) -> int:
         )
         raise AssertionError
     itemsize, hasobject = info
+    vm.joblib_arrays += 1
     if hasobject:
         # joblib reads object arrays with a plain pickle.load from the same stream.
         nested = analyze_pickle(

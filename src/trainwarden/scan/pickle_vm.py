@@ -322,7 +322,7 @@ class _VM:
         frame_end = -1
         frame_start = -1
         opcount = 0
-        check_every = 1 << 14
+        check_every = 1 << 12
         next_check = check_every
         append = stack.append
         pop = stack.pop
@@ -375,6 +375,17 @@ class _VM:
                 opcount += 1
                 if opcount >= next_check:
                     next_check += check_every
+                    # The stack can outgrow the limit by at most check_every items between
+                    # checks; checking here keeps the per-opcode path short.
+                    if len(stack) > max_stack:
+                        self.add(
+                            "TWS-PKL-LIMIT",
+                            Severity.HIGH,
+                            f"stack deeper than {max_stack}",
+                            op_off,
+                            limit="max_stack_depth",
+                        )
+                        raise _Stop
                     if opcount > budget:
                         self.add(
                             "TWS-PKL-LIMIT",
@@ -726,6 +737,15 @@ class _VM:
                 elif op == 0x2E:  # STOP
                     if len(stack) <= fence:
                         underflow(op_off, "STOP")
+                    if len(stack) > max_stack:
+                        self.add(
+                            "TWS-PKL-LIMIT",
+                            Severity.HIGH,
+                            f"stack deeper than {max_stack}",
+                            op_off,
+                            limit="max_stack_depth",
+                        )
+                        raise _Stop
                     if frame_end >= 0 and pos != frame_end:
                         self.add(
                             "TWS-PKL-FRAME",
@@ -942,15 +962,6 @@ class _VM:
                         op_off,
                         opcode=f"0x{op:02x}",
                     )
-                if len(stack) > max_stack:
-                    self.add(
-                        "TWS-PKL-LIMIT",
-                        Severity.HIGH,
-                        f"stack deeper than {max_stack}",
-                        op_off,
-                        limit="max_stack_depth",
-                    )
-                    raise _Stop
         except _Stop:
             self.opcount += opcount
             return pos, False
@@ -1018,8 +1029,17 @@ def _store_item(target: _Container, key: object, value: object) -> None:
 def _store_items(target: _Container, stack: list[Any], k: int) -> None:
     if target.kind != "dict":
         return
-    for i in range(k, min(len(stack) - 1, k + 2 * _MAX_TRACKED_ITEMS), 2):
-        _store_item(target, stack[i], stack[i + 1])
+    items = target.items
+    if items is None:
+        items = target.items = {}
+    room = _MAX_TRACKED_ITEMS - len(items)
+    if room <= 0:
+        return
+    keys = stack[k : k + 2 * room : 2]
+    values = stack[k + 1 : k + 2 * room : 2]
+    for key, value in zip(keys, values, strict=False):
+        if type(key) is str:
+            items[key] = value
 
 
 def _plain(value: object, depth: int = 0) -> object:

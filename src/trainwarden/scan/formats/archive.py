@@ -220,6 +220,9 @@ class _LimitedIO:
     def size(self) -> int:
         return len(self.buf)
 
+    def close(self) -> None:
+        return None
+
 
 TAR = TarHandler()
 SEVENZIP = SevenZipHandler()

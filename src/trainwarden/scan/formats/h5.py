@@ -2,14 +2,23 @@
 
 Keras deserialises the ``model_config``/``training_config`` root attributes on ``load_model``
 (Lambda bytecode, custom objects), so they get the same analysis as a ``.keras`` config. h5py is
-optional: without it (or when it cannot open the bytes) the JSON is recovered by scanning the raw
-bytes, and a config that cannot be recovered is a fail-closed finding.
+optional and runs in an isolated child process (the HDF5 C library crashes or hangs on crafted
+files); without it, or when it fails, the JSON is recovered by scanning the raw bytes, and a config
+that cannot be recovered is a fail-closed finding.
 """
 
 from __future__ import annotations
 
-import io
+import atexit
 import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from trainwarden.findings import Finding, Severity
@@ -35,25 +44,164 @@ def _superblock_offset(data: bytes) -> int | None:
     return None
 
 
-def _read_with_h5py(data: bytes) -> dict[str, str] | None:
-    """Root config attributes via h5py; None when h5py is missing or cannot open the bytes."""
-    try:
-        import h5py  # type: ignore[import-untyped]  # optional: only when an HDF5 file is seen
-    except ImportError:
-        return None
-    out: dict[str, str] = {}
+# Runs in a child process: the HDF5 C library crashes (SIGSEGV) or loops on crafted files, which
+# must cost the scanner one finding, not its own process. The child serves requests (8-byte length
+# + file bytes -> 8-byte length + JSON) until its stdin closes, so h5py is imported once.
+_CHILD = r"""
+import io, json, resource, struct, sys
+try:
+    resource.setrlimit(resource.RLIMIT_AS, (@LIMIT@, @LIMIT@))
+except (ValueError, OSError):
+    pass
+try:
+    import h5py
+except ImportError:
+    sys.exit(3)
+inp, outp = sys.stdin.buffer, sys.stdout.buffer
+while True:
+    head = inp.read(8)
+    if len(head) < 8:
+        break
+    data = inp.read(struct.unpack("<Q", head)[0])
+    attrs = {}
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
-            for name in CONFIG_ATTRS:
+            for name in @NAMES@:
                 if name in f.attrs:
-                    value: Any = f.attrs[name]
+                    value = f.attrs[name]
                     if isinstance(value, bytes):
-                        value = value.decode("utf-8", errors="replace")
-                    out[name] = str(value)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-        del e
-        return None
-    return out
+                        value = value.decode("utf-8", "replace")
+                    attrs[name] = str(value)
+        reply = {"status": "ok", "attrs": attrs}
+    except Exception as e:
+        reply = {"status": "unreadable", "detail": type(e).__name__ + ": " + str(e)[:300]}
+    body = json.dumps(reply).encode()
+    outp.write(struct.pack("<Q", len(body)) + body)
+    outp.flush()
+"""
+_CHILD_TIMEOUT_S = 60.0
+#: Address-space cap of the reader process: enough for h5py plus a copy of the largest file it gets.
+_CHILD_BASE_MEMORY = 2 * 1024**3
+_SHARED_WORKER_MAX_FILE = 256 * 1024**2
+
+
+@dataclass(frozen=True)
+class _H5pyResult:
+    """What the isolated h5py reader said: ``attrs`` on success, else ``status`` and ``detail``."""
+
+    status: str  # ok | missing | unreadable | crashed | timeout
+    attrs: dict[str, str]
+    detail: str = ""
+
+
+class _H5Worker:
+    """One h5py reader process; replaced after a crash or timeout."""
+
+    def __init__(self, max_file: int) -> None:
+        limit = _CHILD_BASE_MEMORY + 3 * max_file
+        code = _CHILD.replace("@LIMIT@", str(limit)).replace("@NAMES@", repr(CONFIG_ATTRS))
+        self.proc = subprocess.Popen(  # noqa: S603  (our own interpreter running our fixed code)
+            [sys.executable, "-I", "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+
+    def _read(self, n: int, deadline: float) -> bytes | None:
+        stdout = self.proc.stdout
+        if stdout is None:
+            return None
+        fd = stdout.fileno()
+        chunks: list[bytes] = []
+        got = 0
+        while got < n:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                raise TimeoutError
+            chunk = os.read(fd, n - got)
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def ask(self, data: bytes, timeout_s: float) -> _H5pyResult:
+        stdin = self.proc.stdin
+        deadline = time.monotonic() + timeout_s
+        try:
+            if stdin is None:
+                raise BrokenPipeError
+            stdin.write(struct.pack("<Q", len(data)) + data)
+            stdin.flush()
+            head = self._read(8, deadline)
+            body = None if head is None else self._read(struct.unpack("<Q", head)[0], deadline)
+        except TimeoutError:
+            self.close()
+            return _H5pyResult("timeout", {}, f"h5py did not finish within {timeout_s:g} s")
+        except (BrokenPipeError, OSError):
+            body = None
+        if body is None:
+            self.close()
+            if self.proc.returncode == 3:
+                return _H5pyResult("missing", {})
+            return _H5pyResult("crashed", {}, f"h5py exited with status {self.proc.returncode}")
+        try:
+            reply = json.loads(body)
+            attrs = {str(k): str(v) for k, v in reply.get("attrs", {}).items()}
+            return _H5pyResult(str(reply["status"]), attrs, str(reply.get("detail", "")))
+        except (ValueError, KeyError, AttributeError):
+            self.close()
+            return _H5pyResult("crashed", {}, "h5py reader sent a malformed reply")
+
+
+_worker_lock = threading.Lock()
+_worker: _H5Worker | None = None
+_h5py_missing = False
+
+
+def _close_worker() -> None:
+    global _worker
+    with _worker_lock:
+        if _worker is not None:
+            _worker.close()
+            _worker = None
+
+
+atexit.register(_close_worker)
+
+
+def _read_with_h5py(data: bytes, timeout_s: float) -> _H5pyResult:
+    """Root config attributes read by h5py in an isolated, memory- and time-limited process."""
+    global _worker, _h5py_missing
+    if _h5py_missing:
+        return _H5pyResult("missing", {})
+    with _worker_lock:
+        if len(data) > _SHARED_WORKER_MAX_FILE:
+            one_off = _H5Worker(len(data))
+            try:
+                result = one_off.ask(data, timeout_s)
+            finally:
+                one_off.close()
+        else:
+            if _worker is None or _worker.proc.poll() is not None:
+                _worker = _H5Worker(_SHARED_WORKER_MAX_FILE)
+            result = _worker.ask(data, timeout_s)
+            if result.status in ("crashed", "timeout", "missing"):
+                _worker = None
+    if result.status == "missing":
+        _h5py_missing = True
+    return result
 
 
 def extract_configs_from_bytes(data: bytes) -> tuple[list[Any], bool]:
@@ -96,9 +244,9 @@ class H5Handler:
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
         ctx.note_format(self.name)
-        attrs = _read_with_h5py(data)
-        if attrs is not None:
-            for name, text in attrs.items():
+        result = _read_with_h5py(data, min(ctx.limits.max_seconds_per_file, _CHILD_TIMEOUT_S))
+        if result.status == "ok":
+            for name, text in result.attrs.items():
                 try:
                     config = json.loads(text)
                 except (ValueError, RecursionError) as e:
@@ -115,10 +263,23 @@ class H5Handler:
                     continue
                 analyze_keras_config(config, location, ctx, where=name)
             return
-        self.scan_fallback(data, location, ctx, h5py_failed=_h5py_available())
+        if result.status in ("crashed", "timeout"):
+            ctx.add(
+                Finding(
+                    "TWS-H5-003",
+                    Severity.HIGH,
+                    f"the HDF5 library crashed or hung on this file ({result.detail}): crafted "
+                    "HDF5 structures are a memory-corruption vector",
+                    location,
+                    {"status": result.status},
+                )
+            )
+        self.scan_fallback(
+            data, location, ctx, h5py_failed=result.status == "unreadable", detail=result.detail
+        )
 
     def scan_fallback(
-        self, data: bytes, location: str, ctx: ScanContext, *, h5py_failed: bool
+        self, data: bytes, location: str, ctx: ScanContext, *, h5py_failed: bool, detail: str = ""
     ) -> None:
         """Inspect ``data`` without h5py (also used when h5py could not open it)."""
         if h5py_failed:
@@ -127,7 +288,7 @@ class H5Handler:
                     "TWS-H5-001",
                     Severity.MEDIUM,
                     "HDF5 file cannot be opened by h5py (truncated or malformed); its Keras "
-                    "config was searched for in the raw bytes instead",
+                    f"config was searched for in the raw bytes instead ({detail[:200]})",
                     location,
                 )
             )
@@ -147,14 +308,6 @@ class H5Handler:
             return
         for i, config in enumerate(configs):
             analyze_keras_config(config, location, ctx, where=f"attribute#{i}")
-
-
-def _h5py_available() -> bool:
-    try:
-        import h5py  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 HANDLER = H5Handler()

@@ -52,7 +52,10 @@ class RecordingContext:
 
     def scan_member(self, data: bytes, location: str) -> None:
         self.members.append((location, data))
-        for handler in self.handlers:
+        handlers = self.handlers or tuple(
+            importlib.import_module("trainwarden.scan.formats").HANDLERS
+        )
+        for handler in handlers:
             if handler.sniff(data):
                 handler.scan(data, location, self)
                 break

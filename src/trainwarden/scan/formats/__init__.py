@@ -6,13 +6,27 @@ Each handler module in this package exposes ``HANDLER`` (see
 
 from __future__ import annotations
 
+from trainwarden.scan.formats import gguf as _gguf
+from trainwarden.scan.formats import h5 as _h5
+from trainwarden.scan.formats import keras as _keras
+from trainwarden.scan.formats import onnx as _onnx
 from trainwarden.scan.formats import pickle as _pickle
+from trainwarden.scan.formats import safetensors as _safetensors
 from trainwarden.scan.formats import zip as _zip
 from trainwarden.scan.types import FormatHandler
 
 __all__ = ["HANDLERS"]
 
+# Order matters: .keras before the generic zip (it excludes zips with *.pkl members, which are
+# PyTorch's); the magic/structure-sniffed formats before pickle, whose protocol-0 sniff accepts
+# first bytes such as "G" (GGUF) and 0x89 (HDF5); the bare Keras JSON config last.
 HANDLERS: list[FormatHandler] = [
+    _keras.HANDLER,
     _zip.HANDLER,
+    _gguf.HANDLER,
+    _h5.HANDLER,
+    _safetensors.HANDLER,
+    _onnx.HANDLER,
     _pickle.HANDLER,
+    _keras.JSON_HANDLER,
 ]

@@ -124,6 +124,17 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = json.dumps({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()
     (bad / "tampered.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 16)
 
+    # files over the scanner's memory-map threshold (8 MiB): handlers read them through the map
+    big = root / "big"
+    big.mkdir()
+    save_file({"w": torch.zeros(3_000_000)}, str(big / "large.safetensors"))
+    wide = numpy_helper.from_array(np.zeros((2, 1_300_000), dtype=np.float32), "W")
+    (big / "large.onnx").write_bytes(_onnx_model(wide).SerializeToString())
+    kv: list[tuple[str, int, object]] = [("tokenizer.chat_template", GGUF_STRING, ssti)]
+    (big / "large.gguf").write_bytes(
+        gguf_bytes(kv, [("w", (2_500_000,), np.zeros(2_500_000, dtype=np.float32))])
+    )
+
     hf = root / "hf"
     hf.mkdir()
     (hf / "config.json").write_text(
@@ -174,6 +185,18 @@ def test_malicious_files_are_flagged(report: ScanReport, tree: Path) -> None:
         if "/bad/" in fr.path or fr.path.endswith(".py") or fr.path.endswith("config.json"):
             assert fr.verdict(Severity.HIGH) == "unsafe", fr.path
     assert report.failed(Severity.HIGH)
+
+
+def test_large_files_are_read_through_the_memory_map(report: ScanReport, tree: Path) -> None:
+    rules = _by_name(report, tree)
+    assert all((tree / "big" / n).stat().st_size > 8 * 1024 * 1024 for n in ("large.onnx",))
+    assert rules["big/large.safetensors"] == set()
+    assert rules["big/large.onnx"] == set()
+    assert "TWS-TPL-001" in rules["big/large.gguf"]
+    formats = {Path(fr.path).name: fr.formats for fr in report.files if "/big/" in fr.path}
+    assert "safetensors" in formats["large.safetensors"]
+    assert "onnx" in formats["large.onnx"]
+    assert "gguf" in formats["large.gguf"]
 
 
 def test_scan_bytes_dispatches_by_content(tree: Path) -> None:

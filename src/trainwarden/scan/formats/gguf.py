@@ -259,6 +259,8 @@ class GGUFHandler:
     """GGUF v1-v3 model files (llama.cpp and friends), recognised by the ``GGUF`` magic."""
 
     name = "gguf"
+    #: Works on a memory map: only the header, metadata and tensor table are read.
+    accepts_buffer = True
 
     def sniff(self, data: bytes) -> bool:
         if data[:4] != MAGIC or len(data) < 8:

@@ -28,6 +28,7 @@ CONFIG_FILES = (
     "image_processor_config.json",
     "video_preprocessor_config.json",
     "generation_config.json",
+    "adapter_config.json",
 )
 _MARKERS = frozenset(
     {
@@ -140,6 +141,19 @@ def _check_auto_map(
                     {"task": str(task), "impl": impl},
                 )
             )
+    peft = obj.get("auto_mapping")
+    if isinstance(peft, dict):
+        # PEFT imports ``parent_library`` and takes ``base_model_class`` from it.
+        lib, cls = peft.get("parent_library"), peft.get("base_model_class")
+        out.setdefault(path, []).append(
+            Finding(
+                "TWS-HF-001",
+                Severity.HIGH,
+                f"{path.name} auto_mapping makes PEFT import {lib!r} and use {cls!r} from it",
+                str(path),
+                {"reference": f"{lib}.{cls}", "repository": None},
+            )
+        )
     if obj.get("trust_remote_code") is True:
         out.setdefault(path, []).append(
             Finding(

@@ -100,6 +100,8 @@ def _reference(rep: _Reporter, module: str, name: str, path: str, kind: str) -> 
         name=name,
         path=path,
         verdict=verdict.value,
+        # Keras < 3.9 imports any module named in a config even with safe_mode=True (CVE-2025-1550)
+        blocked_by_safe_mode=False,
     )
 
 
@@ -117,9 +119,11 @@ def _check_object(rep: _Reporter, obj: dict[str, Any], path: str) -> None:
             "TWS-KERAS-001",
             Severity.CRITICAL,
             f"config at {path} is a {class_name} layer: it carries serialised Python code that "
-            "runs when the model is loaded (requires safe_mode=False)",
+            "runs when the model is loaded (Keras 3 refuses it unless safe_mode=False; Keras 2 "
+            "and tf.keras run it)",
             path=path,
             class_name=class_name,
+            blocked_by_safe_mode=True,
         )
     if class_name == "function" and isinstance(module, str) and isinstance(config, str):
         _reference(rep, module, config, path, "function")

@@ -374,6 +374,8 @@ class OnnxHandler:
     """ONNX ModelProto files, recognised by their protobuf structure."""
 
     name = "onnx"
+    #: Works on a memory map: tensor payloads are skipped, never copied.
+    accepts_buffer = True
 
     def sniff(self, data: bytes) -> bool:
         return _sniff_onnx(data)

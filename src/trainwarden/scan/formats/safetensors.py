@@ -72,6 +72,8 @@ class SafetensorsHandler:
     """Structural validator for ``.safetensors`` files (sniffed by header shape, not name)."""
 
     name = "safetensors"
+    #: Works on a memory map: only the header is read, never the tensor data.
+    accepts_buffer = True
 
     def sniff(self, data: bytes) -> bool:
         if len(data) < 10:

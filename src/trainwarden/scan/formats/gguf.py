@@ -15,7 +15,14 @@ from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats import _jinja
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "GGUFFile", "GGUFHandler", "GGUFParseError", "parse_gguf"]
+__all__ = ["HANDLER", "RULES", "GGUFFile", "GGUFHandler", "GGUFParseError", "parse_gguf"]
+
+RULES: dict[str, str] = {
+    "TWS-GGUF-001": "malformed GGUF header, metadata or tensor table (counts, lengths, offsets "
+    "or dims out of bounds; fail closed)",
+    "TWS-GGUF-002": "a tokenizer.chat_template key holds a non-string value",
+    **_jinja.RULES,
+}
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (1, 2, 3)

@@ -20,11 +20,23 @@ from trainwarden.scan.types import ScanContext, Verdict
 __all__ = [
     "HANDLER",
     "JSON_HANDLER",
+    "RULES",
     "KerasJsonHandler",
     "KerasZipHandler",
     "analyze_keras_config",
     "looks_like_keras_config",
 ]
+
+RULES: dict[str, str] = {
+    "TWS-KERAS-001": "a Lambda layer carries serialised Python bytecode that runs on load",
+    "TWS-KERAS-002": "the config references a module/class/function outside Keras, imported on "
+    "load (CRITICAL when the policy calls it dangerous, HIGH when unknown)",
+    "TWS-KERAS-003": "the config references a Keras built-in that defeats safe_mode or reaches "
+    "outside the model (get_file, enable_unsafe_deserialization, TFSMLayer, ...)",
+    "TWS-KERAS-004": "the config needs a custom registered object (code from outside the model)",
+    "TWS-KERAS-005": "a lookup/vectorization layer reads its vocabulary from a file path",
+    "TWS-KERAS-006": "the Keras archive or config cannot be read or parsed (fail closed)",
+}
 
 #: Top-level packages whose classes Keras itself provides (resolved from its own registry).
 KERAS_NAMESPACES = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
@@ -112,13 +124,19 @@ def _check_object(rep: _Reporter, obj: dict[str, Any], path: str) -> None:
     registered = obj.get("registered_name")
     if not isinstance(class_name, str):
         return
-    if class_name in ("Lambda", "__lambda__") or (
+    carries_lambda_dict = (
+        isinstance(config, dict)
+        and isinstance(config.get("function"), dict)
+        and config["function"].get("class_name") == "__lambda__"
+    )
+    if (class_name in ("Lambda", "__lambda__") and not carries_lambda_dict) or (
         isinstance(config, dict) and config.get("function_type") == "lambda"
     ):
         rep.add(
             "TWS-KERAS-001",
             Severity.CRITICAL,
-            f"config at {path} is a {class_name} layer: it carries serialised Python code that "
+            f"config at {path} is a {'Lambda function' if class_name == '__lambda__' else 'Lambda'}"
+            " layer: it carries serialised Python code that "
             "runs when the model is loaded (Keras 3 refuses it unless safe_mode=False; Keras 2 "
             "and tf.keras run it)",
             path=path,
@@ -163,9 +181,7 @@ def _check_object(rep: _Reporter, obj: dict[str, Any], path: str) -> None:
             )
 
 
-def analyze_keras_config(
-    config: Any, location: str, ctx: ScanContext, *, where: str = "config"
-) -> None:
+def analyze_keras_config(config: Any, location: str, ctx: ScanContext, *, where: str = "$") -> None:
     """Report every risky construct in a parsed Keras model/layer config (any nesting)."""
     rep = _Reporter(location, ctx)
     max_depth = ctx.limits.max_nesting

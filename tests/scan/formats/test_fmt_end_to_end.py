@@ -130,6 +130,16 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_file({"w": torch.zeros(3_000_000)}, str(big / "large.safetensors"))
     wide = numpy_helper.from_array(np.zeros((2, 1_300_000), dtype=np.float32), "W")
     (big / "large.onnx").write_bytes(_onnx_model(wide).SerializeToString())
+    big_weights = io.BytesIO()
+    with h5py.File(big_weights, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=np.zeros(2_400_000, dtype=np.float32))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:  # stored, as Keras writes the weights
+        zf.writestr("metadata.json", json.dumps({"keras_version": "3.6.0"}))
+        lam_cfg = {"module": "keras.layers", "class_name": "Lambda", "config": {"function": lam}}
+        zf.writestr("config.json", json.dumps({"class_name": "Functional", "config": lam_cfg}))
+        zf.writestr("model.weights.h5", big_weights.getvalue())
+    (big / "large.keras").write_bytes(buf.getvalue())
     kv: list[tuple[str, int, object]] = [("tokenizer.chat_template", GGUF_STRING, ssti)]
     (big / "large.gguf").write_bytes(
         gguf_bytes(kv, [("w", (2_500_000,), np.zeros(2_500_000, dtype=np.float32))])
@@ -189,14 +199,17 @@ def test_malicious_files_are_flagged(report: ScanReport, tree: Path) -> None:
 
 def test_large_files_are_read_through_the_memory_map(report: ScanReport, tree: Path) -> None:
     rules = _by_name(report, tree)
-    assert all((tree / "big" / n).stat().st_size > 8 * 1024 * 1024 for n in ("large.onnx",))
+    names = ("large.onnx", "large.keras", "large.gguf", "large.safetensors")
+    assert all((tree / "big" / n).stat().st_size > 8 * 1024 * 1024 for n in names)
     assert rules["big/large.safetensors"] == set()
     assert rules["big/large.onnx"] == set()
     assert "TWS-TPL-001" in rules["big/large.gguf"]
+    assert "TWS-KERAS-001" in rules["big/large.keras"]
     formats = {Path(fr.path).name: fr.formats for fr in report.files if "/big/" in fr.path}
     assert "safetensors" in formats["large.safetensors"]
     assert "onnx" in formats["large.onnx"]
     assert "gguf" in formats["large.gguf"]
+    assert "keras" in formats["large.keras"]
 
 
 def test_scan_bytes_dispatches_by_content(tree: Path) -> None:

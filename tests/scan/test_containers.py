@@ -233,3 +233,20 @@ def test_clean_raw_pickle_file(tmp_path: Path) -> None:
     f = tmp_path / "state.pkl"
     f.write_bytes(pickle.dumps({"lr": 0.1, "steps": [1, 2]}, protocol=5))
     assert not scan_path(f).failed()
+
+
+def test_directory_walk_skips_fifos_and_rejects_them_explicitly(tmp_path: Path) -> None:
+    import os
+
+    from trainwarden.scan import ScanError
+
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps([1], protocol=4))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    report = scan_path(tmp_path)
+    assert [Path(f.path).name for f in report.files] == ["ok.pkl"]
+    with pytest.raises(ScanError, match="not a regular file"):
+        scan_path(fifo)
+    with pytest.raises(ScanError, match="no such file"):
+        scan_path(tmp_path / "missing")

@@ -280,11 +280,13 @@ class _VM:
 
     def check_target(self, target: object, offset: int, opname: str) -> None:
         """BUILD/SETITEM/APPEND on ``target``."""
-        if (
-            opname != "BUILD"
-            and type(target) is _Obj
-            and type(target.origin) is _Global
-            and f"{target.origin.module}.{target.origin.name}" in _ARRAY_MAKERS
+        if type(target) is _Obj and (
+            target.origin is _PERSISTENT
+            or (
+                opname != "BUILD"
+                and type(target.origin) is _Global
+                and f"{target.origin.module}.{target.origin.name}" in _ARRAY_MAKERS
+            )
         ):
             self.add(
                 "TWS-PKL-TENSOR-MUTATION",

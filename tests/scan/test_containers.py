@@ -250,3 +250,22 @@ def test_directory_walk_skips_fifos_and_rejects_them_explicitly(tmp_path: Path) 
         scan_path(fifo)
     with pytest.raises(ScanError, match="no such file"):
         scan_path(tmp_path / "missing")
+
+
+def test_folder_hook_findings_are_merged(tmp_path: Path) -> None:
+    # The core calls formats.hf_folder.folder_findings for each walked directory and merges its
+    # findings into the FileReport of the file they concern (creating one if the walk skipped it).
+    import json
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(
+        json.dumps({"model_type": "x", "auto_map": {"AutoModel": "modeling_x.XModel"}})
+    )
+    (model / "modeling_x.py").write_text("class XModel: pass\n")
+    torch.save({"w": torch.ones(1)}, model / "pytorch_model.bin")
+    report = scan_path(model, include=["*.bin"])
+    by_name = {Path(f.path).name: f for f in report.files}
+    assert by_name["pytorch_model.bin"].findings == ()
+    assert {f.rule_id for f in by_name["config.json"].findings} >= {"TWS-HF-001"}
+    assert report.failed()

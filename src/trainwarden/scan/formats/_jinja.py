@@ -208,6 +208,11 @@ def _lex_block(src: str, i: int, end_marker: str) -> tuple[list[_Tok], int]:
 def _tokenize(src: str) -> list[list[_Tok]]:
     """Split a template into its expression/statement blocks, each a token list."""
     blocks: list[list[_Tok]] = []
+    # Jinja drops one trailing newline before lexing (keep_trailing_newline=False).
+    for nl in ("\r\n", "\n", "\r"):
+        if src.endswith(nl):
+            src = src[: -len(nl)]
+            break
     i = 0
     n = len(src)
     while i < n:
@@ -217,6 +222,8 @@ def _tokenize(src: str) -> list[list[_Tok]]:
         nxt = src[j + 1]
         if nxt == "#":
             k = src.find("#}", j + 2)
+            if k < 0 and j + 2 == n:
+                break  # Jinja accepts a bare "{#" at the very end
             if k < 0:
                 raise _TemplateSyntaxError("unterminated comment", j)
             i = k + 2
@@ -230,6 +237,8 @@ def _tokenize(src: str) -> list[list[_Tok]]:
         toks, i = _lex_block(src, start, "}}" if nxt == "{" else "%}")
         if nxt == "%" and toks and toks[0].kind == "name" and toks[0].value == "raw":
             m = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}").search(src, i)
+            if m is None and i == n:
+                break  # Jinja accepts "{% raw %}" as the very last thing
             if m is None:
                 raise _TemplateSyntaxError("unterminated raw block", j)
             i = m.end()

@@ -6,27 +6,40 @@ Each handler module in this package exposes ``HANDLER`` (see
 
 from __future__ import annotations
 
+from trainwarden.scan.formats import archive as _archive
+from trainwarden.scan.formats import compressed as _compressed
 from trainwarden.scan.formats import gguf as _gguf
 from trainwarden.scan.formats import h5 as _h5
 from trainwarden.scan.formats import keras as _keras
+from trainwarden.scan.formats import npy as _npy
 from trainwarden.scan.formats import onnx as _onnx
 from trainwarden.scan.formats import pickle as _pickle
 from trainwarden.scan.formats import safetensors as _safetensors
+from trainwarden.scan.formats import torch_legacy as _torch_legacy
 from trainwarden.scan.formats import zip as _zip
 from trainwarden.scan.types import FormatHandler
 
 __all__ = ["HANDLERS"]
 
-# Order matters: .keras before the generic zip (it excludes zips with *.pkl members, which are
-# PyTorch's); the magic/structure-sniffed formats before pickle, whose protocol-0 sniff accepts
-# first bytes such as "G" (GGUF) and 0x89 (HDF5); the bare Keras JSON config last.
+# Order matters:
+# - .keras before the generic zip (its sniff refuses zips with *.pkl members: PyTorch's);
+# - GGUF, HDF5, safetensors and ONNX (magic- or structure-sniffed) before the compressed and
+#   pickle sniffs, which are loose: the zlib sniff accepts ~1 in 120 safetensors header lengths
+#   (a first byte 0x?8 and a 2-byte prefix divisible by 31), and pickle's protocol-0 sniff accepts
+#   a first byte of "G" (GGUF magic) or 0x89 (HDF5 signature);
+# - the bare Keras JSON config last (a JSON object is nothing else's content).
 HANDLERS: list[FormatHandler] = [
     _keras.HANDLER,
     _zip.HANDLER,
+    _npy.HANDLER,
+    _archive.SEVENZIP,
     _gguf.HANDLER,
     _h5.HANDLER,
     _safetensors.HANDLER,
     _onnx.HANDLER,
+    _compressed.HANDLER,
+    _torch_legacy.HANDLER,
+    _archive.TAR,
     _pickle.HANDLER,
     _keras.JSON_HANDLER,
 ]

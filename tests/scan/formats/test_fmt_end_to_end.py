@@ -244,7 +244,8 @@ def test_cli_exit_codes_and_json(
 def test_cli_allow_admits_a_custom_keras_layer(
     tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:
-    layer = {"module": "mylab.layers", "class_name": "GatedBlock", "config": {"units": 2}}
+    layer: dict[str, object] = {"module": "mylab.layers", "class_name": "GatedBlock"}
+    layer["config"] = {"units": 2}
     path = tmp_path / "model.keras"
     path.write_bytes(_keras_archive([layer]))
     denied = run_cli(["scan", str(path), "--format", "json"])

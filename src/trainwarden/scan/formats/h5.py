@@ -208,6 +208,22 @@ def _close_worker() -> None:
 
 atexit.register(_close_worker)
 
+_inherited: list[_H5Worker] = []
+
+
+def _reset_after_fork() -> None:
+    # A forked scanner process (the engine's process pool) must not talk to its parent's reader
+    # through the inherited pipes: replies would interleave. Keep the inherited object alive
+    # (closing it would kill the parent's reader) and start afresh.
+    global _worker, _worker_lock
+    if _worker is not None:
+        _inherited.append(_worker)
+    _worker = None
+    _worker_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
 
 def _read_with_h5py(data: bytes, timeout_s: float) -> _H5pyResult:
     """Root config attributes read by h5py in an isolated, memory- and time-limited process."""

@@ -98,7 +98,10 @@ def _module_file(directory: Path, ref: str) -> Path | None:
         return None
     module = ref.rsplit(".", 1)[0]
     candidate = directory / (module.replace(".", "/") + ".py")
-    return candidate if candidate.is_file() else None
+    try:
+        return candidate if candidate.is_file() else None
+    except (OSError, ValueError):  # a reference with a NUL byte or an over-long name
+        return None
 
 
 def _check_auto_map(

@@ -146,6 +146,30 @@ class _Reader:
         except UnicodeDecodeError as e:
             raise GGUFParseError(f"{what} is not valid UTF-8", self.pos - n + e.start) from e
 
+    def strings(self, n: int, what: str) -> list[str]:
+        """``n`` length-prefixed strings (the hot path: vocabularies of 100k+ tokens)."""
+        data = self.data
+        end = len(data)
+        pos = self.pos
+        unpack_len = struct.Struct("<I" if self.version == 1 else "<Q").unpack_from
+        width = 4 if self.version == 1 else 8
+        out: list[str] = []
+        append = out.append
+        try:
+            for _ in range(n):
+                if pos + width > end:
+                    raise GGUFParseError(f"{what} is truncated", pos)
+                (length,) = unpack_len(data, pos)
+                pos += width
+                if length > end - pos:
+                    raise GGUFParseError(f"a string of {what} runs past the end of the file", pos)
+                append(data[pos : pos + length].decode("utf-8"))
+                pos += length
+        except UnicodeDecodeError as e:
+            raise GGUFParseError(f"a string of {what} is not valid UTF-8", pos) from e
+        self.pos = pos
+        return out
+
     def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             return self.scalar(vtype, what)
@@ -174,6 +198,8 @@ class _Reader:
                 fmt, size = _SCALARS[itype]
                 raw = self.take(n * size, what)
                 return list(struct.unpack(f"<{n}{fmt[1]}", raw)) if n else []
+            if itype == _STRING:
+                return self.strings(n, what)
             return [self.value(itype, f"{what}[{i}]", depth + 1) for i in range(n)]
         raise GGUFParseError(f"{what} has unknown value type {vtype}", self.pos)
 

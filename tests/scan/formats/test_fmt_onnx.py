@@ -332,3 +332,11 @@ def test_torch_onnx_export_is_clean(tmp_path: Path) -> None:
         torch.onnx.export(model, (torch.randn(1, 4),), str(path), dynamo=False)
     ctx = run_handler(HANDLER, path.read_bytes())
     assert ctx.findings == []
+
+
+def test_every_duplicate_location_entry_is_checked() -> None:
+    t = _external("W", "weights.bin")
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "/etc/shadow"
+    ctx = run_handler(HANDLER, _model(_graph(weight=t)).SerializeToString())
+    assert [f.evidence["external_location"] for f in ctx.findings] == ["/etc/shadow"]

@@ -155,7 +155,8 @@ def _check_location(st: _State, tensor: str, loc: str, where: str) -> None:
 def _walk_tensor(st: _State, start: int, end: int, where: str) -> None:
     data = st.data
     name = ""
-    location: str | None = None
+    # Every "location" entry is checked: readers disagree on which duplicate wins.
+    locations: list[str] = []
     external = False
     for f in _fields(data, start, end):
         if f.number == 8 and f.wire == 2:
@@ -170,10 +171,10 @@ def _walk_tensor(st: _State, start: int, end: int, where: str) -> None:
                 elif g.number == 2 and g.wire == 2:
                     value = _text(data, g)
             if key == "location" and value is not None:
-                location = value
-    if location is not None:
+                locations.append(value)
+    for location in locations:
         _check_location(st, name, location, where)
-    elif external:
+    if external and not locations:
         st.add(
             "TWS-ONNX-005",
             Severity.MEDIUM,

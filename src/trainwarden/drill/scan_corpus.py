@@ -9,6 +9,7 @@ lightning, safetensors, onnx, h5py) so that the scanner is judged on what users 
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import io
 import json
@@ -22,7 +23,6 @@ import types
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -2114,11 +2114,17 @@ def _malicious_specs() -> list[_Mal]:
     return specs
 
 
-@contextmanager
+@contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     # Third-party libraries warn while writing files (deprecations, tiny-dataset hints); those
     # warnings concern them, not the scanner under test, so they must not become test errors.
-    with warnings.catch_warnings():
+    # Their progress prints (training logs) would also land on the caller's stdout.
+    sink = io.StringIO()
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
         warnings.simplefilter("ignore")
         yield
 

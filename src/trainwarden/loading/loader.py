@@ -319,6 +319,19 @@ _ROUTES: dict[str, Callable[[bytearray, Enforcer, Any], Any]] = {
 }
 
 
+def _import_for(fmt: str) -> None:
+    # Import the framework a route needs before telemetry starts, so a first import of torch
+    # (which loads native libraries) is not attributed to the file being loaded.
+    import trainwarden.scan.pickle_vm  # noqa: F401
+
+    if fmt.startswith("torch"):
+        import torch  # noqa: F401
+    elif fmt in ("npy", "npz"):
+        import numpy.lib.format  # noqa: F401
+    elif fmt == "joblib":
+        import joblib.numpy_pickle  # noqa: F401
+
+
 # -- public API ---------------------------------------------------------------------------------
 
 
@@ -339,6 +352,7 @@ def load_bytes(
     fmt = detect_format(data)
     findings: list[Finding] = []
     enforcer = Enforcer(pol, "warn" if mode == "warn" else "block", location, findings)
+    _import_for(fmt)
     with telemetry.track(location) as trace:
         try:
             obj = _ROUTES[fmt](data, enforcer, map_location)

@@ -63,25 +63,56 @@ class LoadTrace:
     MAX_EVENTS = 10_000
 
     def findings(self) -> tuple[Finding, ...]:
-        """One finding per distinct (event, subject) with a count.
+        """Findings for what happened: one per distinct (event, subject) with a count.
 
-        ``exec``/``compile`` of a module's own source file during an import are reported as part
-        of that import (LOW), not as code execution.
+        Imports are summarised in one LOW finding (code an import runs to define the module,
+        its .pyc writes and native libraries it loads are part of it); resolved globals in one
+        INFO finding.
         """
-        grouped: dict[tuple[str, str, bool], int] = {}
-        for key in self.events:
-            grouped[key] = grouped.get(key, 0) + 1
+        imports: list[str] = []
+        resolved: list[str] = []
+        grouped: dict[tuple[str, str], int] = {}
+        for event, subject, import_related in self.events:
+            if event == "import":
+                if subject not in imports:
+                    imports.append(subject)
+            elif event == "pickle.find_class":
+                if subject not in resolved:
+                    resolved.append(subject)
+            elif not import_related:
+                grouped[(event, subject)] = grouped.get((event, subject), 0) + 1
         out: list[Finding] = []
-        for (event, subject, import_related), count in grouped.items():
+        loc = self.location
+        if imports:
+            out.append(
+                Finding(
+                    "TWL-TEL-IMPORT",
+                    Severity.LOW,
+                    f"while loading {loc}, {len(imports)} module(s) were imported: "
+                    + ", ".join(imports[:10])
+                    + (", ..." if len(imports) > 10 else ""),
+                    loc,
+                    {"event": "import", "modules": imports},
+                )
+            )
+        if resolved:
+            out.append(
+                Finding(
+                    "TWL-TEL-FIND-CLASS",
+                    Severity.INFO,
+                    f"while loading {loc}, the unpickler resolved {len(resolved)} global(s)",
+                    loc,
+                    {"event": "pickle.find_class", "globals": resolved},
+                )
+            )
+        for (event, subject), count in grouped.items():
             rule, sev, what = _RULES[event]
-            if import_related:
-                rule, sev, what = "TWL-TEL-IMPORT", Severity.LOW, f"ran module code ({event})"
             out.append(
                 Finding(
                     rule,
                     sev,
-                    f"while loading {self.location}, the process {what}: {subject}",
-                    self.location,
+                    f"while loading {loc}, the process {what}: {subject}",
+                    loc,
                     {"event": event, "subject": subject, "count": count},
                 )
             )
@@ -90,8 +121,8 @@ class LoadTrace:
                 Finding(
                     "TWL-TEL-OVERFLOW",
                     Severity.MEDIUM,
-                    f"while loading {self.location}, {self.dropped} audit events were not kept",
-                    self.location,
+                    f"while loading {loc}, {self.dropped} audit events were not kept",
+                    loc,
                     {"dropped": self.dropped},
                 )
             )
@@ -162,7 +193,7 @@ def _inside_import(stop: FrameType | None) -> bool:
 def _import_related(event: str, args: tuple[Any, ...], stop: FrameType | None) -> bool:
     # Importing a module compiles and execs its source, builds dataclasses and namedtuples with
     # exec, and writes its .pyc cache: that is the import (reported as one), not a payload.
-    if event in ("exec", "compile"):
+    if event in ("exec", "compile", "ctypes.dlopen"):
         return _inside_import(stop)
     if event == "open":
         name = args[0]

@@ -25,6 +25,11 @@ _ALLOW_HINT = (
     "into one)"
 )
 
+_DANGER_HINT = (
+    "this file would run code when loaded: do not load it, and find out who wrote it "
+    "(`trainwarden scan` shows everything it contains); ask for the weights as safetensors"
+)
+
 
 class LoadError(TrainWardenError):
     """A file could not be loaded safely (unreadable, unsupported format, malformed)."""
@@ -44,8 +49,12 @@ class UnsafeModelError(LoadError):
         path: str | None = None,
         hint: str | None = None,
     ) -> None:
-        super().__init__(message, hint=hint if hint is not None else _ALLOW_HINT)
-        self.findings: tuple[Finding, ...] = tuple(findings)
+        found = tuple(findings)
+        if hint is None:
+            critical = any(f.severity is Severity.CRITICAL for f in found)
+            hint = _DANGER_HINT if critical else _ALLOW_HINT
+        super().__init__(message, hint=hint)
+        self.findings: tuple[Finding, ...] = found
         self.path = path
 
     def diagnostics(self) -> str:

@@ -497,8 +497,8 @@ def install(
                 replacements[id(orig_np)] = wrapped_np
                 _patch(guard, numpy, "load", wrapped_np)
         if importlib.util.find_spec("joblib") is not None:
-            import joblib  # type: ignore[import-untyped]
-            import joblib.numpy_pickle  # type: ignore[import-untyped]
+            import joblib
+            import joblib.numpy_pickle
 
             orig_jl = joblib.load
             if not getattr(orig_jl, "__trainwarden_guarded__", False):

@@ -160,7 +160,7 @@ def _npz_members(data: bytearray, location: str) -> list[tuple[str, bytes]]:
 
 
 def _joblib_stream(data: bytearray, location: str) -> bytes:
-    from joblib import numpy_pickle  # type: ignore[import-untyped]
+    from joblib import numpy_pickle
 
     fobj: Any = MemReader(data, location)
     with numpy_pickle._validate_fileobject_and_memmap(fobj, location, None) as (stream, _):

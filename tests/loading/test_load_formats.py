@@ -56,7 +56,9 @@ def test_torch_checkpoint_equals_torch_load(tmp_path: Path, zipfile_format: bool
     got = trainwarden.load(path)
     _assert_same(got, torch.load(path, weights_only=False))
     # views keep sharing storage, as with torch.load
-    assert got["transposed"].untyped_storage().data_ptr() == got["weight"].untyped_storage().data_ptr()
+    assert (
+        got["transposed"].untyped_storage().data_ptr() == got["weight"].untyped_storage().data_ptr()
+    )
 
 
 def test_map_location_is_honoured(tmp_path: Path) -> None:
@@ -135,7 +137,9 @@ def test_payloads_in_every_format_are_refused(tmp_path: Path, canary: Path) -> N
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     np.save(tmp_path / "evil.npy", np.array([SystemPayload(canary)], dtype=object))
-    np.savez(tmp_path / "evil.npz", ok=np.ones(2), bad=np.array([ExecPayload(canary)], dtype=object))
+    np.savez(
+        tmp_path / "evil.npz", ok=np.ones(2), bad=np.array([ExecPayload(canary)], dtype=object)
+    )
     joblib.dump({"a": np.ones(3), "p": SystemPayload(canary)}, tmp_path / "evil.joblib")
     joblib.dump([SystemPayload(canary)], tmp_path / "evilz.joblib", compress=3)
     for path in sorted(tmp_path.iterdir()):

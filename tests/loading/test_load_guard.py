@@ -30,7 +30,7 @@ class MadeBeforeInstall(pickle.Unpickler):
     """An unpickler subclass that exists before the guard is installed (like joblib's)."""
 
 
-class PyMadeBeforeInstall(pickle._Unpickler):  # type: ignore[name-defined,misc]
+class PyMadeBeforeInstall(pickle._Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         return super().find_class(module, name)
 
@@ -53,11 +53,11 @@ def _entry_points(payload: bytes, files: dict[str, Path]) -> dict[str, Callable[
         "pickle.load": lambda: pickle.load(io.BytesIO(payload)),
         "_pickle.loads": lambda: _pickle.loads(payload),
         "_pickle.load": lambda: _pickle.load(io.BytesIO(payload)),
-        "pickle._loads": lambda: pickle._loads(payload),  # type: ignore[attr-defined]
-        "pickle._load": lambda: pickle._load(io.BytesIO(payload)),  # type: ignore[attr-defined]
+        "pickle._loads": lambda: vars(pickle)["_loads"](payload),
+        "pickle._load": lambda: vars(pickle)["_load"](io.BytesIO(payload)),
         "pickle.Unpickler": lambda: pickle.Unpickler(io.BytesIO(payload)).load(),
         "_pickle.Unpickler": lambda: _pickle.Unpickler(io.BytesIO(payload)).load(),
-        "pickle._Unpickler": lambda: pickle._Unpickler(io.BytesIO(payload)).load(),  # type: ignore[attr-defined]
+        "pickle._Unpickler": lambda: pickle._Unpickler(io.BytesIO(payload)).load(),
         "subclass made after install": lambda: MadeAfterInstall(io.BytesIO(payload)).load(),
         "subclass made before install": lambda: MadeBeforeInstall(io.BytesIO(payload)).load(),
         "py subclass made before install": lambda: PyMadeBeforeInstall(io.BytesIO(payload)).load(),
@@ -121,7 +121,7 @@ def test_reference_bound_before_install_is_rebound(
 ) -> None:
     # A module that did `from pickle import loads` / `from torch import load` before the install.
     mod = types.ModuleType("tw_test_early_binder")
-    exec("from pickle import loads\nfrom torch import load as tload\n", mod.__dict__)
+    exec("from pickle import loads\nfrom torch import load as tload\n", mod.__dict__)  # noqa: S102 - builds a module in code
     sys.modules[mod.__name__] = mod
     try:
         guard()
@@ -135,7 +135,8 @@ def test_reference_bound_before_install_is_rebound(
 
 
 def test_clean_loads_are_unchanged_under_the_guard(guard: Install, tmp_path: Path) -> None:
-    sd = {"w": torch.randn(3, 2), "step": 4}
+    weights = torch.randn(3, 2)
+    sd = {"w": weights, "step": 4}
     torch.save(sd, tmp_path / "ok.pt")
     torch.save(sd, tmp_path / "ok_legacy.pt", _use_new_zipfile_serialization=False)
     np.save(tmp_path / "ok.npy", np.arange(4))
@@ -143,11 +144,11 @@ def test_clean_loads_are_unchanged_under_the_guard(guard: Install, tmp_path: Pat
     data = {"a": [1, 2.5, "x"], "b": (None, True), "c": {3, 4}}
     guard()
     assert pickle.loads(pickle.dumps(data)) == data
-    assert pickle._loads(pickle.dumps(data, protocol=0)) == data  # type: ignore[attr-defined]
+    assert vars(pickle)["_loads"](pickle.dumps(data, protocol=0)) == data
     for path in (tmp_path / "ok.pt", tmp_path / "ok_legacy.pt"):
         for wo in (True, False):
             got = torch.load(path, weights_only=wo)
-            assert torch.equal(got["w"], sd["w"]) and got["step"] == 4
+            assert torch.equal(got["w"], weights) and got["step"] == 4
     np.testing.assert_array_equal(np.load(tmp_path / "ok.npy", allow_pickle=True), np.arange(4))
     np.testing.assert_array_equal(joblib.load(tmp_path / "ok.joblib")["a"], np.arange(5))
     # several pickles in one stream: each load reads exactly one, as before
@@ -172,13 +173,13 @@ def test_warn_mode_lets_unknown_through_but_never_dangerous(
 
 
 def test_uninstall_restores_every_entry_point(guard: Install) -> None:
-    before = (pickle.loads, pickle.Unpickler, pickle._Unpickler, torch.load, np.load, joblib.load)  # type: ignore[attr-defined]
+    before = (pickle.loads, pickle.Unpickler, pickle._Unpickler, torch.load, np.load, joblib.load)
     find_class_before = PyMadeBeforeInstall.find_class
     g = guard()
     assert pickle.loads is not before[0] and torch.load is not before[3]
     assert trainwarden.guard.active() is g
     g.uninstall()
-    after = (pickle.loads, pickle.Unpickler, pickle._Unpickler, torch.load, np.load, joblib.load)  # type: ignore[attr-defined]
+    after = (pickle.loads, pickle.Unpickler, pickle._Unpickler, torch.load, np.load, joblib.load)
     assert after == before
     assert PyMadeBeforeInstall.find_class is find_class_before
     assert "find_class" not in vars(MadeBeforeInstall)
@@ -191,5 +192,5 @@ def test_guard_verifies_manifests_on_torch_load(guard: Install, tmp_path: Path) 
     guard()
     assert torch.equal(torch.load(path)["w"], torch.ones(2))
     torch.save({"w": torch.zeros(2)}, path)  # changed after the manifest was written
-    with pytest.raises(trainwarden.loading.ManifestError, match="ckpt.pt"):
+    with pytest.raises(trainwarden.loading.ManifestError, match=r"ckpt\.pt"):
         torch.load(path)

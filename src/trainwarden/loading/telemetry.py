@@ -79,7 +79,13 @@ class LoadTrace:
             elif event == "pickle.find_class":
                 if subject not in resolved:
                     resolved.append(subject)
-            elif not import_related:
+            elif import_related:
+                # importlib.import_module raises no "import" event; its module code still runs.
+                if event == "exec" and subject.startswith("<module> from "):
+                    source = subject.removeprefix("<module> from ")
+                    if source not in imports:
+                        imports.append(source)
+            else:
                 grouped[(event, subject)] = grouped.get((event, subject), 0) + 1
         out: list[Finding] = []
         loc = self.location

@@ -42,6 +42,8 @@ def _key(st: os.stat_result) -> bytes:
 class HashCache:
     """sha256 digests of files, keyed on inode metadata; stored in one binary file.
 
+    ``hits`` and ``misses`` count lookups since construction (a miss means the file was read).
+
     The cache is ignored (``trusted`` is False, ``reason`` says why) when its file or directory is
     writable by another user or owned by someone else: a poisoned cache would hide a modified file.
     ``path=None`` gives an in-memory cache that is never saved.
@@ -51,6 +53,8 @@ class HashCache:
         self.path = path
         self._entries: dict[bytes, bytes] = {}
         self._new = 0
+        self.hits = 0
+        self.misses = 0
         self.trusted = True
         self.reason = ""
         if path is not None:
@@ -91,9 +95,12 @@ class HashCache:
 
     def get(self, st: os.stat_result) -> bytes | None:
         """The cached sha256 for a file with exactly this metadata, or None."""
-        if not self.trusted:
-            return None
-        return self._entries.get(_key(st))
+        d = self._entries.get(_key(st)) if self.trusted else None
+        if d is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return d
 
     def put(self, st: os.stat_result, digest: bytes) -> None:
         """Remember ``digest`` for the file whose (fstat) metadata is ``st``."""

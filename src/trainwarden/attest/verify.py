@@ -6,7 +6,7 @@ Every rule id and its meaning is in :data:`RULES`; docs/attest.md lists them wit
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,9 +120,10 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                 location=path,
             )
         )
-    pth_paths = {p.path for p in snap.pth_files}
+    # .pth files and customize modules get their own, more specific rules below.
+    hook_paths = {p.path for p in snap.pth_files} | {c.path for c in snap.customize}
     for o in snap.orphans:
-        if o.path in pth_paths:
+        if o.path in hook_paths:
             continue
         code = o.path.endswith(_CODE_SUFFIXES) or ".so." in os.path.basename(o.path)
         out.append(
@@ -213,6 +214,7 @@ def verify_environment(
     *,
     baseline: LoadedSnapshot | None = None,
     code_dirs: Sequence[Path] = (),
+    environ: Mapping[str, str] | None = None,
     require_signature: bool = False,
     cache: HashCache | None = None,
     workers: int | None = None,
@@ -224,7 +226,9 @@ def verify_environment(
     failed to verify is not used (``TWA-SIG-001``). ``require_signature`` (a key was given) turns
     an unsigned baseline into ``TWA-SIG-002``.
     """
-    snap = snapshot or take_snapshot(python, code_dirs=code_dirs, cache=cache, workers=workers)
+    snap = snapshot or take_snapshot(
+        python, code_dirs=code_dirs, environ=environ, cache=cache, workers=workers
+    )
     findings = check_snapshot(snap)
     diff: SnapshotDiff | None = None
     if baseline is not None:

@@ -17,7 +17,8 @@ from trainwarden.findings import Finding, Severity
 __all__ = ["BASELINE_RULES", "DistDiff", "SnapshotDiff", "diff_snapshots"]
 
 BASELINE_RULES: dict[str, str] = {
-    "TWA-BASE-001": "a file RECORD can verify differs from the baseline (RECORD itself rewritten?)",
+    "TWA-BASE-001": "a distribution's file differs from the baseline (if it still matches RECORD, "
+    "RECORD was rewritten with it)",
     "TWA-BASE-002": "a file without a RECORD hash (bytecode, egg-info) differs from the baseline",
     "TWA-BASE-003": "a distribution gained or lost files since the baseline",
     "TWA-BASE-004": "a distribution was added since the baseline",
@@ -76,8 +77,12 @@ class SnapshotDiff:
             or self.code
         )
 
-    def findings(self) -> list[Finding]:
-        """The differences as findings, for ``b`` checked against baseline ``a``."""
+    def findings(self, *, record_checked: bool = False) -> list[Finding]:
+        """The differences as findings, for ``b`` checked against baseline ``a``.
+
+        ``record_checked``: files of ``b`` that fail RECORD are left out because the caller
+        already reports them (``attest verify`` does; ``attest diff`` does not).
+        """
         out: list[Finding] = []
         for field_name, (va, vb) in self.interpreter.items():
             out.append(
@@ -90,7 +95,7 @@ class SnapshotDiff:
                 )
             )
         for d in self.distributions:
-            out.extend(_dist_findings(d))
+            out.extend(_dist_findings(d, record_checked))
         for path, (va, vb) in self.orphans.items():
             if vb is None:
                 continue
@@ -156,7 +161,7 @@ class SnapshotDiff:
         return out
 
 
-def _dist_findings(d: DistDiff) -> list[Finding]:
+def _dist_findings(d: DistDiff, record_checked: bool) -> list[Finding]:
     out: list[Finding] = []
     if d.change == "added":
         return [
@@ -190,11 +195,23 @@ def _dist_findings(d: DistDiff) -> list[Finding]:
         ]
     ok = FileStatus.OK.value
     for path, sa, sb, status_a, status_b in d.changed:
-        if status_b in (FileStatus.MODIFIED.value, FileStatus.MISSING.value):
+        failed = status_b in (FileStatus.MODIFIED.value, FileStatus.MISSING.value)
+        if failed and record_checked:
             continue  # already reported against RECORD (TWA-REC-001/002)
         if status_b == ok and status_a != ok:
             continue  # the file was restored to what RECORD says
-        if status_b == ok:
+        if failed:
+            out.append(
+                Finding(
+                    "TWA-BASE-001",
+                    Severity.CRITICAL if sb is not None else Severity.HIGH,
+                    f"{d.name} {d.version_b}: {path} differs from the reference and is "
+                    f"{status_b} against RECORD",
+                    location=f"{d.name}:{path}",
+                    evidence={"baseline_sha256": sa, "current_sha256": sb, "status": status_b},
+                )
+            )
+        elif status_b == ok:
             out.append(
                 Finding(
                     "TWA-BASE-001",

@@ -174,6 +174,8 @@ class _Collector:
         if mode & stat.S_IWGRP:
             writers = _acl_writers(path, self.owner)
             if writers is None:
+                if mode & stat.S_IWOTH:
+                    return  # already reported as world-writable
                 self.add(
                     root,
                     Finding(

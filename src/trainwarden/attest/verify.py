@@ -259,7 +259,7 @@ def verify_environment(
             )
             if not code_dirs:
                 diff = SnapshotDiff(**{**diff.__dict__, "code": {}})
-            findings.extend(diff.findings())
+            findings.extend(diff.findings(record_checked=True))
     order = {s: i for i, s in enumerate(sorted(Severity, reverse=True))}
     findings.sort(key=lambda f: (order[f.severity], f.rule_id, f.location))
     return VerifyReport(snap, baseline, diff, tuple(findings))

@@ -71,6 +71,8 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                 )
             )
         for f in d.files:
+            if f.status is FileStatus.OK:
+                continue
             full = os.path.normpath(os.path.join(d.location, f.path))
             if f.status is FileStatus.MODIFIED:
                 out.append(

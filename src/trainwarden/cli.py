@@ -159,7 +159,7 @@ def _load_policy(policy_file: str | None) -> Any:
     return Policy.from_file(policy_file)
 
 
-def _print_findings(findings: Any) -> None:
+def _print_refusal(findings: Any) -> None:
     for f in findings:
         where = f" at {f.location}" if f.location else ""
         err.print(f"  [{f.severity}] {f.rule_id}{where}: {f.message}", markup=False)
@@ -319,7 +319,7 @@ def manifest_verify(
             )
         else:
             err.print(f"FAILED: {e.message}", markup=False)
-            _print_findings(e.findings)
+            _print_refusal(e.findings)
             if e.hint:
                 err.print(f"  hint: {e.hint}", markup=False)
         raise typer.Exit(EXIT_FINDINGS) from None

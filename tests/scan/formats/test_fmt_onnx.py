@@ -260,7 +260,7 @@ def test_external_marker_without_location_is_reported() -> None:
     t = numpy_helper.from_array(np.zeros(2, dtype=np.float32), "W")
     t.data_location = TensorProto.EXTERNAL
     ctx = run_handler(HANDLER, _model(_graph(weight=t)).SerializeToString())
-    assert ctx.rule_ids == {"TWS-ONNX-006"}
+    assert ctx.rule_ids == {"TWS-ONNX-005"}
 
 
 def _ld(field: int, payload: bytes) -> bytes:

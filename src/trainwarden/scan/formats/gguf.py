@@ -15,7 +15,14 @@ from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats import _jinja
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "GGUFFile", "GGUFHandler", "GGUFParseError", "parse_gguf"]
+__all__ = ["HANDLER", "RULES", "GGUFFile", "GGUFHandler", "GGUFParseError", "parse_gguf"]
+
+RULES: dict[str, str] = {
+    "TWS-GGUF-001": "malformed GGUF header, metadata or tensor table (counts, lengths, offsets "
+    "or dims out of bounds; fail closed)",
+    "TWS-GGUF-002": "a tokenizer.chat_template key holds a non-string value",
+    **_jinja.RULES,
+}
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -259,6 +266,8 @@ class GGUFHandler:
     """GGUF v1-v3 model files (llama.cpp and friends), recognised by the ``GGUF`` magic."""
 
     name = "gguf"
+    #: Works on a memory map: only the header, metadata and tensor table are read.
+    accepts_buffer = True
 
     def sniff(self, data: bytes) -> bool:
         if data[:4] != MAGIC or len(data) < 8:

@@ -450,3 +450,19 @@ def test_hdf5_library_crash_is_contained() -> None:
     assert ctx.rule_ids & {"TWS-H5-003", "TWS-H5-001"}
     # the reader is replaced after a crash: the next file is read normally
     assert run_handler(h5.HANDLER, _legacy_h5(_legacy_config())).findings == []
+
+
+def test_forked_worker_processes_get_their_own_reader(tmp_path: Path, canary: Path) -> None:
+    # The parent starts a reader first; a process pool forked afterwards must not share it.
+    from trainwarden.scan import scan_path
+
+    assert run_handler(h5.HANDLER, _legacy_h5(_legacy_config())).findings == []
+    for i in range(6):
+        layers = [_legacy_lambda(canary)] if i % 2 else []
+        (tmp_path / f"m{i}.h5").write_bytes(_legacy_h5(_legacy_config(*layers)))
+    report = scan_path(tmp_path, workers=2)
+    lam = {
+        Path(fr.path).name: "TWS-KERAS-001" in {f.rule_id for f in fr.findings}
+        for fr in report.files
+    }
+    assert lam == {f"m{i}.h5": bool(i % 2) for i in range(6)}

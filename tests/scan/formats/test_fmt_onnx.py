@@ -314,3 +314,21 @@ def test_mutated_models_never_raise(cut: int, flips: list[tuple[int, int]]) -> N
         HANDLER.scan(data, "<fuzz>", ctx)
     for f in ctx.findings:
         assert f.rule_id.startswith("TWS-ONNX-")
+
+
+def test_torch_onnx_export_is_clean(tmp_path: Path) -> None:
+    import warnings
+
+    import torch
+
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2)
+    )
+    path = tmp_path / "mlp.onnx"
+    with warnings.catch_warnings():
+        # torch warns that the TorchScript exporter is legacy; the dynamo exporter needs
+        # onnxscript, which is not installed. The legacy exporter still writes real ONNX.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.randn(1, 4),), str(path), dynamo=False)
+    ctx = run_handler(HANDLER, path.read_bytes())
+    assert ctx.findings == []

@@ -6,7 +6,11 @@ Each handler module in this package exposes ``HANDLER`` (see
 
 from __future__ import annotations
 
+from trainwarden.scan.formats import archive as _archive
+from trainwarden.scan.formats import compressed as _compressed
+from trainwarden.scan.formats import npy as _npy
 from trainwarden.scan.formats import pickle as _pickle
+from trainwarden.scan.formats import torch_legacy as _torch_legacy
 from trainwarden.scan.formats import zip as _zip
 from trainwarden.scan.types import FormatHandler
 
@@ -14,5 +18,10 @@ __all__ = ["HANDLERS"]
 
 HANDLERS: list[FormatHandler] = [
     _zip.HANDLER,
+    _npy.HANDLER,
+    _archive.SEVENZIP,
+    _compressed.HANDLER,
+    _torch_legacy.HANDLER,
+    _archive.TAR,
     _pickle.HANDLER,
 ]

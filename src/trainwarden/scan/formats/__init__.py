@@ -8,20 +8,34 @@ from __future__ import annotations
 
 from trainwarden.scan.formats import archive as _archive
 from trainwarden.scan.formats import compressed as _compressed
+from trainwarden.scan.formats import gguf as _gguf
+from trainwarden.scan.formats import h5 as _h5
+from trainwarden.scan.formats import keras as _keras
 from trainwarden.scan.formats import npy as _npy
+from trainwarden.scan.formats import onnx as _onnx
 from trainwarden.scan.formats import pickle as _pickle
+from trainwarden.scan.formats import safetensors as _safetensors
 from trainwarden.scan.formats import torch_legacy as _torch_legacy
 from trainwarden.scan.formats import zip as _zip
 from trainwarden.scan.types import FormatHandler
 
 __all__ = ["HANDLERS"]
 
+# Order matters: .keras before the generic zip (it excludes zips with *.pkl members, which are
+# PyTorch's); the magic/structure-sniffed formats before pickle, whose protocol-0 sniff accepts
+# first bytes such as "G" (GGUF) and 0x89 (HDF5); the bare Keras JSON config last.
 HANDLERS: list[FormatHandler] = [
+    _keras.HANDLER,
     _zip.HANDLER,
     _npy.HANDLER,
     _archive.SEVENZIP,
     _compressed.HANDLER,
     _torch_legacy.HANDLER,
     _archive.TAR,
+    _gguf.HANDLER,
+    _h5.HANDLER,
+    _safetensors.HANDLER,
+    _onnx.HANDLER,
     _pickle.HANDLER,
+    _keras.JSON_HANDLER,
 ]

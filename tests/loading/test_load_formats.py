@@ -101,6 +101,8 @@ def test_report_names_format_digest_and_resolved_globals(tmp_path: Path) -> None
     path = tmp_path / "m.pt"
     torch.save({"w": torch.zeros(1)}, path)
     _obj, report = load_with_report(path)
+    assert report.sha256 is None  # hashing is skipped unless a manifest applies or it is asked
+    _obj, report = load_with_report(path, hash_file=True)
     assert report.format == "torch-zip"
     assert report.size == path.stat().st_size
     import hashlib

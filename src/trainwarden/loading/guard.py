@@ -282,22 +282,24 @@ def _is_path(f: Any) -> bool:
     return isinstance(f, (str, os.PathLike))
 
 
-def _read_checked(guard: Guard, f: Any) -> tuple[bytearray, str]:
+def _read_checked(guard: Guard, f: Any) -> tuple[memoryview, str]:
     """Read a path once (and check its manifest) or the rest of a file object."""
     if _is_path(f):
         p = Path(f)
         data = read_once(p)
-        _manifest.verify_file_bytes(p, sha256_of(data), require=require_manifest(guard.policy))
+        _manifest.verify_file_bytes(
+            p, lambda: sha256_of(data), require=require_manifest(guard.policy)
+        )
         return data, str(p)
     location = _location_of(f, "<file object>")
     try:
         rest = f.read()
     except (AttributeError, OSError) as e:
         raise LoadError(f"cannot read {location}: {e}") from e
-    return bytearray(rest), location
+    return memoryview(bytearray(rest)), location
 
 
-def _prescan_file(guard: Guard, data: bytearray, location: str) -> str:
+def _prescan_file(guard: Guard, data: memoryview, location: str) -> str:
     """Scan every pickle the loaders could unpickle from ``data``; returns the detected format."""
     from trainwarden.loading.loader import detect_format, prescan_format
 

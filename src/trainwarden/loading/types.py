@@ -96,7 +96,7 @@ class LoadReport:
 
     path: str
     format: str
-    sha256: str
+    sha256: str | None
     size: int
     findings: tuple[Finding, ...] = ()
     manifest: str | None = None

@@ -1,9 +1,9 @@
 """Benchmark: ``trainwarden.load`` against ``torch.load(weights_only=True)`` on a large state_dict.
 
-Builds a state_dict of ``--size-mb`` MiB (float32 tensors of a transformer-like mix of shapes) in a
-temporary folder, warms the page cache, then times each loader ``--repeats`` times, interleaved
-(A, B, B, A, ...), and prints a Markdown table of medians. ``--append FILE`` appends the table,
-the command and the machine to FILE (docs/BENCHMARKS.md).
+Builds a state_dict of ``--size-mb`` MiB (float32 tensors of a transformer-like mix of shapes) in
+a temporary folder, warms the page cache, then times each loader ``--repeats`` times, interleaved
+(rotating the order each round), and prints a Markdown table of medians. ``--append FILE``
+appends the table, the command and the machine to FILE (docs/BENCHMARKS.md).
 
     python bench/load_speed.py --size-mb 1024 --repeats 7 --append docs/BENCHMARKS.md
 """
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 import trainwarden
+from trainwarden.loading.manifest import create_manifest
 
 
 def build_state_dict(size_mb: int) -> dict[str, torch.Tensor]:
@@ -75,9 +76,16 @@ def main() -> int:
         gc.collect()
         path.read_bytes()  # warm the page cache: both loaders read from memory
 
+        # A second name for the same file, with a manifest beside it: loads of it hash the
+        # bytes and check them against the manifest before unpickling.
+        signed = Path(tmp) / "with_manifest.pt"
+        os.link(path, signed)
+        create_manifest(signed)
+
         loaders: dict[str, Callable[[], Any]] = {
             "torch.load(weights_only=True)": lambda: torch.load(path, weights_only=True),
             "trainwarden.load": lambda: trainwarden.load(path),
+            "trainwarden.load, manifest verified": lambda: trainwarden.load(signed),
         }
         # Same result, checked once outside the timings.
         ref, got = torch.load(path, weights_only=True), trainwarden.load(path)
@@ -87,7 +95,7 @@ def main() -> int:
         times: dict[str, list[float]] = {name: [] for name in loaders}
         names = list(loaders)
         for r in range(args.repeats):
-            order = names if r % 2 == 0 else names[::-1]
+            order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 times[name].append(time_once(loaders[name]))
 

@@ -325,7 +325,7 @@ def _import_for(fmt: str) -> None:
     import trainwarden.scan.pickle_vm  # noqa: F401
 
     if fmt.startswith("torch"):
-        import torch  # noqa: F401
+        import torch.utils.serialization.config  # noqa: F401
     elif fmt in ("npy", "npz"):
         import numpy.lib.format  # noqa: F401
     elif fmt == "joblib":

@@ -37,7 +37,7 @@ from trainwarden.loading import manifest as _manifest
 from trainwarden.loading import telemetry
 from trainwarden.loading._io import MemReader, read_once, sha256_of
 from trainwarden.loading._originals import ORIGINALS
-from trainwarden.loading._policy import require_manifest, resolve_policy
+from trainwarden.loading._policy import require_manifest, resolve_policy, trusted_manifest_key
 from trainwarden.loading.types import LoadError, UnsafeModelError, UnsafeModelWarning
 from trainwarden.loading.unpickler import (
     Enforcer,
@@ -304,7 +304,10 @@ def _read_checked(guard: Guard, f: Any) -> tuple[memoryview, str]:
         p = Path(f)
         data = read_once(p)
         _manifest.verify_file_bytes(
-            p, lambda: sha256_of(data), require=require_manifest(guard.policy)
+            p,
+            lambda: sha256_of(data),
+            require=require_manifest(guard.policy),
+            public_key=trusted_manifest_key(),
         )
         return data, str(p)
     location = _location_of(f, "<file object>")

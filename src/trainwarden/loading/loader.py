@@ -21,7 +21,7 @@ from trainwarden.loading import manifest as _manifest
 from trainwarden.loading import telemetry
 from trainwarden.loading._io import MemReader, read_once, sha256_of
 from trainwarden.loading._policy import require_manifest as _policy_requires_manifest
-from trainwarden.loading._policy import resolve_policy
+from trainwarden.loading._policy import resolve_policy, trusted_manifest_key
 from trainwarden.loading.types import LoadError, LoadReport, ManifestError, UnsafeModelError
 from trainwarden.loading.unpickler import (
     Enforcer,
@@ -415,16 +415,10 @@ def load_with_report(
 
     if hash_file:
         digest()
-    required = (
-        require_manifest
-        if require_manifest is not None
-        else _policy_requires_manifest(pol) or _env_flag("TRAINWARDEN_REQUIRE_MANIFEST")
-    )
-    key = (
-        manifest_key if manifest_key is not None else os.environ.get("TRAINWARDEN_MANIFEST_PUBKEY")
-    )
+    required = require_manifest if require_manifest is not None else _policy_requires_manifest(pol)
+    key = manifest_key if manifest_key is not None else trusted_manifest_key()
     try:
-        check = _manifest.verify_file_bytes(p, digest, require=required, public_key=key or None)
+        check = _manifest.verify_file_bytes(p, digest, require=required, public_key=key)
     except ManifestError as e:
         _emit(
             sink,
@@ -475,10 +469,6 @@ def load(
         require_manifest=require_manifest,
     )
     return obj
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def save(obj: Any, path: str | os.PathLike[str], *, sign_key: Any | None = None) -> Path:

@@ -451,7 +451,9 @@ def load_cmd(
     from trainwarden.loading.types import ManifestError, UnsafeModelError
 
     try:
-        obj, report = load_with_report(path, policy=_load_policy(policy_file), manifest_key=pub)
+        obj, report = load_with_report(
+            path, policy=_load_policy(policy_file), manifest_key=pub, hash_file=True
+        )
     except (UnsafeModelError, ManifestError) as e:
         if fmt is OutputFormat.json:
             _print_json(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch._compile import _disable_dynamo
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from trainwarden.attest import AttestationError
@@ -144,6 +145,30 @@ def test_wrapping_a_module_function_is_detected(monkeypatch: pytest.MonkeyPatch)
         return real(seed + 1)
 
     monkeypatch.setattr(torch, "manual_seed", wrapper)
+    assert _rules(guard.check()) == [("TWA-CODE-001", Severity.CRITICAL, "torch.manual_seed")]
+
+
+def test_torch_dynamo_lazy_rewrap_of_manual_seed_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    guard = CodeGuard(["torch.manual_seed"])
+    original = torch.manual_seed
+    # Exactly what `import torch._dynamo` does (torch/_dynamo/__init__.py).
+    monkeypatch.setattr(torch, "manual_seed", _disable_dynamo(original))
+    assert guard.check() == []
+    # The adopted wrapper is guarded from then on: replacing its wrapped function is caught.
+    cell = next(c for c in torch.manual_seed.__closure__ or () if c.cell_contents is original)
+    monkeypatch.setattr(cell, "cell_contents", lambda seed: None)
+    assert _rules(guard.check()) == [("TWA-CODE-002", Severity.CRITICAL, "torch.manual_seed")]
+    monkeypatch.undo()
+    # A look-alike wrapper that is not torch's own is a replacement.
+    guard = CodeGuard(["torch.manual_seed"])
+
+    def inner(seed: int) -> Any:
+        return original(seed)
+
+    inner.__wrapped__ = original  # type: ignore[attr-defined]
+    monkeypatch.setattr(torch, "manual_seed", inner)
     assert _rules(guard.check()) == [("TWA-CODE-001", Severity.CRITICAL, "torch.manual_seed")]
 
 

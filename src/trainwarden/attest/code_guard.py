@@ -576,6 +576,36 @@ def _compile_file(filename: str) -> types.CodeType | None:
         return None
 
 
+def _benign_wrapper_codes() -> frozenset[types.CodeType]:
+    """Code of wrappers torch itself applies lazily to guarded functions.
+
+    Importing ``torch._dynamo`` (which optimizers do on first use) rebinds
+    ``torch.manual_seed = torch._disable_dynamo(torch.manual_seed)``. The wrapper's code object
+    is nested in ``torch._compile._disable_dynamo``; only that exact code object, wrapping exactly
+    the recorded function, is accepted.
+    """
+    mod = sys.modules.get("torch._compile")
+    fn = getattr(mod, "_disable_dynamo", None) if mod is not None else None
+    if not isinstance(fn, types.FunctionType):
+        return frozenset()
+    return frozenset(
+        c for c in fn.__code__.co_consts if isinstance(c, types.CodeType) and c.co_name == "inner"
+    )
+
+
+def _adopt_benign_wrapper(e: _Entry, step: _Step, now: Any) -> bool:
+    if step is not e.steps[-1] or not isinstance(now, types.FunctionType):
+        return False
+    if now.__dict__.get("__wrapped__") is not step.value:
+        return False
+    if now.__code__ not in _benign_wrapper_codes():
+        return False
+    step.value = now
+    e.value = now
+    e.funcs = [_record_func(f) for f in _unwrap_chain(now)]
+    return True
+
+
 def _check_entry(e: _Entry) -> Finding | None:
     for step in e.steps:
         if step.mro is not None and step.holder.__mro__ != step.mro:
@@ -584,7 +614,7 @@ def _check_entry(e: _Entry) -> Finding | None:
             now, _ = _lookup(step.holder, step.name)
         except AttributeError:
             return _replaced(e, step, f"{step.name} was deleted")
-        if not _same(now, step.value):
+        if not _same(now, step.value) and not _adopt_benign_wrapper(e, step, now):
             return _replaced(e, step, f"now {_describe(now)}", now=now)
     for rec in e.funcs:
         f = rec.func

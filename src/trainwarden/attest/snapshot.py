@@ -26,7 +26,7 @@ from trainwarden import __version__
 from trainwarden.attest import AttestationError
 from trainwarden.attest.cache import HashCache, hash_files, hash_other
 from trainwarden.attest.codedir import CodeDir, code_state
-from trainwarden.attest.envvars import loader_environment
+from trainwarden.attest.envvars import helper_environment, loader_environment
 from trainwarden.attest.pth import PthContent, site_path_order
 from trainwarden.attest.record import ACCEPTED_ALGORITHMS, FileStatus, find_distributions
 
@@ -310,7 +310,7 @@ class Snapshot:
 # --------------------------------------------------------------------------------------------
 
 
-def _run_collector(python: str | None) -> dict[str, Any]:
+def _run_collector(python: str | None, env: Mapping[str, str]) -> dict[str, Any]:
     exe = python or sys.executable
     try:
         proc = subprocess.run(  # noqa: S603 - the interpreter under attestation, isolated
@@ -320,6 +320,7 @@ def _run_collector(python: str | None) -> dict[str, Any]:
             timeout=60,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=helper_environment(env),
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise AttestationError(
@@ -409,7 +410,7 @@ class _Layout:
 
 
 def _layout(python: str | None, env: Mapping[str, str]) -> _Layout:
-    info = _run_collector(python)
+    info = _run_collector(python, env)
     venv_sites = [str(s) for s in info.get("venv_site_packages", [])]
     user_sites = [str(info["user_site"])] if info.get("user_site_enabled") else []
     system_sites = [str(s) for s in info.get("system_site_packages", [])]

@@ -12,11 +12,12 @@ import os
 import stat
 import struct
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 
-__all__ = ["HashCache", "default_cache_dir", "hash_files"]
+__all__ = ["HashCache", "cache_key_packer", "default_cache_dir", "hash_files", "hash_other"]
 
 _MAGIC = b"TWHC1\n"
 _KEY = struct.Struct("<QQqqq")
@@ -33,6 +34,11 @@ def default_cache_dir() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "trainwarden"
+
+
+def cache_key_packer() -> Callable[[int, int, int, int, int], bytes]:
+    """``pack(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) -> key`` for lookup_table()."""
+    return _KEY.pack
 
 
 def _key(st: os.stat_result) -> bytes:
@@ -92,6 +98,11 @@ class HashCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def lookup_table(self) -> Mapping[bytes, bytes]:
+        """Read-only view for hot loops that pack keys with :func:`cache_key_packer` themselves
+        (an untrusted cache gives an empty table). Lookups through it are not counted."""
+        return MappingProxyType(self._entries if self.trusted else {})
 
     def get(self, st: os.stat_result) -> bytes | None:
         """The cached sha256 for a file with exactly this metadata, or None."""

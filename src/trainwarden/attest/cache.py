@@ -154,7 +154,12 @@ def _hash_one(path: str, algorithm: str) -> tuple[bytes | None, os.stat_result |
         if not stat.S_ISREG(st.st_mode):
             return None, st, "not a regular file"
         if st.st_size <= _SMALL:
-            h = hashlib.new(algorithm, f.read())
+            # The named constructor skips hashlib.new's name lookup (~50k calls per environment).
+            h = (
+                hashlib.sha256(f.read())
+                if algorithm == "sha256"
+                else hashlib.new(algorithm, f.read())
+            )
         else:
             h = hashlib.file_digest(f, algorithm)
     return h.digest(), st, ""

@@ -144,6 +144,261 @@ def doctor(
 # ----------------------------------------------------------------------------------------------
 
 
+class GuardMode(str, enum.Enum):
+    """What the load guard does with a load that needs a global the policy does not allow."""
+
+    block = "block"
+    warn = "warn"
+
+
+def _load_policy(policy_file: str | None) -> Any:
+    if not policy_file:
+        return None
+    from trainwarden.scan.policy import Policy
+
+    return Policy.from_file(policy_file)
+
+
+def _print_refusal(findings: Any) -> None:
+    for f in findings:
+        where = f" at {f.location}" if f.location else ""
+        err.print(f"  [{f.severity}] {f.rule_id}{where}: {f.message}", markup=False)
+
+
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    }
+)
+def run(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="Script to run (or module name with -m).")],
+    guard: Annotated[
+        GuardMode,
+        typer.Option("--guard", envvar="TRAINWARDEN_GUARD", help="block or warn."),
+    ] = GuardMode.block,
+    module: Annotated[
+        bool, typer.Option("-m", "--module", help="Run TARGET as a module (python -m).")
+    ] = False,
+    policy_file: Annotated[
+        str | None,
+        typer.Option("--policy", envvar="TRAINWARDEN_POLICY", help="Policy file (TOML)."),
+    ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option("--events", envvar="TRAINWARDEN_EVENTS", help="Append load events (JSONL)."),
+    ] = None,
+) -> None:
+    """Run a Python script with the load guard installed (arguments after it go to the script)."""
+    from trainwarden._internal.sink import JsonlSink
+    from trainwarden.loading.runner import run_guarded
+    from trainwarden.loading.types import UnsafeModelError
+
+    sink = JsonlSink(events) if events else None
+    try:
+        run_guarded(
+            target,
+            list(ctx.args),
+            mode=guard.value,
+            module=module,
+            policy=_load_policy(policy_file),
+            sink=sink,
+        )
+    except UnsafeModelError as e:
+        err.print(f"trainwarden: blocked an unsafe load: {e.diagnostics()}", markup=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+@app.command("load")
+def load_cmd(
+    path: Annotated[str, typer.Argument(help="Checkpoint, pickle, numpy or joblib file.")],
+    policy_file: Annotated[
+        str | None,
+        typer.Option("--policy", envvar="TRAINWARDEN_POLICY", help="Policy file (TOML)."),
+    ] = None,
+    pub: Annotated[
+        str | None,
+        typer.Option("--pub", envvar="TRAINWARDEN_MANIFEST_PUBKEY", help="Trusted public key."),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
+    ] = OutputFormat.text,
+) -> None:
+    """Load a file safely and summarise it (exit 1 if it was refused)."""
+    from trainwarden.loading import load_with_report
+    from trainwarden.loading.types import ManifestError, UnsafeModelError
+
+    try:
+        obj, report = load_with_report(path, policy=_load_policy(policy_file), manifest_key=pub)
+    except (UnsafeModelError, ManifestError) as e:
+        if fmt is OutputFormat.json:
+            _print_json(
+                {
+                    "path": path,
+                    "refused": True,
+                    "error": e.message,
+                    "findings": [f.to_dict() for f in e.findings],
+                }
+            )
+        else:
+            err.print(f"refused: {e.diagnostics()}", markup=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    summary = type(obj).__name__
+    if isinstance(obj, dict):
+        summary += f" with {len(obj)} keys: " + ", ".join(map(str, list(obj)[:8]))
+        summary += ", ..." if len(obj) > 8 else ""
+    if fmt is OutputFormat.json:
+        _print_json({**report.to_dict(), "refused": False, "object": summary})
+        return
+    out.print(f"{report.path}: {report.format}, {report.size} bytes, sha256 {report.sha256}")
+    out.print(f"manifest: {report.manifest or 'none'}")
+    out.print(f"object: {summary}", markup=False)
+    for f in report.findings:
+        if f.severity.value > 0:
+            out.print(f"  [{f.severity}] {f.rule_id}: {f.message}", markup=False)
+
+
+manifest_app = typer.Typer(
+    help="Create and verify checkpoint manifests (in-toto, optionally Ed25519-signed).",
+    no_args_is_help=True,
+)
+app.add_typer(manifest_app, name="manifest")
+
+
+@manifest_app.command("create")
+def manifest_create(
+    path: Annotated[str, typer.Argument(help="Checkpoint file or folder.")],
+    key: Annotated[
+        str | None,
+        typer.Option("--key", envvar="TRAINWARDEN_MANIFEST_KEY", help="Ed25519 private key (PEM)."),
+    ] = None,
+) -> None:
+    """Write the manifest of a checkpoint file or folder (signed with --key)."""
+    from trainwarden.loading.manifest import create_manifest, subjects_of
+
+    target = create_manifest(path, key=key)
+    n = len(list(subjects_of(target)))
+    out.print(f"wrote {target} ({n} file{'s' if n != 1 else ''}{', signed' if key else ''})")
+
+
+@manifest_app.command("verify")
+def manifest_verify(
+    path: Annotated[str, typer.Argument(help="Checkpoint file or folder.")],
+    pub: Annotated[
+        str | None,
+        typer.Option(
+            "--pub", envvar="TRAINWARDEN_MANIFEST_PUBKEY", help="Require a signature by this key."
+        ),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
+    ] = OutputFormat.text,
+) -> None:
+    """Check every file against the manifest (exit 1 on a changed, missing or extra file)."""
+    from trainwarden.loading.manifest import verify_manifest
+    from trainwarden.loading.types import ManifestError
+
+    try:
+        check = verify_manifest(path, public_key=pub)
+    except ManifestError as e:
+        if fmt is OutputFormat.json:
+            _print_json(
+                {
+                    "path": path,
+                    "ok": False,
+                    "error": e.message,
+                    "findings": [f.to_dict() for f in e.findings],
+                }
+            )
+        else:
+            err.print(f"FAILED: {e.message}", markup=False)
+            _print_refusal(e.findings)
+            if e.hint:
+                err.print(f"  hint: {e.hint}", markup=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "path": path,
+                "ok": True,
+                "manifest": check.manifest,
+                "files": check.subjects,
+                "signed_by": list(check.signed_by),
+                "signature_verified": check.signature_verified,
+            }
+        )
+        return
+    sig = (
+        "signature verified"
+        if check.signature_verified
+        else (
+            f"signed by {', '.join(k[:16] for k in check.signed_by)} (not verified: no --pub)"
+            if check.signed_by
+            else "unsigned"
+        )
+    )
+    out.print(f"OK: {check.subjects} file(s) match {check.manifest}; {sig}")
+
+
+@manifest_app.command("keygen")
+def manifest_keygen(
+    keyfile: Annotated[str, typer.Argument(help="Where to write the private key (PEM, 0600).")],
+    pub: Annotated[
+        str | None, typer.Option("--pub", help="Public key path (default KEYFILE.pub).")
+    ] = None,
+) -> None:
+    """Create an Ed25519 key pair for signing manifests."""
+    from pathlib import Path
+
+    from trainwarden.loading.manifest import generate_keypair
+
+    priv, public = generate_keypair(Path(keyfile), Path(pub) if pub else None)
+    out.print(f"wrote private key {priv} and public key {public}")
+
+
+class ConvertTarget(str, enum.Enum):
+    """Formats ``convert`` can write."""
+
+    safetensors = "safetensors"
+
+
+@app.command()
+def convert(
+    path: Annotated[str, typer.Argument(help="Pickle-based checkpoint to convert.")],
+    to: Annotated[ConvertTarget, typer.Option("--to", help="Output format.")],
+    output: Annotated[
+        str | None, typer.Option("-o", "--output", help="Output file (default PATH.safetensors).")
+    ] = None,
+    policy_file: Annotated[
+        str | None,
+        typer.Option("--policy", envvar="TRAINWARDEN_POLICY", help="Policy file (TOML)."),
+    ] = None,
+) -> None:
+    """Scan, safely load and rewrite a checkpoint as safetensors plus a JSON sidecar."""
+    from trainwarden.loading.convert import to_safetensors
+    from trainwarden.loading.types import UnsafeModelError
+
+    try:
+        result = to_safetensors(path, output, policy=_load_policy(policy_file))
+    except UnsafeModelError as e:
+        err.print(f"refused to convert: {e.diagnostics()}", markup=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    out.print(
+        f"wrote {result.output} ({result.tensors} tensors, {result.aliases} aliases) and "
+        f"{result.sidecar} ({result.metadata_keys} metadata keys)",
+        markup=False,
+    )
+    for item in result.lossy:
+        err.print(f"  kept only as text (not a tensor or plain data): {item}", markup=False)
+
+
 # ----------------------------------------------------------------------------------------------
 # attest (issue 5) -- attestation commands go below this line
 # ----------------------------------------------------------------------------------------------

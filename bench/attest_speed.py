@@ -92,7 +92,7 @@ def main() -> None:
     rows.append(("trainwarden cold #1 (empty hash cache, page cache as found)", w, c, ""))
 
     site = snap.site_packages[0]
-    w, c, (n, ok, bad) = timed(lambda: naive_record_walk(site))
+    w, c, (n, _ok, bad) = timed(lambda: naive_record_walk(site))
     rows.append(("naive importlib.metadata walk, serial sha256", w, c, f"{n} files, {bad} bad"))
 
     w, c, _ = cold()

@@ -444,6 +444,12 @@ def take_snapshot(
     ``cache`` defaults to :meth:`HashCache.default`; the cache file is updated at the end.
     """
     env = dict(os.environ if environ is None else environ)
+    for c in code_dirs:
+        if not Path(c).is_dir():
+            raise AttestationError(
+                f"code directory {c} does not exist or is not a directory",
+                hint="pass --code with the directory the job's scripts live in",
+            )
     cache = cache if cache is not None else HashCache.default()
     layout = _layout(python, env)
     info, site_dirs, stdlib, pythonpath = (

@@ -347,3 +347,15 @@ def test_job_sys_path_follows_pythonpath_and_pth_entries(
     assert path[0] == str(extra)
     assert path.index(str(venv.site)) < path.index(str(shared))
     assert "/does/not/exist" not in path
+
+
+def test_unwritable_cache_directory_is_a_warning_not_an_error(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    venv = make_venv()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be\n")
+    cache = HashCache(blocker / "sub" / "hashes.bin")
+    report = _verify(venv, clean_env, cache)
+    assert report.at_least(Severity.MEDIUM) == []
+    assert "could not save the hash cache" in cache.reason

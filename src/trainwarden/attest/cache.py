@@ -74,7 +74,7 @@ class HashCache:
     def _load(self, path: Path) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as e:
             self.trusted, self.reason = False, f"cannot open {path}: {e}"
@@ -119,20 +119,29 @@ class HashCache:
         self._new += 1
 
     def save(self) -> None:
-        """Write the cache atomically if anything was added (never when untrusted)."""
+        """Write the cache atomically if anything was added (never when untrusted).
+
+        A failure to write is not an error (the cache only saves time): ``reason`` says why.
+        """
         if self.path is None or not self._new or not self.trusted:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         items = list(self._entries.items())[-_MAX_ENTRIES:]
-        fd, tmp = tempfile.mkstemp(prefix=".attest-", dir=self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".attest-", dir=self.path.parent)
+        except OSError as e:
+            # The cache only saves time; a read-only home must not fail the attestation.
+            self.reason = f"could not save the hash cache in {self.path.parent}: {e}"
+            return
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(_MAGIC)
                 f.write(b"".join(k + v for k, v in items))
             os.replace(tmp, self.path)
-        except BaseException:
+        except OSError as e:
             Path(tmp).unlink(missing_ok=True)
-            raise
+            self.reason = f"could not save the hash cache {self.path}: {e}"
+            return
         self._new = 0
 
 

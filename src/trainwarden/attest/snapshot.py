@@ -385,10 +385,12 @@ def _customize_modules(
         except OSError:
             continue
         for module in _CUSTOMIZE:
-            candidates = [f"{module}.py", f"{module}.pyc"]
-            candidates += sorted(
-                n for n in names if n.startswith(f"{module}.") and n.endswith(".so")
+            # FileFinder's order within one directory: package, extension module, source,
+            # sourceless bytecode.
+            candidates = sorted(
+                n for n in names if n.startswith(f"{module}.") and n.endswith((".so", ".pyd"))
             )
+            candidates += [f"{module}.py", f"{module}.pyc"]
             hits = [os.path.join(entry, n) for n in candidates if n in names]
             if module in names and os.path.isfile(os.path.join(entry, module, "__init__.py")):
                 hits.insert(0, os.path.join(entry, module, "__init__.py"))

@@ -289,3 +289,54 @@ def test_default_list_is_configurable() -> None:
     assert "torch.optim.*.step" in DEFAULT_TARGETS
     guard = CodeGuard(["random.seed"], extra=["torch.manual_seed"])
     assert [g.target for g in guard.guarded] == ["random.seed", "torch.manual_seed"]
+
+
+def test_trainwarden_monitor_seed_wrappers_are_accepted() -> None:
+    from trainwarden.monitor.rng import seed_watch
+
+    guard = CodeGuard()
+    calls: list[str] = []
+
+    def listener(target: str, args: tuple[Any, ...], stack: list[str]) -> None:
+        calls.append(target)
+
+    seed_watch.add(listener)
+    try:
+        torch.manual_seed(3)
+        assert guard.check() == []
+        assert calls == ["torch.manual_seed"]
+        # A look-alike carrying the monitor's marker attribute is still a replacement.
+        real = torch.cuda.manual_seed_all
+
+        def fake(seed: int) -> None:
+            return None
+
+        fake.__wrapped__ = real  # type: ignore[attr-defined]
+        fake.__trainwarden_seed_wrapper__ = True  # type: ignore[attr-defined]
+        torch.cuda.manual_seed_all = fake
+        try:
+            assert _rules(guard.check()) == [
+                ("TWA-CODE-001", Severity.CRITICAL, "torch.cuda.manual_seed_all")
+            ]
+        finally:
+            torch.cuda.manual_seed_all = real
+    finally:
+        seed_watch.remove(listener)
+    # The monitor restored the originals: still clean.
+    assert guard.check() == []
+
+
+def test_monitored_training_run_has_no_code_guard_alert() -> None:
+    from trainwarden import watch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with watch(model, opt, code_guard_every=10) as mon:
+        for _ in range(30):
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            mon.observe_loss(loss)
+    assert [a for a in mon.alerts if "code guard" in str(a)] == []

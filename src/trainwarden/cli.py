@@ -669,10 +669,12 @@ _NoCacheOpt = Annotated[
 def _hash_cache(no_cache: bool) -> Any:
     from trainwarden.attest.cache import HashCache
 
-    cache = HashCache(None) if no_cache else HashCache.default()
+    return HashCache(None) if no_cache else HashCache.default()
+
+
+def _cache_warning(cache: Any) -> None:
     if cache.reason:
         err.print(f"[yellow]warning:[/] {cache.reason}")
-    return cache
 
 
 def _busy(fmt: OutputFormat, message: str) -> Any:
@@ -783,6 +785,7 @@ def attest_snapshot(
     cache = _hash_cache(no_cache)
     with _busy(fmt, "hashing the environment..."):
         snap = take_snapshot(python, code_dirs=code or [], cache=cache)
+    _cache_warning(cache)
     statement = snap.to_statement()
     doc = sign_statement(statement, sign) if sign is not None else statement
     data = json.dumps(doc, separators=(",", ":")).encode()
@@ -844,6 +847,7 @@ def attest_verify(
             require_signature=key is not None,
             cache=cache,
         )
+    _cache_warning(cache)
     summary = _snapshot_summary(report.snapshot)
     if fmt is OutputFormat.json:
         _print_json(

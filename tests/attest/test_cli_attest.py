@@ -138,3 +138,8 @@ def test_usage_errors_exit_2(run_cli: RunCli, tmp_path: Path) -> None:
     assert r.returncode == 2 and "bad.json" in r.stderr
     r = run_cli(["attest", "verify", "--fail-on", "loud"], env=env)
     assert r.returncode == 2 and "unknown severity" in r.stderr
+    r = run_cli(["attest", "snapshot", "--python", "/bin/true", "-o", str(tmp_path / "s")], env=env)
+    assert r.returncode == 2 and "/bin/true" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(["attest", "snapshot", "--code", str(tmp_path / "missing-dir")], env=env)
+    assert r.returncode == 2 and "missing-dir does not exist" in r.stderr
+    assert not (tmp_path / "s").exists()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from torch._compile import _disable_dynamo
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from trainwarden.attest import AttestationError
@@ -147,6 +148,30 @@ def test_wrapping_a_module_function_is_detected(monkeypatch: pytest.MonkeyPatch)
     assert _rules(guard.check()) == [("TWA-CODE-001", Severity.CRITICAL, "torch.manual_seed")]
 
 
+def test_torch_dynamo_lazy_rewrap_of_manual_seed_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    guard = CodeGuard(["torch.manual_seed"])
+    original = torch.manual_seed
+    # Exactly what `import torch._dynamo` does (torch/_dynamo/__init__.py).
+    monkeypatch.setattr(torch, "manual_seed", _disable_dynamo(original))
+    assert guard.check() == []
+    # The adopted wrapper is guarded from then on: replacing its wrapped function is caught.
+    cell = next(c for c in torch.manual_seed.__closure__ or () if c.cell_contents is original)
+    monkeypatch.setattr(cell, "cell_contents", lambda seed: None)
+    assert _rules(guard.check()) == [("TWA-CODE-002", Severity.CRITICAL, "torch.manual_seed")]
+    monkeypatch.undo()
+    # A look-alike wrapper that is not torch's own is a replacement.
+    guard = CodeGuard(["torch.manual_seed"])
+
+    def inner(seed: int) -> Any:
+        return original(seed)
+
+    inner.__wrapped__ = original  # type: ignore[attr-defined]
+    monkeypatch.setattr(torch, "manual_seed", inner)
+    assert _rules(guard.check()) == [("TWA-CODE-001", Severity.CRITICAL, "torch.manual_seed")]
+
+
 def test_code_object_replacement_is_detected(
     make_module: Callable[[str], types.ModuleType],
 ) -> None:
@@ -264,3 +289,54 @@ def test_default_list_is_configurable() -> None:
     assert "torch.optim.*.step" in DEFAULT_TARGETS
     guard = CodeGuard(["random.seed"], extra=["torch.manual_seed"])
     assert [g.target for g in guard.guarded] == ["random.seed", "torch.manual_seed"]
+
+
+def test_trainwarden_monitor_seed_wrappers_are_accepted() -> None:
+    from trainwarden.monitor.rng import seed_watch
+
+    guard = CodeGuard()
+    calls: list[str] = []
+
+    def listener(target: str, args: tuple[Any, ...], stack: list[str]) -> None:
+        calls.append(target)
+
+    seed_watch.add(listener)
+    try:
+        torch.manual_seed(3)
+        assert guard.check() == []
+        assert calls == ["torch.manual_seed"]
+        # A look-alike carrying the monitor's marker attribute is still a replacement.
+        real = torch.cuda.manual_seed_all
+
+        def fake(seed: int) -> None:
+            return None
+
+        fake.__wrapped__ = real  # type: ignore[attr-defined]
+        fake.__trainwarden_seed_wrapper__ = True  # type: ignore[attr-defined]
+        torch.cuda.manual_seed_all = fake
+        try:
+            assert _rules(guard.check()) == [
+                ("TWA-CODE-001", Severity.CRITICAL, "torch.cuda.manual_seed_all")
+            ]
+        finally:
+            torch.cuda.manual_seed_all = real
+    finally:
+        seed_watch.remove(listener)
+    # The monitor restored the originals: still clean.
+    assert guard.check() == []
+
+
+def test_monitored_training_run_has_no_code_guard_alert() -> None:
+    from trainwarden import watch
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with watch(model, opt, code_guard_every=10) as mon:
+        for _ in range(30):
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            mon.observe_loss(loss)
+    assert [a for a in mon.alerts if "code guard" in str(a)] == []

@@ -179,3 +179,32 @@ def test_plain_code_dir_hashes_every_file(tmp_path: Path, cache: HashCache) -> N
     assert state.kind == "files" and set(state.files) == {"pkg/m.py", "run.py"}
     (code / "run.py").write_text("import os\n")
     assert code_state(code, cache).digest != state.digest
+
+
+def test_version_change_removal_and_new_files_against_a_baseline(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], cache: HashCache
+) -> None:
+    import dataclasses
+
+    from trainwarden.attest.record import FileStatus
+    from trainwarden.attest.snapshot import DistFile
+
+    venv = make_venv()
+    base = take_snapshot(str(venv.python), environ=clean_env, cache=cache)
+    (demo,) = base.distributions
+    bumped = dataclasses.replace(demo, version="2.0")
+    grown = dataclasses.replace(
+        demo, files=(*demo.files, DistFile("twdemo/new.py", FileStatus.OK, "ab" * 32, None))
+    )
+    other = dataclasses.replace(demo, name="twother")
+    cases = {
+        "TWA-BASE-006": (base, dataclasses.replace(base, distributions=(bumped,))),
+        "TWA-BASE-005": (dataclasses.replace(base, distributions=(demo, other)), base),
+        "TWA-BASE-003": (base, dataclasses.replace(base, distributions=(grown,))),
+    }
+    for rule, (a, b) in cases.items():
+        found = diff_snapshots(a, b).findings()
+        assert [f.rule_id for f in found] == [rule], rule
+    assert [f.severity for f in diff_snapshots(*cases["TWA-BASE-006"]).findings()] == [
+        Severity.MEDIUM
+    ]

@@ -279,3 +279,83 @@ def test_bad_interpreter_is_a_clear_error(tmp_path: Path, cache: HashCache) -> N
 
     with pytest.raises(AttestationError, match="cannot run interpreter"):
         take_snapshot(str(tmp_path / "no-python"), cache=cache)
+
+
+def _append_record_row(venv: Venv, rel: str, data: bytes) -> None:
+    record = venv.site / "twdemo-1.0.dist-info" / "RECORD"
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    with record.open("a") as f:
+        f.write(f"{rel},sha256={digest},{len(data)}\n")
+
+
+def test_sitecustomize_shipped_by_a_distribution_is_medium(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], cache: HashCache
+) -> None:
+    venv = make_venv()
+    data = b"VALUE = 3\n"
+    (venv.site / "sitecustomize.py").write_bytes(data)
+    _append_record_row(venv, "sitecustomize.py", data)
+    report = _verify(venv, clean_env, cache)
+    assert _hits(report, "TWA-CUST-001") == []
+    hits = _hits(report, "TWA-CUST-002")
+    assert [(f.severity, f.location) for f in hits] == [
+        (Severity.MEDIUM, str(venv.site / "sitecustomize.py"))
+    ]
+    assert "twdemo" in hits[0].message
+
+
+def test_missing_or_malformed_record_is_reported(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], cache: HashCache
+) -> None:
+    venv = make_venv()
+    record = venv.site / "twdemo-1.0.dist-info" / "RECORD"
+    text = record.read_text()
+    record.write_text(text.replace("sha256=", "sha256", 1))
+    report = _verify(venv, clean_env, cache)
+    (hit,) = _hits(report, "TWA-REC-004")
+    assert hit.severity is Severity.MEDIUM and "bad hash field" in hit.message
+    assert str(record) in hit.message
+    record.unlink()
+    report = _verify(venv, clean_env, cache)
+    (hit,) = _hits(report, "TWA-REC-004")
+    assert "missing or unreadable" in hit.message
+    # Without RECORD its files are unowned: they show up as orphans, importable ones as HIGH.
+    orphans = {f.location for f in _hits(report, "TWA-ORPH-001") if f.severity is Severity.HIGH}
+    assert str(venv.site / "twdemo" / "core.py") in orphans
+
+
+def test_helper_processes_never_get_injection_variables() -> None:
+    from trainwarden.attest.envvars import INJECTION_VARIABLES, helper_environment
+
+    env = {"LD_PRELOAD": "/x.so", "LD_AUDIT": "/y.so", "PATH": "/bin", "LD_LIBRARY_PATH": "/l"}
+    cleaned = helper_environment(env)
+    assert cleaned == {"PATH": "/bin", "LD_LIBRARY_PATH": "/l"}
+    assert {"LD_PRELOAD", "LD_AUDIT", "DYLD_INSERT_LIBRARIES"} <= INJECTION_VARIABLES
+
+
+def test_job_sys_path_follows_pythonpath_and_pth_entries(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    from trainwarden.attest.snapshot import job_sys_path
+
+    venv = make_venv()
+    extra, shared = tmp_path / "pp", tmp_path / "shared-libs"
+    extra.mkdir()
+    shared.mkdir()
+    (venv.site / "shared.pth").write_text(f"# comment\n{shared}\n/does/not/exist\n")
+    path = job_sys_path(str(venv.python), {**clean_env, "PYTHONPATH": str(extra)})
+    assert path[0] == str(extra)
+    assert path.index(str(venv.site)) < path.index(str(shared))
+    assert "/does/not/exist" not in path
+
+
+def test_unwritable_cache_directory_is_a_warning_not_an_error(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    venv = make_venv()
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be\n")
+    cache = HashCache(blocker / "sub" / "hashes.bin")
+    report = _verify(venv, clean_env, cache)
+    assert report.at_least(Severity.MEDIUM) == []
+    assert "could not save the hash cache" in cache.reason

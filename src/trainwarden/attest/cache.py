@@ -12,11 +12,12 @@ import os
 import stat
 import struct
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import MappingProxyType
 
-__all__ = ["HashCache", "default_cache_dir", "hash_files"]
+__all__ = ["HashCache", "cache_key_packer", "default_cache_dir", "hash_files", "hash_other"]
 
 _MAGIC = b"TWHC1\n"
 _KEY = struct.Struct("<QQqqq")
@@ -33,6 +34,11 @@ def default_cache_dir() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "trainwarden"
+
+
+def cache_key_packer() -> Callable[[int, int, int, int, int], bytes]:
+    """``pack(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) -> key`` for lookup_table()."""
+    return _KEY.pack
 
 
 def _key(st: os.stat_result) -> bytes:
@@ -68,7 +74,7 @@ class HashCache:
     def _load(self, path: Path) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as e:
             self.trusted, self.reason = False, f"cannot open {path}: {e}"
@@ -93,6 +99,11 @@ class HashCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def lookup_table(self) -> Mapping[bytes, bytes]:
+        """Read-only view for hot loops that pack keys with :func:`cache_key_packer` themselves
+        (an untrusted cache gives an empty table). Lookups through it are not counted."""
+        return MappingProxyType(self._entries if self.trusted else {})
+
     def get(self, st: os.stat_result) -> bytes | None:
         """The cached sha256 for a file with exactly this metadata, or None."""
         d = self._entries.get(_key(st)) if self.trusted else None
@@ -108,20 +119,29 @@ class HashCache:
         self._new += 1
 
     def save(self) -> None:
-        """Write the cache atomically if anything was added (never when untrusted)."""
+        """Write the cache atomically if anything was added (never when untrusted).
+
+        A failure to write is not an error (the cache only saves time): ``reason`` says why.
+        """
         if self.path is None or not self._new or not self.trusted:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         items = list(self._entries.items())[-_MAX_ENTRIES:]
-        fd, tmp = tempfile.mkstemp(prefix=".attest-", dir=self.path.parent)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".attest-", dir=self.path.parent)
+        except OSError as e:
+            # The cache only saves time; a read-only home must not fail the attestation.
+            self.reason = f"could not save the hash cache in {self.path.parent}: {e}"
+            return
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(_MAGIC)
                 f.write(b"".join(k + v for k, v in items))
             os.replace(tmp, self.path)
-        except BaseException:
+        except OSError as e:
             Path(tmp).unlink(missing_ok=True)
-            raise
+            self.reason = f"could not save the hash cache {self.path}: {e}"
+            return
         self._new = 0
 
 
@@ -143,7 +163,12 @@ def _hash_one(path: str, algorithm: str) -> tuple[bytes | None, os.stat_result |
         if not stat.S_ISREG(st.st_mode):
             return None, st, "not a regular file"
         if st.st_size <= _SMALL:
-            h = hashlib.new(algorithm, f.read())
+            # The named constructor skips hashlib.new's name lookup (~50k calls per environment).
+            h = (
+                hashlib.sha256(f.read())
+                if algorithm == "sha256"
+                else hashlib.new(algorithm, f.read())
+            )
         else:
             h = hashlib.file_digest(f, algorithm)
     return h.digest(), st, ""

@@ -13,7 +13,7 @@ import os
 import sys
 import types
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ __all__ = [
     "CodeGuard",
     "GuardedCallable",
     "code_digest",
+    "trust_wrapper_code",
 ]
 
 RULES: dict[str, str] = {
@@ -191,6 +192,8 @@ class _Step:
     name: str
     value: Any
     mro: tuple[type, ...] | None
+    # Values this binding may legitimately hold: the original and trusted wrappers around it.
+    accepted: list[Any] = field(default_factory=list)
 
 
 def _lookup(holder: Any, name: str) -> tuple[Any, tuple[type, ...] | None]:
@@ -428,7 +431,7 @@ class CodeGuard:
         value: Any = holder
         for name in parts[used:]:
             value, mro = _lookup(holder, name)
-            steps.append(_Step(holder=holder, name=name, value=value, mro=mro))
+            steps.append(_Step(holder=holder, name=name, value=value, mro=mro, accepted=[value]))
             holder = value
             if isinstance(holder, staticmethod | classmethod):
                 holder = holder.__func__
@@ -576,6 +579,66 @@ def _compile_file(filename: str) -> types.CodeType | None:
         return None
 
 
+_TRUSTED_WRAPPER_CODES: set[types.CodeType] = set()
+
+
+def trust_wrapper_code(code: types.CodeType) -> None:
+    """Accept re-bindings to a function with exactly this code object that wraps (``__wrapped__``)
+    exactly the recorded callable. For instrumentation that wraps guarded functions on purpose."""
+    _TRUSTED_WRAPPER_CODES.add(code)
+
+
+def _nested_code(fn: object, name: str) -> list[types.CodeType]:
+    if isinstance(fn, staticmethod | classmethod):
+        fn = fn.__func__
+    if not isinstance(fn, types.FunctionType):
+        return []
+    return [c for c in fn.__code__.co_consts if isinstance(c, types.CodeType) and c.co_name == name]
+
+
+def _benign_wrapper_codes() -> frozenset[types.CodeType]:
+    """Code of wrappers that rebind guarded functions on purpose.
+
+    - Importing ``torch._dynamo`` (optimizers do on first use) runs
+      ``torch.manual_seed = torch._disable_dynamo(torch.manual_seed)``; the wrapper's code is
+      nested in ``torch._compile._disable_dynamo``.
+    - TrainWarden's own monitor wraps the seeding functions to record who reseeds
+      (``trainwarden.monitor.rng``).
+
+    Only these exact code objects (looked up in the loaded modules, never by name or marker
+    attribute on the candidate) are accepted, and only around exactly the recorded callable.
+    """
+    codes = set(_TRUSTED_WRAPPER_CODES)
+    compile_mod = sys.modules.get("torch._compile")
+    if compile_mod is not None:
+        codes.update(_nested_code(getattr(compile_mod, "_disable_dynamo", None), "inner"))
+    rng = sys.modules.get("trainwarden.monitor.rng")
+    seed_watch_cls = getattr(rng, "_SeedWatch", None) if rng is not None else None
+    if isinstance(seed_watch_cls, type):
+        codes.update(_nested_code(seed_watch_cls.__dict__.get("_make_wrapper"), "wrapper"))
+    return frozenset(codes)
+
+
+def _adopt(e: _Entry, step: _Step, now: Any) -> bool:
+    """Switch the binding's expected value to ``now`` if it is the original or a trusted
+    wrapper around an accepted value (and re-record its code). False: a real replacement."""
+    if step is not e.steps[-1]:
+        return False
+    if not any(now is a for a in step.accepted):
+        if not isinstance(now, types.FunctionType):
+            return False
+        inner = now.__dict__.get("__wrapped__")
+        if not any(inner is a for a in step.accepted):
+            return False
+        if now.__code__ not in _benign_wrapper_codes():
+            return False
+        step.accepted.append(now)
+    step.value = now
+    e.value = now
+    e.funcs = [_record_func(f) for f in _unwrap_chain(now)]
+    return True
+
+
 def _check_entry(e: _Entry) -> Finding | None:
     for step in e.steps:
         if step.mro is not None and step.holder.__mro__ != step.mro:
@@ -584,7 +647,7 @@ def _check_entry(e: _Entry) -> Finding | None:
             now, _ = _lookup(step.holder, step.name)
         except AttributeError:
             return _replaced(e, step, f"{step.name} was deleted")
-        if not _same(now, step.value):
+        if not _same(now, step.value) and not _adopt(e, step, now):
             return _replaced(e, step, f"now {_describe(now)}", now=now)
     for rec in e.funcs:
         f = rec.func

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainwarden.attest.cache import HashCache, hash_files
+from trainwarden.attest.envvars import helper_environment
 
 __all__ = ["CodeDir", "code_state"]
 
@@ -84,7 +85,7 @@ def _git(root: Path, *args: str) -> bytes | None:
             capture_output=True,
             timeout=120,
             check=False,
-            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"},
+            env={**helper_environment(), "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"},
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -305,9 +305,12 @@ def diff_snapshots(
                     DistDiff(y.name, "files", x.version, y.version, changed, added, removed)
                 )
     ra, rb = tuple(a.site_packages), tuple(b.site_packages)
+    # .pth files and customize modules are compared on their own, not again as orphans.
+    hooks_a = {p.path for p in a.pth_files} | {c.path for c in a.customize}
+    hooks_b = {p.path for p in b.pth_files} | {c.path for c in b.customize}
     orph = _pairs(
-        {_rel(o.path, ra): o.sha256 for o in a.orphans},
-        {_rel(o.path, rb): o.sha256 for o in b.orphans},
+        {_rel(o.path, ra): o.sha256 for o in a.orphans if o.path not in hooks_a},
+        {_rel(o.path, rb): o.sha256 for o in b.orphans if o.path not in hooks_b},
     )
     pth = _pairs(
         {_rel(p.path, ra): p.sha256 for p in a.pth_files},

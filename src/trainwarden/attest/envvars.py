@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from trainwarden.findings import Severity
 
 __all__ = [
+    "INJECTION_VARIABLES",
     "LOADER_PREFIXES",
     "LOADER_VARIABLES",
     "LoaderVariable",
     "describe",
+    "helper_environment",
     "loader_environment",
 ]
 
@@ -89,6 +91,19 @@ def describe(name: str) -> LoaderVariable | None:
         if name.startswith(v.name):
             return LoaderVariable(name, v.reason, v.severity)
     return None
+
+
+# Variables that inject native code into every process started with them. Helper processes
+# TrainWarden starts (the collector, git) run without them so attesting cannot run the payload.
+INJECTION_VARIABLES = frozenset(
+    {"LD_PRELOAD", "LD_AUDIT", "GCONV_PATH", "CUDA_INJECTION64_PATH", "DYLD_INSERT_LIBRARIES"}
+)
+
+
+def helper_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) without code-injection variables."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in env.items() if k not in INJECTION_VARIABLES}
 
 
 def loader_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 
 from trainwarden import __version__
 from trainwarden.attest import AttestationError
-from trainwarden.attest.cache import HashCache, hash_files, hash_other
+from trainwarden.attest.cache import HashCache, cache_key_packer, hash_files, hash_other
 from trainwarden.attest.codedir import CodeDir, code_state
-from trainwarden.attest.envvars import loader_environment
+from trainwarden.attest.envvars import helper_environment, loader_environment
 from trainwarden.attest.pth import PthContent, site_path_order
 from trainwarden.attest.record import ACCEPTED_ALGORITHMS, FileStatus, find_distributions
 
@@ -310,7 +310,7 @@ class Snapshot:
 # --------------------------------------------------------------------------------------------
 
 
-def _run_collector(python: str | None) -> dict[str, Any]:
+def _run_collector(python: str | None, env: Mapping[str, str]) -> dict[str, Any]:
     exe = python or sys.executable
     try:
         proc = subprocess.run(  # noqa: S603 - the interpreter under attestation, isolated
@@ -320,6 +320,7 @@ def _run_collector(python: str | None) -> dict[str, Any]:
             timeout=60,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=helper_environment(env),
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise AttestationError(
@@ -384,10 +385,12 @@ def _customize_modules(
         except OSError:
             continue
         for module in _CUSTOMIZE:
-            candidates = [f"{module}.py", f"{module}.pyc"]
-            candidates += sorted(
-                n for n in names if n.startswith(f"{module}.") and n.endswith(".so")
+            # FileFinder's order within one directory: package, extension module, source,
+            # sourceless bytecode.
+            candidates = sorted(
+                n for n in names if n.startswith(f"{module}.") and n.endswith((".so", ".pyd"))
             )
+            candidates += [f"{module}.py", f"{module}.pyc"]
             hits = [os.path.join(entry, n) for n in candidates if n in names]
             if module in names and os.path.isfile(os.path.join(entry, module, "__init__.py")):
                 hits.insert(0, os.path.join(entry, module, "__init__.py"))
@@ -409,7 +412,7 @@ class _Layout:
 
 
 def _layout(python: str | None, env: Mapping[str, str]) -> _Layout:
-    info = _run_collector(python)
+    info = _run_collector(python, env)
     venv_sites = [str(s) for s in info.get("venv_site_packages", [])]
     user_sites = [str(info["user_site"])] if info.get("user_site_enabled") else []
     system_sites = [str(s) for s in info.get("system_site_packages", [])]
@@ -443,6 +446,12 @@ def take_snapshot(
     ``cache`` defaults to :meth:`HashCache.default`; the cache file is updated at the end.
     """
     env = dict(os.environ if environ is None else environ)
+    for c in code_dirs:
+        if not Path(c).is_dir():
+            raise AttestationError(
+                f"code directory {c} does not exist or is not a directory",
+                hint="pass --code with the directory the job's scripts live in",
+            )
     cache = cache if cache is not None else HashCache.default()
     layout = _layout(python, env)
     info, site_dirs, stdlib, pythonpath = (
@@ -460,21 +469,54 @@ def take_snapshot(
         _walk(sd, stats, site_set - {sd})
 
     dists_raw = list(find_distributions(site_dirs))
+    ok, modified, missing, no_hash = (
+        FileStatus.OK,
+        FileStatus.MODIFIED,
+        FileStatus.MISSING,
+        FileStatus.NO_HASH,
+    )
     owner_idx: dict[str, int] = {}
-    planned: list[tuple[int, str, str, str | None, bytes | None]] = []
+    per_dist: list[list[DistFile]] = [[] for _ in dists_raw]
+    # RECORD rows not settled by a cache hit: (dist index, RECORD path, full path, alg, digest).
+    deferred: list[tuple[int, str, str, str | None, bytes | None]] = []
+    to_hash: dict[str, os.stat_result] = {}
+    cached, pack, sget = cache.lookup_table(), cache_key_packer(), stats.get
+    settled = 0
+    # Hot loop, one pass per installed file: on a warm run almost every row is settled here by a
+    # cache hit whose digest equals RECORD's, without touching the file.
     for i, d in enumerate(dists_raw):
         base = d.location + os.sep
-        for e in d.entries:
-            rel = e.path
+        done = per_dist[i]
+        for rel, alg, expected, _ in d.entries:
             if rel.startswith(("/", "./")) or ".." in rel or "//" in rel or "/./" in rel:
                 full = os.path.normpath(os.path.join(d.location, rel))
             else:
                 full = base + rel
-            owner_idx.setdefault(full, i)
-            planned.append((i, e.path, full, e.algorithm, e.digest))
+            if full not in owner_idx:
+                owner_idx[full] = i
+            st = sget(full)
+            if st is None:
+                try:
+                    st = os.lstat(full)  # outside the site directories (scripts in bin/)
+                except OSError:
+                    exp = f"{alg}:{expected.hex()}" if alg and expected is not None else None
+                    done.append(DistFile(rel, missing, None, exp))
+                    continue
+                stats[full] = st
+            if S_ISLNK(st.st_mode):
+                deferred.append((i, rel, full, alg, expected))
+                continue
+            hit = cached.get(pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            if hit is not None and alg == "sha256" and hit == expected:
+                done.append(DistFile(rel, ok, hit.hex(), None))
+                settled += 1
+                continue
+            deferred.append((i, rel, full, alg, expected))
+            to_hash[full] = st
+    cache.hits += settled
     # Bytecode that Python or the installer generated for an owned source file belongs to it.
     tag = str(info.get("cache_tag") or "")
-    extra_owned: dict[str, tuple[int, str]] = {}
+    extra_owned: dict[str, int] = {}
     for path in stats:
         if path in owner_idx or not path.endswith(".pyc"):
             continue
@@ -484,25 +526,16 @@ def take_snapshot(
         stem = os.path.basename(path).split(".", 1)[0]
         source = os.path.join(os.path.dirname(parent), stem + ".py")
         if source in owner_idx and (not tag or f".{tag}" in os.path.basename(path)):
-            extra_owned[path] = (owner_idx[source], path)
+            extra_owned[path] = owner_idx[source]
 
     def owner(path: str) -> str | None:
         i = owner_idx.get(path)
         return dists_raw[i].name if i is not None else None
 
-    # Everything the walk found is hashed (owned, generated bytecode or orphan), plus RECORD
-    # entries that live outside the site directories (scripts in bin/).
-    to_hash = {p: st for p, st in stats.items() if not S_ISLNK(st.st_mode)}
-    for _, _, full, _, _ in planned:
-        if full not in stats:
-            try:
-                st = os.lstat(full)
-            except OSError:
-                continue
-            stats[full] = st
-            if not S_ISLNK(st.st_mode):
-                to_hash[full] = st
     orphan_paths = [p for p in stats if p not in owner_idx and p not in extra_owned]
+    for p in (*orphan_paths, *extra_owned):
+        if not S_ISLNK(stats[p].st_mode):
+            to_hash[p] = stats[p]
     interp_real = str(info.get("realpath") or info.get("executable"))
     with contextlib.suppress(OSError):
         to_hash[interp_real] = os.lstat(interp_real)
@@ -519,46 +552,31 @@ def take_snapshot(
 
     digests, errors = hash_files(list(to_hash.items()), cache, workers=workers)
     other_algs: dict[str, set[str]] = {}
-    for _, _, full, alg, _ in planned:
+    for _, _, full, alg, _ in deferred:
         if alg and alg != "sha256" and alg in ACCEPTED_ALGORITHMS:
             other_algs.setdefault(alg, set()).add(full)
     other = {alg: hash_other(sorted(paths), alg) for alg, paths in other_algs.items()}
 
-    per_dist: list[list[DistFile]] = [[] for _ in dists_raw]
-    ok, modified, missing, no_hash = (
-        FileStatus.OK,
-        FileStatus.MODIFIED,
-        FileStatus.MISSING,
-        FileStatus.NO_HASH,
-    )
-    dget, sget = digests.get, stats.get
-    # Hot loop (one pass per installed file): the expected digest is only spelled out when it
-    # differs from the actual one or uses another algorithm, which keeps snapshots small too.
-    for i, rel, full, alg, expected in planned:
-        actual = dget(full)
+    for i, rel, full, alg, expected in deferred:
+        actual = digests.get(full)
+        fst = stats.get(full)
+        link = _is_link(fst)
+        hexd = actual.hex() if actual is not None and not link else None
         if alg == "sha256" and actual is not None and actual == expected:
-            per_dist[i].append(DistFile(rel, ok, actual.hex(), None))
+            per_dist[i].append(DistFile(rel, ok, hexd, None))
             continue
-        fst = sget(full)
-        hexd = actual.hex() if actual is not None else None
         exp_text = f"{alg}:{expected.hex()}" if alg and expected is not None else None
-        if fst is None:
-            status = missing
-        elif alg is None or expected is None or alg not in ACCEPTED_ALGORITHMS:
+        if alg is None or expected is None or alg not in ACCEPTED_ALGORITHMS:
             status = no_hash
         else:
             got = actual if alg == "sha256" else other.get(alg, {}).get(full)
             status = ok if got == expected else modified
-        if _is_link(fst):
-            hexd = None
         per_dist[i].append(DistFile(rel, status, hexd, exp_text))
-    for path, (i, _) in extra_owned.items():
+    for path, i in extra_owned.items():
         d = dists_raw[i]
         rel = os.path.relpath(path, d.location)
         got = digests.get(path)
-        per_dist[i].append(
-            DistFile(rel, FileStatus.NO_HASH, got.hex() if got is not None else None, None)
-        )
+        per_dist[i].append(DistFile(rel, no_hash, got.hex() if got is not None else None, None))
 
     distributions = tuple(
         Distribution(

@@ -31,7 +31,7 @@ def test_lr_changed_behind_the_scheduler(make_run: Callable[..., Run]) -> None:
     # The scheduler's own changes were recorded as explained.
     changes = [r for k, r in run.sink.events if k == "hparam"]
     assert sum(1 for r in changes if r["explained"]) >= 10
-    assert [r for r in changes if not r["explained"]][0]["step"] == 11
+    assert next(r for r in changes if not r["explained"])["step"] == 11
 
 
 def test_lr_change_without_scheduler(make_run: Callable[..., Run]) -> None:

@@ -151,5 +151,5 @@ def test_sleep_inside_step_is_a_timing_spike(make_run: Callable[..., Run]) -> No
     spikes = [a for a in run.monitor.alerts if a.rule_id == "TWM-TIME-SPIKE"]
     phases = {a.evidence["phase"] for a in spikes if a.evidence["step"] == 30}
     assert "optimizer" in phases
-    timing = [r["timing"] for k, r in run.sink.events if k == "step" and r["step"] == 30][0]
+    timing = next(r["timing"] for k, r in run.sink.events if k == "step" and r["step"] == 30)
     assert set(timing) == {"forward", "backward", "optimizer", "step"}

@@ -426,6 +426,11 @@ class _VM:
         def readline(p: int, op_off: int, opname: str) -> tuple[bytes, int]:
             end = _find_newline(data, p, n)
             if end < 0:
+                # Reading from a file (pickle.load, torch.load), _pickle.c accepts a last
+                # line without its newline and drops its final byte as if it were one: a
+                # GLOBAL there still imports its module before the stream ends.
+                if n - p >= 2:
+                    return bytes(data[p : n - 1]), n
                 truncated(op_off, opname)
             return bytes(data[p:end]), end + 1
 

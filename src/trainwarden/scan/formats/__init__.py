@@ -21,13 +21,12 @@ from trainwarden.scan.types import FormatHandler
 
 __all__ = ["HANDLERS"]
 
-# Order matters:
-# - .keras before the generic zip (its sniff refuses zips with *.pkl members: PyTorch's);
-# - GGUF, HDF5, safetensors and ONNX (magic- or structure-sniffed) before the compressed and
-#   pickle sniffs, which are loose: the zlib sniff accepts ~1 in 120 safetensors header lengths
-#   (a first byte 0x?8 and a 2-byte prefix divisible by 31), and pickle's protocol-0 sniff accepts
-#   a first byte of "G" (GGUF magic) or 0x89 (HDF5 signature);
-# - the bare Keras JSON config last (a JSON object is nothing else's content).
+# Order matters: .keras before the generic zip (it excludes zips with *.pkl members, which are
+# PyTorch's); formats with a strong magic or a validated structure (npy, 7z, GGUF, HDF5,
+# safetensors, ONNX) before the compression sniff, whose zlib/lzma-alone magics are only two
+# bytes (a safetensors header length can look like a zlib header); pickle, whose protocol-0
+# sniff accepts many first bytes, after everything with a header; the bare Keras JSON config
+# last. Content no handler claims is still probed as a header-less pickle by the engine.
 HANDLERS: list[FormatHandler] = [
     _keras.HANDLER,
     _zip.HANDLER,

@@ -86,6 +86,17 @@ def decompress_limited(
         return bytes(out), str(e) or type(e).__name__
 
 
+def _starts_cleanly(kind: str, head: bytes) -> bool:
+    try:
+        if kind == "zlib":
+            zlib.decompressobj().decompress(head, 64)
+        else:
+            lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(head, 64)
+    except (zlib.error, lzma.LZMAError, EOFError, ValueError):
+        return False
+    return True
+
+
 class _ZlibStream:
     """zlib decompressobj with the ``max_length``/``eof`` API of bz2/lzma decompressors."""
 
@@ -113,7 +124,11 @@ class CompressedHandler:
     accepts_buffer = True
 
     def sniff(self, data: bytes) -> bool:
-        return _kind(bytes(data[:16])) is not None
+        kind = _kind(bytes(data[:16]))
+        if kind in ("zlib", "lzma"):
+            # Two-byte magics: require that the start really decompresses.
+            return _starts_cleanly(kind, bytes(data[:4096]))
+        return kind is not None
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
         kind = _kind(bytes(data[:16]))

@@ -317,7 +317,7 @@ def _report_domains(st: _State) -> None:
         reported.add(domain)
         st.add(
             "TWS-ONNX-003",
-            Severity.MEDIUM,
+            Severity.HIGH,
             f"{where} uses operator {op_type!r} from custom domain {domain!r}: running the model "
             "needs a custom-operator library (native code from outside the model)",
             domain=domain[:200],
@@ -326,7 +326,7 @@ def _report_domains(st: _State) -> None:
     for domain in sorted(st.opset_domains - STANDARD_DOMAINS - st.function_domains - reported):
         st.add(
             "TWS-ONNX-003",
-            Severity.MEDIUM,
+            Severity.HIGH,
             f"model imports custom operator domain {domain!r}: running it needs a "
             "custom-operator library (native code from outside the model)",
             domain=domain[:200],

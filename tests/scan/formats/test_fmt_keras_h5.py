@@ -467,3 +467,25 @@ def test_forked_worker_processes_get_their_own_reader(tmp_path: Path, canary: Pa
         for fr in report.files
     }
     assert lam == {f"m{i}.h5": bool(i % 2) for i in range(6)}
+
+
+def test_config_only_archive_still_reaches_the_keras_analysis(canary: Path) -> None:
+    # No metadata.json or weights: not sniffed as .keras, but the zip handler hands config.json
+    # to the Keras JSON handler by content.
+    from trainwarden.scan import scan_bytes
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("config.json", json.dumps(_v3_config(_v3_lambda(canary))))
+    assert not keras.HANDLER.sniff(buf.getvalue())
+    report = scan_bytes(buf.getvalue(), "only-config.zip")
+    assert "TWS-KERAS-001" in {f.rule_id for f in report.findings}
+
+
+def test_keras_archive_config_that_does_not_look_like_keras_is_still_analysed() -> None:
+    # Keras deserialises whatever config.json holds; the archive handler analyses it even when
+    # the content sniff would not call it a Keras config (no "config" key here).
+    config = {"class_name": "function", "module": "os", "registered_name": None}
+    ctx = run_handler(keras.HANDLER, _keras_zip(config), ctx=_ctx())
+    assert not keras.JSON_HANDLER.sniff(json.dumps(config).encode())
+    assert "TWS-KERAS-002" in ctx.rule_ids

@@ -193,3 +193,18 @@ def test_arbitrary_config_contents_never_raise(
         for path, findings in folder_findings(d).items():
             assert path.parent == d
             assert all(f.rule_id.startswith(("TWS-HF-", "TWS-TPL-")) for f in findings)
+
+
+def test_custom_generate_and_subpackage_code(tmp_path: Path, canary: Path) -> None:
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "x", "auto_map": {"AutoModel": "impl.modeling_x.XModel"}})
+    )
+    (tmp_path / "impl").mkdir()
+    (tmp_path / "impl" / "modeling_x.py").write_text(f"open({str(canary)!r}, 'w').close()\n")
+    (tmp_path / "custom_generate").mkdir()
+    (tmp_path / "custom_generate" / "generate.py").write_text("def generate(model): ...\n")
+    found = folder_findings(tmp_path)
+    for rel in ("impl/modeling_x.py", "custom_generate/generate.py"):
+        assert [(f.rule_id, f.severity) for f in found[tmp_path / rel]] == [
+            ("TWS-HF-002", Severity.HIGH)
+        ], rel

@@ -194,6 +194,8 @@ def test_dunder_special_token_is_reported() -> None:
         ("tokenizer.ggml.eos_token_id", GGUF_UINT32, 4),
     ]
     assert run_handler(HANDLER, _model(CLEAN["llama3"], extra=extra)).findings == []
+    parlai = ["__null__", "__start__", "__end__", "__unk__", "__end__"]  # BlenderBot's specials
+    assert run_handler(HANDLER, _model(CLEAN["llama3"], extra=extra, tokens=parlai)).findings == []
     evil = _model(CLEAN["llama3"], extra=extra, tokens=["<s>", "</s>", "a", "b", "__globals__"])
     ctx = run_handler(HANDLER, evil)
     assert ctx.rule_ids == {"TWS-GGUF-003"}

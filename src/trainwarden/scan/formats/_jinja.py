@@ -127,6 +127,34 @@ class _TemplateSyntaxError(Exception):
         self.pos = pos
 
 
+def _python_dunders() -> frozenset[str]:
+    # The dunder attributes Python objects actually have (an SSTI chain walks through these);
+    # text like ParlAI's "__start__" token is not one of them.
+    import sys
+    import types
+
+    names: set[str] = {"__globals__", "__builtins__", "__import__", "__subclasses__", "__mro__"}
+    for obj in (object, type, types.FunctionType, types.ModuleType, sys, BaseException, str, dict):
+        names.update(n for n in dir(obj) if n.startswith("__") and n.endswith("__"))
+    names.update(n for n in dir(lambda: 0) if n.startswith("__") and n.endswith("__"))
+    return frozenset(names)
+
+
+PYTHON_DUNDERS = _python_dunders()
+
+
+def special_token_dunder(s: str) -> str | None:
+    """Why a special-token text handed to templates is dangerous (a real Python dunder name or
+    underscores only), or None. Dunder-shaped tokens that Python objects do not have (ParlAI's
+    ``__start__``) are harmless there."""
+    stripped = s.strip()
+    if stripped in PYTHON_DUNDERS:
+        return "names a Python dunder attribute"
+    if stripped and set(stripped) == {"_"}:
+        return "is only underscores (building a dunder name)"
+    return None
+
+
 def dunder_text(s: str) -> str | None:
     """Why text handed to a template could name a Python dunder attribute, or None.
 

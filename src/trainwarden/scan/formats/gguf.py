@@ -21,8 +21,8 @@ RULES: dict[str, str] = {
     "TWS-GGUF-001": "malformed GGUF header, metadata or tensor table (counts, lengths, offsets "
     "or dims out of bounds; fail closed)",
     "TWS-GGUF-002": "a tokenizer.chat_template key holds a non-string value",
-    "TWS-GGUF-003": "a special token (bos/eos/...) handed to chat templates is spelled like a "
-    "Python dunder name or fragment",
+    "TWS-GGUF-003": "a special token (bos/eos/...) handed to chat templates is a Python dunder "
+    "attribute name or only underscores",
     **_jinja.RULES,
 }
 
@@ -303,7 +303,7 @@ def _special_token_findings(parsed: GGUFFile, location: str, ctx: ScanContext) -
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < len(tokens):
             continue
         text = tokens[value]
-        why = _jinja.dunder_text(text) if isinstance(text, str) else None
+        why = _jinja.special_token_dunder(text) if isinstance(text, str) else None
         if why is not None:
             ctx.add(
                 Finding(

@@ -296,6 +296,8 @@ def test_sniff_rejects_random_and_other_formats() -> None:
     assert not HANDLER.sniff(b"\x80\x04\x95")
     assert not HANDLER.sniff(b"GGUF\x03\x00\x00\x00")
     assert not HANDLER.sniff(b"\x08\x07")
+    # a TensorFlow SavedModel: saved_model_schema_version=1, two meta_graphs (field 2)
+    assert not HANDLER.sniff(b"\x08\x01" + _ld(2, b"\x0a\x00") + _ld(2, b"\x0a\x00"))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -353,6 +353,7 @@ def _sniff_onnx(data: bytes) -> bool:
         26: 2,
     }
     seen = 0
+    numbers: set[int] = set()
     pos = 0
     end = len(data)
     try:
@@ -374,11 +375,14 @@ def _sniff_onnx(data: bytes) -> bool:
             else:
                 _, pos = _varint(data, after_tag, end)
             seen += 1
+            numbers.add(number)
             if number == 7:
                 return True
     except _ProtoError:
         return False
-    return seen >= 3
+    # No graph: only a function library (opset_import + functions) is still an ONNX model; a
+    # TensorFlow SavedModel (fields 1 and 2 only) is not.
+    return 8 in numbers and 25 in numbers
 
 
 class OnnxHandler:

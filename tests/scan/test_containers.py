@@ -233,3 +233,69 @@ def test_clean_raw_pickle_file(tmp_path: Path) -> None:
     f = tmp_path / "state.pkl"
     f.write_bytes(pickle.dumps({"lr": 0.1, "steps": [1, 2]}, protocol=5))
     assert not scan_path(f).failed()
+
+
+def test_directory_walk_skips_fifos_and_rejects_them_explicitly(tmp_path: Path) -> None:
+    import os
+
+    from trainwarden.scan import ScanError
+
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps([1], protocol=4))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    report = scan_path(tmp_path)
+    assert [Path(f.path).name for f in report.files] == ["ok.pkl"]
+    with pytest.raises(ScanError, match="not a regular file"):
+        scan_path(fifo)
+    with pytest.raises(ScanError, match="no such file"):
+        scan_path(tmp_path / "missing")
+
+
+def test_folder_hook_findings_are_merged(tmp_path: Path) -> None:
+    # The core calls formats.hf_folder.folder_findings for each walked directory and merges its
+    # findings into the FileReport of the file they concern (creating one if the walk skipped it).
+    import json
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(
+        json.dumps({"model_type": "x", "auto_map": {"AutoModel": "modeling_x.XModel"}})
+    )
+    (model / "modeling_x.py").write_text("class XModel: pass\n")
+    torch.save({"w": torch.ones(1)}, model / "pytorch_model.bin")
+    report = scan_path(model, include=["*.bin"])
+    by_name = {Path(f.path).name: f for f in report.files}
+    assert by_name["pytorch_model.bin"].findings == ()
+    assert {f.rule_id for f in by_name["config.json"].findings} >= {"TWS-HF-001"}
+    assert report.failed()
+
+
+def test_archives_back_to_back_like_dcp_shards(tmp_path: Path) -> None:
+    # torch.distributed.checkpoint writes one torch.save archive per item into a shard file;
+    # its loader reads each slice and unpickles it, so every archive is scanned.
+    canary = tmp_path / "canary"
+    clean = torch_bytes({"w": torch.ones(2)}, 4)
+    evil = build_zip(swap_pickle(torch_bytes({"w": torch.ones(2)}), payload(canary)))
+    r = scan_bytes(clean + evil + clean, "__0_0.distcp")
+    assert "zip-sequence" in r.formats
+    (f,) = [f for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]
+    assert f.location.startswith(f"__0_0.distcp:<archive 1@{len(clean)}>:")
+    r = scan_bytes(clean + payload(canary) + clean, "x.distcp")
+    assert {"TWS-ZIP-MISMATCH", "TWS-PKL-DANGEROUS"} <= rules(r)
+    assert not canary.exists()
+
+
+# DCP warns that torch.distributed is not initialised and saves single-process, as intended.
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
+def test_real_distributed_checkpoint_is_clean(tmp_path: Path) -> None:
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": 3}
+    dcp.save(state, checkpoint_id=str(tmp_path / "ckpt"))
+    report = scan_path(tmp_path / "ckpt")
+    assert len(report.files) >= 2
+    assert report.findings == (), [f.to_dict() for f in report.findings]

@@ -10,8 +10,11 @@ from __future__ import annotations
 import bz2
 import lzma
 import struct
-import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from trainwarden.scan.formats._spill import Spill, ZlibStream, decompress_into
 
 __all__ = ["ZipArchive", "ZipEntry", "ZipError", "read_member"]
 
@@ -25,6 +28,7 @@ _LOC64_S = struct.Struct("<4sLQL")
 _EOCD64_S = struct.Struct("<4sQ2H2L4Q")
 _CEN_S = struct.Struct("<4s6H3L5H2L")
 _LOC_S = struct.Struct("<4s5H3L2H")
+_COPY_CHUNK = 16 << 20
 
 
 class ZipError(Exception):
@@ -57,11 +61,14 @@ class ZipArchive:
     problems: list[str]
     buf: object = field(repr=False, default=b"")
     size: int = 0
+    end: int = 0  # offset just past the end-of-central-directory record
 
     @classmethod
-    def parse(cls, data: object, max_entries: int) -> ZipArchive:
+    def parse(cls, data: object, max_entries: int, end: int | None = None) -> ZipArchive:
+        """Parse the archive whose end record is the last one before ``end`` (default: the end
+        of the data); ``prefix`` is where that archive starts in ``data``."""
         buf = data  # bytes or mmap; only small slices are copied
-        n = len(buf)  # type: ignore[arg-type]
+        n = len(buf) if end is None else end  # type: ignore[arg-type]
         lo = max(0, n - (65535 + 22))
         tail = bytes(buf[lo:n])  # type: ignore[index]
         idx = tail.rfind(_EOCD)
@@ -72,7 +79,7 @@ class ZipArchive:
         problems: list[str] = []
         if disk != 0 or cd_disk != 0 or n_disk != n_total:
             raise ZipError("multi-disk archives are not supported")
-        if idx + 22 + clen != len(tail):
+        if idx + 22 + clen != len(tail) and end is None:
             problems.append(
                 f"the archive comment length ({clen}) disagrees with the bytes after the end record"
             )
@@ -82,11 +89,19 @@ class ZipArchive:
             raise ZipError("zip64 archive without a zip64 locator")
         if has_loc64:
             _, _, eocd64_off, _ = _LOC64_S.unpack(bytes(buf[eocd_pos - 20 : eocd_pos]))  # type: ignore[index]
-            rec = bytes(buf[eocd64_off : eocd64_off + 56])  # type: ignore[index]
+            # The zip64 record normally sits right before the locator. Prefer that position:
+            # an archive embedded at an offset (archives written back to back, as in
+            # torch.distributed.checkpoint shards) records offsets relative to its own start,
+            # so the locator's offset would point into an earlier archive.
+            rec_pos = eocd_pos - 20 - 56
+            rec = bytes(buf[rec_pos : rec_pos + 56]) if rec_pos >= 0 else b""  # type: ignore[index]
             if len(rec) < 56 or rec[:4] != _EOCD64:
-                raise ZipError("bad zip64 end-of-central-directory record")
+                rec_pos = eocd64_off
+                rec = bytes(buf[rec_pos : rec_pos + 56])  # type: ignore[index]
+                if len(rec) < 56 or rec[:4] != _EOCD64:
+                    raise ZipError("bad zip64 end-of-central-directory record")
             (_, _, _, _, _, _, _, n_total, cd_size, cd_off) = _EOCD64_S.unpack(rec)
-            cd_end = eocd64_off
+            cd_end = rec_pos
         else:
             cd_end = eocd_pos
         if n_total > max_entries:
@@ -96,10 +111,6 @@ class ZipArchive:
         prefix = cd_end - cd_size - cd_off
         if prefix < 0 or cd_off + cd_size > n:
             raise ZipError("central directory lies outside the file")
-        if prefix:
-            problems.append(
-                f"{prefix} bytes precede the archive: readers disagree about member offsets"
-            )
         cd = bytes(buf[cd_off + prefix : cd_off + prefix + cd_size])  # type: ignore[index]
         entries: list[ZipEntry] = []
         pos = 0
@@ -118,7 +129,7 @@ class ZipArchive:
             entries.append(ZipEntry(name, raw_name, flags, method, crc, csize, usize, hoff))
         if pos != len(cd):
             problems.append("the central directory size disagrees with its entries")
-        return cls(entries, cd_off, prefix, problems, buf, n)
+        return cls(entries, cd_off, prefix, problems, buf, len(buf), eocd_pos + 22 + clen)  # type: ignore[arg-type]
 
     def load_local(self, e: ZipEntry) -> None:
         """Read ``e``'s local header (lazily: a checkpoint's storages are never touched)."""
@@ -179,37 +190,50 @@ def _read_local(buf: object, n: int, e: ZipEntry, prefix: int) -> None:
         e.problems.append("member data runs past the end of the file")
 
 
-def read_member(buf: object, e: ZipEntry, limit: int) -> bytes:
-    """The member's bytes, decompressed with at most ``limit`` output bytes.
+def read_member(buf: object, e: ZipEntry, limit: int, sink: Spill) -> None:
+    """Write the member's bytes into ``sink``, decompressed, with at most ``limit`` bytes.
 
-    Raises ``ZipError`` for unsupported methods, encryption, or output over ``limit``.
+    Raises ``ZipError`` for unsupported methods, encryption, damaged data or output over
+    ``limit``.
     """
     if e.data_offset < 0:
         raise ZipError("member has no readable local header")
     if e.flags & 0x1:
         raise ZipError("member is encrypted")
-    raw = buf[e.data_offset : e.data_offset + e.csize]  # type: ignore[index]
+    start, end = e.data_offset, e.data_offset + e.csize
     if e.method == 0:
         if e.csize > limit:
             raise ZipError(f"member larger than the limit of {limit} bytes")
-        return bytes(raw)
-    if e.method == 8:
-        dec = zlib.decompressobj(-15)
-        out = dec.decompress(raw, limit + 1)
-    elif e.method == 12:
-        out = bz2.BZ2Decompressor().decompress(raw, limit + 1)
-    elif e.method == 14:
-        # ZIP's LZMA: 2-byte version, 2-byte props size, props, then raw LZMA1.
-        if len(raw) < 4:
-            raise ZipError("truncated LZMA member")
-        psize = struct.unpack_from("<H", raw, 2)[0]
-        props = bytes(raw[4 : 4 + psize])
-        filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
-        out = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt]).decompress(
-            raw[4 + psize :], limit + 1
-        )
-    else:
-        raise ZipError(f"unsupported compression method {e.method}")
-    if len(out) > limit:
-        raise ZipError(f"member decompresses to more than the limit of {limit} bytes")
-    return out
+        for pos in range(start, end, _COPY_CHUNK):
+            sink.write(bytes(buf[pos : min(end, pos + _COPY_CHUNK)]))  # type: ignore[index]
+        return
+    raw = memoryview(buf)[start:end]  # type: ignore[arg-type]
+    try:
+        make: Callable[[], Any]
+        if e.method == 8:
+            make = lambda: ZlibStream(-15)  # noqa: E731 - a factory per stream
+            body: Any = raw
+        elif e.method == 12:
+            make, body = bz2.BZ2Decompressor, raw
+        elif e.method == 14:
+            # ZIP's LZMA: 2-byte version, 2-byte props size, props, then raw LZMA1.
+            if len(raw) < 4:
+                raise ZipError("truncated LZMA member")
+            psize = struct.unpack_from("<H", raw, 2)[0]
+            props = bytes(raw[4 : 4 + psize])
+            filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+
+            def make() -> Any:
+                return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt])
+
+            body = raw[4 + psize :]
+        else:
+            raise ZipError(f"unsupported compression method {e.method}")
+        try:
+            error = decompress_into(body, make, limit, sink)
+        except OverflowError:
+            raise ZipError(f"member decompresses to more than the limit of {limit} bytes") from None
+        if error is not None and "follow the compressed stream" not in error:
+            raise ZipError(f"damaged compressed member: {error}")
+    finally:
+        raw.release()

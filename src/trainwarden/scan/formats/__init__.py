@@ -22,20 +22,23 @@ from trainwarden.scan.types import FormatHandler
 __all__ = ["HANDLERS"]
 
 # Order matters: .keras before the generic zip (it excludes zips with *.pkl members, which are
-# PyTorch's); the magic/structure-sniffed formats before pickle, whose protocol-0 sniff accepts
-# first bytes such as "G" (GGUF) and 0x89 (HDF5); the bare Keras JSON config last.
+# PyTorch's); formats with a strong magic or a validated structure (npy, 7z, GGUF, HDF5,
+# safetensors, ONNX) before the compression sniff, whose zlib/lzma-alone magics are only two
+# bytes (a safetensors header length can look like a zlib header); pickle, whose protocol-0
+# sniff accepts many first bytes, after everything with a header; the bare Keras JSON config
+# last. Content no handler claims is still probed as a header-less pickle by the engine.
 HANDLERS: list[FormatHandler] = [
     _keras.HANDLER,
     _zip.HANDLER,
     _npy.HANDLER,
     _archive.SEVENZIP,
-    _compressed.HANDLER,
-    _torch_legacy.HANDLER,
-    _archive.TAR,
     _gguf.HANDLER,
     _h5.HANDLER,
     _safetensors.HANDLER,
     _onnx.HANDLER,
+    _compressed.HANDLER,
+    _torch_legacy.HANDLER,
+    _archive.TAR,
     _pickle.HANDLER,
     _keras.JSON_HANDLER,
 ]

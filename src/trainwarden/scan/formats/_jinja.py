@@ -21,7 +21,7 @@ __all__ = ["RULES", "TemplateIssue", "analyze_template", "rule_for"]
 #: Names whose only use in a template is reaching Python internals: Jinja's default globals that are
 #: plain Python functions/classes (their ``__globals__`` hold ``os``) and ``self`` (the template
 #: reference whose private ``_TemplateReference__context`` exposes the render context).
-_GADGET_NAMES = frozenset({"lipsum", "cycler", "joiner", "self", "config", "request", "url_for"})
+_GADGET_NAMES = frozenset({"lipsum", "cycler", "joiner", "self"})
 
 #: Python module and function names that a chat template has no reason to mention as identifiers.
 _DANGEROUS_NAMES = frozenset(

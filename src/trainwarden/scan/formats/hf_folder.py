@@ -251,7 +251,7 @@ def folder_findings(directory: Path) -> dict[Path, list[Finding]]:
         obj = _load_json(path, out)
         if isinstance(obj, dict):
             _check_auto_map(directory, path, obj, out, used)
-            if name == "tokenizer_config.json":
+            if name in ("tokenizer_config.json", "processor_config.json"):
                 _check_templates(path, obj, out)
     for tpl in sorted(directory.glob("*.jinja")):
         try:
@@ -267,6 +267,11 @@ def folder_findings(directory: Path) -> dict[Path, list[Finding]]:
             )
             continue
         _template_findings(tpl, [("template", text)], out)
+    chat_json = directory / "chat_template.json"  # processors keep their template here
+    if chat_json.is_file():
+        obj = _load_json(chat_json, out)
+        if isinstance(obj, dict):
+            _check_templates(chat_json, obj, out)
     modules = directory / "modules.json"
     if modules.is_file():
         obj = _load_json(modules, out)

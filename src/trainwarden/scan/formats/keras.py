@@ -38,8 +38,19 @@ RULES: dict[str, str] = {
     "TWS-KERAS-006": "the Keras archive or config cannot be read or parsed (fail closed)",
 }
 
-#: Top-level packages whose classes Keras itself provides (resolved from its own registry).
-KERAS_NAMESPACES = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
+#: Packages whose classes come with Keras or its official model libraries (KerasHub, KerasNLP,
+#: KerasCV, KerasRS): installed library code, not code from the model file. Their entry points
+#: that reach outside the model are still caught by DANGEROUS_KERAS_NAMES.
+KERAS_NAMESPACES = (
+    "keras",
+    "tf_keras",
+    "tensorflow.keras",
+    "tensorflow.python.keras",
+    "keras_hub",
+    "keras_nlp",
+    "keras_cv",
+    "keras_rs",
+)
 
 #: Keras built-ins that defeat ``safe_mode`` or reach outside the model when deserialised.
 DANGEROUS_KERAS_NAMES: dict[str, str] = {

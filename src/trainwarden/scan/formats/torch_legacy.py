@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 
 from trainwarden.findings import Finding, Severity
-from trainwarden.scan.formats.pickle import scan_pickle
+from trainwarden.scan.formats.pickle import probe_unclaimed, scan_pickle
 from trainwarden.scan.pickle_vm import analyze_pickle
 from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import ScanContext
@@ -81,6 +81,55 @@ class TorchLegacyHandler:
                     {"pickles": analysis.pickles},
                 )
             )
+            return
+        if analysis.complete:
+            _check_storages(data, analysis.end_offset, analysis.persistent_ids, location, ctx)
+
+
+def _check_storages(
+    data: bytes, pos: int, pids: tuple[object, ...], location: str, ctx: ScanContext
+) -> None:
+    """Walk the raw storages after the fifth pickle (sorted keys; int64 count + data each) so
+    that only bytes beyond them count as trailing data."""
+    storages: dict[str, str] = {}
+    for pid in pids:
+        if isinstance(pid, list) and len(pid) >= 3 and pid[0] == "storage":
+            storages[str(pid[2])] = str(pid[1]).rsplit(".", 1)[-1]
+    n = len(data)
+    for key in sorted(storages):
+        elem = _ELEMENT_SIZE.get(storages[key])
+        if elem is None or pos + 8 > n:
+            _legacy_problem(ctx, location, pos, f"storage {key!r} cannot be located")
+            return
+        (count,) = struct.unpack_from("<q", data, pos)
+        pos += 8 + count * elem
+        if count < 0 or pos > n:
+            _legacy_problem(ctx, location, pos, f"storage {key!r} runs past the end of the file")
+            return
+    if pos < n:
+        ctx.add(
+            Finding(
+                "TWS-PKL-TRAILING",
+                Severity.MEDIUM,
+                f"{n - pos} bytes follow the last storage of this legacy checkpoint",
+                f"{location}@{pos}",
+                {"offset": pos, "trailing_bytes": n - pos},
+            )
+        )
+        # torch never reads them; anything that would import code there is still reported.
+        probe_unclaimed(bytes(data[pos:]), f"{location}:<trailing@{pos}>", ctx)
+
+
+def _legacy_problem(ctx: ScanContext, location: str, pos: int, why: str) -> None:
+    ctx.add(
+        Finding(
+            "TWS-TORCH-LEGACY",
+            Severity.MEDIUM,
+            f"legacy torch checkpoint layout does not match what torch.load reads: {why}",
+            f"{location}@{pos}",
+            {"offset": pos},
+        )
+    )
 
 
 def _policy(ctx: ScanContext) -> Policy | None:

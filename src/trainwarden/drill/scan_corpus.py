@@ -1623,7 +1623,7 @@ def _npz_object(c: Path) -> bytes:
 
 def _joblib_dump(compress: Any) -> Builder:
     def build(path: Path, canary: Path) -> None:
-        import joblib  # type: ignore[import-untyped]
+        import joblib
 
         path.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump({"model": _evil(canary)}, str(path), compress=compress)

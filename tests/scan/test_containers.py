@@ -269,3 +269,33 @@ def test_folder_hook_findings_are_merged(tmp_path: Path) -> None:
     assert by_name["pytorch_model.bin"].findings == ()
     assert {f.rule_id for f in by_name["config.json"].findings} >= {"TWS-HF-001"}
     assert report.failed()
+
+
+def test_archives_back_to_back_like_dcp_shards(tmp_path: Path) -> None:
+    # torch.distributed.checkpoint writes one torch.save archive per item into a shard file;
+    # its loader reads each slice and unpickles it, so every archive is scanned.
+    canary = tmp_path / "canary"
+    clean = torch_bytes({"w": torch.ones(2)}, 4)
+    evil = build_zip(swap_pickle(torch_bytes({"w": torch.ones(2)}), payload(canary)))
+    r = scan_bytes(clean + evil + clean, "__0_0.distcp")
+    assert "zip-sequence" in r.formats
+    (f,) = [f for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]
+    assert f.location.startswith(f"__0_0.distcp:<archive 1@{len(clean)}>:")
+    r = scan_bytes(clean + payload(canary) + clean, "x.distcp")
+    assert {"TWS-ZIP-MISMATCH", "TWS-PKL-DANGEROUS"} <= rules(r)
+    assert not canary.exists()
+
+
+# DCP warns that torch.distributed is not initialised and saves single-process, as intended.
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled:UserWarning")
+def test_real_distributed_checkpoint_is_clean(tmp_path: Path) -> None:
+    dcp = pytest.importorskip("torch.distributed.checkpoint")
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": 3}
+    dcp.save(state, checkpoint_id=str(tmp_path / "ckpt"))
+    report = scan_path(tmp_path / "ckpt")
+    assert len(report.files) >= 2
+    assert report.findings == (), [f.to_dict() for f in report.findings]

@@ -85,13 +85,14 @@ def test_from_trainwarden_toml(tmp_path: Path) -> None:
     f = tmp_path / "trainwarden.toml"
     f.write_text(
         'allow = ["mylib.Net"]\ndeny = ["collections.*"]\nfail_on = "medium"\n'
-        "[limits]\nmax_opcodes = 1000\n"
+        "require_manifest = true\n[limits]\nmax_opcodes = 1000\n"
     )
     p = Policy.from_file(f)
     assert p.classify("mylib", "Net")[0] is Verdict.SAFE
     assert p.classify("collections", "OrderedDict")[0] is Verdict.DANGEROUS
     assert p.fail_on is Severity.MEDIUM
     assert p.limits == Limits(max_opcodes=1000)
+    assert p.require_manifest is True
     assert p.source == str(f)
 
 
@@ -121,6 +122,7 @@ def test_discover_without_config_is_default(tmp_path: Path) -> None:
         ("[limits]\nmax_opcodes = -1\n", "invalid scan limit"),
         ("[limits]\nmax_opcode = 5\n", "unknown limit"),
         ('allow = ["nodot"]\n', "invalid policy entry"),
+        ('require_manifest = "yes"\n', "must be true or false"),
     ],
 )
 def test_policy_file_errors_name_the_file(tmp_path: Path, text: str, match: str) -> None:

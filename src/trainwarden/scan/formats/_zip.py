@@ -61,11 +61,14 @@ class ZipArchive:
     problems: list[str]
     buf: object = field(repr=False, default=b"")
     size: int = 0
+    end: int = 0  # offset just past the end-of-central-directory record
 
     @classmethod
-    def parse(cls, data: object, max_entries: int) -> ZipArchive:
+    def parse(cls, data: object, max_entries: int, end: int | None = None) -> ZipArchive:
+        """Parse the archive whose end record is the last one before ``end`` (default: the end
+        of the data); ``prefix`` is where that archive starts in ``data``."""
         buf = data  # bytes or mmap; only small slices are copied
-        n = len(buf)  # type: ignore[arg-type]
+        n = len(buf) if end is None else end  # type: ignore[arg-type]
         lo = max(0, n - (65535 + 22))
         tail = bytes(buf[lo:n])  # type: ignore[index]
         idx = tail.rfind(_EOCD)
@@ -76,7 +79,7 @@ class ZipArchive:
         problems: list[str] = []
         if disk != 0 or cd_disk != 0 or n_disk != n_total:
             raise ZipError("multi-disk archives are not supported")
-        if idx + 22 + clen != len(tail):
+        if idx + 22 + clen != len(tail) and end is None:
             problems.append(
                 f"the archive comment length ({clen}) disagrees with the bytes after the end record"
             )
@@ -86,11 +89,19 @@ class ZipArchive:
             raise ZipError("zip64 archive without a zip64 locator")
         if has_loc64:
             _, _, eocd64_off, _ = _LOC64_S.unpack(bytes(buf[eocd_pos - 20 : eocd_pos]))  # type: ignore[index]
-            rec = bytes(buf[eocd64_off : eocd64_off + 56])  # type: ignore[index]
+            # The zip64 record normally sits right before the locator. Prefer that position:
+            # an archive embedded at an offset (archives written back to back, as in
+            # torch.distributed.checkpoint shards) records offsets relative to its own start,
+            # so the locator's offset would point into an earlier archive.
+            rec_pos = eocd_pos - 20 - 56
+            rec = bytes(buf[rec_pos : rec_pos + 56]) if rec_pos >= 0 else b""  # type: ignore[index]
             if len(rec) < 56 or rec[:4] != _EOCD64:
-                raise ZipError("bad zip64 end-of-central-directory record")
+                rec_pos = eocd64_off
+                rec = bytes(buf[rec_pos : rec_pos + 56])  # type: ignore[index]
+                if len(rec) < 56 or rec[:4] != _EOCD64:
+                    raise ZipError("bad zip64 end-of-central-directory record")
             (_, _, _, _, _, _, _, n_total, cd_size, cd_off) = _EOCD64_S.unpack(rec)
-            cd_end = eocd64_off
+            cd_end = rec_pos
         else:
             cd_end = eocd_pos
         if n_total > max_entries:
@@ -100,10 +111,6 @@ class ZipArchive:
         prefix = cd_end - cd_size - cd_off
         if prefix < 0 or cd_off + cd_size > n:
             raise ZipError("central directory lies outside the file")
-        if prefix:
-            problems.append(
-                f"{prefix} bytes precede the archive: readers disagree about member offsets"
-            )
         cd = bytes(buf[cd_off + prefix : cd_off + prefix + cd_size])  # type: ignore[index]
         entries: list[ZipEntry] = []
         pos = 0
@@ -122,7 +129,7 @@ class ZipArchive:
             entries.append(ZipEntry(name, raw_name, flags, method, crc, csize, usize, hoff))
         if pos != len(cd):
             problems.append("the central directory size disagrees with its entries")
-        return cls(entries, cd_off, prefix, problems, buf, n)
+        return cls(entries, cd_off, prefix, problems, buf, len(buf), eocd_pos + 22 + clen)  # type: ignore[arg-type]
 
     def load_local(self, e: ZipEntry) -> None:
         """Read ``e``'s local header (lazily: a checkpoint's storages are never touched)."""

@@ -43,19 +43,66 @@ class ZipHandler:
         return bytes(data[:4]) in (b"PK\x03\x04", b"PK\x05\x06")
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
-        try:
-            archive = ZipArchive.parse(data, ctx.limits.max_members)
-        except (ZipError, ValueError, IndexError) as err:
+        archives: list[ZipArchive] = []
+        gaps: list[tuple[int, int]] = []
+        end: int | None = None
+        while True:
+            try:
+                archive = ZipArchive.parse(data, ctx.limits.max_members, end)
+            except (ZipError, ValueError, IndexError) as err:
+                if not archives:
+                    ctx.add(
+                        Finding(
+                            "TWS-ZIP-MALFORMED",
+                            Severity.HIGH,
+                            f"unreadable ZIP structure: {err}",
+                            location,
+                            {"error": str(err)},
+                        )
+                    )
+                    return
+                break
+            if end is not None and archive.end < end:
+                # Bytes between two archives belong to neither: inspect them by content.
+                gaps.append((archive.end, end))
+            archives.append(archive)
+            # Archives written back to back (torch.distributed.checkpoint shards hold one
+            # torch.save archive per item): walk back to the previous end record.
+            if archive.prefix <= 0 or len(archives) >= ctx.limits.max_members:
+                break
+            end = archive.prefix
+        archives.reverse()
+        first = archives[0].prefix
+        if first > 0:
             ctx.add(
                 Finding(
-                    "TWS-ZIP-MALFORMED",
-                    Severity.HIGH,
-                    f"unreadable ZIP structure: {err}",
+                    "TWS-ZIP-MISMATCH",
+                    Severity.MEDIUM,
+                    f"{first} bytes precede the archive: readers disagree about member offsets",
                     location,
-                    {"error": str(err)},
+                    {"prefix_bytes": first},
                 )
             )
-            return
+        if len(archives) > 1:
+            ctx.note_format("zip-sequence")
+        for i, archive in enumerate(archives):
+            where = location if len(archives) == 1 else f"{location}:<archive {i}@{archive.prefix}>"
+            self._scan_archive(data, archive, where, ctx)
+        for start, stop in gaps:
+            ctx.add(
+                Finding(
+                    "TWS-ZIP-MISMATCH",
+                    Severity.MEDIUM,
+                    f"{stop - start} bytes between two archives belong to neither",
+                    f"{location}@{start}",
+                    {"offset": start, "length": stop - start},
+                )
+            )
+            ctx.scan_member(bytes(data[start:stop]), f"{location}:<gap@{start}>")
+
+    def _scan_archive(
+        self, data: bytes, archive: ZipArchive, location: str, ctx: ScanContext
+    ) -> None:
         names = [ent.name for ent in archive.entries]
         kind = _kind(names)
         ctx.note_format(kind)

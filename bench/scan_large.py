@@ -14,6 +14,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -71,6 +72,19 @@ def _inproc_scan(path: Path, reps: int) -> float:
     return statistics.median(times)
 
 
+def write_section(doc: Path, section: str) -> None:
+    """Replace this script's block in ``doc`` (append it when absent), atomically."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, doc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gib", type=float, default=2.0, help="checkpoint size in GiB")
@@ -117,9 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = "\n".join(lines) + "\n"
     print(section)
     if not ns.no_write:
-        from scan_peers import write_section
-
-        write_section(BENCHMARKS, section, BEGIN, END)
+        write_section(BENCHMARKS, section)
     return 0
 
 

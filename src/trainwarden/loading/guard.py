@@ -135,10 +135,11 @@ def active() -> Guard | None:
 
 @contextmanager
 def _tracked(guard: Guard, location: str) -> Iterator[None]:
+    # Only the outermost guarded call reports: inner unpicklers record into its trace.
+    outermost = telemetry.current() is None
     with telemetry.track(location) as trace:
-        outer = len(trace.events)
         yield
-    if trace.location == location and outer == 0:
+    if outermost:
         guard.report_telemetry(trace)
 
 
@@ -420,13 +421,16 @@ def _patch_existing_subclasses(guard: Guard) -> None:
                 _patch(guard, cls, "find_class", _wrap_find_class(base.find_class))
 
 
-_SKIP_REBIND_PREFIXES = ("trainwarden.loading", "multiprocessing", "pickle", "_pickle")
+# Our own modules hold the originals on purpose; multiprocessing is job-internal IPC; pickle and
+# _pickle are patched explicitly.
+_SKIP_REBIND_PREFIXES = ("trainwarden.loading.", "multiprocessing.")
+_SKIP_REBIND = {"trainwarden.loading", "multiprocessing", "pickle", "_pickle"}
 
 
 def _rebind_references(guard: Guard, replacements: dict[int, Any]) -> None:
     """Point module-level names bound to an original entry point at its guarded version."""
     for modname, module in list(sys.modules.items()):
-        if module is None or modname.startswith(_SKIP_REBIND_PREFIXES):
+        if module is None or modname in _SKIP_REBIND or modname.startswith(_SKIP_REBIND_PREFIXES):
             continue
         try:
             namespace = vars(module)

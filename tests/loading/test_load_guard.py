@@ -195,3 +195,13 @@ def test_guard_verifies_manifests_on_torch_load(guard: Install, tmp_path: Path) 
     torch.save({"w": torch.zeros(2)}, path)  # changed after the manifest was written
     with pytest.raises(trainwarden.loading.ManifestError, match=r"ckpt\.pt"):
         torch.load(path)
+
+
+def test_library_errors_are_unchanged_for_missing_files(guard: Install, tmp_path: Path) -> None:
+    guard()
+    with pytest.raises(FileNotFoundError):
+        torch.load(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError):
+        np.load(tmp_path / "missing.npy", allow_pickle=True)
+    with pytest.raises(FileNotFoundError):
+        joblib.load(tmp_path / "missing.joblib")

@@ -205,3 +205,18 @@ def test_library_errors_are_unchanged_for_missing_files(guard: Install, tmp_path
         np.load(tmp_path / "missing.npy", allow_pickle=True)
     with pytest.raises(FileNotFoundError):
         joblib.load(tmp_path / "missing.joblib")
+
+
+def test_trainwarden_load_works_while_the_guard_is_installed(
+    guard: Install, tmp_path: Path, canary: Path
+) -> None:
+    sd = {"w": torch.arange(4)}
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    torch.save(sd, tmp_path / "zip.pt")
+    torch.save({"x": SystemPayload(canary)}, tmp_path / "evil.pt")
+    g = guard()
+    for name in ("legacy.pt", "zip.pt"):
+        assert torch.equal(trainwarden.load(tmp_path / name)["w"], sd["w"])
+    with pytest.raises(trainwarden.UnsafeModelError):
+        trainwarden.load(tmp_path / "evil.pt")
+    assert not g.findings  # trainwarden.load does its own checks; the guard saw nothing to do

@@ -205,6 +205,15 @@ def prescan_format(fmt: str, data: memoryview, enforcer: Enforcer) -> None:
         check_pickle_bytes(data, enforcer)
 
 
+def _torch_load() -> Callable[..., Any]:
+    # torch.load as torch defines it, even while the guard has wrapped it: this loader already
+    # scanned the bytes and passes its own restricted pickle module.
+    import torch
+
+    fn: Callable[..., Any] = torch.load
+    return getattr(fn, "__wrapped__", fn)
+
+
 def _load_torch_zip(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
     import torch
 
@@ -217,7 +226,7 @@ def _load_torch_zip(data: memoryview, enforcer: Enforcer, map_location: Any) -> 
         return serialization._load(
             reader, map_location, module, overall_storage=overall, encoding="utf-8"
         )
-    return torch.load(
+    return _torch_load()(
         cast(IO[bytes], MemReader(data)),
         map_location=map_location,
         pickle_module=module,
@@ -226,11 +235,10 @@ def _load_torch_zip(data: memoryview, enforcer: Enforcer, map_location: Any) -> 
 
 
 def _load_torch_legacy(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
-    import torch
 
     prescan_format("torch-legacy", data, enforcer)
     module = restricted_pickle_module(enforcer)
-    return torch.load(
+    return _torch_load()(
         cast(IO[bytes], MemReader(data)),
         map_location=map_location,
         pickle_module=module,

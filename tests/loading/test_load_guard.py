@@ -220,3 +220,19 @@ def test_trainwarden_load_works_while_the_guard_is_installed(
     with pytest.raises(trainwarden.UnsafeModelError):
         trainwarden.load(tmp_path / "evil.pt")
     assert not g.findings  # trainwarden.load does its own checks; the guard saw nothing to do
+
+
+def test_install_twice_reconfigures_and_context_manager_uninstalls(canary: Path) -> None:
+    import ipaddress
+
+    from conftest import call_pickle
+
+    data = call_pickle("ipaddress", "ip_address", "10.0.0.1")
+    with trainwarden.guard.install(mode="block") as g:
+        with pytest.raises(trainwarden.UnsafeModelError):
+            pickle.loads(data)
+        assert trainwarden.guard.install(mode="warn") is g
+        with pytest.warns(UnsafeModelWarning):
+            assert pickle.loads(data) == ipaddress.ip_address("10.0.0.1")
+    assert trainwarden.guard.active() is None
+    assert pickle.loads is _pickle.loads

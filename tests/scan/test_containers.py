@@ -233,3 +233,39 @@ def test_clean_raw_pickle_file(tmp_path: Path) -> None:
     f = tmp_path / "state.pkl"
     f.write_bytes(pickle.dumps({"lr": 0.1, "steps": [1, 2]}, protocol=5))
     assert not scan_path(f).failed()
+
+
+def test_directory_walk_skips_fifos_and_rejects_them_explicitly(tmp_path: Path) -> None:
+    import os
+
+    from trainwarden.scan import ScanError
+
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps([1], protocol=4))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    report = scan_path(tmp_path)
+    assert [Path(f.path).name for f in report.files] == ["ok.pkl"]
+    with pytest.raises(ScanError, match="not a regular file"):
+        scan_path(fifo)
+    with pytest.raises(ScanError, match="no such file"):
+        scan_path(tmp_path / "missing")
+
+
+def test_folder_hook_findings_are_merged(tmp_path: Path) -> None:
+    # The core calls formats.hf_folder.folder_findings for each walked directory and merges its
+    # findings into the FileReport of the file they concern (creating one if the walk skipped it).
+    import json
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(
+        json.dumps({"model_type": "x", "auto_map": {"AutoModel": "modeling_x.XModel"}})
+    )
+    (model / "modeling_x.py").write_text("class XModel: pass\n")
+    torch.save({"w": torch.ones(1)}, model / "pytorch_model.bin")
+    report = scan_path(model, include=["*.bin"])
+    by_name = {Path(f.path).name: f for f in report.files}
+    assert by_name["pytorch_model.bin"].findings == ()
+    assert {f.rule_id for f in by_name["config.json"].findings} >= {"TWS-HF-001"}
+    assert report.failed()

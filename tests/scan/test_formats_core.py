@@ -303,3 +303,22 @@ def test_clean_hf_trainer_files(tmp_path: Path) -> None:
     report = scan_path(tmp_path)
     assert len(report.files) == 4
     assert report.findings == (), [f.to_dict() for f in report.findings]
+
+
+def test_large_members_spill_to_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Content over the memory threshold is decompressed into an unlinked temporary file and
+    # scanned through a memory map: decompression never holds it all in memory.
+    from trainwarden.scan.formats import _spill
+
+    monkeypatch.setattr(_spill, "MEMORY_THRESHOLD", 1024)
+    canary = tmp_path / "canary"
+    big = A.proto(4) + (A.NONE + A.POP) * 5000 + A.call("os", "system", f"touch {canary}")
+    big += A.STOP
+    for data in (
+        gzip.compress(big),
+        build_zip([Member("a/data.pkl", big, deflate=True)]),
+        tar_bytes({"ckpt/model.pkl": big}),
+    ):
+        r = scan_bytes(data)
+        assert "TWS-PKL-DANGEROUS" in rules(r), r.formats
+    assert not canary.exists()

@@ -332,3 +332,9 @@ def test_joblib_array_bytes_hide_opcodes_for_plain_pickle(canary: Path) -> None:
     r = scan_bytes(bytes(raw))
     assert "TWS-PKL-DANGEROUS" in {f.rule_id for f in r.findings}
     assert not canary.exists()
+
+
+def test_build_on_a_storage_from_persistent_load(canary: Path) -> None:
+    data = A.proto(2) + _storage(4) + A.EMPTY_DICT + A.BUILD + A.STOP
+    a = flagged(data, canary)
+    assert "TWS-PKL-TENSOR-MUTATION" in rules(a)

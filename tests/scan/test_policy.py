@@ -141,3 +141,11 @@ def test_pyproject_without_section(tmp_path: Path) -> None:
     f.write_text('[project]\nname = "x"\n')
     with pytest.raises(ScanError, match=r"no \[tool.trainwarden\]"):
         Policy.from_file(f)
+
+
+def test_policy_is_hashable_and_comparable() -> None:
+    a = Policy.default().with_overrides(allow=["mylib.Net"])
+    b = Policy.default().with_overrides(allow=["mylib.Net"])
+    assert a == b
+    assert hash(a) == hash(b)
+    assert {a: 1}[b] == 1

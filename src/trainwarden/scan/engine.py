@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import mmap
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -239,6 +240,11 @@ def scan_file(
     name = display if display is not None else str(p)
     started = time.monotonic()
     try:
+        if not stat.S_ISREG(p.stat().st_mode):
+            raise ScanError(
+                f"cannot scan {name}: not a regular file",
+                hint="scan files or directories, not devices, pipes or sockets",
+            )
         with p.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             fs = FileScan(name, policy, limits)
@@ -286,9 +292,12 @@ def _walk(
             if include and not _matches(rel, include):
                 continue
             fp = d / fn
-            if fp.is_symlink() and not fp.exists():
-                continue
-            files.append(fp)
+            try:
+                regular = stat.S_ISREG(fp.stat().st_mode)
+            except OSError:
+                regular = False  # dangling symlink or vanished file
+            if regular:  # FIFOs and devices would block or never end
+                files.append(fp)
     return files, dirs
 
 
@@ -330,6 +339,7 @@ def scan_paths(
     started = time.monotonic()
     targets: list[Path] = []
     folder_extra: dict[Path, list[Finding]] = {}
+    folder_errors: list[str] = []
     hook = None
     for raw in paths:
         p = Path(raw)
@@ -341,9 +351,21 @@ def scan_paths(
             hook = hook or _folder_hook()
             if hook is not None:
                 for d in dirs:
-                    for fp, found in hook(d).items():
+                    try:
+                        extra = hook(d)
+                    except Exception as e:  # a folder check must not abort the whole scan
+                        folder_errors.append(f"folder checks failed for {d}: {e}")
+                        continue
+                    for fp, found in extra.items():
                         folder_extra.setdefault(Path(fp), []).extend(found)
         else:
+            if not stat.S_ISREG(p.stat().st_mode):
+                raise ScanError(
+                    f"cannot scan {p}: not a regular file",
+                    hint="scan files or directories, not devices, pipes or sockets",
+                )
+            if not os.access(p, os.R_OK):
+                raise ScanError(f"cannot read {p}: permission denied", hint="check permissions")
             targets.append(p)
     total = len(targets)
     if workers is None:
@@ -362,7 +384,7 @@ def scan_paths(
             if progress:
                 progress(i + 1, total, str(targets[i]))
     reports: list[FileReport] = []
-    errors: list[str] = []
+    errors: list[str] = list(folder_errors)
     by_path: dict[Path, int] = {}
     for t, res in zip(targets, results, strict=True):
         if isinstance(res, str):

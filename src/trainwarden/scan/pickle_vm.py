@@ -92,15 +92,16 @@ class PickleAnalysis:
 class _Global:
     """Symbolic value of an imported global."""
 
-    __slots__ = ("module", "name", "verdict")
+    __slots__ = ("module", "name", "qual", "verdict")
 
     def __init__(self, module: str, name: str, verdict: Verdict) -> None:
         self.module = module
         self.name = name
         self.verdict = verdict
+        self.qual = f"{module}.{name}"
 
     def __repr__(self) -> str:
-        return f"{self.module}.{self.name}"
+        return self.qual
 
 
 class _Obj:
@@ -280,11 +281,13 @@ class _VM:
 
     def check_target(self, target: object, offset: int, opname: str) -> None:
         """BUILD/SETITEM/APPEND on ``target``."""
-        if (
-            opname != "BUILD"
-            and type(target) is _Obj
-            and type(target.origin) is _Global
-            and f"{target.origin.module}.{target.origin.name}" in _ARRAY_MAKERS
+        if type(target) is _Obj and (
+            target.origin is _PERSISTENT
+            or (
+                opname != "BUILD"
+                and type(target.origin) is _Global
+                and f"{target.origin.module}.{target.origin.name}" in _ARRAY_MAKERS
+            )
         ):
             self.add(
                 "TWS-PKL-TENSOR-MUTATION",
@@ -345,30 +348,31 @@ class _VM:
 
     def check_rebuild(self, func: _Global, args: tuple[Any, ...], offset: int) -> None:
         """A torch tensor rebuild whose view reaches outside its storage."""
-        if f"{func.module}.{func.name}" not in _REBUILD_FUNCS or len(args) < 4:
+        if func.qual not in _REBUILD_FUNCS or len(args) < 4:
             return
         storage, storage_offset, size, stride = args[:4]
-        if (
-            type(storage) is not _Obj
-            or storage.origin is not _PERSISTENT
-            or type(storage.args) is not tuple
-            or len(storage.args) < 5
-        ):
+        if type(storage) is not _Obj or storage.origin is not _PERSISTENT:
             return
-        numel = storage.args[4]
+        pid = storage.args
+        if type(pid) is not tuple or len(pid) < 5:
+            return
+        numel = pid[4]
         if (
             type(numel) is not int
             or type(storage_offset) is not int
             or type(size) is not tuple
             or type(stride) is not tuple
             or len(size) != len(stride)
-            or not all(type(v) is int for v in (*size, *stride))
         ):
             return
-        if any(d == 0 for d in size):
-            return
-        bad = storage_offset < 0 or any(d < 0 for d in size) or any(st < 0 for st in stride)
-        end = storage_offset + sum((d - 1) * st for d, st in zip(size, stride, strict=True))
+        end = storage_offset
+        bad = storage_offset < 0
+        for d, st in zip(size, stride, strict=True):
+            if type(d) is not int or type(st) is not int or d == 0:
+                return  # symbolic values, or an empty tensor that touches no memory
+            if d < 0 or st < 0:
+                bad = True
+            end += (d - 1) * st
         if bad or end >= numel:
             self.add(
                 "TWS-PKL-TENSOR-BOUNDS",
@@ -426,6 +430,11 @@ class _VM:
         def readline(p: int, op_off: int, opname: str) -> tuple[bytes, int]:
             end = _find_newline(data, p, n)
             if end < 0:
+                # Reading from a file (pickle.load, torch.load), _pickle.c accepts a last
+                # line without its newline and drops its final byte as if it were one: a
+                # GLOBAL there still imports its module before the stream ends.
+                if n - p >= 2:
+                    return bytes(data[p : n - 1]), n
                 truncated(op_off, opname)
             return bytes(data[p:end]), end + 1
 
@@ -444,9 +453,10 @@ class _VM:
 
         try:
             while True:
-                if pos >= n:
+                try:
+                    op = data[pos]
+                except IndexError:
                     truncated(pos, "end of data")
-                op = data[pos]
                 op_off = pos
                 pos += 1
                 opcount += 1
@@ -496,13 +506,23 @@ class _VM:
                         )
                     frame_end = -1
                 # ---- most frequent opcodes first ---------------------------------------
-                if op == 0x71:  # BINPUT
-                    if pos + 1 > n:
-                        truncated(op_off, "BINPUT")
+                if op == 0x72:  # LONG_BINPUT
+                    if pos + 4 > n:
+                        truncated(op_off, "LONG_BINPUT")
                     if len(stack) <= fence:
-                        underflow(op_off, "BINPUT")
-                    memo[data[pos]] = stack[-1]
-                    pos += 1
+                        underflow(op_off, "LONG_BINPUT")
+                    key = _U4(data, pos)[0]
+                    pos += 4
+                    if key > max_memo:
+                        self.add(
+                            "TWS-PKL-LIMIT",
+                            Severity.HIGH,
+                            f"memo index {key} beyond the limit of {max_memo}",
+                            op_off,
+                            limit="max_memo",
+                        )
+                        raise _Stop
+                    memo[key] = stack[-1]
                 elif op == 0x68:  # BINGET
                     if pos + 1 > n:
                         truncated(op_off, "BINGET")
@@ -517,6 +537,36 @@ class _VM:
                             op_off,
                             key=key,
                         )
+                elif op == 0x71:  # BINPUT
+                    if pos + 1 > n:
+                        truncated(op_off, "BINPUT")
+                    if len(stack) <= fence:
+                        underflow(op_off, "BINPUT")
+                    memo[data[pos]] = stack[-1]
+                    pos += 1
+                elif op == 0x94:  # MEMOIZE
+                    if len(stack) <= fence:
+                        underflow(op_off, "MEMOIZE")
+                    memo[len(memo)] = stack[-1]
+                    if len(memo) > max_memo:
+                        self.add(
+                            "TWS-PKL-LIMIT",
+                            Severity.HIGH,
+                            f"memo grew beyond {max_memo} entries",
+                            op_off,
+                            limit="max_memo",
+                        )
+                        raise _Stop
+                elif op == 0x4D:  # BININT2
+                    if pos + 2 > n:
+                        truncated(op_off, "BININT2")
+                    append(_U2(data, pos)[0])
+                    pos += 2
+                elif op == 0x4B:  # BININT1
+                    if pos + 1 > n:
+                        truncated(op_off, "BININT1")
+                    append(data[pos])
+                    pos += 1
                 elif op == 0x28:  # MARK
                     marks.append(len(stack))
                     fence = len(stack)
@@ -529,11 +579,6 @@ class _VM:
                             limit="max_nesting",
                         )
                         raise _Stop
-                elif op == 0x4B:  # BININT1
-                    if pos + 1 > n:
-                        truncated(op_off, "BININT1")
-                    append(data[pos])
-                    pos += 1
                 elif op == 0x58 or op == 0x8C or op == 0x8D:  # BINUNICODE/SHORT_/8
                     if op == 0x8C:
                         if pos + 1 > n:
@@ -561,19 +606,6 @@ class _VM:
                             op_off,
                         )
                     pos += size
-                elif op == 0x94:  # MEMOIZE
-                    if len(stack) <= fence:
-                        underflow(op_off, "MEMOIZE")
-                    memo[len(memo)] = stack[-1]
-                    if len(memo) > max_memo:
-                        self.add(
-                            "TWS-PKL-LIMIT",
-                            Severity.HIGH,
-                            f"memo grew beyond {max_memo} entries",
-                            op_off,
-                            limit="max_memo",
-                        )
-                        raise _Stop
                 elif op == 0x74:  # TUPLE
                     k = pop_mark(op_off, "TUPLE")
                     t = tuple(stack[k:])
@@ -589,6 +621,13 @@ class _VM:
                     elif func.name in _REBUILD_NAMES and type(args) is tuple:
                         self.check_rebuild(func, args, op_off)
                     stack[-1] = _Obj(func, args)
+                elif op == 0x86:  # TUPLE2
+                    if len(stack) - 2 < fence:
+                        underflow(op_off, "TUPLE2")
+                    b = pop()
+                    stack[-1] = (stack[-1], b)
+                elif op == 0x7D:  # EMPTY_DICT
+                    append(_Container("dict"))
                 elif op == 0x75:  # SETITEMS
                     k = pop_mark(op_off, "SETITEMS")
                     if k <= fence or k < 1:
@@ -606,49 +645,51 @@ class _VM:
                         else:
                             self.check_target(target, op_off, "SETITEMS")
                     del stack[k:]
-                elif op == 0x86:  # TUPLE2
-                    if len(stack) - 2 < fence:
-                        underflow(op_off, "TUPLE2")
-                    b = pop()
-                    stack[-1] = (stack[-1], b)
-                elif op == 0x85:  # TUPLE1
-                    if len(stack) - 1 < fence:
-                        underflow(op_off, "TUPLE1")
-                    stack[-1] = (stack[-1],)
-                elif op == 0x87:  # TUPLE3
-                    if len(stack) - 3 < fence:
-                        underflow(op_off, "TUPLE3")
-                    c = pop()
-                    b = pop()
-                    stack[-1] = (stack[-1], b, c)
-                elif op == 0x29:  # EMPTY_TUPLE
-                    append(())
-                elif op == 0x7D:  # EMPTY_DICT
-                    append(_Container("dict"))
-                elif op == 0x5D:  # EMPTY_LIST
-                    append(_Container("list"))
-                elif op == 0x89:  # NEWFALSE
-                    append(False)
-                elif op == 0x88:  # NEWTRUE
-                    append(True)
-                elif op == 0x4E:  # NONE
-                    append(None)
-                elif op == 0x4D:  # BININT2
-                    if pos + 2 > n:
-                        truncated(op_off, "BININT2")
-                    append(_U2(data, pos)[0])
-                    pos += 2
-                elif op == 0x4A:  # BININT
-                    if pos + 4 > n:
-                        truncated(op_off, "BININT")
-                    append(_I4(data, pos)[0])
-                    pos += 4
                 elif op == 0x51:  # BINPERSID
                     if len(stack) - 1 < fence:
                         underflow(op_off, "BINPERSID")
                     pid = stack[-1]
                     self.persids.append(_plain(pid))
                     stack[-1] = _Obj(_PERSISTENT, pid)
+                elif op == 0x89:  # NEWFALSE
+                    append(False)
+                elif op == 0x29:  # EMPTY_TUPLE
+                    append(())
+                elif op == 0x4A:  # BININT
+                    if pos + 4 > n:
+                        truncated(op_off, "BININT")
+                    append(_I4(data, pos)[0])
+                    pos += 4
+                elif op == 0x85:  # TUPLE1
+                    if len(stack) - 1 < fence:
+                        underflow(op_off, "TUPLE1")
+                    stack[-1] = (stack[-1],)
+                elif op == 0x6A:  # LONG_BINGET
+                    if pos + 4 > n:
+                        truncated(op_off, "LONG_BINGET")
+                    key = _U4(data, pos)[0]
+                    pos += 4
+                    try:
+                        append(memo[key])
+                    except KeyError:
+                        self.fail(
+                            "TWS-PKL-MEMO-UNDEFINED",
+                            f"LONG_BINGET of memo key {key} that was never stored",
+                            op_off,
+                            key=key,
+                        )
+                elif op == 0x87:  # TUPLE3
+                    if len(stack) - 3 < fence:
+                        underflow(op_off, "TUPLE3")
+                    c = pop()
+                    b = pop()
+                    stack[-1] = (stack[-1], b, c)
+                elif op == 0x5D:  # EMPTY_LIST
+                    append(_Container("list"))
+                elif op == 0x88:  # NEWTRUE
+                    append(True)
+                elif op == 0x4E:  # NONE
+                    append(None)
                 elif op == 0x62:  # BUILD
                     if len(stack) - 2 < fence:
                         underflow(op_off, "BUILD")
@@ -745,37 +786,6 @@ class _VM:
                     if len(stack) > k:
                         self.check_target(stack[k - 1], op_off, "ADDITEMS")
                     del stack[k:]
-                elif op == 0x72:  # LONG_BINPUT
-                    if pos + 4 > n:
-                        truncated(op_off, "LONG_BINPUT")
-                    if len(stack) <= fence:
-                        underflow(op_off, "LONG_BINPUT")
-                    key = _U4(data, pos)[0]
-                    pos += 4
-                    if key > max_memo:
-                        self.add(
-                            "TWS-PKL-LIMIT",
-                            Severity.HIGH,
-                            f"memo index {key} beyond the limit of {max_memo}",
-                            op_off,
-                            limit="max_memo",
-                        )
-                        raise _Stop
-                    memo[key] = stack[-1]
-                elif op == 0x6A:  # LONG_BINGET
-                    if pos + 4 > n:
-                        truncated(op_off, "LONG_BINGET")
-                    key = _U4(data, pos)[0]
-                    pos += 4
-                    try:
-                        append(memo[key])
-                    except KeyError:
-                        self.fail(
-                            "TWS-PKL-MEMO-UNDEFINED",
-                            f"LONG_BINGET of memo key {key} that was never stored",
-                            op_off,
-                            key=key,
-                        )
                 elif op == 0x95:  # FRAME
                     if pos + 8 > n:
                         truncated(op_off, "FRAME")
@@ -1166,14 +1176,24 @@ def _store_items(target: _Container, stack: list[Any], k: int) -> None:
 
 def _plain(value: object, depth: int = 0) -> object:
     """A small JSON-friendly rendering of a symbolic value (for evidence), bounded in size."""
-    if isinstance(value, tuple):
+    t = type(value)
+    if t is str:
+        return value[:256]  # type: ignore[index]
+    if t is int or t is bool or value is None:
+        return value
+    if t is tuple:
         if depth >= 6:
             return "..."
-        return [_plain(v, depth + 1) for v in value[:64]]
-    if value is None or isinstance(value, (int, bool)):
-        return value
-    if isinstance(value, str):
-        return value[:256]
+        out = []
+        for v in value[:64]:  # type: ignore[index]
+            tv = type(v)
+            if tv is int or tv is bool or v is None:
+                out.append(v)
+            elif tv is str:
+                out.append(v[:256])
+            else:
+                out.append(_plain(v, depth + 1))
+        return out
     return repr(value)
 
 

@@ -48,8 +48,8 @@ class Policy:
     """An immutable scan policy. Build it with :meth:`default`, :meth:`from_file` or
     :meth:`discover`, then refine it with :meth:`with_overrides`."""
 
-    safe: Mapping[str, str] = field(default_factory=dict, repr=False)
-    dangerous: Mapping[str, str] = field(default_factory=dict, repr=False)
+    safe: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
+    dangerous: Mapping[str, str] = field(default_factory=dict, repr=False, hash=False)
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     fail_on: Severity = Severity.HIGH

@@ -10,8 +10,11 @@ from __future__ import annotations
 import bz2
 import lzma
 import struct
-import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from trainwarden.scan.formats._spill import Spill, ZlibStream, decompress_into
 
 __all__ = ["ZipArchive", "ZipEntry", "ZipError", "read_member"]
 
@@ -25,6 +28,7 @@ _LOC64_S = struct.Struct("<4sLQL")
 _EOCD64_S = struct.Struct("<4sQ2H2L4Q")
 _CEN_S = struct.Struct("<4s6H3L5H2L")
 _LOC_S = struct.Struct("<4s5H3L2H")
+_COPY_CHUNK = 16 << 20
 
 
 class ZipError(Exception):
@@ -46,6 +50,7 @@ class ZipEntry:
     local_flags: int = 0
     local_method: int = 0
     problems: list[str] = field(default_factory=list)
+    local_loaded: bool = False
 
 
 @dataclass
@@ -54,6 +59,8 @@ class ZipArchive:
     cd_offset: int
     prefix: int  # bytes before the first entry as implied by the directory (0 for torch files)
     problems: list[str]
+    buf: object = field(repr=False, default=b"")
+    size: int = 0
 
     @classmethod
     def parse(cls, data: object, max_entries: int) -> ZipArchive:
@@ -115,9 +122,13 @@ class ZipArchive:
             entries.append(ZipEntry(name, raw_name, flags, method, crc, csize, usize, hoff))
         if pos != len(cd):
             problems.append("the central directory size disagrees with its entries")
-        for e in entries:
-            _read_local(buf, n, e, prefix)
-        return cls(entries, cd_off, prefix, problems)
+        return cls(entries, cd_off, prefix, problems, buf, n)
+
+    def load_local(self, e: ZipEntry) -> None:
+        """Read ``e``'s local header (lazily: a checkpoint's storages are never touched)."""
+        if not e.local_loaded:
+            e.local_loaded = True
+            _read_local(self.buf, self.size, e, self.prefix)
 
 
 def _zip64_extra(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, int]:
@@ -172,37 +183,50 @@ def _read_local(buf: object, n: int, e: ZipEntry, prefix: int) -> None:
         e.problems.append("member data runs past the end of the file")
 
 
-def read_member(buf: object, e: ZipEntry, limit: int) -> bytes:
-    """The member's bytes, decompressed with at most ``limit`` output bytes.
+def read_member(buf: object, e: ZipEntry, limit: int, sink: Spill) -> None:
+    """Write the member's bytes into ``sink``, decompressed, with at most ``limit`` bytes.
 
-    Raises ``ZipError`` for unsupported methods, encryption, or output over ``limit``.
+    Raises ``ZipError`` for unsupported methods, encryption, damaged data or output over
+    ``limit``.
     """
     if e.data_offset < 0:
         raise ZipError("member has no readable local header")
     if e.flags & 0x1:
         raise ZipError("member is encrypted")
-    raw = buf[e.data_offset : e.data_offset + e.csize]  # type: ignore[index]
+    start, end = e.data_offset, e.data_offset + e.csize
     if e.method == 0:
         if e.csize > limit:
             raise ZipError(f"member larger than the limit of {limit} bytes")
-        return bytes(raw)
-    if e.method == 8:
-        dec = zlib.decompressobj(-15)
-        out = dec.decompress(raw, limit + 1)
-    elif e.method == 12:
-        out = bz2.BZ2Decompressor().decompress(raw, limit + 1)
-    elif e.method == 14:
-        # ZIP's LZMA: 2-byte version, 2-byte props size, props, then raw LZMA1.
-        if len(raw) < 4:
-            raise ZipError("truncated LZMA member")
-        psize = struct.unpack_from("<H", raw, 2)[0]
-        props = bytes(raw[4 : 4 + psize])
-        filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
-        out = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt]).decompress(
-            raw[4 + psize :], limit + 1
-        )
-    else:
-        raise ZipError(f"unsupported compression method {e.method}")
-    if len(out) > limit:
-        raise ZipError(f"member decompresses to more than the limit of {limit} bytes")
-    return out
+        for pos in range(start, end, _COPY_CHUNK):
+            sink.write(bytes(buf[pos : min(end, pos + _COPY_CHUNK)]))  # type: ignore[index]
+        return
+    raw = memoryview(buf)[start:end]  # type: ignore[arg-type]
+    try:
+        make: Callable[[], Any]
+        if e.method == 8:
+            make = lambda: ZlibStream(-15)  # noqa: E731 - a factory per stream
+            body: Any = raw
+        elif e.method == 12:
+            make, body = bz2.BZ2Decompressor, raw
+        elif e.method == 14:
+            # ZIP's LZMA: 2-byte version, 2-byte props size, props, then raw LZMA1.
+            if len(raw) < 4:
+                raise ZipError("truncated LZMA member")
+            psize = struct.unpack_from("<H", raw, 2)[0]
+            props = bytes(raw[4 : 4 + psize])
+            filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+
+            def make() -> Any:
+                return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt])
+
+            body = raw[4 + psize :]
+        else:
+            raise ZipError(f"unsupported compression method {e.method}")
+        try:
+            error = decompress_into(body, make, limit, sink)
+        except OverflowError:
+            raise ZipError(f"member decompresses to more than the limit of {limit} bytes") from None
+        if error is not None and "follow the compressed stream" not in error:
+            raise ZipError(f"damaged compressed member: {error}")
+    finally:
+        raw.release()

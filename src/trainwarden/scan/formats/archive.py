@@ -12,6 +12,7 @@ import tarfile
 from typing import Any
 
 from trainwarden.findings import Finding, Severity
+from trainwarden.scan.formats._spill import Spill
 from trainwarden.scan.formats.torch_legacy import scan_legacy_tar
 from trainwarden.scan.types import ScanContext
 
@@ -22,6 +23,8 @@ RULES: dict[str, str] = {
 }
 
 _7Z_MAGIC = b"7z\xbc\xaf\x27\x1c"
+_LEGACY_NAMES = frozenset({"sys_info", "pickle", "storages", "tensors"})
+_COPY_CHUNK = 16 << 20
 
 
 class _BufferFile(io.RawIOBase):
@@ -88,18 +91,25 @@ class TarHandler:
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
         limits = ctx.limits
-        members: dict[str, bytes] = {}
-        total = 0
         try:
             with tarfile.open(fileobj=_BufferFile(data), mode="r:") as tf:
-                count = 0
+                infos: list[tarfile.TarInfo] = []
                 for info in tf:
-                    count += 1
-                    if count > limits.max_members:
+                    if len(infos) >= limits.max_members:
                         _limit(ctx, location, "max_members", "too many tar members")
                         break
-                    if not info.isfile():
-                        continue
+                    if info.isfile():
+                        infos.append(info)
+                names = {i.name for i in infos}
+                if names == _LEGACY_NAMES and len(infos) == len(names):
+                    members = {}
+                    for info in infos:
+                        f = tf.extractfile(info)
+                        members[info.name] = f.read() if f is not None else b""
+                    scan_legacy_tar(members, location, ctx)
+                    return
+                total = 0
+                for info in infos:
                     total += info.size
                     if total > limits.max_decompressed_bytes:
                         _limit(ctx, location, "max_decompressed_bytes", "tar content too large")
@@ -107,13 +117,12 @@ class TarHandler:
                     f = tf.extractfile(info)
                     if f is None:
                         continue
-                    members[info.name] = f.read()
+                    with Spill() as sink:
+                        while chunk := f.read(_COPY_CHUNK):
+                            sink.write(chunk)
+                        ctx.scan_member(sink.value(), f"{location}:{info.name}")
         except (tarfile.TarError, OSError, EOFError, ValueError) as e:
             _malformed(ctx, location, "tar", e)
-        if scan_legacy_tar(members, location, ctx):
-            return
-        for name, content in members.items():
-            ctx.scan_member(content, f"{location}:{name}")
 
 
 def _limit(ctx: ScanContext, location: str, which: str, message: str) -> None:

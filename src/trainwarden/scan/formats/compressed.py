@@ -13,9 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from trainwarden.findings import Finding, Severity
+from trainwarden.scan.formats._spill import Spill, ZlibStream, decompress_into
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "RULES", "CompressedHandler", "decompress_limited"]
+__all__ = ["HANDLER", "RULES", "CompressedHandler"]
 
 RULES: dict[str, str] = {
     "TWS-COMPRESSED-CORRUPT": "a compressed stream is corrupt or truncated; what decompressed "
@@ -46,46 +47,6 @@ def _kind(data: bytes) -> str | None:
     return None
 
 
-def decompress_limited(
-    data: Any, make: Callable[[], Any], limit: int, *, multi: bool = False
-) -> tuple[bytes, str | None]:
-    """Decompress ``data`` with decompressor objects from ``make`` (``max_length`` API).
-
-    Returns (output, error): error is set for corrupt, truncated or trailing input (output
-    holds what came out before it). Raises ``OverflowError`` once the output would exceed
-    ``limit`` bytes, without ever holding more than that in memory.
-    """
-    out = bytearray()
-    n = len(data)
-    pos = 0
-    magic = bytes(data[:2])
-    try:
-        while True:
-            dec = make()
-            while not dec.eof:
-                if dec.needs_input:
-                    if pos >= n:
-                        return bytes(out), "truncated compressed stream"
-                    chunk = bytes(data[pos : pos + _CHUNK])
-                    pos += len(chunk)
-                else:
-                    chunk = b""
-                out += dec.decompress(chunk, max(1, min(_CHUNK, limit + 1 - len(out))))
-                if len(out) > limit:
-                    raise OverflowError(limit)
-            pos -= len(dec.unused_data)
-            if pos >= n:
-                return bytes(out), None
-            rest = bytes(data[pos : pos + 4096])
-            if multi and rest[:2] == magic:
-                continue
-            if not rest.strip(b"\x00") and not bytes(data[pos : pos + _CHUNK]).strip(b"\x00"):
-                return bytes(out), None
-            return bytes(out), f"{n - pos} bytes of other data follow the compressed stream"
-    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as e:
-        return bytes(out), str(e) or type(e).__name__
-
-
 def _starts_cleanly(kind: str, head: bytes) -> bool:
     try:
         if kind == "zlib":
@@ -95,28 +56,6 @@ def _starts_cleanly(kind: str, head: bytes) -> bool:
     except (zlib.error, lzma.LZMAError, EOFError, ValueError):
         return False
     return True
-
-
-class _ZlibStream:
-    """zlib decompressobj with the ``max_length``/``eof`` API of bz2/lzma decompressors."""
-
-    def __init__(self, wbits: int) -> None:
-        self._d = zlib.decompressobj(wbits)
-        self.needs_input = True
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        buf = self._d.unconsumed_tail + data
-        out = self._d.decompress(buf, max_length)
-        self.needs_input = not self._d.unconsumed_tail
-        return out
-
-    @property
-    def eof(self) -> bool:
-        return self._d.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self._d.unused_data
 
 
 class CompressedHandler:
@@ -153,11 +92,11 @@ class CompressedHandler:
             body: Any = data
         elif kind == "joblib-zfile":
             # joblib < 0.10: b"ZF" + 16-byte hex length header, then a zlib stream.
-            make, body = (lambda: _ZlibStream(15)), data[18:]
+            make, body = (lambda: ZlibStream(15)), data[18:]
         else:
             make = {
-                "gzip": lambda: _ZlibStream(31),
-                "zlib": lambda: _ZlibStream(15),
+                "gzip": lambda: ZlibStream(31),
+                "zlib": lambda: ZlibStream(15),
                 "bzip2": bz2.BZ2Decompressor,
                 "xz": lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ),
                 "lzma": lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
@@ -166,37 +105,38 @@ class CompressedHandler:
         limits = ctx.limits
         used = getattr(ctx, "decompressed", 0)
         budget = max(0, limits.max_decompressed_bytes - used)
-        try:
-            out, error = decompress_limited(
-                body, make, budget, multi=kind in ("gzip", "bzip2", "xz")
-            )
-        except OverflowError:
-            limit = getattr(ctx, "limit", None)
-            message = (
-                f"{kind} stream decompresses to more than {limits.max_decompressed_bytes} "
-                "bytes (decompression bomb?); not inspected"
-            )
-            if limit is not None:
-                limit("max_decompressed_bytes", message, location)
-            else:
-                ctx.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {}))
-            return
-        charge = getattr(ctx, "charge_decompressed", None)
-        if charge is not None and not charge(len(out), location):
-            return
-        if error is not None:
-            trailing = "follow the compressed stream" in error
-            ctx.add(
-                Finding(
-                    "TWS-COMPRESSED-CORRUPT",
-                    Severity.MEDIUM if trailing else Severity.HIGH,
-                    f"{kind} stream is damaged ({error}); the {len(out)} bytes before the "
-                    "damage were scanned",
-                    location,
-                    {"format": kind, "error": error, "decompressed": len(out)},
+        with Spill() as sink:
+            try:
+                error = decompress_into(
+                    body, make, budget, sink, multi=kind in ("gzip", "bzip2", "xz")
                 )
-            )
-        ctx.scan_member(out, f"{location}:<{kind}>")
+            except OverflowError:
+                limit = getattr(ctx, "limit", None)
+                message = (
+                    f"{kind} stream decompresses to more than {limits.max_decompressed_bytes} "
+                    "bytes (decompression bomb?); not inspected"
+                )
+                if limit is not None:
+                    limit("max_decompressed_bytes", message, location)
+                else:
+                    ctx.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {}))
+                return
+            charge = getattr(ctx, "charge_decompressed", None)
+            if charge is not None and not charge(sink.size, location):
+                return
+            if error is not None:
+                trailing = "follow the compressed stream" in error
+                ctx.add(
+                    Finding(
+                        "TWS-COMPRESSED-CORRUPT",
+                        Severity.MEDIUM if trailing else Severity.HIGH,
+                        f"{kind} stream is damaged ({error}); the {sink.size} bytes before the "
+                        "damage were scanned",
+                        location,
+                        {"format": kind, "error": error, "decompressed": sink.size},
+                    )
+                )
+            ctx.scan_member(sink.value(), f"{location}:<{kind}>")
 
 
 HANDLER = CompressedHandler()

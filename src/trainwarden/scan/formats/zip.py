@@ -11,6 +11,7 @@ import re
 import zlib
 
 from trainwarden.findings import Finding, Severity
+from trainwarden.scan.formats._spill import Spill
 from trainwarden.scan.formats._zip import ZipArchive, ZipEntry, ZipError, read_member
 from trainwarden.scan.formats.pickle import scan_pickle
 from trainwarden.scan.pickle_vm import looks_like_pickle
@@ -75,16 +76,6 @@ class ZipHandler:
                     )
                 )
             seen[low] = ent.name
-            for problem in ent.problems:
-                ctx.add(
-                    Finding(
-                        "TWS-ZIP-MISMATCH",
-                        Severity.MEDIUM,
-                        f"member {ent.name!r}: {problem}",
-                        f"{location}:{ent.name}",
-                        {"member": ent.name},
-                    )
-                )
         if kind == "torchscript":
             code = [n for n in names if "/code/" in f"/{n}" or n.endswith("constants.pkl")]
             ctx.add(
@@ -101,44 +92,70 @@ class ZipHandler:
         # then the rest by content.
         limit = ctx.limits.max_decompressed_bytes
         storage_keys: set[str] = set()
-        deferred: list[tuple[ZipEntry, bytes | None]] = []
-        ordered = sorted(archive.entries, key=lambda ent: not ent.name.endswith(".pkl"))
-        for ent in ordered:
-            if ent.name.endswith("/") and ent.usize == 0:
-                continue
-            member_loc = f"{location}:{ent.name}"
-            m = _STORAGE_RE.search(ent.name)
-            if kind in ("pytorch-zip", "torchscript") and m and m.group(1) in storage_keys:
-                continue  # raw tensor bytes: torch never unpickles them
-            head = _head(data, ent)
-            if head is None or not looks_like_pickle(head if ent.method == 0 else b"\x80\x02"):
-                deferred.append((ent, None))
-                continue
-            content = self._read(data, ent, limit, member_loc, ctx)
-            if content is None:
-                continue
-            if not looks_like_pickle(content):
-                deferred.append((ent, content))
-                continue
-            ctx.note_format("pickle")
-            for pid in scan_pickle(content, member_loc, ctx):
-                if isinstance(pid, list) and len(pid) >= 3 and pid[0] == "storage":
-                    storage_keys.add(str(pid[2]))
-        for ent, already in deferred:
-            member_loc = f"{location}:{ent.name}"
-            content = (
-                already if already is not None else self._read(data, ent, limit, member_loc, ctx)
+        deferred: list[tuple[ZipEntry, Spill | None]] = []
+        try:
+            ordered = sorted(archive.entries, key=lambda ent: not ent.name.endswith(".pkl"))
+            for ent in ordered:
+                if ent.name.endswith("/") and ent.usize == 0:
+                    continue
+                member_loc = f"{location}:{ent.name}"
+                m = _STORAGE_RE.search(ent.name)
+                if kind in ("pytorch-zip", "torchscript") and m and m.group(1) in storage_keys:
+                    continue  # raw tensor bytes: torch never unpickles them
+                self._local(archive, ent, location, ctx)
+                head = _head(data, ent)
+                if head is None or not looks_like_pickle(head if ent.method == 0 else b"\x80\x02"):
+                    deferred.append((ent, None))
+                    continue
+                sink = self._read(data, ent, limit, member_loc, ctx)
+                if sink is None:
+                    continue
+                content = sink.value()
+                if not looks_like_pickle(content):
+                    deferred.append((ent, sink))
+                    continue
+                ctx.note_format("pickle")
+                for pid in scan_pickle(content, member_loc, ctx):
+                    if isinstance(pid, list) and len(pid) >= 3 and pid[0] == "storage":
+                        storage_keys.add(str(pid[2]))
+                del content
+                sink.close()
+            for ent, already in deferred:
+                member_loc = f"{location}:{ent.name}"
+                sink = already or self._read(data, ent, limit, member_loc, ctx)
+                if sink is None:
+                    continue
+                with sink:
+                    ctx.scan_member(sink.value(), member_loc)
+        finally:
+            for _, already in deferred:
+                if already is not None:
+                    already.close()
+
+    def _local(self, archive: ZipArchive, ent: ZipEntry, location: str, ctx: ScanContext) -> None:
+        """Read the local header of a member about to be inspected and report disagreements."""
+        if ent.local_loaded:
+            return
+        archive.load_local(ent)
+        for problem in ent.problems:
+            ctx.add(
+                Finding(
+                    "TWS-ZIP-MISMATCH",
+                    Severity.MEDIUM,
+                    f"member {ent.name!r}: {problem}",
+                    f"{location}:{ent.name}",
+                    {"member": ent.name},
+                )
             )
-            if content is None:
-                continue
-            ctx.scan_member(content, member_loc)
 
     def _read(
         self, data: bytes, ent: ZipEntry, limit: int, member_loc: str, ctx: ScanContext
-    ) -> bytes | None:
+    ) -> Spill | None:
+        sink = Spill()
         try:
-            content = read_member(data, ent, limit)
+            read_member(data, ent, limit, sink)
         except (ZipError, ValueError, EOFError, OSError, LookupError) as err:
+            sink.close()
             ctx.add(
                 Finding(
                     "TWS-ZIP-UNREADABLE",
@@ -150,9 +167,11 @@ class ZipHandler:
             )
             return None
         charge = getattr(ctx, "charge_decompressed", None)
-        if ent.method != 0 and charge is not None and not charge(len(content), member_loc):
+        if ent.method != 0 and charge is not None and not charge(sink.size, member_loc):
+            sink.close()
             return None
-        if zlib.crc32(content) != ent.crc:
+        crc = zlib.crc32(sink.value())
+        if crc != ent.crc:
             ctx.add(
                 Finding(
                     "TWS-ZIP-CRC",
@@ -160,14 +179,10 @@ class ZipHandler:
                     f"member {ent.name!r} fails its CRC-32 check: zipfile-based tools refuse it "
                     "while PyTorch's reader loads it",
                     member_loc,
-                    {
-                        "member": ent.name,
-                        "crc_recorded": ent.crc,
-                        "crc_actual": zlib.crc32(content),
-                    },
+                    {"member": ent.name, "crc_recorded": ent.crc, "crc_actual": crc},
                 )
             )
-        return content
+        return sink
 
 
 def _head(data: bytes, ent: ZipEntry) -> bytes | None:

@@ -61,12 +61,16 @@ elif kind == "joblib":
 elif kind == "jinja":
     import jinja2, struct
     data = open(path, "rb").read()
-    marker = b"tokenizer.chat_template"
+    key = (arg or "tokenizer.chat_template").encode()
+    marker = struct.pack("<Q", len(key)) + key
     i = data.index(marker) + len(marker)
     (n,) = struct.unpack_from("<Q", data, i + 4)
     template = data[i + 12 : i + 12 + n].decode()
     # llama-cpp-python < 0.2.72 rendered GGUF templates in a plain (unsandboxed) Environment.
     jinja2.Environment().from_string(template).render(messages=[])
+elif kind == "gzip_pickle":
+    import gzip
+    pickle.loads(gzip.decompress(open(path, "rb").read()))
 elif kind == "python_file":
     import runpy
     runpy.run_path(path + "/" + arg)

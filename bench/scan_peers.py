@@ -33,8 +33,16 @@ from trainwarden.drill import Corpus, Sample, canaries_fired
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "docs" / "BENCHMARKS.md"
-BEGIN = "<!-- BEGIN scan_peers (written by bench/scan_peers.py) -->"
-END = "<!-- END scan_peers -->"
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The comment lines that delimit this script's table ``section`` in BENCHMARKS.md."""
+    return (
+        f"<!-- BEGIN scan_peers:{section} (written by bench/scan_peers.py) -->",
+        f"<!-- END scan_peers:{section} -->",
+    )
+
+
 BIN = Path(sys.executable).parent
 
 
@@ -135,7 +143,7 @@ def _per_sample(
     return tally
 
 
-def _trainwarden(samples: list[Sample], root: Path, scratch: Path) -> tuple[Tally, str]:
+def _trainwarden(samples: list[Sample], root: Path, scratch: Path) -> tuple[Tally, int]:
     tally = Tally("trainwarden", _version("trainwarden"), mode="one call, whole corpus")
     cmd = [sys.executable, "-m", "trainwarden", "scan", "--format", "json", str(root)]
     start = time.perf_counter()
@@ -146,7 +154,8 @@ def _trainwarden(samples: list[Sample], root: Path, scratch: Path) -> tuple[Tall
     except json.JSONDecodeError:
         for s in samples:
             tally.add(s, "error")
-        return tally, f"rc={rc}: {out[-300:]}"
+        print(f"trainwarden output is not JSON: {out[-300:]}", file=sys.stderr)
+        return tally, rc
     bad = {
         f["path"]
         for f in report["files"]
@@ -162,7 +171,7 @@ def _trainwarden(samples: list[Sample], root: Path, scratch: Path) -> tuple[Tall
         hits = bad if s.kind == "malicious" else noisy
         flagged = any(q == p or q.startswith(p + os.sep) for q in hits)
         tally.add(s, "flagged" if flagged else "clean")
-    return tally, f"rc={rc}"
+    return tally, rc
 
 
 def _dir_timing(cmd: list[str], scratch: Path) -> tuple[float, int]:
@@ -177,10 +186,13 @@ def render(
     n_mal: int,
     n_clean: int,
     command: str,
+    section: str = "main",
+    title: str = "Scanner vs peers on the generated corpus",
 ) -> str:
+    begin, end = markers(section)
     lines = [
-        BEGIN,
-        "## Scanner vs peers on the generated corpus",
+        begin,
+        f"## {title}",
         "",
         f"Corpus: {n_mal} malicious samples (each a distinct published technique) and {n_clean} "
         "clean files written by the real libraries (`trainwarden.drill.build_corpus`).",
@@ -212,7 +224,7 @@ def render(
         missed = ", ".join(t.missed) or "none"
         fps = ", ".join(t.false_positives) or "none"
         lines.append(f"- **{t.tool}** missed: {missed}. False positives: {fps}.")
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines) + "\n"
 
 
@@ -229,20 +241,52 @@ def write_section(doc: Path, section: str, begin: str, end: str) -> None:
     os.replace(tmp, doc)
 
 
+def _build(root: Path, drill_module: Path | None) -> Corpus:
+    if drill_module is None:
+        return Corpus.build(root)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_tw_drill_copy", drill_module)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(mod)
+    samples = mod.build_corpus(root.resolve())
+    converted = {
+        s.name: Sample(
+            name=s.name,
+            relpath=s.relpath,
+            kind=s.kind,
+            technique=s.technique,
+            reference=s.reference,
+            canary=s.canary,
+        )
+        for s in samples
+    }
+    return Corpus(root=root.resolve(), samples=converted)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="parallel peer processes")
     parser.add_argument(
         "--tools",
         default="trainwarden,picklescan,modelscan,fickling,modelaudit",
-        help="comma-separated subset of tools",
+        help="comma-separated subset of tools (picklescan-dir: only picklescan's directory timing)",
     )
     parser.add_argument("--no-write", action="store_true", help="print, do not edit the doc")
+    parser.add_argument(
+        "--drill-module",
+        type=Path,
+        help="build the corpus with this copy of scan_corpus.py (to re-run an older corpus)",
+    )
+    parser.add_argument("--section", default="main", help="name of the table in BENCHMARKS.md")
+    parser.add_argument("--title", default="Scanner vs peers on the generated corpus")
     ns = parser.parse_args(argv)
     tools = ns.tools.split(",")
     with tempfile.TemporaryDirectory(prefix="tw-peers-") as tmp:
         base = Path(tmp)
-        corpus = Corpus.build(base / "corpus")
+        corpus = _build(base / "corpus", ns.drill_module)
         root = corpus.root
         scratch = base / "scratch"
         scratch.mkdir()
@@ -250,10 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tallies: list[Tally] = []
         dir_times: list[tuple[str, float, int]] = []
         if "trainwarden" in tools:
-            tw, note = _trainwarden(samples, root, scratch)
-            print(f"trainwarden: {note}", file=sys.stderr)
+            tw, rc = _trainwarden(samples, root, scratch)
             tallies.append(tw)
-            dir_times.append(("trainwarden scan --format json CORPUS", tw.wall_s, 0))
+            dir_times.append(("trainwarden scan --format json CORPUS", tw.wall_s, rc))
         peers: dict[str, tuple[str, Callable[[Path, Path], list[str]], bool]] = {
             "picklescan": (
                 "picklescan",
@@ -285,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tallies.append(
                 _per_sample(tool, dist, samples, root, scratch, make_cmd, per_file, ns.workers)
             )
-        if "picklescan" in tools:
+        if "picklescan" in tools or "picklescan-dir" in tools:
             secs, rc = _dir_timing([str(BIN / "picklescan"), "-p", str(root)], scratch)
             dir_times.append(("picklescan -p CORPUS", secs, rc))
         fired = canaries_fired(root)
@@ -296,10 +339,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python bench/scan_peers.py " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
     )
-    section = render(tallies, dir_times, n_mal, n_clean, command.strip())
+    section = render(
+        tallies, dir_times, n_mal, n_clean, command.strip(), section=ns.section, title=ns.title
+    )
     print(section)
     if not ns.no_write:
-        write_section(BENCHMARKS, section, BEGIN, END)
+        write_section(BENCHMARKS, section, *markers(ns.section))
     return 1 if fired else 0
 
 

@@ -375,7 +375,7 @@ def _load_policy(policy_file: str | None) -> Any:
     return Policy.from_file(policy_file)
 
 
-def _print_findings(findings: Any) -> None:
+def _print_refusal(findings: Any) -> None:
     for f in findings:
         where = f" at {f.location}" if f.location else ""
         err.print(f"  [{f.severity}] {f.rule_id}{where}: {f.message}", markup=False)
@@ -537,7 +537,7 @@ def manifest_verify(
             )
         else:
             err.print(f"FAILED: {e.message}", markup=False)
-            _print_findings(e.findings)
+            _print_refusal(e.findings)
             if e.hint:
                 err.print(f"  hint: {e.hint}", markup=False)
         raise typer.Exit(EXIT_FINDINGS) from None
@@ -620,6 +620,456 @@ def convert(
 # ----------------------------------------------------------------------------------------------
 # attest (issue 5) -- attestation commands go below this line
 # ----------------------------------------------------------------------------------------------
+# Imported here, not at the top, so this block merges without touching other issues' lines.
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+attest_app = typer.Typer(
+    name="attest",
+    help="Attest the Python environment and code a job runs; verify, diff, check permissions.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(attest_app, name="attest")
+
+_PythonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--python",
+        envvar="TRAINWARDEN_PYTHON",
+        help="Interpreter to attest (default: the one running trainwarden).",
+    ),
+]
+_CodeOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--code", help="Code directory the job runs (repeatable)."),
+]
+_FormatOpt = Annotated[
+    OutputFormat,
+    typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
+]
+_FailOnOpt = Annotated[
+    str,
+    typer.Option(
+        "--fail-on",
+        envvar="TRAINWARDEN_FAIL_ON",
+        help="Exit 1 when a finding is at or above this severity (info..critical).",
+    ),
+]
+_NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        envvar="TRAINWARDEN_NO_CACHE",
+        help="Hash every file again; neither read nor update the hash cache.",
+    ),
+]
+
+
+def _hash_cache(no_cache: bool) -> Any:
+    from trainwarden.attest.cache import HashCache
+
+    return HashCache(None) if no_cache else HashCache.default()
+
+
+def _cache_warning(cache: Any) -> None:
+    if cache.reason:
+        err.print(f"[yellow]warning:[/] {cache.reason}")
+
+
+def _busy(fmt: OutputFormat, message: str) -> Any:
+    import contextlib
+
+    if fmt is OutputFormat.text and err.is_terminal:
+        return err.status(message)
+    return contextlib.nullcontext()
+
+
+_SEV_STYLE = {
+    "CRITICAL": "bold red",
+    "HIGH": "red",
+    "MEDIUM": "yellow",
+    "LOW": "cyan",
+    "INFO": "dim",
+}
+
+
+def _print_findings(findings: Sequence[Any], limit: int = 60) -> None:
+    if not findings:
+        out.print("[green]no findings[/]")
+        return
+    table = Table(show_edge=False, show_header=True)
+    table.add_column("severity")
+    table.add_column("rule")
+    table.add_column("message", overflow="fold")
+    for f in findings[:limit]:
+        table.add_row(f"[{_SEV_STYLE[f.severity.name]}]{f.severity.name}[/]", f.rule_id, f.message)
+    out.print(table)
+    if len(findings) > limit:
+        out.print(f"... and {len(findings) - limit} more (use --format json for all)")
+
+
+def _exit_for(findings: Sequence[Any], fail_on: str) -> None:
+    from trainwarden.findings import Severity
+
+    threshold = Severity.parse(fail_on)
+    if any(f.severity >= threshold for f in findings):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _snapshot_summary(snap: Any) -> dict[str, Any]:
+    totals: dict[str, int] = {}
+    for d in snap.distributions:
+        for k, v in d.counts().items():
+            totals[k] = totals.get(k, 0) + v
+    return {
+        "interpreter": snap.interpreter.path,
+        "version": snap.interpreter.version,
+        "prefix": snap.interpreter.prefix,
+        "distributions": len(snap.distributions),
+        "files": totals,
+        "orphans": len(snap.orphans),
+        "pth_files": len(snap.pth_files),
+        "customize": [c.path for c in snap.customize],
+        "environment": sorted(snap.environment),
+        "code": [
+            {"path": c.path, "kind": c.kind, "commit": c.commit, "dirty": c.dirty}
+            for c in snap.code
+        ],
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    files = summary["files"]
+    out.print(f"interpreter  {summary['interpreter']} (Python {summary['version']})")
+    out.print(f"prefix       {summary['prefix']}")
+    out.print(
+        f"distributions {summary['distributions']}: "
+        + ", ".join(f"{k} {v}" for k, v in files.items())
+    )
+    out.print(f"orphans      {summary['orphans']}   .pth files {summary['pth_files']}")
+    out.print(f"customize    {', '.join(summary['customize']) or '-'}")
+    out.print(f"loader env   {', '.join(summary['environment']) or '-'}")
+    for c in summary["code"]:
+        state = (
+            f"git {c['commit'][:12]}{' (dirty)' if c['dirty'] else ''}"
+            if c["commit"]
+            else c["kind"]
+        )
+        out.print(f"code         {c['path']}: {state}")
+
+
+@attest_app.command("snapshot")
+def attest_snapshot(
+    python: _PythonOpt = None,
+    code: _CodeOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write the statement here (default: stdout)."),
+    ] = None,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            envvar="TRAINWARDEN_SIGNING_KEY",
+            help="Ed25519 private key (PEM): write a signed DSSE envelope.",
+        ),
+    ] = None,
+    fmt: _FormatOpt = OutputFormat.text,
+    no_cache: _NoCacheOpt = False,
+) -> None:
+    """Write an in-toto Statement describing the interpreter, its packages and the code."""
+    from trainwarden.attest.signing import sign_statement, write_atomic
+    from trainwarden.attest.snapshot import take_snapshot
+
+    cache = _hash_cache(no_cache)
+    with _busy(fmt, "hashing the environment..."):
+        snap = take_snapshot(python, code_dirs=code or [], cache=cache)
+    _cache_warning(cache)
+    statement = snap.to_statement()
+    doc = sign_statement(statement, sign) if sign is not None else statement
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    if output is None:
+        sys.stdout.write(data.decode() + "\n")
+        return
+    write_atomic(output, data)
+    summary = _snapshot_summary(snap)
+    summary["output"] = str(output)
+    summary["signed"] = sign is not None
+    summary["subject"] = statement["subject"]
+    if fmt is OutputFormat.json:
+        _print_json(summary)
+    else:
+        _print_summary(summary)
+        out.print(f"wrote {output}" + (" (signed DSSE envelope)" if sign else ""))
+
+
+@attest_app.command("verify")
+def attest_verify(
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            envvar="TRAINWARDEN_ATTEST_BASELINE",
+            help="Snapshot to compare with (plain or signed).",
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            envvar="TRAINWARDEN_ATTEST_KEY",
+            help="Ed25519 public key the baseline must be signed with.",
+        ),
+    ] = None,
+    python: _PythonOpt = None,
+    code: _CodeOpt = None,
+    fmt: _FormatOpt = OutputFormat.text,
+    fail_on: _FailOnOpt = "high",
+    no_cache: _NoCacheOpt = False,
+) -> None:
+    """Check installed files against RECORD, start-up hooks, loader variables and a baseline."""
+    from trainwarden.attest.signing import load_snapshot
+    from trainwarden.attest.verify import verify_environment
+    from trainwarden.findings import Severity
+
+    Severity.parse(fail_on)
+    loaded = load_snapshot(baseline, key=key) if baseline is not None else None
+    code_dirs = list(code or [])
+    if not code_dirs and loaded is not None and loaded.verified is not False:
+        code_dirs = [Path(c.path) for c in loaded.snapshot.code]
+    cache = _hash_cache(no_cache)
+    with _busy(fmt, "verifying the environment..."):
+        report = verify_environment(
+            python,
+            baseline=loaded,
+            code_dirs=code_dirs,
+            require_signature=key is not None,
+            cache=cache,
+        )
+    _cache_warning(cache)
+    summary = _snapshot_summary(report.snapshot)
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "summary": summary,
+                "baseline": None
+                if loaded is None
+                else {
+                    "path": loaded.source,
+                    "signed": loaded.signed,
+                    "signature_verified": loaded.verified,
+                    "created": loaded.snapshot.created,
+                    "host": loaded.snapshot.host,
+                },
+                "findings": [f.to_dict() for f in report.findings],
+            }
+        )
+    else:
+        _print_summary(summary)
+        if loaded is not None:
+            sig = {True: "signature OK", False: "SIGNATURE INVALID", None: "signature not checked"}
+            out.print(
+                f"baseline     {loaded.source} ({loaded.snapshot.host}, {loaded.snapshot.created}, "
+                f"{'signed, ' + sig[loaded.verified] if loaded.signed else 'unsigned'})"
+            )
+        _print_findings(report.findings)
+    _exit_for(report.findings, fail_on)
+
+
+def _render_diff(d: Any) -> None:
+    out.print(f"diff {d.a} -> {d.b}")
+    if d.empty and not d.platform:
+        out.print("[green]no differences[/]")
+        return
+    for title, pairs in (
+        ("interpreter", d.interpreter),
+        ("platform", d.platform),
+        ("environment", d.environment),
+        ("orphan files", d.orphans),
+        (".pth files", d.pth_files),
+        ("sitecustomize/usercustomize", d.customize),
+        ("code", d.code),
+    ):
+        if pairs:
+            out.print(f"[bold]{title}[/]")
+            for k, (va, vb) in list(pairs.items())[:50]:
+                before = "(absent)" if va is None else va
+                after = "(absent)" if vb is None else vb
+                out.print(f"  {k}: {before} -> {after}")
+    if d.distributions:
+        out.print("[bold]distributions[/]")
+    for dd in d.distributions:
+        if dd.change == "added":
+            out.print(f"  [red]+ {dd.name} {dd.version_b}[/]")
+        elif dd.change == "removed":
+            out.print(f"  [yellow]- {dd.name} {dd.version_a}[/]")
+        elif dd.change == "version":
+            out.print(f"  ~ {dd.name} {dd.version_a} -> {dd.version_b}")
+        else:
+            out.print(
+                f"  ~ {dd.name} {dd.version_b}: {len(dd.changed)} changed, {len(dd.added)} added, "
+                f"{len(dd.removed)} removed"
+            )
+            for path, _, _, _, status_b in dd.changed[:20]:
+                out.print(f"      changed  {path} (now {status_b})")
+            for path in dd.added[:20]:
+                out.print(f"      added    {path}")
+            for path in dd.removed[:20]:
+                out.print(f"      removed  {path}")
+
+
+@attest_app.command("diff")
+def attest_diff(
+    a: Annotated[Path, typer.Argument(help="Reference snapshot (baseline, or node A).")],
+    b: Annotated[Path, typer.Argument(help="Snapshot to compare (current run, or node B).")],
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            envvar="TRAINWARDEN_ATTEST_KEY",
+            help="Ed25519 public key both snapshots must be signed with.",
+        ),
+    ] = None,
+    fmt: _FormatOpt = OutputFormat.text,
+    fail_on: _FailOnOpt = "medium",
+) -> None:
+    """Show node-to-node or run-to-run differences, grouped by distribution."""
+    from trainwarden.attest import AttestationError
+    from trainwarden.attest.diff import diff_snapshots
+    from trainwarden.attest.signing import load_snapshot
+    from trainwarden.findings import Severity
+
+    Severity.parse(fail_on)
+    la, lb = load_snapshot(a, key=key), load_snapshot(b, key=key)
+    if key is not None:
+        for snap in (la, lb):
+            if not snap.signed or not snap.verified:
+                raise AttestationError(
+                    f"{snap.source}: "
+                    + ("signature does not verify" if snap.signed else "not signed")
+                    + f" with key {key}",
+                    hint="re-create it with `trainwarden attest snapshot --sign KEY`",
+                )
+    d = diff_snapshots(la.snapshot, lb.snapshot, a_label=str(a), b_label=str(b))
+    findings = d.findings()
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "a": str(a),
+                "b": str(b),
+                "interpreter": d.interpreter,
+                "platform": d.platform,
+                "environment": d.environment,
+                "orphans": d.orphans,
+                "pth_files": d.pth_files,
+                "customize": d.customize,
+                "code": d.code,
+                "distributions": [
+                    {
+                        "name": x.name,
+                        "change": x.change,
+                        "version_a": x.version_a,
+                        "version_b": x.version_b,
+                        "changed": [
+                            {
+                                "path": p,
+                                "sha256_a": sa,
+                                "sha256_b": sb,
+                                "status_a": ta,
+                                "status_b": tb,
+                            }
+                            for p, sa, sb, ta, tb in x.changed
+                        ],
+                        "added": list(x.added),
+                        "removed": list(x.removed),
+                    }
+                    for x in d.distributions
+                ],
+                "findings": [f.to_dict() for f in findings],
+            }
+        )
+    else:
+        _render_diff(d)
+    _exit_for(findings, fail_on)
+
+
+@attest_app.command("perms")
+def attest_perms(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Extra paths the job loads (checkpoint or data directories)."),
+    ] = None,
+    python: _PythonOpt = None,
+    code: _CodeOpt = None,
+    owner: Annotated[
+        str | None,
+        typer.Option("--owner", help="Job owner (user name or uid; default: you)."),
+    ] = None,
+    sys_path: Annotated[
+        bool,
+        typer.Option(
+            "--sys-path/--no-sys-path",
+            help="Also check every sys.path entry of the interpreter (default: yes).",
+        ),
+    ] = True,
+    fmt: _FormatOpt = OutputFormat.text,
+    fail_on: _FailOnOpt = "high",
+) -> None:
+    """List what the job imports or loads that someone other than its owner or root can change."""
+    from trainwarden.attest import AttestationError
+    from trainwarden.attest.perms import check_permissions
+    from trainwarden.attest.snapshot import job_sys_path
+    from trainwarden.findings import Severity
+
+    Severity.parse(fail_on)
+    uid: int | None = None
+    if owner is not None:
+        if owner.isdigit():
+            uid = int(owner)
+        else:
+            import pwd
+
+            try:
+                uid = pwd.getpwnam(owner).pw_uid
+            except KeyError:
+                raise AttestationError(f"unknown user {owner!r}") from None
+    roots: list[str] = []
+    if sys_path:
+        roots.extend(job_sys_path(python))
+    roots.extend(str(c) for c in code or [])
+    roots.extend(str(p) for p in paths or [])
+    with _busy(fmt, "checking permissions..."):
+        report = check_permissions(roots, owner_uid=uid)
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "owner_uid": report.owner_uid,
+                "roots": list(report.roots),
+                "checked": report.checked,
+                "findings": [f.to_dict() for f in report.findings],
+            }
+        )
+    else:
+        out.print(
+            f"checked {report.checked} paths under {len(report.roots)} roots for owner uid "
+            f"{report.owner_uid}"
+        )
+        _print_findings(report.findings)
+    _exit_for(report.findings, fail_on)
+
+
+@attest_app.command("keygen")
+def attest_keygen(
+    keyfile: Annotated[
+        Path, typer.Argument(help="Private key to create (public key: KEYFILE.pub).")
+    ],
+) -> None:
+    """Create an Ed25519 key pair for signing snapshots."""
+    from trainwarden.attest.signing import generate_key
+
+    pub, keyid = generate_key(keyfile)
+    out.print(f"wrote {keyfile} (private, mode 0600) and {pub} (keyid {keyid})")
 
 
 # ----------------------------------------------------------------------------------------------

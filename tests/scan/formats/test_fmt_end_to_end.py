@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py  # type: ignore[import-untyped]
@@ -219,3 +221,35 @@ def test_scan_bytes_dispatches_by_content(tree: Path) -> None:
     assert any(
         f.rule_id == "TWS-KERAS-002" and f.severity == Severity.CRITICAL for f in fr.findings
     )
+
+
+def test_cli_exit_codes_and_json(
+    tree: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    clean = run_cli(["scan", str(tree / "clean"), "--format", "json"])
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    bad = run_cli(["scan", str(tree / "bad" / "weights.bin"), "--format", "json"])
+    assert bad.returncode == 1, bad.stderr
+    doc = json.loads(bad.stdout)
+    rules = {f["rule_id"] for fr in doc["files"] for f in fr["findings"]}
+    assert "TWS-TPL-001" in rules
+    assert doc["files"][0]["formats"][:1] == ["gguf"]
+    sarif = run_cli(["scan", str(tree / "bad" / "exfil.onnx"), "--format", "sarif"])
+    assert sarif.returncode == 1
+    run = json.loads(sarif.stdout)["runs"][0]
+    assert "TWS-ONNX-002" in {r["id"] for r in run["tool"]["driver"]["rules"]}
+    assert not (tree / "CANARY_PWNED").exists()
+
+
+def test_cli_allow_admits_a_custom_keras_layer(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    layer: dict[str, object] = {"module": "mylab.layers", "class_name": "GatedBlock"}
+    layer["config"] = {"units": 2}
+    path = tmp_path / "model.keras"
+    path.write_bytes(_keras_archive([layer]))
+    denied = run_cli(["scan", str(path), "--format", "json"])
+    assert denied.returncode == 1
+    assert "TWS-KERAS-002" in denied.stdout
+    allowed = run_cli(["scan", str(path), "--format", "json", "--allow", "mylab.layers.*"])
+    assert allowed.returncode == 0, allowed.stdout

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats.hf_folder import folder_findings
@@ -160,3 +163,48 @@ def test_processor_chat_template_json(tmp_path: Path, canary: Path) -> None:
     (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": bad}))
     found = folder_findings(tmp_path)
     assert {f.rule_id for f in found[tmp_path / "chat_template.json"]} == {"TWS-TPL-001"}
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["auto_map", "chat_template", "custom_pipelines", "auto_mapping", "x"])
+            | st.text(max_size=8),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(config=_json, tok=_json, modules=_json)
+def test_arbitrary_config_contents_never_raise(
+    config: object, tok: object, modules: object
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "config.json").write_text(json.dumps(config))
+        (d / "tokenizer_config.json").write_text(json.dumps(tok))
+        (d / "modules.json").write_text(json.dumps(modules))
+        for path, findings in folder_findings(d).items():
+            assert path.parent == d
+            assert all(f.rule_id.startswith(("TWS-HF-", "TWS-TPL-")) for f in findings)
+
+
+def test_custom_generate_and_subpackage_code(tmp_path: Path, canary: Path) -> None:
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "x", "auto_map": {"AutoModel": "impl.modeling_x.XModel"}})
+    )
+    (tmp_path / "impl").mkdir()
+    (tmp_path / "impl" / "modeling_x.py").write_text(f"open({str(canary)!r}, 'w').close()\n")
+    (tmp_path / "custom_generate").mkdir()
+    (tmp_path / "custom_generate" / "generate.py").write_text("def generate(model): ...\n")
+    found = folder_findings(tmp_path)
+    for rel in ("impl/modeling_x.py", "custom_generate/generate.py"):
+        assert [(f.rule_id, f.severity) for f in found[tmp_path / rel]] == [
+            ("TWS-HF-002", Severity.HIGH)
+        ], rel

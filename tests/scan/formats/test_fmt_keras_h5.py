@@ -442,7 +442,8 @@ def test_mutated_keras_archives_never_raise(cut: int, flips: list[tuple[int, int
 
 
 def test_hdf5_library_crash_is_contained() -> None:
-    # These three bit flips make HDF5 1.14 segfault while opening the file (found by fuzzing).
+    # These three byte flips make HDF5 2.0.0 (h5py 3.16) segfault while opening the file (found
+    # by fuzzing); a fixed HDF5 must still report the damage (TWS-H5-001).
     data = bytearray(_legacy_h5(_legacy_config()))
     for at, x in [(5057, 211), (7085, 23), (807, 181)]:
         data[at] ^= x
@@ -450,3 +451,41 @@ def test_hdf5_library_crash_is_contained() -> None:
     assert ctx.rule_ids & {"TWS-H5-003", "TWS-H5-001"}
     # the reader is replaced after a crash: the next file is read normally
     assert run_handler(h5.HANDLER, _legacy_h5(_legacy_config())).findings == []
+
+
+def test_forked_worker_processes_get_their_own_reader(tmp_path: Path, canary: Path) -> None:
+    # The parent starts a reader first; a process pool forked afterwards must not share it.
+    from trainwarden.scan import scan_path
+
+    assert run_handler(h5.HANDLER, _legacy_h5(_legacy_config())).findings == []
+    for i in range(6):
+        layers = [_legacy_lambda(canary)] if i % 2 else []
+        (tmp_path / f"m{i}.h5").write_bytes(_legacy_h5(_legacy_config(*layers)))
+    report = scan_path(tmp_path, workers=2)
+    lam = {
+        Path(fr.path).name: "TWS-KERAS-001" in {f.rule_id for f in fr.findings}
+        for fr in report.files
+    }
+    assert lam == {f"m{i}.h5": bool(i % 2) for i in range(6)}
+
+
+def test_config_only_archive_still_reaches_the_keras_analysis(canary: Path) -> None:
+    # No metadata.json or weights: not sniffed as .keras, but the zip handler hands config.json
+    # to the Keras JSON handler by content.
+    from trainwarden.scan import scan_bytes
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("config.json", json.dumps(_v3_config(_v3_lambda(canary))))
+    assert not keras.HANDLER.sniff(buf.getvalue())
+    report = scan_bytes(buf.getvalue(), "only-config.zip")
+    assert "TWS-KERAS-001" in {f.rule_id for f in report.findings}
+
+
+def test_keras_archive_config_that_does_not_look_like_keras_is_still_analysed() -> None:
+    # Keras deserialises whatever config.json holds; the archive handler analyses it even when
+    # the content sniff would not call it a Keras config (no "config" key here).
+    config = {"class_name": "function", "module": "os", "registered_name": None}
+    ctx = run_handler(keras.HANDLER, _keras_zip(config), ctx=_ctx())
+    assert not keras.JSON_HANDLER.sniff(json.dumps(config).encode())
+    assert "TWS-KERAS-002" in ctx.rule_ids

@@ -296,6 +296,8 @@ def test_sniff_rejects_random_and_other_formats() -> None:
     assert not HANDLER.sniff(b"\x80\x04\x95")
     assert not HANDLER.sniff(b"GGUF\x03\x00\x00\x00")
     assert not HANDLER.sniff(b"\x08\x07")
+    # a TensorFlow SavedModel: saved_model_schema_version=1, two meta_graphs (field 2)
+    assert not HANDLER.sniff(b"\x08\x01" + _ld(2, b"\x0a\x00") + _ld(2, b"\x0a\x00"))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -314,3 +316,29 @@ def test_mutated_models_never_raise(cut: int, flips: list[tuple[int, int]]) -> N
         HANDLER.scan(data, "<fuzz>", ctx)
     for f in ctx.findings:
         assert f.rule_id.startswith("TWS-ONNX-")
+
+
+def test_torch_onnx_export_is_clean(tmp_path: Path) -> None:
+    import warnings
+
+    import torch
+
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2)
+    )
+    path = tmp_path / "mlp.onnx"
+    with warnings.catch_warnings():
+        # torch warns that the TorchScript exporter is legacy; the dynamo exporter needs
+        # onnxscript, which is not installed. The legacy exporter still writes real ONNX.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.randn(1, 4),), str(path), dynamo=False)
+    ctx = run_handler(HANDLER, path.read_bytes())
+    assert ctx.findings == []
+
+
+def test_every_duplicate_location_entry_is_checked() -> None:
+    t = _external("W", "weights.bin")
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", "/etc/shadow"
+    ctx = run_handler(HANDLER, _model(_graph(weight=t)).SerializeToString())
+    assert [f.evidence["external_location"] for f in ctx.findings] == ["/etc/shadow"]

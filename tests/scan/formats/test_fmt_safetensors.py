@@ -60,6 +60,16 @@ def test_sniff_rejects_other_content() -> None:
     assert not HANDLER.sniff(b"\x80\x04K\x01.")
     assert not HANDLER.sniff(b"PK\x03\x04" + b"\x00" * 40)
     assert not HANDLER.sniff(struct.pack("<Q", 10**12) + b"{}")
+    assert not HANDLER.sniff(b'        {"indented": "json"}')
+
+
+def test_absurd_header_length_is_reported() -> None:
+    data = (
+        struct.pack("<Q", 1 << 40)
+        + b'{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}'
+    )
+    ctx = run_handler(HANDLER, data)
+    assert ctx.rule_ids == {"TWS-ST-001"}
 
 
 @pytest.mark.parametrize(

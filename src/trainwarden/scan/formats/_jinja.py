@@ -127,6 +127,50 @@ class _TemplateSyntaxError(Exception):
         self.pos = pos
 
 
+def _python_dunders() -> frozenset[str]:
+    # The dunder attributes Python objects actually have (an SSTI chain walks through these);
+    # text like ParlAI's "__start__" token is not one of them.
+    import sys
+    import types
+
+    names: set[str] = {"__globals__", "__builtins__", "__import__", "__subclasses__", "__mro__"}
+    for obj in (object, type, types.FunctionType, types.ModuleType, sys, BaseException, str, dict):
+        names.update(n for n in dir(obj) if n.startswith("__") and n.endswith("__"))
+    names.update(n for n in dir(lambda: 0) if n.startswith("__") and n.endswith("__"))
+    return frozenset(names)
+
+
+PYTHON_DUNDERS = _python_dunders()
+
+
+def special_token_dunder(s: str) -> str | None:
+    """Why a special-token text handed to templates is dangerous (a real Python dunder name or
+    underscores only), or None. Dunder-shaped tokens that Python objects do not have (ParlAI's
+    ``__start__``) are harmless there."""
+    stripped = s.strip()
+    if stripped in PYTHON_DUNDERS:
+        return "names a Python dunder attribute"
+    if stripped and set(stripped) == {"_"}:
+        return "is only underscores (building a dunder name)"
+    return None
+
+
+def dunder_text(s: str) -> str | None:
+    """Why text handed to a template could name a Python dunder attribute, or None.
+
+    Covers a whole dunder name, a fragment of one (leading or trailing ``__``) and underscore-only
+    text (the pieces dunder names are built from).
+    """
+    if _DUNDER_FULL.search(s):
+        return "names a Python dunder attribute"
+    stripped = s.strip()
+    if stripped and set(stripped) == {"_"}:
+        return "is only underscores (building a dunder name)"
+    if stripped.startswith("__") or stripped.endswith("__"):
+        return "is a fragment of a dunder name"
+    return None
+
+
 def _unescape(body: str, pos: int) -> str:
     # Jinja's lexer: value.encode("ascii", "backslashreplace").decode("unicode-escape").
     try:
@@ -192,6 +236,11 @@ def _lex_block(src: str, i: int, end_marker: str) -> tuple[list[_Tok], int]:
 def _tokenize(src: str) -> list[list[_Tok]]:
     """Split a template into its expression/statement blocks, each a token list."""
     blocks: list[list[_Tok]] = []
+    # Jinja drops one trailing newline before lexing (keep_trailing_newline=False).
+    for nl in ("\r\n", "\n", "\r"):
+        if src.endswith(nl):
+            src = src[: -len(nl)]
+            break
     i = 0
     n = len(src)
     while i < n:
@@ -201,6 +250,8 @@ def _tokenize(src: str) -> list[list[_Tok]]:
         nxt = src[j + 1]
         if nxt == "#":
             k = src.find("#}", j + 2)
+            if k < 0 and j + 2 == n:
+                break  # Jinja accepts a bare "{#" at the very end
             if k < 0:
                 raise _TemplateSyntaxError("unterminated comment", j)
             i = k + 2
@@ -214,6 +265,8 @@ def _tokenize(src: str) -> list[list[_Tok]]:
         toks, i = _lex_block(src, start, "}}" if nxt == "{" else "%}")
         if nxt == "%" and toks and toks[0].kind == "name" and toks[0].value == "raw":
             m = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}").search(src, i)
+            if m is None and i == n:
+                break  # Jinja accepts "{% raw %}" as the very last thing
             if m is None:
                 raise _TemplateSyntaxError("unterminated raw block", j)
             i = m.end()
@@ -246,41 +299,24 @@ class _Analyzer:
         self._seen.add(key)
         self.issues.append(TemplateIssue(kind, severity, message, {"offset": tok.pos}))
 
-    def check_string(self, tok: _Tok, pieces: tuple[str, ...]) -> None:
-        for s in (tok.value, *pieces):
-            if _DUNDER_FULL.search(s):
-                self.add(
-                    "escape",
-                    Severity.CRITICAL,
-                    f"string literal {s[:60]!r} names a Python dunder attribute",
-                    tok,
-                )
-                return
-            stripped = s.strip()
-            if stripped and set(stripped) == {"_"}:
-                self.add(
-                    "obfuscation",
-                    Severity.HIGH,
-                    f"string literal {s[:60]!r} is only underscores (building a dunder name)",
-                    tok,
-                )
-                return
-            if stripped.startswith("__") or stripped.endswith("__"):
-                self.add(
-                    "obfuscation",
-                    Severity.HIGH,
-                    f"string literal {s[:60]!r} is a fragment of a dunder name",
-                    tok,
-                )
-                return
-            if "%c" in s:
-                self.add(
-                    "obfuscation",
-                    Severity.HIGH,
-                    "string literal uses %c to build text from character codes",
-                    tok,
-                )
-                return
+    def check_string(self, tok: _Tok) -> None:
+        s = tok.value
+        why = dunder_text(s)
+        if why is not None:
+            full = _DUNDER_FULL.search(s) is not None
+            self.add(
+                "escape" if full else "obfuscation",
+                Severity.CRITICAL if full else Severity.HIGH,
+                f"string literal {s[:60]!r} {why}",
+                tok,
+            )
+        elif "%c" in s:
+            self.add(
+                "obfuscation",
+                Severity.HIGH,
+                "string literal uses %c to build text from character codes",
+                tok,
+            )
 
     def check_block(self, toks: list[_Tok]) -> None:
         if toks and toks[0].kind == "name" and toks[0].value in _LOADER_STATEMENTS:
@@ -296,7 +332,7 @@ class _Analyzer:
             nxt = toks[idx + 1] if idx + 1 < len(toks) else None
             after_dot = prev is not None and prev.kind == "op" and prev.value == "."
             if t.kind == "string":
-                self.check_string(t, ())
+                self.check_string(t)
                 if (
                     nxt is not None
                     and nxt.value == "."

@@ -21,6 +21,8 @@ RULES: dict[str, str] = {
     "TWS-GGUF-001": "malformed GGUF header, metadata or tensor table (counts, lengths, offsets "
     "or dims out of bounds; fail closed)",
     "TWS-GGUF-002": "a tokenizer.chat_template key holds a non-string value",
+    "TWS-GGUF-003": "a special token (bos/eos/...) handed to chat templates is a Python dunder "
+    "attribute name or only underscores",
     **_jinja.RULES,
 }
 
@@ -144,6 +146,30 @@ class _Reader:
         except UnicodeDecodeError as e:
             raise GGUFParseError(f"{what} is not valid UTF-8", self.pos - n + e.start) from e
 
+    def strings(self, n: int, what: str) -> list[str]:
+        """``n`` length-prefixed strings (the hot path: vocabularies of 100k+ tokens)."""
+        data = self.data
+        end = len(data)
+        pos = self.pos
+        unpack_len = struct.Struct("<I" if self.version == 1 else "<Q").unpack_from
+        width = 4 if self.version == 1 else 8
+        out: list[str] = []
+        append = out.append
+        try:
+            for _ in range(n):
+                if pos + width > end:
+                    raise GGUFParseError(f"{what} is truncated", pos)
+                (length,) = unpack_len(data, pos)
+                pos += width
+                if length > end - pos:
+                    raise GGUFParseError(f"a string of {what} runs past the end of the file", pos)
+                append(data[pos : pos + length].decode("utf-8"))
+                pos += length
+        except UnicodeDecodeError as e:
+            raise GGUFParseError(f"a string of {what} is not valid UTF-8", pos) from e
+        self.pos = pos
+        return out
+
     def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             return self.scalar(vtype, what)
@@ -172,6 +198,8 @@ class _Reader:
                 fmt, size = _SCALARS[itype]
                 raw = self.take(n * size, what)
                 return list(struct.unpack(f"<{n}{fmt[1]}", raw)) if n else []
+            if itype == _STRING:
+                return self.strings(n, what)
             return [self.value(itype, f"{what}[{i}]", depth + 1) for i in range(n)]
         raise GGUFParseError(f"{what} has unknown value type {vtype}", self.pos)
 
@@ -262,6 +290,33 @@ def parse_gguf(data: bytes) -> GGUFFile:
     return GGUFFile(version, metadata, types, tuple(tensors), data_offset)
 
 
+def _special_token_findings(parsed: GGUFFile, location: str, ctx: ScanContext) -> None:
+    # Renderers pass bos_token/eos_token (texts of these ids) into the chat template, where
+    # ``x[eos_token]`` falls back to getattr: a special token spelled "__globals__" is a dunder
+    # reference that the template text itself never shows.
+    tokens = parsed.metadata.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list):
+        return
+    for key, value in parsed.metadata.items():
+        if not (key.startswith("tokenizer.ggml.") and key.endswith("_token_id")):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < len(tokens):
+            continue
+        text = tokens[value]
+        why = _jinja.special_token_dunder(text) if isinstance(text, str) else None
+        if why is not None:
+            ctx.add(
+                Finding(
+                    "TWS-GGUF-003",
+                    Severity.HIGH,
+                    f"special token {key} = {text[:60]!r} {why}; chat templates receive it as a "
+                    "variable that can reach Python attributes",
+                    location,
+                    {"key": key, "token": text[:200]},
+                )
+            )
+
+
 class GGUFHandler:
     """GGUF v1-v3 model files (llama.cpp and friends), recognised by the ``GGUF`` magic."""
 
@@ -291,6 +346,7 @@ class GGUFHandler:
                 )
             )
             return
+        _special_token_findings(parsed, location, ctx)
         for key, value in parsed.metadata.items():
             if key != _TEMPLATE_KEY and not key.startswith(_TEMPLATE_KEY + "."):
                 continue

@@ -98,7 +98,10 @@ def _module_file(directory: Path, ref: str) -> Path | None:
         return None
     module = ref.rsplit(".", 1)[0]
     candidate = directory / (module.replace(".", "/") + ".py")
-    return candidate if candidate.is_file() else None
+    try:
+        return candidate if candidate.is_file() else None
+    except (OSError, ValueError):  # a reference with a NUL byte or an over-long name
+        return None
 
 
 def _check_auto_map(
@@ -276,7 +279,14 @@ def folder_findings(directory: Path) -> dict[Path, list[Finding]]:
     if modules.is_file():
         obj = _load_json(modules, out)
         _check_modules_json(modules, obj, out)
-    for py in _python_files(directory):
+    custom_generate = directory / "custom_generate"
+    generate_code = _python_files(custom_generate) if custom_generate.is_dir() else []
+    # transformers' generate(custom_generate=...) imports custom_generate/generate.py
+    used.update(p for p in generate_code if p.name == "generate.py")
+    files = _python_files(directory) + generate_code
+    # auto_map modules in sub-packages ("sub.modeling_x.Model") are code too
+    files += sorted(p for p in used if p not in files)
+    for py in files:
         referenced = py in used
         out.setdefault(py, []).append(
             Finding(
@@ -284,7 +294,7 @@ def folder_findings(directory: Path) -> dict[Path, list[Finding]]:
                 Severity.HIGH if referenced else Severity.MEDIUM,
                 f"model folder ships Python code {py.relative_to(directory)}"
                 + (
-                    ", loaded by an auto_map entry with trust_remote_code=True"
+                    ", loaded by auto_map/custom_generate with trust_remote_code=True"
                     if referenced
                     else " (runs if remote code imports it)"
                 ),

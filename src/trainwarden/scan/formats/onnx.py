@@ -155,7 +155,8 @@ def _check_location(st: _State, tensor: str, loc: str, where: str) -> None:
 def _walk_tensor(st: _State, start: int, end: int, where: str) -> None:
     data = st.data
     name = ""
-    location: str | None = None
+    # Every "location" entry is checked: readers disagree on which duplicate wins.
+    locations: list[str] = []
     external = False
     for f in _fields(data, start, end):
         if f.number == 8 and f.wire == 2:
@@ -170,10 +171,10 @@ def _walk_tensor(st: _State, start: int, end: int, where: str) -> None:
                 elif g.number == 2 and g.wire == 2:
                     value = _text(data, g)
             if key == "location" and value is not None:
-                location = value
-    if location is not None:
+                locations.append(value)
+    for location in locations:
         _check_location(st, name, location, where)
-    elif external:
+    if external and not locations:
         st.add(
             "TWS-ONNX-005",
             Severity.MEDIUM,
@@ -316,7 +317,7 @@ def _report_domains(st: _State) -> None:
         reported.add(domain)
         st.add(
             "TWS-ONNX-003",
-            Severity.MEDIUM,
+            Severity.HIGH,
             f"{where} uses operator {op_type!r} from custom domain {domain!r}: running the model "
             "needs a custom-operator library (native code from outside the model)",
             domain=domain[:200],
@@ -325,7 +326,7 @@ def _report_domains(st: _State) -> None:
     for domain in sorted(st.opset_domains - STANDARD_DOMAINS - st.function_domains - reported):
         st.add(
             "TWS-ONNX-003",
-            Severity.MEDIUM,
+            Severity.HIGH,
             f"model imports custom operator domain {domain!r}: running it needs a "
             "custom-operator library (native code from outside the model)",
             domain=domain[:200],
@@ -352,6 +353,7 @@ def _sniff_onnx(data: bytes) -> bool:
         26: 2,
     }
     seen = 0
+    numbers: set[int] = set()
     pos = 0
     end = len(data)
     try:
@@ -373,11 +375,14 @@ def _sniff_onnx(data: bytes) -> bool:
             else:
                 _, pos = _varint(data, after_tag, end)
             seen += 1
+            numbers.add(number)
             if number == 7:
                 return True
     except _ProtoError:
         return False
-    return seen >= 3
+    # No graph: only a function library (opset_import + functions) is still an ONNX model; a
+    # TensorFlow SavedModel (fields 1 and 2 only) is not.
+    return 8 in numbers and 25 in numbers
 
 
 class OnnxHandler:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from trainwarden.findings import Finding, Severity
@@ -56,7 +57,10 @@ DTYPE_BITS: dict[str, int] = {
     "U64": 64,
 }
 
-_MAX_REPORTED = 20  # per rule: a corrupt header with 1e6 bad tensors must not flood the report
+_MAX_REPORTED = 20
+_JSON_KEY = re.compile(
+    rb'\{\s*"[^"\\]{0,256}"\s*:'
+)  # per rule: a corrupt header with 1e6 bad tensors must not flood the report
 
 
 class _DuplicateKeyError(ValueError):
@@ -92,10 +96,16 @@ class SafetensorsHandler:
         if len(data) < 10:
             return False
         n = int.from_bytes(data[:8], "little")
-        if n < 2 or n > MAX_HEADER_BYTES or data[8:9] != b"{":
+        if n < 2 or data[8:9] != b"{":
             return False
-        nxt = data[9:10]
-        return nxt in (b'"', b"}", b" ", b"\n", b"\t", b"\r")
+        if n <= MAX_HEADER_BYTES:
+            return data[9:10] in (b'"', b"}", b" ", b"\n", b"\t", b"\r")
+        # An absurd header length (a loader DoS) is still safetensors when a JSON object with a
+        # key follows and the length bytes are binary (8 printable bytes are text, e.g. indented
+        # JSON, not a length).
+        if all(0x20 <= c < 0x7F or c in (9, 10, 13) for c in bytes(data[:8])):
+            return False
+        return _JSON_KEY.match(bytes(data[8:520])) is not None
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
         ctx.note_format(self.name)

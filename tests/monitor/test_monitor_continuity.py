@@ -1,0 +1,169 @@
+"""Checks 1 and 2: weights, buffers and optimizer state may only change inside optimizer.step()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainwarden.findings import Severity
+
+from ._support import Run, mlp
+
+
+def test_weight_edited_between_steps_is_named_within_one_step(make_run: Callable[..., Run]) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.AdamW(model.parameters(), lr=1e-2))
+
+    def edit(step: int, m: Any, opt: Any) -> None:
+        if step == 5:
+            with torch.no_grad():
+                m[0].weight[3, 2] += 1e-4
+
+    run.train(10, attack=edit)
+    alert = run.first("TWM-WEIGHT-EDIT")
+    assert alert.severity == Severity.CRITICAL
+    assert alert.step == 6  # caught at the very next forward
+    assert alert.evidence["tensors"] == ["0.weight"]
+    assert [a.rule_id for a in run.serious()] == ["TWM-WEIGHT-EDIT"]
+
+
+def test_edit_through_data_bypassing_version_counter_is_caught(
+    make_run: Callable[..., Run],
+) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-2))
+
+    def edit(step: int, m: Any, opt: Any) -> None:
+        if step == 3:
+            m[3].bias.data[0] = m[3].bias.data[0] + 0.5
+
+    run.train(6, attack=edit)
+    assert run.first("TWM-WEIGHT-EDIT").evidence["tensors"] == ["3.bias"]
+
+
+def test_swapped_elements_keep_the_sum_but_are_caught(make_run: Callable[..., Run]) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-2))
+
+    def swap(step: int, m: Any, opt: Any) -> None:
+        if step == 3:
+            with torch.no_grad():
+                w = m[0].weight
+                a, b = w[0, 0].clone(), w[5, 5].clone()
+                w[0, 0], w[5, 5] = b, a
+
+    run.train(6, attack=swap)
+    assert run.first("TWM-WEIGHT-EDIT").evidence["tensors"] == ["0.weight"]
+
+
+def test_buffer_edit_is_caught(make_run: Callable[..., Run]) -> None:
+    model = mlp(batchnorm=True)
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9))
+
+    def edit(step: int, m: Any, opt: Any) -> None:
+        if step == 4:
+            m[1].running_var.mul_(3.0)
+
+    run.train(8, attack=edit)
+    assert run.first("TWM-WEIGHT-EDIT").evidence["tensors"] == ["1.running_var"]
+    assert [a.rule_id for a in run.serious()] == ["TWM-WEIGHT-EDIT"]
+
+
+def test_replaced_parameter_is_reported(make_run: Callable[..., Run]) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-2))
+
+    def replace(step: int, m: Any, opt: Any) -> None:
+        if step == 2:
+            m[0].bias = nn.Parameter(m[0].bias.detach().clone())
+
+    run.train(4, attack=replace)
+    assert "0.bias" in run.first("TWM-WEIGHT-REPLACED").evidence["tensors"]
+
+
+def test_edit_between_accumulation_micro_batches_is_caught(make_run: Callable[..., Run]) -> None:
+    model = mlp(dropout=0.1)
+    run = make_run(model, torch.optim.AdamW(model.parameters(), lr=1e-3), accum=3)
+
+    def edit(step: int, m: Any, opt: Any) -> None:
+        if step == 4:
+            with torch.no_grad():
+                m[3].weight[0, 1] -= 0.25
+
+    run.train(6, between_micro=edit)
+    alert = run.first("TWM-WEIGHT-EDIT")
+    assert "micro-batches" in alert.message
+    assert alert.evidence["tensors"] == ["3.weight"]
+    assert alert.step == 4
+
+
+def test_data_edit_between_micro_batches_is_caught_at_the_step(
+    make_run: Callable[..., Run],
+) -> None:
+    # `.data` writes do not bump the version counter: the pre-step fingerprint catches them.
+    model = mlp()
+    run = make_run(model, torch.optim.AdamW(model.parameters(), lr=1e-3), accum=2)
+
+    def edit(step: int, m: Any, opt: Any) -> None:
+        if step == 3:
+            m[0].weight.data[1, 1] += 0.1
+
+    run.train(5, between_micro=edit)
+    alert = run.first("TWM-WEIGHT-EDIT-PRESTEP")
+    assert alert.evidence["tensors"] == ["0.weight"]
+    assert alert.step == 3
+
+
+def test_adam_state_edit_is_caught(make_run: Callable[..., Run]) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.Adam(model.parameters(), lr=1e-3))
+
+    def edit(step: int, m: Any, opt: Any) -> None:
+        if step == 5:
+            opt.state[m[3].weight]["exp_avg_sq"][0, 3] *= 4.0
+
+    run.train(8, attack=edit)
+    alert = run.first("TWM-OPTSTATE-EDIT")
+    assert alert.evidence["changed"] == ["3.weight:exp_avg_sq"]
+    assert alert.step == 6
+
+
+def test_adam_step_counter_edit_is_caught(make_run: Callable[..., Run]) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.AdamW(model.parameters(), lr=1e-3))
+
+    def edit(step: int, m: Any, opt: Any) -> None:
+        if step == 5:
+            opt.state[m[0].bias]["step"].fill_(1.0)
+
+    run.train(8, attack=edit)
+    assert run.first("TWM-OPTSTATE-EDIT").evidence["changed"] == ["0.bias:step"]
+
+
+def test_momentum_buffer_edit_and_removal_are_caught(make_run: Callable[..., Run]) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9))
+
+    def edit(step: int, m: Any, opt: Any) -> None:
+        if step == 3:
+            opt.state[m[0].weight]["momentum_buffer"].neg_()
+        if step == 6:
+            del opt.state[m[3].bias]["momentum_buffer"]
+
+    run.train(9, attack=edit)
+    alerts = [a for a in run.monitor.alerts if a.rule_id == "TWM-OPTSTATE-EDIT"]
+    assert alerts[0].evidence["changed"] == ["0.weight:momentum_buffer"]
+    assert alerts[1].evidence["removed"] == ["3.bias:momentum_buffer"]
+
+
+def test_clean_gpt_with_buffers_raises_nothing(make_run: Callable[..., Run]) -> None:
+    from ._support import TinyGPT
+
+    model = TinyGPT()
+    run = make_run(model, torch.optim.AdamW(model.parameters(), lr=1e-3), gpt=True)
+    run.train(30)
+    assert run.serious() == []
+    assert run.monitor.step == 30

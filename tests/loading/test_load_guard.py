@@ -195,3 +195,44 @@ def test_guard_verifies_manifests_on_torch_load(guard: Install, tmp_path: Path) 
     torch.save({"w": torch.zeros(2)}, path)  # changed after the manifest was written
     with pytest.raises(trainwarden.loading.ManifestError, match=r"ckpt\.pt"):
         torch.load(path)
+
+
+def test_library_errors_are_unchanged_for_missing_files(guard: Install, tmp_path: Path) -> None:
+    guard()
+    with pytest.raises(FileNotFoundError):
+        torch.load(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError):
+        np.load(tmp_path / "missing.npy", allow_pickle=True)
+    with pytest.raises(FileNotFoundError):
+        joblib.load(tmp_path / "missing.joblib")
+
+
+def test_trainwarden_load_works_while_the_guard_is_installed(
+    guard: Install, tmp_path: Path, canary: Path
+) -> None:
+    sd = {"w": torch.arange(4)}
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    torch.save(sd, tmp_path / "zip.pt")
+    torch.save({"x": SystemPayload(canary)}, tmp_path / "evil.pt")
+    g = guard()
+    for name in ("legacy.pt", "zip.pt"):
+        assert torch.equal(trainwarden.load(tmp_path / name)["w"], sd["w"])
+    with pytest.raises(trainwarden.UnsafeModelError):
+        trainwarden.load(tmp_path / "evil.pt")
+    assert not g.findings  # trainwarden.load does its own checks; the guard saw nothing to do
+
+
+def test_install_twice_reconfigures_and_context_manager_uninstalls(canary: Path) -> None:
+    import ipaddress
+
+    from conftest import call_pickle
+
+    data = call_pickle("ipaddress", "ip_address", "10.0.0.1")
+    with trainwarden.guard.install(mode="block") as g:
+        with pytest.raises(trainwarden.UnsafeModelError):
+            pickle.loads(data)
+        assert trainwarden.guard.install(mode="warn") is g
+        with pytest.warns(UnsafeModelWarning):
+            assert pickle.loads(data) == ipaddress.ip_address("10.0.0.1")
+    assert trainwarden.guard.active() is None
+    assert pickle.loads is _pickle.loads

@@ -95,3 +95,16 @@ def test_clean_resume_works_unchanged_under_the_guard(
     result = trainer.train(resume_from_checkpoint=str(checkpoint))
     assert result.global_step == 4
     assert not [f for f in g.findings if f.severity >= trainwarden.Severity.HIGH]
+
+
+def test_every_pickle_file_of_the_checkpoint_loads_like_torch_load(checkpoint: Path) -> None:
+    files = sorted(p for p in checkpoint.iterdir() if p.suffix in {".pt", ".pth", ".bin"})
+    assert {"optimizer.pt", "rng_state.pth", "training_args.bin"} <= {p.name for p in files}
+    for path in files:
+        got = trainwarden.load(path)
+        ref = torch.load(path, weights_only=False)
+        assert type(got) is type(ref), path
+        if isinstance(ref, dict):
+            assert list(got) == list(ref), path
+    args = trainwarden.load(checkpoint / "training_args.bin")
+    assert args.max_steps == 2 and args.save_steps == 2

@@ -135,10 +135,11 @@ def active() -> Guard | None:
 
 @contextmanager
 def _tracked(guard: Guard, location: str) -> Iterator[None]:
+    # Only the outermost guarded call reports: inner unpicklers record into its trace.
+    outermost = telemetry.current() is None
     with telemetry.track(location) as trace:
-        outer = len(trace.events)
         yield
-    if trace.location == location and outer == 0:
+    if outermost:
         guard.report_telemetry(trace)
 
 
@@ -298,11 +299,19 @@ def _is_path(f: Any) -> bool:
     return isinstance(f, (str, os.PathLike))
 
 
-def _read_checked(guard: Guard, f: Any) -> tuple[memoryview, str]:
-    """Read a path once (and check its manifest) or the rest of a file object."""
+def _read_checked(guard: Guard, f: Any) -> tuple[memoryview, str] | None:
+    """Read a path once (and check its manifest) or the rest of a file object.
+
+    ``None`` when the path cannot be read at all: the caller then lets the library raise its own
+    error (``FileNotFoundError``, ``IsADirectoryError``, ...), so callers that catch those keep
+    working. If the file appears in between, the library's unpickler is still guarded.
+    """
     if _is_path(f):
         p = Path(f)
-        data = read_once(p)
+        try:
+            data = read_once(p)
+        except LoadError:
+            return None
         _manifest.verify_file_bytes(
             p,
             lambda: sha256_of(data),
@@ -311,19 +320,24 @@ def _read_checked(guard: Guard, f: Any) -> tuple[memoryview, str]:
         )
         return data, str(p)
     location = _location_of(f, "<file object>")
-    try:
-        rest = f.read()
-    except (AttributeError, OSError) as e:
-        raise LoadError(f"cannot read {location}: {e}") from e
-    return memoryview(bytearray(rest)), location
+    return memoryview(bytearray(f.read())), location
 
 
-def _prescan_file(guard: Guard, data: memoryview, location: str) -> Enforcer:
-    """Scan every pickle the loaders could unpickle from ``data``; returns the enforcer used."""
+def _prescan_file(
+    guard: Guard, data: memoryview, location: str, *, torch_reader: bool = False
+) -> Enforcer:
+    """Scan every pickle the loaders could unpickle from ``data``; returns the enforcer used.
+
+    With ``torch_reader`` any zip is read through torch's own zip reader (what ``torch.load``
+    will use), so a zip that Python's zipfile reads differently cannot hide a ``data.pkl``.
+    """
     from trainwarden.loading.loader import detect_format, prescan_format
 
     enforcer = guard.enforcer(location)
-    prescan_format(detect_format(data), data, enforcer)
+    fmt = detect_format(data)
+    if torch_reader and fmt in ("zip", "npz") and bytes(data[:4]) == b"PK\x03\x04":
+        fmt = "torch-zip"
+    prescan_format(fmt, data, enforcer)
     return enforcer
 
 
@@ -335,8 +349,12 @@ def _guarded_torch_load(orig: Callable[..., Any]) -> Callable[..., Any]:
             return orig(f, *args, **kwargs)
         if _is_path(f) and str(f).endswith(".safetensors"):
             return orig(f, *args, **kwargs)  # torch hands these to safetensors: no pickle
-        data, location = _read_checked(guard, f)
-        with _scanned(_prescan_file(guard, data, location)), _tracked(guard, location):
+        read = _read_checked(guard, f)
+        if read is None:
+            return orig(f, *args, **kwargs)
+        data, location = read
+        enforcer = _prescan_file(guard, data, location, torch_reader=True)
+        with _scanned(enforcer), _tracked(guard, location):
             if kwargs.get("mmap") and _is_path(f):
                 return orig(f, *args, **kwargs)
             return orig(MemReader(data, location), *args, **kwargs)
@@ -353,7 +371,10 @@ def _guarded_numpy_load(orig: Callable[..., Any]) -> Callable[..., Any]:
         mmap_mode = kwargs.get("mmap_mode", args[0] if args else None)
         if guard is None or not allow_pickle or mmap_mode is not None:
             return orig(file, *args, **kwargs)
-        data, location = _read_checked(guard, file)
+        read = _read_checked(guard, file)
+        if read is None:
+            return orig(file, *args, **kwargs)
+        data, location = read
         with _scanned(_prescan_file(guard, data, location)), _tracked(guard, location):
             return orig(MemReader(data, location), *args, **kwargs)
 
@@ -368,7 +389,10 @@ def _guarded_joblib_load(orig: Callable[..., Any]) -> Callable[..., Any]:
         mmap_mode = kwargs.get("mmap_mode", args[0] if args else None)
         if guard is None or mmap_mode is not None:
             return orig(filename, *args, **kwargs)
-        data, location = _read_checked(guard, filename)
+        read = _read_checked(guard, filename)
+        if read is None:
+            return orig(filename, *args, **kwargs)
+        data, location = read
         with _scanned(_prescan_file(guard, data, location)), _tracked(guard, location):
             return orig(MemReader(data, location), *args, **kwargs)
 
@@ -420,13 +444,16 @@ def _patch_existing_subclasses(guard: Guard) -> None:
                 _patch(guard, cls, "find_class", _wrap_find_class(base.find_class))
 
 
-_SKIP_REBIND_PREFIXES = ("trainwarden.loading", "multiprocessing", "pickle", "_pickle")
+# Our own modules hold the originals on purpose; multiprocessing is job-internal IPC; pickle and
+# _pickle are patched explicitly.
+_SKIP_REBIND_PREFIXES = ("trainwarden.loading.", "multiprocessing.")
+_SKIP_REBIND = {"trainwarden.loading", "multiprocessing", "pickle", "_pickle"}
 
 
 def _rebind_references(guard: Guard, replacements: dict[int, Any]) -> None:
     """Point module-level names bound to an original entry point at its guarded version."""
     for modname, module in list(sys.modules.items()):
-        if module is None or modname.startswith(_SKIP_REBIND_PREFIXES):
+        if module is None or modname in _SKIP_REBIND or modname.startswith(_SKIP_REBIND_PREFIXES):
             continue
         try:
             namespace = vars(module)

@@ -128,13 +128,36 @@ def _prescan_torch_zip(data: memoryview, enforcer: Enforcer, reader: Any = None)
     reader = reader if reader is not None else _torch_reader(data, enforcer.location)
     base = enforcer.location
     for name in reader.get_all_records():
-        if name.endswith(".pkl"):
-            enforcer.location = f"{base}:{name}"
-            try:
+        enforcer.location = f"{base}:{name}"
+        try:
+            if name.endswith(".pkl"):
                 check_pickle_bytes(reader.get_record(name), enforcer)
-            finally:
-                enforcer.location = base
+            else:
+                _check_hidden_pickle(data, reader.get_record_offset(name), enforcer)
+        finally:
+            enforcer.location = base
     return reader
+
+
+def _check_hidden_pickle(data: memoryview, offset: int, enforcer: Enforcer) -> None:
+    """Refuse a storage (or other raw) member that is really a pickle needing unsafe globals.
+
+    torch never unpickles these members, but model code may (``set_extra_state`` of some layers
+    unpickles its bytes), so a pickle hidden there is refused like one in ``data.pkl``. Only a
+    complete pickle counts: tensor bytes that merely start like one do not.
+    """
+    from trainwarden.scan.pickle_vm import analyze_pickle
+    from trainwarden.scan.types import Verdict
+
+    if offset + 2 > len(data) or data[offset] != 0x80 or data[offset + 1] > 5:
+        return
+    analysis = analyze_pickle(
+        data[offset:], policy=enforcer.policy, location=enforcer.location, max_pickles=1
+    )
+    bad = [g for g in analysis.globals if g.verdict is not Verdict.SAFE]
+    if analysis.complete and bad:
+        for g in bad:
+            enforcer.check(g.module, g.name)
 
 
 def _npy_header(fp: Any) -> Any:
@@ -202,7 +225,16 @@ def prescan_format(fmt: str, data: memoryview, enforcer: Enforcer) -> None:
         # the first array; the restricted unpickler still decides every later global.
         check_pickle_bytes(_joblib_stream(data, base), enforcer, globals_only=True)
     elif fmt == "pickle":
-        check_pickle_bytes(data, enforcer)
+        check_pickle_bytes(data, enforcer, max_pickles=None)
+
+
+def _torch_load() -> Callable[..., Any]:
+    # torch.load as torch defines it, even while the guard has wrapped it: this loader already
+    # scanned the bytes and passes its own restricted pickle module.
+    import torch
+
+    fn: Callable[..., Any] = torch.load
+    return getattr(fn, "__wrapped__", fn)
 
 
 def _load_torch_zip(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
@@ -217,7 +249,7 @@ def _load_torch_zip(data: memoryview, enforcer: Enforcer, map_location: Any) -> 
         return serialization._load(
             reader, map_location, module, overall_storage=overall, encoding="utf-8"
         )
-    return torch.load(
+    return _torch_load()(
         cast(IO[bytes], MemReader(data)),
         map_location=map_location,
         pickle_module=module,
@@ -226,11 +258,10 @@ def _load_torch_zip(data: memoryview, enforcer: Enforcer, map_location: Any) -> 
 
 
 def _load_torch_legacy(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
-    import torch
 
     prescan_format("torch-legacy", data, enforcer)
     module = restricted_pickle_module(enforcer)
-    return torch.load(
+    return _torch_load()(
         cast(IO[bytes], MemReader(data)),
         map_location=map_location,
         pickle_module=module,
@@ -239,7 +270,9 @@ def _load_torch_legacy(data: memoryview, enforcer: Enforcer, map_location: Any) 
 
 
 def _load_pickle(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
-    check_pickle_bytes(data, enforcer)
+    # The whole file is judged, not only the first pickle pickle.load would read: a payload in
+    # a second pickle is there for whoever reads on.
+    check_pickle_bytes(data, enforcer, max_pickles=None)
     return restricted_loads(data, enforcer)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from trainwarden.findings import Finding, Severity
 
-__all__ = ["LoadTrace", "install_hook", "track"]
+__all__ = ["LoadTrace", "current", "install_hook", "track"]
 
 # audit event -> (rule id, severity, description)
 _RULES: dict[str, tuple[str, Severity, str]] = {
@@ -233,6 +233,11 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         )
     finally:
         trace.busy = False
+
+
+def current() -> LoadTrace | None:
+    """The trace of the load running in this thread, if any."""
+    return _current.get()
 
 
 def install_hook() -> None:

@@ -172,6 +172,20 @@ def test_torch_dynamo_lazy_rewrap_of_manual_seed_is_accepted(
     assert _rules(guard.check()) == [("TWA-CODE-001", Severity.CRITICAL, "torch.manual_seed")]
 
 
+def test_torch_compile_patcher_rewrap_of_optimizer_step_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch._dynamo
+
+    disable: Callable[..., Any] = torch._dynamo.disable  # untyped in torch's stubs
+    guard = CodeGuard(["torch.optim.LBFGS.step", "torch.optim.SGD.step"])
+    # What torch._dynamo.eval_frame.TorchPatcher.patch() does on the first torch.compile.
+    monkeypatch.setattr(torch.optim.LBFGS, "step", disable(torch.optim.LBFGS.step, reason="test"))
+    assert guard.check() == []
+    monkeypatch.setattr(torch.optim.SGD, "step", disable(torch.optim.Adam.step, reason="test"))
+    assert _rules(guard.check()) == [("TWA-CODE-001", Severity.CRITICAL, "torch.optim.SGD.step")]
+
+
 def test_code_object_replacement_is_detected(
     make_module: Callable[[str], types.ModuleType],
 ) -> None:

@@ -602,6 +602,8 @@ def _benign_wrapper_codes() -> frozenset[types.CodeType]:
     - Importing ``torch._dynamo`` (optimizers do on first use) runs
       ``torch.manual_seed = torch._disable_dynamo(torch.manual_seed)``; the wrapper's code is
       nested in ``torch._compile._disable_dynamo``.
+    - ``torch.compile`` (``TorchPatcher.patch``) rebinds ``LBFGS.step`` and ``SparseAdam.step``
+      to ``torch._dynamo.disable(step)``, whose wrapper is nested in ``DisableContext.__call__``.
     - TrainWarden's own monitor wraps the seeding functions to record who reseeds
       (``trainwarden.monitor.rng``).
 
@@ -612,6 +614,11 @@ def _benign_wrapper_codes() -> frozenset[types.CodeType]:
     compile_mod = sys.modules.get("torch._compile")
     if compile_mod is not None:
         codes.update(_nested_code(getattr(compile_mod, "_disable_dynamo", None), "inner"))
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    disable_ctx = getattr(eval_frame, "DisableContext", None) if eval_frame is not None else None
+    if isinstance(disable_ctx, type):
+        # torch.compile's TorchPatcher rebinds LBFGS.step and SparseAdam.step to disable(step).
+        codes.update(_nested_code(disable_ctx.__dict__.get("__call__"), "_fn"))
     rng = sys.modules.get("trainwarden.monitor.rng")
     seed_watch_cls = getattr(rng, "_SeedWatch", None) if rng is not None else None
     if isinstance(seed_watch_cls, type):

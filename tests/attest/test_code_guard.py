@@ -340,13 +340,17 @@ def test_trainwarden_monitor_seed_wrappers_are_accepted() -> None:
     assert guard.check() == []
 
 
-def test_monitored_training_run_has_no_code_guard_alert() -> None:
+def test_monitored_training_run_has_no_code_guard_alert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from trainwarden import watch
+    from trainwarden._internal.sink import MemorySink
 
+    monkeypatch.chdir(tmp_path)  # nothing the monitor writes may land in the repository
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    with watch(model, opt, code_guard_every=10) as mon:
+    with watch(model, opt, sink=MemorySink(), code_guard_every=10) as mon:
         for _ in range(30):
             loss = model(torch.randn(8, 4)).pow(2).mean()
             opt.zero_grad()

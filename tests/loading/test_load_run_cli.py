@@ -29,20 +29,14 @@ if "--attack" in sys.argv:
 def test_run_blocks_payload_in_script(run_cli: RunCli, tmp_path: Path, canary: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    r = run_cli(["run", str(script), "--attack", str(canary)])
+    r = run_cli(["run", str(script), "--lr", "0.1", "--attack", str(canary)])
     assert r.returncode == 1, r.stdout + r.stderr
+    # the script ran as __main__ with its own argv, clean pickles worked, the payload did not
+    assert f"argv: ['{script}', '--lr', '0.1', '--attack', '{canary}']" in r.stdout
+    assert "name: __main__" in r.stdout
     assert "blocked an unsafe load" in r.stderr and "system" in r.stderr
     assert "payload was not stopped" not in r.stdout
     assert not canary.exists()
-
-
-def test_run_passes_arguments_and_runs_as_main(run_cli: RunCli, tmp_path: Path) -> None:
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    r = run_cli(["run", "--guard", "warn", str(script), "--lr", "0.1", "-x"])
-    assert r.returncode == 0, r.stderr
-    assert f"argv: ['{script}', '--lr', '0.1', '-x']" in r.stdout
-    assert "name: __main__" in r.stdout
 
 
 def test_run_writes_events_and_reads_env(run_cli: RunCli, tmp_path: Path, canary: Path) -> None:

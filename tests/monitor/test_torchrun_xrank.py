@@ -1,6 +1,9 @@
-"""Real ``torchrun`` runs (gloo, CPU) of a tiny DDP loop with RankExchange and Watchdog attached.
+"""Real ``torchrun`` runs (gloo, CPU) of tiny DDP loops.
 
-Each rank writes a JSONL sink; the assertions read those files.
+``watch_driver.py`` monitors the loop with ``trainwarden.watch`` (which runs RankExchange and the
+Watchdog); ``xrank_driver.py`` attaches RankExchange and Watchdog directly, with short watchdog
+timeouts for the hang, kill and signal cases. Each rank writes a JSONL sink; the assertions read
+those files.
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ pytestmark = pytest.mark.skipif(
 
 
 def torchrun(
-    out: Path, nproc: int, steps: int, *events: str, timeout: float = 150
+    out: Path,
+    nproc: int,
+    steps: int,
+    *events: str,
+    driver: str = "xrank_driver.py",
+    timeout: float = 240,
 ) -> tuple[int, dict[int, list[dict[str, Any]]]]:
     """Run the driver under torchrun; return its exit code and each rank's sink records."""
     env = dict(os.environ)
@@ -39,7 +47,7 @@ def torchrun(
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={nproc}",
-        str(SCRIPTS / "xrank_driver.py"),
+        str(SCRIPTS / driver),
         str(out),
         str(steps),
         *events,
@@ -61,11 +69,11 @@ def alerts(records: list[dict[str, Any]], rule: str | None = None) -> list[dict[
     return [r for r in records if r["kind"] == "alert" and (rule is None or r["rule_id"] == rule)]
 
 
-def test_clean_ddp_two_ranks_raises_nothing(tmp_path: Path) -> None:
-    rc, records = torchrun(tmp_path, 2, 60)
+def test_watch_clean_ddp_two_ranks_raises_nothing(tmp_path: Path) -> None:
+    rc, records = torchrun(tmp_path, 2, 60, driver="watch_driver.py")
     assert rc == 0
     for rank in (0, 1):
-        assert [r for r in records[rank] if r["kind"] == "done"]
+        assert [r for r in records[rank] if r["kind"] == "monitor_stop"]
         assert len([r for r in records[rank] if r["kind"] == "step"]) == 60
         loud = [a for a in alerts(records[rank]) if Severity[a["severity"]] >= Severity.MEDIUM]
         assert loud == []
@@ -98,12 +106,15 @@ def test_two_ranks_perturbed_rank_named_then_sigterm_recorded_with_sender(tmp_pa
     assert lost and lost[0]["evidence"]["first_lost"] == 1
 
 
-def test_four_ranks_majority_names_perturbed_rank_and_straggler(tmp_path: Path) -> None:
-    rc, records = torchrun(tmp_path, 4, 12, "perturb:1@4", "straggler:2@3")
+def test_watch_four_ranks_names_perturbed_rank_and_straggler(tmp_path: Path) -> None:
+    rc, records = torchrun(
+        tmp_path, 4, 12, "perturb:1@4", "straggler:2@3", driver="watch_driver.py"
+    )
     assert rc == 0
+    # The edit lands before the 5th step; that step's exchange (monitor step 5) names rank 1.
     for rank in range(4):
         diverged = alerts(records[rank], "TWM-XRANK-DIVERGED")
-        assert diverged and diverged[0]["step"] == 4
+        assert diverged and diverged[0]["step"] == 5
         assert diverged[0]["evidence"]["ranks"] == [1]
         assert diverged[0]["evidence"]["majority"] == [0, 2, 3]
         stragglers = alerts(records[rank], "TWM-XRANK-STRAGGLER")

@@ -571,3 +571,11 @@ def test_payloads_would_really_execute(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", script], input=payload, check=True, timeout=60)
     assert canary.exists()  # the deliberate execution in a child process, not by the scanner
+
+
+def test_global_on_a_last_line_without_newline_still_imports(canary: Path) -> None:
+    # pickle.load(file) imports "timeit" here (the last byte stands in for the newline).
+    a = analyze_pickle(A.glob("os", "system")[:-1] + b"X")
+    assert a.globals[0].qualname == "os.system"
+    assert {"TWS-PKL-DANGEROUS", "TWS-PKL-TRUNCATED"} <= rules(a)
+    assert not canary.exists()

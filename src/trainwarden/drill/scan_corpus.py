@@ -740,6 +740,84 @@ def _reduce_in_dict_value(c: Path) -> bytes:
     )
 
 
+def _memo_put_overwrite(c: Path) -> bytes:
+    # Keys 1 and 2 first hold a harmless name, then are PUT again: the unpickler uses the last.
+    return p4(
+        su("collections")
+        + b"q\x01"
+        + POP
+        + su("OrderedDict")
+        + b"q\x02"
+        + POP
+        + su("builtins")
+        + b"q\x01"
+        + POP
+        + su("exec")
+        + b"q\x02"
+        + POP
+        + b"h\x01h\x02"
+        + STACK_GLOBAL
+        + su(code_of(c))
+        + TUPLE1
+        + REDUCE
+    )
+
+
+def _memoize_after_sparse_binput(c: Path) -> bytes:
+    # MEMOIZE stores at len(memo), not at max(key) + 1 or at a count of MEMOIZE opcodes.
+    return p4(
+        su("collections")
+        + b"q\x00"
+        + POP
+        + su("OrderedDict")
+        + b"q\x07"
+        + POP
+        + su("builtins")
+        + MEMOIZE
+        + POP
+        + su("exec")
+        + MEMOIZE
+        + POP
+        + b"h\x02h\x03"
+        + STACK_GLOBAL
+        + su(code_of(c))
+        + TUPLE1
+        + REDUCE
+    )
+
+
+def _proto_switch_fix_imports(c: Path) -> bytes:
+    # A second PROTO opcode mid-stream lowers the protocol, which turns fix_imports back on.
+    inner = pickle.dumps(_evil(c), protocol=2)
+    return P4 + NONE + POP + P2 + call(g("cPickle", "loads"), sbytes(inner)) + STOP
+
+
+def _proto_switch_dotted(c: Path) -> bytes:
+    # Dotted names only resolve at protocol >= 4; the stream starts at 2 and switches to 4.
+    return P2 + NONE + POP + P4 + call(sg("pathlib", "os.system"), su(_touch(c))) + STOP
+
+
+def _fix_imports_commands(c: Path) -> bytes:
+    return P2 + call(g("commands", "getoutput"), su(_touch(c))) + STOP
+
+
+def _fix_imports_urllib(c: Path) -> bytes:
+    return P2 + call(g("urllib", "urlretrieve"), su("file://" + os.devnull), su(str(c))) + STOP
+
+
+def _dotted_allowlisted_module(c: Path) -> bytes:
+    inner = _torch_evil_zip(c)
+    return p4(call(sg("torch.nn.modules.linear", "torch.storage._load_from_bytes"), sbytes(inner)))
+
+
+def _dup_global(c: Path) -> bytes:
+    return p4(sg("builtins", "exec") + b"2" + POP + su(code_of(c)) + TUPLE1 + REDUCE)
+
+
+def _next_buffer_after_payload(c: Path) -> bytes:
+    return b"\x80\x05" + exec_payload(c) + POP + b"\x97" + STOP
+
+
 def _mal_pickles() -> list[_Mal]:
     b = _bytes_sample
     gh = "https://github.com/mmaitre314/picklescan/security/advisories/"
@@ -1290,6 +1368,69 @@ def _mal_pickles() -> list[_Mal]:
             "mailcap.findmatch runs the entry's test command",
             "modelscan PR #346",
             b(_mailcap_findmatch),
+        ),
+        _Mal(
+            "memo_put_overwrite",
+            ".pkl",
+            "memo keys PUT twice: harmless names, then builtins/exec",
+            "picklescan issue #22 (memo tracking)",
+            b(_memo_put_overwrite),
+        ),
+        _Mal(
+            "memoize_after_sparse_binput",
+            ".pkl",
+            "MEMOIZE index is len(memo) after sparse BINPUTs",
+            "CPython _pickle load_memoize",
+            b(_memoize_after_sparse_binput),
+        ),
+        _Mal(
+            "proto_switch_midstream_fix_imports",
+            ".pkl",
+            "PROTO 4 then PROTO 2 mid-stream; cPickle.loads mapped by fix_imports",
+            "CPython _pickle load_proto (proto may change mid-stream)",
+            b(_proto_switch_fix_imports),
+        ),
+        _Mal(
+            "proto_switch_midstream_dotted_name",
+            ".pkl",
+            "PROTO 2 then PROTO 4 mid-stream enables dotted pathlib.os.system",
+            "CPython find_class dotted names need proto >= 4",
+            b(_proto_switch_dotted),
+        ),
+        _Mal(
+            "fix_imports_commands_getoutput",
+            ".pkl",
+            "commands.getoutput -> subprocess.getoutput",
+            "CPython _compat_pickle.IMPORT_MAPPING",
+            b(_fix_imports_commands),
+        ),
+        _Mal(
+            "fix_imports_urllib_urlretrieve",
+            ".pkl",
+            "urllib.urlretrieve -> urllib.request.urlretrieve",
+            "CPython _compat_pickle.NAME_MAPPING",
+            b(_fix_imports_urllib),
+        ),
+        _Mal(
+            "dotted_allowlisted_torch_module_chain",
+            ".pkl",
+            "torch.nn.modules.linear + 'torch.storage._load_from_bytes'",
+            "picklescan issue #66 (attribute chains through allowlisted modules)",
+            b(_dotted_allowlisted_module),
+        ),
+        _Mal(
+            "dup_global_then_call",
+            ".pkl",
+            "DUP the exec global, POP one copy, call the other",
+            "pickletools DUP",
+            b(_dup_global),
+        ),
+        _Mal(
+            "next_buffer_after_payload",
+            ".pkl",
+            "protocol 5 NEXT_BUFFER after the payload",
+            "PEP 574 out-of-band buffers",
+            b(_next_buffer_after_payload),
         ),
         _Mal(
             "torch_rebuild_decoy_then_exec",

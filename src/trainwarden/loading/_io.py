@@ -12,8 +12,24 @@ from trainwarden.loading.types import LoadError
 __all__ = ["MemReader", "read_once", "sha256_of"]
 
 
-def read_once(path: str | os.PathLike[str]) -> bytearray:
-    """Read the whole regular file into a new ``bytearray`` (one pass, no later re-open).
+def _allocate(size: int) -> memoryview:
+    # Large files go into uninitialised memory (numpy.empty): zero-filling a bytearray first
+    # would cost as much as the read itself.
+    if size >= _LARGE:
+        try:
+            import numpy as np
+        except ImportError:
+            pass
+        else:
+            return np.empty(size, dtype=np.uint8).data
+    return memoryview(bytearray(size))
+
+
+_LARGE = 1 << 20
+
+
+def read_once(path: str | os.PathLike[str]) -> memoryview:
+    """Read the whole regular file into new private memory (one pass, no later re-open).
 
     Everything a load checks (manifest digest, scan) and everything it unpickles comes from the
     returned buffer, so a file swapped on disk after this call cannot change what is loaded.
@@ -22,8 +38,7 @@ def read_once(path: str | os.PathLike[str]) -> bytearray:
     try:
         with p.open("rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
-            buf = bytearray(size)
-            view = memoryview(buf)
+            view = _allocate(size)
             got = 0
             while got < size:
                 n = fh.readinto(view[got:])
@@ -44,7 +59,7 @@ def read_once(path: str | os.PathLike[str]) -> bytearray:
             f"{p} changed size while it was being read",
             hint="another process is writing it; load it once the writer is done",
         )
-    return buf
+    return view
 
 
 def sha256_of(data: bytes | bytearray | memoryview) -> str:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trainwarden.scan.policy import Policy
 
-__all__ = ["resolve_policy"]
+__all__ = ["require_manifest", "resolve_policy", "trusted_manifest_key"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -30,5 +31,16 @@ def resolve_policy(policy: Policy | None) -> Policy:
 
 
 def require_manifest(policy: Any) -> bool:
-    """Whether the policy demands a manifest before any load (attribute may be absent)."""
-    return bool(getattr(policy, "require_manifest", False))
+    """Whether a manifest is required before any load: the policy's ``require_manifest``
+    attribute (when it has one) or ``TRAINWARDEN_REQUIRE_MANIFEST=1``."""
+    if getattr(policy, "require_manifest", False):
+        return True
+    return os.environ.get("TRAINWARDEN_REQUIRE_MANIFEST", "").strip().lower() in _TRUE
+
+
+def trusted_manifest_key() -> str | None:
+    """The public key manifests must be signed by (``TRAINWARDEN_MANIFEST_PUBKEY``), if set."""
+    return os.environ.get("TRAINWARDEN_MANIFEST_PUBKEY") or None
+
+
+_TRUE = {"1", "true", "yes", "on"}

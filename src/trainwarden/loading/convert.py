@@ -165,7 +165,7 @@ def to_safetensors(
     dst = Path(out) if out is not None else src.with_suffix(".safetensors")
     if dst.resolve() == src.resolve():
         raise LoadError(f"output {dst} would overwrite the source", hint="choose another -o path")
-    obj, report = load_with_report(src, policy=policy)
+    obj, report = load_with_report(src, policy=policy, hash_file=True)
     flat = _Flattener()
     structure = flat.encode(obj, "")
     side = {

@@ -37,7 +37,7 @@ from trainwarden.loading import manifest as _manifest
 from trainwarden.loading import telemetry
 from trainwarden.loading._io import MemReader, read_once, sha256_of
 from trainwarden.loading._originals import ORIGINALS
-from trainwarden.loading._policy import require_manifest, resolve_policy
+from trainwarden.loading._policy import require_manifest, resolve_policy, trusted_manifest_key
 from trainwarden.loading.types import LoadError, UnsafeModelError, UnsafeModelWarning
 from trainwarden.loading.unpickler import (
     Enforcer,
@@ -59,6 +59,11 @@ _PyUnpickler: type[Any] = ORIGINALS["pickle._Unpickler"]
 # Set while a guarded entry point has already scanned the bytes an inner unpickler will read.
 _prescanned: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "trainwarden_prescanned", default=False
+)
+# The enforcer of the guarded call in progress, so the unpickler it drives reports into the same
+# load (one warning per global, not one per layer).
+_active_enforcer: contextvars.ContextVar[Enforcer | None] = contextvars.ContextVar(
+    "trainwarden_active_enforcer", default=None
 )
 _lock = threading.RLock()
 
@@ -155,8 +160,22 @@ def _read_rest(file: Any) -> bytes | None:
     return bytes(data) if isinstance(data, (bytes, bytearray)) else None
 
 
-def _prescan_one(guard: Guard, data: bytes | bytearray | memoryview, location: str) -> None:
-    check_pickle_bytes(data, guard.enforcer(location), max_pickles=1)
+def _prescan_one(guard: Guard, data: bytes | bytearray | memoryview, location: str) -> Enforcer:
+    enforcer = guard.enforcer(location)
+    check_pickle_bytes(data, enforcer, max_pickles=1)
+    return enforcer
+
+
+@contextmanager
+def _scanned(enforcer: Enforcer | None) -> Iterator[None]:
+    """Mark the bytes an inner unpickler reads as already scanned by ``enforcer``."""
+    t1 = _prescanned.set(True)
+    t2 = _active_enforcer.set(enforcer)
+    try:
+        yield
+    finally:
+        _active_enforcer.reset(t2)
+        _prescanned.reset(t1)
 
 
 # -- scanning unpicklers ------------------------------------------------------------------------
@@ -166,7 +185,7 @@ def _guard_find_class(obj: Any, module: str, name: str) -> None:
     guard = _state
     if guard is None:
         return
-    enforcer = getattr(obj, "_tw_guard_enforcer", None)
+    enforcer = _active_enforcer.get() or getattr(obj, "_tw_guard_enforcer", None)
     if enforcer is None or enforcer.policy is not guard.policy or enforcer.mode != guard.mode:
         enforcer = guard.enforcer(_location_of(getattr(obj, "_tw_file", None), "<pickle stream>"))
         with contextlib.suppress(AttributeError):
@@ -183,7 +202,8 @@ def _guarded_load_method(self: Any, base_load: Callable[[Any], Any]) -> Any:
     if not _prescanned.get() and file is not None:
         data = _read_rest(file)
         if data is not None:
-            _prescan_one(guard, data, location)
+            with _scanned(_prescan_one(guard, data, location)), _tracked(guard, location):
+                return base_load(self)
     with _tracked(guard, location):
         return base_load(self)
 
@@ -250,10 +270,8 @@ def _make_loads(cls: type[Any]) -> Callable[..., Any]:
         if isinstance(data, str):
             raise TypeError("Can't load pickle from unicode string")
         guard = _state
-        if guard is not None:
-            _prescan_one(guard, memoryview(data), "<pickle bytes>")
-        token = _prescanned.set(True)
-        try:
+        enforcer = _prescan_one(guard, memoryview(data), "<pickle bytes>") if guard else None
+        with _scanned(enforcer):
             return cls(
                 io.BytesIO(data),
                 fix_imports=fix_imports,
@@ -261,8 +279,6 @@ def _make_loads(cls: type[Any]) -> Callable[..., Any]:
                 errors=errors,
                 buffers=buffers,
             ).load()
-        finally:
-            _prescanned.reset(token)
 
     return loads
 
@@ -282,28 +298,33 @@ def _is_path(f: Any) -> bool:
     return isinstance(f, (str, os.PathLike))
 
 
-def _read_checked(guard: Guard, f: Any) -> tuple[bytearray, str]:
+def _read_checked(guard: Guard, f: Any) -> tuple[memoryview, str]:
     """Read a path once (and check its manifest) or the rest of a file object."""
     if _is_path(f):
         p = Path(f)
         data = read_once(p)
-        _manifest.verify_file_bytes(p, sha256_of(data), require=require_manifest(guard.policy))
+        _manifest.verify_file_bytes(
+            p,
+            lambda: sha256_of(data),
+            require=require_manifest(guard.policy),
+            public_key=trusted_manifest_key(),
+        )
         return data, str(p)
     location = _location_of(f, "<file object>")
     try:
         rest = f.read()
     except (AttributeError, OSError) as e:
         raise LoadError(f"cannot read {location}: {e}") from e
-    return bytearray(rest), location
+    return memoryview(bytearray(rest)), location
 
 
-def _prescan_file(guard: Guard, data: bytearray, location: str) -> str:
-    """Scan every pickle the loaders could unpickle from ``data``; returns the detected format."""
+def _prescan_file(guard: Guard, data: memoryview, location: str) -> Enforcer:
+    """Scan every pickle the loaders could unpickle from ``data``; returns the enforcer used."""
     from trainwarden.loading.loader import detect_format, prescan_format
 
-    fmt = detect_format(data)
-    prescan_format(fmt, data, guard.enforcer(location))
-    return fmt
+    enforcer = guard.enforcer(location)
+    prescan_format(detect_format(data), data, enforcer)
+    return enforcer
 
 
 def _guarded_torch_load(orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -315,15 +336,10 @@ def _guarded_torch_load(orig: Callable[..., Any]) -> Callable[..., Any]:
         if _is_path(f) and str(f).endswith(".safetensors"):
             return orig(f, *args, **kwargs)  # torch hands these to safetensors: no pickle
         data, location = _read_checked(guard, f)
-        _prescan_file(guard, data, location)
-        token = _prescanned.set(True)
-        try:
-            with _tracked(guard, location):
-                if kwargs.get("mmap") and _is_path(f):
-                    return orig(f, *args, **kwargs)
-                return orig(MemReader(data, location), *args, **kwargs)
-        finally:
-            _prescanned.reset(token)
+        with _scanned(_prescan_file(guard, data, location)), _tracked(guard, location):
+            if kwargs.get("mmap") and _is_path(f):
+                return orig(f, *args, **kwargs)
+            return orig(MemReader(data, location), *args, **kwargs)
 
     load.__trainwarden_guarded__ = True  # type: ignore[attr-defined]
     return load
@@ -338,8 +354,7 @@ def _guarded_numpy_load(orig: Callable[..., Any]) -> Callable[..., Any]:
         if guard is None or not allow_pickle or mmap_mode is not None:
             return orig(file, *args, **kwargs)
         data, location = _read_checked(guard, file)
-        _prescan_file(guard, data, location)
-        with _tracked(guard, location):
+        with _scanned(_prescan_file(guard, data, location)), _tracked(guard, location):
             return orig(MemReader(data, location), *args, **kwargs)
 
     load.__trainwarden_guarded__ = True  # type: ignore[attr-defined]
@@ -354,8 +369,7 @@ def _guarded_joblib_load(orig: Callable[..., Any]) -> Callable[..., Any]:
         if guard is None or mmap_mode is not None:
             return orig(filename, *args, **kwargs)
         data, location = _read_checked(guard, filename)
-        _prescan_file(guard, data, location)
-        with _tracked(guard, location):
+        with _scanned(_prescan_file(guard, data, location)), _tracked(guard, location):
             return orig(MemReader(data, location), *args, **kwargs)
 
     load.__trainwarden_guarded__ = True  # type: ignore[attr-defined]

@@ -21,7 +21,7 @@ from trainwarden.loading import manifest as _manifest
 from trainwarden.loading import telemetry
 from trainwarden.loading._io import MemReader, read_once, sha256_of
 from trainwarden.loading._policy import require_manifest as _policy_requires_manifest
-from trainwarden.loading._policy import resolve_policy
+from trainwarden.loading._policy import resolve_policy, trusted_manifest_key
 from trainwarden.loading.types import LoadError, LoadReport, ManifestError, UnsafeModelError
 from trainwarden.loading.unpickler import (
     Enforcer,
@@ -114,7 +114,7 @@ def detect_format(data: bytes | bytearray | memoryview) -> str:
 # -- routes: a static pass over every pickle the loader will read, then the restricted load ---
 
 
-def _torch_reader(data: bytearray, location: str) -> Any:
+def _torch_reader(data: memoryview, location: str) -> Any:
     import torch
 
     try:
@@ -123,7 +123,7 @@ def _torch_reader(data: bytearray, location: str) -> Any:
         raise LoadError(f"{location} is not a readable PyTorch checkpoint: {e}") from e
 
 
-def _prescan_torch_zip(data: bytearray, enforcer: Enforcer, reader: Any = None) -> Any:
+def _prescan_torch_zip(data: memoryview, enforcer: Enforcer, reader: Any = None) -> Any:
     # Read the pickles through the same zip reader torch uses, so both see the same records.
     reader = reader if reader is not None else _torch_reader(data, enforcer.location)
     base = enforcer.location
@@ -154,12 +154,12 @@ def _prescan_npy_stream(fp: Any, enforcer: Enforcer) -> None:
         check_pickle_bytes(fp.read(), enforcer)
 
 
-def _npz_members(data: bytearray, location: str) -> list[tuple[str, bytes]]:
+def _npz_members(data: memoryview, location: str) -> list[tuple[str, bytes]]:
     with zipfile.ZipFile(MemReader(data, location)) as zf:
         return [(name, zf.read(name)) for name in zf.namelist()]
 
 
-def _joblib_stream(data: bytearray, location: str) -> bytes:
+def _joblib_stream(data: memoryview, location: str) -> bytes:
     from joblib import numpy_pickle
 
     fobj: Any = MemReader(data, location)
@@ -174,7 +174,7 @@ def _joblib_stream(data: bytearray, location: str) -> bytes:
     return raw
 
 
-def prescan_format(fmt: str, data: bytearray, enforcer: Enforcer) -> None:
+def prescan_format(fmt: str, data: memoryview, enforcer: Enforcer) -> None:
     """Statically check every pickle a loader of format ``fmt`` would read from ``data``.
 
     Raises :class:`UnsafeModelError` as the enforcer's mode decides. Used by the guard before it
@@ -205,7 +205,7 @@ def prescan_format(fmt: str, data: bytearray, enforcer: Enforcer) -> None:
         check_pickle_bytes(data, enforcer)
 
 
-def _load_torch_zip(data: bytearray, enforcer: Enforcer, map_location: Any) -> Any:
+def _load_torch_zip(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
     import torch
 
     reader = _prescan_torch_zip(data, enforcer)
@@ -225,7 +225,7 @@ def _load_torch_zip(data: bytearray, enforcer: Enforcer, map_location: Any) -> A
     )
 
 
-def _load_torch_legacy(data: bytearray, enforcer: Enforcer, map_location: Any) -> Any:
+def _load_torch_legacy(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
     import torch
 
     prescan_format("torch-legacy", data, enforcer)
@@ -238,7 +238,7 @@ def _load_torch_legacy(data: bytearray, enforcer: Enforcer, map_location: Any) -
     )
 
 
-def _load_pickle(data: bytearray, enforcer: Enforcer, map_location: Any) -> Any:
+def _load_pickle(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
     check_pickle_bytes(data, enforcer)
     return restricted_loads(data, enforcer)
 
@@ -255,11 +255,11 @@ def _load_npy_stream(fp: Any, enforcer: Enforcer) -> Any:
     return restricted_loads(rest, enforcer)
 
 
-def _load_npy(data: bytearray, enforcer: Enforcer, map_location: Any) -> Any:
+def _load_npy(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
     return _load_npy_stream(MemReader(data, enforcer.location), enforcer)
 
 
-def _load_npz(data: bytearray, enforcer: Enforcer, map_location: Any) -> dict[str, Any]:
+def _load_npz(data: memoryview, enforcer: Enforcer, map_location: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     base = enforcer.location
     for name, member in _npz_members(data, base):
@@ -272,7 +272,7 @@ def _load_npz(data: bytearray, enforcer: Enforcer, map_location: Any) -> dict[st
     return out
 
 
-def _load_joblib(data: bytearray, enforcer: Enforcer, map_location: Any) -> Any:
+def _load_joblib(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
     from joblib import numpy_pickle
 
     class _Restricted(RestrictedPyUnpickler, numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
@@ -284,7 +284,7 @@ def _load_joblib(data: bytearray, enforcer: Enforcer, map_location: Any) -> Any:
     return unpickler.load()
 
 
-def _refuse_torchscript(data: bytearray, enforcer: Enforcer, map_location: Any) -> Any:
+def _refuse_torchscript(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
     f = Finding(
         "TWL-TORCHSCRIPT",
         Severity.HIGH,
@@ -299,7 +299,7 @@ def _refuse_torchscript(data: bytearray, enforcer: Enforcer, map_location: Any) 
     )
 
 
-def _unsupported(data: bytearray, enforcer: Enforcer, map_location: Any) -> Any:
+def _unsupported(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
     raise LoadError(
         f"{enforcer.location} is a zip file but neither a PyTorch checkpoint nor a numpy .npz",
         hint="trainwarden.load reads PyTorch, pickle, numpy and joblib files; scan other "
@@ -307,7 +307,7 @@ def _unsupported(data: bytearray, enforcer: Enforcer, map_location: Any) -> Any:
     )
 
 
-_ROUTES: dict[str, Callable[[bytearray, Enforcer, Any], Any]] = {
+_ROUTES: dict[str, Callable[[memoryview, Enforcer, Any], Any]] = {
     "torch-zip": _load_torch_zip,
     "torchscript": _refuse_torchscript,
     "npz": _load_npz,
@@ -325,7 +325,7 @@ def _import_for(fmt: str) -> None:
     import trainwarden.scan.pickle_vm  # noqa: F401
 
     if fmt.startswith("torch"):
-        import torch  # noqa: F401
+        import torch.utils.serialization.config  # noqa: F401
     elif fmt in ("npy", "npz"):
         import numpy.lib.format  # noqa: F401
     elif fmt == "joblib":
@@ -336,7 +336,7 @@ def _import_for(fmt: str) -> None:
 
 
 def load_bytes(
-    data: bytearray,
+    data: memoryview,
     location: str,
     *,
     policy: Policy | None = None,
@@ -397,27 +397,33 @@ def load_with_report(
     sink: EventSink | None = None,
     manifest_key: Any | None = None,
     require_manifest: bool | None = None,
+    hash_file: bool = False,
 ) -> tuple[Any, LoadReport]:
-    """Like :func:`load`, also returning the :class:`LoadReport` (digest, format, findings)."""
+    """Like :func:`load`, also returning the :class:`LoadReport` (format, findings, digest).
+
+    The sha256 is computed when a manifest applies or ``hash_file`` is true (else ``None``).
+    """
     p = Path(path)
     pol = resolve_policy(policy)
     data = read_once(p)
-    digest = sha256_of(data)
-    required = (
-        require_manifest
-        if require_manifest is not None
-        else _policy_requires_manifest(pol) or _env_flag("TRAINWARDEN_REQUIRE_MANIFEST")
-    )
-    key = (
-        manifest_key if manifest_key is not None else os.environ.get("TRAINWARDEN_MANIFEST_PUBKEY")
-    )
+    digests: list[str] = []
+
+    def digest() -> str:
+        if not digests:
+            digests.append(sha256_of(data))
+        return digests[0]
+
+    if hash_file:
+        digest()
+    required = require_manifest if require_manifest is not None else _policy_requires_manifest(pol)
+    key = manifest_key if manifest_key is not None else trusted_manifest_key()
     try:
-        check = _manifest.verify_file_bytes(p, digest, require=required, public_key=key or None)
+        check = _manifest.verify_file_bytes(p, digest, require=required, public_key=key)
     except ManifestError as e:
         _emit(
             sink,
             "load.refused",
-            {"path": str(p), "sha256": digest, "findings": [f.to_dict() for f in e.findings]},
+            {"path": str(p), "sha256": digest(), "findings": [f.to_dict() for f in e.findings]},
         )
         raise
     obj, fmt, findings, trace = load_bytes(
@@ -426,7 +432,7 @@ def load_with_report(
     report = LoadReport(
         path=str(p),
         format=fmt,
-        sha256=digest,
+        sha256=digests[0] if digests else None,
         size=len(data),
         findings=findings,
         manifest=check.manifest if check else None,
@@ -463,10 +469,6 @@ def load(
         require_manifest=require_manifest,
     )
     return obj
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def save(obj: Any, path: str | os.PathLike[str], *, sign_key: Any | None = None) -> Path:

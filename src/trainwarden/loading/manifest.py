@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -456,7 +456,7 @@ def find_manifest_for_file(path: Path) -> tuple[Path, str] | None:
 
 def verify_file_bytes(
     path: Path,
-    sha256: str,
+    sha256: str | Callable[[], str],
     *,
     require: bool = False,
     public_key: Any | None = None,
@@ -464,7 +464,8 @@ def verify_file_bytes(
     """Check the digest of bytes already read from ``path`` against the manifest covering it.
 
     Returns ``None`` when no manifest applies and none is required. Only this file is compared
-    (``verify_manifest`` checks a whole folder).
+    (``verify_manifest`` checks a whole folder). ``sha256`` may be a callable, called only when
+    a manifest applies (hashing a large file is not free).
     """
     found = find_manifest_for_file(path)
     if found is None:
@@ -483,6 +484,8 @@ def verify_file_bytes(
             )
         return None
     manifest, name = found
+    if callable(sha256):
+        sha256 = sha256()
     envelope, payload, statement = _read_envelope(manifest)
     signed_by, verified = _check_signature(manifest, envelope, payload, public_key)
     expected = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -83,7 +84,7 @@ class LoadTrace:
                 # importlib.import_module raises no "import" event; its module code still runs.
                 if event == "exec" and subject.startswith("<module> from "):
                     source = subject.removeprefix("<module> from ")
-                    if source not in imports:
+                    if source not in imports and not _named_by(source, imports):
                         imports.append(source)
             else:
                 grouped[(event, subject)] = grouped.get((event, subject), 0) + 1
@@ -136,6 +137,13 @@ class LoadTrace:
 
     def events_as_records(self) -> tuple[dict[str, Any], ...]:
         return tuple({"event": e, "subject": s, "import": i} for e, s, i in self.events)
+
+
+def _named_by(source: str, modules: list[str]) -> bool:
+    """Whether the module file ``source`` is one of the already reported ``modules``."""
+    path = Path(source)
+    stem = path.parent.name if path.stem == "__init__" else path.stem
+    return any(m.rsplit(".", 1)[-1] == stem for m in modules)
 
 
 _current: contextvars.ContextVar[LoadTrace | None] = contextvars.ContextVar(

@@ -31,6 +31,18 @@ _DANGER_HINT = (
 )
 
 
+def _with_findings(message: str, findings: tuple[Finding, ...], hint: str | None) -> str:
+    lines = [message]
+    for f in findings[:20]:
+        where = f" at {f.location}" if f.location else ""
+        lines.append(f"  [{f.severity}] {f.rule_id}{where}: {f.message}")
+    if len(findings) > 20:
+        lines.append(f"  ... and {len(findings) - 20} more findings")
+    if hint:
+        lines.append(f"  hint: {hint}")
+    return "\n".join(lines)
+
+
 class LoadError(TrainWardenError):
     """A file could not be loaded safely (unreadable, unsupported format, malformed)."""
 
@@ -58,15 +70,7 @@ class UnsafeModelError(LoadError):
         self.path = path
 
     def diagnostics(self) -> str:
-        lines = [self.message]
-        for f in self.findings[:20]:
-            where = f" at {f.location}" if f.location else ""
-            lines.append(f"  [{f.severity}] {f.rule_id}{where}: {f.message}")
-        if len(self.findings) > 20:
-            lines.append(f"  ... and {len(self.findings) - 20} more findings")
-        if self.hint:
-            lines.append(f"  hint: {self.hint}")
-        return "\n".join(lines)
+        return _with_findings(self.message, self.findings, self.hint)
 
 
 class ManifestError(LoadError):
@@ -85,6 +89,9 @@ class ManifestError(LoadError):
         super().__init__(message, hint=hint)
         self.findings: tuple[Finding, ...] = tuple(findings)
 
+    def diagnostics(self) -> str:
+        return _with_findings(self.message, self.findings, self.hint)
+
 
 class UnsafeModelWarning(UserWarning):
     """Issued in ``warn`` mode when a load uses a global the policy does not list as safe."""
@@ -96,7 +103,7 @@ class LoadReport:
 
     path: str
     format: str
-    sha256: str
+    sha256: str | None
     size: int
     findings: tuple[Finding, ...] = ()
     manifest: str | None = None

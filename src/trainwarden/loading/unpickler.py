@@ -209,13 +209,21 @@ def check_pickle_bytes(
             findings=[*bad, *[f for f in enforcer.findings if f not in bad]],
             path=enforcer.location,
         )
+    unknown = sorted(
+        {f"{g.module}.{g.name}" for g in analysis.globals if g.verdict is not Verdict.SAFE}
+    )
     for g in analysis.globals:
-        if g.verdict is not Verdict.SAFE:
-            enforcer.check(g.module, g.name)
+        enforcer._warned.add((g.module, g.name))
     for f in bad:
-        if f not in enforcer.findings:
-            enforcer._record(f)
-            warnings.warn(
-                f"trainwarden guard (warn mode): {f.message}", UnsafeModelWarning, stacklevel=3
-            )
+        enforcer._record(f)
+    what = (
+        f"needs {', '.join(unknown)}, which the policy does not list as safe"
+        if unknown
+        else ("has findings: " + "; ".join(f.message for f in bad[:3]))
+    )
+    warnings.warn(
+        f"trainwarden guard (warn mode): {enforcer.location} {what}; loading it anyway",
+        UnsafeModelWarning,
+        stacklevel=3,
+    )
     return tuple(analysis.findings)

@@ -167,6 +167,7 @@ class Monitor:
         self._rng_seen: dict[str, dict[str, int]] = {}
         self._rng_last: dict[str, str] = {}
         self._spikes: deque[int] = deque(maxlen=64)
+        self._spike_runs: deque[int] = deque(maxlen=64)
         self._series = {
             name: RobustSeries(
                 window=self.config.spike_window,
@@ -208,20 +209,6 @@ class Monitor:
         self._exchange_fields: list[str] | None = None
         self._watchdog: Any = None
         self._handles: list[Any] = []
-        try:
-            self._start_code_guard()
-            if self.config.rng_watch:
-                seed_watch.add(self._on_seed)
-            self._handles = [
-                model.register_forward_pre_hook(self._on_forward_pre, with_kwargs=True),
-                model.register_forward_hook(self._on_forward_post, with_kwargs=True),
-                optimizer.register_step_pre_hook(self._on_step_pre),
-                optimizer.register_step_post_hook(self._on_step_post),
-            ]
-            self._start_watchdog()
-        except BaseException:
-            self.close()
-            raise
         self._emit(
             "monitor_start",
             {
@@ -237,6 +224,20 @@ class Monitor:
                 "config": {k: str(v) for k, v in vars(self.config).items() if k != "seed"},
             },
         )
+        try:
+            self._start_code_guard()
+            if self.config.rng_watch:
+                seed_watch.add(self._on_seed)
+            self._handles = [
+                model.register_forward_pre_hook(self._on_forward_pre, with_kwargs=True),
+                model.register_forward_hook(self._on_forward_post, with_kwargs=True),
+                optimizer.register_step_pre_hook(self._on_step_pre),
+                optimizer.register_step_post_hook(self._on_step_post),
+            ]
+            self._start_watchdog()
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ public API
 
@@ -246,6 +247,24 @@ class Monitor:
             self._losses.append(loss.detach().reshape(-1)[:1].to(torch.float64))
         else:
             self._losses.append(torch.tensor([float(loss)], dtype=torch.float64))
+
+    def add_scheduler(self, scheduler: Any) -> None:
+        """Declare an LR scheduler created after ``watch()`` (e.g. by a trainer framework).
+
+        The values the scheduler set at construction (``initial_lr``, the first lr) are accepted
+        as the new baseline and recorded in the sink.
+        """
+        self.schedulers.append(scheduler)
+        self._ledger.add_scheduler(scheduler)
+        self._emit(
+            "hparam_baseline",
+            {
+                "step": self.step,
+                "rank": self.rank,
+                "scheduler": type(scheduler).__name__,
+                "hyperparameters": self._ledger.last,
+            },
+        )
 
     def checkpoint_digest(self) -> str:
         """sha256 of the model's state_dict and the optimizer's state tensors (host copy: slow).
@@ -574,14 +593,17 @@ class Monitor:
         self._started = True
         if self.config.timing:
             self._clock.mark("opt_start")
+        groups_before = len(self._ledger.last)
         now, changes = self._ledger.diff(allow_scheduler=True)
+        if len(now) != groups_before:
+            self._alert(
+                "TWM-HP-GROUPS",
+                f"optimizer param_groups changed from {groups_before} to {len(now)} groups "
+                "during training",
+                {"groups": [groups_before, len(now)], "hyperparameters": now},
+            )
         self._record_hyper(changes, in_step=False)
         self._hp_before = now
-        check = self.step % self.config.check_every == 0
-        self._step_checked = check
-        if not check:
-            self._snaps = []
-            return
         if self._post_s is not None:
             ref_s = self._post_s
             state = list(self._state_tensors())
@@ -609,7 +631,9 @@ class Monitor:
 
             self._fingerprint(params, got_pre)
         self._grad_norm()
-        self._snaps = self._checker.snapshot(self.optimizer) if self._checker is not None else []
+        self._snaps = []
+        if self._checker is not None and self.step % self.config.check_every == 0:
+            self._snaps = self._checker.snapshot(self.optimizer)
 
     def _compare_state(self, ref: tuple[list[str], Rows], now: tuple[list[str], Rows]) -> None:
         ref_map = dict(zip(ref[0], ref[1], strict=True))
@@ -681,6 +705,11 @@ class Monitor:
             self._clock.end_step(self.step)
         now, changes = self._ledger.diff(allow_scheduler=False)
         self._record_hyper(changes, in_step=True)
+        # Fingerprint this boundary (step N end -> step N+1 start) or forget the last one, so
+        # an unchecked boundary is never compared against stale values.
+        self._step_checked = self.step % self.config.check_every == 0
+        self._post_w = self._post_s = None
+        self._versions = []
         if self._step_checked:
             weights = self._weights(buffers=True)
 
@@ -863,7 +892,6 @@ class Monitor:
             spike = self._series[f"time.{phase}"].add(seconds)
             if spike is None:
                 continue
-            self._spikes.append(step)
             self._alert(
                 "TWM-TIME-SPIKE",
                 f"{phase} took {seconds:.3f}s at step {step}; recent median {spike.median:.3f}s",
@@ -875,12 +903,18 @@ class Monitor:
                     "step": step,
                 },
             )
-            recent = [s for s in self._spikes if s > step - 100]
-            if len(recent) >= 5 and len(recent) % 5 == 0:
+            if self._spikes and self._spikes[-1] == step:
+                continue  # one step, several slow phases: one event
+            # A node-wide stall slows a run of consecutive steps: count runs, not steps.
+            if not self._spikes or self._spikes[-1] < step - 1:
+                self._spike_runs.append(step)
+            self._spikes.append(step)
+            recent = [s for s in self._spike_runs if s > step - 100]
+            if len(recent) >= 4 and step == self._spike_runs[-1] and len(recent) % 4 == 0:
                 self._alert(
                     "TWM-TIME-REPEATED",
-                    f"{len(recent)} timing spikes within the last 100 steps (injected sleeps or "
-                    "a straggling node)",
+                    f"{len(recent)} separate timing spikes within the last 100 steps (injected "
+                    "sleeps or a straggling node)",
                     {"steps": recent},
                 )
 

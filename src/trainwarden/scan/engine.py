@@ -167,6 +167,9 @@ class FileScan:
             except Exception as e:  # fail closed: report, never trust a crashed handler
                 self.internal(handler, location, e)
             return
+        from trainwarden.scan.formats.pickle import probe_unclaimed
+
+        probe_unclaimed(data, location, self)
 
     def internal(self, handler: FormatHandler, location: str, exc: BaseException) -> None:
         self.add(

@@ -36,6 +36,12 @@ RULES: dict[str, str] = {
     "TWS-PKL-MUTATE-GLOBAL": "BUILD/SETITEM/APPEND applied to an imported class, function or "
     "module itself, which monkeypatches code-level state",
     "TWS-PKL-BUILD-UNSAFE": "BUILD on an object of a non-allowlisted class: its __setstate__ runs",
+    "TWS-PKL-DUNDER-STATE": "BUILD state that sets special (dunder) attributes such as "
+    "__setstate__ or __class__",
+    "TWS-PKL-TENSOR-MUTATION": "item assignment or append into a tensor/array while loading "
+    "(weights_only bypass pattern)",
+    "TWS-PKL-TENSOR-BOUNDS": "a torch tensor rebuild whose size/stride/offset reach outside its "
+    "storage (out-of-bounds memory access)",
     "TWS-PKL-EXT": "extension-registry opcode (EXT1/EXT2/EXT4)",
     "TWS-PKL-MEMO-UNDEFINED": "memo GET of a key that was never PUT",
     "TWS-PKL-MALFORMED": "the unpickler would fail part-way, after running everything before it",
@@ -75,6 +81,8 @@ class PickleAnalysis:
     opcodes: int = 0
     protocol: int = 0
     complete: bool = True
+    joblib_arrays: int = 0
+    result: object = field(default=None, hash=False, compare=False)
 
     @property
     def max_severity(self) -> Severity | None:
@@ -110,11 +118,12 @@ class _Obj:
 
 
 class _Container:
-    __slots__ = ("items", "kind")
+    __slots__ = ("dunder", "items", "kind")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.items: dict[Any, Any] | None = None
+        self.dunder: str | None = None
 
     def __repr__(self) -> str:
         return f"<{self.kind}>"
@@ -131,6 +140,7 @@ class _Token:
 
 
 _BYTES = _Token("bytes")
+_PERSISTENT = _Token("persistent_load")
 _INT = _Token("int")
 _FLOAT = _Token("float")
 _BUFFER = _Token("buffer")
@@ -169,10 +179,11 @@ def looks_like_pickle(data: bytes | memoryview) -> bool:
     b0 = data[0]
     if b0 == 0x80:
         return data[1] <= _MAX_PROTOCOL
-    # Protocol 0/1 have no header; accept the opcodes a real dump starts with and require STOP.
-    if b0 in b"(cd}]l)NKJIMVXSTUFGi\x88\x89\x8a":
-        tail = bytes(data[-64:]) if len(data) > 64 else bytes(data)
-        return b"." in tail
+    # Protocol 0/1 have no header: accept the opcodes a real dump starts with when the data
+    # ends with STOP, as pickle.dump leaves it. (Anything else unclaimed is still probed by
+    # the engine, see formats.pickle.probe_unclaimed.)
+    if b0 in b"(cd}]l)NKJIMVXSTUFGiPp\x88\x89\x8a":
+        return bytes(data[-1:]) == b"."
     return False
 
 
@@ -184,6 +195,7 @@ class _VM:
         "deadline",
         "findings",
         "globals",
+        "joblib_arrays",
         "limits",
         "location",
         "n",
@@ -192,6 +204,7 @@ class _VM:
         "policy",
         "proto",
         "reported",
+        "result",
     )
 
     def __init__(
@@ -211,6 +224,8 @@ class _VM:
         self.deadline = deadline
         self.calls_on: set[str] = set()
         self.build_hook: BuildHook | None = None
+        self.joblib_arrays = 0
+        self.result: object = None
 
     # -- findings --------------------------------------------------------------------------
 
@@ -265,6 +280,22 @@ class _VM:
 
     def check_target(self, target: object, offset: int, opname: str) -> None:
         """BUILD/SETITEM/APPEND on ``target``."""
+        if (
+            opname != "BUILD"
+            and type(target) is _Obj
+            and type(target.origin) is _Global
+            and f"{target.origin.module}.{target.origin.name}" in _ARRAY_MAKERS
+        ):
+            self.add(
+                "TWS-PKL-TENSOR-MUTATION",
+                Severity.HIGH,
+                f"{opname} writes into a tensor/array made by {target.origin!r} during loading "
+                "(the weights_only bypass pattern of CVE-2026-24747)",
+                offset,
+                global_=repr(target.origin),
+                opcode=opname,
+            )
+            return
         if isinstance(target, _Global):
             self.add(
                 "TWS-PKL-MUTATE-GLOBAL",
@@ -297,6 +328,59 @@ class _VM:
                     global_=key,
                 )
 
+    def check_state(self, state: object, offset: int) -> None:
+        """BUILD state (or ``(state, slotstate)``) whose keys name special attributes."""
+        parts = state if type(state) is tuple else (state,)
+        for part in parts[:2]:
+            if type(part) is _Container and part.dunder is not None:
+                self.add(
+                    "TWS-PKL-DUNDER-STATE",
+                    Severity.HIGH,
+                    f"BUILD sets the special attribute {part.dunder!r} on an object "
+                    "(e.g. replacing __setstate__ or __class__ redirects later calls)",
+                    offset,
+                    attribute=part.dunder,
+                )
+                return
+
+    def check_rebuild(self, func: _Global, args: tuple[Any, ...], offset: int) -> None:
+        """A torch tensor rebuild whose view reaches outside its storage."""
+        if f"{func.module}.{func.name}" not in _REBUILD_FUNCS or len(args) < 4:
+            return
+        storage, storage_offset, size, stride = args[:4]
+        if (
+            type(storage) is not _Obj
+            or storage.origin is not _PERSISTENT
+            or type(storage.args) is not tuple
+            or len(storage.args) < 5
+        ):
+            return
+        numel = storage.args[4]
+        if (
+            type(numel) is not int
+            or type(storage_offset) is not int
+            or type(size) is not tuple
+            or type(stride) is not tuple
+            or len(size) != len(stride)
+            or not all(type(v) is int for v in (*size, *stride))
+        ):
+            return
+        if any(d == 0 for d in size):
+            return
+        bad = storage_offset < 0 or any(d < 0 for d in size) or any(st < 0 for st in stride)
+        end = storage_offset + sum((d - 1) * st for d, st in zip(size, stride, strict=True))
+        if bad or end >= numel:
+            self.add(
+                "TWS-PKL-TENSOR-BOUNDS",
+                Severity.HIGH,
+                f"{func!r} builds a tensor view (offset {storage_offset}, size {list(size)}, "
+                f"stride {list(stride)}) that reaches element {end} of a storage holding "
+                f"{numel}: out-of-bounds memory access on load",
+                offset,
+                global_=repr(func),
+                storage_numel=numel,
+            )
+
     # -- the machine -----------------------------------------------------------------------
 
     def run_one(self, pos: int) -> tuple[int, bool]:
@@ -315,7 +399,7 @@ class _VM:
         frame_end = -1
         frame_start = -1
         opcount = 0
-        check_every = 1 << 14
+        check_every = 1 << 12
         next_check = check_every
         append = stack.append
         pop = stack.pop
@@ -342,6 +426,11 @@ class _VM:
         def readline(p: int, op_off: int, opname: str) -> tuple[bytes, int]:
             end = _find_newline(data, p, n)
             if end < 0:
+                # Reading from a file (pickle.load, torch.load), _pickle.c accepts a last
+                # line without its newline and drops its final byte as if it were one: a
+                # GLOBAL there still imports its module before the stream ends.
+                if n - p >= 2:
+                    return bytes(data[p : n - 1]), n
                 truncated(op_off, opname)
             return bytes(data[p:end]), end + 1
 
@@ -368,6 +457,17 @@ class _VM:
                 opcount += 1
                 if opcount >= next_check:
                     next_check += check_every
+                    # The stack can outgrow the limit by at most check_every items between
+                    # checks; checking here keeps the per-opcode path short.
+                    if len(stack) > max_stack:
+                        self.add(
+                            "TWS-PKL-LIMIT",
+                            Severity.HIGH,
+                            f"stack deeper than {max_stack}",
+                            op_off,
+                            limit="max_stack_depth",
+                        )
+                        raise _Stop
                     if opcount > budget:
                         self.add(
                             "TWS-PKL-LIMIT",
@@ -491,6 +591,8 @@ class _VM:
                     func = stack[-1]
                     if type(func) is not _Global:
                         self.check_call(func, op_off, "REDUCE")
+                    elif func.name in _REBUILD_NAMES and type(args) is tuple:
+                        self.check_rebuild(func, args, op_off)
                     stack[-1] = _Obj(func, args)
                 elif op == 0x75:  # SETITEMS
                     k = pop_mark(op_off, "SETITEMS")
@@ -551,13 +653,15 @@ class _VM:
                         underflow(op_off, "BINPERSID")
                     pid = stack[-1]
                     self.persids.append(_plain(pid))
-                    stack[-1] = _Obj(_Token("persistent_load"))
+                    stack[-1] = _Obj(_PERSISTENT, pid)
                 elif op == 0x62:  # BUILD
                     if len(stack) - 2 < fence:
                         underflow(op_off, "BUILD")
                     state = pop()
                     target = stack[-1]
                     self.check_target(target, op_off, "BUILD")
+                    if type(state) is _Container or type(state) is tuple:
+                        self.check_state(state, op_off)
                     if type(target) is _Obj:
                         target.state = state
                         if build_hook is not None:
@@ -719,6 +823,15 @@ class _VM:
                 elif op == 0x2E:  # STOP
                     if len(stack) <= fence:
                         underflow(op_off, "STOP")
+                    if len(stack) > max_stack:
+                        self.add(
+                            "TWS-PKL-LIMIT",
+                            Severity.HIGH,
+                            f"stack deeper than {max_stack}",
+                            op_off,
+                            limit="max_stack_depth",
+                        )
+                        raise _Stop
                     if frame_end >= 0 and pos != frame_end:
                         self.add(
                             "TWS-PKL-FRAME",
@@ -729,6 +842,7 @@ class _VM:
                             frame_end=frame_end,
                         )
                     self.opcount += opcount
+                    self.result = _plain(stack[-1])
                     return pos, True
                 elif op == 0x30:  # POP
                     if marks and marks[-1] == len(stack):
@@ -913,7 +1027,7 @@ class _VM:
                             op_off,
                         )
                     self.persids.append(pid_text)
-                    append(_Obj(_Token("persistent_load")))
+                    append(_Obj(_PERSISTENT, pid_text))
                 elif op == 0x82 or op == 0x83 or op == 0x84:  # EXT1/2/4
                     opname = _OPNAMES[op]
                     width = {0x82: 1, 0x83: 2, 0x84: 4}[op]
@@ -934,15 +1048,6 @@ class _VM:
                         op_off,
                         opcode=f"0x{op:02x}",
                     )
-                if len(stack) > max_stack:
-                    self.add(
-                        "TWS-PKL-LIMIT",
-                        Severity.HIGH,
-                        f"stack deeper than {max_stack}",
-                        op_off,
-                        limit="max_stack_depth",
-                    )
-                    raise _Stop
         except _Stop:
             self.opcount += opcount
             return pos, False
@@ -994,12 +1099,48 @@ def _find_newline(data: memoryview, start: int, n: int) -> int:
 
 _MAX_TRACKED_ITEMS = 64
 
+# Tensor rebuild functions whose (storage, offset, size, stride) arguments are checked.
+_REBUILD_FUNCS = frozenset(
+    {
+        "torch._utils._rebuild_tensor",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_tensor_v3",
+        "torch._utils._rebuild_qtensor",
+    }
+)
+_REBUILD_NAMES = frozenset(name.rsplit(".", 1)[1] for name in _REBUILD_FUNCS)
+# Globals whose results are tensors or arrays: item assignment into them at load time is a
+# memory-corruption primitive, never something torch.save or numpy write.
+_ARRAY_MAKERS = frozenset(
+    {
+        *_REBUILD_FUNCS,
+        "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_parameter_with_state",
+        "torch._utils._rebuild_sparse_tensor",
+        "torch._utils._rebuild_nested_tensor",
+        "torch._utils._rebuild_device_tensor_from_numpy",
+        "torch._utils._rebuild_wrapper_subclass",
+        "torch._utils._rebuild_meta_tensor_no_storage",
+        "torch._tensor._rebuild_from_type_v2",
+        "torch.Size",
+        "torch.Tensor",
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+        "numpy.core.numeric._frombuffer",
+        "numpy._core.numeric._frombuffer",
+        "numpy.ndarray",
+    }
+)
+
 
 def _store_item(target: _Container, key: object, value: object) -> None:
     # Only small str-keyed dicts are tracked (joblib wrapper state, persistent ids); enough to
-    # interpret them without keeping a copy of large containers.
+    # interpret them without keeping a copy of large containers. Dunder keys are always noted:
+    # as BUILD state they would overwrite special attributes.
     if target.kind != "dict" or type(key) is not str:
         return
+    if key[:2] == "__" and target.dunder is None:
+        target.dunder = key
     items = target.items
     if items is None:
         items = target.items = {}
@@ -1010,16 +1151,34 @@ def _store_item(target: _Container, key: object, value: object) -> None:
 def _store_items(target: _Container, stack: list[Any], k: int) -> None:
     if target.kind != "dict":
         return
-    for i in range(k, min(len(stack) - 1, k + 2 * _MAX_TRACKED_ITEMS), 2):
-        _store_item(target, stack[i], stack[i + 1])
+    if target.dunder is None:
+        for key in stack[k::2]:
+            if type(key) is str and key[:2] == "__":
+                target.dunder = key
+                break
+    items = target.items
+    if items is None:
+        items = target.items = {}
+    room = _MAX_TRACKED_ITEMS - len(items)
+    if room <= 0:
+        return
+    keys = stack[k : k + 2 * room : 2]
+    values = stack[k + 1 : k + 2 * room : 2]
+    for key, value in zip(keys, values, strict=False):
+        if type(key) is str:
+            items[key] = value
 
 
-def _plain(value: object) -> object:
-    """A JSON-friendly rendering of a symbolic value (for evidence)."""
+def _plain(value: object, depth: int = 0) -> object:
+    """A small JSON-friendly rendering of a symbolic value (for evidence), bounded in size."""
     if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
+        if depth >= 6:
+            return "..."
+        return [_plain(v, depth + 1) for v in value[:64]]
+    if value is None or isinstance(value, (int, bool)):
         return value
+    if isinstance(value, str):
+        return value[:256]
     return repr(value)
 
 
@@ -1114,6 +1273,8 @@ def _analyze(
         opcodes=vm.opcount,
         protocol=vm.proto,
         complete=complete,
+        joblib_arrays=vm.joblib_arrays,
+        result=vm.result,
     )
 
 
@@ -1145,6 +1306,7 @@ def _joblib_hook(vm: _VM, obj: _Obj, pos: int) -> int:
         )
         raise AssertionError
     itemsize, hasobject = info
+    vm.joblib_arrays += 1
     if hasobject:
         # joblib reads object arrays with a plain pickle.load from the same stream.
         nested = analyze_pickle(

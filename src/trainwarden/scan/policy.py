@@ -25,7 +25,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = ["Policy"]
 
-_POLICY_KEYS = {"allow", "deny", "fail_on", "unknown_severity", "limits"}
+_POLICY_KEYS = {"allow", "deny", "fail_on", "unknown_severity", "limits", "require_manifest"}
 
 
 def _is_dunder(part: str) -> bool:
@@ -56,6 +56,7 @@ class Policy:
     unknown_severity: Severity = Severity.HIGH
     limits: Limits | None = None
     source: str | None = None
+    require_manifest: bool = False
 
     # -- construction ------------------------------------------------------------------------
 
@@ -158,8 +159,12 @@ class Policy:
                 limits = Limits(**lim)
             except (ScanError, TypeError) as e:
                 raise ScanError(f"policy file {source}: {e}") from e
+        require_manifest = section.get("require_manifest", self.require_manifest)
+        if not isinstance(require_manifest, bool):
+            raise ScanError(f"'require_manifest' in policy file {source} must be true or false")
         return dataclasses.replace(
             self,
+            require_manifest=require_manifest,
             allow=(*self.allow, *entries("allow")),
             deny=(*self.deny, *entries("deny")),
             fail_on=fail_on,
@@ -223,6 +228,11 @@ class Policy:
         for pattern, why in self.dangerous.items():
             if pattern.endswith(".*") and _wild_match(pattern, full, module, deny=True):
                 return Verdict.DANGEROUS, why
+        if module == "__main__":
+            return (
+                Verdict.UNKNOWN,
+                "defined by the loading program's own script: unknown code, not on the allowlist",
+            )
         if any(_is_dunder(p) for p in module.split(".")):
             return Verdict.DANGEROUS, "imports a special module name"
         for pattern in self.allow:

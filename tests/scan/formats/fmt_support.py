@@ -11,29 +11,15 @@ import numpy as np
 import numpy.typing as npt
 
 from trainwarden.findings import Finding, Severity
+from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import FormatHandler, Limits, Verdict
 
 Classifier = Callable[[str, str], tuple[Verdict, str]]
 
 
 def default_classifier() -> Classifier:
-    """The scanner core's real policy when it is present, else a minimal default-deny stand-in."""
-    try:
-        policy_mod = importlib.import_module("trainwarden.scan.policy")
-    except ImportError:
-        return _minimal_classify
-    classify: Classifier = policy_mod.Policy.default().classify
-    return classify
-
-
-_DANGEROUS_MODULES = ("os", "posix", "subprocess", "builtins", "importlib", "shutil", "socket")
-
-
-def _minimal_classify(module: str, name: str) -> tuple[Verdict, str]:
-    top = module.split(".", 1)[0]
-    if top in _DANGEROUS_MODULES:
-        return Verdict.DANGEROUS, f"{top} gives code execution or system access"
-    return Verdict.UNKNOWN, "not on the allowlist"
+    """The scanner core's default policy (the one ``scan_path`` uses without a policy file)."""
+    return Policy.default().classify
 
 
 @dataclass
@@ -52,7 +38,10 @@ class RecordingContext:
 
     def scan_member(self, data: bytes, location: str) -> None:
         self.members.append((location, data))
-        for handler in self.handlers:
+        handlers = self.handlers or tuple(
+            importlib.import_module("trainwarden.scan.formats").HANDLERS
+        )
+        for handler in handlers:
             if handler.sniff(data):
                 handler.scan(data, location, self)
                 break

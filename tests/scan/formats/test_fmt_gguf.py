@@ -38,6 +38,7 @@ def _model(
     *,
     version: int = 3,
     extra: Sequence[tuple[str, int, object]] = (),
+    tokens: Sequence[str] = ("<s>", "</s>", "a", "b", "\u2581c"),
 ) -> bytes:
     kv: list[tuple[str, int, object]] = [
         ("general.architecture", GGUF_STRING, "llama"),
@@ -47,7 +48,7 @@ def _model(
         ("llama.rope.freq_base", GGUF_FLOAT32, 10000.0),
         ("general.file_type", GGUF_INT32, 0),
         ("tokenizer.ggml.add_bos_token", GGUF_BOOL, True),
-        ("tokenizer.ggml.tokens", GGUF_ARRAY, (GGUF_STRING, ["<s>", "</s>", "a", "b", "\u2581c"])),
+        ("tokenizer.ggml.tokens", GGUF_ARRAY, (GGUF_STRING, list(tokens))),
         ("tokenizer.ggml.scores", GGUF_ARRAY, (GGUF_FLOAT32, [0.0, 0.0, -1.0, -2.0, -3.0])),
         ("tokenizer.ggml.token_type", GGUF_ARRAY, (GGUF_INT32, [3, 3, 1, 1, 1])),
         ("custom.nested", GGUF_ARRAY, (GGUF_ARRAY, [(GGUF_UINT8, [1, 2]), (GGUF_UINT8, [])])),
@@ -185,3 +186,15 @@ def test_malicious_templates_are_valid_jinja() -> None:
     for template, rule in MALICIOUS.values():
         if rule != "TWS-TPL-004":
             env.from_string(template)
+
+
+def test_dunder_special_token_is_reported() -> None:
+    extra: list[tuple[str, int, object]] = [
+        ("tokenizer.ggml.bos_token_id", GGUF_UINT32, 0),
+        ("tokenizer.ggml.eos_token_id", GGUF_UINT32, 4),
+    ]
+    assert run_handler(HANDLER, _model(CLEAN["llama3"], extra=extra)).findings == []
+    evil = _model(CLEAN["llama3"], extra=extra, tokens=["<s>", "</s>", "a", "b", "__globals__"])
+    ctx = run_handler(HANDLER, evil)
+    assert ctx.rule_ids == {"TWS-GGUF-003"}
+    assert ctx.findings[0].evidence["key"] == "tokenizer.ggml.eos_token_id"

@@ -152,3 +152,11 @@ def test_unparseable_config_is_reported(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     found = folder_findings(tmp_path)
     assert {f.rule_id for f in found[tmp_path / "config.json"]} == {"TWS-HF-005"}
+
+
+def test_processor_chat_template_json(tmp_path: Path, canary: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    bad = MALICIOUS["joiner-init-globals"][0].replace("CANARY", str(canary))
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": bad}))
+    found = folder_findings(tmp_path)
+    assert {f.rule_id for f in found[tmp_path / "chat_template.json"]} == {"TWS-TPL-001"}

@@ -16,12 +16,12 @@ from typing import Any
 
 from trainwarden.findings import Severity
 
-__all__ = ["TemplateIssue", "analyze_template"]
+__all__ = ["RULES", "TemplateIssue", "analyze_template", "rule_for"]
 
 #: Names whose only use in a template is reaching Python internals: Jinja's default globals that are
 #: plain Python functions/classes (their ``__globals__`` hold ``os``) and ``self`` (the template
 #: reference whose private ``_TemplateReference__context`` exposes the render context).
-_GADGET_NAMES = frozenset({"lipsum", "cycler", "joiner", "self", "config", "request", "url_for"})
+_GADGET_NAMES = frozenset({"lipsum", "cycler", "joiner", "self"})
 
 #: Python module and function names that a chat template has no reason to mention as identifiers.
 _DANGEROUS_NAMES = frozenset(
@@ -127,6 +127,22 @@ class _TemplateSyntaxError(Exception):
         self.pos = pos
 
 
+def dunder_text(s: str) -> str | None:
+    """Why text handed to a template could name a Python dunder attribute, or None.
+
+    Covers a whole dunder name, a fragment of one (leading or trailing ``__``) and underscore-only
+    text (the pieces dunder names are built from).
+    """
+    if _DUNDER_FULL.search(s):
+        return "names a Python dunder attribute"
+    stripped = s.strip()
+    if stripped and set(stripped) == {"_"}:
+        return "is only underscores (building a dunder name)"
+    if stripped.startswith("__") or stripped.endswith("__"):
+        return "is a fragment of a dunder name"
+    return None
+
+
 def _unescape(body: str, pos: int) -> str:
     # Jinja's lexer: value.encode("ascii", "backslashreplace").decode("unicode-escape").
     try:
@@ -192,6 +208,11 @@ def _lex_block(src: str, i: int, end_marker: str) -> tuple[list[_Tok], int]:
 def _tokenize(src: str) -> list[list[_Tok]]:
     """Split a template into its expression/statement blocks, each a token list."""
     blocks: list[list[_Tok]] = []
+    # Jinja drops one trailing newline before lexing (keep_trailing_newline=False).
+    for nl in ("\r\n", "\n", "\r"):
+        if src.endswith(nl):
+            src = src[: -len(nl)]
+            break
     i = 0
     n = len(src)
     while i < n:
@@ -201,6 +222,8 @@ def _tokenize(src: str) -> list[list[_Tok]]:
         nxt = src[j + 1]
         if nxt == "#":
             k = src.find("#}", j + 2)
+            if k < 0 and j + 2 == n:
+                break  # Jinja accepts a bare "{#" at the very end
             if k < 0:
                 raise _TemplateSyntaxError("unterminated comment", j)
             i = k + 2
@@ -214,6 +237,8 @@ def _tokenize(src: str) -> list[list[_Tok]]:
         toks, i = _lex_block(src, start, "}}" if nxt == "{" else "%}")
         if nxt == "%" and toks and toks[0].kind == "name" and toks[0].value == "raw":
             m = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}").search(src, i)
+            if m is None and i == n:
+                break  # Jinja accepts "{% raw %}" as the very last thing
             if m is None:
                 raise _TemplateSyntaxError("unterminated raw block", j)
             i = m.end()
@@ -246,41 +271,24 @@ class _Analyzer:
         self._seen.add(key)
         self.issues.append(TemplateIssue(kind, severity, message, {"offset": tok.pos}))
 
-    def check_string(self, tok: _Tok, pieces: tuple[str, ...]) -> None:
-        for s in (tok.value, *pieces):
-            if _DUNDER_FULL.search(s):
-                self.add(
-                    "escape",
-                    Severity.CRITICAL,
-                    f"string literal {s[:60]!r} names a Python dunder attribute",
-                    tok,
-                )
-                return
-            stripped = s.strip()
-            if stripped and set(stripped) == {"_"}:
-                self.add(
-                    "obfuscation",
-                    Severity.HIGH,
-                    f"string literal {s[:60]!r} is only underscores (building a dunder name)",
-                    tok,
-                )
-                return
-            if stripped.startswith("__") or stripped.endswith("__"):
-                self.add(
-                    "obfuscation",
-                    Severity.HIGH,
-                    f"string literal {s[:60]!r} is a fragment of a dunder name",
-                    tok,
-                )
-                return
-            if "%c" in s:
-                self.add(
-                    "obfuscation",
-                    Severity.HIGH,
-                    "string literal uses %c to build text from character codes",
-                    tok,
-                )
-                return
+    def check_string(self, tok: _Tok) -> None:
+        s = tok.value
+        why = dunder_text(s)
+        if why is not None:
+            full = _DUNDER_FULL.search(s) is not None
+            self.add(
+                "escape" if full else "obfuscation",
+                Severity.CRITICAL if full else Severity.HIGH,
+                f"string literal {s[:60]!r} {why}",
+                tok,
+            )
+        elif "%c" in s:
+            self.add(
+                "obfuscation",
+                Severity.HIGH,
+                "string literal uses %c to build text from character codes",
+                tok,
+            )
 
     def check_block(self, toks: list[_Tok]) -> None:
         if toks and toks[0].kind == "name" and toks[0].value in _LOADER_STATEMENTS:
@@ -296,7 +304,7 @@ class _Analyzer:
             nxt = toks[idx + 1] if idx + 1 < len(toks) else None
             after_dot = prev is not None and prev.kind == "op" and prev.value == "."
             if t.kind == "string":
-                self.check_string(t, ())
+                self.check_string(t)
                 if (
                     nxt is not None
                     and nxt.value == "."
@@ -462,6 +470,16 @@ def analyze_template(src: str) -> list[TemplateIssue]:
         analyzer.check_block(toks)
     return analyzer.issues
 
+
+RULES: dict[str, str] = {
+    "TWS-TPL-001": "a Jinja chat template reaches Python internals (dunder attributes, Jinja "
+    "globals leading to os/builtins, os/popen/eval names): SSTI, code execution when rendered "
+    "outside a sandbox (CVE-2024-34359)",
+    "TWS-TPL-002": "a chat template builds names dynamically (underscore fragments, computed "
+    "attr()/subscript keys, %c formatting, character extraction) to hide an SSTI",
+    "TWS-TPL-003": "a chat template includes/imports/extends another template",
+    "TWS-TPL-004": "a chat template cannot be tokenized, so it cannot be vouched for",
+}
 
 _KIND_RULES = {
     "escape": "TWS-TPL-001",

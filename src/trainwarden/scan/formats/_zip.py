@@ -46,6 +46,7 @@ class ZipEntry:
     local_flags: int = 0
     local_method: int = 0
     problems: list[str] = field(default_factory=list)
+    local_loaded: bool = False
 
 
 @dataclass
@@ -54,6 +55,8 @@ class ZipArchive:
     cd_offset: int
     prefix: int  # bytes before the first entry as implied by the directory (0 for torch files)
     problems: list[str]
+    buf: object = field(repr=False, default=b"")
+    size: int = 0
 
     @classmethod
     def parse(cls, data: object, max_entries: int) -> ZipArchive:
@@ -115,9 +118,13 @@ class ZipArchive:
             entries.append(ZipEntry(name, raw_name, flags, method, crc, csize, usize, hoff))
         if pos != len(cd):
             problems.append("the central directory size disagrees with its entries")
-        for e in entries:
-            _read_local(buf, n, e, prefix)
-        return cls(entries, cd_off, prefix, problems)
+        return cls(entries, cd_off, prefix, problems, buf, n)
+
+    def load_local(self, e: ZipEntry) -> None:
+        """Read ``e``'s local header (lazily: a checkpoint's storages are never touched)."""
+        if not e.local_loaded:
+            e.local_loaded = True
+            _read_local(self.buf, self.size, e, self.prefix)
 
 
 def _zip64_extra(extra: bytes, usize: int, csize: int, hoff: int) -> tuple[int, int, int]:

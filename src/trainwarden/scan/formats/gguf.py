@@ -15,7 +15,16 @@ from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats import _jinja
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "GGUFFile", "GGUFHandler", "GGUFParseError", "parse_gguf"]
+__all__ = ["HANDLER", "RULES", "GGUFFile", "GGUFHandler", "GGUFParseError", "parse_gguf"]
+
+RULES: dict[str, str] = {
+    "TWS-GGUF-001": "malformed GGUF header, metadata or tensor table (counts, lengths, offsets "
+    "or dims out of bounds; fail closed)",
+    "TWS-GGUF-002": "a tokenizer.chat_template key holds a non-string value",
+    "TWS-GGUF-003": "a special token (bos/eos/...) handed to chat templates is spelled like a "
+    "Python dunder name or fragment",
+    **_jinja.RULES,
+}
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -255,10 +264,39 @@ def parse_gguf(data: bytes) -> GGUFFile:
     return GGUFFile(version, metadata, types, tuple(tensors), data_offset)
 
 
+def _special_token_findings(parsed: GGUFFile, location: str, ctx: ScanContext) -> None:
+    # Renderers pass bos_token/eos_token (texts of these ids) into the chat template, where
+    # ``x[eos_token]`` falls back to getattr: a special token spelled "__globals__" is a dunder
+    # reference that the template text itself never shows.
+    tokens = parsed.metadata.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list):
+        return
+    for key, value in parsed.metadata.items():
+        if not (key.startswith("tokenizer.ggml.") and key.endswith("_token_id")):
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < len(tokens):
+            continue
+        text = tokens[value]
+        why = _jinja.dunder_text(text) if isinstance(text, str) else None
+        if why is not None:
+            ctx.add(
+                Finding(
+                    "TWS-GGUF-003",
+                    Severity.HIGH,
+                    f"special token {key} = {text[:60]!r} {why}; chat templates receive it as a "
+                    "variable that can reach Python attributes",
+                    location,
+                    {"key": key, "token": text[:200]},
+                )
+            )
+
+
 class GGUFHandler:
     """GGUF v1-v3 model files (llama.cpp and friends), recognised by the ``GGUF`` magic."""
 
     name = "gguf"
+    #: Works on a memory map: only the header, metadata and tensor table are read.
+    accepts_buffer = True
 
     def sniff(self, data: bytes) -> bool:
         if data[:4] != MAGIC or len(data) < 8:
@@ -282,6 +320,7 @@ class GGUFHandler:
                 )
             )
             return
+        _special_token_findings(parsed, location, ctx)
         for key, value in parsed.metadata.items():
             if key != _TEMPLATE_KEY and not key.startswith(_TEMPLATE_KEY + "."):
                 continue

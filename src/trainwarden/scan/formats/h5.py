@@ -25,7 +25,13 @@ from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats.keras import analyze_keras_config
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["CONFIG_ATTRS", "HANDLER", "H5Handler", "extract_configs_from_bytes"]
+__all__ = ["CONFIG_ATTRS", "HANDLER", "RULES", "H5Handler", "extract_configs_from_bytes"]
+
+RULES: dict[str, str] = {
+    "TWS-H5-001": "h5py cannot open the HDF5 file; its Keras config was recovered from raw bytes",
+    "TWS-H5-002": "an HDF5 Keras config attribute exists but cannot be inspected (fail closed)",
+    "TWS-H5-003": "the HDF5 library crashed or hung on the file (memory-corruption vector)",
+}
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Root attributes that Keras turns back into objects when loading an HDF5 model.
@@ -57,7 +63,11 @@ try:
     import h5py
 except ImportError:
     sys.exit(3)
+except BaseException:
+    sys.exit(5)
 inp, outp = sys.stdin.buffer, sys.stdout.buffer
+outp.write(b"R")  # ready: h5py imported under the limits
+outp.flush()
 while True:
     head = inp.read(8)
     if len(head) < 8:
@@ -81,7 +91,10 @@ while True:
 """
 _CHILD_TIMEOUT_S = 60.0
 #: Address-space cap of the reader process: enough for h5py plus a copy of the largest file it gets.
-_CHILD_BASE_MEMORY = 2 * 1024**3
+_CHILD_BASE_MEMORY = 4 * 1024**3
+_STARTUP_TIMEOUT_S = 120.0
+# BLAS thread pools reserve address space per core; one thread keeps the child's footprint small.
+_CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _SHARED_WORKER_MAX_FILE = 256 * 1024**2
 
 
@@ -105,7 +118,19 @@ class _H5Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, **_CHILD_ENV},
         )
+        self.ready = self._handshake()
+
+    def _handshake(self) -> bool:
+        """True once the child has imported h5py; False when h5py is unusable there."""
+        try:
+            ok = self._read(1, time.monotonic() + _STARTUP_TIMEOUT_S) == b"R"
+        except TimeoutError:
+            ok = False
+        if not ok:
+            self.close()
+        return ok
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -137,6 +162,9 @@ class _H5Worker:
         return b"".join(chunks)
 
     def ask(self, data: bytes, timeout_s: float) -> _H5pyResult:
+        if not self.ready:
+            detail = f"the h5py reader did not start (status {self.proc.returncode})"
+            return _H5pyResult("missing", {}, detail)
         stdin = self.proc.stdin
         deadline = time.monotonic() + timeout_s
         try:
@@ -179,6 +207,22 @@ def _close_worker() -> None:
 
 
 atexit.register(_close_worker)
+
+_inherited: list[_H5Worker] = []
+
+
+def _reset_after_fork() -> None:
+    # A forked scanner process (the engine's process pool) must not talk to its parent's reader
+    # through the inherited pipes: replies would interleave. Keep the inherited object alive
+    # (closing it would kill the parent's reader) and start afresh.
+    global _worker, _worker_lock
+    if _worker is not None:
+        _inherited.append(_worker)
+    _worker = None
+    _worker_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _read_with_h5py(data: bytes, timeout_s: float) -> _H5pyResult:

@@ -16,7 +16,16 @@ from typing import Any
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats import _jinja
 
-__all__ = ["CONFIG_FILES", "folder_findings", "is_hf_folder"]
+__all__ = ["CONFIG_FILES", "RULES", "folder_findings", "is_hf_folder"]
+
+RULES: dict[str, str] = {
+    "TWS-HF-001": "auto_map / modules.json / PEFT auto_mapping names remote code that "
+    "from_pretrained imports (trust_remote_code)",
+    "TWS-HF-002": "a .py file in a model folder (HIGH when an auto_map entry loads it)",
+    "TWS-HF-003": "config.json declares a custom pipeline implementation",
+    "TWS-HF-004": "a config sets trust_remote_code=true",
+    "TWS-HF-005": "a model-folder config cannot be parsed, so its remote-code settings are unknown",
+}
 
 #: JSON files whose ``auto_map`` transformers resolves (config, tokenizer, processors).
 CONFIG_FILES = (
@@ -28,6 +37,7 @@ CONFIG_FILES = (
     "image_processor_config.json",
     "video_preprocessor_config.json",
     "generation_config.json",
+    "adapter_config.json",
 )
 _MARKERS = frozenset(
     {
@@ -140,6 +150,19 @@ def _check_auto_map(
                     {"task": str(task), "impl": impl},
                 )
             )
+    peft = obj.get("auto_mapping")
+    if isinstance(peft, dict):
+        # PEFT imports ``parent_library`` and takes ``base_model_class`` from it.
+        lib, cls = peft.get("parent_library"), peft.get("base_model_class")
+        out.setdefault(path, []).append(
+            Finding(
+                "TWS-HF-001",
+                Severity.HIGH,
+                f"{path.name} auto_mapping makes PEFT import {lib!r} and use {cls!r} from it",
+                str(path),
+                {"reference": f"{lib}.{cls}", "repository": None},
+            )
+        )
     if obj.get("trust_remote_code") is True:
         out.setdefault(path, []).append(
             Finding(
@@ -228,7 +251,7 @@ def folder_findings(directory: Path) -> dict[Path, list[Finding]]:
         obj = _load_json(path, out)
         if isinstance(obj, dict):
             _check_auto_map(directory, path, obj, out, used)
-            if name == "tokenizer_config.json":
+            if name in ("tokenizer_config.json", "processor_config.json"):
                 _check_templates(path, obj, out)
     for tpl in sorted(directory.glob("*.jinja")):
         try:
@@ -244,6 +267,11 @@ def folder_findings(directory: Path) -> dict[Path, list[Finding]]:
             )
             continue
         _template_findings(tpl, [("template", text)], out)
+    chat_json = directory / "chat_template.json"  # processors keep their template here
+    if chat_json.is_file():
+        obj = _load_json(chat_json, out)
+        if isinstance(obj, dict):
+            _check_templates(chat_json, obj, out)
     modules = directory / "modules.json"
     if modules.is_file():
         obj = _load_json(modules, out)

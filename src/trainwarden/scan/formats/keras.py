@@ -20,14 +20,37 @@ from trainwarden.scan.types import ScanContext, Verdict
 __all__ = [
     "HANDLER",
     "JSON_HANDLER",
+    "RULES",
     "KerasJsonHandler",
     "KerasZipHandler",
     "analyze_keras_config",
     "looks_like_keras_config",
 ]
 
-#: Top-level packages whose classes Keras itself provides (resolved from its own registry).
-KERAS_NAMESPACES = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
+RULES: dict[str, str] = {
+    "TWS-KERAS-001": "a Lambda layer carries serialised Python bytecode that runs on load",
+    "TWS-KERAS-002": "the config references a module/class/function outside Keras, imported on "
+    "load (CRITICAL when the policy calls it dangerous, HIGH when unknown)",
+    "TWS-KERAS-003": "the config references a Keras built-in that defeats safe_mode or reaches "
+    "outside the model (get_file, enable_unsafe_deserialization, TFSMLayer, ...)",
+    "TWS-KERAS-004": "the config needs a custom registered object (code from outside the model)",
+    "TWS-KERAS-005": "a lookup/vectorization layer reads its vocabulary from a file path",
+    "TWS-KERAS-006": "the Keras archive or config cannot be read or parsed (fail closed)",
+}
+
+#: Packages whose classes come with Keras or its official model libraries (KerasHub, KerasNLP,
+#: KerasCV, KerasRS): installed library code, not code from the model file. Their entry points
+#: that reach outside the model are still caught by DANGEROUS_KERAS_NAMES.
+KERAS_NAMESPACES = (
+    "keras",
+    "tf_keras",
+    "tensorflow.keras",
+    "tensorflow.python.keras",
+    "keras_hub",
+    "keras_nlp",
+    "keras_cv",
+    "keras_rs",
+)
 
 #: Keras built-ins that defeat ``safe_mode`` or reach outside the model when deserialised.
 DANGEROUS_KERAS_NAMES: dict[str, str] = {
@@ -100,6 +123,8 @@ def _reference(rep: _Reporter, module: str, name: str, path: str, kind: str) -> 
         name=name,
         path=path,
         verdict=verdict.value,
+        # Keras < 3.9 imports any module named in a config even with safe_mode=True (CVE-2025-1550)
+        blocked_by_safe_mode=False,
     )
 
 
@@ -110,16 +135,24 @@ def _check_object(rep: _Reporter, obj: dict[str, Any], path: str) -> None:
     registered = obj.get("registered_name")
     if not isinstance(class_name, str):
         return
-    if class_name in ("Lambda", "__lambda__") or (
+    carries_lambda_dict = (
+        isinstance(config, dict)
+        and isinstance(config.get("function"), dict)
+        and config["function"].get("class_name") == "__lambda__"
+    )
+    if (class_name in ("Lambda", "__lambda__") and not carries_lambda_dict) or (
         isinstance(config, dict) and config.get("function_type") == "lambda"
     ):
         rep.add(
             "TWS-KERAS-001",
             Severity.CRITICAL,
-            f"config at {path} is a {class_name} layer: it carries serialised Python code that "
-            "runs when the model is loaded (requires safe_mode=False)",
+            f"config at {path} is a {'Lambda function' if class_name == '__lambda__' else 'Lambda'}"
+            " layer: it carries serialised Python code that "
+            "runs when the model is loaded (Keras 3 refuses it unless safe_mode=False; Keras 2 "
+            "and tf.keras run it)",
             path=path,
             class_name=class_name,
+            blocked_by_safe_mode=True,
         )
     if class_name == "function" and isinstance(module, str) and isinstance(config, str):
         _reference(rep, module, config, path, "function")
@@ -159,9 +192,7 @@ def _check_object(rep: _Reporter, obj: dict[str, Any], path: str) -> None:
             )
 
 
-def analyze_keras_config(
-    config: Any, location: str, ctx: ScanContext, *, where: str = "config"
-) -> None:
+def analyze_keras_config(config: Any, location: str, ctx: ScanContext, *, where: str = "$") -> None:
     """Report every risky construct in a parsed Keras model/layer config (any nesting)."""
     rep = _Reporter(location, ctx)
     max_depth = ctx.limits.max_nesting
@@ -212,8 +243,50 @@ def _zip_names(data: bytes) -> list[str] | None:
         return None
 
 
+def _local_header_names(head: bytes) -> list[str]:
+    """Member names from the local headers at the start of an archive (the scanner sniffs only
+    the first bytes of a large file, where the central directory is out of reach)."""
+    names: list[str] = []
+    pos = 0
+    while head.startswith(b"PK\x03\x04", pos) and pos + 30 <= len(head):
+        flags = int.from_bytes(head[pos + 6 : pos + 8], "little")
+        csize = int.from_bytes(head[pos + 18 : pos + 22], "little")
+        name_len = int.from_bytes(head[pos + 26 : pos + 28], "little")
+        extra_len = int.from_bytes(head[pos + 28 : pos + 30], "little")
+        names.append(head[pos + 30 : pos + 30 + name_len].decode("utf-8", "replace"))
+        if flags & 0x08:  # sizes follow the data: the next header cannot be located
+            break
+        pos += 30 + name_len + extra_len + csize
+    return names
+
+
+def _read_config(data: bytes, cap: int) -> tuple[bytes | None, str]:
+    """config.json as Keras reads it (``zipfile``: the last entry of that name), or why not."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            info = zf.getinfo(_CONFIG)
+            with zf.open(info) as fh:
+                raw = fh.read(cap + 1)
+    except KeyError:
+        return None, "the archive has no config.json"
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as e:
+        return None, f"config.json cannot be read: {type(e).__name__}: {str(e)[:200]}"
+    except (NotImplementedError, OverflowError) as e:
+        return None, f"config.json cannot be read: {type(e).__name__}: {str(e)[:200]}"
+    if len(raw) > cap:
+        return None, f"config.json is larger than {cap} bytes"
+    return raw, ""
+
+
 class KerasZipHandler:
-    """Keras v3 ``.keras`` archives: a zip with ``config.json`` and weights, never a pickle."""
+    """Keras v3 ``.keras`` archives: a zip with ``config.json`` and weights, never a pickle.
+
+    The archive structure and every member go through the scanner's strict ZIP handler (header
+    mismatches, CRC, duplicates; members dispatched by content, so ``config.json`` reaches the
+    Keras JSON analysis and ``model.weights.h5`` the HDF5 handler). This handler adds what is
+    specific to Keras: the ``config.json`` that Keras itself would read is always analysed, even
+    when it does not look like a model config.
+    """
 
     name = "keras"
 
@@ -221,7 +294,9 @@ class KerasZipHandler:
         if not data.startswith(b"PK\x03\x04"):
             return False
         names = _zip_names(data)
-        if names is None or _CONFIG not in names:
+        if names is None:
+            names = _local_header_names(data)
+        if _CONFIG not in names:
             return False
         # PyTorch zip checkpoints (``<prefix>/data.pkl``) belong to the torch handler.
         if any(n.endswith(".pkl") for n in names):
@@ -229,87 +304,47 @@ class KerasZipHandler:
         return _METADATA in names or any(n.startswith("model.weights.") for n in names)
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
+        from trainwarden.scan.formats import zip as zip_format
+
         ctx.note_format(self.name)
-        limits = ctx.limits
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                infos = zf.infolist()
-                if len(infos) > limits.max_members:
-                    ctx.add(
-                        Finding(
-                            "TWS-KERAS-006",
-                            Severity.HIGH,
-                            f".keras archive has {len(infos)} members, over the "
-                            f"{limits.max_members}-member limit; the rest were not inspected",
-                            location,
-                        )
-                    )
-                    infos = infos[: limits.max_members]
-                budget = limits.max_decompressed_bytes
-                seen_config = False
-                for info in infos:
-                    if info.is_dir():
-                        continue
-                    cap = (
-                        min(budget, _MAX_CONFIG_BYTES)
-                        if info.filename
-                        in (
-                            _CONFIG,
-                            _METADATA,
-                        )
-                        else budget
-                    )
-                    with zf.open(info) as fh:
-                        raw = fh.read(cap + 1)
-                    if len(raw) > cap:
-                        ctx.add(
-                            Finding(
-                                "TWS-KERAS-006",
-                                Severity.HIGH,
-                                f"member {info.filename!r} decompresses past the scan limit "
-                                "and was not inspected",
-                                f"{location}:{info.filename}",
-                            )
-                        )
-                        return
-                    budget -= len(raw)
-                    member_loc = f"{location}:{info.filename}"
-                    if info.filename == _CONFIG:
-                        seen_config = True
-                        config = parse_config_json(raw, member_loc, ctx, "config.json")
-                        if config is not None:
-                            analyze_keras_config(config, member_loc, ctx)
-                    elif info.filename == _METADATA:
-                        parse_config_json(raw, member_loc, ctx, "metadata.json")
-                    else:
-                        ctx.scan_member(raw, member_loc)
-                if not seen_config:
-                    ctx.add(
-                        Finding(
-                            "TWS-KERAS-006",
-                            Severity.HIGH,
-                            ".keras archive has no readable config.json",
-                            location,
-                        )
-                    )
-        except (
-            zipfile.BadZipFile,
-            zlib.error,
-            OSError,
-            EOFError,
-            ValueError,
-            KeyError,
-            NotImplementedError,
-            OverflowError,
-        ) as e:
+            zip_format.HANDLER.scan(data, location, ctx)
+        except zlib.error as e:  # a corrupt deflate stream in some member
             ctx.add(
                 Finding(
                     "TWS-KERAS-006",
                     Severity.HIGH,
-                    f".keras archive cannot be read: {type(e).__name__}: {str(e)[:200]}",
+                    f".keras archive has a member that cannot be decompressed: {e}",
                     location,
                 )
             )
+        member_loc = f"{location}:{_CONFIG}"
+        raw, why = _read_config(data, min(ctx.limits.max_decompressed_bytes, _MAX_CONFIG_BYTES))
+        if raw is None:
+            ctx.add(
+                Finding(
+                    "TWS-KERAS-006",
+                    Severity.HIGH,
+                    f".keras archive cannot be inspected: {why}",
+                    member_loc,
+                )
+            )
+            return
+        if JSON_HANDLER.sniff(raw):
+            return  # the ZIP handler dispatched it to the Keras JSON analysis already
+        config = parse_config_json(raw, member_loc, ctx, "config.json")
+        if config is None:
+            return
+        if not isinstance(config, dict):
+            ctx.add(
+                Finding(
+                    "TWS-KERAS-006",
+                    Severity.HIGH,
+                    f"config.json holds a JSON {type(config).__name__}, not a model config",
+                    member_loc,
+                )
+            )
+        analyze_keras_config(config, member_loc, ctx)
 
 
 class KerasJsonHandler:
@@ -321,6 +356,8 @@ class KerasJsonHandler:
         head = data[:64].lstrip()
         if not head.startswith(b"{") or len(data) > _MAX_CONFIG_BYTES:
             return False
+        if len(data) > 1 << 20 and b'"class_name"' not in data and b"\\u" not in data:
+            return False  # a large JSON (tokenizer.json) that cannot name a Keras class
         try:
             obj = json.loads(data)
         except (ValueError, RecursionError):

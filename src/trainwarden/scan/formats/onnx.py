@@ -15,7 +15,17 @@ from dataclasses import dataclass, field
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "STANDARD_DOMAINS", "OnnxHandler"]
+__all__ = ["HANDLER", "RULES", "STANDARD_DOMAINS", "OnnxHandler"]
+
+RULES: dict[str, str] = {
+    "TWS-ONNX-001": "the ONNX model is not well-formed protobuf (or nests graphs too deeply)",
+    "TWS-ONNX-002": "a tensor's external-data location is absolute, climbs out with '..' or is a "
+    "URL: loading the model reads an arbitrary file",
+    "TWS-ONNX-003": "an operator from a custom domain: running the model needs a custom-op "
+    "library (native code from outside the model)",
+    "TWS-ONNX-004": "a PyOp/PythonOp operator, which imports and calls Python code",
+    "TWS-ONNX-005": "a tensor marked EXTERNAL names no location",
+}
 
 #: Operator domains whose kernels ship inside ONNX runtimes (no extra library is loaded for them).
 #: "" and "ai.onnx" are the default operator set, "ai.onnx.ml" the traditional-ML set,
@@ -165,7 +175,7 @@ def _walk_tensor(st: _State, start: int, end: int, where: str) -> None:
         _check_location(st, name, location, where)
     elif external:
         st.add(
-            "TWS-ONNX-006",
+            "TWS-ONNX-005",
             Severity.MEDIUM,
             f"tensor {name!r} in {where} is marked EXTERNAL but names no location",
             tensor=name[:200],
@@ -374,6 +384,8 @@ class OnnxHandler:
     """ONNX ModelProto files, recognised by their protobuf structure."""
 
     name = "onnx"
+    #: Works on a memory map: tensor payloads are skipped, never copied.
+    accepts_buffer = True
 
     def sniff(self, data: bytes) -> bool:
         return _sniff_onnx(data)

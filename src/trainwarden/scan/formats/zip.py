@@ -75,16 +75,6 @@ class ZipHandler:
                     )
                 )
             seen[low] = ent.name
-            for problem in ent.problems:
-                ctx.add(
-                    Finding(
-                        "TWS-ZIP-MISMATCH",
-                        Severity.MEDIUM,
-                        f"member {ent.name!r}: {problem}",
-                        f"{location}:{ent.name}",
-                        {"member": ent.name},
-                    )
-                )
         if kind == "torchscript":
             code = [n for n in names if "/code/" in f"/{n}" or n.endswith("constants.pkl")]
             ctx.add(
@@ -110,6 +100,7 @@ class ZipHandler:
             m = _STORAGE_RE.search(ent.name)
             if kind in ("pytorch-zip", "torchscript") and m and m.group(1) in storage_keys:
                 continue  # raw tensor bytes: torch never unpickles them
+            self._local(archive, ent, location, ctx)
             head = _head(data, ent)
             if head is None or not looks_like_pickle(head if ent.method == 0 else b"\x80\x02"):
                 deferred.append((ent, None))
@@ -132,6 +123,22 @@ class ZipHandler:
             if content is None:
                 continue
             ctx.scan_member(content, member_loc)
+
+    def _local(self, archive: ZipArchive, ent: ZipEntry, location: str, ctx: ScanContext) -> None:
+        """Read the local header of a member about to be inspected and report disagreements."""
+        if ent.local_loaded:
+            return
+        archive.load_local(ent)
+        for problem in ent.problems:
+            ctx.add(
+                Finding(
+                    "TWS-ZIP-MISMATCH",
+                    Severity.MEDIUM,
+                    f"member {ent.name!r}: {problem}",
+                    f"{location}:{ent.name}",
+                    {"member": ent.name},
+                )
+            )
 
     def _read(
         self, data: bytes, ent: ZipEntry, limit: int, member_loc: str, ctx: ScanContext

@@ -8,6 +8,7 @@ group entry can write either, so the common case costs no extra system call.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
@@ -181,7 +182,8 @@ class _Collector:
                     Finding(
                         "TWA-PERM-001",
                         Severity.MEDIUM,
-                        f"{path} is group-writable ({stat.filemode(mode)}, gid {st.st_gid})",
+                        f"{path} is group-writable ({stat.filemode(mode)}, group "
+                        f"{_group(st.st_gid)[0] or st.st_gid})",
                         location=path,
                         evidence=_evidence(st, root),
                     ),
@@ -203,8 +205,28 @@ class _Collector:
                 )
 
 
+@functools.cache
+def _group(gid: int) -> tuple[str | None, tuple[str, ...]]:
+    """Group name and listed members (users whose primary group it is are not listed)."""
+    try:
+        import grp
+
+        g = grp.getgrgid(gid)
+    except (ImportError, KeyError):
+        return None, ()
+    return g.gr_name, tuple(g.gr_mem)
+
+
 def _evidence(st: os.stat_result, root: str) -> dict[str, object]:
-    return {"uid": st.st_uid, "gid": st.st_gid, "mode": oct(st.st_mode & 0o7777), "root": root}
+    name, members = _group(st.st_gid)
+    return {
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "group": name,
+        "group_members": list(members),
+        "mode": oct(st.st_mode & 0o7777),
+        "root": root,
+    }
 
 
 def _owned(path: str, st: os.stat_result) -> Finding:

@@ -315,4 +315,5 @@ def check_permissions(
                     evidence={"rule": rule, "total": n},
                 )
             )
-    return PermsReport(tuple(roots), owner, checked, tuple(col.findings))
+    findings = sorted(col.findings, key=lambda f: (-f.severity.value, f.rule_id, f.location))
+    return PermsReport(tuple(roots), owner, checked, tuple(findings))

@@ -124,10 +124,11 @@ class _Collector:
         self.trusted = {owner_uid, 0}
         self.limit = limit
         self.findings: list[Finding] = []
-        self.counts: dict[tuple[str, str], int] = {}
+        # Folding is per severity too, so a HIGH finding is never hidden behind MEDIUM ones.
+        self.counts: dict[tuple[str, str, Severity], int] = {}
 
     def add(self, root: str, f: Finding) -> None:
-        key = (root, f.rule_id)
+        key = (root, f.rule_id, f.severity)
         n = self.counts.get(key, 0) + 1
         self.counts[key] = n
         if n <= self.limit:
@@ -304,13 +305,16 @@ def check_permissions(
                     col.check(root, e.path, est)
                     if stat.S_ISDIR(est.st_mode):
                         stack.append(e.path)
-    for (root, rule), n in sorted(col.counts.items()):
+    for (root, rule, severity), n in sorted(
+        col.counts.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2].value)
+    ):
         if n > limit_per_rule:
             col.findings.append(
                 Finding(
                     "TWA-PERM-005",
-                    Severity.HIGH if rule != "TWA-PERM-001" else Severity.MEDIUM,
-                    f"{n - limit_per_rule} more {rule} finding(s) under {root} not listed",
+                    severity,
+                    f"{n - limit_per_rule} more {severity} {rule} finding(s) under {root} "
+                    "not listed",
                     location=root,
                     evidence={"rule": rule, "total": n},
                 )

@@ -34,7 +34,7 @@ RULES: dict[str, str] = {
     "TWA-PERM-003": "a directory above a loaded path is writable by another user (the whole tree "
     "can be replaced)",
     "TWA-PERM-004": "a POSIX ACL lets another user or group write something the job loads",
-    "TWA-PERM-005": "more findings of one rule under one root were folded into a count",
+    "TWA-PERM-005": "more findings of one rule and severity under one root, folded into a count",
 }
 
 _ACL_XATTR = "system.posix_acl_access"

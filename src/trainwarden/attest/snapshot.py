@@ -549,7 +549,8 @@ def take_snapshot(
     # lists belong to an OS package rather than to nobody.
     meta_dirs = [d.metadata_dir for d in dists_raw]
     pth_paths = [p.path for p in pths]
-    os_owned.update(dpkg_owners([*orphan_paths, *meta_dirs, *pth_paths]))
+    if any(sd.startswith("/usr/") for sd in site_dirs):  # dpkg installs only below /usr
+        os_owned.update(dpkg_owners([*orphan_paths, *meta_dirs, *pth_paths]))
     dpkg_meta = {d: os_owned.pop(d) for d in meta_dirs if d in os_owned}
     if os_owned:
         # Debian compiles bytecode at install time (py3compile); it belongs to the same package.

@@ -249,6 +249,23 @@ def test_patched_before_the_guard_started(make_module: Callable[[str], types.Mod
     ]
 
 
+def test_wrapped_before_the_guard_started(make_module: Callable[[str], types.ModuleType]) -> None:
+    import functools
+
+    mod = make_module(MODULE_SOURCE)
+    real = mod.step
+
+    @functools.wraps(real)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return real(*args, **kwargs)
+
+    # A functools.wraps wrapper around the real function: the innermost code is genuine.
+    setattr(mod, "step", wrapper)  # noqa: B010 - a module attribute mypy cannot see
+    found = CodeGuard([f"{mod.__name__}.step"]).check()
+    assert _rules(found) == [("TWA-CODE-004", Severity.CRITICAL, f"{mod.__name__}.step")]
+    assert "wrapper" in found[0].message
+
+
 def test_class_attribute_set_on_subclass_and_bases_changed(
     make_module: Callable[[str], types.ModuleType],
 ) -> None:

@@ -172,6 +172,20 @@ def test_torch_dynamo_lazy_rewrap_of_manual_seed_is_accepted(
     assert _rules(guard.check()) == [("TWA-CODE-001", Severity.CRITICAL, "torch.manual_seed")]
 
 
+def test_torch_compile_patcher_rewrap_of_optimizer_step_is_accepted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch._dynamo
+
+    disable: Callable[..., Any] = torch._dynamo.disable  # untyped in torch's stubs
+    guard = CodeGuard(["torch.optim.LBFGS.step", "torch.optim.SGD.step"])
+    # What torch._dynamo.eval_frame.TorchPatcher.patch() does on the first torch.compile.
+    monkeypatch.setattr(torch.optim.LBFGS, "step", disable(torch.optim.LBFGS.step, reason="test"))
+    assert guard.check() == []
+    monkeypatch.setattr(torch.optim.SGD, "step", disable(torch.optim.Adam.step, reason="test"))
+    assert _rules(guard.check()) == [("TWA-CODE-001", Severity.CRITICAL, "torch.optim.SGD.step")]
+
+
 def test_code_object_replacement_is_detected(
     make_module: Callable[[str], types.ModuleType],
 ) -> None:
@@ -233,6 +247,23 @@ def test_patched_before_the_guard_started(make_module: Callable[[str], types.Mod
     assert _rules(guard.check()) == [
         ("TWA-CODE-004", Severity.CRITICAL, f"{mod.__name__}.SubOpt.step")
     ]
+
+
+def test_wrapped_before_the_guard_started(make_module: Callable[[str], types.ModuleType]) -> None:
+    import functools
+
+    mod = make_module(MODULE_SOURCE)
+    real = mod.step
+
+    @functools.wraps(real)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return real(*args, **kwargs)
+
+    # A functools.wraps wrapper around the real function: the innermost code is genuine.
+    setattr(mod, "step", wrapper)  # noqa: B010 - a module attribute mypy cannot see
+    found = CodeGuard([f"{mod.__name__}.step"]).check()
+    assert _rules(found) == [("TWA-CODE-004", Severity.CRITICAL, f"{mod.__name__}.step")]
+    assert "wrapper" in found[0].message
 
 
 def test_class_attribute_set_on_subclass_and_bases_changed(
@@ -326,13 +357,17 @@ def test_trainwarden_monitor_seed_wrappers_are_accepted() -> None:
     assert guard.check() == []
 
 
-def test_monitored_training_run_has_no_code_guard_alert() -> None:
+def test_monitored_training_run_has_no_code_guard_alert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from trainwarden import watch
+    from trainwarden._internal.sink import MemorySink
 
+    monkeypatch.chdir(tmp_path)  # nothing the monitor writes may land in the repository
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    with watch(model, opt, code_guard_every=10) as mon:
+    with watch(model, opt, sink=MemorySink(), code_guard_every=10) as mon:
         for _ in range(30):
             loss = model(torch.randn(8, 4)).pow(2).mean()
             opt.zero_grad()

@@ -135,7 +135,15 @@ def test_many_findings_are_folded(private_dir: Path) -> None:
         p = private_dir / f"m{i}.py"
         p.write_text("")
         os.chmod(p, 0o666)  # noqa: S103 - the unsafe mode is what is tested
+    worst = private_dir / "zz_world.py"
+    worst.write_text("")
+    os.chmod(worst, 0o666)  # noqa: S103 - the unsafe mode is what is tested
+    for p in private_dir.glob("m*.py"):
+        os.chmod(p, 0o664)
     report = check_permissions([private_dir], owner_uid=_owner_of(private_dir), limit_per_rule=5)
-    assert len([f for f in report.findings if f.rule_id == "TWA-PERM-001"]) == 5
+    perm1 = [f for f in report.findings if f.rule_id == "TWA-PERM-001"]
+    assert len(perm1) == 6
+    # The one HIGH finding is listed, never folded behind the MEDIUM ones.
+    assert [f.location for f in perm1 if f.severity is Severity.HIGH] == [str(worst)]
     (fold,) = [f for f in report.findings if f.rule_id == "TWA-PERM-005"]
-    assert fold.evidence["total"] == 30
+    assert fold.evidence["total"] == 30 and fold.severity is Severity.MEDIUM

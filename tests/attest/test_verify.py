@@ -359,3 +359,30 @@ def test_unwritable_cache_directory_is_a_warning_not_an_error(
     report = _verify(venv, clean_env, cache)
     assert report.at_least(Severity.MEDIUM) == []
     assert "could not save the hash cache" in cache.reason
+
+
+def test_record_with_hex_digests_as_some_distro_builds_write() -> None:
+    data = b"print('x')\n"
+    hexd = hashlib.sha256(data).hexdigest()
+    b64 = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    entries, problems = parse_record(f"a.py,sha256={hexd},11\nb.py,sha256={b64},11\n", "RECORD")
+    assert problems == []
+    assert entries[0].digest == entries[1].digest == hashlib.sha256(data).digest()
+
+
+def test_dpkg_file_lists_attribute_os_packages(tmp_path: Path) -> None:
+    from trainwarden.attest.ospkg import dpkg_owners
+
+    info = tmp_path / "dpkg-info"
+    info.mkdir()
+    (info / "python3-yaml:amd64.list").write_text(
+        "/.\n/usr/lib/python3/dist-packages\n/usr/lib/python3/dist-packages/yaml/__init__.py\n"
+    )
+    (info / "coreutils.list").write_text("/usr/bin/ls\n")
+    got = dpkg_owners(
+        ["/usr/lib/python3/dist-packages/yaml/__init__.py", "/usr/bin/ls", "/nowhere"],
+        info_dir=str(info),
+    )
+    # Only lists that install into a *-packages directory are read.
+    assert got == {"/usr/lib/python3/dist-packages/yaml/__init__.py": "python3-yaml"}
+    assert dpkg_owners(["/x"], info_dir=str(tmp_path / "no-dpkg")) == {}

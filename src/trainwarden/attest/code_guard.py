@@ -323,12 +323,15 @@ def _record_func(func: types.FunctionType) -> _FuncRecord:
 
 def _describe(obj: Any) -> str:
     qual = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    module = getattr(obj, "__module__", None) or "?"
     code = getattr(obj, "__code__", None)
     if isinstance(code, types.CodeType):
-        return (
-            f"{getattr(obj, '__module__', '?')}.{qual} ({code.co_filename}:{code.co_firstlineno})"
-        )
-    return f"{getattr(obj, '__module__', None) or '?'}.{qual}"
+        where = f"{code.co_filename}:{code.co_firstlineno}"
+        if code.co_qualname != qual:
+            # functools.wraps copies the wrapped function's name: show the code's own too.
+            return f"{module}.{qual} (code {code.co_qualname} at {where})"
+        return f"{module}.{qual} ({where})"
+    return f"{module}.{qual}"
 
 
 def _package_root(module_name: str) -> Path | None:
@@ -440,17 +443,27 @@ class CodeGuard:
         findings: list[Finding] = []
         root = _package_root(parts[0])
         if chain:
-            innermost = chain[-1]
-            if root is not None and not _inside(innermost.__code__.co_filename, root):
+            # Every function in the chain (wrappers included: a functools.wraps wrapper around
+            # the real function is the classic patch) must come from the target's own package or
+            # be a known wrapper.
+            allowed = _benign_wrapper_codes() | _decorator_codes()
+            foreign = [
+                f
+                for f in chain
+                if root is not None
+                and not _inside(f.__code__.co_filename, root)
+                and f.__code__ not in allowed
+            ]
+            if foreign:
                 findings.append(
                     Finding(
                         "TWA-CODE-004",
                         Severity.CRITICAL,
-                        f"{target} is {_describe(innermost)}, defined outside {root}: it was "
-                        "replaced before the guard started",
+                        f"{target} runs {_describe(foreign[0])}, defined outside {root}: it was "
+                        "replaced or wrapped before the guard started",
                         location=target,
                         evidence={
-                            "defined_in": innermost.__code__.co_filename,
+                            "defined_in": [f.__code__.co_filename for f in foreign],
                             "package": str(root),
                         },
                     )
@@ -602,6 +615,8 @@ def _benign_wrapper_codes() -> frozenset[types.CodeType]:
     - Importing ``torch._dynamo`` (optimizers do on first use) runs
       ``torch.manual_seed = torch._disable_dynamo(torch.manual_seed)``; the wrapper's code is
       nested in ``torch._compile._disable_dynamo``.
+    - ``torch.compile`` (``TorchPatcher.patch``) rebinds ``LBFGS.step`` and ``SparseAdam.step``
+      to ``torch._dynamo.disable(step)``, whose wrapper is nested in ``DisableContext.__call__``.
     - TrainWarden's own monitor wraps the seeding functions to record who reseeds
       (``trainwarden.monitor.rng``).
 
@@ -612,10 +627,28 @@ def _benign_wrapper_codes() -> frozenset[types.CodeType]:
     compile_mod = sys.modules.get("torch._compile")
     if compile_mod is not None:
         codes.update(_nested_code(getattr(compile_mod, "_disable_dynamo", None), "inner"))
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    disable_ctx = getattr(eval_frame, "DisableContext", None) if eval_frame is not None else None
+    if isinstance(disable_ctx, type):
+        # torch.compile's TorchPatcher rebinds LBFGS.step and SparseAdam.step to disable(step).
+        codes.update(_nested_code(disable_ctx.__dict__.get("__call__"), "_fn"))
     rng = sys.modules.get("trainwarden.monitor.rng")
     seed_watch_cls = getattr(rng, "_SeedWatch", None) if rng is not None else None
     if isinstance(seed_watch_cls, type):
         codes.update(_nested_code(seed_watch_cls.__dict__.get("_make_wrapper"), "wrapper"))
+    return frozenset(codes)
+
+
+def _decorator_codes() -> frozenset[types.CodeType]:
+    """Wrappers of well-known decorators that libraries apply to guarded functions at import
+    (``typing_extensions.deprecated``, ``warnings.deprecated``): their code may live outside the
+    target's package."""
+    codes: set[types.CodeType] = set()
+    for modname in ("typing_extensions", "warnings"):
+        mod = sys.modules.get(modname)
+        cls = getattr(mod, "deprecated", None) if mod is not None else None
+        if isinstance(cls, type):
+            codes.update(_nested_code(cls.__dict__.get("__call__"), "wrapper"))
     return frozenset(codes)
 
 

@@ -88,7 +88,8 @@ class SnapshotDiff:
             out.append(
                 Finding(
                     "TWA-BASE-010",
-                    Severity.HIGH,
+                    # A different path alone (another node's layout) is not different content.
+                    Severity.MEDIUM if field_name == "path" else Severity.HIGH,
                     f"interpreter {field_name} changed: {va} -> {vb}",
                     location=f"interpreter:{field_name}",
                     evidence={"baseline": va, "current": vb},

@@ -8,6 +8,7 @@ group entry can write either, so the common case costs no extra system call.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import struct
@@ -33,7 +34,7 @@ RULES: dict[str, str] = {
     "TWA-PERM-003": "a directory above a loaded path is writable by another user (the whole tree "
     "can be replaced)",
     "TWA-PERM-004": "a POSIX ACL lets another user or group write something the job loads",
-    "TWA-PERM-005": "more findings of one rule under one root were folded into a count",
+    "TWA-PERM-005": "more findings of one rule and severity under one root, folded into a count",
 }
 
 _ACL_XATTR = "system.posix_acl_access"
@@ -123,10 +124,11 @@ class _Collector:
         self.trusted = {owner_uid, 0}
         self.limit = limit
         self.findings: list[Finding] = []
-        self.counts: dict[tuple[str, str], int] = {}
+        # Folding is per severity too, so a HIGH finding is never hidden behind MEDIUM ones.
+        self.counts: dict[tuple[str, str, Severity], int] = {}
 
     def add(self, root: str, f: Finding) -> None:
-        key = (root, f.rule_id)
+        key = (root, f.rule_id, f.severity)
         n = self.counts.get(key, 0) + 1
         self.counts[key] = n
         if n <= self.limit:
@@ -181,7 +183,8 @@ class _Collector:
                     Finding(
                         "TWA-PERM-001",
                         Severity.MEDIUM,
-                        f"{path} is group-writable ({stat.filemode(mode)}, gid {st.st_gid})",
+                        f"{path} is group-writable ({stat.filemode(mode)}, group "
+                        f"{_group(st.st_gid)[0] or st.st_gid})",
                         location=path,
                         evidence=_evidence(st, root),
                     ),
@@ -203,8 +206,28 @@ class _Collector:
                 )
 
 
+@functools.cache
+def _group(gid: int) -> tuple[str | None, tuple[str, ...]]:
+    """Group name and listed members (users whose primary group it is are not listed)."""
+    try:
+        import grp
+
+        g = grp.getgrgid(gid)
+    except (ImportError, KeyError):
+        return None, ()
+    return g.gr_name, tuple(g.gr_mem)
+
+
 def _evidence(st: os.stat_result, root: str) -> dict[str, object]:
-    return {"uid": st.st_uid, "gid": st.st_gid, "mode": oct(st.st_mode & 0o7777), "root": root}
+    name, members = _group(st.st_gid)
+    return {
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "group": name,
+        "group_members": list(members),
+        "mode": oct(st.st_mode & 0o7777),
+        "root": root,
+    }
 
 
 def _owned(path: str, st: os.stat_result) -> Finding:
@@ -282,15 +305,19 @@ def check_permissions(
                     col.check(root, e.path, est)
                     if stat.S_ISDIR(est.st_mode):
                         stack.append(e.path)
-    for (root, rule), n in sorted(col.counts.items()):
+    for (root, rule, severity), n in sorted(
+        col.counts.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2].value)
+    ):
         if n > limit_per_rule:
             col.findings.append(
                 Finding(
                     "TWA-PERM-005",
-                    Severity.HIGH if rule != "TWA-PERM-001" else Severity.MEDIUM,
-                    f"{n - limit_per_rule} more {rule} finding(s) under {root} not listed",
+                    severity,
+                    f"{n - limit_per_rule} more {severity} {rule} finding(s) under {root} "
+                    "not listed",
                     location=root,
                     evidence={"rule": rule, "total": n},
                 )
             )
-    return PermsReport(tuple(roots), owner, checked, tuple(col.findings))
+    findings = sorted(col.findings, key=lambda f: (-f.severity.value, f.rule_id, f.location))
+    return PermsReport(tuple(roots), owner, checked, tuple(findings))

@@ -79,6 +79,18 @@ def _b64decode(text: str) -> bytes:
     return binascii.a2b_base64((text + _PAD[len(text) % 4]).encode("ascii").translate(_URLSAFE))
 
 
+_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128, "sha3_256": 64, "sha3_512": 128}
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _decode_digest(algorithm: str, value: str) -> bytes:
+    # PEP 376 says urlsafe base64, but some distribution builds (Debian's) write hex digests.
+    # The lengths differ (43 vs 64 characters for sha256), so the two cannot be confused.
+    if len(value) == _HEX_LENGTHS.get(algorithm, -1) and set(value) <= _HEXDIGITS:
+        return bytes.fromhex(value)
+    return _b64decode(value)
+
+
 def parse_record(text: str, source: str) -> tuple[list[RecordEntry], list[str]]:
     """Parse RECORD text; return entries and one message per malformed row (naming ``source``)."""
     entries: list[RecordEntry] = []
@@ -100,8 +112,8 @@ def parse_record(text: str, source: str) -> tuple[list[RecordEntry], list[str]]:
             try:
                 if not sep:
                     raise ValueError("no '='")
-                digest = _b64decode(value)
                 algorithm = alg.lower()
+                digest = _decode_digest(algorithm, value)
             except (ValueError, TypeError, UnicodeEncodeError, binascii.Error) as e:
                 problems.append(f"{source}:{lineno}: bad hash field {hash_field!r} ({e})")
         size: int | None = None

@@ -27,6 +27,7 @@ from trainwarden.attest import AttestationError
 from trainwarden.attest.cache import HashCache, cache_key_packer, hash_files, hash_other
 from trainwarden.attest.codedir import CodeDir, code_state
 from trainwarden.attest.envvars import helper_environment, loader_environment
+from trainwarden.attest.ospkg import dpkg_owners
 from trainwarden.attest.pth import PthContent, site_path_order
 from trainwarden.attest.record import ACCEPTED_ALGORITHMS, FileStatus, find_distributions
 
@@ -84,6 +85,7 @@ class Distribution:
     kind: str
     record_problem: str
     files: tuple[DistFile, ...] = field(repr=False)
+    os_package: str | None = None
 
     @property
     def key(self) -> str:
@@ -167,6 +169,7 @@ class Snapshot:
     environment: Mapping[str, str]
     code: tuple[CodeDir, ...]
     unreadable: Mapping[str, str] = field(default_factory=dict)
+    os_packages: Mapping[str, int] = field(default_factory=dict)
 
     # ---- in-toto ------------------------------------------------------------------------
 
@@ -191,6 +194,7 @@ class Snapshot:
                     "location": d.location,
                     "kind": d.kind,
                     "record_problem": d.record_problem,
+                    "os_package": d.os_package,
                     "summary": d.counts(),
                     "files": [[f.path, f.status.value, f.sha256, f.expected] for f in d.files],
                 }
@@ -211,6 +215,7 @@ class Snapshot:
             "environment": dict(self.environment),
             "code": [c.to_dict() for c in self.code],
             "unreadable": dict(self.unreadable),
+            "os_packages": dict(self.os_packages),
         }
 
     def environment_digest(self) -> str:
@@ -265,6 +270,7 @@ class Snapshot:
                     location=d["location"],
                     kind=d.get("kind", "dist-info"),
                     record_problem=d.get("record_problem", ""),
+                    os_package=d.get("os_package"),
                     files=tuple(
                         DistFile(path, FileStatus(status), sha, expected)
                         for path, status, sha, expected in d["files"]
@@ -297,6 +303,7 @@ class Snapshot:
                 environment=dict(p["environment"]),
                 code=tuple(CodeDir.from_dict(c) for c in p["code"]),
                 unreadable=dict(p.get("unreadable", {})),
+                os_packages={str(k): int(v) for k, v in dict(p.get("os_packages", {})).items()},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise AttestationError(
@@ -528,11 +535,36 @@ def take_snapshot(
         if source in owner_idx and (not tag or f".{tag}" in os.path.basename(path)):
             extra_owned[path] = owner_idx[source]
 
+    os_owned: dict[str, str] = {}
+
     def owner(path: str) -> str | None:
         i = owner_idx.get(path)
-        return dists_raw[i].name if i is not None else None
+        if i is not None:
+            return dists_raw[i].name
+        pkg = os_owned.get(path)
+        return f"dpkg:{pkg}" if pkg is not None else None
 
     orphan_paths = [p for p in stats if p not in owner_idx and p not in extra_owned]
+    # On Debian-style system interpreters, apt-installed packages have no RECORD; files dpkg
+    # lists belong to an OS package rather than to nobody.
+    meta_dirs = [d.metadata_dir for d in dists_raw]
+    pth_paths = [p.path for p in pths]
+    if any(sd.startswith("/usr/") for sd in site_dirs):  # dpkg installs only below /usr
+        os_owned.update(dpkg_owners([*orphan_paths, *meta_dirs, *pth_paths]))
+    dpkg_meta = {d: os_owned.pop(d) for d in meta_dirs if d in os_owned}
+    if os_owned:
+        # Debian compiles bytecode at install time (py3compile); it belongs to the same package.
+        for path in orphan_paths:
+            if path.endswith(".pyc") and path not in os_owned:
+                parent = os.path.dirname(path)
+                stem = os.path.basename(path).split(".", 1)[0]
+                source = os.path.join(os.path.dirname(parent), stem + ".py")
+                if os.path.basename(parent) == "__pycache__" and source in os_owned:
+                    os_owned[path] = os_owned[source]
+        orphan_paths = [p for p in orphan_paths if p not in os_owned]
+    os_packages: dict[str, int] = {}
+    for pkg in os_owned.values():
+        os_packages[pkg] = os_packages.get(pkg, 0) + 1
     for p in (*orphan_paths, *extra_owned):
         if not S_ISLNK(stats[p].st_mode):
             to_hash[p] = stats[p]
@@ -543,10 +575,12 @@ def take_snapshot(
     sys_path_class.update({p: "stdlib" for p in stdlib})
     sys_path_class.update({p: "site-packages" for p in site_path})
     customize = _customize_modules(sys_path, sys_path_class)
-    for _, path, _, _ in customize:
-        if path not in to_hash:
+    # Distributions link sitecustomize to /etc (Debian): hash what the link points to.
+    customize_real = {path: os.path.realpath(path) for _, path, _, _ in customize}
+    for real in customize_real.values():
+        if real not in to_hash:
             try:
-                to_hash[path] = os.lstat(path)
+                to_hash[real] = os.lstat(real)
             except OSError:
                 continue
 
@@ -583,6 +617,7 @@ def take_snapshot(
             name=d.name,
             version=d.version,
             installer=d.installer,
+            os_package=dpkg_meta.get(d.metadata_dir),
             direct_url=d.direct_url,
             metadata_dir=d.metadata_dir,
             location=d.location,
@@ -611,7 +646,9 @@ def take_snapshot(
             module=m,
             path=path,
             owner=owner(path),
-            sha256=digests[path].hex() if path in digests else None,
+            sha256=(
+                digests[customize_real[path]].hex() if customize_real[path] in digests else None
+            ),
             where=where,
             active=active,
         )
@@ -648,6 +685,7 @@ def take_snapshot(
         environment=loader_environment(env),
         code=code,
         unreadable=dict(sorted(errors.items())),
+        os_packages=dict(sorted(os_packages.items())),
     )
 
 

@@ -26,6 +26,7 @@ RULES: dict[str, str] = {
     "TWA-REC-003": "installed files without a RECORD hash (bytecode); only a baseline covers them",
     "TWA-REC-004": "a distribution's RECORD is missing or malformed: its files cannot be verified",
     "TWA-REC-005": "an installed file could not be read, so it was not verified",
+    "TWA-REC-006": "files installed by the OS package manager (dpkg): verify them with its tools",
     "TWA-ORPH-001": "a file inside site-packages that no distribution installed",
     "TWA-PTH-001": "a .pth file no distribution installed runs code at every interpreter start",
     "TWA-PTH-002": "a .pth file no distribution installed adds directories to sys.path",
@@ -64,12 +65,16 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
             out.append(
                 Finding(
                     "TWA-REC-004",
-                    Severity.MEDIUM,
+                    # An OS package's metadata: its files are checked by the OS tools (REC-006).
+                    Severity.INFO if d.os_package else Severity.MEDIUM,
                     f"{d.name} {d.version}: {d.record_problem}",
                     location=d.metadata_dir,
                     evidence={"distribution": d.name, "version": d.version, "kind": d.kind},
                 )
             )
+        # OS packages (dpkg) may legitimately change files after the wheel was built (stripped
+        # binaries, moved scripts) and only root can change /usr: reported, less loudly.
+        os_note = f" (OS package {d.os_package}: check with debsums)" if d.os_package else ""
         for f in d.files:
             if f.status is FileStatus.OK:
                 continue
@@ -78,8 +83,8 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                 out.append(
                     Finding(
                         "TWA-REC-001",
-                        Severity.CRITICAL,
-                        f"{full} of {d.name} {d.version} differs from its RECORD hash",
+                        Severity.MEDIUM if d.os_package else Severity.CRITICAL,
+                        f"{full} of {d.name} {d.version} differs from its RECORD hash{os_note}",
                         location=full,
                         evidence={
                             "distribution": d.name,
@@ -93,8 +98,8 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                 out.append(
                     Finding(
                         "TWA-REC-002",
-                        Severity.HIGH,
-                        f"{full} of {d.name} {d.version} is listed in RECORD but missing",
+                        Severity.LOW if d.os_package else Severity.HIGH,
+                        f"{full} of {d.name} {d.version} is listed in RECORD but missing{os_note}",
                         location=full,
                         evidence={"distribution": d.name, "version": d.version},
                     )
@@ -111,6 +116,18 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                 "compiled at install time); compare against a baseline to cover them",
                 location=snap.interpreter.prefix,
                 evidence={"per_distribution": dict(top)},
+            )
+        )
+    if snap.os_packages:
+        total = sum(snap.os_packages.values())
+        out.append(
+            Finding(
+                "TWA-REC-006",
+                Severity.INFO,
+                f"{total} file(s) in site directories belong to {len(snap.os_packages)} OS "
+                "package(s) (dpkg) without RECORD; verify them with `debsums` or `dpkg --verify`",
+                location=snap.interpreter.prefix,
+                evidence={"packages": dict(snap.os_packages)},
             )
         )
     for path, error in snap.unreadable.items():

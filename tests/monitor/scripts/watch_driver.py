@@ -1,0 +1,84 @@
+"""torchrun driver: a tiny DDP loop (gloo, CPU) monitored by ``trainwarden.watch``.
+
+Usage: torchrun --nproc_per_node=N watch_driver.py OUT_DIR STEPS [EVENT ...]
+EVENT is KIND:RANK@STEP with KIND one of perturb (edit a weight before the step), straggler
+(sleep 0.15 s in the forward of every step from STEP on), kill (SIGKILL itself). No event: a
+clean run (AdamW, warmup + cosine schedule, gradient clipping, dropout). Each rank's monitor
+writes OUT_DIR/rank<R>.jsonl.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import trainwarden.monitor
+
+
+def main() -> int:
+    out = Path(sys.argv[1])
+    steps = int(sys.argv[2])
+    events: dict[str, tuple[int, int]] = {}
+    for spec in sys.argv[3:]:
+        kind, _, where = spec.partition(":")
+        who, _, when = where.partition("@")
+        events[kind] = (int(who), int(when))
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Dropout(0.1), nn.Linear(32, 1))
+    ddp = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.AdamW(ddp.parameters(), lr=3e-3, weight_decay=0.01)
+    warmup = 5
+
+    def schedule(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    monitor = trainwarden.monitor.watch(
+        ddp,
+        opt,
+        scheduler=sched,
+        max_grad_norm=1.0,
+        sink=out / f"rank{rank}.jsonl",
+        watchdog_min_timeout_s=30.0,
+    )
+    gen = torch.Generator().manual_seed(1000 + rank)
+    straggle = events.get("straggler")
+    for step in range(steps):
+        if events.get("kill") == (rank, step):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if events.get("perturb") == (rank, step):
+            first = model[0]
+            assert isinstance(first, nn.Linear)
+            with torch.no_grad():
+                first.weight[0, 0] += 1e-3
+        x = torch.randn(16, 8, generator=gen)
+        y = x.sum(dim=1, keepdim=True)
+        if straggle is not None and straggle[0] == rank and step >= straggle[1]:
+            time.sleep(0.15)
+        loss = nn.functional.mse_loss(ddp(x), y)
+        monitor.observe_loss(loss)
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        nn.utils.clip_grad_norm_(ddp.parameters(), 1.0)
+        opt.step()
+        sched.step()
+    monitor.close()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Real ``torchrun`` runs (gloo, CPU) of tiny DDP loops.
+
+``watch_driver.py`` monitors the loop with ``trainwarden.watch`` (which runs RankExchange and the
+Watchdog); ``xrank_driver.py`` attaches RankExchange and Watchdog directly, with short watchdog
+timeouts for the hang, kill and signal cases. Each rank writes a JSONL sink; the assertions read
+those files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainwarden.findings import Severity
+
+SCRIPTS = Path(__file__).parent / "scripts"
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
+    reason="torchrun is not installed",
+)
+
+
+def torchrun(
+    out: Path,
+    nproc: int,
+    steps: int,
+    *events: str,
+    driver: str = "xrank_driver.py",
+    timeout: float = 240,
+) -> tuple[int, dict[int, list[dict[str, Any]]]]:
+    """Run the driver under torchrun; return its exit code and each rank's sink records."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(SCRIPTS / driver),
+        str(out),
+        str(steps),
+        *events,
+    ]
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    records: dict[int, list[dict[str, Any]]] = {}
+    for rank in range(nproc):
+        path = out / f"rank{rank}.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        records[rank] = [json.loads(line) for line in lines]
+    if not any(records.values()):
+        raise AssertionError(f"no sink written; torchrun said:\n{proc.stdout}\n{proc.stderr}")
+    return proc.returncode, records
+
+
+def alerts(records: list[dict[str, Any]], rule: str | None = None) -> list[dict[str, Any]]:
+    return [r for r in records if r["kind"] == "alert" and (rule is None or r["rule_id"] == rule)]
+
+
+def test_watch_clean_ddp_two_ranks_raises_nothing(tmp_path: Path) -> None:
+    rc, records = torchrun(tmp_path, 2, 60, driver="watch_driver.py")
+    assert rc == 0
+    for rank in (0, 1):
+        assert [r for r in records[rank] if r["kind"] == "monitor_stop"]
+        assert len([r for r in records[rank] if r["kind"] == "step"]) == 60
+        loud = [a for a in alerts(records[rank]) if Severity[a["severity"]] >= Severity.MEDIUM]
+        assert loud == []
+
+
+def test_two_ranks_perturbed_rank_named_then_sigterm_recorded_with_sender(tmp_path: Path) -> None:
+    rc, records = torchrun(tmp_path, 2, 30, "perturb:1@5", "sigterm:1@10")
+    assert rc != 0  # rank 1 dies of the SIGTERM
+    for rank in (0, 1):
+        diverged = alerts(records[rank], "TWM-XRANK-DIVERGED")
+        assert diverged, records[rank]
+        first = diverged[0]
+        assert first["step"] == 5
+        assert first["evidence"]["likely_culprit"] == 1
+        assert "weights_sum" in first["evidence"]["fields"]
+        assert "rank 1" in first["message"]
+        # Raised once, not again at every later step of the diverged run.
+        assert len(diverged) == 1
+    sender = next(r for r in records[0] if r["kind"] == "start")
+    signals = [r for r in records[1] if r["kind"] == "signal"]
+    assert signals, records[1]
+    assert signals[0]["signal"] == "SIGTERM"
+    assert signals[0]["sender_pid"] == sender["pid"]
+    assert signals[0]["sender_uid"] == os.getuid()
+    assert alerts(records[1], "TWM-SIGNAL")
+    # The victim died of the signal (default disposition re-raised) instead of finishing...
+    assert not [r for r in records[1] if r["kind"] == "done"]
+    # ...and its peer saw it gone.
+    lost = alerts(records[0], "TWM-LOST-RANK")
+    assert lost and lost[0]["evidence"]["first_lost"] == 1
+
+
+def test_watch_four_ranks_names_perturbed_rank_and_straggler(tmp_path: Path) -> None:
+    rc, records = torchrun(
+        tmp_path, 4, 12, "perturb:1@4", "straggler:2@3", driver="watch_driver.py"
+    )
+    assert rc == 0
+    # The edit lands before the 5th step; that step's exchange (monitor step 5) names rank 1.
+    for rank in range(4):
+        diverged = alerts(records[rank], "TWM-XRANK-DIVERGED")
+        assert diverged and diverged[0]["step"] == 5
+        assert diverged[0]["evidence"]["ranks"] == [1]
+        assert diverged[0]["evidence"]["majority"] == [0, 2, 3]
+        stragglers = alerts(records[rank], "TWM-XRANK-STRAGGLER")
+        assert [a["evidence"]["ranks"] for a in stragglers] == [[2]]
+
+
+def test_hung_rank_named_with_stacks_then_killed_rank_reported_lost(tmp_path: Path) -> None:
+    rc, records = torchrun(tmp_path, 2, 30, "hang:1@4", "kill:1@8")
+    assert rc != 0
+    for rank in (0, 1):
+        hangs = alerts(records[rank], "TWM-HANG")
+        assert hangs and hangs[0]["step"] == 3
+        dumps = [r for r in records[rank] if r["kind"] == "stack_dump"]
+        assert dumps and any(t["name"] == "MainThread" for t in dumps[0]["threads"])
+        assert Path(dumps[0]["faulthandler_file"]).read_text().count("Thread 0x") >= 2
+        stuck = alerts(records[rank], "TWM-LOST-RANK")
+        assert stuck and stuck[0]["evidence"]["stuck_outside_collective"] == [1]
+    # After the kill, the survivor names rank 1 as lost first.
+    assert not [r for r in records[1] if r["kind"] == "step" and r["step"] >= 8]
+    lost = [
+        a for a in alerts(records[0], "TWM-LOST-RANK") if a["evidence"]["first_lost"] is not None
+    ]
+    assert lost, records[0]
+    assert lost[0]["evidence"]["first_lost"] == 1
+    assert lost[0]["severity"] == "CRITICAL"
+    start = next(r for r in records[1] if r["kind"] == "start")
+    peer = next(p for p in lost[0]["evidence"]["peers"] if p["rank"] == 1)
+    assert peer["pid"] == start["pid"] and peer["pid_alive"] is False

@@ -190,3 +190,24 @@ def test_memory_sink_and_stop_restore_signal_state() -> None:
     dog.stop()
     assert signal.getsignal(signal.SIGUSR1) == before
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask_before
+
+
+def test_a_failing_alert_callback_never_stops_the_watchdog() -> None:
+    calls: list[Alert] = []
+
+    def broken_emit(alert: Alert) -> None:
+        calls.append(alert)
+        raise RuntimeError("alert sink is down")
+
+    dog = Watchdog(broken_emit, min_timeout_s=0.2, signals=(), poll_s=0.02)
+    dog.start()
+    try:
+        dog.beat(0, 0.001)
+        assert wait_for(lambda: dog.internal_errors)
+        dog.beat(1, 0.001)  # re-arms: the thread survived the failure and detects the next hang
+        assert wait_for(lambda: dog.hangs >= 2)
+    finally:
+        dog.stop()
+    assert dog.internal_errors[0].rule_id == "TWM-INTERNAL"
+    assert "alert sink is down" in dog.internal_errors[0].message
+    assert any(a.rule_id == "TWM-HANG" for a in calls)

@@ -41,6 +41,9 @@ DEFAULT_DIR_ENV = "TRAINWARDEN_MONITOR_DIR"
 _log = logging.getLogger("trainwarden.monitor")
 
 Rows = list[list[float]]
+# A replaced callable whose location mentions one of these is CRITICAL (T2/T3: optimizer,
+# seeding, data order, clipping).
+_CRITICAL_CODE = ("optim", "seed", "dataloader", "sampler", "clip_grad")
 
 
 def _rank_info() -> tuple[int, int, bool]:
@@ -205,6 +208,7 @@ class Monitor:
         self._inst_step = optimizer.__dict__.get("step")
 
         self._code_guard: Any = None
+        self._code_seen: set[tuple[str, str]] = set()
         self._exchange: Any = None
         self._exchange_fields: list[str] | None = None
         self._watchdog: Any = None
@@ -418,6 +422,8 @@ class Monitor:
         self,
         named: list[tuple[str, torch.Tensor]],
         callback: Callable[[list[str], list[int], Rows], None],
+        *,
+        mix: bool = True,
     ) -> None:
         names = [n for n, _ in named]
         ids = [id(t) for _, t in named]
@@ -440,7 +446,7 @@ class Monitor:
         if not by_device:
             callback(names, ids, rows)
         for indices in by_device.values():
-            fp = self._fp.compute([named[i][1] for i in indices])
+            fp = self._fp.compute([named[i][1] for i in indices], mix=mix)
             self._defer(fp, make_cb(indices))
 
     def _compare(
@@ -449,6 +455,8 @@ class Monitor:
         what: str,
         ref: tuple[list[str], list[int], Rows],
         now: tuple[list[str], list[int], Rows],
+        *,
+        bits_only: bool = False,
     ) -> None:
         ref_names, ref_ids, ref_rows = ref
         names, ids, rows = now
@@ -469,7 +477,7 @@ class Monitor:
             pairs = [(n, ref_map[n], r) for n, r in zip(names, rows, strict=True) if n in ref_map]
         else:
             pairs = list(zip(names, ref_rows, rows, strict=True))
-        bad = [(n, a, b) for n, a, b in pairs if a != b]
+        bad = [(n, a, b) for n, a, b in pairs if (a[0] != b[0] if bits_only else a != b)]
         if bad:
             self._alert(
                 rule,
@@ -611,7 +619,7 @@ class Monitor:
             def got_state(names: list[str], ids: list[int], rows: Rows) -> None:
                 self._compare_state(ref_s, (names, rows))
 
-            self._fingerprint(state, got_state)
+            self._fingerprint(state, got_state, mix=False)
         holder = self._fwd_w
         self._fwd_w = None
         if self.config.check_weights_prestep and holder is not None:
@@ -627,9 +635,10 @@ class Monitor:
                         "between forward and optimizer step",
                         sub,
                         (names, ids, rows),
+                        bits_only=True,
                     )
 
-            self._fingerprint(params, got_pre)
+            self._fingerprint(params, got_pre, mix=False)
         self._grad_norm()
         self._snaps = []
         if self._checker is not None and self.step % self.config.check_every == 0:
@@ -722,7 +731,7 @@ class Monitor:
             def got_s(names: list[str], ids: list[int], rows: Rows) -> None:
                 self._post_s = (names, rows)
 
-            self._fingerprint(list(self._state_tensors()), got_s)
+            self._fingerprint(list(self._state_tensors()), got_s, mix=False)
         losses, self._losses = self._losses, []
         if losses:
             dev = losses[0].device
@@ -985,15 +994,19 @@ class Monitor:
             self._internal(e, "CodeGuard.check")
             return
         for f in findings:
-            text = f"{f.rule_id} {f.location} {f.message}".lower()
-            critical = any(
-                w in text for w in ("optim", "seed", "dataloader", "sampler", "clip_grad")
-            )
+            # The guard reports a persisting problem on every check: alert once per problem.
+            key = (f.rule_id, f.location)
+            if key in self._code_seen:
+                continue
+            self._code_seen.add(key)
+            text = f"{f.location} {f.message}".lower()
+            replaced = f.rule_id in ("TWA-CODE-001", "TWA-CODE-002", "TWA-CODE-003")
+            sensitive = any(w in text for w in _CRITICAL_CODE)
             self._alert(
                 "TWM-CODE",
                 f"code guard: {f.message}",
                 {"finding": f.to_dict()},
-                severity=Severity.CRITICAL if critical else max(f.severity, Severity.HIGH),
+                severity=Severity.CRITICAL if replaced and sensitive else f.severity,
             )
 
     def _start_watchdog(self) -> None:

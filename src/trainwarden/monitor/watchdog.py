@@ -464,6 +464,8 @@ class Watchdog:
         self._crash_reported = False
         self._prev_excepthook = sys.excepthook
         self.signals_seen: list[dict[str, Any]] = []
+        #: Failures of the watchdog itself (also emitted as TWM-INTERNAL alerts when possible).
+        self.internal_errors: list[Alert] = []
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -578,8 +580,11 @@ class Watchdog:
         tb: TracebackType | None,
     ) -> None:
         if not isinstance(exc, KeyboardInterrupt):
-            with contextlib.suppress(Exception):
+            try:
                 self.on_crash(exc)
+            except (RuntimeError, OSError, ValueError, KeyError, TypeError) as err:
+                # Shown with the original traceback rather than hiding it.
+                exc.add_note(f"trainwarden watchdog could not write its crash report: {err!r}")
         self._prev_excepthook(exc_type, exc, tb)
 
     # ------------------------------------------------------------------ lost ranks
@@ -640,7 +645,26 @@ class Watchdog:
                 with self._lock:
                     self._hang_reported = True
                 self.hangs += 1
-                self._on_hang(step, idle, timeout)
+                try:
+                    self._on_hang(step, idle, timeout)
+                except Exception as exc:  # fail-open: keep watching after a failed report
+                    self._internal(exc, "hang report")
+
+    def _internal(self, exc: BaseException, where: str) -> None:
+        """Report a failure of the watchdog itself as a ``TWM-INTERNAL`` alert (never raises)."""
+        alert = Alert(
+            rule_id="TWM-INTERNAL",
+            severity=Severity.MEDIUM,
+            step=self._step,
+            rank=self.rank,
+            message=f"watchdog failed during {where}: {type(exc).__name__}: {exc}",
+            evidence={"traceback": traceback.format_exception(exc)[-6:]},
+        )
+        self.internal_errors.append(alert)
+        try:
+            self._emit_alert(alert)
+        except Exception as err:  # the alert path itself failed: kept in internal_errors
+            alert.evidence["emit_error"] = repr(err)
 
     def dump_stacks(self, reason: str) -> dict[str, Any]:
         """Write every thread's Python stack to the sink (and faulthandler's dump beside it)."""
@@ -751,13 +775,15 @@ class Watchdog:
             info = signal.sigtimedwait(self._sigs, 0.25)
             if info is None:
                 continue
-            self._record_signal(
-                signal.Signals(info.si_signo),
-                sender_pid=info.si_pid,
-                sender_uid=info.si_uid,
-                code=info.si_code,
-            )
-            self._dispatch(signal.Signals(info.si_signo), from_sigwait=True)
+            sig = signal.Signals(info.si_signo)
+            try:
+                self._record_signal(
+                    sig, sender_pid=info.si_pid, sender_uid=info.si_uid, code=info.si_code
+                )
+            except Exception as exc:  # fail-open: the signal must still take effect below
+                self._internal(exc, f"recording {sig.name}")
+            finally:
+                self._dispatch(sig, from_sigwait=True)
 
     def _wakeup_loop(self) -> None:
         sock = self._wakeup_r
@@ -785,8 +811,12 @@ class Watchdog:
                         continue
                 if sig not in self._sigs:
                     continue
-                self._record_signal(sig, sender_pid=None, sender_uid=None, code=None)
-                self._dispatch(sig, from_sigwait=False)
+                try:
+                    self._record_signal(sig, sender_pid=None, sender_uid=None, code=None)
+                except Exception as exc:  # fail-open: the signal must still take effect below
+                    self._internal(exc, f"recording {sig.name}")
+                finally:
+                    self._dispatch(sig, from_sigwait=False)
 
     def _record_signal(
         self,
@@ -857,7 +887,8 @@ class Watchdog:
 
     def _default_action(self, sig: signal.Signals) -> None:
         """Terminate the process the way the default disposition would (killed by ``sig``)."""
-        with contextlib.suppress(Exception):
+        # The process is about to die either way; a failing sink must not keep it alive.
+        with contextlib.suppress(OSError, ValueError, RuntimeError):
             self.sink.emit("watchdog_note", {"rank": self.rank, "message": f"{sig.name}: exiting"})
         libc = ctypes.CDLL(None, use_errno=True)
         libc.signal.restype = ctypes.c_void_p

@@ -1,7 +1,8 @@
 """TrainWarden: integrity for ML training on shared clusters.
 
 The package root exports the types every capability shares: :class:`TrainWardenError`,
-:class:`Severity` and :class:`Finding`.
+:class:`Severity` and :class:`Finding`, and the safe-loading entry points ``load``, ``save`` and
+:class:`UnsafeModelError`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Finding, Severity
+from trainwarden.loading import UnsafeModelError, load, save
 from trainwarden.monitor.types import Alert, TamperingDetected
 
 if TYPE_CHECKING:
@@ -23,7 +25,10 @@ __all__ = [
     "Severity",
     "TamperingDetected",
     "TrainWardenError",
+    "UnsafeModelError",
     "__version__",
+    "load",
+    "save",
     "watch",
 ]
 

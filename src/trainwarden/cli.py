@@ -139,14 +139,937 @@ def doctor(
 # ----------------------------------------------------------------------------------------------
 
 
+class ScanFormat(str, enum.Enum):
+    """Output formats of ``trainwarden scan``."""
+
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
+_SEVERITY_STYLE = {
+    "CRITICAL": "bold red",
+    "HIGH": "red",
+    "MEDIUM": "yellow",
+    "LOW": "cyan",
+    "INFO": "dim",
+}
+
+
+def _write_output(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(output)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise TrainWardenError(
+            f"cannot write the report to {output}: {e.strerror or e}",
+            hint="check that the directory exists and is writable",
+        ) from e
+
+
+@app.command()
+def scan(
+    paths: Annotated[list[str], typer.Argument(help="Files or directories to scan (recursively).")],
+    fmt: Annotated[
+        ScanFormat,
+        typer.Option("--format", envvar="TRAINWARDEN_SCAN_FORMAT", help="Report format."),
+    ] = ScanFormat.text,
+    fail_on: Annotated[
+        str | None,
+        typer.Option(
+            "--fail-on",
+            envvar="TRAINWARDEN_FAIL_ON",
+            help="Exit 1 when a finding is at least this severe (info|low|medium|high|critical; "
+            "default: the policy's, high).",
+        ),
+    ] = None,
+    policy_file: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            envvar="TRAINWARDEN_POLICY",
+            help="Policy file (trainwarden.toml or pyproject.toml); default: discovered from "
+            "the current directory upwards.",
+        ),
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            envvar="TRAINWARDEN_ALLOW",
+            help="Allow a global (module.name or module.*); repeatable.",
+        ),
+    ] = None,
+    deny: Annotated[
+        list[str] | None,
+        typer.Option("--deny", envvar="TRAINWARDEN_DENY", help="Deny a global; repeatable."),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            envvar="TRAINWARDEN_INCLUDE",
+            help="Only files matching this glob inside directories; repeatable.",
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            envvar="TRAINWARDEN_EXCLUDE",
+            help="Skip files or directories matching this glob; repeatable.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            envvar="TRAINWARDEN_WORKERS",
+            min=1,
+            help="Worker processes (default: automatic, parallel only for large trees).",
+        ),
+    ] = None,
+    hash_files: Annotated[
+        bool,
+        typer.Option("--hash", envvar="TRAINWARDEN_HASH", help="Add the sha256 of every file."),
+    ] = False,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            envvar="TRAINWARDEN_OUTPUT",
+            help="Write the report to this file instead of stdout.",
+        ),
+    ] = None,
+) -> None:
+    """Scan model files for code execution and tampering without loading them."""
+    from pathlib import Path
+
+    from trainwarden.findings import Severity
+    from trainwarden.scan import Policy, scan_paths
+    from trainwarden.scan.report import to_json, to_sarif
+
+    policy = Policy.from_file(policy_file) if policy_file else Policy.discover(Path.cwd())
+    policy = policy.with_overrides(allow=allow or (), deny=deny or ())
+    threshold = Severity.parse(fail_on) if fail_on else policy.fail_on
+    show_progress = fmt is ScanFormat.text and output is None and err.is_terminal
+    if show_progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        with Progress(
+            TextColumn("scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("", total=None)
+
+            def tick(done: int, total: int, path: str) -> None:
+                bar.update(task, completed=done, total=total, description=path[-60:])
+
+            report = scan_paths(
+                paths,
+                policy,
+                include=include or (),
+                exclude=exclude or (),
+                workers=workers,
+                hash_files=hash_files,
+                progress=tick,
+            )
+    else:
+        report = scan_paths(
+            paths,
+            policy,
+            include=include or (),
+            exclude=exclude or (),
+            workers=workers,
+            hash_files=hash_files,
+        )
+    if fmt is ScanFormat.json:
+        _write_output(json.dumps(to_json(report, threshold), indent=2) + "\n", output)
+    elif fmt is ScanFormat.sarif:
+        _write_output(json.dumps(to_sarif(report, threshold), indent=2) + "\n", output)
+    else:
+        _render_scan_text(report, threshold, output)
+    if report.errors:
+        raise typer.Exit(EXIT_ERROR)
+    if report.failed(threshold):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _render_scan_text(report: Any, threshold: Any, output: str | None) -> None:
+    console = out
+    buf = None
+    if output is not None:
+        import io
+
+        buf = io.StringIO()
+        console = Console(file=buf, highlight=False, soft_wrap=True, no_color=True, width=120)
+    verdict_style = {"clean": "green", "flagged": "yellow", "unsafe": "bold red"}
+    for fr in report.files:
+        verdict = fr.verdict(threshold)
+        fmts = ",".join(fr.formats) or "unknown format"
+        digest = f"  sha256:{fr.sha256}" if fr.sha256 else ""
+        console.print(
+            f"[{verdict_style[verdict]}]{verdict.upper():8}[/] {fr.path}  ({fmts}){digest}",
+            markup=True,
+        )
+        for f in fr.findings:
+            sev = f.severity.name
+            glob = f.evidence.get("global_")
+            offset = f.evidence.get("offset")
+            extra = "".join(
+                [
+                    f"  global={glob}" if glob else "",
+                    f"  offset={offset}" if offset is not None else "",
+                ]
+            )
+            console.print(
+                f"    [{_SEVERITY_STYLE[sev]}]{sev:8}[/] {f.rule_id:24} {f.message}",
+                markup=True,
+            )
+            console.print(f"             at {f.location}{extra}", markup=False, style="dim")
+    for e in report.errors:
+        err.print(f"[bold red]error:[/] {e}")
+    n_find = len(report.findings)
+    unsafe = sum(1 for fr in report.files if fr.verdict(threshold) == "unsafe")
+    console.print(
+        f"{len(report.files)} file(s) scanned in {report.elapsed_s:.2f}s: {unsafe} unsafe, "
+        f"{n_find} finding(s); failing at {threshold.name} and above",
+        markup=False,
+    )
+    if buf is not None:
+        _write_output(buf.getvalue(), output)
+
+
 # ----------------------------------------------------------------------------------------------
 # load, guard, run, manifest, convert (issue 4) -- safe-loading commands go below this line
 # ----------------------------------------------------------------------------------------------
 
 
+class GuardMode(str, enum.Enum):
+    """What the load guard does with a load that needs a global the policy does not allow."""
+
+    block = "block"
+    warn = "warn"
+
+
+def _load_policy(policy_file: str | None) -> Any:
+    if not policy_file:
+        return None
+    from trainwarden.scan.policy import Policy
+
+    return Policy.from_file(policy_file)
+
+
+def _print_refusal(findings: Any) -> None:
+    for f in findings:
+        where = f" at {f.location}" if f.location else ""
+        err.print(f"  [{f.severity}] {f.rule_id}{where}: {f.message}", markup=False)
+
+
+@app.command(
+    context_settings={
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "allow_interspersed_args": False,
+    }
+)
+def run(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="Script to run (or module name with -m).")],
+    guard: Annotated[
+        GuardMode,
+        typer.Option("--guard", envvar="TRAINWARDEN_GUARD", help="block or warn."),
+    ] = GuardMode.block,
+    module: Annotated[
+        bool, typer.Option("-m", "--module", help="Run TARGET as a module (python -m).")
+    ] = False,
+    policy_file: Annotated[
+        str | None,
+        typer.Option("--policy", envvar="TRAINWARDEN_POLICY", help="Policy file (TOML)."),
+    ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option("--events", envvar="TRAINWARDEN_EVENTS", help="Append load events (JSONL)."),
+    ] = None,
+) -> None:
+    """Run a Python script with the load guard installed (arguments after it go to the script)."""
+    from trainwarden._internal.sink import JsonlSink
+    from trainwarden.loading.runner import run_guarded
+    from trainwarden.loading.types import UnsafeModelError
+
+    sink = JsonlSink(events) if events else None
+    try:
+        run_guarded(
+            target,
+            list(ctx.args),
+            mode=guard.value,
+            module=module,
+            policy=_load_policy(policy_file),
+            sink=sink,
+        )
+    except UnsafeModelError as e:
+        err.print(f"trainwarden: blocked an unsafe load: {e.diagnostics()}", markup=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+@app.command("load")
+def load_cmd(
+    path: Annotated[str, typer.Argument(help="Checkpoint, pickle, numpy or joblib file.")],
+    policy_file: Annotated[
+        str | None,
+        typer.Option("--policy", envvar="TRAINWARDEN_POLICY", help="Policy file (TOML)."),
+    ] = None,
+    pub: Annotated[
+        str | None,
+        typer.Option("--pub", envvar="TRAINWARDEN_MANIFEST_PUBKEY", help="Trusted public key."),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
+    ] = OutputFormat.text,
+) -> None:
+    """Load a file safely and summarise it (exit 1 if it was refused)."""
+    from trainwarden.loading import load_with_report
+    from trainwarden.loading.types import ManifestError, UnsafeModelError
+
+    try:
+        obj, report = load_with_report(
+            path, policy=_load_policy(policy_file), manifest_key=pub, hash_file=True
+        )
+    except (UnsafeModelError, ManifestError) as e:
+        if fmt is OutputFormat.json:
+            _print_json(
+                {
+                    "path": path,
+                    "refused": True,
+                    "error": e.message,
+                    "findings": [f.to_dict() for f in e.findings],
+                }
+            )
+        else:
+            err.print(f"refused: {e.diagnostics()}", markup=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    summary = type(obj).__name__
+    if isinstance(obj, dict):
+        summary += f" with {len(obj)} keys: " + ", ".join(map(str, list(obj)[:8]))
+        summary += ", ..." if len(obj) > 8 else ""
+    if fmt is OutputFormat.json:
+        _print_json({**report.to_dict(), "refused": False, "object": summary})
+        return
+    out.print(f"{report.path}: {report.format}, {report.size} bytes, sha256 {report.sha256}")
+    out.print(f"manifest: {report.manifest or 'none'}")
+    out.print(f"object: {summary}", markup=False)
+    for f in report.findings:
+        if f.severity.value > 0:
+            out.print(f"  [{f.severity}] {f.rule_id}: {f.message}", markup=False)
+
+
+manifest_app = typer.Typer(
+    help="Create and verify checkpoint manifests (in-toto, optionally Ed25519-signed).",
+    no_args_is_help=True,
+)
+app.add_typer(manifest_app, name="manifest")
+
+
+@manifest_app.command("create")
+def manifest_create(
+    path: Annotated[str, typer.Argument(help="Checkpoint file or folder.")],
+    key: Annotated[
+        str | None,
+        typer.Option("--key", envvar="TRAINWARDEN_MANIFEST_KEY", help="Ed25519 private key (PEM)."),
+    ] = None,
+) -> None:
+    """Write the manifest of a checkpoint file or folder (signed with --key)."""
+    from trainwarden.loading.manifest import create_manifest, subjects_of
+
+    target = create_manifest(path, key=key)
+    n = len(list(subjects_of(target)))
+    out.print(f"wrote {target} ({n} file{'s' if n != 1 else ''}{', signed' if key else ''})")
+
+
+@manifest_app.command("verify")
+def manifest_verify(
+    path: Annotated[str, typer.Argument(help="Checkpoint file or folder.")],
+    pub: Annotated[
+        str | None,
+        typer.Option(
+            "--pub", envvar="TRAINWARDEN_MANIFEST_PUBKEY", help="Require a signature by this key."
+        ),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat,
+        typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
+    ] = OutputFormat.text,
+) -> None:
+    """Check every file against the manifest (exit 1 on a changed, missing or extra file)."""
+    from trainwarden.loading.manifest import verify_manifest
+    from trainwarden.loading.types import ManifestError
+
+    try:
+        check = verify_manifest(path, public_key=pub)
+    except ManifestError as e:
+        if fmt is OutputFormat.json:
+            _print_json(
+                {
+                    "path": path,
+                    "ok": False,
+                    "error": e.message,
+                    "findings": [f.to_dict() for f in e.findings],
+                }
+            )
+        else:
+            err.print(f"FAILED: {e.message}", markup=False)
+            _print_refusal(e.findings)
+            if e.hint:
+                err.print(f"  hint: {e.hint}", markup=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "path": path,
+                "ok": True,
+                "manifest": check.manifest,
+                "files": check.subjects,
+                "signed_by": list(check.signed_by),
+                "signature_verified": check.signature_verified,
+            }
+        )
+        return
+    sig = (
+        "signature verified"
+        if check.signature_verified
+        else (
+            f"signed by {', '.join(k[:16] for k in check.signed_by)} (not verified: no --pub)"
+            if check.signed_by
+            else "unsigned"
+        )
+    )
+    out.print(f"OK: {check.subjects} file(s) match {check.manifest}; {sig}")
+
+
+@manifest_app.command("keygen")
+def manifest_keygen(
+    keyfile: Annotated[str, typer.Argument(help="Where to write the private key (PEM, 0600).")],
+    pub: Annotated[
+        str | None, typer.Option("--pub", help="Public key path (default KEYFILE.pub).")
+    ] = None,
+) -> None:
+    """Create an Ed25519 key pair for signing manifests."""
+    from pathlib import Path
+
+    from trainwarden.loading.manifest import generate_keypair
+
+    priv, public = generate_keypair(Path(keyfile), Path(pub) if pub else None)
+    out.print(f"wrote private key {priv} and public key {public}")
+
+
+class ConvertTarget(str, enum.Enum):
+    """Formats ``convert`` can write."""
+
+    safetensors = "safetensors"
+
+
+@app.command()
+def convert(
+    path: Annotated[str, typer.Argument(help="Pickle-based checkpoint to convert.")],
+    to: Annotated[ConvertTarget, typer.Option("--to", help="Output format.")],
+    output: Annotated[
+        str | None, typer.Option("-o", "--output", help="Output file (default PATH.safetensors).")
+    ] = None,
+    policy_file: Annotated[
+        str | None,
+        typer.Option("--policy", envvar="TRAINWARDEN_POLICY", help="Policy file (TOML)."),
+    ] = None,
+) -> None:
+    """Scan, safely load and rewrite a checkpoint as safetensors plus a JSON sidecar."""
+    from trainwarden.loading.convert import to_safetensors
+    from trainwarden.loading.types import UnsafeModelError
+
+    try:
+        result = to_safetensors(path, output, policy=_load_policy(policy_file))
+    except UnsafeModelError as e:
+        err.print(f"refused to convert: {e.diagnostics()}", markup=False)
+        raise typer.Exit(EXIT_FINDINGS) from None
+    out.print(
+        f"wrote {result.output} ({result.tensors} tensors, {result.aliases} aliases) and "
+        f"{result.sidecar} ({result.metadata_keys} metadata keys)",
+        markup=False,
+    )
+    for item in result.lossy:
+        err.print(f"  kept only as text (not a tensor or plain data): {item}", markup=False)
+
+
 # ----------------------------------------------------------------------------------------------
 # attest (issue 5) -- attestation commands go below this line
 # ----------------------------------------------------------------------------------------------
+# Imported here, not at the top, so this block merges without touching other issues' lines.
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+attest_app = typer.Typer(
+    name="attest",
+    help="Attest the Python environment and code a job runs; verify, diff, check permissions.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(attest_app, name="attest")
+
+_PythonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--python",
+        envvar="TRAINWARDEN_PYTHON",
+        help="Interpreter to attest (default: the one running trainwarden).",
+    ),
+]
+_CodeOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--code", help="Code directory the job runs (repeatable)."),
+]
+_FormatOpt = Annotated[
+    OutputFormat,
+    typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
+]
+_FailOnOpt = Annotated[
+    str,
+    typer.Option(
+        "--fail-on",
+        envvar="TRAINWARDEN_FAIL_ON",
+        help="Exit 1 when a finding is at or above this severity (info..critical).",
+    ),
+]
+_NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        envvar="TRAINWARDEN_NO_CACHE",
+        help="Hash every file again; neither read nor update the hash cache.",
+    ),
+]
+
+
+def _hash_cache(no_cache: bool) -> Any:
+    from trainwarden.attest.cache import HashCache
+
+    return HashCache(None) if no_cache else HashCache.default()
+
+
+def _cache_warning(cache: Any) -> None:
+    if cache.reason:
+        err.print(f"[yellow]warning:[/] {cache.reason}")
+
+
+def _busy(fmt: OutputFormat, message: str) -> Any:
+    import contextlib
+
+    if fmt is OutputFormat.text and err.is_terminal:
+        return err.status(message)
+    return contextlib.nullcontext()
+
+
+_SEV_STYLE = {
+    "CRITICAL": "bold red",
+    "HIGH": "red",
+    "MEDIUM": "yellow",
+    "LOW": "cyan",
+    "INFO": "dim",
+}
+
+
+def _print_findings(findings: Sequence[Any], limit: int = 60) -> None:
+    if not findings:
+        out.print("[green]no findings[/]")
+        return
+    table = Table(show_edge=False, show_header=True)
+    table.add_column("severity")
+    table.add_column("rule")
+    table.add_column("message", overflow="fold")
+    for f in findings[:limit]:
+        table.add_row(f"[{_SEV_STYLE[f.severity.name]}]{f.severity.name}[/]", f.rule_id, f.message)
+    out.print(table)
+    if len(findings) > limit:
+        out.print(f"... and {len(findings) - limit} more (use --format json for all)")
+
+
+def _exit_for(findings: Sequence[Any], fail_on: str) -> None:
+    from trainwarden.findings import Severity
+
+    threshold = Severity.parse(fail_on)
+    if any(f.severity >= threshold for f in findings):
+        raise typer.Exit(EXIT_FINDINGS)
+
+
+def _snapshot_summary(snap: Any) -> dict[str, Any]:
+    totals: dict[str, int] = {}
+    for d in snap.distributions:
+        for k, v in d.counts().items():
+            totals[k] = totals.get(k, 0) + v
+    return {
+        "interpreter": snap.interpreter.path,
+        "version": snap.interpreter.version,
+        "prefix": snap.interpreter.prefix,
+        "distributions": len(snap.distributions),
+        "files": totals,
+        "orphans": len(snap.orphans),
+        "pth_files": len(snap.pth_files),
+        "customize": [c.path for c in snap.customize],
+        "environment": sorted(snap.environment),
+        "code": [
+            {"path": c.path, "kind": c.kind, "commit": c.commit, "dirty": c.dirty}
+            for c in snap.code
+        ],
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    files = summary["files"]
+    out.print(f"interpreter  {summary['interpreter']} (Python {summary['version']})")
+    out.print(f"prefix       {summary['prefix']}")
+    out.print(
+        f"distributions {summary['distributions']}: "
+        + ", ".join(f"{k} {v}" for k, v in files.items())
+    )
+    out.print(f"orphans      {summary['orphans']}   .pth files {summary['pth_files']}")
+    out.print(f"customize    {', '.join(summary['customize']) or '-'}")
+    out.print(f"loader env   {', '.join(summary['environment']) or '-'}")
+    for c in summary["code"]:
+        state = (
+            f"git {c['commit'][:12]}{' (dirty)' if c['dirty'] else ''}"
+            if c["commit"]
+            else c["kind"]
+        )
+        out.print(f"code         {c['path']}: {state}")
+
+
+@attest_app.command("snapshot")
+def attest_snapshot(
+    python: _PythonOpt = None,
+    code: _CodeOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write the statement here (default: stdout)."),
+    ] = None,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            envvar="TRAINWARDEN_SIGNING_KEY",
+            help="Ed25519 private key (PEM): write a signed DSSE envelope.",
+        ),
+    ] = None,
+    fmt: _FormatOpt = OutputFormat.text,
+    no_cache: _NoCacheOpt = False,
+) -> None:
+    """Write an in-toto Statement describing the interpreter, its packages and the code."""
+    from trainwarden.attest.signing import sign_statement, write_atomic
+    from trainwarden.attest.snapshot import take_snapshot
+
+    cache = _hash_cache(no_cache)
+    with _busy(fmt, "hashing the environment..."):
+        snap = take_snapshot(python, code_dirs=code or [], cache=cache)
+    _cache_warning(cache)
+    statement = snap.to_statement()
+    doc = sign_statement(statement, sign) if sign is not None else statement
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    if output is None:
+        sys.stdout.write(data.decode() + "\n")
+        return
+    write_atomic(output, data)
+    summary = _snapshot_summary(snap)
+    summary["output"] = str(output)
+    summary["signed"] = sign is not None
+    summary["subject"] = statement["subject"]
+    if fmt is OutputFormat.json:
+        _print_json(summary)
+    else:
+        _print_summary(summary)
+        out.print(f"wrote {output}" + (" (signed DSSE envelope)" if sign else ""))
+
+
+@attest_app.command("verify")
+def attest_verify(
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            envvar="TRAINWARDEN_ATTEST_BASELINE",
+            help="Snapshot to compare with (plain or signed).",
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            envvar="TRAINWARDEN_ATTEST_KEY",
+            help="Ed25519 public key the baseline must be signed with.",
+        ),
+    ] = None,
+    python: _PythonOpt = None,
+    code: _CodeOpt = None,
+    fmt: _FormatOpt = OutputFormat.text,
+    fail_on: _FailOnOpt = "high",
+    no_cache: _NoCacheOpt = False,
+) -> None:
+    """Check installed files against RECORD, start-up hooks, loader variables and a baseline."""
+    from trainwarden.attest.signing import load_snapshot
+    from trainwarden.attest.verify import verify_environment
+    from trainwarden.findings import Severity
+
+    Severity.parse(fail_on)
+    loaded = load_snapshot(baseline, key=key) if baseline is not None else None
+    code_dirs = list(code or [])
+    if not code_dirs and loaded is not None and loaded.verified is not False:
+        code_dirs = [Path(c.path) for c in loaded.snapshot.code]
+    cache = _hash_cache(no_cache)
+    with _busy(fmt, "verifying the environment..."):
+        report = verify_environment(
+            python,
+            baseline=loaded,
+            code_dirs=code_dirs,
+            require_signature=key is not None,
+            cache=cache,
+        )
+    _cache_warning(cache)
+    summary = _snapshot_summary(report.snapshot)
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "summary": summary,
+                "baseline": None
+                if loaded is None
+                else {
+                    "path": loaded.source,
+                    "signed": loaded.signed,
+                    "signature_verified": loaded.verified,
+                    "created": loaded.snapshot.created,
+                    "host": loaded.snapshot.host,
+                },
+                "findings": [f.to_dict() for f in report.findings],
+            }
+        )
+    else:
+        _print_summary(summary)
+        if loaded is not None:
+            sig = {True: "signature OK", False: "SIGNATURE INVALID", None: "signature not checked"}
+            out.print(
+                f"baseline     {loaded.source} ({loaded.snapshot.host}, {loaded.snapshot.created}, "
+                f"{'signed, ' + sig[loaded.verified] if loaded.signed else 'unsigned'})"
+            )
+        _print_findings(report.findings)
+    _exit_for(report.findings, fail_on)
+
+
+def _render_diff(d: Any) -> None:
+    out.print(f"diff {d.a} -> {d.b}")
+    if d.empty and not d.platform:
+        out.print("[green]no differences[/]")
+        return
+    for title, pairs in (
+        ("interpreter", d.interpreter),
+        ("platform", d.platform),
+        ("environment", d.environment),
+        ("orphan files", d.orphans),
+        (".pth files", d.pth_files),
+        ("sitecustomize/usercustomize", d.customize),
+        ("code", d.code),
+    ):
+        if pairs:
+            out.print(f"[bold]{title}[/]")
+            for k, (va, vb) in list(pairs.items())[:50]:
+                before = "(absent)" if va is None else va
+                after = "(absent)" if vb is None else vb
+                out.print(f"  {k}: {before} -> {after}")
+    if d.distributions:
+        out.print("[bold]distributions[/]")
+    for dd in d.distributions:
+        if dd.change == "added":
+            out.print(f"  [red]+ {dd.name} {dd.version_b}[/]")
+        elif dd.change == "removed":
+            out.print(f"  [yellow]- {dd.name} {dd.version_a}[/]")
+        elif dd.change == "version":
+            out.print(f"  ~ {dd.name} {dd.version_a} -> {dd.version_b}")
+        else:
+            out.print(
+                f"  ~ {dd.name} {dd.version_b}: {len(dd.changed)} changed, {len(dd.added)} added, "
+                f"{len(dd.removed)} removed"
+            )
+            for path, _, _, _, status_b in dd.changed[:20]:
+                out.print(f"      changed  {path} (now {status_b})")
+            for path in dd.added[:20]:
+                out.print(f"      added    {path}")
+            for path in dd.removed[:20]:
+                out.print(f"      removed  {path}")
+
+
+@attest_app.command("diff")
+def attest_diff(
+    a: Annotated[Path, typer.Argument(help="Reference snapshot (baseline, or node A).")],
+    b: Annotated[Path, typer.Argument(help="Snapshot to compare (current run, or node B).")],
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            envvar="TRAINWARDEN_ATTEST_KEY",
+            help="Ed25519 public key both snapshots must be signed with.",
+        ),
+    ] = None,
+    fmt: _FormatOpt = OutputFormat.text,
+    fail_on: _FailOnOpt = "medium",
+) -> None:
+    """Show node-to-node or run-to-run differences, grouped by distribution."""
+    from trainwarden.attest import AttestationError
+    from trainwarden.attest.diff import diff_snapshots
+    from trainwarden.attest.signing import load_snapshot
+    from trainwarden.findings import Severity
+
+    Severity.parse(fail_on)
+    la, lb = load_snapshot(a, key=key), load_snapshot(b, key=key)
+    if key is not None:
+        for snap in (la, lb):
+            if not snap.signed or not snap.verified:
+                raise AttestationError(
+                    f"{snap.source}: "
+                    + ("signature does not verify" if snap.signed else "not signed")
+                    + f" with key {key}",
+                    hint="re-create it with `trainwarden attest snapshot --sign KEY`",
+                )
+    d = diff_snapshots(la.snapshot, lb.snapshot, a_label=str(a), b_label=str(b))
+    findings = d.findings()
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "a": str(a),
+                "b": str(b),
+                "interpreter": d.interpreter,
+                "platform": d.platform,
+                "environment": d.environment,
+                "orphans": d.orphans,
+                "pth_files": d.pth_files,
+                "customize": d.customize,
+                "code": d.code,
+                "distributions": [
+                    {
+                        "name": x.name,
+                        "change": x.change,
+                        "version_a": x.version_a,
+                        "version_b": x.version_b,
+                        "changed": [
+                            {
+                                "path": p,
+                                "sha256_a": sa,
+                                "sha256_b": sb,
+                                "status_a": ta,
+                                "status_b": tb,
+                            }
+                            for p, sa, sb, ta, tb in x.changed
+                        ],
+                        "added": list(x.added),
+                        "removed": list(x.removed),
+                    }
+                    for x in d.distributions
+                ],
+                "findings": [f.to_dict() for f in findings],
+            }
+        )
+    else:
+        _render_diff(d)
+    _exit_for(findings, fail_on)
+
+
+@attest_app.command("perms")
+def attest_perms(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Extra paths the job loads (checkpoint or data directories)."),
+    ] = None,
+    python: _PythonOpt = None,
+    code: _CodeOpt = None,
+    owner: Annotated[
+        str | None,
+        typer.Option("--owner", help="Job owner (user name or uid; default: you)."),
+    ] = None,
+    sys_path: Annotated[
+        bool,
+        typer.Option(
+            "--sys-path/--no-sys-path",
+            help="Also check every sys.path entry of the interpreter (default: yes).",
+        ),
+    ] = True,
+    fmt: _FormatOpt = OutputFormat.text,
+    fail_on: _FailOnOpt = "high",
+) -> None:
+    """List what the job imports or loads that someone other than its owner or root can change."""
+    from trainwarden.attest import AttestationError
+    from trainwarden.attest.perms import check_permissions
+    from trainwarden.attest.snapshot import job_sys_path
+    from trainwarden.findings import Severity
+
+    Severity.parse(fail_on)
+    uid: int | None = None
+    if owner is not None:
+        if owner.isdigit():
+            uid = int(owner)
+        else:
+            import pwd
+
+            try:
+                uid = pwd.getpwnam(owner).pw_uid
+            except KeyError:
+                raise AttestationError(f"unknown user {owner!r}") from None
+    roots: list[str] = []
+    if sys_path:
+        roots.extend(job_sys_path(python))
+    roots.extend(str(c) for c in code or [])
+    roots.extend(str(p) for p in paths or [])
+    with _busy(fmt, "checking permissions..."):
+        report = check_permissions(roots, owner_uid=uid)
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "owner_uid": report.owner_uid,
+                "roots": list(report.roots),
+                "checked": report.checked,
+                "findings": [f.to_dict() for f in report.findings],
+            }
+        )
+    else:
+        out.print(
+            f"checked {report.checked} paths under {len(report.roots)} roots for owner uid "
+            f"{report.owner_uid}"
+        )
+        _print_findings(report.findings)
+    _exit_for(report.findings, fail_on)
+
+
+@attest_app.command("keygen")
+def attest_keygen(
+    keyfile: Annotated[
+        Path, typer.Argument(help="Private key to create (public key: KEYFILE.pub).")
+    ],
+) -> None:
+    """Create an Ed25519 key pair for signing snapshots."""
+    from trainwarden.attest.signing import generate_key
+
+    pub, keyid = generate_key(keyfile)
+    out.print(f"wrote {keyfile} (private, mode 0600) and {pub} (keyid {keyid})")
 
 
 # ----------------------------------------------------------------------------------------------

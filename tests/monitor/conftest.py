@@ -29,5 +29,11 @@ def make_run() -> Iterator[Callable[..., Run]]:
 
 
 @pytest.fixture(autouse=True)
-def _deterministic() -> None:
+def _deterministic() -> Iterator[None]:
+    # One intra-op thread: the tiny models gain nothing from more, and a shared, loaded
+    # machine makes multi-threaded kernels stall.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)

@@ -167,6 +167,7 @@ class Monitor:
         self._rng_seen: dict[str, dict[str, int]] = {}
         self._rng_last: dict[str, str] = {}
         self._spikes: deque[int] = deque(maxlen=64)
+        self._spike_runs: deque[int] = deque(maxlen=64)
         self._series = {
             name: RobustSeries(
                 window=self.config.spike_window,
@@ -208,20 +209,6 @@ class Monitor:
         self._exchange_fields: list[str] | None = None
         self._watchdog: Any = None
         self._handles: list[Any] = []
-        try:
-            self._start_code_guard()
-            if self.config.rng_watch:
-                seed_watch.add(self._on_seed)
-            self._handles = [
-                model.register_forward_pre_hook(self._on_forward_pre, with_kwargs=True),
-                model.register_forward_hook(self._on_forward_post, with_kwargs=True),
-                optimizer.register_step_pre_hook(self._on_step_pre),
-                optimizer.register_step_post_hook(self._on_step_post),
-            ]
-            self._start_watchdog()
-        except BaseException:
-            self.close()
-            raise
         self._emit(
             "monitor_start",
             {
@@ -237,6 +224,20 @@ class Monitor:
                 "config": {k: str(v) for k, v in vars(self.config).items() if k != "seed"},
             },
         )
+        try:
+            self._start_code_guard()
+            if self.config.rng_watch:
+                seed_watch.add(self._on_seed)
+            self._handles = [
+                model.register_forward_pre_hook(self._on_forward_pre, with_kwargs=True),
+                model.register_forward_hook(self._on_forward_post, with_kwargs=True),
+                optimizer.register_step_pre_hook(self._on_step_pre),
+                optimizer.register_step_post_hook(self._on_step_post),
+            ]
+            self._start_watchdog()
+        except BaseException:
+            self.close()
+            raise
 
     # ------------------------------------------------------------------ public API
 
@@ -246,6 +247,24 @@ class Monitor:
             self._losses.append(loss.detach().reshape(-1)[:1].to(torch.float64))
         else:
             self._losses.append(torch.tensor([float(loss)], dtype=torch.float64))
+
+    def add_scheduler(self, scheduler: Any) -> None:
+        """Declare an LR scheduler created after ``watch()`` (e.g. by a trainer framework).
+
+        The values the scheduler set at construction (``initial_lr``, the first lr) are accepted
+        as the new baseline and recorded in the sink.
+        """
+        self.schedulers.append(scheduler)
+        self._ledger.add_scheduler(scheduler)
+        self._emit(
+            "hparam_baseline",
+            {
+                "step": self.step,
+                "rank": self.rank,
+                "scheduler": type(scheduler).__name__,
+                "hyperparameters": self._ledger.last,
+            },
+        )
 
     def checkpoint_digest(self) -> str:
         """sha256 of the model's state_dict and the optimizer's state tensors (host copy: slow).
@@ -399,6 +418,8 @@ class Monitor:
         self,
         named: list[tuple[str, torch.Tensor]],
         callback: Callable[[list[str], list[int], Rows], None],
+        *,
+        mix: bool = True,
     ) -> None:
         names = [n for n, _ in named]
         ids = [id(t) for _, t in named]
@@ -421,7 +442,7 @@ class Monitor:
         if not by_device:
             callback(names, ids, rows)
         for indices in by_device.values():
-            fp = self._fp.compute([named[i][1] for i in indices])
+            fp = self._fp.compute([named[i][1] for i in indices], mix=mix)
             self._defer(fp, make_cb(indices))
 
     def _compare(
@@ -430,6 +451,8 @@ class Monitor:
         what: str,
         ref: tuple[list[str], list[int], Rows],
         now: tuple[list[str], list[int], Rows],
+        *,
+        bits_only: bool = False,
     ) -> None:
         ref_names, ref_ids, ref_rows = ref
         names, ids, rows = now
@@ -450,7 +473,7 @@ class Monitor:
             pairs = [(n, ref_map[n], r) for n, r in zip(names, rows, strict=True) if n in ref_map]
         else:
             pairs = list(zip(names, ref_rows, rows, strict=True))
-        bad = [(n, a, b) for n, a, b in pairs if a != b]
+        bad = [(n, a, b) for n, a, b in pairs if (a[0] != b[0] if bits_only else a != b)]
         if bad:
             self._alert(
                 rule,
@@ -574,14 +597,17 @@ class Monitor:
         self._started = True
         if self.config.timing:
             self._clock.mark("opt_start")
+        groups_before = len(self._ledger.last)
         now, changes = self._ledger.diff(allow_scheduler=True)
+        if len(now) != groups_before:
+            self._alert(
+                "TWM-HP-GROUPS",
+                f"optimizer param_groups changed from {groups_before} to {len(now)} groups "
+                "during training",
+                {"groups": [groups_before, len(now)], "hyperparameters": now},
+            )
         self._record_hyper(changes, in_step=False)
         self._hp_before = now
-        check = self.step % self.config.check_every == 0
-        self._step_checked = check
-        if not check:
-            self._snaps = []
-            return
         if self._post_s is not None:
             ref_s = self._post_s
             state = list(self._state_tensors())
@@ -589,7 +615,7 @@ class Monitor:
             def got_state(names: list[str], ids: list[int], rows: Rows) -> None:
                 self._compare_state(ref_s, (names, rows))
 
-            self._fingerprint(state, got_state)
+            self._fingerprint(state, got_state, mix=False)
         holder = self._fwd_w
         self._fwd_w = None
         if self.config.check_weights_prestep and holder is not None:
@@ -605,11 +631,14 @@ class Monitor:
                         "between forward and optimizer step",
                         sub,
                         (names, ids, rows),
+                        bits_only=True,
                     )
 
-            self._fingerprint(params, got_pre)
+            self._fingerprint(params, got_pre, mix=False)
         self._grad_norm()
-        self._snaps = self._checker.snapshot(self.optimizer) if self._checker is not None else []
+        self._snaps = []
+        if self._checker is not None and self.step % self.config.check_every == 0:
+            self._snaps = self._checker.snapshot(self.optimizer)
 
     def _compare_state(self, ref: tuple[list[str], Rows], now: tuple[list[str], Rows]) -> None:
         ref_map = dict(zip(ref[0], ref[1], strict=True))
@@ -681,6 +710,11 @@ class Monitor:
             self._clock.end_step(self.step)
         now, changes = self._ledger.diff(allow_scheduler=False)
         self._record_hyper(changes, in_step=True)
+        # Fingerprint this boundary (step N end -> step N+1 start) or forget the last one, so
+        # an unchecked boundary is never compared against stale values.
+        self._step_checked = self.step % self.config.check_every == 0
+        self._post_w = self._post_s = None
+        self._versions = []
         if self._step_checked:
             weights = self._weights(buffers=True)
 
@@ -693,7 +727,7 @@ class Monitor:
             def got_s(names: list[str], ids: list[int], rows: Rows) -> None:
                 self._post_s = (names, rows)
 
-            self._fingerprint(list(self._state_tensors()), got_s)
+            self._fingerprint(list(self._state_tensors()), got_s, mix=False)
         losses, self._losses = self._losses, []
         if losses:
             dev = losses[0].device
@@ -863,7 +897,6 @@ class Monitor:
             spike = self._series[f"time.{phase}"].add(seconds)
             if spike is None:
                 continue
-            self._spikes.append(step)
             self._alert(
                 "TWM-TIME-SPIKE",
                 f"{phase} took {seconds:.3f}s at step {step}; recent median {spike.median:.3f}s",
@@ -875,12 +908,18 @@ class Monitor:
                     "step": step,
                 },
             )
-            recent = [s for s in self._spikes if s > step - 100]
-            if len(recent) >= 5 and len(recent) % 5 == 0:
+            if self._spikes and self._spikes[-1] == step:
+                continue  # one step, several slow phases: one event
+            # A node-wide stall slows a run of consecutive steps: count runs, not steps.
+            if not self._spikes or self._spikes[-1] < step - 1:
+                self._spike_runs.append(step)
+            self._spikes.append(step)
+            recent = [s for s in self._spike_runs if s > step - 100]
+            if len(recent) >= 4 and step == self._spike_runs[-1] and len(recent) % 4 == 0:
                 self._alert(
                     "TWM-TIME-REPEATED",
-                    f"{len(recent)} timing spikes within the last 100 steps (injected sleeps or "
-                    "a straggling node)",
+                    f"{len(recent)} separate timing spikes within the last 100 steps (injected "
+                    "sleeps or a straggling node)",
                     {"steps": recent},
                 )
 

@@ -63,6 +63,42 @@ class HyperLedger:
         self._schedulers = list(schedulers)
         self.last = group_values(optimizer)
 
+    def _momentum_explained(
+        self, group: int, values: dict[str, Any], key: str, old: Any, new: Any
+    ) -> bool:
+        """OneCycleLR/CyclicLR with ``cycle_momentum`` move momentum (or beta1) in a range."""
+        if key == "betas":
+            if not (isinstance(old, list) and isinstance(new, list) and len(old) == len(new) >= 2):
+                return False
+            if old[1:] != new[1:]:
+                return False
+            value = new[0]
+        else:
+            value = new
+        if not isinstance(value, float):
+            return False
+        for s in self._schedulers:
+            if not getattr(s, "cycle_momentum", False):
+                continue
+            # OneCycleLR keeps the range in the param_group; CyclicLR on itself.
+            lows = getattr(s, "base_momentums", None)
+            highs = getattr(s, "max_momentums", None)
+            if "base_momentum" in values and "max_momentum" in values:
+                bounds = (float(values["base_momentum"]), float(values["max_momentum"]))
+            elif lows is not None and highs is not None and group < min(len(lows), len(highs)):
+                bounds = (float(lows[group]), float(highs[group]))
+            else:
+                continue
+            lo, hi = sorted(bounds)
+            if lo - 1e-12 <= value <= hi + 1e-12:
+                return True
+        return False
+
+    def add_scheduler(self, scheduler: Any) -> None:
+        """Add a scheduler and take the current values (set by its constructor) as the baseline."""
+        self._schedulers.append(scheduler)
+        self.last = group_values(self._opt)
+
     def _scheduler_lrs(self, group: int) -> list[float]:
         out: list[float] = []
         for s in self._schedulers:
@@ -96,8 +132,13 @@ class HyperLedger:
                         if explained
                         else (f"the scheduler's last lr is {lrs}")
                     )
+                elif key in ("momentum", "betas") and self._momentum_explained(
+                    gi, new_g, key, old, new
+                ):
+                    explained = True
+                    reason = "within the cycling scheduler's momentum range"
                 elif key != "lr":
-                    reason = "only lr may change during training"
+                    reason = "only lr (and momentum under a cycling scheduler) may change"
                 elif not allow_scheduler:
                     reason = "changed inside optimizer.step()"
                 changes.append(HyperChange(gi, key, old, new, explained, reason))

@@ -1,0 +1,161 @@
+"""Benchmark `attest verify` on a real environment against a naive importlib.metadata RECORD walk.
+
+Usage (read-only on the target environment; the hash cache goes to a temporary directory):
+
+    python bench/attest_speed.py --python /work/main/.venv/bin/python
+
+Prints a markdown table: wall and CPU seconds for a cold run (empty hash cache; page cache as
+found), the naive serial walk, a second cold run (empty hash cache, page cache now warm), warm
+runs (cache populated), and one end-to-end CLI run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainwarden.attest.cache import HashCache
+from trainwarden.attest.snapshot import take_snapshot
+from trainwarden.attest.verify import check_snapshot
+
+
+def naive_record_walk(site: str) -> tuple[int, int, int]:
+    """What a straightforward tool does: every distribution's RECORD, every file hashed serially."""
+    files = ok = bad = 0
+    for dist in importlib.metadata.distributions(path=[site]):
+        for f in dist.files or ():
+            if f.hash is None or f.hash.mode != "sha256":
+                continue
+            files += 1
+            try:
+                data = Path(str(f.locate())).read_bytes()
+            except OSError:
+                bad += 1
+                continue
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            if digest.decode() == f.hash.value:
+                ok += 1
+            else:
+                bad += 1
+    return files, ok, bad
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--python", default=sys.executable, help="interpreter whose env to verify")
+    ap.add_argument("--warm-runs", type=int, default=5)
+    args = ap.parse_args()
+
+    cache_dir = Path(tempfile.mkdtemp(prefix="tw-attest-bench-"))
+    cache_file = cache_dir / "hashes.bin"
+    env = {"PATH": os.environ.get("PATH", "")}
+
+    def verify(cache: HashCache) -> tuple[Any, list[Any]]:
+        snap = take_snapshot(args.python, environ=env, cache=cache)
+        return snap, check_snapshot(snap)
+
+    def cold() -> tuple[float, float, Any]:
+        cache_file.unlink(missing_ok=True)
+        return timed(lambda: verify(HashCache(cache_file)))
+
+    rows: list[tuple[str, float, float, str]] = []
+    w, c, (snap, findings) = cold()
+    files = sum(len(d.files) for d in snap.distributions) + len(snap.orphans)
+    hashed_bytes = 0
+    for d in snap.distributions:
+        for f in d.files:
+            p = os.path.normpath(os.path.join(d.location, f.path))
+            try:
+                hashed_bytes += os.lstat(p).st_size
+            except OSError:
+                continue
+    rows.append(("trainwarden cold #1 (empty hash cache, page cache as found)", w, c, ""))
+
+    site = snap.site_packages[0]
+    w, c, (n, _ok, bad) = timed(lambda: naive_record_walk(site))
+    rows.append(("naive importlib.metadata walk, serial sha256", w, c, f"{n} files, {bad} bad"))
+
+    w, c, _ = cold()
+    rows.append(("trainwarden cold #2 (empty hash cache, page cache warm)", w, c, ""))
+
+    warm = [timed(lambda: verify(HashCache(cache_file))) for _ in range(args.warm_runs)]
+    rows.append(
+        (
+            f"trainwarden warm (median of {args.warm_runs})",
+            statistics.median(x[0] for x in warm),
+            statistics.median(x[1] for x in warm),
+            f"min wall {min(x[0] for x in warm):.3f} s",
+        )
+    )
+    cli_env = {**os.environ, "TRAINWARDEN_CACHE_DIR": str(cache_dir)}
+    cache_file.rename(cache_dir / "attest-sha256.bin")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "attest",
+            "verify",
+            "--python",
+            args.python,
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env,
+        check=False,
+    )
+    cli_wall = time.perf_counter() - start
+    n_findings = len(json.loads(proc.stdout)["findings"]) if proc.stdout else -1
+    rows.append(
+        (
+            "`trainwarden attest verify` CLI, warm, end to end",
+            cli_wall,
+            float("nan"),
+            f"exit {proc.returncode}, {n_findings} findings",
+        )
+    )
+    shutil.rmtree(cache_dir, ignore_errors=True)
+
+    print(
+        f"environment: {snap.interpreter.prefix} ({len(snap.distributions)} distributions, "
+        f"{files} files, {hashed_bytes / 1e9:.2f} GB in RECORDs)"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} at the end; Python {platform.python_version()}"
+    )
+    print()
+    print("| run | wall s | CPU s (this process) | note |")
+    print("|---|---:|---:|---|")
+    for name, w, c, note in rows:
+        cpu = "-" if c != c else f"{c:.3f}"
+        print(f"| {name} | {w:.3f} | {cpu} | {note} |")
+    print()
+    print(f"findings at INFO and above on this environment: {len(findings)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""Compare TrainWarden's scanner with picklescan, modelscan, fickling and ModelAudit on the corpus.
+
+Every tool runs through its own command line, as a user would run it, and is judged by its exit
+code (the CI contract of each tool: 0 clean, 1 findings, anything else an error). TrainWarden runs
+once over the whole corpus (``--format json``, results mapped back to samples); the peers run once
+per sample (fickling once per file, it has no directory mode), and picklescan's own directory scan
+over the corpus is timed as well. The table goes into ``docs/BENCHMARKS.md`` between markers.
+
+    python bench/scan_peers.py                 # build the corpus, run all tools, update the doc
+    python bench/scan_peers.py --no-write      # print the table only
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from trainwarden.drill import Corpus, Sample, canaries_fired
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "docs" / "BENCHMARKS.md"
+BEGIN = "<!-- BEGIN scan_peers (written by bench/scan_peers.py) -->"
+END = "<!-- END scan_peers -->"
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Tally:
+    """One tool's results over the corpus."""
+
+    tool: str
+    version: str
+    detected: list[str] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+    false_positives: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    mode: str = ""
+
+    def add(self, sample: Sample, outcome: str) -> None:
+        """``outcome`` is "flagged", "clean" or "error"."""
+        if outcome == "error":
+            self.errors.append(sample.name)
+        if sample.kind == "malicious":
+            (self.detected if outcome == "flagged" else self.missed).append(sample.name)
+        elif outcome == "flagged":
+            self.false_positives.append(sample.name)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PROMPTFOO_DISABLE_TELEMETRY"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "src"), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
+    )
+    env.setdefault("NO_COLOR", "1")
+    return env
+
+
+def _run(cmd: Sequence[str], cwd: Path, timeout: float = 300.0) -> tuple[int, str]:
+    try:
+        p = subprocess.run(
+            list(cmd),
+            capture_output=True,
+            text=True,
+            env=_env(),
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return 124, "timeout"
+    return p.returncode, p.stdout + p.stderr
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _outcome(rc: int) -> str:
+    return {0: "clean", 1: "flagged"}.get(rc, "error")
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def _per_sample(
+    tool: str,
+    dist: str,
+    samples: list[Sample],
+    root: Path,
+    scratch: Path,
+    command: Callable[[Path, Path], list[str]],
+    per_file: bool,
+    workers: int,
+) -> Tally:
+    tally = Tally(tool, _version(dist), mode="per file" if per_file else "per sample")
+
+    def one(sample: Sample) -> tuple[Sample, str]:
+        path = sample.path(root)
+        targets = _files(path) if per_file else [path]
+        outcomes = []
+        for i, target in enumerate(targets):
+            work = scratch / f"{tool}-{sample.name}-{i}"
+            work.mkdir(parents=True, exist_ok=True)
+            rc, _ = _run(command(target, work), cwd=work)
+            outcomes.append(_outcome(rc))
+        if "flagged" in outcomes:
+            return sample, "flagged"
+        return sample, "error" if "error" in outcomes else "clean"
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
+        for sample, outcome in ex.map(one, samples):
+            tally.add(sample, outcome)
+    tally.wall_s = time.perf_counter() - start
+    return tally
+
+
+def _trainwarden(samples: list[Sample], root: Path, scratch: Path) -> tuple[Tally, str]:
+    tally = Tally("trainwarden", _version("trainwarden"), mode="one call, whole corpus")
+    cmd = [sys.executable, "-m", "trainwarden", "scan", "--format", "json", str(root)]
+    start = time.perf_counter()
+    rc, out = _run(cmd, cwd=scratch, timeout=600)
+    tally.wall_s = time.perf_counter() - start
+    try:
+        report = json.loads(out[out.index("{") :] if "{" in out else out)
+    except json.JSONDecodeError:
+        for s in samples:
+            tally.add(s, "error")
+        return tally, f"rc={rc}: {out[-300:]}"
+    bad = {
+        f["path"]
+        for f in report["files"]
+        if any(x["severity"] in ("HIGH", "CRITICAL") for x in f["findings"])
+    }
+    noisy = {
+        f["path"]
+        for f in report["files"]
+        if any(x["severity"] in ("MEDIUM", "HIGH", "CRITICAL") for x in f["findings"])
+    }
+    for s in samples:
+        p = str(s.path(root))
+        hits = bad if s.kind == "malicious" else noisy
+        flagged = any(q == p or q.startswith(p + os.sep) for q in hits)
+        tally.add(s, "flagged" if flagged else "clean")
+    return tally, f"rc={rc}"
+
+
+def _dir_timing(cmd: list[str], scratch: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    rc, _ = _run(cmd, cwd=scratch, timeout=600)
+    return time.perf_counter() - start, rc
+
+
+def render(
+    tallies: list[Tally],
+    dir_times: list[tuple[str, float, int]],
+    n_mal: int,
+    n_clean: int,
+    command: str,
+) -> str:
+    lines = [
+        BEGIN,
+        "## Scanner vs peers on the generated corpus",
+        "",
+        f"Corpus: {n_mal} malicious samples (each a distinct published technique) and {n_clean} "
+        "clean files written by the real libraries (`trainwarden.drill.build_corpus`).",
+        "Each tool runs through its CLI and is judged by its exit code (1 = findings). For "
+        "TrainWarden a malicious sample counts as detected when one of its files has a HIGH or "
+        "CRITICAL finding, and a clean one as a false positive at MEDIUM or above. "
+        "A peer's error exit (crash, 'cannot parse', 'no supported files') is an error, not a "
+        "detection; on a malicious sample it also counts as missed.",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
+        f"Machine: {platform.machine()} Linux, {os.cpu_count()} CPU cores shared with other jobs "
+        f"(timings are indicative), Python {platform.python_version()}",
+        "",
+        "| tool | version | mode | detected | missed | false positives | errors | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in tallies:
+        lines.append(
+            f"| {t.tool} | {t.version} | {t.mode} | {len(t.detected)}/{n_mal} | {len(t.missed)} | "
+            f"{len(t.false_positives)}/{n_clean} | {len(t.errors)} | {t.wall_s:.1f} |"
+        )
+    lines += ["", "Directory mode over the whole corpus (one command, timing only):", ""]
+    lines += ["| command | wall time (s) | exit code |", "|---|---|---|"]
+    for cmd, secs, rc in dir_times:
+        lines.append(f"| `{cmd}` | {secs:.2f} | {rc} |")
+    lines += ["", "Missed samples and false positives per tool:", ""]
+    for t in tallies:
+        missed = ", ".join(t.missed) or "none"
+        fps = ", ".join(t.false_positives) or "none"
+        lines.append(f"- **{t.tool}** missed: {missed}. False positives: {fps}.")
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(doc: Path, section: str, begin: str, end: str) -> None:
+    """Replace the block between ``begin`` and ``end`` in ``doc`` (append it when absent)."""
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = doc.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, doc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=2, help="parallel peer processes")
+    parser.add_argument(
+        "--tools",
+        default="trainwarden,picklescan,modelscan,fickling,modelaudit",
+        help="comma-separated subset of tools",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print, do not edit the doc")
+    ns = parser.parse_args(argv)
+    tools = ns.tools.split(",")
+    with tempfile.TemporaryDirectory(prefix="tw-peers-") as tmp:
+        base = Path(tmp)
+        corpus = Corpus.build(base / "corpus")
+        root = corpus.root
+        scratch = base / "scratch"
+        scratch.mkdir()
+        samples = list(corpus.samples.values())
+        tallies: list[Tally] = []
+        dir_times: list[tuple[str, float, int]] = []
+        if "trainwarden" in tools:
+            tw, note = _trainwarden(samples, root, scratch)
+            print(f"trainwarden: {note}", file=sys.stderr)
+            tallies.append(tw)
+            dir_times.append(("trainwarden scan --format json CORPUS", tw.wall_s, 0))
+        peers: dict[str, tuple[str, Callable[[Path, Path], list[str]], bool]] = {
+            "picklescan": (
+                "picklescan",
+                lambda p, w: [str(BIN / "picklescan"), "-p", str(p)],
+                False,
+            ),
+            "modelscan": ("modelscan", lambda p, w: [str(BIN / "modelscan"), "-p", str(p)], False),
+            "fickling": (
+                "fickling",
+                lambda p, w: [
+                    str(BIN / "fickling"),
+                    "--check-safety",
+                    "--json-output",
+                    str(w / "fickling.json"),
+                    str(p),
+                ],
+                True,
+            ),
+            "modelaudit": (
+                "modelaudit",
+                lambda p, w: [str(BIN / "modelaudit"), "scan", "--format", "json", str(p)],
+                False,
+            ),
+        }
+        for tool, (dist, make_cmd, per_file) in peers.items():
+            if tool not in tools:
+                continue
+            print(f"running {tool} over {len(samples)} samples...", file=sys.stderr)
+            tallies.append(
+                _per_sample(tool, dist, samples, root, scratch, make_cmd, per_file, ns.workers)
+            )
+        if "picklescan" in tools:
+            secs, rc = _dir_timing([str(BIN / "picklescan"), "-p", str(root)], scratch)
+            dir_times.append(("picklescan -p CORPUS", secs, rc))
+        fired = canaries_fired(root)
+        if fired:
+            print(f"CANARIES FIRED (a tool executed a payload): {fired}", file=sys.stderr)
+        n_mal = len(corpus.of_kind("malicious"))
+        n_clean = len(corpus.of_kind("clean"))
+    command = "python bench/scan_peers.py " + " ".join(
+        shlex.quote(a) for a in (argv or sys.argv[1:])
+    )
+    section = render(tallies, dir_times, n_mal, n_clean, command.strip())
+    print(section)
+    if not ns.no_write:
+        write_section(BENCHMARKS, section, BEGIN, END)
+    return 1 if fired else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

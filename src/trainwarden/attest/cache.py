@@ -1,0 +1,233 @@
+"""Parallel file hashing with a per-user cache keyed on (device, inode, size, mtime_ns, ctime_ns).
+
+A cache hit means the file's inode metadata is unchanged since it was hashed. ``ctime`` is in the
+key because ``mtime`` can be set back with ``os.utime`` by anyone who can write the file, while
+``ctime`` is set by the kernel on every content or metadata change and cannot be chosen by a user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import struct
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import MappingProxyType
+
+__all__ = ["HashCache", "cache_key_packer", "default_cache_dir", "hash_files", "hash_other"]
+
+_MAGIC = b"TWHC1\n"
+_KEY = struct.Struct("<QQqqq")
+_REC = _KEY.size + 32
+_SMALL = 256 * 1024
+_BATCH = 128
+_MAX_ENTRIES = 2_000_000
+
+
+def default_cache_dir() -> Path:
+    """``$TRAINWARDEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/trainwarden``, else ``~/.cache/...``."""
+    env = os.environ.get("TRAINWARDEN_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "trainwarden"
+
+
+def cache_key_packer() -> Callable[[int, int, int, int, int], bytes]:
+    """``pack(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) -> key`` for lookup_table()."""
+    return _KEY.pack
+
+
+def _key(st: os.stat_result) -> bytes:
+    return _KEY.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class HashCache:
+    """sha256 digests of files, keyed on inode metadata; stored in one binary file.
+
+    ``hits`` and ``misses`` count lookups since construction (a miss means the file was read).
+
+    The cache is ignored (``trusted`` is False, ``reason`` says why) when its file or directory is
+    writable by another user or owned by someone else: a poisoned cache would hide a modified file.
+    ``path=None`` gives an in-memory cache that is never saved.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._entries: dict[bytes, bytes] = {}
+        self._new = 0
+        self.hits = 0
+        self.misses = 0
+        self.trusted = True
+        self.reason = ""
+        if path is not None:
+            self._load(path)
+
+    @classmethod
+    def default(cls) -> HashCache:
+        """The cache file in :func:`default_cache_dir`."""
+        return cls(default_cache_dir() / "attest-sha256.bin")
+
+    def _load(self, path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as e:
+            self.trusted, self.reason = False, f"cannot open {path}: {e}"
+            return
+        with os.fdopen(fd, "rb") as f:
+            problem = _unsafe(os.fstat(f.fileno()), path) or _unsafe(
+                os.stat(path.parent), path.parent
+            )
+            if problem:
+                self.trusted, self.reason = False, problem
+                return
+            data = f.read()
+        if not data.startswith(_MAGIC) or (len(data) - len(_MAGIC)) % _REC:
+            self.reason = f"{path} is not a trainwarden hash cache; starting a new one"
+            return
+        mv = memoryview(data)[len(_MAGIC) :]
+        k = _KEY.size
+        self._entries = {
+            bytes(mv[i : i + k]): bytes(mv[i + k : i + _REC]) for i in range(0, len(mv), _REC)
+        }
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup_table(self) -> Mapping[bytes, bytes]:
+        """Read-only view for hot loops that pack keys with :func:`cache_key_packer` themselves
+        (an untrusted cache gives an empty table). Lookups through it are not counted."""
+        return MappingProxyType(self._entries if self.trusted else {})
+
+    def get(self, st: os.stat_result) -> bytes | None:
+        """The cached sha256 for a file with exactly this metadata, or None."""
+        d = self._entries.get(_key(st)) if self.trusted else None
+        if d is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return d
+
+    def put(self, st: os.stat_result, digest: bytes) -> None:
+        """Remember ``digest`` for the file whose (fstat) metadata is ``st``."""
+        self._entries[_key(st)] = digest
+        self._new += 1
+
+    def save(self) -> None:
+        """Write the cache atomically if anything was added (never when untrusted).
+
+        A failure to write is not an error (the cache only saves time): ``reason`` says why.
+        """
+        if self.path is None or not self._new or not self.trusted:
+            return
+        items = list(self._entries.items())[-_MAX_ENTRIES:]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".attest-", dir=self.path.parent)
+        except OSError as e:
+            # The cache only saves time; a read-only home must not fail the attestation.
+            self.reason = f"could not save the hash cache in {self.path.parent}: {e}"
+            return
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_MAGIC)
+                f.write(b"".join(k + v for k, v in items))
+            os.replace(tmp, self.path)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            self.reason = f"could not save the hash cache {self.path}: {e}"
+            return
+        self._new = 0
+
+
+def _unsafe(st: os.stat_result, path: Path) -> str:
+    if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
+        return f"{path} is owned by uid {st.st_uid}, not by you; the hash cache is ignored"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by group or others; the hash cache is ignored"
+    return ""
+
+
+def _hash_one(path: str, algorithm: str) -> tuple[bytes | None, os.stat_result | None, str]:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        return None, None, f"{type(e).__name__}: {e.strerror or e}"
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None, st, "not a regular file"
+        if st.st_size <= _SMALL:
+            # The named constructor skips hashlib.new's name lookup (~50k calls per environment).
+            h = (
+                hashlib.sha256(f.read())
+                if algorithm == "sha256"
+                else hashlib.new(algorithm, f.read())
+            )
+        else:
+            h = hashlib.file_digest(f, algorithm)
+    return h.digest(), st, ""
+
+
+def hash_files(
+    files: Sequence[tuple[str, os.stat_result]],
+    cache: HashCache,
+    *,
+    workers: int | None = None,
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """sha256 every ``(path, lstat)``; return ``({path: digest}, {path: error})``.
+
+    Cache hits are decided on the given lstat; misses are read in parallel threads (hashlib
+    releases the GIL on large buffers) and stored under the metadata of the descriptor actually
+    read, so a file swapped between the walk and the read is never cached under the old inode.
+    """
+    digests: dict[str, bytes] = {}
+    errors: dict[str, str] = {}
+    misses: list[tuple[str, int]] = []
+    # The lookup is inlined: it runs once per installed file on every warm verify.
+    entries = cache._entries if cache.trusted else {}
+    pack = _KEY.pack
+    for path, st in files:
+        d = entries.get(pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        if d is not None:
+            digests[path] = d
+        else:
+            misses.append((path, st.st_size))
+    cache.hits += len(digests)
+    cache.misses += len(misses)
+    if not misses:
+        return digests, errors
+    misses.sort(key=lambda m: m[1], reverse=True)
+    big = [p for p, size in misses if size > _SMALL]
+    small = [p for p, size in misses if size <= _SMALL]
+    batches: list[list[str]] = [[p] for p in big]
+    batches.extend(small[i : i + _BATCH] for i in range(0, len(small), _BATCH))
+
+    def run(batch: list[str]) -> list[tuple[str, bytes | None, os.stat_result | None, str]]:
+        return [(p, *_hash_one(p, "sha256")) for p in batch]
+
+    n = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tw-hash") as pool:
+        for results in pool.map(run, batches):
+            for path, digest, fst, error in results:
+                if digest is None or fst is None:
+                    errors[path] = error
+                    continue
+                digests[path] = digest
+                cache.put(fst, digest)
+    return digests, errors
+
+
+def hash_other(paths: Iterable[str], algorithm: str) -> dict[str, bytes]:
+    """Uncached digests with another algorithm (RECORD files that use sha384/sha512)."""
+    out: dict[str, bytes] = {}
+    for p in paths:
+        d, _, _ = _hash_one(p, algorithm)
+        if d is not None:
+            out[p] = d
+    return out

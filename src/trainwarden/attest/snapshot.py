@@ -1,0 +1,655 @@
+"""Snapshots of what a job will run, as in-toto Statements (v1) with a TrainWarden predicate.
+
+:func:`take_snapshot` asks the target interpreter where its site directories are (a script run
+with ``-I -S -B``, so no hook executes), then walks them once, checks every installed file
+against its distribution's RECORD hash and lists what no distribution owns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from stat import S_ISLNK
+from typing import Any, NamedTuple
+
+from trainwarden import __version__
+from trainwarden.attest import AttestationError
+from trainwarden.attest.cache import HashCache, cache_key_packer, hash_files, hash_other
+from trainwarden.attest.codedir import CodeDir, code_state
+from trainwarden.attest.envvars import helper_environment, loader_environment
+from trainwarden.attest.pth import PthContent, site_path_order
+from trainwarden.attest.record import ACCEPTED_ALGORITHMS, FileStatus, find_distributions
+
+__all__ = [
+    "PREDICATE_TYPE",
+    "STATEMENT_TYPE",
+    "CustomizeModule",
+    "DistFile",
+    "Distribution",
+    "Interpreter",
+    "Orphan",
+    "PthFile",
+    "Snapshot",
+    "canonical_name",
+    "job_sys_path",
+    "take_snapshot",
+]
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://trainwarden.dev/attestation/python-environment/v1"
+_COLLECTOR = Path(__file__).with_name("collector.py")
+_CUSTOMIZE = ("sitecustomize", "usercustomize")
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalised distribution name (``Foo_Bar`` -> ``foo-bar``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+class DistFile(NamedTuple):
+    """One installed file: ``path`` as written in RECORD, status, actual sha256 (hex) and the
+    expected ``algorithm:hex`` from RECORD (None when RECORD has no hash, and for ``ok`` sha256
+    files, where it equals the actual digest).
+
+    A NamedTuple rather than a frozen dataclass: a torch environment has ~50k of them and
+    tuple construction is several times cheaper (both are immutable).
+    """
+
+    path: str
+    status: FileStatus
+    sha256: str | None
+    expected: str | None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """An installed distribution and the verification status of each of its files."""
+
+    name: str
+    version: str
+    installer: str | None
+    direct_url: Mapping[str, Any] | None
+    metadata_dir: str
+    location: str
+    kind: str
+    record_problem: str
+    files: tuple[DistFile, ...] = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        """Canonical name used to match distributions across snapshots."""
+        return canonical_name(self.name)
+
+    def counts(self) -> dict[str, int]:
+        """Number of files per status."""
+        out = {s.value: 0 for s in FileStatus}
+        for f in self.files:
+            out[f.status.value] += 1
+        return out
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A file inside a site directory that no distribution's RECORD lists."""
+
+    path: str
+    sha256: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class PthFile:
+    """A ``.pth`` file ``site`` reads at start-up: its owner (None: orphan) and what it does."""
+
+    path: str
+    owner: str | None
+    sha256: str | None
+    import_lines: tuple[str, ...]
+    path_entries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CustomizeModule:
+    """A ``sitecustomize``/``usercustomize`` found on the job's path; ``active`` is the one
+    Python imports (the first on ``sys.path``); ``where`` is stdlib, site-packages or pythonpath."""
+
+    module: str
+    path: str
+    owner: str | None
+    sha256: str | None
+    where: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """The interpreter a job runs and where it looks for code."""
+
+    path: str
+    realpath: str
+    version: str
+    implementation: str
+    sha256: str | None
+    prefix: str
+    base_prefix: str
+    venv: bool
+    include_system_site_packages: bool
+    user_site: str
+    user_site_enabled: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything :func:`take_snapshot` recorded; :meth:`to_statement` gives the in-toto form."""
+
+    created: str
+    host: str
+    uid: int
+    trainwarden_version: str
+    interpreter: Interpreter
+    platform: Mapping[str, str]
+    sys_path: tuple[str, ...]
+    site_packages: tuple[str, ...]
+    distributions: tuple[Distribution, ...]
+    orphans: tuple[Orphan, ...]
+    pth_files: tuple[PthFile, ...]
+    customize: tuple[CustomizeModule, ...]
+    environment: Mapping[str, str]
+    code: tuple[CodeDir, ...]
+    unreadable: Mapping[str, str] = field(default_factory=dict)
+
+    # ---- in-toto ------------------------------------------------------------------------
+
+    def predicate(self) -> dict[str, Any]:
+        """The TrainWarden predicate (JSON-serialisable)."""
+        return {
+            "trainwarden_version": self.trainwarden_version,
+            "created": self.created,
+            "host": self.host,
+            "uid": self.uid,
+            "interpreter": dict(self.interpreter.__dict__),
+            "platform": dict(self.platform),
+            "sys_path": list(self.sys_path),
+            "site_packages": list(self.site_packages),
+            "distributions": [
+                {
+                    "name": d.name,
+                    "version": d.version,
+                    "installer": d.installer,
+                    "direct_url": dict(d.direct_url) if d.direct_url is not None else None,
+                    "metadata_dir": d.metadata_dir,
+                    "location": d.location,
+                    "kind": d.kind,
+                    "record_problem": d.record_problem,
+                    "summary": d.counts(),
+                    "files": [[f.path, f.status.value, f.sha256, f.expected] for f in d.files],
+                }
+                for d in self.distributions
+            ],
+            "orphans": [[o.path, o.sha256, o.size] for o in self.orphans],
+            "pth_files": [
+                {
+                    "path": p.path,
+                    "owner": p.owner,
+                    "sha256": p.sha256,
+                    "import_lines": list(p.import_lines),
+                    "path_entries": list(p.path_entries),
+                }
+                for p in self.pth_files
+            ],
+            "customize": [dict(c.__dict__) for c in self.customize],
+            "environment": dict(self.environment),
+            "code": [c.to_dict() for c in self.code],
+            "unreadable": dict(self.unreadable),
+        }
+
+    def environment_digest(self) -> str:
+        """sha256 over the distributions, orphans, hooks and loader variables (subject digest)."""
+        p = self.predicate()
+        core = {k: p[k] for k in ("distributions", "orphans", "pth_files", "customize")}
+        core["environment"] = p["environment"]
+        for d in core["distributions"]:
+            d.pop("summary", None)
+        return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
+
+    def to_statement(self) -> dict[str, Any]:
+        """The in-toto Statement v1: subjects are the interpreter, the environment, code dirs."""
+        subject: list[dict[str, Any]] = [
+            {
+                "name": f"python:{self.interpreter.path}",
+                "digest": {"sha256": self.interpreter.sha256 or ""},
+            },
+            {
+                "name": f"environment:{self.interpreter.prefix}",
+                "digest": {"sha256": self.environment_digest()},
+            },
+        ]
+        subject.extend(
+            {"name": f"code:{c.path}", "digest": {"sha256": c.digest}} for c in self.code
+        )
+        return {
+            "_type": STATEMENT_TYPE,
+            "subject": subject,
+            "predicateType": PREDICATE_TYPE,
+            "predicate": self.predicate(),
+        }
+
+    @classmethod
+    def from_statement(cls, st: Mapping[str, Any], source: str = "<snapshot>") -> Snapshot:
+        """Rebuild a snapshot from :meth:`to_statement` output; raises AttestationError."""
+        if st.get("_type") != STATEMENT_TYPE or st.get("predicateType") != PREDICATE_TYPE:
+            raise AttestationError(
+                f"{source} is not a TrainWarden environment attestation "
+                f"(_type={st.get('_type')!r}, predicateType={st.get('predicateType')!r})",
+                hint="create one with `trainwarden attest snapshot -o FILE`",
+            )
+        try:
+            p = st["predicate"]
+            dists = tuple(
+                Distribution(
+                    name=d["name"],
+                    version=d["version"],
+                    installer=d.get("installer"),
+                    direct_url=d.get("direct_url"),
+                    metadata_dir=d["metadata_dir"],
+                    location=d["location"],
+                    kind=d.get("kind", "dist-info"),
+                    record_problem=d.get("record_problem", ""),
+                    files=tuple(
+                        DistFile(path, FileStatus(status), sha, expected)
+                        for path, status, sha, expected in d["files"]
+                    ),
+                )
+                for d in p["distributions"]
+            )
+            return cls(
+                created=str(p["created"]),
+                host=str(p["host"]),
+                uid=int(p["uid"]),
+                trainwarden_version=str(p.get("trainwarden_version", "?")),
+                interpreter=Interpreter(**p["interpreter"]),
+                platform=dict(p["platform"]),
+                sys_path=tuple(p["sys_path"]),
+                site_packages=tuple(p["site_packages"]),
+                distributions=dists,
+                orphans=tuple(Orphan(a, b, int(c)) for a, b, c in p["orphans"]),
+                pth_files=tuple(
+                    PthFile(
+                        x["path"],
+                        x.get("owner"),
+                        x.get("sha256"),
+                        tuple(x.get("import_lines", ())),
+                        tuple(x.get("path_entries", ())),
+                    )
+                    for x in p["pth_files"]
+                ),
+                customize=tuple(CustomizeModule(**c) for c in p["customize"]),
+                environment=dict(p["environment"]),
+                code=tuple(CodeDir.from_dict(c) for c in p["code"]),
+                unreadable=dict(p.get("unreadable", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise AttestationError(
+                f"{source}: malformed snapshot predicate ({type(e).__name__}: {e})",
+                hint="re-create the snapshot with this version of trainwarden",
+            ) from e
+
+
+# --------------------------------------------------------------------------------------------
+# collection
+# --------------------------------------------------------------------------------------------
+
+
+def _run_collector(python: str | None, env: Mapping[str, str]) -> dict[str, Any]:
+    exe = python or sys.executable
+    try:
+        proc = subprocess.run(  # noqa: S603 - the interpreter under attestation, isolated
+            [exe, "-I", "-S", "-B", str(_COLLECTOR)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env=helper_environment(env),
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise AttestationError(
+            f"cannot run interpreter {exe}: {e}", hint="pass --python with a Python executable"
+        ) from e
+    if proc.returncode != 0:
+        raise AttestationError(
+            f"interpreter {exe} failed to describe itself (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-500:]}",
+            hint="is it a CPython >= 3.8 executable?",
+        )
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError as e:
+        raise AttestationError(f"interpreter {exe} printed unexpected output: {e}") from e
+    if not isinstance(data, dict):
+        raise AttestationError(f"interpreter {exe} printed unexpected output")
+    return data
+
+
+def _walk(root: str, out: dict[str, os.stat_result], skip: set[str]) -> None:
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    if e.path not in skip:
+                        stack.append(e.path)
+                else:
+                    try:
+                        out[e.path] = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+
+
+def _unique_dirs(dirs: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for d in dirs:
+        norm = os.path.normpath(d)
+        real = os.path.realpath(norm)
+        if real in seen or not os.path.isdir(norm):
+            continue
+        seen.add(real)
+        out.append(norm)
+    return out
+
+
+def _customize_modules(
+    sys_path: Sequence[str], classify: Mapping[str, str]
+) -> list[tuple[str, str, str, bool]]:
+    found: list[tuple[str, str, str, bool]] = []
+    active: set[str] = set()
+    for entry in sys_path:
+        try:
+            names = set(os.listdir(entry))
+        except OSError:
+            continue
+        for module in _CUSTOMIZE:
+            # FileFinder's order within one directory: package, extension module, source,
+            # sourceless bytecode.
+            candidates = sorted(
+                n for n in names if n.startswith(f"{module}.") and n.endswith((".so", ".pyd"))
+            )
+            candidates += [f"{module}.py", f"{module}.pyc"]
+            hits = [os.path.join(entry, n) for n in candidates if n in names]
+            if module in names and os.path.isfile(os.path.join(entry, module, "__init__.py")):
+                hits.insert(0, os.path.join(entry, module, "__init__.py"))
+            for hit in hits:
+                found.append((module, hit, classify.get(entry, "path"), module not in active))
+                active.add(module)
+    return found
+
+
+@dataclass(frozen=True)
+class _Layout:
+    info: Mapping[str, Any]
+    site_dirs: list[str]
+    stdlib: list[str]
+    pythonpath: list[str]
+    site_path: list[str]
+    pths: list[PthContent]
+    sys_path: list[str]
+
+
+def _layout(python: str | None, env: Mapping[str, str]) -> _Layout:
+    info = _run_collector(python, env)
+    venv_sites = [str(s) for s in info.get("venv_site_packages", [])]
+    user_sites = [str(info["user_site"])] if info.get("user_site_enabled") else []
+    system_sites = [str(s) for s in info.get("system_site_packages", [])]
+    site_dirs = _unique_dirs([*venv_sites, *user_sites, *system_sites])
+    stdlib = [str(p) for p in info.get("stdlib_path", [])]
+    pythonpath = [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    site_path, pths = site_path_order(site_dirs)
+    sys_path = list(dict.fromkeys([*pythonpath, *stdlib, *site_path]))
+    return _Layout(info, site_dirs, stdlib, pythonpath, site_path, pths, sys_path)
+
+
+def job_sys_path(python: str | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``sys.path`` a script run by ``python`` would get (PYTHONPATH, stdlib, site, .pth
+    entries), computed without running any start-up hook; the script's own directory is not
+    included."""
+    return _layout(python, dict(os.environ if environ is None else environ)).sys_path
+
+
+def take_snapshot(
+    python: str | None = None,
+    *,
+    code_dirs: Sequence[Path] = (),
+    environ: Mapping[str, str] | None = None,
+    cache: HashCache | None = None,
+    workers: int | None = None,
+) -> Snapshot:
+    """Describe the interpreter ``python`` (default: this one) and the code directories.
+
+    ``environ`` is the environment the job will run with (default: this process's); it decides
+    the loader variables recorded and the ``PYTHONPATH`` entries searched for ``sitecustomize``.
+    ``cache`` defaults to :meth:`HashCache.default`; the cache file is updated at the end.
+    """
+    env = dict(os.environ if environ is None else environ)
+    for c in code_dirs:
+        if not Path(c).is_dir():
+            raise AttestationError(
+                f"code directory {c} does not exist or is not a directory",
+                hint="pass --code with the directory the job's scripts live in",
+            )
+    cache = cache if cache is not None else HashCache.default()
+    layout = _layout(python, env)
+    info, site_dirs, stdlib, pythonpath = (
+        layout.info,
+        layout.site_dirs,
+        layout.stdlib,
+        layout.pythonpath,
+    )
+    site_path, pths, sys_path = layout.site_path, layout.pths, layout.sys_path
+
+    # One walk of every site directory: each file is lstat'ed exactly once.
+    stats: dict[str, os.stat_result] = {}
+    site_set = set(site_dirs)
+    for sd in site_dirs:
+        _walk(sd, stats, site_set - {sd})
+
+    dists_raw = list(find_distributions(site_dirs))
+    ok, modified, missing, no_hash = (
+        FileStatus.OK,
+        FileStatus.MODIFIED,
+        FileStatus.MISSING,
+        FileStatus.NO_HASH,
+    )
+    owner_idx: dict[str, int] = {}
+    per_dist: list[list[DistFile]] = [[] for _ in dists_raw]
+    # RECORD rows not settled by a cache hit: (dist index, RECORD path, full path, alg, digest).
+    deferred: list[tuple[int, str, str, str | None, bytes | None]] = []
+    to_hash: dict[str, os.stat_result] = {}
+    cached, pack, sget = cache.lookup_table(), cache_key_packer(), stats.get
+    settled = 0
+    # Hot loop, one pass per installed file: on a warm run almost every row is settled here by a
+    # cache hit whose digest equals RECORD's, without touching the file.
+    for i, d in enumerate(dists_raw):
+        base = d.location + os.sep
+        done = per_dist[i]
+        for rel, alg, expected, _ in d.entries:
+            if rel.startswith(("/", "./")) or ".." in rel or "//" in rel or "/./" in rel:
+                full = os.path.normpath(os.path.join(d.location, rel))
+            else:
+                full = base + rel
+            if full not in owner_idx:
+                owner_idx[full] = i
+            st = sget(full)
+            if st is None:
+                try:
+                    st = os.lstat(full)  # outside the site directories (scripts in bin/)
+                except OSError:
+                    exp = f"{alg}:{expected.hex()}" if alg and expected is not None else None
+                    done.append(DistFile(rel, missing, None, exp))
+                    continue
+                stats[full] = st
+            if S_ISLNK(st.st_mode):
+                deferred.append((i, rel, full, alg, expected))
+                continue
+            hit = cached.get(pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            if hit is not None and alg == "sha256" and hit == expected:
+                done.append(DistFile(rel, ok, hit.hex(), None))
+                settled += 1
+                continue
+            deferred.append((i, rel, full, alg, expected))
+            to_hash[full] = st
+    cache.hits += settled
+    # Bytecode that Python or the installer generated for an owned source file belongs to it.
+    tag = str(info.get("cache_tag") or "")
+    extra_owned: dict[str, int] = {}
+    for path in stats:
+        if path in owner_idx or not path.endswith(".pyc"):
+            continue
+        parent = os.path.dirname(path)
+        if os.path.basename(parent) != "__pycache__":
+            continue
+        stem = os.path.basename(path).split(".", 1)[0]
+        source = os.path.join(os.path.dirname(parent), stem + ".py")
+        if source in owner_idx and (not tag or f".{tag}" in os.path.basename(path)):
+            extra_owned[path] = owner_idx[source]
+
+    def owner(path: str) -> str | None:
+        i = owner_idx.get(path)
+        return dists_raw[i].name if i is not None else None
+
+    orphan_paths = [p for p in stats if p not in owner_idx and p not in extra_owned]
+    for p in (*orphan_paths, *extra_owned):
+        if not S_ISLNK(stats[p].st_mode):
+            to_hash[p] = stats[p]
+    interp_real = str(info.get("realpath") or info.get("executable"))
+    with contextlib.suppress(OSError):
+        to_hash[interp_real] = os.lstat(interp_real)
+    sys_path_class = {p: "pythonpath" for p in pythonpath}
+    sys_path_class.update({p: "stdlib" for p in stdlib})
+    sys_path_class.update({p: "site-packages" for p in site_path})
+    customize = _customize_modules(sys_path, sys_path_class)
+    for _, path, _, _ in customize:
+        if path not in to_hash:
+            try:
+                to_hash[path] = os.lstat(path)
+            except OSError:
+                continue
+
+    digests, errors = hash_files(list(to_hash.items()), cache, workers=workers)
+    other_algs: dict[str, set[str]] = {}
+    for _, _, full, alg, _ in deferred:
+        if alg and alg != "sha256" and alg in ACCEPTED_ALGORITHMS:
+            other_algs.setdefault(alg, set()).add(full)
+    other = {alg: hash_other(sorted(paths), alg) for alg, paths in other_algs.items()}
+
+    for i, rel, full, alg, expected in deferred:
+        actual = digests.get(full)
+        fst = stats.get(full)
+        link = _is_link(fst)
+        hexd = actual.hex() if actual is not None and not link else None
+        if alg == "sha256" and actual is not None and actual == expected:
+            per_dist[i].append(DistFile(rel, ok, hexd, None))
+            continue
+        exp_text = f"{alg}:{expected.hex()}" if alg and expected is not None else None
+        if alg is None or expected is None or alg not in ACCEPTED_ALGORITHMS:
+            status = no_hash
+        else:
+            got = actual if alg == "sha256" else other.get(alg, {}).get(full)
+            status = ok if got == expected else modified
+        per_dist[i].append(DistFile(rel, status, hexd, exp_text))
+    for path, i in extra_owned.items():
+        d = dists_raw[i]
+        rel = os.path.relpath(path, d.location)
+        got = digests.get(path)
+        per_dist[i].append(DistFile(rel, no_hash, got.hex() if got is not None else None, None))
+
+    distributions = tuple(
+        Distribution(
+            name=d.name,
+            version=d.version,
+            installer=d.installer,
+            direct_url=d.direct_url,
+            metadata_dir=d.metadata_dir,
+            location=d.location,
+            kind=d.kind,
+            record_problem=d.record_problem,
+            files=tuple(sorted(per_dist[i], key=lambda f: f.path)),
+        )
+        for i, d in enumerate(dists_raw)
+    )
+    orphans = tuple(
+        Orphan(p, (digests[p].hex() if p in digests else None), stats[p].st_size)
+        for p in sorted(orphan_paths)
+    )
+    pth_files = tuple(
+        PthFile(
+            path=p.path,
+            owner=owner(p.path),
+            sha256=digests[p.path].hex() if p.path in digests else None,
+            import_lines=p.import_lines,
+            path_entries=p.path_entries,
+        )
+        for p in pths
+    )
+    customize_mods = tuple(
+        CustomizeModule(
+            module=m,
+            path=path,
+            owner=owner(path),
+            sha256=digests[path].hex() if path in digests else None,
+            where=where,
+            active=active,
+        )
+        for m, path, where, active in customize
+    )
+    code = tuple(code_state(Path(c), cache, workers=workers) for c in code_dirs)
+    cache.save()
+    interp_digest = digests.get(interp_real)
+    return Snapshot(
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        host=socket.gethostname(),
+        uid=os.getuid() if hasattr(os, "getuid") else -1,
+        trainwarden_version=__version__,
+        interpreter=Interpreter(
+            path=str(info["executable"]),
+            realpath=interp_real,
+            version=str(info["version"]),
+            implementation=str(info["implementation"]),
+            sha256=interp_digest.hex() if interp_digest is not None else None,
+            prefix=str(info["prefix"]),
+            base_prefix=str(info["base_prefix"]),
+            venv=bool(info["venv"]),
+            include_system_site_packages=bool(info["include_system_site_packages"]),
+            user_site=str(info["user_site"]),
+            user_site_enabled=bool(info["user_site_enabled"]),
+        ),
+        platform={str(k): str(v) for k, v in dict(info.get("platform", {})).items()},
+        sys_path=tuple(sys_path),
+        site_packages=tuple(site_dirs),
+        distributions=distributions,
+        orphans=orphans,
+        pth_files=pth_files,
+        customize=customize_mods,
+        environment=loader_environment(env),
+        code=code,
+        unreadable=dict(sorted(errors.items())),
+    )
+
+
+def _is_link(st: os.stat_result | None) -> bool:
+    return st is not None and (st.st_mode & 0o170000) == 0o120000

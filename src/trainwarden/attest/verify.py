@@ -1,0 +1,267 @@
+"""Findings for a snapshot: against its RECORD hashes, its start-up hooks, and a baseline.
+
+Every rule id and its meaning is in :data:`RULES`; docs/attest.md lists them with severities.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainwarden.attest.cache import HashCache
+from trainwarden.attest.diff import BASELINE_RULES, SnapshotDiff, diff_snapshots
+from trainwarden.attest.envvars import describe
+from trainwarden.attest.record import FileStatus
+from trainwarden.attest.signing import LoadedSnapshot
+from trainwarden.attest.snapshot import Snapshot, take_snapshot
+from trainwarden.findings import Finding, Severity
+
+__all__ = ["RULES", "VerifyReport", "check_snapshot", "verify_environment"]
+
+RULES: dict[str, str] = {
+    "TWA-REC-001": "an installed file differs from the hash in its distribution's RECORD",
+    "TWA-REC-002": "a file listed in a distribution's RECORD is missing",
+    "TWA-REC-003": "installed files without a RECORD hash (bytecode); only a baseline covers them",
+    "TWA-REC-004": "a distribution's RECORD is missing or malformed: its files cannot be verified",
+    "TWA-REC-005": "an installed file could not be read, so it was not verified",
+    "TWA-ORPH-001": "a file inside site-packages that no distribution installed",
+    "TWA-PTH-001": "a .pth file no distribution installed runs code at every interpreter start",
+    "TWA-PTH-002": "a .pth file no distribution installed adds directories to sys.path",
+    "TWA-PTH-003": "a .pth file a distribution installed runs code at start-up (RECORD-verified)",
+    "TWA-CUST-001": "a sitecustomize/usercustomize no distribution installed is on the path",
+    "TWA-CUST-002": "a sitecustomize/usercustomize from the OS or a distribution is on the path",
+    "TWA-ENV-001": "an environment variable that changes which code loads is set",
+    "TWA-SIG-001": "the baseline's signature does not verify: the baseline was not used",
+    "TWA-SIG-002": "a key was given but the baseline is not signed",
+    **BASELINE_RULES,
+}
+
+_CODE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".dylib", ".pth")
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The snapshot that was checked, the baseline used (if any), the diff and the findings."""
+
+    snapshot: Snapshot
+    baseline: LoadedSnapshot | None
+    diff: SnapshotDiff | None
+    findings: tuple[Finding, ...]
+
+    def at_least(self, threshold: Severity) -> list[Finding]:
+        """Findings at or above ``threshold``."""
+        return [f for f in self.findings if f.severity >= threshold]
+
+
+def check_snapshot(snap: Snapshot) -> list[Finding]:
+    """Findings from the snapshot alone: RECORD mismatches, orphans, hooks, loader variables."""
+    out: list[Finding] = []
+    no_hash: dict[str, int] = {}
+    for d in snap.distributions:
+        if d.record_problem:
+            out.append(
+                Finding(
+                    "TWA-REC-004",
+                    Severity.MEDIUM,
+                    f"{d.name} {d.version}: {d.record_problem}",
+                    location=d.metadata_dir,
+                    evidence={"distribution": d.name, "version": d.version, "kind": d.kind},
+                )
+            )
+        for f in d.files:
+            if f.status is FileStatus.OK:
+                continue
+            full = os.path.normpath(os.path.join(d.location, f.path))
+            if f.status is FileStatus.MODIFIED:
+                out.append(
+                    Finding(
+                        "TWA-REC-001",
+                        Severity.CRITICAL,
+                        f"{full} of {d.name} {d.version} differs from its RECORD hash",
+                        location=full,
+                        evidence={
+                            "distribution": d.name,
+                            "version": d.version,
+                            "expected": f.expected,
+                            "actual_sha256": f.sha256,
+                        },
+                    )
+                )
+            elif f.status is FileStatus.MISSING:
+                out.append(
+                    Finding(
+                        "TWA-REC-002",
+                        Severity.HIGH,
+                        f"{full} of {d.name} {d.version} is listed in RECORD but missing",
+                        location=full,
+                        evidence={"distribution": d.name, "version": d.version},
+                    )
+                )
+            elif f.status is FileStatus.NO_HASH:
+                no_hash[d.name] = no_hash.get(d.name, 0) + 1
+    if no_hash:
+        top = sorted(no_hash.items(), key=lambda kv: -kv[1])[:10]
+        out.append(
+            Finding(
+                "TWA-REC-003",
+                Severity.INFO,
+                f"{sum(no_hash.values())} installed file(s) have no RECORD hash (mostly bytecode "
+                "compiled at install time); compare against a baseline to cover them",
+                location=snap.interpreter.prefix,
+                evidence={"per_distribution": dict(top)},
+            )
+        )
+    for path, error in snap.unreadable.items():
+        out.append(
+            Finding(
+                "TWA-REC-005",
+                Severity.MEDIUM,
+                f"{path} could not be read ({error}); it was not verified",
+                location=path,
+            )
+        )
+    # .pth files and customize modules get their own, more specific rules below.
+    hook_paths = {p.path for p in snap.pth_files} | {c.path for c in snap.customize}
+    for o in snap.orphans:
+        if o.path in hook_paths:
+            continue
+        code = o.path.endswith(_CODE_SUFFIXES) or ".so." in os.path.basename(o.path)
+        out.append(
+            Finding(
+                "TWA-ORPH-001",
+                Severity.HIGH if code else Severity.LOW,
+                f"{o.path} is inside site-packages but no distribution installed it"
+                + (" (importable code)" if code else ""),
+                location=o.path,
+                evidence={"sha256": o.sha256, "size": o.size},
+            )
+        )
+    for p in snap.pth_files:
+        if p.owner is None and p.import_lines:
+            out.append(
+                Finding(
+                    "TWA-PTH-001",
+                    Severity.CRITICAL,
+                    f"{p.path} belongs to no distribution and runs code at every interpreter "
+                    f"start: {p.import_lines[0][:120]}",
+                    location=p.path,
+                    evidence={"import_lines": list(p.import_lines), "sha256": p.sha256},
+                )
+            )
+        elif p.owner is None:
+            out.append(
+                Finding(
+                    "TWA-PTH-002",
+                    Severity.MEDIUM,
+                    f"{p.path} belongs to no distribution and adds {len(p.path_entries)} "
+                    "directory(ies) to sys.path",
+                    location=p.path,
+                    evidence={"path_entries": list(p.path_entries), "sha256": p.sha256},
+                )
+            )
+        elif p.import_lines:
+            out.append(
+                Finding(
+                    "TWA-PTH-003",
+                    Severity.INFO,
+                    f"{p.path} (from {p.owner}) runs code at every interpreter start",
+                    location=p.path,
+                    evidence={"owner": p.owner, "import_lines": list(p.import_lines)},
+                )
+            )
+    for c in snap.customize:
+        if c.owner is None and c.where != "stdlib":
+            out.append(
+                Finding(
+                    "TWA-CUST-001",
+                    Severity.CRITICAL,
+                    f"{c.module} at {c.path} ({c.where}) belongs to no distribution"
+                    + (" and runs at every interpreter start" if c.active else ""),
+                    location=c.path,
+                    evidence={"module": c.module, "active": c.active, "sha256": c.sha256},
+                )
+            )
+        else:
+            source = f"distribution {c.owner}" if c.owner else "the Python installation (stdlib)"
+            out.append(
+                Finding(
+                    "TWA-CUST-002",
+                    Severity.MEDIUM,
+                    f"{c.module} at {c.path} comes from {source}; verify it with its package "
+                    "manager",
+                    location=c.path,
+                    evidence={"module": c.module, "active": c.active, "sha256": c.sha256},
+                )
+            )
+    for name, value in snap.environment.items():
+        var = describe(name)
+        if var is None or var.severity is None or not value:
+            continue
+        out.append(
+            Finding(
+                "TWA-ENV-001",
+                var.severity,
+                f"{name} is set ({var.reason}): {value[:200]}",
+                location=f"env:{name}",
+                evidence={"value": value},
+            )
+        )
+    return out
+
+
+def verify_environment(
+    python: str | None = None,
+    *,
+    baseline: LoadedSnapshot | None = None,
+    code_dirs: Sequence[Path] = (),
+    environ: Mapping[str, str] | None = None,
+    require_signature: bool = False,
+    cache: HashCache | None = None,
+    workers: int | None = None,
+    snapshot: Snapshot | None = None,
+) -> VerifyReport:
+    """Snapshot ``python`` now (or use ``snapshot``) and report findings.
+
+    With ``baseline``, differences become ``TWA-BASE-*`` findings; a baseline whose signature
+    failed to verify is not used (``TWA-SIG-001``). ``require_signature`` (a key was given) turns
+    an unsigned baseline into ``TWA-SIG-002``.
+    """
+    snap = snapshot or take_snapshot(
+        python, code_dirs=code_dirs, environ=environ, cache=cache, workers=workers
+    )
+    findings = check_snapshot(snap)
+    diff: SnapshotDiff | None = None
+    if baseline is not None:
+        if baseline.verified is False:
+            findings.append(
+                Finding(
+                    "TWA-SIG-001",
+                    Severity.CRITICAL,
+                    f"the signature of baseline {baseline.source} does not verify with the given "
+                    "key; the baseline was ignored",
+                    location=baseline.source,
+                    evidence={"keyids": list(baseline.keyids)},
+                )
+            )
+        else:
+            if require_signature and not baseline.signed:
+                findings.append(
+                    Finding(
+                        "TWA-SIG-002",
+                        Severity.HIGH,
+                        f"baseline {baseline.source} is not signed; anyone who can write it can "
+                        "change what counts as clean",
+                        location=baseline.source,
+                    )
+                )
+            diff = diff_snapshots(
+                baseline.snapshot, snap, a_label=baseline.source, b_label="current"
+            )
+            if not code_dirs:
+                diff = SnapshotDiff(**{**diff.__dict__, "code": {}})
+            findings.extend(diff.findings(record_checked=True))
+    order = {s: i for i, s in enumerate(sorted(Severity, reverse=True))}
+    findings.sort(key=lambda f: (order[f.severity], f.rule_id, f.location))
+    return VerifyReport(snap, baseline, diff, tuple(findings))

@@ -1,0 +1,490 @@
+"""``trainwarden.load`` and ``trainwarden.save``: checkpoint I/O that never runs code from a file.
+
+A load reads the file once into private memory, checks the manifest covering it (if any, or if
+one is required) against those bytes, statically analyses every pickle it will unpickle, and
+then unpickles exactly those bytes with the restricted unpickler. Formats: PyTorch zip and legacy
+checkpoints, raw pickles, numpy ``.npy``/``.npz`` and joblib files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, cast
+
+from trainwarden.findings import Finding, Severity
+from trainwarden.loading import manifest as _manifest
+from trainwarden.loading import telemetry
+from trainwarden.loading._io import MemReader, read_once, sha256_of
+from trainwarden.loading._policy import require_manifest as _policy_requires_manifest
+from trainwarden.loading._policy import resolve_policy, trusted_manifest_key
+from trainwarden.loading.types import LoadError, LoadReport, ManifestError, UnsafeModelError
+from trainwarden.loading.unpickler import (
+    Enforcer,
+    RestrictedPyUnpickler,
+    check_pickle_bytes,
+    restricted_loads,
+    restricted_pickle_module,
+)
+
+if TYPE_CHECKING:
+    from trainwarden._internal.sink import EventSink
+    from trainwarden.scan.policy import Policy
+
+__all__ = [
+    "detect_format",
+    "get_default_sink",
+    "load",
+    "load_with_report",
+    "save",
+    "set_default_sink",
+]
+
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+_NPY_MAGIC = b"\x93NUMPY"
+# joblib writes compressed files with these containers (zlib, gzip, bz2, xz, lzma, lz4).
+_JOBLIB_COMPRESSED = (
+    b"ZF",
+    b"\x78",
+    b"\x1f\x8b",
+    b"BZh",
+    b"\xfd7zXZ",
+    b"\x5d\x00\x00",
+    b"\x04\x22\x4d\x18",
+)
+_TELEMETRY_FAIL = Severity.HIGH
+
+_default_sink: EventSink | None = None
+
+
+def set_default_sink(sink: EventSink | None) -> None:
+    """Send load events to ``sink`` when a call does not pass one (the guard sets this)."""
+    global _default_sink
+    _default_sink = sink
+
+
+def get_default_sink() -> EventSink | None:
+    return _default_sink
+
+
+def _emit(sink: EventSink | None, kind: str, record: dict[str, Any]) -> None:
+    target = sink if sink is not None else _default_sink
+    if target is not None:
+        target.emit(kind, record)
+
+
+# -- format detection ---------------------------------------------------------------------------
+
+
+def detect_format(data: bytes | bytearray | memoryview) -> str:
+    """Name the loader route for ``data``, judged by content only.
+
+    One of ``torch-zip``, ``torchscript``, ``npz``, ``zip``, ``npy``, ``torch-legacy``,
+    ``joblib``, ``pickle``.
+    """
+    head = bytes(data[:16])
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        try:
+            with zipfile.ZipFile(MemReader(data)) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, ValueError, OSError):
+            return "zip"
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+                return "torchscript"
+            return "torch-zip"
+        if names and all(n.endswith(".npy") for n in names):
+            return "npz"
+        return "zip"
+    if head.startswith(_NPY_MAGIC):
+        return "npy"
+    if head.startswith(_TORCH_LEGACY_MAGIC):
+        return "torch-legacy"
+    if head.startswith(_JOBLIB_COMPRESSED):
+        return "joblib"
+    if b"NumpyArrayWrapper" in bytes(data[:65536]) and b"joblib" in bytes(data[:65536]):
+        return "joblib"
+    return "pickle"
+
+
+# -- routes: a static pass over every pickle the loader will read, then the restricted load ---
+
+
+def _torch_reader(data: memoryview, location: str) -> Any:
+    import torch
+
+    try:
+        return torch._C.PyTorchFileReader(cast(IO[bytes], MemReader(data, location)))
+    except RuntimeError as e:
+        raise LoadError(f"{location} is not a readable PyTorch checkpoint: {e}") from e
+
+
+def _prescan_torch_zip(data: memoryview, enforcer: Enforcer, reader: Any = None) -> Any:
+    # Read the pickles through the same zip reader torch uses, so both see the same records.
+    reader = reader if reader is not None else _torch_reader(data, enforcer.location)
+    base = enforcer.location
+    for name in reader.get_all_records():
+        if name.endswith(".pkl"):
+            enforcer.location = f"{base}:{name}"
+            try:
+                check_pickle_bytes(reader.get_record(name), enforcer)
+            finally:
+                enforcer.location = base
+    return reader
+
+
+def _npy_header(fp: Any) -> Any:
+    import numpy.lib.format as npformat
+
+    impl: Any = npformat
+    # numpy >= 2 keeps the implementation (with the version-generic reader) here.
+    with contextlib.suppress(ImportError):
+        import numpy.lib._format_impl as impl
+    version = npformat.read_magic(fp)
+    _shape, _fortran, dtype = impl._read_array_header(fp, version)
+    return dtype
+
+
+def _prescan_npy_stream(fp: Any, enforcer: Enforcer) -> None:
+    if _npy_header(fp).hasobject:
+        check_pickle_bytes(fp.read(), enforcer)
+
+
+def _npz_members(data: memoryview, location: str) -> list[tuple[str, bytes]]:
+    with zipfile.ZipFile(MemReader(data, location)) as zf:
+        return [(name, zf.read(name)) for name in zf.namelist()]
+
+
+def _joblib_stream(data: memoryview, location: str) -> bytes:
+    from joblib import numpy_pickle
+
+    fobj: Any = MemReader(data, location)
+    with numpy_pickle._validate_fileobject_and_memmap(fobj, location, None) as (stream, _):
+        if isinstance(stream, str):
+            raise UnsafeModelError(
+                f"{location} is a pre-0.10 joblib file, which cannot be loaded safely",
+                path=location,
+                hint="re-save it with a current joblib from a trusted environment",
+            )
+        raw: bytes = stream.read()
+    return raw
+
+
+def prescan_format(fmt: str, data: memoryview, enforcer: Enforcer) -> None:
+    """Statically check every pickle a loader of format ``fmt`` would read from ``data``.
+
+    Raises :class:`UnsafeModelError` as the enforcer's mode decides. Used by the guard before it
+    hands the same bytes to the library's own loader.
+    """
+    base = enforcer.location
+    if fmt == "torch-zip":
+        _prescan_torch_zip(data, enforcer)
+    elif fmt == "torchscript":
+        _refuse_torchscript(data, enforcer, None)
+    elif fmt == "torch-legacy":
+        # magic, protocol, sys_info, the object, the storage keys: five pickles, then storages.
+        check_pickle_bytes(data, enforcer, max_pickles=5)
+    elif fmt == "npy":
+        _prescan_npy_stream(MemReader(data, base), enforcer)
+    elif fmt == "npz":
+        for name, member in _npz_members(data, base):
+            enforcer.location = f"{base}:{name}"
+            try:
+                _prescan_npy_stream(io.BytesIO(member), enforcer)
+            finally:
+                enforcer.location = base
+    elif fmt == "joblib":
+        # Joblib interleaves raw array bytes with the pickle, so the static pass cannot see past
+        # the first array; the restricted unpickler still decides every later global.
+        check_pickle_bytes(_joblib_stream(data, base), enforcer, globals_only=True)
+    elif fmt == "pickle":
+        check_pickle_bytes(data, enforcer)
+
+
+def _load_torch_zip(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    import torch
+
+    reader = _prescan_torch_zip(data, enforcer)
+    module = restricted_pickle_module(enforcer)
+    serialization: Any = torch.serialization
+    if len(data) and hasattr(serialization, "_load"):
+        # Storages become views of the buffer already read: no second copy of the weights.
+        overall = torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
+        return serialization._load(
+            reader, map_location, module, overall_storage=overall, encoding="utf-8"
+        )
+    return torch.load(
+        cast(IO[bytes], MemReader(data)),
+        map_location=map_location,
+        pickle_module=module,
+        weights_only=False,
+    )
+
+
+def _load_torch_legacy(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    import torch
+
+    prescan_format("torch-legacy", data, enforcer)
+    module = restricted_pickle_module(enforcer)
+    return torch.load(
+        cast(IO[bytes], MemReader(data)),
+        map_location=map_location,
+        pickle_module=module,
+        weights_only=False,
+    )
+
+
+def _load_pickle(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    check_pickle_bytes(data, enforcer)
+    return restricted_loads(data, enforcer)
+
+
+def _load_npy_stream(fp: Any, enforcer: Enforcer) -> Any:
+    from numpy.lib import format as npformat
+
+    start = fp.tell()
+    if not _npy_header(fp).hasobject:
+        fp.seek(start)
+        return npformat.read_array(fp, allow_pickle=False)
+    rest = fp.read()
+    check_pickle_bytes(rest, enforcer)
+    return restricted_loads(rest, enforcer)
+
+
+def _load_npy(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    return _load_npy_stream(MemReader(data, enforcer.location), enforcer)
+
+
+def _load_npz(data: memoryview, enforcer: Enforcer, map_location: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    base = enforcer.location
+    for name, member in _npz_members(data, base):
+        enforcer.location = f"{base}:{name}"
+        try:
+            key = name[: -len(".npy")] if name.endswith(".npy") else name
+            out[key] = _load_npy_stream(io.BytesIO(member), enforcer)
+        finally:
+            enforcer.location = base
+    return out
+
+
+def _load_joblib(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    from joblib import numpy_pickle
+
+    class _Restricted(RestrictedPyUnpickler, numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
+        tw_enforcer = enforcer
+
+    raw = _joblib_stream(data, enforcer.location)
+    check_pickle_bytes(raw, enforcer, globals_only=True)
+    unpickler = _Restricted(enforcer.location, io.BytesIO(raw), ensure_native_byte_order=True)
+    return unpickler.load()
+
+
+def _refuse_torchscript(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    f = Finding(
+        "TWL-TORCHSCRIPT",
+        Severity.HIGH,
+        f"{enforcer.location} is a TorchScript archive: loading it runs the TorchScript code in it",
+        enforcer.location,
+    )
+    raise UnsafeModelError(
+        f"refused to load {enforcer.location}: it is a TorchScript archive, not a checkpoint",
+        findings=[f],
+        path=enforcer.location,
+        hint="review its code/ folder and use torch.jit.load directly if you trust it",
+    )
+
+
+def _unsupported(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    raise LoadError(
+        f"{enforcer.location} is a zip file but neither a PyTorch checkpoint nor a numpy .npz",
+        hint="trainwarden.load reads PyTorch, pickle, numpy and joblib files; scan other "
+        "formats with `trainwarden scan`",
+    )
+
+
+_ROUTES: dict[str, Callable[[memoryview, Enforcer, Any], Any]] = {
+    "torch-zip": _load_torch_zip,
+    "torchscript": _refuse_torchscript,
+    "npz": _load_npz,
+    "zip": _unsupported,
+    "npy": _load_npy,
+    "torch-legacy": _load_torch_legacy,
+    "joblib": _load_joblib,
+    "pickle": _load_pickle,
+}
+
+
+def _import_for(fmt: str) -> None:
+    # Import the framework a route needs before telemetry starts, so a first import of torch
+    # (which loads native libraries) is not attributed to the file being loaded.
+    import trainwarden.scan.pickle_vm  # noqa: F401
+
+    if fmt.startswith("torch"):
+        import torch.utils.serialization.config  # noqa: F401
+    elif fmt in ("npy", "npz"):
+        import numpy.lib.format  # noqa: F401
+    elif fmt == "joblib":
+        import joblib.numpy_pickle  # noqa: F401
+
+
+# -- public API ---------------------------------------------------------------------------------
+
+
+def load_bytes(
+    data: memoryview,
+    location: str,
+    *,
+    policy: Policy | None = None,
+    map_location: Any = None,
+    mode: str = "block",
+    sink: EventSink | None = None,
+) -> tuple[Any, str, tuple[Finding, ...], telemetry.LoadTrace]:
+    """Load an in-memory file (already read, already manifest-checked). Used by the guard too.
+
+    Returns the object, the format, the findings and the telemetry trace.
+    """
+    pol = resolve_policy(policy)
+    fmt = detect_format(data)
+    findings: list[Finding] = []
+    enforcer = Enforcer(pol, "warn" if mode == "warn" else "block", location, findings)
+    _import_for(fmt)
+    with telemetry.track(location) as trace:
+        try:
+            obj = _ROUTES[fmt](data, enforcer, map_location)
+        except UnsafeModelError as e:
+            _emit(
+                sink,
+                "load.refused",
+                {"path": location, "format": fmt, "findings": [f.to_dict() for f in e.findings]},
+            )
+            raise
+        except (LoadError, ManifestError):
+            raise
+        except Exception as e:
+            raise LoadError(
+                f"{location} could not be loaded as {fmt}: {type(e).__name__}: {e}",
+                hint="the file may be truncated or not the format its content suggests; "
+                "`trainwarden scan` it for details",
+            ) from e
+    tel = trace.findings()
+    all_findings = (*findings, *tel)
+    bad = [f for f in tel if f.severity >= _TELEMETRY_FAIL]
+    if bad and mode != "warn":
+        _emit(
+            sink,
+            "load.refused",
+            {"path": location, "format": fmt, "findings": [f.to_dict() for f in all_findings]},
+        )
+        raise UnsafeModelError(
+            f"{location} did something no checkpoint load should do while loading: "
+            f"{bad[0].message}",
+            findings=all_findings,
+            path=location,
+        )
+    return obj, fmt, tuple(all_findings), trace
+
+
+def load_with_report(
+    path: str | os.PathLike[str],
+    *,
+    policy: Policy | None = None,
+    map_location: Any = None,
+    sink: EventSink | None = None,
+    manifest_key: Any | None = None,
+    require_manifest: bool | None = None,
+    hash_file: bool = False,
+) -> tuple[Any, LoadReport]:
+    """Like :func:`load`, also returning the :class:`LoadReport` (format, findings, digest).
+
+    The sha256 is computed when a manifest applies or ``hash_file`` is true (else ``None``).
+    """
+    p = Path(path)
+    pol = resolve_policy(policy)
+    data = read_once(p)
+    digests: list[str] = []
+
+    def digest() -> str:
+        if not digests:
+            digests.append(sha256_of(data))
+        return digests[0]
+
+    if hash_file:
+        digest()
+    required = require_manifest if require_manifest is not None else _policy_requires_manifest(pol)
+    key = manifest_key if manifest_key is not None else trusted_manifest_key()
+    try:
+        check = _manifest.verify_file_bytes(p, digest, require=required, public_key=key)
+    except ManifestError as e:
+        _emit(
+            sink,
+            "load.refused",
+            {"path": str(p), "sha256": digest(), "findings": [f.to_dict() for f in e.findings]},
+        )
+        raise
+    obj, fmt, findings, trace = load_bytes(
+        data, str(p), policy=pol, map_location=map_location, sink=sink
+    )
+    report = LoadReport(
+        path=str(p),
+        format=fmt,
+        sha256=digests[0] if digests else None,
+        size=len(data),
+        findings=findings,
+        manifest=check.manifest if check else None,
+        events=trace.events_as_records(),
+    )
+    _emit(sink, "load", report.to_dict())
+    return obj, report
+
+
+def load(
+    path: str | os.PathLike[str],
+    *,
+    policy: Policy | None = None,
+    map_location: Any = None,
+    sink: EventSink | None = None,
+    manifest_key: Any | None = None,
+    require_manifest: bool | None = None,
+) -> Any:
+    """Load a checkpoint, pickle, numpy or joblib file without running code from it.
+
+    Raises :class:`UnsafeModelError` (with ``.findings``) before any global the policy does not
+    list as safe is imported, :class:`ManifestError` when a manifest covering the file does not
+    match (or is required and absent, or ``manifest_key`` is given and the signature is not by
+    it), :class:`LoadError` for unreadable or unsupported files. ``.npz`` files load as a dict of
+    arrays. Tensors of a PyTorch zip checkpoint share one buffer holding the file (like
+    ``torch.load(mmap=True)``).
+    """
+    obj, _ = load_with_report(
+        path,
+        policy=policy,
+        map_location=map_location,
+        sink=sink,
+        manifest_key=manifest_key,
+        require_manifest=require_manifest,
+    )
+    return obj
+
+
+def save(obj: Any, path: str | os.PathLike[str], *, sign_key: Any | None = None) -> Path:
+    """``torch.save`` ``obj`` to ``path`` atomically and write its manifest beside it.
+
+    ``sign_key`` (an Ed25519 private key or the path of its PEM file) signs the manifest.
+    Returns the manifest path. On failure neither file is left half-written.
+    """
+    import torch
+
+    p = Path(path)
+    if p.is_dir():
+        raise LoadError(f"{p} is a folder", hint="give the path of the checkpoint file to write")
+    if sign_key is not None:
+        sign_key = _manifest.load_private_key(sign_key)
+    with _manifest.write_atomic(p) as tmp:
+        torch.save(obj, tmp)
+        digest = _manifest.hash_file(tmp)
+    return _manifest.create_manifest(p, key=sign_key, digests={p.name: digest})

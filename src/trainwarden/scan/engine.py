@@ -1,0 +1,410 @@
+"""The scanner core: content-based dispatch over the format handlers, file and directory walks.
+
+Each file is read once (memory-mapped when large) and only those bytes are analysed; a file that
+cannot be parsed yields a finding, never an exception.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib
+import importlib.util
+import mmap
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from trainwarden.findings import Finding, Severity
+from trainwarden.scan.policy import Policy
+from trainwarden.scan.types import (
+    FileReport,
+    FormatHandler,
+    Limits,
+    ScanError,
+    ScanReport,
+    Verdict,
+)
+
+__all__ = [
+    "ENGINE_RULES",
+    "FileScan",
+    "scan_bytes",
+    "scan_file",
+    "scan_path",
+    "scan_paths",
+]
+
+ENGINE_RULES: dict[str, str] = {
+    "TWS-LIMIT": "a container limit was exceeded (archive depth, member count, decompressed "
+    "bytes, time per file); the rest was not inspected",
+    "TWS-INTERNAL": "a format handler failed on this input; it is reported instead of trusted",
+}
+
+# Files at least this large are memory-mapped so that handlers touch only the pages they read
+# (the pickle of a torch zip, never its storages).
+_MMAP_THRESHOLD = 8 * 1024 * 1024
+_SNIFF_BYTES = 1 << 16
+
+Buffer = Any  # bytes, or an mmap for large files (handlers with ``accepts_buffer``)
+
+
+class FileScan:
+    """The :class:`~trainwarden.scan.types.ScanContext` of one top-level input file."""
+
+    def __init__(self, root: str, policy: Policy, limits: Limits) -> None:
+        self.root = root
+        self.policy = policy
+        self._limits = limits
+        self.findings: list[Finding] = []
+        self.formats: list[str] = []
+        self.globals: list[str] = []
+        self.depth = 0
+        self.members = 0
+        self.decompressed = 0
+        self.deadline = time.monotonic() + limits.max_seconds_per_file
+        self._seen: set[tuple[str, str, str]] = set()
+        self._limit_reported: set[str] = set()
+
+    # -- ScanContext protocol --------------------------------------------------------------
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def classify(self, module: str, name: str) -> tuple[Verdict, str]:
+        return self.policy.classify(module, name)
+
+    def note_format(self, fmt: str) -> None:
+        if fmt not in self.formats:
+            self.formats.append(fmt)
+
+    def scan_member(self, data: bytes, location: str) -> None:
+        """Scan an embedded member (by content), one archive level deeper."""
+        self.members += 1
+        if self.members > self._limits.max_members:
+            self.limit(
+                "max_members",
+                f"more than {self._limits.max_members} archive members; the rest were skipped",
+                location,
+            )
+            return
+        if self.depth >= self._limits.max_archive_depth:
+            self.limit(
+                "max_archive_depth",
+                f"archives nested deeper than {self._limits.max_archive_depth}; "
+                "inner content not inspected",
+                location,
+            )
+            return
+        self.depth += 1
+        try:
+            self.dispatch(data, location)
+        finally:
+            self.depth -= 1
+
+    # -- extensions used by the built-in handlers ------------------------------------------
+
+    def note_globals(self, names: Iterable[str]) -> None:
+        self.globals.extend(names)
+
+    def limit(self, which: str, message: str, location: str) -> None:
+        if which in self._limit_reported:
+            return
+        self._limit_reported.add(which)
+        self.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {"limit": which}))
+
+    def out_of_time(self, location: str) -> bool:
+        if time.monotonic() > self.deadline:
+            self.limit(
+                "max_seconds_per_file",
+                f"scan exceeded {self._limits.max_seconds_per_file}s for this file",
+                location,
+            )
+            return True
+        return False
+
+    def charge_decompressed(self, nbytes: int, location: str) -> bool:
+        """Account decompressed bytes; False (and a finding) once the limit is exceeded."""
+        self.decompressed += nbytes
+        if self.decompressed > self._limits.max_decompressed_bytes:
+            self.limit(
+                "max_decompressed_bytes",
+                f"decompressed data exceeds {self._limits.max_decompressed_bytes} bytes "
+                "(decompression bomb?)",
+                location,
+            )
+            return False
+        return True
+
+    def dispatch(self, data: Buffer, location: str) -> None:
+        """Run the first handler whose sniff accepts ``data``."""
+        from trainwarden.scan.formats import HANDLERS
+
+        if self.out_of_time(location):
+            return
+        head: bytes = data if isinstance(data, bytes) else bytes(data[:_SNIFF_BYTES])
+        for handler in HANDLERS:
+            try:
+                accepts = handler.sniff(head)
+            except Exception as e:  # a third-party handler must not abort the scan
+                self.internal(handler, location, e)
+                continue
+            if not accepts:
+                continue
+            self.note_format(handler.name)
+            payload = data
+            if not isinstance(data, bytes) and not getattr(handler, "accepts_buffer", False):
+                payload = bytes(data)
+            try:
+                handler.scan(payload, location, self)
+            except Exception as e:  # fail closed: report, never trust a crashed handler
+                self.internal(handler, location, e)
+            return
+        from trainwarden.scan.formats.pickle import probe_unclaimed
+
+        probe_unclaimed(data, location, self)
+
+    def internal(self, handler: FormatHandler, location: str, exc: BaseException) -> None:
+        self.add(
+            Finding(
+                "TWS-INTERNAL",
+                Severity.HIGH,
+                f"the {handler.name} handler failed on this input ({type(exc).__name__}: "
+                f"{exc}); treated as unsafe",
+                location,
+                {"handler": handler.name, "error": f"{type(exc).__name__}: {exc}"},
+            )
+        )
+
+    def report(self, size: int, sha256: str | None, started: float) -> FileReport:
+        return FileReport(
+            path=self.root,
+            size=size,
+            formats=tuple(self.formats),
+            findings=tuple(self.findings),
+            globals=tuple(sorted(set(self.globals))),
+            sha256=sha256,
+            elapsed_s=time.monotonic() - started,
+        )
+
+
+def _resolve(policy: Policy | None, limits: Limits | None) -> tuple[Policy, Limits]:
+    policy = policy if policy is not None else Policy.default()
+    if limits is None:
+        limits = policy.limits if policy.limits is not None else Limits()
+    return policy, limits
+
+
+def scan_bytes(
+    data: bytes,
+    name: str = "<bytes>",
+    *,
+    policy: Policy | None = None,
+    limits: Limits | None = None,
+) -> FileReport:
+    """Scan an in-memory file (dispatched by content over every format handler)."""
+    policy, limits = _resolve(policy, limits)
+    started = time.monotonic()
+    fs = FileScan(name, policy, limits)
+    fs.dispatch(data, name)
+    return fs.report(len(data), None, started)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def scan_file(
+    path: str | Path,
+    *,
+    policy: Policy | None = None,
+    limits: Limits | None = None,
+    hash_files: bool = False,
+    display: str | None = None,
+) -> FileReport:
+    """Scan one file; raises :class:`ScanError` when it cannot be opened or read."""
+    policy, limits = _resolve(policy, limits)
+    p = Path(path)
+    name = display if display is not None else str(p)
+    started = time.monotonic()
+    try:
+        with p.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            fs = FileScan(name, policy, limits)
+            if size >= _MMAP_THRESHOLD:
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                    fs.dispatch(mm, name)
+                    digest = hashlib.sha256(mm).hexdigest() if hash_files else None
+            else:
+                data = f.read()
+                size = len(data)
+                fs.dispatch(data, name)
+                digest = hashlib.sha256(data).hexdigest() if hash_files else None
+    except OSError as e:
+        raise ScanError(
+            f"cannot read {name}: {e.strerror or e}",
+            hint="check that the path exists and is readable",
+        ) from e
+    return fs.report(size, digest, started)
+
+
+def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _walk(
+    root: Path, include: Sequence[str], exclude: Sequence[str]
+) -> tuple[list[Path], list[Path]]:
+    """Files under ``root`` (sorted) and the directories visited."""
+    files: list[Path] = []
+    dirs: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        d = Path(dirpath)
+        rel_dir = d.relative_to(root).as_posix()
+        dirnames[:] = sorted(
+            n
+            for n in dirnames
+            if not exclude or not _matches(f"{rel_dir}/{n}" if rel_dir != "." else n, exclude)
+        )
+        dirs.append(d)
+        for fn in sorted(filenames):
+            rel = f"{rel_dir}/{fn}" if rel_dir != "." else fn
+            if exclude and _matches(rel, exclude):
+                continue
+            if include and not _matches(rel, include):
+                continue
+            fp = d / fn
+            if fp.is_symlink() and not fp.exists():
+                continue
+            files.append(fp)
+    return files, dirs
+
+
+def _folder_hook() -> Callable[[Path], dict[Path, list[Finding]]] | None:
+    if importlib.util.find_spec("trainwarden.scan.formats.hf_folder") is None:
+        return None
+    mod = importlib.import_module("trainwarden.scan.formats.hf_folder")
+    hook = getattr(mod, "folder_findings", None)
+    return hook if callable(hook) else None
+
+
+def _scan_one(args: tuple[Path, Policy, Limits, bool]) -> FileReport | str:
+    path, policy, limits, hash_files = args
+    try:
+        return scan_file(path, policy=policy, limits=limits, hash_files=hash_files)
+    except ScanError as e:
+        return e.message
+
+
+def scan_paths(
+    paths: Sequence[str | Path],
+    policy: Policy | None = None,
+    *,
+    limits: Limits | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    workers: int | None = None,
+    hash_files: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> ScanReport:
+    """Scan files and directories (recursively, filtered by ``include``/``exclude`` globs).
+
+    Missing top-level paths raise :class:`ScanError`; files that become unreadable during a
+    walk are listed in ``ScanReport.errors``. ``workers`` > 1 scans in that many processes;
+    ``None`` picks a pool only for large trees. ``progress(done, total, path)`` is called after
+    each file.
+    """
+    policy, limits = _resolve(policy, limits)
+    started = time.monotonic()
+    targets: list[Path] = []
+    folder_extra: dict[Path, list[Finding]] = {}
+    hook = None
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise ScanError(f"no such file or directory: {p}", hint="check the path to scan")
+        if p.is_dir():
+            files, dirs = _walk(p, include, exclude)
+            targets.extend(files)
+            hook = hook or _folder_hook()
+            if hook is not None:
+                for d in dirs:
+                    for fp, found in hook(d).items():
+                        folder_extra.setdefault(Path(fp), []).extend(found)
+        else:
+            targets.append(p)
+    total = len(targets)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8) if total >= 32 else 1
+    results: list[FileReport | str] = []
+    jobs = [(t, policy, limits, hash_files) for t in targets]
+    if workers > 1 and total > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for i, res in enumerate(pool.map(_scan_one, jobs, chunksize=4)):
+                results.append(res)
+                if progress:
+                    progress(i + 1, total, str(targets[i]))
+    else:
+        for i, job in enumerate(jobs):
+            results.append(_scan_one(job))
+            if progress:
+                progress(i + 1, total, str(targets[i]))
+    reports: list[FileReport] = []
+    errors: list[str] = []
+    by_path: dict[Path, int] = {}
+    for t, res in zip(targets, results, strict=True):
+        if isinstance(res, str):
+            errors.append(res)
+        else:
+            by_path[t.resolve()] = len(reports)
+            reports.append(res)
+    for fp, found in folder_extra.items():
+        idx = by_path.get(fp.resolve())
+        if idx is None:
+            try:
+                size = fp.stat().st_size
+            except OSError:
+                size = 0
+            reports.append(FileReport(str(fp), size, ("folder",), tuple(found)))
+        else:
+            r = reports[idx]
+            reports[idx] = FileReport(
+                r.path, r.size, r.formats, (*r.findings, *found), r.globals, r.sha256, r.elapsed_s
+            )
+    return ScanReport(
+        files=tuple(reports), elapsed_s=time.monotonic() - started, errors=tuple(errors)
+    )
+
+
+def scan_path(
+    path: str | Path,
+    policy: Policy | None = None,
+    *,
+    limits: Limits | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    workers: int | None = None,
+    hash_files: bool = False,
+) -> ScanReport:
+    """Scan one file or directory; see :func:`scan_paths`."""
+    return scan_paths(
+        [path],
+        policy,
+        limits=limits,
+        include=include,
+        exclude=exclude,
+        workers=workers,
+        hash_files=hash_files,
+    )

@@ -1,0 +1,202 @@
+"""Single-stream compression (gzip, bzip2, xz, lzma-alone, zlib, lz4 frame, joblib's legacy
+``ZF`` files): decompressed in a streaming way under ``Limits.max_decompressed_bytes``, then the
+content is dispatched again (joblib's compressed dumps land here).
+"""
+
+from __future__ import annotations
+
+import bz2
+import importlib.util
+import lzma
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from trainwarden.findings import Finding, Severity
+from trainwarden.scan.types import ScanContext
+
+__all__ = ["HANDLER", "RULES", "CompressedHandler", "decompress_limited"]
+
+RULES: dict[str, str] = {
+    "TWS-COMPRESSED-CORRUPT": "a compressed stream is corrupt or truncated; what decompressed "
+    "before the damage was still scanned",
+    "TWS-CANNOT-INSPECT": "the content uses a format whose decoder is not installed (lz4, 7z); "
+    "it was not inspected (fail closed)",
+}
+
+_CHUNK = 1 << 20
+
+
+def _kind(data: bytes) -> str | None:
+    if data[:2] == b"\x1f\x8b":
+        return "gzip"
+    if data[:3] == b"BZh" and data[3:4].isdigit():
+        return "bzip2"
+    if data[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if data[:4] == b"\x04\x22\x4d\x18":
+        return "lz4"
+    if data[:2] == b"ZF":
+        return "joblib-zfile"
+    if len(data) >= 13 and data[0] == 0x5D and data[1] == 0x00:
+        return "lzma"
+    zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and data[0] >> 4 <= 7
+    if zlib_header and ((data[0] << 8) | data[1]) % 31 == 0:
+        return "zlib"
+    return None
+
+
+def decompress_limited(
+    data: Any, make: Callable[[], Any], limit: int, *, multi: bool = False
+) -> tuple[bytes, str | None]:
+    """Decompress ``data`` with decompressor objects from ``make`` (``max_length`` API).
+
+    Returns (output, error): error is set for corrupt, truncated or trailing input (output
+    holds what came out before it). Raises ``OverflowError`` once the output would exceed
+    ``limit`` bytes, without ever holding more than that in memory.
+    """
+    out = bytearray()
+    n = len(data)
+    pos = 0
+    magic = bytes(data[:2])
+    try:
+        while True:
+            dec = make()
+            while not dec.eof:
+                if dec.needs_input:
+                    if pos >= n:
+                        return bytes(out), "truncated compressed stream"
+                    chunk = bytes(data[pos : pos + _CHUNK])
+                    pos += len(chunk)
+                else:
+                    chunk = b""
+                out += dec.decompress(chunk, max(1, min(_CHUNK, limit + 1 - len(out))))
+                if len(out) > limit:
+                    raise OverflowError(limit)
+            pos -= len(dec.unused_data)
+            if pos >= n:
+                return bytes(out), None
+            rest = bytes(data[pos : pos + 4096])
+            if multi and rest[:2] == magic:
+                continue
+            if not rest.strip(b"\x00") and not bytes(data[pos : pos + _CHUNK]).strip(b"\x00"):
+                return bytes(out), None
+            return bytes(out), f"{n - pos} bytes of other data follow the compressed stream"
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as e:
+        return bytes(out), str(e) or type(e).__name__
+
+
+def _starts_cleanly(kind: str, head: bytes) -> bool:
+    try:
+        if kind == "zlib":
+            zlib.decompressobj().decompress(head, 64)
+        else:
+            lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(head, 64)
+    except (zlib.error, lzma.LZMAError, EOFError, ValueError):
+        return False
+    return True
+
+
+class _ZlibStream:
+    """zlib decompressobj with the ``max_length``/``eof`` API of bz2/lzma decompressors."""
+
+    def __init__(self, wbits: int) -> None:
+        self._d = zlib.decompressobj(wbits)
+        self.needs_input = True
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        buf = self._d.unconsumed_tail + data
+        out = self._d.decompress(buf, max_length)
+        self.needs_input = not self._d.unconsumed_tail
+        return out
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
+
+
+class CompressedHandler:
+    name = "compressed"
+    accepts_buffer = True
+
+    def sniff(self, data: bytes) -> bool:
+        kind = _kind(bytes(data[:16]))
+        if kind in ("zlib", "lzma"):
+            # Two-byte magics: require that the start really decompresses.
+            return _starts_cleanly(kind, bytes(data[:4096]))
+        return kind is not None
+
+    def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
+        kind = _kind(bytes(data[:16]))
+        if kind is None:  # pragma: no cover - sniff guarantees a kind
+            return
+        ctx.note_format(kind)
+        if kind == "lz4":
+            if importlib.util.find_spec("lz4") is None:
+                ctx.add(
+                    Finding(
+                        "TWS-CANNOT-INSPECT",
+                        Severity.HIGH,
+                        "lz4-compressed content cannot be inspected: the lz4 package is not "
+                        "installed (pip install lz4)",
+                        location,
+                        {"format": "lz4"},
+                    )
+                )
+                return
+            lz4_frame = importlib.import_module("lz4.frame")
+            make: Callable[[], Any] = lz4_frame.LZ4FrameDecompressor
+            body: Any = data
+        elif kind == "joblib-zfile":
+            # joblib < 0.10: b"ZF" + 16-byte hex length header, then a zlib stream.
+            make, body = (lambda: _ZlibStream(15)), data[18:]
+        else:
+            make = {
+                "gzip": lambda: _ZlibStream(31),
+                "zlib": lambda: _ZlibStream(15),
+                "bzip2": bz2.BZ2Decompressor,
+                "xz": lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ),
+                "lzma": lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
+            }[kind]
+            body = data
+        limits = ctx.limits
+        used = getattr(ctx, "decompressed", 0)
+        budget = max(0, limits.max_decompressed_bytes - used)
+        try:
+            out, error = decompress_limited(
+                body, make, budget, multi=kind in ("gzip", "bzip2", "xz")
+            )
+        except OverflowError:
+            limit = getattr(ctx, "limit", None)
+            message = (
+                f"{kind} stream decompresses to more than {limits.max_decompressed_bytes} "
+                "bytes (decompression bomb?); not inspected"
+            )
+            if limit is not None:
+                limit("max_decompressed_bytes", message, location)
+            else:
+                ctx.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {}))
+            return
+        charge = getattr(ctx, "charge_decompressed", None)
+        if charge is not None and not charge(len(out), location):
+            return
+        if error is not None:
+            trailing = "follow the compressed stream" in error
+            ctx.add(
+                Finding(
+                    "TWS-COMPRESSED-CORRUPT",
+                    Severity.MEDIUM if trailing else Severity.HIGH,
+                    f"{kind} stream is damaged ({error}); the {len(out)} bytes before the "
+                    "damage were scanned",
+                    location,
+                    {"format": kind, "error": error, "decompressed": len(out)},
+                )
+            )
+        ctx.scan_member(out, f"{location}:<{kind}>")
+
+
+HANDLER = CompressedHandler()

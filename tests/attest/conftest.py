@@ -1,0 +1,65 @@
+"""Fixtures: a real virtual environment with a small wheel the tests build and install.
+
+The template venv is built once per session (``python -m venv --without-pip`` plus ``pip
+--python``) and copied for each test, so a test may damage its copy freely.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from trainwarden.attest.cache import HashCache
+
+from .venvs import Venv, build_wheel, pip_install
+
+
+@pytest.fixture(scope="session")
+def template_venv(tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    base = tmp_path_factory.mktemp("venv-template")
+    root = base / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(root)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    python = root / "bin" / "python"
+    pip_install(python, build_wheel(base))
+    site = next((root / "lib").glob("python*/site-packages"))
+    return Venv(root, python, site)
+
+
+@pytest.fixture
+def make_venv(template_venv: Venv, tmp_path: Path) -> Callable[[], Venv]:
+    """Factory: a fresh copy of the template venv for this test."""
+    counter = [0]
+
+    def make() -> Venv:
+        counter[0] += 1
+        root = tmp_path / f"venv{counter[0]}"
+        shutil.copytree(template_venv.root, root, symlinks=True)
+        site = next((root / "lib").glob("python*/site-packages"))
+        return Venv(root, root / "bin" / "python", site)
+
+    return make
+
+
+@pytest.fixture
+def clean_env() -> dict[str, str]:
+    """The job environment for a clean run: no loader variables but PATH."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> HashCache:
+    """A private on-disk hash cache for this test."""
+    d = tmp_path / "cache"
+    d.mkdir(mode=0o700)
+    return HashCache(d / "hashes.bin")

@@ -1,0 +1,197 @@
+"""The process-wide guard: every unpickling entry point scans first (real libraries, real files)."""
+
+from __future__ import annotations
+
+import _pickle
+import io
+import pickle
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from conftest import ExecPayload, SystemPayload, call_pickle
+
+import trainwarden
+import trainwarden.guard
+from trainwarden._internal.sink import MemorySink
+from trainwarden.loading import UnsafeModelWarning
+from trainwarden.loading.guard import Guard
+
+Install = Callable[..., Guard]
+
+
+class MadeBeforeInstall(pickle.Unpickler):
+    """An unpickler subclass that exists before the guard is installed (like joblib's)."""
+
+
+class PyMadeBeforeInstall(pickle._Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return super().find_class(module, name)
+
+
+def _entry_points(payload: bytes, files: dict[str, Path]) -> dict[str, Callable[[], Any]]:
+    class MadeAfterInstall(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return super().find_class(module, name)
+
+    def pickle_load_file() -> Any:
+        with files["pkl"].open("rb") as fh:
+            return pickle.load(fh)
+
+    def torch_load_file_object() -> Any:
+        with files["pt"].open("rb") as fh:
+            return torch.load(fh, weights_only=False)
+
+    return {
+        "pickle.loads": lambda: pickle.loads(payload),
+        "pickle.load": lambda: pickle.load(io.BytesIO(payload)),
+        "_pickle.loads": lambda: _pickle.loads(payload),
+        "_pickle.load": lambda: _pickle.load(io.BytesIO(payload)),
+        "pickle._loads": lambda: vars(pickle)["_loads"](payload),
+        "pickle._load": lambda: vars(pickle)["_load"](io.BytesIO(payload)),
+        "pickle.Unpickler": lambda: pickle.Unpickler(io.BytesIO(payload)).load(),
+        "_pickle.Unpickler": lambda: _pickle.Unpickler(io.BytesIO(payload)).load(),
+        "pickle._Unpickler": lambda: pickle._Unpickler(io.BytesIO(payload)).load(),
+        "subclass made after install": lambda: MadeAfterInstall(io.BytesIO(payload)).load(),
+        "subclass made before install": lambda: MadeBeforeInstall(io.BytesIO(payload)).load(),
+        "py subclass made before install": lambda: PyMadeBeforeInstall(io.BytesIO(payload)).load(),
+        "pickle.load(real file)": pickle_load_file,
+        "torch.load weights_only=True": lambda: torch.load(files["pt"], weights_only=True),
+        "torch.load weights_only=False": lambda: torch.load(files["pt"], weights_only=False),
+        "torch.load legacy": lambda: torch.load(files["legacy"], weights_only=False),
+        "torch.load file object": torch_load_file_object,
+        "torch.serialization.load": lambda: torch.serialization.load(files["pt"]),
+        "numpy.load npy": lambda: np.load(files["npy"], allow_pickle=True),
+        "numpy.load npz member": lambda: np.load(files["npz"], allow_pickle=True)["bad"],
+        "joblib.load": lambda: joblib.load(files["joblib"]),
+    }
+
+
+def _files(tmp_path: Path, canary: Path) -> dict[str, Path]:
+    files = {
+        "pkl": tmp_path / "evil.pkl",
+        "pt": tmp_path / "evil.pt",
+        "legacy": tmp_path / "legacy.pt",
+        "npy": tmp_path / "evil.npy",
+        "npz": tmp_path / "evil.npz",
+        "joblib": tmp_path / "evil.joblib",
+    }
+    files["pkl"].write_bytes(pickle.dumps(SystemPayload(canary)))
+    torch.save({"w": torch.ones(2), "x": SystemPayload(canary)}, files["pt"])
+    torch.save({"x": ExecPayload(canary)}, files["legacy"], _use_new_zipfile_serialization=False)
+    np.save(files["npy"], np.array([SystemPayload(canary)], dtype=object))
+    np.savez(files["npz"], bad=np.array([ExecPayload(canary)], dtype=object))
+    joblib.dump({"a": np.arange(3), "x": SystemPayload(canary)}, files["joblib"])
+    return files
+
+
+def test_every_entry_point_is_blocked(
+    guard: Install, tmp_path: Path, canary: Path, payload_bytes: bytes
+) -> None:
+    files = _files(tmp_path, canary)
+    g = guard(mode="block")
+    for name, call in _entry_points(payload_bytes, files).items():
+        with pytest.raises(trainwarden.UnsafeModelError):
+            call()
+        assert not canary.exists(), name
+    assert g.findings  # the guard kept what it refused
+
+
+def test_torch_force_no_weights_only_env_does_not_bypass(
+    guard: Install, tmp_path: Path, canary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = _files(tmp_path, canary)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    guard()
+    with pytest.raises(trainwarden.UnsafeModelError):
+        torch.load(files["pt"])
+    with pytest.raises(trainwarden.UnsafeModelError):
+        torch.load(files["pt"], weights_only=True)
+    assert not canary.exists()
+
+
+def test_reference_bound_before_install_is_rebound(
+    guard: Install, canary: Path, payload_bytes: bytes
+) -> None:
+    # A module that did `from pickle import loads` / `from torch import load` before the install.
+    mod = types.ModuleType("tw_test_early_binder")
+    exec("from pickle import loads\nfrom torch import load as tload\n", mod.__dict__)  # noqa: S102 - builds a module in code
+    sys.modules[mod.__name__] = mod
+    try:
+        guard()
+        with pytest.raises(trainwarden.UnsafeModelError):
+            mod.loads(payload_bytes)
+        assert mod.tload is torch.load
+    finally:
+        del sys.modules[mod.__name__]
+    trainwarden.guard.uninstall()
+    assert mod.loads is _pickle.loads
+
+
+def test_clean_loads_are_unchanged_under_the_guard(guard: Install, tmp_path: Path) -> None:
+    weights = torch.randn(3, 2)
+    sd = {"w": weights, "step": 4}
+    torch.save(sd, tmp_path / "ok.pt")
+    torch.save(sd, tmp_path / "ok_legacy.pt", _use_new_zipfile_serialization=False)
+    np.save(tmp_path / "ok.npy", np.arange(4))
+    joblib.dump({"a": np.arange(5)}, tmp_path / "ok.joblib")
+    data = {"a": [1, 2.5, "x"], "b": (None, True), "c": {3, 4}}
+    guard()
+    assert pickle.loads(pickle.dumps(data)) == data
+    assert vars(pickle)["_loads"](pickle.dumps(data, protocol=0)) == data
+    for path in (tmp_path / "ok.pt", tmp_path / "ok_legacy.pt"):
+        for wo in (True, False):
+            got = torch.load(path, weights_only=wo)
+            assert torch.equal(got["w"], weights) and got["step"] == 4
+    np.testing.assert_array_equal(np.load(tmp_path / "ok.npy", allow_pickle=True), np.arange(4))
+    np.testing.assert_array_equal(joblib.load(tmp_path / "ok.joblib")["a"], np.arange(5))
+    # several pickles in one stream: each load reads exactly one, as before
+    stream = io.BytesIO(pickle.dumps(1) + pickle.dumps([2]))
+    assert pickle.load(stream) == 1 and pickle.load(stream) == [2]
+
+
+def test_warn_mode_lets_unknown_through_but_never_dangerous(
+    guard: Install, canary: Path, payload_bytes: bytes
+) -> None:
+    sink = MemorySink()
+    guard(mode="warn", sink=sink)
+    import ipaddress
+
+    with pytest.warns(UnsafeModelWarning, match=r"ipaddress\.ip_address"):
+        got = pickle.loads(call_pickle("ipaddress", "ip_address", "10.0.0.1"))
+    assert got == ipaddress.ip_address("10.0.0.1")
+    with pytest.raises(trainwarden.UnsafeModelError):
+        pickle.loads(payload_bytes)
+    assert not canary.exists()
+    kinds = [k for k, _ in sink.events]
+    assert "guard.warning" in kinds and "guard.refused" in kinds
+
+
+def test_uninstall_restores_every_entry_point(guard: Install) -> None:
+    before = (pickle.loads, pickle.Unpickler, pickle._Unpickler, torch.load, np.load, joblib.load)
+    find_class_before = PyMadeBeforeInstall.find_class
+    g = guard()
+    assert pickle.loads is not before[0] and torch.load is not before[3]
+    assert trainwarden.guard.active() is g
+    g.uninstall()
+    after = (pickle.loads, pickle.Unpickler, pickle._Unpickler, torch.load, np.load, joblib.load)
+    assert after == before
+    assert PyMadeBeforeInstall.find_class is find_class_before
+    assert "find_class" not in vars(MadeBeforeInstall)
+    assert trainwarden.guard.active() is None
+
+
+def test_guard_verifies_manifests_on_torch_load(guard: Install, tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    trainwarden.save({"w": torch.ones(2)}, path)
+    guard()
+    assert torch.equal(torch.load(path)["w"], torch.ones(2))
+    torch.save({"w": torch.zeros(2)}, path)  # changed after the manifest was written
+    with pytest.raises(trainwarden.loading.ManifestError, match=r"ckpt\.pt"):
+        torch.load(path)

@@ -1,0 +1,235 @@
+"""Containers by content: PyTorch zip checkpoints (clean, tricked, TorchScript), raw pickles."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainwarden.findings import Severity
+from trainwarden.scan import FileReport, scan_bytes, scan_path
+
+from . import _asm as A
+from ._zipbuild import Member, build_zip, read_zip
+
+torch = pytest.importorskip("torch")
+
+
+def rules(r: FileReport) -> set[str]:
+    return {f.rule_id for f in r.findings}
+
+
+def payload(canary: Path) -> bytes:
+    return A.proto(2) + A.call("os", "system", f"touch {canary}") + A.STOP
+
+
+def torch_bytes(obj: object, protocol: int = 2) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf, pickle_protocol=protocol)
+    return buf.getvalue()
+
+
+def tiny_model() -> Any:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3),
+        torch.nn.BatchNorm2d(2),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 2),
+    )
+
+
+# -- clean checkpoints written by torch --------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_clean_state_dict(protocol: int) -> None:
+    r = scan_bytes(torch_bytes(tiny_model().state_dict(), protocol), "sd.pt")
+    assert r.findings == (), [f.to_dict() for f in r.findings]
+    assert "pytorch-zip" in r.formats
+    assert "torch._utils._rebuild_tensor_v2" in r.globals
+
+
+def test_clean_whole_module_optimizer_scheduler() -> None:
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)
+    model(torch.randn(2, 1, 4, 4)).sum().backward()
+    opt.step()
+    sched.step()
+    ckpt = {
+        "model": model,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": torch.get_rng_state(),
+        "epoch": 3,
+    }
+    r = scan_bytes(torch_bytes(ckpt, 4), "full.pt")
+    assert r.findings == (), [f.to_dict() for f in r.findings]
+
+
+# torch warns that sparse CSR support is in beta; the warning is about torch, not the scanner.
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta:UserWarning")
+# quantized dtypes are deprecated upstream, but old checkpoints contain them.
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+def test_clean_exotic_tensors() -> None:
+    tensors = {
+        "q": torch.quantize_per_tensor(torch.randn(4), 0.1, 0, torch.qint8),
+        "qc": torch.quantize_per_channel(
+            torch.randn(2, 2), torch.tensor([0.1, 0.2]), torch.tensor([0, 0]), 0, torch.quint8
+        ),
+        "coo": torch.randn(3, 3).to_sparse(),
+        "csr": torch.randn(3, 3).to_sparse_csr(),
+        "cplx": torch.randn(2, dtype=torch.complex64),
+        "bf16": torch.randn(2, dtype=torch.bfloat16),
+        "size": torch.Size([2, 3]),
+        "device": torch.device("cpu"),
+        "dtype": torch.float16,
+        "param": torch.nn.Parameter(torch.ones(2)),
+    }
+    r = scan_bytes(torch_bytes(tensors, 4), "t.pt")
+    assert r.findings == (), [f.to_dict() for f in r.findings]
+
+
+def test_storages_are_not_parsed(tmp_path: Path) -> None:
+    # Tensor bytes that happen to look like a pickle must not be analysed: torch never
+    # unpickles a storage.
+    raw = bytearray(b"\x80\x02" + b"\xff" * 62)
+    t = torch.frombuffer(raw, dtype=torch.uint8).clone()
+    f = tmp_path / "t.pt"
+    torch.save({"t": t}, f)
+    report = scan_path(f)
+    assert report.findings == ()
+
+
+# -- malicious checkpoints -------------------------------------------------------------------
+
+
+def swap_pickle(original: bytes, new_pickle: bytes, **kw: object) -> list[Member]:
+    members = read_zip(original)
+    for m in members:
+        if m.name.endswith("data.pkl"):
+            m.data = new_pickle
+            for k, v in kw.items():
+                setattr(m, k, v)
+    return members
+
+
+def test_malicious_data_pkl(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    data = build_zip(swap_pickle(torch_bytes({"w": torch.ones(2)}), payload(canary)))
+    r = scan_bytes(data, "evil.pt")
+    assert "TWS-PKL-DANGEROUS" in rules(r)
+    (f,) = [f for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]
+    assert f.location.endswith("/data.pkl@2")
+    assert not canary.exists()
+
+
+def test_any_prefix_and_member_name(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    members = [
+        Member("innocent/version", b"3\n"),
+        Member("innocent/weights.bin", payload(canary)),
+        Member("innocent/data/0", b"\x00" * 16),
+    ]
+    r = scan_bytes(build_zip(members), "x.bin")
+    assert "TWS-PKL-DANGEROUS" in rules(r)
+    assert not canary.exists()
+
+
+def test_local_header_name_mismatch(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    members = swap_pickle(
+        torch_bytes({"w": torch.ones(2)}), payload(canary), local_name="archive/readme.txt"
+    )
+    r = scan_bytes(build_zip(members), "x.pt")
+    assert {"TWS-ZIP-MISMATCH", "TWS-PKL-DANGEROUS"} <= rules(r)
+    assert not canary.exists()
+
+
+def test_crc_mismatch_member_still_scanned(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    members = swap_pickle(torch_bytes({"w": torch.ones(2)}), payload(canary), crc=0x1234)
+    r = scan_bytes(build_zip(members), "x.pt")
+    assert {"TWS-ZIP-CRC", "TWS-PKL-DANGEROUS"} <= rules(r)
+    assert not canary.exists()
+
+
+def test_flag_bits_disagree_member_still_scanned(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    members = swap_pickle(torch_bytes({"w": torch.ones(2)}), payload(canary), local_flags=0x1)
+    r = scan_bytes(build_zip(members), "x.pt")
+    assert {"TWS-ZIP-MISMATCH", "TWS-PKL-DANGEROUS"} <= rules(r)
+    assert not canary.exists()
+
+
+def test_encrypted_member_fails_closed(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    members = swap_pickle(torch_bytes({"w": torch.ones(2)}), payload(canary), flags=0x1)
+    r = scan_bytes(build_zip(members), "x.pt")
+    assert "TWS-ZIP-UNREADABLE" in rules(r)
+    assert r.max_severity is not None and r.max_severity >= Severity.HIGH
+
+
+def test_duplicate_member_names(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    members = read_zip(torch_bytes({"w": torch.ones(2)}))
+    name = next(m.name for m in members if m.name.endswith("data.pkl"))
+    members.append(Member(name.upper(), payload(canary)))
+    r = scan_bytes(build_zip(members), "x.pt")
+    assert {"TWS-ZIP-DUPLICATE", "TWS-PKL-DANGEROUS"} <= rules(r)
+    assert not canary.exists()
+
+
+def test_deflated_member(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    members = swap_pickle(torch_bytes({"w": torch.ones(2)}), payload(canary), deflate=True)
+    r = scan_bytes(build_zip(members), "x.pt")
+    assert "TWS-PKL-DANGEROUS" in rules(r)
+
+
+def test_data_before_archive(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    data = build_zip([Member("a/data.pkl", payload(canary))], prefix=b"junk" * 4)
+    r = scan_bytes(data, "x.zip")
+    # Not a torch zip any more (torch checks the first bytes) and it is a raw "pickle"? No:
+    # the content starts with junk, so no handler claims it; the archive is still not trusted.
+    assert not canary.exists()
+    assert r.findings == () or "TWS-PKL-DANGEROUS" in rules(r)
+
+
+# torch.jit.script is deprecated upstream; it is still how TorchScript archives get made.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:DeprecationWarning")
+def test_torchscript_archive(tmp_path: Path) -> None:
+    f = tmp_path / "ts.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(f))
+    r = scan_path(f).files[0]
+    assert "TWS-TORCHSCRIPT" in rules(r)
+    assert "torchscript" in r.formats
+
+
+def test_corrupt_zip_is_a_finding() -> None:
+    data = torch_bytes({"w": torch.ones(2)})
+    r = scan_bytes(data[:-30], "cut.pt")
+    assert "TWS-ZIP-MALFORMED" in rules(r)
+
+
+def test_raw_pickle_file(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    f = tmp_path / "model.bin"
+    f.write_bytes(payload(canary))
+    report = scan_path(f)
+    assert report.failed()
+    assert report.files[0].formats == ("pickle",)
+    assert not canary.exists()
+
+
+def test_clean_raw_pickle_file(tmp_path: Path) -> None:
+    f = tmp_path / "state.pkl"
+    f.write_bytes(pickle.dumps({"lr": 0.1, "steps": [1, 2]}, protocol=5))
+    assert not scan_path(f).failed()

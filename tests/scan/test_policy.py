@@ -1,0 +1,143 @@
+"""Policy: name normalisation, allow/deny precedence, policy files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainwarden.findings import Severity
+from trainwarden.scan import Limits, Policy, ScanError, Verdict
+from trainwarden.scan.allowlist import SAFE
+from trainwarden.scan.denylist import DANGEROUS
+
+
+def test_every_entry_has_a_reason() -> None:
+    assert len(SAFE) > 500
+    assert all(isinstance(r, str) and len(r) > 5 for r in SAFE.values())
+    assert all(isinstance(r, str) and len(r) > 5 for r in DANGEROUS.values())
+
+
+def test_no_allowlist_entry_is_shadowed_by_the_denylist() -> None:
+    p = Policy.default()
+    for full in SAFE:
+        module, _, name = full.rpartition(".")
+        assert p.classify(module, name, fix_imports=False)[0] is Verdict.SAFE, full
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "verdict"),
+    [
+        ("torch._utils", "_rebuild_tensor_v2", Verdict.SAFE),
+        ("collections", "OrderedDict", Verdict.SAFE),
+        ("__builtin__", "set", Verdict.SAFE),
+        ("copy_reg", "_reconstructor", Verdict.SAFE),
+        ("__builtin__", "getattr", Verdict.DANGEROUS),
+        ("builtins", "getattr", Verdict.DANGEROUS),
+        ("os", "path.join", Verdict.DANGEROUS),
+        ("os.path", "join", Verdict.DANGEROUS),
+        ("torch", "load", Verdict.DANGEROUS),
+        ("torch", "serialization.load", Verdict.DANGEROUS),
+        ("torch.serialization", "_get_layout", Verdict.SAFE),
+        ("torch.nn.modules.linear", "Linear", Verdict.SAFE),
+        ("torch.nn.modules.linear", "Linear.forward.__globals__", Verdict.DANGEROUS),
+        ("builtins", "getattr.__call__", Verdict.DANGEROUS),
+        ("mylib", "Net", Verdict.UNKNOWN),
+        ("numpy.core.multiarray", "_reconstruct", Verdict.SAFE),
+        ("numpy._core.multiarray", "_reconstruct", Verdict.SAFE),
+        ("numpy.random._pickle", "__randomstate_ctor", Verdict.SAFE),
+        ("transformers.trainer_utils", "IntervalStrategy", Verdict.SAFE),
+        ("transformers.training_args", "TrainingArguments", Verdict.SAFE),
+        ("torch.optim.lr_scheduler", "CosineAnnealingLR", Verdict.SAFE),
+        ("joblib.numpy_pickle", "NumpyArrayWrapper", Verdict.SAFE),
+        ("sklearn.ensemble._forest", "RandomForestClassifier", Verdict.SAFE),
+    ],
+)
+def test_classify(module: str, name: str, verdict: Verdict) -> None:
+    got, reason = Policy.default().classify(module, name)
+    assert got is verdict, reason
+    assert reason
+
+
+def test_fix_imports_only_for_old_protocols() -> None:
+    p = Policy.default()
+    assert p.classify("__builtin__", "set", fix_imports=False)[0] is not Verdict.SAFE
+    assert Policy.normalize("__builtin__", "xrange") == ("builtins", "range")
+
+
+def test_overrides_precedence() -> None:
+    p = Policy.default().with_overrides(allow=["mylib.*", "builtins.getattr"], deny=["torch.Size"])
+    assert p.classify("mylib", "Net")[0] is Verdict.SAFE
+    assert p.classify("mylib.sub", "Net")[0] is Verdict.UNKNOWN  # wildcards do not descend
+    assert p.classify("mylib", "Net.__init__")[0] is Verdict.DANGEROUS
+    assert p.classify("builtins", "getattr")[0] is Verdict.SAFE  # explicit exact decision
+    assert p.classify("torch", "Size")[0] is Verdict.DANGEROUS  # deny wins
+    q = Policy.default().with_overrides(allow=["os.*"])
+    assert q.classify("os", "system")[0] is Verdict.DANGEROUS  # wildcard never unlocks
+
+
+def test_bad_override_entry() -> None:
+    with pytest.raises(ScanError, match="--allow"):
+        Policy.default().with_overrides(allow=["noqualname"])
+
+
+def test_from_trainwarden_toml(tmp_path: Path) -> None:
+    f = tmp_path / "trainwarden.toml"
+    f.write_text(
+        'allow = ["mylib.Net"]\ndeny = ["collections.*"]\nfail_on = "medium"\n'
+        "[limits]\nmax_opcodes = 1000\n"
+    )
+    p = Policy.from_file(f)
+    assert p.classify("mylib", "Net")[0] is Verdict.SAFE
+    assert p.classify("collections", "OrderedDict")[0] is Verdict.DANGEROUS
+    assert p.fail_on is Severity.MEDIUM
+    assert p.limits == Limits(max_opcodes=1000)
+    assert p.source == str(f)
+
+
+def test_from_pyproject_and_discover(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\n[tool.trainwarden]\nallow = ["mylib.*"]\n'
+        'unknown_severity = "critical"\n[tool.trainwarden.monitor]\nother_team = 1\n'
+    )
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    p = Policy.discover(sub)
+    assert p.classify("mylib", "X")[0] is Verdict.SAFE
+    assert p.unknown_severity is Severity.CRITICAL
+
+
+def test_discover_without_config_is_default(tmp_path: Path) -> None:
+    assert Policy.discover(tmp_path).allow == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("allow = 3\n", "must be a list"),
+        ('fail_on = "severe"\n', "unknown severity"),
+        ("allow = [\n", "not valid TOML"),
+        ("typo_key = 1\n", "unknown key"),
+        ("[limits]\nmax_opcodes = -1\n", "invalid scan limit"),
+        ("[limits]\nmax_opcode = 5\n", "unknown limit"),
+        ('allow = ["nodot"]\n', "invalid policy entry"),
+    ],
+)
+def test_policy_file_errors_name_the_file(tmp_path: Path, text: str, match: str) -> None:
+    f = tmp_path / "trainwarden.toml"
+    f.write_text(text)
+    with pytest.raises(ScanError, match=match) as info:
+        Policy.from_file(f)
+    assert str(f) in info.value.diagnostics()
+
+
+def test_missing_policy_file(tmp_path: Path) -> None:
+    with pytest.raises(ScanError, match="cannot read policy file"):
+        Policy.from_file(tmp_path / "nope.toml")
+
+
+def test_pyproject_without_section(tmp_path: Path) -> None:
+    f = tmp_path / "pyproject.toml"
+    f.write_text('[project]\nname = "x"\n')
+    with pytest.raises(ScanError, match=r"no \[tool.trainwarden\]"):
+        Policy.from_file(f)

@@ -211,3 +211,16 @@ def test_a_failing_alert_callback_never_stops_the_watchdog() -> None:
     assert dog.internal_errors[0].rule_id == "TWM-INTERNAL"
     assert "alert sink is down" in dog.internal_errors[0].message
     assert any(a.rule_id == "TWM-HANG" for a in calls)
+
+
+def test_restart_after_stop_watches_again() -> None:
+    got: list[Alert] = []
+    dog = Watchdog(got.append, min_timeout_s=0.2, signals=(), poll_s=0.02)
+    dog.start()
+    dog.stop()
+    dog.start()
+    try:
+        dog.beat(0, 0.001)
+        assert wait_for(lambda: any(a.rule_id == "TWM-HANG" for a in got))
+    finally:
+        dog.stop()

@@ -455,7 +455,6 @@ class Watchdog:
         self._expect_wakeup: dict[signal.Signals, int] = {}
         self._wakeup_r: socket.socket | None = None
         self._wakeup_w: socket.socket | None = None
-        self._old_wakeup_fd = -1
         self._stacks_path: Path | None = None
         sink_path = getattr(self.sink, "path", None)
         if isinstance(sink_path, Path):
@@ -488,6 +487,8 @@ class Watchdog:
         if self._started:
             return
         self._started = True
+        self._stop = threading.Event()
+        self._crash_reported = False
         self._last_beat_mono = time.monotonic()
         self._last_beat_wall = time.time()
         if self._sigs and threading.current_thread() is threading.main_thread():
@@ -507,7 +508,14 @@ class Watchdog:
         t.start()
         self._threads.append(t)
         if self._board is not None:
-            self._publish(stopped=False)
+            try:
+                self._publish(stopped=False)
+            except (RuntimeError, OSError) as exc:
+                # Not fatal: the watchdog thread retries, and training must not fail for it.
+                self.sink.emit(
+                    "watchdog_note",
+                    {"rank": self.rank, "message": f"heartbeat publish failed: {exc}"},
+                )
 
     def beat(self, step: int, step_time_s: float) -> None:
         """Record that ``step`` completed in ``step_time_s`` seconds (cheap: no I/O)."""

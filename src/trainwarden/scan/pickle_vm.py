@@ -147,7 +147,6 @@ _FLOAT = _Token("float")
 _BUFFER = _Token("buffer")
 _MAX_PROTOCOL = 5
 _OPNAMES: dict[int, str] = {}
-_ARG_KIND: dict[int, int] = {}
 
 
 BuildHook = Callable[["_VM", "_Obj", int], int]

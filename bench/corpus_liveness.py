@@ -89,7 +89,7 @@ def check(sample_name: str) -> tuple[str, str, bool, str]:
                 [sys.executable, "-c", LOADER, str(sample.path(dest)), sample.trigger],
                 input=b"c\n",
                 capture_output=True,
-                timeout=60,
+                timeout=300,
                 cwd=tmp,
                 check=False,
             )
@@ -114,13 +114,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         samples: list[Sample] = build_malicious(Path(tmp))
     names = ns.names or [s.name for s in samples if s.trigger and s.canary]
-    dead = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as ex:
-        for name, trigger, live, note in ex.map(check, names):
-            dead += not live
-            print(f"{'LIVE' if live else 'DEAD'}  {name:45s} {trigger:28s} {'' if live else note}")
-    print(f"{len(names) - dead}/{len(names)} samples fired their canary under the real loader")
-    return 0 if dead == 0 else 1
+        results = list(ex.map(check, names))
+    # Printed only at the end: payloads that drive a pty (pty.spawn) may scribble on a shared tty.
+    dead = [r for r in results if not r[2]]
+    for name, trigger, live, note in results:
+        print(f"{'LIVE' if live else 'DEAD'}  {name:45s} {trigger:28s} {'' if live else note}")
+    print(f"{len(names) - len(dead)}/{len(names)} samples fired their canary under the real loader")
+    print("dead: " + (" ".join(r[0] for r in dead) or "none"), flush=True)
+    return 0 if not dead else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Fixtures for the safe-loading tests: benign payload builders, a canary, the guard.
+"""Fixtures for the safe-loading tests: a canary, a payload pickle, the guard.
 
 Every payload here would, at most, create the canary file under the test's tmp_path; every test
 that handles one asserts the canary never appeared.
@@ -6,7 +6,6 @@ that handles one asserts the canary never appeared.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,40 +15,7 @@ import pytest
 
 from trainwarden.loading import guard as guard_mod
 
-
-def _global(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def _str(s: str) -> bytes:
-    raw = s.encode()
-    return b"X" + len(raw).to_bytes(4, "little") + raw
-
-
-def call_pickle(module: str, name: str, *args: str) -> bytes:
-    """A protocol-2 pickle, written opcode by opcode, that calls ``module.name(*args)``."""
-    body = b"\x80\x02" + _global(module, name) + b"(" + b"".join(_str(a) for a in args)
-    return body + b"tR."
-
-
-class SystemPayload:
-    """Pickles to ``os.system("touch CANARY")`` (benign: it would only create the canary)."""
-
-    def __init__(self, canary: Path) -> None:
-        self.canary = canary
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.canary}",))
-
-
-class ExecPayload:
-    """Pickles to ``exec("open(CANARY, 'w').close()")``."""
-
-    def __init__(self, canary: Path) -> None:
-        self.canary = canary
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (exec, (f"open({str(self.canary)!r}, 'w').close()",))
+from ._payloads import SystemPayload
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SystemPayload
 from safetensors.torch import load_file
 
 import trainwarden
 from trainwarden.loading.convert import from_safetensors, sidecar_path, to_safetensors
+
+from ._payloads import SystemPayload
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 

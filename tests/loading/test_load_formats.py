@@ -12,11 +12,12 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import ExecPayload, SystemPayload, call_pickle
 
 import trainwarden
 from trainwarden.loading import LoadError, load_with_report
 from trainwarden.scan.policy import Policy
+
+from ._payloads import ExecPayload, SystemPayload, call_pickle
 
 
 def _state_dict() -> dict[str, Any]:

@@ -15,13 +15,14 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import ExecPayload, SystemPayload, call_pickle
 
 import trainwarden
 import trainwarden.guard
 from trainwarden._internal.sink import MemorySink
 from trainwarden.loading import UnsafeModelWarning
 from trainwarden.loading.guard import Guard
+
+from ._payloads import ExecPayload, SystemPayload, call_pickle
 
 Install = Callable[..., Guard]
 
@@ -225,7 +226,7 @@ def test_trainwarden_load_works_while_the_guard_is_installed(
 def test_install_twice_reconfigures_and_context_manager_uninstalls(canary: Path) -> None:
     import ipaddress
 
-    from conftest import call_pickle
+    from ._payloads import call_pickle
 
     data = call_pickle("ipaddress", "ip_address", "10.0.0.1")
     with trainwarden.guard.install(mode="block") as g:

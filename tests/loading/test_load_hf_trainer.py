@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import SystemPayload
 
 import trainwarden
 from trainwarden.loading.guard import Guard
+
+from ._payloads import SystemPayload
 
 transformers = pytest.importorskip("transformers")
 

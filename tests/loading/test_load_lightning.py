@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SystemPayload
 
 import trainwarden
 from trainwarden.loading.guard import Guard
+
+from ._payloads import SystemPayload
 
 L = pytest.importorskip("lightning")
 

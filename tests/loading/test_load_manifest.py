@@ -38,7 +38,7 @@ def test_save_writes_checkpoint_and_in_toto_manifest(tmp_path: Path) -> None:
 def test_changed_file_is_refused_before_unpickling(tmp_path: Path, canary: Path) -> None:
     path = tmp_path / "ckpt.pt"
     trainwarden.save({"w": torch.ones(2)}, path)
-    from conftest import SystemPayload
+    from ._payloads import SystemPayload
 
     torch.save({"w": SystemPayload(canary)}, path)  # replaced after saving
     with pytest.raises(ManifestError) as exc:

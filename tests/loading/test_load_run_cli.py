@@ -82,7 +82,8 @@ def test_torchrun_runs_every_rank_under_the_guard(tmp_path: Path, canary: Path) 
     import sys
 
     import torch
-    from conftest import SystemPayload
+
+    from ._payloads import SystemPayload
 
     script = tmp_path / "dist.py"
     script.write_text(DIST_SCRIPT)

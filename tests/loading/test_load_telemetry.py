@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import call_pickle
 
 import trainwarden
 from trainwarden._internal.sink import MemorySink
 from trainwarden.loading import UnsafeModelWarning, telemetry
 from trainwarden.loading.guard import Guard
+
+from ._payloads import call_pickle
 
 WITNESS_MODULE = """
 import importlib

@@ -106,6 +106,31 @@ def test_warm_cache_reads_nothing_unchanged(
     assert {f.path: f.status for f in demo.files}["twdemo/data.txt"] is FileStatus.MODIFIED
 
 
+def test_edited_record_is_parsed_again_with_a_warm_cache(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The RECORD parse is cached; an attacker who edits a file and its RECORD row together must
+    # not be judged against the cached (old) RECORD, and an honest RECORD edit must be seen.
+    venv = make_venv()
+    path = tmp_path / "c" / "hashes.bin"
+    take_snapshot(str(venv.python), environ=clean_env, cache=HashCache(path))
+    record = next(venv.site.glob("twdemo-*.dist-info")) / "RECORD"
+    wrong = base64.urlsafe_b64encode(hashlib.sha256(b"other").digest()).rstrip(b"=").decode()
+    lines = record.read_text().splitlines()
+    edited = [
+        f"twdemo/data.txt,sha256={wrong},{ln.rsplit(',', 1)[1]}"
+        if ln.startswith("twdemo/data.txt,")
+        else ln
+        for ln in lines
+    ]
+    assert edited != lines
+    record.write_text("\n".join(edited) + "\n")
+    warm = HashCache(path)
+    snap = take_snapshot(str(venv.python), environ=clean_env, cache=warm)
+    demo = next(d for d in snap.distributions if d.name == "twdemo")
+    assert {f.path: f.status for f in demo.files}["twdemo/data.txt"] is FileStatus.MODIFIED
+
+
 def test_group_writable_cache_is_not_trusted(tmp_path: Path) -> None:
     d = tmp_path / "c"
     d.mkdir()

@@ -8,6 +8,7 @@ key because ``mtime`` can be set back with ``os.utime`` by anyone who can write 
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
 import stat
 import struct
@@ -17,14 +18,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 
-__all__ = ["HashCache", "cache_key_packer", "default_cache_dir", "hash_files", "hash_other"]
+__all__ = [
+    "HashCache",
+    "RecordRow",
+    "RecordRows",
+    "cache_key_packer",
+    "default_cache_dir",
+    "hash_files",
+    "hash_other",
+]
 
-_MAGIC = b"TWHC1\n"
+_MAGIC = b"TWHC2\n"
 _KEY = struct.Struct("<QQqqq")
 _REC = _KEY.size + 32
 _SMALL = 256 * 1024
 _BATCH = 128
 _MAX_ENTRIES = 2_000_000
+_MAX_RECORDS = 50_000
+
+# A parsed RECORD: (rows as (path, algorithm, digest, size), problem text).
+RecordRow = tuple[str, str | None, bytes | None, int | None]
+RecordRows = tuple[tuple[RecordRow, ...], str]
 
 
 def default_cache_dir() -> Path:
@@ -58,6 +72,7 @@ class HashCache:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._entries: dict[bytes, bytes] = {}
+        self._records: dict[str, tuple[bytes, RecordRows]] = {}
         self._new = 0
         self.hits = 0
         self.misses = 0
@@ -87,14 +102,18 @@ class HashCache:
                 self.trusted, self.reason = False, problem
                 return
             data = f.read()
-        if not data.startswith(_MAGIC) or (len(data) - len(_MAGIC)) % _REC:
+        # One marshal blob: loading 50k entries is a single C call, not a Python loop per entry.
+        # marshal is only safe on trusted input, which the ownership and mode checks above ensure.
+        try:
+            if not data.startswith(_MAGIC):
+                raise ValueError("bad magic")
+            entries, records = marshal.loads(memoryview(data)[len(_MAGIC) :])  # noqa: S302 - trusted, see above
+            if not isinstance(entries, dict) or not isinstance(records, dict):
+                raise ValueError("bad layout")
+        except (ValueError, EOFError, TypeError):
             self.reason = f"{path} is not a trainwarden hash cache; starting a new one"
             return
-        mv = memoryview(data)[len(_MAGIC) :]
-        k = _KEY.size
-        self._entries = {
-            bytes(mv[i : i + k]): bytes(mv[i + k : i + _REC]) for i in range(0, len(mv), _REC)
-        }
+        self._entries, self._records = entries, records
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -113,6 +132,19 @@ class HashCache:
             self.hits += 1
         return d
 
+    def record_get(self, record_path: str, st: os.stat_result) -> RecordRows | None:
+        """The parsed rows of the RECORD file ``record_path`` if its metadata is exactly ``st``
+        (the same (device, inode, size, mtime_ns, ctime_ns) key as file digests)."""
+        if not self.trusted:
+            return None
+        hit = self._records.get(record_path)
+        return hit[1] if hit is not None and hit[0] == _key(st) else None
+
+    def record_put(self, record_path: str, st: os.stat_result, rows: RecordRows) -> None:
+        """Remember the parse of ``record_path`` read from a descriptor whose fstat is ``st``."""
+        self._records[record_path] = (_key(st), rows)
+        self._new += 1
+
     def put(self, st: os.stat_result, digest: bytes) -> None:
         """Remember ``digest`` for the file whose (fstat) metadata is ``st``."""
         self._entries[_key(st)] = digest
@@ -125,7 +157,8 @@ class HashCache:
         """
         if self.path is None or not self._new or not self.trusted:
             return
-        items = list(self._entries.items())[-_MAX_ENTRIES:]
+        entries = dict(list(self._entries.items())[-_MAX_ENTRIES:])
+        records = dict(list(self._records.items())[-_MAX_RECORDS:])
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd, tmp = tempfile.mkstemp(prefix=".attest-", dir=self.path.parent)
@@ -136,7 +169,7 @@ class HashCache:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(_MAGIC)
-                f.write(b"".join(k + v for k, v in items))
+                f.write(marshal.dumps((entries, records)))
             os.replace(tmp, self.path)
         except OSError as e:
             Path(tmp).unlink(missing_ok=True)

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from trainwarden.attest.cache import HashCache, RecordRow
+
 __all__ = [
     "ACCEPTED_ALGORITHMS",
     "DistInfo",
@@ -64,7 +66,8 @@ class DistInfo:
     location: str
     installer: str | None
     direct_url: Mapping[str, Any] | None
-    entries: tuple[RecordEntry, ...] = field(repr=False)
+    # RecordEntry rows, or plain tuples of the same shape when they come from the RECORD cache.
+    entries: tuple[RecordRow, ...] = field(repr=False)
     record_problem: str = ""
     kind: str = "dist-info"
 
@@ -146,7 +149,31 @@ def _metadata_headers(text: str) -> dict[str, str]:
     return out
 
 
-def _dist_from_dir(location: str, dirname: str) -> DistInfo:
+def _read_record(record_path: str, cache: HashCache | None) -> tuple[tuple[RecordRow, ...], str]:
+    # Parsing ~50k RECORD rows is the largest cost of a warm verify; the parse is cached under
+    # the metadata of the descriptor actually read, so an edited RECORD is always parsed again.
+    try:
+        fd = os.open(record_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return (), f"{record_path} is missing or unreadable"
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        hit = cache.record_get(record_path, st) if cache is not None else None
+        if hit is not None:
+            return hit
+        try:
+            text = f.read().decode("utf-8", errors="surrogateescape")
+        except OSError:
+            return (), f"{record_path} is missing or unreadable"
+    entries, problems = parse_record(text, record_path)
+    rows: tuple[RecordRow, ...] = tuple(tuple(e) for e in entries)  # type: ignore[misc]
+    result = rows, "; ".join(problems[:5])
+    if cache is not None:
+        cache.record_put(record_path, st, result)
+    return result
+
+
+def _dist_from_dir(location: str, dirname: str, cache: HashCache | None = None) -> DistInfo:
     meta_dir = os.path.join(location, dirname)
     is_egg = dirname.endswith(".egg-info")
     stem = dirname.rsplit(".", 1)[0]
@@ -165,25 +192,24 @@ def _dist_from_dir(location: str, dirname: str) -> DistInfo:
         except json.JSONDecodeError:
             direct_url = {"error": "direct_url.json is not valid JSON"}
     problem = ""
-    entries: list[RecordEntry] = []
+    entries: tuple[RecordRow, ...] = ()
     if is_egg:
         listing = _read_text(os.path.join(meta_dir, "installed-files.txt"))
         if listing is None:
             problem = "egg-info without installed-files.txt: files cannot be listed"
         else:
-            for line in listing.splitlines():
-                if line.strip():
-                    rel = os.path.relpath(os.path.join(meta_dir, line.strip()), location)
-                    entries.append(RecordEntry(rel, None, None, None))
+            entries = tuple(
+                RecordEntry(
+                    os.path.relpath(os.path.join(meta_dir, line.strip()), location),
+                    None,
+                    None,
+                    None,
+                )
+                for line in listing.splitlines()
+                if line.strip()
+            )
     else:
-        record_path = os.path.join(meta_dir, "RECORD")
-        text = _read_text(record_path)
-        if text is None:
-            problem = f"{record_path} is missing or unreadable"
-        else:
-            entries, problems = parse_record(text, record_path)
-            if problems:
-                problem = "; ".join(problems[:5])
+        entries, problem = _read_record(os.path.join(meta_dir, "RECORD"), cache)
     return DistInfo(
         name=name,
         version=version,
@@ -191,14 +217,15 @@ def _dist_from_dir(location: str, dirname: str) -> DistInfo:
         location=location,
         installer=installer,
         direct_url=direct_url,
-        entries=tuple(entries),
+        entries=entries,
         record_problem=problem,
         kind="egg-info" if is_egg else "dist-info",
     )
 
 
-def find_distributions(site_dirs: list[str]) -> Iterator[DistInfo]:
-    """Every ``*.dist-info`` / ``*.egg-info`` directory directly inside ``site_dirs``."""
+def find_distributions(site_dirs: list[str], cache: HashCache | None = None) -> Iterator[DistInfo]:
+    """Every ``*.dist-info`` / ``*.egg-info`` directory directly inside ``site_dirs``; parsed
+    RECORDs are taken from and added to ``cache`` when given."""
     for location in site_dirs:
         try:
             names = sorted(e.name for e in os.scandir(location) if e.is_dir(follow_symlinks=False))
@@ -206,4 +233,4 @@ def find_distributions(site_dirs: list[str]) -> Iterator[DistInfo]:
             continue
         for name in names:
             if name.endswith((".dist-info", ".egg-info")):
-                yield _dist_from_dir(location, name)
+                yield _dist_from_dir(location, name, cache)

@@ -11,6 +11,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import operator
 import os
 import re
 import socket
@@ -475,7 +476,7 @@ def take_snapshot(
     for sd in site_dirs:
         _walk(sd, stats, site_set - {sd})
 
-    dists_raw = list(find_distributions(site_dirs))
+    dists_raw = list(find_distributions(site_dirs, cache))
     ok, modified, missing, no_hash = (
         FileStatus.OK,
         FileStatus.MODIFIED,
@@ -514,10 +515,15 @@ def take_snapshot(
                 deferred.append((i, rel, full, alg, expected))
                 continue
             hit = cached.get(pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-            if hit is not None and alg == "sha256" and hit == expected:
-                done.append(DistFile(rel, ok, hit.hex(), None))
-                settled += 1
-                continue
+            if hit is not None:
+                if alg == "sha256" and hit == expected:
+                    done.append(DistFile(rel, ok, hit.hex(), None))
+                    settled += 1
+                    continue
+                if alg is None or expected is None:  # bytecode listed without a hash
+                    done.append(DistFile(rel, no_hash, hit.hex(), None))
+                    settled += 1
+                    continue
             deferred.append((i, rel, full, alg, expected))
             to_hash[full] = st
     cache.hits += settled
@@ -608,7 +614,8 @@ def take_snapshot(
         per_dist[i].append(DistFile(rel, status, hexd, exp_text))
     for path, i in extra_owned.items():
         d = dists_raw[i]
-        rel = os.path.relpath(path, d.location)
+        prefix = d.location + os.sep
+        rel = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, d.location)
         got = digests.get(path)
         per_dist[i].append(DistFile(rel, no_hash, got.hex() if got is not None else None, None))
 
@@ -623,7 +630,7 @@ def take_snapshot(
             location=d.location,
             kind=d.kind,
             record_problem=d.record_problem,
-            files=tuple(sorted(per_dist[i], key=lambda f: f.path)),
+            files=tuple(sorted(per_dist[i], key=_path_key)),
         )
         for i, d in enumerate(dists_raw)
     )
@@ -687,6 +694,9 @@ def take_snapshot(
         unreadable=dict(sorted(errors.items())),
         os_packages=dict(sorted(os_packages.items())),
     )
+
+
+_path_key = operator.itemgetter(0)
 
 
 def _is_link(st: os.stat_result | None) -> bool:

@@ -76,10 +76,15 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
         # binaries, moved scripts) and only root can change /usr: reported, less loudly.
         os_note = f" (OS package {d.os_package}: check with debsums)" if d.os_package else ""
         for f in d.files:
-            if f.status is FileStatus.OK:
+            status = f.status
+            if status is FileStatus.OK:
+                continue
+            if status is FileStatus.NO_HASH:
+                # Most non-OK files of a clean environment: counted, so no path is built for them.
+                no_hash[d.name] = no_hash.get(d.name, 0) + 1
                 continue
             full = os.path.normpath(os.path.join(d.location, f.path))
-            if f.status is FileStatus.MODIFIED:
+            if status is FileStatus.MODIFIED:
                 out.append(
                     Finding(
                         "TWA-REC-001",
@@ -94,7 +99,7 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                         },
                     )
                 )
-            elif f.status is FileStatus.MISSING:
+            elif status is FileStatus.MISSING:
                 out.append(
                     Finding(
                         "TWA-REC-002",
@@ -104,8 +109,6 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                         evidence={"distribution": d.name, "version": d.version},
                     )
                 )
-            elif f.status is FileStatus.NO_HASH:
-                no_hash[d.name] = no_hash.get(d.name, 0) + 1
     if no_hash:
         top = sorted(no_hash.items(), key=lambda kv: -kv[1])[:10]
         out.append(

@@ -188,3 +188,22 @@ def test_hf_style_output_loss_is_picked_up_without_observe_loss() -> None:
         out["loss"].backward()
         opt.step()
     assert mon.records[-1]["loss"] == pytest.approx(out["loss"].item())
+
+
+def test_code_guard_reports_patched_data_loading_once(
+    make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), code_guard_every=2)
+    run.train(3)
+    original = torch.utils.data.DataLoader.__iter__
+
+    def reordering_iter(self: Any) -> Any:
+        return original(self)
+
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", reordering_iter)
+    run.train(6)
+    code = [a for a in run.monitor.alerts if a.rule_id == "TWM-CODE"]
+    assert len(code) == 1, code
+    assert code[0].severity == Severity.CRITICAL and code[0].step == 4
+    assert "DataLoader.__iter__" in code[0].evidence["finding"]["location"]

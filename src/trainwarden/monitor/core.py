@@ -41,6 +41,9 @@ DEFAULT_DIR_ENV = "TRAINWARDEN_MONITOR_DIR"
 _log = logging.getLogger("trainwarden.monitor")
 
 Rows = list[list[float]]
+# A replaced callable whose location mentions one of these is CRITICAL (T2/T3: optimizer,
+# seeding, data order, clipping).
+_CRITICAL_CODE = ("optim", "seed", "dataloader", "sampler", "clip_grad")
 
 
 def _rank_info() -> tuple[int, int, bool]:
@@ -205,6 +208,7 @@ class Monitor:
         self._inst_step = optimizer.__dict__.get("step")
 
         self._code_guard: Any = None
+        self._code_seen: set[tuple[str, str]] = set()
         self._exchange: Any = None
         self._exchange_fields: list[str] | None = None
         self._watchdog: Any = None
@@ -990,15 +994,19 @@ class Monitor:
             self._internal(e, "CodeGuard.check")
             return
         for f in findings:
-            text = f"{f.rule_id} {f.location} {f.message}".lower()
-            critical = any(
-                w in text for w in ("optim", "seed", "dataloader", "sampler", "clip_grad")
-            )
+            # The guard reports a persisting problem on every check: alert once per problem.
+            key = (f.rule_id, f.location)
+            if key in self._code_seen:
+                continue
+            self._code_seen.add(key)
+            text = f"{f.location} {f.message}".lower()
+            replaced = f.rule_id in ("TWA-CODE-001", "TWA-CODE-002", "TWA-CODE-003")
+            sensitive = any(w in text for w in _CRITICAL_CODE)
             self._alert(
                 "TWM-CODE",
                 f"code guard: {f.message}",
                 {"finding": f.to_dict()},
-                severity=Severity.CRITICAL if critical else max(f.severity, Severity.HIGH),
+                severity=Severity.CRITICAL if replaced and sensitive else f.severity,
             )
 
     def _start_watchdog(self) -> None:

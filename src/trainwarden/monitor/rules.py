@@ -79,7 +79,8 @@ _ALL = [
     Rule(
         "TWM-CODE",
         Severity.CRITICAL,
-        "the run-time code guard found a replaced optimizer, seeding or data-loading callable",
+        "the run-time code guard (trainwarden.attest) found a replaced or patched callable; "
+        "CRITICAL for optimizer, seeding, data-loading and clipping code; else the guard's own",
     ),
     Rule(
         "TWM-CODE-STEP",

@@ -344,9 +344,8 @@ class ReplicaComparator:
             )
         else:
             named = [self.global_ranks[r] for g in groups for r in g]
-            a, b = groups[0][0], groups[1][0]
-            diff = differing(b, a)
-            fields = sorted(diff)
+            a = groups[0][0]
+            fields = sorted({f for g in groups[1:] for f in differing(g[0], a)})
             if self.world_size == 2:
                 msg = f"ranks {named[0]} and {named[1]} disagree on {', '.join(fields)}"
             else:

@@ -30,11 +30,13 @@ def test_unknown_command_is_usage_error(run_cli: RunCli) -> None:
     assert "no-such-command" in r.stderr
 
 
-def test_doctor_json_reports_interpreter_and_torch(run_cli: RunCli) -> None:
-    r = run_cli(["doctor", "--format", "json"])
+def test_doctor_json_via_env_reports_interpreter_and_torch(run_cli: RunCli) -> None:
+    # TRAINWARDEN_FORMAT selects the format, as a CI job would set it.
+    r = run_cli(["doctor"], env={"TRAINWARDEN_FORMAT": "json"})
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["ok"] is True
+    assert data["trainwarden"] == trainwarden.__version__
     assert data["python"].count(".") == 2
     comps = {c["name"]: c for c in data["components"]}
     assert comps["torch"]["state"] == "ok"
@@ -60,9 +62,3 @@ def test_doctor_exits_2_on_broken_package(run_cli: RunCli, tmp_path: Path) -> No
     assert r.returncode == 2
     assert "py7zr" in r.stderr
     assert "simulated broken install" in r.stderr
-
-
-def test_env_var_sets_format(run_cli: RunCli) -> None:
-    r = run_cli(["doctor"], env={"TRAINWARDEN_FORMAT": "json"})
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["trainwarden"] == trainwarden.__version__

@@ -147,7 +147,6 @@ _FLOAT = _Token("float")
 _BUFFER = _Token("buffer")
 _MAX_PROTOCOL = 5
 _OPNAMES: dict[int, str] = {}
-_ARG_KIND: dict[int, int] = {}
 
 
 BuildHook = Callable[["_VM", "_Obj", int], int]
@@ -179,7 +178,8 @@ def looks_like_pickle(data: bytes | memoryview) -> bool:
         return False
     b0 = data[0]
     if b0 == 0x80:
-        return data[1] <= _MAX_PROTOCOL
+        # PROTO n, then a real opcode (a FRAME for protocol 4+ dumps).
+        return data[1] <= _MAX_PROTOCOL and (len(data) == 2 or data[2] in _OPNAMES)
     # Protocol 0/1 have no header: accept the opcodes a real dump starts with when the data
     # ends with STOP, as pickle.dump leaves it. (Anything else unclaimed is still probed by
     # the engine, see formats.pickle.probe_unclaimed.)

@@ -126,7 +126,7 @@ class _H5Worker:
         """True once the child has imported h5py; False when h5py is unusable there."""
         try:
             ok = self._read(1, time.monotonic() + _STARTUP_TIMEOUT_S) == b"R"
-        except TimeoutError:
+        except (TimeoutError, OSError):  # OSError: no select() on pipes (Windows)
             ok = False
         if not ok:
             self.close()
@@ -222,7 +222,8 @@ def _reset_after_fork() -> None:
     _worker_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX; there is no fork elsewhere
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _read_with_h5py(data: bytes, timeout_s: float) -> _H5pyResult:

@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
@@ -182,19 +183,102 @@ def _npz_members(data: memoryview, location: str) -> list[tuple[str, bytes]]:
         return [(name, zf.read(name)) for name in zf.namelist()]
 
 
-def _joblib_stream(data: memoryview, location: str) -> bytes:
-    from joblib import numpy_pickle
+class _ZlibReader(io.RawIOBase):
+    """A bounded-step reader of a zlib stream (joblib's ``compress="zlib"`` format)."""
 
-    fobj: Any = MemReader(data, location)
-    with numpy_pickle._validate_fileobject_and_memmap(fobj, location, None) as (stream, _):
-        if isinstance(stream, str):
-            raise UnsafeModelError(
-                f"{location} is a pre-0.10 joblib file, which cannot be loaded safely",
-                path=location,
-                hint="re-save it with a current joblib from a trusted environment",
-            )
-        raw: bytes = stream.read()
-    return raw
+    def __init__(self, data: memoryview) -> None:
+        super().__init__()
+        self._src = data
+        self._pos = 0
+        self._z = zlib.decompressobj()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        out = memoryview(b).cast("B")
+        while True:
+            pending = self._z.unconsumed_tail
+            if not pending and self._pos < len(self._src):
+                pending = bytes(self._src[self._pos : self._pos + (1 << 20)])
+                self._pos += len(pending)
+            if not pending:
+                return 0
+            chunk = self._z.decompress(pending, len(out))
+            if chunk:
+                out[: len(chunk)] = chunk
+                return len(chunk)
+            if self._z.eof:
+                return 0
+
+
+def _decompressing_reader(data: memoryview, location: str) -> Any:
+    """A stream of the pickle inside a joblib file, decompressing in bounded steps.
+
+    joblib's own decompressors inflate whole blocks at once, which a small crafted file turns
+    into an unbounded allocation, so the standard library's streaming readers are used instead.
+    """
+    import bz2
+    import gzip
+    import lzma
+
+    head = bytes(data[:6])
+    src = MemReader(data, location)
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=src, mode="rb")
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(cast(IO[bytes], src), mode="rb")
+    if head.startswith((b"\xfd7zXZ", b"\x5d\x00\x00")):
+        return lzma.LZMAFile(cast(IO[bytes], src), mode="rb")
+    if head.startswith(b"\x78"):
+        return _ZlibReader(data)
+    if head.startswith((b"ZF", b"\x04\x22\x4d\x18")):
+        raise LoadError(
+            f"{location} is an old-format or lz4-compressed joblib file, which trainwarden.load "
+            "does not read",
+            hint="re-save it with joblib.dump(..., compress=3) from a trusted environment",
+        )
+    return src
+
+
+def _joblib_stream(data: memoryview, location: str) -> bytes:
+    limit = min(_decompressed_limit(), max(_MIN_INFLATE, _MAX_RATIO * len(data)))
+    stream = _decompressing_reader(data, location)
+    raw = bytearray()
+    try:
+        while chunk := stream.read(16 << 20):
+            if len(raw) + len(chunk) > limit:
+                f = Finding(
+                    "TWL-DECOMPRESSION-LIMIT",
+                    Severity.HIGH,
+                    f"{location} decompresses to more than {limit} bytes "
+                    f"({len(data)} bytes compressed)",
+                    location,
+                    {"limit": limit, "compressed": len(data)},
+                )
+                raise UnsafeModelError(
+                    f"refused to load {location}: it decompresses to more than {limit} bytes",
+                    findings=[f],
+                    path=location,
+                    hint="a decompression bomb, or a file larger than the limit: raise "
+                    "limits.max_decompressed_bytes in the policy if you trust it",
+                )
+            raw += chunk
+    except (OSError, EOFError, zlib.error, ValueError) as e:
+        raise LoadError(f"{location} is not a readable compressed joblib file: {e}") from e
+    return bytes(raw)
+
+
+# Decompressed joblib streams may be this many times the file (numpy zeros compress very well),
+# but never less than _MIN_INFLATE nor more than the policy's max_decompressed_bytes.
+_MAX_RATIO = 200
+_MIN_INFLATE = 256 << 20
+
+
+def _decompressed_limit() -> int:
+    from trainwarden.scan.types import Limits
+
+    return Limits().max_decompressed_bytes
 
 
 def prescan_format(fmt: str, data: memoryview, enforcer: Enforcer) -> None:

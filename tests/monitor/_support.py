@@ -78,6 +78,9 @@ class Run:
         )
         self.sink = MemorySink()
         config.setdefault("watchdog", False)
+        # The code guard costs seconds per watch() on a loaded machine; the clean runs and the
+        # code guard test turn it on.
+        config.setdefault("code_guard", False)
         self.monitor: Monitor = watch(
             model, opt, scheduler=sched, max_grad_norm=clip, sink=self.sink, **config
         )

@@ -194,7 +194,9 @@ def test_code_guard_reports_patched_data_loading_once(
     make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = mlp()
-    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), code_guard_every=2)
+    run = make_run(
+        model, torch.optim.SGD(model.parameters(), lr=0.01), code_guard_every=2, code_guard=True
+    )
     run.train(3)
     original = torch.utils.data.DataLoader.__iter__
 

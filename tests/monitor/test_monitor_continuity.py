@@ -167,3 +167,30 @@ def test_clean_gpt_with_buffers_raises_nothing(make_run: Callable[..., Run]) -> 
     run.train(30)
     assert run.serious() == []
     assert run.monitor.step == 30
+
+
+def test_closure_steps_are_checked_at_the_step() -> None:
+    from trainwarden._internal.sink import MemorySink
+    from trainwarden.monitor import watch
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(16, 8)
+    with watch(model, opt, sink=MemorySink(), watchdog=False, max_grad_norm=1e-9) as mon:
+        for step in range(6):
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss: torch.Tensor = nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))
+                loss.backward()  # type: ignore[no-untyped-call]
+                return loss
+
+            opt.step(closure)
+            if step == 3:
+                first: Any = model[0]
+                with torch.no_grad():
+                    first.weight[0, 0] += 1.0
+    assert [a.rule_id for a in mon.alerts if a.severity >= Severity.MEDIUM] == ["TWM-WEIGHT-EDIT"]
+    assert mon.alerts[-1].step == 4 and "between two optimizer steps" in mon.alerts[-1].message
+    notes = [a for a in mon.alerts if a.evidence.get("check") == "update-check-closure"]
+    assert len(notes) == 1

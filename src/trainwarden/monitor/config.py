@@ -38,6 +38,9 @@ class MonitorConfig:
     check_weights_prestep: bool = True
     """Also fingerprint the parameters at optimizer.step() and compare with the forward (catches
     edits during forward/backward or between gradient-accumulation micro-batches)."""
+    code_guard: bool = True
+    """Run the attestation code guard (check 6). Building it hashes the guarded sources: about
+    0.1-0.5 s per watch() on an idle machine."""
     code_guard_every: int = 50
     """Run the attestation code guard every N steps (0 = only at start)."""
     rng_watch: bool = True

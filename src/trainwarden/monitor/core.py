@@ -39,11 +39,24 @@ __all__ = ["DEFAULT_DIR_ENV", "Monitor", "watch"]
 
 DEFAULT_DIR_ENV = "TRAINWARDEN_MONITOR_DIR"
 _log = logging.getLogger("trainwarden.monitor")
+_log.addHandler(logging.NullHandler())  # a library never prints; callers configure logging
 
 Rows = list[list[float]]
 # A replaced callable whose location mentions one of these is CRITICAL (T2/T3: optimizer,
 # seeding, data order, clipping).
 _CRITICAL_CODE = ("optim", "seed", "dataloader", "sampler", "clip_grad")
+# This rank's own checks saw its values change: tells the cross-rank vote who the culprit is.
+_OWN_TAMPERING = frozenset(
+    {
+        "TWM-WEIGHT-EDIT",
+        "TWM-WEIGHT-EDIT-PRESTEP",
+        "TWM-WEIGHT-REPLACED",
+        "TWM-OPTSTATE-EDIT",
+        "TWM-UPDATE-MISMATCH",
+        "TWM-UPDATE-SIGN",
+        "TWM-STATE-MISMATCH",
+    }
+)
 
 
 def _rank_info() -> tuple[int, int, bool]:
@@ -132,6 +145,7 @@ class Monitor:
 
         self._lock = threading.RLock()
         self._unraised: list[Alert] = []
+        self._suspect = False
         self._closed = False
         self._notes: set[str] = set()
         key = self.config.seed
@@ -229,7 +243,8 @@ class Monitor:
             },
         )
         try:
-            self._start_code_guard()
+            if self.config.code_guard:
+                self._start_code_guard()
             if self.config.rng_watch:
                 seed_watch.add(self._on_seed)
             self._handles = [
@@ -336,6 +351,8 @@ class Monitor:
             self.alerts.append(alert)
             if sev >= self.config.fail_severity:
                 self._unraised.append(alert)
+            if rule_id in _OWN_TAMPERING:
+                self._suspect = True
         self._emit("alert", alert.to_dict())
         if sev >= Severity.MEDIUM:
             _log.warning("%s [%s] step %d rank %d: %s", rule_id, sev, self.step, self.rank, message)
@@ -579,7 +596,8 @@ class Monitor:
             return None
         try:
             self._boundary()
-            self._guarded("step_pre", self._step_pre)
+            closure = args[1] if len(args) > 1 else (kwargs or {}).get("closure")
+            self._guarded("step_pre", lambda: self._step_pre(closure is not None))
             self._boundary()
         except TamperingDetected:
             self._depth -= 1  # the step will not run, so its post-hook will not either
@@ -597,8 +615,19 @@ class Monitor:
             {"class": f"{type(self.optimizer).__module__}.{type(self.optimizer).__qualname__}"},
         )
 
-    def _step_pre(self) -> None:
+    def _step_pre(self, has_closure: bool = False) -> None:
         self._started = True
+        if self._awaiting_forward and self._post_w is not None:
+            # No forward of the watched model since the last step (a closure-based step, or a
+            # loop that calls a different module): check the weights here instead.
+            self._awaiting_forward = False
+            ref_w = self._post_w
+            self._fingerprint(
+                self._weights(buffers=True),
+                lambda n, i, r: self._compare(
+                    "TWM-WEIGHT-EDIT", "between two optimizer steps", ref_w, (n, i, r)
+                ),
+            )
         if self.config.timing:
             self._clock.mark("opt_start")
         groups_before = len(self._ledger.last)
@@ -639,9 +668,17 @@ class Monitor:
                     )
 
             self._fingerprint(params, got_pre, mix=False)
-        self._grad_norm()
+        if not has_closure:
+            self._grad_norm()
         self._snaps = []
-        if self._checker is not None and self.step % self.config.check_every == 0:
+        if has_closure:
+            # The closure computes the gradients inside step(): they are not known yet here.
+            self._note(
+                "update-check-closure",
+                "update-rule check skipped for optimizer.step(closure): the gradients are "
+                "computed inside step()",
+            )
+        elif self._checker is not None and self.step % self.config.check_every == 0:
             self._snaps = self._checker.snapshot(self.optimizer)
 
     def _compare_state(self, ref: tuple[list[str], Rows], now: tuple[list[str], Rows]) -> None:
@@ -1053,7 +1090,10 @@ class Monitor:
                 self.config = _replace(self.config, cross_rank=False)
                 return
             self._exchange_fields = self._digest_fields(hyper)
-            self._exchange = mod.RankExchange(self._exchange_fields)
+            self._exchange = mod.RankExchange(self._exchange_fields, watchdog=self._watchdog)
+        if self._suspect:
+            self._exchange.mark_suspect()
+            self._suspect = False
         digest = torch.tensor(self._digest_values(hyper), dtype=torch.float64)
         t = self._step_values.get("timing", {})
         timings = torch.tensor([t.get(p, 0.0) for p in PHASES], dtype=torch.float64)

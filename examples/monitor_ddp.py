@@ -6,7 +6,13 @@ With TAMPER_RANK, that rank edits one weight before step 5 (a stand-in for sabot
 triggers on some ranks). Each rank's alerts and per-step records go to OUT_DIR/rank<R>.jsonl.
 """
 
+# record_signals_early() must run before torch is imported (E402 on purpose).
+# ruff: noqa: E402
 from __future__ import annotations
+
+from trainwarden.monitor.watchdog import record_signals_early
+
+record_signals_early()  # signal senders known even though watch() starts after gloo's threads
 
 import sys
 

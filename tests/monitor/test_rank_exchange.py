@@ -26,8 +26,9 @@ def rows(
     timings = timings or [[0.1, 0.03, 0.05, 0.02]] * n
     waits = waits or [0.0] * n
     suspects = suspects or []
+    schema = ReplicaComparator(FIELDS, rank=0, world_size=1).schema
     out = [
-        [*d, *t, float(step), w, 1.0 if r in suspects else 0.0]
+        [*d, *t, float(step), w, 1.0 if r in suspects else 0.0, schema]
         for r, (d, t, w) in enumerate(zip(digests, timings, waits, strict=True))
     ]
     return torch.tensor(out, dtype=torch.float64)
@@ -125,3 +126,13 @@ def test_configuration_errors() -> None:
         StragglerPolicy(patience=0)
     with pytest.raises(MonitorError, match="initialised"):
         RankExchange(FIELDS)
+
+
+def test_different_field_lists_are_reported_instead_of_compared() -> None:
+    c = ReplicaComparator(FIELDS, rank=0, world_size=3)
+    g = rows([[1.0, 2.0, 0.1], [1.0, 9.0, 0.1], [1.0, 2.0, 0.1]])
+    g[1, -1] = ReplicaComparator(("w_sum", "lr", "w_sq"), rank=0, world_size=1).schema
+    alerts = c.analyse(3, g)
+    assert [a.rule_id for a in alerts] == ["TWM-XRANK-FIELDS"]
+    assert alerts[0].evidence["ranks"] == [1]
+    assert c.analyse(4, g) == []  # reported once

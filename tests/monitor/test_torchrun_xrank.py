@@ -70,11 +70,11 @@ def alerts(records: list[dict[str, Any]], rule: str | None = None) -> list[dict[
 
 
 def test_watch_clean_ddp_two_ranks_raises_nothing(tmp_path: Path) -> None:
-    rc, records = torchrun(tmp_path, 2, 60, driver="watch_driver.py")
+    rc, records = torchrun(tmp_path, 2, 200, driver="watch_driver.py")
     assert rc == 0
     for rank in (0, 1):
         assert [r for r in records[rank] if r["kind"] == "monitor_stop"]
-        assert len([r for r in records[rank] if r["kind"] == "step"]) == 60
+        assert len([r for r in records[rank] if r["kind"] == "step"]) == 200
         loud = [a for a in alerts(records[rank]) if Severity[a["severity"]] >= Severity.MEDIUM]
         assert loud == []
 

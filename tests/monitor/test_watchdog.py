@@ -170,6 +170,16 @@ def test_signal_taken_by_an_older_thread_is_still_recorded_and_still_kills(
     assert sig["sender_pid"] in (os.getpid(), None)
 
 
+def test_recording_started_early_knows_the_sender_despite_later_threads(tmp_path: Path) -> None:
+    proc, sink = run_probe(tmp_path, "early")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert finish(proc) == -signal.SIGTERM
+    sig = next(r for r in read(sink) if r["kind"] == "signal")
+    assert sig["signal"] == "SIGTERM"
+    assert sig["sender_pid"] == os.getpid()
+    assert sig["sender_uid"] == os.getuid()
+
+
 def test_previous_python_handler_still_runs_after_recording(tmp_path: Path) -> None:
     proc, sink = run_probe(tmp_path, "handler")
     os.kill(proc.pid, signal.SIGUSR1)
@@ -211,3 +221,16 @@ def test_a_failing_alert_callback_never_stops_the_watchdog() -> None:
     assert dog.internal_errors[0].rule_id == "TWM-INTERNAL"
     assert "alert sink is down" in dog.internal_errors[0].message
     assert any(a.rule_id == "TWM-HANG" for a in calls)
+
+
+def test_restart_after_stop_watches_again() -> None:
+    got: list[Alert] = []
+    dog = Watchdog(got.append, min_timeout_s=0.2, signals=(), poll_s=0.02)
+    dog.start()
+    dog.stop()
+    dog.start()
+    try:
+        dog.beat(0, 0.001)
+        assert wait_for(lambda: any(a.rule_id == "TWM-HANG" for a in got))
+    finally:
+        dog.stop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from trainwarden.monitor.types import Alert, MonitorError
 __all__ = ["TIMING_FIELDS", "RankExchange", "ReplicaComparator", "StragglerPolicy"]
 
 TIMING_FIELDS = ("step_s", "forward_s", "backward_s", "optimizer_s")
-_META = 3  # step, previous exchange wait (s), suspect flag
+_META = 4  # step, previous exchange wait (s), suspect flag, field-schema checksum
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class RankExchange:
         if t.numel() < 4:
             t = torch.cat([t, torch.zeros(4 - t.numel(), dtype=torch.float64, device=device)])
         meta = torch.tensor(
-            [float(step), self._prev_wait_s, 1.0 if self._suspect else 0.0],
+            [float(step), self._prev_wait_s, 1.0 if self._suspect else 0.0, c.schema],
             dtype=torch.float64,
             device=device,
         )
@@ -216,15 +217,40 @@ class ReplicaComparator:
             deque(maxlen=self.straggler.window) for _ in range(world_size)
         ]
         self._straggler_alerted: set[int] = set()
+        self._schema_reported = False
+        #: crc32 of the field names: ranks must exchange the same fields in the same order.
+        self.schema = float(zlib.crc32("\0".join(self.fields).encode("utf-8")))
+
+    def _schema_mismatch(self, step: int, schemas: list[int]) -> list[Alert]:
+        if self._schema_reported:
+            return []
+        self._schema_reported = True
+        groups = self._groups([(v,) for v in schemas])
+        odd = [self.global_ranks[r] for g in groups[1:] for r in g]
+        return [
+            self.alert(
+                "TWM-XRANK-FIELDS",
+                Severity.HIGH,
+                step,
+                f"ranks exchange different digest fields (rank(s) {odd} differ from "
+                f"{[self.global_ranks[r] for r in groups[0]]}): models, optimizers or param "
+                "groups are not the same on every rank; digests were not compared",
+                {"ranks": odd, "schemas": schemas},
+            )
+        ]
 
     # ------------------------------------------------------------------ analysis
     def analyse(self, step: int, gathered: torch.Tensor) -> list[Alert]:
-        """Compare an already gathered ``(world_size, fields + 7)`` matrix (CPU float64)."""
+        """Compare an already gathered ``(world_size, fields + 8)`` matrix (CPU float64)."""
         n = len(self.fields)
         digests = gathered[:, :n]
         timings = gathered[:, n : n + 4]
         meta = gathered[:, n + 4 : n + 4 + _META]
         alerts: list[Alert] = []
+        schemas = [int(v) for v in meta[:, 3].tolist()]
+        if len(set(schemas)) > 1:
+            # Comparing values of differently named/ordered fields would only produce noise.
+            return self._schema_mismatch(step, schemas)
         alerts.extend(self._check_steps(step, meta[:, 0]))
         alerts.extend(self._check_digests(step, digests, meta[:, 2]))
         alerts.extend(self._check_stragglers(step, timings, meta[:, 1]))
@@ -318,9 +344,8 @@ class ReplicaComparator:
             )
         else:
             named = [self.global_ranks[r] for g in groups for r in g]
-            a, b = groups[0][0], groups[1][0]
-            diff = differing(b, a)
-            fields = sorted(diff)
+            a = groups[0][0]
+            fields = sorted({f for g in groups[1:] for f in differing(g[0], a)})
             if self.world_size == 2:
                 msg = f"ranks {named[0]} and {named[1]} disagree on {', '.join(fields)}"
             else:

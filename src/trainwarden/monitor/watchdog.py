@@ -39,6 +39,7 @@ __all__ = [
     "PeerStatus",
     "Watchdog",
     "default_store",
+    "record_signals_early",
 ]
 
 #: Signals recorded by default. SIGKILL and SIGSTOP cannot be caught by any process; the OOM
@@ -375,6 +376,91 @@ def lost_rank_alert(report: LostRankReport, *, step: int, reason: str) -> Alert 
 _SIG_DFL_IGNORED = {"SIGCHLD", "SIGURG", "SIGWINCH", "SIGCONT"}
 
 
+def _default_action(sig: signal.Signals) -> None:
+    """Terminate the process the way the default disposition would (killed by ``sig``)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.signal(int(sig), 0)  # SIG_DFL, from a thread where signal.signal() is not allowed
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+    signal.pthread_kill(threading.get_ident(), sig)
+    time.sleep(1.0)
+    os._exit(128 + int(sig))
+
+
+class _EarlySignals:
+    """Process-wide sigwaitinfo thread started by :func:`record_signals_early`.
+
+    Until a :class:`Watchdog` attaches, it keeps each signal's record and gives the signal its
+    normal behaviour itself; an attached watchdog records and dispatches instead.
+    """
+
+    def __init__(self, sigs: set[signal.Signals]) -> None:
+        self.sigs = sigs
+        self.lock = threading.Lock()
+        self.consumer: Watchdog | None = None
+        self.pending: list[dict[str, Any]] = []
+        signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        self.thread = threading.Thread(target=self._loop, name="trainwarden-signals", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            info = signal.sigtimedwait(self.sigs, 0.5)
+            if info is None:
+                continue
+            sig = signal.Signals(info.si_signo)
+            with self.lock:
+                consumer = self.consumer
+            if consumer is not None:
+                consumer._on_siginfo(sig, info.si_pid, info.si_uid, info.si_code)
+                continue
+            self.pending.append(
+                {
+                    "signal": sig.name,
+                    "signo": int(sig),
+                    "sender_pid": info.si_pid,
+                    "sender_uid": info.si_uid,
+                    "si_code": info.si_code,
+                    "sender_cmdline": _describe_pid(info.si_pid),
+                    "receiver_pid": os.getpid(),
+                    "time": time.time(),
+                }
+            )
+            handler = signal.getsignal(sig)
+            if callable(handler):
+                _thread.interrupt_main(sig)
+            elif handler != signal.SIG_IGN and sig.name not in _SIG_DFL_IGNORED:
+                _default_action(sig)
+
+
+_EARLY: _EarlySignals | None = None
+
+
+def record_signals_early(signals: Sequence[str] = DEFAULT_SIGNALS) -> None:
+    """Start receiving ``signals`` with their sender now, before other threads exist.
+
+    Call it first thing in the training script (before ``import torch`` creates thread pools
+    and before ``init_process_group`` starts gloo's threads): every thread created afterwards
+    inherits the blocked mask, so the sender's pid/uid is known for every delivery. A
+    :class:`Watchdog` started later (e.g. by ``trainwarden.watch``) takes over the recording;
+    signals received before that are written to its sink when it starts. Must be called from
+    the main thread; calling it again is a no-op.
+    """
+    global _EARLY
+    if _EARLY is not None:
+        return
+    if threading.current_thread() is not threading.main_thread():
+        raise MonitorError("record_signals_early() must be called from the main thread")
+    sigs: set[signal.Signals] = set()
+    for name in signals:
+        sig = getattr(signal.Signals, name, None)
+        if sig is None or name in {"SIGKILL", "SIGSTOP"}:
+            raise MonitorError(f"cannot record signal {name!r}")
+        sigs.add(sig)
+    _EARLY = _EarlySignals(sigs)
+
+
 class Watchdog:
     """Heartbeat watchdog for one rank; see the module docstring.
 
@@ -451,11 +537,11 @@ class Watchdog:
         self._started = False
         self._prev_handlers: dict[signal.Signals, Any] = {}
         self._blocked_in: int | None = None
+        self._early: _EarlySignals | None = None
         self._pending_redispatch: set[signal.Signals] = set()
         self._expect_wakeup: dict[signal.Signals, int] = {}
         self._wakeup_r: socket.socket | None = None
         self._wakeup_w: socket.socket | None = None
-        self._old_wakeup_fd = -1
         self._stacks_path: Path | None = None
         sink_path = getattr(self.sink, "path", None)
         if isinstance(sink_path, Path):
@@ -488,6 +574,8 @@ class Watchdog:
         if self._started:
             return
         self._started = True
+        self._stop = threading.Event()
+        self._crash_reported = False
         self._last_beat_mono = time.monotonic()
         self._last_beat_wall = time.time()
         if self._sigs and threading.current_thread() is threading.main_thread():
@@ -507,7 +595,14 @@ class Watchdog:
         t.start()
         self._threads.append(t)
         if self._board is not None:
-            self._publish(stopped=False)
+            try:
+                self._publish(stopped=False)
+            except (RuntimeError, OSError) as exc:
+                # Not fatal: the watchdog thread retries, and training must not fail for it.
+                self.sink.emit(
+                    "watchdog_note",
+                    {"rank": self.rank, "message": f"heartbeat publish failed: {exc}"},
+                )
 
     def beat(self, step: int, step_time_s: float) -> None:
         """Record that ``step`` completed in ``step_time_s`` seconds (cheap: no I/O)."""
@@ -725,10 +820,14 @@ class Watchdog:
 
     # ------------------------------------------------------------------ signals
     def _install_signals(self) -> None:
-        # Block first: the watchdog's own threads, created below, inherit the mask, so only
-        # the sigwaitinfo thread can take these signals from the queue.
-        signal.pthread_sigmask(signal.SIG_BLOCK, self._sigs)
-        self._blocked_in = threading.get_ident()
+        early = _EARLY
+        if early is not None and self._sigs <= early.sigs:
+            self._early = early
+        else:
+            # Block first: the watchdog's own threads, created below, inherit the mask, so
+            # only the sigwaitinfo thread can take these signals from the queue.
+            signal.pthread_sigmask(signal.SIG_BLOCK, self._sigs)
+            self._blocked_in = threading.get_ident()
         for sig in sorted(self._sigs):
             self._prev_handlers[sig] = signal.getsignal(sig)
             signal.signal(sig, self._py_handler)
@@ -748,11 +847,23 @@ class Watchdog:
             t = threading.Thread(target=self._wakeup_loop, name="trainwarden-sigwake", daemon=True)
             t.start()
             self._threads.append(t)
+        if self._early is not None:
+            with self._early.lock:
+                self._early.consumer = self
+                earlier, self._early.pending = self._early.pending, []
+            for record in earlier:
+                self.sink.emit("signal", {"rank": self.rank, "before_watchdog": True, **record})
+            return
         t = threading.Thread(target=self._sigwait_loop, name="trainwarden-signals", daemon=True)
         t.start()
         self._threads.append(t)
 
     def _restore_signals(self) -> None:
+        if self._early is not None:
+            with self._early.lock:
+                if self._early.consumer is self:
+                    self._early.consumer = None
+            self._early = None
         if self._blocked_in is not None and self._blocked_in == threading.get_ident():
             signal.pthread_sigmask(signal.SIG_UNBLOCK, self._sigs)
             self._blocked_in = None
@@ -775,15 +886,15 @@ class Watchdog:
             info = signal.sigtimedwait(self._sigs, 0.25)
             if info is None:
                 continue
-            sig = signal.Signals(info.si_signo)
-            try:
-                self._record_signal(
-                    sig, sender_pid=info.si_pid, sender_uid=info.si_uid, code=info.si_code
-                )
-            except Exception as exc:  # fail-open: the signal must still take effect below
-                self._internal(exc, f"recording {sig.name}")
-            finally:
-                self._dispatch(sig, from_sigwait=True)
+            self._on_siginfo(signal.Signals(info.si_signo), info.si_pid, info.si_uid, info.si_code)
+
+    def _on_siginfo(self, sig: signal.Signals, pid: int, uid: int, code: int) -> None:
+        try:
+            self._record_signal(sig, sender_pid=pid, sender_uid=uid, code=code)
+        except Exception as exc:  # fail-open: the signal must still take effect below
+            self._internal(exc, f"recording {sig.name}")
+        finally:
+            self._dispatch(sig, from_sigwait=True)
 
     def _wakeup_loop(self) -> None:
         sock = self._wakeup_r
@@ -890,14 +1001,7 @@ class Watchdog:
         # The process is about to die either way; a failing sink must not keep it alive.
         with contextlib.suppress(OSError, ValueError, RuntimeError):
             self.sink.emit("watchdog_note", {"rank": self.rank, "message": f"{sig.name}: exiting"})
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.signal.restype = ctypes.c_void_p
-        libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
-        libc.signal(int(sig), 0)  # SIG_DFL, from a thread where signal.signal() is not allowed
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
-        signal.pthread_kill(threading.get_ident(), sig)
-        time.sleep(1.0)
-        os._exit(128 + int(sig))
+        _default_action(sig)
 
     def _py_handler(self, signum: int, frame: FrameType | None) -> None:
         sig = signal.Signals(signum)

@@ -4,6 +4,7 @@ Usage: python signal_probe.py SINK MODE where MODE is one of
   block      the main thread blocks in a C-level read (like a rank stuck in a collective)
   prethread  as ``block``, with a thread started *before* the watchdog (it may take signals)
   handler    a Python SIGUSR1 handler exists before the watchdog; the main thread idles in Python
+  early      record_signals_early() first, then a thread (like gloo's), then the watchdog
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 from trainwarden._internal.sink import JsonlSink
-from trainwarden.monitor.watchdog import Watchdog
+from trainwarden.monitor.watchdog import Watchdog, record_signals_early
 
 
 def main() -> None:
@@ -25,7 +26,9 @@ def main() -> None:
     handled: list[int] = []
     if mode == "handler":
         signal.signal(signal.SIGUSR1, lambda signum, frame: handled.append(signum))
-    if mode == "prethread":
+    if mode == "early":
+        record_signals_early()
+    if mode in ("prethread", "early"):
         threading.Thread(target=threading.Event().wait, daemon=True).start()
     dog = Watchdog(lambda a: sink.emit("alert", a.to_dict()), sink=sink, min_timeout_s=60.0)
     dog.start()

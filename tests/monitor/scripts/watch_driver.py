@@ -7,7 +7,13 @@ clean run (AdamW, warmup + cosine schedule, gradient clipping, dropout). Each ra
 writes OUT_DIR/rank<R>.jsonl.
 """
 
+# record_signals_early() must run before torch is imported (E402 on purpose).
+# ruff: noqa: E402
 from __future__ import annotations
+
+from trainwarden.monitor.watchdog import record_signals_early
+
+record_signals_early()  # signal senders known even though watch() starts after gloo's threads
 
 import math
 import os

@@ -7,7 +7,15 @@ one sends SIGTERM to RANK while RANK waits in a collective), hang (sleep 7 s). N
 run. Each rank writes OUT_DIR/rank<R>.jsonl.
 """
 
+# The signal mask must be set before torch is imported (E402 on purpose).
+# ruff: noqa: E402
 from __future__ import annotations
+
+from trainwarden.monitor.watchdog import record_signals_early
+
+# First thing, before torch and gloo create their threads: they inherit the blocked signal mask,
+# so every signal's sender is known (the Watchdog started after init_process_group takes over).
+record_signals_early()
 
 import datetime
 import os
@@ -61,8 +69,7 @@ def main() -> int:
     def emit(alert: Alert) -> None:
         sink.emit("alert", alert.to_dict())
 
-    # Started before init_process_group so that every thread torch creates inherits the
-    # blocked signal mask (the sender of a signal is then always known).
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     dog = Watchdog(
         emit,
         rank=rank,
@@ -74,11 +81,10 @@ def main() -> int:
         poll_s=0.1,
         publish_every_s=0.2,
     )
-    dog.start()
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     store = default_store()
     assert store is not None
     dog.attach_store(store)
+    dog.start()
     pids: list[object] = [None] * world
     dist.all_gather_object(pids, os.getpid())
 

@@ -79,20 +79,23 @@ def test_watch_clean_ddp_two_ranks_raises_nothing(tmp_path: Path) -> None:
         assert loud == []
 
 
-def test_two_ranks_perturbed_rank_named_then_sigterm_recorded_with_sender(tmp_path: Path) -> None:
-    rc, records = torchrun(tmp_path, 2, 30, "perturb:1@5", "sigterm:1@10")
+def test_watch_two_ranks_perturbed_rank_named_then_sigterm_recorded_with_sender(
+    tmp_path: Path,
+) -> None:
+    rc, records = torchrun(tmp_path, 2, 30, "perturb:1@5", "sigterm:1@10", driver="watch_driver.py")
     assert rc != 0  # rank 1 dies of the SIGTERM
     for rank in (0, 1):
         diverged = alerts(records[rank], "TWM-XRANK-DIVERGED")
         assert diverged, records[rank]
         first = diverged[0]
-        assert first["step"] == 5
+        # Edited before the 6th step; that step's exchange (monitor step 6) names rank 1.
+        assert first["step"] == 6
         assert first["evidence"]["likely_culprit"] == 1
-        assert "weights_sum" in first["evidence"]["fields"]
+        assert first["evidence"]["fields"] == ["weight:module.0.weight"]
         assert "rank 1" in first["message"]
         # Raised once, not again at every later step of the diverged run.
         assert len(diverged) == 1
-    sender = next(r for r in records[0] if r["kind"] == "start")
+    sender = next(r for r in records[0] if r["kind"] == "sent_signal")
     signals = [r for r in records[1] if r["kind"] == "signal"]
     assert signals, records[1]
     assert signals[0]["signal"] == "SIGTERM"
@@ -100,7 +103,7 @@ def test_two_ranks_perturbed_rank_named_then_sigterm_recorded_with_sender(tmp_pa
     assert signals[0]["sender_uid"] == os.getuid()
     assert alerts(records[1], "TWM-SIGNAL")
     # The victim died of the signal (default disposition re-raised) instead of finishing...
-    assert not [r for r in records[1] if r["kind"] == "done"]
+    assert not [r for r in records[1] if r["kind"] == "monitor_stop"]
     # ...and its peer saw it gone.
     lost = alerts(records[0], "TWM-LOST-RANK")
     assert lost and lost[0]["evidence"]["first_lost"] == 1

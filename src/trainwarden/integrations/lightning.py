@@ -8,12 +8,9 @@ scheduler(s), and closes at ``teardown``; alerts are in ``callback.alerts`` and 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
-from lightning.pytorch.plugins.precision import Precision
 
 from trainwarden._internal.sink import EventSink
 from trainwarden.integrations.hf import unwrap_optimizer, unwrap_scheduler
@@ -31,12 +28,8 @@ class TrainWardenCallback(pl.Callback):
     With several optimizers only the first is monitored (one monitor per optimizer is the
     monitor's model). The loss returned by ``training_step`` is passed to the numerics check.
 
-    Lightning's default precision plugin runs forward and backward *inside*
-    ``optimizer.step(closure)``, after the optimizer's step hooks fired. For automatic
-    optimization the callback makes it run the closure first and then call
-    ``optimizer.step`` -- exactly what Lightning's own mixed-precision plugin does -- so the
-    monitor sees forward, backward and step in the order of a plain loop. LBFGS (which calls
-    the closure several times) and other precision plugins are left alone.
+    Lightning runs forward and backward inside ``optimizer.step(closure)``; the monitor handles
+    closure-based steps itself, so Lightning's loop is left exactly as it is.
     """
 
     def __init__(
@@ -51,7 +44,6 @@ class TrainWardenCallback(pl.Callback):
         self.fail_closed = fail_closed
         self.config = config
         self.monitor: Any = None
-        self._patched: Precision | None = None
 
     @property
     def alerts(self) -> list[Alert]:
@@ -76,7 +68,6 @@ class TrainWardenCallback(pl.Callback):
             sink = os.path.join(
                 trainer.default_root_dir, "trainwarden", f"rank{trainer.global_rank}.jsonl"
             )
-        self._run_closure_first(trainer, optimizer)
         clip = trainer.gradient_clip_val
         by_norm = trainer.gradient_clip_algorithm in (None, "norm")
         self.monitor = watch(
@@ -104,27 +95,5 @@ class TrainWardenCallback(pl.Callback):
             self.monitor.observe_loss(loss)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._patched is not None:
-            self._patched.__dict__.pop("optimizer_step", None)
-            self._patched = None
         if self.monitor is not None:
             self.monitor.close()
-
-    def _run_closure_first(self, trainer: pl.Trainer, optimizer: torch.optim.Optimizer) -> None:
-        plugin = trainer.strategy.precision_plugin
-        if type(plugin).optimizer_step is not Precision.optimizer_step:
-            return  # a plugin with its own step logic (AMP already runs the closure first)
-        if isinstance(optimizer, torch.optim.LBFGS):
-            return
-        original = plugin.optimizer_step
-
-        def optimizer_step(
-            opt: Any, model: pl.LightningModule, closure: Callable[[], Any], **kwargs: Any
-        ) -> Any:
-            if not model.automatic_optimization:
-                return original(opt, model, closure, **kwargs)
-            result = plugin._wrap_closure(model, opt, closure)
-            return opt.step(closure=lambda: result, **kwargs)
-
-        setattr(plugin, "optimizer_step", optimizer_step)  # noqa: B010 -- instance override
-        self._patched = plugin

@@ -2,7 +2,8 @@
 
 Usage: torchrun --nproc_per_node=N watch_driver.py OUT_DIR STEPS [EVENT ...]
 EVENT is KIND:RANK@STEP with KIND one of perturb (edit a weight before the step), straggler
-(sleep 0.15 s in the forward of every step from STEP on), kill (SIGKILL itself). No event: a
+(sleep 0.15 s in the forward of every step from STEP on), kill (SIGKILL itself), sigterm (the
+lowest other rank sends SIGTERM to RANK while RANK waits in an all-reduce). No event: a
 clean run (AdamW, warmup + cosine schedule, gradient clipping, dropout). Each rank's monitor
 writes OUT_DIR/rank<R>.jsonl.
 """
@@ -60,9 +61,17 @@ def main() -> int:
         sink=out / f"rank{rank}.jsonl",
         watchdog_min_timeout_s=30.0,
     )
+    pids: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(pids, os.getpid())
     gen = torch.Generator().manual_seed(1000 + rank)
     straggle = events.get("straggler")
     for step in range(steps):
+        if "sigterm" in events and events["sigterm"][1] == step:
+            victim = events["sigterm"][0]
+            if rank == min(r for r in range(len(pids)) if r != victim):
+                time.sleep(0.5)  # let the victim block inside the next all-reduce first
+                os.kill(int(str(pids[victim])), signal.SIGTERM)
+                monitor.sink.emit("sent_signal", {"rank": rank, "pid": os.getpid()})
         if events.get("kill") == (rank, step):
             os.kill(os.getpid(), signal.SIGKILL)
         if events.get("perturb") == (rank, step):

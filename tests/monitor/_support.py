@@ -66,6 +66,7 @@ class Run:
         clip: float | None = None,
         accum: int = 1,
         gpt: bool = False,
+        width: int = 8,
         **config: Any,
     ) -> None:
         self.model, self.opt, self.sched, self.clip, self.accum, self.gpt = (
@@ -76,6 +77,7 @@ class Run:
             accum,
             gpt,
         )
+        self.width = width
         self.sink = MemorySink()
         config.setdefault("watchdog", False)
         # The code guard costs seconds per watch() on a loaded machine; the clean runs and the
@@ -90,7 +92,7 @@ class Run:
         if self.gpt:
             idx = torch.randint(0, 64, (4, 16), generator=self.gen)
             return idx, idx
-        x = torch.randn(16, 8, generator=self.gen)
+        x = torch.randn(16, self.width, generator=self.gen)
         return x, x.sum(1, keepdim=True)
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,54 @@ def test_swapped_elements_keep_the_sum_but_are_caught(make_run: Callable[..., Ru
     assert run.first("TWM-WEIGHT-EDIT").evidence["tensors"] == ["0.weight"]
 
 
+def _wide() -> nn.Sequential:
+    # 8 x 1024 = 8192 elements: above the fingerprint's SMALL size, so the keyed dot product of
+    # its weight is rotated (fingerprint_mix_fraction) while the exact bit-sum always covers it.
+    return nn.Sequential(nn.Linear(1024, 8), nn.ReLU(), nn.Linear(8, 1))
+
+
+def _swap_every_step(step: int, m: Any, opt: Any) -> None:
+    if step >= 2:
+        with torch.no_grad():
+            w = m[0].weight
+            a, b = w[0, 0].clone(), w[5, 5].clone()
+            w[0, 0], w[5, 5] = b, a
+
+
+def test_swap_in_a_large_tensor_is_caught_at_once_with_full_mix(
+    make_run: Callable[..., Run],
+) -> None:
+    model = _wide()
+    run = make_run(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1e-2),
+        width=1024,
+        fingerprint_mix_fraction=1.0,
+    )
+    run.train(4, attack=_swap_every_step)
+    alert = run.first("TWM-WEIGHT-EDIT")
+    assert alert.evidence["tensors"] == ["0.weight"]
+    assert alert.step == 3
+
+
+def test_repeated_swap_in_a_large_tensor_is_caught_within_the_rotation(
+    make_run: Callable[..., Run],
+) -> None:
+    # Two large tensors, fraction 0.5: each gets the dot product every second boundary at most
+    # one apart, so a swap repeated at every boundary is caught within 2 steps.
+    model = nn.Sequential(nn.Linear(1024, 8), nn.ReLU(), nn.Linear(8, 1024), nn.Linear(1024, 1))
+    run = make_run(
+        model,
+        torch.optim.SGD(model.parameters(), lr=1e-2),
+        width=1024,
+        fingerprint_mix_fraction=0.5,
+    )
+    run.train(6, attack=_swap_every_step)
+    alert = run.first("TWM-WEIGHT-EDIT")
+    assert alert.evidence["tensors"] == ["0.weight"]
+    assert alert.step <= 4
+
+
 def test_buffer_edit_is_caught(make_run: Callable[..., Run]) -> None:
     model = mlp(batchnorm=True)
     run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9))

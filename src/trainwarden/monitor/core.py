@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import math
 import os
 import random
 import threading
@@ -26,7 +27,7 @@ import torch
 from trainwarden._internal.sink import EventSink, JsonlSink
 from trainwarden.findings import Severity
 from trainwarden.monitor.config import MonitorConfig
-from trainwarden.monitor.fingerprint import Fingerprinter, state_digest
+from trainwarden.monitor.fingerprint import SMALL, Fingerprinter, state_digest
 from trainwarden.monitor.hyperparams import HyperLedger
 from trainwarden.monitor.numerics import RobustSeries
 from trainwarden.monitor.rng import rng_fingerprints, seed_watch
@@ -176,6 +177,10 @@ class Monitor:
         self._fwd_w: dict[str, tuple[list[str], list[int], Rows]] | None = None
         self._nested_reported = False
         self._post_s: tuple[list[str], Rows] | None = None
+        # Large tensors whose keyed dot product is computed at this boundary (None: all); the
+        # same choice serves the post-step fingerprint and every comparison against it.
+        self._mix_names: frozenset[str] | None = None
+        self._mix_queue: list[str] = []
         self._versions: list[tuple[str, torch.Tensor, int]] = []
         self._snaps: list[Any] = []
         self._losses: list[torch.Tensor] = []
@@ -462,9 +467,30 @@ class Monitor:
 
         if not by_device:
             callback(names, ids, rows)
+        chosen = self._mix_names
         for indices in by_device.values():
-            fp = self._fp.compute([named[i][1] for i in indices], mix=mix)
+            only = (
+                None
+                if chosen is None
+                else {j for j, i in enumerate(indices) if named[i][0] in chosen}
+            )
+            fp = self._fp.compute([named[i][1] for i in indices], mix=mix, mix_only=only)
             self._defer(fp, make_cb(indices))
+
+    def _choose_mix(self, weights: list[tuple[str, torch.Tensor]]) -> None:
+        frac = self.config.fingerprint_mix_fraction
+        if frac >= 1.0:
+            self._mix_names = None
+            return
+        large = sorted(n for n, t in weights if t.numel() > SMALL)
+        k = min(len(large), max(1, math.ceil(frac * len(large))))
+        # Rotate through the large tensors in a secret order, a fresh order each round, so
+        # that every tensor is covered once per ceil(1/frac) checked boundaries.
+        if len(self._mix_queue) < k:
+            rest = [n for n in large if n not in self._mix_queue]
+            self._rng.shuffle(rest)
+            self._mix_queue += rest
+        self._mix_names, self._mix_queue = frozenset(self._mix_queue[:k]), self._mix_queue[k:]
 
     def _compare(
         self,
@@ -758,6 +784,7 @@ class Monitor:
         self._versions = []
         if self._step_checked:
             weights = self._weights(buffers=True)
+            self._choose_mix(weights)
 
             def got_w(names: list[str], ids: list[int], rows: Rows) -> None:
                 self._post_w = (names, ids, rows)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 import torch
 
@@ -83,13 +83,21 @@ class Fingerprinter:
             self._weights[key] = w
         return w[:n]
 
-    def compute(self, tensors: Sequence[torch.Tensor], *, mix: bool = True) -> torch.Tensor:
+    def compute(
+        self,
+        tensors: Sequence[torch.Tensor],
+        *,
+        mix: bool = True,
+        mix_only: Container[int] | None = None,
+    ) -> torch.Tensor:
         """Return a ``(len(tensors), 2)`` float64 tensor on the first tensor's device.
 
         Tensors of at most ``SMALL`` elements are fingerprinted together (a handful of kernels
         for all of them, exact and position-sensitive); larger ones one by one. ``mix=False``
         skips the dot product of large tensors (column 1 is then 0 for them), halving the
-        memory traffic. Must be called under ``torch.no_grad()``.
+        memory traffic. ``mix_only`` (indices into ``tensors``) limits the dot product of large
+        tensors to those positions; small tensors always get both columns. Must be called under
+        ``torch.no_grad()``.
         """
         if not tensors:
             return torch.zeros((0, 2), dtype=torch.float64)
@@ -116,7 +124,7 @@ class Fingerprinter:
             bits: list[torch.Tensor] = []
             mixes: list[torch.Tensor] = []
             for i in large:
-                b, m = self._large(tensors[i], mix)
+                b, m = self._large(tensors[i], mix and (mix_only is None or i in mix_only))
                 bits.append(b.to(device=device, dtype=torch.int64))
                 mixes.append(m.to(device))
             parts.append(

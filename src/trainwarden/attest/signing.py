@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainwarden._internal.dsse import PAYLOAD_TYPE, generate_ed25519_pem, pae
 from trainwarden.attest import AttestationError
 from trainwarden.attest.snapshot import Snapshot
 
@@ -29,14 +30,6 @@ __all__ = [
     "verify_envelope",
     "write_atomic",
 ]
-
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE v1 pre-authentication encoding."""
-    t = payload_type.encode()
-    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
 def _crypto() -> Any:
@@ -111,23 +104,15 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
 def generate_key(path: Path) -> tuple[Path, str]:
     """Write a new Ed25519 private key to ``path`` (mode 0600) and its public key to
     ``path.pub``; return the public key path and key id. Refuses to overwrite."""
-    serialization, ed25519 = _crypto()
+    _crypto()
     pub_path = path.with_name(path.name + ".pub")
     for p in (path, pub_path):
         if p.exists():
             raise AttestationError(f"{p} already exists; refusing to overwrite a key")
-    key = ed25519.Ed25519PrivateKey.generate()
-    priv = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    priv, pub = generate_ed25519_pem()
     write_atomic(path, priv, mode=0o600)
     write_atomic(pub_path, pub)
-    return pub_path, _keyid(_raw_public(key.public_key()))
+    return pub_path, _keyid(_raw_public(_load_public(pub_path)))
 
 
 def sign_statement(statement: Mapping[str, Any], key_path: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainwarden._internal.dsse import PAYLOAD_TYPE, generate_ed25519_pem, pae
 from trainwarden.findings import Finding, Severity
 from trainwarden.loading.types import ManifestError
 
@@ -46,7 +47,6 @@ __all__ = [
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://trainwarden.dev/checkpoint-manifest/v1"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
 FOLDER_MANIFEST_NAME = "trainwarden.manifest.json"
 MANIFEST_SUFFIX = ".manifest.json"
 
@@ -91,22 +91,12 @@ def _crypto() -> Any:
 
 def generate_keypair(private_path: Path, public_path: Path | None = None) -> tuple[Path, Path]:
     """Write a new Ed25519 key pair (PKCS#8 PEM, mode 0600; public key as SPKI PEM)."""
-    from cryptography.hazmat.primitives import serialization
-
-    ed25519 = _crypto()
+    _crypto()
     public_path = public_path or private_path.with_name(private_path.name + ".pub")
     for p in (private_path, public_path):
         if p.exists():
             raise ManifestError(f"{p} already exists", hint="choose another path or remove it")
-    key = ed25519.Ed25519PrivateKey.generate()
-    priv = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    pub = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    priv, pub = generate_ed25519_pem()
     with write_atomic(private_path, 0o600) as tmp:
         tmp.write_bytes(priv)
     with write_atomic(public_path, 0o644) as tmp:
@@ -161,12 +151,6 @@ def _keyid(public_key: Any) -> str:
 
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()
-
-
-def pae(payload_type: str, payload: bytes) -> bytes:
-    """DSSE v1 pre-authentication encoding of ``payload``."""
-    t = payload_type.encode()
-    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
 # -- statements ---------------------------------------------------------------------------------

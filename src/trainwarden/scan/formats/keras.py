@@ -269,9 +269,16 @@ def _read_config(data: bytes, cap: int) -> tuple[bytes | None, str]:
                 raw = fh.read(cap + 1)
     except KeyError:
         return None, "the archive has no config.json"
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as e:
-        return None, f"config.json cannot be read: {type(e).__name__}: {str(e)[:200]}"
-    except (NotImplementedError, OverflowError) as e:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        EOFError,
+        ValueError,
+        # zipfile raises these for unsupported compression methods and absurd header sizes
+        NotImplementedError,
+        OverflowError,
+    ) as e:
         return None, f"config.json cannot be read: {type(e).__name__}: {str(e)[:200]}"
     if len(raw) > cap:
         return None, f"config.json is larger than {cap} bytes"

@@ -135,7 +135,7 @@ def doctor(
 
 
 # ----------------------------------------------------------------------------------------------
-# scan (issue 3) -- commands for the static scanner go below this line
+# scan -- commands for the static scanner go below this line
 # ----------------------------------------------------------------------------------------------
 
 
@@ -356,7 +356,7 @@ def _render_scan_text(report: Any, threshold: Any, output: str | None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# load, guard, run, manifest, convert (issue 4) -- safe-loading commands go below this line
+# load, guard, run, manifest, convert -- safe-loading commands go below this line
 # ----------------------------------------------------------------------------------------------
 
 
@@ -618,7 +618,7 @@ def convert(
 
 
 # ----------------------------------------------------------------------------------------------
-# attest (issue 5) -- attestation commands go below this line
+# attest -- attestation commands go below this line
 # ----------------------------------------------------------------------------------------------
 # Imported here, not at the top, so this block merges without touching other issues' lines.
 from collections.abc import Sequence  # noqa: E402
@@ -1073,7 +1073,7 @@ def attest_keygen(
 
 
 # ----------------------------------------------------------------------------------------------
-# monitor (issue 6) -- training-monitor commands go below this line
+# monitor -- training-monitor commands go below this line
 # ----------------------------------------------------------------------------------------------
 
 

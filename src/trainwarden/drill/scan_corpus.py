@@ -2222,7 +2222,7 @@ def _mal_containers() -> list[_Mal]:
             "torchscript_archive_code",
             ".pt",
             "TorchScript archive: code/ runs on forward()",
-            "issue 3: TorchScript code is executable",
+            "TorchScript code is executable",
             b(_torchscript),
             trigger=None,
             canary=False,

@@ -1366,32 +1366,49 @@ def _joblib_hook(vm: _VM, obj: _Obj, pos: int) -> int:
 
 
 def _joblib_dtype(dtype: object) -> tuple[int, bool] | None:
-    """(itemsize, hasobject) of a symbolic ``numpy.dtype(...)`` value, if determinable."""
-    if type(dtype) is not _Obj or type(dtype.origin) is not _Global:
+    """(itemsize, hasobject) of a symbolic ``numpy.dtype(...)`` value, decided by numpy on the
+    dtype it would build (never by the spelling); unknown object-ness counts as objects."""
+    from trainwarden.scan.formats._dtype import dtype_info
+
+    triple = _dtype_triple(dtype, 0)
+    if triple is None:
+        return None
+    info = dtype_info(*triple)
+    if info is None:
+        return None
+    itemsize, hasobject = info
+    return (8, True) if hasobject is not False else (itemsize, False)
+
+
+def _dtype_triple(dtype: object, depth: int) -> Any:
+    """The ``(code, align, state)`` of a symbolic pickled dtype, with plain values only."""
+    from trainwarden.scan.formats._dtype import DtypeTriple
+
+    if depth > 32 or type(dtype) is not _Obj or type(dtype.origin) is not _Global:
         return None
     if f"{dtype.origin.module}.{dtype.origin.name}" != "numpy.dtype":
         return None
     args = dtype.args
     if type(args) is not tuple or not args or type(args[0]) is not str:
         return None
-    code = args[0]
-    state = dtype.state
-    hasobject = code.startswith("O")
-    elsize = -1
-    if type(state) is tuple and len(state) >= 6 and type(state[5]) is int:
-        elsize = state[5]
-        if len(state) >= 8 and type(state[7]) is int and state[7] & 1:
-            hasobject = True
-        if state[3] is not None or state[4] is not None:
-            # Structured dtype: object fields are flagged in the dtype flags checked above.
-            pass
-    if hasobject:
-        return 8, True
-    if elsize > 0:
-        return elsize, False
-    digits = code.lstrip("<>|=").lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?")
-    if digits.isdigit() and int(digits) > 0:
-        return int(digits), False
-    if code in ("?", "b", "B"):
-        return 1, False
-    return None
+    align = args[1] if len(args) > 1 else False
+    missing = object()
+
+    def plain(v: object) -> object:
+        if v is None or type(v) in (str, int, bool, float, bytes):
+            return v
+        if type(v) is tuple:
+            out = [plain(x) for x in v]
+            return missing if missing in out else tuple(out)
+        if type(v) is _Container and v.kind == "dict" and v.items is not None:
+            d = {k: plain(x) for k, x in v.items.items()}
+            return missing if missing in d.values() else d
+        if type(v) is _Obj:
+            t = _dtype_triple(v, depth + 1)
+            return missing if t is None else t
+        return missing
+
+    state = plain(dtype.state)
+    if state is missing:
+        return None
+    return DtypeTriple((args[0], align, state))

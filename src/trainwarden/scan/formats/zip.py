@@ -8,11 +8,20 @@ persistent ids are raw tensor bytes that torch never unpickles, so they are not 
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 
 from trainwarden.findings import Finding, Severity
-from trainwarden.scan.formats._spill import Spill
-from trainwarden.scan.formats._zip import ZipArchive, ZipEntry, ZipError, read_member
+from trainwarden.scan.formats._dtype import NpyHeaderError, parse_npy_header
+from trainwarden.scan.formats._spill import RatioError, Spill
+from trainwarden.scan.formats._zip import (
+    ZipArchive,
+    ZipEntry,
+    ZipError,
+    miniz_view,
+    read_member,
+    zipfile_view,
+)
 from trainwarden.scan.formats.pickle import scan_pickle
 from trainwarden.scan.pickle_vm import looks_like_pickle
 from trainwarden.scan.types import ScanContext
@@ -30,7 +39,14 @@ RULES: dict[str, str] = {
     "TWS-ZIP-UNREADABLE": "a member is encrypted or uses an unsupported compression: not inspected",
     "TWS-TORCHSCRIPT": "TorchScript archive: its code/ members are programs that torch.jit.load "
     "compiles and runs",
+    "TWS-ZIP-DIFFERENTIAL": "PyTorch's reader (miniz) or Python's zipfile sees members that "
+    "TrainWarden's reading of the archive does not (different directory, offsets or names); "
+    "every reader's members are scanned",
 }
+
+_NPY_MAGIC = b"\x93NUMPY"
+#: Decompressed bytes read from a member to recognise it (and to read an .npy header).
+_HEAD = 1 << 16
 
 _STORAGE_RE = re.compile(r"(?:^|/)data/([^/]+)$")
 
@@ -85,9 +101,17 @@ class ZipHandler:
             )
         if len(archives) > 1:
             ctx.note_format("zip-sequence")
+        skipped: set[tuple[int, int, int]] = set()
         for i, archive in enumerate(archives):
             where = location if len(archives) == 1 else f"{location}:<archive {i}@{archive.prefix}>"
-            self._scan_archive(data, archive, where, ctx)
+            self._scan_archive(data, archive, where, ctx, skipped)
+        ours: set[tuple[str, int, int, int]] = set()
+        for archive in archives:
+            for ent in archive.entries:
+                archive.load_local(ent)
+                ours.add(_key(ent))
+        scanned = {k[1:] for k in ours} - skipped
+        self._other_readers(data, location, ctx, ours, scanned)
         for start, stop in gaps:
             ctx.add(
                 Finding(
@@ -100,8 +124,89 @@ class ZipHandler:
             )
             ctx.scan_member(bytes(data[start:stop]), f"{location}:<gap@{start}>")
 
+    def _other_readers(
+        self,
+        data: object,
+        location: str,
+        ctx: ScanContext,
+        ours: set[tuple[str, int, int, int]],
+        scanned: set[tuple[int, int, int]],
+    ) -> None:
+        """Compare what PyTorch's reader and Python's zipfile would read with our reading;
+        report any member they see that we did not, and scan its content."""
+        for reader, entries in _reader_views(data, ctx.limits.max_members):
+            extra = [e for e in entries if _key(e) not in ours]
+            if not extra:
+                continue
+            names = ", ".join(repr(e.name) for e in extra[:8])
+            ctx.add(
+                Finding(
+                    "TWS-ZIP-DIFFERENTIAL",
+                    Severity.HIGH,
+                    f"{reader} reads {len(extra)} member(s) that differ from TrainWarden's "
+                    f"reading of this archive ({names}{', ...' if len(extra) > 8 else ''}): "
+                    "the archive shows different content to different readers",
+                    location,
+                    {"reader": reader, "members": [e.name for e in extra[:50]]},
+                )
+            )
+            self._scan_extra(data, extra, f"{location}:<{reader}>", ctx, scanned)
+
+    def _scan_extra(
+        self,
+        data: object,
+        extra: list[ZipEntry],
+        location: str,
+        ctx: ScanContext,
+        scanned: set[tuple[int, int, int]],
+    ) -> None:
+        limit = ctx.limits.max_decompressed_bytes
+        for ent in extra:
+            k = _key(ent)[1:]
+            if k in scanned or (ent.name.endswith("/") and ent.usize == 0):
+                continue
+            scanned.add(k)
+            member_loc = f"{location}:{ent.name}"
+            if self._plain_npy(data, ent, member_loc, ctx):
+                continue
+            sink = self._read(data, ent, limit, member_loc, ctx)  # type: ignore[arg-type]
+            if sink is None:
+                continue
+            with sink:
+                ctx.scan_member(sink.value(), member_loc)
+
+    def scan_trailing_archive(self, data: object, location: str, ctx: ScanContext) -> None:
+        """For content another handler claimed (or none did): if Python's zipfile or PyTorch's
+        reader would also open it as an archive (an archive appended to other data), report
+        that and scan the members they would read."""
+        n = len(data)  # type: ignore[arg-type]
+        if n < 22 or _EOCD_SIG not in bytes(data[max(0, n - 65557) : n]):  # type: ignore[index]
+            return
+        scanned: set[tuple[int, int, int]] = set()
+        for reader, entries in _reader_views(data, ctx.limits.max_members):
+            if not entries:
+                continue
+            ctx.add(
+                Finding(
+                    "TWS-ZIP-DIFFERENTIAL",
+                    Severity.HIGH,
+                    f"{reader} opens this file as a ZIP archive of {len(entries)} member(s) "
+                    "behind other leading data: readers that look at the first bytes and "
+                    "readers that look for the archive directory see different files",
+                    location,
+                    {"reader": reader, "members": [e.name for e in entries[:50]]},
+                )
+            )
+            ctx.note_format("zip")
+            self._scan_extra(data, entries, f"{location}:<{reader}>", ctx, scanned)
+
     def _scan_archive(
-        self, data: bytes, archive: ZipArchive, location: str, ctx: ScanContext
+        self,
+        data: bytes,
+        archive: ZipArchive,
+        location: str,
+        ctx: ScanContext,
+        skipped: set[tuple[int, int, int]],
     ) -> None:
         names = [ent.name for ent in archive.entries]
         kind = _kind(names)
@@ -147,10 +252,21 @@ class ZipHandler:
                     continue
                 member_loc = f"{location}:{ent.name}"
                 m = _STORAGE_RE.search(ent.name)
-                if kind in ("pytorch-zip", "torchscript") and m and m.group(1) in storage_keys:
-                    continue  # raw tensor bytes: torch never unpickles them
                 self._local(archive, ent, location, ctx)
                 head = _head(data, ent)
+                if (
+                    kind in ("pytorch-zip", "torchscript")
+                    and m
+                    and m.group(1) in storage_keys
+                    and ent.method == 0
+                    and head is not None
+                    and not head.startswith(_NPY_MAGIC)
+                ):
+                    # Raw tensor bytes that torch never unpickles. The pickle that names them is
+                    # data inside this same file, so only a member no reader interprets is
+                    # skipped: numpy.load parses a member that starts with the .npy magic.
+                    skipped.add(_key(ent)[1:])
+                    continue
                 if head is None or not looks_like_pickle(head if ent.method == 0 else b"\x80\x02"):
                     deferred.append((ent, None))
                     continue
@@ -169,6 +285,8 @@ class ZipHandler:
                 sink.close()
             for ent, already in deferred:
                 member_loc = f"{location}:{ent.name}"
+                if already is None and self._plain_npy(data, ent, member_loc, ctx):
+                    continue
                 sink = already or self._read(data, ent, limit, member_loc, ctx)
                 if sink is None:
                     continue
@@ -195,12 +313,59 @@ class ZipHandler:
                 )
             )
 
+    def _plain_npy(self, data: object, ent: ZipEntry, member_loc: str, ctx: ScanContext) -> bool:
+        """True for an .npy member whose dtype (as numpy reads it) holds no Python objects:
+        numpy.load reads its payload as raw numbers, so only the header is decompressed."""
+        sink = Spill()
+        try:
+            try:
+                read_member(data, ent, _HEAD, sink)
+            except (OverflowError, ZipError, ValueError, EOFError, OSError, LookupError):
+                pass
+            head = bytes(sink.value()[:_HEAD])
+        finally:
+            sink.close()
+        if not head.startswith(_NPY_MAGIC):
+            return False
+        try:
+            header = parse_npy_header(head)
+        except NpyHeaderError:
+            return False  # the whole member goes through the .npy handler and is reported
+        if header.hasobject is not False:
+            return False
+        ctx.note_format("npy")
+        return True
+
     def _read(
         self, data: bytes, ent: ZipEntry, limit: int, member_loc: str, ctx: ScanContext
     ) -> Spill | None:
         sink = Spill()
+        limits = ctx.limits
+        cap = min(limit, limits.max_member_bytes)
         try:
-            read_member(data, ent, limit, sink)
+            read_member(data, ent, cap, sink, max_ratio=limits.max_compression_ratio)
+        except RatioError as err:
+            sink.close()
+            _limit(
+                ctx,
+                "max_compression_ratio",
+                f"member {ent.name!r} decompresses at more than "
+                f"{limits.max_compression_ratio}:1 (about {float(err.args[0]):.0f}:1; "
+                "decompression bomb?); it was not inspected",
+                member_loc,
+            )
+            return None
+        except OverflowError:
+            sink.close()
+            which = "max_member_bytes" if cap == limits.max_member_bytes else "max_decompressed_bytes"
+            _limit(
+                ctx,
+                which,
+                f"member {ent.name!r} holds more than {cap} bytes ({which}); it was not "
+                "inspected",
+                member_loc,
+            )
+            return None
         except (ZipError, ValueError, EOFError, OSError, LookupError) as err:
             sink.close()
             ctx.add(
@@ -230,6 +395,42 @@ class ZipHandler:
                 )
             )
         return sink
+
+
+def _limit(ctx: ScanContext, which: str, message: str, location: str) -> None:
+    report = getattr(ctx, "limit", None)
+    if callable(report):
+        report(which, message, location)
+    else:
+        ctx.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {"limit": which}))
+
+
+_EOCD_SIG = b"PK\x05\x06"
+
+
+def _key(ent: ZipEntry) -> tuple[str, int, int, int]:
+    return (ent.name, ent.data_offset, ent.method, ent.csize)
+
+
+def _reader_views(data: object, max_entries: int) -> list[tuple[str, list[ZipEntry]]]:
+    """(reader, members it reads) for each reader that opens ``data`` as an archive."""
+    views: list[tuple[str, list[ZipEntry]]] = []
+    try:
+        mz = miniz_view(data, max_entries)
+    except (ZipError, ValueError, IndexError, OverflowError, struct.error):
+        pass
+    else:
+        readable = []
+        for ent in mz.entries:
+            mz.load_local(ent)
+            if ent.data_offset >= 0 and ent.method in (0, 8) and not ent.flags & 0x1:
+                readable.append(ent)
+        views.append(("PyTorch's reader (miniz)", readable))
+    try:
+        views.append(("Python's zipfile", zipfile_view(data, max_entries)))
+    except (ZipError, ValueError, IndexError, OverflowError, struct.error):
+        pass
+    return views
 
 
 def _head(data: bytes, ent: ZipEntry) -> bytes | None:

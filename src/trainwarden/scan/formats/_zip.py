@@ -22,6 +22,7 @@ from trainwarden.scan.formats._spill import Spill, ZlibStream, decompress_into
 __all__ = [
     "ZipArchive",
     "ZipEntry",
+    "DamagedMember",
     "ZipError",
     "miniz_view",
     "read_member",
@@ -43,6 +44,11 @@ _COPY_CHUNK = 16 << 20
 
 class ZipError(Exception):
     """The archive structure cannot be read (reported as a finding by the handler)."""
+
+
+class DamagedMember(ZipError):
+    """The compressed data is damaged; the sink holds what came out before the damage, which
+    is what readers that stop at the declared size (zipfile, miniz) hand to their callers."""
 
 
 @dataclass
@@ -243,7 +249,7 @@ def read_member(
             raise ZipError(f"unsupported compression method {e.method}")
         error = decompress_into(body, make, limit, sink, max_ratio=max_ratio)
         if error is not None and "follow the compressed stream" not in error:
-            raise ZipError(f"damaged compressed member: {error}")
+            raise DamagedMember(f"damaged compressed member: {error}")
     finally:
         raw.release()
 
@@ -314,16 +320,17 @@ def miniz_view(buf: object, max_entries: int) -> ZipArchive:
             raise ZipError("corrupt central directory")
         raw_name = cd[pos + 46 : pos + 46 + nlen]
         extra = cd[pos + 46 + nlen : pos + 46 + nlen + xlen]
-        if xlen and max(csize, usize, hoff) == 0xFFFFFFFF:
-            usize, csize, hoff = _zip64_extra(extra, usize, csize, hoff)
+        # miniz's sanity checks use the 32-bit directory fields, before any zip64 extension.
         if csize != 0xFFFFFFFF and usize != 0xFFFFFFFF and (
             (method == 0 and usize != csize) or (usize and not csize)
         ):
             raise ZipError("corrupt sizes")
         if disk_start == 0xFFFF or (disk_start != disk and disk_start != 1):
             raise ZipError("multi-disk archive")
-        if hoff + 30 + csize > n:
+        if csize != 0xFFFFFFFF and hoff + 30 + csize > n:
             raise ZipError("member outside the file")
+        if xlen and max(csize, usize, hoff) == 0xFFFFFFFF:
+            usize, csize, hoff = _zip64_extra(extra, usize, csize, hoff)
         if flags & 0x2000:
             raise ZipError("masked local headers")
         name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
@@ -374,8 +381,8 @@ def zipfile_view(buf: object, max_entries: int) -> list[ZipEntry]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             zf = zipfile.ZipFile(_BufferFile(buf))  # type: ignore[arg-type]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error, LookupError) as e:
-        raise ZipError(f"zipfile refuses it: {e}") from e
+    except Exception as e:  # zipfile raises many kinds on hostile input; it then reads nothing
+        raise ZipError(f"zipfile refuses it: {type(e).__name__}: {e}") from e
     infos = zf.infolist()
     if len(infos) > max_entries:
         raise ZipError(f"{len(infos)} entries exceed the member limit of {max_entries}")
@@ -407,7 +414,10 @@ def zipfile_view(buf: object, max_entries: int) -> list[ZipEntry]:
         e.local_loaded = True
         e.local_name, e.local_flags, e.local_method = lname, lflags, zi.compress_type
         e.data_offset = zi.header_offset + 30 + nlen + xlen
-        if e.data_offset + e.csize > n:
+        if e.data_offset > n:
             continue
+        # zipfile yields the first file_size bytes of a stored member whatever its compressed
+        # size says, and reads compressed input until the end of the file at most.
+        e.csize = min(e.usize if e.method == 0 else e.csize, n - e.data_offset)
         out.append(e)
     return out

@@ -15,6 +15,7 @@ from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats._dtype import NpyHeaderError, parse_npy_header
 from trainwarden.scan.formats._spill import RatioError, Spill
 from trainwarden.scan.formats._zip import (
+    DamagedMember,
     ZipArchive,
     ZipEntry,
     ZipError,
@@ -134,7 +135,24 @@ class ZipHandler:
     ) -> None:
         """Compare what PyTorch's reader and Python's zipfile would read with our reading;
         report any member they see that we did not, and scan its content."""
-        for reader, entries in _reader_views(data, ctx.limits.max_members):
+        views = _reader_views(data, ctx.limits.max_members)
+        if len(views) == 2:
+            (r1, v1), (r2, v2) = views
+            first = {e.name: _key(e) for e in v1}
+            split = sorted({e.name for e in v2 if e.name in first and first[e.name] != _key(e)})
+            if split:
+                ctx.add(
+                    Finding(
+                        "TWS-ZIP-DIFFERENTIAL",
+                        Severity.HIGH,
+                        f"{r1} and {r2} read different content for {len(split)} member(s) "
+                        f"({', '.join(repr(n) for n in split[:8])}): torch.load and "
+                        "zipfile-based loaders such as numpy.load see different files",
+                        location,
+                        {"readers": [r1, r2], "members": split[:50]},
+                    )
+                )
+        for reader, entries in views:
             extra = [e for e in entries if _key(e) not in ours]
             if not extra:
                 continue
@@ -366,6 +384,18 @@ class ZipHandler:
                 member_loc,
             )
             return None
+        except DamagedMember as err:
+            ctx.add(
+                Finding(
+                    "TWS-ZIP-UNREADABLE",
+                    Severity.HIGH,
+                    f"member {ent.name!r} cannot be fully inspected: {err}; the "
+                    f"{sink.size} bytes before the damage (what readers hand on) are scanned",
+                    member_loc,
+                    {"member": ent.name, "error": str(err)},
+                )
+            )
+            return sink
         except (ZipError, ValueError, EOFError, OSError, LookupError) as err:
             sink.close()
             ctx.add(

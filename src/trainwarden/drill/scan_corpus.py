@@ -3449,4 +3449,10 @@ def build_corpus(dest: Path, *, only: str | None = None) -> list[Sample]:
 
     ``only`` may be ``"malicious"``, ``"clean"`` or one sample name.
     """
-    return build_malicious(dest, only=only) + build_clean(dest, only=only)
+    from trainwarden.drill.samples_containers import build_containers
+
+    return (
+        build_malicious(dest, only=only)
+        + build_containers(dest, only=only)
+        + build_clean(dest, only=only)
+    )

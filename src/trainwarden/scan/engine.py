@@ -137,6 +137,14 @@ class FileScan:
             return True
         return False
 
+    def decompress_budget(self) -> int:
+        """Decompressed bytes this file may still produce before a limit (total or whole-file
+        ratio) is exceeded; a reader stops there instead of finding out afterwards."""
+        from trainwarden.scan.formats._spill import RATIO_FLOOR
+
+        by_ratio = max(RATIO_FLOOR, self._limits.max_compression_ratio * max(self.size, 1))
+        return min(self._limits.max_decompressed_bytes, by_ratio) - self.decompressed
+
     def charge_decompressed(self, nbytes: int, location: str) -> bool:
         """Account decompressed bytes; False (and a finding) once the total or the whole-file
         compression ratio is exceeded."""

@@ -77,6 +77,8 @@ class ZipHandler:
                             {"error": str(err)},
                         )
                     )
+                    # Other readers may still open it: whatever they read is scanned.
+                    self._other_readers(data, location, ctx, set(), set())
                     return
                 break
             if end is not None and archive.end < end:
@@ -357,9 +359,17 @@ class ZipHandler:
     def _read(
         self, data: bytes, ent: ZipEntry, limit: int, member_loc: str, ctx: ScanContext
     ) -> Spill | None:
-        sink = Spill()
         limits = ctx.limits
         cap = min(limit, limits.max_member_bytes)
+        charge = getattr(ctx, "charge_decompressed", None)
+        budget = getattr(ctx, "decompress_budget", None)
+        remaining = budget() if ent.method != 0 and callable(budget) else cap
+        if remaining < cap:
+            if remaining <= 0 and charge is not None:
+                charge(1, member_loc)  # reports the limit (once) and refuses
+                return None
+            cap = remaining
+        sink = Spill()
         try:
             read_member(data, ent, cap, sink, max_ratio=limits.max_compression_ratio)
         except RatioError as err:
@@ -374,7 +384,11 @@ class ZipHandler:
             )
             return None
         except OverflowError:
+            size = sink.size
             sink.close()
+            if cap == remaining and charge is not None:
+                charge(size, member_loc)  # the file's budget ran out: that limit is reported
+                return None
             which = "max_member_bytes" if cap == limits.max_member_bytes else "max_decompressed_bytes"
             _limit(
                 ctx,
@@ -408,7 +422,6 @@ class ZipHandler:
                 )
             )
             return None
-        charge = getattr(ctx, "charge_decompressed", None)
         if ent.method != 0 and charge is not None and not charge(sink.size, member_loc):
             sink.close()
             return None

@@ -170,14 +170,18 @@ def torch_view(data: bytes) -> dict[str, bytes] | None:
     out: dict[str, bytes] = {}
     for name in names:
         try:
-            first = bytes(r.get_record(name))
-            second = bytes(torch._C.PyTorchFileReader(io.BytesIO(data)).get_record(name))
+            reads = [bytes(r.get_record(name))]
+            for fill in (b"\xa5", b"\x5a"):
+                # Reuse freed memory with a known pattern before reading again.
+                scratch = [fill * len(reads[0]) for _ in range(64)]
+                del scratch
+                reads.append(bytes(torch._C.PyTorchFileReader(io.BytesIO(data)).get_record(name)))
         except Exception:  # torch refuses this member
             continue
-        # On some damaged archives torch returns a buffer it never filled (the bytes change
-        # from read to read and are not in the file): that is no member content to scan.
-        if first == second:
-            out[name] = first
+        # On some damaged archives (a member without a local header) torch returns a buffer it
+        # never filled: the bytes change from read to read and are no member content to scan.
+        if reads[0] == reads[1] == reads[2]:
+            out[name] = reads[0]
     return out
 
 

@@ -139,6 +139,14 @@ class _Reader:
         self.pos += n
         return b
 
+    def skip(self, n: int, what: str) -> None:
+        """Advance over ``n`` bytes that must be present (without copying them)."""
+        if n < 0 or self.pos + n > len(self.data):
+            raise GGUFParseError(
+                f"{what} needs {n} bytes but only {len(self.data) - self.pos} remain", self.pos
+            )
+        self.pos += n
+
     def scalar(self, vtype: int, what: str) -> Any:
         fmt, size = _SCALARS[vtype]
         return struct.unpack(fmt, self.take(size, what))[0]
@@ -206,7 +214,7 @@ class _Reader:
             # one element of an array, whatever its length.
             start = self.pos
             if itype in _SCALARS:
-                self.take(n * _SCALARS[itype][1], what)
+                self.skip(n * _SCALARS[itype][1], what)
             elif itype == _STRING:
                 self.skip_strings(n, what)
             else:

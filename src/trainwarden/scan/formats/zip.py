@@ -364,7 +364,8 @@ class ZipHandler:
         charge = getattr(ctx, "charge_decompressed", None)
         budget = getattr(ctx, "decompress_budget", None)
         remaining = budget() if ent.method != 0 and callable(budget) else cap
-        if remaining < cap:
+        budget_bound = remaining < cap
+        if budget_bound:
             if remaining <= 0 and charge is not None:
                 charge(1, member_loc)  # reports the limit (once) and refuses
                 return None
@@ -386,7 +387,7 @@ class ZipHandler:
         except OverflowError:
             size = sink.size
             sink.close()
-            if cap == remaining and charge is not None:
+            if budget_bound and charge is not None:
                 charge(size, member_loc)  # the file's budget ran out: that limit is reported
                 return None
             which = "max_member_bytes" if cap == limits.max_member_bytes else "max_decompressed_bytes"

@@ -7,6 +7,7 @@ Jinja program that unsandboxed renderers execute (CVE-2024-34359).
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,22 @@ _MAX_ARRAY_NESTING = 8
 _TEMPLATE_KEY = "tokenizer.chat_template"
 
 
+#: A walk over a memory-mapped file drops the pages behind it every this many bytes, so that a
+#: scan's resident memory does not grow with the array it validates.
+_RELEASE_BYTES = 64 * 1024 * 1024
+
+
+def _release(data: Any, start: int, stop: int) -> int:
+    """Drop the mapped pages of ``data[start:stop]`` (whole pages only); returns the new mark."""
+    if isinstance(data, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        lo = start - start % mmap.PAGESIZE
+        hi = stop - stop % mmap.PAGESIZE
+        if hi > lo:
+            data.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            return hi
+    return start
+
+
 class GGUFParseError(Exception):
     """The bytes are not a well-formed GGUF file (message says where and why)."""
 
@@ -171,8 +188,11 @@ class _Reader:
         pos = self.pos
         unpack_len = struct.Struct("<I" if self.version == 1 else "<Q").unpack_from
         width = 4 if self.version == 1 else 8
+        released = pos
         try:
-            for _ in range(n):
+            for i in range(n):
+                if not i & 0xFFFF and pos - released > _RELEASE_BYTES:
+                    released = _release(data, released, pos)
                 if pos + width > end:
                     raise GGUFParseError(f"{what} is truncated", pos)
                 (length,) = unpack_len(data, pos)
@@ -218,8 +238,11 @@ class _Reader:
             elif itype == _STRING:
                 self.skip_strings(n, what)
             else:
+                released = start
                 for i in range(n):
                     self.value(itype, f"{what}[{i}]", depth + 1)
+                    if not i & 0xFFFF and self.pos - released > _RELEASE_BYTES:
+                        released = _release(self.data, released, self.pos)
             return GGUFArray(self.data, self.version, itype, n, start)
         raise GGUFParseError(f"{what} has unknown value type {vtype}", self.pos)
 

@@ -204,9 +204,21 @@ def main() -> int:
     args = ap.parse_args()
 
     cases: list[tuple[str, str, Callable[[Path], list[str]]]] = [
-        ("gguf_256mb_u8_array", "GGUF, 256 MiB u8 metadata array", lambda p: gguf_array(p, 256 * MIB, 0)),
-        ("gguf_256mb_empty_strings", "GGUF, 33M empty strings", lambda p: gguf_array(p, 256 * MIB, 8)),
-        ("gguf_8gb_u8_array", "GGUF, 8 GiB u8 array (sparse)", lambda p: gguf_array(p, 8192 * MIB, 0)),
+        (
+            "gguf_256mb_u8_array",
+            "GGUF, 256 MiB u8 metadata array",
+            lambda p: gguf_array(p, 256 * MIB, 0),
+        ),
+        (
+            "gguf_256mb_empty_strings",
+            "GGUF, 33M empty strings",
+            lambda p: gguf_array(p, 256 * MIB, 8),
+        ),
+        (
+            "gguf_8gb_u8_array",
+            "GGUF, 8 GiB u8 array (sparse)",
+            lambda p: gguf_array(p, 8192 * MIB, 0),
+        ),
         (
             "zip_1000_to_1",
             f"ZIP, one member {args.zip_member_gib:g} GiB of zeros (1000:1)",
@@ -245,7 +257,11 @@ def main() -> int:
             if args.baseline_src:
                 base = _measure(cli, args.baseline_src, tmp, args.baseline_kill_mib)
             rows.append((what, size, rss, disk, code, took, *base))
-            print(f"{name}: {size / MIB:.0f} MiB built in {built:.0f}s; rss {rss} MiB, tmp {disk} MiB, exit {code}, {took:.1f}s; baseline {base}", flush=True)  # noqa: T201, E501
+            print(
+                f"{name}: {size / MIB:.0f} MiB built in {built:.0f}s; rss {rss} MiB, "
+                f"tmp {disk} MiB, exit {code}, {took:.1f}s; baseline {base}",
+                flush=True,
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
     head = "| case | file MiB | peak RSS MiB | temp disk MiB | exit | seconds |"
@@ -276,13 +292,20 @@ def main() -> int:
         END,
     ]
     table = "\n".join(lines)
-    print(table)  # noqa: T201 - a benchmark prints its table
+    print(table)
     if not args.no_write and not args.only:
         text = BENCHMARKS.read_text()
         if BEGIN in text:
-            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
+            text = re.sub(
+                re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S
+            )
         else:
-            text = text.rstrip("\n") + "\n\n## Hostile inputs: memory and temporary disk\n\n" + table + "\n"
+            text = (
+                text.rstrip("\n")
+                + "\n\n## Hostile inputs: memory and temporary disk\n\n"
+                + table
+                + "\n"
+            )
         BENCHMARKS.write_text(text)
     return 0
 

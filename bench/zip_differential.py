@@ -56,15 +56,17 @@ def main() -> int:
         END,
     ]
     table = "\n".join(lines)
-    print(table)  # noqa: T201 - a benchmark prints its table
+    print(table)
     for i, _, problems in failures[:20]:
-        print(f"mutant {i}: {'; '.join(problems)[:300]}")  # noqa: T201
+        print(f"mutant {i}: {'; '.join(problems)[:300]}")
     if failures:
-        print(f"failing mutants saved in {out_dir}")  # noqa: T201
+        print(f"failing mutants saved in {out_dir}")
     if not args.no_write:
         text = BENCHMARKS.read_text()
         if BEGIN in text:
-            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S)
+            text = re.sub(
+                re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: table, text, flags=re.S
+            )
         else:
             text = text.rstrip("\n") + "\n\n## ZIP reader differential fuzzing\n\n" + table + "\n"
         BENCHMARKS.write_text(text)

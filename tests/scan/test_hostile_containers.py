@@ -80,10 +80,12 @@ def _deflated_zeros(n: int) -> bytes:
 
 def test_ratio_bomb_is_high_and_stops_early() -> None:
     b = io.BytesIO()
-    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
-        with z.open("w.bin", "w", force_zip64=False) as f:
-            for _ in range(200):
-                f.write(b"\0" * (1 << 20))
+    with (
+        zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z,
+        z.open("w.bin", "w", force_zip64=False) as f,
+    ):
+        for _ in range(200):
+            f.write(b"\0" * (1 << 20))
     data = b.getvalue()
     assert len(data) < 300_000  # about 1000:1
     tracemalloc.start()

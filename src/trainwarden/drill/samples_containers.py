@@ -322,9 +322,7 @@ def _specs() -> list[_Spec]:
             ".npy 1.0 header written with Python 2 long literals (1L), which numpy filters "
             "before literal_eval",
             "numpy.lib.format._filter_header",
-            _npy_builder(
-                None, raw="{'descr': '|O', 'fortran_order': False, 'shape': (1L,), }"
-            ),
+            _npy_builder(None, raw="{'descr': '|O', 'fortran_order': False, 'shape': (1L,), }"),
             ("TWS-NPY-OBJECT", "TWS-PKL-DANGEROUS"),
             "numpy",
         ),

@@ -70,11 +70,11 @@ def parse_npy_header(head: bytes) -> NpyHeader:
     if np is not None:
         # numpy's own parser (literal_eval, its Python-2 header filter, key and value checks,
         # descr_to_dtype); allow_pickle=True callers lift numpy's header-size limit, so do we.
-        parse = getattr(np.lib.format, "_read_array_header", None)
+        parse = getattr(np.lib.format, "_read_array_header", None)  # numpy < 2
         if parse is None:  # numpy >= 2: the implementation module
-            from numpy.lib import _format_impl
+            import importlib
 
-            parse = _format_impl._read_array_header
+            parse = importlib.import_module("numpy.lib._format_impl")._read_array_header
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -12,7 +12,14 @@ import zlib
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["MEMORY_THRESHOLD", "RATIO_FLOOR", "RatioError", "Spill", "ZlibStream", "decompress_into"]
+__all__ = [
+    "MEMORY_THRESHOLD",
+    "RATIO_FLOOR",
+    "RatioError",
+    "Spill",
+    "ZlibStream",
+    "decompress_into",
+]
 
 _CHUNK = 1 << 20
 

@@ -20,9 +20,9 @@ from typing import Any
 from trainwarden.scan.formats._spill import Spill, ZlibStream, decompress_into
 
 __all__ = [
+    "DamagedMember",
     "ZipArchive",
     "ZipEntry",
-    "DamagedMember",
     "ZipError",
     "miniz_view",
     "read_member",
@@ -321,8 +321,10 @@ def miniz_view(buf: object, max_entries: int) -> ZipArchive:
         raw_name = cd[pos + 46 : pos + 46 + nlen]
         extra = cd[pos + 46 + nlen : pos + 46 + nlen + xlen]
         # miniz's sanity checks use the 32-bit directory fields, before any zip64 extension.
-        if csize != 0xFFFFFFFF and usize != 0xFFFFFFFF and (
-            (method == 0 and usize != csize) or (usize and not csize)
+        if (
+            csize != 0xFFFFFFFF
+            and usize != 0xFFFFFFFF
+            and ((method == 0 and usize != csize) or (usize and not csize))
         ):
             raise ZipError("corrupt sizes")
         if disk_start == 0xFFFF or (disk_start != disk and disk_start != 1):
@@ -380,9 +382,9 @@ def zipfile_view(buf: object, max_entries: int) -> list[ZipEntry]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            zf = zipfile.ZipFile(_BufferFile(buf))  # type: ignore[arg-type]
-    except Exception as e:  # zipfile raises many kinds on hostile input; it then reads nothing
-        raise ZipError(f"zipfile refuses it: {type(e).__name__}: {e}") from e
+            zf = zipfile.ZipFile(_BufferFile(buf))
+    except Exception as err:  # zipfile raises many kinds on hostile input; it then reads nothing
+        raise ZipError(f"zipfile refuses it: {type(err).__name__}: {err}") from err
     infos = zf.infolist()
     if len(infos) > max_entries:
         raise ZipError(f"{len(infos)} entries exceed the member limit of {max_entries}")

@@ -427,13 +427,13 @@ def _special_token_findings(parsed: GGUFFile, location: str, ctx: ScanContext) -
         for key in keys:
             text = texts.get(value)
             why = _jinja.special_token_dunder(text) if isinstance(text, str) else None
-            if why is not None:
+            if why is not None and text is not None:
                 ctx.add(
                     Finding(
                         "TWS-GGUF-003",
                         Severity.HIGH,
-                        f"special token {key} = {text[:60]!r} {why}; chat templates receive it as a "
-                        "variable that can reach Python attributes",
+                        f"special token {key} = {text[:60]!r} {why}; chat templates receive it "
+                        "as a variable that can reach Python attributes",
                         location,
                         {"key": key, "token": text[:200]},
                     )

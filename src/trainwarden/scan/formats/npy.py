@@ -53,9 +53,7 @@ class NpyHandler:
             else "numpy is not installed, so whether this dtype holds Python objects is "
             "unknown; its payload is analysed as the pickle numpy.load would run"
         )
-        ctx.add(
-            Finding("TWS-NPY-OBJECT", Severity.MEDIUM, why, location, {"descr": header.descr})
-        )
+        ctx.add(Finding("TWS-NPY-OBJECT", Severity.MEDIUM, why, location, {"descr": header.descr}))
         ctx.note_format("pickle")
         # numpy.load reads exactly one pickle after the header; trailing bytes are ignored.
         scan_pickle(

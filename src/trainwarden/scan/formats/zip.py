@@ -7,6 +7,7 @@ persistent ids are raw tensor bytes that torch never unpickles, so they are not 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import struct
 import zlib
@@ -338,10 +339,10 @@ class ZipHandler:
         numpy.load reads its payload as raw numbers, so only the header is decompressed."""
         sink = Spill()
         try:
-            try:
-                read_member(data, ent, _HEAD, sink)
-            except (OverflowError, ZipError, ValueError, EOFError, OSError, LookupError):
-                pass
+            with contextlib.suppress(
+                OverflowError, ZipError, ValueError, EOFError, OSError, LookupError
+            ):
+                read_member(data, ent, _HEAD, sink)  # only the first bytes are wanted
             head = bytes(sink.value()[:_HEAD])
         finally:
             sink.close()
@@ -390,12 +391,13 @@ class ZipHandler:
             if budget_bound and charge is not None:
                 charge(size, member_loc)  # the file's budget ran out: that limit is reported
                 return None
-            which = "max_member_bytes" if cap == limits.max_member_bytes else "max_decompressed_bytes"
+            which = (
+                "max_member_bytes" if cap == limits.max_member_bytes else "max_decompressed_bytes"
+            )
             _limit(
                 ctx,
                 which,
-                f"member {ent.name!r} holds more than {cap} bytes ({which}); it was not "
-                "inspected",
+                f"member {ent.name!r} holds more than {cap} bytes ({which}); it was not inspected",
                 member_loc,
             )
             return None
@@ -470,10 +472,8 @@ def _reader_views(data: object, max_entries: int) -> list[tuple[str, list[ZipEnt
             if ent.data_offset >= 0 and ent.method in (0, 8) and not ent.flags & 0x1:
                 readable.append(ent)
         views.append(("PyTorch's reader (miniz)", readable))
-    try:
+    with contextlib.suppress(ZipError, ValueError, IndexError, OverflowError, struct.error):
         views.append(("Python's zipfile", zipfile_view(data, max_entries)))
-    except (ZipError, ValueError, IndexError, OverflowError, struct.error):
-        pass
     return views
 
 

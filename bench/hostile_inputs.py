@@ -1,11 +1,12 @@
 """Peak memory and temporary disk of ``trainwarden scan`` on hostile and very large inputs.
 
 Builds each case in a temporary directory (sparse files where the content may be zeros), runs
-``python -m trainwarden scan`` on it in a child process, and measures the child's peak RSS
-(``wait4``) and the most temporary-file space it held at once (its open files under a private
-TMPDIR, deleted or not, polled every 20 ms). With ``--baseline-src`` the same command runs with
-another source tree (for example the previous release) side by side; a baseline child whose RSS
-passes ``--baseline-kill-mib`` is killed and reported as such, so the machine is never at risk.
+``python -m trainwarden scan`` on it in a child process, and measures the child's peak RSS (its
+``VmHWM``, polled every 20 ms until it exits) and the most temporary-file space it held at once
+(its open files under a private TMPDIR, deleted or not, polled every 20 ms). With
+``--baseline-src`` the same command runs with another source tree (for example the previous
+release) side by side; a baseline child whose RSS passes ``--baseline-kill-mib`` is killed and
+reported as such, so the machine is never at risk.
 
 Targets: peak RSS below 512 MiB and temporary disk below 1 GiB in every case.
 
@@ -153,11 +154,12 @@ def _measure(args: list[str], src: Path, tmp: Path, kill_mib: int | None) -> tup
         stderr=subprocess.DEVNULL,
     )
     peak_tmp = 0
+    peak_rss_kib = 0
     killed = False
     done = threading.Event()
 
     def poll() -> None:
-        nonlocal peak_tmp, killed
+        nonlocal peak_tmp, peak_rss_kib, killed
         fd_dir = Path(f"/proc/{proc.pid}/fd")
         while not done.is_set():
             used = 0
@@ -169,12 +171,14 @@ def _measure(args: list[str], src: Path, tmp: Path, kill_mib: int | None) -> tup
                             used += os.stat(fd).st_blocks * 512
                     except OSError:
                         continue
-                if kill_mib is not None:
-                    status = Path(f"/proc/{proc.pid}/status").read_text()
-                    m = re.search(r"VmRSS:\s+(\d+) kB", status)
-                    if m and int(m.group(1)) > kill_mib * 1024:
-                        killed = True
-                        proc.send_signal(signal.SIGKILL)
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                hwm = re.search(r"VmHWM:\s+(\d+) kB", status)
+                if hwm:
+                    peak_rss_kib = max(peak_rss_kib, int(hwm.group(1)))
+                m = re.search(r"VmRSS:\s+(\d+) kB", status)
+                if kill_mib is not None and m and int(m.group(1)) > kill_mib * 1024:
+                    killed = True
+                    proc.send_signal(signal.SIGKILL)
             except OSError:
                 pass
             peak_tmp = max(peak_tmp, used)
@@ -182,11 +186,13 @@ def _measure(args: list[str], src: Path, tmp: Path, kill_mib: int | None) -> tup
 
     watcher = threading.Thread(target=poll, daemon=True)
     watcher.start()
-    _, status, usage = os.wait4(proc.pid, 0)
+    # Peak RSS is the child's own high-water mark (VmHWM, polled until it exits): wait4's
+    # ru_maxrss would include the parent's memory at fork time, which Linux keeps across exec.
+    _, status = os.waitpid(proc.pid, 0)
     done.set()
     watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    rss = usage.ru_maxrss / 1024
+    rss = peak_rss_kib / 1024
     if killed:
         return f"> {kill_mib} (killed)", f"{peak_tmp / MIB:.0f}", "killed"
     return f"{rss:.0f}", f"{peak_tmp / MIB:.0f}", str(proc.returncode)

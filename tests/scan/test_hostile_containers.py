@@ -138,11 +138,14 @@ def test_member_over_max_member_bytes_is_high_not_spilled() -> None:
     assert f.evidence["limit"] == "max_member_bytes" and f.severity is Severity.HIGH
 
 
+# VmHWM is this process's own peak; ru_maxrss would include the test runner's memory at fork
+# time, which Linux carries across exec.
 _HASH_CHILD = r"""
-import resource, sys
+import re, sys
 from trainwarden.scan import scan_file
 r = scan_file(sys.argv[1], hash_files=True)
-print(r.sha256, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+status = open("/proc/self/status").read()
+print(r.sha256, re.search(r"VmHWM:\s+(\d+) kB", status).group(1))
 """
 
 

@@ -196,3 +196,25 @@ def test_hf_config_nested_too_deep_is_high(tmp_path: Path) -> None:
     report = scan_path(tmp_path)
     (f,) = [f for f in report.findings if f.rule_id == "TWS-HF-005"]
     assert f.severity is Severity.HIGH and "recursion" in f.message
+
+
+def test_gguf_validation_stops_at_the_time_limit() -> None:
+    """A vocabulary of millions of strings is validated under max_seconds_per_file; running out
+    of time inside the walk is a HIGH limit finding, not a pass."""
+    import time
+
+    import pytest
+
+    from trainwarden.scan.engine import FileScan
+    from trainwarden.scan.formats.gguf import HANDLER, GGUFTimeout
+    from trainwarden.scan.policy import Policy
+
+    data = _gguf_with_arrays(1, 300_000)
+    with pytest.raises(GGUFTimeout):
+        parse_gguf(data, deadline=time.monotonic() - 1)
+    fs = FileScan("slow.gguf", Policy.default(), Limits())
+    fs.deadline = time.monotonic() - 1  # the handler itself runs out, not the engine before it
+    HANDLER.scan(data, "slow.gguf", fs)
+    assert [(f.rule_id, f.severity, f.evidence.get("limit")) for f in fs.findings] == [
+        ("TWS-LIMIT", Severity.HIGH, "max_seconds_per_file")
+    ]

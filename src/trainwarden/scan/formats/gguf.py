@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -24,6 +25,7 @@ __all__ = [
     "GGUFFile",
     "GGUFHandler",
     "GGUFParseError",
+    "GGUFTimeout",
     "parse_gguf",
 ]
 
@@ -141,11 +143,20 @@ class GGUFFile:
     data_offset: int
 
 
+class GGUFTimeout(GGUFParseError):
+    """Validation ran past the caller's deadline (the file is not known to be well formed)."""
+
+
 class _Reader:
-    def __init__(self, data: bytes, version: int) -> None:
+    def __init__(self, data: bytes, version: int, deadline: float | None = None) -> None:
         self.data = data
         self.pos = 0
         self.version = version
+        self.deadline = deadline
+
+    def check_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise GGUFTimeout("validation ran out of time", self.pos)
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
@@ -191,8 +202,10 @@ class _Reader:
         released = pos
         try:
             for i in range(n):
-                if not i & 0xFFFF and pos - released > _RELEASE_BYTES:
-                    released = _release(data, released, pos)
+                if not i & 0xFFFF:
+                    self.check_time()
+                    if pos - released > _RELEASE_BYTES:
+                        released = _release(data, released, pos)
                 if pos + width > end:
                     raise GGUFParseError(f"{what} is truncated", pos)
                 (length,) = unpack_len(data, pos)
@@ -241,8 +254,10 @@ class _Reader:
                 released = start
                 for i in range(n):
                     self.value(itype, f"{what}[{i}]", depth + 1)
-                    if not i & 0xFFFF and self.pos - released > _RELEASE_BYTES:
-                        released = _release(self.data, released, self.pos)
+                    if not i & 0xFFFF:
+                        self.check_time()
+                        if self.pos - released > _RELEASE_BYTES:
+                            released = _release(self.data, released, self.pos)
             return GGUFArray(self.data, self.version, itype, n, start)
         raise GGUFParseError(f"{what} has unknown value type {vtype}", self.pos)
 
@@ -315,7 +330,7 @@ class GGUFArray(Sequence[Any]):
         return f"<GGUF array of {self._count} elements of type {self._itype}>"
 
 
-def parse_gguf(data: bytes) -> GGUFFile:
+def parse_gguf(data: bytes, deadline: float | None = None) -> GGUFFile:
     """Parse a GGUF v1-v3 header, metadata and tensor table; raise GGUFParseError on any defect.
 
     Every count and length is checked against the bytes actually present before it is used, so
@@ -323,7 +338,7 @@ def parse_gguf(data: bytes) -> GGUFFile:
     """
     if data[:4] != MAGIC:
         raise GGUFParseError("missing GGUF magic", 0)
-    r = _Reader(data, 3)
+    r = _Reader(data, 3, deadline)
     r.take(4, "magic")
     version = int(r.scalar(4, "version"))
     if version not in SUPPORTED_VERSIONS:
@@ -456,8 +471,14 @@ class GGUFHandler:
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
         ctx.note_format(self.name)
+        deadline = getattr(ctx, "deadline", None)
         try:
-            parsed = parse_gguf(data)
+            parsed = parse_gguf(data, deadline if isinstance(deadline, float) else None)
+        except GGUFTimeout as e:
+            report = getattr(ctx, "out_of_time", None)
+            if not (callable(report) and report(location)):
+                ctx.add(Finding("TWS-LIMIT", Severity.HIGH, f"GGUF: {e}", location, {}))
+            return
         except GGUFParseError as e:
             ctx.add(
                 Finding(

@@ -390,7 +390,9 @@ def _print_refusal(findings: Any) -> None:
 )
 def run(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="Script to run (or module name with -m).")],
+    target: Annotated[
+        str | None, typer.Argument(help="Script to run (or module name with -m).")
+    ] = None,
     guard: Annotated[
         GuardMode,
         typer.Option("--guard", envvar="TRAINWARDEN_GUARD", help="block or warn."),
@@ -406,17 +408,40 @@ def run(
         str | None,
         typer.Option("--events", envvar="TRAINWARDEN_EVENTS", help="Append load events (JSONL)."),
     ] = None,
+    sandbox: Annotated[
+        str | None,
+        typer.Option(
+            "--sandbox",
+            is_flag=False,
+            flag_value="enforce",
+            envvar="TRAINWARDEN_SANDBOX",
+            help="Confine the job with Landlock: --sandbox[=enforce|warn|best-effort].",
+        ),
+    ] = None,
+    sandbox_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--sandbox-policy",
+            envvar="TRAINWARDEN_SANDBOX_POLICY",
+            help="Sandbox policy file (TOML, [sandbox] table).",
+        ),
+    ] = None,
 ) -> None:
     """Run a Python script with the load guard installed (arguments after it go to the script)."""
     from trainwarden._internal.sink import JsonlSink
     from trainwarden.loading.runner import run_guarded
     from trainwarden.loading.types import UnsafeModelError
 
+    args = list(ctx.args)
+    target, sandbox = _sandbox_target(target, sandbox, args)
     sink = JsonlSink(events) if events else None
+    private_tmp = None
     try:
+        if sandbox is not None:
+            private_tmp = _start_sandbox(sandbox, sandbox_policy, target, module, sink)
         run_guarded(
             target,
-            list(ctx.args),
+            args,
             mode=guard.value,
             module=module,
             policy=_load_policy(policy_file),
@@ -428,6 +453,51 @@ def run(
     finally:
         if sink is not None:
             sink.close()
+        if private_tmp is not None:
+            import shutil
+
+            shutil.rmtree(private_tmp, ignore_errors=True)
+
+
+def _sandbox_target(
+    target: str | None, sandbox: str | None, args: list[str]
+) -> tuple[str, str | None]:
+    # "--sandbox script.py" reads the script as the option's value: a bare --sandbox means
+    # enforce, and what follows it is the script.
+    modes = ("enforce", "warn", "best-effort", "best_effort")
+    if sandbox is not None and sandbox.strip().lower() not in modes:
+        if target is not None:
+            args.insert(0, target)
+        target, sandbox = sandbox, "enforce"
+    if target is None:
+        err.print("trainwarden run: missing the script (or module) to run", markup=False)
+        raise typer.Exit(EXIT_ERROR)
+    return target, sandbox
+
+
+def _start_sandbox(
+    mode: str, policy_file: str | None, target: str, module: bool, sink: Any
+) -> str | None:
+    import os
+
+    from trainwarden.sandbox import Mode, SandboxPolicy, apply
+
+    policy = SandboxPolicy.from_file(policy_file) if policy_file else SandboxPolicy.default()
+    code: list[str] = []
+    if not module and os.path.isfile(target):
+        code.append(os.path.dirname(os.path.abspath(target)))
+    report = apply(policy, mode=Mode.parse(mode), code=code, sink=sink)
+    if not report.enforced and report.mode is not Mode.warn:
+        err.print(
+            f"trainwarden: sandbox NOT enforced (best-effort): {report.kernel_reason}",
+            markup=False,
+        )
+    elif report.not_enforced:
+        err.print(
+            "trainwarden: sandbox enforced without: " + ", ".join(report.not_enforced),
+            markup=False,
+        )
+    return report.tmpdir
 
 
 @app.command("load")
@@ -1075,6 +1145,63 @@ def attest_keygen(
 # ----------------------------------------------------------------------------------------------
 # monitor -- training-monitor commands go below this line
 # ----------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------
+# sandbox
+# ----------------------------------------------------------------------------------------------
+
+sandbox_app = typer.Typer(
+    help="Kernel-enforced job sandbox (Landlock).", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("explain")
+def sandbox_explain(
+    policy_file: Annotated[
+        str | None,
+        typer.Option(
+            "--policy", envvar="TRAINWARDEN_SANDBOX_POLICY", help="Sandbox policy file (TOML)."
+        ),
+    ] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="text or json.")] = (
+        OutputFormat.text
+    ),
+) -> None:
+    """Print what a sandbox policy allows and what this kernel can enforce of it."""
+    from trainwarden.sandbox import SandboxPolicy, abi_version
+    from trainwarden.sandbox.apply import unenforceable
+
+    policy = SandboxPolicy.from_file(policy_file) if policy_file else SandboxPolicy.default()
+    resolved = policy.resolve()
+    abi = abi_version()
+    missing = unenforceable(resolved, abi.version)
+    if fmt is OutputFormat.json:
+        from trainwarden.sandbox.policy import compress_ports
+
+        _print_json(
+            {
+                "policy": resolved.source,
+                "landlock_abi": abi.version,
+                "rules": [
+                    {"path": r.path, "kind": r.kind, "origin": r.origin} for r in resolved.rules
+                ],
+                "bind_ports": list(compress_ports(resolved.bind_ports)),
+                "connect_ports": list(compress_ports(resolved.connect_ports)),
+                "scope_signals": resolved.scope_signals,
+                "scope_abstract_unix": resolved.scope_abstract_unix,
+                "private_tmp": resolved.private_tmp,
+                "not_enforceable_here": list(missing),
+            }
+        )
+        return
+    for line in resolved.describe():
+        out.print(line, markup=False)
+    kernel = f"Landlock ABI {abi.version}" if abi.version else f"no Landlock ({abi.reason})"
+    out.print(f"this kernel: {kernel}", markup=False)
+    if missing:
+        out.print("this kernel cannot enforce: " + ", ".join(missing), markup=False)
 
 
 # ----------------------------------------------------------------------------------------------

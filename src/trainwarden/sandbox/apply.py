@@ -29,7 +29,7 @@ from trainwarden.sandbox.types import (
 if TYPE_CHECKING:
     from trainwarden._internal.sink import EventSink
 
-__all__ = ["apply", "thread_count"]
+__all__ = ["apply", "thread_count", "unenforceable"]
 
 _log = logging.getLogger("trainwarden.sandbox")
 
@@ -81,7 +81,7 @@ def apply(
         _emit(sink, "sandbox.applied", report.to_record())
         return report
 
-    missing = _missing_features(resolved, abi.version)
+    missing = unenforceable(resolved, abi.version)
     if mode is Mode.enforce and missing:
         raise SandboxUnavailable(
             "the sandbox needs Linux Landlock"
@@ -149,7 +149,7 @@ def apply(
     return report
 
 
-def _missing_features(resolved: ResolvedPolicy, abi: int) -> tuple[str, ...]:
+def unenforceable(resolved: ResolvedPolicy, abi: int) -> tuple[str, ...]:
     if abi == 0:
         return ("filesystem rules (ABI 1)",)
     missing = []

@@ -1,0 +1,102 @@
+"""The drill's sandbox techniques: each works unconfined and is blocked under the sandbox."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox.conftest import needs_landlock
+from trainwarden.drill.sandbox_techniques import (
+    TECHNIQUES,
+    run_job,
+    run_technique,
+    write_policy,
+)
+
+pytestmark = needs_landlock
+
+
+@pytest.mark.parametrize("name", sorted(TECHNIQUES))
+def test_technique_works_unconfined_and_is_blocked_sandboxed(name: str, tmp_path: Path) -> None:
+    result = run_technique(name, tmp_path)
+    assert result.unsandboxed_effect, f"{name} did not work even without the sandbox"
+    assert not result.sandboxed_effect, f"{name} worked under the sandbox: {result.detail}"
+    assert result.blocked
+    assert "denied" in result.detail
+
+
+def _output(proc: subprocess.Popen[str]) -> str:
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def test_sandboxed_job_keeps_what_its_policy_declares(tmp_path: Path) -> None:
+    # The same kind of policy as the techniques use: the job can still do its own work.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    run = tmp_path / "run"
+    run.mkdir()
+    data = tmp_path / "data.txt"
+    data.write_text("dataset")
+    (tmp_path / "job.py").touch()
+    (tmp_path / "model.ckpt").touch()
+    policy = write_policy(
+        tmp_path,
+        f'read = ["{data}", "{tmp_path}/job.py", "{tmp_path}/model.ckpt"]\n'
+        f'write = ["{run}"]\nbind_ports = [{port}]\nconnect_ports = [{port}]\n',
+    )
+    payload = (
+        "import os, socket, subprocess, sys, tempfile, signal\n"
+        f"assert open({str(data)!r}).read() == 'dataset'\n"
+        f"open({str(run / 'out.txt')!r}, 'w').write('ok')\n"
+        f"os.replace({str(run / 'out.txt')!r}, {str(run / 'final.txt')!r})\n"
+        "with tempfile.NamedTemporaryFile() as fh: fh.write(b'x')\n"
+        f"c = socket.create_connection(('127.0.0.1', {port}), timeout=10); c.close()\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "os.kill(child.pid, signal.SIGTERM)\n"
+        "print('child', child.wait())\n"
+        "print('ALL-OK', flush=True)\n"
+    )
+    with server, run_job(tmp_path, payload, policy) as proc:
+        out = _output(proc)
+        conn, _ = server.accept()
+        conn.close()
+    assert "ALL-OK" in out, out
+    assert f"child {-signal.SIGTERM}" in out
+    assert (run / "final.txt").read_text() == "ok"
+
+
+def test_sandbox_is_inherited_by_children_and_exec(tmp_path: Path) -> None:
+    # A payload that starts a fresh interpreter (exec) is still confined.
+    target = tmp_path / "outside.txt"
+    (tmp_path / "job.py").touch()
+    (tmp_path / "model.ckpt").touch()
+    policy = write_policy(tmp_path, f'read = ["{tmp_path}/job.py", "{tmp_path}/model.ckpt"]\n')
+    child_code = f"open({str(target)!r}, 'w').write('x')"
+    payload = (
+        "import subprocess, sys\n"
+        f"code = {child_code!r}\n"
+        "r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)\n"
+        "print('child rc', r.returncode, r.stderr.strip().splitlines()[-1:])\n"
+    )
+    with run_job(tmp_path, payload, policy) as proc:
+        out = _output(proc)
+    assert "child rc 1" in out and "Permission denied" in out, out
+    assert not target.exists()
+    # control: the same payload unconfined writes the file
+    with run_job(tmp_path, payload, None) as proc:
+        out = _output(proc)
+    assert target.exists(), out
+
+
+def test_technique_table_names_threats() -> None:
+    assert {t.threat for t in TECHNIQUES.values()} == {"T2", "T5", "T6", "T7"}
+    assert all(t.summary for t in TECHNIQUES.values())
+    assert sys.platform.startswith("linux")

@@ -381,18 +381,34 @@ def _print_refusal(findings: Any) -> None:
         err.print(f"  [{f.severity}] {f.rule_id}{where}: {f.message}", markup=False)
 
 
+class _RunCommand(typer.core.TyperCommand):
+    """``run`` with ``--sandbox`` usable bare (enforce) or as ``--sandbox=MODE``."""
+
+    _VALUED = frozenset({"--guard", "--policy", "--events", "--sandbox-policy"})
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = list(args)
+        i = 0
+        while i < len(args) and args[i].startswith("-"):
+            if args[i] == "--sandbox":
+                args[i] = "--sandbox=enforce"
+            elif args[i] in self._VALUED:
+                i += 1
+            i += 1
+        return super().parse_args(ctx, args)
+
+
 @app.command(
+    cls=_RunCommand,
     context_settings={
         "allow_extra_args": True,
         "ignore_unknown_options": True,
         "allow_interspersed_args": False,
-    }
+    },
 )
 def run(
     ctx: typer.Context,
-    target: Annotated[
-        str | None, typer.Argument(help="Script to run (or module name with -m).")
-    ] = None,
+    target: Annotated[str, typer.Argument(help="Script to run (or module name with -m).")],
     guard: Annotated[
         GuardMode,
         typer.Option("--guard", envvar="TRAINWARDEN_GUARD", help="block or warn."),
@@ -412,10 +428,9 @@ def run(
         str | None,
         typer.Option(
             "--sandbox",
-            is_flag=False,
-            flag_value="enforce",
             envvar="TRAINWARDEN_SANDBOX",
-            help="Confine the job with Landlock: --sandbox[=enforce|warn|best-effort].",
+            help="Confine the job with Landlock: --sandbox (enforce) or "
+            "--sandbox=enforce|warn|best-effort.",
         ),
     ] = None,
     sandbox_policy: Annotated[
@@ -433,7 +448,6 @@ def run(
     from trainwarden.loading.types import UnsafeModelError
 
     args = list(ctx.args)
-    target, sandbox = _sandbox_target(target, sandbox, args)
     sink = JsonlSink(events) if events else None
     private_tmp = None
     try:
@@ -457,22 +471,6 @@ def run(
             import shutil
 
             shutil.rmtree(private_tmp, ignore_errors=True)
-
-
-def _sandbox_target(
-    target: str | None, sandbox: str | None, args: list[str]
-) -> tuple[str, str | None]:
-    # "--sandbox script.py" reads the script as the option's value: a bare --sandbox means
-    # enforce, and what follows it is the script.
-    modes = ("enforce", "warn", "best-effort", "best_effort")
-    if sandbox is not None and sandbox.strip().lower() not in modes:
-        if target is not None:
-            args.insert(0, target)
-        target, sandbox = sandbox, "enforce"
-    if target is None:
-        err.print("trainwarden run: missing the script (or module) to run", markup=False)
-        raise typer.Exit(EXIT_ERROR)
-    return target, sandbox
 
 
 def _start_sandbox(

@@ -53,8 +53,17 @@ def test_run_sandbox_applies_before_user_code_and_reports(run_cli: RunCli, tmp_p
     policy = _policy(tmp_path, f'read = ["{shared}"]\n')
     events = tmp_path / "events.jsonl"
     r = run_cli(
-        ["run", "--sandbox", "--sandbox-policy", str(policy), "--events", str(events),
-         str(script), str(shared), str(tmp_path / "run")]  # fmt: skip
+        [
+            "run",
+            "--sandbox",
+            "--sandbox-policy",
+            str(policy),
+            "--events",
+            str(events),
+            str(script),
+            str(shared),
+            str(tmp_path / "run"),
+        ]
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "DENIED shared 13" in r.stdout and "USER CODE RAN" in r.stdout
@@ -71,8 +80,15 @@ def test_run_sandbox_applies_before_user_code_and_reports(run_cli: RunCli, tmp_p
     # the job's code folder itself is read-only too
     script.write_text(SCRIPT.replace("shared = sys.argv[1]", "shared = os.path.dirname(__file__)"))
     r = run_cli(
-        ["run", "--sandbox", "--sandbox-policy", str(policy), str(script), "x",
-         str(tmp_path / "run")]  # fmt: skip
+        [
+            "run",
+            "--sandbox",
+            "--sandbox-policy",
+            str(policy),
+            str(script),
+            "x",
+            str(tmp_path / "run"),
+        ]
     )
     assert "DENIED shared 13" in r.stdout, r.stdout + r.stderr
     assert not (script.parent / "evil.py").exists()
@@ -95,8 +111,16 @@ def test_sandbox_composes_with_load_guard(run_cli: RunCli, tmp_path: Path) -> No
     canary = tmp_path / "run" / "canary"
     events = tmp_path / "events.jsonl"
     r = run_cli(
-        ["run", "--sandbox=enforce", "--sandbox-policy", str(_policy(tmp_path)),
-         "--events", str(events), str(script), str(canary)]  # fmt: skip
+        [
+            "run",
+            "--sandbox=enforce",
+            "--sandbox-policy",
+            str(_policy(tmp_path)),
+            "--events",
+            str(events),
+            str(script),
+            str(canary),
+        ]
     )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "blocked an unsafe load" in r.stderr
@@ -126,8 +150,7 @@ def test_sandbox_composes_with_watch(run_cli: RunCli, tmp_path: Path) -> None:
     script.write_text(WATCH_SCRIPT)
     monitor = tmp_path / "run" / "monitor.jsonl"
     r = run_cli(
-        ["run", "--sandbox", "--sandbox-policy", str(_policy(tmp_path)), str(script),
-         str(monitor)]  # fmt: skip
+        ["run", "--sandbox", "--sandbox-policy", str(_policy(tmp_path)), str(script), str(monitor)]
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "TRAINED" in r.stdout
@@ -211,8 +234,16 @@ def test_warn_mode_enforces_nothing_and_reports_would_be_denials(
     outside = tmp_path / "outside.txt"
     events = tmp_path / "events.jsonl"
     r = run_cli(
-        ["run", "--sandbox=warn", "--sandbox-policy", str(_policy(tmp_path)),
-         "--events", str(events), str(script), str(outside)]  # fmt: skip
+        [
+            "run",
+            "--sandbox=warn",
+            "--sandbox-policy",
+            str(_policy(tmp_path)),
+            "--events",
+            str(events),
+            str(script),
+            str(outside),
+        ]
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert outside.read_text() == "written"  # nothing enforced

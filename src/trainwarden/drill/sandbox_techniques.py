@@ -1,4 +1,4 @@
-"""Sandbox drill: what a malicious checkpoint's payload does once it runs, with and without Landlock.
+"""Sandbox drill: what a checkpoint's payload can do once it runs, with and without Landlock.
 
 Each technique builds a pickle whose payload (benign: at most it writes a canary under the
 drill's folder, listens on or connects to 127.0.0.1, or signals a victim process the drill
@@ -107,7 +107,7 @@ def run_job(
     # The job's private /tmp is made under TMPDIR: keep it inside the drill's folder.
     (workdir / "tmp").mkdir(exist_ok=True)
     env["TMPDIR"] = str(workdir / "tmp")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603 - our interpreter on a job script written above
         [sys.executable, str(job), str(policy) if policy else "-", str(ckpt)],
         cwd=workdir,
         env=env,
@@ -226,12 +226,14 @@ def _listen_backdoor(workdir: Path, sandboxed: bool) -> tuple[bool, str]:
     policy = _policy(workdir) if sandboxed else None
     effect = False
     with run_job(workdir, payload, policy) as proc:
-        assert proc.stdout is not None
+        if proc.stdout is None:  # pragma: no cover - run_job always pipes stdout
+            raise RuntimeError("job stdout is not piped")
         line = proc.stdout.readline().strip()
         if line == "TW-RESULT listening":
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", port), timeout=10
-            ) as c:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=10) as c,
+            ):
                 effect = c.recv(16) == b"backdoor"
         rest = proc.stdout.read()
     return effect, (line + rest).strip().splitlines()[-1] if line or rest else "no output"
@@ -289,11 +291,12 @@ while time.monotonic() < deadline and not canary.exists():
 def _signal_other_job(workdir: Path, sandboxed: bool) -> tuple[bool, str]:
     canary = workdir / "victim-canary"
     canary.unlink(missing_ok=True)
-    victim = subprocess.Popen(
+    victim = subprocess.Popen(  # noqa: S603 - our interpreter on a constant script
         [sys.executable, "-c", _VICTIM, str(canary)], stdout=subprocess.PIPE, text=True
     )
     try:
-        assert victim.stdout is not None
+        if victim.stdout is None:  # pragma: no cover - piped above
+            raise RuntimeError("victim stdout is not piped")
         victim.stdout.readline()
         payload = _REPORT + (
             "import os, signal\n"
@@ -423,4 +426,3 @@ def run_technique(name: str, workdir: Path) -> TechniqueResult:
     plain, _ = t.run(plain_dir, False)
     boxed, detail = t.run(boxed_dir, True)
     return TechniqueResult(t.name, t.threat, plain, boxed, detail)
-

@@ -67,7 +67,8 @@ def apply(
     every part of the policy raises :class:`SandboxUnavailable` before anything changes;
     ``best-effort`` enforces what it can and lists the rest in ``not_enforced``; ``warn``
     enforces nothing and reports what it would deny as ``sandbox.would_deny`` events, seen
-    through Python audit hooks in this process only. Irreversible: there is no way to lift the sandbox afterwards.
+    through Python audit hooks in this process only. Irreversible: nothing can lift the
+    sandbox afterwards.
     """
     mode = Mode.parse(mode)
     policy = policy or SandboxPolicy.default()
@@ -83,10 +84,12 @@ def apply(
 
     missing = unenforceable(resolved, abi.version)
     if mode is Mode.enforce and missing:
+        if abi.version == 0:
+            what = f": {abi.reason}"
+        else:
+            what = f"; this kernel's ABI {abi.version} lacks " + ", ".join(missing)
         raise SandboxUnavailable(
-            "the sandbox needs Linux Landlock"
-            + (f": {abi.reason}" if abi.version == 0 else f"; this kernel's ABI {abi.version} lacks ")
-            + ("" if abi.version == 0 else ", ".join(missing)),
+            "the sandbox needs Linux Landlock" + what,
             hint="run on Linux >= 6.7 with Landlock enabled (ABI >= 6 for signal and socket "
             "scoping, ABI >= 4 for TCP ports), or pass --sandbox=best-effort to run with what "
             "this kernel enforces",
@@ -235,7 +238,9 @@ def _in_job(pid: int, root: int) -> bool:
     return pid == root
 
 
-def _install_warn_hook(resolved: ResolvedPolicy, tmpdir: str | None, sink: EventSink | None) -> None:
+def _install_warn_hook(
+    resolved: ResolvedPolicy, tmpdir: str | None, sink: EventSink | None
+) -> None:
     read_roots = [r.path for r in resolved.rules]
     write_roots = [r.path for r in resolved.rules if r.kind in ("write", "rw", "device")]
     if tmpdir:

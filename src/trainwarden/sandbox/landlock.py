@@ -13,6 +13,7 @@ import errno
 import functools
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 __all__ = [
     "ACCESS_FS_BY_ABI",
@@ -67,7 +68,7 @@ class AccessFs:
     TRUNCATE = 1 << 14  # ABI 3
     IOCTL_DEV = 1 << 15  # ABI 5
 
-    NAMES: dict[int, str] = {
+    NAMES: ClassVar[dict[int, str]] = {
         EXECUTE: "execute",
         WRITE_FILE: "write_file",
         READ_FILE: "read_file",
@@ -165,7 +166,7 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _syscall(name: str, *args: int | ctypes.c_void_p | None) -> int:
+def _syscall(name: str, *args: object) -> int:
     fn = _libc().syscall
     fn.restype = ctypes.c_long
     ctypes.set_errno(0)
@@ -198,9 +199,15 @@ def abi_version() -> Abi:
         )
     except LandlockError as e:
         if e.errno == errno.ENOSYS:
-            why = "the kernel has no Landlock system calls (needs Linux >= 5.13 with CONFIG_SECURITY_LANDLOCK=y)"
+            why = (
+                "the kernel has no Landlock system calls "
+                "(needs Linux >= 5.13 with CONFIG_SECURITY_LANDLOCK=y)"
+            )
         elif e.errno == errno.EOPNOTSUPP:
-            why = "Landlock is built in but disabled at boot (add landlock to the lsm= kernel parameter)"
+            why = (
+                "Landlock is built in but disabled at boot "
+                "(add landlock to the lsm= kernel parameter)"
+            )
         else:
             why = f"landlock_create_ruleset failed: {os.strerror(e.errno or 0)}"
         return Abi(0, why)

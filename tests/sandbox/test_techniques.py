@@ -100,3 +100,41 @@ def test_technique_table_names_threats() -> None:
     assert {t.threat for t in TECHNIQUES.values()} == {"T2", "T5", "T6", "T7"}
     assert all(t.summary for t in TECHNIQUES.values())
     assert sys.platform.startswith("linux")
+
+
+def test_documented_limits_hold_on_this_kernel(tmp_path: Path) -> None:
+    # What docs/sandbox.md says Landlock does NOT cover at this ABI, shown to be true: if a
+    # kernel starts covering one, this test fails and the guide must be updated.
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(20)
+    unix_path = tmp_path / "svc.sock"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(unix_path))
+    unix.listen(1)
+    unix.settimeout(20)
+    shared = tmp_path / "shared.py"
+    shared.write_text("# shared\n")
+    shared.chmod(0o644)
+    (tmp_path / "job.py").touch()
+    (tmp_path / "model.ckpt").touch()
+    policy = write_policy(
+        tmp_path, f'read = ["{tmp_path}/job.py", "{tmp_path}/model.ckpt", "{shared}"]\n'
+    )
+    payload = (
+        "import os, socket\n"
+        "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        f"u.sendto(b'udp out', ('127.0.0.1', {udp.getsockname()[1]}))\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        f"s.connect({str(unix_path)!r}); s.sendall(b'unix out'); s.close()\n"
+        f"os.chmod({str(shared)!r}, 0o666)\n"
+        "print('LIMITS-OK', flush=True)\n"
+    )
+    with udp, unix, run_job(tmp_path, payload, policy) as proc:
+        out = _output(proc)
+        assert udp.recv(16) == b"udp out"
+        conn, _ = unix.accept()
+        with conn:
+            assert conn.recv(16) == b"unix out"
+    assert "LIMITS-OK" in out, out
+    assert shared.stat().st_mode & 0o777 == 0o666

@@ -236,14 +236,14 @@ def test_warn_mode_enforces_nothing_and_reports_would_be_denials(
     r = run_cli(
         [
             "run",
-            "--sandbox=warn",
             "--sandbox-policy",
             str(_policy(tmp_path)),
             "--events",
             str(events),
             str(script),
             str(outside),
-        ]
+        ],
+        env={"TRAINWARDEN_SANDBOX": "warn"},
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert outside.read_text() == "written"  # nothing enforced
@@ -303,3 +303,29 @@ def test_explain_bad_policy_is_one_line_exit_2(run_cli: RunCli, tmp_path: Path) 
     assert str(bad) in r.stderr and "port 0" in r.stderr and "Traceback" not in r.stderr
     r = run_cli(["run", "--sandbox", "--sandbox-policy", str(bad), str(bad)])
     assert r.returncode == 2 and "port 0" in r.stderr
+
+
+def test_docs_claim_table_names_existing_tests() -> None:
+    import re
+
+    from trainwarden.drill.sandbox_techniques import TECHNIQUES
+
+    root = Path(__file__).resolve().parents[2]
+    table = (root / "docs" / "sandbox.md").read_text().split("## Claims and the tests", 1)[1]
+    current = name = None
+    seen = 0
+    pattern = r"`((?:tests/[\w/]+\.py::\w+|\.\.\.|::\w+)(?:\[[\w-]+\])?)`"
+    for ref in re.findall(pattern, table):
+        if ref.startswith("tests/"):
+            current, _, rest = ref.partition("::")
+            name, _, param = rest.partition("[")
+        elif ref.startswith("::"):
+            name, _, param = ref[2:].partition("[")
+        else:
+            param = ref.partition("[")[2]
+        assert current is not None and name is not None
+        assert f"def {name}(" in (root / current).read_text(), ref
+        if param:
+            assert param.rstrip("]") in TECHNIQUES, ref
+        seen += 1
+    assert seen >= 18

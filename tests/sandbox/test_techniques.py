@@ -121,6 +121,9 @@ def test_documented_limits_hold_on_this_kernel(tmp_path: Path) -> None:
     policy = write_policy(
         tmp_path, f'read = ["{tmp_path}/job.py", "{tmp_path}/model.ckpt", "{shared}"]\n'
     )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], env={"TW_VICTIM": "1"}
+    )
     payload = (
         "import os, socket\n"
         "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
@@ -128,6 +131,7 @@ def test_documented_limits_hold_on_this_kernel(tmp_path: Path) -> None:
         "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
         f"s.connect({str(unix_path)!r}); s.sendall(b'unix out'); s.close()\n"
         f"os.chmod({str(shared)!r}, 0o666)\n"
+        f"assert open('/proc/{victim.pid}/environ', 'rb').read().count(b'TW_VICTIM=1') == 1\n"
         "print('LIMITS-OK', flush=True)\n"
     )
     with udp, unix, run_job(tmp_path, payload, policy) as proc:
@@ -136,5 +140,31 @@ def test_documented_limits_hold_on_this_kernel(tmp_path: Path) -> None:
         conn, _ = unix.accept()
         with conn:
             assert conn.recv(16) == b"unix out"
+    victim.kill()
+    victim.wait()
     assert "LIMITS-OK" in out, out
     assert shared.stat().st_mode & 0o777 == 0o666
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_device_ioctl_only_where_declared(tmp_path: Path, declared: bool) -> None:
+    # /dev/null is read+write for every job (system preset) but ioctl needs a device rule,
+    # as the gpu preset gives /dev/nvidia*: without it the kernel says EACCES, with it the
+    # driver answers (ENOTTY: /dev/null is no terminal).
+    (tmp_path / "job.py").touch()
+    (tmp_path / "model.ckpt").touch()
+    devices = 'devices = ["/dev/null"]\n' if declared else ""
+    policy = write_policy(
+        tmp_path, f'read = ["{tmp_path}/job.py", "{tmp_path}/model.ckpt"]\n{devices}'
+    )
+    payload = (
+        "import fcntl, termios\n"
+        "with open('/dev/null', 'rb') as fh:\n"
+        "    try:\n"
+        "        fcntl.ioctl(fh, termios.TCGETS, bytes(64))\n"
+        "    except OSError as e:\n"
+        "        print('ERRNO', e.errno, flush=True)\n"
+    )
+    with run_job(tmp_path, payload, policy) as proc:
+        out = _output(proc)
+    assert ("ERRNO 25" if declared else "ERRNO 13") in out, out

@@ -135,10 +135,8 @@ def apply(
             if got:
                 granted.append(FsRule(path, _rights_names(got), origin))
         if net_mask:
-            for port in resolved.bind_ports:
-                ll.add_net_port_rule(fd, port, ll.AccessNet.BIND_TCP)
-            for port in resolved.connect_ports:
-                ll.add_net_port_rule(fd, port, ll.AccessNet.CONNECT_TCP)
+            ll.add_net_port_rules(fd, resolved.bind_ports, ll.AccessNet.BIND_TCP)
+            ll.add_net_port_rules(fd, resolved.connect_ports, ll.AccessNet.CONNECT_TCP)
         ll.set_no_new_privs()
         # ABI 7: also log denials after exec (torchrun's workers, subprocesses) to the audit log.
         flags = ll.RESTRICT_SELF_LOG_NEW_EXEC_ON if abi.version >= 7 else 0

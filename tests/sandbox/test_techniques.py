@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -168,3 +169,30 @@ def test_device_ioctl_only_where_declared(tmp_path: Path, declared: bool) -> Non
     with run_job(tmp_path, payload, policy) as proc:
         out = _output(proc)
     assert ("ERRNO 25" if declared else "ERRNO 13") in out, out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="shows root's mount power; needs CAP_SYS_ADMIN")
+def test_root_cannot_remount_over_read_only_code(tmp_path: Path) -> None:
+    # Root keeps its capabilities inside the sandbox, but Landlock denies every mount: a payload
+    # cannot bind a writable folder over the shared install in a private mount namespace.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (tmp_path / "job.py").touch()
+    (tmp_path / "model.ckpt").touch()
+    policy = write_policy(
+        tmp_path, f'read = ["{tmp_path}/job.py", "{tmp_path}/model.ckpt", "{shared}"]\n'
+    )
+    payload = (
+        "import ctypes, os, tempfile\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "assert libc.unshare(0x00020000) == 0\n"  # CLONE_NEWNS
+        "libc.mount(b'none', b'/', None, 0x40000 | 0x4000, None)\n"  # MS_PRIVATE | MS_REC
+        "src = tempfile.mkdtemp().encode()\n"
+        f"r = libc.mount(src, {str(shared).encode()!r}, None, 4096, None)\n"  # MS_BIND
+        "print('MOUNT', r, ctypes.get_errno(), flush=True)\n"
+    )
+    with run_job(tmp_path, payload, None) as proc:
+        assert "MOUNT 0 0" in _output(proc)
+    with run_job(tmp_path, payload, policy) as proc:
+        out = _output(proc)
+    assert "MOUNT -1 1" in out, out  # EPERM

@@ -90,12 +90,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         script = Path(d) / "job.py"
         script.write_text("print('ok')\n")
-        for _ in range(a.repeats):
-            for label, extra in (
-                ("plain", ["--worker", "plain"]),
-                ("sandbox (python+system)", ["--worker", "sandbox"]),
-                ("sandbox (+torchrun ports)", ["--worker", "sandbox", "--preset", "torchrun"]),
-            ):
+        workers = [
+            ("plain", ["--worker", "plain"]),
+            ("sandbox (python+system)", ["--worker", "sandbox"]),
+            ("sandbox (+torchrun ports)", ["--worker", "sandbox", "--preset", "torchrun"]),
+        ]
+        for i in range(a.repeats):
+            # rotate the order each repeat so that no worker always runs first or last
+            for label, extra in workers[i % 3 :] + workers[: i % 3]:
                 r = _run([sys.executable, __file__, *extra], env)
                 results.setdefault(label, []).append(json.loads(r.stdout))
             for label, flags in (("plain", []), ("sandbox", ["--sandbox"])):
@@ -110,7 +112,7 @@ def main() -> None:
     print()
     print("| worker | apply() | fs rules | import torch after start | open+close | train step |")
     print("|---|---|---|---|---|---|")
-    for label in results:
+    for label, _ in workers:
         print(
             f"| {label} | {med(label, 'apply_ms'):.1f} ms | {int(med(label, 'rules'))} "
             f"| {med(label, 'import_s'):.2f} s | {med(label, 'open_us'):.2f} µs "

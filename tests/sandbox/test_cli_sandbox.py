@@ -222,7 +222,7 @@ WARN_SCRIPT = """
 import os, socket, sys
 open(sys.argv[1], "w").write("written")
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.close()
-print("RAN")
+print("RAN", sys.argv[2:])
 """
 
 
@@ -242,10 +242,12 @@ def test_warn_mode_enforces_nothing_and_reports_would_be_denials(
             str(events),
             str(script),
             str(outside),
+            "--sandbox",
         ],
         env={"TRAINWARDEN_SANDBOX": "warn"},
     )
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "RAN ['--sandbox']" in r.stdout  # a flag after the script belongs to the script
     assert outside.read_text() == "written"  # nothing enforced
     ev = _events(events)
     assert ev[0]["kind"] == "sandbox.applied" and ev[0]["enforced"] is False

@@ -90,9 +90,9 @@ def apply(
             what = f"; this kernel's ABI {abi.version} lacks " + ", ".join(missing)
         raise SandboxUnavailable(
             "the sandbox needs Linux Landlock" + what,
-            hint="run on Linux >= 6.7 with Landlock enabled (ABI >= 6 for signal and socket "
-            "scoping, ABI >= 4 for TCP ports), or pass --sandbox=best-effort to run with what "
-            "this kernel enforces",
+            hint="run on Linux >= 6.12 with Landlock enabled (ABI 6: TCP ports since ABI 4, "
+            "signal and abstract-socket scoping since ABI 6), or pass --sandbox=best-effort to "
+            "run with what this kernel enforces",
         )
     if abi.version == 0:
         report = _report(resolved, mode, 0, False, missing, None, abi.reason)

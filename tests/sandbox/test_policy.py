@@ -104,3 +104,20 @@ def test_kernel_structs_match_uapi_sizes() -> None:
 
     assert ctypes.sizeof(_PathBeneathAttr) == 12
     assert ctypes.sizeof(_RulesetAttr) == 24
+
+
+def test_older_abis_name_what_they_cannot_enforce() -> None:
+    # enforce mode refuses on these lists; best-effort reports them as not enforced
+    from trainwarden.sandbox.apply import unenforceable
+
+    r = SandboxPolicy(presets=()).resolve()
+    assert unenforceable(r, 7) == ()
+    assert unenforceable(r, 6) == ()
+    assert unenforceable(r, 5) == (
+        "signal scoping (ABI 6)",
+        "abstract Unix socket scoping (ABI 6)",
+    )
+    assert "TCP bind/connect port rules (ABI 4)" in unenforceable(r, 3)
+    assert unenforceable(r, 0) == ("filesystem rules (ABI 1)",)
+    unscoped = SandboxPolicy(presets=(), scope_signals=False, scope_abstract_unix=False)
+    assert unenforceable(unscoped.resolve(), 5) == ()

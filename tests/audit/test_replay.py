@@ -237,3 +237,11 @@ def test_cli_replay_bad_run_dir_is_a_one_line_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "not an audit record" in proc.stderr
+
+
+def test_without_activation_digests_a_forward_edit_is_still_caught(tmp_path: Path) -> None:
+    run = _record(tmp_path, "edit-weights-in-forward", start=5, activation_every=0)
+    diverged = replay(run, make_tiny_job, seed=1).intervals[1]
+    # Not narrowed to the module's forward, but caught at the same step by its gradients.
+    assert (diverged.status, diverged.step, diverged.where) == ("diverged", 5, "backward")
+    assert "blocks.0.mlp.0.weight" in diverged.tensors

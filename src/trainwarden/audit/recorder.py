@@ -63,6 +63,8 @@ class AuditRecorder:
 
     Use :meth:`loader` (or wrap your own batch sampler with :meth:`track`) so the recorder knows
     which dataset items each step consumed, and run each optimizer step through :meth:`step`.
+    Per-module activation digests (which localise a divergence to a module's forward) are
+    recorded every ``activation_every`` steps (0: never); the other digests every step.
     Create the recorder before ``watch()``: it registers its forward hooks once, at creation.
     """
 
@@ -74,11 +76,13 @@ class AuditRecorder:
         audit_every: int = DEFAULT_AUDIT_EVERY,
         sink: EventSink | None = None,
         sign_key: Any | None = None,
-        activations: bool = True,
+        activation_every: int = 10,
         run_id: str | None = None,
     ) -> None:
         if audit_every < 1:
             raise AuditError(f"audit_every must be at least 1, not {audit_every}")
+        if activation_every < 0:
+            raise AuditError(f"activation_every must be 0 (never) or more, not {activation_every}")
         self.job = job
         self.run_dir = Path(run_dir)
         self.audit_every = audit_every
@@ -88,14 +92,15 @@ class AuditRecorder:
         self.step_index = 0
         self._queue: collections.deque[list[int]] = collections.deque()
         self._prev = "0" * 64
-        self._tap = _step.ActivationTap(job.model) if activations else None
+        self.activation_every = activation_every
+        self._tap = _step.ActivationTap(job.model) if activation_every else None
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self._steps = (self.run_dir / "steps.jsonl").open("a", encoding="utf-8")
         meta = {
             "format": FORMAT_VERSION,
             "run_id": self.run_id,
             "audit_every": audit_every,
-            "activations": activations,
+            "activation_every": activation_every,
             "torch": torch.__version__,
             "max_grad_norm": job.max_grad_norm,
         }
@@ -157,7 +162,7 @@ class AuditRecorder:
         def after_backward() -> None:
             grads.update(_step.grad_digests(self.job))
 
-        if self._tap is not None:
+        if self._tap is not None and self.step_index % self.activation_every == 0:
             with self._tap.recording() as acts:
                 loss = _step.run_step(self.job, micro_batches, after_backward)
             record["acts"] = [list(a) for a in acts]

@@ -345,7 +345,7 @@ def replay(
             steps,
             a,
             b,
-            activations=bool(meta.get("activations")),
+            activations=bool(meta.get("activation_every")),
             tolerance=tolerance,
             manifest_key=manifest_key,
         )

@@ -18,7 +18,7 @@ import torch
 from trainwarden._internal.sink import EventSink
 from trainwarden.audit import AuditRecorder, Job
 
-__all__ = ["ATTACKS", "Attack", "AttackSpec", "train"]
+__all__ = ["ATTACKS", "Attack", "AttackSpec", "reverse_gradients_at", "train"]
 
 # Called before every optimizer step with the job and the step about to run.
 Attack = Callable[[Job, int], None]
@@ -53,6 +53,19 @@ def _hook(job: Job, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 def reverse_gradients(start: int) -> Attack:
     """A tensor hook that negates one layer's gradient (looks like ordinary loss noise)."""
     return _once(start, lambda job: _hook(job, lambda g: -g))
+
+
+def reverse_gradients_at(steps: set[int]) -> Attack:
+    """Negate one layer's gradient during exactly the given steps, and at no other."""
+    handles: list[Any] = []
+
+    def attack(job: Job, step: int) -> None:
+        while handles:
+            handles.pop().remove()
+        if step in steps:
+            handles.append(_first_weight(job).register_hook(lambda g: -g))  # type: ignore[no-untyped-call]
+
+    return attack
 
 
 def rescale_gradients(start: int) -> Attack:
@@ -170,10 +183,18 @@ def train(
     batch_size: int = 8,
     sink: EventSink | None = None,
     sign_key: Any | None = None,
+    activation_every: int = 1,
 ) -> list[float]:
     """Train ``job`` for ``steps`` recorded steps, applying ``attack`` before each; the losses."""
     losses = []
-    with AuditRecorder(job, run_dir, audit_every=audit_every, sink=sink, sign_key=sign_key) as rec:
+    with AuditRecorder(
+        job,
+        run_dir,
+        audit_every=audit_every,
+        sink=sink,
+        sign_key=sign_key,
+        activation_every=activation_every,
+    ) as rec:
         batches = iter(rec.loader(batch_size, seed=7))
         for s in range(steps):
             if attack is not None:

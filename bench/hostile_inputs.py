@@ -162,13 +162,15 @@ def _measure(args: list[str], src: Path, tmp: Path, kill_mib: int | None) -> tup
         nonlocal peak_tmp, peak_rss_kib, killed
         fd_dir = Path(f"/proc/{proc.pid}/fd")
         while not done.is_set():
-            used = 0
+            files: dict[tuple[int, int], int] = {}
             try:
                 for fd in fd_dir.iterdir():
                     try:
                         target = os.readlink(fd)
                         if target.startswith(str(tmp)):
-                            used += os.stat(fd).st_blocks * 512
+                            st = os.stat(fd)
+                            # One file may be open twice (an mmap holds a duplicate descriptor).
+                            files[(st.st_dev, st.st_ino)] = st.st_blocks * 512
                     except OSError:
                         continue
                 status = Path(f"/proc/{proc.pid}/status").read_text()
@@ -181,7 +183,7 @@ def _measure(args: list[str], src: Path, tmp: Path, kill_mib: int | None) -> tup
                     proc.send_signal(signal.SIGKILL)
             except OSError:
                 pass
-            peak_tmp = max(peak_tmp, used)
+            peak_tmp = max(peak_tmp, sum(files.values()))
             time.sleep(0.02)
 
     watcher = threading.Thread(target=poll, daemon=True)

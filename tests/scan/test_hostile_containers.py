@@ -218,3 +218,17 @@ def test_gguf_validation_stops_at_the_time_limit() -> None:
     assert [(f.rule_id, f.severity, f.evidence.get("limit")) for f in fs.findings] == [
         ("TWS-LIMIT", Severity.HIGH, "max_seconds_per_file")
     ]
+
+
+def test_zip_member_with_invalid_lzma_properties_is_unreadable_not_a_crash() -> None:
+    from tests.scan._zipbuild import Member, build_zip
+
+    data = bytearray(build_zip([Member("m.bin", b"\x02\x00\x05\x00\xff\xff\xff\xff\xff" + b"x")]))
+    # Mark the member as LZMA (method 14) in both headers.
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):
+        pos = data.find(sig)
+        off = pos + (8 if sig == b"PK\x03\x04" else 10)
+        data[off : off + 2] = (14).to_bytes(2, "little")
+    report = scan_bytes(bytes(data), "lzma.zip")
+    rules = {f.rule_id for f in report.findings}
+    assert "TWS-ZIP-UNREADABLE" in rules and "TWS-INTERNAL" not in rules, rules

@@ -239,7 +239,10 @@ def read_member(
                 raise ZipError("truncated LZMA member")
             psize = struct.unpack_from("<H", raw, 2)[0]
             props = bytes(raw[4 : 4 + psize])
-            filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+            try:
+                filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+            except lzma.LZMAError as err:
+                raise ZipError(f"invalid LZMA properties: {err}") from err
 
             def make() -> Any:
                 return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt])

@@ -13,6 +13,7 @@ import random
 import struct
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from trainwarden.scan.formats._zip import (
     ZipArchive,
     ZipEntry,
     ZipError,
+    miniz_view,
     read_member,
 )
 from trainwarden.scan.formats.zip import _reader_views
@@ -181,9 +183,22 @@ def torch_view(data: bytes) -> dict[str, bytes] | None:
             continue
         # On some damaged archives (a member without a local header) torch returns a buffer it
         # never filled: the bytes change from read to read and are no member content to scan.
-        if reads[0] == reads[1] == reads[2]:
+        if reads[0] == reads[1] == reads[2] and _crc_known(data, name, reads[0]):
             out[name] = reads[0]
     return out
+
+
+def _crc_known(data: bytes, name: str, content: bytes) -> bool:
+    """True unless no directory entry for ``name`` records this content's CRC-32. torch does not
+    check CRCs, and when inflating fails it may hand back a buffer it never filled but that
+    happens to read the same three times; content whose CRC matches no entry is left out
+    (CRC-mismatched members that torch really reads are covered by the drill corpus)."""
+    try:
+        entries = miniz_view(data, _LIMITS.max_members).entries
+    except (ZipError, ValueError, IndexError, OverflowError, struct.error):
+        return True
+    crcs = {e.crc for e in entries if e.name.split("/", 1)[-1] == name or e.name == name}
+    return not crcs or zlib.crc32(content) in crcs
 
 
 def zipfile_read(data: bytes) -> dict[str, bytes] | None:

@@ -18,7 +18,7 @@ import pytest
 
 from trainwarden.ledger import Ledger, Signer, open_storage
 from trainwarden.ledger.checkpoint import load_or_create_signer
-from trainwarden.ledger.storage import Storage
+from trainwarden.ledger.storage import SqlStorage, Storage
 
 ROOT = Path(__file__).resolve().parents[2]
 ORIGIN = "test.trainwarden.example/ledger"
@@ -75,13 +75,22 @@ def signer(tmp_path: Path) -> Signer:
 
 
 @pytest.fixture
-def make_ledger(db_url: str, signer: Signer) -> Iterator[Callable[[], Ledger]]:
-    """Factory: a Ledger over the test database (call again for a second server)."""
+def make_ledger(db_url: str, signer: Signer) -> Iterator[Callable[..., Ledger]]:
+    """Factory: a Ledger over the test database (call again for a second server);
+    ``make(clean=True)`` first empties the log (hypothesis examples reuse one database)."""
     opened: list[Storage] = []
 
-    def make() -> Ledger:
+    def make(*, clean: bool = False) -> Ledger:
         st = open_storage(db_url)
         opened.append(st)
+        if clean:
+            assert isinstance(st, SqlStorage)
+            for sql in (
+                "DELETE FROM tw_entries",
+                "DELETE FROM tw_checkpoints",
+                "UPDATE tw_head SET size = 0 WHERE id = 1",
+            ):
+                st._write(sql)
         return Ledger(st, signer)
 
     yield make

@@ -74,7 +74,7 @@ class Verifier:
     @classmethod
     def from_vkey(cls, vkey: str) -> Verifier:
         """Parse a verifier key string ``<name>+<hex key hash>+<base64(0x01 || key)>``."""
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3:
             raise CheckpointError("a verifier key is NAME+HASH+KEY")
         name, hexhash, b64 = parts

@@ -210,7 +210,11 @@ class Ledger:
         with self._tree_lock:
             root = self._tree.root(size)
         cp = self.signer.sign(size, root)
-        self.storage.add_checkpoint(size, root, cp.note, time.time())
+        if not self.storage.add_checkpoint(size, root, cp.note, time.time()):
+            # Another server stored a larger checkpoint meanwhile; that one is the latest.
+            newer = self.latest_checkpoint()
+            if newer is not None:
+                cp = newer
         self._last_checkpoint = cp
         return cp
 

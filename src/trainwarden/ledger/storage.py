@@ -72,7 +72,7 @@ class Storage(Protocol):
         limit: int,
     ) -> list[StoredEntry]: ...
 
-    def add_checkpoint(self, size: int, root: bytes, note: str, issued: float) -> None: ...
+    def add_checkpoint(self, size: int, root: bytes, note: str, issued: float) -> bool: ...
 
     def checkpoints(self) -> list[CheckpointRow]: ...
 
@@ -308,11 +308,20 @@ class SqlStorage:
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def add_checkpoint(self, size: int, root: bytes, note: str, issued: float) -> None:
-        self._write(
-            self._q("INSERT INTO tw_checkpoints (size, root, note, issued) VALUES (?,?,?,?)"),
-            (size, root, note, issued),
-        )
+    def add_checkpoint(self, size: int, root: bytes, note: str, issued: float) -> bool:
+        """Store a checkpoint unless a larger one is already stored (another server got there
+        first); checkpoints are stored in non-decreasing size order. Returns whether stored."""
+        with self._tx() as cur:
+            cur.execute(self._lock_head_sql())
+            cur.execute("SELECT MAX(size) FROM tw_checkpoints")
+            row = cur.fetchone()
+            if row is not None and row[0] is not None and int(row[0]) > size:
+                return False
+            cur.execute(
+                self._q("INSERT INTO tw_checkpoints (size, root, note, issued) VALUES (?,?,?,?)"),
+                (size, root, note, issued),
+            )
+            return True
 
     def checkpoints(self) -> list[CheckpointRow]:
         rows = self._read("SELECT seq, size, root, note, issued FROM tw_checkpoints ORDER BY seq")

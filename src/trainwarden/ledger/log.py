@@ -19,6 +19,7 @@ from trainwarden.ledger.storage import PendingEntry, Storage
 from trainwarden.ledger.types import AppendResult, Event, LedgerError
 
 __all__ = [
+    "SERVICE_KIND_PREFIX",
     "SERVICE_WRITER",
     "EntryLimits",
     "Ledger",
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 SERVICE_WRITER = "trainwarden-ledger"
+# Kinds only the service itself writes (dead-man switch); a client may not forge them.
+SERVICE_KIND_PREFIX = "ledger."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -80,7 +83,7 @@ class Ledger:
 
     def prepare(self, run: str, writer: str, events: Sequence[Event]) -> list[PendingEntry]:
         """Validate and canonicalise a batch; raise :class:`LedgerError` (nothing written)."""
-        if not _NAME.match(writer):
+        if not _NAME.match(writer) or writer == SERVICE_WRITER:
             raise LedgerError(f"writer name {writer[:80]!r} is not allowed")
         if len(events) > self.limits.max_batch_events:
             raise LedgerError(
@@ -99,7 +102,12 @@ class Ledger:
     ) -> PendingEntry:
         if not (isinstance(ev.seq, int) and 1 <= ev.seq < 2**53):
             raise LedgerError(f"event seq {ev.seq!r} must be an integer from 1")
-        if not ev.kind or len(ev.kind) > self.limits.max_kind_len or not _NAME.match(ev.kind):
+        if (
+            not ev.kind
+            or len(ev.kind) > self.limits.max_kind_len
+            or not _NAME.match(ev.kind)
+            or ev.kind.startswith(SERVICE_KIND_PREFIX)
+        ):
             raise LedgerError(f"event {ev.seq}: kind {ev.kind[:80]!r} is not allowed")
         if ev.sha256 is not None and not _SHA256.match(ev.sha256):
             raise LedgerError(f"event {ev.seq}: sha256 must be 64 lowercase hex digits")

@@ -1,0 +1,31 @@
+"""The public event-sink protocol: where load telemetry, scan verdicts, attestation results,
+monitor alerts and per-step records go. Implementations: ``JsonlSink``, ``MemorySink`` and
+``NullSink`` here, and :class:`trainwarden.ledger.LedgerSink` for the ledger service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from trainwarden._internal.sink import JsonlSink, MemorySink, NullSink
+
+__all__ = ["EventSink", "JsonlSink", "MemorySink", "NullSink"]
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Anything that accepts events. ``emit`` must not raise into the caller's hot path;
+    ``record`` must be JSON-serialisable."""
+
+    def emit(self, kind: str, record: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("JsonlSink", "MemorySink", "NullSink"):
+        from trainwarden._internal import sink
+
+        return getattr(sink, name)
+    raise AttributeError(name)

@@ -1217,8 +1217,7 @@ def ledger_verify(
     if db is not None:
         report = verify_db(db, key=key, state_dir=state_dir, saved=notes)
     else:
-        assert url is not None
-        report = verify_url(url, token, key=key, saved=notes)
+        report = verify_url(url or "", token, key=key, saved=notes)
     first = report.first_bad
     if fmt is OutputFormat.json:
         _print_json(
@@ -1233,8 +1232,7 @@ def ledger_verify(
                 if first is None
                 else {"index": first.index, "run": first.run, "message": first.message},
                 "problems": [
-                    {"index": p.index, "run": p.run, "message": p.message}
-                    for p in report.problems
+                    {"index": p.index, "run": p.run, "message": p.message} for p in report.problems
                 ],
             }
         )

@@ -34,7 +34,10 @@ def _build(make: Callable[..., Ledger]) -> Ledger:
         led.append(
             run,
             "rank0",
-            [Event(seq=b * 4 + s, kind="monitor.step", record={"v": b * 4 + s}) for s in (1, 2, 3, 4)],
+            [
+                Event(seq=b * 4 + s, kind="monitor.step", record={"v": b * 4 + s})
+                for s in (1, 2, 3, 4)
+            ],
         )
         if b % 2 == 1:
             led.checkpoint()
@@ -146,8 +149,10 @@ def test_deleted_row_is_named(
     del rows[victim]
     if renumber:
         # A careful attacker also fixes the index field and the leaf hash of every later row.
-        rows = [_forge(r, index=i, record=json.loads(bytes(r[5]))["record"]) if i >= victim else r
-                for i, r in enumerate(rows)]
+        rows = [
+            _forge(r, index=i, record=json.loads(bytes(r[5]))["record"]) if i >= victim else r
+            for i, r in enumerate(rows)
+        ]
     _rewrite(led, rows, renumber=renumber)
     assert _first(_report(led)) == victim
 
@@ -172,8 +177,10 @@ def test_inserted_row_is_named(make_ledger: Callable[..., Ledger], pos: int) -> 
     rows = _rows(led)
     template = rows[min(pos, N - 1)]
     rows.insert(pos, _forge(template, index=pos, record={"v": "inserted"}, seq=1000 + pos))
-    rows = [_forge(r, index=k, record=json.loads(bytes(r[5]))["record"]) if k > pos else r
-            for k, r in enumerate(rows)]
+    rows = [
+        _forge(r, index=k, record=json.loads(bytes(r[5]))["record"]) if k > pos else r
+        for k, r in enumerate(rows)
+    ]
     _rewrite(led, rows, renumber=True)
     assert _first(_report(led)) == pos
 

@@ -79,12 +79,14 @@ def test_every_endpoint_times_every_caller(start_server: Callable[..., Server]) 
     srv = start_server(extra=["--no-deadman"])
     admin = srv.admin_token
     run, writer = srv.create_run(ranks=0)
-    other_run, other = srv.create_run(ranks=0)
+    _other_run, other = srv.create_run(ranks=0)
     with srv.client(admin) as c:
         # One entry so that proofs exist, and a checkpoint over it.
         with srv.client(writer) as w:
-            r = w.post(f"/v1/runs/{run}/events", json={
-                "writer": "seed", "events": [{"seq": 1, "kind": "k", "record": {}}]})
+            r = w.post(
+                f"/v1/runs/{run}/events",
+                json={"writer": "seed", "events": [{"seq": 1, "kind": "k", "record": {}}]},
+            )
             assert r.status_code == 200, r.text
         assert c.post("/v1/checkpoint").status_code == 200
         reader = c.post("/v1/tokens", json={"role": "reader"}).json()["token"]
@@ -178,8 +180,11 @@ def test_bad_events_are_refused_whole(start_server: Callable[..., Server]) -> No
                     headers={"Content-Type": "application/json"},
                 )
             else:
-                r = c.post(f"/v1/runs/{run}/events", content=json.dumps(body).encode(),
-                           headers={"Content-Type": "application/json"})
+                r = c.post(
+                    f"/v1/runs/{run}/events",
+                    content=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
             assert r.status_code in (413, 422), (name, r.status_code, r.text)
             assert _state(srv) == before, name
     with httpx.Client(base_url=srv.url) as c:

@@ -38,8 +38,10 @@ def test_silence_gaps_and_unclosed_runs_become_entries(
         seq += 1 + skip
         r = c.post(
             f"/v1/runs/{run_id}/events",
-            json={"writer": "rank0", "events": [
-                {"seq": seq, "kind": kind, "record": {}, "rank": rank}]},
+            json={
+                "writer": "rank0",
+                "events": [{"seq": seq, "kind": kind, "record": {}, "rank": rank}],
+            },
         )
         assert r.status_code == 200, r.text
 

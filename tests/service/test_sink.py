@@ -36,7 +36,7 @@ def test_new_sink_ships_what_the_old_one_left(
     start_server: Callable[..., Server], tmp_path: Path
 ) -> None:
     srv = start_server(extra=["--no-deadman"])
-    run, token = srv.create_run(ranks=0)
+    _run, token = srv.create_run(ranks=0)
     dead = LedgerSink(f"http://127.0.0.1:{free_port()}", token, writer="w", spool_dir=tmp_path)
     for i in range(5):
         dead.emit("test.event", {"n": i})
@@ -57,8 +57,11 @@ def test_new_sink_ships_what_the_old_one_left(
     sink.close()
     st = open_storage(srv.db_url)
     try:
-        got = [(e.seq, json.loads(e.entry)["record"]["n"]) for e in st.iter_entries()
-               if e.writer == "w"]
+        got = [
+            (e.seq, json.loads(e.entry)["record"]["n"])
+            for e in st.iter_entries()
+            if e.writer == "w"
+        ]
     finally:
         st.close()
     assert got == [(i + 1, i) for i in range(6)]

@@ -197,7 +197,7 @@ class LedgerSink:
     def emit(self, kind: str, record: Mapping[str, Any]) -> None:
         try:
             self._emit(kind, record)
-        except Exception as e:  # noqa: BLE001 - emit never raises into a training step
+        except Exception as e:
             self.last_error = f"spool write failed: {e}"
 
     def _emit(self, kind: str, record: Mapping[str, Any]) -> None:
@@ -279,7 +279,7 @@ class LedgerSink:
                 try:
                     self._send(client, batch)
                     backoff = 0.0
-                except Exception as e:  # noqa: BLE001 - retried with backoff
+                except Exception as e:
                     self.last_error = str(e)[:500]
                     backoff = min(self.max_backoff, max(0.05, backoff * 2))
         finally:

@@ -63,9 +63,7 @@ class Ledger:
     """A transparency log over one storage. Thread-safe; several ``Ledger`` objects (in several
     processes or machines) may share one PostgreSQL database."""
 
-    def __init__(
-        self, storage: Storage, signer: Signer, limits: EntryLimits | None = None
-    ) -> None:
+    def __init__(self, storage: Storage, signer: Signer, limits: EntryLimits | None = None) -> None:
         self.storage = storage
         self.signer = signer
         self.limits = limits or EntryLimits()

@@ -232,7 +232,7 @@ class SqlStorage:
                 nxt += 1
             if rows:
                 cur.executemany(
-                    self._q(f"INSERT INTO tw_entries ({_ENTRY_COLS}) VALUES (?,?,?,?,?,?,?,?)"),
+                    self._q(f"INSERT INTO tw_entries ({_ENTRY_COLS}) VALUES (?,?,?,?,?,?,?,?)"),  # noqa: S608 - constant column names only; values are bound parameters
                     rows,
                 )
                 cur.execute(self._q("UPDATE tw_head SET size = ? WHERE id = 1"), (nxt,))
@@ -261,7 +261,7 @@ class SqlStorage:
     def entries(self, start: int, end: int) -> list[StoredEntry]:
         rows = self._read(
             self._q(
-                f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE idx >= ? AND idx < ? ORDER BY idx"
+                f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE idx >= ? AND idx < ? ORDER BY idx"  # noqa: S608 - constant column names only; values are bound parameters
             ),
             (start, end),
         )
@@ -273,9 +273,7 @@ class SqlStorage:
         after = -(2**62)
         while True:
             rows = self._read(
-                self._q(
-                    f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE idx > ? ORDER BY idx LIMIT ?"
-                ),
+                self._q(f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE idx > ? ORDER BY idx LIMIT ?"),  # noqa: S608 - constant column names only; values are bound parameters
                 (after, chunk),
             )
             if not rows:
@@ -301,8 +299,7 @@ class SqlStorage:
                 params.append(val)
         params.append(limit)
         sql = (
-            f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE {' AND '.join(where)} "
-            "ORDER BY idx LIMIT ?"
+            f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE {' AND '.join(where)} ORDER BY idx LIMIT ?"  # noqa: S608 - constant column names only; values are bound parameters
         )
         return [_entry(r) for r in self._read(self._q(sql), params)]
 
@@ -402,9 +399,7 @@ class SqlStorage:
         return _token(rows[0]) if rows else None
 
     def revoke_token(self, token_id: str) -> bool:
-        n = self._write(
-            self._q("UPDATE tw_tokens SET revoked = 1 WHERE token_id = ?"), (token_id,)
-        )
+        n = self._write(self._q("UPDATE tw_tokens SET revoked = 1 WHERE token_id = ?"), (token_id,))
         return n > 0
 
     def list_tokens(self) -> list[TokenInfo]:

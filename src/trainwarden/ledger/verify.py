@@ -100,9 +100,7 @@ def _check_row(row: StoredEntry, report: VerifyReport, row_key: bytes | None) ->
     except CanonicalError as e:
         report.add(row.index, row.run, f"entry is not valid JSON: {e}")
     if row.leaf_hash != computed:
-        report.add(
-            row.index, row.run, "stored leaf hash differs from the hash of the stored entry"
-        )
+        report.add(row.index, row.run, "stored leaf hash differs from the hash of the stored entry")
     if row_key is not None and row_mac(row_key, row.index, computed) != row.mac:
         report.add(
             row.index,

@@ -28,9 +28,9 @@ from trainwarden.ledger.types import (
     TokenInfo,
 )
 
-__all__ = ["AuthError", "Principal", "ServiceError", "LedgerService", "hash_token", "new_token"]
+__all__ = ["AuthError", "LedgerService", "Principal", "ServiceError", "hash_token", "new_token"]
 
-TOKEN_PREFIX = "tw_"
+TOKEN_PREFIX = "tw_"  # noqa: S105 - a prefix that marks our tokens, not a secret
 
 
 class ServiceError(LedgerError):
@@ -119,9 +119,7 @@ class LedgerService:
 
     def require(self, p: Principal, *roles: Role) -> None:
         if p.role not in roles:
-            raise AuthError(
-                403, "forbidden", f"a {p.role.value} token may not do this"
-            )
+            raise AuthError(403, "forbidden", f"a {p.role.value} token may not do this")
 
     def issue_token(self, role: Role, run_id: str | None) -> tuple[str, TokenInfo]:
         """Create a token; only its hash is stored. Writers need a run, other roles none."""

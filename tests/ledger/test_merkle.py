@@ -155,3 +155,40 @@ _json = st.recursive(
 def test_composed_entries_are_rfc8785(obj: dict[str, Any]) -> None:
     fields = {k: rfc8785.dumps(v) for k, v in obj.items()}
     assert compose_entry(fields) == rfc8785.dumps(obj)
+
+
+_json_wide = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(
+        [0.1, 1e-7, 1e21, 1e16, 123456789012345680.0, -0.0, 5e-324, 1.7976931348623157e308]
+    )
+    | st.text(alphabet=st.characters(codec="utf-8")),
+    lambda kids: (
+        st.lists(kids, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(codec="utf-8"), max_size=6), kids, max_size=4
+        )
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=400)
+@given(_json_wide)
+def test_fast_canonical_json_equals_the_rfc8785_package(value: Any) -> None:
+    from trainwarden.ledger.canonical import canonical_bytes
+
+    assert canonical_bytes(value) == rfc8785.dumps(value)
+
+
+def test_canonical_json_refuses_what_rfc8785_refuses() -> None:
+    from trainwarden.ledger.canonical import CanonicalError, canonical_bytes
+
+    for bad in (float("nan"), float("inf"), 2**53, -(2**53), {1: 2}, "\ud800", {"a": object()}):
+        with pytest.raises(CanonicalError):
+            canonical_bytes(bad)
+        with pytest.raises((rfc8785.CanonicalizationError, TypeError, ValueError)):
+            rfc8785.dumps(bad)  # type: ignore[arg-type]

@@ -116,9 +116,10 @@ class Ledger:
             "writer": writer_b,
             "seq": str(ev.seq).encode(),
             "received_ms": received,
+            # The kind matched _NAME: ASCII without quotes or escapes.
+            "kind": b'"' + ev.kind.encode() + b'"',
         }
         try:
-            fields["kind"] = canonical_bytes(ev.kind)
             fields["record"] = canonical_bytes(ev.record)
             if ev.ts is not None:
                 fields["ts"] = canonical_bytes(ev.ts)
@@ -127,10 +128,12 @@ class Ledger:
             if ev.host is not None:
                 fields["host"] = canonical_bytes(ev.host)
             if ev.sha256 is not None:
-                fields["sha256"] = canonical_bytes(ev.sha256)
+                fields["sha256"] = b'"' + ev.sha256.encode() + b'"'
         except CanonicalError as e:
             raise LedgerError(f"event {ev.seq}: {e}") from e
-        size = sum(len(v) + len(k) + 4 for k, v in fields.items())
+        # Bound on the composed entry: the values plus at most 16 bytes of key and punctuation
+        # for each of the (at most 12) members.
+        size = sum(map(len, fields.values())) + 16 * 12
         if size > self.limits.max_entry_bytes:
             raise LedgerError(
                 f"event {ev.seq}: entry of {size} bytes exceeds {self.limits.max_entry_bytes}"

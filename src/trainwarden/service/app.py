@@ -14,10 +14,10 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from trainwarden.ledger.types import Event, Role, RunInfo, StoredEntry
+from trainwarden.ledger.types import Role, RunInfo, StoredEntry
 from trainwarden.service.core import LedgerService, Principal, ServiceError
 from trainwarden.service.parse import parse_events
 

@@ -65,8 +65,28 @@ def _root(
             is_eager=True,
         ),
     ] = False,
+    ledger: Annotated[
+        bool,
+        typer.Option(
+            "--ledger",
+            help="Send verdicts and events to the ledger service (TRAINWARDEN_LEDGER_URL and"
+            " TRAINWARDEN_LEDGER_TOKEN must be set).",
+        ),
+    ] = False,
 ) -> None:
     """Integrity for ML training on shared clusters."""
+    if ledger:
+        import os
+
+        # Child processes (the guarded script of `trainwarden run`) inherit the requirement.
+        os.environ["TRAINWARDEN_LEDGER"] = "1"
+        if not (
+            os.environ.get("TRAINWARDEN_LEDGER_URL") and os.environ.get("TRAINWARDEN_LEDGER_TOKEN")
+        ):
+            raise TrainWardenError(
+                "--ledger needs TRAINWARDEN_LEDGER_URL and TRAINWARDEN_LEDGER_TOKEN",
+                hint="create a run with the ledger service and export its writer token",
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,6 +324,7 @@ def scan(
         _write_output(json.dumps(to_sarif(report, threshold), indent=2) + "\n", output)
     else:
         _render_scan_text(report, threshold, output)
+    _ledger_record("scan", to_json(report, threshold), items_key="files")
     if report.errors:
         raise typer.Exit(EXIT_ERROR)
     if report.failed(threshold):
@@ -412,7 +433,7 @@ def run(
     from trainwarden.loading.runner import run_guarded
     from trainwarden.loading.types import UnsafeModelError
 
-    sink = JsonlSink(events) if events else None
+    sink = _with_ledger(JsonlSink(events) if events else None)
     try:
         run_guarded(
             target,
@@ -503,6 +524,7 @@ def manifest_create(
     target = create_manifest(path, key=key)
     n = len(list(subjects_of(target)))
     out.print(f"wrote {target} ({n} file{'s' if n != 1 else ''}{', signed' if key else ''})")
+    _ledger_record("manifest.create", {"path": path, "manifest": str(target), "files": n})
 
 
 @manifest_app.command("verify")
@@ -540,7 +562,20 @@ def manifest_verify(
             _print_refusal(e.findings)
             if e.hint:
                 err.print(f"  hint: {e.hint}", markup=False)
+        _ledger_record(
+            "manifest.verify",
+            {
+                "path": path,
+                "ok": False,
+                "error": e.message,
+                "findings": [f.to_dict() for f in e.findings],
+            },
+        )
         raise typer.Exit(EXIT_FINDINGS) from None
+    _ledger_record(
+        "manifest.verify",
+        {"path": path, "ok": True, "manifest": check.manifest, "files": check.subjects},
+    )
     if fmt is OutputFormat.json:
         _print_json(
             {
@@ -874,6 +909,10 @@ def attest_verify(
                 f"{'signed, ' + sig[loaded.verified] if loaded.signed else 'unsigned'})"
             )
         _print_findings(report.findings)
+    _ledger_record(
+        "attest.verify",
+        {"summary": summary, "findings": [f.to_dict() for f in report.findings]},
+    )
     _exit_for(report.findings, fail_on)
 
 
@@ -1080,6 +1119,37 @@ def attest_keygen(
 # ----------------------------------------------------------------------------------------------
 # serve, ledger -- the tamper-evident ledger service and its verifier
 # ----------------------------------------------------------------------------------------------
+
+
+def _with_ledger(sink: Any) -> Any:
+    """``sink`` plus the ledger when TRAINWARDEN_LEDGER_URL/TOKEN are set (or --ledger)."""
+    from trainwarden.ledger.client import with_ledger
+
+    return with_ledger(sink)
+
+
+def _ledger_record(kind: str, record: dict[str, Any], items_key: str | None = None) -> None:
+    """Send a command's verdict to the ledger when one is configured: one entry per item of
+    ``record[items_key]`` (e.g. each scanned file, with its sha256), then the record itself."""
+    from trainwarden.ledger.client import configured_sink
+
+    sink = configured_sink()
+    if sink is None:
+        return
+    try:
+        doc = dict(record)
+        items = doc.pop(items_key, []) if items_key else []
+        for item in items:
+            sink.emit(f"{kind}.item", item)
+        sink.emit(kind, {**doc, "items": len(items)} if items_key else doc)
+        if not sink.flush(timeout=15):
+            err.print(
+                f"ledger: {sink.pending} event(s) not yet acknowledged ({sink.last_error});"
+                f" they stay in {sink.spool_dir} and are sent by the next command",
+                markup=False,
+            )
+    finally:
+        sink.close(timeout=1)
 
 
 @app.command("serve")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from trainwarden._internal.sink import JsonlSink, MemorySink, NullSink
 
-__all__ = ["EventSink", "JsonlSink", "MemorySink", "NullSink"]
+__all__ = ["EventSink", "JsonlSink", "MemorySink", "NullSink", "TeeSink"]
 
 
 @runtime_checkable
@@ -21,6 +21,28 @@ class EventSink(Protocol):
     def emit(self, kind: str, record: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+class TeeSink:
+    """Sends every event to each of ``sinks`` in turn; one failing sink does not stop the
+    others. ``close`` closes them all."""
+
+    def __init__(self, *sinks: EventSink) -> None:
+        self.sinks = sinks
+
+    def emit(self, kind: str, record: Mapping[str, Any]) -> None:
+        for s in self.sinks:
+            try:
+                s.emit(kind, record)
+            except Exception:  # noqa: S112 - a broken sink must not silence the others
+                continue
+
+    def close(self) -> None:
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception:  # noqa: S112 - close the rest regardless
+                continue
 
 
 def __getattr__(name: str) -> Any:

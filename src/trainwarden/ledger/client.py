@@ -20,12 +20,15 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainwarden.ledger.canonical import CanonicalError, canonical_bytes
 from trainwarden.ledger.types import LedgerError
 
-__all__ = ["LedgerClient", "LedgerSink", "configured_sink"]
+if TYPE_CHECKING:
+    from trainwarden.sink import EventSink
+
+__all__ = ["LedgerClient", "LedgerSink", "configured_sink", "with_ledger"]
 
 _KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -341,6 +344,9 @@ def configured_sink(
     e = os.environ if env is None else env
     if ledger is False:
         return None
+    if ledger is None:
+        # `trainwarden --ledger ...` exports this, so child processes insist on the ledger too.
+        ledger = e.get("TRAINWARDEN_LEDGER") == "1"
     url, token = e.get("TRAINWARDEN_LEDGER_URL"), e.get("TRAINWARDEN_LEDGER_TOKEN")
     if not url or not token:
         if ledger:
@@ -349,7 +355,23 @@ def configured_sink(
                 hint="create a run with the ledger service and export its writer token",
             )
         return None
-    return LedgerSink(url, token, spool_dir=e.get("TRAINWARDEN_LEDGER_SPOOL") or None)
+    spool = e.get("TRAINWARDEN_LEDGER_SPOOL") or None
+    try:
+        return LedgerSink(url, token, spool_dir=spool)
+    except LedgerError:
+        # Another process on this host and rank holds the default spool: use our own.
+        return LedgerSink(url, token, spool_dir=spool, writer=f"{_writer_default()}-{os.getpid()}")
+
+
+def with_ledger(sink: EventSink | None) -> EventSink | None:
+    """``sink`` plus the configured ledger sink (see :func:`configured_sink`), or ``sink``
+    unchanged when no ledger is configured."""
+    from trainwarden.sink import TeeSink
+
+    led = configured_sink()
+    if led is None:
+        return sink
+    return led if sink is None else TeeSink(sink, led)
 
 
 def _b64decode(s: str) -> bytes:

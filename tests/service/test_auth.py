@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainwarden.ledger import open_storage
 
@@ -199,3 +201,54 @@ def test_non_loopback_bind_needs_tls_or_insecure(
     r = run_cli(["serve", "--host", "0.0.0.0", "--state-dir", str(tmp_path)])  # noqa: S104
     assert r.returncode == 2
     assert "without TLS" in r.stderr and "Traceback" not in r.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "writer": st.one_of(st.text(max_size=5), st.integers(), st.just("w-1")),
+            "events": st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "seq": st.one_of(st.integers(-2, 3), st.just("1"), st.booleans()),
+                        "kind": st.one_of(st.just("k"), st.just(""), st.integers()),
+                        "record": st.one_of(st.just({}), st.just([]), st.none()),
+                        "ts": st.one_of(
+                            st.none(), st.floats(allow_nan=False), st.integers(0, 5), st.just("x")
+                        ),
+                        "rank": st.one_of(st.none(), st.integers(-1, 2), st.just(True)),
+                        "host": st.one_of(st.none(), st.just("h"), st.integers()),
+                        "sha256": st.one_of(st.none(), st.just("ab"), st.integers()),
+                        "extra": st.just(1),
+                    },
+                ),
+                max_size=3,
+            ),
+            "other": st.just(1),
+        },
+    )
+)
+def test_hand_parser_accepts_exactly_what_the_published_schema_accepts(
+    body: dict[str, Any],
+) -> None:
+    import pydantic
+
+    from trainwarden.service.app import AppendIn
+    from trainwarden.service.core import ServiceError
+    from trainwarden.service.parse import parse_events
+
+    raw = json.dumps(body).encode()
+    try:
+        AppendIn.model_validate_json(raw)
+        schema_ok = True
+    except pydantic.ValidationError:
+        schema_ok = False
+    try:
+        parse_events(raw)
+        parser_ok = True
+    except ServiceError:
+        parser_ok = False
+    assert parser_ok == schema_ok, body

@@ -38,7 +38,7 @@ class ServiceLimits(BaseModel):
 
 
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     seq: int = Field(ge=1, lt=2**53)
     kind: str = Field(min_length=1, max_length=128)
     record: dict[str, Any]
@@ -49,7 +49,7 @@ class EventIn(BaseModel):
 
 
 class AppendIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     writer: str = Field(pattern=_WRITER)
     events: list[EventIn] = Field(min_length=1, max_length=5000)
 

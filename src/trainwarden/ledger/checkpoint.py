@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainwarden.ledger.types import LedgerError
+
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
@@ -30,8 +32,8 @@ _SIG_PREFIX = "\u2014 "  # an em dash and a space start every signature line
 _MAX_NOTE = 64 * 1024
 
 
-class CheckpointError(ValueError):
-    """A checkpoint note is malformed, or not signed by the expected key."""
+class CheckpointError(LedgerError, ValueError):
+    """A checkpoint note or key is malformed, or a note is not signed by the expected key."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from trainwarden.ledger import LedgerSink
 from trainwarden.ledger.tools import verify_db
 
-from .conftest import SRC, Server
+from .conftest import SRC, Server, free_port, pg_schema_url
 
 KILLS = 20
 CLIENTS = 3
@@ -149,3 +149,69 @@ def test_client_killed_and_restarted_resends_from_its_spool(
         assert times <= stored[n] <= times + resume_points[n], n
     for n in stored:
         assert n in printed or n in resume_points or n == max(printed) + 1
+
+
+def test_two_servers_on_one_postgresql_log_killed_in_turn(
+    start_server: Callable[..., Server], pg_dsn: str, tmp_path: Path
+) -> None:
+    import shutil
+
+    rng = random.Random(7)  # noqa: S311 - test schedule, not crypto
+    url = pg_schema_url(pg_dsn)
+    a = start_server(db_url=url)
+    # The second server shares the log's key and origin, as the docs require.
+    b_state = tmp_path / "b-state"
+    b_state.mkdir()
+    shutil.copytree(a.state / "keys", b_state / "keys")
+    shutil.copy(a.state / "origin", b_state / "origin")
+    b = Server(url, b_state, free_port(), ["--no-deadman"])
+    b.start()
+    try:
+        run, token = a.create_run(interval_s=3600, ranks=0)
+        sinks = [
+            LedgerSink(
+                srv.url,
+                token,
+                writer=f"via-{name}",
+                spool_dir=tmp_path / "spool",
+                batch_size=20,
+                flush_interval=0.02,
+                max_backoff=0.2,
+                timeout=5,
+            )
+            for name, srv in (("a", a), ("b", b))
+        ]
+        emitted = [0, 0]
+        stop = threading.Event()
+
+        def produce(i: int) -> None:
+            while not stop.is_set():
+                sinks[i].emit("test.event", {"n": emitted[i]})
+                emitted[i] += 1
+                time.sleep(rng.random() * 0.004)
+
+        threads = [threading.Thread(target=produce, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        try:
+            for k in range(6):
+                time.sleep(0.1 + rng.random() * 0.4)
+                victim = (a, b)[k % 2]
+                victim.kill()
+                victim.start()
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        for s in sinks:
+            assert s.flush(timeout=120), s.last_error
+            s.close()
+        stored = _events_by_writer(a, run)
+        assert stored["via-a"] == list(range(emitted[0]))
+        assert stored["via-b"] == list(range(emitted[1]))
+    finally:
+        b.kill()
+    a.kill()
+    report = verify_db(url, key=None, state_dir=a.state, saved=[])
+    assert report.ok, [str(p) for p in report.problems]
+    assert report.rows_authenticated and report.checkpoints > 0

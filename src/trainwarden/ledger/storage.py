@@ -74,7 +74,7 @@ class Storage(Protocol):
 
     def add_checkpoint(self, size: int, root: bytes, note: str, issued: float) -> bool: ...
 
-    def checkpoints(self) -> list[CheckpointRow]: ...
+    def checkpoints(self, after: int = 0, limit: int = 2**62) -> list[CheckpointRow]: ...
 
     def latest_checkpoint(self) -> CheckpointRow | None: ...
 
@@ -320,8 +320,14 @@ class SqlStorage:
             )
             return True
 
-    def checkpoints(self) -> list[CheckpointRow]:
-        rows = self._read("SELECT seq, size, root, note, issued FROM tw_checkpoints ORDER BY seq")
+    def checkpoints(self, after: int = 0, limit: int = 2**62) -> list[CheckpointRow]:
+        rows = self._read(
+            self._q(
+                "SELECT seq, size, root, note, issued FROM tw_checkpoints WHERE seq > ? "
+                "ORDER BY seq LIMIT ?"
+            ),
+            (after, limit),
+        )
         return [CheckpointRow(int(r[0]), int(r[1]), bytes(r[2]), r[3], float(r[4])) for r in rows]
 
     def latest_checkpoint(self) -> CheckpointRow | None:

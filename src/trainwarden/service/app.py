@@ -309,7 +309,7 @@ def create_app(service: LedgerService, limits: ServiceLimits | None = None) -> F
     ) -> dict[str, Any]:
         """Every stored checkpoint, in the order stored (for auditors)."""
         who(authorization, *readers)
-        rows = [r for r in service.ledger.storage.checkpoints() if r.seq > after][:limit]
+        rows = service.ledger.storage.checkpoints(after=after, limit=limit)
         return {
             "checkpoints": [{"seq": r.seq, "size": r.size, "note": r.note} for r in rows],
             "next_after": rows[-1].seq if len(rows) == limit else None,

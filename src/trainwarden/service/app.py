@@ -258,7 +258,7 @@ def create_app(service: LedgerService, limits: ServiceLimits | None = None) -> F
     async def append(run_id: str, request: Request, authorization: Auth = None) -> Any:
         """Append a batch to the caller's own run (writer). Resent events (same writer and
         seq) are acknowledged with their existing index. The body is the AppendIn schema."""
-        p = who(authorization)
+        p = who(authorization, Role.writer)
         # Parsed and checked by hand: the hot path, where a model per event costs more than
         # the append itself. parse_events enforces the same schema as AppendIn.
         writer, events = parse_events(await request.body())

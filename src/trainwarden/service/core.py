@@ -272,7 +272,9 @@ class LedgerService:
             return cp
         latest = self.ledger.latest_checkpoint()
         if latest is None:
-            return self.checkpoint(fresh=True)
+            # Reading never writes: the first checkpoint comes from the background ticker or an
+            # admin's POST.
+            raise ServiceError(404, "no_checkpoint", "no checkpoint has been signed yet")
         return latest
 
     def tick_checkpoint(self) -> Checkpoint | None:

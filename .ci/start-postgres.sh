@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL server on 127.0.0.1 in a new temporary data directory, as a normal
-# (non-root) user, and print two lines: the connection URL, then the command that stops it.
+# (non-root) user, and print two lines: the connection URL, then a script that stops it and
+# removes the directory.
 # Used by .ci/run and by the test suite (tests/ledger/conftest.py) when no server is given.
 set -euo pipefail
 
@@ -33,5 +34,13 @@ fi
   >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 "${as_user[@]}" "$bindir/createdb" -h 127.0.0.1 -p "$port" -U tw trainwarden
 
+# The stop script also removes the temporary directory.
+cat >"$dir.stop" <<STOP
+#!/bin/sh
+${as_user[*]} $bindir/pg_ctl -D $dir/data -m immediate stop >/dev/null 2>&1
+rm -rf "$dir" "$dir.stop"
+STOP
+chmod 700 "$dir.stop"
+
 echo "postgresql://tw@127.0.0.1:$port/trainwarden"
-echo "${as_user[*]} $bindir/pg_ctl -D $dir/data -m immediate stop"
+echo "$dir.stop"

@@ -574,6 +574,13 @@ def take_snapshot(
     for p in (*orphan_paths, *extra_owned):
         if not S_ISLNK(stats[p].st_mode):
             to_hash[p] = stats[p]
+    # Hooks are reported with their own digest whatever settled their RECORD row: a row settled
+    # by a cache hit in the loop above never reaches ``digests``, and a snapshot must not depend
+    # on whether the cache was warm.
+    for p in pths:
+        st = stats.get(p.path)
+        if st is not None and not S_ISLNK(st.st_mode):
+            to_hash[p.path] = st
     interp_real = str(info.get("realpath") or info.get("executable"))
     with contextlib.suppress(OSError):
         to_hash[interp_real] = os.lstat(interp_real)

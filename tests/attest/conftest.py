@@ -17,6 +17,7 @@ import pytest
 
 from trainwarden.attest.cache import HashCache
 
+from .basepy import BasePython, build_base_python
 from .venvs import Venv, build_wheel, pip_install
 
 
@@ -63,3 +64,10 @@ def cache(tmp_path: Path) -> HashCache:
     d = tmp_path / "cache"
     d.mkdir(mode=0o700)
     return HashCache(d / "hashes.bin")
+
+
+@pytest.fixture
+def base_python(template_venv: Venv, tmp_path: Path) -> BasePython:
+    """A throwaway base interpreter (copied binary + small stdlib) with a venv holding the demo
+    wheel; the test may edit its standard library."""
+    return build_base_python(tmp_path / "py", template_venv.site)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from trainwarden.attest.cache import HashCache
 from trainwarden.attest.diff import BASELINE_RULES, SnapshotDiff, diff_snapshots
+from trainwarden.attest.effects import EnvEffect
 from trainwarden.attest.envvars import describe
 from trainwarden.attest.record import FileStatus
 from trainwarden.attest.signing import LoadedSnapshot
@@ -33,7 +34,19 @@ RULES: dict[str, str] = {
     "TWA-PTH-003": "a .pth file a distribution installed runs code at start-up (RECORD-verified)",
     "TWA-CUST-001": "a sitecustomize/usercustomize no distribution installed is on the path",
     "TWA-CUST-002": "a sitecustomize/usercustomize from the OS or a distribution is on the path",
-    "TWA-ENV-001": "an environment variable that changes which code loads is set",
+    "TWA-ENV-001": "an environment variable that changes which code loads is set (rated by what "
+    "it changes here)",
+    "TWA-ENV-002": "a cache directory compiled code is loaded from can be written by another user",
+    "TWA-PATH-001": "a file on sys.path outside site-packages differs from the hash its package "
+    "manager recorded",
+    "TWA-PATH-002": "a module in a standard-library directory that is not a standard module "
+    "shadows a module of a later sys.path entry",
+    "TWA-PATH-003": "which package manager vouched for the files on sys.path outside "
+    "site-packages, and how many no package manager knows",
+    "TWA-PATH-004": "a sys.path directory has more files than the walk limit: not fully analysed",
+    "TWA-BYTE-001": "bytecode Python would import differs from its source",
+    "TWA-BYTE-002": "bytecode without a source beside it is imported as is and cannot be checked",
+    "TWA-BYTE-003": "bytecode Python would import could not be compared with its source",
     "TWA-SIG-001": "the baseline's signature does not verify: the baseline was not used",
     "TWA-SIG-002": "a key was given but the baseline is not signed",
     **BASELINE_RULES,
@@ -215,8 +228,25 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                     evidence={"module": c.module, "active": c.active, "sha256": c.sha256},
                 )
             )
+    out.extend(_path_findings(snap))
+    effects: dict[str, list[EnvEffect]] = {}
+    for e in snap.env_effects:
+        effects.setdefault(e.variable, []).append(e)
     for name, value in snap.environment.items():
         var = describe(name)
+        if name in effects:
+            worst = max(effects[name], key=lambda e: Severity[e.severity])
+            out.append(
+                Finding(
+                    "TWA-ENV-001",
+                    Severity[worst.severity],
+                    worst.effect
+                    + (f" (and {len(effects[name]) - 1} more)" if len(effects[name]) > 1 else ""),
+                    location=f"env:{name}",
+                    evidence={"value": value, "effects": [e.to_dict() for e in effects[name]]},
+                )
+            )
+            continue
         if var is None or var.severity is None or not value:
             continue
         out.append(
@@ -227,6 +257,88 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                 location=f"env:{name}",
                 evidence={"value": value},
             )
+        )
+    return out
+
+
+def _path_findings(snap: Snapshot) -> list[Finding]:
+    out: list[Finding] = []
+    vouched: dict[str, int] = {}
+    unvouched = 0
+    for f in snap.path_files:
+        if f.status == "modified":
+            out.append(
+                Finding(
+                    "TWA-PATH-001",
+                    Severity.CRITICAL,
+                    f"{f.path} differs from the hash {f.source} recorded for it",
+                    location=f.path,
+                    evidence={"vouched_by": f.source, "expected": f.detail, "sha256": f.sha256},
+                )
+            )
+        if f.source is not None:
+            manager = f.source.split(":", 1)[0]
+            vouched[manager] = vouched.get(manager, 0) + 1
+        elif f.status == "unvouched":
+            unvouched += 1
+    for sh in snap.shadows:
+        if sh.winner_class == "stdlib" and not sh.standard:
+            out.append(
+                Finding(
+                    "TWA-PATH-002",
+                    Severity.CRITICAL,
+                    f"module {sh.module} in the standard-library directory {sh.winner} is not a "
+                    f"standard module and shadows the one in {', '.join(sh.shadowed)}",
+                    location=os.path.join(sh.winner, sh.module),
+                    evidence={"module": sh.module, "shadowed": list(sh.shadowed)},
+                )
+            )
+    if snap.path_files:
+        out.append(
+            Finding(
+                "TWA-PATH-003",
+                Severity.INFO,
+                f"{len(snap.path_files)} file(s) on sys.path outside site-packages: "
+                + ", ".join(f"{n} vouched by {m}" for m, n in sorted(vouched.items()))
+                + (", " if vouched else "")
+                + f"{unvouched} known to no package manager (only a baseline covers them)",
+                location=snap.interpreter.base_prefix,
+                evidence={"roots": dict(snap.path_roots), "vouched": vouched, "unvouched": unvouched},
+            )
+        )
+    for root in snap.path_cut:
+        out.append(
+            Finding(
+                "TWA-PATH-004",
+                Severity.HIGH,
+                f"{root} on sys.path has more files than the walk limit; the rest was not checked",
+                location=root,
+            )
+        )
+    for e in snap.env_effects:
+        if e.variable and e.variable in snap.environment:
+            continue
+        out.append(
+            Finding(
+                "TWA-ENV-002",
+                Severity[e.severity],
+                e.effect,
+                location=f"env:{e.variable}" if e.variable else str(e.evidence.get("path", "")),
+                evidence=dict(e.evidence),
+            )
+        )
+    for b in snap.bytecode:
+        rule, sev = {
+            "mismatch": ("TWA-BYTE-001", Severity.CRITICAL),
+            "sourceless": ("TWA-BYTE-002", Severity.HIGH),
+        }.get(b.status, ("TWA-BYTE-003", Severity.HIGH))
+        text = {
+            "TWA-BYTE-001": f"{b.pyc} is what Python imports for {b.source}, and {b.detail}",
+            "TWA-BYTE-002": f"{b.pyc} has no source beside it: Python imports it as is",
+            "TWA-BYTE-003": f"{b.pyc} could not be compared with its source ({b.detail})",
+        }[rule]
+        out.append(
+            Finding(rule, sev, text, location=b.pyc, evidence={"source": b.source, "detail": b.detail})
         )
     return out
 

@@ -38,7 +38,7 @@ def build_base_python(root: Path, site_template: Path) -> BasePython:
     ``site_template``."""
     real_stdlib = Path(sysconfig.get_paths()["stdlib"])
     ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    exe = Path(os.path.realpath(sys._base_executable))
+    exe = Path(os.path.realpath(getattr(sys, "_base_executable", sys.executable)))
     out = subprocess.run(
         [str(exe), "-I", "-S", "-B", "-c", _PROBE],
         capture_output=True,

@@ -134,9 +134,7 @@ def test_default_inductor_cache_squatted_by_another_user_is_high(tmp_path: Path)
     squatted.mkdir()
     squatted.chmod(0o777)
     # TMPDIR equal to the resolved default is judged as the default: squatted means HIGH.
-    effects = resolve_effects(
-        {"TMPDIR": str(shared)}, pythonpath=[], shadows=[], uid=os.getuid()
-    )
+    effects = resolve_effects({"TMPDIR": str(shared)}, pythonpath=[], shadows=[], uid=os.getuid())
     inductor = [e for e in effects if "TorchInductor" in e.effect]
     assert [e.severity for e in inductor] == ["HIGH"]
 

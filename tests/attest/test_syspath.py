@@ -64,9 +64,9 @@ def test_edited_stdlib_module_and_shadowing_module_against_a_baseline(
     base_python: BasePython, clean_env: dict[str, str], cache: HashCache
 ) -> None:
     baseline = take_snapshot(str(base_python.venv_python), environ=clean_env, cache=cache)
-    assert _verify(base_python.venv_python, clean_env, cache, baseline).at_least(
-        Severity.MEDIUM
-    ) == []
+    assert (
+        _verify(base_python.venv_python, clean_env, cache, baseline).at_least(Severity.MEDIUM) == []
+    )
     random_py = _edit_random(base_python)
     planted = base_python.stdlib / "twdemo.py"  # shadows the installed distribution twdemo
     planted.write_text("VALUE = 2\n")
@@ -165,7 +165,9 @@ def test_dpkg_md5sums_vouch_and_an_edit_is_critical_without_a_baseline(
     not (os.path.exists("/usr/bin/python3.11") and os.path.isdir("/var/lib/dpkg/info")),
     reason="no Debian system Python 3.11 on this machine",
 )
-def test_debian_system_python_is_vouched_by_dpkg(clean_env: dict[str, str], cache: HashCache) -> None:
+def test_debian_system_python_is_vouched_by_dpkg(
+    clean_env: dict[str, str], cache: HashCache
+) -> None:
     # Read only: the real system interpreter is attested, never edited.
     snap = take_snapshot("/usr/bin/python3.11", environ=clean_env, cache=cache)
     os_py = next(f for f in snap.path_files if f.path == "/usr/lib/python3.11/os.py")

@@ -653,10 +653,10 @@ def take_snapshot(
     # Hooks are reported with their own digest whatever settled their RECORD row: a row settled
     # by a cache hit in the loop above never reaches ``digests``, and a snapshot must not depend
     # on whether the cache was warm.
-    for p in pths:
-        st = stats.get(p.path)
-        if st is not None and not S_ISLNK(st.st_mode):
-            to_hash[p.path] = st
+    for pth in pths:
+        pst = stats.get(pth.path)
+        if pst is not None and not S_ISLNK(pst.st_mode):
+            to_hash[pth.path] = pst
     for p, st in path_stats.items():
         if not S_ISLNK(st.st_mode):
             to_hash[p] = st
@@ -748,7 +748,9 @@ def take_snapshot(
         for m, path, where, active in customize
     )
     code = tuple(code_state(Path(c), cache, workers=workers) for c in code_dirs)
-    path_files = _vouch(path_stats, digests, errors, [str(info["base_prefix"]), str(info["prefix"])])
+    path_files = _vouch(
+        path_stats, digests, errors, [str(info["base_prefix"]), str(info["prefix"])]
+    )
     shadows = find_shadows(
         sys_path,
         sys_path_class,
@@ -801,7 +803,10 @@ def take_snapshot(
 
 
 def _path_roots(
-    sys_path: Sequence[str], site_dirs: Sequence[str], stdlib: Sequence[str], pythonpath: Sequence[str]
+    sys_path: Sequence[str],
+    site_dirs: Sequence[str],
+    stdlib: Sequence[str],
+    pythonpath: Sequence[str],
 ) -> dict[str, str]:
     """sys.path entries outside the site directories, classified stdlib, pythonpath or path."""
     stdlib_set = {os.path.normpath(p) for p in stdlib}
@@ -814,11 +819,7 @@ def _path_roots(
         if any(norm == sd or norm.startswith(sd + os.sep) for sd in site_dirs):
             continue
         roots[norm] = (
-            "pythonpath"
-            if norm in pythonpath_set
-            else "stdlib"
-            if norm in stdlib_set
-            else "path"
+            "pythonpath" if norm in pythonpath_set else "stdlib" if norm in stdlib_set else "path"
         )
     return roots
 

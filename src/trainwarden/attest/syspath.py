@@ -69,7 +69,8 @@ def walk_roots(
     roots: Sequence[str], skip: set[str], limit: int = MAX_PATH_FILES
 ) -> tuple[dict[str, os.stat_result], list[str]]:
     """lstat every file below ``roots`` (directories in ``skip`` are not entered); a root that
-    is a file (a stdlib zip) is included itself. Returns the stats and the roots cut at ``limit``."""
+    is a file (a stdlib zip) is included itself. Returns the stats and the roots cut at
+    ``limit``."""
     out: dict[str, os.stat_result] = {}
     cut: list[str] = []
     for root in roots:

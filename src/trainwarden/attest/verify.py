@@ -303,7 +303,11 @@ def _path_findings(snap: Snapshot) -> list[Finding]:
                 + (", " if vouched else "")
                 + f"{unvouched} known to no package manager (only a baseline covers them)",
                 location=snap.interpreter.base_prefix,
-                evidence={"roots": dict(snap.path_roots), "vouched": vouched, "unvouched": unvouched},
+                evidence={
+                    "roots": dict(snap.path_roots),
+                    "vouched": vouched,
+                    "unvouched": unvouched,
+                },
             )
         )
     for root in snap.path_cut:
@@ -338,7 +342,9 @@ def _path_findings(snap: Snapshot) -> list[Finding]:
             "TWA-BYTE-003": f"{b.pyc} could not be compared with its source ({b.detail})",
         }[rule]
         out.append(
-            Finding(rule, sev, text, location=b.pyc, evidence={"source": b.source, "detail": b.detail})
+            Finding(
+                rule, sev, text, location=b.pyc, evidence={"source": b.source, "detail": b.detail}
+            )
         )
     return out
 

@@ -732,11 +732,21 @@ def _snapshot_summary(snap: Any) -> dict[str, Any]:
         "pth_files": len(snap.pth_files),
         "customize": [c.path for c in snap.customize],
         "environment": sorted(snap.environment),
+        "path_files": _path_file_counts(snap),
+        "bytecode_checked": snap.bytecode_checked,
         "code": [
             {"path": c.path, "kind": c.kind, "commit": c.commit, "dirty": c.dirty}
             for c in snap.code
         ],
     }
+
+
+def _path_file_counts(snap: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in snap.path_files:
+        by = f.source.split(":", 1)[0] if f.source else f.status
+        counts[by] = counts.get(by, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -750,6 +760,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
     out.print(f"orphans      {summary['orphans']}   .pth files {summary['pth_files']}")
     out.print(f"customize    {', '.join(summary['customize']) or '-'}")
     out.print(f"loader env   {', '.join(summary['environment']) or '-'}")
+    path_files = summary["path_files"]
+    out.print(
+        f"sys.path     {sum(path_files.values())} files outside site-packages"
+        + (f" ({', '.join(f'{k} {v}' for k, v in path_files.items())})" if path_files else "")
+        + f"; bytecode checked {summary['bytecode_checked']}"
+    )
     for c in summary["code"]:
         state = (
             f"git {c['commit'][:12]}{' (dirty)' if c['dirty'] else ''}"

@@ -207,3 +207,16 @@ def test_baseline_across_nodes_with_different_prefixes_is_clean(
     from trainwarden.attest.diff import diff_snapshots
 
     assert diff_snapshots(a, b).path_files == {}
+
+
+def test_planted_stdlib_module_is_reported_even_when_pythonpath_wins_today(
+    base_python: BasePython, clean_env: dict[str, str], cache: HashCache, tmp_path: Path
+) -> None:
+    (base_python.stdlib / "twdemo.py").write_text("VALUE = 2\n")
+    pp = tmp_path / "pp"
+    pp.mkdir(mode=0o700)
+    (pp / "twdemo.py").write_text("VALUE = 3\n")
+    report = _verify(base_python.venv_python, {**clean_env, "PYTHONPATH": str(pp)}, cache)
+    hits = _hits(report, "TWA-PATH-002")
+    assert [f.location for f in hits] == [str(base_python.stdlib / "twdemo")]
+    assert hits[0].evidence["shadowed"] == [str(base_python.site)]

@@ -282,17 +282,25 @@ def _path_findings(snap: Snapshot) -> list[Finding]:
         elif f.status == "unvouched":
             unvouched += 1
     for sh in snap.shadows:
-        if sh.winner_class == "stdlib" and not sh.standard:
+        if sh.standard:
+            continue  # the real standard module beating a backport is how Python is meant to work
+        entries = [sh.winner, *sh.shadowed]
+        classes = [sh.winner_class, *sh.shadowed_classes]
+        # Reported even when an earlier entry (PYTHONPATH) wins today: without it, this one would.
+        for i, cls in enumerate(classes[:-1]):
+            if cls != "stdlib":
+                continue
             out.append(
                 Finding(
                     "TWA-PATH-002",
                     Severity.CRITICAL,
-                    f"module {sh.module} in the standard-library directory {sh.winner} is not a "
-                    f"standard module and shadows the one in {', '.join(sh.shadowed)}",
-                    location=os.path.join(sh.winner, sh.module),
-                    evidence={"module": sh.module, "shadowed": list(sh.shadowed)},
+                    f"module {sh.module} in the standard-library directory {entries[i]} is not a "
+                    f"standard module and shadows the one in {', '.join(entries[i + 1 :])}",
+                    location=os.path.join(entries[i], sh.module),
+                    evidence={"module": sh.module, "shadowed": entries[i + 1 :]},
                 )
             )
+            break
     if snap.path_files:
         out.append(
             Finding(

@@ -41,6 +41,7 @@ from trainwarden.attest.syspath import (
     find_shadows,
     walk_roots,
 )
+from trainwarden.findings import Severity
 
 __all__ = [
     "PREDICATE_TYPE",
@@ -366,7 +367,7 @@ class Snapshot:
                 env_effects=tuple(
                     EnvEffect(
                         str(x["variable"]),
-                        str(x["severity"]),
+                        Severity[str(x["severity"])].name,
                         str(x["effect"]),
                         dict(x.get("evidence", {})),
                     )

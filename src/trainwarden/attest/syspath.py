@@ -94,7 +94,8 @@ def walk_roots(
             with it:
                 for e in it:
                     if e.is_dir(follow_symlinks=False):
-                        if e.path not in skip:
+                        # A git directory (a code checkout on PYTHONPATH) is not importable.
+                        if e.path not in skip and e.name != ".git":
                             stack.append(e.path)
                         continue
                     try:

@@ -878,7 +878,7 @@ def attest_verify(
                     "created": loaded.snapshot.created,
                     "host": loaded.snapshot.host,
                 },
-                "findings": [f.to_dict() for f in report.findings],
+                **report.to_dict(),
             }
         )
     else:

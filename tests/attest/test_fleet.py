@@ -89,3 +89,19 @@ def test_cli_fleet_names_the_odd_one_and_exits_1(
     assert "no odd ones out" in r.stdout
     r = run_cli(["attest", "diff", *paths[:3]])
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_verify_json_carries_the_subject_digests(
+    run_cli: RunCli, make_venv: Callable[[], Venv], tmp_path: Path
+) -> None:
+    venv = make_venv()
+    env = {"TRAINWARDEN_CACHE_DIR": str(tmp_path / "cache")}
+    r = run_cli(["attest", "verify", "--python", str(venv.python), "--format", "json"], env=env)
+    doc = json.loads(r.stdout)
+    names = [s["name"].split(":", 1)[0] for s in doc["subject"]]
+    assert names == ["python", "environment"]
+    snap = tmp_path / "s.json"
+    run_cli(["attest", "snapshot", "--python", str(venv.python), "-o", str(snap)], env=env)
+    subject = json.loads(snap.read_text())["subject"]
+    # The same environment digest a snapshot of the unchanged environment records.
+    assert doc["subject"][1]["digest"] == subject[1]["digest"]

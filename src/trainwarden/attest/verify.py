@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainwarden.attest.cache import HashCache
 from trainwarden.attest.diff import BASELINE_RULES, SnapshotDiff, diff_snapshots
@@ -67,6 +68,15 @@ class VerifyReport:
     def at_least(self, threshold: Severity) -> list[Finding]:
         """Findings at or above ``threshold``."""
         return [f for f in self.findings if f.severity >= threshold]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a node reports about itself: the in-toto subjects (interpreter, environment and
+        code digests) of the snapshot just taken and every finding. ``attest verify --format
+        json`` prints it; it is also the payload meant for a ledger service."""
+        return {
+            "subject": self.snapshot.to_statement()["subject"],
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 def check_snapshot(snap: Snapshot) -> list[Finding]:

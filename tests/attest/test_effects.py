@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,3 +172,43 @@ def test_unsafe_reason_respects_the_sticky_bit(tmp_path: Path) -> None:
     loose.chmod(0o777)
     inner = _private(loose / "inner")
     assert "replace" in unsafe_reason(str(inner), os.getuid())
+
+
+def test_pythonpath_portion_of_a_namespace_package_shadowing_a_subpackage_is_high(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], cache: HashCache, tmp_path: Path
+) -> None:
+    # Like nvidia/* in a torch environment: a namespace package (no __init__) whose subpackages
+    # come from the first portion on the path that has them.
+    venv = make_venv()
+    (venv.site / "twns" / "cublas").mkdir(parents=True)
+    (venv.site / "twns" / "cublas" / "__init__.py").write_text("REAL = True\n")
+    pp = _private(tmp_path / "pp")
+    (pp / "twns" / "cublas").mkdir(parents=True)
+    (pp / "twns" / "cublas" / "__init__.py").write_text("REAL = False\n")
+    ran = subprocess.run(
+        [str(venv.python), "-c", "import twns.cublas as c; print(c.REAL)"],
+        env={**clean_env, "PYTHONPATH": str(pp)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert ran.stdout.strip() == "False"  # the shadow is real
+    report = _verify(venv, {**clean_env, "PYTHONPATH": str(pp)}, cache)
+    hits = _env_hits(report, "PYTHONPATH")
+    assert [f.severity for f in hits] == [Severity.HIGH]
+    assert "twns.cublas" in hits[0].message
+
+
+def test_cache_dir_through_a_symlink_into_a_shared_directory_is_high(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], cache: HashCache, tmp_path: Path
+) -> None:
+    venv = make_venv()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    target = _private(shared / "cache")  # private itself, but its parent is open to everyone
+    link = _private(tmp_path / "mine") / "triton"
+    link.symlink_to(target)
+    report = _verify(venv, {**clean_env, "TRITON_CACHE_DIR": str(link)}, cache)
+    assert [f.severity for f in _env_hits(report, "TRITON_CACHE_DIR")] == [Severity.HIGH]

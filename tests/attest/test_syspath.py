@@ -149,6 +149,7 @@ def test_dpkg_md5sums_vouch_and_an_edit_is_critical_without_a_baseline(
     ]
     (info / "libpython3-stdlib:amd64.md5sums").write_text("\n".join(lines) + "\n")
     monkeypatch.setattr(syspath, "DPKG_INFO_DIR", str(info))
+    monkeypatch.setattr(syspath, "DPKG_PREFIXES", (str(base_python.prefix) + "/",))
     clean = take_snapshot(str(base_python.venv_python), environ=clean_env, cache=cache)
     random_row = next(f for f in clean.path_files if f.path.endswith("/random.py"))
     assert (random_row.status, random_row.source) == ("ok", "dpkg:libpython3-stdlib")
@@ -159,6 +160,14 @@ def test_dpkg_md5sums_vouch_and_an_edit_is_critical_without_a_baseline(
     assert hits[0].evidence["vouched_by"] == "dpkg:libpython3-stdlib"
     summary = _hits(report, "TWA-PATH-003")[0]
     assert summary.evidence["vouched"]["dpkg"] == len(lines)
+    assert _hits(report, "TWA-PATH-005") == []
+    # A module dpkg never installed, added to the dpkg-managed standard library: HIGH without a
+    # baseline and without shadowing anything.
+    planted = base_python.stdlib / "twextra.py"
+    planted.write_text("X = 1\n")
+    report = _verify(base_python.venv_python, clean_env, cache)
+    hits = _hits(report, "TWA-PATH-005")
+    assert [(f.severity, f.location) for f in hits] == [(Severity.HIGH, str(planted))]
 
 
 @pytest.mark.skipif(

@@ -62,7 +62,12 @@ def unsafe_reason(path: str, uid: int) -> str:
     path or a directory above it is theirs or group/world-writable (a sticky directory protects
     what ``uid`` or root owns in it), or the path does not exist yet and another user may create
     it first."""
-    p = os.path.abspath(path)
+    literal = os.path.abspath(path)
+    real = os.path.realpath(literal)
+    return _unsafe_chain(literal, uid) or (_unsafe_chain(real, uid) if real != literal else "")
+
+
+def _unsafe_chain(p: str, uid: int) -> str:
     cur = p
     while not os.path.lexists(cur):
         parent = os.path.dirname(cur)
@@ -170,7 +175,8 @@ def _system_libraries() -> set[str]:
 def _pythonpath(entries: Sequence[str], shadows: Sequence[Shadow], uid: int) -> list[EnvEffect]:
     out: list[EnvEffect] = []
     for entry in entries:
-        won = [s for s in shadows if s.winner == entry]
+        # A namespace-package portion below the entry shadows a submodule just the same.
+        won = [s for s in shadows if s.winner == entry or s.winner.startswith(entry + os.sep)]
         if won:
             names = [s.module for s in won]
             where = sorted({c for s in won for c in s.shadowed_classes})

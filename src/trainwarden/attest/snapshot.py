@@ -834,11 +834,7 @@ def _vouch(
     """Each file with what its package manager recorded (conda sha256, dpkg md5)."""
     paths = sorted(stats)
     conda = conda_hashes(prefixes, paths)
-    # dpkg installs below these directories only; a pyenv or conda interpreter elsewhere does
-    # not pay for reading every package's md5sums.
-    dpkg = dpkg_md5sums(
-        p for p in paths if p not in conda and p.startswith(("/usr/", "/lib", "/opt/", "/etc/"))
-    )
+    dpkg = dpkg_md5sums(p for p in paths if p not in conda)
     md5s = hash_other(sorted(dpkg), "md5") if dpkg else {}
     out: list[PathFile] = []
     for path in paths:

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 __all__ = [
     "DPKG_INFO_DIR",
+    "DPKG_PREFIXES",
     "MAX_PATH_FILES",
     "PathFile",
     "Shadow",
@@ -32,6 +33,7 @@ __all__ = [
 MAX_PATH_FILES = 400_000
 _MAX_CONDA_JSON = 64 * 1024 * 1024
 DPKG_INFO_DIR = "/var/lib/dpkg/info"
+DPKG_PREFIXES: tuple[str, ...] = ("/usr/", "/lib", "/opt/", "/etc/", "/bin/", "/sbin/")
 
 
 class PathFile(NamedTuple):
@@ -109,7 +111,9 @@ def dpkg_md5sums(paths: Iterable[str], info_dir: str | None = None) -> dict[str,
     """``{path: (package, md5 hex)}`` for each of ``paths`` that a dpkg ``*.md5sums`` lists
     (``info_dir`` default: :data:`DPKG_INFO_DIR`)."""
     info_dir = DPKG_INFO_DIR if info_dir is None else info_dir
-    wanted = set(paths)
+    # dpkg installs below these directories only; a pyenv or conda interpreter elsewhere does
+    # not pay for reading every package's md5sums.
+    wanted = {p for p in paths if p.startswith(DPKG_PREFIXES)}
     if not wanted or not os.path.isdir(info_dir):
         return {}
     # md5sums name files relative to / without the leading slash; a package whose file does not
@@ -227,24 +231,50 @@ def find_shadows(
     """Every top-level module that more than one ``sys.path`` entry provides (namespace
     portions aside), with the entry Python imports it from."""
     standard = set(standard_names)
+    out: list[Shadow] = []
+    _shadows_in(list(dict.fromkeys(sys_path)), "", classes, extension_suffixes, standard, out, 0)
+    return sorted(out, key=lambda x: x.module)
+
+
+def _shadows_in(
+    entries: Sequence[str],
+    prefix: str,
+    classes: Mapping[str, str],
+    extension_suffixes: Sequence[str],
+    standard: set[str],
+    out: list[Shadow],
+    depth: int,
+) -> None:
+    # ``entries`` are directories searched in order; for a namespace package they are its
+    # portions, and a submodule is taken from the first portion that has it.
     seen: dict[str, list[str]] = {}
-    for entry in dict.fromkeys(sys_path):
+    namespaces: dict[str, list[str]] = {}
+    for entry in entries:
         for name, kind in top_level_modules(entry, extension_suffixes).items():
-            if kind != "namespace":
+            if kind == "namespace":
+                namespaces.setdefault(name, []).append(entry)
+            else:
                 seen.setdefault(name, []).append(entry)
-    out = []
-    for name in sorted(seen):
-        entries = seen[name]
-        if len(entries) < 2:
+    for name, where in seen.items():
+        if len(where) < 2:
             continue
         out.append(
             Shadow(
-                module=name,
-                winner=entries[0],
-                winner_class=classes.get(entries[0], "path"),
-                shadowed=tuple(entries[1:]),
-                shadowed_classes=tuple(classes.get(e, "path") for e in entries[1:]),
-                standard=name in standard,
+                module=prefix + name,
+                winner=where[0],
+                winner_class=classes.get(where[0], "path"),
+                shadowed=tuple(where[1:]),
+                shadowed_classes=tuple(classes.get(e, "path") for e in where[1:]),
+                standard=not prefix and name in standard,
             )
         )
-    return out
+    if depth >= 4:
+        return
+    for name, where in namespaces.items():
+        if name in seen or len(where) < 2:
+            continue  # a regular package anywhere beats every namespace portion
+        portions = [os.path.join(e, name) for e in where]
+        sub_classes = {os.path.join(e, name): classes.get(e, "path") for e in where}
+        _shadows_in(
+            portions, f"{prefix}{name}.", sub_classes, extension_suffixes, standard, out, depth + 1
+        )

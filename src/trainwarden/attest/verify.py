@@ -45,6 +45,8 @@ RULES: dict[str, str] = {
     "TWA-PATH-003": "which package manager vouched for the files on sys.path outside "
     "site-packages, and how many no package manager knows",
     "TWA-PATH-004": "a sys.path directory has more files than the walk limit: not fully analysed",
+    "TWA-PATH-005": "a file no package manager installed in a standard library a package manager "
+    "installed",
     "TWA-BYTE-001": "bytecode Python would import differs from its source",
     "TWA-BYTE-002": "bytecode without a source beside it is imported as is and cannot be checked",
     "TWA-BYTE-003": "bytecode Python would import could not be compared with its source",
@@ -271,6 +273,45 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
     return out
 
 
+def _root_of(path: str, roots: Sequence[str]) -> str | None:
+    best = None
+    for r in roots:
+        if path.startswith(r + "/") and (best is None or len(r) > len(best)):
+            best = r
+    return best
+
+
+def _unvouched_in_managed_stdlib(snap: Snapshot) -> list[Finding]:
+    # Where a package manager installed the standard library (Debian: every file but the
+    # bytecode py3compile writes), a file it does not know was added by someone else.
+    stdlib_roots = [r for r, kind in snap.path_roots.items() if kind == "stdlib"]
+    managed: dict[str, str] = {}
+    for f in snap.path_files:
+        root = _root_of(f.path, stdlib_roots)
+        if root is not None and f.source is not None:
+            managed.setdefault(root, f.source.split(":", 1)[0])
+    out: list[Finding] = []
+    for f in snap.path_files:
+        if f.status != "unvouched":
+            continue
+        root = _root_of(f.path, stdlib_roots)
+        if root is None or root not in managed:
+            continue
+        if os.path.basename(os.path.dirname(f.path)) == "__pycache__" and f.path.endswith(".pyc"):
+            continue  # compiled at install time; covered by a baseline
+        out.append(
+            Finding(
+                "TWA-PATH-005",
+                Severity.HIGH,
+                f"{f.path} is in the standard library {root}, which {managed[root]} installed, "
+                "but no package manager installed this file",
+                location=f.path,
+                evidence={"root": root, "manager": managed[root], "sha256": f.sha256},
+            )
+        )
+    return out
+
+
 def _path_findings(snap: Snapshot) -> list[Finding]:
     out: list[Finding] = []
     vouched: dict[str, int] = {}
@@ -291,6 +332,7 @@ def _path_findings(snap: Snapshot) -> list[Finding]:
             vouched[manager] = vouched.get(manager, 0) + 1
         elif f.status == "unvouched":
             unvouched += 1
+    out.extend(_unvouched_in_managed_stdlib(snap))
     for sh in snap.shadows:
         if sh.standard:
             continue  # the real standard module beating a backport is how Python is meant to work

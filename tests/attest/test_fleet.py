@@ -105,3 +105,34 @@ def test_verify_json_carries_the_subject_digests(
     subject = json.loads(snap.read_text())["subject"]
     # The same environment digest a snapshot of the unchanged environment records.
     assert doc["subject"][1]["digest"] == subject[1]["digest"]
+
+
+def test_malformed_new_snapshot_fields_are_one_line_errors(
+    run_cli: RunCli,
+    make_venv: Callable[[], Venv],
+    clean_env: dict[str, str],
+    cache: HashCache,
+    tmp_path: Path,
+) -> None:
+    venv = make_venv()
+    good = take_snapshot(str(venv.python), environ=clean_env, cache=cache).to_statement()
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(good))
+    for field, value in (
+        ("path_files", [["only-a-path"]]),
+        ("shadows", [{"module": "x"}]),
+        ("env_effects", [{"variable": "X", "severity": "BOGUS", "effect": "e"}]),
+        ("bytecode", [[1, 2]]),
+        ("path_roots", "not a mapping"),
+    ):
+        bad = json.loads(json.dumps(good))
+        bad["predicate"][field] = value
+        b = tmp_path / f"bad-{field}.json"
+        b.write_text(json.dumps(bad))
+        for args in (
+            ["attest", "diff", str(a), str(b)],
+            ["attest", "diff", "--fleet", str(a), str(b)],
+        ):
+            r = run_cli(args)
+            assert r.returncode == 2, (field, r.stdout, r.stderr)
+            assert "Traceback" not in r.stderr and "malformed" in r.stderr, (field, r.stderr)

@@ -89,6 +89,11 @@ def test_cli_fleet_names_the_odd_one_and_exits_1(
     assert "no odd ones out" in r.stdout
     r = run_cli(["attest", "diff", *paths[:3]])
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    # With a key, every node's snapshot must be signed by it.
+    key = tmp_path / "k.key"
+    assert run_cli(["attest", "keygen", str(key)]).returncode == 0
+    r = run_cli(["attest", "diff", "--fleet", *paths, "--key", f"{key}.pub"])
+    assert r.returncode == 2 and "not signed" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_verify_json_carries_the_subject_digests(

@@ -835,11 +835,21 @@ def _snapshot_summary(snap: Any) -> dict[str, Any]:
         "pth_files": len(snap.pth_files),
         "customize": [c.path for c in snap.customize],
         "environment": sorted(snap.environment),
+        "path_files": _path_file_counts(snap),
+        "bytecode_checked": snap.bytecode_checked,
         "code": [
             {"path": c.path, "kind": c.kind, "commit": c.commit, "dirty": c.dirty}
             for c in snap.code
         ],
     }
+
+
+def _path_file_counts(snap: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in snap.path_files:
+        by = f.source.split(":", 1)[0] if f.source else f.status
+        counts[by] = counts.get(by, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -853,6 +863,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
     out.print(f"orphans      {summary['orphans']}   .pth files {summary['pth_files']}")
     out.print(f"customize    {', '.join(summary['customize']) or '-'}")
     out.print(f"loader env   {', '.join(summary['environment']) or '-'}")
+    path_files = summary["path_files"]
+    out.print(
+        f"sys.path     {sum(path_files.values())} files outside site-packages"
+        + (f" ({', '.join(f'{k} {v}' for k, v in path_files.items())})" if path_files else "")
+        + f"; bytecode checked {summary['bytecode_checked']}"
+    )
     for c in summary["code"]:
         state = (
             f"git {c['commit'][:12]}{' (dirty)' if c['dirty'] else ''}"
@@ -965,7 +981,7 @@ def attest_verify(
                     "created": loaded.snapshot.created,
                     "host": loaded.snapshot.host,
                 },
-                "findings": [f.to_dict() for f in report.findings],
+                **report.to_dict(),
             }
         )
     else:
@@ -997,6 +1013,7 @@ def _render_diff(d: Any) -> None:
         (".pth files", d.pth_files),
         ("sitecustomize/usercustomize", d.customize),
         ("code", d.code),
+        ("sys.path files outside site-packages", d.path_files),
     ):
         if pairs:
             out.print(f"[bold]{title}[/]")
@@ -1028,36 +1045,60 @@ def _render_diff(d: Any) -> None:
 
 @attest_app.command("diff")
 def attest_diff(
-    a: Annotated[Path, typer.Argument(help="Reference snapshot (baseline, or node A).")],
-    b: Annotated[Path, typer.Argument(help="Snapshot to compare (current run, or node B).")],
+    snapshots: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Two snapshots: reference (baseline, or node A) and the one to compare; with "
+            "--fleet, any number of node snapshots."
+        ),
+    ],
     key: Annotated[
         Path | None,
         typer.Option(
             "--key",
             envvar="TRAINWARDEN_ATTEST_KEY",
-            help="Ed25519 public key both snapshots must be signed with.",
+            help="Ed25519 public key every snapshot must be signed with.",
         ),
     ] = None,
+    fleet: Annotated[
+        bool,
+        typer.Option(
+            "--fleet",
+            help="Compare every snapshot with the majority of all of them; name the odd ones out.",
+        ),
+    ] = False,
     fmt: _FormatOpt = OutputFormat.text,
     fail_on: _FailOnOpt = "medium",
 ) -> None:
-    """Show node-to-node or run-to-run differences, grouped by distribution."""
+    """Show node-to-node or run-to-run differences, or each node against the fleet majority."""
     from trainwarden.attest import AttestationError
     from trainwarden.attest.diff import diff_snapshots
     from trainwarden.attest.signing import load_snapshot
     from trainwarden.findings import Severity
 
     Severity.parse(fail_on)
-    la, lb = load_snapshot(a, key=key), load_snapshot(b, key=key)
-    if key is not None:
-        for snap in (la, lb):
-            if not snap.signed or not snap.verified:
-                raise AttestationError(
-                    f"{snap.source}: "
-                    + ("signature does not verify" if snap.signed else "not signed")
-                    + f" with key {key}",
-                    hint="re-create it with `trainwarden attest snapshot --sign KEY`",
-                )
+
+    def load(path: Path) -> Any:
+        snap = load_snapshot(path, key=key)
+        if key is not None and (not snap.signed or not snap.verified):
+            raise AttestationError(
+                f"{snap.source}: "
+                + ("signature does not verify" if snap.signed else "not signed")
+                + f" with key {key}",
+                hint="re-create it with `trainwarden attest snapshot --sign KEY`",
+            )
+        return snap
+
+    if fleet:
+        _attest_fleet(snapshots, load, fmt, fail_on)
+        return
+    if len(snapshots) != 2:
+        raise AttestationError(
+            f"attest diff compares two snapshots, got {len(snapshots)}",
+            hint="pass exactly two, or --fleet to compare many with their majority",
+        )
+    a, b = snapshots
+    la, lb = load(a), load(b)
     d = diff_snapshots(la.snapshot, lb.snapshot, a_label=str(a), b_label=str(b))
     findings = d.findings()
     if fmt is OutputFormat.json:
@@ -1072,6 +1113,7 @@ def attest_diff(
                 "pth_files": d.pth_files,
                 "customize": d.customize,
                 "code": d.code,
+                "path_files": d.path_files,
                 "distributions": [
                     {
                         "name": x.name,
@@ -1098,6 +1140,56 @@ def attest_diff(
         )
     else:
         _render_diff(d)
+    _exit_for(findings, fail_on)
+
+
+def _attest_fleet(paths: Sequence[Path], load: Any, fmt: OutputFormat, fail_on: str) -> None:
+    from trainwarden.attest import AttestationError
+    from trainwarden.attest.fleet import fleet_diff
+
+    if len(paths) < 2:
+        raise AttestationError(
+            "--fleet needs at least two snapshots", hint="pass one snapshot per node"
+        )
+    report = fleet_diff((str(p), load(p).snapshot) for p in paths)
+    findings = report.findings()
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "nodes": report.nodes,
+                "distinct_environments": report.groups,
+                "majority_nodes": report.majority_nodes,
+                "odd_ones_out": [
+                    {
+                        "snapshot": n.label,
+                        "host": n.host,
+                        "differences": n.count,
+                        "items": [
+                            {"item": k, "node": v, "majority": m} for k, v, m in n.differences
+                        ],
+                    }
+                    for n in report.odd
+                ],
+                "split": list(report.split),
+                "findings": [f.to_dict() for f in findings],
+            }
+        )
+    else:
+        out.print(
+            f"fleet: {report.nodes} snapshots, {report.groups} distinct environment(s), "
+            f"{report.majority_nodes} match the majority"
+        )
+        if not report.odd and not report.split:
+            out.print("[green]no odd ones out[/]")
+        for n in report.odd:
+            out.print(f"[red]odd one out[/] {n.label} ({n.host}): {n.count} item(s) differ")
+            for k, v, m in n.differences[:20]:
+                out.print(
+                    f"    {k}: {v if v is not None else '(absent)'} (majority: "
+                    f"{m if m is not None else '(absent)'})"
+                )
+        for k in report.split[:20]:
+            out.print(f"[yellow]split[/] no strict majority for {k}")
     _exit_for(findings, fail_on)
 
 

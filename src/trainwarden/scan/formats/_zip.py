@@ -1,8 +1,11 @@
-"""A strict ZIP reader that reads members the way PyTorch's miniz-based reader does.
+"""TrainWarden's ZIP reader, and the views of the readers a victim runs.
 
-The central directory is authoritative (offset, sizes, method, flags); the local header only
-supplies the name and extra-field lengths used to find the data. Every disagreement between the
-two views, which other tools may resolve differently, is reported rather than silently resolved.
+``ZipArchive.parse`` is our reading: the central directory is authoritative (offset, sizes,
+method, flags), offsets are taken relative to where the archive starts (so archives written back
+to back and data before an archive are handled), and the local header only supplies the name and
+extra-field lengths used to find the data; every disagreement between the two headers is reported.
+``miniz_view`` reads the archive as PyTorch's reader (miniz) does and ``zipfile_view`` as Python's
+``zipfile`` does; the handler compares all three.
 """
 
 from __future__ import annotations

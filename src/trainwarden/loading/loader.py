@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pickle
 import os
 import zipfile
 import zlib
@@ -394,6 +395,23 @@ def _load_joblib(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any
 
     class _Restricted(RestrictedPyUnpickler, numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
         tw_enforcer = enforcer
+
+        def load_build(self) -> None:
+            # joblib's own BUILD reads an object array with a fresh, unrestricted unpickler:
+            # here it is read by the closed one, and only NumpyArrayWrapper payloads are read.
+            RestrictedPyUnpickler.load_build(self)
+            wrapper = self.stack[-1]
+            if type(wrapper) is not numpy_pickle.NumpyArrayWrapper:
+                return
+            self.stack.pop()
+            if wrapper.dtype.hasobject:
+                inner = RestrictedPyUnpickler(self.file_handle, enforcer=enforcer)
+                self.stack.append(inner.load())
+            else:
+                self.stack.append(wrapper.read(self, True))
+
+        dispatch = dict(RestrictedPyUnpickler.dispatch)
+        dispatch[pickle.BUILD[0]] = load_build
 
     raw = _joblib_stream(data, enforcer.location)
     check_pickle_bytes(raw, enforcer, globals_only=True)

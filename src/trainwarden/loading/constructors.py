@@ -63,7 +63,8 @@ def _plain(v: object, depth: int = 0) -> bool:
 def _ints(v: object, *, maxlen: int = 64) -> bool:
     if not (type(v) in (tuple, list) or _is_size(v)):
         return False
-    return len(v) <= maxlen and all(type(x) is int for x in v)  # type: ignore[arg-type]
+    seq: tuple[Any, ...] | list[Any] = v  # type: ignore[assignment]
+    return len(seq) <= maxlen and all(type(x) is int for x in seq)
 
 
 def _is_size(v: object) -> bool:
@@ -672,7 +673,6 @@ MUTATORS: dict[str, str] = {
 
 _ARRAY_TYPES = (
     "numpy.ndarray",
-    "numpy.memmap",  # _reconstruct never runs memmap.__new__: the result maps no file
     "numpy.recarray",
     "numpy.char.chararray",
     "numpy.matrix",
@@ -773,7 +773,7 @@ def _is(klass: type, keys: Mapping[str, str]) -> bool:
     return any(resolve(k) is klass for k in keys)
 
 
-# -- the operations ----------------------------------------------------------------------------------
+# -- the operations ---------------------------------------------------------------------------
 
 
 def _check_allocatable(cls: object, args: tuple[Any, ...], kwargs: Any = None) -> None:
@@ -792,9 +792,24 @@ def _check_allocatable(cls: object, args: tuple[Any, ...], kwargs: Any = None) -
         if not all(_plain(a) for a in args):
             raise _refuse(f"{_name(cls)} is allocated from plain values only")
         return
+    if _is_namedtuple_new(cls, new):
+        if not all(_plain(a) or _shallow(a) for a in args):
+            raise _refuse(f"{_name(cls)} is allocated from plain values only")
+        return
     if cls in _objects(_TENSOR_TYPES[1:]) and not args:
         return  # Parameter/Buffer.__new__ with no data makes an empty tensor
     raise _refuse(f"{_name(cls)} has its own __new__, which this loader does not call")
+
+
+def _is_namedtuple_new(cls: type, new: object) -> bool:
+    # collections.namedtuple's generated __new__ only calls tuple.__new__ on its arguments.
+    glb = getattr(new, "__globals__", None)
+    return (
+        issubclass(cls, tuple)
+        and isinstance(glb, dict)
+        and glb.get("_tuple_new") is tuple.__new__
+        and str(glb.get("__name__", "")).startswith("namedtuple_")
+    )
 
 
 def allocate(
@@ -806,7 +821,8 @@ def allocate(
     """``cls.__new__(cls, *args, **kwargs)`` (NEWOBJ, NEWOBJ_EX, INST/OBJ without arguments)."""
     if not (trusted and trusted.get(id(cls)) is cls):
         _check_allocatable(cls, args, kwargs)
-    assert isinstance(cls, type)
+    if not isinstance(cls, type):
+        raise _refuse(f"{_name(cls)} is not a class")
     return cls.__new__(cls, *args, **(kwargs or {}))
 
 
@@ -827,6 +843,7 @@ def call(func: object, args: tuple[Any, ...], trusted: Mapping[int, object] | No
         try:
             return func._value2member_map_[args[0]]
         except (KeyError, TypeError):
+            member: Any
             for member in func.__members__.values():
                 if member._value_ == args[0]:
                     return member
@@ -856,14 +873,16 @@ def apply_state(inst: object, state: object, trusted: Mapping[int, object] | Non
         setstate.__get__(inst, cls)(state)
         return
     _obj_state(state)
+    if type(state) is tuple and len(state) != 2:
+        raise _refuse("BUILD state tuples are (dict, slots) pairs")
     dict_state, slots = state if type(state) is tuple else (state, None)
     if dict_state:
-        inst.__dict__.update(dict_state)  # type: ignore[attr-defined]
+        inst.__dict__.update(dict_state)
     if slots:
         setattr_ = _lookup(cls, "__setattr__")
         if setattr_ is not object.__setattr__:
             raise _refuse(f"BUILD slot state would run {_name(cls)}.__setattr__")
-        for k, v in slots.items():  # type: ignore[attr-defined]
+        for k, v in slots.items():
             object.__setattr__(inst, k, v)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import pickle
 import os
+import pickle
 import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from trainwarden.findings import Finding, Severity
 from trainwarden.loading import manifest as _manifest
@@ -410,7 +410,7 @@ def _load_joblib(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any
             else:
                 self.stack.append(wrapper.read(self, True))
 
-        dispatch = dict(RestrictedPyUnpickler.dispatch)
+        dispatch: ClassVar[dict[int, Callable[..., None]]] = dict(RestrictedPyUnpickler.dispatch)
         dispatch[pickle.BUILD[0]] = load_build
 
     raw = _joblib_stream(data, enforcer.location)

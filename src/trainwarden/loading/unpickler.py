@@ -13,7 +13,7 @@ import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from trainwarden.findings import Finding, Severity
 from trainwarden.loading import constructors
@@ -245,7 +245,7 @@ class RestrictedUnpickler(_PyUnpickler):  # type: ignore[misc]
         for item in items:
             add(item)
 
-    dispatch = dict(_PyUnpickler.dispatch)
+    dispatch: ClassVar[dict[int, Callable[..., None]]] = dict(_PyUnpickler.dispatch)
     dispatch[pickle.REDUCE[0]] = load_reduce
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex

@@ -182,6 +182,7 @@ class _Mal:
     trigger: str | None = "pickle"
     canary: bool = True
     folder: bool = False
+    expected_rules: tuple[str, ...] | None = None
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -2584,7 +2585,9 @@ def _mal_containers() -> list[_Mal]:
 
 
 def _malicious_specs() -> list[_Mal]:
-    specs = _mal_pickles() + _mal_containers()
+    from trainwarden.drill.samples_callables import callable_specs
+
+    specs = _mal_pickles() + _mal_containers() + callable_specs()
     names = [s.name for s in specs]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -2643,6 +2646,7 @@ def build_malicious(dest: Path, *, only: str | None = None) -> list[Sample]:
                     reference=spec.reference,
                     canary=canary if spec.canary else None,
                     trigger=spec.trigger,
+                    expected_rules=spec.expected_rules,
                 )
             )
     return out

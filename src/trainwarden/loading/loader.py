@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import pickle
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -24,7 +25,13 @@ from trainwarden.loading import telemetry
 from trainwarden.loading._io import MemReader, read_once, sha256_of
 from trainwarden.loading._policy import require_manifest as _policy_requires_manifest
 from trainwarden.loading._policy import resolve_policy, trusted_manifest_key
-from trainwarden.loading.types import LoadError, LoadReport, ManifestError, UnsafeModelError
+from trainwarden.loading.types import (
+    LoadError,
+    LoadReport,
+    ManifestError,
+    UnsafeModelError,
+    UnsafeModelWarning,
+)
 from trainwarden.loading.unpickler import (
     Enforcer,
     RestrictedPyUnpickler,
@@ -292,7 +299,7 @@ def prescan_format(fmt: str, data: memoryview, enforcer: Enforcer) -> None:
     if fmt == "torch-zip":
         _prescan_torch_zip(data, enforcer)
     elif fmt == "torchscript":
-        _refuse_torchscript(data, enforcer, None)
+        _review_torchscript(data, enforcer)
     elif fmt == "torch-legacy":
         # magic, protocol, sys_info, the object, the storage keys: five pickles, then storages.
         check_pickle_bytes(data, enforcer, max_pickles=5)
@@ -419,19 +426,41 @@ def _load_joblib(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any
     return unpickler.load()
 
 
-def _refuse_torchscript(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
-    f = Finding(
-        "TWL-TORCHSCRIPT",
-        Severity.HIGH,
-        f"{enforcer.location} is a TorchScript archive: loading it runs the TorchScript code in it",
-        enforcer.location,
-    )
+def _review_torchscript(data: memoryview, enforcer: Enforcer) -> None:
+    """Scan a TorchScript archive (its code against the operator allowlist, its pickles as
+    pickles); raise or warn as the enforcer's mode decides."""
+    from trainwarden.scan.engine import scan_bytes
+
+    report = scan_bytes(bytes(data), enforcer.location, policy=enforcer.policy)
+    fail_on = Severity.parse(getattr(enforcer.policy, "fail_on", Severity.HIGH))
+    bad = [f for f in report.findings if f.severity >= fail_on]
+    if not bad:
+        return
+    for f in bad:
+        enforcer._record(f)
+    if enforcer.mode == "warn" and all(f.severity < Severity.CRITICAL for f in bad):
+        warnings.warn(
+            f"trainwarden guard (warn mode): {enforcer.location}: {bad[0].message}; "
+            "loading it anyway",
+            UnsafeModelWarning,
+            stacklevel=4,
+        )
+        return
     raise UnsafeModelError(
-        f"refused to load {enforcer.location}: it is a TorchScript archive, not a checkpoint",
-        findings=[f],
+        f"refused to load {enforcer.location}: its TorchScript code or pickles are not safe "
+        f"({bad[0].rule_id}: {bad[0].message})",
+        findings=list(enforcer.findings),
         path=enforcer.location,
-        hint="review its code/ folder and use torch.jit.load directly if you trust it",
+        hint="torch.jit.load runs the archive's __setstate__ code at load time; do not load it",
     )
+
+
+def _load_torchscript(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    import torch
+
+    _review_torchscript(data, enforcer)
+    load = getattr(torch.jit.load, "__wrapped__", torch.jit.load)
+    return load(io.BytesIO(bytes(data)), map_location=map_location)
 
 
 def _unsupported(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
@@ -444,7 +473,7 @@ def _unsupported(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any
 
 _ROUTES: dict[str, Callable[[memoryview, Enforcer, Any], Any]] = {
     "torch-zip": _load_torch_zip,
-    "torchscript": _refuse_torchscript,
+    "torchscript": _load_torchscript,
     "npz": _load_npz,
     "zip": _unsupported,
     "npy": _load_npy,

@@ -227,18 +227,18 @@ def callable_specs() -> list[_Mal]:
         ),
         _m(
             "memmap_reduce_numpy_core_alias",
-            "the same class spelled numpy.core.memmap.memmap (numpy's compatibility alias)",
-            _reduce_with("numpy.core.memmap", "memmap"),
+            "the same class spelled numpy.core.memmap (numpy's compatibility module re-export)",
+            _reduce_with("numpy.core", "memmap"),
         ),
         _m(
-            "memmap_dotted_name_from_core",
-            "the same class as module numpy._core, name memmap.memmap (protocol-4 dotted path)",
-            _dotted("numpy._core", "memmap.memmap"),
+            "memmap_reexport_in_numpy_core",
+            "the same class re-exported as numpy._core.memmap (a package attribute)",
+            _reduce_with("numpy._core", "memmap"),
         ),
         _m(
             "memmap_dotted_name_from_numpy",
-            "the same class as module numpy, name _core.memmap.memmap",
-            _dotted("numpy", "_core.memmap.memmap"),
+            "the same class as module numpy, name _core.memmap (protocol-4 dotted path)",
+            _dotted("numpy", "_core.memmap"),
         ),
         _m(
             "memmap_text_global_protocol2",

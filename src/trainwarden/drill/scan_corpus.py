@@ -2220,15 +2220,6 @@ def _mal_containers() -> list[_Mal]:
             trigger="torch",
         ),
         _Mal(
-            "torchscript_archive_code",
-            ".pt",
-            "TorchScript archive: code/ runs on forward()",
-            "TorchScript code is executable",
-            b(_torchscript),
-            trigger=None,
-            canary=False,
-        ),
-        _Mal(
             "npy_object_dtype_pickle",
             ".npy",
             "numpy .npy with object dtype (pickle payload)",
@@ -3193,6 +3184,12 @@ def _clean_specs() -> list[_Clean]:
         for n in range(6)
     ]
     return [
+        _Clean(
+            "torchscript_module",
+            ".pt",
+            "torch.jit.save(torch.jit.script(module)): code uses only side-effect-free operators",
+            lambda path: _write(path, _torchscript(path)),
+        ),
         _Clean(
             "torch_state_dict_float32",
             ".pt",

@@ -231,6 +231,8 @@ DANGEROUS: dict[str, str] = {
     "numpy.loadtxt": _FILE,
     "numpy.genfromtxt": _FILE,
     "numpy.memmap": "creates, truncates and writes any file (mode w+/r+)",
+    "numpy._core.memmap": "numpy.memmap re-exported by numpy._core: creates and writes files",
+    "numpy.core.memmap": "numpy.memmap re-exported by numpy.core: creates and writes files",
     "numpy._core.memmap.*": "numpy.memmap under its defining module: creates and writes files",
     "numpy.core.memmap.*": "numpy.memmap under its legacy module: creates and writes files",
     "numpy.ctypeslib.*": _NATIVE,

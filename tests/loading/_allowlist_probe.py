@@ -256,35 +256,37 @@ def main() -> None:
         seen_groups.add(key)
         _events.clear()
 
-        @settings(
-            max_examples=n,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-        )
-        @hypothesis.example(
-            args=(str(tmp / "victim"), "uint8", "w+", 0, (4,)), kwargs={}, state=None
-        )
-        @hypothesis.example(args=("colorsys",), kwargs={}, state=None)
-        @given(args=args_st, kwargs=kwargs_st, state=state_st)
-        def probe(
-            args: tuple[Any, ...], kwargs: dict[str, Any], state: Any, obj: Any = obj
-        ) -> None:
-            nonlocal examples
-            examples += 1
-            attempt(C.call, obj, args)
-            if isinstance(obj, type):
-                inst = attempt(C.allocate, obj, args, kwargs or None)
-                if inst is None:
-                    inst = attempt(C.allocate, obj, ())
-                if inst is not None:
-                    attempt(C.apply_state, inst, state)
-                    for method in ("append", "extend", "__setitem__", "add"):
-                        bound = attempt(C.check_mutator, inst, method)
-                        if bound is not None:
-                            attempt(bound, *(args[:2] if method == "__setitem__" else args[:1]))
+        def make_probe(obj: Any, n: int) -> Any:
+            @settings(
+                max_examples=n,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+                derandomize=True,
+            )
+            @hypothesis.example(
+                args=(str(tmp / "victim"), "uint8", "w+", 0, (4,)), kwargs={}, state=None
+            )
+            @hypothesis.example(args=("colorsys",), kwargs={}, state=None)
+            @given(args=args_st, kwargs=kwargs_st, state=state_st)
+            def probe(args: tuple[Any, ...], kwargs: dict[str, Any], state: Any) -> None:
+                nonlocal examples
+                examples += 1
+                attempt(C.call, obj, args)
+                if isinstance(obj, type):
+                    inst = attempt(C.allocate, obj, args, kwargs or None)
+                    if inst is None:
+                        inst = attempt(C.allocate, obj, ())
+                    if inst is not None:
+                        attempt(C.apply_state, inst, state)
+                        for method in ("append", "extend", "__setitem__", "add"):
+                            bound = attempt(C.check_mutator, inst, method)
+                            if bound is not None:
+                                attempt(bound, *(args[:2] if method == "__setitem__" else args[:1]))
 
+            return probe  # noqa: B023 - returned at once, bound to this obj
+
+        probe = make_probe(obj, n)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             probe()
         found = sorted(set(_events))

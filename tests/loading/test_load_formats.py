@@ -173,6 +173,7 @@ def test_unknown_global_is_refused_with_policy_hint_and_allowed_by_override(
 # torch 2.10+ deprecates TorchScript; the archive is still what a shared checkpoint can be.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_archive_with_reviewed_code_loads(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))

@@ -639,6 +639,7 @@ SETSTATES: dict[str, str] = {
     "numpy.random.bit_generator.BitGenerator": "sets the generator state",
     "numpy.random._generator.Generator": "sets the bit generator state",
     "numpy.random.mtrand.RandomState": "sets the generator state",
+    "numpy.random.bit_generator.SeedSequence": "Cython field restore of entropy and pool",
     "random.Random": "sets the generator state",
     "uuid.UUID": "sets the integer value",
     "sklearn.base.BaseEstimator": "updates __dict__ (warns on a version mismatch)",

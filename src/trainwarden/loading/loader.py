@@ -460,7 +460,11 @@ def _load_torchscript(data: memoryview, enforcer: Enforcer, map_location: Any) -
 
     _review_torchscript(data, enforcer)
     load = getattr(torch.jit.load, "__wrapped__", torch.jit.load)
-    return load(io.BytesIO(bytes(data)), map_location=map_location)
+    with warnings.catch_warnings():
+        # torch deprecates the TorchScript API itself; the archive was reviewed, the warning
+        # says nothing about it.
+        warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning)
+        return load(io.BytesIO(bytes(data)), map_location=map_location)
 
 
 def _unsupported(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:

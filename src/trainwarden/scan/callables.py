@@ -907,6 +907,7 @@ BUILDABLE: frozenset[str] = frozenset(
         "numpy.random._pcg64.PCG64DXSM",
         "numpy.random._philox.Philox",
         "numpy.random._sfc64.SFC64",
+        "numpy.random.bit_generator.SeedSequence",
         "numpy.random.mtrand.RandomState",
         "numpy.rec.recarray",
         "numpy.recarray",

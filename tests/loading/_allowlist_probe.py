@@ -43,7 +43,7 @@ from trainwarden.loading import constructors as C  # noqa: E402
 from trainwarden.scan.allowlist import SAFE  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scan._callables_gen import resolve_name  # noqa: E402
+from scan._callables_gen import resolve_name  # type: ignore[import-not-found]  # noqa: E402
 
 EXAMPLES = int(os.environ.get("TW_PROBE_EXAMPLES", "12"))
 SHARD, SHARDS = (int(x) for x in os.environ.get("TW_PROBE_SHARD", "0/1").split("/"))
@@ -252,7 +252,7 @@ def main() -> None:
     before = _module_fingerprint()
     for name, obj in entries:
         key = group(obj)
-        n = EXAMPLES if key not in seen_groups else 1
+        budget = EXAMPLES if key not in seen_groups else 1
         seen_groups.add(key)
         _events.clear()
 
@@ -286,7 +286,7 @@ def main() -> None:
 
             return probe  # noqa: B023 - returned at once, bound to this obj
 
-        probe = make_probe(obj, n)
+        probe = make_probe(obj, budget)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             probe()
         found = sorted(set(_events))

@@ -180,7 +180,8 @@ def test_torchscript_archive_with_reviewed_code_loads(tmp_path: Path) -> None:
     loaded = trainwarden.load(path)
     assert isinstance(loaded, torch.jit.ScriptModule)
     x = torch.ones(1, 2)
-    assert torch.equal(loaded(x), torch.jit.load(str(path))(x))
+    reference = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+    assert torch.equal(loaded(x), reference(x))
 
 
 def test_torchscript_archive_with_a_file_op_is_refused(tmp_path: Path) -> None:

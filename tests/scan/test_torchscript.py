@@ -41,7 +41,7 @@ class _Net(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn(self.conv(x))
         z = torch.nn.functional.gelu(self.norm(self.lin(self.drop(y))))
-        out, _ = self.rnn(z.reshape(-1, 1, 4))
+        out: torch.Tensor = self.rnn(z.reshape(-1, 1, 4))[0]
         return out
 
 

@@ -67,7 +67,8 @@ class _Outer(torch.nn.Module):
         self.linear = torch.nn.Linear(2, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(self.linear(x))
+        out: torch.Tensor = self.inner(self.linear(x))
+        return out
 
 
 def archive(kind: str, canary: Path) -> bytes:

@@ -645,7 +645,7 @@ SETSTATES: dict[str, str] = {
     "sklearn.base.BaseEstimator": "updates __dict__ (warns on a version mismatch)",
     "sklearn.utils._bunch.Bunch": "ignores the state",
     "sklearn.tree._tree.Tree": "copies node and value arrays after checking their shape",
-    "sklearn.neighbors._binary_tree.BinaryTree64": "copies arrays into the tree",
+    "sklearn.neighbors._kd_tree.BinaryTree64": "copies arrays into the tree",
     "sklearn.metrics._dist_metrics.DistanceMetric64": "copies parameters",
     "sklearn.isotonic.IsotonicRegression": "updates __dict__, rebuilds an interpolator",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor": "updates __dict__",

@@ -1099,6 +1099,7 @@ BUILDABLE: frozenset[str] = frozenset(
         "sklearn.neighbors._classification.RadiusNeighborsClassifier",
         "sklearn.neighbors._graph.KNeighborsTransformer",
         "sklearn.neighbors._graph.RadiusNeighborsTransformer",
+        "sklearn.neighbors._kd_tree.KDTree",
         "sklearn.neighbors._kde.KernelDensity",
         "sklearn.neighbors._lof.LocalOutlierFactor",
         "sklearn.neighbors._nca.NeighborhoodComponentsAnalysis",

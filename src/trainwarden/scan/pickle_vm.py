@@ -334,6 +334,11 @@ class _VM:
                 self.check_use(a0, "new", offset, f"{opname} {qual}")
             else:
                 self.unsafe_use(f"{qual} allocates a computed class", offset, qual, "new")
+        elif qual in _NEWOBJ_TARGETS:
+            if type(a0) is not _Global or a0.qual != _NEWOBJ_TARGETS[qual]:
+                self.unsafe_use(
+                    f"{qual} allocates {a0!r} (only {_NEWOBJ_TARGETS[qual]})", offset, qual, "new"
+                )
         elif qual in _REBUILD_FROM_TYPE:
             func = a0
             new_type = args[1] if len(args) > 1 else None
@@ -458,7 +463,11 @@ class _VM:
         if type(origin) is not _Global:
             return
         cls: object = origin
-        if origin.qual in _ALLOCATORS or origin.qual in _NP_RECONSTRUCT:
+        if (
+            origin.qual in _ALLOCATORS
+            or origin.qual in _NP_RECONSTRUCT
+            or origin.qual in _NEWOBJ_TARGETS
+        ):
             args = target.args
             cls = args[0] if type(args) is tuple and args else None
         if type(cls) is _Global and cls.qual in CLASSES:
@@ -1256,10 +1265,13 @@ _ALLOCATORS = frozenset(
         "copyreg.__newobj__",
         "copyreg.__newobj_ex__",
         "copyreg._reconstructor",
-        "sklearn.neighbors._kd_tree.newObj",
-        "sklearn.metrics._dist_metrics.newObj",
     }
 )
+# scikit-learn's Cython newObj(cls) helpers: each may only allocate its own class.
+_NEWOBJ_TARGETS = {
+    "sklearn.neighbors._kd_tree.newObj": "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.metrics._dist_metrics.newObj": "sklearn.metrics._dist_metrics.EuclideanDistance64",
+}
 _REBUILD_FROM_TYPE = frozenset(
     {"torch._tensor._rebuild_from_type", "torch._tensor._rebuild_from_type_v2"}
 )

@@ -138,13 +138,13 @@ def review(sources: dict[str, bytes], location: str) -> tuple[list[Finding], lis
     for member, mod, tree in trees:
         for scope in _scopes(tree):
             aliases = _aliases(scope)
-            for node in ast.walk(scope):
-                if not isinstance(node, ast.Call):
+            for call in ast.walk(scope):
+                if not isinstance(call, ast.Call):
                     continue
-                targets: list[ast.expr | None] = [node.func]
-                if isinstance(node.func, ast.Name) and node.func.id in aliases:
+                targets: list[ast.expr | None] = [call.func]
+                if isinstance(call.func, ast.Name) and call.func.id in aliases:
                     # The serializer binds functions to temporaries: _0 = __torch__.f; _0(x)
-                    targets = aliases[node.func.id]
+                    targets = aliases[call.func.id]
                 for target in targets:
                     why = (
                         "a computed callee"
@@ -152,7 +152,7 @@ def review(sources: dict[str, bytes], location: str) -> tuple[list[Finding], lis
                         else _judge(target, mod, defined, local_names.get(mod, set()), methods)
                     )
                     if why is not None and len(bad) < _MAX_REPORTED and why not in bad:
-                        bad.append(f"{why} ({member}:{node.lineno})")
+                        bad.append(f"{why} ({member}:{call.lineno})")
     if bad:
         return [
             Finding(
@@ -211,9 +211,9 @@ def _aliases(scope: ast.AST) -> dict[str, list[ast.expr | None]]:
                         if isinstance(elt, ast.Name):
                             out.setdefault(elt.id, []).append(None)
         elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr, ast.For)):
-            tgt = getattr(node, "target", None)
-            if isinstance(tgt, ast.Name):
-                out.setdefault(tgt.id, []).append(None)
+            target = getattr(node, "target", None)
+            if isinstance(target, ast.Name):
+                out.setdefault(target.id, []).append(None)
     return out
 
 

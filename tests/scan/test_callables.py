@@ -179,7 +179,7 @@ def test_real_sklearn_neighbours_load_through_the_closed_set() -> None:
     import pickle
 
     import numpy
-    from sklearn.neighbors import KDTree
+    from sklearn.neighbors import KDTree  # type: ignore[import-untyped]
 
     from trainwarden.loading.unpickler import Enforcer, restricted_loads
 

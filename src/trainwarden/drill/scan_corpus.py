@@ -182,6 +182,7 @@ class _Mal:
     trigger: str | None = "pickle"
     canary: bool = True
     folder: bool = False
+    expected_rules: tuple[str, ...] | None = None
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -2219,15 +2220,6 @@ def _mal_containers() -> list[_Mal]:
             trigger="torch",
         ),
         _Mal(
-            "torchscript_archive_code",
-            ".pt",
-            "TorchScript archive: code/ runs on forward()",
-            "TorchScript code is executable",
-            b(_torchscript),
-            trigger=None,
-            canary=False,
-        ),
-        _Mal(
             "npy_object_dtype_pickle",
             ".npy",
             "numpy .npy with object dtype (pickle payload)",
@@ -2584,7 +2576,9 @@ def _mal_containers() -> list[_Mal]:
 
 
 def _malicious_specs() -> list[_Mal]:
-    specs = _mal_pickles() + _mal_containers()
+    from trainwarden.drill.samples_callables import callable_specs
+
+    specs = _mal_pickles() + _mal_containers() + callable_specs()
     names = [s.name for s in specs]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -2643,6 +2637,7 @@ def build_malicious(dest: Path, *, only: str | None = None) -> list[Sample]:
                     reference=spec.reference,
                     canary=canary if spec.canary else None,
                     trigger=spec.trigger,
+                    expected_rules=spec.expected_rules,
                 )
             )
     return out
@@ -3189,6 +3184,12 @@ def _clean_specs() -> list[_Clean]:
         for n in range(6)
     ]
     return [
+        _Clean(
+            "torchscript_module",
+            ".pt",
+            "torch.jit.save(torch.jit.script(module)): code uses only side-effect-free operators",
+            lambda path: _write(path, _torchscript(path)),
+        ),
         _Clean(
             "torch_state_dict_float32",
             ".pt",

@@ -26,6 +26,9 @@ from trainwarden.scan.formats._zip import (
 )
 from trainwarden.scan.formats.pickle import scan_pickle
 from trainwarden.scan.pickle_vm import looks_like_pickle
+from trainwarden.scan.torchscript import RULES as TORCHSCRIPT_RULES
+from trainwarden.scan.torchscript import code_members
+from trainwarden.scan.torchscript import review as review_torchscript
 from trainwarden.scan.types import ScanContext
 
 __all__ = ["HANDLER", "RULES", "ZipHandler"]
@@ -39,16 +42,27 @@ RULES: dict[str, str] = {
     "TWS-ZIP-DUPLICATE": "two members share a name (case-insensitively): readers pick "
     "different ones",
     "TWS-ZIP-UNREADABLE": "a member is encrypted or uses an unsupported compression: not inspected",
-    "TWS-TORCHSCRIPT": "TorchScript archive: its code/ members are programs that torch.jit.load "
-    "compiles and runs",
     "TWS-ZIP-DIFFERENTIAL": "PyTorch's reader (miniz) or Python's zipfile sees members that "
     "TrainWarden's reading of the archive does not (different directory, offsets or names); "
     "every reader's members are scanned",
+    **TORCHSCRIPT_RULES,
 }
 
 _NPY_MAGIC = b"\x93NUMPY"
 #: Decompressed bytes read from a member to recognise it (and to read an .npy header).
 _HEAD = 1 << 16
+
+_TORCHSCRIPT_BUILDERS = tuple(
+    f"torch.jit._pickle.{n}"
+    for n in (
+        "build_intlist",
+        "build_tensorlist",
+        "build_doublelist",
+        "build_boollist",
+        "build_tensor_from_id",
+        "restore_type_tag",
+    )
+)
 
 _STORAGE_RE = re.compile(r"(?:^|/)data/([^/]+)$")
 
@@ -249,18 +263,42 @@ class ZipHandler:
                     )
                 )
             seen[low] = ent.name
+        policy = getattr(ctx, "policy", None)
         if kind == "torchscript":
-            code = [n for n in names if "/code/" in f"/{n}" or n.endswith("constants.pkl")]
-            ctx.add(
-                Finding(
-                    "TWS-TORCHSCRIPT",
-                    Severity.HIGH,
-                    "TorchScript archive: torch.jit.load compiles and runs its code members "
-                    f"({', '.join(code[:5])}{'...' if len(code) > 5 else ''})",
-                    location,
-                    {"code_members": code[:50]},
-                )
-            )
+            classes = self._torchscript(data, archive, location, ctx)
+            if policy is not None:
+                # The archive's pickles are read by TorchScript's own unpickler, which resolves
+                # these names to the archive's code and its list builders, never to imports.
+                allow = [*classes, *_TORCHSCRIPT_BUILDERS]
+                ctx.policy = policy.with_overrides(allow=allow)  # type: ignore[attr-defined]
+        try:
+            self._scan_members(data, archive, location, ctx, kind)
+        finally:
+            if policy is not None:
+                ctx.policy = policy  # type: ignore[attr-defined]
+
+    def _torchscript(
+        self, data: bytes, archive: ZipArchive, location: str, ctx: ScanContext
+    ) -> list[str]:
+        """Review the archive's TorchScript code; returns the classes it defines."""
+        wanted = set(code_members(ent.name for ent in archive.entries))
+        sources: dict[str, bytes] = {}
+        for ent in archive.entries:
+            if ent.name in wanted:
+                self._local(archive, ent, location, ctx)
+                sink = self._read(data, ent, ctx.limits.max_decompressed_bytes, location, ctx)
+                if sink is None:
+                    continue
+                with sink:
+                    sources[ent.name] = bytes(sink.value())
+        findings, classes = review_torchscript(sources, location)
+        for f in findings:
+            ctx.add(f)
+        return classes
+
+    def _scan_members(
+        self, data: bytes, archive: ZipArchive, location: str, ctx: ScanContext, kind: str
+    ) -> None:
         # First every member that looks like a pickle (collecting the storages it references),
         # then the rest by content.
         limit = ctx.limits.max_decompressed_bytes
@@ -268,9 +306,14 @@ class ZipHandler:
         deferred: list[tuple[ZipEntry, Spill | None]] = []
         try:
             ordered = sorted(archive.entries, key=lambda ent: not ent.name.endswith(".pkl"))
+            code = (
+                set(code_members(e.name for e in archive.entries))
+                if kind == "torchscript"
+                else set()
+            )
             for ent in ordered:
-                if ent.name.endswith("/") and ent.usize == 0:
-                    continue
+                if (ent.name.endswith("/") and ent.usize == 0) or ent.name in code:
+                    continue  # folders; TorchScript code, reviewed as code above
                 member_loc = f"{location}:{ent.name}"
                 m = _STORAGE_RE.search(ent.name)
                 self._local(archive, ent, location, ctx)

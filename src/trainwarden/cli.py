@@ -8,14 +8,16 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from trainwarden import __version__
 from trainwarden.errors import TrainWardenError
+
+if TYPE_CHECKING:
+    from rich.console import Console as _RichConsole
+    from rich.table import Table as _RichTable
 
 __all__ = ["app", "main"]
 
@@ -32,8 +34,36 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# rich costs a noticeable share of start-up and most commands print a line or two, so the consoles
+# and tables are created on first use (`Console(...)` and `Table(...)` keep their rich signatures).
+def Console(*args: Any, **kwargs: Any) -> _RichConsole:
+    from rich.console import Console as _Console
+
+    return _Console(*args, **kwargs)
+
+
+def Table(*args: Any, **kwargs: Any) -> _RichTable:
+    from rich.table import Table as _Table
+
+    return _Table(*args, **kwargs)
+
+
+class _LazyConsole:
+    """A rich Console made on first attribute access."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._console: _RichConsole | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            self._console = Console(**self._kwargs)
+        return getattr(self._console, name)
+
+
+out: Any = _LazyConsole(highlight=False, soft_wrap=True)
+err: Any = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 class OutputFormat(str, enum.Enum):
@@ -50,7 +80,7 @@ def _print_json(data: Any) -> None:
 
 def _version_callback(value: bool) -> None:
     if value:
-        out.print(f"trainwarden {__version__}")
+        sys.stdout.write(f"trainwarden {__version__}\n")
         raise typer.Exit(EXIT_CLEAN)
 
 

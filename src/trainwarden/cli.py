@@ -580,15 +580,19 @@ def manifest_verify(
                 "files": check.subjects,
                 "signed_by": list(check.signed_by),
                 "signature_verified": check.signature_verified,
+                "unverified_signatures": len(check.unverified_keyids),
             }
         )
         return
+    # An unchecked signature entry proves nothing (anyone can write any key id): never name it.
+    n_unverified = len(check.unverified_keyids)
     sig = (
-        "signature verified"
+        f"signature verified (key {check.signed_by[0][:16]})"
         if check.signature_verified
         else (
-            f"signed by {', '.join(k[:16] for k in check.signed_by)} (not verified: no --pub)"
-            if check.signed_by
+            f"signature NOT verified ({n_unverified} unchecked signature "
+            f"entr{'ies' if n_unverified != 1 else 'y'}; give --pub to check)"
+            if n_unverified
             else "unsigned"
         )
     )

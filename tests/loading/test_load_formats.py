@@ -183,7 +183,7 @@ def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
 def test_bad_inputs_give_load_errors_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="does not exist"):
         trainwarden.load(tmp_path / "missing.pt")
-    with pytest.raises(LoadError, match="is a folder"):
+    with pytest.raises(LoadError, match=r"not a regular file \(a directory\)"):
         trainwarden.load(tmp_path)
     truncated = tmp_path / "trunc.pt"
     torch.save({"w": torch.ones(100)}, truncated)

@@ -19,6 +19,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from trainwarden._internal.files import (
+    NOT_REGULAR_HINT,
+    NotRegularFileError,
+    not_regular_message,
+    open_regular,
+)
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import (
@@ -240,12 +246,13 @@ def scan_file(
     name = display if display is not None else str(p)
     started = time.monotonic()
     try:
-        if not stat.S_ISREG(p.stat().st_mode):
+        try:
+            fd = open_regular(p)
+        except NotRegularFileError as e:
             raise ScanError(
-                f"cannot scan {name}: not a regular file",
-                hint="scan files or directories, not devices, pipes or sockets",
-            )
-        with p.open("rb") as f:
+                not_regular_message("scan", name, e.mode), hint=NOT_REGULAR_HINT
+            ) from None
+        with open(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             fs = FileScan(name, policy, limits)
             if size >= _MMAP_THRESHOLD:
@@ -383,11 +390,9 @@ def scan_paths(
                     for fp, found in extra.items():
                         folder_extra.setdefault(Path(fp), []).extend(found)
         else:
-            if not stat.S_ISREG(p.stat().st_mode):
-                raise ScanError(
-                    f"cannot scan {p}: not a regular file",
-                    hint="scan files or directories, not devices, pipes or sockets",
-                )
+            mode = p.stat().st_mode
+            if not stat.S_ISREG(mode):
+                raise ScanError(not_regular_message("scan", p, mode), hint=NOT_REGULAR_HINT)
             if not os.access(p, os.R_OK):
                 raise ScanError(f"cannot read {p}: permission denied", hint="check permissions")
             targets.append(p)

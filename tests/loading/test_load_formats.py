@@ -204,13 +204,20 @@ def test_file_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     torch.save({"w": torch.ones(3)}, path)
     opened: list[str] = []
     real_open = Path.open
+    real_os_open = os.open
 
     def counting_open(self: Path, *args: Any, **kw: Any) -> Any:
         if self == path:
             opened.append(str(args[0] if args else kw.get("mode", "r")))
         return real_open(self, *args, **kw)
 
+    def counting_os_open(file: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if Path(file) == path:
+            opened.append("rb" if flags & (os.O_WRONLY | os.O_RDWR) == 0 else "w")
+        return real_os_open(file, flags, *args, **kw)
+
     monkeypatch.setattr(Path, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_os_open)
     trainwarden.load(path)
     assert opened == ["rb"]
     assert os.path.exists(path)

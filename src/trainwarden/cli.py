@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os as _os
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,6 +25,7 @@ __all__ = ["app", "main"]
 EXIT_CLEAN = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
+_EXIT_SIGINT = 130
 
 app = typer.Typer(
     name="trainwarden",
@@ -455,6 +457,15 @@ def run(
     except UnsafeModelError as e:
         err.print(f"trainwarden: blocked an unsafe load: {e.diagnostics()}", markup=False)
         raise typer.Exit(EXIT_FINDINGS) from None
+    except TrainWardenError:
+        raise
+    except Exception:
+        # The script's own uncaught exception: shown and exited as `python script.py` would
+        # (this traceback is the script's output, not trainwarden's).
+        import traceback
+
+        traceback.print_exc()
+        raise typer.Exit(1) from None
     finally:
         if sink is not None:
             sink.close()
@@ -1118,11 +1129,42 @@ def attest_keygen(
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a :class:`TrainWardenError` is printed with its diagnostics and exits 2."""
+    # click's base error, found from a public class (typer vendors click in some versions).
+    click_error: type[Exception] = next(
+        c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+    )
     try:
-        app(args=argv, prog_name="trainwarden")
+        rv = app(args=argv, prog_name="trainwarden", standalone_mode=False)
+    except click_error as e:
+        # Usage errors (unknown option, bad value): always 2, whatever click's own code.
+        e.show()  # type: ignore[attr-defined]
+        raise SystemExit(EXIT_ERROR) from None
+    except typer.Abort:
+        err.print("interrupted")
+        raise SystemExit(EXIT_ERROR) from None
     except TrainWardenError as e:
         err.print(f"[bold red]error:[/] {e.diagnostics()}")
         raise SystemExit(EXIT_ERROR) from e
     except KeyboardInterrupt:
         err.print("interrupted")
         raise SystemExit(EXIT_ERROR) from None
+    except RecursionError:
+        err.print("error: the input is nested too deeply to analyse", markup=False)
+        raise SystemExit(EXIT_ERROR) from None
+    except Exception as e:
+        # No traceback reaches a user; exit 2 (an error), never 1 (which CI reads as findings).
+        detail = str(e).splitlines()[0][:300] if str(e) else ""
+        err.print(
+            f"error: internal error: {type(e).__name__}{': ' + detail if detail else ''} "
+            "(set TRAINWARDEN_DEBUG=1 for the traceback, and please report it)",
+            markup=False,
+        )
+        if _os.environ.get("TRAINWARDEN_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        raise SystemExit(EXIT_ERROR) from None
+    if rv == _EXIT_SIGINT:  # typer turns Ctrl-C inside a command into exit code 130
+        err.print("interrupted")
+        raise SystemExit(EXIT_ERROR)
+    raise SystemExit(rv if isinstance(rv, int) else EXIT_CLEAN)

@@ -307,7 +307,7 @@ def _read_envelope(manifest: Path) -> tuple[dict[str, Any], bytes, dict[str, Any
             raise ValueError("subject must be a list of {name, digest: {sha256}}")
         if not isinstance(envelope.get("signatures", []), list):
             raise ValueError("signatures must be a list")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         f = _finding("TWL-MAN-INVALID", Severity.HIGH, f"manifest {manifest} is invalid: {e}", loc)
         raise ManifestError(
             f"manifest {manifest} is invalid: {e}",

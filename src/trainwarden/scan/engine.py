@@ -316,6 +316,14 @@ def _folder_hook() -> Callable[[Path], dict[Path, list[Finding]]] | None:
     return hook if callable(hook) else None
 
 
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group: the parent reports it once, workers stay quiet
+    # (no traceback per worker) and are stopped by the parent.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _scan_one(args: tuple[Path, Policy, Limits, bool]) -> FileReport | str:
     path, policy, limits, hash_files = args
     try:
@@ -402,11 +410,16 @@ def scan_paths(
     results: list[FileReport | str] = []
     jobs = [(t, policy, limits, hash_files) for t in targets]
     if workers > 1 and total > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, res in enumerate(pool.map(_scan_one, jobs, chunksize=4)):
-                results.append(res)
-                if progress:
-                    progress(i + 1, total, str(targets[i]))
+        with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) as pool:
+            try:
+                for i, res in enumerate(pool.map(_scan_one, jobs, chunksize=4)):
+                    results.append(res)
+                    if progress:
+                        progress(i + 1, total, str(targets[i]))
+            except BaseException:
+                # Ctrl-C: drop the queued files instead of scanning them all before exiting.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     else:
         for i, job in enumerate(jobs):
             results.append(_scan_one(job))

@@ -284,13 +284,30 @@ def scan(
             help="Write the report to this file instead of stdout.",
         ),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            envvar="TRAINWARDEN_VERBOSE",
+            help="Text format: list every file scanned, not only those with findings.",
+        ),
+    ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            envvar="TRAINWARDEN_ALLOW_EMPTY",
+            help="Exit 0 when nothing was analysed (default: exit 2, not a pass).",
+        ),
+    ] = False,
 ) -> None:
     """Scan model files for code execution and tampering without loading them."""
     from pathlib import Path
 
     from trainwarden.findings import Severity
     from trainwarden.scan import Policy, scan_paths
-    from trainwarden.scan.report import to_json, to_sarif
+    from trainwarden.scan.report import json_safe, to_json, to_sarif
 
     policy = Policy.from_file(policy_file) if policy_file else Policy.discover(Path.cwd())
     policy = policy.with_overrides(allow=allow or (), deny=deny or ())
@@ -330,19 +347,64 @@ def scan(
             workers=workers,
             hash_files=hash_files,
         )
+    policy_name = policy.source or "<built-in>"
     if fmt is ScanFormat.json:
-        _write_output(json.dumps(to_json(report, threshold), indent=2) + "\n", output)
+        doc = to_json(report, threshold)
+        doc["summary"]["policy"] = json_safe(policy_name)
+        _write_output(json.dumps(doc, indent=2) + "\n", output)
     elif fmt is ScanFormat.sarif:
-        _write_output(json.dumps(to_sarif(report, threshold), indent=2) + "\n", output)
+        doc = to_sarif(report, threshold)
+        doc["runs"][0]["properties"]["policy"] = json_safe(policy_name)
+        _write_output(json.dumps(doc, indent=2) + "\n", output)
     else:
-        _render_scan_text(report, threshold, output)
+        _render_scan_text(report, threshold, output, verbose=verbose, policy=policy.source)
     if report.errors:
+        raise typer.Exit(EXIT_ERROR)
+    if not report.files and not allow_empty:
+        why = f"; {len(report.skipped)} entr{'ies' if len(report.skipped) != 1 else 'y'} skipped"
+        err.print(
+            "error: nothing was analysed: no regular file under "
+            + ", ".join(_text_safe(str(x)) for x in paths)
+            + (why if report.skipped else "")
+            + " (a scan of nothing is not a pass; --allow-empty accepts it)",
+            markup=False,
+        )
         raise typer.Exit(EXIT_ERROR)
     if report.failed(threshold):
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _render_scan_text(report: Any, threshold: Any, output: str | None) -> None:
+def _text_safe(text: str) -> str:
+    """``text`` with control, format (bidi) and undecodable characters written as escapes.
+
+    File and member names come from the files scanned: a newline in one must not forge a line
+    of the report, nor a right-to-left override reorder it.
+    """
+    import unicodedata
+
+    out = []
+    for ch in text:
+        cp = ord(ch)
+        if 0xDC80 <= cp <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{cp - 0xDC00:02x}")
+        elif 0xD800 <= cp <= 0xDFFF or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _render_scan_text(
+    report: Any,
+    threshold: Any,
+    output: str | None,
+    *,
+    verbose: bool = False,
+    policy: str | None = None,
+) -> None:
+    from rich.markup import escape
+    from rich.text import Text
+
     console = out
     buf = None
     if output is not None:
@@ -351,12 +413,17 @@ def _render_scan_text(report: Any, threshold: Any, output: str | None) -> None:
         buf = io.StringIO()
         console = Console(file=buf, highlight=False, soft_wrap=True, no_color=True, width=120)
     verdict_style = {"clean": "green", "flagged": "yellow", "unsafe": "bold red"}
+    shown = 0
     for fr in report.files:
         verdict = fr.verdict(threshold)
+        if not verbose and not fr.findings:
+            continue
+        shown += 1
         fmts = ",".join(fr.formats) or "unknown format"
         digest = f"  sha256:{fr.sha256}" if fr.sha256 else ""
         console.print(
-            f"[{verdict_style[verdict]}]{verdict.upper():8}[/] {fr.path}  ({fmts}){digest}",
+            f"[{verdict_style[verdict]}]{verdict.upper():8}[/] "
+            f"{escape(_text_safe(fr.path))}  ({escape(fmts)}){digest}",
             markup=True,
         )
         for f in fr.findings:
@@ -365,22 +432,33 @@ def _render_scan_text(report: Any, threshold: Any, output: str | None) -> None:
             offset = f.evidence.get("offset")
             extra = "".join(
                 [
-                    f"  global={glob}" if glob else "",
+                    f"  global={_text_safe(str(glob))}" if glob else "",
                     f"  offset={offset}" if offset is not None else "",
                 ]
             )
+            line = Text(f"    {sev:8}", style=_SEVERITY_STYLE[sev])
+            line.append(f" {f.rule_id:24} {_text_safe(f.message)}")
+            console.print(line)
             console.print(
-                f"    [{_SEVERITY_STYLE[sev]}]{sev:8}[/] {f.rule_id:24} {f.message}",
-                markup=True,
+                f"             at {_text_safe(f.location)}{extra}", markup=False, style="dim"
             )
-            console.print(f"             at {f.location}{extra}", markup=False, style="dim")
+    for path, reason in report.skipped:
+        console.print(f"SKIPPED  {_text_safe(path)}  ({reason})", markup=False, style="dim")
     for e in report.errors:
-        err.print(f"[bold red]error:[/] {e}")
+        err.print(f"error: {_text_safe(e)}", markup=False)
     n_find = len(report.findings)
     unsafe = sum(1 for fr in report.files if fr.verdict(threshold) == "unsafe")
+    hidden = len(report.files) - shown
     console.print(
         f"{len(report.files)} file(s) scanned in {report.elapsed_s:.2f}s: {unsafe} unsafe, "
-        f"{n_find} finding(s); failing at {threshold.name} and above",
+        f"{n_find} finding(s); failing at {threshold.name} and above"
+        + (f"; {len(report.skipped)} skipped" if report.skipped else "")
+        + (
+            f"; {hidden} file(s) without findings not listed (--verbose lists them)"
+            if hidden
+            else ""
+        )
+        + f"; policy: {_text_safe(policy or '<built-in>')}",
         markup=False,
     )
     if buf is not None:

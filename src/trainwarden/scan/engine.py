@@ -22,6 +22,7 @@ from typing import Any
 from trainwarden._internal.files import (
     NOT_REGULAR_HINT,
     NotRegularFileError,
+    kind_of,
     not_regular_message,
     open_regular,
 )
@@ -278,19 +279,35 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
 
 
 def _walk(
-    root: Path, include: Sequence[str], exclude: Sequence[str]
+    root: Path,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    skipped: list[tuple[str, str]] | None = None,
 ) -> tuple[list[Path], list[Path]]:
-    """Files under ``root`` (sorted) and the directories visited."""
+    """Files under ``root`` (sorted) and the directories visited.
+
+    What is not analysed is appended to ``skipped`` as (path, reason).
+    """
     files: list[Path] = []
     dirs: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    skip = skipped if skipped is not None else []
+
+    def unreadable(e: OSError) -> None:
+        skip.append((str(e.filename or root), f"cannot list the directory: {e.strerror or e}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
         d = Path(dirpath)
         rel_dir = d.relative_to(root).as_posix()
-        dirnames[:] = sorted(
-            n
-            for n in dirnames
-            if not exclude or not _matches(f"{rel_dir}/{n}" if rel_dir != "." else n, exclude)
-        )
+        kept = []
+        for n in sorted(dirnames):
+            if exclude and _matches(f"{rel_dir}/{n}" if rel_dir != "." else n, exclude):
+                continue
+            if (d / n).is_symlink():
+                # os.walk does not descend into it: say so rather than pass it over in silence.
+                skip.append((str(d / n), "symlink to a directory, not followed"))
+                continue
+            kept.append(n)
+        dirnames[:] = kept
         dirs.append(d)
         for fn in sorted(filenames):
             rel = f"{rel_dir}/{fn}" if rel_dir != "." else fn
@@ -300,11 +317,15 @@ def _walk(
                 continue
             fp = d / fn
             try:
-                regular = stat.S_ISREG(fp.stat().st_mode)
-            except OSError:
-                regular = False  # dangling symlink or vanished file
-            if regular:  # FIFOs and devices would block or never end
+                mode = fp.stat().st_mode
+            except OSError as e:
+                # dangling symlink, symlink loop or vanished file
+                skip.append((str(fp), f"cannot stat: {e.strerror or e}"))
+                continue
+            if stat.S_ISREG(mode):
                 files.append(fp)
+            else:  # FIFOs and devices would block or never end
+                skip.append((str(fp), f"not a regular file (a {kind_of(mode)})"))
     return files, dirs
 
 
@@ -380,12 +401,16 @@ def scan_paths(
     folder_extra: dict[Path, list[Finding]] = {}
     folder_errors: list[str] = []
     hook = None
+    skipped: list[tuple[str, str]] = []
     for raw in paths:
+        if not os.fspath(raw):
+            # Path("") would silently mean the current directory.
+            raise ScanError("an empty path was given", hint="name the file or directory to scan")
         p = Path(raw)
         if not p.exists():
             raise ScanError(f"no such file or directory: {p}", hint="check the path to scan")
         if p.is_dir():
-            files, dirs = _walk(p, include, exclude)
+            files, dirs = _walk(p, include, exclude, skipped)
             targets.extend(files)
             hook = hook or _folder_hook()
             if hook is not None:
@@ -448,7 +473,10 @@ def scan_paths(
                 r.path, r.size, r.formats, (*r.findings, *found), r.globals, r.sha256, r.elapsed_s
             )
     return ScanReport(
-        files=tuple(reports), elapsed_s=time.monotonic() - started, errors=tuple(errors)
+        files=tuple(reports),
+        elapsed_s=time.monotonic() - started,
+        errors=tuple(errors),
+        skipped=tuple(skipped),
     )
 
 

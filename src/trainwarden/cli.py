@@ -112,11 +112,19 @@ def doctor(
         OutputFormat,
         typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
     ] = OutputFormat.text,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            envvar="TRAINWARDEN_DOCTOR_DEEP",
+            help="Import every component to prove it works (slow); default: locate only.",
+        ),
+    ] = False,
 ) -> None:
     """Report the interpreter, optional frameworks and which features are usable."""
     from trainwarden.doctor import run_doctor
 
-    report = run_doctor()
+    report = run_doctor(deep=deep)
     if fmt is OutputFormat.json:
         _print_json(
             {

@@ -6,6 +6,7 @@ cannot be parsed yields a finding, never an exception.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import importlib
@@ -14,7 +15,7 @@ import mmap
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -342,7 +343,26 @@ def _ignore_sigint() -> None:
     # (no traceback per worker) and are stopped by the parent.
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also discards one already pending
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _scan_one(args: tuple[Path, Policy, Limits, bool]) -> FileReport | str:
@@ -436,8 +456,12 @@ def scan_paths(
     jobs = [(t, policy, limits, hash_files) for t in targets]
     if workers > 1 and total > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) as pool:
+            # Workers start here: SIGINT stays blocked until each has set it to "ignore", so a
+            # Ctrl-C during start-up cannot raise inside a half-started worker.
+            with _sigint_blocked():
+                results_iter = pool.map(_scan_one, jobs, chunksize=4)
             try:
-                for i, res in enumerate(pool.map(_scan_one, jobs, chunksize=4)):
+                for i, res in enumerate(results_iter):
                     results.append(res)
                     if progress:
                         progress(i + 1, total, str(targets[i]))

@@ -5,6 +5,7 @@ Exit codes everywhere: 0 clean, 1 findings at or above the threshold, 2 usage or
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os as _os
@@ -12,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.main
 
 from trainwarden import __version__
 from trainwarden.errors import TrainWardenError
@@ -222,7 +224,11 @@ def scan(
     paths: Annotated[list[str], typer.Argument(help="Files or directories to scan (recursively).")],
     fmt: Annotated[
         ScanFormat,
-        typer.Option("--format", envvar="TRAINWARDEN_SCAN_FORMAT", help="Report format."),
+        typer.Option(
+            "--format",
+            envvar=["TRAINWARDEN_SCAN_FORMAT", "TRAINWARDEN_FORMAT"],
+            help="Report format.",
+        ),
     ] = ScanFormat.text,
     fail_on: Annotated[
         str | None,
@@ -593,7 +599,9 @@ def load_cmd(
             )
         else:
             err.print(f"refused: {e.diagnostics()}", markup=False)
-        raise typer.Exit(EXIT_FINDINGS) from None
+        # A file that needs an unsafe global is a finding (1); a manifest that does not match,
+        # is missing when required or cannot be read is an input error (2), in every command.
+        raise typer.Exit(EXIT_ERROR if isinstance(e, ManifestError) else EXIT_FINDINGS) from None
     summary = type(obj).__name__
     if isinstance(obj, dict):
         summary += f" with {len(obj)} keys: " + ", ".join(map(str, list(obj)[:8]))
@@ -609,6 +617,17 @@ def load_cmd(
             out.print(f"  [{f.severity}] {f.rule_id}: {f.message}", markup=False)
 
 
+def _deprecated_flag(value: Any, old: str, new: str) -> Any:
+    if value is not None:
+        err.print(f"warning: {old} is deprecated here; use {new}", markup=False)
+    return value
+
+
+# `--key` named a private key in one command and a public key in others: private keys are now
+# given with --sign and public keys with --pub everywhere; --key stays as a hidden alias.
+_DeprecatedKeyOpt = Annotated[str | None, typer.Option("--key", hidden=True)]
+
+
 manifest_app = typer.Typer(
     help="Create and verify checkpoint manifests (in-toto, optionally Ed25519-signed).",
     no_args_is_help=True,
@@ -621,11 +640,18 @@ def manifest_create(
     path: Annotated[str, typer.Argument(help="Checkpoint file or folder.")],
     key: Annotated[
         str | None,
-        typer.Option("--key", envvar="TRAINWARDEN_MANIFEST_KEY", help="Ed25519 private key (PEM)."),
+        typer.Option(
+            "--sign",
+            envvar="TRAINWARDEN_MANIFEST_KEY",
+            help="Ed25519 private key (PEM): sign the manifest.",
+        ),
     ] = None,
+    old_key: _DeprecatedKeyOpt = None,
 ) -> None:
-    """Write the manifest of a checkpoint file or folder (signed with --key)."""
+    """Write the manifest of a checkpoint file or folder (signed with --sign)."""
     from trainwarden.loading.manifest import create_manifest, subjects_of
+
+    key = key or _deprecated_flag(old_key, "--key", "--sign")
 
     target = create_manifest(path, key=key)
     n = len(list(subjects_of(target)))
@@ -646,7 +672,7 @@ def manifest_verify(
         typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
     ] = OutputFormat.text,
 ) -> None:
-    """Check every file against the manifest (exit 1 on a changed, missing or extra file)."""
+    """Check every file against the manifest (exit 2 on a changed, missing or extra file)."""
     from trainwarden.loading.manifest import verify_manifest
     from trainwarden.loading.types import ManifestError
 
@@ -667,7 +693,7 @@ def manifest_verify(
             _print_refusal(e.findings)
             if e.hint:
                 err.print(f"  hint: {e.hint}", markup=False)
-        raise typer.Exit(EXIT_FINDINGS) from None
+        raise typer.Exit(EXIT_ERROR) from None
     if fmt is OutputFormat.json:
         _print_json(
             {
@@ -948,8 +974,8 @@ def attest_verify(
     key: Annotated[
         Path | None,
         typer.Option(
-            "--key",
-            envvar="TRAINWARDEN_ATTEST_KEY",
+            "--pub",
+            envvar=["TRAINWARDEN_ATTEST_PUBKEY", "TRAINWARDEN_ATTEST_KEY"],
             help="Ed25519 public key the baseline must be signed with.",
         ),
     ] = None,
@@ -958,11 +984,15 @@ def attest_verify(
     fmt: _FormatOpt = OutputFormat.text,
     fail_on: _FailOnOpt = "high",
     no_cache: _NoCacheOpt = False,
+    old_key: _DeprecatedKeyOpt = None,
 ) -> None:
     """Check installed files against RECORD, start-up hooks, loader variables and a baseline."""
     from trainwarden.attest.signing import load_snapshot
     from trainwarden.attest.verify import verify_environment
     from trainwarden.findings import Severity
+
+    if key is None and old_key is not None:
+        key = Path(_deprecated_flag(old_key, "--key", "--pub"))
 
     Severity.parse(fail_on)
     loaded = load_snapshot(baseline, key=key) if baseline is not None else None
@@ -1057,19 +1087,23 @@ def attest_diff(
     key: Annotated[
         Path | None,
         typer.Option(
-            "--key",
-            envvar="TRAINWARDEN_ATTEST_KEY",
+            "--pub",
+            envvar=["TRAINWARDEN_ATTEST_PUBKEY", "TRAINWARDEN_ATTEST_KEY"],
             help="Ed25519 public key both snapshots must be signed with.",
         ),
     ] = None,
     fmt: _FormatOpt = OutputFormat.text,
     fail_on: _FailOnOpt = "medium",
+    old_key: _DeprecatedKeyOpt = None,
 ) -> None:
     """Show node-to-node or run-to-run differences, grouped by distribution."""
     from trainwarden.attest import AttestationError
     from trainwarden.attest.diff import diff_snapshots
     from trainwarden.attest.signing import load_snapshot
     from trainwarden.findings import Severity
+
+    if key is None and old_key is not None:
+        key = Path(_deprecated_flag(old_key, "--key", "--pub"))
 
     Severity.parse(fail_on)
     la, lb = load_snapshot(a, key=key), load_snapshot(b, key=key)
@@ -1213,6 +1247,27 @@ def attest_keygen(
 # ----------------------------------------------------------------------------------------------
 
 
+def _plain_help(command: Any) -> None:
+    """Name every value in help as ``PATH``-style words, and accept choices in any case.
+
+    Typer otherwise prints Python types (``<str>``, ``<list[str]>``) as placeholders and
+    matches ``--format JSON`` case-sensitively.
+    """
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+    for param in getattr(command, "params", ()):
+        desc = getattr(param, "type_descriptor", None)
+        if desc is not None and getattr(desc, "is_choice", False):
+            with contextlib.suppress(AttributeError):
+                desc.parameter_info.case_sensitive = False
+            continue
+        if param.metavar is None and not getattr(param, "is_flag", False):
+            param.metavar = (param.name or "value").upper()
+        if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
+            # The argument's name already says what it is: no Python type after it.
+            param.display_type_rich = lambda ctx: ""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a :class:`TrainWardenError` is printed with its diagnostics and exits 2."""
     # click's base error, found from a public class (typer vendors click in some versions).
@@ -1220,7 +1275,9 @@ def main(argv: list[str] | None = None) -> None:
         c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
     )
     try:
-        rv = app(args=argv, prog_name="trainwarden", standalone_mode=False)
+        command = typer.main.get_command(app)
+        _plain_help(command)
+        rv = command.main(args=argv, prog_name="trainwarden", standalone_mode=False)
     except click_error as e:
         # Usage errors (unknown option, bad value): always 2, whatever click's own code.
         e.show()  # type: ignore[attr-defined]

@@ -139,8 +139,8 @@ def main() -> int:
         }
         # Same result, checked once outside the timings.
         ref = torch.load(path, weights_only=True)
-        for fn in (lambda: trainwarden.load(path), lambda: trainwarden.load(path, mmap=True)):
-            got = fn()
+        for mapped in (False, True):
+            got = trainwarden.load(path, mmap=mapped)
             assert list(ref) == list(got) and all(torch.equal(ref[k], got[k]) for k in ref)
         del ref, got
 

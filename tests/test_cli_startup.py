@@ -83,7 +83,7 @@ def test_unknown_root_attribute_is_attribute_error() -> None:
     import pytest
 
     with pytest.raises(AttributeError, match="no_such_name"):
-        _ = trainwarden.no_such_name  # type: ignore[attr-defined]
+        _ = trainwarden.no_such_name
 
 
 def test_version_output(run_cli: RunCli) -> None:

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def test_mmap_tensors_are_views_of_the_file(tmp_path: Path) -> None:
     torch.save(sd, p)
     got = trainwarden.load(p, mmap=True)
     assert all(torch.equal(sd[k], got[k]) for k in sd)
-    reader = torch._C.PyTorchFileReader(str(p))
+    reader: Any = torch._C.PyTorchFileReader(str(p))
     records = {r.rsplit("/", 1)[-1]: r for r in reader.get_all_records()}
     off = {k: reader.get_record_offset(records[k]) for k in ("0", "1")}
     # The tensors sit exactly as far apart in memory as their records sit in the file: views of

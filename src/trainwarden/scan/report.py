@@ -153,8 +153,8 @@ def to_sarif(report: ScanReport, fail_on: Severity) -> dict[str, Any]:
         if fr.sha256:
             art["hashes"] = {"sha-256": fr.sha256}
         artifacts.append(art)
-    return json_safe(
-        {  # type: ignore[no-any-return]
+    doc: dict[str, Any] = json_safe(
+        {
             "version": "2.1.0",
             "$schema": SARIF_SCHEMA,
             "runs": [
@@ -191,3 +191,4 @@ def to_sarif(report: ScanReport, fail_on: Severity) -> dict[str, Any]:
             ],
         }
     )
+    return doc

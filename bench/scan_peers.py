@@ -8,6 +8,8 @@ over the corpus is timed as well. The table goes into ``docs/BENCHMARKS.md`` bet
 
     python bench/scan_peers.py                 # build the corpus, run all tools, update the doc
     python bench/scan_peers.py --no-write      # print the table only
+    python bench/scan_peers.py --startup 100   # only: scan a folder of 100 model files, TrainWarden
+                                               # vs picklescan, side by side (start-up cost)
 """
 
 from __future__ import annotations
@@ -266,6 +268,99 @@ def _build(root: Path, drill_module: Path | None) -> Corpus:
     return Corpus(root=root.resolve(), samples=converted)
 
 
+def _model_folder(root: Path, n: int) -> None:
+    """Write ``n`` small clean model files (torch zip, safetensors, .npy, pickle)."""
+    import pickle
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True)
+    for i in range(n):
+        sd = {f"layer{j}.weight": torch.full((16, 16), float(i + j)) for j in range(4)}
+        kind = i % 4
+        if kind == 0:
+            torch.save(sd, root / f"model{i}.pt")
+        elif kind == 1:
+            save_file(sd, str(root / f"model{i}.safetensors"))
+        elif kind == 2:
+            np.save(root / f"array{i}.npy", np.arange(256, dtype=np.float32) + i)
+        else:
+            with (root / f"state{i}.pkl").open("wb") as fh:
+                pickle.dump({"step": i, "lr": 0.1, "names": [f"p{j}" for j in range(8)]}, fh)
+
+
+def startup(n: int, repeats: int) -> str:
+    """Time TrainWarden and picklescan over one folder of ``n`` model files, interleaved runs."""
+    import statistics
+
+    commands = {
+        "trainwarden scan FOLDER": [sys.executable, "-m", "trainwarden", "scan"],
+        "trainwarden scan --format json FOLDER": [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "scan",
+            "--format",
+            "json",
+        ],
+        "picklescan -p FOLDER": [str(BIN / "picklescan"), "-p"],
+    }
+    import resource
+
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    cpu: dict[str, list[float]] = {k: [] for k in commands}
+    codes: dict[str, set[int]] = {k: set() for k in commands}
+    # Installed packages run from compiled bytecode: let Python write it, and discard one warm-up
+    # run of each command so neither tool pays for compiling or a cold page cache.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    with tempfile.TemporaryDirectory(prefix="tw-startup-") as tmp:
+        folder = Path(tmp) / "models"
+        _model_folder(folder, n)
+        for cmd in commands.values():
+            _run([*cmd, str(folder)], cwd=Path(tmp))
+        for _ in range(repeats):
+            for label, cmd in commands.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                start = time.perf_counter()
+                rc, _ = _run([*cmd, str(folder)], cwd=Path(tmp))
+                times[label].append(time.perf_counter() - start)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[label].append(
+                    after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                )
+                codes[label].add(rc)
+    begin, end = markers("startup")
+    command = f"python bench/scan_peers.py --startup {n} --repeats {repeats}"
+    lines = [
+        begin,
+        "## Start-up: one folder of model files, TrainWarden vs picklescan",
+        "",
+        f"A folder of {n} small clean model files (torch zip, safetensors, .npy, pickle), each "
+        f"command run {repeats} times, interleaved, in one process of this script. Whole "
+        "command, interpreter start and imports included: wall time, and CPU time (user + "
+        "system of the command's process), which a busy shared machine disturbs far less.",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",
+        f"Machine: {platform.machine()} Linux, {os.cpu_count()} CPU cores shared with other jobs "
+        f"(timings are indicative), Python {platform.python_version()}",
+        "",
+        "| command | wall median (s) | wall min (s) | CPU median (s) | CPU min (s) | exit codes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, ts in times.items():
+        rcs = ",".join(str(c) for c in sorted(codes[label]))
+        cs = cpu[label]
+        lines.append(
+            f"| `{label}` | {statistics.median(ts):.3f} | {min(ts):.3f} | "
+            f"{statistics.median(cs):.3f} | {min(cs):.3f} | {rcs} |"
+        )
+    lines.append(end)
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="parallel peer processes")
@@ -282,7 +377,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--section", default="main", help="name of the table in BENCHMARKS.md")
     parser.add_argument("--title", default="Scanner vs peers on the generated corpus")
+    parser.add_argument(
+        "--startup", type=int, metavar="N", help="only the start-up table over N model files"
+    )
+    parser.add_argument("--repeats", type=int, default=7, help="runs per command (--startup)")
     ns = parser.parse_args(argv)
+    if ns.startup:
+        table = startup(ns.startup, ns.repeats)
+        print(table)
+        if not ns.no_write:
+            write_section(BENCHMARKS, table, *markers("startup"))
+        return 0
     tools = ns.tools.split(",")
     with tempfile.TemporaryDirectory(prefix="tw-peers-") as tmp:
         base = Path(tmp)

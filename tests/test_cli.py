@@ -58,7 +58,46 @@ def test_doctor_exits_2_on_broken_package(run_cli: RunCli, tmp_path: Path) -> No
     broken.mkdir()
     (broken / "__init__.py").write_text("raise RuntimeError('simulated broken install')\n")
     src = Path(trainwarden.__file__).parents[1]
+    # Quick mode imports nothing: it sees that py7zr would come from outside its install.
     r = run_cli(["doctor"], env={"PYTHONPATH": f"{src}:{tmp_path}"})
     assert r.returncode == 2
     assert "py7zr" in r.stderr
+    assert f"shadowed: py7zr is imported from {tmp_path}" in r.stderr
+    # --deep imports it and reports the import error itself.
+    r = run_cli(["doctor", "--deep"], env={"PYTHONPATH": f"{src}:{tmp_path}"})
+    assert r.returncode == 2
     assert "simulated broken install" in r.stderr
+
+
+def test_doctor_imports_no_framework_and_lists_only_present_features() -> None:
+    import os
+    import subprocess
+    import sys
+
+    src = Path(trainwarden.__file__).parents[1]
+    code = (
+        "import sys, json\n"
+        "from trainwarden.doctor import run_doctor\n"
+        "r = run_doctor()\n"
+        "heavy = [m for m in ('torch', 'transformers', 'lightning', 'fastapi', 'psycopg')"
+        " if m in sys.modules]\n"
+        "print(json.dumps({'heavy': heavy, 'features': [f.name for f in r.features]}))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(src)),
+    )
+    data = json.loads(r.stdout)
+    assert data["heavy"] == []
+    import importlib.util
+
+    for feature, module in (
+        ("ledger service", "trainwarden.service"),
+        ("PostgreSQL ledger backend", "trainwarden.ledger"),
+    ):
+        present = importlib.util.find_spec(module) is not None
+        assert (feature in data["features"]) is present

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Finding, Severity
-from trainwarden.loading import UnsafeModelError, load, save
-from trainwarden.monitor.types import Alert, TamperingDetected
 
 if TYPE_CHECKING:
+    from trainwarden.loading import UnsafeModelError, load, save
     from trainwarden.monitor.core import watch
+    from trainwarden.monitor.types import Alert, TamperingDetected
 
 __version__ = "0.1.0"
 
@@ -33,10 +33,24 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # watch() needs torch: import it on first use so `import trainwarden` (and the CLI) stays fast.
-    if name == "watch":
-        from trainwarden.monitor.core import watch
+# Imported on first use, so `import trainwarden` (and every CLI command) stays fast: watch() needs
+# torch, and the safe loader pulls in the scanner and the restricted unpickler.
+_LAZY = {
+    "watch": "trainwarden.monitor.core",
+    "load": "trainwarden.loading",
+    "save": "trainwarden.loading",
+    "UnsafeModelError": "trainwarden.loading",
+    "Alert": "trainwarden.monitor.types",
+    "TamperingDetected": "trainwarden.monitor.types",
+}
 
-        return watch
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        import importlib
+
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

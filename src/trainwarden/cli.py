@@ -5,23 +5,29 @@ Exit codes everywhere: 0 clean, 1 findings at or above the threshold, 2 usage or
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
+import os as _os
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+import typer.main
 
 from trainwarden import __version__
 from trainwarden.errors import TrainWardenError
+
+if TYPE_CHECKING:
+    from rich.console import Console as _RichConsole
+    from rich.table import Table as _RichTable
 
 __all__ = ["app", "main"]
 
 EXIT_CLEAN = 0
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
+_EXIT_SIGINT = 130
 
 app = typer.Typer(
     name="trainwarden",
@@ -32,8 +38,36 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# rich costs a noticeable share of start-up and most commands print a line or two, so the consoles
+# and tables are created on first use (`Console(...)` and `Table(...)` keep their rich signatures).
+def Console(*args: Any, **kwargs: Any) -> _RichConsole:
+    from rich.console import Console as _Console
+
+    return _Console(*args, **kwargs)
+
+
+def Table(*args: Any, **kwargs: Any) -> _RichTable:
+    from rich.table import Table as _Table
+
+    return _Table(*args, **kwargs)
+
+
+class _LazyConsole:
+    """A rich Console made on first attribute access."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._console: _RichConsole | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            self._console = Console(**self._kwargs)
+        return getattr(self._console, name)
+
+
+out: Any = _LazyConsole(highlight=False, soft_wrap=True)
+err: Any = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 class OutputFormat(str, enum.Enum):
@@ -50,7 +84,7 @@ def _print_json(data: Any) -> None:
 
 def _version_callback(value: bool) -> None:
     if value:
-        out.print(f"trainwarden {__version__}")
+        sys.stdout.write(f"trainwarden {__version__}\n")
         raise typer.Exit(EXIT_CLEAN)
 
 
@@ -100,11 +134,19 @@ def doctor(
         OutputFormat,
         typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
     ] = OutputFormat.text,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            envvar="TRAINWARDEN_DOCTOR_DEEP",
+            help="Import every component to prove it works (slow); default: locate only.",
+        ),
+    ] = False,
 ) -> None:
     """Report the interpreter, optional frameworks and which features are usable."""
     from trainwarden.doctor import run_doctor
 
-    report = run_doctor()
+    report = run_doctor(deep=deep)
     if fmt is OutputFormat.json:
         _print_json(
             {
@@ -202,7 +244,11 @@ def scan(
     paths: Annotated[list[str], typer.Argument(help="Files or directories to scan (recursively).")],
     fmt: Annotated[
         ScanFormat,
-        typer.Option("--format", envvar="TRAINWARDEN_SCAN_FORMAT", help="Report format."),
+        typer.Option(
+            "--format",
+            envvar=["TRAINWARDEN_SCAN_FORMAT", "TRAINWARDEN_FORMAT"],
+            help="Report format.",
+        ),
     ] = ScanFormat.text,
     fail_on: Annotated[
         str | None,
@@ -272,13 +318,30 @@ def scan(
             help="Write the report to this file instead of stdout.",
         ),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            envvar="TRAINWARDEN_VERBOSE",
+            help="Text format: list every file scanned, not only those with findings.",
+        ),
+    ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            envvar="TRAINWARDEN_ALLOW_EMPTY",
+            help="Exit 0 when nothing was analysed (default: exit 2, not a pass).",
+        ),
+    ] = False,
 ) -> None:
     """Scan model files for code execution and tampering without loading them."""
     from pathlib import Path
 
     from trainwarden.findings import Severity
     from trainwarden.scan import Policy, scan_paths
-    from trainwarden.scan.report import to_json, to_sarif
+    from trainwarden.scan.report import json_safe, to_json, to_sarif
 
     policy = Policy.from_file(policy_file) if policy_file else Policy.discover(Path.cwd())
     policy = policy.with_overrides(allow=allow or (), deny=deny or ())
@@ -318,20 +381,65 @@ def scan(
             workers=workers,
             hash_files=hash_files,
         )
+    policy_name = policy.source or "<built-in>"
     if fmt is ScanFormat.json:
-        _write_output(json.dumps(to_json(report, threshold), indent=2) + "\n", output)
+        doc = to_json(report, threshold)
+        doc["summary"]["policy"] = json_safe(policy_name)
+        _write_output(json.dumps(doc, indent=2) + "\n", output)
     elif fmt is ScanFormat.sarif:
-        _write_output(json.dumps(to_sarif(report, threshold), indent=2) + "\n", output)
+        doc = to_sarif(report, threshold)
+        doc["runs"][0]["properties"]["policy"] = json_safe(policy_name)
+        _write_output(json.dumps(doc, indent=2) + "\n", output)
     else:
-        _render_scan_text(report, threshold, output)
+        _render_scan_text(report, threshold, output, verbose=verbose, policy=policy.source)
     _ledger_record("scan", to_json(report, threshold), items_key="files")
     if report.errors:
+        raise typer.Exit(EXIT_ERROR)
+    if not report.files and not allow_empty:
+        why = f"; {len(report.skipped)} entr{'ies' if len(report.skipped) != 1 else 'y'} skipped"
+        err.print(
+            "error: nothing was analysed: no regular file under "
+            + ", ".join(_text_safe(str(x)) for x in paths)
+            + (why if report.skipped else "")
+            + " (a scan of nothing is not a pass; --allow-empty accepts it)",
+            markup=False,
+        )
         raise typer.Exit(EXIT_ERROR)
     if report.failed(threshold):
         raise typer.Exit(EXIT_FINDINGS)
 
 
-def _render_scan_text(report: Any, threshold: Any, output: str | None) -> None:
+def _text_safe(text: str) -> str:
+    """``text`` with control, format (bidi) and undecodable characters written as escapes.
+
+    File and member names come from the files scanned: a newline in one must not forge a line
+    of the report, nor a right-to-left override reorder it.
+    """
+    import unicodedata
+
+    out = []
+    for ch in text:
+        cp = ord(ch)
+        if 0xDC80 <= cp <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{cp - 0xDC00:02x}")
+        elif 0xD800 <= cp <= 0xDFFF or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _render_scan_text(
+    report: Any,
+    threshold: Any,
+    output: str | None,
+    *,
+    verbose: bool = False,
+    policy: str | None = None,
+) -> None:
+    from rich.markup import escape
+    from rich.text import Text
+
     console = out
     buf = None
     if output is not None:
@@ -340,12 +448,17 @@ def _render_scan_text(report: Any, threshold: Any, output: str | None) -> None:
         buf = io.StringIO()
         console = Console(file=buf, highlight=False, soft_wrap=True, no_color=True, width=120)
     verdict_style = {"clean": "green", "flagged": "yellow", "unsafe": "bold red"}
+    shown = 0
     for fr in report.files:
         verdict = fr.verdict(threshold)
+        if not verbose and not fr.findings:
+            continue
+        shown += 1
         fmts = ",".join(fr.formats) or "unknown format"
         digest = f"  sha256:{fr.sha256}" if fr.sha256 else ""
         console.print(
-            f"[{verdict_style[verdict]}]{verdict.upper():8}[/] {fr.path}  ({fmts}){digest}",
+            f"[{verdict_style[verdict]}]{verdict.upper():8}[/] "
+            f"{escape(_text_safe(fr.path))}  ({escape(fmts)}){digest}",
             markup=True,
         )
         for f in fr.findings:
@@ -354,22 +467,33 @@ def _render_scan_text(report: Any, threshold: Any, output: str | None) -> None:
             offset = f.evidence.get("offset")
             extra = "".join(
                 [
-                    f"  global={glob}" if glob else "",
+                    f"  global={_text_safe(str(glob))}" if glob else "",
                     f"  offset={offset}" if offset is not None else "",
                 ]
             )
+            line = Text(f"    {sev:8}", style=_SEVERITY_STYLE[sev])
+            line.append(f" {f.rule_id:24} {_text_safe(f.message)}")
+            console.print(line)
             console.print(
-                f"    [{_SEVERITY_STYLE[sev]}]{sev:8}[/] {f.rule_id:24} {f.message}",
-                markup=True,
+                f"             at {_text_safe(f.location)}{extra}", markup=False, style="dim"
             )
-            console.print(f"             at {f.location}{extra}", markup=False, style="dim")
+    for path, reason in report.skipped:
+        console.print(f"SKIPPED  {_text_safe(path)}  ({reason})", markup=False, style="dim")
     for e in report.errors:
-        err.print(f"[bold red]error:[/] {e}")
+        err.print(f"error: {_text_safe(e)}", markup=False)
     n_find = len(report.findings)
     unsafe = sum(1 for fr in report.files if fr.verdict(threshold) == "unsafe")
+    hidden = len(report.files) - shown
     console.print(
         f"{len(report.files)} file(s) scanned in {report.elapsed_s:.2f}s: {unsafe} unsafe, "
-        f"{n_find} finding(s); failing at {threshold.name} and above",
+        f"{n_find} finding(s); failing at {threshold.name} and above"
+        + (f"; {len(report.skipped)} skipped" if report.skipped else "")
+        + (
+            f"; {hidden} file(s) without findings not listed (--verbose lists them)"
+            if hidden
+            else ""
+        )
+        + f"; policy: {_text_safe(policy or '<built-in>')}",
         markup=False,
     )
     if buf is not None:
@@ -485,6 +609,15 @@ def run(
     except UnsafeModelError as e:
         err.print(f"trainwarden: blocked an unsafe load: {e.diagnostics()}", markup=False)
         raise typer.Exit(EXIT_FINDINGS) from None
+    except TrainWardenError:
+        raise
+    except Exception:
+        # The script's own uncaught exception: shown and exited as `python script.py` would
+        # (this traceback is the script's output, not trainwarden's).
+        import traceback
+
+        traceback.print_exc()
+        raise typer.Exit(1) from None
     finally:
         if sink is not None:
             sink.close()
@@ -555,7 +688,9 @@ def load_cmd(
             )
         else:
             err.print(f"refused: {e.diagnostics()}", markup=False)
-        raise typer.Exit(EXIT_FINDINGS) from None
+        # A file that needs an unsafe global is a finding (1); a manifest that does not match,
+        # is missing when required or cannot be read is an input error (2), in every command.
+        raise typer.Exit(EXIT_ERROR if isinstance(e, ManifestError) else EXIT_FINDINGS) from None
     summary = type(obj).__name__
     if isinstance(obj, dict):
         summary += f" with {len(obj)} keys: " + ", ".join(map(str, list(obj)[:8]))
@@ -571,6 +706,17 @@ def load_cmd(
             out.print(f"  [{f.severity}] {f.rule_id}: {f.message}", markup=False)
 
 
+def _deprecated_flag(value: Any, old: str, new: str) -> Any:
+    if value is not None:
+        err.print(f"warning: {old} is deprecated here; use {new}", markup=False)
+    return value
+
+
+# `--key` named a private key in one command and a public key in others: private keys are now
+# given with --sign and public keys with --pub everywhere; --key stays as a hidden alias.
+_DeprecatedKeyOpt = Annotated[str | None, typer.Option("--key", hidden=True)]
+
+
 manifest_app = typer.Typer(
     help="Create and verify checkpoint manifests (in-toto, optionally Ed25519-signed).",
     no_args_is_help=True,
@@ -583,11 +729,18 @@ def manifest_create(
     path: Annotated[str, typer.Argument(help="Checkpoint file or folder.")],
     key: Annotated[
         str | None,
-        typer.Option("--key", envvar="TRAINWARDEN_MANIFEST_KEY", help="Ed25519 private key (PEM)."),
+        typer.Option(
+            "--sign",
+            envvar="TRAINWARDEN_MANIFEST_KEY",
+            help="Ed25519 private key (PEM): sign the manifest.",
+        ),
     ] = None,
+    old_key: _DeprecatedKeyOpt = None,
 ) -> None:
-    """Write the manifest of a checkpoint file or folder (signed with --key)."""
+    """Write the manifest of a checkpoint file or folder (signed with --sign)."""
     from trainwarden.loading.manifest import create_manifest, subjects_of
+
+    key = key or _deprecated_flag(old_key, "--key", "--sign")
 
     target = create_manifest(path, key=key)
     n = len(list(subjects_of(target)))
@@ -609,7 +762,7 @@ def manifest_verify(
         typer.Option("--format", envvar="TRAINWARDEN_FORMAT", help="Output format."),
     ] = OutputFormat.text,
 ) -> None:
-    """Check every file against the manifest (exit 1 on a changed, missing or extra file)."""
+    """Check every file against the manifest (exit 2 on a changed, missing or extra file)."""
     from trainwarden.loading.manifest import verify_manifest
     from trainwarden.loading.types import ManifestError
 
@@ -639,7 +792,7 @@ def manifest_verify(
                 "findings": [f.to_dict() for f in e.findings],
             },
         )
-        raise typer.Exit(EXIT_FINDINGS) from None
+        raise typer.Exit(EXIT_ERROR) from None
     _ledger_record(
         "manifest.verify",
         {"path": path, "ok": True, "manifest": check.manifest, "files": check.subjects},
@@ -653,15 +806,19 @@ def manifest_verify(
                 "files": check.subjects,
                 "signed_by": list(check.signed_by),
                 "signature_verified": check.signature_verified,
+                "unverified_signatures": len(check.unverified_keyids),
             }
         )
         return
+    # An unchecked signature entry proves nothing (anyone can write any key id): never name it.
+    n_unverified = len(check.unverified_keyids)
     sig = (
-        "signature verified"
+        f"signature verified (key {check.signed_by[0][:16]})"
         if check.signature_verified
         else (
-            f"signed by {', '.join(k[:16] for k in check.signed_by)} (not verified: no --pub)"
-            if check.signed_by
+            f"signature NOT verified ({n_unverified} unchecked signature "
+            f"entr{'ies' if n_unverified != 1 else 'y'}; give --pub to check)"
+            if n_unverified
             else "unsigned"
         )
     )
@@ -936,8 +1093,8 @@ def attest_verify(
     key: Annotated[
         Path | None,
         typer.Option(
-            "--key",
-            envvar="TRAINWARDEN_ATTEST_KEY",
+            "--pub",
+            envvar=["TRAINWARDEN_ATTEST_PUBKEY", "TRAINWARDEN_ATTEST_KEY"],
             help="Ed25519 public key the baseline must be signed with.",
         ),
     ] = None,
@@ -946,11 +1103,15 @@ def attest_verify(
     fmt: _FormatOpt = OutputFormat.text,
     fail_on: _FailOnOpt = "high",
     no_cache: _NoCacheOpt = False,
+    old_key: _DeprecatedKeyOpt = None,
 ) -> None:
     """Check installed files against RECORD, start-up hooks, loader variables and a baseline."""
     from trainwarden.attest.signing import load_snapshot
     from trainwarden.attest.verify import verify_environment
     from trainwarden.findings import Severity
+
+    if key is None and old_key is not None:
+        key = Path(_deprecated_flag(old_key, "--key", "--pub"))
 
     Severity.parse(fail_on)
     loaded = load_snapshot(baseline, key=key) if baseline is not None else None
@@ -1055,8 +1216,8 @@ def attest_diff(
     key: Annotated[
         Path | None,
         typer.Option(
-            "--key",
-            envvar="TRAINWARDEN_ATTEST_KEY",
+            "--pub",
+            envvar=["TRAINWARDEN_ATTEST_PUBKEY", "TRAINWARDEN_ATTEST_KEY"],
             help="Ed25519 public key every snapshot must be signed with.",
         ),
     ] = None,
@@ -1069,12 +1230,16 @@ def attest_diff(
     ] = False,
     fmt: _FormatOpt = OutputFormat.text,
     fail_on: _FailOnOpt = "medium",
+    old_key: _DeprecatedKeyOpt = None,
 ) -> None:
     """Show node-to-node or run-to-run differences, or each node against the fleet majority."""
     from trainwarden.attest import AttestationError
     from trainwarden.attest.diff import diff_snapshots
     from trainwarden.attest.signing import load_snapshot
     from trainwarden.findings import Severity
+
+    if key is None and old_key is not None:
+        key = Path(_deprecated_flag(old_key, "--key", "--pub"))
 
     Severity.parse(fail_on)
 
@@ -1737,13 +1902,67 @@ def audit_replay(
 # ----------------------------------------------------------------------------------------------
 
 
+def _plain_help(command: Any) -> None:
+    """Name every value in help as ``PATH``-style words, and accept choices in any case.
+
+    Typer otherwise prints Python types (``<str>``, ``<list[str]>``) as placeholders and
+    matches ``--format JSON`` case-sensitively.
+    """
+    for sub in getattr(command, "commands", {}).values():
+        _plain_help(sub)
+    for param in getattr(command, "params", ()):
+        desc = getattr(param, "type_descriptor", None)
+        if desc is not None and getattr(desc, "is_choice", False):
+            with contextlib.suppress(AttributeError):
+                desc.parameter_info.case_sensitive = False
+            continue
+        if param.metavar is None and not getattr(param, "is_flag", False):
+            param.metavar = (param.name or "value").upper()
+        if param.param_type_name == "argument" and hasattr(param, "display_type_rich"):
+            # The argument's name already says what it is: no Python type after it.
+            param.display_type_rich = lambda ctx: ""
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a :class:`TrainWardenError` is printed with its diagnostics and exits 2."""
+    # click's base error, found from a public class (typer vendors click in some versions).
+    click_error: type[Exception] = next(
+        c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+    )
     try:
-        app(args=argv, prog_name="trainwarden")
+        command = typer.main.get_command(app)
+        _plain_help(command)
+        rv = command.main(args=argv, prog_name="trainwarden", standalone_mode=False)
+    except click_error as e:
+        # Usage errors (unknown option, bad value): always 2, whatever click's own code.
+        e.show()  # type: ignore[attr-defined]
+        raise SystemExit(EXIT_ERROR) from None
+    except typer.Abort:
+        err.print("interrupted")
+        raise SystemExit(EXIT_ERROR) from None
     except TrainWardenError as e:
         err.print(f"[bold red]error:[/] {e.diagnostics()}")
         raise SystemExit(EXIT_ERROR) from e
     except KeyboardInterrupt:
         err.print("interrupted")
         raise SystemExit(EXIT_ERROR) from None
+    except RecursionError:
+        err.print("error: the input is nested too deeply to analyse", markup=False)
+        raise SystemExit(EXIT_ERROR) from None
+    except Exception as e:
+        # No traceback reaches a user; exit 2 (an error), never 1 (which CI reads as findings).
+        detail = str(e).splitlines()[0][:300] if str(e) else ""
+        err.print(
+            f"error: internal error: {type(e).__name__}{': ' + detail if detail else ''} "
+            "(set TRAINWARDEN_DEBUG=1 for the traceback, and please report it)",
+            markup=False,
+        )
+        if _os.environ.get("TRAINWARDEN_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        raise SystemExit(EXIT_ERROR) from None
+    if rv == _EXIT_SIGINT:  # typer turns Ctrl-C inside a command into exit code 130
+        err.print("interrupted")
+        raise SystemExit(EXIT_ERROR)
+    raise SystemExit(rv if isinstance(rv, int) else EXIT_CLEAN)

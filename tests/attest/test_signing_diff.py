@@ -95,7 +95,7 @@ def test_unsigned_baseline_with_key_required(
 def test_malformed_snapshot_files_are_clear_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(AttestationError, match=r"bad\.json is not JSON"):
+    with pytest.raises(AttestationError, match=r"bad\.json is not a snapshot \(not UTF-8 JSON"):
         load_snapshot(bad)
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"_type": "https://in-toto.io/Statement/v1", "predicateType": "x"}))

@@ -198,7 +198,7 @@ def test_torchscript_archive_with_a_file_op_is_refused(tmp_path: Path) -> None:
 def test_bad_inputs_give_load_errors_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(LoadError, match="does not exist"):
         trainwarden.load(tmp_path / "missing.pt")
-    with pytest.raises(LoadError, match="is a folder"):
+    with pytest.raises(LoadError, match=r"not a regular file \(a directory\)"):
         trainwarden.load(tmp_path)
     truncated = tmp_path / "trunc.pt"
     torch.save({"w": torch.ones(100)}, truncated)
@@ -219,13 +219,20 @@ def test_file_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     torch.save({"w": torch.ones(3)}, path)
     opened: list[str] = []
     real_open = Path.open
+    real_os_open = os.open
 
     def counting_open(self: Path, *args: Any, **kw: Any) -> Any:
         if self == path:
             opened.append(str(args[0] if args else kw.get("mode", "r")))
         return real_open(self, *args, **kw)
 
+    def counting_os_open(file: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if Path(file) == path:
+            opened.append("rb" if flags & (os.O_WRONLY | os.O_RDWR) == 0 else "w")
+        return real_os_open(file, flags, *args, **kw)
+
     monkeypatch.setattr(Path, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_os_open)
     trainwarden.load(path)
     assert opened == ["rb"]
     assert os.path.exists(path)

@@ -129,16 +129,23 @@ def test_manifest_cli(run_cli: RunCli, tmp_path: Path) -> None:
     torch.save({"w": torch.ones(1)}, folder / "optimizer.pt")
     r = run_cli(["manifest", "keygen", str(tmp_path / "k.pem")])
     assert r.returncode == 0, r.stderr
-    r = run_cli(["manifest", "create", str(folder), "--key", str(tmp_path / "k.pem")])
+    r = run_cli(["manifest", "create", str(folder), "--sign", str(tmp_path / "k.pem")])
     assert r.returncode == 0, r.stderr
     assert "1 file, signed" in r.stdout
+    # The old spelling still works, with a deprecation warning.
+    r = run_cli(["manifest", "create", str(folder), "--key", str(tmp_path / "k.pem")])
+    assert r.returncode == 0, r.stderr
+    assert "--key is deprecated here; use --sign" in r.stderr
     r = run_cli(["manifest", "verify", str(folder), "--pub", str(tmp_path / "k.pem.pub")])
     assert r.returncode == 0, r.stderr
     assert "signature verified" in r.stdout
     (folder / "optimizer.pt").write_bytes(b"tampered")
+    # Manifest failures are input errors, exit 2, in `manifest verify` as in `load`.
     r = run_cli(["manifest", "verify", str(folder), "--format", "json"])
-    assert r.returncode == 1
+    assert r.returncode == 2
     report = json.loads(r.stdout)
     assert report["ok"] is False and report["findings"][0]["evidence"]["file"] == "optimizer.pt"
     r = run_cli(["manifest", "verify", str(tmp_path / "nothing")])
-    assert r.returncode == 1 and "no manifest" in r.stderr
+    assert r.returncode == 2 and "no manifest" in r.stderr
+    r = run_cli(["load", str(folder / "optimizer.pt")])
+    assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -77,6 +77,11 @@ def test_text_report_and_exit_code(run_cli: RunCli, tree: dict[str, Path]) -> No
     assert "TWS-PKL-DANGEROUS" in r.stdout
     assert "global=os.system" in r.stdout
     assert "offset=2" in r.stdout
+    # Files without findings are counted, and listed only with --verbose.
+    assert "CLEAN" not in r.stdout
+    assert "file(s) without findings not listed" in r.stdout
+    r = run_cli(["scan", "--verbose", str(tree["dir"])])
+    assert r.returncode == 1, r.stderr
     assert "CLEAN" in r.stdout
     assert not tree["canary"].exists()
 

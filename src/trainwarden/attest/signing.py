@@ -172,8 +172,8 @@ def load_snapshot(path: Path, *, key: Path | None = None) -> LoadedSnapshot:
         doc = json.loads(path.read_bytes())
     except OSError as e:
         raise AttestationError(f"cannot read snapshot {path}: {e}") from e
-    except json.JSONDecodeError as e:
-        raise AttestationError(f"{path} is not JSON: {e}") from e
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, or nested past the limit
+        raise AttestationError(f"{path} is not a snapshot (not UTF-8 JSON: {e})") from e
     if not isinstance(doc, dict):
         raise AttestationError(f"{path} is not a snapshot (top level is not an object)")
     if "payloadType" in doc:
@@ -181,12 +181,13 @@ def load_snapshot(path: Path, *, key: Path | None = None) -> LoadedSnapshot:
             raise AttestationError(f"{path}: unexpected DSSE payloadType {doc['payloadType']!r}")
         try:
             statement = json.loads(base64.b64decode(str(doc["payload"]), validate=True))
-        except (KeyError, ValueError) as e:
+            signatures = doc.get("signatures", [])
+            if not isinstance(signatures, list):
+                raise ValueError("signatures is not a list")
+        except (KeyError, ValueError, RecursionError) as e:
             raise AttestationError(f"{path}: malformed DSSE payload: {e}") from e
         verified = verify_envelope(doc, key) if key is not None else None
-        keyids = tuple(
-            str(s.get("keyid", "")) for s in doc.get("signatures", []) if isinstance(s, dict)
-        )
+        keyids = tuple(str(s.get("keyid", "")) for s in signatures if isinstance(s, dict))
         return LoadedSnapshot(
             Snapshot.from_statement(statement, str(path)), str(path), True, verified, keyids
         )

@@ -388,17 +388,60 @@ class Snapshot:
 # --------------------------------------------------------------------------------------------
 
 
+_COLLECTOR_TIMEOUT = 60.0
+# What the collector always reports (the snapshot is built from these).
+_COLLECTOR_KEYS = (
+    "executable",
+    "version",
+    "implementation",
+    "prefix",
+    "base_prefix",
+    "venv",
+    "include_system_site_packages",
+    "user_site",
+    "user_site_enabled",
+)
+
+
+def _run_in_own_group(
+    argv: list[str], env: Mapping[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in a new process group; on timeout kill the whole group, not just the child.
+
+    An interpreter that hangs may have started children of its own (which keep our pipes open
+    and outlive a plain ``kill``); the group goes with it.
+    """
+    import signal
+
+    with subprocess.Popen(  # noqa: S603 - the interpreter under attestation, isolated
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(env),
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        except BaseException:
+            # Ctrl-C: the child is not reaped yet, so its pid still names this group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def _run_collector(python: str | None, env: Mapping[str, str]) -> dict[str, Any]:
     exe = python or sys.executable
     try:
-        proc = subprocess.run(  # noqa: S603 - the interpreter under attestation, isolated
-            [exe, "-I", "-S", "-B", str(_COLLECTOR)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            env=helper_environment(env),
+        proc = _run_in_own_group(
+            [exe, "-I", "-S", "-B", str(_COLLECTOR)], helper_environment(env), _COLLECTOR_TIMEOUT
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise AttestationError(
@@ -416,6 +459,21 @@ def _run_collector(python: str | None, env: Mapping[str, str]) -> dict[str, Any]
         raise AttestationError(f"interpreter {exe} printed unexpected output: {e}") from e
     if not isinstance(data, dict):
         raise AttestationError(f"interpreter {exe} printed unexpected output")
+    missing = [k for k in _COLLECTOR_KEYS if k not in data]
+    wrong = [
+        k
+        for k in ("venv_site_packages", "system_site_packages", "stdlib_path")
+        if k in data and not isinstance(data[k], list)
+    ]
+    if missing or wrong:
+        raise AttestationError(
+            f"interpreter {exe} printed unexpected output: "
+            + "; ".join(
+                ([f"missing {', '.join(missing)}"] if missing else [])
+                + ([f"not a list: {', '.join(wrong)}"] if wrong else [])
+            ),
+            hint="is it a CPython >= 3.8 executable?",
+        )
     return data
 
 

@@ -7,9 +7,10 @@ import io
 import os
 from pathlib import Path
 
+from trainwarden._internal.files import NOT_REGULAR_HINT, NotRegularFileError, open_regular
 from trainwarden.loading.types import LoadError
 
-__all__ = ["MemReader", "read_once", "sha256_of"]
+__all__ = ["MemReader", "map_once", "read_once", "sha256_of"]
 
 
 def _allocate(size: int) -> memoryview:
@@ -28,16 +29,45 @@ def _allocate(size: int) -> memoryview:
 _LARGE = 1 << 20
 
 
+def _open(p: Path) -> int:
+    try:
+        return open_regular(p)
+    except NotRegularFileError as e:
+        if e.kind == "directory":
+            raise LoadError(
+                f"cannot load {p}: not a regular file (a directory)",
+                hint="load one of its files (for example its .bin/.pt)",
+            ) from None
+        raise LoadError(
+            f"cannot load {p}: not a regular file (a {e.kind})", hint=NOT_REGULAR_HINT
+        ) from None
+    except FileNotFoundError:
+        raise LoadError(f"{p} does not exist", hint="check the path") from None
+    except OSError as e:
+        raise LoadError(f"cannot read {p}: {e.strerror or e}", hint="check permissions") from e
+
+
+def _refuse_empty(p: Path, size: int) -> None:
+    if size == 0:
+        raise LoadError(
+            f"cannot load {p}: the file is empty (0 bytes), not a model file",
+            hint="the file was truncated or never written; write or download it again",
+        )
+
+
 def read_once(path: str | os.PathLike[str]) -> memoryview:
     """Read the whole regular file into new private memory (one pass, no later re-open).
 
     Everything a load checks (manifest digest, scan) and everything it unpickles comes from the
     returned buffer, so a file swapped on disk after this call cannot change what is loaded.
+    Pipes, devices, sockets, directories and empty files are refused before anything is read.
     """
     p = Path(path)
+    fd = _open(p)
     try:
-        with p.open("rb", buffering=0) as fh:
-            size = os.fstat(fh.fileno()).st_size
+        with open(fd, "rb", buffering=0, closefd=False) as fh:
+            size = os.fstat(fd).st_size
+            _refuse_empty(p, size)
             view = _allocate(size)
             got = 0
             while got < size:
@@ -46,20 +76,53 @@ def read_once(path: str | os.PathLike[str]) -> memoryview:
                     break
                 got += n
             extra = fh.read(1)
-    except IsADirectoryError:
-        raise LoadError(
-            f"{p} is a folder, not a file", hint="load one of its files (for example its .bin/.pt)"
-        ) from None
-    except FileNotFoundError:
-        raise LoadError(f"{p} does not exist", hint="check the path") from None
     except OSError as e:
         raise LoadError(f"cannot read {p}: {e.strerror or e}", hint="check permissions") from e
+    finally:
+        os.close(fd)
     if got != size or extra:
         raise LoadError(
             f"{p} changed size while it was being read",
             hint="another process is writing it; load it once the writer is done",
         )
     return view
+
+
+def map_once(path: str | os.PathLike[str]) -> memoryview:
+    """Map the regular file privately (copy-on-write) and return a view of the mapping.
+
+    Pages are read from the file when first touched, so memory use follows what is read, not the
+    file size. Writes through the view never reach the file. Unlike :func:`read_once`, a writer
+    that changes the file later changes the pages not yet read: callers copy out whatever they
+    must analyse before they trust it.
+    """
+    import mmap
+
+    p = Path(path)
+    fd = _open(p)
+    try:
+        size = os.fstat(fd).st_size
+        _refuse_empty(p, size)
+        mm = mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError) as e:
+        raise LoadError(f"cannot map {p}: {e}", hint="load it without mmap=True") from e
+    finally:
+        os.close(fd)
+    return memoryview(mm)
+
+
+def sha256_mapped(view: memoryview, chunk: int = 64 << 20) -> str:
+    """The sha256 of a :func:`map_once` view, releasing each chunk's pages once hashed."""
+    import mmap
+
+    h = hashlib.sha256()
+    obj = view.obj
+    for start in range(0, len(view), chunk):
+        h.update(view[start : start + chunk])
+        if isinstance(obj, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            # Untouched copy-on-write pages: dropping them only forgets what was read.
+            obj.madvise(mmap.MADV_DONTNEED, start, min(chunk, len(view) - start))
+    return h.hexdigest()
 
 
 def sha256_of(data: bytes | bytearray | memoryview) -> str:

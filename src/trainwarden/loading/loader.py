@@ -3,7 +3,9 @@
 A load reads the file once into private memory, checks the manifest covering it (if any, or if
 one is required) against those bytes, statically analyses every pickle it will unpickle, and
 then unpickles exactly those bytes with the restricted unpickler. Formats: PyTorch zip and legacy
-checkpoints, raw pickles, numpy ``.npy``/``.npz`` and joblib files.
+checkpoints, safetensors (through the safetensors library), raw pickles, numpy ``.npy``/``.npz``
+and joblib files. GGUF, HDF5, TorchScript and other zip files are refused with a message that
+says so.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 from trainwarden.findings import Finding, Severity
 from trainwarden.loading import manifest as _manifest
 from trainwarden.loading import telemetry
-from trainwarden.loading._io import MemReader, read_once, sha256_of
+from trainwarden.loading._io import MemReader, map_once, read_once, sha256_mapped, sha256_of
 from trainwarden.loading._policy import require_manifest as _policy_requires_manifest
 from trainwarden.loading._policy import resolve_policy, trusted_manifest_key
 from trainwarden.loading.types import (
@@ -53,6 +55,17 @@ __all__ = [
     "set_default_sink",
 ]
 
+#: The formats ``trainwarden.load`` reads, as the error for any other format lists them.
+READABLE_FORMATS = (
+    "PyTorch checkpoints (torch.save zip and legacy)",
+    "TorchScript archives whose code passes review",
+    "safetensors",
+    "pickle",
+    "numpy .npy/.npz",
+    "joblib",
+)
+_GGUF_MAGIC = b"GGUF"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
 _NPY_MAGIC = b"\x93NUMPY"
 # joblib writes compressed files with these containers (zlib, gzip, bz2, xz, lzma, lz4).
@@ -93,9 +106,15 @@ def detect_format(data: bytes | bytearray | memoryview) -> str:
     """Name the loader route for ``data``, judged by content only.
 
     One of ``torch-zip``, ``torchscript``, ``npz``, ``zip``, ``npy``, ``torch-legacy``,
-    ``joblib``, ``pickle``.
+    ``joblib``, ``safetensors``, ``gguf``, ``hdf5``, ``pickle``.
     """
     head = bytes(data[:16])
+    if head.startswith(_GGUF_MAGIC):
+        return "gguf"
+    if head.startswith(_HDF5_MAGIC):
+        return "hdf5"
+    if _is_safetensors(data):
+        return "safetensors"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         try:
             with zipfile.ZipFile(MemReader(data)) as zf:
@@ -120,6 +139,13 @@ def detect_format(data: bytes | bytearray | memoryview) -> str:
     return "pickle"
 
 
+def _is_safetensors(data: bytes | bytearray | memoryview) -> bool:
+    # The scanner's own sniff, so that `scan` and `load` name a file's format alike.
+    from trainwarden.scan.formats.safetensors import SafetensorsHandler
+
+    return SafetensorsHandler().sniff(bytes(data[:520]))
+
+
 # -- routes: a static pass over every pickle the loader will read, then the restricted load ---
 
 
@@ -137,6 +163,9 @@ def _prescan_torch_zip(data: memoryview, enforcer: Enforcer, reader: Any = None)
     reader = reader if reader is not None else _torch_reader(data, enforcer.location)
     base = enforcer.location
     for name in reader.get_all_records():
+        if name.endswith(".pkl"):
+            _privatize(data, reader.get_record_offset(name), len(reader.get_record(name)))
+    for name in reader.get_all_records():
         enforcer.location = f"{base}:{name}"
         try:
             if name.endswith(".pkl"):
@@ -146,6 +175,20 @@ def _prescan_torch_zip(data: memoryview, enforcer: Enforcer, reader: Any = None)
         finally:
             enforcer.location = base
     return reader
+
+
+def _privatize(data: memoryview, offset: int, size: int) -> None:
+    """Give this process its own copy of the pages holding a pickle (and its zip header).
+
+    For a file mapping (``mmap=True``) this pins the bytes that are analysed and then unpickled:
+    a writer changing the file afterwards no longer changes them. For private memory it is a
+    harmless rewrite of the same bytes.
+    """
+    if data.readonly:
+        return
+    start = max(0, offset - 4096)
+    end = min(len(data), offset + size)
+    data[start:end] = data[start:end].tobytes()
 
 
 def _check_hidden_pickle(data: memoryview, offset: int, enforcer: Enforcer) -> None:
@@ -467,17 +510,160 @@ def _load_torchscript(data: memoryview, enforcer: Enforcer, map_location: Any) -
         return load(io.BytesIO(bytes(data)), map_location=map_location)
 
 
+_READS_HINT = (
+    "trainwarden.load reads "
+    + ", ".join(READABLE_FORMATS)
+    + "; check other formats with `trainwarden scan` and load them with their own library"
+)
+
+
 def _unsupported(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
     raise LoadError(
-        f"{enforcer.location} is a zip file but neither a PyTorch checkpoint nor a numpy .npz",
-        hint="trainwarden.load reads PyTorch, pickle, numpy and joblib files; scan other "
-        "formats with `trainwarden scan`",
+        f"{enforcer.location} is a zip file but neither a PyTorch checkpoint nor a numpy .npz: "
+        "not a format trainwarden.load reads",
+        hint=_READS_HINT,
     )
+
+
+def _not_loadable(kind: str) -> Callable[[memoryview, Enforcer, Any], Any]:
+    def refuse(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+        raise LoadError(
+            f"{enforcer.location} is a {kind} file: not a format trainwarden.load reads",
+            hint=_READS_HINT,
+        )
+
+    return refuse
+
+
+def _load_safetensors(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    """Tensors by name, built by the safetensors library from the bytes already read.
+
+    safetensors holds no code; the library validates the header (offsets, dtypes, overlaps).
+    """
+    from safetensors.torch import load as st_load
+
+    try:
+        tensors = st_load(bytes(data))
+    except Exception as e:  # the library's own error types differ between versions
+        raise LoadError(
+            f"{enforcer.location} is not a valid safetensors file: {e}",
+            hint="`trainwarden scan` it for details",
+        ) from e
+    return _to_location(tensors, map_location)
+
+
+def _to_location(tensors: dict[str, Any], map_location: Any) -> dict[str, Any]:
+    import torch
+
+    if map_location is None:
+        return tensors
+    if not isinstance(map_location, (str, torch.device)):
+        raise LoadError(
+            "map_location for a safetensors file must be a device (a str or torch.device)",
+            hint='for example map_location="cpu"',
+        )
+    return {k: v.to(map_location) for k, v in tensors.items()}
+
+
+class _Collect:
+    """The part of the scan context the safetensors validator uses: it only adds findings."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+
+    def add(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+    def note_format(self, fmt: str) -> None:
+        pass
+
+
+# safetensors dtype names -> torch dtype attribute names (those every torch 2.x has).
+_ST_DTYPES = {
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "I16": "int16",
+    "U16": "uint16",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I32": "int32",
+    "U32": "uint32",
+    "F32": "float32",
+    "F64": "float64",
+    "I64": "int64",
+    "U64": "uint64",
+    "C64": "complex64",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E4M3": "float8_e4m3fn",
+}
+
+
+def _load_safetensors_mapped(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    """Tensors as views of the mapped file, after the scanner's strict header validation.
+
+    The header is copied out and checked first (lengths, offsets in range, no overlap, no hidden
+    bytes, no duplicate keys); any defect refuses the file before a tensor is built.
+    """
+    import json
+
+    import torch
+
+    from trainwarden.scan.formats import safetensors as st
+
+    location = enforcer.location
+    n = int.from_bytes(bytes(data[:8]), "little") if len(data) >= 8 else -1
+    collect = _Collect()
+    checker = st._Checker(b"", location, cast(Any, collect))
+    header: Any = None
+    if 2 <= n <= min(st.MAX_HEADER_BYTES, len(data) - 8):
+        try:
+            header = json.loads(
+                bytes(data[8 : 8 + n]).decode("utf-8"),
+                object_pairs_hook=st._pairs_no_dupes,
+                parse_constant=st._reject_constant,
+            )
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise LoadError(f"{location}: the safetensors header is not valid JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise LoadError(
+            f"{location} is not a valid safetensors file (header length {n}, "
+            f"file {len(data)} bytes)",
+            hint="`trainwarden scan` it for details",
+        )
+    checker.check_entries(header, data_size=len(data) - 8 - n)
+    bad = [f for f in collect.findings if f.severity >= Severity.MEDIUM]
+    if bad:
+        raise UnsafeModelError(
+            f"refused to load {location}: {bad[0].message}",
+            findings=bad,
+            path=location,
+            hint="a malformed or tampered safetensors file; `trainwarden scan` it for details",
+        )
+    base = 8 + n
+    out: dict[str, Any] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = getattr(torch, _ST_DTYPES.get(entry["dtype"], ""), None)
+        if not isinstance(dtype, torch.dtype):
+            raise LoadError(f"{location}: tensor {name!r} has dtype {entry['dtype']}, not loadable")
+        begin, end = entry["data_offsets"]
+        shape = list(entry["shape"])
+        if begin == end:
+            out[name] = torch.empty(shape, dtype=dtype)
+            continue
+        flat = torch.frombuffer(data, dtype=torch.uint8, count=end - begin, offset=base + begin)
+        out[name] = flat.view(dtype).reshape(shape)
+    return _to_location(out, map_location)
 
 
 _ROUTES: dict[str, Callable[[memoryview, Enforcer, Any], Any]] = {
     "torch-zip": _load_torch_zip,
     "torchscript": _load_torchscript,
+    "safetensors": _load_safetensors,
+    "gguf": _not_loadable("GGUF"),
+    "hdf5": _not_loadable("HDF5 (Keras .h5)"),
     "npz": _load_npz,
     "zip": _unsupported,
     "npy": _load_npy,
@@ -494,6 +680,8 @@ def _import_for(fmt: str) -> None:
 
     if fmt.startswith("torch"):
         import torch.utils.serialization.config  # noqa: F401
+    elif fmt == "safetensors":
+        import safetensors.torch  # noqa: F401
     elif fmt in ("npy", "npz"):
         import numpy.lib.format  # noqa: F401
     elif fmt == "joblib":
@@ -511,19 +699,26 @@ def load_bytes(
     map_location: Any = None,
     mode: str = "block",
     sink: EventSink | None = None,
+    mapped: bool = False,
 ) -> tuple[Any, str, tuple[Finding, ...], telemetry.LoadTrace]:
     """Load an in-memory file (already read, already manifest-checked). Used by the guard too.
 
-    Returns the object, the format, the findings and the telemetry trace.
+    Returns the object, the format, the findings and the telemetry trace. ``mapped``: ``data``
+    is a file mapping; formats that can (PyTorch zip, safetensors) build tensors as views of it.
     """
     pol = resolve_policy(policy)
     fmt = detect_format(data)
+    if mapped and fmt not in ("torch-zip", "safetensors"):
+        # Only these build tensors as views; every other format is analysed and unpickled from
+        # one private copy, so the bytes judged are the bytes loaded.
+        data = memoryview(bytearray(data))
     findings: list[Finding] = []
     enforcer = Enforcer(pol, "warn" if mode == "warn" else "block", location, findings)
     _import_for(fmt)
     with telemetry.track(location) as trace:
         try:
-            obj = _ROUTES[fmt](data, enforcer, map_location)
+            route = _load_safetensors_mapped if mapped and fmt == "safetensors" else _ROUTES[fmt]
+            obj = route(data, enforcer, map_location)
         except UnsafeModelError as e:
             _emit(
                 sink,
@@ -566,6 +761,7 @@ def load_with_report(
     manifest_key: Any | None = None,
     require_manifest: bool | None = None,
     hash_file: bool = False,
+    mmap: bool = False,
 ) -> tuple[Any, LoadReport]:
     """Like :func:`load`, also returning the :class:`LoadReport` (format, findings, digest).
 
@@ -573,12 +769,12 @@ def load_with_report(
     """
     p = Path(path)
     pol = resolve_policy(policy)
-    data = read_once(p)
+    data = map_once(p) if mmap else read_once(p)
     digests: list[str] = []
 
     def digest() -> str:
         if not digests:
-            digests.append(sha256_of(data))
+            digests.append(sha256_mapped(data) if mmap else sha256_of(data))
         return digests[0]
 
     if hash_file:
@@ -595,7 +791,7 @@ def load_with_report(
         )
         raise
     obj, fmt, findings, trace = load_bytes(
-        data, str(p), policy=pol, map_location=map_location, sink=sink
+        data, str(p), policy=pol, map_location=map_location, sink=sink, mapped=mmap
     )
     report = LoadReport(
         path=str(p),
@@ -618,15 +814,23 @@ def load(
     sink: EventSink | None = None,
     manifest_key: Any | None = None,
     require_manifest: bool | None = None,
+    mmap: bool = False,
 ) -> Any:
-    """Load a checkpoint, pickle, numpy or joblib file without running code from it.
+    """Load a checkpoint, safetensors, pickle, numpy or joblib file without running code from it.
 
     Raises :class:`UnsafeModelError` (with ``.findings``) before any global the policy does not
     list as safe is imported, :class:`ManifestError` when a manifest covering the file does not
     match (or is required and absent, or ``manifest_key`` is given and the signature is not by
-    it), :class:`LoadError` for unreadable or unsupported files. ``.npz`` files load as a dict of
-    arrays. Tensors of a PyTorch zip checkpoint share one buffer holding the file (like
-    ``torch.load(mmap=True)``).
+    it), :class:`LoadError` for unreadable or unsupported files (GGUF, HDF5, pipes, devices,
+    empty files). ``.npz`` files load as a dict of arrays, safetensors files as a dict of
+    tensors. Tensors of a PyTorch zip checkpoint share one buffer holding the file.
+
+    ``mmap=True`` maps the file instead of reading it: each pickle is copied out of the mapping
+    and analysed before it is unpickled, and tensors of PyTorch zip and safetensors files are
+    views of the mapped file, read from disk as they are used (like
+    ``torch.load(mmap=True)``), so memory use does not grow with the file size. Those pages come
+    from the file when first touched: a process that rewrites the file while the tensors are in
+    use changes their values (never what is unpickled).
     """
     obj, _ = load_with_report(
         path,
@@ -635,6 +839,7 @@ def load(
         sink=sink,
         manifest_key=manifest_key,
         require_manifest=require_manifest,
+        mmap=mmap,
     )
     return obj
 

@@ -165,8 +165,19 @@ def manifest_path_for(path: str | os.PathLike[str]) -> Path:
 
 
 def hash_file(path: Path) -> str:
+    """The sha256 of a regular file, read in chunks; pipes and devices are refused unread."""
+    from trainwarden._internal.files import NOT_REGULAR_HINT, NotRegularFileError, open_regular
+
     h = hashlib.sha256()
-    with path.open("rb", buffering=0) as fh:
+    try:
+        fd = open_regular(path)
+    except NotRegularFileError as e:
+        raise ManifestError(
+            f"cannot hash {path}: not a regular file (a {e.kind})", hint=NOT_REGULAR_HINT
+        ) from None
+    except OSError as e:
+        raise ManifestError(f"cannot read {path}: {e.strerror or e}", hint="check the path") from e
+    with open(fd, "rb", buffering=0) as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -256,13 +267,18 @@ def create_manifest(
 
 @dataclass(frozen=True)
 class ManifestCheck:
-    """The outcome of a successful manifest check (failures raise :class:`ManifestError`)."""
+    """The outcome of a successful manifest check (failures raise :class:`ManifestError`).
+
+    ``signed_by`` holds only the key id of a signature that was verified; the key ids that
+    unchecked signature entries claim (anyone can write any key id) are in ``unverified_keyids``.
+    """
 
     manifest: str
     subjects: int
     signed_by: tuple[str, ...]
     signature_verified: bool
     findings: tuple[Finding, ...] = ()
+    unverified_keyids: tuple[str, ...] = ()
 
 
 def _finding(rule: str, sev: Severity, msg: str, loc: str, **ev: Any) -> Finding:
@@ -291,7 +307,7 @@ def _read_envelope(manifest: Path) -> tuple[dict[str, Any], bytes, dict[str, Any
             raise ValueError("subject must be a list of {name, digest: {sha256}}")
         if not isinstance(envelope.get("signatures", []), list):
             raise ValueError("signatures must be a list")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         f = _finding("TWL-MAN-INVALID", Severity.HIGH, f"manifest {manifest} is invalid: {e}", loc)
         raise ManifestError(
             f"manifest {manifest} is invalid: {e}",
@@ -301,12 +317,16 @@ def _read_envelope(manifest: Path) -> tuple[dict[str, Any], bytes, dict[str, Any
     return envelope, payload, statement
 
 
+def _claimed(envelope: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(s.get("keyid", "")) for s in envelope.get("signatures", []))
+
+
 def _check_signature(
     manifest: Path, envelope: Mapping[str, Any], payload: bytes, public_key: Any | None
 ) -> tuple[tuple[str, ...], bool]:
     signed_by = tuple(str(s.get("keyid", "")) for s in envelope.get("signatures", []))
     if public_key is None:
-        return signed_by, False
+        return (), False
     from cryptography.exceptions import InvalidSignature
 
     pub = load_public_key(public_key)
@@ -317,7 +337,7 @@ def _check_signature(
             pub.verify(base64.b64decode(str(sig.get("sig", "")), validate=True), message)
         except (InvalidSignature, ValueError):
             continue
-        return signed_by, True
+        return (want,), True
     why = "is not signed" if not signed_by else f"has no valid signature by key {want[:16]}"
     f = _finding(
         "TWL-MAN-SIGNATURE",
@@ -376,7 +396,13 @@ def verify_manifest(
     findings = _compare(p, expected, actual)
     if findings:
         _raise_mismatch(p, findings)
-    return ManifestCheck(str(manifest), len(expected), signed_by, verified)
+    return ManifestCheck(
+        str(manifest),
+        len(expected),
+        signed_by,
+        verified,
+        unverified_keyids=() if verified else _claimed(envelope),
+    )
 
 
 def _compare(base: Path, expected: Mapping[str, str], actual: Mapping[str, Path]) -> list[Finding]:
@@ -499,7 +525,13 @@ def verify_file_bytes(
         )
     if findings:
         _raise_mismatch(path, findings)
-    return ManifestCheck(str(manifest), len(expected), signed_by, verified)
+    return ManifestCheck(
+        str(manifest),
+        len(expected),
+        signed_by,
+        verified,
+        unverified_keyids=() if verified else _claimed(envelope),
+    )
 
 
 def subjects_of(manifest: Path) -> Iterable[tuple[str, str]]:

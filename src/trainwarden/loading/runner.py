@@ -6,6 +6,7 @@ trainwarden run script.py``) for jobs whose code cannot be changed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import sys
@@ -40,10 +41,22 @@ def run_guarded(
         script = Path(target)
         if not script.is_file():
             raise LoadError(f"script {target} does not exist", hint="check the path")
+    elif not target or importlib.util.find_spec(target.split(".")[0]) is None:
+        # The top-level name is looked up without importing anything.
+        raise LoadError(f"no module named {target!r}", hint="check the module name and sys.path")
     install(mode=mode, policy=policy, sink=sink)
     saved_argv, saved_path0 = list(sys.argv), sys.path[0] if sys.path else None
     try:
         if module:
+            # Parent packages are imported here, under the guard, as runpy would import them.
+            try:
+                found = importlib.util.find_spec(target)
+            except (ImportError, ValueError) as e:
+                raise LoadError(f"cannot find module {target!r}: {e}") from e
+            if found is None:
+                raise LoadError(
+                    f"no module named {target!r}", hint="check the module name and sys.path"
+                )
             sys.argv = [target, *args]
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:

@@ -6,6 +6,7 @@ cannot be parsed yields a finding, never an exception.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import importlib
@@ -14,11 +15,18 @@ import mmap
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from trainwarden._internal.files import (
+    NOT_REGULAR_HINT,
+    NotRegularFileError,
+    kind_of,
+    not_regular_message,
+    open_regular,
+)
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import (
@@ -294,12 +302,13 @@ def scan_file(
     name = display if display is not None else str(p)
     started = time.monotonic()
     try:
-        if not stat.S_ISREG(p.stat().st_mode):
+        try:
+            fd = open_regular(p)
+        except NotRegularFileError as e:
             raise ScanError(
-                f"cannot scan {name}: not a regular file",
-                hint="scan files or directories, not devices, pipes or sockets",
-            )
-        with p.open("rb") as f:
+                not_regular_message("scan", name, e.mode), hint=NOT_REGULAR_HINT
+            ) from None
+        with open(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             fs = FileScan(name, policy, limits)
             fs.size = size
@@ -327,19 +336,35 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
 
 
 def _walk(
-    root: Path, include: Sequence[str], exclude: Sequence[str]
+    root: Path,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    skipped: list[tuple[str, str]] | None = None,
 ) -> tuple[list[Path], list[Path]]:
-    """Files under ``root`` (sorted) and the directories visited."""
+    """Files under ``root`` (sorted) and the directories visited.
+
+    What is not analysed is appended to ``skipped`` as (path, reason).
+    """
     files: list[Path] = []
     dirs: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+    skip = skipped if skipped is not None else []
+
+    def unreadable(e: OSError) -> None:
+        skip.append((str(e.filename or root), f"cannot list the directory: {e.strerror or e}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unreadable):
         d = Path(dirpath)
         rel_dir = d.relative_to(root).as_posix()
-        dirnames[:] = sorted(
-            n
-            for n in dirnames
-            if not exclude or not _matches(f"{rel_dir}/{n}" if rel_dir != "." else n, exclude)
-        )
+        kept = []
+        for n in sorted(dirnames):
+            if exclude and _matches(f"{rel_dir}/{n}" if rel_dir != "." else n, exclude):
+                continue
+            if (d / n).is_symlink():
+                # os.walk does not descend into it: say so rather than pass it over in silence.
+                skip.append((str(d / n), "symlink to a directory, not followed"))
+                continue
+            kept.append(n)
+        dirnames[:] = kept
         dirs.append(d)
         for fn in sorted(filenames):
             rel = f"{rel_dir}/{fn}" if rel_dir != "." else fn
@@ -349,11 +374,15 @@ def _walk(
                 continue
             fp = d / fn
             try:
-                regular = stat.S_ISREG(fp.stat().st_mode)
-            except OSError:
-                regular = False  # dangling symlink or vanished file
-            if regular:  # FIFOs and devices would block or never end
+                mode = fp.stat().st_mode
+            except OSError as e:
+                # dangling symlink, symlink loop or vanished file
+                skip.append((str(fp), f"cannot stat: {e.strerror or e}"))
+                continue
+            if stat.S_ISREG(mode):
                 files.append(fp)
+            else:  # FIFOs and devices would block or never end
+                skip.append((str(fp), f"not a regular file (a {kind_of(mode)})"))
     return files, dirs
 
 
@@ -363,6 +392,33 @@ def _folder_hook() -> Callable[[Path], dict[Path, list[Finding]]] | None:
     mod = importlib.import_module("trainwarden.scan.formats.hf_folder")
     hook = getattr(mod, "folder_findings", None)
     return hook if callable(hook) else None
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group: the parent reports it once, workers stay quiet
+    # (no traceback per worker) and are stopped by the parent.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also discards one already pending
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _scan_one(args: tuple[Path, Policy, Limits, bool]) -> FileReport | str:
@@ -421,12 +477,16 @@ def scan_paths(
     folder_extra: dict[Path, list[Finding]] = {}
     folder_errors: list[str] = []
     hook = None
+    skipped: list[tuple[str, str]] = []
     for raw in paths:
+        if not os.fspath(raw):
+            # Path("") would silently mean the current directory.
+            raise ScanError("an empty path was given", hint="name the file or directory to scan")
         p = Path(raw)
         if not p.exists():
             raise ScanError(f"no such file or directory: {p}", hint="check the path to scan")
         if p.is_dir():
-            files, dirs = _walk(p, include, exclude)
+            files, dirs = _walk(p, include, exclude, skipped)
             targets.extend(files)
             hook = hook or _folder_hook()
             if hook is not None:
@@ -439,11 +499,9 @@ def scan_paths(
                     for fp, found in extra.items():
                         folder_extra.setdefault(Path(fp), []).extend(found)
         else:
-            if not stat.S_ISREG(p.stat().st_mode):
-                raise ScanError(
-                    f"cannot scan {p}: not a regular file",
-                    hint="scan files or directories, not devices, pipes or sockets",
-                )
+            mode = p.stat().st_mode
+            if not stat.S_ISREG(mode):
+                raise ScanError(not_regular_message("scan", p, mode), hint=NOT_REGULAR_HINT)
             if not os.access(p, os.R_OK):
                 raise ScanError(f"cannot read {p}: permission denied", hint="check permissions")
             targets.append(p)
@@ -453,11 +511,20 @@ def scan_paths(
     results: list[FileReport | str] = []
     jobs = [(t, policy, limits, hash_files) for t in targets]
     if workers > 1 and total > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, res in enumerate(pool.map(_scan_one, jobs, chunksize=4)):
-                results.append(res)
-                if progress:
-                    progress(i + 1, total, str(targets[i]))
+        with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) as pool:
+            # Workers start here: SIGINT stays blocked until each has set it to "ignore", so a
+            # Ctrl-C during start-up cannot raise inside a half-started worker.
+            with _sigint_blocked():
+                results_iter = pool.map(_scan_one, jobs, chunksize=4)
+            try:
+                for i, res in enumerate(results_iter):
+                    results.append(res)
+                    if progress:
+                        progress(i + 1, total, str(targets[i]))
+            except BaseException:
+                # Ctrl-C: drop the queued files instead of scanning them all before exiting.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     else:
         for i, job in enumerate(jobs):
             results.append(_scan_one(job))
@@ -486,7 +553,10 @@ def scan_paths(
                 r.path, r.size, r.formats, (*r.findings, *found), r.globals, r.sha256, r.elapsed_s
             )
     return ScanReport(
-        files=tuple(reports), elapsed_s=time.monotonic() - started, errors=tuple(errors)
+        files=tuple(reports),
+        elapsed_s=time.monotonic() - started,
+        errors=tuple(errors),
+        skipped=tuple(skipped),
     )
 
 

@@ -5,9 +5,12 @@ The library returns plain dicts; only the CLI writes them out.
 
 from __future__ import annotations
 
+import base64
 import importlib
+import os
 import pkgutil
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from trainwarden import __version__
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.types import ScanReport
 
-__all__ = ["SARIF_SCHEMA", "all_rules", "to_json", "to_sarif"]
+__all__ = ["SARIF_SCHEMA", "all_rules", "json_safe", "path_fields", "to_json", "to_sarif"]
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVEL = {
@@ -26,6 +29,7 @@ _LEVEL = {
     Severity.INFO: "note",
 }
 _OFFSET = re.compile(r"@(\d+)$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def all_rules() -> dict[str, str]:
@@ -43,6 +47,39 @@ def all_rules() -> dict[str, str]:
     return dict(sorted(rules.items()))
 
 
+def _is_utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every string made valid Unicode (lone surrogates become U+FFFD).
+
+    File names that are not UTF-8 reach Python as lone surrogates, which JSON encoders write
+    as escapes no strict parser accepts; paths keep their exact bytes in ``path_b64``.
+    """
+    if isinstance(obj, str):
+        if _is_utf8(obj):
+            return obj
+        return _SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, dict):
+        return {json_safe(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def path_fields(path: str) -> dict[str, str]:
+    """``{"path": ...}``, plus ``path_b64`` (the name's exact bytes) when it is not UTF-8."""
+    if _is_utf8(path):
+        return {"path": path}
+    raw = _fs_bytes(path)
+    return {"path": json_safe(path), "path_b64": base64.b64encode(raw).decode("ascii")}
+
+
 def to_json(report: ScanReport, fail_on: Severity) -> dict[str, Any]:
     """The JSON document of ``trainwarden scan --format json``."""
     doc = report.to_dict()
@@ -53,15 +90,30 @@ def to_json(report: ScanReport, fail_on: Severity) -> dict[str, Any]:
         "fail_on": fail_on.name,
         "failed": report.failed(fail_on),
         "errors": len(report.errors),
+        "skipped": len(report.skipped),
     }
     for fr, entry in zip(report.files, doc["files"], strict=True):
         entry["verdict"] = fr.verdict(fail_on)
-    return doc
+        entry.update(path_fields(fr.path))
+    for (path, _reason), entry in zip(report.skipped, doc["skipped"], strict=True):
+        entry.update(path_fields(path))
+    return json_safe(doc)  # type: ignore[no-any-return]
 
 
 def _uri(path: str) -> str:
+    # Percent-encoded (RFC 3986) from the name's bytes: spaces, '#', '?', newlines and names
+    # that are not UTF-8 all survive a round trip through a SARIF viewer.
     p = Path(path)
-    return p.as_uri() if p.is_absolute() else p.as_posix()
+    if p.is_absolute():
+        return p.as_uri()
+    return urllib.parse.quote(_fs_bytes(p.as_posix()), safe="/")
+
+
+def _fs_bytes(path: str) -> bytes:
+    try:
+        return os.fsencode(path)
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogatepass")
 
 
 def _result(f: Finding, file_path: str) -> dict[str, Any]:
@@ -101,29 +153,42 @@ def to_sarif(report: ScanReport, fail_on: Severity) -> dict[str, Any]:
         if fr.sha256:
             art["hashes"] = {"sha-256": fr.sha256}
         artifacts.append(art)
-    return {
-        "version": "2.1.0",
-        "$schema": SARIF_SCHEMA,
-        "runs": [
-            {
-                "tool": {
-                    "driver": {
-                        "name": "trainwarden",
-                        "version": __version__,
-                        "rules": rules,
-                    }
-                },
-                "results": results,
-                "artifacts": artifacts,
-                "invocations": [
-                    {
-                        "executionSuccessful": not report.errors,
-                        "toolExecutionNotifications": [
-                            {"level": "error", "message": {"text": e}} for e in report.errors
-                        ],
-                    }
-                ],
-                "properties": {"fail_on": fail_on.name, "failed": report.failed(fail_on)},
-            }
-        ],
-    }
+    doc: dict[str, Any] = json_safe(
+        {
+            "version": "2.1.0",
+            "$schema": SARIF_SCHEMA,
+            "runs": [
+                {
+                    "tool": {
+                        "driver": {
+                            "name": "trainwarden",
+                            "version": __version__,
+                            "rules": rules,
+                        }
+                    },
+                    "results": results,
+                    "artifacts": artifacts,
+                    "invocations": [
+                        {
+                            "executionSuccessful": not report.errors,
+                            "toolExecutionNotifications": [
+                                {"level": "error", "message": {"text": e}} for e in report.errors
+                            ]
+                            + [
+                                {
+                                    "level": "warning",
+                                    "message": {"text": f"skipped: {reason}"},
+                                    "locations": [
+                                        {"physicalLocation": {"artifactLocation": {"uri": _uri(p)}}}
+                                    ],
+                                }
+                                for p, reason in report.skipped
+                            ],
+                        }
+                    ],
+                    "properties": {"fail_on": fail_on.name, "failed": report.failed(fail_on)},
+                }
+            ],
+        }
+    )
+    return doc

@@ -104,6 +104,10 @@ class ScanReport:
     files: tuple[FileReport, ...]
     elapsed_s: float = 0.0
     errors: tuple[str, ...] = field(default=())
+    #: Entries of the walked trees that were not analysed, as (path, reason): symlinks to
+    #: directories (never followed), dangling symlinks, pipes, devices, sockets, unreadable
+    #: directories.
+    skipped: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def findings(self) -> tuple[Finding, ...]:
@@ -122,6 +126,7 @@ class ScanReport:
             "files": [f.to_dict() for f in self.files],
             "elapsed_s": round(self.elapsed_s, 6),
             "errors": list(self.errors),
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
         }
 
 

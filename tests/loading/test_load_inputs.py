@@ -1,0 +1,163 @@
+"""What ``trainwarden.load`` accepts before it reads: regular files only, safetensors, and the
+formats it refuses by name (GGUF, HDF5, empty files), in the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import trainwarden
+from trainwarden.loading import LoadError, UnsafeModelError
+
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _sd() -> dict[str, torch.Tensor]:
+    return {
+        "w": torch.randn(4, 8),
+        "b": torch.arange(5, dtype=torch.int64),
+        "h": torch.randn(3).to(torch.bfloat16),
+        "e": torch.empty(0, 3),
+    }
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return list(sorted(a)) == list(sorted(b)) and all(
+        a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a
+    )
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_bundled_safetensors_example_loads(mmap: bool) -> None:
+    from safetensors.torch import load_file
+
+    assert _same(
+        trainwarden.load(EXAMPLES / "tiny.safetensors", mmap=mmap),
+        load_file(str(EXAMPLES / "tiny.safetensors")),
+    )
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_safetensors_round_trip(tmp_path: Path, mmap: bool) -> None:
+    sd = _sd()
+    save_file(sd, str(tmp_path / "m.safetensors"))
+    assert _same(trainwarden.load(tmp_path / "m.safetensors", mmap=mmap), sd)
+
+
+def _overlapping_safetensors(path: Path) -> None:
+    # Two tensors claim the same bytes: a loader-differential vector the library also rejects.
+    header = {
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+    }
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 8)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_malformed_safetensors_is_refused(tmp_path: Path, mmap: bool) -> None:
+    p = tmp_path / "bad.safetensors"
+    _overlapping_safetensors(p)
+    with pytest.raises((LoadError, UnsafeModelError)):
+        trainwarden.load(p, mmap=mmap)
+
+
+def test_safetensors_suffix_on_a_pickle_still_goes_through_the_scanner(
+    tmp_path: Path, payload_bytes: bytes
+) -> None:
+    # Decided by content: a pickle named .safetensors is unpickled only after the scan.
+    p = tmp_path / "model.safetensors"
+    p.write_bytes(payload_bytes)
+    with pytest.raises(UnsafeModelError):
+        trainwarden.load(p)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"GGUF\x03\x00\x00\x00" + bytes(40), "GGUF file: not a format trainwarden.load reads"),
+        (b"\x89HDF\r\n\x1a\n" + bytes(40), "HDF5 (Keras .h5) file: not a format"),
+        (b"", "the file is empty (0 bytes)"),
+    ],
+)
+def test_unreadable_formats_are_named(
+    tmp_path: Path, content: bytes, needle: str, mmap: bool
+) -> None:
+    p = tmp_path / "model.bin"
+    p.write_bytes(content)
+    with pytest.raises(LoadError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        trainwarden.load(p, mmap=mmap)
+
+
+def _fifo(tmp_path: Path) -> Path:
+    p = tmp_path / "pipe.pt"
+    os.mkfifo(p)
+    return p
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_fifo_is_refused_without_opening_it_for_a_blocking_read(tmp_path: Path, mmap: bool) -> None:
+    p = _fifo(tmp_path)
+    with pytest.raises(LoadError, match=r"not a regular file \(a named pipe \(FIFO\)\)"):
+        trainwarden.load(p, mmap=mmap)
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_character_device_is_refused_not_read(mmap: bool) -> None:
+    # /dev/zero never ends: reading it first would report a "changed size" or exhaust memory.
+    with pytest.raises(LoadError, match=r"not a regular file \(a character device\)"):
+        trainwarden.load("/dev/zero", mmap=mmap)
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match=r"not a regular file \(a directory\)"):
+        trainwarden.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("argv", "verb"),
+    [
+        (["load"], "load"),
+        (["manifest", "create"], "hash"),
+        (["scan"], "scan"),
+    ],
+)
+def test_cli_refuses_fifo_with_one_message(
+    run_cli: RunCli, tmp_path: Path, argv: list[str], verb: str
+) -> None:
+    p = _fifo(tmp_path)
+    r = run_cli([*argv, str(p)])
+    assert r.returncode == 2, r.stderr
+    assert f"cannot {verb} {p}: not a regular file (a named pipe (FIFO))" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["pipe.pt"]
+
+
+def test_cli_load_dev_zero_and_gguf_exit_2(run_cli: RunCli, tmp_path: Path) -> None:
+    r = run_cli(["load", "/dev/zero"])
+    assert r.returncode == 2
+    assert "not a regular file (a character device)" in r.stderr
+    assert "changed size" not in r.stderr
+    g = tmp_path / "m.gguf"
+    g.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(40))
+    r = run_cli(["load", str(g)])
+    assert r.returncode == 2
+    assert "not a format trainwarden.load reads" in r.stderr
+    assert "safetensors" in r.stderr  # the hint lists what it does read
+
+
+def test_cli_load_bundled_safetensors(run_cli: RunCli) -> None:
+    r = run_cli(["load", "--format", "json", str(EXAMPLES / "tiny.safetensors")])
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["format"] == "safetensors" and data["refused"] is False

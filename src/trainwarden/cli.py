@@ -1815,10 +1815,19 @@ def audit_replay(
             help="JSONL event log the job wrote to; its step hashes must match the record.",
         ),
     ] = None,
+    ledger_run: Annotated[
+        str | None,
+        typer.Option(
+            "--ledger-run",
+            help="Ledger run the job logged to: its step hashes (read from "
+            "TRAINWARDEN_LEDGER_URL with the reader token in TRAINWARDEN_LEDGER_TOKEN) must "
+            "match the record.",
+        ),
+    ] = None,
     key: Annotated[
         Path | None,
         typer.Option(
-            "--key", help="Ed25519 public key the checkpoint manifests must be signed with."
+            "--pub", help="Ed25519 public key the checkpoint manifests must be signed with."
         ),
     ] = None,
     baseline: Annotated[
@@ -1867,6 +1876,19 @@ def audit_replay(
                         log.append(rec)
         except (OSError, ValueError) as e:
             raise AuditError(f"{events}: cannot read the event log ({e})") from e
+    if ledger_run is not None:
+        import os
+
+        from trainwarden.audit.replay import ledger_events
+
+        url = os.environ.get("TRAINWARDEN_LEDGER_URL")
+        token = os.environ.get("TRAINWARDEN_LEDGER_TOKEN")
+        if not url or not token:
+            raise AuditError(
+                "--ledger-run needs TRAINWARDEN_LEDGER_URL and TRAINWARDEN_LEDGER_TOKEN",
+                hint="export the ledger's URL and a reader token",
+            )
+        log = (log or []) + ledger_events(url, token, ledger_run)
     with _busy(fmt, "replaying..."):
         report = replay(
             run_dir,

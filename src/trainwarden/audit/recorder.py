@@ -86,7 +86,16 @@ class AuditRecorder:
         self.job = job
         self.run_dir = Path(run_dir)
         self.audit_every = audit_every
-        self.sink = sink or NullSink()
+        from trainwarden.ledger.client import configured_sink
+        from trainwarden.sink import TeeSink
+
+        # With TRAINWARDEN_LEDGER_URL/TOKEN set, every record's chain hash also goes to the
+        # ledger, out of the job's reach.
+        self._ledger = configured_sink()
+        sinks = [s for s in (sink, self._ledger) if s is not None]
+        self.sink: EventSink = (
+            TeeSink(*sinks) if len(sinks) > 1 else (sinks[0] if sinks else NullSink())
+        )
         self.sign_key = sign_key
         self.run_id = run_id or secrets.token_hex(8)
         self.step_index = 0
@@ -219,6 +228,8 @@ class AuditRecorder:
         if self._tap is not None:
             self._tap.remove()
         self.sink.emit("audit.end", {"run_id": self.run_id, "steps": self.step_index})
+        if self._ledger is not None:
+            self._ledger.close()
 
     def __enter__(self) -> AuditRecorder:
         return self

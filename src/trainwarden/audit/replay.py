@@ -26,7 +26,7 @@ from trainwarden.audit.recorder import chain_hash, checkpoint_name
 from trainwarden.audit.types import AuditError, IntervalResult, Job, ReplayReport
 from trainwarden.findings import Finding, Severity
 
-__all__ = ["load_factory", "read_record", "replay"]
+__all__ = ["ledger_events", "load_factory", "read_record", "replay"]
 
 Factory = Callable[[], Job]
 
@@ -96,13 +96,23 @@ def read_record(
 
 
 def _ledger_findings(
-    run: Path, steps: Mapping[int, dict[str, Any]], events: Iterable[Mapping[str, Any]]
+    run: Path,
+    steps: Mapping[int, dict[str, Any]],
+    events: Iterable[Mapping[str, Any]],
+    run_id: Any = None,
 ) -> list[Finding]:
     """Compare the chain hashes the job sent to its sink with the records on disk."""
     sent: dict[int, str] = {}
     for ev in events:
-        if ev.get("kind") == "audit.step" and isinstance(ev.get("step"), int):
-            sent[int(ev["step"])] = str(ev.get("hash"))
+        # A JSONL sink line is flat ({"kind", "ts", **record}); a ledger entry nests the record.
+        rec = ev.get("record") if isinstance(ev.get("record"), dict) else ev
+        if (
+            ev.get("kind") == "audit.step"
+            and isinstance(rec, Mapping)
+            and isinstance(rec.get("step"), int)
+            and rec.get("run_id") in (None, run_id)
+        ):
+            sent.setdefault(int(rec["step"]), str(rec.get("hash")))
     out: list[Finding] = []
     for s, rec in sorted(steps.items()):
         h = sent.get(s)
@@ -129,6 +139,27 @@ def _ledger_findings(
             )
             break
     return out
+
+
+def ledger_events(url: str, token: str, run: str) -> list[dict[str, Any]]:
+    """Every ``audit.step`` entry of ledger run ``run``, read with a reader token."""
+    from trainwarden.ledger.client import LedgerClient
+
+    out: list[dict[str, Any]] = []
+    client = LedgerClient(url, token)
+    try:
+        after = -1
+        while True:
+            page = client.get("/v1/entries", run=run, kind="audit.step", after=after, limit=1000)
+            for e in page["entries"]:
+                ev = json.loads(e["entry"])
+                if isinstance(ev, dict):
+                    out.append(ev)
+            if page.get("next_after") is None:
+                return out
+            after = int(page["next_after"])
+    finally:
+        client.close()
 
 
 def _rng_state_bytes(blob: str) -> bytes:
@@ -319,7 +350,7 @@ def replay(
     fac = load_factory(factory) if isinstance(factory, str) else factory
     meta, steps, findings = read_record(run)
     if events is not None:
-        findings += _ledger_findings(run, steps, events)
+        findings += _ledger_findings(run, steps, events, meta.get("run_id"))
     ck_dir = run / "checkpoints"
     ck_steps = sorted(
         int(p.name[5:13])

@@ -1,0 +1,72 @@
+"""The replay audit's step hashes reach the ledger, and a rewritten record is caught against it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from trainwarden.audit import replay
+from trainwarden.audit.recorder import chain_hash
+from trainwarden.audit.replay import ledger_events
+from trainwarden.drill.gpt import make_tiny_job
+from trainwarden.drill.replay_attacks import train
+
+from .conftest import Server
+
+
+def test_rewritten_records_are_caught_against_the_ledger(
+    start_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = start_server(extra=["--no-deadman"])
+    run_id, token = srv.create_run(ranks=0)
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_URL", srv.url)
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", token)
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_SPOOL", str(tmp_path / "spool"))
+    run = tmp_path / "run"
+    train(make_tiny_job(), run, steps=4, audit_every=2)  # closing the recorder ships the spool
+    with srv.client(srv.admin_token) as c:
+        reader = c.post("/v1/tokens", json={"role": "reader"}).json()["token"]
+    events = ledger_events(srv.url, reader, run_id)
+    assert sorted(e["record"]["step"] for e in events) == [0, 1, 2, 3]
+    assert replay(run, make_tiny_job, seed=0, events=events).findings == ()
+
+    # The saboteur rewrites step 1's record and recomputes the chain after it.
+    recs = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
+    recs[1]["loss"] = 0.125
+    prev = recs[0]["hash"]
+    for r in recs[1:]:
+        r["prev"] = prev
+        r["hash"] = chain_hash(r)
+        prev = r["hash"]
+    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", reader)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "audit",
+            "replay",
+            str(run),
+            "--job",
+            "trainwarden.drill.gpt:make_tiny_job",
+            "--ledger-run",
+            run_id,
+            "--no-attest",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    findings = json.loads(proc.stdout)["findings"]
+    assert findings[0]["rule_id"] == "TWR-RECORD-TAMPERED"
+    assert findings[0]["location"].endswith("@1")

@@ -76,6 +76,58 @@ def test_overrides_precedence() -> None:
     assert q.classify("os", "system")[0] is Verdict.DANGEROUS  # wildcard never unlocks
 
 
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("mylib", "os.system"),  # an attribute path through mylib's own `import os`
+        ("mylib", "Net.helper"),  # an attribute of an allowed class is not the class
+        ("mylib", "sub.Net"),
+        ("mylib", "subprocess.Popen"),
+        ("mylib", "builtins.eval"),
+    ],
+)
+def test_allow_wildcard_never_covers_a_dotted_name(module: str, name: str) -> None:
+    """`allow = ["mylib.*"]` covers what mylib defines, never what it imports or an attribute."""
+    p = Policy.default().with_overrides(allow=["mylib.*"])
+    assert p.classify(module, name)[0] is not Verdict.SAFE
+    assert p.classify("mylib", "Net")[0] is Verdict.SAFE
+
+
+def test_allow_wildcard_covers_only_its_own_module() -> None:
+    p = Policy.default().with_overrides(allow=["my.*", "mylib.Net"])
+    assert p.classify("mylib", "Net")[0] is Verdict.SAFE  # the exact entry
+    for module, name in [("mylib", "Other"), ("my_other", "Net"), ("my.sub", "Net")]:
+        assert p.classify(module, name)[0] is Verdict.UNKNOWN, (module, name)
+    assert p.classify("mylib", "Net.os")[0] is Verdict.UNKNOWN  # exact entries do not descend
+
+
+def test_deny_entries_cover_everything_below_them() -> None:
+    p = Policy.default().with_overrides(deny=["mylib.*", "collections.OrderedDict"])
+    for module, name in [("mylib", "Net"), ("mylib", "Net.x"), ("mylib.sub", "Net")]:
+        assert p.classify(module, name)[0] is Verdict.DANGEROUS, (module, name)
+    assert p.classify("collections", "OrderedDict.fromkeys")[0] is Verdict.DANGEROUS
+    assert p.classify("mylibrary", "Net")[0] is Verdict.UNKNOWN
+
+
+def test_dotted_global_under_allow_wildcard_is_flagged_in_a_scan(tmp_path: Path) -> None:
+    """End to end: a protocol-4 STACK_GLOBAL mylib / os.system under `allow = ["mylib.*"]`."""
+    from trainwarden.scan import analyze_pickle
+
+    canary = tmp_path / "canary"
+    cmd = f"touch {canary}".encode()
+    data = (
+        b"\x80\x04\x8c\x05mylib\x8c\tos.system\x93"
+        + b"\x8c"
+        + bytes([len(cmd)])
+        + cmd
+        + b"\x85R."
+    )
+    a = analyze_pickle(data, policy=Policy.default().with_overrides(allow=["mylib.*"]))
+    assert [(g.qualname, g.verdict) for g in a.globals] == [("mylib.os.system", Verdict.UNKNOWN)]
+    assert a.max_severity is not None and a.max_severity >= Severity.HIGH
+    assert not canary.exists()
+
+
 def test_bad_override_entry() -> None:
     with pytest.raises(ScanError, match="--allow"):
         Policy.default().with_overrides(allow=["noqualname"])

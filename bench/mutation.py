@@ -23,6 +23,7 @@ import datetime as dt
 import fnmatch
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -30,11 +31,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from mutation_reviewed import REVIEWED  # noqa: E402 - bench/ is not a package
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reviewed() -> dict[str, dict[str, str]]:
+    path = Path(__file__).resolve().with_name("mutation_reviewed.py")
+    reviewed: dict[str, dict[str, str]] = runpy.run_path(str(path))["REVIEWED"]
+    return reviewed
+
+
+REVIEWED = _reviewed()
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,12 @@ TARGETS: dict[str, Target] = {
     "enforcer": Target(
         "src/trainwarden/loading/unpickler.py",
         ("tests/loading/test_load_guard.py", "tests/loading/test_load_formats.py"),
-        ("xǁEnforcerǁcheck", "xǁEnforcerǁ_record", "xǁEnforcerǁfinding_for", "x_check_pickle_bytes"),
+        (
+            "xǁEnforcerǁcheck",
+            "xǁEnforcerǁ_record",
+            "xǁEnforcerǁfinding_for",
+            "x_check_pickle_bytes",
+        ),
     ),
     "unpickler": Target(
         "src/trainwarden/loading/unpickler.py",
@@ -140,7 +151,7 @@ def _workdir(name: str, target: Target, base: Path) -> Path:
 def _run(cmd: list[str], cwd: Path, log: Path | None = None) -> str:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # mutmut puts its mutated copy of src/ first on sys.path
-    proc = subprocess.run(  # noqa: S603 - our own tool on our own files
+    proc = subprocess.run(
         ["nice", "-n", "10", *cmd], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
     if log is not None:
@@ -195,8 +206,11 @@ class Result:
 
 def run_target(name: str, target: Target, base: Path, max_children: int) -> Result:
     work = _workdir(name, target, base)
-    _run([_mutmut(), "run", "--max-children", str(max_children), *target.patterns()], work,
-         log=work / "mutmut-run.log")
+    _run(
+        [_mutmut(), "run", "--max-children", str(max_children), *target.patterns()],
+        work,
+        log=work / "mutmut-run.log",
+    )
     out = _run([_mutmut(), "results", "--all", "true"], work)
     statuses: dict[str, str] = {}
     for line in out.splitlines():
@@ -216,8 +230,12 @@ def table(results: list[Result]) -> str:
     for r in results:
         total = r.killed + len(r.survivors)
         score = f"{100 * r.killed / total:.1f}%" if total else "n/a"
-        funcs = ", ".join(f.removeprefix("x_").replace("xǁ", "").replace("ǁ", ".")
-                          for f in r.target.functions) or "whole module"
+        funcs = (
+            ", ".join(
+                f.removeprefix("x_").replace("xǁ", "").replace("ǁ", ".") for f in r.target.functions
+            )
+            or "whole module"
+        )
         other = len(r.statuses) - total
         rows.append(
             f"| {r.name} | `{r.target.module}` ({funcs}) | {', '.join(r.target.tests)} "
@@ -243,10 +261,14 @@ def write_section(path: Path, body: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("targets", nargs="*", help=f"targets to run (default: all): {', '.join(TARGETS)}")
+    ap.add_argument(
+        "targets", nargs="*", help=f"targets to run (default: all): {', '.join(TARGETS)}"
+    )
     ap.add_argument("--list", action="store_true", help="list the targets and exit")
     ap.add_argument("--max-children", type=int, default=1, help="parallel mutants (default 1)")
-    ap.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a tmp dir)")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="scratch folder (default: a tmp dir)"
+    )
     ap.add_argument("--write", type=Path, default=None, help="update this file's mutation section")
     args = ap.parse_args()
     if args.list:

@@ -129,7 +129,9 @@ def test_every_entry_point_is_blocked(
     files = _files(tmp_path, canary)
     g = guard(mode=mode)
     for name, call in _entry_points(payload_bytes, files).items():
-        with pytest.raises(trainwarden.UnsafeModelError, match=r"(os|posix)\.system|builtins\.exec"):
+        with pytest.raises(
+            trainwarden.UnsafeModelError, match=r"(os|posix)\.system|builtins\.exec"
+        ):
             call()
         assert not canary.exists(), name
     assert g.findings  # the guard kept what it refused

@@ -3,6 +3,7 @@ default fingerprint rotation's detection window, a hidden eps change, repeated i
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +37,7 @@ def test_default_rotation_covers_each_large_tensor_once_per_round_of_four() -> N
     mon = watch(model, torch.optim.SGD(model.parameters(), lr=0.1), watchdog=False,
                 code_guard=False)  # fmt: skip
     try:
-        weights = list(model.named_parameters())
+        weights: list[tuple[str, torch.Tensor]] = list(model.named_parameters())
         large = sorted(n for n, t in weights if t.numel() > 4096)
         assert len(large) == 4
         covered: list[frozenset[str]] = []
@@ -52,7 +53,7 @@ def test_default_rotation_covers_each_large_tensor_once_per_round_of_four() -> N
     waits = []
     for name in large:
         at = [i for i, c in enumerate(covered) if name in c]
-        assert max(b - a for a, b in zip(at, at[1:], strict=False)) <= 7
+        assert max(b - a for a, b in itertools.pairwise(at)) <= 7
         waits += [next(i for i in at if i >= start) - start for start in range(3990)]
     assert max(waits) == 6  # the covering boundary is at most 6 after the first swapped one
     assert 1.65 < sum(waits) / len(waits) < 1.95  # 29/16 = 1.8125 in expectation

@@ -116,11 +116,7 @@ def test_dotted_global_under_allow_wildcard_is_flagged_in_a_scan(tmp_path: Path)
     canary = tmp_path / "canary"
     cmd = f"touch {canary}".encode()
     data = (
-        b"\x80\x04\x8c\x05mylib\x8c\tos.system\x93"
-        + b"\x8c"
-        + bytes([len(cmd)])
-        + cmd
-        + b"\x85R."
+        b"\x80\x04\x8c\x05mylib\x8c\tos.system\x93" + b"\x8c" + bytes([len(cmd)]) + cmd + b"\x85R."
     )
     a = analyze_pickle(data, policy=Policy.default().with_overrides(allow=["mylib.*"]))
     assert [(g.qualname, g.verdict) for g in a.globals] == [("mylib.os.system", Verdict.UNKNOWN)]

@@ -47,8 +47,10 @@ class Sample:
     ``reference`` names the advisory, CVE, blog post or peer issue a malicious sample reproduces,
     or the library that wrote a clean one. ``canary`` is the file the payload would create if it
     ever ran (``None`` for samples whose danger is not code run at load time, such as a path in an
-    ONNX model). ``trigger`` says which real loader would execute the payload (used by
-    ``bench/corpus_liveness.py`` to prove the samples are live, never by the tests).
+    ONNX model). ``expected_rules`` are the rule ids a scan of a malicious sample must raise at
+    HIGH or above (a detection by anything else is a miss). ``trigger`` says which real loader
+    would execute the payload (used by ``bench/corpus_liveness.py`` to prove the samples are
+    live, never by the tests).
     """
 
     name: str

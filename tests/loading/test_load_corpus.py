@@ -210,6 +210,7 @@ def _trigger(sample: Sample, path: Path) -> Callable[[], Any]:
         "pickle_ext": ext,
         "pickle_stream": stream,
         "torch": lambda: torch.load(path, weights_only=False),
+        "torch_jit": lambda: torch.jit.load(path),  # type: ignore[no-untyped-call]
         "torch_file": lambda: torch.load(path / arg, weights_only=False),
         "zip_member": zip_member,
         "numpy": lambda: np.load(path, allow_pickle=True),

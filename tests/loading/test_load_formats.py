@@ -173,11 +173,26 @@ def test_unknown_global_is_refused_with_policy_hint_and_allowed_by_override(
 # torch 2.10+ deprecates TorchScript; the archive is still what a shared checkpoint can be.
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:DeprecationWarning")
-def test_torchscript_archive_is_refused(tmp_path: Path) -> None:
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_torchscript_archive_with_reviewed_code_loads(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
-    with pytest.raises(trainwarden.UnsafeModelError, match="TorchScript"):
+    loaded = trainwarden.load(path)
+    assert isinstance(loaded, torch.jit.ScriptModule)
+    x = torch.ones(1, 2)
+    reference = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+    assert torch.equal(loaded(x), reference(x))
+
+
+def test_torchscript_archive_with_a_file_op_is_refused(tmp_path: Path) -> None:
+    from trainwarden.drill._torchscript_payloads import archive
+
+    canary = tmp_path / "canary"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(archive("setstate", canary))
+    with pytest.raises(trainwarden.UnsafeModelError, match=r"TorchScript.*torch\.from_file"):
         trainwarden.load(path)
+    assert not canary.exists()
 
 
 def test_bad_inputs_give_load_errors_naming_the_file(tmp_path: Path) -> None:

@@ -211,6 +211,8 @@ def test_torchscript_archive(tmp_path: Path) -> None:
     r = scan_path(f).files[0]
     assert "TWS-TORCHSCRIPT" in rules(r)
     assert "torchscript" in r.formats
+    # A clean torch.jit.save of an ordinary module is at most LOW.
+    assert max(x.severity for x in r.findings) == Severity.LOW
 
 
 def test_corrupt_zip_is_a_finding() -> None:

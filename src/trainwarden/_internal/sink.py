@@ -1,7 +1,8 @@
 """Event sinks: where load telemetry, monitor alerts and per-step records are sent.
 
 A sink receives ``(kind, record)`` pairs; ``record`` must be JSON-serialisable. The JSONL sink is
-the default; the ledger service will provide another implementation of the same protocol.
+the default; :class:`trainwarden.ledger.LedgerSink` ships events to the ledger service. The
+protocol itself lives in the public module :mod:`trainwarden.sink`.
 """
 
 from __future__ import annotations
@@ -12,18 +13,11 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
+
+from trainwarden.sink import EventSink
 
 __all__ = ["EventSink", "JsonlSink", "MemorySink", "NullSink"]
-
-
-@runtime_checkable
-class EventSink(Protocol):
-    """Anything that accepts events. ``emit`` must not raise into the caller's hot path."""
-
-    def emit(self, kind: str, record: Mapping[str, Any]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class NullSink:

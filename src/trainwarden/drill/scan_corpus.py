@@ -184,6 +184,7 @@ class _Mal:
     trigger: str | None = "pickle"
     canary: bool = True
     folder: bool = False
+    expected_rules: tuple[str, ...] | None = None
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -2221,15 +2222,6 @@ def _mal_containers() -> list[_Mal]:
             trigger="torch",
         ),
         _Mal(
-            "torchscript_archive_code",
-            ".pt",
-            "TorchScript archive: code/ runs on forward()",
-            "TorchScript code is executable",
-            b(_torchscript),
-            trigger=None,
-            canary=False,
-        ),
-        _Mal(
             "npy_object_dtype_pickle",
             ".npy",
             "numpy .npy with object dtype (pickle payload)",
@@ -2586,7 +2578,9 @@ def _mal_containers() -> list[_Mal]:
 
 
 def _malicious_specs() -> list[_Mal]:
-    specs = _mal_pickles() + _mal_containers()
+    from trainwarden.drill.samples_callables import callable_specs
+
+    specs = _mal_pickles() + _mal_containers() + callable_specs()
     names = [s.name for s in specs]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -2802,6 +2796,7 @@ def build_malicious(dest: Path, *, only: str | None = None) -> list[Sample]:
                     canary=canary if spec.canary else None,
                     expected_rules=_EXPECTED_RULES.get(spec.name),
                     trigger=spec.trigger,
+                    expected_rules=spec.expected_rules,
                 )
             )
     return out
@@ -3349,6 +3344,12 @@ def _clean_specs() -> list[_Clean]:
     ]
     return [
         _Clean(
+            "torchscript_module",
+            ".pt",
+            "torch.jit.save(torch.jit.script(module)): code uses only side-effect-free operators",
+            lambda path: _write(path, _torchscript(path)),
+        ),
+        _Clean(
             "torch_state_dict_float32",
             ".pt",
             "torch.save(nn.Module.state_dict())",
@@ -3608,4 +3609,10 @@ def build_corpus(dest: Path, *, only: str | None = None) -> list[Sample]:
 
     ``only`` may be ``"malicious"``, ``"clean"`` or one sample name.
     """
-    return build_malicious(dest, only=only) + build_clean(dest, only=only)
+    from trainwarden.drill.samples_containers import build_containers
+
+    return (
+        build_malicious(dest, only=only)
+        + build_containers(dest, only=only)
+        + build_clean(dest, only=only)
+    )

@@ -363,6 +363,30 @@ def _guarded_torch_load(orig: Callable[..., Any]) -> Callable[..., Any]:
     return load
 
 
+def _guarded_jit_load(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    def load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        guard = _state
+        if guard is None:
+            return orig(f, *args, **kwargs)
+        read = _read_checked(guard, f)
+        if read is None:
+            return orig(f, *args, **kwargs)
+        data, location = read
+        from trainwarden.loading.loader import _review_torchscript
+
+        # Whatever the bytes look like to Python's zipfile, torch.jit.load compiles them: the
+        # whole file is reviewed as a TorchScript archive.
+        enforcer = guard.enforcer(location)
+        _review_torchscript(data, enforcer)
+        with _scanned(enforcer), _tracked(guard, location):
+            # Exactly the bytes reviewed: the archive is not read a second time from disk.
+            return orig(io.BytesIO(bytes(data)), *args, **kwargs)
+
+    load.__trainwarden_guarded__ = True  # type: ignore[attr-defined]
+    return load
+
+
 def _guarded_numpy_load(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
     def load(file: Any, *args: Any, **kwargs: Any) -> Any:
@@ -529,6 +553,15 @@ def install(
                 replacements[id(orig)] = wrapped
                 _patch(guard, torch.serialization, "load", wrapped)
                 _patch(guard, torch, "load", wrapped)
+            import torch.jit
+            import torch.jit._serialization
+
+            orig_jit = torch.jit._serialization.load
+            if not getattr(orig_jit, "__trainwarden_guarded__", False):
+                wrapped_jit = _guarded_jit_load(orig_jit)
+                replacements[id(orig_jit)] = wrapped_jit
+                _patch(guard, torch.jit._serialization, "load", wrapped_jit)
+                _patch(guard, torch.jit, "load", wrapped_jit)
         if importlib.util.find_spec("numpy") is not None:
             import numpy
 

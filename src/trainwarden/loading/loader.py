@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from trainwarden.findings import Finding, Severity
 from trainwarden.loading import manifest as _manifest
@@ -23,7 +25,13 @@ from trainwarden.loading import telemetry
 from trainwarden.loading._io import MemReader, read_once, sha256_of
 from trainwarden.loading._policy import require_manifest as _policy_requires_manifest
 from trainwarden.loading._policy import resolve_policy, trusted_manifest_key
-from trainwarden.loading.types import LoadError, LoadReport, ManifestError, UnsafeModelError
+from trainwarden.loading.types import (
+    LoadError,
+    LoadReport,
+    ManifestError,
+    UnsafeModelError,
+    UnsafeModelWarning,
+)
 from trainwarden.loading.unpickler import (
     Enforcer,
     RestrictedPyUnpickler,
@@ -291,7 +299,7 @@ def prescan_format(fmt: str, data: memoryview, enforcer: Enforcer) -> None:
     if fmt == "torch-zip":
         _prescan_torch_zip(data, enforcer)
     elif fmt == "torchscript":
-        _refuse_torchscript(data, enforcer, None)
+        _review_torchscript(data, enforcer)
     elif fmt == "torch-legacy":
         # magic, protocol, sys_info, the object, the storage keys: five pickles, then storages.
         check_pickle_bytes(data, enforcer, max_pickles=5)
@@ -395,25 +403,68 @@ def _load_joblib(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any
     class _Restricted(RestrictedPyUnpickler, numpy_pickle.NumpyUnpickler):  # type: ignore[misc]
         tw_enforcer = enforcer
 
+        def load_build(self) -> None:
+            # joblib's own BUILD reads an object array with a fresh, unrestricted unpickler:
+            # here it is read by the closed one, and only NumpyArrayWrapper payloads are read.
+            RestrictedPyUnpickler.load_build(self)
+            wrapper = self.stack[-1]
+            if type(wrapper) is not numpy_pickle.NumpyArrayWrapper:
+                return
+            self.stack.pop()
+            if wrapper.dtype.hasobject:
+                inner = RestrictedPyUnpickler(self.file_handle, enforcer=enforcer)
+                self.stack.append(inner.load())
+            else:
+                self.stack.append(wrapper.read(self, True))
+
+        dispatch: ClassVar[dict[int, Callable[..., None]]] = dict(RestrictedPyUnpickler.dispatch)
+        dispatch[pickle.BUILD[0]] = load_build
+
     raw = _joblib_stream(data, enforcer.location)
     check_pickle_bytes(raw, enforcer, globals_only=True)
     unpickler = _Restricted(enforcer.location, io.BytesIO(raw), ensure_native_byte_order=True)
     return unpickler.load()
 
 
-def _refuse_torchscript(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
-    f = Finding(
-        "TWL-TORCHSCRIPT",
-        Severity.HIGH,
-        f"{enforcer.location} is a TorchScript archive: loading it runs the TorchScript code in it",
-        enforcer.location,
-    )
+def _review_torchscript(data: memoryview, enforcer: Enforcer) -> None:
+    """Scan a TorchScript archive (its code against the operator allowlist, its pickles as
+    pickles); raise or warn as the enforcer's mode decides."""
+    from trainwarden.scan.engine import scan_bytes
+
+    report = scan_bytes(bytes(data), enforcer.location, policy=enforcer.policy)
+    fail_on = Severity.parse(getattr(enforcer.policy, "fail_on", Severity.HIGH))
+    bad = [f for f in report.findings if f.severity >= fail_on]
+    if not bad:
+        return
+    for f in bad:
+        enforcer._record(f)
+    if enforcer.mode == "warn" and all(f.severity < Severity.CRITICAL for f in bad):
+        warnings.warn(
+            f"trainwarden guard (warn mode): {enforcer.location}: {bad[0].message}; "
+            "loading it anyway",
+            UnsafeModelWarning,
+            stacklevel=4,
+        )
+        return
     raise UnsafeModelError(
-        f"refused to load {enforcer.location}: it is a TorchScript archive, not a checkpoint",
-        findings=[f],
+        f"refused to load {enforcer.location}: its TorchScript code or pickles are not safe "
+        f"({bad[0].rule_id}: {bad[0].message})",
+        findings=list(enforcer.findings),
         path=enforcer.location,
-        hint="review its code/ folder and use torch.jit.load directly if you trust it",
+        hint="torch.jit.load runs the archive's __setstate__ code at load time; do not load it",
     )
+
+
+def _load_torchscript(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
+    import torch
+
+    _review_torchscript(data, enforcer)
+    load = getattr(torch.jit.load, "__wrapped__", torch.jit.load)
+    with warnings.catch_warnings():
+        # torch deprecates the TorchScript API itself; the archive was reviewed, the warning
+        # says nothing about it.
+        warnings.filterwarnings("ignore", r"`torch\.jit\.load` is deprecated", DeprecationWarning)
+        return load(io.BytesIO(bytes(data)), map_location=map_location)
 
 
 def _unsupported(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any:
@@ -426,7 +477,7 @@ def _unsupported(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any
 
 _ROUTES: dict[str, Callable[[memoryview, Enforcer, Any], Any]] = {
     "torch-zip": _load_torch_zip,
-    "torchscript": _refuse_torchscript,
+    "torchscript": _load_torchscript,
     "npz": _load_npz,
     "zip": _unsupported,
     "npy": _load_npy,

@@ -13,9 +13,10 @@ import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from trainwarden.findings import Finding, Severity
+from trainwarden.loading import constructors
 from trainwarden.loading._originals import ORIGINALS
 from trainwarden.loading.types import UnsafeModelError, UnsafeModelWarning
 from trainwarden.scan.types import Verdict
@@ -75,6 +76,12 @@ class Enforcer:
             {"module": module, "name": name, "verdict": verdict.value, "reason": reason},
         )
 
+    def user_allowed(self, module: str, name: str) -> bool:
+        """Whether the user's own policy ``allow`` entries (not the built-in allowlist) name
+        ``module.name``: then calling it is the user's decision."""
+        verdict, reason = self.policy.classify(module, name)
+        return verdict is Verdict.SAFE and reason.startswith("allowed by policy")
+
     def check(self, module: object, name: object) -> None:
         """Return if ``module.name`` may be materialised; raise :class:`UnsafeModelError` if not."""
         mod, nm = str(module), str(name)
@@ -105,11 +112,19 @@ class Enforcer:
                 self.emit(finding)
 
 
-class RestrictedUnpickler(_CUnpickler):  # type: ignore[misc]
-    """CPython's C unpickler whose ``find_class`` asks an :class:`Enforcer` first.
+RULE_CONSTRUCT = "TWL-CONSTRUCT-REFUSED"
 
-    Pass ``enforcer=`` or set the class attribute ``tw_enforcer`` on a subclass (torch builds its
-    own subclass of ``pickle_module.Unpickler`` and cannot pass extra arguments).
+
+class RestrictedUnpickler(_PyUnpickler):  # type: ignore[misc]
+    """An unpickler that imports only globals the :class:`Enforcer` allows and calls only the
+    closed set of constructors in :mod:`trainwarden.loading.constructors`.
+
+    Every call an unpickler makes (REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ, BUILD's
+    ``__setstate__``, and the ``append``/``extend``/``__setitem__``/``add`` methods of
+    APPEND(S)/SETITEM(S)/ADDITEMS) is checked on the object and its arguments *before* it is made;
+    anything else raises :class:`UnsafeModelError` with nothing called. Pass ``enforcer=`` or set
+    the class attribute ``tw_enforcer`` on a subclass (torch builds its own subclass of
+    ``pickle_module.Unpickler`` and cannot pass extra arguments).
     """
 
     tw_enforcer: Enforcer | None = None
@@ -124,20 +139,126 @@ class RestrictedUnpickler(_CUnpickler):  # type: ignore[misc]
         if enforcer is None:
             raise UnsafeModelError("restricted unpickler used without a policy", path=None)
         enforcer.check(module, name)
-        return super().find_class(module, name)
+        obj = super().find_class(module, name)
+        if enforcer.user_allowed(module, name):
+            if self._tw_trusted is None:
+                self._tw_trusted = {}
+            self._tw_trusted[id(obj)] = obj
+        return obj
 
+    _tw_trusted: dict[int, object] | None = None
 
-class RestrictedPyUnpickler(_PyUnpickler):  # type: ignore[misc]
-    """The pure-Python unpickler with the same restriction (used where a library needs it)."""
+    # -- the calls an unpickler makes, each through the closed set ------------------------------
 
-    tw_enforcer: Enforcer | None = None
-
-    def find_class(self, module: str, name: str) -> Any:
+    def _refused(self, op: str, e: constructors.Refused) -> UnsafeModelError:
         enforcer = self.tw_enforcer
-        if enforcer is None:
-            raise UnsafeModelError("restricted unpickler used without a policy", path=None)
-        enforcer.check(module, name)
-        return super().find_class(module, name)
+        location = enforcer.location if enforcer is not None else "<pickle>"
+        finding = Finding(
+            RULE_CONSTRUCT,
+            Severity.CRITICAL,
+            f"{location}: {op} refused before it ran: {e}",
+            location,
+            {"opcode": op, "reason": str(e)},
+        )
+        if enforcer is not None:
+            enforcer._record(finding)
+        return UnsafeModelError(
+            f"refused to load {location}: {op} {e}",
+            findings=list(enforcer.findings) if enforcer is not None else [finding],
+            path=location,
+            hint="the file asks the unpickler to call something that does more than build "
+            "an in-memory value; do not load it",
+        )
+
+    def _call(self, op: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args, trusted=self._tw_trusted)
+        except constructors.Refused as e:
+            raise self._refused(op, e) from None
+
+    def load_reduce(self) -> None:
+        stack = self.stack
+        args = stack.pop()
+        stack[-1] = self._call("REDUCE", constructors.call, stack[-1], args)
+
+    def load_newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if type(args) is not tuple:
+            raise self._refused("NEWOBJ", constructors.Refused("arguments are not a tuple"))
+        self.append(self._call("NEWOBJ", constructors.allocate, cls, args))
+
+    def load_newobj_ex(self) -> None:
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if type(args) is not tuple or type(kwargs) is not dict:
+            raise self._refused("NEWOBJ_EX", constructors.Refused("bad argument types"))
+        self.append(self._call("NEWOBJ_EX", constructors.allocate, cls, args, kwargs or None))
+
+    def _instantiate(self, klass: Any, args: list[Any]) -> None:
+        if args or not isinstance(klass, type):
+            value = self._call("INST/OBJ", constructors.call, klass, tuple(args))
+        else:
+            value = self._call("INST/OBJ", constructors.allocate, klass, ())
+        self.append(value)
+
+    def load_build(self) -> None:
+        state = self.stack.pop()
+        self._call("BUILD", constructors.apply_state, self.stack[-1], state)
+
+    def _method(self, op: str, obj: Any, name: str) -> Any:
+        return self._call(op, constructors.check_mutator, obj, name)
+
+    def load_append(self) -> None:
+        value = self.stack.pop()
+        self._method("APPEND", self.stack[-1], "append")(value)
+
+    def load_appends(self) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        if hasattr(type(target), "extend"):
+            self._method("APPENDS", target, "extend")(items)
+            return
+        append = self._method("APPENDS", target, "append")
+        for item in items:
+            append(item)
+
+    def load_setitem(self) -> None:
+        value = self.stack.pop()
+        key = self.stack.pop()
+        self._method("SETITEM", self.stack[-1], "__setitem__")(key, value)
+
+    def load_setitems(self) -> None:
+        items = self.pop_mark()
+        setitem = self._method("SETITEMS", self.stack[-1], "__setitem__")
+        for i in range(0, len(items), 2):
+            setitem(items[i], items[i + 1])
+
+    def load_additems(self) -> None:
+        items = self.pop_mark()
+        target = self.stack[-1]
+        if type(target) is set:
+            target.update(items)
+            return
+        add = self._method("ADDITEMS", target, "add")
+        for item in items:
+            add(item)
+
+    dispatch: ClassVar[dict[int, Callable[..., None]]] = dict(_PyUnpickler.dispatch)
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.BUILD[0]] = load_build
+    dispatch[pickle.APPEND[0]] = load_append
+    dispatch[pickle.APPENDS[0]] = load_appends
+    dispatch[pickle.SETITEM[0]] = load_setitem
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+    dispatch[pickle.ADDITEMS[0]] = load_additems
+
+
+# One class serves both names: the loader's unpickler is always the closed one.
+RestrictedPyUnpickler = RestrictedUnpickler
 
 
 def restricted_pickle_module(enforcer: Enforcer) -> types.SimpleNamespace:

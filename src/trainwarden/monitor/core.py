@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from trainwarden._internal.sink import EventSink, JsonlSink
+from trainwarden._internal.sink import EventSink, JsonlSink, NullSink
 from trainwarden.findings import Severity
 from trainwarden.monitor.config import MonitorConfig
 from trainwarden.monitor.fingerprint import SMALL, Fingerprinter, state_digest
@@ -70,11 +70,13 @@ def _rank_info() -> tuple[int, int, bool]:
 def _resolve_sink(
     sink: EventSink | str | os.PathLike[str] | None, rank: int
 ) -> tuple[EventSink, bool]:
+    from trainwarden.ledger.client import with_ledger
+
     if sink is None:
         base = Path(os.environ.get(DEFAULT_DIR_ENV) or "trainwarden-monitor")
-        return JsonlSink(base / f"rank{rank}.jsonl"), True
+        return with_ledger(JsonlSink(base / f"rank{rank}.jsonl")) or NullSink(), True
     if isinstance(sink, (str, os.PathLike)):
-        return JsonlSink(sink), True
+        return with_ledger(JsonlSink(sink)) or NullSink(), True
     if not isinstance(sink, EventSink):
         raise MonitorError(
             f"sink must be an EventSink, a path or None, got {type(sink).__name__}",

@@ -62,7 +62,6 @@ _R49 = "numpy dtype class"
 _R50 = "numpy dtype constructor"
 _R51 = "numpy legacy RNG"
 _R52 = "numpy matrix"
-_R53 = "numpy memmap class restored as an in-memory array"
 _R54 = "numpy record array"
 _R55 = "numpy record array (an ndarray subclass)"
 _R56 = "numpy record scalar type"
@@ -163,7 +162,6 @@ SAFE: dict[str, str] = {
     "lightning.fabric.utilities.data.AttributeDict": _R5,
     "lightning.pytorch.utilities.parsing.AttributeDict": _R5,
     "numpy._core.defchararray.chararray": _R47,
-    "numpy._core.memmap.memmap": _R53,
     "numpy._core.multiarray._reconstruct": _R45,
     "numpy._core.multiarray.ndarray": _R43,
     "numpy._core.multiarray.scalar": _R57,
@@ -176,7 +174,6 @@ SAFE: dict[str, str] = {
     "numpy.complex128": _R58,
     "numpy.complex64": _R58,
     "numpy.core.defchararray.chararray": _R47,
-    "numpy.core.memmap.memmap": _R53,
     "numpy.core.multiarray._reconstruct": _R45,
     "numpy.core.multiarray.ndarray": _R43,
     "numpy.core.multiarray.scalar": _R57,

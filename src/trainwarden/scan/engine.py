@@ -50,6 +50,11 @@ ENGINE_RULES: dict[str, str] = {
 _MMAP_THRESHOLD = 8 * 1024 * 1024
 _SNIFF_BYTES = 1 << 16
 
+# Handlers after which an archive appended to the content is not looked for again: the ZIP
+# readers (they compare every reader's view themselves) and the containers whose every member is
+# extracted and scanned by content (an archive stored inside them is scanned as that member).
+_ZIP_HANDLERS = frozenset({"zip", "keras", "tar", "7z", "compressed"})
+
 Buffer = Any  # bytes, or an mmap for large files (handlers with ``accepts_buffer``)
 
 
@@ -66,6 +71,7 @@ class FileScan:
         self.depth = 0
         self.members = 0
         self.decompressed = 0
+        self.size = 0  # bytes of the top-level file, for the whole-file compression ratio
         self.deadline = time.monotonic() + limits.max_seconds_per_file
         self._seen: set[tuple[str, str, str]] = set()
         self._limit_reported: set[str] = set()
@@ -131,9 +137,29 @@ class FileScan:
             return True
         return False
 
+    def decompress_budget(self) -> int:
+        """Decompressed bytes this file may still produce before a limit (total or whole-file
+        ratio) is exceeded; a reader stops there instead of finding out afterwards."""
+        from trainwarden.scan.formats._spill import RATIO_FLOOR
+
+        by_ratio = max(RATIO_FLOOR, self._limits.max_compression_ratio * max(self.size, 1))
+        return min(self._limits.max_decompressed_bytes, by_ratio) - self.decompressed
+
     def charge_decompressed(self, nbytes: int, location: str) -> bool:
-        """Account decompressed bytes; False (and a finding) once the limit is exceeded."""
+        """Account decompressed bytes; False (and a finding) once the total or the whole-file
+        compression ratio is exceeded."""
+        from trainwarden.scan.formats._spill import RATIO_FLOOR
+
         self.decompressed += nbytes
+        ratio = self._limits.max_compression_ratio
+        if self.decompressed > RATIO_FLOOR and self.decompressed > ratio * max(self.size, 1):
+            self.limit(
+                "max_compression_ratio",
+                f"members decompress to {self.decompressed} bytes, more than {ratio} times the "
+                f"file's {self.size} bytes (decompression bomb?); the rest was not inspected",
+                location,
+            )
+            return False
         if self.decompressed > self._limits.max_decompressed_bytes:
             self.limit(
                 "max_decompressed_bytes",
@@ -167,10 +193,23 @@ class FileScan:
                 handler.scan(payload, location, self)
             except Exception as e:  # fail closed: report, never trust a crashed handler
                 self.internal(handler, location, e)
+            if handler.name not in _ZIP_HANDLERS:
+                self._trailing_archive(data, location)
             return
         from trainwarden.scan.formats.pickle import probe_unclaimed
 
         probe_unclaimed(data, location, self)
+        self._trailing_archive(data, location)
+
+    def _trailing_archive(self, data: Buffer, location: str) -> None:
+        """An archive appended to other content is what zip readers see (they look for the
+        directory at the end); scan it too."""
+        from trainwarden.scan.formats import zip as zip_format
+
+        try:
+            zip_format.HANDLER.scan_trailing_archive(data, location, self)
+        except Exception as e:  # fail closed: report, never trust a crashed handler
+            self.internal(zip_format.HANDLER, location, e)
 
     def internal(self, handler: FormatHandler, location: str, exc: BaseException) -> None:
         self.add(
@@ -214,6 +253,7 @@ def scan_bytes(
     policy, limits = _resolve(policy, limits)
     started = time.monotonic()
     fs = FileScan(name, policy, limits)
+    fs.size = len(data)
     fs.dispatch(data, name)
     return fs.report(len(data), None, started)
 
@@ -223,6 +263,20 @@ def _sha256_file(path: Path) -> str:
     with path.open("rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def _sha256_fd(fd: int) -> str:
+    """sha256 of an open file from its start, read in fixed chunks (memory does not grow with
+    the file) and dropped from the page cache behind the reader."""
+    h = hashlib.sha256()
+    pos = 0
+    chunk = 1 << 22
+    while data := os.pread(fd, chunk, pos):
+        h.update(data)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, pos, len(data), os.POSIX_FADV_DONTNEED)
+        pos += len(data)
     return h.hexdigest()
 
 
@@ -248,10 +302,12 @@ def scan_file(
         with p.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
             fs = FileScan(name, policy, limits)
+            fs.size = size
             if size >= _MMAP_THRESHOLD:
                 with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                     fs.dispatch(mm, name)
-                    digest = hashlib.sha256(mm).hexdigest() if hash_files else None
+                # Hashing the map would make every page of the file resident: read in chunks.
+                digest = _sha256_fd(f.fileno()) if hash_files else None
             else:
                 data = f.read()
                 size = len(data)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainwarden.findings import Finding, Severity
+from trainwarden.scan.callables import ALLOCATABLE, BUILDABLE, CALLABLE, CLASSES
 from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import Limits, Verdict
 
@@ -36,6 +37,8 @@ RULES: dict[str, str] = {
     "TWS-PKL-MUTATE-GLOBAL": "BUILD/SETITEM/APPEND applied to an imported class, function or "
     "module itself, which monkeypatches code-level state",
     "TWS-PKL-BUILD-UNSAFE": "BUILD on an object of a non-allowlisted class: its __setstate__ runs",
+    "TWS-PKL-CALL-UNSAFE": "calls, allocates or BUILDs an allowlisted global in a way the safe "
+    "loader's closed constructor set does not allow (safe to name is not safe to call)",
     "TWS-PKL-DUNDER-STATE": "BUILD state that sets special (dunder) attributes such as "
     "__setstate__ or __class__",
     "TWS-PKL-TENSOR-MUTATION": "item assignment or append into a tensor/array while loading "
@@ -92,13 +95,15 @@ class PickleAnalysis:
 class _Global:
     """Symbolic value of an imported global."""
 
-    __slots__ = ("module", "name", "qual", "verdict")
+    __slots__ = ("module", "name", "qual", "user", "verdict")
 
-    def __init__(self, module: str, name: str, verdict: Verdict) -> None:
+    def __init__(self, module: str, name: str, verdict: Verdict, user: bool = False) -> None:
         self.module = module
         self.name = name
         self.verdict = verdict
         self.qual = f"{module}.{name}"
+        # Allowed by the user's own policy entry: how it is used is the user's decision.
+        self.user = user
 
     def __repr__(self) -> str:
         return self.qual
@@ -265,7 +270,7 @@ class _VM:
                         global_=f"{mod}.{nm}",
                         opcode=opname,
                     )
-        return _Global(mod, nm, verdict)
+        return _Global(mod, nm, verdict, reason.startswith("allowed by policy"))
 
     def check_call(self, func: object, offset: int, opname: str) -> None:
         if isinstance(func, _Global):
@@ -278,6 +283,126 @@ class _VM:
             callee=repr(func),
             opcode=opname,
         )
+
+    def check_use(self, g: _Global, use: str, offset: int, opname: str, args: object = ()) -> None:
+        """An allowlisted global called (``call``), allocated (``new``) or given BUILD state
+        (``build``): the closed constructor set of the safe loader decides, with the argument
+        checks it makes that a static pass can make too."""
+        if g.verdict is not Verdict.SAFE or g.user:
+            return
+        allowed = {"call": CALLABLE, "new": ALLOCATABLE, "build": BUILDABLE}[use]
+        if g.qual not in allowed:
+            what = {
+                "call": "calls",
+                "new": "allocates (cls.__new__)",
+                "build": "applies BUILD state (__setstate__) to",
+            }[use]
+            self.unsafe_use(
+                f"{opname} {what} {g.qual}, which is allowlisted as a value but not as "
+                f"something a pickle may {'call' if use == 'call' else use}",
+                offset,
+                g.qual,
+                use,
+            )
+            return
+        if use != "call":
+            return
+        if type(args) is not tuple:
+            self.unsafe_use(
+                f"{opname} calls {g.qual} with arguments computed inside the pickle",
+                offset,
+                g.qual,
+                use,
+            )
+            return
+        self.check_call_args(g, args, offset, opname)
+
+    def unsafe_use(self, msg: str, offset: int, qual: str, use: str) -> None:
+        key = f"{use}:{qual}:{msg}"
+        if key in self.calls_on:
+            return
+        self.calls_on.add(key)
+        self.add("TWS-PKL-CALL-UNSAFE", Severity.HIGH, msg, offset, global_=qual, use=use)
+
+    def check_call_args(self, g: _Global, args: tuple[Any, ...], offset: int, opname: str) -> None:
+        """Arguments that are themselves classes or callables, handed to an allowlisted
+        constructor that would allocate or call them."""
+        qual = g.qual
+        a0 = args[0] if args else None
+        if qual in _ALLOCATORS:
+            if type(a0) is _Global:
+                self.check_use(a0, "new", offset, f"{opname} {qual}")
+            else:
+                self.unsafe_use(f"{qual} allocates a computed class", offset, qual, "new")
+        elif qual in _NEWOBJ_TARGETS:
+            if type(a0) is not _Global or a0.qual != _NEWOBJ_TARGETS[qual]:
+                self.unsafe_use(
+                    f"{qual} allocates {a0!r} (only {_NEWOBJ_TARGETS[qual]})", offset, qual, "new"
+                )
+        elif qual in _REBUILD_FROM_TYPE:
+            func = a0
+            new_type = args[1] if len(args) > 1 else None
+            fargs = args[2] if len(args) > 2 else ()
+            if (
+                type(func) is not _Global
+                or func.qual in _REBUILD_FROM_TYPE
+                or (func.verdict is Verdict.SAFE and not func.user and func.qual not in CALLABLE)
+            ):
+                self.unsafe_use(
+                    f"{qual} would call {func!r}, which is not a tensor constructor",
+                    offset,
+                    qual,
+                    "call",
+                )
+            elif func.verdict is Verdict.SAFE:
+                self.check_use(func, "call", offset, f"{opname} {qual}", fargs)
+            if type(new_type) is not _Global or new_type.qual not in _TENSOR_TYPES:
+                self.unsafe_use(
+                    f"{qual} converts to {new_type!r}, which is not a tensor class",
+                    offset,
+                    qual,
+                    "call",
+                )
+        elif qual in _NUMPY_GEN_CTORS:
+            ctor = args[1] if len(args) > 1 else None
+            if ctor is not None and (type(ctor) is not _Global or ctor.qual not in _BITGEN_CTOR):
+                self.unsafe_use(
+                    f"{qual} would call {ctor!r} (only numpy's own bit generator constructor)",
+                    offset,
+                    qual,
+                    "call",
+                )
+            if type(a0) is _Global and a0.qual not in _BITGEN_CLASSES:
+                self.unsafe_use(f"{qual} is handed {a0!r}", offset, qual, "call")
+        elif qual in _BITGEN_CTOR:
+            if (
+                a0 is not None
+                and type(a0) is not str
+                and (type(a0) is not _Global or a0.qual not in _BITGEN_CLASSES)
+            ):
+                self.unsafe_use(
+                    f"{qual} would call {a0!r} (only numpy's own bit generators)",
+                    offset,
+                    qual,
+                    "call",
+                )
+        elif qual in _NP_RECONSTRUCT:
+            if type(a0) is not _Global or a0.qual not in _ARRAY_TYPES:
+                self.unsafe_use(
+                    f"{qual} builds {a0!r}, which is not an ndarray class it may build",
+                    offset,
+                    qual,
+                    "call",
+                )
+        elif qual == "collections.defaultdict" and (
+            a0 is not None and (type(a0) is not _Global or a0.qual not in _FACTORIES)
+        ):
+            self.unsafe_use(
+                f"defaultdict with factory {a0!r}, called on every missing key",
+                offset,
+                qual,
+                "call",
+            )
 
     def check_target(self, target: object, offset: int, opname: str) -> None:
         """BUILD/SETITEM/APPEND on ``target``."""
@@ -330,6 +455,23 @@ class _VM:
                     offset,
                     global_=key,
                 )
+
+    def check_build(self, target: _Obj, offset: int) -> None:
+        """BUILD on an instance of an allowlisted class whose ``__setstate__`` is not one the
+        safe loader calls."""
+        origin = target.origin
+        if type(origin) is not _Global:
+            return
+        cls: object = origin
+        if (
+            origin.qual in _ALLOCATORS
+            or origin.qual in _NP_RECONSTRUCT
+            or origin.qual in _NEWOBJ_TARGETS
+        ):
+            args = target.args
+            cls = args[0] if type(args) is tuple and args else None
+        if type(cls) is _Global and cls.qual in CLASSES:
+            self.check_use(cls, "build", offset, "BUILD")
 
     def check_state(self, state: object, offset: int) -> None:
         """BUILD state (or ``(state, slotstate)``) whose keys name special attributes."""
@@ -618,8 +760,10 @@ class _VM:
                     func = stack[-1]
                     if type(func) is not _Global:
                         self.check_call(func, op_off, "REDUCE")
-                    elif func.name in _REBUILD_NAMES and type(args) is tuple:
-                        self.check_rebuild(func, args, op_off)
+                    else:
+                        self.check_use(func, "call", op_off, "REDUCE", args)
+                        if func.name in _REBUILD_NAMES and type(args) is tuple:
+                            self.check_rebuild(func, args, op_off)
                     stack[-1] = _Obj(func, args)
                 elif op == 0x86:  # TUPLE2
                     if len(stack) - 2 < fence:
@@ -696,6 +840,8 @@ class _VM:
                     state = pop()
                     target = stack[-1]
                     self.check_target(target, op_off, "BUILD")
+                    if type(target) is _Obj and type(target.origin) is _Global:
+                        self.check_build(target, op_off)
                     if type(state) is _Container or type(state) is tuple:
                         self.check_state(state, op_off)
                     if type(target) is _Obj:
@@ -726,6 +872,7 @@ class _VM:
                     if op == 0x63:
                         append(g)
                     else:
+                        self.check_use(g, "call" if len(stack) > k else "new", op_off, "INST")
                         del stack[k:]
                         append(_Obj(g))
                 elif op == 0x93:  # STACK_GLOBAL
@@ -748,6 +895,8 @@ class _VM:
                     args = pop()
                     cls = stack[-1]
                     self.check_call(cls, op_off, "NEWOBJ")
+                    if type(cls) is _Global:
+                        self.check_use(cls, "new", op_off, "NEWOBJ")
                     stack[-1] = _Obj(cls, args)
                 elif op == 0x92:  # NEWOBJ_EX
                     if len(stack) - 3 < fence:
@@ -756,6 +905,8 @@ class _VM:
                     pop()
                     cls = stack[-1]
                     self.check_call(cls, op_off, "NEWOBJ_EX")
+                    if type(cls) is _Global:
+                        self.check_use(cls, "new", op_off, "NEWOBJ_EX")
                     stack[-1] = _Obj(cls)
                 elif op == 0x65:  # APPENDS
                     k = pop_mark(op_off, "APPENDS")
@@ -887,10 +1038,13 @@ class _VM:
                     if len(stack) - k < 1:
                         underflow(op_off, "OBJ")
                     cls = stack[k]
+                    has_args = len(stack) - k > 1
                     del stack[k:]
                     if len(stack) < fence:
                         underflow(op_off, "OBJ")
                     self.check_call(cls, op_off, "OBJ")
+                    if type(cls) is _Global:
+                        self.check_use(cls, "call" if has_args else "new", op_off, "OBJ")
                     append(_Obj(cls))
                 elif (
                     op == 0x42
@@ -1103,6 +1257,74 @@ def _find_newline(data: memoryview, start: int, n: int) -> int:
 
 
 _MAX_TRACKED_ITEMS = 64
+
+# Allowlisted constructors whose arguments are classes or callables they allocate or call
+# (every spelling the allowlist has for each object).
+_ALLOCATORS = frozenset(
+    {
+        "copyreg.__newobj__",
+        "copyreg.__newobj_ex__",
+        "copyreg._reconstructor",
+    }
+)
+# scikit-learn's Cython newObj(cls) helpers: each may only allocate its own class.
+_NEWOBJ_TARGETS = {
+    "sklearn.neighbors._kd_tree.newObj": "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.metrics._dist_metrics.newObj": "sklearn.metrics._dist_metrics.EuclideanDistance64",
+}
+_REBUILD_FROM_TYPE = frozenset(
+    {"torch._tensor._rebuild_from_type", "torch._tensor._rebuild_from_type_v2"}
+)
+_TENSOR_TYPES = frozenset(
+    {
+        "torch.Tensor",
+        "torch._tensor.Tensor",
+        "torch.nn.parameter.Parameter",
+        "torch.nn.parameter.Buffer",
+    }
+)
+_NUMPY_GEN_CTORS = frozenset(
+    {"numpy.random._pickle.__generator_ctor", "numpy.random._pickle.__randomstate_ctor"}
+)
+_BITGEN_CTOR = frozenset({"numpy.random._pickle.__bit_generator_ctor"})
+_BITGEN_CLASSES = frozenset(
+    f"numpy.random.{m}{c}"
+    for m, cs in (
+        ("", ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")),
+        ("_mt19937.", ("MT19937",)),
+        ("_pcg64.", ("PCG64", "PCG64DXSM")),
+        ("_philox.", ("Philox",)),
+        ("_sfc64.", ("SFC64",)),
+    )
+    for c in cs
+)
+_NP_RECONSTRUCT = frozenset(
+    {"numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct"}
+)
+_ARRAY_TYPES = frozenset(
+    {
+        "numpy.ndarray",
+        "numpy._core.multiarray.ndarray",
+        "numpy.core.multiarray.ndarray",
+        "numpy.recarray",
+        "numpy.rec.recarray",
+        "numpy._core.records.recarray",
+        "numpy.core.records.recarray",
+        "numpy.char.chararray",
+        "numpy._core.defchararray.chararray",
+        "numpy.core.defchararray.chararray",
+        "numpy.matrix",
+        "numpy.ma.MaskedArray",
+        "numpy.ma.core.MaskedArray",
+    }
+)
+_FACTORIES = frozenset(
+    f"builtins.{t}"
+    for t in (
+        *("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex"),
+        *("str", "bytes", "bytearray", "bool"),
+    )
+)
 
 # Tensor rebuild functions whose (storage, offset, size, stride) arguments are checked.
 _REBUILD_FUNCS = frozenset(
@@ -1366,32 +1588,49 @@ def _joblib_hook(vm: _VM, obj: _Obj, pos: int) -> int:
 
 
 def _joblib_dtype(dtype: object) -> tuple[int, bool] | None:
-    """(itemsize, hasobject) of a symbolic ``numpy.dtype(...)`` value, if determinable."""
-    if type(dtype) is not _Obj or type(dtype.origin) is not _Global:
+    """(itemsize, hasobject) of a symbolic ``numpy.dtype(...)`` value, decided by numpy on the
+    dtype it would build (never by the spelling); unknown object-ness counts as objects."""
+    from trainwarden.scan.formats._dtype import dtype_info
+
+    triple = _dtype_triple(dtype, 0)
+    if triple is None:
+        return None
+    info = dtype_info(*triple)
+    if info is None:
+        return None
+    itemsize, hasobject = info
+    return (8, True) if hasobject is not False else (itemsize, False)
+
+
+def _dtype_triple(dtype: object, depth: int) -> Any:
+    """The ``(code, align, state)`` of a symbolic pickled dtype, with plain values only."""
+    from trainwarden.scan.formats._dtype import DtypeTriple
+
+    if depth > 32 or type(dtype) is not _Obj or type(dtype.origin) is not _Global:
         return None
     if f"{dtype.origin.module}.{dtype.origin.name}" != "numpy.dtype":
         return None
     args = dtype.args
     if type(args) is not tuple or not args or type(args[0]) is not str:
         return None
-    code = args[0]
-    state = dtype.state
-    hasobject = code.startswith("O")
-    elsize = -1
-    if type(state) is tuple and len(state) >= 6 and type(state[5]) is int:
-        elsize = state[5]
-        if len(state) >= 8 and type(state[7]) is int and state[7] & 1:
-            hasobject = True
-        if state[3] is not None or state[4] is not None:
-            # Structured dtype: object fields are flagged in the dtype flags checked above.
-            pass
-    if hasobject:
-        return 8, True
-    if elsize > 0:
-        return elsize, False
-    digits = code.lstrip("<>|=").lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ?")
-    if digits.isdigit() and int(digits) > 0:
-        return int(digits), False
-    if code in ("?", "b", "B"):
-        return 1, False
-    return None
+    align = args[1] if len(args) > 1 else False
+    missing = object()
+
+    def plain(v: object) -> object:
+        if v is None or type(v) in (str, int, bool, float, bytes):
+            return v
+        if type(v) is tuple:
+            out = [plain(x) for x in v]
+            return missing if missing in out else tuple(out)
+        if type(v) is _Container and v.kind == "dict" and v.items is not None:
+            d = {k: plain(x) for k, x in v.items.items()}
+            return missing if missing in d.values() else d
+        if type(v) is _Obj:
+            t = _dtype_triple(v, depth + 1)
+            return missing if t is None else t
+        return missing
+
+    state = plain(dtype.state)
+    if state is missing:
+        return None
+    return DtypeTriple((args[0], align, state))

@@ -47,6 +47,12 @@ class Limits:
     max_members: int = 100_000
     max_archive_depth: int = 8
     max_seconds_per_file: float = 120.0
+    #: Decompressed bytes per compressed byte, judged once a member (or a file's members together)
+    #: produced more than 64 MiB; real model data stays far below (bombs run at 1000:1).
+    max_compression_ratio: int = 200
+    #: Bytes of one decompressed container member held for analysis (in memory or a temporary
+    #: file); a member that needs more is reported instead of spilled to disk.
+    max_member_bytes: int = 768 * 1024**2
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():

@@ -12,11 +12,28 @@ import zlib
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["MEMORY_THRESHOLD", "Spill", "ZlibStream", "decompress_into"]
+__all__ = [
+    "MEMORY_THRESHOLD",
+    "RATIO_FLOOR",
+    "RatioError",
+    "Spill",
+    "ZlibStream",
+    "decompress_into",
+]
 
 _CHUNK = 1 << 20
 
-MEMORY_THRESHOLD = 256 * 1024 * 1024
+# Kept small: the bytes are copied once more when handed to a handler, and a scan's peak memory
+# must stay far below what a node can spare.
+MEMORY_THRESHOLD = 32 * 1024 * 1024
+
+#: Output size below which the compression ratio is not judged (small, very regular members such
+#: as zero-filled buffers compress 1000:1 legitimately).
+RATIO_FLOOR = 64 * 1024 * 1024
+
+
+class RatioError(OverflowError):
+    """The output grew past ``max_ratio`` times the compressed input consumed so far."""
 
 
 class Spill:
@@ -97,13 +114,21 @@ class ZlibStream:
 
 
 def decompress_into(
-    data: Any, make: Callable[[], Any], limit: int, sink: Spill, *, multi: bool = False
+    data: Any,
+    make: Callable[[], Any],
+    limit: int,
+    sink: Spill,
+    *,
+    multi: bool = False,
+    max_ratio: float | None = None,
 ) -> str | None:
     """Decompress ``data`` into ``sink`` with decompressors from ``make`` (max_length API).
 
     Returns None, or an error text for corrupt, truncated or trailing input (``sink`` then holds
     what came out before the damage). Raises ``OverflowError`` once the output would exceed
-    ``limit`` bytes; never holds more than one chunk of output at a time.
+    ``limit`` bytes, and ``RatioError`` once more than :data:`RATIO_FLOOR` bytes came out at
+    more than ``max_ratio`` times the input read; never holds more than one chunk of output at a
+    time.
     """
     n = len(data)
     pos = 0
@@ -123,6 +148,12 @@ def decompress_into(
                 sink.write(piece)
                 if sink.size > limit:
                     raise OverflowError(limit)
+                if (
+                    max_ratio is not None
+                    and sink.size > RATIO_FLOOR
+                    and sink.size > max_ratio * max(pos, 1)
+                ):
+                    raise RatioError(sink.size / max(pos, 1))
             pos -= len(dec.unused_data)
             if pos >= n:
                 return None

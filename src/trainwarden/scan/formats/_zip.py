@@ -1,22 +1,36 @@
-"""A strict ZIP reader that reads members the way PyTorch's miniz-based reader does.
+"""TrainWarden's ZIP reader, and the views of the readers a victim runs.
 
-The central directory is authoritative (offset, sizes, method, flags); the local header only
-supplies the name and extra-field lengths used to find the data. Every disagreement between the
-two views, which other tools may resolve differently, is reported rather than silently resolved.
+``ZipArchive.parse`` is our reading: the central directory is authoritative (offset, sizes,
+method, flags), offsets are taken relative to where the archive starts (so archives written back
+to back and data before an archive are handled), and the local header only supplies the name and
+extra-field lengths used to find the data; every disagreement between the two headers is reported.
+``miniz_view`` reads the archive as PyTorch's reader (miniz) does and ``zipfile_view`` as Python's
+``zipfile`` does; the handler compares all three.
 """
 
 from __future__ import annotations
 
 import bz2
+import io
 import lzma
 import struct
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from trainwarden.scan.formats._spill import Spill, ZlibStream, decompress_into
 
-__all__ = ["ZipArchive", "ZipEntry", "ZipError", "read_member"]
+__all__ = [
+    "DamagedMember",
+    "ZipArchive",
+    "ZipEntry",
+    "ZipError",
+    "miniz_view",
+    "read_member",
+    "zipfile_view",
+]
 
 _EOCD = b"PK\x05\x06"
 _EOCD64 = b"PK\x06\x06"
@@ -33,6 +47,11 @@ _COPY_CHUNK = 16 << 20
 
 class ZipError(Exception):
     """The archive structure cannot be read (reported as a finding by the handler)."""
+
+
+class DamagedMember(ZipError):
+    """The compressed data is damaged; the sink holds what came out before the damage, which
+    is what readers that stop at the declared size (zipfile, miniz) hand to their callers."""
 
 
 @dataclass
@@ -190,11 +209,13 @@ def _read_local(buf: object, n: int, e: ZipEntry, prefix: int) -> None:
         e.problems.append("member data runs past the end of the file")
 
 
-def read_member(buf: object, e: ZipEntry, limit: int, sink: Spill) -> None:
+def read_member(
+    buf: object, e: ZipEntry, limit: int, sink: Spill, max_ratio: float | None = None
+) -> None:
     """Write the member's bytes into ``sink``, decompressed, with at most ``limit`` bytes.
 
-    Raises ``ZipError`` for unsupported methods, encryption, damaged data or output over
-    ``limit``.
+    Raises ``ZipError`` for unsupported methods, encryption or damaged data, ``OverflowError``
+    for output over ``limit`` and ``RatioError`` for output over ``max_ratio`` times the input.
     """
     if e.data_offset < 0:
         raise ZipError("member has no readable local header")
@@ -203,7 +224,7 @@ def read_member(buf: object, e: ZipEntry, limit: int, sink: Spill) -> None:
     start, end = e.data_offset, e.data_offset + e.csize
     if e.method == 0:
         if e.csize > limit:
-            raise ZipError(f"member larger than the limit of {limit} bytes")
+            raise OverflowError(limit)
         for pos in range(start, end, _COPY_CHUNK):
             sink.write(bytes(buf[pos : min(end, pos + _COPY_CHUNK)]))  # type: ignore[index]
         return
@@ -221,7 +242,10 @@ def read_member(buf: object, e: ZipEntry, limit: int, sink: Spill) -> None:
                 raise ZipError("truncated LZMA member")
             psize = struct.unpack_from("<H", raw, 2)[0]
             props = bytes(raw[4 : 4 + psize])
-            filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+            try:
+                filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+            except lzma.LZMAError as err:
+                raise ZipError(f"invalid LZMA properties: {err}") from err
 
             def make() -> Any:
                 return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt])
@@ -229,11 +253,179 @@ def read_member(buf: object, e: ZipEntry, limit: int, sink: Spill) -> None:
             body = raw[4 + psize :]
         else:
             raise ZipError(f"unsupported compression method {e.method}")
-        try:
-            error = decompress_into(body, make, limit, sink)
-        except OverflowError:
-            raise ZipError(f"member decompresses to more than the limit of {limit} bytes") from None
+        error = decompress_into(body, make, limit, sink, max_ratio=max_ratio)
         if error is not None and "follow the compressed stream" not in error:
-            raise ZipError(f"damaged compressed member: {error}")
+            raise DamagedMember(f"damaged compressed member: {error}")
     finally:
         raw.release()
+
+
+def _locate_eocd_miniz(buf: object, n: int) -> int:
+    """Offset of the end record miniz uses: the last signature with 22 bytes after it, searched
+    back at most 64 KiB + 22 from the end."""
+    lo = max(0, n - (65535 + 22))
+    tail = bytes(buf[lo:n])  # type: ignore[index]
+    idx = tail.rfind(_EOCD, 0, max(0, len(tail) - 22 + 4))
+    if idx < 0:
+        raise ZipError("no end-of-central-directory record")
+    return lo + idx
+
+
+def miniz_view(buf: object, max_entries: int) -> ZipArchive:
+    """The archive as PyTorch's reader (miniz) sees it: the zip64 record at the offset its
+    locator gives, the central directory and local headers at their recorded absolute offsets
+    (no adjustment for bytes before the archive). Raises ZipError where miniz refuses to open.
+    """
+    n = len(buf)  # type: ignore[arg-type]
+    if n < 22:
+        raise ZipError("too small")
+    eocd_pos = _locate_eocd_miniz(buf, n)
+    rec = bytes(buf[eocd_pos : eocd_pos + 22])  # type: ignore[index]
+    (_, disk, cd_disk, n_disk, n_total, cd_size, cd_off, _clen) = _EOCD_S.unpack(rec)
+    if eocd_pos >= 20 + 56:
+        loc = bytes(buf[eocd_pos - 20 : eocd_pos])  # type: ignore[index]
+        if loc[:4] == _LOC64:
+            _, _, rec64_off, total_disks = _LOC64_S.unpack(loc)
+            if rec64_off > n - 56:
+                raise ZipError("zip64 locator points past the end")
+            rec64 = bytes(buf[rec64_off : rec64_off + 56])  # type: ignore[index]
+            if rec64[:4] == _EOCD64:
+                f = _EOCD64_S.unpack(rec64)
+                rec_size, disk, cd_disk, n_disk, n_total, cd_size, cd_off = (
+                    f[1],
+                    f[4],
+                    f[5],
+                    f[6],
+                    f[7],
+                    f[8],
+                    f[9],
+                )
+                if rec_size < 44 or total_disks != 1:
+                    raise ZipError("bad zip64 record")
+                if n_total > 0xFFFFFFFF or n_disk > 0xFFFFFFFF or cd_size > 0xFFFFFFFF:
+                    raise ZipError("zip64 counts beyond miniz's limits")
+    if n_total != n_disk:
+        raise ZipError("multi-disk archive")
+    if (disk | cd_disk) != 0 and (disk != 1 or cd_disk != 1):
+        raise ZipError("multi-disk archive")
+    if n_total > max_entries:
+        raise ZipError(f"{n_total} entries exceed the member limit of {max_entries}")
+    if cd_size < n_total * 46 or cd_off + cd_size > n:
+        raise ZipError("central directory lies outside the file")
+    cd = bytes(buf[cd_off : cd_off + cd_size])  # type: ignore[index]
+    entries: list[ZipEntry] = []
+    pos = 0
+    for _ in range(n_total):
+        if len(cd) - pos < 46 or cd[pos : pos + 4] != _CEN:
+            raise ZipError("corrupt central directory")
+        f = _CEN_S.unpack_from(cd, pos)
+        flags, method, crc, csize, usize = f[3], f[4], f[7], f[8], f[9]
+        nlen, xlen, mlen, disk_start, hoff = f[10], f[11], f[12], f[13], f[16]
+        total = 46 + nlen + xlen + mlen
+        if total > len(cd) - pos:
+            raise ZipError("corrupt central directory")
+        raw_name = cd[pos + 46 : pos + 46 + nlen]
+        extra = cd[pos + 46 + nlen : pos + 46 + nlen + xlen]
+        # miniz's sanity checks use the 32-bit directory fields, before any zip64 extension.
+        if (
+            csize != 0xFFFFFFFF
+            and usize != 0xFFFFFFFF
+            and ((method == 0 and usize != csize) or (usize and not csize))
+        ):
+            raise ZipError("corrupt sizes")
+        if disk_start == 0xFFFF or (disk_start != disk and disk_start != 1):
+            raise ZipError("multi-disk archive")
+        if csize != 0xFFFFFFFF and hoff + 30 + csize > n:
+            raise ZipError("member outside the file")
+        if xlen and max(csize, usize, hoff) == 0xFFFFFFFF:
+            usize, csize, hoff = _zip64_extra(extra, usize, csize, hoff)
+        if flags & 0x2000:
+            raise ZipError("masked local headers")
+        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+        entries.append(ZipEntry(name, raw_name, flags, method, crc, csize, usize, hoff))
+        pos += total
+    return ZipArchive(entries, cd_off, 0, [], buf, n, eocd_pos + 22)
+
+
+class _BufferFile(io.RawIOBase):
+    """A read-only, seekable file over bytes or an mmap without copying it."""
+
+    def __init__(self, buf: object) -> None:
+        self._buf = buf
+        self._n = len(buf)  # type: ignore[arg-type]
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._pos, self._n)[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = self._n if size is None or size < 0 else min(self._n, self._pos + size)
+        out = bytes(self._buf[self._pos : end])  # type: ignore[index]
+        self._pos = max(self._pos, end)
+        return out
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def zipfile_view(buf: object, max_entries: int) -> list[ZipEntry]:
+    """The members Python's ``zipfile`` (numpy.load of an .npz, most Python tools) would read,
+    with their data offsets; members it would refuse to open are left out. Raises ZipError when
+    zipfile refuses the archive."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zf = zipfile.ZipFile(_BufferFile(buf))
+    except Exception as err:  # zipfile raises many kinds on hostile input; it then reads nothing
+        raise ZipError(f"zipfile refuses it: {type(err).__name__}: {err}") from err
+    infos = zf.infolist()
+    if len(infos) > max_entries:
+        raise ZipError(f"{len(infos)} entries exceed the member limit of {max_entries}")
+    n = len(buf)  # type: ignore[arg-type]
+    out: list[ZipEntry] = []
+    for zi in infos:
+        head = bytes(buf[zi.header_offset : zi.header_offset + 30])  # type: ignore[index]
+        if zi.header_offset < 0 or len(head) < 30 or head[:4] != _LOC:
+            continue
+        f = _LOC_S.unpack(head)
+        lflags, nlen, xlen = f[2], f[9], f[10]
+        lname = bytes(buf[zi.header_offset + 30 : zi.header_offset + 30 + nlen])  # type: ignore[index]
+        try:
+            lname_str = lname.decode("utf-8" if lflags & 0x800 else "cp437")
+        except UnicodeDecodeError:
+            continue
+        if lname_str != zi.orig_filename or zi.flag_bits & 0x21:
+            continue  # zipfile raises on open: name mismatch, encryption, patched data
+        e = ZipEntry(
+            zi.filename,
+            zi.orig_filename.encode("utf-8", "surrogateescape"),
+            zi.flag_bits,
+            zi.compress_type,
+            zi.CRC,
+            zi.compress_size,
+            zi.file_size,
+            zi.header_offset,
+        )
+        e.local_loaded = True
+        e.local_name, e.local_flags, e.local_method = lname, lflags, zi.compress_type
+        e.data_offset = zi.header_offset + 30 + nlen + xlen
+        if e.data_offset > n:
+            continue
+        # zipfile yields the first file_size bytes of a stored member whatever its compressed
+        # size says, and reads compressed input until the end of the file at most.
+        e.csize = min(e.usize if e.method == 0 else e.csize, n - e.data_offset)
+        out.append(e)
+    return out

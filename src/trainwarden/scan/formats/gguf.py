@@ -7,15 +7,27 @@ Jinja program that unsandboxed renderers execute (CVE-2024-34359).
 
 from __future__ import annotations
 
+import mmap
 import struct
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats import _jinja
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "RULES", "GGUFFile", "GGUFHandler", "GGUFParseError", "parse_gguf"]
+__all__ = [
+    "HANDLER",
+    "RULES",
+    "GGUFArray",
+    "GGUFFile",
+    "GGUFHandler",
+    "GGUFParseError",
+    "GGUFTimeout",
+    "parse_gguf",
+]
 
 RULES: dict[str, str] = {
     "TWS-GGUF-001": "malformed GGUF header, metadata or tensor table (counts, lengths, offsets "
@@ -88,6 +100,22 @@ _MAX_ARRAY_NESTING = 8
 _TEMPLATE_KEY = "tokenizer.chat_template"
 
 
+#: A walk over a memory-mapped file drops the pages behind it every this many bytes, so that a
+#: scan's resident memory does not grow with the array it validates.
+_RELEASE_BYTES = 64 * 1024 * 1024
+
+
+def _release(data: Any, start: int, stop: int) -> int:
+    """Drop the mapped pages of ``data[start:stop]`` (whole pages only); returns the new mark."""
+    if isinstance(data, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        lo = start - start % mmap.PAGESIZE
+        hi = stop - stop % mmap.PAGESIZE
+        if hi > lo:
+            data.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            return hi
+    return start
+
+
 class GGUFParseError(Exception):
     """The bytes are not a well-formed GGUF file (message says where and why)."""
 
@@ -106,7 +134,7 @@ class GGUFTensor:
 
 @dataclass(frozen=True)
 class GGUFFile:
-    """The parsed header of a GGUF file (strings decoded, arrays as lists)."""
+    """The parsed header of a GGUF file (strings decoded, arrays as lazy :class:`GGUFArray`)."""
 
     version: int
     metadata: dict[str, Any]
@@ -115,11 +143,20 @@ class GGUFFile:
     data_offset: int
 
 
+class GGUFTimeout(GGUFParseError):
+    """Validation ran past the caller's deadline (the file is not known to be well formed)."""
+
+
 class _Reader:
-    def __init__(self, data: bytes, version: int) -> None:
+    def __init__(self, data: bytes, version: int, deadline: float | None = None) -> None:
         self.data = data
         self.pos = 0
         self.version = version
+        self.deadline = deadline
+
+    def check_time(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise GGUFTimeout("validation ran out of time", self.pos)
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
@@ -129,6 +166,14 @@ class _Reader:
         b = self.data[self.pos : self.pos + n]
         self.pos += n
         return b
+
+    def skip(self, n: int, what: str) -> None:
+        """Advance over ``n`` bytes that must be present (without copying them)."""
+        if n < 0 or self.pos + n > len(self.data):
+            raise GGUFParseError(
+                f"{what} needs {n} bytes but only {len(self.data) - self.pos} remain", self.pos
+            )
+        self.pos += n
 
     def scalar(self, vtype: int, what: str) -> Any:
         fmt, size = _SCALARS[vtype]
@@ -146,29 +191,33 @@ class _Reader:
         except UnicodeDecodeError as e:
             raise GGUFParseError(f"{what} is not valid UTF-8", self.pos - n + e.start) from e
 
-    def strings(self, n: int, what: str) -> list[str]:
-        """``n`` length-prefixed strings (the hot path: vocabularies of 100k+ tokens)."""
+    def skip_strings(self, n: int, what: str) -> None:
+        """Validate ``n`` length-prefixed UTF-8 strings without keeping them (vocabularies of
+        100k+ tokens, or a hostile array of millions: memory stays constant)."""
         data = self.data
         end = len(data)
         pos = self.pos
         unpack_len = struct.Struct("<I" if self.version == 1 else "<Q").unpack_from
         width = 4 if self.version == 1 else 8
-        out: list[str] = []
-        append = out.append
+        released = pos
         try:
-            for _ in range(n):
+            for i in range(n):
+                if not i & 0xFFFF:
+                    self.check_time()
+                    if pos - released > _RELEASE_BYTES:
+                        released = _release(data, released, pos)
                 if pos + width > end:
                     raise GGUFParseError(f"{what} is truncated", pos)
                 (length,) = unpack_len(data, pos)
                 pos += width
                 if length > end - pos:
                     raise GGUFParseError(f"a string of {what} runs past the end of the file", pos)
-                append(data[pos : pos + length].decode("utf-8"))
+                if length:
+                    str(data[pos : pos + length], "utf-8")
                 pos += length
         except UnicodeDecodeError as e:
             raise GGUFParseError(f"a string of {what} is not valid UTF-8", pos) from e
         self.pos = pos
-        return out
 
     def value(self, vtype: int, what: str, depth: int = 0) -> Any:
         if vtype in _SCALARS:
@@ -194,17 +243,94 @@ class _Reader:
                     f"{what} declares {n} elements, more than the remaining bytes can hold",
                     self.pos,
                 )
+            # Arrays are validated here and read lazily later: a parse never holds more than
+            # one element of an array, whatever its length.
+            start = self.pos
             if itype in _SCALARS:
-                fmt, size = _SCALARS[itype]
-                raw = self.take(n * size, what)
-                return list(struct.unpack(f"<{n}{fmt[1]}", raw)) if n else []
-            if itype == _STRING:
-                return self.strings(n, what)
-            return [self.value(itype, f"{what}[{i}]", depth + 1) for i in range(n)]
+                self.skip(n * _SCALARS[itype][1], what)
+            elif itype == _STRING:
+                self.skip_strings(n, what)
+            else:
+                released = start
+                for i in range(n):
+                    self.value(itype, f"{what}[{i}]", depth + 1)
+                    if not i & 0xFFFF:
+                        self.check_time()
+                        if self.pos - released > _RELEASE_BYTES:
+                            released = _release(self.data, released, self.pos)
+            return GGUFArray(self.data, self.version, itype, n, start)
         raise GGUFParseError(f"{what} has unknown value type {vtype}", self.pos)
 
 
-def parse_gguf(data: bytes) -> GGUFFile:
+class GGUFArray(Sequence[Any]):
+    """A validated GGUF metadata array, read from the file on access (never copied whole).
+
+    Indexing a scalar array is O(1); indexing a string or nested array walks the elements
+    before it. Compares equal to a list with the same elements.
+    """
+
+    __slots__ = ("_count", "_data", "_itype", "_start", "_version")
+
+    def __init__(self, data: Any, version: int, itype: int, count: int, start: int) -> None:
+        self._data = data
+        self._version = version
+        self._itype = itype
+        self._count = count
+        self._start = start
+
+    @property
+    def element_type(self) -> int:
+        return self._itype
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _reader(self) -> _Reader:
+        r = _Reader(self._data, self._version)
+        r.pos = self._start
+        return r
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("GGUF array index out of range")
+        if self._itype in _SCALARS:
+            fmt, size = _SCALARS[self._itype]
+            return struct.unpack_from(fmt, self._data, self._start + index * size)[0]
+        for i, value in enumerate(self):
+            if i == index:
+                return value
+        raise IndexError("GGUF array index out of range")  # pragma: no cover - validated
+
+    def __iter__(self) -> Iterator[Any]:
+        r = self._reader()
+        for _ in range(self._count):
+            if self._itype == _STRING:
+                yield r.string("array element")
+            else:
+                yield r.value(self._itype, "array element", 1)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (list, tuple, GGUFArray)) or len(other) != self._count:
+            return NotImplemented if not isinstance(other, (list, tuple)) else False
+        return all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<GGUF array of {self._count} elements of type {self._itype}>"
+
+
+def parse_gguf(data: bytes, deadline: float | None = None) -> GGUFFile:
     """Parse a GGUF v1-v3 header, metadata and tensor table; raise GGUFParseError on any defect.
 
     Every count and length is checked against the bytes actually present before it is used, so
@@ -212,7 +338,7 @@ def parse_gguf(data: bytes) -> GGUFFile:
     """
     if data[:4] != MAGIC:
         raise GGUFParseError("missing GGUF magic", 0)
-    r = _Reader(data, 3)
+    r = _Reader(data, 3, deadline)
     r.take(4, "magic")
     version = int(r.scalar(4, "version"))
     if version not in SUPPORTED_VERSIONS:
@@ -295,26 +421,38 @@ def _special_token_findings(parsed: GGUFFile, location: str, ctx: ScanContext) -
     # ``x[eos_token]`` falls back to getattr: a special token spelled "__globals__" is a dunder
     # reference that the template text itself never shows.
     tokens = parsed.metadata.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list):
+    if not isinstance(tokens, GGUFArray) or tokens.element_type != _STRING:
         return
+    wanted: dict[int, list[str]] = {}
     for key, value in parsed.metadata.items():
         if not (key.startswith("tokenizer.ggml.") and key.endswith("_token_id")):
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < len(tokens):
             continue
-        text = tokens[value]
-        why = _jinja.special_token_dunder(text) if isinstance(text, str) else None
-        if why is not None:
-            ctx.add(
-                Finding(
-                    "TWS-GGUF-003",
-                    Severity.HIGH,
-                    f"special token {key} = {text[:60]!r} {why}; chat templates receive it as a "
-                    "variable that can reach Python attributes",
-                    location,
-                    {"key": key, "token": text[:200]},
+        wanted.setdefault(value, []).append(key)
+    texts: dict[int, str] = {}
+    if wanted:
+        last = max(wanted)
+        for i, token in enumerate(tokens):  # one walk, one token held at a time
+            if i in wanted:
+                texts[i] = token
+            if i >= last:
+                break
+    for value, keys in wanted.items():
+        for key in keys:
+            text = texts.get(value)
+            why = _jinja.special_token_dunder(text) if isinstance(text, str) else None
+            if why is not None and text is not None:
+                ctx.add(
+                    Finding(
+                        "TWS-GGUF-003",
+                        Severity.HIGH,
+                        f"special token {key} = {text[:60]!r} {why}; chat templates receive it "
+                        "as a variable that can reach Python attributes",
+                        location,
+                        {"key": key, "token": text[:200]},
+                    )
                 )
-            )
 
 
 class GGUFHandler:
@@ -333,8 +471,14 @@ class GGUFHandler:
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
         ctx.note_format(self.name)
+        deadline = getattr(ctx, "deadline", None)
         try:
-            parsed = parse_gguf(data)
+            parsed = parse_gguf(data, deadline if isinstance(deadline, float) else None)
+        except GGUFTimeout as e:
+            report = getattr(ctx, "out_of_time", None)
+            if not (callable(report) and report(location)):
+                ctx.add(Finding("TWS-LIMIT", Severity.HIGH, f"GGUF: {e}", location, {}))
+            return
         except GGUFParseError as e:
             ctx.add(
                 Finding(

@@ -24,7 +24,8 @@ RULES: dict[str, str] = {
     "TWS-HF-002": "a .py file in a model folder (HIGH when an auto_map entry loads it)",
     "TWS-HF-003": "config.json declares a custom pipeline implementation",
     "TWS-HF-004": "a config sets trust_remote_code=true",
-    "TWS-HF-005": "a model-folder config cannot be parsed, so its remote-code settings are unknown",
+    "TWS-HF-005": "a model-folder config cannot be parsed (over the size limit, too deeply nested, "
+    "not JSON), so its remote-code settings are unknown (HIGH: fail closed)",
 }
 
 #: JSON files whose ``auto_map`` transformers resolves (config, tokenizer, processors).
@@ -66,19 +67,25 @@ def is_hf_folder(directory: Path) -> bool:
 def _load_json(path: Path, out: dict[Path, list[Finding]]) -> Any | None:
     try:
         if path.stat().st_size > _MAX_JSON_BYTES:
-            raise ValueError(f"larger than {_MAX_JSON_BYTES} bytes")
+            raise ValueError(f"larger than the {_MAX_JSON_BYTES}-byte limit for model configs")
         return json.loads(path.read_bytes())
-    except (OSError, ValueError, RecursionError) as e:
-        out.setdefault(path, []).append(
-            Finding(
-                "TWS-HF-005",
-                Severity.MEDIUM,
-                f"{path.name} cannot be parsed, so its remote-code settings cannot be checked: "
-                f"{str(e)[:200]}",
-                str(path),
-            )
+    except RecursionError:
+        why = "nested deeper than the JSON parser's recursion limit"
+    except (OSError, ValueError) as e:
+        why = str(e)[:200]
+    # transformers may still read what we could not (a larger file, deeper nesting, a dialect
+    # its parser accepts), and an auto_map there imports code: unanalysable is HIGH.
+    out.setdefault(path, []).append(
+        Finding(
+            "TWS-HF-005",
+            Severity.HIGH,
+            f"{path.name} cannot be parsed, so its remote-code settings (auto_map, "
+            f"trust_remote_code) cannot be checked: {why}",
+            str(path),
+            {"error": why},
         )
-        return None
+    )
+    return None
 
 
 def _auto_map_refs(value: Any) -> Iterator[tuple[str, str]]:

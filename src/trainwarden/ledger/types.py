@@ -1,0 +1,118 @@
+"""Public types of the ledger: errors, events as a client sends them, stored entries, runs,
+tokens and roles."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainwarden.errors import TrainWardenError
+
+__all__ = [
+    "AppendResult",
+    "Event",
+    "LedgerError",
+    "LedgerIntegrityError",
+    "Role",
+    "RunInfo",
+    "StoredEntry",
+    "TokenInfo",
+]
+
+
+class LedgerError(TrainWardenError):
+    """Base class of ledger errors (bad input, storage or configuration problems)."""
+
+
+class LedgerIntegrityError(LedgerError):
+    """The log does not verify: a row, a checkpoint or a proof disagrees with the rest.
+
+    ``index`` is the first bad entry when one can be named, ``run`` its run."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int | None = None,
+        run: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.index = index
+        self.run = run
+
+
+class Role(str, enum.Enum):
+    """What a token may do: ``admin`` manages runs and tokens, ``writer`` appends to one run,
+    ``reader`` reads everything and writes nothing."""
+
+    admin = "admin"
+    writer = "writer"
+    reader = "reader"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as a writer sends it. ``seq`` numbers a writer's events from 1 without gaps; the
+    pair (writer, seq) makes a resend idempotent. ``record`` is canonicalisable JSON."""
+
+    seq: int
+    kind: str
+    record: dict[str, Any]
+    ts: float | None = None
+    rank: int | None = None
+    host: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One row of the log: ``entry`` holds the canonical JSON bytes whose leaf hash is in the
+    tree; ``mac`` authenticates (index, leaf hash) with a key only the server holds."""
+
+    index: int
+    run: str
+    writer: str
+    seq: int | None
+    kind: str
+    entry: bytes
+    leaf_hash: bytes
+    mac: bytes
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """The outcome of one batch: the log index of each event (new or already stored)."""
+
+    indices: list[int]
+    new: int
+    duplicates: int
+    size: int
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run: ``interval_s`` is the longest a rank may stay silent while the run is alive,
+    ``ranks`` how many ranks report; ``status`` is open, closed or abandoned."""
+
+    run_id: str
+    name: str
+    created: float
+    interval_s: float
+    ranks: int
+    status: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as stored: only its SHA-256 hash, never the token itself."""
+
+    token_id: str
+    token_hash: bytes
+    role: Role
+    run_id: str | None
+    created: float
+    revoked: bool

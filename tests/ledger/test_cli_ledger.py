@@ -1,0 +1,99 @@
+"""`trainwarden ledger verify` and `ledger token` on the command line: exit codes, the first bad
+entry in text and JSON, and no traceback."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainwarden.ledger import Event
+from trainwarden.service.server import ServeConfig, build_service
+
+
+def _make_log(state: Path) -> str:
+    db = f"sqlite:///{state / 'ledger.db'}"
+    service, _, _ = build_service(ServeConfig(db_url=db, state_dir=state, origin="cli.test/log"))
+    led = service.ledger
+    for b in range(3):
+        led.append(
+            "run-1", "w", [Event(seq=b * 3 + i, kind="k", record={"i": i}) for i in (1, 2, 3)]
+        )
+        led.checkpoint()
+    led.storage.close()
+    return db
+
+
+def test_verify_clean_then_tampered(run_cli: Callable[..., Any], tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    db = _make_log(state)
+    ok = run_cli(["ledger", "verify", "--db", db, "--state-dir", str(state)])
+    assert ok.returncode == 0, ok.stderr
+    assert "ledger OK: 9 entries, 3 checkpoints" in ok.stdout
+    saved = tmp_path / "saved.note"
+    conn = sqlite3.connect(state / "ledger.db")
+    (note,) = conn.execute("SELECT note FROM tw_checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+    saved.write_text(note)
+    conn.execute("DELETE FROM tw_entries WHERE idx = 4")
+    conn.commit()
+    conn.close()
+    bad = run_cli(
+        [
+            "ledger",
+            "verify",
+            "--db",
+            db,
+            "--state-dir",
+            str(state),
+            "--saved",
+            str(saved),
+            "--format",
+            "json",
+        ]
+    )
+    assert bad.returncode == 1, bad.stderr
+    doc = json.loads(bad.stdout)
+    assert doc["ok"] is False and doc["first_bad"]["index"] == 4
+    text = run_cli(["ledger", "verify", "--db", db, "--state-dir", str(state)])
+    assert text.returncode == 1 and "first bad entry 4" in text.stderr
+    assert "Traceback" not in text.stderr
+
+
+def test_verify_usage_errors(run_cli: Callable[..., Any], tmp_path: Path) -> None:
+    r = run_cli(["ledger", "verify"])
+    assert r.returncode == 2 and "exactly one of --db and --url" in r.stderr
+    r = run_cli(
+        [
+            "ledger",
+            "verify",
+            "--db",
+            f"sqlite:///{tmp_path / 'x.db'}",
+            "--state-dir",
+            str(tmp_path / "nothing"),
+        ]
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_token_create_list_revoke_on_the_database(
+    run_cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    db = _make_log(state)
+    args = ["--db", db, "--state-dir", str(state)]
+    made = run_cli(["ledger", "token", "create", "--role", "reader", *args])
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("tw_")
+    listed = json.loads(run_cli(["ledger", "token", "list", *args]).stdout)
+    assert token not in json.dumps(listed)
+    reader = [t for t in listed if t["role"] == "reader"]
+    assert len(reader) == 1 and not reader[0]["revoked"]
+    rev = run_cli(["ledger", "token", "revoke", reader[0]["token_id"], *args])
+    assert rev.returncode == 0
+    listed = json.loads(run_cli(["ledger", "token", "list", *args]).stdout)
+    assert [t["revoked"] for t in listed if t["role"] == "reader"] == [True]
+    bad = run_cli(["ledger", "token", "create", "--role", "writer", *args])
+    assert bad.returncode == 2 and "writer token needs a run" in bad.stderr

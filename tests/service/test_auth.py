@@ -1,0 +1,254 @@
+"""Every endpoint against every kind of caller: no token, a wrong, malformed or revoked token,
+another run's writer, a reader on a write, an oversized or malformed body. Each gets the right
+status and a JSON error, and a refused request writes nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trainwarden.ledger import open_storage
+
+from .conftest import Server
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    allowed: frozenset[str]  # principals that may call it
+    body: Any = None
+    ok: int = 200
+
+
+PUBLIC = frozenset({"none", "wrong", "malformed", "revoked", "admin", "reader", "writer", "other"})
+READ = frozenset({"admin", "reader"})
+ADMIN = frozenset({"admin"})
+ANY_VALID = frozenset({"admin", "reader", "writer", "other"})
+
+
+def _endpoints(run: str) -> list[Endpoint]:
+    event = {"writer": "w", "events": [{"seq": 1, "kind": "k", "record": {}}]}
+    return [
+        Endpoint("GET", "/healthz", PUBLIC),
+        Endpoint("GET", "/v1/key", PUBLIC),
+        Endpoint("GET", "/metrics", PUBLIC),
+        Endpoint("GET", "/v1/whoami", ANY_VALID),
+        Endpoint("POST", "/v1/runs", ADMIN, {"name": "x", "ranks": 0}, 201),
+        Endpoint("GET", "/v1/runs", READ),
+        Endpoint("GET", f"/v1/runs/{run}", READ),
+        Endpoint("POST", f"/v1/runs/{run}/events", frozenset({"writer"}), event),
+        Endpoint("GET", "/v1/entries", READ),
+        Endpoint("GET", "/v1/checkpoint", READ),
+        Endpoint("POST", "/v1/checkpoint", ADMIN),
+        Endpoint("GET", "/v1/checkpoints", READ),
+        Endpoint("GET", "/v1/proof/inclusion?index=0", READ),
+        Endpoint("GET", "/v1/proof/consistency?first=1&second=1", READ),
+        Endpoint("POST", "/v1/tokens", ADMIN, {"role": "reader"}, 201),
+        Endpoint("GET", "/v1/tokens", ADMIN),
+        Endpoint("DELETE", "/v1/tokens/tok_doesnotexist", ADMIN, ok=404),
+    ]
+
+
+def _state(srv: Server) -> tuple[Any, ...]:
+    """What a request could change. Waits first until the background checkpointer has covered
+    the log, so that its own (legitimate) checkpoint is not mistaken for a request's write."""
+    st = open_storage(srv.db_url)
+    try:
+        for _ in range(200):
+            cp = st.latest_checkpoint()
+            if cp is not None and cp.size >= st.size():
+                break
+            time.sleep(0.05)
+        return (
+            st.size(),
+            len(st.list_runs()),
+            [(t.token_id, t.revoked) for t in st.list_tokens()],
+            len(st.checkpoints()),
+        )
+    finally:
+        st.close()
+
+
+def test_every_endpoint_times_every_caller(start_server: Callable[..., Server]) -> None:
+    srv = start_server(extra=["--no-deadman"])
+    admin = srv.admin_token
+    run, writer = srv.create_run(ranks=0)
+    _other_run, other = srv.create_run(ranks=0)
+    with srv.client(admin) as c:
+        # One entry so that proofs exist, and a checkpoint over it.
+        with srv.client(writer) as w:
+            r = w.post(
+                f"/v1/runs/{run}/events",
+                json={"writer": "seed", "events": [{"seq": 1, "kind": "k", "record": {}}]},
+            )
+            assert r.status_code == 200, r.text
+        assert c.post("/v1/checkpoint").status_code == 200
+        reader = c.post("/v1/tokens", json={"role": "reader"}).json()["token"]
+        rev = c.post("/v1/tokens", json={"role": "reader"}).json()
+        assert c.delete(f"/v1/tokens/{rev['token_id']}").status_code == 200
+    headers: dict[str, dict[str, str]] = {
+        "none": {},
+        "wrong": {"Authorization": "Bearer tw_" + "A" * 43},
+        "malformed": {"Authorization": "Basic " + admin},
+        "revoked": {"Authorization": f"Bearer {rev['token']}"},
+        "admin": {"Authorization": f"Bearer {admin}"},
+        "reader": {"Authorization": f"Bearer {reader}"},
+        "writer": {"Authorization": f"Bearer {writer}"},
+        "other": {"Authorization": f"Bearer {other}"},
+    }
+    failures: list[str] = []
+    seq = 2
+    with httpx.Client(base_url=srv.url, timeout=30) as http:
+        for ep in _endpoints(run):
+            for who, hdr in headers.items():
+                body = ep.body
+                if body is not None and "events" in body:
+                    body = {"writer": "w", "events": [{"seq": seq, "kind": "k", "record": {}}]}
+                    seq += 1
+                before = _state(srv)
+                r = http.request(ep.method, ep.path, json=body, headers=hdr)
+                if who in ep.allowed:
+                    expected = ep.ok
+                elif who in ("none", "wrong", "malformed", "revoked"):
+                    expected = 401
+                else:
+                    expected = 403
+                if r.status_code != expected:
+                    failures.append(f"{ep.method} {ep.path} as {who}: {r.status_code} {r.text}")
+                    continue
+                if expected >= 400:
+                    err = r.json()["error"]
+                    assert err["status"] == expected and err["code"] and err["message"]
+                    if _state(srv) != before:
+                        failures.append(f"{ep.method} {ep.path} as {who}: wrote despite refusal")
+            if ep.method in ("POST", "DELETE") and ep.body is not None:
+                allowed = next(iter(ep.allowed))
+                hdr = headers[allowed]
+                for name, kwargs, status in (
+                    ("oversized", {"content": b"{" + b" " * (9 * 1024 * 1024) + b"}"}, 413),
+                    ("malformed", {"content": b'{"writer": "w", "events": [{'}, 422),
+                    ("wrong schema", {"json": {"unexpected": 1}}, 422),
+                ):
+                    before = _state(srv)
+                    r = http.request(
+                        ep.method,
+                        ep.path,
+                        headers={**hdr, "Content-Type": "application/json"},
+                        **kwargs,
+                    )
+                    if r.status_code != status or _state(srv) != before:
+                        failures.append(f"{ep.method} {ep.path} {name}: {r.status_code}")
+                    else:
+                        assert r.json()["error"]["status"] == status
+    assert not failures, "\n".join(failures)
+    # Tokens never reach the server's output.
+    log = srv.log.read_text()
+    for tok in (admin, reader, writer, other, rev["token"]):
+        assert tok not in log
+
+
+def test_bad_events_are_refused_whole(start_server: Callable[..., Server]) -> None:
+    srv = start_server(extra=["--no-deadman"])
+    run, writer = srv.create_run(ranks=0)
+    good = {"seq": 1, "kind": "monitor.step", "record": {"loss": 1.5}}
+    cases: list[tuple[str, Any]] = [
+        ("NaN", b'{"writer":"w","events":[{"seq":1,"kind":"k","record":{"x":NaN}}]}'),
+        ("huge int", {"writer": "w", "events": [good, {**good, "seq": 2, "record": {"x": 2**60}}]}),
+        ("service kind", {"writer": "w", "events": [{**good, "kind": "ledger.silence"}]}),
+        ("service writer", {"writer": "trainwarden-ledger", "events": [good]}),
+        ("bad kind", {"writer": "w", "events": [{**good, "kind": "a b"}]}),
+        ("bad sha", {"writer": "w", "events": [{**good, "sha256": "XYZ"}]}),
+        ("entry too big", {"writer": "w", "events": [{**good, "record": {"x": "a" * 70_000}}]}),
+        ("too many", {"writer": "w", "events": [{**good, "seq": i} for i in range(1, 5002)]}),
+        ("empty", {"writer": "w", "events": []}),
+        ("seq 0", {"writer": "w", "events": [{**good, "seq": 0}]}),
+        ("not object", {"writer": "w", "events": [{**good, "record": [1]}]}),
+    ]
+    with srv.client(writer) as c:
+        for name, body in cases:
+            before = _state(srv)
+            if isinstance(body, bytes):
+                r = c.post(
+                    f"/v1/runs/{run}/events",
+                    content=body,
+                    headers={"Content-Type": "application/json"},
+                )
+            else:
+                r = c.post(
+                    f"/v1/runs/{run}/events",
+                    content=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+            assert r.status_code in (413, 422), (name, r.status_code, r.text)
+            assert _state(srv) == before, name
+    with httpx.Client(base_url=srv.url) as c:
+        metrics = c.get("/metrics").text
+    assert 'trainwarden_ledger_rejected_requests_total{reason="bad_entry"}' in metrics
+    assert 'trainwarden_ledger_rejected_requests_total{reason="invalid"}' in metrics
+
+
+def test_non_loopback_bind_needs_tls_or_insecure(
+    run_cli: Callable[..., Any], tmp_path: Any
+) -> None:
+    r = run_cli(["serve", "--host", "0.0.0.0", "--state-dir", str(tmp_path)])  # noqa: S104
+    assert r.returncode == 2
+    assert "without TLS" in r.stderr and "Traceback" not in r.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "writer": st.one_of(st.text(max_size=5), st.integers(), st.just("w-1")),
+            "events": st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "seq": st.one_of(st.integers(-2, 3), st.just("1"), st.booleans()),
+                        "kind": st.one_of(st.just("k"), st.just(""), st.integers()),
+                        "record": st.one_of(st.just({}), st.just([]), st.none()),
+                        "ts": st.one_of(
+                            st.none(), st.floats(allow_nan=False), st.integers(0, 5), st.just("x")
+                        ),
+                        "rank": st.one_of(st.none(), st.integers(-1, 2), st.just(True)),
+                        "host": st.one_of(st.none(), st.just("h"), st.integers()),
+                        "sha256": st.one_of(st.none(), st.just("ab"), st.integers()),
+                        "extra": st.just(1),
+                    },
+                ),
+                max_size=3,
+            ),
+            "other": st.just(1),
+        },
+    )
+)
+def test_hand_parser_accepts_exactly_what_the_published_schema_accepts(
+    body: dict[str, Any],
+) -> None:
+    import pydantic
+
+    from trainwarden.service.app import AppendIn
+    from trainwarden.service.core import ServiceError
+    from trainwarden.service.parse import parse_events
+
+    raw = json.dumps(body).encode()
+    try:
+        AppendIn.model_validate_json(raw)
+        schema_ok = True
+    except pydantic.ValidationError:
+        schema_ok = False
+    try:
+        parse_events(raw)
+        parser_ok = True
+    except ServiceError:
+        parser_ok = False
+    assert parser_ok == schema_ok, body

@@ -20,10 +20,13 @@ from trainwarden.scan import scan_path
 # bytes in memory dies with MemoryError (reported as TWS-INTERNAL) instead of finishing clean.
 CHILD = r"""
 import io, resource, sys, zipfile, zlib
-from trainwarden.scan import scan_bytes
+from trainwarden.scan import Limits, scan_bytes
 from trainwarden.scan.formats import _spill
 
 kind, size, headroom = sys.argv[1], int(sys.argv[2]) << 20, int(sys.argv[3]) << 20
+# "inflate": the ratio cap lifted, so the whole bomb is decompressed (to disk); "default": the
+# default limits, which stop it early
+limits = Limits(max_compression_ratio=10**9) if sys.argv[4] == "inflate" else Limits()
 chunk = bytes(1 << 20)
 if kind == "gzip":
     c = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -38,17 +41,19 @@ del chunk
 _spill.MEMORY_THRESHOLD = 8 << 20
 base = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmData:"))
 resource.setrlimit(resource.RLIMIT_DATA, (base + headroom, base + headroom))
-report = scan_bytes(bomb, "bomb")
+report = scan_bytes(bomb, "bomb", limits=limits)
 print(len(bomb), size, ",".join(sorted({f.rule_id for f in report.findings})) or "-")
 """
 
 
-@pytest.mark.parametrize("kind", ["gzip", "zip"])
-def test_decompression_bomb_costs_disk_not_memory(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "mode"), [("gzip", "inflate"), ("zip", "inflate"), ("gzip", "default")]
+)
+def test_decompression_bomb_costs_disk_not_memory(kind: str, mode: str) -> None:
     src = str(Path(__file__).resolve().parents[2] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, kind, "128", "48"],
+        [sys.executable, "-c", CHILD, kind, "128", "48", mode],
         capture_output=True,
         text=True,
         env=env,
@@ -58,7 +63,9 @@ def test_decompression_bomb_costs_disk_not_memory(kind: str) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     packed, size, rules = proc.stdout.split()
     assert int(packed) < int(size) // 100  # it is a bomb: over 100x
-    assert rules == "-", proc.stdout  # no TWS-INTERNAL (MemoryError), nothing at all
+    # fully inflated: nothing to report (a MemoryError would be TWS-INTERNAL); with the default
+    # limits the ratio cap stops it first, as a finding
+    assert rules == ("-" if mode == "inflate" else "TWS-LIMIT"), proc.stdout
 
 
 def test_directory_walk_does_not_follow_directory_symlinks(tmp_path: Path) -> None:

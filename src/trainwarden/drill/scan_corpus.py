@@ -47,8 +47,8 @@ class Sample:
     ``reference`` names the advisory, CVE, blog post or peer issue a malicious sample reproduces,
     or the library that wrote a clean one. ``canary`` is the file the payload would create if it
     ever ran (``None`` for samples whose danger is not code run at load time, such as a path in an
-    ONNX model). ``expected_rules`` are the rule ids a scan of a malicious sample must raise at
-    HIGH or above (a detection by anything else is a miss). ``trigger`` says which real loader
+    ONNX model). ``expected_rules`` are the rule ids a scan of a malicious sample must raise (the
+    sample failing at HIGH by anything else is a miss). ``trigger`` says which real loader
     would execute the payload (used by ``bench/corpus_liveness.py`` to prove the samples are
     live, never by the tests).
     """
@@ -2588,8 +2588,8 @@ def _malicious_specs() -> list[_Mal]:
     return specs
 
 
-# The rule(s) each malicious sample must raise at HIGH or above: a sample flagged only by an
-# unrelated finding (an internal error, some other unknown global) is a miss, not a detection.
+# The rule(s) each malicious sample must raise (it must also fail at HIGH): a sample flagged only
+# by an unrelated finding (an internal error, some other unknown global) is a miss.
 _EXPECTED_RULES: dict[str, tuple[str, ...]] = {
     "reduce_exec_protocol_0": ("TWS-PKL-DANGEROUS",),
     "reduce_exec_protocol_1": ("TWS-PKL-DANGEROUS",),
@@ -2741,6 +2741,29 @@ _EXPECTED_RULES: dict[str, tuple[str, ...]] = {
     "onnx_external_data_in_if_subgraph": ("TWS-ONNX-002",),
     "safetensors_offsets_out_of_range": ("TWS-ST-007",),
     "hf_folder_tokenizer_auto_map": ("TWS-HF-001", "TWS-HF-002"),
+    "memmap_reduce_defining_module": ("TWS-PKL-DANGEROUS",),
+    "memmap_reduce_numpy_core_alias": ("TWS-PKL-DANGEROUS",),
+    "memmap_reexport_in_numpy_core": ("TWS-PKL-DANGEROUS",),
+    "memmap_dotted_name_from_numpy": ("TWS-PKL-DANGEROUS",),
+    "memmap_text_global_protocol2": ("TWS-PKL-DANGEROUS",),
+    "memmap_stack_global_from_memo": ("TWS-PKL-DANGEROUS",),
+    "memmap_newobj": ("TWS-PKL-DANGEROUS",),
+    "memmap_newobj_ex_kwargs": ("TWS-PKL-DANGEROUS",),
+    "memmap_copyreg_newobj": ("TWS-PKL-DANGEROUS",),
+    "memmap_copyreg_newobj_ex": ("TWS-PKL-DANGEROUS",),
+    "memmap_inst_opcode": ("TWS-PKL-DANGEROUS",),
+    "memmap_obj_opcode": ("TWS-PKL-DANGEROUS",),
+    "memmap_setitem_writes_byte": ("TWS-PKL-DANGEROUS",),
+    "memmap_in_build_state": ("TWS-PKL-DANGEROUS",),
+    "rebuild_from_type_v2_calls_memmap": ("TWS-PKL-DANGEROUS",),
+    "rebuild_from_type_calls_memmap": ("TWS-PKL-DANGEROUS",),
+    "rebuild_from_type_v2_newobj_chain": ("TWS-PKL-DANGEROUS",),
+    "torch_zip_memmap_in_data_pkl": ("TWS-PKL-DANGEROUS",),
+    "joblib_memmap_pickle": ("TWS-PKL-DANGEROUS",),
+    "npy_object_array_memmap": ("TWS-PKL-DANGEROUS",),
+    "torchscript_setstate_from_file": ("TWS-TORCHSCRIPT-OP",),
+    "torchscript_helper_from_file": ("TWS-TORCHSCRIPT-OP",),
+    "torchscript_submodule_from_file": ("TWS-TORCHSCRIPT-OP",),
 }
 
 
@@ -2794,9 +2817,8 @@ def build_malicious(dest: Path, *, only: str | None = None) -> list[Sample]:
                     technique=spec.technique,
                     reference=spec.reference,
                     canary=canary if spec.canary else None,
-                    expected_rules=_EXPECTED_RULES.get(spec.name),
+                    expected_rules=spec.expected_rules or _EXPECTED_RULES.get(spec.name),
                     trigger=spec.trigger,
-                    expected_rules=spec.expected_rules,
                 )
             )
     return out

@@ -272,7 +272,7 @@ class ZipHandler:
                 allow = [*classes, *_TORCHSCRIPT_BUILDERS]
                 ctx.policy = policy.with_overrides(allow=allow)  # type: ignore[attr-defined]
         try:
-            self._scan_members(data, archive, location, ctx, kind)
+            self._scan_members(data, archive, location, ctx, kind, skipped)
         finally:
             if policy is not None:
                 ctx.policy = policy  # type: ignore[attr-defined]
@@ -297,7 +297,13 @@ class ZipHandler:
         return classes
 
     def _scan_members(
-        self, data: bytes, archive: ZipArchive, location: str, ctx: ScanContext, kind: str
+        self,
+        data: bytes,
+        archive: ZipArchive,
+        location: str,
+        ctx: ScanContext,
+        kind: str,
+        skipped: set[tuple[int, int, int]],
     ) -> None:
         # First every member that looks like a pickle (collecting the storages it references),
         # then the rest by content.

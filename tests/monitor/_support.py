@@ -136,4 +136,11 @@ class Run:
         raise AssertionError(f"no {rule} alert; alerts: {self.monitor.alerts}")
 
     def serious(self) -> list[Alert]:
-        return [a for a in self.monitor.alerts if a.severity >= Severity.MEDIUM]
+        """Alerts at MEDIUM or above, except timing alerts: a loaded machine (CI) can make a clean
+        run's steps slow at random, so no test asserts their absence; tests of check 8 ask for
+        the timing rules by name."""
+        return [
+            a
+            for a in self.monitor.alerts
+            if a.severity >= Severity.MEDIUM and not a.rule_id.startswith("TWM-TIME-")
+        ]

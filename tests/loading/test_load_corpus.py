@@ -153,6 +153,14 @@ NOT_LOADABLE = {
     "keras_activation_function_reference": "neither a PyTorch checkpoint nor a numpy .npz",
     "keras_lambda_nested_in_functional": "neither a PyTorch checkpoint nor a numpy .npz",
     "nested_zip_in_tar_in_gzip": "could not be loaded",
+    "h5_lambda_config": "not a format trainwarden.load reads",
+    "h5_lambda_config_bytes_attr": "not a format trainwarden.load reads",
+    "gguf_chat_template_ssti": "not a format trainwarden.load reads",
+    "gguf_named_chat_template_ssti": "not a format trainwarden.load reads",
+    "gguf_chat_template_obfuscated_attr": "not a format trainwarden.load reads",
+    "safetensors_overlapping_offsets": "not a valid safetensors file",
+    "safetensors_oversized_header": "not a valid safetensors file",
+    "safetensors_offsets_out_of_range": "not a valid safetensors file",
 }
 
 

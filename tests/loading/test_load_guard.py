@@ -5,6 +5,7 @@ from __future__ import annotations
 import _pickle
 import io
 import pickle
+import re
 import sys
 import types
 from collections.abc import Callable
@@ -364,3 +365,18 @@ def test_enforcer_findings_name_the_global_the_verdict_and_why() -> None:
     assert [(f.rule_id, f.severity) for f in strict.findings] == [
         ("TWL-GLOBAL-UNKNOWN", Severity.CRITICAL)
     ]
+
+
+@pytest.mark.parametrize(("module", "name"), [("pathlib", "os.system"), ("argparse", "_os.system")])
+def test_warn_mode_refuses_a_dangerous_object_reached_through_another_module(
+    guard: Install, canary: Path, module: str, name: str
+) -> None:
+    """``pathlib`` / ``os.system`` is os.system: the decision is on the object the attribute
+    path reaches, which its spelling cannot identify, so warn mode must refuse it too."""
+    payload = call_pickle(module, name, f"touch {canary}").replace(b"\x80\x02", b"\x80\x04", 1)
+    guard(mode="warn")
+    with pytest.raises(trainwarden.UnsafeModelError, match=re.escape(f"{module}.{name}")):
+        pickle.loads(payload)
+    with pytest.raises(trainwarden.UnsafeModelError):
+        pickle.Unpickler(NonSeekable(payload)).load()
+    assert not canary.exists()

@@ -98,7 +98,8 @@ def test_allow_wildcard_covers_only_its_own_module() -> None:
     assert p.classify("mylib", "Net")[0] is Verdict.SAFE  # the exact entry
     for module, name in [("mylib", "Other"), ("my_other", "Net"), ("my.sub", "Net")]:
         assert p.classify(module, name)[0] is Verdict.UNKNOWN, (module, name)
-    assert p.classify("mylib", "Net.os")[0] is Verdict.UNKNOWN  # exact entries do not descend
+    # Exact entries do not descend; an attribute path below one is decided as unidentifiable.
+    assert p.classify("mylib", "Net.os")[0] is Verdict.DANGEROUS
 
 
 def test_deny_entries_cover_everything_below_them() -> None:
@@ -119,7 +120,7 @@ def test_dotted_global_under_allow_wildcard_is_flagged_in_a_scan(tmp_path: Path)
         b"\x80\x04\x8c\x05mylib\x8c\tos.system\x93" + b"\x8c" + bytes([len(cmd)]) + cmd + b"\x85R."
     )
     a = analyze_pickle(data, policy=Policy.default().with_overrides(allow=["mylib.*"]))
-    assert [(g.qualname, g.verdict) for g in a.globals] == [("mylib.os.system", Verdict.UNKNOWN)]
+    assert [(g.qualname, g.verdict) for g in a.globals] == [("mylib.os.system", Verdict.DANGEROUS)]
     assert a.max_severity is not None and a.max_severity >= Severity.HIGH
     assert not canary.exists()
 
@@ -232,7 +233,7 @@ def test_every_denylist_entry_is_dangerous_however_it_is_split() -> None:
         ("mylib", "helper__", Verdict.SAFE),
         ("mylib", "____", Verdict.SAFE),  # four underscores: no special name
         ("mylib", "Net.__x__", Verdict.DANGEROUS),  # the shortest special attribute
-        ("mylib", ".os", Verdict.UNKNOWN),  # an empty path element is no name of mylib
+        ("mylib", ".os", Verdict.DANGEROUS),  # an attribute path (empty element): undecidable
         ("mylib", "f.<locals>.g", Verdict.DANGEROUS),
         ("mylib.__init__", "Net", Verdict.DANGEROUS),  # a special module name
         ("__main__", "Net", Verdict.UNKNOWN),  # the loading script's own class: not dangerous

@@ -57,8 +57,11 @@ class Check:
     def step_end(self) -> None:
         """After the step's single device-to-host transfer: every deferred value is known."""
 
-    def digest(self) -> list[tuple[str, float]]:
-        """Named values every data-parallel replica must agree on at this step (cross-rank)."""
+    def digest(self) -> list[tuple[str, int | float]]:
+        """Named values every data-parallel replica must agree on at this step (cross-rank).
+
+        Integers (hashes) are compared exactly as 64-bit patterns, floats bit for bit.
+        """
         return []
 
     def record(self, rec: dict[str, Any]) -> None:

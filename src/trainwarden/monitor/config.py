@@ -36,14 +36,8 @@ class MonitorConfig:
     grad_norm_rtol: float = 1e-3
     """Relative tolerance on ``max_grad_norm`` when verifying the caller's clipping."""
     check_weights_prestep: bool = True
-    """Also fingerprint the parameters at optimizer.step() and compare with the forward (catches
+    """Also hash the parameters at optimizer.step() and compare with the forward (catches
     edits during forward/backward or between gradient-accumulation micro-batches)."""
-    fingerprint_mix_fraction: float = 0.25
-    """Fraction of the large (> 4096 elements) weight tensors that get the keyed dot product
-    at each checked step boundary, rotated under the secret key (every tensor once per
-    ceil(1/fraction) boundaries); the exact bit-sum always covers every tensor. 1.0 = all. A
-    sum-preserving edit (two elements swapped) of a large tensor is seen only at a boundary
-    where that tensor is covered."""
     code_guard: bool = True
     """Run the attestation code guard (check 6). Building it hashes the guarded sources: about
     0.1-0.5 s per watch() on an idle machine."""
@@ -86,10 +80,6 @@ class MonitorConfig:
                 raise MonitorError(
                     f"monitor setting {name} must be >= 1, got {getattr(self, name)}"
                 )
-        if not 0.0 < self.fingerprint_mix_fraction <= 1.0:
-            raise MonitorError(
-                f"fingerprint_mix_fraction must be in (0, 1], got {self.fingerprint_mix_fraction}"
-            )
         if not 0.0 < self.update_check_fraction <= 1.0:
             raise MonitorError(
                 f"update_check_fraction must be in (0, 1], got {self.update_check_fraction}"

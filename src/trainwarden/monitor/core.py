@@ -9,6 +9,7 @@ model's forward pre/post hooks. Anything that goes wrong inside the monitor beco
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import os
 import random
@@ -30,7 +31,7 @@ from trainwarden.monitor.checks import CHECKS
 from trainwarden.monitor.checks.code import StepIdentity
 from trainwarden.monitor.checks.hyper import Hyperparameters
 from trainwarden.monitor.config import MonitorConfig
-from trainwarden.monitor.fingerprint import Fingerprinter, state_digest
+from trainwarden.monitor.fingerprint import Fingerprinter, meta_of, state_digest
 from trainwarden.monitor.hyperparams import group_values
 from trainwarden.monitor.rules import RULES
 from trainwarden.monitor.timing import PhaseClock
@@ -43,7 +44,7 @@ DEFAULT_DIR_ENV = "TRAINWARDEN_MONITOR_DIR"
 _log = logging.getLogger("trainwarden.monitor")
 _log.addHandler(logging.NullHandler())  # a library never prints; callers configure logging
 
-Rows = list[list[float]]
+Rows = list[tuple[int, str]]
 # This rank's own checks saw its values change: tells the cross-rank vote who the culprit is.
 _OWN_TAMPERING = frozenset(
     {
@@ -79,6 +80,28 @@ def _resolve_sink(
             hint="pass a path to a .jsonl file, or an object with emit(kind, record) and close()",
         )
     return sink, False
+
+
+_KEYS_TAKEN = [0]
+
+
+def _shared_key(distributed: bool, rank: int, world_size: int) -> int:
+    """The secret key: 8 bytes of os.urandom, the same on every rank of a multi-rank job.
+
+    Replicas compare keyed hashes, so they need one key: rank 0 draws it and shares it through
+    the default process group's store (the n-th ``watch()`` of each rank uses the n-th key).
+    """
+    own = int.from_bytes(os.urandom(8), "little")
+    if not (distributed and world_size > 1):
+        return own
+    c10d = importlib.import_module("torch.distributed.distributed_c10d")
+    store = c10d._get_default_store()
+    name = f"trainwarden/monitor/key/{_KEYS_TAKEN[0]}"
+    _KEYS_TAKEN[0] += 1
+    if rank == 0:
+        store.set(name, str(own))
+        return own
+    return int(bytes(store.get(name)).decode("ascii"))
 
 
 def _first_tensor(args: Sequence[Any], kwargs: dict[str, Any]) -> torch.Tensor | None:
@@ -146,7 +169,7 @@ class Monitor:
         self._notes: set[str] = set()
         key = self.config.seed
         if key is None:
-            key = int.from_bytes(os.urandom(8), "little")
+            key = _shared_key(self.distributed, self.rank, self.world_size)
         # Not for cryptography: an unpredictable, per-run choice of what is checked.
         self.rng = random.Random(key)  # noqa: S311
         self._fp = Fingerprinter(self.rng.getrandbits(63))
@@ -173,7 +196,7 @@ class Monitor:
         #: Values of the current step (loss, grad_norm, timing, rng, batch) for the checks.
         self.values: dict[str, Any] = {}
         self._depth = 0
-        self._pending: list[tuple[torch.Tensor, Callable[[list[float]], None]]] = []
+        self._pending: list[tuple[torch.Tensor, Callable[[list[Any]], None]]] = []
         self._losses: list[torch.Tensor] = []
         self._batch: list[torch.Tensor] = []
         self.check_seconds: dict[str, float] = {"core": 0.0}
@@ -346,8 +369,11 @@ class Monitor:
             {"where": where, "traceback": "".join(tb[-6:])},
         )
 
-    def defer(self, value: torch.Tensor, callback: Callable[[list[float]], None]) -> None:
-        """Run ``callback(values)`` now on CPU, or at the step's single host transfer on GPU."""
+    def defer(self, value: torch.Tensor, callback: Callable[[list[Any]], None]) -> None:
+        """Run ``callback(values)`` now on CPU, or at the step's single host transfer on GPU.
+
+        Floating values arrive as Python floats, integer values (hashes) as exact Python ints.
+        """
         if value.device.type == "cpu":
             callback(value.reshape(-1).tolist())
         else:
@@ -375,38 +401,35 @@ class Monitor:
         self,
         named: list[tuple[str, torch.Tensor]],
         callback: Callable[[list[str], list[int], Rows], None],
-        *,
-        mix: bool = True,
-        mix_names: frozenset[str] | None = None,
     ) -> None:
-        """Fingerprint ``named`` tensors; ``callback(names, ids, rows)`` once the values arrive."""
+        """Hash ``named`` tensors; ``callback(names, ids, rows)`` once the values arrive.
+
+        ``rows[i]`` is ``(hash, "dtype(shape)")`` of the i-th tensor: the keyed universal hash
+        of its full bit pattern (see :mod:`trainwarden.monitor.fingerprint`) and its metadata.
+        """
         names = [n for n, _ in named]
         ids = [id(t) for _, t in named]
+        metas = [meta_of(t) for _, t in named]
         by_device: dict[torch.device, list[int]] = {}
         for i, (_, t) in enumerate(named):
             by_device.setdefault(t.device, []).append(i)
-        rows: Rows = [[0.0, 0.0] for _ in named]
+        hashes: list[int] = [0] * len(named)
         remaining = [len(by_device)]
 
-        def make_cb(indices: list[int]) -> Callable[[list[float]], None]:
-            def cb(values: list[float]) -> None:
+        def make_cb(indices: list[int]) -> Callable[[list[Any]], None]:
+            def cb(values: list[Any]) -> None:
                 for j, i in enumerate(indices):
-                    rows[i] = [values[2 * j], values[2 * j + 1]]
+                    hashes[i] = int(values[j])
                 remaining[0] -= 1
                 if remaining[0] == 0:
-                    callback(names, ids, rows)
+                    callback(names, ids, list(zip(hashes, metas, strict=True)))
 
             return cb
 
         if not by_device:
-            callback(names, ids, rows)
+            callback(names, ids, [])
         for indices in by_device.values():
-            only = (
-                None
-                if mix_names is None
-                else {j for j, i in enumerate(indices) if named[i][0] in mix_names}
-            )
-            fp = self._fp.compute([named[i][1] for i in indices], mix=mix, mix_only=only)
+            fp = self._fp.compute([named[i][1] for i in indices])
             self.defer(fp, make_cb(indices))
 
     # ------------------------------------------------------------------ running the checks
@@ -452,12 +475,22 @@ class Monitor:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        flat = [v.reshape(-1).to(torch.float64) for v, _ in pending]
-        host = torch.cat([f.to(pending[0][0].device) for f in flat]).cpu().tolist()
+        # One transfer for everything: float values travel as float64 bits, integer values as
+        # int64, both viewed as int64 so that no value is rounded on the way.
+        device = pending[0][0].device
+        exact = [v.is_floating_point() is False for v, _ in pending]
+        flat = [
+            (v.reshape(-1).to(torch.float64) if not ex else v.reshape(-1).to(torch.int64))
+            .to(device)
+            .view(torch.int64)
+            for (v, _), ex in zip(pending, exact, strict=True)
+        ]
+        host = torch.cat(flat).cpu()
         pos = 0
-        for (_, cb), f in zip(pending, flat, strict=True):
+        for (_, cb), f, ex in zip(pending, flat, exact, strict=True):
             n = f.numel()
-            cb(host[pos : pos + n])
+            part = host[pos : pos + n]
+            cb(part.tolist() if ex else part.view(torch.float64).tolist())
             pos += n
 
     # ------------------------------------------------------------------ hooks

@@ -8,15 +8,14 @@ optimizer.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from trainwarden.monitor.check import Check
-from trainwarden.monitor.fingerprint import SMALL
+from trainwarden.monitor.fingerprint import combine
 
 __all__ = ["OptimizerStateContinuity", "WeightContinuity"]
 
-Rows = list[list[float]]
+Rows = list[tuple[int, str]]
 Fp = tuple[list[str], list[int], Rows]
 
 
@@ -30,20 +29,18 @@ class WeightContinuity(Check):
 
     name = "weights"
     rules = ("TWM-WEIGHT-EDIT", "TWM-WEIGHT-EDIT-PRESTEP", "TWM-WEIGHT-REPLACED")
-    cost = "fingerprint of every parameter and buffer after the step, at the forward and at step()"
+    cost = "keyed hash of every parameter and buffer after the step, at the forward and at step()"
 
     def __init__(self, monitor: Any) -> None:
         super().__init__(monitor)
         self.post: Fp | None = None
         self._fwd: dict[str, Fp] | None = None
         self._versions: list[tuple[str, Any, int]] = []
-        self._mix_names: frozenset[str] | None = None
-        self._mix_queue: list[str] = []
 
-    def _fingerprint(self, named: list[tuple[str, Any]], cb: Any, *, mix: bool = True) -> None:
-        self.mon.fingerprint(named, cb, mix=mix, mix_names=self._mix_names)
+    def _fingerprint(self, named: list[tuple[str, Any]], cb: Any) -> None:
+        self.mon.fingerprint(named, cb)
 
-    def _compare(self, rule: str, what: str, ref: Fp, now: Fp, *, bits_only: bool = False) -> None:
+    def _compare(self, rule: str, what: str, ref: Fp, now: Fp) -> None:
         mon = self.mon
         ref_names, ref_ids, ref_rows = ref
         names, ids, rows = now
@@ -64,7 +61,7 @@ class WeightContinuity(Check):
             pairs = [(n, ref_map[n], r) for n, r in zip(names, rows, strict=True) if n in ref_map]
         else:
             pairs = list(zip(names, ref_rows, rows, strict=True))
-        bad = [(n, a, b) for n, a, b in pairs if (a[0] != b[0] if bits_only else a != b)]
+        bad = [(n, a, b) for n, a, b in pairs if a != b]
         if bad:
             mon.alert(
                 rule,
@@ -138,25 +135,9 @@ class WeightContinuity(Check):
                         "between forward and optimizer step",
                         _subset(holder["rows"], keep),
                         (names, ids, rows),
-                        bits_only=True,
                     )
 
-            self._fingerprint(params, got_pre, mix=False)
-
-    def _choose_mix(self, weights: list[tuple[str, Any]]) -> None:
-        frac = self.mon.config.fingerprint_mix_fraction
-        if frac >= 1.0:
-            self._mix_names = None
-            return
-        large = sorted(n for n, t in weights if t.numel() > SMALL)
-        k = min(len(large), max(1, math.ceil(frac * len(large))))
-        # Rotate through the large tensors in a secret order, a fresh order each round, so
-        # that every tensor is covered once per ceil(1/frac) checked boundaries.
-        if len(self._mix_queue) < k:
-            rest = [n for n in large if n not in self._mix_queue]
-            self.mon.rng.shuffle(rest)
-            self._mix_queue += rest
-        self._mix_names, self._mix_queue = frozenset(self._mix_queue[:k]), self._mix_queue[k:]
+            self._fingerprint(params, got_pre)
 
     def step_post(self) -> None:
         mon = self.mon
@@ -167,7 +148,6 @@ class WeightContinuity(Check):
         if not mon.step_checked:
             return
         weights = mon.weights(buffers=True)
-        self._choose_mix(weights)
 
         def got_w(names: list[str], ids: list[int], rows: Rows) -> None:
             self.post = (names, ids, rows)
@@ -175,19 +155,16 @@ class WeightContinuity(Check):
         self._fingerprint(weights, got_w)
         self._versions = [(n, p, p._version) for n, p in mon.weights(buffers=False)]
 
-    def digest(self) -> list[tuple[str, float]]:
+    def digest(self) -> list[tuple[str, int | float]]:
         if self.post is None:
             return []
         params = {n for n, _ in self.mon.weights(buffers=False)}
-        return [
-            (f"weight:{n}", r[0])
-            for n, r in zip(self.post[0], self.post[2], strict=True)
-            if n in params
-        ]
+        names, _, rows = self.post
+        return [(f"weight:{n}", r[0]) for n, r in zip(names, rows, strict=True) if n in params]
 
     def record(self, rec: dict[str, Any]) -> None:
         if self.post is not None:
-            rec["weights_bits"] = sum(int(r[0]) for r in self.post[2]) % (1 << 32)
+            rec["weights_hash"] = combine(self.post[0], self.post[2])
 
 
 class OptimizerStateContinuity(Check):
@@ -195,7 +172,7 @@ class OptimizerStateContinuity(Check):
 
     name = "optimizer-state"
     rules = ("TWM-OPTSTATE-EDIT",)
-    cost = "fingerprint of every optimizer state tensor after the step and at the next step()"
+    cost = "keyed hash of every optimizer state tensor after the step and at the next step()"
 
     def __init__(self, monitor: Any) -> None:
         super().__init__(monitor)
@@ -209,7 +186,7 @@ class OptimizerStateContinuity(Check):
         def got(names: list[str], ids: list[int], rows: Rows) -> None:
             self._compare(ref, (names, rows))
 
-        self.mon.fingerprint(list(self.mon.state_tensors()), got, mix=False)
+        self.mon.fingerprint(list(self.mon.state_tensors()), got)
 
     def _compare(self, ref: tuple[list[str], Rows], now: tuple[list[str], Rows]) -> None:
         ref_map = dict(zip(ref[0], ref[1], strict=True))
@@ -247,16 +224,13 @@ class OptimizerStateContinuity(Check):
         def got(names: list[str], ids: list[int], rows: Rows) -> None:
             self.post = (names, rows)
 
-        self.mon.fingerprint(list(self.mon.state_tensors()), got, mix=False)
+        self.mon.fingerprint(list(self.mon.state_tensors()), got)
 
-    def _bits(self) -> int | None:
-        return None if self.post is None else sum(int(r[0]) for r in self.post[1]) % (1 << 32)
-
-    def digest(self) -> list[tuple[str, float]]:
-        bits = self._bits()
-        return [] if bits is None else [("optimizer_state", float(bits))]
+    def digest(self) -> list[tuple[str, int | float]]:
+        if self.post is None:
+            return []
+        return [("optimizer_state", int(combine(*self.post)[:16], 16) - (1 << 63))]
 
     def record(self, rec: dict[str, Any]) -> None:
-        bits = self._bits()
-        if bits is not None:
-            rec["state_bits"] = bits
+        if self.post is not None:
+            rec["state_hash"] = combine(*self.post)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import struct
 from typing import Any
 
 import torch
@@ -13,6 +14,14 @@ from trainwarden.monitor.config import MonitorConfig
 from trainwarden.monitor.timing import PHASES
 
 __all__ = ["CrossRank"]
+
+
+def _bits(value: int | float) -> int:
+    """A digest value as a signed 64-bit pattern: hashes as themselves, floats by their bits."""
+    if isinstance(value, int):
+        value &= 0xFFFF_FFFF_FFFF_FFFF
+        return value - (1 << 64) if value >= 1 << 63 else value
+    return int(struct.unpack("<q", struct.pack("<d", float(value)))[0])
 
 
 class CrossRank(Check):
@@ -43,7 +52,7 @@ class CrossRank(Check):
         mon = self.mon
         if self._off or not mon.step_checked:
             return
-        named: list[tuple[str, float]] = [("step", float(mon.step))]
+        named: list[tuple[str, int | float]] = [("step", float(mon.step))]
         for check in mon.checks:
             if check is not self:
                 named += check.digest()
@@ -64,7 +73,11 @@ class CrossRank(Check):
             self.exchange.mark_suspect()
             mon.suspect = False
         assert self.fields is not None  # noqa: S101 -- set with the exchange; narrows for mypy
-        digest = torch.tensor([values.get(f, math.nan) for f in self.fields], dtype=torch.float64)
+        # Bit patterns travel as float64 words: the comparator compares them bit for bit, so a
+        # 64-bit hash arrives exactly.
+        digest = torch.tensor(
+            [_bits(values.get(f, math.nan)) for f in self.fields], dtype=torch.int64
+        ).view(torch.float64)
         t = mon.values.get("timing") or {}
         timings = torch.tensor([t.get(p, 0.0) for p in PHASES], dtype=torch.float64)
         for alert in self.exchange.exchange(mon.step, digest, timings):

@@ -75,8 +75,8 @@ class Hyperparameters(Check):
                     },
                 )
 
-    def digest(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
+    def digest(self) -> list[tuple[str, int | float]]:
+        out: list[tuple[str, int | float]] = []
         for gi, g in enumerate(self.now):
             for k, v in g.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):

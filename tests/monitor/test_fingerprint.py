@@ -26,7 +26,8 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 def reference(fp: Fingerprinter, t: torch.Tensor) -> int:
     words = _words(t).to(torch.int64).tolist()
     w = fp.weights(len(words), torch.device("cpu")).tolist()
-    return sum(a * b for a, b in zip(words, w, strict=True)) & MASK
+    total: int = sum(a * b for a, b in zip(words, w, strict=True))
+    return total & MASK
 
 
 def h(fp: Fingerprinter, t: torch.Tensor) -> int:

@@ -59,10 +59,17 @@ class MonitorConfig:
     """Values needed before spikes are reported."""
     cross_rank: bool = True
     """Exchange a per-step digest with the other ranks when torch.distributed is initialised."""
+    peer_timeout_s: float = 30.0
+    """Multi-rank runs: how long a rank waits at each step for every other rank's monitor to
+    reach the cross-rank exchange, at least (10 x the p99 step time if longer); a rank that
+    does not arrive is named (TWM-MONITOR-OFF) and the exchange stops."""
     watchdog: bool = True
     """Run the hang watchdog (heartbeat per step, stack dumps on timeout, signal records)."""
     watchdog_min_timeout_s: float = 300.0
     """Lower bound of the watchdog's adaptive timeout."""
+    selfcheck_interval_s: float = 1.0
+    """How often a background thread checks that the monitor's hooks and code are intact (the
+    same check also runs at every step). 0 = only at steps."""
     seed: int | None = None
     """Secret key for the checked slices and fingerprint weights; default: 8 bytes of
     os.urandom (set it only to make a run's choices reproducible)."""
@@ -91,6 +98,10 @@ class MonitorConfig:
                 )
         if self.code_guard_every < 0 or self.spike_warmup < 0:
             raise MonitorError("code_guard_every and spike_warmup must be >= 0")
+        if self.peer_timeout_s <= 0:
+            raise MonitorError("peer_timeout_s must be > 0")
+        if self.selfcheck_interval_s < 0:
+            raise MonitorError("selfcheck_interval_s must be >= 0")
         if self.watchdog_min_timeout_s <= 0:
             raise MonitorError("watchdog_min_timeout_s must be > 0")
 

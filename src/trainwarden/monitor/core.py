@@ -34,6 +34,7 @@ from trainwarden.monitor.config import MonitorConfig
 from trainwarden.monitor.fingerprint import Fingerprinter, meta_of, state_digest
 from trainwarden.monitor.hyperparams import group_values
 from trainwarden.monitor.rules import RULES
+from trainwarden.monitor.selfcheck import SelfCheck
 from trainwarden.monitor.timing import PhaseClock
 from trainwarden.monitor.types import Alert, MonitorError, TamperingDetected
 from trainwarden.monitor.update_check import reference_kind
@@ -92,12 +93,13 @@ def _shared_key(distributed: bool, rank: int, world_size: int) -> int:
     the default process group's store (the n-th ``watch()`` of each rank uses the n-th key).
     """
     own = int.from_bytes(os.urandom(8), "little")
+    index = _KEYS_TAKEN[0]
+    _KEYS_TAKEN[0] += 1
     if not (distributed and world_size > 1):
         return own
     c10d = importlib.import_module("torch.distributed.distributed_c10d")
     store = c10d._get_default_store()
-    name = f"trainwarden/monitor/key/{_KEYS_TAKEN[0]}"
-    _KEYS_TAKEN[0] += 1
+    name = f"trainwarden/monitor/key/{index}"
     if rank == 0:
         store.set(name, str(own))
         return own
@@ -168,6 +170,8 @@ class Monitor:
         self._closed = False
         self._notes: set[str] = set()
         key = self.config.seed
+        #: The n-th monitor of this process (names its keys in the process group's store).
+        self.instance = _KEYS_TAKEN[0]
         if key is None:
             key = _shared_key(self.distributed, self.rank, self.world_size)
         # Not for cryptography: an unpredictable, per-run choice of what is checked.
@@ -202,6 +206,10 @@ class Monitor:
         self.check_seconds: dict[str, float] = {"core": 0.0}
         self.checks: list[Check] = []
         self._handles: list[Any] = []
+        self._seq = 0
+        #: The self-check's digest of the monitor's code, carried by every sink record.
+        self.selfcheck_digest = ""
+        self._selfcheck: SelfCheck | None = None
         try:
             for cls in CHECKS:
                 if cls.enabled(self.config):
@@ -235,6 +243,34 @@ class Monitor:
             ]
             for check in self.checks:
                 check.start()
+            self._selfcheck = SelfCheck(
+                self,
+                [
+                    (
+                        "forward pre",
+                        model._forward_pre_hooks,
+                        self._handles[0].id,
+                        self._on_forward_pre,
+                    ),
+                    ("forward", model._forward_hooks, self._handles[1].id, self._on_forward_post),
+                    (
+                        "step pre",
+                        optimizer._optimizer_step_pre_hooks,
+                        self._handles[2].id,
+                        self._on_step_pre,
+                    ),
+                    (
+                        "step post",
+                        optimizer._optimizer_step_post_hooks,
+                        self._handles[3].id,
+                        self._on_step_post,
+                    ),
+                ],
+            )
+            self.selfcheck_digest = self._selfcheck.digest
+            self.emit("selfcheck", {"rank": self.rank, "step": 0, "digest": self.selfcheck_digest})
+            if self.config.selfcheck_interval_s > 0:
+                self._selfcheck.start(self.config.selfcheck_interval_s)
         except BaseException:
             self.close()
             raise
@@ -290,6 +326,8 @@ class Monitor:
             if self._closed:
                 return
             self._closed = True
+        if self._selfcheck is not None:
+            self._selfcheck.stop()
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -298,8 +336,12 @@ class Monitor:
                 check.close()
             except Exception as e:  # fail-open: closing must not raise into the caller
                 self.internal(e, f"{check.name}.close")
+        # Who closed the monitor: a close() from somewhere other than the end of training is
+        # itself evidence (the sink's consumer sees the stack).
+        caller = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_stack()[-6:-1]]
         self.emit(
-            "monitor_stop", {"rank": self.rank, "step": self.step, "alerts": len(self.alerts)}
+            "monitor_stop",
+            {"rank": self.rank, "step": self.step, "alerts": len(self.alerts), "caller": caller},
         )
         if self._own_sink:
             self.sink.close()
@@ -319,6 +361,10 @@ class Monitor:
 
     def emit(self, kind: str, record: dict[str, Any]) -> None:
         """Write a record to the sink (a failing sink becomes a TWM-INTERNAL alert)."""
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        record = {**record, "seq": seq, "selfcheck": self.selfcheck_digest}
         try:
             self.sink.emit(kind, record)
         except Exception as e:  # a broken sink must not break training; keep the alert in memory
@@ -563,6 +609,7 @@ class Monitor:
         self._core("step_post", self._step_post_core)
         self._run("step_post", lambda c: c.step_post())
         self._core("flush", self._step_flush)
+        self._core("selfcheck", self._step_selfcheck)
         self._run("step_end", lambda c: c.step_end())
         self._core("record", self._finish_record)
         self.values = {}
@@ -572,6 +619,10 @@ class Monitor:
         if self.config.timing:
             self.clock.mark("opt_end")
             self.clock.end_step(self.step)
+
+    def _step_selfcheck(self) -> None:
+        if self._selfcheck is not None:
+            self.selfcheck_digest = self._selfcheck.run(f"self-check at step {self.step}")
 
     def _step_flush(self) -> None:
         losses, self._losses = self._losses, []

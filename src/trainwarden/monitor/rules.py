@@ -104,6 +104,17 @@ _ALL = [
         "timing spikes repeat within the recent window (pattern of injected sleeps)",
     ),
     Rule(
+        "TWM-MONITOR-TAMPERED",
+        Severity.CRITICAL,
+        "the monitor's own hooks were removed or replaced, or its code or sink was patched",
+    ),
+    Rule(
+        "TWM-MONITOR-OFF",
+        Severity.CRITICAL,
+        "another rank's monitor stopped taking part in the per-step exchange (switched off, "
+        "stopped or stuck); the rank is named",
+    ),
+    Rule(
         "TWM-UNSUPPORTED",
         Severity.INFO,
         "a check is disabled for this setup (unknown optimizer, missing component)",

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import math
+import socket
 import struct
+import time
+from collections import deque
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +20,37 @@ from trainwarden.monitor.config import MonitorConfig
 from trainwarden.monitor.timing import PHASES
 
 __all__ = ["CrossRank"]
+
+
+def _default_store() -> Any:
+    from trainwarden.monitor.watchdog import default_store
+
+    return default_store()
+
+
+def _peer_state(store: Any, rank: int) -> dict[str, Any]:
+    """What the watchdog's heartbeat says about ``rank``: host, pid, and its state on this host."""
+    key = f"trainwarden/hb/{rank}"
+    try:
+        if not store.check([key]):
+            return {"state": "unknown"}
+        data = json.loads(bytes(store.get(key)).decode("utf-8"))
+    except (RuntimeError, ValueError):
+        return {"state": "unknown"}
+    out: dict[str, Any] = {"host": data.get("host"), "pid": data.get("pid"), "state": "alive"}
+    if data.get("host") == socket.gethostname() and isinstance(data.get("pid"), int):
+        try:
+            stat = Path(f"/proc/{data['pid']}/stat").read_text()
+            code = stat.rsplit(")", 1)[-1].split()[0]
+            out["state"] = {"T": "stopped", "t": "stopped", "Z": "gone", "X": "gone"}.get(
+                code, "alive"
+            )
+        except OSError:
+            out["state"] = "gone"
+    else:
+        out["state"] = "remote"
+        out["seen_age_s"] = round(time.time() - float(data.get("seen", 0.0)), 3)
+    return out
 
 
 def _bits(value: int | float) -> int:
@@ -47,9 +84,76 @@ class CrossRank(Check):
         self.exchange: Any = None
         self.fields: list[str] | None = None
         self._off = not (monitor.distributed and monitor.world_size > 1)
+        self._store: Any = None
+        self._step_times: deque[float] = deque(maxlen=200)
+
+    def _window_s(self) -> float:
+        """How long to wait for the other ranks: max(peer_timeout_s, 10 x p99 step time)."""
+        times = sorted(self._step_times)
+        p99 = times[min(len(times) - 1, int(0.99 * len(times)))] if times else 0.0
+        return max(self.mon.config.peer_timeout_s, 10.0 * p99)
+
+    def _all_arrived(self, step: int) -> bool:
+        """Meet every rank at this step's exchange through the store, before the collective.
+
+        A rank whose monitor stopped (closed, hooks removed) or that is stopped never arrives;
+        entering the all_gather without it would hang this rank, so it is named instead.
+        """
+        store = self._store
+        prefix = f"trainwarden/monitor/{self.mon.instance}/"
+        store.set(f"{prefix}at/{self.mon.rank}", str(step))
+        key = f"{prefix}arrived/{step}"
+        count = int(store.add(key, 1))
+        deadline = time.monotonic() + self._window_s()
+        delay = 0.0005
+        while count < self.mon.world_size:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            count = int(store.add(key, 0))
+        if self.mon.rank == 0 and step > 2:
+            # Every rank is past step - 1's meeting, so nobody reads step - 2's counter again.
+            with contextlib.suppress(RuntimeError):
+                store.delete_key(f"{prefix}arrived/{step - 2}")
+        return True
+
+    def _name_absent(self, step: int) -> None:
+        mon = self.mon
+        store = self._store
+        prefix = f"trainwarden/monitor/{mon.instance}/"
+        last: dict[int, int | None] = {}
+        for r in range(mon.world_size):
+            k = f"{prefix}at/{r}"
+            last[r] = int(bytes(store.get(k)).decode()) if store.check([k]) else None
+        absent = [r for r, s in last.items() if s is None or s < step]
+        states = {r: _peer_state(store, r) for r in absent}
+        window = self._window_s()
+        parts = []
+        for r in absent:
+            state = states[r]
+            how = (
+                "its process is stopped (SIGSTOP or a debugger)"
+                if state.get("state") == "stopped"
+                else "its process is gone"
+                if state.get("state") == "gone"
+                else "its monitor was switched off, or the rank is stuck"
+            )
+            parts.append(f"rank {r} (last exchange: step {last[r]}; {how})")
+        mon.alert(
+            "TWM-MONITOR-OFF",
+            f"not every rank reached the cross-rank exchange of step {step} within "
+            f"{window:.1f}s: " + "; ".join(parts) + ". This rank stops exchanging (a collective "
+            "without them would hang).",
+            {"ranks": absent, "last_exchange": last, "window_s": window, "peers": states},
+        )
+        self._off = True
 
     def step_end(self) -> None:
         mon = self.mon
+        step_s = mon.values.get("step_s")
+        if isinstance(step_s, float) and step_s > 0:
+            self._step_times.append(step_s)
         if self._off or not mon.step_checked:
             return
         named: list[tuple[str, int | float]] = [("step", float(mon.step))]
@@ -69,6 +173,11 @@ class CrossRank(Check):
             self.fields = [n for n, _ in named]
             hang = mon.check_named("watchdog")
             self.exchange = mod.RankExchange(self.fields, watchdog=getattr(hang, "watchdog", None))
+        if self._store is None:
+            self._store = _default_store()
+        if self._store is not None and not self._all_arrived(mon.step):
+            self._name_absent(mon.step)
+            return
         if mon.suspect:
             self.exchange.mark_suspect()
             mon.suspect = False

@@ -35,6 +35,10 @@ class MonitorConfig:
     few ulps of rounding of the parameter itself."""
     grad_norm_rtol: float = 1e-3
     """Relative tolerance on ``max_grad_norm`` when verifying the caller's clipping."""
+    grad_source_check: bool = True
+    """Take each gradient where accumulation finishes and verify that step() uses it times one
+    uniform factor consistent with ``max_grad_norm`` (turn off with AMP's GradScaler, whose
+    unscaling is a factor the monitor is not told about)."""
     check_weights_prestep: bool = True
     """Also hash the parameters at optimizer.step() and compare with the forward (catches
     edits during forward/backward or between gradient-accumulation micro-batches)."""

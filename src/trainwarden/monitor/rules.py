@@ -60,6 +60,27 @@ _ALL = [
         "the gradient norm at step() exceeds max_grad_norm: clipping did not happen",
     ),
     Rule(
+        "TWM-GRAD-EDIT",
+        Severity.CRITICAL,
+        "a gradient changed between accumulation and optimizer.step() other than by the step's "
+        "one uniform clipping factor (rescaled, sign-flipped, replaced, or set without backward)",
+    ),
+    Rule(
+        "TWM-GRAD-CLIP",
+        Severity.HIGH,
+        "every gradient was scaled by a factor that the declared max_grad_norm does not give",
+    ),
+    Rule(
+        "TWM-HOOK-ADDED",
+        Severity.HIGH,
+        "a hook that can change gradients, weights or the step was added after watch()",
+    ),
+    Rule(
+        "TWM-HOOK-PRESENT",
+        Severity.LOW,
+        "hooks that can change gradients, weights or the step were present at watch() (listed)",
+    ),
+    Rule(
         "TWM-HP-CHANGE",
         Severity.HIGH,
         "a hyperparameter changed and no scheduler explains the change",

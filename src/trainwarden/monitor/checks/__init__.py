@@ -12,6 +12,7 @@ from trainwarden.monitor.checks.clipping import GradClipping
 from trainwarden.monitor.checks.code import CodeGuardCheck, StepIdentity
 from trainwarden.monitor.checks.continuity import OptimizerStateContinuity, WeightContinuity
 from trainwarden.monitor.checks.cross_rank import CrossRank
+from trainwarden.monitor.checks.gradients import GradientSource, HookInventory
 from trainwarden.monitor.checks.hang import HangWatch
 from trainwarden.monitor.checks.hyper import Hyperparameters
 from trainwarden.monitor.checks.numerics import Numerics
@@ -27,6 +28,8 @@ CHECKS: tuple[type[Check], ...] = (
     Hyperparameters,
     OptimizerStateContinuity,
     GradClipping,
+    GradientSource,
+    HookInventory,
     UpdateRule,
     RngWatch,
     Numerics,

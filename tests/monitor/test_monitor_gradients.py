@@ -28,7 +28,8 @@ def test_step_pre_hook_registered_before_watch_is_listed_and_its_edit_caught(
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def halve_one(optimizer: Any, args: Any, kwargs: Any) -> None:
-        model[0].weight.grad.mul_(0.5)  # runs before the monitor's step pre-hook
+        first: Any = model[0]
+        first.weight.grad.mul_(0.5)  # runs before the monitor's step pre-hook
 
     opt.register_step_pre_hook(halve_one)
     run = make_run(model, opt)
@@ -89,11 +90,11 @@ def test_forward_replaced_on_an_instance_and_restoring_forward_hook_are_named(
     run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01))
     saved: dict[str, torch.Tensor] = {}
 
-    def edit_during_forward(module: nn.Module, args: Any) -> None:
+    def edit_during_forward(module: Any, args: Any) -> None:
         saved["w"] = module.weight.detach().clone()
         module.weight.data.mul_(2.0)  # the forward sees other weights (no version bump)...
 
-    def restore_after(module: nn.Module, args: Any, out: Any) -> None:
+    def restore_after(module: Any, args: Any, out: Any) -> None:
         module.weight.data.copy_(saved["w"])  # ...and the step boundary sees the right ones
 
     def install(step: int, m: Any, opt: Any) -> None:
@@ -146,7 +147,8 @@ def test_gradient_set_directly_without_backward_is_caught(make_run: Callable[...
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def replace(optimizer: Any, args: Any, kwargs: Any) -> None:
-        model[3].bias.grad = torch.ones_like(model[3].bias)  # a new tensor, not accumulated
+        last: Any = model[3]
+        last.bias.grad = torch.ones_like(last.bias)  # a new tensor, not accumulated
 
     opt.register_step_pre_hook(replace)
     run = make_run(model, opt)

@@ -148,3 +148,19 @@ def test_replacing_the_sink_is_named(make_run: Callable[..., Run]) -> None:
     assert _tampered(run) == ["the monitor's sink was replaced by NullSink"]
     # Reported into the sink given at watch(), through its class's own emit.
     assert any(r.get("rule_id") == "TWM-MONITOR-TAMPERED" for _, r in run.sink.events)
+
+
+def test_silencing_a_helper_the_checks_call_is_named(
+    make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainwarden.monitor.update_check import UpdateChecker
+
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+
+    def attack(step: int, m: Any, opt: Any) -> None:
+        if step == 1:
+            monkeypatch.setattr(UpdateChecker, "verify", lambda self, opt, snaps: [])
+
+    run.train(3, attack=attack)
+    assert any("UpdateChecker.verify was replaced" in p for p in _tampered(run))

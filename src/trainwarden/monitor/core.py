@@ -241,8 +241,6 @@ class Monitor:
                 optimizer.register_step_pre_hook(self._on_step_pre),
                 optimizer.register_step_post_hook(self._on_step_post),
             ]
-            for check in self.checks:
-                check.start()
             self._selfcheck = SelfCheck(
                 self,
                 [
@@ -269,6 +267,8 @@ class Monitor:
             )
             self.selfcheck_digest = self._selfcheck.digest
             self.emit("selfcheck", {"rank": self.rank, "step": 0, "digest": self.selfcheck_digest})
+            for check in self.checks:
+                check.start()
             if self.config.selfcheck_interval_s > 0:
                 self._selfcheck.start(self.config.selfcheck_interval_s)
         except BaseException:

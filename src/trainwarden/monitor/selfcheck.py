@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import marshal
+import sys
 import threading
 import types
 from collections.abc import Callable, Iterable
@@ -26,6 +27,34 @@ if TYPE_CHECKING:
     from trainwarden.monitor.core import Monitor
 
 __all__ = ["SelfCheck"]
+
+
+# Modules whose functions and classes the checks call: replacing one of them (say,
+# UpdateChecker.verify returning nothing) would switch a check off as surely as removing a hook.
+_HELPER_MODULES = (
+    "trainwarden.monitor.core",
+    "trainwarden.monitor.fingerprint",
+    "trainwarden.monitor.update_check",
+    "trainwarden.monitor.hyperparams",
+    "trainwarden.monitor.numerics",
+    "trainwarden.monitor.rng",
+    "trainwarden.monitor.timing",
+    "trainwarden.monitor.distributed",
+    "trainwarden.monitor.watchdog",
+    "trainwarden.monitor.selfcheck",
+)
+
+
+def _helper_classes() -> list[type]:
+    out: list[type] = []
+    for module in _HELPER_MODULES:
+        mod = sys.modules.get(module)
+        if mod is None:
+            continue
+        for value in vars(mod).values():
+            if isinstance(value, type) and value.__module__ == module:
+                out.append(value)
+    return out
 
 
 def _functions(cls: type) -> dict[str, Any]:
@@ -57,7 +86,7 @@ class SelfCheck:
         self._handles = list(handles)
         self._objects: list[Any] = [monitor, monitor.sink, *monitor.checks]
         self._classes = list(dict.fromkeys(type(o) for o in self._objects))
-        self._extra = [type(monitor._fp), type(monitor.clock)]
+        self._extra = [type(monitor._fp), type(monitor.clock), *_helper_classes()]
         self._baseline = self._snapshot()
         self._codes = {name: fn.__code__ for name, fn in self._baseline.items()}
         self.digest = _code_digest(self._baseline)
@@ -73,6 +102,11 @@ class SelfCheck:
         out: dict[str, Any] = {}
         for cls in [*self._classes, *self._extra]:
             out.update(_functions(cls))
+        for module in _HELPER_MODULES:
+            mod = sys.modules.get(module)
+            for name, value in vars(mod).items() if mod is not None else ():
+                if isinstance(value, types.FunctionType) and value.__module__ == module:
+                    out[f"{module}.{name}"] = value
         return out
 
     def problems(self) -> list[str]:

@@ -155,3 +155,17 @@ def test_gradient_set_directly_without_backward_is_caught(make_run: Callable[...
     run.train(2)
     edit = run.first("TWM-GRAD-EDIT")
     assert "3.bias" in edit.message and edit.step == 0
+
+
+def test_unused_parameter_with_a_zeroed_gradient_is_clean() -> None:
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"used": nn.Linear(8, 1), "unused": nn.Linear(8, 1)})
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 8)
+    with watch(model, opt, sink=MemorySink(), watchdog=False) as mon:
+        for step in range(4):
+            opt.zero_grad(set_to_none=False)
+            branch = model["used"] if step else model["unused"]
+            branch(x).pow(2).mean().backward()  # type: ignore[no-untyped-call]
+            opt.step()
+    assert [a.rule_id for a in mon.alerts if a.rule_id.startswith("TWM-GRAD")] == []

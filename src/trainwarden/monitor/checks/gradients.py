@@ -144,7 +144,9 @@ class GradientSource(Check):
             src, src_norm = row[:_SAMPLE], row[_SAMPLE]
             now, now_norm = row[_SAMPLE + 1 : 2 * _SAMPLE + 1], row[2 * _SAMPLE + 1]
             per.append((name, src, src_norm, now, now_norm))
-        missing = [n for n, _, sn, _, _ in per if math.isnan(sn)]
+        # A parameter the forward did not use keeps a zeroed gradient (zero_grad without
+        # set_to_none): no accumulation, and nothing to verify.
+        missing = [n for n, _, sn, _, nn in per if math.isnan(sn) and nn != 0.0]
         if missing:
             mon.alert(
                 "TWM-GRAD-EDIT",

@@ -7,7 +7,7 @@ per-block-pair ratios, and the time spent inside the monitor's hooks per step (m
 timing the Monitor's hook methods, which is precise even when the machine is noisy).
 
     python bench/monitor_overhead.py                   # print the table
-    python bench/monitor_overhead.py --write           # and append it to docs/BENCHMARKS.md
+    python bench/monitor_overhead.py --write           # and put it in docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -247,8 +247,16 @@ def main() -> int:
     sys.stdout.write(table)
     if args.write:
         out = ROOT / "docs" / "BENCHMARKS.md"
-        with out.open("a", encoding="utf-8") as fh:
-            fh.write("\n" + table)
+        text = out.read_text(encoding="utf-8")
+        begin = "<!-- BEGIN monitor_overhead (written by bench/monitor_overhead.py) -->"
+        end = "<!-- END monitor_overhead -->"
+        block = f"{begin}\n{table}\n{end}"
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            text = head + block + rest.split(end, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+        out.write_text(text, encoding="utf-8")
     return 0
 
 

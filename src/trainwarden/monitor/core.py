@@ -8,7 +8,6 @@ model's forward pre/post hooks. Anything that goes wrong inside the monitor beco
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import os
@@ -659,10 +658,6 @@ class Monitor:
             check.record(rec)
         self.records.append(rec)
         self.emit("step", rec)
-
-
-def _replace(config: MonitorConfig, **changes: Any) -> MonitorConfig:
-    return dataclasses.replace(config, **changes)
 
 
 def watch(

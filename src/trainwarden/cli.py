@@ -381,12 +381,30 @@ def _print_refusal(findings: Any) -> None:
         err.print(f"  [{f.severity}] {f.rule_id}{where}: {f.message}", markup=False)
 
 
+class _RunCommand(typer.core.TyperCommand):
+    """``run`` with ``--sandbox`` usable bare (enforce) or as ``--sandbox=MODE``."""
+
+    _VALUED = frozenset({"--guard", "--policy", "--events", "--sandbox-policy"})
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = list(args)
+        i = 0
+        while i < len(args) and args[i].startswith("-"):
+            if args[i] == "--sandbox":
+                args[i] = "--sandbox=enforce"
+            elif args[i] in self._VALUED:
+                i += 1
+            i += 1
+        return super().parse_args(ctx, args)
+
+
 @app.command(
+    cls=_RunCommand,
     context_settings={
         "allow_extra_args": True,
         "ignore_unknown_options": True,
         "allow_interspersed_args": False,
-    }
+    },
 )
 def run(
     ctx: typer.Context,
@@ -406,17 +424,38 @@ def run(
         str | None,
         typer.Option("--events", envvar="TRAINWARDEN_EVENTS", help="Append load events (JSONL)."),
     ] = None,
+    sandbox: Annotated[
+        str | None,
+        typer.Option(
+            "--sandbox",
+            envvar="TRAINWARDEN_SANDBOX",
+            help="Confine the job with Landlock: --sandbox (enforce) or "
+            "--sandbox=enforce|warn|best-effort.",
+        ),
+    ] = None,
+    sandbox_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--sandbox-policy",
+            envvar="TRAINWARDEN_SANDBOX_POLICY",
+            help="Sandbox policy file (TOML, [sandbox] table).",
+        ),
+    ] = None,
 ) -> None:
     """Run a Python script with the load guard installed (arguments after it go to the script)."""
     from trainwarden._internal.sink import JsonlSink
     from trainwarden.loading.runner import run_guarded
     from trainwarden.loading.types import UnsafeModelError
 
+    args = list(ctx.args)
     sink = JsonlSink(events) if events else None
+    private_tmp = None
     try:
+        if sandbox is not None:
+            private_tmp = _start_sandbox(sandbox, sandbox_policy, target, module, sink)
         run_guarded(
             target,
-            list(ctx.args),
+            args,
             mode=guard.value,
             module=module,
             policy=_load_policy(policy_file),
@@ -428,6 +467,35 @@ def run(
     finally:
         if sink is not None:
             sink.close()
+        if private_tmp is not None:
+            import shutil
+
+            shutil.rmtree(private_tmp, ignore_errors=True)
+
+
+def _start_sandbox(
+    mode: str, policy_file: str | None, target: str, module: bool, sink: Any
+) -> str | None:
+    import os
+
+    from trainwarden.sandbox import Mode, SandboxPolicy, apply
+
+    policy = SandboxPolicy.from_file(policy_file) if policy_file else SandboxPolicy.default()
+    code: list[str] = []
+    if not module and os.path.isfile(target):
+        code.append(os.path.dirname(os.path.abspath(target)))
+    report = apply(policy, mode=Mode.parse(mode), code=code, sink=sink)
+    if not report.enforced and report.mode is not Mode.warn:
+        err.print(
+            f"trainwarden: sandbox NOT enforced (best-effort): {report.kernel_reason}",
+            markup=False,
+        )
+    elif report.not_enforced:
+        err.print(
+            "trainwarden: sandbox enforced without: " + ", ".join(report.not_enforced),
+            markup=False,
+        )
+    return report.tmpdir
 
 
 @app.command("load")
@@ -1075,6 +1143,191 @@ def attest_keygen(
 # ----------------------------------------------------------------------------------------------
 # monitor -- training-monitor commands go below this line
 # ----------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------
+# sandbox
+# ----------------------------------------------------------------------------------------------
+
+sandbox_app = typer.Typer(
+    help="Kernel-enforced job sandbox (Landlock).", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("explain")
+def sandbox_explain(
+    policy_file: Annotated[
+        str | None,
+        typer.Option(
+            "--policy", envvar="TRAINWARDEN_SANDBOX_POLICY", help="Sandbox policy file (TOML)."
+        ),
+    ] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="text or json.")] = (
+        OutputFormat.text
+    ),
+) -> None:
+    """Print what a sandbox policy allows and what this kernel can enforce of it."""
+    from trainwarden.sandbox import SandboxPolicy, abi_version
+    from trainwarden.sandbox.apply import unenforceable
+
+    policy = SandboxPolicy.from_file(policy_file) if policy_file else SandboxPolicy.default()
+    resolved = policy.resolve()
+    abi = abi_version()
+    missing = unenforceable(resolved, abi.version)
+    if fmt is OutputFormat.json:
+        from trainwarden.sandbox.policy import compress_ports
+
+        _print_json(
+            {
+                "policy": resolved.source,
+                "landlock_abi": abi.version,
+                "rules": [
+                    {"path": r.path, "kind": r.kind, "origin": r.origin} for r in resolved.rules
+                ],
+                "bind_ports": list(compress_ports(resolved.bind_ports)),
+                "connect_ports": list(compress_ports(resolved.connect_ports)),
+                "scope_signals": resolved.scope_signals,
+                "scope_abstract_unix": resolved.scope_abstract_unix,
+                "private_tmp": resolved.private_tmp,
+                "not_enforceable_here": list(missing),
+            }
+        )
+        return
+    for line in resolved.describe():
+        out.print(line, markup=False)
+    kernel = f"Landlock ABI {abi.version}" if abi.version else f"no Landlock ({abi.reason})"
+    out.print(f"this kernel: {kernel}", markup=False)
+    if missing:
+        out.print("this kernel cannot enforce: " + ", ".join(missing), markup=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# audit -- replay audit of a recorded training run
+# ----------------------------------------------------------------------------------------------
+
+audit_app = typer.Typer(
+    help="Replay sampled training steps outside the job and compare with its record.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("replay")
+def audit_replay(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory an AuditRecorder wrote.")],
+    job: Annotated[
+        str,
+        typer.Option(
+            "--job",
+            envvar="TRAINWARDEN_AUDIT_JOB",
+            help="Job factory as module:function; returns the job's trainwarden.audit.Job.",
+        ),
+    ],
+    samples: Annotated[
+        int | None,
+        typer.Option("--samples", min=1, help="Intervals to replay (default: all)."),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed that picks the intervals (default: a random one)."),
+    ] = None,
+    tolerance: Annotated[
+        float | None,
+        typer.Option(
+            "--tolerance",
+            min=0.0,
+            help="Compare weights within this relative distance instead of bit for bit "
+            "(replays on another build or a GPU).",
+        ),
+    ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events",
+            help="JSONL event log the job wrote to; its step hashes must match the record.",
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key", help="Ed25519 public key the checkpoint manifests must be signed with."
+        ),
+    ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline", help="Environment snapshot the replaying interpreter must match."
+        ),
+    ] = None,
+    no_attest: Annotated[
+        bool,
+        typer.Option("--no-attest", help="Skip attesting the replaying interpreter."),
+    ] = False,
+    fmt: _FormatOpt = OutputFormat.text,
+    fail_on: _FailOnOpt = "high",
+) -> None:
+    """Re-execute sampled intervals of a recorded run and report where it diverged."""
+    from trainwarden.audit import replay
+    from trainwarden.audit.types import AuditError
+    from trainwarden.findings import Severity
+
+    threshold = Severity.parse(fail_on)
+    attestation: list[Any] = []
+    if not no_attest:
+        from trainwarden.attest.signing import load_snapshot
+        from trainwarden.attest.verify import verify_environment
+
+        loaded = load_snapshot(baseline) if baseline is not None else None
+        with _busy(fmt, "attesting the replaying interpreter..."):
+            att = verify_environment(None, baseline=loaded, code_dirs=[], cache=_hash_cache(False))
+        attestation = [f for f in att.findings if f.severity >= Severity.HIGH]
+        if attestation:
+            _print_findings(attestation)
+            raise AuditError(
+                f"the replaying environment failed attestation ({len(attestation)} findings at "
+                "HIGH or above): a replay there proves nothing",
+                hint="replay on a clean interpreter, or see `trainwarden attest verify`",
+            )
+    log: list[dict[str, Any]] | None = None
+    if events is not None:
+        log = []
+        try:
+            for line in events.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    if isinstance(rec, dict):
+                        log.append(rec)
+        except (OSError, ValueError) as e:
+            raise AuditError(f"{events}: cannot read the event log ({e})") from e
+    with _busy(fmt, "replaying..."):
+        report = replay(
+            run_dir,
+            job,
+            samples=samples,
+            seed=seed,
+            tolerance=tolerance,
+            events=log,
+            manifest_key=key,
+        )
+    if fmt is OutputFormat.json:
+        _print_json({**report.to_dict(), "attested": not no_attest})
+    else:
+        out.print(
+            f"replayed {len(report.intervals)} of {report.meta.get('intervals_total')} intervals "
+            f"of {run_dir} (seed {report.seed})"
+        )
+        for r in report.intervals:
+            line = f"  steps {r.start}-{r.end - 1}: {r.status}"
+            if r.status == "diverged":
+                line += f" at step {r.step} in {r.where}"
+                if r.tensors:
+                    line += f" ({', '.join(r.tensors[:3])}{' ...' if len(r.tensors) > 3 else ''})"
+            if r.detail:
+                line += f": {r.detail}"
+            out.print(line, markup=False)
+        _print_findings(report.findings)
+    raise typer.Exit(report.exit_code(threshold))
 
 
 # ----------------------------------------------------------------------------------------------

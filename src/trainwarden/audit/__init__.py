@@ -1,0 +1,22 @@
+"""Replay audit: record a run cheaply inside the job, re-execute sampled steps outside it.
+
+:class:`AuditRecorder` writes periodic checkpoints and hash-chained per-step records;
+:func:`replay` re-runs sampled intervals in another process and reports, per interval, whether
+the run reproduced, where it diverged, or what is missing.
+"""
+
+from __future__ import annotations
+
+from trainwarden.audit.recorder import DEFAULT_AUDIT_EVERY, AuditRecorder
+from trainwarden.audit.replay import replay
+from trainwarden.audit.types import AuditError, IntervalResult, Job, ReplayReport
+
+__all__ = [
+    "DEFAULT_AUDIT_EVERY",
+    "AuditError",
+    "AuditRecorder",
+    "IntervalResult",
+    "Job",
+    "ReplayReport",
+    "replay",
+]

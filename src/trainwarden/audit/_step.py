@@ -1,0 +1,171 @@
+"""The audited optimizer step and the digests both sides compare: one implementation for both.
+
+The job and the auditor must run the same step; keeping it in one function is what makes a clean
+replay bitwise on the same build. Digests are BLAKE2b-128 over dtype, shape and the raw bytes, so
+two tensors share a digest only if they are bit-identical (or with probability about 2^-128).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+
+from trainwarden.audit.types import Job
+
+_PERSON = b"tw-audit-v1"
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """Digest of a tensor's exact bits (dtype and shape included)."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    h = hashlib.blake2b(digest_size=16, person=_PERSON)
+    h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def value_digest(v: Any) -> str:
+    """Digest of a tensor, or of the ``repr`` of a plain value (optimizer step counts)."""
+    if isinstance(v, torch.Tensor):
+        return tensor_digest(v)
+    return hashlib.blake2b(repr(v).encode(), digest_size=16, person=_PERSON).hexdigest()
+
+
+def batch_digest(batch: Any) -> str:
+    """Digest of every tensor in a collated batch, in order (other leaves by ``repr``)."""
+    h = hashlib.blake2b(digest_size=16, person=_PERSON)
+    for leaf in _leaves(batch):
+        h.update(value_digest(leaf).encode())
+    return h.hexdigest()
+
+
+def _leaves(obj: Any) -> Iterator[Any]:
+    if isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            yield from _leaves(obj[k])
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _leaves(v)
+    else:
+        yield obj
+
+
+def param_names(job: Job) -> dict[int, str]:
+    return {id(p): n for n, p in job.model.named_parameters()}
+
+
+def state_digests(job: Job) -> dict[str, str]:
+    """Digests of the model state dict and of every optimizer state entry, by name."""
+    out = {f"model.{k}": value_digest(v) for k, v in job.model.state_dict().items()}
+    names = param_names(job)
+    for p, st in job.optimizer.state.items():
+        name = names.get(id(p), f"<unnamed {id(p)}>")
+        for k, v in st.items():
+            out[f"optim.{name}.{k}"] = value_digest(v)
+    return out
+
+
+def grad_digests(job: Job) -> dict[str, str]:
+    return {n: tensor_digest(p.grad) for n, p in job.model.named_parameters() if p.grad is not None}
+
+
+def hyperparameters(job: Job) -> list[dict[str, Any]]:
+    """The scalar settings of every parameter group (what this step's update will use)."""
+    groups = []
+    for g in job.optimizer.param_groups:
+        groups.append(
+            {
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in sorted(g.items())
+                if k != "params" and (v is None or isinstance(v, (bool, int, float, str, tuple)))
+            }
+        )
+    return groups
+
+
+def rng_blob() -> str:
+    """The CPU generator's full state, compressed and base64-encoded."""
+    state = torch.get_rng_state().numpy().tobytes()
+    return base64.b64encode(zlib.compress(state, 6)).decode("ascii")
+
+
+def set_rng_blob(blob: str) -> None:
+    raw = zlib.decompress(base64.b64decode(blob.encode("ascii")))
+    torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
+
+
+def collate(job: Job, items: list[Any]) -> Any:
+    fn = job.collate_fn or default_collate
+    return fn(items)
+
+
+def run_step(
+    job: Job,
+    micro_batches: Sequence[Any],
+    after_backward: Callable[[], None] | None = None,
+) -> float:
+    """One optimizer step over ``micro_batches``; returns the summed (scaled) loss."""
+    model, opt = job.model, job.optimizer
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    n = len(micro_batches)
+    total = 0.0
+    for mb in micro_batches:
+        loss = job.loss_fn(model, mb) / n
+        loss.backward()
+        total += float(loss.detach())
+    if job.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), job.max_grad_norm)
+    if after_backward is not None:
+        after_backward()
+    opt.step()
+    if job.scheduler is not None:
+        job.scheduler.step()
+    return total
+
+
+class ActivationTap:
+    """Forward hooks on every named submodule that digest its output while ``armed``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.armed = False
+        self.digests: list[tuple[str, str]] = []
+        self._handles = [
+            m.register_forward_hook(self._hook(name)) for name, m in model.named_modules() if name
+        ]
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(_m: Any, _inp: Any, out: Any) -> None:
+            if self.armed:
+                self.digests.append((name, batch_digest(out)))
+
+        return hook
+
+    @contextmanager
+    def recording(self) -> Iterator[list[tuple[str, str]]]:
+        self.digests = []
+        self.armed = True
+        try:
+            yield self.digests
+        finally:
+            self.armed = False
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

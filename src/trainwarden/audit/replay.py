@@ -1,0 +1,360 @@
+"""Replaying, outside the job: re-execute sampled intervals and compare with what the job recorded.
+
+An interval is the ``audit_every`` steps between two checkpoints. The auditor loads the starting
+checkpoint (manifest verified, through the safe loader), re-runs each step with the recorded batch
+indices and RNG state, and compares, step by step, what the job said happened with what happens:
+the batch contents, the hyperparameters, the RNG's continuity, every module's forward output,
+every gradient and every state tensor, then the ending checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import random
+import secrets
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainwarden.audit import _step
+from trainwarden.audit.recorder import chain_hash, checkpoint_name
+from trainwarden.audit.types import AuditError, IntervalResult, Job, ReplayReport
+from trainwarden.findings import Finding, Severity
+
+__all__ = ["load_factory", "read_record", "replay"]
+
+Factory = Callable[[], Job]
+
+
+def load_factory(spec: str) -> Factory:
+    """Resolve ``module:function`` to the job factory it names."""
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise AuditError(f"job factory {spec!r} is not module:function", hint="e.g. mypkg.job:make")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise AuditError(f"cannot import job factory module {mod_name!r}: {e}") from e
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise AuditError(f"{spec!r} is not a callable in {mod_name!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+class _Record:
+    def __init__(self, meta: dict[str, Any], steps: dict[int, dict[str, Any]]) -> None:
+        self.meta = meta
+        self.steps = steps
+        self.findings: list[Finding] = []
+
+
+def read_record(
+    run_dir: str | Path,
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]], list[Finding]]:
+    """Read ``audit.json`` and ``steps.jsonl``; check the hash chain.
+
+    Returns the metadata, the step records that the chain vouches for, and a finding for each
+    break (a record edited, inserted, deleted or reordered after it was written).
+    """
+    run = Path(run_dir)
+    try:
+        meta = json.loads((run / "audit.json").read_text(encoding="utf-8"))
+        lines = (run / "steps.jsonl").read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError) as e:
+        raise AuditError(f"{run}: not an audit record ({e})", hint="give the run's run_dir") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("audit_every"), int):
+        raise AuditError(f"{run / 'audit.json'}: malformed audit metadata")
+    steps: dict[int, dict[str, Any]] = {}
+    findings: list[Finding] = []
+    prev = "0" * 64
+    for n, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+            ok = isinstance(rec, dict) and rec.get("hash") == chain_hash(rec)
+        except (ValueError, TypeError):
+            ok = False
+        if not ok or rec.get("prev") != prev or rec.get("step") != n:
+            findings.append(
+                Finding(
+                    "TWR-RECORD-TAMPERED",
+                    Severity.CRITICAL,
+                    f"step record on line {n + 1} was altered, inserted, removed or reordered "
+                    "after it was written (hash chain broken); later records are not trusted",
+                    f"{run / 'steps.jsonl'}:{n + 1}",
+                    {"line": n + 1},
+                )
+            )
+            break
+        steps[n] = rec
+        prev = rec["hash"]
+    return meta, steps, findings
+
+
+def _ledger_findings(
+    run: Path, steps: Mapping[int, dict[str, Any]], events: Iterable[Mapping[str, Any]]
+) -> list[Finding]:
+    """Compare the chain hashes the job sent to its sink with the records on disk."""
+    sent: dict[int, str] = {}
+    for ev in events:
+        if ev.get("kind") == "audit.step" and isinstance(ev.get("step"), int):
+            sent[int(ev["step"])] = str(ev.get("hash"))
+    out: list[Finding] = []
+    for s, rec in sorted(steps.items()):
+        h = sent.get(s)
+        if h is None:
+            out.append(
+                Finding(
+                    "TWR-RECORD-UNANCHORED",
+                    Severity.HIGH,
+                    f"step {s}'s record never reached the event log",
+                    f"{run}@{s}",
+                )
+            )
+            break
+        if h != rec["hash"]:
+            out.append(
+                Finding(
+                    "TWR-RECORD-TAMPERED",
+                    Severity.CRITICAL,
+                    f"step {s}'s record differs from the one the job sent to the event log "
+                    "(records were rewritten after the fact)",
+                    f"{run}@{s}",
+                    {"recorded": rec["hash"], "logged": h},
+                )
+            )
+            break
+    return out
+
+
+def _rng_state_bytes(blob: str) -> bytes:
+    import base64
+
+    return zlib.decompress(base64.b64decode(blob.encode("ascii")))
+
+
+def _first_diff(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _load_checkpoint(run: Path, step: int, manifest_key: Any) -> dict[str, Any]:
+    from trainwarden.loading import load
+
+    obj = load(
+        run / "checkpoints" / checkpoint_name(step),
+        manifest_key=manifest_key,
+        require_manifest=True,
+    )
+    if not isinstance(obj, dict) or "model" not in obj or "optimizer" not in obj:
+        raise AuditError(f"checkpoint of step {step} has no model/optimizer state")
+    return obj
+
+
+def _restore(job: Job, ck: Mapping[str, Any]) -> None:
+    job.model.load_state_dict(ck["model"])
+    job.optimizer.load_state_dict(ck["optimizer"])
+    if job.scheduler is not None and "scheduler" in ck:
+        job.scheduler.load_state_dict(ck["scheduler"])
+
+
+def _relative_distance(job: Job, start: Mapping[str, Any], end: Mapping[str, Any]) -> float:
+    """max over float tensors of |replayed - recorded end| / |recorded end - start|."""
+    worst = 0.0
+    replayed = job.model.state_dict()
+    for k, rec_end in end.items():
+        if not isinstance(rec_end, torch.Tensor) or not rec_end.is_floating_point():
+            continue
+        rep = replayed[k].double()
+        moved = float((rec_end.double() - start[k].double()).norm())
+        err = float((rep - rec_end.double()).norm())
+        worst = max(worst, err / (moved + 1e-12) if moved > 0 else (0.0 if err == 0 else 1e9))
+    return worst
+
+
+def _replay_interval(
+    run: Path,
+    factory: Factory,
+    steps: Mapping[int, dict[str, Any]],
+    start: int,
+    end: int,
+    *,
+    activations: bool,
+    tolerance: float | None,
+    manifest_key: Any,
+) -> IntervalResult:
+    def diverged(
+        step: int, where: str, tensors: Iterable[str] = (), detail: str = ""
+    ) -> IntervalResult:
+        return IntervalResult(start, end, "diverged", step, where, tuple(tensors), detail)
+
+    missing = [s for s in range(start, end) if s not in steps]
+    if missing:
+        return IntervalResult(
+            start, end, "not-replayable", detail=f"no trusted record of step {missing[0]}"
+        )
+    try:
+        ck_start = _load_checkpoint(run, start, manifest_key)
+        ck_end = _load_checkpoint(run, end, manifest_key)
+    except Exception as e:  # any load failure makes the interval unreplayable
+        detail = getattr(e, "message", None) or str(e)
+        return IntervalResult(start, end, "not-replayable", detail=f"checkpoint: {detail}")
+    job = factory()
+    _restore(job, ck_start)
+    if start > 0 and start - 1 in steps and tolerance is None:
+        bad = _first_diff(_step.state_digests(job), steps[start - 1]["state"])
+        if bad:
+            return diverged(
+                start,
+                "checkpoint",
+                bad,
+                f"the checkpoint of step {start} is not the state step {start - 1} recorded",
+            )
+    tap = _step.ActivationTap(job.model) if activations else None
+    try:
+        for s in range(start, end):
+            rec = steps[s]
+            if s > start and _rng_state_bytes(_step.rng_blob()) != _rng_state_bytes(rec["rng"]):
+                return diverged(
+                    s, "rng", (), f"the global RNG was changed between step {s - 1} and step {s}"
+                )
+            _step.set_rng_blob(rec["rng"])
+            hp = _step.hyperparameters(job)
+            if json.loads(json.dumps(hp)) != rec["hparams"]:
+                keys = sorted(
+                    {
+                        f"group{i}.{k}"
+                        for i, (g, r) in enumerate(zip(hp, rec["hparams"], strict=False))
+                        for k in set(g) | set(r)
+                        if g.get(k) != r.get(k)
+                    }
+                )
+                return diverged(s, "hyperparameters", keys, "the job's schedule gives other values")
+            batches = [_step.collate(job, [job.dataset[i] for i in idx]) for idx in rec["micro"]]
+            for m, b in enumerate(batches):
+                if _step.batch_digest(b) != rec["batch"][m]:
+                    return diverged(
+                        s,
+                        "data",
+                        (f"micro-batch {m}",),
+                        "the batch the job trained on is not the dataset's items at the "
+                        "recorded indices (altered, reordered or substituted samples)",
+                    )
+            grads: dict[str, str] = {}
+
+            def after_backward(g: dict[str, str] = grads) -> None:
+                g.update(_step.grad_digests(job))
+
+            if tap is not None:
+                with tap.recording() as acts:
+                    _step.run_step(job, batches, after_backward)
+            else:
+                acts = []
+                _step.run_step(job, batches, after_backward)
+            if tolerance is not None:
+                continue
+            if tap is not None and "acts" in rec:
+                recorded = [tuple(a) for a in rec["acts"]]
+                for i, (mine, theirs) in enumerate(zip(acts, recorded, strict=False)):
+                    if mine != theirs:
+                        return diverged(s, "forward", (theirs[0],), f"call {i} of the forward")
+                if len(acts) != len(recorded):
+                    return diverged(s, "forward", (), "a different number of module calls")
+            bad = _first_diff(grads, rec["grads"])
+            if bad:
+                return diverged(s, "backward", bad, "gradients differ")
+            bad = _first_diff(_step.state_digests(job), rec["state"])
+            if bad:
+                return diverged(s, "update", bad, "the optimizer's update differs")
+    finally:
+        if tap is not None:
+            tap.remove()
+    if tolerance is not None:
+        dist = _relative_distance(job, ck_start["model"], ck_end["model"])
+        if dist > tolerance:
+            return IntervalResult(
+                start,
+                end,
+                "diverged",
+                end - 1,
+                "interval",
+                (),
+                f"replayed weights are {dist:.3g} of the interval's own movement away from "
+                f"the recorded ones (tolerance {tolerance:g})",
+                dist,
+            )
+        return IntervalResult(start, end, "reproduced", distance=dist)
+    final = _step.state_digests(job)
+    end_job = factory()
+    _restore(end_job, ck_end)
+    bad = _first_diff(final, _step.state_digests(end_job))
+    if bad:
+        return diverged(
+            end, "checkpoint", bad, f"the checkpoint of step {end} is not what the steps produced"
+        )
+    return IntervalResult(start, end, "reproduced", distance=0.0)
+
+
+def replay(
+    run_dir: str | Path,
+    factory: Factory | str,
+    *,
+    samples: int | None = None,
+    seed: int | None = None,
+    tolerance: float | None = None,
+    events: Iterable[Mapping[str, Any]] | None = None,
+    manifest_key: Any | None = None,
+) -> ReplayReport:
+    """Replay ``samples`` intervals (all when ``None``) of a recorded run, chosen with ``seed``.
+
+    ``tolerance`` switches from bitwise comparison (same build, CPU) to the relative distance
+    of the replayed weights from the recorded ones at the interval's end. ``events`` are the
+    records the job sent to its event sink (e.g. read back from the ledger), used to check that
+    the step records on disk are the ones that were logged.
+    """
+    run = Path(run_dir)
+    fac = load_factory(factory) if isinstance(factory, str) else factory
+    meta, steps, findings = read_record(run)
+    if events is not None:
+        findings += _ledger_findings(run, steps, events)
+    ck_dir = run / "checkpoints"
+    ck_steps = sorted(
+        int(p.name[5:13])
+        for p in ck_dir.glob("step_*.pt")
+        if p.name[5:13].isdigit() and len(p.name) == 16
+    )
+    intervals = list(itertools.pairwise(ck_steps))
+    if not intervals:
+        raise AuditError(f"{run}: fewer than two checkpoints, nothing to replay")
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+    chosen = intervals
+    if samples is not None and samples < len(intervals):
+        chosen = sorted(
+            random.Random(seed).sample(  # noqa: S311 - reproducible; the seed is chosen after the run
+                intervals, samples
+            )
+        )
+    results = tuple(
+        _replay_interval(
+            run,
+            fac,
+            steps,
+            a,
+            b,
+            activations=bool(meta.get("activation_every")),
+            tolerance=tolerance,
+            manifest_key=manifest_key,
+        )
+        for a, b in chosen
+    )
+    return ReplayReport(
+        str(run),
+        seed,
+        results,
+        tuple(findings),
+        {"run_id": meta.get("run_id"), "intervals_total": len(intervals), "steps": len(steps)},
+    )

@@ -1,0 +1,33 @@
+"""Kernel-enforced job sandbox: Landlock confines a training job and all its children.
+
+``apply(policy)`` restricts the calling process (and everything it starts later) to the paths,
+TCP ports and scopes its :class:`SandboxPolicy` declares; ``trainwarden run --sandbox`` calls it
+before any user code or model file is loaded. See docs/sandbox.md for what is and is not covered.
+"""
+
+from __future__ import annotations
+
+from trainwarden.sandbox.apply import apply, thread_count
+from trainwarden.sandbox.landlock import abi_version
+from trainwarden.sandbox.policy import PRESETS, ResolvedPolicy, SandboxPolicy
+from trainwarden.sandbox.types import (
+    FsRule,
+    Mode,
+    SandboxError,
+    SandboxReport,
+    SandboxUnavailable,
+)
+
+__all__ = [
+    "PRESETS",
+    "FsRule",
+    "Mode",
+    "ResolvedPolicy",
+    "SandboxError",
+    "SandboxPolicy",
+    "SandboxReport",
+    "SandboxUnavailable",
+    "abi_version",
+    "apply",
+    "thread_count",
+]

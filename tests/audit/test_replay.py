@@ -1,0 +1,247 @@
+"""Replay audit on the drill GPT: clean runs reproduce bitwise; every in-process attack is named.
+
+Each attack runs inside the recorded training process (where it could blind an in-process
+check); the replay is an independent re-execution from the run's own checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainwarden._internal.sink import MemorySink
+from trainwarden.audit import AuditError, AuditRecorder, replay
+from trainwarden.audit.recorder import chain_hash
+from trainwarden.drill.gpt import make_tiny_job
+from trainwarden.drill.replay_attacks import ATTACKS, train
+from trainwarden.findings import Severity
+
+STEPS = 8
+EVERY = 4
+
+
+def _record(tmp_path: Path, attack: str | None = None, start: int = 5, **kw: object) -> Path:
+    run = tmp_path / "run"
+    spec = ATTACKS[attack].build(start) if attack else None
+    train(make_tiny_job(), run, steps=STEPS, audit_every=EVERY, attack=spec, **kw)  # type: ignore[arg-type]
+    return run
+
+
+def test_clean_run_reproduces_every_interval_bitwise(tmp_path: Path) -> None:
+    run = _record(tmp_path)
+    report = replay(run, make_tiny_job, seed=1)
+    assert [(r.start, r.end, r.status) for r in report.intervals] == [
+        (0, 4, "reproduced"),
+        (4, 8, "reproduced"),
+    ]
+    assert all(r.distance == 0.0 for r in report.intervals)
+    assert report.findings == ()
+    assert report.exit_code() == 0
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attack_is_named_at_its_step(tmp_path: Path, name: str) -> None:
+    run = _record(tmp_path, name, start=5)
+    report = replay(run, make_tiny_job, seed=1)
+    first, second = report.intervals
+    assert first.status == "reproduced"  # the attack starts in the second interval
+    assert second.status == "diverged"
+    assert second.step == 5
+    assert second.where == ATTACKS[name].where
+    assert report.exit_code() == 1
+    (finding,) = report.findings
+    assert finding.rule_id == "TWR-DIVERGED" and finding.severity is Severity.CRITICAL
+    assert "step 5 diverged" in finding.message
+
+
+def test_forward_divergence_names_the_edited_module(tmp_path: Path) -> None:
+    run = _record(tmp_path, "edit-weights-in-forward", start=5)
+    diverged = replay(run, make_tiny_job, seed=1).intervals[1]
+    assert diverged.tensors == ("blocks.0.mlp.0",)
+
+
+def test_backward_divergence_names_the_hooked_parameter(tmp_path: Path) -> None:
+    run = _record(tmp_path, "reverse-gradients", start=5)
+    diverged = replay(run, make_tiny_job, seed=1).intervals[1]
+    # Clipping spreads one layer's flipped gradient to the total norm, so every gradient moves;
+    # the hooked layer must be among those named.
+    assert "blocks.0.mlp.0.weight" in diverged.tensors
+
+
+def test_attack_is_caught_while_the_monitor_is_switched_off(tmp_path: Path) -> None:
+    from trainwarden import watch
+
+    job = make_tiny_job()
+    mon = watch(job.model, job.optimizer, sink=MemorySink())
+    flip = ATTACKS["reverse-gradients"].build(5)
+
+    def attack(j: object, step: int) -> None:
+        if step == 5:
+            mon.close()  # the saboteur switches the in-process monitor off first
+        flip(job, step)
+
+    train(job, tmp_path / "run", steps=STEPS, audit_every=EVERY, attack=attack)
+    diverged = replay(tmp_path / "run", make_tiny_job, seed=1).intervals[1]
+    assert (diverged.status, diverged.step, diverged.where) == ("diverged", 5, "backward")
+
+
+def test_sampling_picks_intervals_with_the_seed(tmp_path: Path) -> None:
+    run = _record(tmp_path)
+    a = replay(run, make_tiny_job, samples=1, seed=11)
+    b = replay(run, make_tiny_job, samples=1, seed=11)
+    assert len(a.intervals) == 1
+    assert (a.intervals[0].start, a.seed) == (b.intervals[0].start, 11)
+
+
+def test_edited_step_record_breaks_the_chain(tmp_path: Path) -> None:
+    run = _record(tmp_path)
+    lines = (run / "steps.jsonl").read_text().splitlines()
+    rec = json.loads(lines[2])
+    rec["loss"] = 0.5
+    lines[2] = json.dumps(rec)
+    (run / "steps.jsonl").write_text("\n".join(lines) + "\n")
+    report = replay(run, make_tiny_job, seed=1)
+    assert report.findings[0].rule_id == "TWR-RECORD-TAMPERED"
+    assert report.findings[0].location.endswith("steps.jsonl:3")
+    # Steps 2.. are no longer vouched for: the first interval cannot be replayed.
+    assert report.intervals[0].status == "not-replayable"
+
+
+def test_rewritten_chain_is_caught_against_the_event_log(tmp_path: Path) -> None:
+    sink = MemorySink()
+    run = _record(tmp_path, sink=sink)
+    # The attacker rewrites a record and recomputes the whole chain after it.
+    recs = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
+    recs[3]["loss"] = 0.25
+    prev = recs[2]["hash"]
+    for r in recs[3:]:
+        r["prev"] = prev
+        r["hash"] = chain_hash(r)
+        prev = r["hash"]
+    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert replay(run, make_tiny_job, seed=1).record_findings == ()
+    events = [{"kind": k, **r} for k, r in sink.events]
+    report = replay(run, make_tiny_job, seed=1, events=events)
+    (f,) = report.record_findings
+    assert f.rule_id == "TWR-RECORD-TAMPERED" and f.location.endswith("@3")
+
+
+def test_checkpoint_edited_on_disk_is_refused_by_its_signed_manifest(tmp_path: Path) -> None:
+    from trainwarden.loading.manifest import generate_keypair
+
+    priv, pub = generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    run = _record(tmp_path, sign_key=priv)
+    ck = run / "checkpoints" / "step_00000004.pt"
+    state = torch.load(ck, weights_only=True)
+    state["model"]["head.weight"].mul_(-1)
+    torch.save(state, ck)
+    report = replay(run, make_tiny_job, seed=1, manifest_key=pub)
+    assert [r.status for r in report.intervals] == ["not-replayable", "not-replayable"]
+    assert "checkpoint" in report.intervals[0].detail
+
+
+def test_checkpoint_rewritten_with_its_manifest_diverges_from_the_record(tmp_path: Path) -> None:
+    from trainwarden.loading import save
+
+    run = _record(tmp_path)
+    ck = run / "checkpoints" / "step_00000004.pt"
+    state = torch.load(ck, weights_only=True)
+    state["model"]["head.weight"].mul_(-1)
+    save(state, ck)  # an unsigned run: the attacker can rewrite the manifest too
+    first, second = replay(run, make_tiny_job, seed=1).intervals
+    assert (first.status, first.where, first.step) == ("diverged", "checkpoint", 4)
+    assert (second.status, second.where) == ("diverged", "checkpoint")
+    assert "model.head.weight" in second.tensors
+
+
+def test_missing_records_make_an_interval_not_replayable(tmp_path: Path) -> None:
+    run = _record(tmp_path)
+    lines = (run / "steps.jsonl").read_text().splitlines()
+    (run / "steps.jsonl").write_text("\n".join(lines[:6]) + "\n")  # the recorder was stopped
+    report = replay(run, make_tiny_job, seed=1)
+    assert [r.status for r in report.intervals] == ["reproduced", "not-replayable"]
+    assert "no trusted record of step 6" in report.intervals[1].detail
+    assert report.findings[0].severity is Severity.HIGH
+
+
+def test_tolerance_mode_passes_clean_and_flags_a_sign_flip(tmp_path: Path) -> None:
+    clean = _record(tmp_path)
+    rep = replay(clean, make_tiny_job, seed=1, tolerance=1e-3)
+    assert [r.status for r in rep.intervals] == ["reproduced", "reproduced"]
+    shutil.move(clean, tmp_path / "clean")
+    bad = _record(tmp_path, "reverse-gradients", start=5)
+    res = replay(bad, make_tiny_job, seed=1, tolerance=1e-3).intervals[1]
+    assert res.status == "diverged" and res.distance is not None and res.distance > 1e-3
+
+
+def test_recorder_refuses_batches_it_did_not_see_sampled(tmp_path: Path) -> None:
+    job = make_tiny_job()
+    rec = AuditRecorder(job, tmp_path / "run", audit_every=2)
+    x = torch.zeros(2, 16, dtype=torch.long)
+    with pytest.raises(AuditError, match="did not see these batches"):
+        rec.step([(x, x)])
+    rec.close()
+
+
+def test_cli_replay_reports_divergence_with_exit_1(tmp_path: Path) -> None:
+    run = _record(tmp_path, "reverse-gradients", start=5)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "audit",
+            "replay",
+            str(run),
+            "--job",
+            "trainwarden.drill.gpt:make_tiny_job",
+            "--seed",
+            "1",
+            "--no-attest",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [i["status"] for i in out["intervals"]] == ["reproduced", "diverged"]
+    assert out["intervals"][1]["where"] == "backward"
+
+
+def test_cli_replay_bad_run_dir_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "audit",
+            "replay",
+            str(tmp_path),
+            "--job",
+            "trainwarden.drill.gpt:make_tiny_job",
+            "--no-attest",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "not an audit record" in proc.stderr
+
+
+def test_without_activation_digests_a_forward_edit_is_still_caught(tmp_path: Path) -> None:
+    run = _record(tmp_path, "edit-weights-in-forward", start=5, activation_every=0)
+    diverged = replay(run, make_tiny_job, seed=1).intervals[1]
+    # Not narrowed to the module's forward, but caught at the same step by its gradients.
+    assert (diverged.status, diverged.step, diverged.where) == ("diverged", 5, "backward")
+    assert "blocks.0.mlp.0.weight" in diverged.tensors

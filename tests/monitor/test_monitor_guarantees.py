@@ -1,9 +1,8 @@
 """Guarantees docs/monitor.md makes, each with a test that fails if the guarantee is false: the
-default fingerprint rotation's detection window, a hidden eps change, repeated injected sleeps."""
+keyed hash catching a swap of two elements at once, a hidden eps change, repeated sleeps."""
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +11,6 @@ import torch
 from torch import nn
 
 from trainwarden.findings import Severity
-from trainwarden.monitor import watch
 
 from ._support import Run, mlp
 
@@ -20,46 +18,15 @@ UPDATE_RULES = {"TWM-UPDATE-MISMATCH", "TWM-UPDATE-SIGN", "TWM-STATE-MISMATCH"}
 
 
 def _four_large() -> nn.Sequential:
-    # four weights of 8192 elements (above the fingerprint's small size): with the default
-    # fingerprint_mix_fraction of 0.25 one of them gets the keyed dot product per boundary
+    # four weights of 8192 elements: large tensors, which an earlier fingerprint covered only in
+    # rotation
     return nn.Sequential(
         nn.Linear(1024, 8), nn.Tanh(), nn.Linear(8, 1024), nn.Tanh(), nn.Linear(1024, 8),
         nn.Tanh(), nn.Linear(8, 1024), nn.Tanh(), nn.Linear(1024, 1),
     )  # fmt: skip
 
 
-def test_default_rotation_covers_each_large_tensor_once_per_round_of_four() -> None:
-    """The rotation itself, over 4000 boundaries: every large tensor is covered once in each
-    aligned round of 4 boundaries (each round in its own secret order), so two coverages are at
-    most 2 * 4 - 1 = 7 boundaries apart: a swap repeated at every step is caught at the latest
-    at its 7th boundary, at its 2.8th on average (not "within 4": the order changes per round)."""
-    model = _four_large()
-    mon = watch(model, torch.optim.SGD(model.parameters(), lr=0.1), watchdog=False,
-                code_guard=False)  # fmt: skip
-    try:
-        weights: list[tuple[str, torch.Tensor]] = list(model.named_parameters())
-        large = sorted(n for n, t in weights if t.numel() > 4096)
-        assert len(large) == 4
-        covered: list[frozenset[str]] = []
-        for _ in range(4000):
-            mon._choose_mix(weights)  # the choice the next boundary's fingerprints use
-            chosen = mon._mix_names
-            assert chosen is not None and len(chosen) == 1
-            covered.append(chosen)
-    finally:
-        mon.close()
-    for r in range(0, 4000, 4):
-        assert sorted(n for c in covered[r : r + 4] for n in c) == large
-    waits = []
-    for name in large:
-        at = [i for i, c in enumerate(covered) if name in c]
-        assert max(b - a for a, b in itertools.pairwise(at)) <= 7
-        waits += [next(i for i in at if i >= start) - start for start in range(3990)]
-    assert max(waits) == 6  # the covering boundary is at most 6 after the first swapped one
-    assert 1.65 < sum(waits) / len(waits) < 1.95  # 29/16 = 1.8125 in expectation
-
-
-def test_repeated_swap_is_caught_within_the_window_with_the_default_fraction(
+def test_a_swap_of_two_elements_is_caught_at_the_next_boundary(
     make_run: Callable[..., Run],
 ) -> None:
     def swap(step: int, m: Any, opt: Any) -> None:
@@ -71,11 +38,10 @@ def test_repeated_swap_is_caught_within_the_window_with_the_default_fraction(
 
     model = _four_large()
     run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-3), width=1024, timing=False)
-    assert run.monitor.config.fingerprint_mix_fraction == 0.25
     run.train(12, attack=swap)
     alert = run.first("TWM-WEIGHT-EDIT")
     assert alert.evidence["tensors"] == ["0.weight"]
-    assert alert.step <= 2 + 7
+    assert alert.step <= 3  # the keyed hash covers every word at every boundary: no window
     assert {a.rule_id for a in run.serious()} == {"TWM-WEIGHT-EDIT"}
 
 

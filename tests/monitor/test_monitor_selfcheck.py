@@ -164,3 +164,32 @@ def test_silencing_a_helper_the_checks_call_is_named(
 
     run.train(3, attack=attack)
     assert any("UpdateChecker.verify was replaced" in p for p in _tampered(run))
+
+
+def test_first_watch_in_a_fresh_process_raises_no_tampering_alert() -> None:
+    """The monitor's helper modules (the watchdog among them) may be imported after watch()
+    takes its baseline; that is not tampering. Needs a fresh interpreter, where nothing of the
+    monitor was imported before."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import torch
+        from trainwarden import watch
+        from trainwarden._internal.sink import MemorySink
+        model = torch.nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        mon = watch(model, opt, sink=MemorySink())
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.ones(2, 4)).sum().backward()
+            opt.step()
+        print(sorted({a.rule_id for a in mon.alerts}))
+        mon.close()
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "TWM-MONITOR-TAMPERED" not in proc.stdout, proc.stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import marshal
 import sys
 import threading
@@ -48,6 +49,9 @@ _HELPER_MODULES = (
 def _helper_classes() -> list[type]:
     out: list[type] = []
     for module in _HELPER_MODULES:
+        # Imported now, so that a helper first imported after watch() (the watchdog, say) is
+        # part of the baseline, not a function "added" at the next step.
+        importlib.import_module(module)
         mod = sys.modules.get(module)
         if mod is None:
             continue

@@ -2013,9 +2013,7 @@ def drill_cmd(
                 run_all(led)
     rows = [_drill_row(r) for r in results]
     skipped = [
-        {"threat": k, "description": v}
-        for k, v in NOT_RUN.items()
-        if ids is None or k in ids
+        {"threat": k, "description": v} for k, v in NOT_RUN.items() if ids is None or k in ids
     ]
     missed = [r["technique"] for r in rows if not r["passed"]]
     if fmt is OutputFormat.json:
@@ -2038,9 +2036,7 @@ def drill_cmd(
                     r["check"],
                     r["rule_id"],
                     "" if r["steps_to_detection"] is None else str(r["steps_to_detection"]),
-                    ""
-                    if r["seconds_to_detection"] is None
-                    else f"{r['seconds_to_detection']:.2f}",
+                    "" if r["seconds_to_detection"] is None else f"{r['seconds_to_detection']:.2f}",
                     "" if r["ledger_index"] is None else str(r["ledger_index"]),
                 )
             )

@@ -177,8 +177,6 @@ def _watched_run(
 
     job = _job()
     sink, first_index = ctx.sink(name)
-    mem = sink if isinstance(sink, MemorySink) else sink.sinks[0]  # type: ignore[attr-defined]
-    assert isinstance(mem, MemorySink)
     gen = torch.Generator().manual_seed(7)
     loader = torch.utils.data.DataLoader(job.dataset, batch_size=BATCH, shuffle=True, generator=gen)
     batches = iter(loader)
@@ -201,7 +199,7 @@ def _watched_run(
                 before_step(job, step)
             loss = job.loss_fn(job.model, next(batches))
             job.optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            loss.backward()
             if job.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(job.model.parameters(), job.max_grad_norm)
             job.optimizer.step()
@@ -269,7 +267,7 @@ def _patch_optimizer_sign_flip(job: Job, step: int) -> None:
                 p.copy_(b - (p - b))  # the same update, pointing the other way
         return out
 
-    opt.step = step_fn  # type: ignore[method-assign]
+    opt.step = step_fn
 
 
 def _change_lr(job: Job, step: int) -> None:
@@ -288,7 +286,7 @@ def _skip_clipping(job: Job, step: int) -> None:
     if step == 2:
         job.max_grad_norm = None  # the loop stops clipping (the configured threshold is unchanged)
         for p in job.model.parameters():
-            p.register_hook(lambda g: g * 1000.0)  # type: ignore[no-untyped-call]
+            p.register_hook(lambda g: g * 1000.0)
 
 
 # Sleeps start once the monitor has its timing baseline (``spike_warmup`` steps by default), as a
@@ -444,9 +442,7 @@ def _optimizer_patch_source(canary: Path) -> str:
 
 
 def _t1_checkpoint_payload(ctx: DrillContext) -> Outcome:
-    return _checkpoint_technique(
-        ctx, "t1", _optimizer_patch_source, lambda canary: canary.exists()
-    )
+    return _checkpoint_technique(ctx, "t1", _optimizer_patch_source, lambda canary: canary.exists())
 
 
 def _listener_source(canary: Path) -> str:
@@ -478,7 +474,7 @@ def _t7_sandbox(ctx: DrillContext) -> Outcome:
     return Outcome(
         caught=res.blocked,
         check="sandbox (Landlock)" if res.blocked else "",
-        rule_id="landlock-net-bind" if res.blocked else "",
+        rule_id="",  # the kernel denies the bind (EACCES); there is no rule id
         detail=res.detail,
         steps_to_detection=0 if res.blocked else None,
         seconds_to_detection=round(seconds, 3) if res.blocked else None,
@@ -558,7 +554,7 @@ def _t8_ledger_edit(ctx: DrillContext) -> Outcome:
     return Outcome(
         caught=caught,
         check="ledger verify" if caught else "",
-        rule_id="ledger-entry-rewritten" if caught else "",
+        rule_id="",  # ledger verify names the entry; it has no rule ids
         detail=str(first) if first is not None else "ledger verified OK after the edit",
         seconds_to_detection=round(seconds, 3) if caught else None,
         ledger_index=first.index if first is not None else None,
@@ -603,7 +599,12 @@ TECHNIQUES: tuple[Technique, ...] = (
         "gradient clipping silently dropped, gradients inflated by hooks",
         _watched(_skip_clipping),
     ),
-    Technique("T3-sleeps", "T3", "sleeps injected at irregular steps", _watched(_sleep, steps=SLEEP_RUN_STEPS)),
+    Technique(
+        "T3-sleeps",
+        "T3",
+        "sleeps injected at irregular steps",
+        _watched(_sleep, steps=SLEEP_RUN_STEPS),
+    ),
     Technique(
         "T3-reverse-gradients",
         "T3",

@@ -291,13 +291,13 @@ def _skip_clipping(job: Job, step: int) -> None:
 
 # Sleeps start once the monitor has its timing baseline (``spike_warmup`` steps by default), as a
 # saboteur who read the monitor would wait for; they come at irregular steps.
-_SLEEP_STEPS = frozenset({18, 21, 24, 27})
-SLEEP_RUN_STEPS = 29
+_SLEEP_STEPS = frozenset({18, 21, 24, 27, 30, 33})
+SLEEP_RUN_STEPS = 35
 
 
 def _sleep(job: Job, step: int) -> None:
     if step in _SLEEP_STEPS:
-        time.sleep(2.0)
+        time.sleep(2.5)
 
 
 def _edit_weights(job: Job, step: int) -> None:

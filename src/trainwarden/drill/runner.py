@@ -434,11 +434,7 @@ def _checkpoint_technique(
 def _optimizer_patch_source(canary: Path) -> str:
     # The real act would patch torch.optim.AdamW.step; the benign version only drops a canary
     # where the patch would go, so a plain load leaves evidence and changes nothing else.
-    return (
-        "import torch\n"
-        f"open({str(canary)!r}, 'w').write('AdamW.step patched')\n"
-        "torch.optim.AdamW._tw_drill_patched = True\n"
-    )
+    return f"open({str(canary)!r}, 'w').write('AdamW.step patched')\n"
 
 
 def _t1_checkpoint_payload(ctx: DrillContext) -> Outcome:

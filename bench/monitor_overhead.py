@@ -7,7 +7,7 @@ per-block-pair ratios, and the time spent inside the monitor's hooks per step (m
 timing the Monitor's hook methods, which is precise even when the machine is noisy).
 
     python bench/monitor_overhead.py                   # print the table
-    python bench/monitor_overhead.py --write           # and append it to docs/BENCHMARKS.md
+    python bench/monitor_overhead.py --write           # and put it in docs/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -34,26 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from trainwarden.monitor import core  # noqa: E402 -- after the sys.path insert on purpose
+from trainwarden.monitor.checks import CHECKS  # noqa: E402 -- after the sys.path insert
 
-# Monitor methods whose inclusive time is reported (hooks first, then what they call).
+# The monitor's hooks: their inclusive time is the monitor's whole cost per step.
 HOOKS = ("_on_forward_pre", "_on_forward_post", "_on_step_pre", "_on_step_post")
-PARTS = (
-    "_forward_pre",
-    "_fingerprint",
-    "_flush",
-    "_step_pre",
-    "_grad_norm",
-    "_step_post",
-    "_verify_update",
-    "_record_hyper",
-    "_check_rng",
-    "_check_seed_wrappers",
-    "_numerics",
-    "_timing",
-    "_run_code_guard",
-    "_cross_rank",
-    "_finish_record",
-)
 
 
 class Block(nn.Module):
@@ -112,7 +96,7 @@ def make_run(args: argparse.Namespace) -> tuple[GPT, torch.optim.Optimizer, Any]
 
 
 def instrument() -> dict[str, float]:
-    """Wrap Monitor methods (class level, before watch()) to sum their inclusive time."""
+    """Wrap the Monitor's hooks (class level, before watch()) to sum their inclusive time."""
     spent: dict[str, float] = defaultdict(float)
 
     def wrap(name: str) -> None:
@@ -128,9 +112,8 @@ def instrument() -> dict[str, float]:
 
         setattr(core.Monitor, name, timed)
 
-    for name in (*HOOKS, *PARTS):
-        if hasattr(core.Monitor, name):
-            wrap(name)
+    for name in HOOKS:
+        wrap(name)
     return spent
 
 
@@ -183,6 +166,7 @@ def main() -> int:
     b_times: list[float] = []
     ratios: list[float] = []
     hook_s = 0.0
+    per_check: dict[str, float] = defaultdict(float)
     measured_b_steps = 0
     for block in range(args.warmup_blocks + args.blocks):
         batches = []
@@ -195,14 +179,16 @@ def main() -> int:
             order.reverse()
         res: dict[bool, list[float]] = {}
         before = sum(spent[h] for h in HOOKS)
+        checks_before = dict(monitor.check_seconds)
         for is_watched, (model, opt, sched) in order:
             res[is_watched] = train_block(
                 model, opt, sched, batches, monitor if is_watched else None
             )
         after = sum(spent[h] for h in HOOKS)
         if block < args.warmup_blocks:
-            spent.clear()
             continue
+        for name, seconds in monitor.check_seconds.items():
+            per_check[name] += seconds - checks_before.get(name, 0.0)
         hook_s += after - before
         measured_b_steps += len(res[True])
         a_times += res[False]
@@ -242,22 +228,35 @@ def main() -> int:
         f"({per_step_hook / med_a * 100:.2f}% of a plain step) |",
         f"| alerts at MEDIUM+ during the run | {len(alerts)} |",
         "",
-        "Inclusive time per monitor function, per monitored step (nested calls are counted in "
-        "their callers too):",
+        "Time per check, per monitored step (from `Monitor.check_seconds`; `core` is the "
+        "monitor's own bookkeeping and the single device-to-host transfer):",
         "",
-        "| function | ms/step | % of plain step |",
-        "|---|---|---|",
+        "| check | rules | ms/step | % of plain step | what it costs |",
+        "|---|---|---|---|---|",
     ]
-    for name in (*HOOKS, *PARTS):
-        if spent.get(name):
-            ms = spent[name] / max(measured_b_steps, 1) * 1000
-            lines.append(f"| `{name}` | {ms:.2f} | {ms / (med_a * 1000) * 100:.2f}% |")
+    costs = {c.name: c for c in CHECKS}
+    for name, seconds in sorted(per_check.items(), key=lambda kv: -kv[1]):
+        ms = seconds / max(measured_b_steps, 1) * 1000
+        cls = costs.get(name)
+        rules = ", ".join(cls.rules) if cls else "-"
+        what = cls.cost if cls else "hook bookkeeping, loss/batch transfer"
+        lines.append(
+            f"| `{name}` | {rules} | {ms:.2f} | {ms / (med_a * 1000) * 100:.2f}% | {what} |"
+        )
     table = "\n".join(lines) + "\n"
     sys.stdout.write(table)
     if args.write:
         out = ROOT / "docs" / "BENCHMARKS.md"
-        with out.open("a", encoding="utf-8") as fh:
-            fh.write("\n" + table)
+        text = out.read_text(encoding="utf-8")
+        begin = "<!-- BEGIN monitor_overhead (written by bench/monitor_overhead.py) -->"
+        end = "<!-- END monitor_overhead -->"
+        block = f"{begin}\n{table}\n{end}"
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            text = head + block + rest.split(end, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+        out.write_text(text, encoding="utf-8")
     return 0
 
 

@@ -144,16 +144,46 @@ def _malicious_files(dest: Path, samples: list[Sample]) -> Iterator[tuple[Sample
             yield s, path / s.trigger.partition(":")[2]  # the poisoned member of the folder
 
 
+# Samples in containers trainwarden.load does not read (Keras zips, plain zips, tar archives): a
+# LoadError saying so is the right answer for them, and for them only.
+NOT_LOADABLE = {
+    "plain_zip_pickle": "neither a PyTorch checkpoint nor a numpy .npz",
+    "keras_lambda_layer": "neither a PyTorch checkpoint nor a numpy .npz",
+    "keras_config_module_function_reference": "neither a PyTorch checkpoint nor a numpy .npz",
+    "keras_activation_function_reference": "neither a PyTorch checkpoint nor a numpy .npz",
+    "keras_lambda_nested_in_functional": "neither a PyTorch checkpoint nor a numpy .npz",
+    "nested_zip_in_tar_in_gzip": "could not be loaded",
+    "h5_lambda_config": "not a format trainwarden.load reads",
+    "h5_lambda_config_bytes_attr": "not a format trainwarden.load reads",
+    "gguf_chat_template_ssti": "not a format trainwarden.load reads",
+    "gguf_named_chat_template_ssti": "not a format trainwarden.load reads",
+    "gguf_chat_template_obfuscated_attr": "not a format trainwarden.load reads",
+    "safetensors_overlapping_offsets": "not a valid safetensors file",
+    "safetensors_oversized_header": "not a valid safetensors file",
+    "safetensors_offsets_out_of_range": "not a valid safetensors file",
+}
+
+
 def test_every_malicious_sample_is_refused_by_load(corpus: tuple[Path, list[Sample]]) -> None:
+    """A refusal is UnsafeModelError; "cannot parse" (LoadError) is not a detection."""
     dest, samples = corpus
-    loaded: list[str] = []
+    not_refused: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
     for sample, path in _malicious_files(dest, samples):
         try:
             trainwarden.load(path)
-        except TrainWardenError:
+        except trainwarden.UnsafeModelError:
             continue
-        loaded.append(f"{sample.name}: {path.name}")
-    assert loaded == []
+        except TrainWardenError as e:
+            why = NOT_LOADABLE.get(sample.name)
+            if why is not None and why in str(e):
+                unreadable[sample.name] = why
+                continue
+            not_refused[sample.name] = f"{type(e).__name__}: {e}"
+        else:
+            not_refused[sample.name] = "loaded"
+    assert not_refused == {}
+    assert unreadable == NOT_LOADABLE
     assert canaries_fired(dest) == []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import _pickle
 import io
 import pickle
+import re
 import sys
 import types
 from collections.abc import Callable
@@ -36,6 +37,25 @@ class PyMadeBeforeInstall(pickle._Unpickler):
         return super().find_class(module, name)
 
 
+class NonSeekable:
+    """A pipe-like stream: readable, not seekable, so nothing can be pre-read and put back."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._buf.read(n)
+
+    def readline(self) -> bytes:
+        return self._buf.readline()
+
+    def readinto(self, b: bytearray) -> int:
+        return self._buf.readinto(b)
+
+    def seekable(self) -> bool:
+        return False
+
+
 def _entry_points(payload: bytes, files: dict[str, Path]) -> dict[str, Callable[[], Any]]:
     class MadeAfterInstall(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
@@ -63,6 +83,14 @@ def _entry_points(payload: bytes, files: dict[str, Path]) -> dict[str, Callable[
         "subclass made before install": lambda: MadeBeforeInstall(io.BytesIO(payload)).load(),
         "py subclass made before install": lambda: PyMadeBeforeInstall(io.BytesIO(payload)).load(),
         "pickle.load(real file)": pickle_load_file,
+        "pickle.load(non-seekable stream)": lambda: pickle.load(NonSeekable(payload)),
+        "pickle._load(non-seekable stream)": lambda: vars(pickle)["_load"](NonSeekable(payload)),
+        "pickle.Unpickler(non-seekable stream)": lambda: pickle.Unpickler(
+            NonSeekable(payload)
+        ).load(),
+        "subclass made before install, non-seekable": lambda: MadeBeforeInstall(
+            NonSeekable(payload)
+        ).load(),
         "torch.load weights_only=True": lambda: torch.load(files["pt"], weights_only=True),
         "torch.load weights_only=False": lambda: torch.load(files["pt"], weights_only=False),
         "torch.load legacy": lambda: torch.load(files["legacy"], weights_only=False),
@@ -92,16 +120,23 @@ def _files(tmp_path: Path, canary: Path) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.parametrize("mode", ["block", "warn"])
 def test_every_entry_point_is_blocked(
-    guard: Install, tmp_path: Path, canary: Path, payload_bytes: bytes
+    guard: Install, tmp_path: Path, canary: Path, payload_bytes: bytes, mode: str
 ) -> None:
+    """Warn mode lets UNKNOWN globals through, never DANGEROUS ones: through every entry point,
+    including those with no pre-scan (a subclass made before install, a non-seekable stream)
+    and joblib.load, where the unpickler's own check is the only one that sees the global."""
     files = _files(tmp_path, canary)
-    g = guard(mode="block")
+    g = guard(mode=mode)
     for name, call in _entry_points(payload_bytes, files).items():
-        with pytest.raises(trainwarden.UnsafeModelError):
+        with pytest.raises(
+            trainwarden.UnsafeModelError, match=r"(os|posix)\.system|builtins\.exec"
+        ):
             call()
         assert not canary.exists(), name
     assert g.findings  # the guard kept what it refused
+    assert {f.rule_id for f in g.findings} >= {"TWL-GLOBAL-DANGEROUS"}
 
 
 def test_torch_force_no_weights_only_env_does_not_bypass(
@@ -237,3 +272,111 @@ def test_install_twice_reconfigures_and_context_manager_uninstalls(canary: Path)
             assert pickle.loads(data) == ipaddress.ip_address("10.0.0.1")
     assert trainwarden.guard.active() is None
     assert pickle.loads is _pickle.loads
+
+
+class _IpViaFunction:
+    """Pickles to ``ipaddress.ip_address("10.0.0.1")``: harmless, but not on the allowlist."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import ipaddress
+
+        return (ipaddress.ip_address, ("10.0.0.1",))
+
+
+def _unknown_entry_points(tmp_path: Path) -> dict[str, Callable[[], Any]]:
+    """Entry points whose only check is the unpickler's own, fed a pickle with an UNKNOWN global."""
+    data = call_pickle("ipaddress", "ip_address", "10.0.0.1")
+    path = tmp_path / "unknown.joblib"
+    joblib.dump({"a": np.arange(3), "ip": _IpViaFunction()}, path)
+    return {
+        "subclass made before install": lambda: MadeBeforeInstall(io.BytesIO(data)).load(),
+        "py subclass made before install": lambda: PyMadeBeforeInstall(io.BytesIO(data)).load(),
+        "pickle.load(non-seekable stream)": lambda: pickle.load(NonSeekable(data)),
+        "joblib.load": lambda: joblib.load(path)["ip"],
+    }
+
+
+def test_block_mode_refuses_unknown_globals_without_a_prescan(
+    guard: Install, tmp_path: Path
+) -> None:
+    calls = _unknown_entry_points(tmp_path)
+    guard(mode="block")
+    for name, call in calls.items():
+        with pytest.raises(trainwarden.UnsafeModelError, match=r"ipaddress\."):
+            call()
+        assert name
+
+
+def test_warn_mode_loads_unknown_globals_without_a_prescan_with_a_warning(
+    guard: Install, tmp_path: Path
+) -> None:
+    import ipaddress
+
+    calls = _unknown_entry_points(tmp_path)
+    guard(mode="warn")
+    for name, call in calls.items():
+        with pytest.warns(UnsafeModelWarning, match=r"ipaddress\."):
+            got = call()
+        assert got == ipaddress.ip_address("10.0.0.1"), name
+
+
+def test_enforcer_findings_name_the_global_the_verdict_and_why() -> None:
+    """What a refusal or a warning reports (the sink and the report carry these findings)."""
+    import dataclasses
+
+    from trainwarden.findings import Finding, Severity
+    from trainwarden.loading.unpickler import Enforcer
+    from trainwarden.scan import Policy
+
+    policy = Policy.default()
+    block = Enforcer(policy, "block", "m.pt")
+    with pytest.raises(trainwarden.UnsafeModelError, match=r"refused to load m\.pt") as err:
+        block.check("os", "system")
+    reason = policy.classify("os", "system")[1]
+    dangerous = Finding(
+        "TWL-GLOBAL-DANGEROUS",
+        Severity.CRITICAL,
+        f"m.pt needs os.system, which can run code: {reason}",
+        "m.pt",
+        {"module": "os", "name": "system", "verdict": "dangerous", "reason": reason},
+    )
+    assert block.findings == [dangerous] and list(err.value.findings) == [dangerous]
+    assert err.value.path == "m.pt"
+    assert block.findings[0].evidence == dangerous.evidence  # evidence is not compared by ==
+    warn = Enforcer(policy, "warn", "m.pt")
+    with pytest.warns(UnsafeModelWarning, match="ipaddress.ip_address") as warned:
+        warn.check("ipaddress", "ip_address")
+        warn.check("ipaddress", "ip_address")  # one warning and one finding per global
+    assert len(warned) == 1
+    evidence = {"module": "ipaddress", "name": "ip_address", "verdict": "unknown"}
+    unknown = Finding(
+        "TWL-GLOBAL-UNKNOWN",
+        Severity.HIGH,
+        "m.pt needs ipaddress.ip_address, which the policy does not list as safe: "
+        "not on the allowlist",
+        "m.pt",
+        {**evidence, "reason": "not on the allowlist"},
+    )
+    assert warn.findings == [unknown]
+    assert warn.findings[0].evidence == unknown.evidence
+    strict = Enforcer(dataclasses.replace(policy, unknown_severity=Severity.CRITICAL), "block")
+    with pytest.raises(trainwarden.UnsafeModelError):
+        strict.check("ipaddress", "ip_address")
+    assert [(f.rule_id, f.severity) for f in strict.findings] == [
+        ("TWL-GLOBAL-UNKNOWN", Severity.CRITICAL)
+    ]
+
+
+@pytest.mark.parametrize(("module", "name"), [("pathlib", "os.system"), ("argparse", "_os.system")])
+def test_warn_mode_refuses_a_dangerous_object_reached_through_another_module(
+    guard: Install, canary: Path, module: str, name: str
+) -> None:
+    """``pathlib`` / ``os.system`` is os.system: the decision is on the object the attribute
+    path reaches, which its spelling cannot identify, so warn mode must refuse it too."""
+    payload = call_pickle(module, name, f"touch {canary}").replace(b"\x80\x02", b"\x80\x04", 1)
+    guard(mode="warn")
+    with pytest.raises(trainwarden.UnsafeModelError, match=re.escape(f"{module}.{name}")):
+        pickle.loads(payload)
+    with pytest.raises(trainwarden.UnsafeModelError):
+        pickle.Unpickler(NonSeekable(payload)).load()
+    assert not canary.exists()

@@ -109,3 +109,37 @@ def test_trainwarden_load_reports_telemetry_to_the_sink(tmp_path: Path) -> None:
     ((_kind, record),) = [(k, r) for k, r in sink.events if k == "load"]
     assert record["path"] == str(path) and record["format"] == "torch-zip"
     assert any(f["rule_id"] == "TWL-TEL-FIND-CLASS" for f in record["findings"])
+
+
+def test_block_mode_refuses_a_load_whose_telemetry_is_high(
+    guard: Callable[..., Guard], witness_module: Path, tmp_path: Path
+) -> None:
+    """A global the policy allows but which writes a file is refused after the fact in block
+    mode (and only warned about in warn mode): the load's result never reaches the caller."""
+    from trainwarden.scan import Policy
+
+    witness = tmp_path / "witness.txt"
+    data = call_pickle("tw_witness_mod", "record", str(witness))
+    allowed = Policy.default().with_overrides(allow=["tw_witness_mod.record"])
+    g = guard(mode="block", policy=allowed)
+    import pickle
+
+    with pytest.raises(trainwarden.UnsafeModelError, match="opened a file for writing") as err:
+        pickle.loads(data)
+    assert "TWL-TEL-WRITE" in {f.rule_id for f in err.value.findings}
+    assert "TWL-TEL-WRITE" in {f.rule_id for f in g.findings}
+    witness.unlink()  # the audit hook is telemetry: it saw the write, it could not prevent it
+    guard(mode="warn", policy=allowed)
+    with pytest.warns(UnsafeModelWarning, match="opened a file for writing"):
+        assert pickle.loads(data) == "recorded"
+
+
+def test_trainwarden_load_refuses_high_telemetry(witness_module: Path, tmp_path: Path) -> None:
+    from trainwarden.scan import Policy
+
+    witness = tmp_path / "witness.txt"
+    path = tmp_path / "allowed.pkl"
+    path.write_bytes(call_pickle("tw_witness_mod", "record", str(witness)))
+    allowed = Policy.default().with_overrides(allow=["tw_witness_mod.record"])
+    with pytest.raises(trainwarden.UnsafeModelError, match="opened a file for writing"):
+        trainwarden.load(path, policy=allowed)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import trainwarden
+from trainwarden._internal.sink import MemorySink
 from trainwarden.findings import Severity
 from trainwarden.monitor import MonitorConfig, MonitorError, TamperingDetected, watch
 from trainwarden.monitor.fingerprint import Fingerprinter
@@ -62,7 +63,30 @@ def test_fail_closed_stops_a_sign_flipping_optimizer_before_its_second_step(
     assert run.monitor.step == 1
 
 
-def test_fail_open_turns_a_monitor_bug_into_an_alert(
+def test_fail_open_turns_a_monitor_bug_into_an_alert() -> None:
+    class FlakySink(MemorySink):
+        """A sink whose own bug (not a patch of the monitor) fails on step records."""
+
+        def emit(self, kind: str, record: Any) -> None:
+            if kind == "step":
+                raise RuntimeError("simulated monitor bug")
+            super().emit(kind, record)
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 8)
+    with watch(model, opt, sink=FlakySink(), fail_closed=True, watchdog=False) as mon:
+        for _ in range(3):  # training is never interrupted by the monitor's own failure
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), x.sum(1, keepdim=True)).backward()  # type: ignore[no-untyped-call]
+            opt.step()
+    internal = [a for a in mon.alerts if a.rule_id == "TWM-INTERNAL"]
+    assert internal and "simulated monitor bug" in internal[0].message
+    assert internal[0].severity == Severity.MEDIUM
+    assert mon.step == 3
+
+
+def test_patching_the_monitor_code_is_tampering_not_a_bug(
     make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(self: Fingerprinter, tensors: Any) -> torch.Tensor:
@@ -71,11 +95,10 @@ def test_fail_open_turns_a_monitor_bug_into_an_alert(
     model = mlp()
     run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), fail_closed=True)
     monkeypatch.setattr(Fingerprinter, "compute", broken)
-    run.train(3)  # training is never interrupted by the monitor's own failure
-    internal = [a for a in run.monitor.alerts if a.rule_id == "TWM-INTERNAL"]
-    assert internal and "simulated monitor bug" in internal[0].message
-    assert internal[0].severity == Severity.MEDIUM
-    assert run.monitor.step == 3
+    with pytest.raises(TamperingDetected) as info:
+        run.train(3)
+    assert [a.rule_id for a in info.value.alerts] == ["TWM-MONITOR-TAMPERED"]
+    assert "Fingerprinter.compute was replaced" in info.value.alerts[0].message
 
 
 def test_close_removes_every_hook_and_wrapper() -> None:

@@ -60,8 +60,8 @@ def test_swapped_elements_keep_the_sum_but_are_caught(make_run: Callable[..., Ru
 
 
 def _wide() -> nn.Sequential:
-    # 8 x 1024 = 8192 elements: above the fingerprint's SMALL size, so the keyed dot product of
-    # its weight is rotated (fingerprint_mix_fraction) while the exact bit-sum always covers it.
+    # 8 x 1024 = 8192 elements: above the hash's SMALL size, so the weight is hashed on its own
+    # in chunks rather than with the small tensors.
     return nn.Sequential(nn.Linear(1024, 8), nn.ReLU(), nn.Linear(8, 1))
 
 
@@ -73,38 +73,15 @@ def _swap_every_step(step: int, m: Any, opt: Any) -> None:
             w[0, 0], w[5, 5] = b, a
 
 
-def test_swap_in_a_large_tensor_is_caught_at_once_with_full_mix(
+def test_swap_in_a_large_tensor_is_caught_at_the_first_boundary(
     make_run: Callable[..., Run],
 ) -> None:
     model = _wide()
-    run = make_run(
-        model,
-        torch.optim.SGD(model.parameters(), lr=1e-2),
-        width=1024,
-        fingerprint_mix_fraction=1.0,
-    )
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-2), width=1024)
     run.train(4, attack=_swap_every_step)
     alert = run.first("TWM-WEIGHT-EDIT")
     assert alert.evidence["tensors"] == ["0.weight"]
-    assert alert.step == 3
-
-
-def test_repeated_swap_in_a_large_tensor_is_caught_within_the_rotation(
-    make_run: Callable[..., Run],
-) -> None:
-    # Two large tensors, fraction 0.5: each gets the dot product every second boundary at most
-    # one apart, so a swap repeated at every boundary is caught within 2 steps.
-    model = nn.Sequential(nn.Linear(1024, 8), nn.ReLU(), nn.Linear(8, 1024), nn.Linear(1024, 1))
-    run = make_run(
-        model,
-        torch.optim.SGD(model.parameters(), lr=1e-2),
-        width=1024,
-        fingerprint_mix_fraction=0.5,
-    )
-    run.train(6, attack=_swap_every_step)
-    alert = run.first("TWM-WEIGHT-EDIT")
-    assert alert.evidence["tensors"] == ["0.weight"]
-    assert alert.step <= 4
+    assert alert.step == 3  # the swap after the 3rd step, seen at the 4th forward
 
 
 def test_buffer_edit_is_caught(make_run: Callable[..., Run]) -> None:
@@ -242,3 +219,57 @@ def test_closure_steps_are_checked_at_the_step() -> None:
     assert mon.alerts[-1].step == 4 and "between two optimizer steps" in mon.alerts[-1].message
     notes = [a for a in mon.alerts if a.evidence.get("check") == "update-check-closure"]
     assert len(notes) == 1
+
+
+# Attacks on the hash by an insider who read it: edits of the whole tensor that keep sums,
+# on a GPT whose tensors have sizes that are multiples of 512 (the old bit sum's blind spot).
+
+
+def _gpt_run(make_run: Callable[..., Run], **config: Any) -> Run:
+    from ._support import TinyGPT
+
+    model = TinyGPT()
+    return make_run(model, torch.optim.AdamW(model.parameters(), lr=1e-3), gpt=True, **config)
+
+
+def test_sign_flip_of_an_adam_moment_is_caught_at_the_next_step(
+    make_run: Callable[..., Run],
+) -> None:
+    run = _gpt_run(make_run)
+
+    def flip(step: int, m: Any, opt: Any) -> None:
+        if step == 4:
+            opt.state[m.head.weight]["exp_avg"].neg_()  # 64 x 32 = 2048 elements: even count
+
+    run.train(7, attack=flip)
+    alert = run.first("TWM-OPTSTATE-EDIT")
+    assert alert.evidence["changed"] == ["head.weight:exp_avg"]
+    assert alert.step == 5  # the edit after the 5th step is seen at the 6th step()
+
+
+def test_one_off_halving_of_a_weight_is_caught_every_time(make_run: Callable[..., Run]) -> None:
+    # Caught at the first forward after the edit, whatever the key: no rotation, no luck.
+    for seed in range(4):
+        run = _gpt_run(make_run, seed=seed)
+
+        def halve(step: int, m: Any, opt: Any) -> None:
+            if step == 3:
+                with torch.no_grad():
+                    m.emb.weight.mul_(0.5)  # 64 x 32 = 2048 elements, a power of two
+
+        run.train(5, attack=halve)
+        alert = run.first("TWM-WEIGHT-EDIT")
+        assert alert.evidence["tensors"] == ["emb.weight"] and alert.step == 4
+
+
+def test_permuting_rows_of_the_embedding_is_caught(make_run: Callable[..., Run]) -> None:
+    run = _gpt_run(make_run)
+
+    def permute(step: int, m: Any, opt: Any) -> None:
+        if step == 2:
+            with torch.no_grad():
+                w = m.emb.weight
+                w.copy_(w[torch.randperm(w.shape[0], generator=torch.Generator().manual_seed(0))])
+
+    run.train(4, attack=permute)
+    assert run.first("TWM-WEIGHT-EDIT").evidence["tensors"] == ["emb.weight"]

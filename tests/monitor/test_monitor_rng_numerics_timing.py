@@ -85,7 +85,8 @@ def test_step_records_carry_rng_and_batch_fingerprints(make_run: Callable[..., R
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     assert set(steps[1]["rng"]) >= {"torch", "random", "numpy"}
     assert steps[1]["rng"]["torch"] != steps[2]["rng"]["torch"]  # dropout consumed randomness
-    assert len(steps[0]["batch"]) == 2 and steps[0]["batch"] != steps[1]["batch"]
+    # One keyed hash per micro-batch; different batches, different hashes.
+    assert len(steps[0]["batch"]) == 1 and steps[0]["batch"] != steps[1]["batch"]
     assert all(isinstance(r["loss"], float) and isinstance(r["grad_norm"], float) for r in steps)
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,34 @@ def test_heartbeat_board_names_the_dead_peer_first() -> None:
     report = healthy.report(stale_after_s=30)
     assert report.lost == () and report.peers[1].published is False
     assert lost_rank_alert(report, step=3, reason="test") is None
+
+
+def test_lost_rank_report_waits_for_a_peer_that_is_still_exiting() -> None:
+    """A collective fails as soon as the peer's socket closes, before its pid is gone.
+
+    Reproduces the race: the peer process still exists when the report is first taken and
+    disappears a moment later. The settled report names it lost; an unsettled one cannot.
+    """
+    store = DictStore()
+    dying = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    try:
+        got: list[Alert] = []
+        dog = Watchdog(got.append, rank=0, world_size=2, store=store, signals=())
+        HeartbeatBoard(store, 0, 2).publish(4, time.time())
+        record = HeartbeatBoard(store, 1, 2).record(4, time.time())
+        record["pid"] = dying.pid
+        store.set("trainwarden/hb/1", json.dumps(record))
+        unsettled = dog.lost_rank_report()
+        assert unsettled is not None and unsettled.first_lost is None
+        reaper = threading.Thread(target=dying.wait)
+        reaper.start()
+        alert = dog.report_lost_ranks("collective failed", settle_s=10.0)
+        reaper.join()
+        assert alert is not None and alert.evidence["first_lost"] == 1, alert
+        assert "rank 1 was lost first" in alert.message
+    finally:
+        dying.kill()
+        dying.wait()
 
 
 def run_probe(tmp_path: Path, mode: str) -> tuple[subprocess.Popen[str], Path]:

@@ -7,14 +7,14 @@ a canary file, and every test asserts that no canary was ever created.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
 
-from trainwarden.drill import Corpus, canaries_fired, sample_names
-from trainwarden.findings import Severity
+from trainwarden.drill import Corpus, Sample, canaries_fired, sample_names
+from trainwarden.findings import Finding, Severity
 from trainwarden.scan import scan_bytes, scan_path
 
 MALICIOUS = sample_names("malicious")
@@ -42,10 +42,26 @@ def test_corpus_is_big_and_distinct(corpus: Corpus) -> None:
     assert canaries_fired(corpus.root) == []
 
 
+def _missing_rules(sample: Sample, findings: Iterable[Finding]) -> list[str]:
+    """The expected rules of ``sample`` that no finding raised (internal errors excluded); the
+    callers separately require the sample as a whole to fail at HIGH."""
+    raised = {f.rule_id for f in findings if f.rule_id != "TWS-INTERNAL"}
+    assert sample.expected_rules, f"{sample.name} names no expected rule"
+    return sorted(set(sample.expected_rules) - raised)
+
+
+def test_every_malicious_sample_names_its_expected_rules(corpus: Corpus) -> None:
+    """A sample flagged by something else (an internal crash, an unrelated global) is a miss."""
+    assert [s.name for s in corpus.of_kind("malicious") if not s.expected_rules] == []
+
+
 @pytest.mark.parametrize("name", MALICIOUS)
 def test_malicious_sample_is_detected(corpus: Corpus, name: str) -> None:
     report = scan_path(corpus.path(name))
     assert report.failed(Severity.HIGH), f"{name} not flagged at HIGH:\n{_describe(report)}"
+    missing = _missing_rules(corpus.samples[name], report.findings)
+    assert missing == [], f"{name} lacks {missing}:\n{_describe(report)}"
+    assert not [f for f in report.findings if f.rule_id == "TWS-INTERNAL"], _describe(report)
     assert canaries_fired(corpus.root) == []
 
 
@@ -67,7 +83,7 @@ def test_malicious_bytes_detected_by_content_alone(corpus: Corpus) -> None:
             continue
         report = scan_bytes(path.read_bytes(), "<anonymous>")
         worst = report.max_severity
-        if worst is None or worst < Severity.HIGH:
+        if worst is None or worst < Severity.HIGH or _missing_rules(sample, report.findings):
             missed.append(sample.name)
     assert missed == []
     assert canaries_fired(corpus.root) == []

@@ -13,6 +13,7 @@ import pytest
 from trainwarden.findings import Severity
 from trainwarden.scan import analyze_pickle, scan_bytes
 from trainwarden.scan.pickle_vm import PickleAnalysis
+from trainwarden.scan.types import Verdict
 
 from . import _asm as A
 from ._zipbuild import Member, build_zip
@@ -25,6 +26,12 @@ def rules(a: PickleAnalysis) -> set[str]:
 @pytest.fixture
 def canary(tmp_path: Path) -> Path:
     return tmp_path / "canary"
+
+
+def dangerous(a: PickleAnalysis, *qualnames: str) -> None:
+    """Each named global was seen and classified DANGEROUS (not merely UNKNOWN or "some HIGH")."""
+    verdicts = {g.qualname: g.verdict for g in a.globals}
+    assert {q: verdicts.get(q) for q in qualnames} == dict.fromkeys(qualnames, Verdict.DANGEROUS)
 
 
 def flagged(data: bytes, canary: Path) -> PickleAnalysis:
@@ -144,8 +151,7 @@ def test_modelscan_331_importlib_getattr_string_join(canary: Path) -> None:
         + A.STOP
     )
     a = flagged(data, canary)
-    names = {g.qualname for g in a.globals}
-    assert {"importlib.import_module", "builtins.getattr"} <= names
+    dangerous(a, "importlib.import_module", "builtins.getattr")
 
 
 def test_picklescan_22_memo_index_confusion(canary: Path) -> None:
@@ -174,12 +180,14 @@ def test_picklescan_22_memo_index_confusion(canary: Path) -> None:
     )
     a = flagged(data, canary)
     assert a.globals[0].qualname == "subprocess.getoutput"
+    dangerous(a, "subprocess.getoutput")
 
 
 def test_fickling_108_pty_spawn_via_obj(canary: Path) -> None:
     data = A.MARK + A.glob("pty", "spawn") + A.string(f"touch {canary}") + A.OBJ + A.STOP
     a = flagged(data, canary)
     assert a.globals[0].qualname == "pty.spawn"
+    dangerous(a, "pty.spawn")
 
 
 @pytest.mark.parametrize(
@@ -212,6 +220,7 @@ def test_published_dangerous_callables(module: str, name: str, canary: Path) -> 
     data += A.su(f"touch {canary}") + A.TUPLE1 + A.REDUCE + A.STOP
     a = flagged(data, canary)
     assert "TWS-PKL-DANGEROUS" in rules(a), a.globals[0]
+    dangerous(a, f"{module}.{name}")
 
 
 def test_build_dunder_state_replaces_setstate(canary: Path) -> None:
@@ -314,6 +323,7 @@ def test_nested_pickle_loads(canary: Path) -> None:
     data = A.proto(2) + A.glob("pickle", "loads") + A.sbb(inner[:255]) + A.TUPLE1 + A.REDUCE
     a = flagged(data + A.STOP, canary)
     assert "TWS-PKL-DANGEROUS" in rules(a)
+    dangerous(a, "pickle.loads")
 
 
 def test_joblib_array_bytes_hide_opcodes_for_plain_pickle(canary: Path) -> None:

@@ -70,6 +70,11 @@ class TrainWardenCallback(pl.Callback):
             )
         clip = trainer.gradient_clip_val
         by_norm = trainer.gradient_clip_algorithm in (None, "norm")
+        config = dict(self.config)
+        if clip and not by_norm:
+            # Clipping by value is not one uniform factor: the gradient source check cannot
+            # tell it from an edit, so it is off (the hook inventory and update check remain).
+            config.setdefault("grad_source_check", False)
         self.monitor = watch(
             pl_module,
             optimizer,
@@ -77,7 +82,7 @@ class TrainWardenCallback(pl.Callback):
             max_grad_norm=float(clip) if clip and by_norm else None,
             sink=sink,
             fail_closed=self.fail_closed,
-            **self.config,
+            **config,
         )
 
     def on_train_batch_end(

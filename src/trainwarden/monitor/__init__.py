@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from trainwarden.monitor.types import Alert, MonitorError, TamperingDetected
 
 if TYPE_CHECKING:
+    from trainwarden.monitor.check import Check
     from trainwarden.monitor.config import MonitorConfig
     from trainwarden.monitor.core import Monitor, watch
     from trainwarden.monitor.rules import RULES
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RULES",
     "Alert",
+    "Check",
     "Monitor",
     "MonitorConfig",
     "MonitorError",
@@ -28,6 +30,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Check": "trainwarden.monitor.check",
     "watch": "trainwarden.monitor.core",
     "Monitor": "trainwarden.monitor.core",
     "MonitorConfig": "trainwarden.monitor.config",

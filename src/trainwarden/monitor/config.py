@@ -35,15 +35,13 @@ class MonitorConfig:
     few ulps of rounding of the parameter itself."""
     grad_norm_rtol: float = 1e-3
     """Relative tolerance on ``max_grad_norm`` when verifying the caller's clipping."""
+    grad_source_check: bool = True
+    """Take each gradient where accumulation finishes and verify that step() uses it times one
+    uniform factor consistent with ``max_grad_norm`` (turn off with AMP's GradScaler, whose
+    unscaling is a factor the monitor is not told about)."""
     check_weights_prestep: bool = True
-    """Also fingerprint the parameters at optimizer.step() and compare with the forward (catches
+    """Also hash the parameters at optimizer.step() and compare with the forward (catches
     edits during forward/backward or between gradient-accumulation micro-batches)."""
-    fingerprint_mix_fraction: float = 0.25
-    """Fraction of the large (> 4096 elements) weight tensors that get the keyed dot product
-    at each checked step boundary, rotated under the secret key (every tensor once per
-    ceil(1/fraction) boundaries); the exact bit-sum always covers every tensor. 1.0 = all. A
-    sum-preserving edit (two elements swapped) of a large tensor is seen only at a boundary
-    where that tensor is covered."""
     code_guard: bool = True
     """Run the attestation code guard (check 6). Building it hashes the guarded sources: about
     0.1-0.5 s per watch() on an idle machine."""
@@ -65,10 +63,17 @@ class MonitorConfig:
     """Values needed before spikes are reported."""
     cross_rank: bool = True
     """Exchange a per-step digest with the other ranks when torch.distributed is initialised."""
+    peer_timeout_s: float = 30.0
+    """Multi-rank runs: how long a rank waits at each step for every other rank's monitor to
+    reach the cross-rank exchange, at least (10 x the p99 step time if longer); a rank that
+    does not arrive is named (TWM-MONITOR-OFF) and the exchange stops."""
     watchdog: bool = True
     """Run the hang watchdog (heartbeat per step, stack dumps on timeout, signal records)."""
     watchdog_min_timeout_s: float = 300.0
     """Lower bound of the watchdog's adaptive timeout."""
+    selfcheck_interval_s: float = 1.0
+    """How often a background thread checks that the monitor's hooks and code are intact (the
+    same check also runs at every step). 0 = only at steps."""
     seed: int | None = None
     """Secret key for the checked slices and fingerprint weights; default: 8 bytes of
     os.urandom (set it only to make a run's choices reproducible)."""
@@ -86,10 +91,6 @@ class MonitorConfig:
                 raise MonitorError(
                     f"monitor setting {name} must be >= 1, got {getattr(self, name)}"
                 )
-        if not 0.0 < self.fingerprint_mix_fraction <= 1.0:
-            raise MonitorError(
-                f"fingerprint_mix_fraction must be in (0, 1], got {self.fingerprint_mix_fraction}"
-            )
         if not 0.0 < self.update_check_fraction <= 1.0:
             raise MonitorError(
                 f"update_check_fraction must be in (0, 1], got {self.update_check_fraction}"
@@ -101,6 +102,10 @@ class MonitorConfig:
                 )
         if self.code_guard_every < 0 or self.spike_warmup < 0:
             raise MonitorError("code_guard_every and spike_warmup must be >= 0")
+        if self.peer_timeout_s <= 0:
+            raise MonitorError("peer_timeout_s must be > 0")
+        if self.selfcheck_interval_s < 0:
+            raise MonitorError("selfcheck_interval_s must be >= 0")
         if self.watchdog_min_timeout_s <= 0:
             raise MonitorError("watchdog_min_timeout_s must be > 0")
 

@@ -31,6 +31,8 @@ from trainwarden.monitor.types import Alert, MonitorError
 __all__ = ["TIMING_FIELDS", "RankExchange", "ReplicaComparator", "StragglerPolicy"]
 
 TIMING_FIELDS = ("step_s", "forward_s", "backward_s", "optimizer_s")
+#: How long a failed collective waits for the lost peer's pid to disappear before reporting.
+_LOST_SETTLE_S = 10.0
 _META = 4  # step, previous exchange wait (s), suspect flag, field-schema checksum
 
 
@@ -179,7 +181,11 @@ class RankExchange:
         ]
         report_fn = getattr(self.watchdog, "report_lost_ranks", None)
         if callable(report_fn):
-            lost = report_fn(f"rank {self.rank}: cross-rank exchange failed at step {step}")
+            # The peer's connection closes before its pid is gone: let the report settle.
+            lost = report_fn(
+                f"rank {self.rank}: cross-rank exchange failed at step {step}",
+                settle_s=_LOST_SETTLE_S,
+            )
             if isinstance(lost, Alert):
                 alerts.append(lost)
         return alerts

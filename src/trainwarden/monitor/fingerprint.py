@@ -1,189 +1,164 @@
-"""Cheap on-device tensor fingerprints for the continuity checks, and a sha256 state digest.
+"""Keyed universal hashes of whole tensors for the continuity checks, and a sha256 state digest.
 
-Each tensor gets two numbers computed with torch ops on the tensor's own device:
+Every tensor is read as its raw bit pattern, cut into words (32-bit words for 4- and 8-byte
+elements, 16-bit words for 2-byte elements, bytes otherwise), each word sign-extended to a 64-bit
+integer ``x_i``. Its hash is the multilinear form
 
-* ``bits``: the sum of the tensor's raw bit patterns (viewed as integers) with wrap-around. It is
-  exact and order-independent, so it is bitwise reproducible on any device and thread count, and
-  any single-element edit changes it (the difference of two distinct bit patterns is never 0
-  modulo 2**32).
-* ``mix``: a dot product with a keyed pseudo-random weight vector, which catches edits that keep
-  the plain sum (swapping or permuting elements).
+    H(x) = sum_i w_i * x_i  (mod 2**64)
 
-Both are gathered into one small float64 tensor per pass, so a caller moves at most one tiny
-vector to the host per step. Cryptographic hashes are only used by :func:`state_digest`.
+with secret, independent, uniformly random *odd* 64-bit weights ``w_i`` (the i-th word of every
+tensor uses ``w_i``). For any two different bit patterns x != y of the same shape and dtype,
+``Pr[H(x) == H(y)] <= 2**-32`` over the choice of the weights, whatever the edit (sign flips,
+scaling, permutations, swaps, shifts): the difference d = x - y has a non-zero word d_j with
+|d_j| < 2**32, so d_j = 2**k * u with u odd and k <= 31; fixing every other weight leaves one
+equation w_j * d_j == c (mod 2**64), and as w_j runs over the 2**63 odd residues, w_j * u runs
+over the 2**(63-k) odd residues modulo 2**(64-k) uniformly, at most one of which solves it:
+probability <= 2**(k-63) <= 2**-32. docs/monitor.md states the bound and what it assumes (the
+weights stay secret: code running inside the process can read them).
+
+The arithmetic is exact integer arithmetic with wrap-around, so the value is bitwise identical
+on every device, thread count and summation order. Values are computed with torch ops on the
+tensor's own device and gathered into one int64 tensor per call, so a caller moves at most one
+small vector to the host per step. Cryptographic hashes are only used by :func:`state_digest`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = ["SMALL", "Fingerprinter", "state_digest"]
+__all__ = ["SMALL", "Fingerprinter", "combine", "meta_of", "state_digest"]
 
-_CHUNK = 1 << 20
+#: Tensors of at most this many words are hashed together in one group of kernels.
 SMALL = 1 << 12
-_MASK32 = 0xFFFFFFFF
-_BLOCK = 1 << 14
+#: Words per chunk on CPU: the int64 products of a chunk stay in cache.
+_CPU_CHUNK = 1 << 16
+#: Words per chunk on accelerators: bounds the temporary buffers (8 bytes per word).
+_DEV_CHUNK = 1 << 24
+#: Weights are generated in blocks of this many words, each from its own seed, so a longer
+#: weight vector always extends a shorter one.
+_BLOCK = 1 << 16
+
+
+def meta_of(t: torch.Tensor) -> str:
+    """The dtype and shape of ``t`` as compared alongside its hash."""
+    return f"{t.dtype}{tuple(t.shape)}"
+
+
+def _words(t: torch.Tensor) -> torch.Tensor:
+    """The raw bit pattern of ``t`` as a flat tensor of signed words (no copy when contiguous)."""
+    t = t.detach()
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    flat = t.reshape(-1)  # copies only for non-contiguous tensors
+    if flat.dtype == torch.bool:
+        flat = flat.view(torch.uint8)
+    size = flat.element_size()
+    if size in (4, 8):
+        return flat.view(torch.int32)
+    if size == 2:
+        return flat.view(torch.int16)
+    return flat.view(torch.uint8)
 
 
 class Fingerprinter:
-    """Computes ``(n, 2)`` float64 fingerprints ``[bits, mix]`` for a list of tensors.
+    """Computes the keyed multilinear hash of each tensor in a list (see the module docstring).
 
-    ``key`` seeds the weight vector of the ``mix`` column; keep it secret so an editor cannot
-    craft a compensating edit. Results for the same tensor contents are identical call to call.
+    ``key`` seeds the weights; keep it secret so nobody can craft an edit that keeps the hash.
+    Results for the same tensor contents are identical call to call and device to device.
     """
 
-    def __init__(self, key: int, *, chunk: int = _CHUNK) -> None:
-        self._key = key
-        self._chunk = chunk
-        self._weights: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+    def __init__(self, key: int) -> None:
+        self._key = key & 0x7FFF_FFFF_FFFF_FFFF
+        self._cpu: torch.Tensor = torch.empty(0, dtype=torch.int64)
+        self._on: dict[torch.device, torch.Tensor] = {}
 
-    def _weight(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        w = self._weights.get((device, dtype))
-        if w is None:
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(self._key & 0x7FFF_FFFF_FFFF_FFFF)
-            # Weights in [0.5, 1.5): no element is (nearly) ignored by the mix.
-            base = torch.rand(self._chunk, generator=gen, dtype=torch.float64) + 0.5
-            w = base.to(device=device, dtype=dtype)
-            self._weights[(device, dtype)] = w
-        return w
-
-    def _mix(self, flat: torch.Tensor) -> torch.Tensor:
-        if not flat.is_floating_point() or flat.dtype not in (torch.float32, torch.float64):
-            flat = flat.to(torch.float32)
-        n = flat.numel()
-        w = self._weight(flat.device, flat.dtype)
-        full = n // self._chunk
-        if full == 0:
-            return torch.dot(flat, w[:n]).to(torch.float64)
-        head = flat[: full * self._chunk].view(full, self._chunk) @ w
-        total = head.to(torch.float64).sum()
-        rest = n - full * self._chunk
-        if rest:
-            total = total + torch.dot(flat[full * self._chunk :], w[:rest]).to(torch.float64)
-        return total
-
-    def _int_weight(self, device: torch.device, n: int) -> torch.Tensor:
-        key = (device, torch.int64)
-        w = self._weights.get(key)
-        if w is None or w.numel() < n:
-            # Built block by block from per-block seeds, so a longer vector always extends a
-            # shorter one: a tensor's weights never depend on the group it was hashed with.
-            blocks = []
-            for b in range((max(n, 1) + _BLOCK - 1) // _BLOCK):
+    def weights(self, n: int, device: torch.device) -> torch.Tensor:
+        """The first ``n`` weights (int64, odd) on ``device``; grown and cached on demand."""
+        if self._cpu.numel() < n:
+            have = self._cpu.numel() // _BLOCK
+            blocks = [self._cpu]
+            for b in range(have, (n + _BLOCK - 1) // _BLOCK):
                 gen = torch.Generator(device="cpu")
-                gen.manual_seed((self._key * 1_000_003 + b) & 0x7FFF_FFFF_FFFF_FFFF)
-                # Odd weights below 2**31: every position contributes.
-                blocks.append(torch.randint(0, 1 << 30, (_BLOCK,), generator=gen) * 2 + 1)
-            w = torch.cat(blocks).to(device)
-            self._weights[key] = w
+                gen.manual_seed((self._key * 1_000_003 + b * 7_919 + 1) & 0x7FFF_FFFF_FFFF_FFFF)
+                hi = torch.randint(0, 1 << 32, (_BLOCK,), generator=gen, dtype=torch.int64)
+                lo = torch.randint(0, 1 << 32, (_BLOCK,), generator=gen, dtype=torch.int64)
+                blocks.append((hi << 32) | lo | 1)  # uniform odd 64-bit (int64 wraps)
+            self._cpu = torch.cat(blocks)
+            self._on.clear()
+        if device.type == "cpu":
+            return self._cpu[:n]
+        w = self._on.get(device)
+        if w is None or w.numel() < n:
+            w = self._cpu.to(device)
+            self._on[device] = w
         return w[:n]
 
-    def compute(
-        self,
-        tensors: Sequence[torch.Tensor],
-        *,
-        mix: bool = True,
-        mix_only: Container[int] | None = None,
-    ) -> torch.Tensor:
-        """Return a ``(len(tensors), 2)`` float64 tensor on the first tensor's device.
+    def compute(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Return a ``(len(tensors),)`` int64 tensor of hashes on the first tensor's device.
 
-        Tensors of at most ``SMALL`` elements are fingerprinted together (a handful of kernels
-        for all of them, exact and position-sensitive); larger ones one by one. ``mix=False``
-        skips the dot product of large tensors (column 1 is then 0 for them), halving the
-        memory traffic. ``mix_only`` (indices into ``tensors``) limits the dot product of large
-        tensors to those positions; small tensors always get both columns. Must be called under
-        ``torch.no_grad()``.
+        Small tensors are hashed together (one handful of kernels for all of them), larger ones
+        one by one in chunks. Must be called under ``torch.no_grad()``.
         """
         if not tensors:
-            return torch.zeros((0, 2), dtype=torch.float64)
+            return torch.zeros(0, dtype=torch.int64)
         device = tensors[0].device
-        small: dict[tuple[torch.device, int], list[int]] = {}
-        large: list[int] = []
-        empty: list[int] = []
+        out = torch.zeros(len(tensors), dtype=torch.int64, device=device)
+        small: dict[torch.device, list[int]] = {}
         for i, t in enumerate(tensors):
-            if t.numel() == 0:
-                empty.append(i)
-            elif t.numel() <= SMALL:
-                small.setdefault((t.device, t.element_size()), []).append(i)
+            words = _words(t)
+            n = words.numel()
+            if n == 0:
+                continue
+            if n <= SMALL:
+                small.setdefault(t.device, []).append(i)
             else:
-                large.append(i)
-        parts: list[torch.Tensor] = []
-        order: list[int] = []
-        if empty:
-            parts.append(torch.zeros((len(empty), 2), dtype=torch.float64, device=device))
-            order += empty
-        for (dev, _), idx in small.items():
-            parts.append(self._small_group([tensors[i] for i in idx], dev).to(device))
-            order += idx
-        if large:
-            bits: list[torch.Tensor] = []
-            mixes: list[torch.Tensor] = []
-            for i in large:
-                b, m = self._large(tensors[i], mix and (mix_only is None or i in mix_only))
-                bits.append(b.to(device=device, dtype=torch.int64))
-                mixes.append(m.to(device))
-            parts.append(
-                torch.stack([torch.stack(bits).to(torch.float64), torch.stack(mixes)], dim=1)
+                out[i] = self._large(words).to(device)
+        for dev, idx in small.items():
+            out.index_copy_(
+                0,
+                torch.tensor(idx, dtype=torch.int64, device=device),
+                self._small_group([_words(tensors[i]) for i in idx], dev).to(device),
             )
-            order += large
-        rows = torch.cat(parts) if len(parts) > 1 else parts[0]
-        if order == sorted(order):
-            return rows
-        inverse = torch.empty(len(order), dtype=torch.int64)
-        inverse[torch.tensor(order, dtype=torch.int64)] = torch.arange(len(order))
-        return rows.index_select(0, inverse.to(device))
+        return out
 
-    @staticmethod
-    def _int_view(t: torch.Tensor) -> torch.Tensor:
-        t = t.detach()
-        if t.is_complex():
-            t = torch.view_as_real(t)
-        flat = t.reshape(-1)  # copies only for non-contiguous tensors
-        if flat.dtype == torch.bool:
-            flat = flat.view(torch.uint8)
-        size = flat.element_size()
-        if size == 8:
-            return flat.view(torch.int64)
-        if size == 4:
-            return flat.view(torch.int32)
-        if size == 2:
-            return flat.view(torch.int16)
-        return flat.view(torch.uint8)
+    def _large(self, words: torch.Tensor) -> torch.Tensor:
+        n = words.numel()
+        w = self.weights(n, words.device)
+        chunk = _CPU_CHUNK if words.device.type == "cpu" else _DEV_CHUNK
+        if n <= chunk:
+            return (words.to(torch.int64) * w).sum()
+        buf = torch.empty(chunk, dtype=torch.int64, device=words.device)
+        acc = torch.zeros((), dtype=torch.int64, device=words.device)
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            part = buf[: hi - lo]
+            torch.mul(words[lo:hi], w[lo:hi], out=part)  # int16/int32 promote to int64
+            acc += part.sum()
+        return acc
 
     def _small_group(self, group: list[torch.Tensor], device: torch.device) -> torch.Tensor:
         sizes = [t.numel() for t in group]
-        buf = torch.cat([self._int_view(t) for t in group]).to(torch.int64)
-        n = buf.numel()
-        ends = torch.tensor([s - 1 for s in itertools.accumulate(sizes)], dtype=torch.int64)
-        cols = []
-        for values in (buf, buf * self._int_weight(device, n)):
-            cs = values.cumsum(0)  # int64 wraps: exact modulo 2**64
-            at_end = cs.index_select(0, ends.to(device))
-            before = torch.cat([torch.zeros(1, dtype=torch.int64, device=device), at_end[:-1]])
-            seg = at_end - before
-            # Fold to 32 bits so the value is exact in float64 (for the cross-rank digest).
-            cols.append(((seg >> 32) ^ seg) & _MASK32)
-        return torch.stack(cols, dim=1).to(torch.float64)
+        buf = torch.cat([t.to(torch.int64) for t in group])
+        # Word i of every tensor uses weight i: the position within its own tensor.
+        seg = torch.repeat_interleave(
+            torch.arange(len(group), device=device),
+            torch.tensor(sizes, device=device),
+        )
+        starts = torch.tensor([0, *sizes[:-1]], dtype=torch.int64, device=device).cumsum(0)
+        pos = torch.arange(buf.numel(), device=device) - starts.index_select(0, seg)
+        prod = buf * self.weights(max(sizes), device).index_select(0, pos)
+        return torch.zeros(len(group), dtype=torch.int64, device=device).index_add_(0, seg, prod)
 
-    def _large(self, t: torch.Tensor, mix: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = self._int_view(t)
-        if flat.dtype == torch.int64:
-            s = flat.sum(dtype=torch.int64)
-            bits = ((s >> 32) ^ s) & _MASK32
-        else:
-            bits = flat.sum(dtype=torch.int32)
-        if not mix:
-            return bits, torch.zeros((), dtype=torch.float64, device=t.device)
-        data = t.detach().reshape(-1)
-        if data.is_complex():
-            data = torch.view_as_real(data).reshape(-1)
-        m = self._mix(data) if data.is_floating_point() else data.to(torch.float64).sum()
-        return bits, m
+
+def combine(names: Sequence[str], rows: Sequence[tuple[int, str]]) -> str:
+    """One 64-bit hex digest of named per-tensor hashes (for step records and cross-rank)."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, (value, meta) in zip(names, rows, strict=True):
+        h.update(f"{name}\0{meta}\0{value & 0xFFFF_FFFF_FFFF_FFFF:016x}\n".encode())
+    return h.hexdigest()
 
 
 def state_digest(named: Iterable[tuple[str, torch.Tensor]]) -> str:

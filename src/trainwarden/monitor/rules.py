@@ -60,6 +60,27 @@ _ALL = [
         "the gradient norm at step() exceeds max_grad_norm: clipping did not happen",
     ),
     Rule(
+        "TWM-GRAD-EDIT",
+        Severity.CRITICAL,
+        "a gradient changed between accumulation and optimizer.step() other than by the step's "
+        "one uniform clipping factor (rescaled, sign-flipped, replaced, or set without backward)",
+    ),
+    Rule(
+        "TWM-GRAD-CLIP",
+        Severity.HIGH,
+        "every gradient was scaled by a factor that the declared max_grad_norm does not give",
+    ),
+    Rule(
+        "TWM-HOOK-ADDED",
+        Severity.HIGH,
+        "a hook that can change gradients, weights or the step was added after watch()",
+    ),
+    Rule(
+        "TWM-HOOK-PRESENT",
+        Severity.LOW,
+        "hooks that can change gradients, weights or the step were present at watch() (listed)",
+    ),
+    Rule(
         "TWM-HP-CHANGE",
         Severity.HIGH,
         "a hyperparameter changed and no scheduler explains the change",
@@ -102,6 +123,17 @@ _ALL = [
         "TWM-TIME-REPEATED",
         Severity.MEDIUM,
         "timing spikes repeat within the recent window (pattern of injected sleeps)",
+    ),
+    Rule(
+        "TWM-MONITOR-TAMPERED",
+        Severity.CRITICAL,
+        "the monitor's own hooks were removed or replaced, or its code or sink was patched",
+    ),
+    Rule(
+        "TWM-MONITOR-OFF",
+        Severity.CRITICAL,
+        "another rank's monitor stopped taking part in the per-step exchange (switched off, "
+        "stopped or stuck); the rank is named",
     ),
     Rule(
         "TWM-UNSUPPORTED",

@@ -666,7 +666,9 @@ class Watchdog:
         )
         if self.world_size > 1:
             first_line = text.splitlines()[0][:200] if text else type(exc).__name__
-            self.report_lost_ranks(f"rank {self.rank} crashed ({first_line})")
+            # A crash in a multi-rank job is most often a collective failing because a peer
+            # died: give the dying peer's pid time to disappear before naming who is lost.
+            self.report_lost_ranks(f"rank {self.rank} crashed ({first_line})", settle_s=10.0)
 
     def _excepthook(
         self,
@@ -699,11 +701,27 @@ class Watchdog:
             min_idle_s=0.5 * self.min_timeout_s,
         )
 
-    def report_lost_ranks(self, reason: str) -> Alert | None:
-        """Emit (and return) a ``TWM-LOST-RANK`` alert from the heartbeat board, if any."""
+    def report_lost_ranks(self, reason: str, *, settle_s: float = 0.0) -> Alert | None:
+        """Emit (and return) a ``TWM-LOST-RANK`` alert from the heartbeat board, if any.
+
+        ``settle_s``: when a collective has just failed because a peer's connection closed,
+        the peer may still be exiting (the kernel closes its sockets before its pid is gone),
+        so the board is re-read for up to this long until some peer is seen lost. Without a
+        lost peer after that, the report says what the board shows (who is behind or stuck).
+        """
         report = self.lost_rank_report()
         if report is None or self.world_size <= 1:
             return None
+        # A peer on another host only counts as lost once its publisher is stale: wait at
+        # least that long too, so both cases get the same answer.
+        stale = max(5.0, 4 * self._publish_every_s)
+        deadline = time.monotonic() + (max(settle_s, stale + 1.0) if settle_s > 0 else 0.0)
+        while report.first_lost is None and report.error is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            again = self.lost_rank_report()
+            if again is None:
+                break
+            report = again
         self.sink.emit("heartbeat_report", {"rank": self.rank, **report.to_dict()})
         alert = lost_rank_alert(report, step=self._step, reason=reason)
         if alert is not None:

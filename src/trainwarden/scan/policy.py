@@ -228,6 +228,15 @@ class Policy:
         for pattern, why in self.dangerous.items():
             if pattern.endswith(".*") and _wild_match(pattern, full, module, deny=True):
                 return Verdict.DANGEROUS, why
+        if len(parts) > 1:
+            # An attribute path through another object (``pathlib`` / ``os.system`` reaches
+            # os.system through pathlib's import of os) names an object the string cannot
+            # identify; only exact entries above may allow one. Fail closed.
+            return (
+                Verdict.DANGEROUS,
+                f"reaches {'.'.join(parts[1:])!r} through an attribute of {module}.{parts[0]}: "
+                "the object cannot be decided by name",
+            )
         if module == "__main__":
             return (
                 Verdict.UNKNOWN,

@@ -2,7 +2,8 @@
 
 Usage: torchrun --nproc_per_node=N watch_driver.py OUT_DIR STEPS [EVENT ...]
 EVENT is KIND:RANK@STEP with KIND one of perturb (edit a weight before the step), straggler
-(sleep 0.15 s in the forward of every step from STEP on), kill (SIGKILL itself), sigterm (the
+(sleep 0.15 s in the forward of every step from STEP on), kill (SIGKILL itself), monitor_off
+(close() the monitor and train on), sigterm (the
 lowest other rank sends SIGTERM to RANK while RANK waits in an all-reduce). No event: a
 clean run (AdamW, warmup + cosine schedule, gradient clipping, dropout). Each rank's monitor
 writes OUT_DIR/rank<R>.jsonl.
@@ -60,6 +61,8 @@ def main() -> int:
         max_grad_norm=1.0,
         sink=out / f"rank{rank}.jsonl",
         watchdog_min_timeout_s=30.0,
+        # A rank whose monitor goes off is waited for this long at each exchange.
+        peer_timeout_s=3.0 if "monitor_off" in events else 30.0,
     )
     pids: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(pids, os.getpid())
@@ -72,6 +75,8 @@ def main() -> int:
                 time.sleep(0.5)  # let the victim block inside the next all-reduce first
                 os.kill(int(str(pids[victim])), signal.SIGTERM)
                 monitor.sink.emit("sent_signal", {"rank": rank, "pid": os.getpid()})
+        if events.get("monitor_off") == (rank, step):
+            monitor.close()  # switched off from the training script; training goes on
         if events.get("kill") == (rank, step):
             os.kill(os.getpid(), signal.SIGKILL)
         if events.get("perturb") == (rank, step):

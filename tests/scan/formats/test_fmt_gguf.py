@@ -97,9 +97,8 @@ def test_ssti_templates_are_detected(technique: str, canary: Path) -> None:
     template = template.replace("CANARY", str(canary))
     ctx = run_handler(HANDLER, _model(template))
     assert rule in ctx.rule_ids, [f.message for f in ctx.findings]
-    worst = ctx.max_severity()
-    assert worst is not None
-    assert worst >= Severity.HIGH
+    # the technique's own rule is at HIGH or above, not merely some other finding
+    assert max(f.severity for f in ctx.findings if f.rule_id == rule) >= Severity.HIGH
 
 
 def test_template_under_named_variant_key_is_checked(canary: Path) -> None:

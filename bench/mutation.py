@@ -1,0 +1,304 @@
+"""Mutation testing of the modules that make security decisions (run on demand, never in CI).
+
+For each target (a module, optionally narrowed to the functions that decide), this copies
+``src/``, ``tests/`` and ``pyproject.toml`` into a scratch folder, configures mutmut to mutate
+that module only and to run only the test files that cover it, runs ``mutmut run`` under
+``nice``, and then reviews every surviving mutant against ``bench/mutation_reviewed.py``: a
+survivor is *explained* when a one-line reason says why it is equivalent (or why no test can
+tell it apart), and *unexplained* otherwise. It prints one Markdown table (mutants, killed,
+survived, explained, score per target) and the diff of every unexplained survivor;
+``--write FILE`` replaces the ``mutation`` section of FILE (docs/BENCHMARKS.md).
+
+    python bench/mutation.py --list
+    python bench/mutation.py policy enforcer --write docs/BENCHMARKS.md
+
+The score is killed / (killed + survived); timeouts count as killed, as mutmut counts them.
+Run it with the worktree's ``src`` first on ``PYTHONPATH`` and the venv's ``mutmut`` on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fnmatch
+import os
+import re
+import runpy
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reviewed() -> dict[str, dict[str, str]]:
+    path = Path(__file__).resolve().with_name("mutation_reviewed.py")
+    reviewed: dict[str, dict[str, str]] = runpy.run_path(str(path))["REVIEWED"]
+    return reviewed
+
+
+REVIEWED = _reviewed()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One module under mutation and the test files that must kill its mutants."""
+
+    source: str
+    tests: tuple[str, ...]
+    # mutmut names functions x_NAME and methods xǁCLASSǁNAME; empty means the whole module
+    functions: tuple[str, ...] = ()
+    # forkserver: each mutant runs in a process that never ran the tests, so module-level caches
+    # (the default policy) are rebuilt by the mutant; fork is faster but shares those caches
+    isolation: str = "fork"
+
+    @property
+    def module(self) -> str:
+        return self.source.removeprefix("src/").removesuffix(".py").replace("/", ".")
+
+    def patterns(self) -> list[str]:
+        return [f"{self.module}.{f}__mutmut_*" for f in self.functions] or [
+            f"{self.module}.*__mutmut_*"
+        ]
+
+
+TARGETS: dict[str, Target] = {
+    "policy": Target(
+        "src/trainwarden/scan/policy.py", ("tests/scan/test_policy.py",), isolation="forkserver"
+    ),
+    "enforcer": Target(
+        "src/trainwarden/loading/unpickler.py",
+        ("tests/loading/test_load_guard.py", "tests/loading/test_load_formats.py"),
+        (
+            "xǁEnforcerǁcheck",
+            "xǁEnforcerǁ_record",
+            "xǁEnforcerǁfinding_for",
+            "x_check_pickle_bytes",
+        ),
+    ),
+    "unpickler": Target(
+        "src/trainwarden/loading/unpickler.py",
+        ("tests/loading/test_load_guard.py", "tests/loading/test_load_formats.py"),
+        (
+            "xǁRestrictedUnpicklerǁfind_class",
+            "xǁRestrictedUnpicklerǁ__init__",
+            "xǁRestrictedPyUnpicklerǁfind_class",
+            "x_restricted_pickle_module",
+            "x_restricted_loads",
+        ),
+    ),
+    "guard": Target(
+        "src/trainwarden/loading/guard.py",
+        ("tests/loading/test_load_guard.py",),
+        (
+            "x__guard_find_class",
+            "x__guarded_load_method",
+            "x__read_rest",
+            "x__make_loads",
+            "x__read_checked",
+            "x__prescan_file",
+            "x__guarded_torch_load",
+            "x__guarded_numpy_load",
+            "x__guarded_joblib_load",
+            "x__patch_existing_subclasses",
+            "x__rebind_references",
+        ),
+    ),
+    "manifest": Target(
+        "src/trainwarden/loading/manifest.py",
+        ("tests/loading/test_load_manifest.py",),
+        (
+            "x__read_envelope",
+            "x__check_signature",
+            "x_verify_manifest",
+            "x__compare",
+            "x_verify_file_bytes",
+        ),
+    ),
+}
+
+
+def _mutmut() -> str:
+    exe = Path(sys.executable).with_name("mutmut")
+    return str(exe) if exe.exists() else "mutmut"
+
+
+def _workdir(name: str, target: Target, base: Path) -> Path:
+    work = base / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    shutil.copytree(ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject = pyproject.split("\n[tool.mutmut]")[0]
+    tests = ", ".join(f'"{t}"' for t in target.tests)
+    pyproject += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["src"]\n'
+        f'only_mutate = ["{target.source}"]\n'
+        f"pytest_add_cli_args_test_selection = [{tests}]\n"
+        'pytest_add_cli_args = ["-p", "no:randomly", "-p", "no:cacheprovider", "-q", "-x"]\n'
+        "use_git_change_detection = false\n"
+        f'process_isolation = "{target.isolation}"\n'
+    )
+    (work / "pyproject.toml").write_text(pyproject)
+    return work
+
+
+def _run(cmd: list[str], cwd: Path, log: Path | None = None) -> str:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # mutmut puts its mutated copy of src/ first on sys.path
+    proc = subprocess.run(
+        ["nice", "-n", "10", *cmd], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    if log is not None:
+        log.write_text(proc.stdout + proc.stderr)
+    return proc.stdout
+
+
+@dataclass
+class Survivor:
+    name: str
+    function: str
+    removed: list[str]
+    added: list[str]
+
+    @property
+    def key(self) -> str:
+        change = " / ".join(self.added) if self.added else "- " + " / ".join(self.removed)
+        return f"{self.function} | {change}"
+
+
+def _function_of(mutant: str) -> str:
+    tail = mutant.rsplit(".", 1)[1]
+    return re.sub(r"__mutmut_\d+$", "", tail)
+
+
+def _survivor(work: Path, mutant: str) -> Survivor:
+    diff = _run([_mutmut(), "show", mutant], work)
+    removed = [ln[1:].strip() for ln in diff.splitlines() if re.match(r"^-(?!--)", ln)]
+    added = [ln[1:].strip() for ln in diff.splitlines() if re.match(r"^\+(?!\+\+)", ln)]
+    return Survivor(mutant, _function_of(mutant), removed, added)
+
+
+@dataclass
+class Result:
+    name: str
+    target: Target
+    statuses: dict[str, str]
+    survivors: list[Survivor]
+
+    def count(self, *kinds: str) -> int:
+        return sum(1 for s in self.statuses.values() if s in kinds)
+
+    @property
+    def killed(self) -> int:
+        return self.count("killed", "timeout")
+
+    @property
+    def unexplained(self) -> list[Survivor]:
+        reviewed = REVIEWED.get(self.name, {})
+        return [s for s in self.survivors if s.key not in reviewed]
+
+
+def run_target(name: str, target: Target, base: Path, max_children: int) -> Result:
+    work = _workdir(name, target, base)
+    _run(
+        [_mutmut(), "run", "--max-children", str(max_children), *target.patterns()],
+        work,
+        log=work / "mutmut-run.log",
+    )
+    out = _run([_mutmut(), "results", "--all", "true"], work)
+    statuses: dict[str, str] = {}
+    for line in out.splitlines():
+        mutant, sep, status = line.strip().rpartition(": ")
+        if sep and any(fnmatch.fnmatch(mutant, p) for p in target.patterns()):
+            statuses[mutant] = status.strip()
+    survivors = [_survivor(work, m) for m, s in statuses.items() if s == "survived"]
+    return Result(name, target, statuses, survivors)
+
+
+def table(results: list[Result]) -> str:
+    rows = [
+        "| target | module (functions) | tests run | mutants | killed | survived | explained "
+        "| unexplained | score |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        total = r.killed + len(r.survivors)
+        score = f"{100 * r.killed / total:.1f}%" if total else "n/a"
+        funcs = (
+            ", ".join(
+                f.removeprefix("x_").replace("xǁ", "").replace("ǁ", ".") for f in r.target.functions
+            )
+            or "whole module"
+        )
+        other = len(r.statuses) - total
+        rows.append(
+            f"| {r.name} | `{r.target.module}` ({funcs}) | {', '.join(r.target.tests)} "
+            f"| {len(r.statuses)}{f' ({other} not run)' if other else ''} | {r.killed} "
+            f"| {len(r.survivors)} | {len(r.survivors) - len(r.unexplained)} "
+            f"| {len(r.unexplained)} | {score} |"
+        )
+    return "\n".join(rows)
+
+
+def write_section(path: Path, body: str) -> None:
+    begin = "<!-- BEGIN mutation (written by bench/mutation.py) -->"
+    end = "<!-- END mutation -->"
+    text = path.read_text()
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text:
+        head, _, rest = text.partition(begin)
+        text = head + block + rest.partition(end)[2]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "targets", nargs="*", help=f"targets to run (default: all): {', '.join(TARGETS)}"
+    )
+    ap.add_argument("--list", action="store_true", help="list the targets and exit")
+    ap.add_argument("--max-children", type=int, default=1, help="parallel mutants (default 1)")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="scratch folder (default: a tmp dir)"
+    )
+    ap.add_argument("--write", type=Path, default=None, help="update this file's mutation section")
+    args = ap.parse_args()
+    if args.list:
+        for name, t in TARGETS.items():
+            print(f"{name}: {t.source} {list(t.functions) or '(whole module)'} <- {list(t.tests)}")
+        return 0
+    names = args.targets or list(TARGETS)
+    bad = [n for n in names if n not in TARGETS]
+    if bad:
+        ap.error(f"unknown target(s): {', '.join(bad)}")
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="tw-mutation-"))
+    results = [run_target(n, TARGETS[n], base, args.max_children) for n in names]
+    tbl = table(results)
+    print(tbl)
+    for r in results:
+        for s in r.unexplained:
+            print(f"\nUNEXPLAINED {s.name}\n  key: {s.key!r}")
+            for ln in s.removed:
+                print(f"  - {ln}")
+            for ln in s.added:
+                print(f"  + {ln}")
+    if args.write:
+        cmd = "PYTHONPATH=$PWD/src python bench/mutation.py " + " ".join(names)
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        write_section(
+            args.write,
+            f"### Mutation testing (mutmut)\n\n`{cmd}` — {stamp}\n\n{tbl}\n",
+        )
+    return 1 if any(r.unexplained for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""Surviving mutants of bench/mutation.py that were reviewed and found equivalent.
+
+``REVIEWED[target][key] = reason``: ``key`` is ``"FUNCTION | MUTATED LINE(S)"`` as bench/mutation.py
+prints it for an unexplained survivor; ``reason`` says in one line why no test can or should tell
+the mutant from the original. A survivor that could change a security decision never goes here:
+it gets a test that kills it.
+"""
+
+from __future__ import annotations
+
+REVIEWED: dict[str, dict[str, str]] = {
+    "policy": {
+        'xǁPolicyǁfrom_file | f"cannot read policy file {p}: {e.strerror and e}",': (
+            "wording only: the message still names the file and the OS error"
+        ),
+        'xǁPolicyǁfrom_file | doc = tomllib.loads(raw.decode("UTF-8"))': (
+            '"UTF-8" and "utf-8" name the same codec'
+        ),
+        'xǁPolicyǁdiscover | doc = tomllib.loads(pyproject.read_text("UTF-8"))': (
+            '"UTF-8" and "utf-8" name the same codec'
+        ),
+        "xǁPolicyǁdiscover | doc = tomllib.loads(pyproject.read_text(None))": (
+            "the locale encoding is UTF-8 wherever Python 3.11 runs us (PEP 538/540 coerce the "
+            "C locale), so the same text is read"
+        ),
+        "xǁPolicyǁ_apply_config | limits = None": (
+            "the only caller (from_file) starts from Policy.default(), whose limits is None"
+        ),
+        "xǁPolicyǁclassify | if _wild_match(pattern, full, None, deny=True):": (
+            "the deny branch of _wild_match never reads `module`"
+        ),
+        'xǁPolicyǁclassify | if pattern.endswith(".*") and _wild_match(pattern, full, None, '
+        "deny=True):": "the deny branch of _wild_match never reads `module`",
+        'xǁPolicyǁclassify | if pattern.endswith(".*") and _wild_match(pattern, full, module, '
+        "deny=None):": "None is as falsy as False: the allow branch is taken either way",
+        'x__wild_match | rest = full[len(base) + 1 :] if (full.startswith(base + ".")) or True '
+        "else None": (
+            "rest is used only when module == base, and then full (module + '.' + name) always "
+            "starts with base + '.'"
+        ),
+    },
+    "enforcer": {
+        "xǁEnforcerǁcheck | stacklevel=4,": (
+            "stacklevel only chooses which caller frame the warning names; no decision reads it"
+        ),
+        "xǁEnforcerǁcheck | )": (  # the stacklevel argument removed
+            "stacklevel only chooses which caller frame the warning names; no decision reads it"
+        ),
+        "xǁEnforcerǁfinding_for | "
+        'Severity.parse(getattr(self.policy, "unknown_severity", None)),': (
+            "every Policy has unknown_severity; the getattr default is never used"
+        ),
+        'xǁEnforcerǁfinding_for | Severity.parse(getattr(self.policy, "unknown_severity", )),': (
+            "every Policy has unknown_severity; the getattr default is never used"
+        ),
+    },
+}

@@ -1,0 +1,40 @@
+"""The monitor's checks, in the order the core runs them at every hook.
+
+The order matters where one check uses what another produced in the same step: the continuity
+and hyperparameter checks fill the digest the cross-rank check exchanges; gradient clipping
+stores the gradient norm numerics looks at; the hang watchdog beats last, once the step is done.
+"""
+
+from __future__ import annotations
+
+from trainwarden.monitor.check import Check
+from trainwarden.monitor.checks.clipping import GradClipping
+from trainwarden.monitor.checks.code import CodeGuardCheck, StepIdentity
+from trainwarden.monitor.checks.continuity import OptimizerStateContinuity, WeightContinuity
+from trainwarden.monitor.checks.cross_rank import CrossRank
+from trainwarden.monitor.checks.gradients import GradientSource, HookInventory
+from trainwarden.monitor.checks.hang import HangWatch
+from trainwarden.monitor.checks.hyper import Hyperparameters
+from trainwarden.monitor.checks.numerics import Numerics
+from trainwarden.monitor.checks.rng import RngWatch
+from trainwarden.monitor.checks.timing import Timing
+from trainwarden.monitor.checks.update import UpdateRule
+
+__all__ = ["CHECKS", "Check"]
+
+CHECKS: tuple[type[Check], ...] = (
+    StepIdentity,
+    WeightContinuity,
+    Hyperparameters,
+    OptimizerStateContinuity,
+    GradClipping,
+    GradientSource,
+    HookInventory,
+    UpdateRule,
+    RngWatch,
+    Numerics,
+    Timing,
+    CodeGuardCheck,
+    CrossRank,
+    HangWatch,
+)

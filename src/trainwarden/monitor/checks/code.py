@@ -1,0 +1,133 @@
+"""Code integrity: ``optimizer.step`` replaced or wrapped, and the attestation code guard."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from trainwarden.findings import Severity
+from trainwarden.monitor.check import Check
+from trainwarden.monitor.config import MonitorConfig
+
+__all__ = ["CodeGuardCheck", "StepIdentity"]
+
+# A replaced callable whose location mentions one of these is CRITICAL (T2/T3: optimizer,
+# seeding, data order, clipping).
+_CRITICAL_CODE = ("optim", "seed", "dataloader", "sampler", "clip_grad")
+
+
+def _qualname(obj: object) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+class StepIdentity(Check):
+    """``optimizer.step`` is the one present at watch(), and not wrapped by another step()."""
+
+    name = "step-identity"
+    rules = ("TWM-CODE-STEP",)
+    cost = "two attribute reads per forward"
+
+    def __init__(self, monitor: Any) -> None:
+        super().__init__(monitor)
+        opt = monitor.optimizer
+        self._cls_step = type(opt).step
+        self._inst_step = opt.__dict__.get("step")
+        self._nested_reported = False
+
+    def forward_pre(self, first: bool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        mon = self.mon
+        opt = mon.optimizer
+        cls_step = type(opt).step
+        inst_step = opt.__dict__.get("step")
+        if cls_step is not self._cls_step:
+            self._cls_step = cls_step
+            mon.alert(
+                "TWM-CODE-STEP",
+                f"{type(opt).__qualname__}.step was replaced after watch(): "
+                f"now {_qualname(cls_step)}",
+                {"new": repr(cls_step)},
+            )
+        if inst_step is not self._inst_step:
+            self._inst_step = inst_step
+            # An LR scheduler created after watch() wraps optimizer.step to count calls; that
+            # wrapper (marked by torch) around the class's own step is legitimate.
+            if getattr(inst_step, "_wrapped_by_lr_sched", False) and (
+                getattr(inst_step, "__wrapped__", None) is cls_step
+            ):
+                return
+            mon.alert(
+                "TWM-CODE-STEP",
+                "optimizer.step was replaced on the optimizer instance after watch(): "
+                f"{_qualname(inst_step)}",
+                {"new": repr(inst_step)},
+            )
+
+    def nested_step(self) -> None:
+        """The hooked step ran inside another step() call (called by the core)."""
+        if self._nested_reported:
+            return
+        self._nested_reported = True
+        opt = self.mon.optimizer
+        self.mon.alert(
+            "TWM-CODE-STEP",
+            "optimizer.step() is wrapped: the hooked step ran inside another step() call; the "
+            "wrapper can change gradients or state before the real update",
+            {"class": f"{type(opt).__module__}.{type(opt).__qualname__}"},
+        )
+
+
+class CodeGuardCheck(Check):
+    """The attestation code guard, every ``code_guard_every`` steps."""
+
+    name = "code-guard"
+    rules = ("TWM-CODE",)
+    cost = "hashes the guarded functions' code objects every code_guard_every steps"
+
+    @classmethod
+    def enabled(cls, config: MonitorConfig) -> bool:
+        return config.code_guard
+
+    def __init__(self, monitor: Any) -> None:
+        super().__init__(monitor)
+        self.guard: Any = None
+        self._seen: set[tuple[str, str]] = set()
+
+    def start(self) -> None:
+        try:
+            mod = importlib.import_module("trainwarden.attest.code_guard")
+        except ImportError:
+            self.mon.note("code-guard", "code guard unavailable (trainwarden.attest not installed)")
+            return
+        try:
+            self.guard = mod.CodeGuard()
+        except Exception as e:  # fail-open: the guard is optional
+            self.mon.internal(e, "CodeGuard()")
+            return
+        self.run()
+
+    def run(self) -> None:
+        try:
+            findings = self.guard.check()
+        except Exception as e:  # fail-open
+            self.mon.internal(e, "CodeGuard.check")
+            return
+        for f in findings:
+            # The guard reports a persisting problem on every check: alert once per problem.
+            key = (f.rule_id, f.location)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            text = f"{f.location} {f.message}".lower()
+            replaced = f.rule_id in ("TWA-CODE-001", "TWA-CODE-002", "TWA-CODE-003")
+            sensitive = any(w in text for w in _CRITICAL_CODE)
+            self.mon.alert(
+                "TWM-CODE",
+                f"code guard: {f.message}",
+                {"finding": f.to_dict()},
+                severity=Severity.CRITICAL if replaced and sensitive else f.severity,
+            )
+
+    def step_end(self) -> None:
+        every = self.mon.config.code_guard_every
+        if self.guard is not None and every and self.mon.step % every == 0:
+            self.run()

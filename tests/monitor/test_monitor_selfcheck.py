@@ -1,0 +1,166 @@
+"""Switching the monitor off is observable: hooks removed, alert path or sink patched, close().
+
+Written as the insider who read core.py: each attack silences a part of the monitor and then
+edits a weight; the self-check must name the silencing, through a path the attack did not
+reach, and the sink records must carry sequence numbers and the self-check digest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from trainwarden.monitor import Monitor
+from trainwarden.monitor.checks.continuity import WeightContinuity
+
+from ._support import Run, mlp
+
+
+def _edit(step: int, m: Any, opt: Any) -> None:
+    if step == 3:
+        with torch.no_grad():
+            m[0].weight.mul_(0.5)
+
+
+def _tampered(run: Run) -> list[str]:
+    return [
+        p
+        for a in run.monitor.alerts
+        if a.rule_id == "TWM-MONITOR-TAMPERED"
+        for p in a.evidence["problems"]
+    ]
+
+
+def test_removing_one_hook_is_named_at_the_next_step(make_run: Callable[..., Run]) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+
+    def unhook(step: int, m: Any, opt: Any) -> None:
+        if step == 2:
+            # The attacker finds the monitor's forward pre-hook by its owner and drops it.
+            for hid, fn in list(m._forward_pre_hooks.items()):
+                if getattr(fn, "__self__", None) is run.monitor:
+                    del m._forward_pre_hooks[hid]
+
+    run.train(5, attack=unhook)
+    problems = _tampered(run)
+    assert problems == ["the monitor's forward pre hook was removed"]
+    alert = run.first("TWM-MONITOR-TAMPERED")
+    assert alert.step == 4 and alert.severity.name == "CRITICAL"
+
+
+def test_removing_every_hook_is_seen_by_the_background_self_check(
+    make_run: Callable[..., Run],
+) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0.05)
+    run.train(2)
+    for h in run.monitor._handles:
+        h.remove()  # no hook of the monitor runs any more: only its own thread can tell
+    deadline = time.monotonic() + 30
+    while not _tampered(run) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(_tampered(run)) == 4
+    kinds = [r["rule_id"] for k, r in run.sink.events if k == "alert"]
+    assert "TWM-MONITOR-TAMPERED" in kinds
+
+
+def test_patched_alert_path_is_reported_through_the_path_captured_at_watch(
+    make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+    baseline = run.monitor.selfcheck_digest
+
+    def silence(step: int, m: Any, opt: Any) -> None:
+        if step == 1:
+            monkeypatch.setattr(Monitor, "alert", lambda self, *a, **k: None)
+        _edit(step, m, opt)
+
+    run.train(6, attack=silence)
+    assert any("Monitor.alert was replaced" in p for p in _tampered(run))
+    # The weight edit itself went into the patched (silent) alert path...
+    assert "TWM-WEIGHT-EDIT" not in run.rules()
+    # ...but every record written since carries a different self-check digest.
+    steps = [r for k, r in run.sink.events if k == "step"]
+    assert steps[0]["selfcheck"] == baseline
+    assert steps[-1]["selfcheck"] != baseline
+
+
+def test_shadowed_sink_and_patched_code_are_named(
+    make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+    original = WeightContinuity._compare.__code__
+
+    def attack(step: int, m: Any, opt: Any) -> None:
+        if step == 1:
+            run.sink.emit = lambda kind, record: None  # type: ignore[method-assign]
+            monkeypatch.setattr(
+                WeightContinuity._compare, "__code__", (lambda self, *a, **k: None).__code__
+            )
+        _edit(step, m, opt)
+
+    try:
+        run.train(5, attack=attack)
+    finally:
+        WeightContinuity._compare.__code__ = original
+    problems = _tampered(run)
+    assert any("MemorySink.emit was shadowed on the instance" in p for p in problems)
+    assert any("WeightContinuity._compare.__code__ was patched" in p for p in problems)
+    # The report went to the sink through the class's own emit, captured at watch().
+    assert any(r.get("rule_id") == "TWM-MONITOR-TAMPERED" for _, r in run.sink.events)
+
+
+def test_every_record_carries_a_sequence_number_and_the_digest(
+    make_run: Callable[..., Run],
+) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01))
+    run.train(4)
+    run.monitor.close()
+    seqs = [r["seq"] for _, r in run.sink.events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    digests = {r["selfcheck"] for k, r in run.sink.events if k != "monitor_start"}
+    assert digests == {run.monitor.selfcheck_digest} and len(run.monitor.selfcheck_digest) == 16
+    stop = next(r for k, r in run.sink.events if k == "monitor_stop")
+    assert any("test_every_record_carries" in line for line in stop["caller"])
+    assert _tampered(run) == []
+
+
+def test_replacing_the_sink_is_named(make_run: Callable[..., Run]) -> None:
+    from trainwarden._internal.sink import NullSink
+
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+
+    def swap(step: int, m: Any, opt: Any) -> None:
+        if step == 1:
+            run.monitor.sink = NullSink()  # every later record goes nowhere
+        _edit(step, m, opt)
+
+    run.train(4, attack=swap)
+    assert _tampered(run) == ["the monitor's sink was replaced by NullSink"]
+    # Reported into the sink given at watch(), through its class's own emit.
+    assert any(r.get("rule_id") == "TWM-MONITOR-TAMPERED" for _, r in run.sink.events)
+
+
+def test_silencing_a_helper_the_checks_call_is_named(
+    make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainwarden.monitor.update_check import UpdateChecker
+
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+
+    def attack(step: int, m: Any, opt: Any) -> None:
+        if step == 1:
+            monkeypatch.setattr(UpdateChecker, "verify", lambda self, opt, snaps: [])
+
+    run.train(3, attack=attack)
+    assert any("UpdateChecker.verify was replaced" in p for p in _tampered(run))

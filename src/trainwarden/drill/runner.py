@@ -66,6 +66,7 @@ class Outcome:
     losses: tuple[float, ...] = ()
     step_seconds: tuple[float, ...] = ()
     alert_steps: tuple[int, ...] = ()
+    rules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,9 +171,11 @@ def _watched_run(
     before_step: Sabotage | None = None,
     after_step: Sabotage | None = None,
     steps: int | None = None,
+    start: int | None = None,
 ) -> Outcome:
     """Train the drill job for ``steps`` (default ``ctx.steps``) steps under ``watch()``; judge
-    by its alerts at MEDIUM or above."""
+    by its alerts at MEDIUM or above. An alert raised before step ``start`` (where the sabotage
+    begins) is a false alarm: the technique is then not counted as caught."""
     from trainwarden.monitor import watch
 
     job = _job()
@@ -184,6 +187,7 @@ def _watched_run(
     times: list[float] = []
     t0 = time.monotonic()
     detected_at: tuple[int, float] | None = None
+    early: Any = None
     mon = watch(
         job.model,
         job.optimizer,
@@ -211,11 +215,23 @@ def _watched_run(
             times.append(time.monotonic() - s0)
             if detected_at is None and _serious(mon.alerts):
                 detected_at = (step + 1, time.monotonic() - t0)
+                if start is not None and step < start:
+                    early = _serious(mon.alerts)[0]
     alerts = _serious(mon.alerts)
     if detected_at is None and alerts:
         detected_at = (n_steps, time.monotonic() - t0)
     index = first_index() if alerts else None
     first = alerts[0] if alerts else None
+    if early is not None:
+        return Outcome(
+            caught=False,
+            rule_id=early.rule_id,
+            detail=f"false alarm before the sabotage started: {early.rule_id}: {early.message}",
+            losses=tuple(losses),
+            step_seconds=tuple(times),
+            alert_steps=tuple(sorted({a.step for a in alerts})),
+            rules=tuple(dict.fromkeys(a.rule_id for a in alerts)),
+        )
     return Outcome(
         caught=first is not None,
         check="watch()" if first is not None else "",
@@ -227,6 +243,7 @@ def _watched_run(
         losses=tuple(losses),
         step_seconds=tuple(times),
         alert_steps=tuple(sorted({a.step for a in alerts})),
+        rules=tuple(dict.fromkeys(a.rule_id for a in alerts)),
     )
 
 
@@ -241,7 +258,11 @@ def _control(ctx: DrillContext) -> Outcome:
         caught=not got.caught,
         check="watch()",
         rule_id=got.rule_id,
-        detail="no alert at MEDIUM or above" if not got.caught else f"false alarm: {got.detail}",
+        detail=(
+            "no alert at MEDIUM or above"
+            if not got.caught
+            else f"false alarm: {got.rule_id}: {got.detail}"
+        ),
         ledger_index=got.ledger_index,
         losses=got.losses,
         step_seconds=got.step_seconds,
@@ -525,7 +546,9 @@ def _t8_ledger_edit(ctx: DrillContext) -> Outcome:
         return Outcome(caught=False, detail="needs the drill's own SQLite ledger (no --ledger)")
     from trainwarden.ledger.tools import verify_db
 
-    got = _watched_run(ctx, "t8", after_step=_edit_weights)  # a run with evidence worth erasing
+    got = _watched_run(
+        ctx, "t8", after_step=_edit_weights, start=2
+    )  # a run with evidence worth erasing
     target = got.ledger_index
     if target is None:
         return Outcome(caught=False, detail="no alert reached the ledger to erase")
@@ -561,11 +584,19 @@ def _t8_ledger_edit(ctx: DrillContext) -> Outcome:
 
 
 def _watched(
-    before: Sabotage | None = None, after: Sabotage | None = None, steps: int | None = None
+    before: Sabotage | None = None,
+    after: Sabotage | None = None,
+    steps: int | None = None,
+    start: int = 2,
 ) -> Callable[[DrillContext], Outcome]:
     def run(ctx: DrillContext) -> Outcome:
         return _watched_run(
-            ctx, ctx.workdir.name, before_step=before, after_step=after, steps=steps
+            ctx,
+            ctx.workdir.name,
+            before_step=before,
+            after_step=after,
+            steps=steps,
+            start=start,
         )
 
     return run
@@ -599,7 +630,7 @@ TECHNIQUES: tuple[Technique, ...] = (
         "T3-sleeps",
         "T3",
         "sleeps injected at irregular steps",
-        _watched(_sleep, steps=SLEEP_RUN_STEPS),
+        _watched(_sleep, steps=SLEEP_RUN_STEPS, start=min(_SLEEP_STEPS)),
     ),
     Technique(
         "T3-reverse-gradients",

@@ -1,0 +1,793 @@
+"""The sabotage drill: each technique of the threat model replayed, with a benign payload, against
+the drill's GPT job protected by TrainWarden, and what caught it.
+
+A :class:`Technique` runs in its own fresh run (its own folder, model, optimizer and, when a
+ledger is given, its own ledger run) and returns an :class:`Outcome`: caught or not, by which
+check and rule, how many steps and seconds until detection, and the ledger index of the first
+evidence. ``control`` is the same job with no sabotage; it passes only when nothing at MEDIUM or
+above was raised. The CLI (``trainwarden drill``) only prints what :func:`run_drill` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainwarden._internal.sink import MemorySink
+from trainwarden.audit.types import Job
+from trainwarden.errors import TrainWardenError
+from trainwarden.findings import Severity
+from trainwarden.sink import EventSink
+
+__all__ = [
+    "NOT_RUN",
+    "TECHNIQUES",
+    "DrillContext",
+    "DrillError",
+    "DrillResult",
+    "Outcome",
+    "Technique",
+    "local_ledger",
+    "run_drill",
+    "technique_ids",
+]
+
+STEPS = 6
+BATCH = 8
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one technique.
+
+    ``caught`` holds when a TrainWarden check refused or flagged the technique; for the control
+    run it holds when nothing at MEDIUM or above was raised. ``effective`` says whether the
+    technique was shown to work without the protection (None: not shown by this technique).
+    """
+
+    caught: bool
+    check: str = ""
+    rule_id: str = ""
+    detail: str = ""
+    steps_to_detection: int | None = None
+    seconds_to_detection: float | None = None
+    ledger_index: int | None = None
+    effective: bool | None = None
+    losses: tuple[float, ...] = ()
+    step_seconds: tuple[float, ...] = ()
+    alert_steps: tuple[int, ...] = ()
+    rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A ledger service the drill writes to: its URL and an admin token (to create runs)."""
+
+    url: str
+    admin_token: str
+    db_url: str | None = None  # set when the drill owns the storage (needed to tamper with it)
+    state_dir: Path | None = None
+
+
+@dataclass
+class DrillContext:
+    """Where a technique runs: a fresh folder, and the ledger when one is used."""
+
+    workdir: Path
+    ledger: Ledger | None = None
+    steps: int = STEPS
+    run_id: str | None = None
+    _sinks: list[Any] = field(default_factory=list)
+
+    def sink(self, name: str) -> tuple[EventSink, Callable[[], int | None]]:
+        """An event sink for this technique's run and a function that, after the run, returns
+        the ledger index of its first alert (None without a ledger or without an alert)."""
+        mem = MemorySink()
+        if self.ledger is None:
+            return mem, lambda: None
+        from trainwarden.ledger.client import LedgerClient, LedgerSink
+
+        with contextlib.closing(LedgerClient(self.ledger.url, self.ledger.admin_token)) as c:
+            got = c.post("/v1/runs", {"name": f"drill-{name}", "ranks": 0})
+        self.run_id = str(got["run"]["run_id"])
+        ledger_sink = LedgerSink(
+            self.ledger.url, str(got["token"]), spool_dir=self.workdir / "spool", fsync=False
+        )
+        self._sinks.append(ledger_sink)
+        ledger = self.ledger
+        run_id = self.run_id
+
+        def first_alert() -> int | None:
+            ledger_sink.flush(timeout=30)
+            with contextlib.closing(LedgerClient(ledger.url, ledger.admin_token)) as c:
+                page = c.get("/v1/entries", run=run_id, kind="alert", limit=1)
+            entries = page["entries"]
+            return int(entries[0]["index"]) if entries else None
+
+        return _Tee(mem, ledger_sink), first_alert
+
+    def close(self) -> None:
+        for s in self._sinks:
+            s.close()
+
+
+class _Tee:
+    def __init__(self, *sinks: EventSink) -> None:
+        self.sinks = sinks
+
+    def emit(self, kind: str, record: Any) -> None:
+        for s in self.sinks:
+            s.emit(kind, record)
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Technique:
+    """One sabotage technique: ``run(ctx)`` performs it against a fresh run and judges it."""
+
+    id: str
+    threat: str
+    description: str
+    run: Callable[[DrillContext], Outcome]
+    control: bool = False
+
+
+# Listed in the output as not run in this release; never counted as caught.
+NOT_RUN: dict[str, str] = {
+    "T2": "edited framework file in a throwaway environment (attest verify)",
+    "T4": "payload firing only on rank 1 of world_size >= 2 (torchrun)",
+    "T5": "one rank SIGKILLed / SIGSTOPped mid-run (torchrun)",
+}
+
+
+# ----------------------------------------------------------------------------- training loop
+
+
+def _job() -> Job:
+    from trainwarden.drill.gpt import make_tiny_job
+
+    return make_tiny_job()
+
+
+Sabotage = Callable[[Job, int], None]
+
+
+def _watched_run(
+    ctx: DrillContext,
+    name: str,
+    *,
+    before_step: Sabotage | None = None,
+    after_step: Sabotage | None = None,
+    steps: int | None = None,
+    start: int | None = None,
+) -> Outcome:
+    """Train the drill job for ``steps`` (default ``ctx.steps``) steps under ``watch()``; judge
+    by its alerts at MEDIUM or above. An alert raised before step ``start`` (where the sabotage
+    begins) is a false alarm: the technique is then not counted as caught."""
+    from trainwarden.monitor import watch
+
+    job = _job()
+    sink, first_index = ctx.sink(name)
+    gen = torch.Generator().manual_seed(7)
+    loader = torch.utils.data.DataLoader(job.dataset, batch_size=BATCH, shuffle=True, generator=gen)
+    batches = iter(loader)
+    losses: list[float] = []
+    times: list[float] = []
+    t0 = time.monotonic()
+    detected_at: tuple[int, float] | None = None
+    early: Any = None
+    mon = watch(
+        job.model,
+        job.optimizer,
+        scheduler=job.scheduler,
+        max_grad_norm=job.max_grad_norm,
+        sink=sink,
+    )
+    n_steps = steps or ctx.steps
+    with mon:
+        for step in range(n_steps):
+            s0 = time.monotonic()
+            if before_step is not None:
+                before_step(job, step)
+            loss = job.loss_fn(job.model, next(batches))
+            job.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if job.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(job.model.parameters(), job.max_grad_norm)
+            job.optimizer.step()
+            if job.scheduler is not None:
+                job.scheduler.step()
+            if after_step is not None:
+                after_step(job, step)
+            losses.append(float(loss.detach()))
+            times.append(time.monotonic() - s0)
+            if detected_at is None and _serious(mon.alerts):
+                detected_at = (step + 1, time.monotonic() - t0)
+                if start is not None and step < start:
+                    early = _serious(mon.alerts)[0]
+    alerts = _serious(mon.alerts)
+    if detected_at is None and alerts:
+        detected_at = (n_steps, time.monotonic() - t0)
+    index = first_index() if alerts else None
+    first = alerts[0] if alerts else None
+    if early is not None:
+        return Outcome(
+            caught=False,
+            rule_id=early.rule_id,
+            detail=f"false alarm before the sabotage started: {early.rule_id}: {early.message}",
+            losses=tuple(losses),
+            step_seconds=tuple(times),
+            alert_steps=tuple(sorted({a.step for a in alerts})),
+            rules=tuple(dict.fromkeys(a.rule_id for a in alerts)),
+        )
+    return Outcome(
+        caught=first is not None,
+        check="watch()" if first is not None else "",
+        rule_id=first.rule_id if first is not None else "",
+        detail=first.message if first is not None else "no alert at MEDIUM or above",
+        steps_to_detection=detected_at[0] if detected_at else None,
+        seconds_to_detection=round(detected_at[1], 3) if detected_at else None,
+        ledger_index=index,
+        losses=tuple(losses),
+        step_seconds=tuple(times),
+        alert_steps=tuple(sorted({a.step for a in alerts})),
+        rules=tuple(dict.fromkeys(a.rule_id for a in alerts)),
+    )
+
+
+def _serious(alerts: list[Any]) -> list[Any]:
+    return [a for a in alerts if a.severity >= Severity.MEDIUM]
+
+
+def _control(ctx: DrillContext) -> Outcome:
+    got = _watched_run(ctx, "control")
+    # The control passes when clean: invert the sense of ``caught`` for reporting.
+    return Outcome(
+        caught=not got.caught,
+        check="watch()",
+        rule_id=got.rule_id,
+        detail=(
+            "no alert at MEDIUM or above"
+            if not got.caught
+            else f"false alarm: {got.rule_id}: {got.detail}"
+        ),
+        ledger_index=got.ledger_index,
+        losses=got.losses,
+        step_seconds=got.step_seconds,
+        alert_steps=got.alert_steps,
+    )
+
+
+# ----------------------------------------------------------------------------- T3 in-loop sabotage
+
+
+def _patch_optimizer_sign_flip(job: Job, step: int) -> None:
+    if step != 2:
+        return
+    opt = job.optimizer
+    original = opt.step
+
+    def step_fn(*a: Any, **k: Any) -> Any:
+        before = [p.detach().clone() for g in opt.param_groups for p in g["params"]]
+        out = original(*a, **k)
+        with torch.no_grad():
+            params = [p for g in opt.param_groups for p in g["params"]]
+            for p, b in zip(params, before, strict=True):
+                p.copy_(b - (p - b))  # the same update, pointing the other way
+        return out
+
+    opt.step = step_fn
+
+
+def _change_lr(job: Job, step: int) -> None:
+    if step == 2:
+        for g in job.optimizer.param_groups:
+            g["lr"] = g["lr"] * 10
+
+
+def _change_weight_decay(job: Job, step: int) -> None:
+    if step == 2:
+        for g in job.optimizer.param_groups:
+            g["weight_decay"] = 0.0
+
+
+def _skip_clipping(job: Job, step: int) -> None:
+    if step == 2:
+        job.max_grad_norm = None  # the loop stops clipping (the configured threshold is unchanged)
+        for p in job.model.parameters():
+            p.register_hook(lambda g: g * 1000.0)
+
+
+# Sleeps start once the monitor has its timing baseline (``spike_warmup`` steps by default), as a
+# saboteur who read the monitor would wait for; they come at irregular steps.
+_SLEEP_STEPS = frozenset({18, 21, 24, 27, 30, 33})
+SLEEP_RUN_STEPS = 35
+
+
+def _sleep(job: Job, step: int) -> None:
+    if step in _SLEEP_STEPS:
+        time.sleep(2.5)
+
+
+def _edit_weights(job: Job, step: int) -> None:
+    if step == 2:
+        with torch.no_grad():
+            next(iter(job.model.parameters())).mul_(0.5)
+
+
+def _edit_moments(job: Job, step: int) -> None:
+    if step == 2:
+        for st in job.optimizer.state.values():
+            if "exp_avg_sq" in st:
+                st["exp_avg_sq"].mul_(100.0)
+                break
+
+
+def _reverse_gradients_replay(ctx: DrillContext) -> Outcome:
+    """Gradient hooks that reverse one layer's gradient: the replay audit must catch it."""
+    from trainwarden.audit import replay
+    from trainwarden.drill.gpt import make_tiny_job
+    from trainwarden.drill.replay_attacks import reverse_gradients, train
+
+    run = ctx.workdir / "audit-run"
+    t0 = time.monotonic()
+    losses = train(
+        make_tiny_job(), run, steps=ctx.steps, audit_every=2, attack=reverse_gradients(2)
+    )
+    report = replay(run, make_tiny_job, seed=0)
+    seconds = time.monotonic() - t0
+    bad = [f for f in report.findings if f.severity >= Severity.MEDIUM]
+    first = bad[0] if bad else None
+    return Outcome(
+        caught=first is not None,
+        check="replay audit" if first else "",
+        rule_id=first.rule_id if first else "",
+        detail=first.message if first else "replay found no divergence",
+        steps_to_detection=ctx.steps if first else None,
+        seconds_to_detection=round(seconds, 3) if first else None,
+        losses=tuple(losses),
+    )
+
+
+# ----------------------------------------------------------------------------- checkpoint payloads
+
+
+class _Exec:
+    """Pickles as ``exec(source)``: the shape of a real malicious checkpoint's payload."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, (self.source,)
+
+
+def _payload_checkpoint(dest: Path, source: str) -> Path:
+    """A "pretrained" torch checkpoint of the drill model whose pickle also runs ``source``."""
+    job = _job()
+    torch.save({"model": job.model.state_dict(), "extra": _Exec(source)}, dest)
+    return dest
+
+
+_PLAIN_LOAD = """\
+import sys, torch
+torch.load(sys.argv[1], weights_only=False)
+"""
+
+
+def _plain_load_runs_it(path: Path, cwd: Path) -> bool:
+    """Load ``path`` with plain ``torch.load(weights_only=False)`` in a child process; True when
+    it succeeded (the payload ran as part of it)."""
+    proc = subprocess.run(  # noqa: S603 - our own interpreter and a fixed script
+        [sys.executable, "-c", _PLAIN_LOAD, str(path)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode == 0
+
+
+def _guarded_load(path: Path, sink: EventSink) -> tuple[bool, str, str]:
+    """Load through trainwarden.load; (refused, rule id, message)."""
+    from trainwarden.loading.loader import load
+    from trainwarden.loading.types import LoadError, UnsafeModelError
+
+    try:
+        load(path, sink=sink)
+    except UnsafeModelError as e:
+        findings = getattr(e, "findings", ()) or ()
+        rule = findings[0].rule_id if findings else type(e).__name__
+        return True, rule, str(e).splitlines()[0]
+    except LoadError as e:
+        return True, type(e).__name__, str(e).splitlines()[0]
+    return False, "", "loaded"
+
+
+def _checkpoint_technique(
+    ctx: DrillContext, name: str, make_source: Callable[[Path], str], fired: Callable[[Path], bool]
+) -> Outcome:
+    canary = ctx.workdir / "canary"
+    ckpt = _payload_checkpoint(ctx.workdir / "pretrained.pt", make_source(canary))
+    plain_dir = ctx.workdir / "plain"
+    plain_dir.mkdir()
+    # Proof the payload is live: plain torch.load runs it (in a child, in its own folder).
+    plain_canary = plain_dir / "canary"
+    plain_ckpt = _payload_checkpoint(plain_dir / "pretrained.pt", make_source(plain_canary))
+    _plain_load_runs_it(plain_ckpt, plain_dir)
+    effective = fired(plain_canary)
+    sink, first_index = ctx.sink(name)
+    t0 = time.monotonic()
+    refused, rule, msg = _guarded_load(ckpt, sink)
+    seconds = time.monotonic() - t0
+    ran = fired(canary)
+    if refused:
+        sink.emit(
+            "alert",
+            {"rule_id": rule, "severity": "HIGH", "step": 0, "rank": 0, "message": msg},
+        )
+    caught = refused and not ran
+    return Outcome(
+        caught=caught,
+        check="trainwarden.load" if caught else "",
+        rule_id=rule,
+        detail=msg if caught else f"loaded (payload ran: {ran})",
+        steps_to_detection=0 if caught else None,
+        seconds_to_detection=round(seconds, 3) if caught else None,
+        ledger_index=first_index() if caught else None,
+        effective=effective,
+    )
+
+
+def _optimizer_patch_source(canary: Path) -> str:
+    # The real act would patch torch.optim.AdamW.step; the benign version only drops a canary
+    # where the patch would go, so a plain load leaves evidence and changes nothing else.
+    return f"open({str(canary)!r}, 'w').write('AdamW.step patched')\n"
+
+
+def _t1_checkpoint_payload(ctx: DrillContext) -> Outcome:
+    return _checkpoint_technique(ctx, "t1", _optimizer_patch_source, lambda canary: canary.exists())
+
+
+def _listener_source(canary: Path) -> str:
+    return (
+        "import socket\n"
+        "s = socket.socket()\n"
+        "s.bind(('127.0.0.1', 0))\n"
+        "s.listen(1)\n"
+        f"open({str(canary)!r}, 'w').write(str(s.getsockname()[1]))\n"
+        "s.close()\n"
+    )
+
+
+def _t7_listener_payload(ctx: DrillContext) -> Outcome:
+    return _checkpoint_technique(ctx, "t7", _listener_source, lambda canary: canary.exists())
+
+
+def _t7_sandbox(ctx: DrillContext) -> Outcome:
+    """A payload that does run (plain pickle in a job) tries to listen; Landlock must stop it."""
+    from trainwarden.drill.sandbox_techniques import run_technique
+    from trainwarden.sandbox import abi_version
+
+    abi = abi_version()
+    if abi.version < 6:
+        return Outcome(caught=False, detail=f"Landlock ABI {abi.version} < 6: {abi.reason}")
+    t0 = time.monotonic()
+    res = run_technique("listen-backdoor", ctx.workdir)
+    seconds = time.monotonic() - t0
+    return Outcome(
+        caught=res.blocked,
+        check="sandbox (Landlock)" if res.blocked else "",
+        rule_id="",  # the kernel denies the bind (EACCES); there is no rule id
+        detail=res.detail,
+        steps_to_detection=0 if res.blocked else None,
+        seconds_to_detection=round(seconds, 3) if res.blocked else None,
+        effective=res.unsandboxed_effect,
+    )
+
+
+# ----------------------------------------------------------------------------- T6 on disk
+
+
+def _t6_checkpoint_edit(ctx: DrillContext) -> Outcome:
+    """A checkpoint saved with its manifest is edited on disk before the resume."""
+    from trainwarden.loading.loader import load, save
+    from trainwarden.loading.types import ManifestError
+
+    job = _job()
+    path = ctx.workdir / "step_000003.pt"
+    save({"model": job.model.state_dict()}, path)
+    # The saboteur rewrites the weights with plain torch (a valid checkpoint, other values).
+    state = torch.load(path, weights_only=True)
+    first = next(iter(state["model"]))
+    state["model"][first] = state["model"][first] * 0.0
+    torch.save(state, path)
+    sink, first_index = ctx.sink("t6-disk")
+    t0 = time.monotonic()
+    try:
+        load(path, sink=sink)
+    except ManifestError as e:
+        findings = getattr(e, "findings", ()) or ()
+        rule = findings[0].rule_id if findings else "ManifestError"
+        msg = str(e).splitlines()[0]
+        sink.emit("alert", {"rule_id": rule, "severity": "HIGH", "step": 3, "message": msg})
+        return Outcome(
+            caught=True,
+            check="manifest verification",
+            rule_id=rule,
+            detail=msg,
+            steps_to_detection=0,
+            seconds_to_detection=round(time.monotonic() - t0, 3),
+            ledger_index=first_index(),
+        )
+    return Outcome(caught=False, detail="the edited checkpoint loaded")
+
+
+# ----------------------------------------------------------------------------- T8 ledger storage
+
+
+def _t8_ledger_edit(ctx: DrillContext) -> Outcome:
+    """Rewrite a stored ledger row after the run; ``ledger verify`` must name its index."""
+    ledger = ctx.ledger
+    if ledger is None or ledger.db_url is None or not ledger.db_url.startswith("sqlite:///"):
+        return Outcome(caught=False, detail="needs the drill's own SQLite ledger (no --ledger)")
+    from trainwarden.ledger.tools import verify_db
+
+    got = _watched_run(
+        ctx, "t8", after_step=_edit_weights, start=2
+    )  # a run with evidence worth erasing
+    target = got.ledger_index
+    if target is None:
+        return Outcome(caught=False, detail="no alert reached the ledger to erase")
+    db = Path(ledger.db_url[len("sqlite:///") :])
+    t0 = time.monotonic()
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            (body,) = conn.execute(
+                "SELECT entry FROM tw_entries WHERE idx = ?", (target,)
+            ).fetchone()
+            raw = bytes(body)
+            # Hide the alert: rename its rule, keeping the row valid JSON of the same shape.
+            edited = raw.replace(b"TWM-", b"TWX-", 1)
+            conn.execute("UPDATE tw_entries SET entry = ? WHERE idx = ?", (edited, target))
+    finally:
+        conn.close()
+    report = verify_db(ledger.db_url, key=None, state_dir=ledger.state_dir, saved=[])
+    seconds = time.monotonic() - t0
+    first = report.first_bad
+    caught = not report.ok and first is not None and first.index == target
+    return Outcome(
+        caught=caught,
+        check="ledger verify" if caught else "",
+        rule_id="",  # ledger verify names the entry; it has no rule ids
+        detail=str(first) if first is not None else "ledger verified OK after the edit",
+        seconds_to_detection=round(seconds, 3) if caught else None,
+        ledger_index=first.index if first is not None else None,
+    )
+
+
+# ----------------------------------------------------------------------------- the catalogue
+
+
+def _watched(
+    before: Sabotage | None = None,
+    after: Sabotage | None = None,
+    steps: int | None = None,
+    start: int = 2,
+) -> Callable[[DrillContext], Outcome]:
+    def run(ctx: DrillContext) -> Outcome:
+        return _watched_run(
+            ctx,
+            ctx.workdir.name,
+            before_step=before,
+            after_step=after,
+            steps=steps,
+            start=start,
+        )
+
+    return run
+
+
+TECHNIQUES: tuple[Technique, ...] = (
+    Technique("control", "-", "the same job with no sabotage (must raise nothing)", _control, True),
+    Technique(
+        "T1-checkpoint-payload",
+        "T1",
+        "shared pretrained checkpoint whose pickle patches the optimizer, loaded at resume",
+        _t1_checkpoint_payload,
+    ),
+    Technique(
+        "T3-sign-flip",
+        "T3",
+        "patched optimizer step applies the update with its sign flipped",
+        _watched(before=_patch_optimizer_sign_flip),
+    ),
+    Technique("T3-lr-change", "T3", "learning rate multiplied by 10 mid-run", _watched(_change_lr)),
+    Technique(
+        "T3-weight-decay", "T3", "weight decay zeroed mid-run", _watched(_change_weight_decay)
+    ),
+    Technique(
+        "T3-no-clipping",
+        "T3",
+        "gradient clipping silently dropped, gradients inflated by hooks",
+        _watched(_skip_clipping),
+    ),
+    Technique(
+        "T3-sleeps",
+        "T3",
+        "sleeps injected at irregular steps",
+        _watched(_sleep, steps=SLEEP_RUN_STEPS, start=min(_SLEEP_STEPS)),
+    ),
+    Technique(
+        "T3-reverse-gradients",
+        "T3",
+        "gradient hook reverses one layer's gradient (replay audit)",
+        _reverse_gradients_replay,
+    ),
+    Technique(
+        "T6-checkpoint-edit",
+        "T6",
+        "checkpoint edited on disk between save and resume",
+        _t6_checkpoint_edit,
+    ),
+    Technique(
+        "T6-weight-edit",
+        "T6",
+        "weights edited in memory between two steps",
+        _watched(after=_edit_weights),
+    ),
+    Technique(
+        "T6-moment-edit",
+        "T6",
+        "AdamW second moments edited in memory between two steps",
+        _watched(after=_edit_moments),
+    ),
+    Technique(
+        "T7-listener-payload",
+        "T7",
+        "checkpoint whose pickle opens a listening socket on 127.0.0.1",
+        _t7_listener_payload,
+    ),
+    Technique(
+        "T7-sandbox-listener",
+        "T7",
+        "a payload that did run tries to listen; the Landlock sandbox must deny it",
+        _t7_sandbox,
+    ),
+    Technique(
+        "T8-ledger-edit",
+        "T8",
+        "a stored ledger row rewritten after the run",
+        _t8_ledger_edit,
+    ),
+)
+
+
+def technique_ids() -> list[str]:
+    return [t.id for t in TECHNIQUES]
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    """One technique's outcome, with its catalogue entry and how long it took."""
+
+    technique: Technique
+    outcome: Outcome
+    seconds: float
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.outcome.caught
+
+
+def run_technique(tech: Technique, workdir: Path, ledger: Ledger | None = None) -> DrillResult:
+    """Run ``tech`` in a fresh folder under ``workdir``; errors become a failed result."""
+    folder = workdir / tech.id
+    folder.mkdir(parents=True, exist_ok=False)
+    ctx = DrillContext(folder, ledger)
+    t0 = time.monotonic()
+    try:
+        outcome = tech.run(ctx)
+        error = None
+    except Exception as e:  # a technique that crashed is reported, never counted as caught
+        outcome = Outcome(caught=False, detail=f"error: {e!r}")
+        error = repr(e)
+    finally:
+        ctx.close()
+    return DrillResult(tech, outcome, round(time.monotonic() - t0, 3), error)
+
+
+def run_drill(
+    workdir: Path,
+    ids: list[str] | None = None,
+    ledger: Ledger | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Iterator[DrillResult]:
+    """Run the chosen techniques (all by default, the control first), yielding each result."""
+    chosen = [t for t in TECHNIQUES if ids is None or t.id in ids or t.threat in ids]
+    for tech in chosen:
+        if progress is not None:
+            progress(tech.id)
+        yield run_technique(tech, workdir, ledger)
+
+
+@contextlib.contextmanager
+def local_ledger(workdir: Path, timeout: float = 60.0) -> Iterator[Ledger]:
+    """Start ``trainwarden serve`` over a fresh SQLite file on 127.0.0.1 (a free port), yield
+    it, and stop it on exit."""
+    import httpx
+
+    from trainwarden.drill.sandbox_techniques import free_port
+
+    state = workdir / "ledger-state"
+    db_url = f"sqlite:///{workdir / 'ledger.db'}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    import trainwarden
+
+    src = str(Path(trainwarden.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    log = (workdir / "ledger-server.log").open("ab")
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "serve",
+            "--db",
+            db_url,
+            "--state-dir",
+            str(state),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-deadman",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise DrillError(f"the local ledger server exited (log: {log.name})")
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > end:
+                raise DrillError(f"the local ledger server did not start (log: {log.name})")
+            time.sleep(0.1)
+        token = (state / "admin.token").read_text().strip()
+        yield Ledger(url, token, db_url=db_url, state_dir=state)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        log.close()
+
+
+class DrillError(TrainWardenError):
+    """The drill could not set itself up (ledger server, work folder)."""

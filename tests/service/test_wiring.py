@@ -67,3 +67,38 @@ def test_monitor_default_sink_includes_the_ledger(
                 s.close(timeout=0.1)
             else:
                 s.close()
+
+
+def test_library_load_reaches_the_ledger(
+    start_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    """trainwarden.load() with no sink and no guard still logs to the configured ledger."""
+    import os
+    import subprocess
+    import sys
+
+    srv = start_server(extra=["--no-deadman"])
+    run, token = srv.create_run(ranks=0)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "TRAINWARDEN_LEDGER_URL": srv.url,
+        "TRAINWARDEN_LEDGER_TOKEN": token,
+        "TRAINWARDEN_LEDGER_SPOOL": str(tmp_path / "spool"),
+    }
+    code = "import trainwarden, sys; trainwarden.load(sys.argv[1])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "examples" / "tiny_state_dict.pt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    st = open_storage(srv.db_url)
+    try:
+        entries = [json.loads(e.entry) for e in st.iter_entries() if e.run == run]
+    finally:
+        st.close()
+    (load,) = [e for e in entries if e["kind"] == "load"]
+    assert load["record"]["path"].endswith("tiny_state_dict.pt")

@@ -93,8 +93,28 @@ def get_default_sink() -> EventSink | None:
     return _default_sink
 
 
+_env_ledger: list[EventSink | None] = []
+
+
+def _ledger_from_env() -> EventSink | None:
+    """The ledger sink TRAINWARDEN_LEDGER_URL/TOKEN configure, created once per process."""
+    if not _env_ledger:
+        import atexit
+
+        from trainwarden.ledger.client import configured_sink
+
+        led = configured_sink()
+        if led is not None:
+            # Ship what is spooled before the interpreter exits (what is left stays spooled).
+            atexit.register(led.close, 5.0)
+        _env_ledger.append(led)
+    return _env_ledger[0]
+
+
 def _emit(sink: EventSink | None, kind: str, record: dict[str, Any]) -> None:
     target = sink if sink is not None else _default_sink
+    if target is None:
+        target = _ledger_from_env()
     if target is not None:
         target.emit(kind, record)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
 
 
 def _run_cli(
@@ -38,3 +39,34 @@ def _run_cli(
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Factory: run ``python -m trainwarden ARGS`` in a real subprocess."""
     return _run_cli
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A DSN of a real PostgreSQL server, one for the whole test session (ledger and service).
+
+    It comes from ``TRAINWARDEN_TEST_PG_DSN`` (``.ci/run`` starts a server and sets it); when
+    unset, the suite starts its own with ``.ci/start-postgres.sh``. Only an explicit
+    ``TRAINWARDEN_TEST_PG_UNAVAILABLE=1`` (which CI never sets) skips; any other failure to get
+    a server fails the tests loudly.
+    """
+    if os.environ.get("TRAINWARDEN_TEST_PG_UNAVAILABLE") == "1":
+        pytest.skip("TRAINWARDEN_TEST_PG_UNAVAILABLE=1: PostgreSQL tests explicitly disabled")
+    dsn = os.environ.get("TRAINWARDEN_TEST_PG_DSN")
+    if dsn:
+        yield dsn
+        return
+    proc = subprocess.run(
+        [str(ROOT / ".ci" / "start-postgres.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"could not start PostgreSQL for the tests:\n{proc.stderr}")
+    dsn, stop = proc.stdout.strip().splitlines()[:2]
+    try:
+        yield dsn
+    finally:
+        subprocess.run(stop.split(), capture_output=True, timeout=60, check=False)

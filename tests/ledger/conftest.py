@@ -8,9 +8,7 @@ failure to get a server fails the tests loudly.
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,31 +20,6 @@ from trainwarden.ledger.storage import SqlStorage, Storage
 
 ROOT = Path(__file__).resolve().parents[2]
 ORIGIN = "test.trainwarden.example/ledger"
-
-
-@pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
-    """A DSN of a real PostgreSQL server for this test session."""
-    if os.environ.get("TRAINWARDEN_TEST_PG_UNAVAILABLE") == "1":
-        pytest.skip("TRAINWARDEN_TEST_PG_UNAVAILABLE=1: PostgreSQL tests explicitly disabled")
-    dsn = os.environ.get("TRAINWARDEN_TEST_PG_DSN")
-    if dsn:
-        yield dsn
-        return
-    proc = subprocess.run(
-        [str(ROOT / ".ci" / "start-postgres.sh")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"could not start PostgreSQL for the ledger tests:\n{proc.stderr}")
-    dsn, stop = proc.stdout.strip().splitlines()[:2]
-    try:
-        yield dsn
-    finally:
-        subprocess.run(stop.split(), capture_output=True, timeout=60, check=False)
 
 
 def _pg_schema_url(dsn: str) -> str:

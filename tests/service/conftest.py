@@ -96,31 +96,6 @@ class Server:
             return str(got["run"]["run_id"]), str(got["token"])
 
 
-@pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
-    """A real PostgreSQL server (see tests/ledger/conftest.py for the rules)."""
-    if os.environ.get("TRAINWARDEN_TEST_PG_UNAVAILABLE") == "1":
-        pytest.skip("TRAINWARDEN_TEST_PG_UNAVAILABLE=1: PostgreSQL tests explicitly disabled")
-    dsn = os.environ.get("TRAINWARDEN_TEST_PG_DSN")
-    if dsn:
-        yield dsn
-        return
-    proc = subprocess.run(
-        [str(ROOT / ".ci" / "start-postgres.sh")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"could not start PostgreSQL for the service tests:\n{proc.stderr}")
-    dsn, stop = proc.stdout.strip().splitlines()[:2]
-    try:
-        yield dsn
-    finally:
-        subprocess.run(stop.split(), capture_output=True, timeout=60, check=False)
-
-
 def pg_schema_url(dsn: str) -> str:
     import psycopg
 

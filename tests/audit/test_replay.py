@@ -17,9 +17,8 @@ import torch
 
 from trainwarden._internal.sink import MemorySink
 from trainwarden.audit import AuditError, AuditRecorder, replay
-from trainwarden.audit.recorder import chain_hash
 from trainwarden.drill.gpt import make_tiny_job
-from trainwarden.drill.replay_attacks import ATTACKS, train
+from trainwarden.drill.replay_attacks import ATTACKS, rewrite_step_record, train
 from trainwarden.findings import Severity
 
 STEPS = 8
@@ -117,14 +116,7 @@ def test_rewritten_chain_is_caught_against_the_event_log(tmp_path: Path) -> None
     sink = MemorySink()
     run = _record(tmp_path, sink=sink)
     # The attacker rewrites a record and recomputes the whole chain after it.
-    recs = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
-    recs[3]["loss"] = 0.25
-    prev = recs[2]["hash"]
-    for r in recs[3:]:
-        r["prev"] = prev
-        r["hash"] = chain_hash(r)
-        prev = r["hash"]
-    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    rewrite_step_record(run, 3, loss=0.25)
     assert replay(run, make_tiny_job, seed=1).record_findings == ()
     events = [{"kind": k, **r} for k, r in sink.events]
     report = replay(run, make_tiny_job, seed=1, events=events)

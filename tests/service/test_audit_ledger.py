@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from trainwarden.audit import replay
-from trainwarden.audit.recorder import chain_hash
 from trainwarden.audit.replay import ledger_events
 from trainwarden.drill.gpt import make_tiny_job
-from trainwarden.drill.replay_attacks import train
+from trainwarden.drill.replay_attacks import rewrite_step_record, train
 
 from .conftest import Server
 
@@ -36,14 +35,7 @@ def test_rewritten_records_are_caught_against_the_ledger(
     assert replay(run, make_tiny_job, seed=0, events=events).findings == ()
 
     # The saboteur rewrites step 1's record and recomputes the chain after it.
-    recs = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
-    recs[1]["loss"] = 0.125
-    prev = recs[0]["hash"]
-    for r in recs[1:]:
-        r["prev"] = prev
-        r["hash"] = chain_hash(r)
-        prev = r["hash"]
-    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    rewrite_step_record(run, 1, loss=0.125)
 
     monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", reader)
     proc = subprocess.run(

@@ -197,6 +197,7 @@ class AuditRecorder:
 
     def _checkpoint(self) -> None:
         from trainwarden.loading import save
+        from trainwarden.loading.manifest import hash_file
 
         job = self.job
         state: dict[str, Any] = {
@@ -215,7 +216,7 @@ class AuditRecorder:
                 "run_id": self.run_id,
                 "step": self.step_index,
                 "path": path.name,
-                "sha256": _sha256_file(path),
+                "sha256": hash_file(path),
                 "chain": self._prev,
             },
         )
@@ -236,11 +237,3 @@ class AuditRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -8,6 +8,7 @@ to where the replay should first see it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,14 @@ import torch
 from trainwarden._internal.sink import EventSink
 from trainwarden.audit import AuditRecorder, Job
 
-__all__ = ["ATTACKS", "Attack", "AttackSpec", "reverse_gradients_at", "train"]
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackSpec",
+    "reverse_gradients_at",
+    "rewrite_step_record",
+    "train",
+]
 
 # Called before every optimizer step with the job and the step about to run.
 Attack = Callable[[Job, int], None]
@@ -171,6 +179,22 @@ ATTACKS: dict[str, AttackSpec] = {
     "flip-samples": AttackSpec(flip_samples, "data", "training samples altered in memory"),
     "reseed-every-step": AttackSpec(reseed_every_step, "rng", "RNG reset every step"),
 }
+
+
+def rewrite_step_record(run_dir: Path, step: int, **changes: Any) -> None:
+    """After the run: change fields of one step record and recompute the hash chain after it,
+    as a saboteur editing the evidence would (only the event log's copy shows the rewrite)."""
+    from trainwarden.audit.recorder import chain_hash
+
+    path = run_dir / "steps.jsonl"
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    recs[step].update(changes)
+    prev = recs[step - 1]["hash"] if step else "0" * 64
+    for r in recs[step:]:
+        r["prev"] = prev
+        r["hash"] = chain_hash(r)
+        prev = r["hash"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
 
 
 def train(

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trainwarden.errors import TrainWardenError
-from trainwarden.findings import Finding, Severity
+from trainwarden._version import __version__
 
 if TYPE_CHECKING:
+    from trainwarden.errors import TrainWardenError
+    from trainwarden.findings import Finding, Severity
     from trainwarden.loading import UnsafeModelError, load, save
     from trainwarden.monitor.core import watch
     from trainwarden.monitor.types import Alert, TamperingDetected
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Alert",
@@ -36,6 +35,9 @@ __all__ = [
 # Imported on first use, so `import trainwarden` (and every CLI command) stays fast: watch() needs
 # torch, and the safe loader pulls in the scanner and the restricted unpickler.
 _LAZY = {
+    "TrainWardenError": "trainwarden.errors",
+    "Finding": "trainwarden.findings",
+    "Severity": "trainwarden.findings",
     "watch": "trainwarden.monitor.core",
     "load": "trainwarden.loading",
     "save": "trainwarden.loading",

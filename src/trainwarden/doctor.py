@@ -16,6 +16,7 @@ import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Component", "DoctorReport", "Feature", "run_doctor"]
 
@@ -88,6 +89,25 @@ class DoctorReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``trainwarden doctor --format json``)."""
+        return {
+            "trainwarden": self.trainwarden_version,
+            "python": self.python,
+            "python_executable": self.python_executable,
+            "platform": self.platform,
+            "components": [
+                {"name": c.name, "state": c.state, "version": c.version, "detail": c.detail}
+                for c in self.components
+            ],
+            "features": [
+                {"name": f.name, "usable": f.usable, "missing": list(f.missing)}
+                for f in self.features
+            ],
+            "problems": list(self.problems),
+            "ok": self.ok,
+        }
 
 
 def _probe(module: str, dist: str, deep: bool) -> Component:

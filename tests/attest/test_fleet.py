@@ -40,7 +40,7 @@ def test_the_odd_node_is_named_and_the_majority_is_clean(
     assert [n.label for n in report.odd] == ["node-odd.json"]
     items = {k for k, _, _ in report.odd[0].differences}
     assert items == {"file:twdemo:twdemo/core.py"}
-    findings = report.findings()
+    findings = report.findings
     assert [(f.rule_id, f.severity, f.location) for f in findings] == [
         ("TWA-FLEET-001", Severity.HIGH, "node-odd.json")
     ]
@@ -63,7 +63,7 @@ def test_a_split_fleet_has_no_majority_to_trust(
     good = next(s for label, s in nodes if label == "node0.json")
     report = fleet_diff([("a", good), ("b", odd)])
     assert report.split == ("file:twdemo:twdemo/core.py",)
-    assert [f.rule_id for f in report.findings()] == ["TWA-FLEET-002"]
+    assert [f.rule_id for f in report.findings] == ["TWA-FLEET-002"]
 
 
 def test_cli_fleet_names_the_odd_one_and_exits_1(

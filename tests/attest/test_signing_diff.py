@@ -122,15 +122,15 @@ def test_node_to_node_diff_grouped_by_distribution(
     assert d.environment == {"LD_PRELOAD": (None, "x.so")}
     # The venvs live at different prefixes; that alone is not a difference of content.
     assert "path" in d.interpreter and set(d.interpreter) == {"path"}
-    rules = {f.rule_id for f in d.findings()}
+    rules = {f.rule_id for f in d.findings}
     assert rules == {"TWA-BASE-001", "TWA-BASE-007", "TWA-BASE-010", "TWA-BASE-011"}
-    base1 = {(f.location, f.severity) for f in d.findings() if f.rule_id == "TWA-BASE-001"}
+    base1 = {(f.location, f.severity) for f in d.findings if f.rule_id == "TWA-BASE-001"}
     assert base1 == {
         ("twdemo:twdemo/core.py", Severity.CRITICAL),
         ("twdemo:twdemo/data.txt", Severity.HIGH),
     }
     # verify reports RECORD failures itself and leaves them out of the baseline findings.
-    assert "TWA-BASE-001" not in {f.rule_id for f in d.findings(record_checked=True)}
+    assert "TWA-BASE-001" not in {f.rule_id for f in d.baseline_findings(record_checked=True)}
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -203,8 +203,8 @@ def test_version_change_removal_and_new_files_against_a_baseline(
         "TWA-BASE-003": (base, dataclasses.replace(base, distributions=(grown,))),
     }
     for rule, (a, b) in cases.items():
-        found = diff_snapshots(a, b).findings()
+        found = diff_snapshots(a, b).findings
         assert [f.rule_id for f in found] == [rule], rule
-    assert [f.severity for f in diff_snapshots(*cases["TWA-BASE-006"]).findings()] == [
+    assert [f.severity for f in diff_snapshots(*cases["TWA-BASE-006"]).findings] == [
         Severity.MEDIUM
     ]

@@ -1,20 +1,28 @@
-"""Opening input files without blocking on pipes or devices, with one message for every command.
+"""Opening input files without blocking on pipes or devices, and writing files atomically.
 
 A path is opened first (non-blocking, so a FIFO cannot hang the open) and judged by ``fstat`` of
 the descriptor actually opened: a path swapped between a check and the open cannot slip through.
+Every file TrainWarden writes (reports, manifests, keys, snapshots, caches) goes through
+:func:`atomic_path` or :func:`write_atomic`: a reader sees the old file or the new one, never half.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 __all__ = [
     "NOT_REGULAR_HINT",
     "NotRegularFileError",
+    "atomic_path",
     "kind_of",
     "not_regular_message",
     "open_regular",
+    "write_atomic",
 ]
 
 NOT_REGULAR_HINT = "give a regular file or a directory, not a device, pipe or socket"
@@ -70,3 +78,31 @@ def open_regular(path: str | os.PathLike[str]) -> int:
         os.close(fd)
         raise
     return fd
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, mode: int = 0o644, *, make_parents: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    On any exception the temporary file is removed and ``path`` is left untouched. The file
+    gets ``mode`` (``0o600`` for private keys) before it becomes visible under ``path``.
+    """
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, make_parents: bool = True) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path, mode, make_parents=make_parents) as tmp:
+        tmp.write_bytes(data)

@@ -12,11 +12,12 @@ import marshal
 import os
 import stat
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
+
+from trainwarden._internal.files import write_atomic
 
 __all__ = [
     "HashCache",
@@ -161,18 +162,10 @@ class HashCache:
         records = dict(list(self._records.items())[-_MAX_RECORDS:])
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(prefix=".attest-", dir=self.path.parent)
+            # The cache is private (it decides what is hashed again): owner-only, like its folder.
+            write_atomic(self.path, _MAGIC + marshal.dumps((entries, records)), mode=0o600)
         except OSError as e:
             # The cache only saves time; a read-only home must not fail the attestation.
-            self.reason = f"could not save the hash cache in {self.path.parent}: {e}"
-            return
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_MAGIC)
-                f.write(marshal.dumps((entries, records)))
-            os.replace(tmp, self.path)
-        except OSError as e:
-            Path(tmp).unlink(missing_ok=True)
             self.reason = f"could not save the hash cache {self.path}: {e}"
             return
         self._new = 0

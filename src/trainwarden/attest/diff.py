@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from trainwarden.attest.envvars import describe
 from trainwarden.attest.record import FileStatus
 from trainwarden.attest.snapshot import Distribution, Snapshot
 from trainwarden.findings import Finding, Severity
+from trainwarden.report import exit_code_for
 
 __all__ = ["BASELINE_RULES", "DistDiff", "SnapshotDiff", "diff_snapshots"]
 
@@ -83,7 +85,47 @@ class SnapshotDiff:
             or self.path_files
         )
 
-    def findings(self, *, record_checked: bool = False) -> list[Finding]:
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """The differences as findings, for ``b`` checked against baseline ``a``."""
+        return tuple(self.baseline_findings())
+
+    def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
+        """``1`` when a difference is at or above ``fail_on``, else ``0``."""
+        return exit_code_for(self.findings, fail_on)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every difference, by kind, and the findings (``attest diff --format json``)."""
+        return {
+            "a": self.a,
+            "b": self.b,
+            "interpreter": dict(self.interpreter),
+            "platform": dict(self.platform),
+            "environment": dict(self.environment),
+            "orphans": dict(self.orphans),
+            "pth_files": dict(self.pth_files),
+            "customize": dict(self.customize),
+            "code": dict(self.code),
+            "path_files": dict(self.path_files),
+            "distributions": [
+                {
+                    "name": x.name,
+                    "change": x.change,
+                    "version_a": x.version_a,
+                    "version_b": x.version_b,
+                    "changed": [
+                        {"path": p, "sha256_a": sa, "sha256_b": sb, "status_a": ta, "status_b": tb}
+                        for p, sa, sb, ta, tb in x.changed
+                    ],
+                    "added": list(x.added),
+                    "removed": list(x.removed),
+                }
+                for x in self.distributions
+            ],
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def baseline_findings(self, *, record_checked: bool = False) -> list[Finding]:
         """The differences as findings, for ``b`` checked against baseline ``a``.
 
         ``record_checked``: files of ``b`` that fail RECORD are left out because the caller

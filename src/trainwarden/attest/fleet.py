@@ -14,10 +14,12 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from trainwarden.attest.diff import _path_map, _rel
 from trainwarden.attest.snapshot import Snapshot
 from trainwarden.findings import Finding, Severity
+from trainwarden.report import exit_code_for
 
 __all__ = ["RULES", "FleetReport", "NodeDeviation", "fleet_diff", "fleet_key_map"]
 
@@ -85,7 +87,31 @@ class FleetReport:
     odd: tuple[NodeDeviation, ...]
     split: tuple[str, ...]
 
-    def findings(self) -> list[Finding]:
+    def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
+        """``1`` when a finding is at or above ``fail_on``, else ``0``."""
+        return exit_code_for(self.findings, fail_on)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Majority, odd ones out and split keys (``attest diff --fleet --format json``)."""
+        return {
+            "nodes": self.nodes,
+            "distinct_environments": self.groups,
+            "majority_nodes": self.majority_nodes,
+            "odd_ones_out": [
+                {
+                    "snapshot": n.label,
+                    "host": n.host,
+                    "differences": n.count,
+                    "items": [{"item": k, "node": v, "majority": m} for k, v, m in n.differences],
+                }
+                for n in self.odd
+            ],
+            "split": list(self.split),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
         """One HIGH finding per odd node, one MEDIUM per split key (first 50)."""
         out = [
             Finding(
@@ -113,7 +139,7 @@ class FleetReport:
             )
             for k in self.split[:_MAX_LISTED]
         )
-        return out
+        return tuple(out)
 
 
 def fleet_diff(snapshots: Iterable[tuple[str, Snapshot]]) -> FleetReport:

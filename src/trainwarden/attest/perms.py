@@ -15,8 +15,10 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainwarden.findings import Finding, Severity
+from trainwarden.report import exit_code_for
 
 __all__ = [
     "RULES",
@@ -24,6 +26,7 @@ __all__ = [
     "PermsReport",
     "build_posix_acl",
     "check_permissions",
+    "owner_uid",
     "parse_posix_acl",
 ]
 
@@ -95,6 +98,18 @@ class PermsReport:
     owner_uid: int
     checked: int
     findings: tuple[Finding, ...]
+
+    def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
+        """``1`` when a finding is at or above ``fail_on``, else ``0``."""
+        return exit_code_for(self.findings, fail_on)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "owner_uid": self.owner_uid,
+            "roots": list(self.roots),
+            "checked": self.checked,
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 def _acl_writers(path: str, owner_uid: int) -> list[AclEntry] | None:
@@ -321,3 +336,19 @@ def check_permissions(
             )
     findings = sorted(col.findings, key=lambda f: (-f.severity.value, f.rule_id, f.location))
     return PermsReport(tuple(roots), owner, checked, tuple(findings))
+
+
+def owner_uid(owner: str | None) -> int | None:
+    """The uid of ``owner`` (a user name or a number); None for None (the caller: you)."""
+    if owner is None:
+        return None
+    if owner.isdigit():
+        return int(owner)
+    import pwd
+
+    from trainwarden.attest import AttestationError
+
+    try:
+        return pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        raise AttestationError(f"unknown user {owner!r}") from None

@@ -7,16 +7,15 @@ signature over one payload type can never be replayed as another.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainwarden._internal.dsse import PAYLOAD_TYPE, generate_ed25519_pem, pae
+from trainwarden._internal import signing as _signing
+from trainwarden._internal.files import write_atomic
+from trainwarden._internal.signing import PAYLOAD_TYPE, pae
 from trainwarden.attest import AttestationError
 from trainwarden.attest.snapshot import Snapshot
 
@@ -24,6 +23,7 @@ __all__ = [
     "PAYLOAD_TYPE",
     "LoadedSnapshot",
     "generate_key",
+    "load_signed_snapshot",
     "load_snapshot",
     "pae",
     "sign_statement",
@@ -32,122 +32,22 @@ __all__ = [
 ]
 
 
-def _crypto() -> Any:
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise AttestationError(
-            "signing needs the 'cryptography' package",
-            hint="pip install 'trainwarden[server]' (or just cryptography)",
-        ) from e
-    return serialization, ed25519
-
-
-def _keyid(public_raw: bytes) -> str:
-    return hashlib.sha256(public_raw).hexdigest()[:16]
-
-
-def _load_private(path: Path) -> Any:
-    serialization, ed25519 = _crypto()
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as e:
-        raise AttestationError(
-            f"cannot read Ed25519 private key {path}: {e}",
-            hint="create one with `trainwarden attest keygen KEYFILE`",
-        ) from e
-    if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise AttestationError(f"{path} is not an Ed25519 private key")
-    return key
-
-
-def _load_public(path: Path) -> Any:
-    """A public key file, or the public half of a private key file."""
-    serialization, ed25519 = _crypto()
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise AttestationError(f"cannot read key {path}: {e}") from e
-    try:
-        key = serialization.load_pem_public_key(data)
-    except ValueError:
-        try:
-            key = serialization.load_pem_private_key(data, password=None).public_key()
-        except (ValueError, TypeError) as e:
-            raise AttestationError(f"{path} is not a PEM Ed25519 key: {e}") from e
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise AttestationError(f"{path} is not an Ed25519 key")
-    return key
-
-
-def _raw_public(key: Any) -> bytes:
-    serialization, _ = _crypto()
-    raw: bytes = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return raw
-
-
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def generate_key(path: Path) -> tuple[Path, str]:
     """Write a new Ed25519 private key to ``path`` (mode 0600) and its public key to
     ``path.pub``; return the public key path and key id. Refuses to overwrite."""
-    _crypto()
-    pub_path = path.with_name(path.name + ".pub")
-    for p in (path, pub_path):
-        if p.exists():
-            raise AttestationError(f"{p} already exists; refusing to overwrite a key")
-    priv, pub = generate_ed25519_pem()
-    write_atomic(path, priv, mode=0o600)
-    write_atomic(pub_path, pub)
-    return pub_path, _keyid(_raw_public(_load_public(pub_path)))
+    _, pub_path, kid = _signing.generate_keypair(path, error=AttestationError)
+    return pub_path, kid
 
 
 def sign_statement(statement: Mapping[str, Any], key_path: Path) -> dict[str, Any]:
     """Return a DSSE envelope holding ``statement`` signed with the Ed25519 key at ``key_path``."""
-    key = _load_private(key_path)
     payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    sig = key.sign(pae(PAYLOAD_TYPE, payload))
-    return {
-        "payloadType": PAYLOAD_TYPE,
-        "payload": base64.b64encode(payload).decode(),
-        "signatures": [
-            {"keyid": _keyid(_raw_public(key.public_key())), "sig": base64.b64encode(sig).decode()}
-        ],
-    }
+    return _signing.envelope(payload, key_path, error=AttestationError)
 
 
 def verify_envelope(envelope: Mapping[str, Any], key_path: Path) -> bool:
     """True when any signature in ``envelope`` verifies under the key at ``key_path``."""
-    from cryptography.exceptions import InvalidSignature
-
-    key = _load_public(key_path)
-    try:
-        payload = base64.b64decode(str(envelope["payload"]), validate=True)
-        payload_type = str(envelope["payloadType"])
-        sigs = list(envelope.get("signatures", []))
-    except (KeyError, TypeError, ValueError):
-        return False
-    message = pae(payload_type, payload)
-    for s in sigs:
-        try:
-            key.verify(base64.b64decode(str(s["sig"]), validate=True), message)
-            return True
-        except (InvalidSignature, KeyError, TypeError, ValueError):
-            continue
-    return False
+    return _signing.verify_signature(envelope, key_path, error=AttestationError)
 
 
 @dataclass(frozen=True)
@@ -192,3 +92,17 @@ def load_snapshot(path: Path, *, key: Path | None = None) -> LoadedSnapshot:
             Snapshot.from_statement(statement, str(path)), str(path), True, verified, keyids
         )
     return LoadedSnapshot(Snapshot.from_statement(doc, str(path)), str(path), False, None)
+
+
+def load_signed_snapshot(path: Path, *, key: Path | None) -> LoadedSnapshot:
+    """:func:`load_snapshot`, but with ``key`` the snapshot must be signed and verify under it
+    (raises :class:`AttestationError` otherwise); without ``key`` nothing is required."""
+    snap = load_snapshot(path, key=key)
+    if key is not None and (not snap.signed or not snap.verified):
+        raise AttestationError(
+            f"{snap.source}: "
+            + ("signature does not verify" if snap.signed else "not signed")
+            + f" with key {key}",
+            hint="re-create it with `trainwarden attest snapshot --sign KEY`",
+        )
+    return snap

@@ -258,6 +258,34 @@ class Snapshot:
             "bytecode_checked": self.bytecode_checked,
         }
 
+    def summary(self) -> dict[str, Any]:
+        """A short JSON-serialisable overview: interpreter, file counts, hooks, code states."""
+        totals: dict[str, int] = {}
+        for d in self.distributions:
+            for k, v in d.counts().items():
+                totals[k] = totals.get(k, 0) + v
+        path_files: dict[str, int] = {}
+        for f in self.path_files:
+            by = f.source.split(":", 1)[0] if f.source else f.status
+            path_files[by] = path_files.get(by, 0) + 1
+        return {
+            "interpreter": self.interpreter.path,
+            "version": self.interpreter.version,
+            "prefix": self.interpreter.prefix,
+            "distributions": len(self.distributions),
+            "files": totals,
+            "orphans": len(self.orphans),
+            "pth_files": len(self.pth_files),
+            "customize": [c.path for c in self.customize],
+            "environment": sorted(self.environment),
+            "path_files": dict(sorted(path_files.items())),
+            "bytecode_checked": self.bytecode_checked,
+            "code": [
+                {"path": c.path, "kind": c.kind, "commit": c.commit, "dirty": c.dirty}
+                for c in self.code
+            ],
+        }
+
     def environment_digest(self) -> str:
         """sha256 over the distributions, orphans, hooks and loader variables (subject digest)."""
         p = self.predicate()

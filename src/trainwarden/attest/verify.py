@@ -19,8 +19,9 @@ from trainwarden.attest.record import FileStatus
 from trainwarden.attest.signing import LoadedSnapshot
 from trainwarden.attest.snapshot import Snapshot, take_snapshot
 from trainwarden.findings import Finding, Severity
+from trainwarden.report import exit_code_for
 
-__all__ = ["RULES", "VerifyReport", "check_snapshot", "verify_environment"]
+__all__ = ["RULES", "VerifyReport", "baseline_code_dirs", "check_snapshot", "verify_environment"]
 
 RULES: dict[str, str] = {
     "TWA-REC-001": "an installed file differs from the hash in its distribution's RECORD",
@@ -71,11 +72,27 @@ class VerifyReport:
         """Findings at or above ``threshold``."""
         return [f for f in self.findings if f.severity >= threshold]
 
+    def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
+        """``1`` when a finding is at or above ``fail_on``, else ``0``."""
+        return exit_code_for(self.findings, fail_on)
+
     def to_dict(self) -> dict[str, Any]:
-        """What a node reports about itself: the in-toto subjects (interpreter, environment and
-        code digests) of the snapshot just taken and every finding. ``attest verify --format
-        json`` prints it; it is also the payload meant for a ledger service."""
+        """What a node reports about itself: a summary of the snapshot just taken, the baseline
+        it was compared with, its in-toto subjects (interpreter, environment and code digests)
+        and every finding. ``attest verify --format json`` prints it; it is also the payload
+        meant for a ledger service."""
+        base = self.baseline
         return {
+            "summary": self.snapshot.summary(),
+            "baseline": None
+            if base is None
+            else {
+                "path": base.source,
+                "signed": base.signed,
+                "signature_verified": base.verified,
+                "created": base.snapshot.created,
+                "host": base.snapshot.host,
+            },
             "subject": self.snapshot.to_statement()["subject"],
             "findings": [f.to_dict() for f in self.findings],
         }
@@ -409,6 +426,13 @@ def _path_findings(snap: Snapshot) -> list[Finding]:
     return out
 
 
+def baseline_code_dirs(baseline: LoadedSnapshot | None) -> list[Path]:
+    """The code directories a baseline recorded (none from a baseline whose signature failed)."""
+    if baseline is None or baseline.verified is False:
+        return []
+    return [Path(c.path) for c in baseline.snapshot.code]
+
+
 def verify_environment(
     python: str | None = None,
     *,
@@ -459,7 +483,7 @@ def verify_environment(
             )
             if not code_dirs:
                 diff = SnapshotDiff(**{**diff.__dict__, "code": {}})
-            findings.extend(diff.findings(record_checked=True))
+            findings.extend(diff.baseline_findings(record_checked=True))
     order = {s: i for i, s in enumerate(sorted(Severity, reverse=True))}
     findings.sort(key=lambda f: (order[f.severity], f.rule_id, f.location))
     return VerifyReport(snap, baseline, diff, tuple(findings))

@@ -185,7 +185,7 @@ def load_or_create_signer(key_dir: Path, origin: str) -> Signer:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from trainwarden._internal.dsse import generate_ed25519_pem
+    from trainwarden._internal.signing import generate_ed25519_pem
 
     key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     priv_path = key_dir / "ledger.key"

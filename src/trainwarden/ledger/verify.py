@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from trainwarden.ledger.canonical import CanonicalError, canonical_bytes, parse_json_strict
 from trainwarden.ledger.checkpoint import Checkpoint, CheckpointError, Verifier
@@ -70,6 +71,24 @@ class VerifyReport:
         if indexed:
             return min(indexed, key=lambda p: p.index if p.index is not None else 0)
         return self.problems[0] if self.problems else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``trainwarden ledger verify --format json``)."""
+        first = self.first_bad
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "checkpoints": self.checkpoints,
+            "inclusion_proofs": self.inclusion_proofs,
+            "consistency_proofs": self.consistency_proofs,
+            "rows_authenticated": self.rows_authenticated,
+            "first_bad": None
+            if first is None
+            else {"index": first.index, "run": first.run, "message": first.message},
+            "problems": [
+                {"index": p.index, "run": p.run, "message": p.message} for p in self.problems
+            ],
+        }
 
     def add(self, index: int | None, run: str | None, message: str, *, exact: bool = True) -> None:
         if len(self.problems) < MAX_PROBLEMS:

@@ -46,6 +46,18 @@ class ConvertResult:
     metadata_keys: int
     lossy: tuple[str, ...] = field(default=())
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``trainwarden convert --format json``)."""
+        return {
+            "source": self.source,
+            "output": self.output,
+            "sidecar": self.sidecar,
+            "tensors": self.tensors,
+            "aliases": self.aliases,
+            "metadata_keys": self.metadata_keys,
+            "lossy": list(self.lossy),
+        }
+
 
 def sidecar_path(out: str | os.PathLike[str]) -> Path:
     p = Path(out)

@@ -10,20 +10,21 @@ Unsigned manifests carry an empty ``signatures`` list.
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainwarden._internal.dsse import PAYLOAD_TYPE, generate_ed25519_pem, pae
+from trainwarden._internal import signing as _signing
+from trainwarden._internal.files import atomic_path
+from trainwarden._internal.signing import PAYLOAD_TYPE, pae
 from trainwarden.findings import Finding, Severity
 from trainwarden.loading.types import ManifestError
+from trainwarden.report import exit_code_for
 
 __all__ = [
     "FOLDER_MANIFEST_NAME",
@@ -56,101 +57,27 @@ _CHUNK = 4 * 1024 * 1024
 # -- atomic writes ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def write_atomic(path: Path, mode: int = 0o644) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
-
-    On any exception the temporary file is removed and ``path`` is left untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+# One atomic writer for the whole package; kept under this name for callers of this module.
+write_atomic = atomic_path
 
 
 # -- keys -------------------------------------------------------------------------------------
 
 
-def _crypto() -> Any:
-    try:
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-    except ImportError as e:  # pragma: no cover - cryptography is a declared dependency
-        raise ManifestError(
-            "signing needs the 'cryptography' package", hint="pip install 'trainwarden[server]'"
-        ) from e
-    return ed25519
-
-
 def generate_keypair(private_path: Path, public_path: Path | None = None) -> tuple[Path, Path]:
     """Write a new Ed25519 key pair (PKCS#8 PEM, mode 0600; public key as SPKI PEM)."""
-    _crypto()
-    public_path = public_path or private_path.with_name(private_path.name + ".pub")
-    for p in (private_path, public_path):
-        if p.exists():
-            raise ManifestError(f"{p} already exists", hint="choose another path or remove it")
-    priv, pub = generate_ed25519_pem()
-    with write_atomic(private_path, 0o600) as tmp:
-        tmp.write_bytes(priv)
-    with write_atomic(public_path, 0o644) as tmp:
-        tmp.write_bytes(pub)
-    return private_path, public_path
+    priv, pub, _ = _signing.generate_keypair(private_path, public_path, error=ManifestError)
+    return priv, pub
 
 
 def load_private_key(key: Any) -> Any:
     """Accept an Ed25519 private key object or a path to a PEM file."""
-    ed25519 = _crypto()
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key
-    from cryptography.hazmat.primitives import serialization
-
-    path = Path(key)
-    try:
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as e:
-        raise ManifestError(
-            f"cannot read the Ed25519 private key {path}: {e}",
-            hint="create one with `trainwarden manifest keygen KEYFILE`",
-        ) from e
-    if not isinstance(loaded, ed25519.Ed25519PrivateKey):
-        raise ManifestError(f"{path} is not an Ed25519 private key")
-    return loaded
+    return _signing.load_private_key(key, error=ManifestError)
 
 
 def load_public_key(key: Any) -> Any:
     """Accept an Ed25519 public key object, or a path to a PEM public (or private) key."""
-    ed25519 = _crypto()
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return key
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.public_key()
-    from cryptography.hazmat.primitives import serialization
-
-    path = Path(key)
-    try:
-        data = path.read_bytes()
-        if b"PRIVATE KEY" in data:
-            return load_private_key(path).public_key()
-        loaded = serialization.load_pem_public_key(data)
-    except (OSError, ValueError, TypeError) as e:
-        raise ManifestError(f"cannot read the Ed25519 public key {path}: {e}") from e
-    if not isinstance(loaded, ed25519.Ed25519PublicKey):
-        raise ManifestError(f"{path} is not an Ed25519 public key")
-    return loaded
-
-
-def _keyid(public_key: Any) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()
+    return _signing.load_public_key(key, error=ManifestError)
 
 
 # -- statements ---------------------------------------------------------------------------------
@@ -224,18 +151,7 @@ def _statement(path: Path, subjects: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _envelope(statement: Mapping[str, Any], key: Any | None) -> dict[str, Any]:
     payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    signatures = []
-    if key is not None:
-        priv = load_private_key(key)
-        sig = priv.sign(pae(PAYLOAD_TYPE, payload))
-        signatures.append(
-            {"keyid": _keyid(priv.public_key()), "sig": base64.b64encode(sig).decode()}
-        )
-    return {
-        "payloadType": PAYLOAD_TYPE,
-        "payload": base64.b64encode(payload).decode(),
-        "signatures": signatures,
-    }
+    return _signing.envelope(payload, key, error=ManifestError)
 
 
 def create_manifest(
@@ -279,6 +195,22 @@ class ManifestCheck:
     signature_verified: bool
     findings: tuple[Finding, ...] = ()
     unverified_keyids: tuple[str, ...] = ()
+    path: str = ""
+
+    def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
+        """``1`` when a finding is at or above ``fail_on``, else ``0`` (a mismatch raises)."""
+        return exit_code_for(self.findings, fail_on)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "ok": True,
+            "manifest": self.manifest,
+            "files": self.subjects,
+            "signed_by": list(self.signed_by),
+            "signature_verified": self.signature_verified,
+            "unverified_signatures": len(self.unverified_keyids),
+        }
 
 
 def _finding(rule: str, sev: Severity, msg: str, loc: str, **ev: Any) -> Finding:
@@ -327,16 +259,9 @@ def _check_signature(
     signed_by = tuple(str(s.get("keyid", "")) for s in envelope.get("signatures", []))
     if public_key is None:
         return (), False
-    from cryptography.exceptions import InvalidSignature
-
     pub = load_public_key(public_key)
-    want = _keyid(pub)
-    message = pae(PAYLOAD_TYPE, payload)
-    for sig in envelope.get("signatures", []):
-        try:
-            pub.verify(base64.b64decode(str(sig.get("sig", "")), validate=True), message)
-        except (InvalidSignature, ValueError):
-            continue
+    want = _signing.keyid(pub)
+    if _signing.verify_signature(envelope, pub, error=ManifestError):
         return (want,), True
     why = "is not signed" if not signed_by else f"has no valid signature by key {want[:16]}"
     f = _finding(
@@ -402,6 +327,7 @@ def verify_manifest(
         signed_by,
         verified,
         unverified_keyids=() if verified else _claimed(envelope),
+        path=str(path),
     )
 
 
@@ -531,6 +457,7 @@ def verify_file_bytes(
         signed_by,
         verified,
         unverified_keyids=() if verified else _claimed(envelope),
+        path=str(path),
     )
 
 

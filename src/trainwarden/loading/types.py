@@ -53,6 +53,9 @@ class UnsafeModelError(LoadError):
     ``findings`` lists every reason (the scanner's and the loader's); ``path`` names the file.
     """
 
+    #: A refused load is a finding about the file, not an error of the command.
+    exit_code = 1
+
     def __init__(
         self,
         message: str,
@@ -76,7 +79,8 @@ class UnsafeModelError(LoadError):
 class ManifestError(LoadError):
     """A checkpoint manifest is missing, malformed, does not match the files, or is badly signed.
 
-    ``findings`` carries one finding per file or signature problem.
+    ``findings`` carries one finding per file or signature problem. Whatever the command, the
+    CLI exits 2 (an input error, like an unreadable file), never 1.
     """
 
     def __init__(
@@ -112,6 +116,10 @@ class LoadReport:
     @property
     def max_severity(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
+
+    def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
+        """``1`` when a finding is at or above ``fail_on``, else ``0``."""
+        return 1 if any(f.severity >= fail_on for f in self.findings) else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {

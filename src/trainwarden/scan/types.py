@@ -121,6 +121,10 @@ class ScanReport:
         worst = self.max_severity
         return worst is not None and worst >= fail_on
 
+    def exit_code(self, fail_on: Severity = Severity.HIGH) -> int:
+        """``1`` when a finding is at or above ``fail_on``, else ``0`` (errors are the CLI's)."""
+        return 1 if self.failed(fail_on) else 0
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "files": [f.to_dict() for f in self.files],

@@ -1,0 +1,259 @@
+"""``trainwarden scan``: static analysis of model files, reported as text, JSON or SARIF."""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Annotated, Any
+
+import typer
+
+from trainwarden.cli._common import (
+    EXIT_ERROR,
+    SEVERITY_STYLE,
+    Console,
+    OutputOpt,
+    err,
+    ledger_record,
+    out,
+    parse_severity,
+    text_safe,
+    write_output,
+)
+from trainwarden.findings import Severity
+
+__all__ = ["ScanFormat", "register"]
+
+
+class ScanFormat(str, enum.Enum):
+    """Output formats of ``trainwarden scan``."""
+
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
+def scan(
+    paths: Annotated[list[str], typer.Argument(help="Files or directories to scan (recursively).")],
+    fmt: Annotated[
+        ScanFormat,
+        typer.Option(
+            "--format",
+            envvar=["TRAINWARDEN_SCAN_FORMAT", "TRAINWARDEN_FORMAT"],
+            help="Report format.",
+        ),
+    ] = ScanFormat.text,
+    fail_on: Annotated[
+        Severity | None,
+        typer.Option(
+            "--fail-on",
+            envvar="TRAINWARDEN_FAIL_ON",
+            parser=parse_severity,
+            metavar="SEVERITY",
+            help="Exit 1 when a finding is at least this severe (info|low|medium|high|critical; "
+            "default: the policy's, high).",
+        ),
+    ] = None,
+    policy_file: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            envvar="TRAINWARDEN_POLICY",
+            help="Policy file (trainwarden.toml or pyproject.toml); default: discovered from "
+            "the current directory upwards.",
+        ),
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            envvar="TRAINWARDEN_ALLOW",
+            help="Allow a global (module.name or module.*); repeatable.",
+        ),
+    ] = None,
+    deny: Annotated[
+        list[str] | None,
+        typer.Option("--deny", envvar="TRAINWARDEN_DENY", help="Deny a global; repeatable."),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--include",
+            envvar="TRAINWARDEN_INCLUDE",
+            help="Only files matching this glob inside directories; repeatable.",
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            envvar="TRAINWARDEN_EXCLUDE",
+            help="Skip files or directories matching this glob; repeatable.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            envvar="TRAINWARDEN_WORKERS",
+            min=1,
+            help="Worker processes (default: automatic, parallel only for large trees).",
+        ),
+    ] = None,
+    hash_files: Annotated[
+        bool,
+        typer.Option("--hash", envvar="TRAINWARDEN_HASH", help="Add the sha256 of every file."),
+    ] = False,
+    output: OutputOpt = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            envvar="TRAINWARDEN_VERBOSE",
+            help="Text format: list every file scanned, not only those with findings.",
+        ),
+    ] = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            envvar="TRAINWARDEN_ALLOW_EMPTY",
+            help="Exit 0 when nothing was analysed (default: exit 2, not a pass).",
+        ),
+    ] = False,
+) -> None:
+    """Scan model files for code execution and tampering without loading them."""
+    from pathlib import Path
+
+    from trainwarden.scan import Policy, scan_paths
+    from trainwarden.scan.report import json_safe, to_json, to_sarif
+
+    policy = Policy.from_file(policy_file) if policy_file else Policy.discover(Path.cwd())
+    policy = policy.with_overrides(allow=allow or (), deny=deny or ())
+    threshold = fail_on if fail_on is not None else policy.fail_on
+    options: dict[str, Any] = {
+        "include": include or (),
+        "exclude": exclude or (),
+        "workers": workers,
+        "hash_files": hash_files,
+    }
+    if fmt is ScanFormat.text and output is None and err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        with Progress(
+            TextColumn("scanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("", total=None)
+
+            def tick(done: int, total: int, path: str) -> None:
+                bar.update(task, completed=done, total=total, description=path[-60:])
+
+            report = scan_paths(paths, policy, progress=tick, **options)
+    else:
+        report = scan_paths(paths, policy, **options)
+    policy_name = policy.source or "<built-in>"
+    if fmt is ScanFormat.json:
+        doc = to_json(report, threshold)
+        doc["summary"]["policy"] = json_safe(policy_name)
+        write_output(json.dumps(doc, indent=2) + "\n", output)
+    elif fmt is ScanFormat.sarif:
+        doc = to_sarif(report, threshold)
+        doc["runs"][0]["properties"]["policy"] = json_safe(policy_name)
+        write_output(json.dumps(doc, indent=2) + "\n", output)
+    else:
+        _render_text(report, threshold, output, verbose=verbose, policy=policy.source)
+    ledger_record("scan", to_json(report, threshold), items_key="files")
+    if report.errors:
+        raise typer.Exit(EXIT_ERROR)
+    if not report.files and not allow_empty:
+        why = f"; {len(report.skipped)} entr{'ies' if len(report.skipped) != 1 else 'y'} skipped"
+        err.print(
+            "error: nothing was analysed: no regular file under "
+            + ", ".join(text_safe(str(x)) for x in paths)
+            + (why if report.skipped else "")
+            + " (a scan of nothing is not a pass; --allow-empty accepts it)",
+            markup=False,
+        )
+        raise typer.Exit(EXIT_ERROR)
+    raise typer.Exit(report.exit_code(threshold))
+
+
+def _render_text(
+    report: Any,
+    threshold: Severity,
+    output: str | None,
+    *,
+    verbose: bool = False,
+    policy: str | None = None,
+) -> None:
+    from rich.markup import escape
+    from rich.text import Text
+
+    console = out
+    buf = None
+    if output is not None:
+        import io
+
+        buf = io.StringIO()
+        console = Console(file=buf, highlight=False, soft_wrap=True, no_color=True, width=120)
+    verdict_style = {"clean": "green", "flagged": "yellow", "unsafe": "bold red"}
+    shown = 0
+    for fr in report.files:
+        verdict = fr.verdict(threshold)
+        if not verbose and not fr.findings:
+            continue
+        shown += 1
+        fmts = ",".join(fr.formats) or "unknown format"
+        digest = f"  sha256:{fr.sha256}" if fr.sha256 else ""
+        console.print(
+            f"[{verdict_style[verdict]}]{verdict.upper():8}[/] "
+            f"{escape(text_safe(fr.path))}  ({escape(fmts)}){digest}",
+            markup=True,
+        )
+        for f in fr.findings:
+            sev = f.severity.name
+            glob = f.evidence.get("global_")
+            offset = f.evidence.get("offset")
+            extra = "".join(
+                [
+                    f"  global={text_safe(str(glob))}" if glob else "",
+                    f"  offset={offset}" if offset is not None else "",
+                ]
+            )
+            line = Text(f"    {sev:8}", style=SEVERITY_STYLE[sev])
+            line.append(f" {f.rule_id:24} {text_safe(f.message)}")
+            console.print(line)
+            console.print(
+                f"             at {text_safe(f.location)}{extra}", markup=False, style="dim"
+            )
+    for path, reason in report.skipped:
+        console.print(f"SKIPPED  {text_safe(path)}  ({reason})", markup=False, style="dim")
+    for e in report.errors:
+        err.print(f"error: {text_safe(e)}", markup=False)
+    n_find = len(report.findings)
+    unsafe = sum(1 for fr in report.files if fr.verdict(threshold) == "unsafe")
+    hidden = len(report.files) - shown
+    console.print(
+        f"{len(report.files)} file(s) scanned in {report.elapsed_s:.2f}s: {unsafe} unsafe, "
+        f"{n_find} finding(s); failing at {threshold.name} and above"
+        + (f"; {len(report.skipped)} skipped" if report.skipped else "")
+        + (
+            f"; {hidden} file(s) without findings not listed (--verbose lists them)"
+            if hidden
+            else ""
+        )
+        + f"; policy: {text_safe(policy or '<built-in>')}",
+        markup=False,
+    )
+    if buf is not None:
+        write_output(buf.getvalue(), output)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)

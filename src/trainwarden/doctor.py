@@ -166,7 +166,7 @@ def run_doctor(*, deep: bool = False) -> DoctorReport:
     ``deep`` imports each component (slow: seconds for torch and transformers) instead of
     only locating it.
     """
-    from trainwarden import __version__
+    from trainwarden._version import __version__
 
     problems: list[str] = []
     if sys.version_info < MIN_PYTHON:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +86,8 @@ def atomic_path(path: Path, mode: int = 0o644, *, make_parents: bool = True) -> 
     On any exception the temporary file is removed and ``path`` is left untouched. The file
     gets ``mode`` (``0o600`` for private keys) before it becomes visible under ``path``.
     """
+    import tempfile  # not at the top: `random` is a measurable share of CLI start-up
+
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -23,7 +23,7 @@ from pathlib import Path
 from stat import S_ISLNK
 from typing import Any, NamedTuple
 
-from trainwarden import __version__
+from trainwarden._version import __version__
 from trainwarden.attest import AttestationError
 from trainwarden.attest.bytecode import BytecodeResult, check_bytecode, find_bytecode
 from trainwarden.attest.cache import HashCache, cache_key_packer, hash_files, hash_other

@@ -43,9 +43,11 @@ __all__ = [
     "err",
     "exit_with",
     "fail_on_or",
+    "ledger_configured",
     "ledger_record",
     "out",
     "parse_severity",
+    "plain_stdout",
     "print_findings",
     "print_json",
     "print_refusal",
@@ -205,6 +207,18 @@ def write_output(text: str, output: str | os.PathLike[str] | None) -> None:
             f"cannot write the report to {output}: {e.strerror or e}",
             hint="check that the directory exists and is writable",
         ) from e
+
+
+def plain_stdout() -> bool:
+    """Whether stdout gets plain text: not a terminal and no colours forced (rich would print
+    the same text there, so the caller can skip loading it)."""
+    env = os.environ
+    if env.get("FORCE_COLOR") or env.get("TTY_COMPATIBLE") or env.get("TTY_INTERACTIVE"):
+        return False
+    try:
+        return not sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def print_json(data: Any, output: str | os.PathLike[str] | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -14,9 +15,11 @@ from trainwarden.cli._common import (
     Console,
     OutputOpt,
     err,
+    ledger_configured,
     ledger_record,
     out,
     parse_severity,
+    plain_stdout,
     text_safe,
     write_output,
 )
@@ -138,7 +141,7 @@ def scan(
         "workers": workers,
         "hash_files": hash_files,
     }
-    if fmt is ScanFormat.text and output is None and err.is_terminal:
+    if fmt is ScanFormat.text and output is None and sys.stderr.isatty() and err.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         with Progress(
@@ -168,7 +171,8 @@ def scan(
         write_output(json.dumps(doc, indent=2) + "\n", output)
     else:
         _render_text(report, threshold, output, verbose=verbose, policy=policy.source)
-    ledger_record("scan", to_json(report, threshold), items_key="files")
+    if ledger_configured():
+        ledger_record("scan", to_json(report, threshold), items_key="files")
     if report.errors:
         raise typer.Exit(EXIT_ERROR)
     if not report.files and not allow_empty:
@@ -184,25 +188,15 @@ def scan(
     raise typer.Exit(report.exit_code(threshold))
 
 
-def _render_text(
-    report: Any,
-    threshold: Severity,
-    output: str | None,
-    *,
-    verbose: bool = False,
-    policy: str | None = None,
-) -> None:
-    from rich.markup import escape
-    from rich.text import Text
+Segments = list[tuple[str, str | None]]
 
-    console = out
-    buf = None
-    if output is not None:
-        import io
 
-        buf = io.StringIO()
-        console = Console(file=buf, highlight=False, soft_wrap=True, no_color=True, width=120)
+def _scan_lines(
+    report: Any, threshold: Severity, *, verbose: bool, policy: str | None
+) -> list[Segments]:
+    """The text report as lines of (text, style) segments; names are already made safe."""
     verdict_style = {"clean": "green", "flagged": "yellow", "unsafe": "bold red"}
+    lines: list[Segments] = []
     shown = 0
     for fr in report.files:
         verdict = fr.verdict(threshold)
@@ -211,10 +205,11 @@ def _render_text(
         shown += 1
         fmts = ",".join(fr.formats) or "unknown format"
         digest = f"  sha256:{fr.sha256}" if fr.sha256 else ""
-        console.print(
-            f"[{verdict_style[verdict]}]{verdict.upper():8}[/] "
-            f"{escape(text_safe(fr.path))}  ({escape(fmts)}){digest}",
-            markup=True,
+        lines.append(
+            [
+                (f"{verdict.upper():8}", verdict_style[verdict]),
+                (f" {text_safe(fr.path)}  ({fmts}){digest}", None),
+            ]
         )
         for f in fr.findings:
             sev = f.severity.name
@@ -226,33 +221,66 @@ def _render_text(
                     f"  offset={offset}" if offset is not None else "",
                 ]
             )
-            line = Text(f"    {sev:8}", style=SEVERITY_STYLE[sev])
-            line.append(f" {f.rule_id:24} {text_safe(f.message)}")
-            console.print(line)
-            console.print(
-                f"             at {text_safe(f.location)}{extra}", markup=False, style="dim"
+            lines.append(
+                [
+                    (f"    {sev:8}", SEVERITY_STYLE[sev]),
+                    (f" {f.rule_id:24} {text_safe(f.message)}", None),
+                ]
             )
+            lines.append([(f"             at {text_safe(f.location)}{extra}", "dim")])
     for path, reason in report.skipped:
-        console.print(f"SKIPPED  {text_safe(path)}  ({reason})", markup=False, style="dim")
-    for e in report.errors:
-        err.print(f"error: {text_safe(e)}", markup=False)
+        lines.append([(f"SKIPPED  {text_safe(path)}  ({reason})", "dim")])
     n_find = len(report.findings)
     unsafe = sum(1 for fr in report.files if fr.verdict(threshold) == "unsafe")
     hidden = len(report.files) - shown
-    console.print(
-        f"{len(report.files)} file(s) scanned in {report.elapsed_s:.2f}s: {unsafe} unsafe, "
-        f"{n_find} finding(s); failing at {threshold.name} and above"
-        + (f"; {len(report.skipped)} skipped" if report.skipped else "")
-        + (
-            f"; {hidden} file(s) without findings not listed (--verbose lists them)"
-            if hidden
-            else ""
-        )
-        + f"; policy: {text_safe(policy or '<built-in>')}",
-        markup=False,
+    lines.append(
+        [
+            (
+                f"{len(report.files)} file(s) scanned in {report.elapsed_s:.2f}s: {unsafe} unsafe, "
+                f"{n_find} finding(s); failing at {threshold.name} and above"
+                + (f"; {len(report.skipped)} skipped" if report.skipped else "")
+                + (
+                    f"; {hidden} file(s) without findings not listed (--verbose lists them)"
+                    if hidden
+                    else ""
+                )
+                + f"; policy: {text_safe(policy or '<built-in>')}",
+                None,
+            )
+        ]
     )
-    if buf is not None:
-        write_output(buf.getvalue(), output)
+    return lines
+
+
+def _render_text(
+    report: Any,
+    threshold: Severity,
+    output: str | None,
+    *,
+    verbose: bool = False,
+    policy: str | None = None,
+) -> None:
+    for e in report.errors:
+        err.print(f"error: {text_safe(e)}", markup=False)
+    lines = _scan_lines(report, threshold, verbose=verbose, policy=policy)
+    if output is not None or not plain_stdout():
+        # Colours for a terminal; a file gets the same text without them.
+        from rich.text import Text
+
+        console = out
+        buf = None
+        if output is not None:
+            import io
+
+            buf = io.StringIO()
+            console = Console(file=buf, highlight=False, soft_wrap=True, no_color=True, width=120)
+        for segments in lines:
+            console.print(Text.assemble(*((t, style or "") for t, style in segments)))
+        if buf is not None:
+            write_output(buf.getvalue(), output)
+        return
+    # Not a terminal: plain lines, without the cost of loading rich.
+    write_output("".join("".join(t for t, _ in seg) + "\n" for seg in lines), None)
 
 
 def register(app: typer.Typer) -> None:

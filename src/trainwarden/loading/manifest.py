@@ -135,7 +135,7 @@ def _subjects(path: Path, digests: Mapping[str, str] | None = None) -> list[dict
 
 
 def _statement(path: Path, subjects: list[dict[str, Any]]) -> dict[str, Any]:
-    from trainwarden import __version__
+    from trainwarden._version import __version__
 
     return {
         "_type": STATEMENT_TYPE,

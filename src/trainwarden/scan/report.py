@@ -14,7 +14,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from trainwarden import __version__
+from trainwarden._version import __version__
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.types import ScanReport
 

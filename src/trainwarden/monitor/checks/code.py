@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from trainwarden.findings import Severity
@@ -94,7 +93,7 @@ class CodeGuardCheck(Check):
 
     def start(self) -> None:
         try:
-            mod = importlib.import_module("trainwarden.attest.code_guard")
+            from trainwarden.attest import code_guard as mod
         except ImportError:
             self.mon.note("code-guard", "code guard unavailable (trainwarden.attest not installed)")
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import socket
@@ -165,7 +164,7 @@ class CrossRank(Check):
             if not any(n.startswith("weight:") for n in values):
                 return  # nothing fingerprinted at this boundary yet
             try:
-                mod = importlib.import_module("trainwarden.monitor.distributed")
+                from trainwarden.monitor import distributed as mod
             except ImportError:
                 mon.note("cross-rank", "cross-rank check unavailable (monitor.distributed missing)")
                 self._off = True

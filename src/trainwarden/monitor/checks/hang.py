@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from trainwarden.monitor.check import Check
@@ -29,7 +28,7 @@ class HangWatch(Check):
     def start(self) -> None:
         mon = self.mon
         try:
-            mod = importlib.import_module("trainwarden.monitor.watchdog")
+            from trainwarden.monitor import watchdog as mod
         except ImportError:
             mon.note("watchdog", "hang watchdog unavailable (trainwarden.monitor.watchdog missing)")
             return

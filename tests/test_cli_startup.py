@@ -90,3 +90,35 @@ def test_version_output(run_cli: RunCli) -> None:
     r = run_cli(["--version"])
     assert r.returncode == 0
     assert r.stdout == f"trainwarden {trainwarden.__version__}\n"
+
+
+def test_version_flag_does_not_build_the_cli() -> None:
+    code = (
+        "import contextlib, io\n"
+        "from trainwarden.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--version'])"
+    )
+    mods = _modules_after(code)
+    assert not {m for m in mods if m == "typer" or m.startswith(("typer.", "trainwarden.scan"))}
+
+
+def test_a_command_builds_only_its_own_capability() -> None:
+    code = (
+        "import contextlib, io\n"
+        "from trainwarden.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['scan', '--help'])"
+    )
+    mods = _modules_after(code)
+    assert "trainwarden.cli.scan" in mods
+    others = {"attest", "loading", "ledger", "sandbox", "audit", "drill", "doctor", "keys"}
+    assert not {m for m in mods if m.removeprefix("trainwarden.cli.") in others}
+
+
+def test_the_whole_app_lists_every_command() -> None:
+    from trainwarden.cli import app
+    from trainwarden.cli._app import COMMANDS
+
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert names == set(COMMANDS)

@@ -20,7 +20,12 @@ from pathlib import Path
 import trainwarden
 
 SRC = Path(trainwarden.__file__).resolve().parent
-BOTTOM = {"trainwarden.errors", "trainwarden.findings", "trainwarden.report", "trainwarden._version"}
+BOTTOM = {
+    "trainwarden.errors",
+    "trainwarden.findings",
+    "trainwarden.report",
+    "trainwarden._version",
+}
 #: Subpackage cycles that exist on purpose, with the reason. Keep this list short.
 KNOWN_CYCLES: dict[frozenset[str], str] = {
     frozenset({"trainwarden.ledger", "trainwarden.service"}): (

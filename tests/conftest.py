@@ -41,6 +41,48 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return _run_cli
 
 
+class CliResult:
+    """What an in-process run of the CLI printed and its exit code (as a subprocess would)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+@pytest.fixture
+def cli(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., CliResult]:
+    """Factory: run ``trainwarden ARGS`` in-process through the real entry point (``main``),
+    with ``env`` added to the environment and ``cwd`` as the working directory for that run.
+    Use ``run_cli`` where the process itself matters (signals, sandboxing, ``run``)."""
+    from trainwarden.cli import main
+
+    def run(
+        args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> CliResult:
+        capsys.readouterr()
+        saved = dict(os.environ)  # a command may export variables (--ledger does)
+        with monkeypatch.context() as m:
+            for k, v in (env or {}).items():
+                m.setenv(k, v)
+            if cwd is not None:
+                m.chdir(cwd)
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> Iterator[str]:
     """A DSN of a real PostgreSQL server, one for the whole test session (ledger and service).

@@ -6,6 +6,7 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trainwarden
 
@@ -18,21 +19,21 @@ def test_version(run_cli: RunCli) -> None:
     assert r.stdout.strip() == f"trainwarden {trainwarden.__version__}"
 
 
-def test_no_arguments_prints_help_and_exits_2(run_cli: RunCli) -> None:
-    r = run_cli([])
+def test_no_arguments_prints_help_and_exits_2(cli: Callable[..., Any]) -> None:
+    r = cli([])
     assert r.returncode == 2
     assert "doctor" in r.stdout + r.stderr
 
 
-def test_unknown_command_is_usage_error(run_cli: RunCli) -> None:
-    r = run_cli(["no-such-command"])
+def test_unknown_command_is_usage_error(cli: Callable[..., Any]) -> None:
+    r = cli(["no-such-command"])
     assert r.returncode == 2
     assert "no-such-command" in r.stderr
 
 
-def test_doctor_json_via_env_reports_interpreter_and_torch(run_cli: RunCli) -> None:
+def test_doctor_json_via_env_reports_interpreter_and_torch(cli: Callable[..., Any]) -> None:
     # TRAINWARDEN_FORMAT selects the format, as a CI job would set it.
-    r = run_cli(["doctor"], env={"TRAINWARDEN_FORMAT": "json"})
+    r = cli(["doctor"], env={"TRAINWARDEN_FORMAT": "json"})
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["ok"] is True
@@ -45,8 +46,8 @@ def test_doctor_json_via_env_reports_interpreter_and_torch(run_cli: RunCli) -> N
     assert features["torch loading and training monitor"]["usable"] is True
 
 
-def test_doctor_text(run_cli: RunCli) -> None:
-    r = run_cli(["doctor"])
+def test_doctor_text(cli: Callable[..., Any]) -> None:
+    r = cli(["doctor"])
     assert r.returncode == 0, r.stderr
     assert "torch" in r.stdout
     assert "features" in r.stdout

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from trainwarden.attest.cache import HashCache
 from trainwarden.attest.fleet import fleet_diff
@@ -15,7 +15,7 @@ from trainwarden.findings import Severity
 
 from .venvs import Venv
 
-RunCli = Callable[..., subprocess.CompletedProcess[str]]
+Cli = Callable[..., Any]  # the in-process `cli` fixture (tests/conftest.py)
 
 
 def _fleet(
@@ -67,7 +67,7 @@ def test_a_split_fleet_has_no_majority_to_trust(
 
 
 def test_cli_fleet_names_the_odd_one_and_exits_1(
-    run_cli: RunCli,
+    cli: Cli,
     make_venv: Callable[[], Venv],
     clean_env: dict[str, str],
     cache: HashCache,
@@ -79,41 +79,41 @@ def test_cli_fleet_names_the_odd_one_and_exits_1(
         p = tmp_path / label
         p.write_text(json.dumps(snap.to_statement()))
         paths.append(str(p))
-    r = run_cli(["attest", "diff", "--fleet", *paths, "--format", "json"])
+    r = cli(["attest", "diff", "--fleet", *paths, "--format", "json"])
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
     assert [n["host"] for n in doc["odd_ones_out"]] == ["node-odd"]
     assert doc["majority_nodes"] == 4
-    r = run_cli(["attest", "diff", "--fleet", *[p for p in paths if "odd" not in Path(p).name]])
+    r = cli(["attest", "diff", "--fleet", *[p for p in paths if "odd" not in Path(p).name]])
     assert r.returncode == 0, r.stderr
     assert "no odd ones out" in r.stdout
-    r = run_cli(["attest", "diff", *paths[:3]])
+    r = cli(["attest", "diff", *paths[:3]])
     assert r.returncode == 2 and "Traceback" not in r.stderr
     # With a key, every node's snapshot must be signed by it.
     key = tmp_path / "k.key"
-    assert run_cli(["attest", "keygen", str(key)]).returncode == 0
-    r = run_cli(["attest", "diff", "--fleet", *paths, "--key", f"{key}.pub"])
+    assert cli(["attest", "keygen", str(key)]).returncode == 0
+    r = cli(["attest", "diff", "--fleet", *paths, "--key", f"{key}.pub"])
     assert r.returncode == 2 and "not signed" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_verify_json_carries_the_subject_digests(
-    run_cli: RunCli, make_venv: Callable[[], Venv], tmp_path: Path
+    cli: Cli, make_venv: Callable[[], Venv], tmp_path: Path
 ) -> None:
     venv = make_venv()
     env = {"TRAINWARDEN_CACHE_DIR": str(tmp_path / "cache")}
-    r = run_cli(["attest", "verify", "--python", str(venv.python), "--format", "json"], env=env)
+    r = cli(["attest", "verify", "--python", str(venv.python), "--format", "json"], env=env)
     doc = json.loads(r.stdout)
     names = [s["name"].split(":", 1)[0] for s in doc["subject"]]
     assert names == ["python", "environment"]
     snap = tmp_path / "s.json"
-    run_cli(["attest", "snapshot", "--python", str(venv.python), "-o", str(snap)], env=env)
+    cli(["attest", "snapshot", "--python", str(venv.python), "-o", str(snap)], env=env)
     subject = json.loads(snap.read_text())["subject"]
     # The same environment digest a snapshot of the unchanged environment records.
     assert doc["subject"][1]["digest"] == subject[1]["digest"]
 
 
 def test_malformed_new_snapshot_fields_are_one_line_errors(
-    run_cli: RunCli,
+    cli: Cli,
     make_venv: Callable[[], Venv],
     clean_env: dict[str, str],
     cache: HashCache,
@@ -138,6 +138,6 @@ def test_malformed_new_snapshot_fields_are_one_line_errors(
             ["attest", "diff", str(a), str(b)],
             ["attest", "diff", "--fleet", str(a), str(b)],
         ):
-            r = run_cli(args)
+            r = cli(args)
             assert r.returncode == 2, (field, r.stdout, r.stderr)
             assert "Traceback" not in r.stderr and "malformed" in r.stderr, (field, r.stderr)

@@ -26,10 +26,10 @@ def _make_log(state: Path) -> str:
     return db
 
 
-def test_verify_clean_then_tampered(run_cli: Callable[..., Any], tmp_path: Path) -> None:
+def test_verify_clean_then_tampered(cli: Callable[..., Any], tmp_path: Path) -> None:
     state = tmp_path / "state"
     db = _make_log(state)
-    ok = run_cli(["ledger", "verify", "--db", db, "--state-dir", str(state)])
+    ok = cli(["ledger", "verify", "--db", db, "--state-dir", str(state)])
     assert ok.returncode == 0, ok.stderr
     assert "ledger OK: 9 entries, 3 checkpoints" in ok.stdout
     saved = tmp_path / "saved.note"
@@ -39,7 +39,7 @@ def test_verify_clean_then_tampered(run_cli: Callable[..., Any], tmp_path: Path)
     conn.execute("DELETE FROM tw_entries WHERE idx = 4")
     conn.commit()
     conn.close()
-    bad = run_cli(
+    bad = cli(
         [
             "ledger",
             "verify",
@@ -56,15 +56,15 @@ def test_verify_clean_then_tampered(run_cli: Callable[..., Any], tmp_path: Path)
     assert bad.returncode == 1, bad.stderr
     doc = json.loads(bad.stdout)
     assert doc["ok"] is False and doc["first_bad"]["index"] == 4
-    text = run_cli(["ledger", "verify", "--db", db, "--state-dir", str(state)])
+    text = cli(["ledger", "verify", "--db", db, "--state-dir", str(state)])
     assert text.returncode == 1 and "first bad entry 4" in text.stderr
     assert "Traceback" not in text.stderr
 
 
-def test_verify_usage_errors(run_cli: Callable[..., Any], tmp_path: Path) -> None:
-    r = run_cli(["ledger", "verify"])
+def test_verify_usage_errors(cli: Callable[..., Any], tmp_path: Path) -> None:
+    r = cli(["ledger", "verify"])
     assert r.returncode == 2 and "exactly one of --db and --url" in r.stderr
-    r = run_cli(
+    r = cli(
         [
             "ledger",
             "verify",
@@ -77,23 +77,21 @@ def test_verify_usage_errors(run_cli: Callable[..., Any], tmp_path: Path) -> Non
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
-def test_token_create_list_revoke_on_the_database(
-    run_cli: Callable[..., Any], tmp_path: Path
-) -> None:
+def test_token_create_list_revoke_on_the_database(cli: Callable[..., Any], tmp_path: Path) -> None:
     state = tmp_path / "state"
     db = _make_log(state)
     args = ["--db", db, "--state-dir", str(state)]
-    made = run_cli(["ledger", "token", "create", "--role", "reader", *args])
+    made = cli(["ledger", "token", "create", "--role", "reader", *args])
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
     assert token.startswith("tw_")
-    listed = json.loads(run_cli(["ledger", "token", "list", *args]).stdout)
+    listed = json.loads(cli(["ledger", "token", "list", *args]).stdout)
     assert token not in json.dumps(listed)
     reader = [t for t in listed if t["role"] == "reader"]
     assert len(reader) == 1 and not reader[0]["revoked"]
-    rev = run_cli(["ledger", "token", "revoke", reader[0]["token_id"], *args])
+    rev = cli(["ledger", "token", "revoke", reader[0]["token_id"], *args])
     assert rev.returncode == 0
-    listed = json.loads(run_cli(["ledger", "token", "list", *args]).stdout)
+    listed = json.loads(cli(["ledger", "token", "list", *args]).stdout)
     assert [t["revoked"] for t in listed if t["role"] == "reader"] == [True]
-    bad = run_cli(["ledger", "token", "create", "--role", "writer", *args])
+    bad = cli(["ledger", "token", "create", "--role", "writer", *args])
     assert bad.returncode == 2 and "writer token needs a run" in bad.stderr

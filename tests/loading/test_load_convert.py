@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from trainwarden.loading.convert import from_safetensors, sidecar_path, to_safet
 
 from ._payloads import SystemPayload
 
-RunCli = Callable[..., subprocess.CompletedProcess[str]]
+Cli = Callable[..., Any]  # the in-process `cli` fixture (tests/conftest.py)
 
 
 def _checkpoint() -> dict[str, object]:
@@ -82,9 +82,9 @@ def test_unsafe_file_is_refused_and_nothing_written(tmp_path: Path, canary: Path
     assert not canary.exists()
 
 
-def test_convert_cli(run_cli: RunCli, tmp_path: Path) -> None:
+def test_convert_cli(cli: Cli, tmp_path: Path) -> None:
     torch.save(_checkpoint(), tmp_path / "c.pt")
-    r = run_cli(
+    r = cli(
         [
             "convert",
             str(tmp_path / "c.pt"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 import trainwarden
 from trainwarden.loading import LoadError, UnsafeModelError
 
-RunCli = Callable[..., subprocess.CompletedProcess[str]]
+Cli = Callable[..., Any]  # the in-process `cli` fixture (tests/conftest.py)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -133,31 +133,31 @@ def test_directory_is_refused(tmp_path: Path) -> None:
     ],
 )
 def test_cli_refuses_fifo_with_one_message(
-    run_cli: RunCli, tmp_path: Path, argv: list[str], verb: str
+    cli: Cli, tmp_path: Path, argv: list[str], verb: str
 ) -> None:
     p = _fifo(tmp_path)
-    r = run_cli([*argv, str(p)])
+    r = cli([*argv, str(p)])
     assert r.returncode == 2, r.stderr
     assert f"cannot {verb} {p}: not a regular file (a named pipe (FIFO))" in r.stderr
     assert "Traceback" not in r.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["pipe.pt"]
 
 
-def test_cli_load_dev_zero_and_gguf_exit_2(run_cli: RunCli, tmp_path: Path) -> None:
-    r = run_cli(["load", "/dev/zero"])
+def test_cli_load_dev_zero_and_gguf_exit_2(cli: Cli, tmp_path: Path) -> None:
+    r = cli(["load", "/dev/zero"])
     assert r.returncode == 2
     assert "not a regular file (a character device)" in r.stderr
     assert "changed size" not in r.stderr
     g = tmp_path / "m.gguf"
     g.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(40))
-    r = run_cli(["load", str(g)])
+    r = cli(["load", str(g)])
     assert r.returncode == 2
     assert "not a format trainwarden.load reads" in r.stderr
     assert "safetensors" in r.stderr  # the hint lists what it does read
 
 
-def test_cli_load_bundled_safetensors(run_cli: RunCli) -> None:
-    r = run_cli(["load", "--format", "json", str(EXAMPLES / "tiny.safetensors")])
+def test_cli_load_bundled_safetensors(cli: Cli) -> None:
+    r = cli(["load", "--format", "json", str(EXAMPLES / "tiny.safetensors")])
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["format"] == "safetensors" and data["refused"] is False

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +14,7 @@ import torch
 import trainwarden
 from trainwarden.loading import ManifestError, manifest
 
-RunCli = Callable[..., subprocess.CompletedProcess[str]]
+Cli = Callable[..., Any]  # the in-process `cli` fixture (tests/conftest.py)
 
 
 def test_save_writes_checkpoint_and_in_toto_manifest(tmp_path: Path) -> None:
@@ -123,29 +123,29 @@ def test_save_failure_leaves_nothing_behind(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_manifest_cli(run_cli: RunCli, tmp_path: Path) -> None:
+def test_manifest_cli(cli: Cli, tmp_path: Path) -> None:
     folder = tmp_path / "ck"
     folder.mkdir()
     torch.save({"w": torch.ones(1)}, folder / "optimizer.pt")
-    r = run_cli(["manifest", "keygen", str(tmp_path / "k.pem")])
+    r = cli(["manifest", "keygen", str(tmp_path / "k.pem")])
     assert r.returncode == 0, r.stderr
-    r = run_cli(["manifest", "create", str(folder), "--sign", str(tmp_path / "k.pem")])
+    r = cli(["manifest", "create", str(folder), "--sign", str(tmp_path / "k.pem")])
     assert r.returncode == 0, r.stderr
     assert "1 file, signed" in r.stdout
     # The old spelling still works, with a deprecation warning.
-    r = run_cli(["manifest", "create", str(folder), "--key", str(tmp_path / "k.pem")])
+    r = cli(["manifest", "create", str(folder), "--key", str(tmp_path / "k.pem")])
     assert r.returncode == 0, r.stderr
     assert "--key is deprecated here; use --sign" in r.stderr
-    r = run_cli(["manifest", "verify", str(folder), "--pub", str(tmp_path / "k.pem.pub")])
+    r = cli(["manifest", "verify", str(folder), "--pub", str(tmp_path / "k.pem.pub")])
     assert r.returncode == 0, r.stderr
     assert "signature verified" in r.stdout
     (folder / "optimizer.pt").write_bytes(b"tampered")
     # Manifest failures are input errors, exit 2, in `manifest verify` as in `load`.
-    r = run_cli(["manifest", "verify", str(folder), "--format", "json"])
+    r = cli(["manifest", "verify", str(folder), "--format", "json"])
     assert r.returncode == 2
     report = json.loads(r.stdout)
     assert report["ok"] is False and report["findings"][0]["evidence"]["file"] == "optimizer.pt"
-    r = run_cli(["manifest", "verify", str(tmp_path / "nothing")])
+    r = cli(["manifest", "verify", str(tmp_path / "nothing")])
     assert r.returncode == 2 and "no manifest" in r.stderr
-    r = run_cli(["load", str(folder / "optimizer.pt")])
+    r = cli(["load", str(folder / "optimizer.pt")])
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -19,7 +19,7 @@ import typer
 from trainwarden._internal.files import write_atomic
 from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Finding, Severity
-from trainwarden.report import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS, exit_code_for
+from trainwarden.report import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS
 
 if TYPE_CHECKING:
     from rich.console import Console as _RichConsole
@@ -41,7 +41,6 @@ __all__ = [
     "deprecated_flag",
     "emit",
     "err",
-    "exit_with",
     "fail_on_or",
     "ledger_configured",
     "ledger_record",
@@ -309,13 +308,6 @@ def busy(fmt: OutputFormat | Any, message: str) -> Any:
     if fmt is OutputFormat.text and err.is_terminal:
         return err.status(message)
     return contextlib.nullcontext()
-
-
-def exit_with(findings: Sequence[Finding], fail_on: Severity) -> None:
-    """Exit 1 when a finding is at or above ``fail_on``; return otherwise."""
-    code = exit_code_for(findings, fail_on)
-    if code != EXIT_CLEAN:
-        raise typer.Exit(code)
 
 
 # ---- ledger ------------------------------------------------------------------------------

@@ -39,19 +39,12 @@ from trainwarden.scan.types import (
 )
 
 __all__ = [
-    "ENGINE_RULES",
     "FileScan",
     "scan_bytes",
     "scan_file",
     "scan_path",
     "scan_paths",
 ]
-
-ENGINE_RULES: dict[str, str] = {
-    "TWS-LIMIT": "a container limit was exceeded (archive depth, member count, decompressed "
-    "bytes, time per file); the rest was not inspected",
-    "TWS-INTERNAL": "a format handler failed on this input; it is reported instead of trusted",
-}
 
 # Files at least this large are memory-mapped so that handlers touch only the pages they read
 # (the pickle of a torch zip, never its storages).

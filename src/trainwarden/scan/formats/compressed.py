@@ -16,14 +16,7 @@ from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats._spill import Spill, ZlibStream, decompress_into
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "RULES", "CompressedHandler"]
-
-RULES: dict[str, str] = {
-    "TWS-COMPRESSED-CORRUPT": "a compressed stream is corrupt or truncated; what decompressed "
-    "before the damage was still scanned",
-    "TWS-CANNOT-INSPECT": "the content uses a format whose decoder is not installed (lz4, 7z); "
-    "it was not inspected (fail closed)",
-}
+__all__ = ["HANDLER", "CompressedHandler"]
 
 _CHUNK = 1 << 20
 

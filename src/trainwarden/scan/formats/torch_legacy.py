@@ -15,12 +15,7 @@ from trainwarden.scan.pickle_vm import analyze_pickle
 from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "RULES", "TorchLegacyHandler", "scan_legacy_tar"]
-
-RULES: dict[str, str] = {
-    "TWS-TORCH-LEGACY": "a legacy torch checkpoint whose structure does not match what "
-    "torch.load reads; the remainder was not inspected",
-}
+__all__ = ["HANDLER", "TorchLegacyHandler", "scan_legacy_tar"]
 
 # torch.serialization.MAGIC_NUMBER as a pickled LONG1.
 _MAGIC_LONG1 = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"

@@ -26,27 +26,11 @@ from trainwarden.scan.formats._zip import (
 )
 from trainwarden.scan.formats.pickle import scan_pickle
 from trainwarden.scan.pickle_vm import looks_like_pickle
-from trainwarden.scan.torchscript import RULES as TORCHSCRIPT_RULES
 from trainwarden.scan.torchscript import code_members
 from trainwarden.scan.torchscript import review as review_torchscript
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "RULES", "ZipHandler"]
-
-RULES: dict[str, str] = {
-    "TWS-ZIP-MALFORMED": "the ZIP structure cannot be read; its content was not inspected",
-    "TWS-ZIP-MISMATCH": "local header and central directory disagree (name, flags, method), or "
-    "data precedes the archive: tools that read different headers see different members",
-    "TWS-ZIP-CRC": "a member's CRC-32 does not match its data: some readers refuse the member "
-    "(so peer scanners skip it) while others load it",
-    "TWS-ZIP-DUPLICATE": "two members share a name (case-insensitively): readers pick "
-    "different ones",
-    "TWS-ZIP-UNREADABLE": "a member is encrypted or uses an unsupported compression: not inspected",
-    "TWS-ZIP-DIFFERENTIAL": "PyTorch's reader (miniz) or Python's zipfile sees members that "
-    "TrainWarden's reading of the archive does not (different directory, offsets or names); "
-    "every reader's members are scanned",
-    **TORCHSCRIPT_RULES,
-}
+__all__ = ["HANDLER", "ZipHandler"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 #: Decompressed bytes read from a member to recognise it (and to read an .npy header).

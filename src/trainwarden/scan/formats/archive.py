@@ -122,11 +122,7 @@ class TarHandler:
 
 
 def _limit(ctx: ScanContext, location: str, which: str, message: str) -> None:
-    hook = getattr(ctx, "limit", None)
-    if hook is not None:
-        hook(which, message, location)
-    else:
-        ctx.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {"limit": which}))
+    ctx.limit(which, message, location)
 
 
 class SevenZipHandler:

@@ -96,26 +96,21 @@ class CompressedHandler:
             }[kind]
             body = data
         limits = ctx.limits
-        used = getattr(ctx, "decompressed", 0)
-        budget = max(0, limits.max_decompressed_bytes - used)
+        budget = max(0, limits.max_decompressed_bytes - ctx.decompressed)
         with Spill() as sink:
             try:
                 error = decompress_into(
                     body, make, budget, sink, multi=kind in ("gzip", "bzip2", "xz")
                 )
             except OverflowError:
-                limit = getattr(ctx, "limit", None)
-                message = (
+                ctx.limit(
+                    "max_decompressed_bytes",
                     f"{kind} stream decompresses to more than {limits.max_decompressed_bytes} "
-                    "bytes (decompression bomb?); not inspected"
+                    "bytes (decompression bomb?); not inspected",
+                    location,
                 )
-                if limit is not None:
-                    limit("max_decompressed_bytes", message, location)
-                else:
-                    ctx.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {}))
                 return
-            charge = getattr(ctx, "charge_decompressed", None)
-            if charge is not None and not charge(sink.size, location):
+            if not ctx.charge_decompressed(sink.size, location):
                 return
             if error is not None:
                 trailing = "follow the compressed stream" in error

@@ -461,12 +461,10 @@ class GGUFHandler:
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
         ctx.note_format(self.name)
-        deadline = getattr(ctx, "deadline", None)
         try:
-            parsed = parse_gguf(data, deadline if isinstance(deadline, float) else None)
+            parsed = parse_gguf(data, ctx.deadline)
         except GGUFTimeout as e:
-            report = getattr(ctx, "out_of_time", None)
-            if not (callable(report) and report(location)):
+            if not ctx.out_of_time(location):
                 ctx.add(Finding("TWS-LIMIT", Severity.HIGH, f"GGUF: {e}", location, {}))
             return
         except GGUFParseError as e:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trainwarden.errors import TrainWardenError
@@ -24,6 +24,8 @@ class Alert(Finding):
     optional (an alert is located by its step and rank).
     """
 
+    # An alert's evidence is a plain dict (the monitor adds to it while reporting).
+    evidence: dict[str, Any] = field(default_factory=dict, hash=False)
     step: int = 0
     rank: int = 0
 
@@ -37,7 +39,11 @@ class Alert(Finding):
         evidence: Mapping[str, Any] | None = None,
         location: str = "",
     ) -> None:
-        super().__init__(rule_id, severity, message, location, {} if evidence is None else evidence)
+        if evidence is None:
+            evidence = {}
+        elif not isinstance(evidence, dict):
+            evidence = dict(evidence)
+        super().__init__(rule_id, severity, message, location, evidence)
         object.__setattr__(self, "step", step)
         object.__setattr__(self, "rank", rank)
 

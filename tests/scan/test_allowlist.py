@@ -16,7 +16,11 @@ _SOURCE = Path(allowlist.__file__).read_text(encoding="utf-8")
 def _groups() -> list[tuple[str, list[str]]]:
     tree = ast.parse(_SOURCE)
     for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "_GROUPS":
+        if (
+            isinstance(node, ast.AnnAssign)
+            and getattr(node.target, "id", "") == "_GROUPS"
+            and node.value is not None
+        ):
             value = ast.literal_eval(node.value)
             return [(reason, list(names)) for reason, names in value]
     raise AssertionError("allowlist.py has no _GROUPS table")

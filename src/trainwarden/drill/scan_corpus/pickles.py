@@ -714,21 +714,10 @@ def _np_masked() -> Any:
     }
 
 
-def malicious() -> list[_Mal]:
-    """The malicious samples of this family."""
+def _opcode_encodings() -> list[_Mal]:
+    """How the call is encoded: every opcode that imports a global or calls one."""
     b = _bytes_sample
-    gh = "https://github.com/mmaitre314/picklescan/security/advisories/"
     return [
-        *[
-            _Mal(
-                f"reduce_exec_protocol_{n}",
-                ".pkl",
-                f"__reduce__ to builtins.exec, protocol {n} as written by pickle.dumps",
-                "Python docs: pickle is not secure (classic __reduce__ RCE)",
-                b(_proto_n(n)),
-            )
-            for n in range(6)
-        ],
         _Mal(
             "global_os_system_protocol0",
             ".pkl",
@@ -865,6 +854,13 @@ def malicious() -> list[_Mal]:
             "CPython _pickle load_persid",
             b(_persid_after_payload),
         ),
+    ]
+
+
+def _stream_structure() -> list[_Mal]:
+    """The stream around the payload: memo, frames, protocol switches, trailing data, disguises."""
+    b = _bytes_sample
+    return [
         _Mal(
             "memo_get_undefined_key",
             ".pkl",
@@ -915,6 +911,70 @@ def malicious() -> list[_Mal]:
             "aisbom CHANGELOG: truncated streams are scanned",
             b(_truncated_after_payload),
         ),
+        _Mal(
+            "memo_put_overwrite",
+            ".pkl",
+            "memo keys PUT twice: harmless names, then builtins/exec",
+            "picklescan issue #22 (memo tracking)",
+            b(_memo_put_overwrite),
+        ),
+        _Mal(
+            "memoize_after_sparse_binput",
+            ".pkl",
+            "MEMOIZE index is len(memo) after sparse BINPUTs",
+            "CPython _pickle load_memoize",
+            b(_memoize_after_sparse_binput),
+        ),
+        _Mal(
+            "proto_switch_midstream_fix_imports",
+            ".pkl",
+            "PROTO 4 then PROTO 2 mid-stream; cPickle.loads mapped by fix_imports",
+            "CPython _pickle load_proto (proto may change mid-stream)",
+            b(_proto_switch_fix_imports),
+        ),
+        _Mal(
+            "proto_switch_midstream_dotted_name",
+            ".pkl",
+            "PROTO 2 then PROTO 4 mid-stream enables dotted pathlib.os.system",
+            "CPython find_class dotted names need proto >= 4",
+            b(_proto_switch_dotted),
+        ),
+        _Mal(
+            "dup_global_then_call",
+            ".pkl",
+            "DUP the exec global, POP one copy, call the other",
+            "pickletools DUP",
+            b(_dup_global),
+        ),
+        _Mal(
+            "next_buffer_after_payload",
+            ".pkl",
+            "protocol 5 NEXT_BUFFER after the payload",
+            "PEP 574 out-of-band buffers",
+            b(_next_buffer_after_payload),
+        ),
+        _Mal(
+            "disguise_pickle_as_txt",
+            ".txt",
+            "protocol-0 pickle named notes.txt",
+            "CVE-2025-10155 (JFrog: extension bypass)",
+            b(lambda c: pickle.dumps(_evil(c), protocol=0)),
+        ),
+        _Mal(
+            "disguise_pickle_as_json",
+            ".json",
+            "pickle named config.json",
+            "CVE-2025-1889",
+            b(lambda c: pickle.dumps(_evil(c), protocol=4)),
+        ),
+    ]
+
+
+def _name_resolution() -> list[_Mal]:
+    """How a name resolves: fix_imports mappings, dotted paths, attribute and import chains."""
+    b = _bytes_sample
+    gh = "https://github.com/mmaitre314/picklescan/security/advisories/"
+    return [
         _Mal(
             "fix_imports___builtin___eval",
             ".pkl",
@@ -1006,6 +1066,45 @@ def malicious() -> list[_Mal]:
             gh + "GHSA-vvpj-8cmc-gx39",
             b(_pkgutil_resolve_name),
         ),
+        _Mal(
+            "fix_imports_commands_getoutput",
+            ".pkl",
+            "commands.getoutput -> subprocess.getoutput",
+            "CPython _compat_pickle.IMPORT_MAPPING",
+            b(_fix_imports_commands),
+        ),
+        _Mal(
+            "fix_imports_urllib_urlretrieve",
+            ".pkl",
+            "urllib.urlretrieve -> urllib.request.urlretrieve",
+            "CPython _compat_pickle.NAME_MAPPING",
+            b(_fix_imports_urllib),
+        ),
+        _Mal(
+            "dotted_allowlisted_torch_module_chain",
+            ".pkl",
+            "torch.nn.modules.linear + 'torch.storage._load_from_bytes'",
+            "picklescan issue #66 (attribute chains through allowlisted modules)",
+            b(_dotted_allowlisted_module),
+        ),
+    ]
+
+
+def _dangerous_callables() -> list[_Mal]:
+    """Callables that run code, spawn processes, touch files or sockets, or load nested pickles."""
+    b = _bytes_sample
+    gh = "https://github.com/mmaitre314/picklescan/security/advisories/"
+    return [
+        *[
+            _Mal(
+                f"reduce_exec_protocol_{n}",
+                ".pkl",
+                f"__reduce__ to builtins.exec, protocol {n} as written by pickle.dumps",
+                "Python docs: pickle is not secure (classic __reduce__ RCE)",
+                b(_proto_n(n)),
+            )
+            for n in range(6)
+        ],
         _Mal(
             "types_functiontype_marshal_loads",
             ".pkl",
@@ -1267,69 +1366,6 @@ def malicious() -> list[_Mal]:
             b(_mailcap_findmatch),
         ),
         _Mal(
-            "memo_put_overwrite",
-            ".pkl",
-            "memo keys PUT twice: harmless names, then builtins/exec",
-            "picklescan issue #22 (memo tracking)",
-            b(_memo_put_overwrite),
-        ),
-        _Mal(
-            "memoize_after_sparse_binput",
-            ".pkl",
-            "MEMOIZE index is len(memo) after sparse BINPUTs",
-            "CPython _pickle load_memoize",
-            b(_memoize_after_sparse_binput),
-        ),
-        _Mal(
-            "proto_switch_midstream_fix_imports",
-            ".pkl",
-            "PROTO 4 then PROTO 2 mid-stream; cPickle.loads mapped by fix_imports",
-            "CPython _pickle load_proto (proto may change mid-stream)",
-            b(_proto_switch_fix_imports),
-        ),
-        _Mal(
-            "proto_switch_midstream_dotted_name",
-            ".pkl",
-            "PROTO 2 then PROTO 4 mid-stream enables dotted pathlib.os.system",
-            "CPython find_class dotted names need proto >= 4",
-            b(_proto_switch_dotted),
-        ),
-        _Mal(
-            "fix_imports_commands_getoutput",
-            ".pkl",
-            "commands.getoutput -> subprocess.getoutput",
-            "CPython _compat_pickle.IMPORT_MAPPING",
-            b(_fix_imports_commands),
-        ),
-        _Mal(
-            "fix_imports_urllib_urlretrieve",
-            ".pkl",
-            "urllib.urlretrieve -> urllib.request.urlretrieve",
-            "CPython _compat_pickle.NAME_MAPPING",
-            b(_fix_imports_urllib),
-        ),
-        _Mal(
-            "dotted_allowlisted_torch_module_chain",
-            ".pkl",
-            "torch.nn.modules.linear + 'torch.storage._load_from_bytes'",
-            "picklescan issue #66 (attribute chains through allowlisted modules)",
-            b(_dotted_allowlisted_module),
-        ),
-        _Mal(
-            "dup_global_then_call",
-            ".pkl",
-            "DUP the exec global, POP one copy, call the other",
-            "pickletools DUP",
-            b(_dup_global),
-        ),
-        _Mal(
-            "next_buffer_after_payload",
-            ".pkl",
-            "protocol 5 NEXT_BUFFER after the payload",
-            "PEP 574 out-of-band buffers",
-            b(_next_buffer_after_payload),
-        ),
-        _Mal(
             "torch_rebuild_decoy_then_exec",
             ".pkl",
             "allowlisted torch/collections calls first, exec afterwards",
@@ -1343,20 +1379,16 @@ def malicious() -> list[_Mal]:
             "JFrog 'Data scientists targeted by malicious Hugging Face ML models'",
             b(_reduce_in_dict_value),
         ),
-        _Mal(
-            "disguise_pickle_as_txt",
-            ".txt",
-            "protocol-0 pickle named notes.txt",
-            "CVE-2025-10155 (JFrog: extension bypass)",
-            b(lambda c: pickle.dumps(_evil(c), protocol=0)),
-        ),
-        _Mal(
-            "disguise_pickle_as_json",
-            ".json",
-            "pickle named config.json",
-            "CVE-2025-1889",
-            b(lambda c: pickle.dumps(_evil(c), protocol=4)),
-        ),
+    ]
+
+
+def malicious() -> list[_Mal]:
+    """The malicious samples of this family."""
+    return [
+        *_opcode_encodings(),
+        *_stream_structure(),
+        *_name_resolution(),
+        *_dangerous_callables(),
     ]
 
 

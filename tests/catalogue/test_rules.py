@@ -178,3 +178,42 @@ def test_alert_is_a_finding_with_step_and_rank() -> None:
         positional.step = 8  # type: ignore[misc]
     with pytest.raises(TrainWardenError, match="malformed alert"):
         Alert.from_dict(Finding("TWM-HANG", Severity.HIGH, "stuck").to_dict())
+
+
+_GUIDES = sorted(
+    p
+    for p in (ROOT / "docs").glob("*.md")
+    if p.name not in ("rules.md", "BENCHMARKS.md", "threat-model.md")
+)
+_BARE_ID = re.compile(r"(?<!\[)`(TW[A-Z]-[A-Z0-9-]+)`(?!\]\()")
+_LINKED_ROW = re.compile(
+    r"^\| \[`(TW[A-Z]-[A-Z0-9-]+)`\]\(rules\.md#([a-z0-9-]+)\) \| ([^|]+) \|", re.M
+)
+
+
+def _prose(text: str) -> str:
+    """``text`` without its fenced code blocks (sample output shows ids unlinked)."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+
+
+def test_every_rule_id_in_a_guide_links_to_the_reference() -> None:
+    rules = catalogue()
+    for guide in _GUIDES:
+        prose = _prose(guide.read_text(encoding="utf-8"))
+        assert _BARE_ID.findall(prose) == [], guide.name
+        for rid, anchor in re.findall(r"\[`(TW[A-Z]-[A-Z0-9-]+)`\]\(rules\.md#([^)]*)\)", prose):
+            assert rid in rules, (guide.name, rid)
+            assert anchor == rules[rid].anchor, (guide.name, rid)
+
+
+def test_guide_rule_tables_agree_with_the_catalogue() -> None:
+    rules = catalogue()
+    rows = 0
+    for guide in _GUIDES:
+        for rid, _, severity in _LINKED_ROW.findall(guide.read_text(encoding="utf-8")):
+            words = re.findall(r"\b(INFO|LOW|MEDIUM|HIGH|CRITICAL)\b", severity)
+            if not words:
+                continue  # "by effect", "as the class": the reference says how
+            rows += 1
+            assert words[0] == rules[rid].severity.name, (guide.name, rid, severity)
+    assert rows > 150

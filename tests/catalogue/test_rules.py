@@ -217,3 +217,11 @@ def test_guide_rule_tables_agree_with_the_catalogue() -> None:
             rows += 1
             assert words[0] == rules[rid].severity.name, (guide.name, rid, severity)
     assert rows > 150
+
+
+def test_the_monitor_escalates_replaced_code_by_the_catalogue_tag() -> None:
+    # The monitor asks the catalogue which attestation rules mean "the callable was replaced".
+    tagged = sorted(rid for rid, rule in catalogue().items() if "code-replaced" in rule.tags)
+    assert tagged == ["TWA-CODE-001", "TWA-CODE-002", "TWA-CODE-003"]
+    source = (SRC / "monitor" / "checks" / "code.py").read_text(encoding="utf-8")
+    assert "TWA-" not in source

@@ -225,3 +225,24 @@ def test_the_monitor_escalates_replaced_code_by_the_catalogue_tag() -> None:
     assert tagged == ["TWA-CODE-001", "TWA-CODE-002", "TWA-CODE-003"]
     source = (SRC / "monitor" / "checks" / "code.py").read_text(encoding="utf-8")
     assert "TWA-" not in source
+
+
+def test_sarif_rule_metadata_comes_from_the_catalogue() -> None:
+    from trainwarden.scan import scan_bytes
+    from trainwarden.scan.report import to_sarif
+    from trainwarden.scan.types import ScanReport
+
+    data = b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03."
+    report = ScanReport(files=(scan_bytes(data, "payload.pkl"),))
+    assert {f.rule_id for f in report.findings} == {"TWS-PKL-DANGEROUS"}
+    driver = to_sarif(report, Severity.HIGH)["runs"][0]["tool"]["driver"]
+    by_id = {r["id"]: r for r in driver["rules"]}
+    rules = catalogue()
+    assert set(by_id) == {rid for rid in rules if rid.startswith("TWS-")}
+    for rid, entry in by_id.items():
+        rule = rules[rid]
+        assert entry["shortDescription"]["text"] == rule.title
+        assert entry["properties"]["severity"] == rule.severity.name
+        assert entry["properties"]["threats"] == list(rule.threats)
+        assert entry["properties"]["doc"] == f"docs/rules.md#{rule.anchor}"
+    assert by_id["TWS-PKL-DANGEROUS"]["defaultConfiguration"]["level"] == "error"

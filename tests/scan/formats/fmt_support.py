@@ -18,11 +18,6 @@ from trainwarden.scan.types import FormatHandler, Limits, Verdict
 Classifier = Callable[[str, str], tuple[Verdict, str]]
 
 
-def default_classifier() -> Classifier:
-    """The scanner core's default policy (the one ``scan_path`` uses without a policy file)."""
-    return Policy.default().classify
-
-
 @dataclass
 class RecordingContext:
     """Implements the ScanContext protocol: records findings, formats and handed-back members.

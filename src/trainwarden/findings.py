@@ -49,7 +49,7 @@ class Severity(enum.Enum):
 class Finding:
     """One thing a check found.
 
-    ``rule_id`` is stable across releases (e.g. ``"TW-PKL-001"``), ``location`` says where
+    ``rule_id`` is stable across releases (e.g. ``"TWS-PKL-DANGEROUS"``), ``location`` says where
     (a path, optionally with ``:member`` and ``@offset``), and ``evidence`` holds the
     JSON-serialisable facts that triggered it.
     """

@@ -23,6 +23,7 @@ from trainwarden.drill import Sample, build_clean, build_malicious, canaries_fir
 from trainwarden.errors import TrainWardenError
 from trainwarden.loading.guard import Guard
 from trainwarden.loading.loader import detect_format
+from trainwarden.rules import catalogue
 
 # Clean samples in formats trainwarden.load reads (the HF Trainer and Lightning checkpoints are
 # exercised through their real callers in test_load_hf_trainer.py / test_load_lightning.py).
@@ -169,10 +170,12 @@ def test_every_malicious_sample_is_refused_by_load(corpus: tuple[Path, list[Samp
     dest, samples = corpus
     not_refused: dict[str, str] = {}
     unreadable: dict[str, str] = {}
+    reported: set[str] = set()
     for sample, path in _malicious_files(dest, samples):
         try:
             trainwarden.load(path)
-        except trainwarden.UnsafeModelError:
+        except trainwarden.UnsafeModelError as e:
+            reported |= {f.rule_id for f in e.findings}
             continue
         except TrainWardenError as e:
             why = NOT_LOADABLE.get(sample.name)
@@ -184,6 +187,8 @@ def test_every_malicious_sample_is_refused_by_load(corpus: tuple[Path, list[Samp
             not_refused[sample.name] = "loaded"
     assert not_refused == {}
     assert unreadable == NOT_LOADABLE
+    # Every rule id a refusal reports is one the rule catalogue declares.
+    assert reported and sorted(reported - set(catalogue())) == []
     assert canaries_fired(dest) == []
 
 

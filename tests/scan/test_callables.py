@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from trainwarden.drill.scan_corpus import asm as A
 from trainwarden.scan import callables, scan_bytes
 from trainwarden.scan.allowlist import SAFE
 from trainwarden.scan.denylist import DANGEROUS
@@ -20,7 +21,6 @@ from trainwarden.scan.pickle_vm import analyze_pickle
 from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import Verdict
 
-from . import _asm as A
 from ._callables_gen import derive, resolve_name
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import _asm as A
+from trainwarden.drill.scan_corpus import asm as A
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -56,7 +56,7 @@ def cli(
 
 
 def evil(canary: Path) -> bytes:
-    return A.proto(2) + A.call("os", "system", f"touch {canary}") + A.STOP
+    return A.proto(2) + A.call_global("os", "system", f"touch {canary}") + A.STOP
 
 
 @pytest.fixture

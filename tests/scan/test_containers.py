@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from trainwarden.drill.scan_corpus import asm as A
 from trainwarden.findings import Severity
 from trainwarden.scan import FileReport, scan_bytes, scan_path
 
-from . import _asm as A
 from ._zipbuild import Member, build_zip, read_zip
 
 torch = pytest.importorskip("torch")
@@ -23,7 +23,7 @@ def rules(r: FileReport) -> set[str]:
 
 
 def payload(canary: Path) -> bytes:
-    return A.proto(2) + A.call("os", "system", f"touch {canary}") + A.STOP
+    return A.proto(2) + A.call_global("os", "system", f"touch {canary}") + A.STOP
 
 
 def torch_bytes(obj: object, protocol: int = 2) -> bytes:

@@ -15,6 +15,7 @@ import pytest
 
 from trainwarden.drill import Corpus, Sample, canaries_fired, sample_names
 from trainwarden.findings import Finding, Severity
+from trainwarden.rules import catalogue
 from trainwarden.scan import scan_bytes, scan_path
 
 MALICIOUS = sample_names("malicious")
@@ -96,6 +97,9 @@ def test_whole_corpus_in_one_scan(corpus: Corpus) -> None:
     for sample in corpus.of_kind("malicious"):
         path = sample.path(corpus.root)
         assert any(p == str(path) or p.startswith(str(path) + "/") for p in failing), sample.name
+    # Every rule id the corpus makes the scanner emit is one the rule catalogue declares.
+    emitted = {f.rule_id for f in report.findings}
+    assert len(emitted) > 25 and sorted(emitted - set(catalogue())) == []
     assert canaries_fired(corpus.root) == []
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from trainwarden.drill.scan_corpus import asm as A
 from trainwarden.findings import Severity
 from trainwarden.scan import FileReport, Limits, scan_bytes, scan_path
 
-from . import _asm as A
 from ._zipbuild import Member, build_zip
 
 np = pytest.importorskip("numpy")
@@ -30,7 +30,7 @@ def rules(r: FileReport) -> set[str]:
 
 
 def payload(canary: Path) -> bytes:
-    return A.proto(2) + A.call("os", "system", f"touch {canary}") + A.STOP
+    return A.proto(2) + A.call_global("os", "system", f"touch {canary}") + A.STOP
 
 
 def tar_bytes(members: dict[str, bytes]) -> bytes:
@@ -312,7 +312,7 @@ def test_large_members_spill_to_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
     monkeypatch.setattr(_spill, "MEMORY_THRESHOLD", 1024)
     canary = tmp_path / "canary"
-    big = A.proto(4) + (A.NONE + A.POP) * 5000 + A.call("os", "system", f"touch {canary}")
+    big = A.proto(4) + (A.NONE + A.POP) * 5000 + A.call_global("os", "system", f"touch {canary}")
     big += A.STOP
     for data in (
         gzip.compress(big),

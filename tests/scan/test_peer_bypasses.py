@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from trainwarden.drill.scan_corpus import asm as A
 from trainwarden.findings import Severity
 from trainwarden.scan import analyze_pickle, scan_bytes
 from trainwarden.scan.pickle_vm import PickleAnalysis
 from trainwarden.scan.types import Verdict
 
-from . import _asm as A
 from ._zipbuild import Member, build_zip
 
 
@@ -48,8 +48,8 @@ def test_modelscan_85_build_plants_names_then_dotted_stack_global(canary: Path) 
         + A.glob("numpy", "prod")
         + A.NONE
         + A.MARK
-        + A.unicode0("a")
-        + A.unicode0("os")
+        + A.uni("a")
+        + A.uni("os")
         + b"d"
         + A.TUPLE2
         + A.BUILD
@@ -63,7 +63,7 @@ def test_modelscan_85_build_plants_names_then_dotted_stack_global(canary: Path) 
         + A.get(0)
         + A.get(1)
         + A.STACK_GLOBAL
-        + A.unicode0(f"touch {canary}")
+        + A.uni(f"touch {canary}")
         + A.TUPLE1
         + A.REDUCE
         + A.STOP
@@ -77,10 +77,10 @@ def test_modelscan_89_numpy_builtins_dict_get(canary: Path) -> None:
         A.proto(5)
         + A.glob("builtins", "dict.get")
         + A.glob("numpy", "__builtins__")
-        + A.unicode0("exec")
+        + A.uni("exec")
         + A.TUPLE2
         + A.REDUCE
-        + A.unicode0(f"__import__('os').system('touch {canary}')")
+        + A.uni(f"__import__('os').system('touch {canary}')")
         + A.TUPLE1
         + A.REDUCE
         + A.STOP
@@ -306,7 +306,7 @@ def test_cve_2026_24747_setitem_into_tensor(canary: Path) -> None:
 def test_jfrog_non_standard_member_extension_and_crc(canary: Path) -> None:
     # CVE-2025-10155/10156 style: a torch zip whose pickle member is not named *.pkl and whose
     # CRC is wrong (zipfile refuses it; PyTorch's reader does not check).
-    payload = A.proto(2) + A.call("os", "system", f"touch {canary}") + A.STOP
+    payload = A.proto(2) + A.call_global("os", "system", f"touch {canary}") + A.STOP
     data = build_zip(
         [
             Member("model/data.bin", payload, crc=0xDEADBEEF),
@@ -319,8 +319,8 @@ def test_jfrog_non_standard_member_extension_and_crc(canary: Path) -> None:
 
 
 def test_nested_pickle_loads(canary: Path) -> None:
-    inner = A.proto(2) + A.call("os", "system", f"touch {canary}") + A.STOP
-    data = A.proto(2) + A.glob("pickle", "loads") + A.sbb(inner[:255]) + A.TUPLE1 + A.REDUCE
+    inner = A.proto(2) + A.call_global("os", "system", f"touch {canary}") + A.STOP
+    data = A.proto(2) + A.glob("pickle", "loads") + A.sbytes(inner[:255]) + A.TUPLE1 + A.REDUCE
     a = flagged(data + A.STOP, canary)
     assert "TWS-PKL-DANGEROUS" in rules(a)
     dangerous(a, "pickle.loads")
@@ -337,7 +337,7 @@ def test_joblib_array_bytes_hide_opcodes_for_plain_pickle(canary: Path) -> None:
     assert not scan_bytes(bytes(raw)).findings
     start = raw.index(b"\x00" * 200)
     pad_pos = next(start - 1 - n for n in range(16) if raw[start - 1 - n] == n)
-    payload = A.POP + A.call("os", "system", f"touch {canary}") + A.STOP
+    payload = A.POP + A.call_global("os", "system", f"touch {canary}") + A.STOP
     raw[pad_pos : pad_pos + len(payload)] = payload
     r = scan_bytes(bytes(raw))
     assert "TWS-PKL-DANGEROUS" in {f.rule_id for f in r.findings}

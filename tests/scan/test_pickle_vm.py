@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from trainwarden.drill.scan_corpus import asm as A
 from trainwarden.findings import Severity
 from trainwarden.scan import Limits, Policy, Verdict, analyze_pickle
 from trainwarden.scan.pickle_vm import PickleAnalysis, looks_like_pickle
-
-from . import _asm as A
 
 
 def rules(a: PickleAnalysis) -> set[str]:
@@ -46,7 +45,7 @@ def assert_flagged(data: bytes, canary: Path, rule: str = "TWS-PKL-DANGEROUS") -
 
 
 def test_global_reduce_os_system(canary: Path) -> None:
-    data = A.proto(2) + A.call("os", "system", touch_cmd(canary)) + A.STOP
+    data = A.proto(2) + A.call_global("os", "system", touch_cmd(canary)) + A.STOP
     a = assert_flagged(data, canary)
     g = a.globals[0]
     assert (g.module, g.name, g.opcode, g.offset, g.verdict) == (
@@ -87,7 +86,7 @@ def test_stack_global_with_strings_from_memo(canary: Path) -> None:
 
 @pytest.mark.parametrize(
     "enc",
-    [A.string, A.sbs, A.binstring, A.unicode0, A.bu, A.bu8, A.su],
+    [A.string, A.sbs, A.binstring, A.uni, A.bu, A.bu8, A.su],
     ids=["STRING", "SHORT_BINSTRING", "BINSTRING", "UNICODE", "BINUNICODE", "BINUNICODE8", "SHORT"],
 )
 def test_stack_global_strings_from_any_string_opcode(enc: object, canary: Path) -> None:
@@ -113,7 +112,7 @@ def test_stack_global_strings_from_any_string_opcode(enc: object, canary: Path) 
 
 
 def test_stack_global_with_non_str_operand_is_malformed(canary: Path) -> None:
-    data = A.proto(4) + A.su("os") + A.sbb(b"system") + A.STACK_GLOBAL + A.STOP
+    data = A.proto(4) + A.su("os") + A.sbytes(b"system") + A.STACK_GLOBAL + A.STOP
     a = analyze_pickle(data)
     assert "TWS-PKL-MALFORMED" in rules(a)
     assert not canary.exists()
@@ -171,7 +170,7 @@ def test_dotted_path_into_dangerous_module(canary: Path) -> None:
 
 
 def test_fix_imports_maps_python2_names(canary: Path) -> None:
-    data = A.proto(2) + A.call("__builtin__", "eval", "1") + A.STOP
+    data = A.proto(2) + A.call_global("__builtin__", "eval", "1") + A.STOP
     a = assert_flagged(data, canary)
     assert a.globals[0].qualname == "builtins.eval"
 
@@ -184,7 +183,7 @@ def test_protocol_3_does_not_map_python2_names() -> None:
 
 
 def test_unknown_global_fails_at_high() -> None:
-    a = analyze_pickle(A.proto(2) + A.call("mylib.models", "Net") + A.STOP)
+    a = analyze_pickle(A.proto(2) + A.call_global("mylib.models", "Net") + A.STOP)
     (f,) = [f for f in a.findings if f.rule_id == "TWS-PKL-UNKNOWN"]
     assert f.severity is Severity.HIGH
     assert a.globals[0].verdict is Verdict.UNKNOWN
@@ -275,14 +274,14 @@ def test_memo_get_of_undefined_key() -> None:
 
 
 def test_frame_shorter_than_contents(canary: Path) -> None:
-    body = A.call("os", "system", touch_cmd(canary)) + A.STOP
+    body = A.call_global("os", "system", touch_cmd(canary)) + A.STOP
     data = A.proto(4) + A.frame(body, declared=5)
     a = assert_flagged(data, canary)
     assert "TWS-PKL-FRAME" in rules(a)
 
 
 def test_frame_longer_than_data_is_truncated(canary: Path) -> None:
-    body = A.call("os", "system", touch_cmd(canary)) + A.STOP
+    body = A.call_global("os", "system", touch_cmd(canary)) + A.STOP
     a = analyze_pickle(A.proto(4) + A.frame(body, declared=len(body) + 100))
     assert "TWS-PKL-TRUNCATED" in rules(a)
 
@@ -302,14 +301,19 @@ def test_well_formed_frames_are_clean() -> None:
 
 
 def test_second_pickle_in_stream_is_analysed(canary: Path) -> None:
-    data = pickle.dumps({"ok": 1}, protocol=2) + A.proto(2) + A.call("os", "system", "x") + A.STOP
+    data = (
+        pickle.dumps({"ok": 1}, protocol=2)
+        + A.proto(2)
+        + A.call_global("os", "system", "x")
+        + A.STOP
+    )
     a = assert_flagged(data, canary)
     assert a.pickles == 2
 
 
 def test_payload_before_garbage_is_reported(canary: Path) -> None:
     # No STOP: Python runs os.system and only then fails on the garbage byte.
-    data = A.proto(2) + A.call("os", "system", touch_cmd(canary)) + b"\xff\xfe garbage"
+    data = A.proto(2) + A.call_global("os", "system", touch_cmd(canary)) + b"\xff\xfe garbage"
     a = assert_flagged(data, canary)
     assert "TWS-PKL-MALFORMED" in rules(a)
     assert not a.complete

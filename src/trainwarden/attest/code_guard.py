@@ -23,21 +23,11 @@ from trainwarden.findings import Finding, Severity
 __all__ = [
     "DEFAULT_TARGETS",
     "HOOK_REGISTRIES",
-    "RULES",
     "CodeGuard",
     "GuardedCallable",
     "code_digest",
     "trust_wrapper_code",
 ]
-
-RULES: dict[str, str] = {
-    "TWA-CODE-001": "a guarded name is now bound to a different object (monkeypatched or wrapped)",
-    "TWA-CODE-002": "a guarded function's code object, closure or __wrapped__ target was replaced",
-    "TWA-CODE-003": "a guarded function's code differs from the source file on disk",
-    "TWA-CODE-004": "a guarded function is not defined inside its own package, or has no source",
-    "TWA-CODE-005": "a guarded function's default argument values changed",
-    "TWA-CODE-006": "a process-wide torch hook (optimizer step / module forward-backward) is set",
-}
 
 # Targets whose owner is a module attribute pattern: ``*`` expands to every class in that module
 # that has the attribute (own or inherited), so every optimizer's ``step`` is guarded.

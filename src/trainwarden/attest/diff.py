@@ -16,25 +16,7 @@ from trainwarden.attest.snapshot import Distribution, Snapshot
 from trainwarden.findings import Finding, Severity
 from trainwarden.report import exit_code_for
 
-__all__ = ["BASELINE_RULES", "DistDiff", "SnapshotDiff", "diff_snapshots"]
-
-BASELINE_RULES: dict[str, str] = {
-    "TWA-BASE-001": "a distribution's file differs from the baseline (if it still matches RECORD, "
-    "RECORD was rewritten with it)",
-    "TWA-BASE-002": "a file without a RECORD hash (bytecode, egg-info) differs from the baseline",
-    "TWA-BASE-003": "a distribution gained or lost files since the baseline",
-    "TWA-BASE-004": "a distribution was added since the baseline",
-    "TWA-BASE-005": "a distribution was removed since the baseline",
-    "TWA-BASE-006": "a distribution's version changed since the baseline",
-    "TWA-BASE-007": "a file no distribution owns is new or changed since the baseline",
-    "TWA-BASE-008": "sitecustomize/usercustomize is new or changed since the baseline",
-    "TWA-BASE-009": "a .pth file is new or changed since the baseline",
-    "TWA-BASE-010": "the interpreter binary or version differs from the baseline",
-    "TWA-BASE-011": "a code-loading environment variable differs from the baseline",
-    "TWA-BASE-012": "a code directory differs from the baseline (commit, diff or files)",
-    "TWA-BASE-013": "a file on sys.path outside site-packages (standard library, lib-dynload, "
-    "PYTHONPATH, .pth entries) is new, changed or removed since the baseline",
-}
+__all__ = ["DistDiff", "SnapshotDiff", "diff_snapshots"]
 
 _CODE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".dylib", ".pth", ".zip")
 

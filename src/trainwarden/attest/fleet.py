@@ -21,12 +21,7 @@ from trainwarden.attest.snapshot import Snapshot
 from trainwarden.findings import Finding, Severity
 from trainwarden.report import exit_code_for
 
-__all__ = ["RULES", "FleetReport", "NodeDeviation", "fleet_diff", "fleet_key_map"]
-
-RULES: dict[str, str] = {
-    "TWA-FLEET-001": "a node's environment differs from what the majority of the fleet runs",
-    "TWA-FLEET-002": "no strict majority of the fleet agrees on an item (the fleet is split)",
-}
+__all__ = ["FleetReport", "NodeDeviation", "fleet_diff", "fleet_key_map"]
 
 _MAX_LISTED = 50
 

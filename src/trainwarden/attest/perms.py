@@ -21,7 +21,6 @@ from trainwarden.findings import Finding, Severity
 from trainwarden.report import exit_code_for
 
 __all__ = [
-    "RULES",
     "AclEntry",
     "PermsReport",
     "build_posix_acl",
@@ -29,16 +28,6 @@ __all__ = [
     "owner_uid",
     "parse_posix_acl",
 ]
-
-RULES: dict[str, str] = {
-    "TWA-PERM-001": "a file or directory the job loads is writable by its group or by everyone",
-    "TWA-PERM-002": "a file or directory the job loads is owned by a user other than the job "
-    "owner or root",
-    "TWA-PERM-003": "a directory above a loaded path is writable by another user (the whole tree "
-    "can be replaced)",
-    "TWA-PERM-004": "a POSIX ACL lets another user or group write something the job loads",
-    "TWA-PERM-005": "more findings of one rule and severity under one root, folded into a count",
-}
 
 _ACL_XATTR = "system.posix_acl_access"
 _ACL_VERSION = 2

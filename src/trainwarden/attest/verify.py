@@ -1,6 +1,6 @@
 """Findings for a snapshot: against its RECORD hashes, its start-up hooks, and a baseline.
 
-Every rule id and its meaning is in :data:`RULES`; docs/attest.md lists them with severities.
+Every rule id, its meaning and severity is in the rule catalogue (:mod:`trainwarden.attest.rules`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainwarden.attest.cache import HashCache
-from trainwarden.attest.diff import BASELINE_RULES, SnapshotDiff, diff_snapshots
+from trainwarden.attest.diff import SnapshotDiff, diff_snapshots
 from trainwarden.attest.effects import EnvEffect
 from trainwarden.attest.envvars import describe
 from trainwarden.attest.record import FileStatus
@@ -21,40 +21,7 @@ from trainwarden.attest.snapshot import Snapshot, take_snapshot
 from trainwarden.findings import Finding, Severity
 from trainwarden.report import exit_code_for
 
-__all__ = ["RULES", "VerifyReport", "baseline_code_dirs", "check_snapshot", "verify_environment"]
-
-RULES: dict[str, str] = {
-    "TWA-REC-001": "an installed file differs from the hash in its distribution's RECORD",
-    "TWA-REC-002": "a file listed in a distribution's RECORD is missing",
-    "TWA-REC-003": "installed files without a RECORD hash (bytecode); only a baseline covers them",
-    "TWA-REC-004": "a distribution's RECORD is missing or malformed: its files cannot be verified",
-    "TWA-REC-005": "an installed file could not be read, so it was not verified",
-    "TWA-REC-006": "files installed by the OS package manager (dpkg): verify them with its tools",
-    "TWA-ORPH-001": "a file inside site-packages that no distribution installed",
-    "TWA-PTH-001": "a .pth file no distribution installed runs code at every interpreter start",
-    "TWA-PTH-002": "a .pth file no distribution installed adds directories to sys.path",
-    "TWA-PTH-003": "a .pth file a distribution installed runs code at start-up (RECORD-verified)",
-    "TWA-CUST-001": "a sitecustomize/usercustomize no distribution installed is on the path",
-    "TWA-CUST-002": "a sitecustomize/usercustomize from the OS or a distribution is on the path",
-    "TWA-ENV-001": "an environment variable that changes which code loads is set (rated by what "
-    "it changes here)",
-    "TWA-ENV-002": "a cache directory compiled code is loaded from can be written by another user",
-    "TWA-PATH-001": "a file on sys.path outside site-packages differs from the hash its package "
-    "manager recorded",
-    "TWA-PATH-002": "a module in a standard-library directory that is not a standard module "
-    "shadows a module of a later sys.path entry",
-    "TWA-PATH-003": "which package manager vouched for the files on sys.path outside "
-    "site-packages, and how many no package manager knows",
-    "TWA-PATH-004": "a sys.path directory has more files than the walk limit: not fully analysed",
-    "TWA-PATH-005": "a file no package manager installed in a standard library a package manager "
-    "installed",
-    "TWA-BYTE-001": "bytecode Python would import differs from its source",
-    "TWA-BYTE-002": "bytecode without a source beside it is imported as is and cannot be checked",
-    "TWA-BYTE-003": "bytecode Python would import could not be compared with its source",
-    "TWA-SIG-001": "the baseline's signature does not verify: the baseline was not used",
-    "TWA-SIG-002": "a key was given but the baseline is not signed",
-    **BASELINE_RULES,
-}
+__all__ = ["VerifyReport", "baseline_code_dirs", "check_snapshot", "verify_environment"]
 
 _CODE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".dylib", ".pth")
 

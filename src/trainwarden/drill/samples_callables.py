@@ -17,7 +17,13 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from trainwarden.drill.scan_corpus import (
+from trainwarden.drill.scan_corpus._base import (
+    _bytes_sample,
+    _Mal,
+    _write,
+    p4,
+)
+from trainwarden.drill.scan_corpus.asm import (
     EMPTY_DICT,
     EMPTY_TUPLE,
     MARK,
@@ -31,13 +37,9 @@ from trainwarden.drill.scan_corpus import (
     STOP,
     TUPLE,
     TUPLE1,
-    _bytes_sample,
-    _Mal,
-    _write,
     bint,
     call,
     g,
-    p4,
     sg,
     su,
 )

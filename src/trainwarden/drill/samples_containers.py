@@ -17,7 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainwarden.drill.scan_corpus import (
+from trainwarden.drill.scan_corpus._base import (
+    Sample,
+    _quiet,
+    _select,
+    _write,
+    code_of,
+    exec_payload,
+    p4,
+)
+from trainwarden.drill.scan_corpus.asm import (
     BUILD,
     EMPTY_DICT,
     EMPTY_TUPLE,
@@ -27,13 +36,6 @@ from trainwarden.drill.scan_corpus import (
     REDUCE,
     STOP,
     TUPLE,
-    Sample,
-    _quiet,
-    _select,
-    _write,
-    code_of,
-    exec_payload,
-    p4,
     sg,
     su,
 )

@@ -21,27 +21,28 @@ from types import FrameType
 from typing import Any
 
 from trainwarden.findings import Finding, Severity
+from trainwarden.loading.rules import RULES
 
 __all__ = ["LoadTrace", "current", "install_hook", "track"]
 
-# audit event -> (rule id, severity, description)
-_RULES: dict[str, tuple[str, Severity, str]] = {
-    "import": ("TWL-TEL-IMPORT", Severity.LOW, "imported a module"),
-    "exec": ("TWL-TEL-EXEC", Severity.HIGH, "executed a code object"),
-    "compile": ("TWL-TEL-COMPILE", Severity.MEDIUM, "compiled source code"),
-    "os.system": ("TWL-TEL-SYSTEM", Severity.CRITICAL, "ran a shell command"),
-    "os.exec": ("TWL-TEL-SUBPROCESS", Severity.CRITICAL, "replaced the process (exec)"),
-    "os.posix_spawn": ("TWL-TEL-SUBPROCESS", Severity.CRITICAL, "spawned a process"),
-    "os.spawn": ("TWL-TEL-SUBPROCESS", Severity.CRITICAL, "spawned a process"),
-    "os.fork": ("TWL-TEL-SUBPROCESS", Severity.CRITICAL, "forked the process"),
-    "subprocess.Popen": ("TWL-TEL-SUBPROCESS", Severity.CRITICAL, "started a subprocess"),
-    "socket.connect": ("TWL-TEL-SOCKET", Severity.CRITICAL, "opened a network connection"),
-    "socket.bind": ("TWL-TEL-SOCKET", Severity.CRITICAL, "bound a network socket"),
-    "open": ("TWL-TEL-WRITE", Severity.HIGH, "opened a file for writing"),
-    "os.remove": ("TWL-TEL-WRITE", Severity.HIGH, "deleted a file"),
-    "os.rename": ("TWL-TEL-WRITE", Severity.HIGH, "renamed a file"),
-    "ctypes.dlopen": ("TWL-TEL-DLOPEN", Severity.CRITICAL, "loaded a native library"),
-    "pickle.find_class": ("TWL-TEL-FIND-CLASS", Severity.INFO, "resolved a pickled global"),
+# audit event -> (rule id, what the process did); severities come from the rule catalogue.
+_EVENTS: dict[str, tuple[str, str]] = {
+    "import": ("TWL-TEL-IMPORT", "imported a module"),
+    "exec": ("TWL-TEL-EXEC", "executed a code object"),
+    "compile": ("TWL-TEL-COMPILE", "compiled source code"),
+    "os.system": ("TWL-TEL-SYSTEM", "ran a shell command"),
+    "os.exec": ("TWL-TEL-SUBPROCESS", "replaced the process (exec)"),
+    "os.posix_spawn": ("TWL-TEL-SUBPROCESS", "spawned a process"),
+    "os.spawn": ("TWL-TEL-SUBPROCESS", "spawned a process"),
+    "os.fork": ("TWL-TEL-SUBPROCESS", "forked the process"),
+    "subprocess.Popen": ("TWL-TEL-SUBPROCESS", "started a subprocess"),
+    "socket.connect": ("TWL-TEL-SOCKET", "opened a network connection"),
+    "socket.bind": ("TWL-TEL-SOCKET", "bound a network socket"),
+    "open": ("TWL-TEL-WRITE", "opened a file for writing"),
+    "os.remove": ("TWL-TEL-WRITE", "deleted a file"),
+    "os.rename": ("TWL-TEL-WRITE", "renamed a file"),
+    "ctypes.dlopen": ("TWL-TEL-DLOPEN", "loaded a native library"),
+    "pickle.find_class": ("TWL-TEL-FIND-CLASS", "resolved a pickled global"),
 }
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
@@ -113,11 +114,11 @@ class LoadTrace:
                 )
             )
         for (event, subject), count in grouped.items():
-            rule, sev, what = _RULES[event]
+            rule, what = _EVENTS[event]
             out.append(
                 Finding(
                     rule,
-                    sev,
+                    RULES[rule].severity,
                     f"while loading {loc}, the process {what}: {subject}",
                     loc,
                     {"event": event, "subject": subject, "count": count},
@@ -216,7 +217,7 @@ def _import_related(event: str, args: tuple[Any, ...], stop: FrameType | None) -
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    if event not in _RULES:
+    if event not in _EVENTS:
         return
     trace = _current.get()
     if trace is None or trace.busy:

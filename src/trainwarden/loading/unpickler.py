@@ -37,7 +37,6 @@ Mode = Literal["block", "warn"]
 
 RULE_DANGEROUS = "TWL-GLOBAL-DANGEROUS"
 RULE_UNKNOWN = "TWL-GLOBAL-UNKNOWN"
-RULE_SCAN = "TWL-SCAN-REFUSED"
 
 _CUnpickler: type[Any] = ORIGINALS["pickle.Unpickler"]
 _PyUnpickler: type[Any] = ORIGINALS["pickle._Unpickler"]

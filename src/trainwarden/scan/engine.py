@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import hashlib
-import importlib
-import importlib.util
 import mmap
 import os
 import stat
@@ -28,6 +26,11 @@ from trainwarden._internal.files import (
     open_regular,
 )
 from trainwarden.findings import Finding, Severity
+from trainwarden.scan.formats import HANDLERS
+from trainwarden.scan.formats import zip as zip_format
+from trainwarden.scan.formats._spill import RATIO_FLOOR
+from trainwarden.scan.formats.hf_folder import folder_findings
+from trainwarden.scan.formats.pickle import probe_unclaimed
 from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import (
     FileReport,
@@ -39,19 +42,12 @@ from trainwarden.scan.types import (
 )
 
 __all__ = [
-    "ENGINE_RULES",
     "FileScan",
     "scan_bytes",
     "scan_file",
     "scan_path",
     "scan_paths",
 ]
-
-ENGINE_RULES: dict[str, str] = {
-    "TWS-LIMIT": "a container limit was exceeded (archive depth, member count, decompressed "
-    "bytes, time per file); the rest was not inspected",
-    "TWS-INTERNAL": "a format handler failed on this input; it is reported instead of trusted",
-}
 
 # Files at least this large are memory-mapped so that handlers touch only the pages they read
 # (the pickle of a torch zip, never its storages).
@@ -148,16 +144,12 @@ class FileScan:
     def decompress_budget(self) -> int:
         """Decompressed bytes this file may still produce before a limit (total or whole-file
         ratio) is exceeded; a reader stops there instead of finding out afterwards."""
-        from trainwarden.scan.formats._spill import RATIO_FLOOR
-
         by_ratio = max(RATIO_FLOOR, self._limits.max_compression_ratio * max(self.size, 1))
         return min(self._limits.max_decompressed_bytes, by_ratio) - self.decompressed
 
     def charge_decompressed(self, nbytes: int, location: str) -> bool:
         """Account decompressed bytes; False (and a finding) once the total or the whole-file
         compression ratio is exceeded."""
-        from trainwarden.scan.formats._spill import RATIO_FLOOR
-
         self.decompressed += nbytes
         ratio = self._limits.max_compression_ratio
         if self.decompressed > RATIO_FLOOR and self.decompressed > ratio * max(self.size, 1):
@@ -180,8 +172,6 @@ class FileScan:
 
     def dispatch(self, data: Buffer, location: str) -> None:
         """Run the first handler whose sniff accepts ``data``."""
-        from trainwarden.scan.formats import HANDLERS
-
         if self.out_of_time(location):
             return
         head: bytes = data if isinstance(data, bytes) else bytes(data[:_SNIFF_BYTES])
@@ -204,16 +194,12 @@ class FileScan:
             if handler.name not in _ZIP_HANDLERS:
                 self._trailing_archive(data, location)
             return
-        from trainwarden.scan.formats.pickle import probe_unclaimed
-
         probe_unclaimed(data, location, self)
         self._trailing_archive(data, location)
 
     def _trailing_archive(self, data: Buffer, location: str) -> None:
         """An archive appended to other content is what zip readers see (they look for the
         directory at the end); scan it too."""
-        from trainwarden.scan.formats import zip as zip_format
-
         try:
             zip_format.HANDLER.scan_trailing_archive(data, location, self)
         except Exception as e:  # fail closed: report, never trust a crashed handler
@@ -386,14 +372,6 @@ def _walk(
     return files, dirs
 
 
-def _folder_hook() -> Callable[[Path], dict[Path, list[Finding]]] | None:
-    if importlib.util.find_spec("trainwarden.scan.formats.hf_folder") is None:
-        return None
-    mod = importlib.import_module("trainwarden.scan.formats.hf_folder")
-    hook = getattr(mod, "folder_findings", None)
-    return hook if callable(hook) else None
-
-
 def _ignore_sigint() -> None:
     # Ctrl-C reaches the whole process group: the parent reports it once, workers stay quiet
     # (no traceback per worker) and are stopped by the parent.
@@ -476,7 +454,6 @@ def scan_paths(
     targets: list[Path] = []
     folder_extra: dict[Path, list[Finding]] = {}
     folder_errors: list[str] = []
-    hook = None
     skipped: list[tuple[str, str]] = []
     for raw in paths:
         if not os.fspath(raw):
@@ -488,16 +465,14 @@ def scan_paths(
         if p.is_dir():
             files, dirs = _walk(p, include, exclude, skipped)
             targets.extend(files)
-            hook = hook or _folder_hook()
-            if hook is not None:
-                for d in dirs:
-                    try:
-                        extra = hook(d)
-                    except Exception as e:  # a folder check must not abort the whole scan
-                        folder_errors.append(f"folder checks failed for {d}: {e}")
-                        continue
-                    for fp, found in extra.items():
-                        folder_extra.setdefault(Path(fp), []).extend(found)
+            for d in dirs:
+                try:
+                    extra = folder_findings(d)
+                except Exception as e:  # a folder check must not abort the whole scan
+                    folder_errors.append(f"folder checks failed for {d}: {e}")
+                    continue
+                for fp, found in extra.items():
+                    folder_extra.setdefault(Path(fp), []).extend(found)
         else:
             mode = p.stat().st_mode
             if not stat.S_ISREG(mode):

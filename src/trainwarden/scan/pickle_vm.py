@@ -20,42 +20,14 @@ from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import Limits, Verdict
 
 __all__ = [
-    "RULES",
     "GlobalRef",
     "PickleAnalysis",
     "analyze_pickle",
     "looks_like_pickle",
 ]
 
+
 # Stable rule ids of the pickle analysis with their meaning (docs/scan.md lists them too).
-RULES: dict[str, str] = {
-    "TWS-PKL-DANGEROUS": "imports a global that can execute code, touch processes, files or the "
-    "network, resolve arbitrary attributes or load nested pickles",
-    "TWS-PKL-UNKNOWN": "imports a global that is not on the allowlist (default deny)",
-    "TWS-PKL-CALL-COMPUTED": "calls a value that is not an imported global (the result of another "
-    "call), which hides what is really called",
-    "TWS-PKL-MUTATE-GLOBAL": "BUILD/SETITEM/APPEND applied to an imported class, function or "
-    "module itself, which monkeypatches code-level state",
-    "TWS-PKL-BUILD-UNSAFE": "BUILD on an object of a non-allowlisted class: its __setstate__ runs",
-    "TWS-PKL-CALL-UNSAFE": "calls, allocates or BUILDs an allowlisted global in a way the safe "
-    "loader's closed constructor set does not allow (safe to name is not safe to call)",
-    "TWS-PKL-DUNDER-STATE": "BUILD state that sets special (dunder) attributes such as "
-    "__setstate__ or __class__",
-    "TWS-PKL-TENSOR-MUTATION": "item assignment or append into a tensor/array while loading "
-    "(weights_only bypass pattern)",
-    "TWS-PKL-TENSOR-BOUNDS": "a torch tensor rebuild whose size/stride/offset reach outside its "
-    "storage (out-of-bounds memory access)",
-    "TWS-PKL-EXT": "extension-registry opcode (EXT1/EXT2/EXT4)",
-    "TWS-PKL-MEMO-UNDEFINED": "memo GET of a key that was never PUT",
-    "TWS-PKL-MALFORMED": "the unpickler would fail part-way, after running everything before it",
-    "TWS-PKL-TRUNCATED": "the stream ends before STOP",
-    "TWS-PKL-TRAILING": "unparseable data after the last pickle",
-    "TWS-PKL-FRAME": "a FRAME whose declared length disagrees with the opcodes it holds",
-    "TWS-PKL-PROTOCOL": "PROTO opcode in the middle of a pickle or an unsupported protocol",
-    "TWS-PKL-LIMIT": "a resource limit was exceeded; the rest of the stream was not analysed",
-}
-
-
 @dataclass(frozen=True)
 class GlobalRef:
     """One global the unpickler would import (GLOBAL, STACK_GLOBAL, INST or EXT)."""

@@ -6,9 +6,7 @@ The library returns plain dicts; only the CLI writes them out.
 from __future__ import annotations
 
 import base64
-import importlib
 import os
-import pkgutil
 import re
 import urllib.parse
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Any
 
 from trainwarden._version import __version__
 from trainwarden.findings import Finding, Severity
+from trainwarden.rules import Rule, lookup
+from trainwarden.scan.rules import RULES
 from trainwarden.scan.types import ScanReport
 
 __all__ = ["SARIF_SCHEMA", "all_rules", "json_safe", "path_fields", "to_json", "to_sarif"]
@@ -33,18 +33,30 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def all_rules() -> dict[str, str]:
-    """Every scanner rule id with its meaning (core, pickle VM and each format module)."""
-    from trainwarden.scan import engine, formats, pickle_vm
+    """Every scanner rule id with its title (from the rule catalogue)."""
+    return {rule_id: rule.title for rule_id, rule in sorted(RULES.items())}
 
-    rules: dict[str, str] = {**pickle_vm.RULES, **engine.ENGINE_RULES}
-    for info in pkgutil.iter_modules(formats.__path__):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{formats.__name__}.{info.name}")
-        extra = getattr(mod, "RULES", None)
-        if isinstance(extra, dict):
-            rules.update({str(k): str(v) for k, v in extra.items()})
-    return dict(sorted(rules.items()))
+
+def _sarif_rule(rule_id: str, rule: Rule | None) -> dict[str, Any]:
+    if rule is None:
+        # An id no capability declares (a test asserts this cannot happen): still listed, so
+        # every result has its rule.
+        return {
+            "id": rule_id,
+            "name": rule_id.replace("-", ""),
+            "shortDescription": {"text": rule_id},
+        }
+    return {
+        "id": rule_id,
+        "name": rule_id.replace("-", ""),
+        "shortDescription": {"text": rule.title},
+        "defaultConfiguration": {"level": _LEVEL[rule.severity]},
+        "properties": {
+            "severity": rule.severity.name,
+            "threats": list(rule.threats),
+            "doc": rule.doc,
+        },
+    }
 
 
 def _is_utf8(s: str) -> bool:
@@ -135,17 +147,9 @@ def _result(f: Finding, file_path: str) -> dict[str, Any]:
 
 
 def to_sarif(report: ScanReport, fail_on: Severity) -> dict[str, Any]:
-    """A SARIF 2.1.0 log with one run; rules carry their meaning as shortDescription."""
-    catalog = all_rules()
-    used = sorted({f.rule_id for f in report.findings} | set(catalog))
-    rules = [
-        {
-            "id": rule,
-            "name": rule.replace("-", ""),
-            "shortDescription": {"text": catalog.get(rule, rule)},
-        }
-        for rule in used
-    ]
+    """A SARIF 2.1.0 log with one run; its rule list comes from the rule catalogue."""
+    used = sorted({f.rule_id for f in report.findings} | set(RULES))
+    rules = [_sarif_rule(rule_id, RULES.get(rule_id) or lookup(rule_id)) for rule_id in used]
     results = [_result(f, fr.path) for fr in report.files for f in fr.findings]
     artifacts = []
     for fr in report.files:

@@ -18,15 +18,7 @@ from collections.abc import Iterable
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.torchscript_ops import ALLOWED_OPS, EXCLUDED_OPS
 
-__all__ = ["RULES", "code_members", "review"]
-
-RULES: dict[str, str] = {
-    "TWS-TORCHSCRIPT": "TorchScript archive whose code calls only allowlisted, side-effect-free "
-    "operators (LOW: torch.jit.load still compiles and runs it)",
-    "TWS-TORCHSCRIPT-OP": "TorchScript code calls an operator or function outside the allowlist "
-    "of side-effect-free operators (for example torch.from_file, torch.save, print), or could "
-    "not be analysed",
-}
+__all__ = ["code_members", "review"]
 
 # TorchScript builtins the serializer emits as bare names (each maps to a pure aten/prim op or
 # is a compiler annotation).

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Finding, Severity
+
+if TYPE_CHECKING:
+    from trainwarden.scan.policy import Policy
 
 __all__ = [
     "FileReport",
@@ -135,16 +139,32 @@ class ScanReport:
 
 
 class ScanContext(Protocol):
-    """What a format handler may use while scanning one input file.
+    """Everything a format handler may use while scanning one input file.
 
-    The scanner core implements it; handlers append findings with :meth:`add`, hand the bytes of
-    any embedded member back with :meth:`scan_member` (dispatched by content, with depth and
-    member limits enforced by the core) and ask the policy about Python references found in
-    configs with :meth:`classify`.
+    The scanner core implements it (``trainwarden.scan.engine.FileScan``); handlers use nothing
+    else, so a context of another kind gets the same behaviour, the user's policy included.
+    Handlers append findings with :meth:`add`, hand the bytes of any embedded member back with
+    :meth:`scan_member` (dispatched by content, with depth and member limits enforced by the
+    core), ask the policy about Python references with :meth:`classify` or :attr:`policy`, and
+    account for the time and decompressed bytes the file costs.
     """
+
+    #: The allowlist policy of this scan. A container handler may narrow it for its own members
+    #: (TorchScript archives trust their own classes) and must restore it afterwards.
+    policy: Policy
 
     @property
     def limits(self) -> Limits: ...
+
+    @property
+    def deadline(self) -> float | None:
+        """``time.monotonic()`` value after which the file is out of time (``None``: no limit)."""
+        ...
+
+    @property
+    def decompressed(self) -> int:
+        """Decompressed bytes this file has produced so far (members of every container)."""
+        ...
 
     def add(self, finding: Finding) -> None: ...
 
@@ -153,6 +173,26 @@ class ScanContext(Protocol):
     def classify(self, module: str, name: str) -> tuple[Verdict, str]: ...
 
     def note_format(self, fmt: str) -> None: ...
+
+    def note_globals(self, names: Iterable[str]) -> None:
+        """Record the Python globals a pickle in this file references (for the report)."""
+        ...
+
+    def limit(self, which: str, message: str, location: str) -> None:
+        """Report that the :class:`Limits` field ``which`` was exceeded (HIGH, once per field)."""
+        ...
+
+    def out_of_time(self, location: str) -> bool:
+        """True (and the limit reported) once the file's time budget is spent."""
+        ...
+
+    def decompress_budget(self) -> int:
+        """Decompressed bytes the file may still produce before a limit is exceeded."""
+        ...
+
+    def charge_decompressed(self, nbytes: int, location: str) -> bool:
+        """Account ``nbytes`` decompressed bytes; False (and the limit reported) once over."""
+        ...
 
 
 class FormatHandler(Protocol):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 import struct
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,21 +18,25 @@ from trainwarden.scan.types import FormatHandler, Limits, Verdict
 Classifier = Callable[[str, str], tuple[Verdict, str]]
 
 
-def default_classifier() -> Classifier:
-    """The scanner core's default policy (the one ``scan_path`` uses without a policy file)."""
-    return Policy.default().classify
-
-
 @dataclass
 class RecordingContext:
-    """Implements the ScanContext protocol: records findings, formats and handed-back members."""
+    """Implements the ScanContext protocol: records findings, formats and handed-back members.
+
+    It is not the engine's ``FileScan``: handlers must behave the same with it (its policy
+    included), which the handler-contract tests check.
+    """
 
     limits: Limits = field(default_factory=Limits)
-    classifier: Classifier = field(default_factory=default_classifier)
+    classifier: Classifier | None = None
+    policy: Policy = field(default_factory=Policy.default)
+    deadline: float | None = None
     findings: list[Finding] = field(default_factory=list)
     formats: list[str] = field(default_factory=list)
+    globals: list[str] = field(default_factory=list)
     members: list[tuple[str, bytes]] = field(default_factory=list)
     handlers: tuple[FormatHandler, ...] = ()
+    decompressed: int = 0
+    limits_hit: list[str] = field(default_factory=list)
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -47,10 +52,36 @@ class RecordingContext:
                 break
 
     def classify(self, module: str, name: str) -> tuple[Verdict, str]:
-        return self.classifier(module, name)
+        if self.classifier is not None:
+            return self.classifier(module, name)
+        return self.policy.classify(module, name)
 
     def note_format(self, fmt: str) -> None:
         self.formats.append(fmt)
+
+    def note_globals(self, names: Iterable[str]) -> None:
+        self.globals.extend(names)
+
+    def limit(self, which: str, message: str, location: str) -> None:
+        if which not in self.limits_hit:
+            self.limits_hit.append(which)
+            self.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {"limit": which}))
+
+    def out_of_time(self, location: str) -> bool:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.limit("max_seconds_per_file", "out of time", location)
+            return True
+        return False
+
+    def decompress_budget(self) -> int:
+        return self.limits.max_decompressed_bytes - self.decompressed
+
+    def charge_decompressed(self, nbytes: int, location: str) -> bool:
+        self.decompressed += nbytes
+        if self.decompressed > self.limits.max_decompressed_bytes:
+            self.limit("max_decompressed_bytes", "decompressed data over the limit", location)
+            return False
+        return True
 
     @property
     def rule_ids(self) -> set[str]:

@@ -7,6 +7,7 @@ from typing import Any
 from trainwarden.findings import Severity
 from trainwarden.monitor.check import Check
 from trainwarden.monitor.config import MonitorConfig
+from trainwarden.rules import lookup
 
 __all__ = ["CodeGuardCheck", "StepIdentity"]
 
@@ -117,7 +118,10 @@ class CodeGuardCheck(Check):
                 continue
             self._seen.add(key)
             text = f"{f.location} {f.message}".lower()
-            replaced = f.rule_id in ("TWA-CODE-001", "TWA-CODE-002", "TWA-CODE-003")
+            # Which attestation rules mean "the callable was replaced" is the catalogue's
+            # business (its "code-replaced" tag), not a list of ids kept here.
+            rule = lookup(f.rule_id)
+            replaced = rule is not None and "code-replaced" in rule.tags
             sensitive = any(w in text for w in _CRITICAL_CODE)
             self.mon.alert(
                 "TWM-CODE",

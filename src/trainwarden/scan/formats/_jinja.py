@@ -16,7 +16,7 @@ from typing import Any
 
 from trainwarden.findings import Severity
 
-__all__ = ["RULES", "TemplateIssue", "analyze_template", "rule_for"]
+__all__ = ["TemplateIssue", "analyze_template", "rule_for"]
 
 #: Names whose only use in a template is reaching Python internals: Jinja's default globals that are
 #: plain Python functions/classes (their ``__globals__`` hold ``os``) and ``self`` (the template
@@ -498,16 +498,6 @@ def analyze_template(src: str) -> list[TemplateIssue]:
         analyzer.check_block(toks)
     return analyzer.issues
 
-
-RULES: dict[str, str] = {
-    "TWS-TPL-001": "a Jinja chat template reaches Python internals (dunder attributes, Jinja "
-    "globals leading to os/builtins, os/popen/eval names): SSTI, code execution when rendered "
-    "outside a sandbox (CVE-2024-34359)",
-    "TWS-TPL-002": "a chat template builds names dynamically (underscore fragments, computed "
-    "attr()/subscript keys, %c formatting, character extraction) to hide an SSTI",
-    "TWS-TPL-003": "a chat template includes/imports/extends another template",
-    "TWS-TPL-004": "a chat template cannot be tokenized, so it cannot be vouched for",
-}
 
 _KIND_RULES = {
     "escape": "TWS-TPL-001",

@@ -16,11 +16,7 @@ from trainwarden.scan.formats._spill import Spill
 from trainwarden.scan.formats.torch_legacy import scan_legacy_tar
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["RULES", "SEVENZIP", "TAR", "SevenZipHandler", "TarHandler"]
-
-RULES: dict[str, str] = {
-    "TWS-ARCHIVE-MALFORMED": "a tar or 7z archive cannot be read; its content was not inspected",
-}
+__all__ = ["SEVENZIP", "TAR", "SevenZipHandler", "TarHandler"]
 
 _7Z_MAGIC = b"7z\xbc\xaf\x27\x1c"
 _LEGACY_NAMES = frozenset({"sys_info", "pickle", "storages", "tensors"})
@@ -126,11 +122,7 @@ class TarHandler:
 
 
 def _limit(ctx: ScanContext, location: str, which: str, message: str) -> None:
-    hook = getattr(ctx, "limit", None)
-    if hook is not None:
-        hook(which, message, location)
-    else:
-        ctx.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {"limit": which}))
+    ctx.limit(which, message, location)
 
 
 class SevenZipHandler:

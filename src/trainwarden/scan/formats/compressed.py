@@ -16,14 +16,7 @@ from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats._spill import Spill, ZlibStream, decompress_into
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "RULES", "CompressedHandler"]
-
-RULES: dict[str, str] = {
-    "TWS-COMPRESSED-CORRUPT": "a compressed stream is corrupt or truncated; what decompressed "
-    "before the damage was still scanned",
-    "TWS-CANNOT-INSPECT": "the content uses a format whose decoder is not installed (lz4, 7z); "
-    "it was not inspected (fail closed)",
-}
+__all__ = ["HANDLER", "CompressedHandler"]
 
 _CHUNK = 1 << 20
 
@@ -103,26 +96,21 @@ class CompressedHandler:
             }[kind]
             body = data
         limits = ctx.limits
-        used = getattr(ctx, "decompressed", 0)
-        budget = max(0, limits.max_decompressed_bytes - used)
+        budget = max(0, limits.max_decompressed_bytes - ctx.decompressed)
         with Spill() as sink:
             try:
                 error = decompress_into(
                     body, make, budget, sink, multi=kind in ("gzip", "bzip2", "xz")
                 )
             except OverflowError:
-                limit = getattr(ctx, "limit", None)
-                message = (
+                ctx.limit(
+                    "max_decompressed_bytes",
                     f"{kind} stream decompresses to more than {limits.max_decompressed_bytes} "
-                    "bytes (decompression bomb?); not inspected"
+                    "bytes (decompression bomb?); not inspected",
+                    location,
                 )
-                if limit is not None:
-                    limit("max_decompressed_bytes", message, location)
-                else:
-                    ctx.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {}))
                 return
-            charge = getattr(ctx, "charge_decompressed", None)
-            if charge is not None and not charge(sink.size, location):
+            if not ctx.charge_decompressed(sink.size, location):
                 return
             if error is not None:
                 trailing = "follow the compressed stream" in error

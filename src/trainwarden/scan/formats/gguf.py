@@ -20,7 +20,6 @@ from trainwarden.scan.types import ScanContext
 
 __all__ = [
     "HANDLER",
-    "RULES",
     "GGUFArray",
     "GGUFFile",
     "GGUFHandler",
@@ -28,15 +27,6 @@ __all__ = [
     "GGUFTimeout",
     "parse_gguf",
 ]
-
-RULES: dict[str, str] = {
-    "TWS-GGUF-001": "malformed GGUF header, metadata or tensor table (counts, lengths, offsets "
-    "or dims out of bounds; fail closed)",
-    "TWS-GGUF-002": "a tokenizer.chat_template key holds a non-string value",
-    "TWS-GGUF-003": "a special token (bos/eos/...) handed to chat templates is a Python dunder "
-    "attribute name or only underscores",
-    **_jinja.RULES,
-}
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -471,12 +461,10 @@ class GGUFHandler:
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
         ctx.note_format(self.name)
-        deadline = getattr(ctx, "deadline", None)
         try:
-            parsed = parse_gguf(data, deadline if isinstance(deadline, float) else None)
+            parsed = parse_gguf(data, ctx.deadline)
         except GGUFTimeout as e:
-            report = getattr(ctx, "out_of_time", None)
-            if not (callable(report) and report(location)):
+            if not ctx.out_of_time(location):
                 ctx.add(Finding("TWS-LIMIT", Severity.HIGH, f"GGUF: {e}", location, {}))
             return
         except GGUFParseError as e:

@@ -25,13 +25,7 @@ from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats.keras import analyze_keras_config
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["CONFIG_ATTRS", "HANDLER", "RULES", "H5Handler", "extract_configs_from_bytes"]
-
-RULES: dict[str, str] = {
-    "TWS-H5-001": "h5py cannot open the HDF5 file; its Keras config was recovered from raw bytes",
-    "TWS-H5-002": "an HDF5 Keras config attribute exists but cannot be inspected (fail closed)",
-    "TWS-H5-003": "the HDF5 library crashed or hung on the file (memory-corruption vector)",
-}
+__all__ = ["CONFIG_ATTRS", "HANDLER", "H5Handler", "extract_configs_from_bytes"]
 
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Root attributes that Keras turns back into objects when loading an HDF5 model.

@@ -16,17 +16,7 @@ from typing import Any
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats import _jinja
 
-__all__ = ["CONFIG_FILES", "RULES", "folder_findings", "is_hf_folder"]
-
-RULES: dict[str, str] = {
-    "TWS-HF-001": "auto_map / modules.json / PEFT auto_mapping names remote code that "
-    "from_pretrained imports (trust_remote_code)",
-    "TWS-HF-002": "a .py file in a model folder (HIGH when an auto_map entry loads it)",
-    "TWS-HF-003": "config.json declares a custom pipeline implementation",
-    "TWS-HF-004": "a config sets trust_remote_code=true",
-    "TWS-HF-005": "a model-folder config cannot be parsed (over the size limit, too deeply nested, "
-    "not JSON), so its remote-code settings are unknown (HIGH: fail closed)",
-}
+__all__ = ["CONFIG_FILES", "folder_findings", "is_hf_folder"]
 
 #: JSON files whose ``auto_map`` transformers resolves (config, tokenizer, processors).
 CONFIG_FILES = (

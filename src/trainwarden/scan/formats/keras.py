@@ -20,23 +20,11 @@ from trainwarden.scan.types import ScanContext, Verdict
 __all__ = [
     "HANDLER",
     "JSON_HANDLER",
-    "RULES",
     "KerasJsonHandler",
     "KerasZipHandler",
     "analyze_keras_config",
     "looks_like_keras_config",
 ]
-
-RULES: dict[str, str] = {
-    "TWS-KERAS-001": "a Lambda layer carries serialised Python bytecode that runs on load",
-    "TWS-KERAS-002": "the config references a module/class/function outside Keras, imported on "
-    "load (CRITICAL when the policy calls it dangerous, HIGH when unknown)",
-    "TWS-KERAS-003": "the config references a Keras built-in that defeats safe_mode or reaches "
-    "outside the model (get_file, enable_unsafe_deserialization, TFSMLayer, ...)",
-    "TWS-KERAS-004": "the config needs a custom registered object (code from outside the model)",
-    "TWS-KERAS-005": "a lookup/vectorization layer reads its vocabulary from a file path",
-    "TWS-KERAS-006": "the Keras archive or config cannot be read or parsed (fail closed)",
-}
 
 #: Packages whose classes come with Keras or its official model libraries (KerasHub, KerasNLP,
 #: KerasCV, KerasRS): installed library code, not code from the model file. Their entry points

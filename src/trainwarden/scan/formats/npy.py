@@ -8,13 +8,7 @@ from trainwarden.scan.formats._dtype import NpyHeaderError, parse_npy_header
 from trainwarden.scan.formats.pickle import scan_pickle
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "HEADER_LIMIT", "RULES", "NpyHandler"]
-
-RULES: dict[str, str] = {
-    "TWS-NPY-MALFORMED": "the .npy header cannot be parsed the way numpy parses it",
-    "TWS-NPY-OBJECT": "object array: numpy.load(allow_pickle=True) unpickles its payload "
-    "(the pickle itself is analysed too)",
-}
+__all__ = ["HANDLER", "HEADER_LIMIT", "NpyHandler"]
 
 _MAGIC = b"\x93NUMPY"
 #: Bytes of a .npy stream needed to read any header numpy writes; longer headers are read whole.

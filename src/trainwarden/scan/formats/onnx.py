@@ -15,17 +15,7 @@ from dataclasses import dataclass, field
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "RULES", "STANDARD_DOMAINS", "OnnxHandler"]
-
-RULES: dict[str, str] = {
-    "TWS-ONNX-001": "the ONNX model is not well-formed protobuf (or nests graphs too deeply)",
-    "TWS-ONNX-002": "a tensor's external-data location is absolute, climbs out with '..' or is a "
-    "URL: loading the model reads an arbitrary file",
-    "TWS-ONNX-003": "an operator from a custom domain: running the model needs a custom-op "
-    "library (native code from outside the model)",
-    "TWS-ONNX-004": "a PyOp/PythonOp operator, which imports and calls Python code",
-    "TWS-ONNX-005": "a tensor marked EXTERNAL names no location",
-}
+__all__ = ["HANDLER", "STANDARD_DOMAINS", "OnnxHandler"]
 
 #: Operator domains whose kernels ship inside ONNX runtimes (no extra library is loaded for them).
 #: "" and "ai.onnx" are the default operator set, "ai.onnx.ml" the traditional-ML set,

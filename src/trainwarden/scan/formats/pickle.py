@@ -29,10 +29,8 @@ def scan_pickle(
     ``pickle.load``, which would execute those bytes as opcodes, the stream is then analysed a
     second time that way and anything dangerous only that reading sees is reported as well.
     """
-    from trainwarden.scan.engine import FileScan
-
-    policy = ctx.policy if isinstance(ctx, FileScan) else None
-    deadline = ctx.deadline if isinstance(ctx, FileScan) else None
+    policy = ctx.policy
+    deadline = ctx.deadline
 
     def run(as_joblib: bool) -> PickleAnalysis:
         return analyze_pickle(
@@ -60,8 +58,7 @@ def scan_pickle(
         globals_.extend(plain.globals)
     for f in findings:
         ctx.add(f)
-    if isinstance(ctx, FileScan):
-        ctx.note_globals(g.qualname for g in globals_)
+    ctx.note_globals(g.qualname for g in globals_)
     return analysis.persistent_ids
 
 
@@ -77,11 +74,9 @@ def probe_unclaimed(data: object, location: str, ctx: ScanContext) -> None:
     buf: bytes = data if isinstance(data, bytes) else bytes(data[:1])  # type: ignore[index]
     if not buf or buf[0] not in _OPCODE_BYTES:
         return
-    from trainwarden.scan.engine import FileScan
-
     analysis = analyze_pickle(
         data,  # type: ignore[arg-type]
-        policy=ctx.policy if isinstance(ctx, FileScan) else None,
+        policy=ctx.policy,
         limits=ctx.limits,
         location=location,
         max_pickles=1,
@@ -92,8 +87,7 @@ def probe_unclaimed(data: object, location: str, ctx: ScanContext) -> None:
     ctx.note_format("pickle")
     for f in analysis.findings:
         ctx.add(f)
-    if isinstance(ctx, FileScan):
-        ctx.note_globals(g.qualname for g in analysis.globals)
+    ctx.note_globals(g.qualname for g in analysis.globals)
 
 
 class PickleHandler:

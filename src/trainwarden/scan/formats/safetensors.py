@@ -15,20 +15,7 @@ from typing import Any
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["DTYPE_BITS", "HANDLER", "MAX_HEADER_BYTES", "RULES", "SafetensorsHandler"]
-
-RULES: dict[str, str] = {
-    "TWS-ST-001": "safetensors header length exceeds the file size or the 100 MB cap",
-    "TWS-ST-002": "safetensors header is not a valid UTF-8 JSON object",
-    "TWS-ST-003": "safetensors header repeats a JSON key (parsers disagree on which entry wins)",
-    "TWS-ST-004": "__metadata__ is not a string-to-string map",
-    "TWS-ST-005": "a tensor entry is malformed (unknown dtype, bad shape or data_offsets)",
-    "TWS-ST-006": "a tensor's shape x dtype size differs from its data_offsets span",
-    "TWS-ST-007": "a tensor's data_offsets fall outside the data buffer",
-    "TWS-ST-008": "two tensors overlap in the data buffer",
-    "TWS-ST-009": "bytes between tensors belong to no tensor (hidden data)",
-    "TWS-ST-010": "bytes after the last tensor belong to no tensor (trailing data)",
-}
+__all__ = ["DTYPE_BITS", "HANDLER", "MAX_HEADER_BYTES", "SafetensorsHandler"]
 
 #: A header larger than this is refused by the official loader (``safetensors`` caps it at 100 MB).
 MAX_HEADER_BYTES = 100_000_000

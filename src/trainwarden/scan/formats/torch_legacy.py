@@ -12,15 +12,9 @@ import struct
 from trainwarden.findings import Finding, Severity
 from trainwarden.scan.formats.pickle import probe_unclaimed, scan_pickle
 from trainwarden.scan.pickle_vm import analyze_pickle
-from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "RULES", "TorchLegacyHandler", "scan_legacy_tar"]
-
-RULES: dict[str, str] = {
-    "TWS-TORCH-LEGACY": "a legacy torch checkpoint whose structure does not match what "
-    "torch.load reads; the remainder was not inspected",
-}
+__all__ = ["HANDLER", "TorchLegacyHandler", "scan_legacy_tar"]
 
 # torch.serialization.MAGIC_NUMBER as a pickled LONG1.
 _MAGIC_LONG1 = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
@@ -61,7 +55,7 @@ class TorchLegacyHandler:
         # torch.load reads exactly five pickles; the storage bytes after them are raw data.
         analysis = analyze_pickle(
             data,
-            policy=_policy(ctx),
+            policy=ctx.policy,
             limits=ctx.limits,
             max_pickles=5,
             location=location,
@@ -69,7 +63,7 @@ class TorchLegacyHandler:
         )
         for f in analysis.findings:
             ctx.add(f)
-        _note_globals(ctx, [g.qualname for g in analysis.globals])
+        ctx.note_globals(g.qualname for g in analysis.globals)
         if analysis.complete and analysis.pickles < 5:
             ctx.add(
                 Finding(
@@ -132,17 +126,6 @@ def _legacy_problem(ctx: ScanContext, location: str, pos: int, why: str) -> None
     )
 
 
-def _policy(ctx: ScanContext) -> Policy | None:
-    policy = getattr(ctx, "policy", None)
-    return policy if isinstance(policy, Policy) else None
-
-
-def _note_globals(ctx: ScanContext, names: list[str]) -> None:
-    note = getattr(ctx, "note_globals", None)
-    if note is not None:
-        note(names)
-
-
 def scan_legacy_tar(members: dict[str, bytes], location: str, ctx: ScanContext) -> bool:
     """Scan the four members of an old torch tar checkpoint; False if it is not one."""
     if set(members) != _LEGACY_TAR_MEMBERS:
@@ -193,7 +176,7 @@ def _scan_records(data: bytes, location: str, ctx: ScanContext, *, storages: boo
 def _one(data: bytes, pos: int, location: str, ctx: ScanContext) -> tuple[int, object] | None:
     analysis = analyze_pickle(
         data,
-        policy=_policy(ctx),
+        policy=ctx.policy,
         limits=ctx.limits,
         location=location,
         max_pickles=1,
@@ -202,7 +185,7 @@ def _one(data: bytes, pos: int, location: str, ctx: ScanContext) -> tuple[int, o
     )
     for f in analysis.findings:
         ctx.add(f)
-    _note_globals(ctx, [g.qualname for g in analysis.globals])
+    ctx.note_globals(g.qualname for g in analysis.globals)
     if not analysis.complete:
         return None
     return analysis.end_offset, analysis.result

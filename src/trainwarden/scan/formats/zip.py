@@ -26,27 +26,11 @@ from trainwarden.scan.formats._zip import (
 )
 from trainwarden.scan.formats.pickle import scan_pickle
 from trainwarden.scan.pickle_vm import looks_like_pickle
-from trainwarden.scan.torchscript import RULES as TORCHSCRIPT_RULES
 from trainwarden.scan.torchscript import code_members
 from trainwarden.scan.torchscript import review as review_torchscript
 from trainwarden.scan.types import ScanContext
 
-__all__ = ["HANDLER", "RULES", "ZipHandler"]
-
-RULES: dict[str, str] = {
-    "TWS-ZIP-MALFORMED": "the ZIP structure cannot be read; its content was not inspected",
-    "TWS-ZIP-MISMATCH": "local header and central directory disagree (name, flags, method), or "
-    "data precedes the archive: tools that read different headers see different members",
-    "TWS-ZIP-CRC": "a member's CRC-32 does not match its data: some readers refuse the member "
-    "(so peer scanners skip it) while others load it",
-    "TWS-ZIP-DUPLICATE": "two members share a name (case-insensitively): readers pick "
-    "different ones",
-    "TWS-ZIP-UNREADABLE": "a member is encrypted or uses an unsupported compression: not inspected",
-    "TWS-ZIP-DIFFERENTIAL": "PyTorch's reader (miniz) or Python's zipfile sees members that "
-    "TrainWarden's reading of the archive does not (different directory, offsets or names); "
-    "every reader's members are scanned",
-    **TORCHSCRIPT_RULES,
-}
+__all__ = ["HANDLER", "ZipHandler"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 #: Decompressed bytes read from a member to recognise it (and to read an .npy header).
@@ -263,19 +247,16 @@ class ZipHandler:
                     )
                 )
             seen[low] = ent.name
-        policy = getattr(ctx, "policy", None)
+        policy = ctx.policy
         if kind == "torchscript":
             classes = self._torchscript(data, archive, location, ctx)
-            if policy is not None:
-                # The archive's pickles are read by TorchScript's own unpickler, which resolves
-                # these names to the archive's code and its list builders, never to imports.
-                allow = [*classes, *_TORCHSCRIPT_BUILDERS]
-                ctx.policy = policy.with_overrides(allow=allow)  # type: ignore[attr-defined]
+            # The archive's pickles are read by TorchScript's own unpickler, which resolves
+            # these names to the archive's code and its list builders, never to imports.
+            ctx.policy = policy.with_overrides(allow=[*classes, *_TORCHSCRIPT_BUILDERS])
         try:
             self._scan_members(data, archive, location, ctx, kind, skipped)
         finally:
-            if policy is not None:
-                ctx.policy = policy  # type: ignore[attr-defined]
+            ctx.policy = policy
 
     def _torchscript(
         self, data: bytes, archive: ZipArchive, location: str, ctx: ScanContext
@@ -411,13 +392,11 @@ class ZipHandler:
     ) -> Spill | None:
         limits = ctx.limits
         cap = min(limit, limits.max_member_bytes)
-        charge = getattr(ctx, "charge_decompressed", None)
-        budget = getattr(ctx, "decompress_budget", None)
-        remaining = budget() if ent.method != 0 and callable(budget) else cap
+        remaining = ctx.decompress_budget() if ent.method != 0 else cap
         budget_bound = remaining < cap
         if budget_bound:
-            if remaining <= 0 and charge is not None:
-                charge(1, member_loc)  # reports the limit (once) and refuses
+            if remaining <= 0:
+                ctx.charge_decompressed(1, member_loc)  # reports the limit (once) and refuses
                 return None
             cap = remaining
         sink = Spill()
@@ -437,8 +416,10 @@ class ZipHandler:
         except OverflowError:
             size = sink.size
             sink.close()
-            if budget_bound and charge is not None:
-                charge(size, member_loc)  # the file's budget ran out: that limit is reported
+            if budget_bound:
+                ctx.charge_decompressed(
+                    size, member_loc
+                )  # the file's budget ran out: that limit is reported
                 return None
             which = (
                 "max_member_bytes" if cap == limits.max_member_bytes else "max_decompressed_bytes"
@@ -474,7 +455,7 @@ class ZipHandler:
                 )
             )
             return None
-        if ent.method != 0 and charge is not None and not charge(sink.size, member_loc):
+        if ent.method != 0 and not ctx.charge_decompressed(sink.size, member_loc):
             sink.close()
             return None
         crc = zlib.crc32(sink.value())
@@ -493,11 +474,7 @@ class ZipHandler:
 
 
 def _limit(ctx: ScanContext, which: str, message: str, location: str) -> None:
-    report = getattr(ctx, "limit", None)
-    if callable(report):
-        report(which, message, location)
-    else:
-        ctx.add(Finding("TWS-LIMIT", Severity.HIGH, message, location, {"limit": which}))
+    ctx.limit(which, message, location)
 
 
 _EOCD_SIG = b"PK\x05\x06"

@@ -53,6 +53,8 @@ RULES: dict[str, str] = {
     "TWS-PKL-FRAME": "a FRAME whose declared length disagrees with the opcodes it holds",
     "TWS-PKL-PROTOCOL": "PROTO opcode in the middle of a pickle or an unsupported protocol",
     "TWS-PKL-LIMIT": "a resource limit was exceeded; the rest of the stream was not analysed",
+    "TWS-PKL-POLYGLOT": "content another format claims (a tar archive, whose header opens with a "
+    "freely chosen member name) is also a pickle that imports globals: pickle.load runs it",
 }
 
 

@@ -42,6 +42,10 @@ RULES: dict[str, str] = {
     "TWS-ZIP-DUPLICATE": "two members share a name (case-insensitively): readers pick "
     "different ones",
     "TWS-ZIP-UNREADABLE": "a member is encrypted or uses an unsupported compression: not inspected",
+    "TWS-ZIP-MEMBER-KIND": "a member the victim's reader unpickles by its name (torch.load's "
+    "data.pkl, torch.jit.load's constants.pkl) does not read as a plain pickle by its content "
+    "(another format's handler would claim it): it is analysed as the pickle that reader runs, "
+    "and by its content for the other readers",
     "TWS-ZIP-DIFFERENTIAL": "PyTorch's reader (miniz) or Python's zipfile sees members that "
     "TrainWarden's reading of the archive does not (different directory, offsets or names); "
     "every reader's members are scanned",
@@ -323,6 +327,36 @@ class ZipHandler:
                 member_loc = f"{location}:{ent.name}"
                 m = _STORAGE_RE.search(ent.name)
                 self._local(archive, ent, location, ctx)
+                reader = unpickled_by(kind, ent.name)
+                if reader is not None:
+                    # What this member is, is decided by the reader that opens it by name, never
+                    # by what its content sniffs as.
+                    sink = self._read(data, ent, limit, member_loc, ctx)
+                    if sink is None:
+                        continue
+                    content = sink.value()
+                    ctx.note_format("pickle")
+                    for pid in scan_pickle(content, member_loc, ctx):
+                        if isinstance(pid, list) and len(pid) >= 3 and pid[0] == "storage":
+                            storage_keys.add(str(pid[2]))
+                    if looks_like_pickle(content):
+                        del content
+                        sink.close()
+                        continue
+                    ctx.add(
+                        Finding(
+                            "TWS-ZIP-MEMBER-KIND",
+                            Severity.HIGH,
+                            f"member {ent.name!r} is unpickled by {reader}, but its content does "
+                            "not read as a plain pickle (a reader that goes by content takes it "
+                            "for another format); analysed both ways",
+                            member_loc,
+                            {"member": ent.name, "reader": reader},
+                        )
+                    )
+                    del content
+                    deferred.append((ent, sink))
+                    continue
                 head = _head(data, ent)
                 if (
                     kind in ("pytorch-zip", "torchscript")
@@ -530,6 +564,18 @@ def _head(data: bytes, ent: ZipEntry) -> bytes | None:
     if ent.data_offset < 0:
         return None
     return bytes(data[ent.data_offset : ent.data_offset + min(ent.csize, 64)])
+
+
+def unpickled_by(kind: str, name: str) -> str | None:
+    """The reader that unpickles member ``name`` of an archive of ``kind`` because of its name
+    (whatever its content), or ``None``: torch.load reads ``<prefix>/data.pkl`` of a checkpoint,
+    and torch.jit.load also ``constants.pkl`` and the ``.debug_pkl`` source maps."""
+    base = name.rsplit("/", 1)[-1]
+    if kind in ("pytorch-zip", "torchscript") and base == "data.pkl":
+        return "torch.load"
+    if kind == "torchscript" and (base == "constants.pkl" or base.endswith(".debug_pkl")):
+        return "torch.jit.load"
+    return None
 
 
 def _kind(names: list[str]) -> str:

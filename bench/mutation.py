@@ -107,6 +107,72 @@ TARGETS: dict[str, Target] = {
             "x__rebind_references",
         ),
     ),
+    # block mode's closed-set construction in the guard (every unpickler it controls)
+    "guard-closed": Target(
+        "src/trainwarden/loading/guard.py",
+        ("tests/loading/test_load_guard.py",),
+        (
+            "x__closed_enforcer",
+            "x__trust_if_user_allowed",
+            "x__closed_op",
+            "x__closed_dispatch",
+            "x__install_closed_set",
+            "x__c_load",
+            "xǁ_ClosedRunǁ__init__",
+            "xǁ_ClosedRunǁfind_class",
+            "x__capturing_init",
+            "x__patch_c_subclass",
+        ),
+    ),
+    # the closed constructor set: what the safe loader (and the guard's block mode) may call
+    "constructors": Target(
+        "src/trainwarden/loading/constructors.py",
+        ("tests/loading/test_constructors.py",),
+        (
+            "x__check_allocatable",
+            "x_allocate",
+            "x_call",
+            "x_apply_state",
+            "x_check_mutator",
+            "x__spec_for",
+            "x__plain",
+            "x__obj_state",
+            "x__no_hooks",
+        ),
+    ),
+    # the scanner's pickle VM: what it treats as a call, and the callables' checks
+    "pickle-vm-calls": Target(
+        "src/trainwarden/scan/pickle_vm.py",
+        ("tests/scan/test_callables.py", "tests/scan/test_pickle_vm.py"),
+        (
+            "xǁ_VMǁimport_global",
+            "xǁ_VMǁcheck_call",
+            "xǁ_VMǁcheck_use",
+            "xǁ_VMǁcheck_call_args",
+            "xǁ_VMǁcheck_target",
+            "xǁ_VMǁcheck_build",
+            "xǁ_VMǁcheck_state",
+            "xǁ_VMǁcheck_rebuild",
+        ),
+    ),
+    # the zip parsers' disagreement checks and the reader-by-name member rule
+    "zip-checks": Target(
+        "src/trainwarden/scan/formats/zip.py",
+        ("tests/scan/test_member_kinds.py", "tests/scan/test_containers.py"),
+        (
+            "x_unpickled_by",
+            "x__kind",
+            "x__key",
+            "xǁZipHandlerǁ_scan_members",
+            "xǁZipHandlerǁ_other_readers",
+            "xǁZipHandlerǁ_plain_npy",
+        ),
+    ),
+    "npy-header": Target(
+        "src/trainwarden/scan/formats/_dtype.py",
+        ("tests/scan/test_formats_core.py",),
+        ("x_parse_npy_header", "x_dtype_info", "x__build", "x__plain"),
+    ),
     "manifest": Target(
         "src/trainwarden/loading/manifest.py",
         ("tests/loading/test_load_manifest.py",),

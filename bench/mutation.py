@@ -19,7 +19,9 @@ Run it with the worktree's ``src`` first on ``PYTHONPATH`` and the venv's ``mutm
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
+import difflib
 import fnmatch
 import os
 import re
@@ -175,7 +177,7 @@ TARGETS: dict[str, Target] = {
     ),
     "manifest": Target(
         "src/trainwarden/loading/manifest.py",
-        ("tests/loading/test_load_manifest.py",),
+        ("tests/loading/test_manifest_verify.py", "tests/loading/test_load_manifest.py"),
         (
             "x__read_envelope",
             "x__check_signature",
@@ -243,8 +245,29 @@ def _function_of(mutant: str) -> str:
     return re.sub(r"__mutmut_\d+$", "", tail)
 
 
-def _survivor(work: Path, mutant: str) -> Survivor:
-    diff = _run([_mutmut(), "show", mutant], work)
+def _function_sources(work: Path, target: Target) -> dict[str, str]:
+    """Every function of mutmut's mutated copy of the module, by name (``x_f__mutmut_3``)."""
+    path = work / "mutants" / target.source
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    return {
+        node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name
+    }
+
+
+def _survivor(work: Path, mutant: str, sources: dict[str, str] | None = None) -> Survivor:
+    """The lines a surviving mutant changed. Read from mutmut's mutated copy of the module
+    (``mutmut show`` does the same diff but costs seconds per mutant); falls back to it."""
+    name = mutant.rsplit(".", 1)[1]
+    base = re.sub(r"__mutmut_\d+$", "", name)
+    if sources and name in sources and f"{base}__mutmut_orig" in sources:
+        orig = sources[f"{base}__mutmut_orig"].replace(f"{base}__mutmut_orig", base)
+        mutated = sources[name].replace(name, base)
+        diff = "\n".join(difflib.unified_diff(orig.splitlines(), mutated.splitlines(), lineterm=""))
+    else:
+        diff = _run([_mutmut(), "show", mutant], work)
     removed = [ln[1:].strip() for ln in diff.splitlines() if re.match(r"^-(?!--)", ln)]
     added = [ln[1:].strip() for ln in diff.splitlines() if re.match(r"^\+(?!\+\+)", ln)]
     return Survivor(mutant, _function_of(mutant), removed, added)
@@ -283,7 +306,11 @@ def run_target(name: str, target: Target, base: Path, max_children: int) -> Resu
         mutant, sep, status = line.strip().rpartition(": ")
         if sep and any(fnmatch.fnmatch(mutant, p) for p in target.patterns()):
             statuses[mutant] = status.strip()
-    survivors = [_survivor(work, m) for m, s in statuses.items() if s == "survived"]
+    try:
+        sources: dict[str, str] | None = _function_sources(work, target)
+    except (OSError, SyntaxError):
+        sources = None
+    survivors = [_survivor(work, m, sources) for m, s in statuses.items() if s == "survived"]
     return Result(name, target, statuses, survivors)
 
 

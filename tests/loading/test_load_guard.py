@@ -524,3 +524,20 @@ def test_uninstall_restores_the_stock_pure_python_unpickler(guard: Install) -> N
         assert not getattr(getattr(ORIGINAL_PY_UNPICKLER, name, None), "fget", None)
     assert "tw_enforcer" not in vars(ORIGINAL_PY_UNPICKLER)
     assert "__init__" not in vars(MadeBeforeInstall) and "load" not in vars(MadeBeforeInstall)
+
+
+def test_stock_pure_python_class_checks_globals_before_importing(
+    guard: Install, tmp_path: Path, canary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reference to ``pickle._Unpickler`` kept from before the install (``from pickle import
+    _Unpickler``) must not import a module the policy does not allow: importing runs its code."""
+    (tmp_path / "tw_import_side_effect.py").write_text(f"open({str(canary)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    payload = b"\x80\x02ctw_import_side_effect\nx\n."
+    guard(mode="block")
+    with pytest.raises(trainwarden.UnsafeModelError, match="tw_import_side_effect"):
+        ORIGINAL_PY_UNPICKLER(io.BytesIO(payload)).load()
+    assert "tw_import_side_effect" not in sys.modules
+    guard(mode="warn")
+    with pytest.raises(trainwarden.UnsafeModelError, match=r"(os|posix)\.system"):
+        ORIGINAL_PY_UNPICKLER(io.BytesIO(call_pickle("os", "system", f"touch {canary}"))).load()

@@ -279,12 +279,30 @@ def _install_closed_set(guard: Guard) -> None:
     _patch(guard, _PyUnpickler, "tw_enforcer", property(_tw_enforcer_property))
     _patch(guard, _PyUnpickler, "_tw_trusted", None)
     _patch(guard, _PyUnpickler, "dispatch", _closed_dispatch(_PyUnpickler.dispatch))
+    # The stock class itself (a reference kept from before the install): check each global
+    # before it is imported, as the guard's own classes do.
+    _patch(guard, _PyUnpickler, "find_class", _stock_find_class)
     for cls in _all_subclasses(_PyUnpickler):
         if issubclass(cls, RestrictedUnpickler):
             continue
         own = vars(cls).get("dispatch")
         if isinstance(own, dict):
             _patch(guard, cls, "dispatch", _closed_dispatch(own))
+
+
+_STOCK_FIND_CLASS = vars(_PyUnpickler)["find_class"]
+
+
+def _stock_find_class(self: Any, module: str, name: str) -> Any:
+    if isinstance(self, (RestrictedUnpickler, GuardedPyUnpickler)):
+        return _STOCK_FIND_CLASS(self, module, name)  # these check globals themselves
+    _guard_find_class(self, module, name)
+    found = _STOCK_FIND_CLASS(self, module, name)
+    _trust_if_user_allowed(self, module, name, found)
+    return found
+
+
+_stock_find_class.__trainwarden_guarded__ = True  # type: ignore[attr-defined]
 
 
 class _ClosedRun(RestrictedUnpickler):

@@ -124,7 +124,10 @@ TARGETS: dict[str, Target] = {
             "xǁ_ClosedRunǁfind_class",
             "x__capturing_init",
             "x__patch_c_subclass",
+            "x__stock_find_class",
         ),
+        # the closed ops are built when the module is imported: each mutant needs a fresh import
+        isolation="forkserver",
     ),
     # the closed constructor set: what the safe loader (and the guard's block mode) may call
     "constructors": Target(

@@ -490,8 +490,23 @@ def test_user_allowed_objects_are_called_in_block_mode(guard: Install, tmp_path:
     policy_file.write_text('allow = ["ipaddress.ip_address"]\n')
     guard(mode="block", policy=Policy.from_file(policy_file))
     data = call_pickle("ipaddress", "ip_address", "10.0.0.1")
-    assert pickle.load(NonSeekable(data)) == ipaddress.ip_address("10.0.0.1")
-    assert MadeBeforeInstall(NonSeekable(data)).load() == ipaddress.ip_address("10.0.0.1")
+    want = ipaddress.ip_address("10.0.0.1")
+    assert pickle.load(NonSeekable(data)) == want
+    assert MadeBeforeInstall(NonSeekable(data)).load() == want
+    assert pickle._Unpickler(NonSeekable(data)).load() == want
+    assert PyMadeBeforeInstall(NonSeekable(data)).load() == want
+    assert ORIGINAL_PY_UNPICKLER(NonSeekable(data)).load() == want
+
+
+def test_block_mode_keeps_the_callers_unpickler_arguments(guard: Install) -> None:
+    """The closed run reads with the caller's encoding (numpy and torch pass one for Python 2
+    pickles), for the guard's classes and for a subclass made before install."""
+    py2 = b"S'abc'\n."
+    guard(mode="block")
+    for cls in (pickle.Unpickler, _pickle.Unpickler, MadeBeforeInstall, pickle._Unpickler):
+        assert cls(io.BytesIO(py2), encoding="bytes").load() == b"abc", cls
+        assert cls(io.BytesIO(py2)).load() == "abc", cls
+    assert pickle.loads(py2, encoding="bytes") == b"abc"
 
 
 def test_block_mode_refuses_a_preexisting_subclass_whose_stream_it_cannot_see(

@@ -54,4 +54,9 @@ REVIEWED: dict[str, dict[str, str]] = {
             "every Policy has unknown_severity; the getattr default is never used"
         ),
     },
+    "guard-closed": {
+        "x__capturing_init | _CUnpickler.__init__(self, file, **kw)": (
+            "the C unpickler takes no positional argument after the file, so *args is always empty"
+        ),
+    },
 }

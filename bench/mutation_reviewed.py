@@ -55,6 +55,11 @@ REVIEWED: dict[str, dict[str, str]] = {
         ),
     },
     "guard-closed": {
+        "x__closed_op | if _closed_enforcer(None) is None:": (
+            "the result is only compared with None, and for any object _closed_enforcer is None "
+            "exactly when the guard is not in block mode"
+        ),
+        "x__closed_op | op.__name__ = None": "the name only labels the function in tracebacks",
         "x__capturing_init | _CUnpickler.__init__(self, file, **kw)": (
             "the C unpickler takes no positional argument after the file, so *args is always empty"
         ),

@@ -474,6 +474,29 @@ def test_block_mode_closed_set_keeps_the_stream_position_and_clean_values(guard:
     assert stream.read() == b"tail"
 
 
+@pytest.mark.parametrize("mode", ["block", "warn"])
+def test_inst_and_obj_build_through_every_pure_python_unpickler(guard: Install, mode: str) -> None:
+    """INST and OBJ (protocols 0 and 1) call ``_instantiate`` with the class and its arguments:
+    through the closed set in block mode, pickle's own in warn mode, with the same values."""
+    import collections
+
+    cases = {
+        b"(icollections\nOrderedDict\n.": collections.OrderedDict(),
+        b"(ccollections\nOrderedDict\no.": collections.OrderedDict(),
+        b"(cbuiltins\nset\n(lp0\nI1\naI2\nao.": {1, 2},
+    }
+    guard(mode=mode)
+    for data, want in cases.items():
+        for cls in (
+            pickle._Unpickler,
+            ORIGINAL_PY_UNPICKLER,
+            PyMadeBeforeInstall,
+            pickle.Unpickler,
+        ):
+            got = cls(io.BytesIO(data)).load()
+            assert got == want and type(got) is type(want), (cls, data)
+
+
 def test_warn_mode_keeps_the_library_unpickler(guard: Install) -> None:
     """Warn mode is for reporting: the closed set is a block-mode guarantee only."""
     guard(mode="warn")

@@ -238,6 +238,9 @@ def test_verify_manifest_without_a_manifest(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as err:
         manifest.verify_manifest(path)
     assert err.value.message == f"{path} has no manifest (expected {path}.manifest.json)"
+    assert err.value.hint == (
+        "create one with `trainwarden manifest create` where the checkpoint is written"
+    )
     assert [_f(f) for f in err.value.findings] == [
         ("TWL-MAN-REQUIRED", Severity.HIGH, f"{path} has no manifest", str(path), {})
     ]

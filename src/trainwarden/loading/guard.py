@@ -243,21 +243,16 @@ def _closed_op(name: str) -> Callable[..., Any]:
         return closed(self, *args)
 
     op.__name__ = name
-    op.__trainwarden_guarded__ = True  # type: ignore[attr-defined]
     return op
 
 
-_CLOSED_OPS: dict[str, Callable[..., Any]] = {
-    n: _closed_op(n) for n in (*_CALL_OPS, "_instantiate")
-}
-
-
-def _closed_dispatch(dispatch: dict[int, Any]) -> dict[int, Any]:
+def _closed_dispatch(
+    dispatch: dict[int, Any], ops: dict[str, Callable[..., Any]]
+) -> dict[int, Any]:
     """``dispatch`` with every stock calling opcode replaced by its block-mode closed version."""
     stock_ids = {id(f): n for n, f in _STOCK.items()}
     return {
-        code: _CLOSED_OPS[stock_ids[id(fn)]] if id(fn) in stock_ids else fn
-        for code, fn in dispatch.items()
+        code: ops[stock_ids[id(fn)]] if id(fn) in stock_ids else fn for code, fn in dispatch.items()
     }
 
 
@@ -272,13 +267,15 @@ def _install_closed_set(guard: Guard) -> None:
     ``Unpickler.load_build(self)`` by name) and a dispatch table that uses them; a subclass with
     its own copy of the table (joblib's) gets its stock entries replaced in that copy.
     """
-    for name, op in _CLOSED_OPS.items():
+    # Built at install, not at import, so each install gets the code as it is now.
+    ops = {n: _closed_op(n) for n in (*_CALL_OPS, "_instantiate")}
+    for name, op in ops.items():
         _patch(guard, _PyUnpickler, name, op)
     for name in ("_call", "_refused", "_method"):
         _patch(guard, _PyUnpickler, name, vars(RestrictedUnpickler)[name])
     _patch(guard, _PyUnpickler, "tw_enforcer", property(_tw_enforcer_property))
     _patch(guard, _PyUnpickler, "_tw_trusted", None)
-    _patch(guard, _PyUnpickler, "dispatch", _closed_dispatch(_PyUnpickler.dispatch))
+    _patch(guard, _PyUnpickler, "dispatch", _closed_dispatch(_PyUnpickler.dispatch, ops))
     # The stock class itself (a reference kept from before the install): check each global
     # before it is imported, as the guard's own classes do.
     _patch(guard, _PyUnpickler, "find_class", _stock_find_class)
@@ -287,7 +284,7 @@ def _install_closed_set(guard: Guard) -> None:
             continue
         own = vars(cls).get("dispatch")
         if isinstance(own, dict):
-            _patch(guard, cls, "dispatch", _closed_dispatch(own))
+            _patch(guard, cls, "dispatch", _closed_dispatch(own, ops))
 
 
 _STOCK_FIND_CLASS = vars(_PyUnpickler)["find_class"]

@@ -579,3 +579,15 @@ def test_stock_pure_python_class_checks_globals_before_importing(
     guard(mode="warn")
     with pytest.raises(trainwarden.UnsafeModelError, match=r"(os|posix)\.system"):
         ORIGINAL_PY_UNPICKLER(io.BytesIO(call_pickle("os", "system", f"touch {canary}"))).load()
+
+
+def test_warn_mode_warns_once_per_global_in_one_load_of_the_stock_class(guard: Install) -> None:
+    import ipaddress
+
+    one = b"cipaddress\nip_address\n(S'10.0.0.1'\ntR"
+    data = b"(" + one + one + b"l."
+    guard(mode="warn")
+    with pytest.warns(UnsafeModelWarning) as warned:
+        got = ORIGINAL_PY_UNPICKLER(io.BytesIO(data)).load()
+    assert got == [ipaddress.ip_address("10.0.0.1")] * 2
+    assert len([w for w in warned if "ipaddress.ip_address" in str(w.message)]) == 1

@@ -322,3 +322,22 @@ def test_many_mismatches_are_summarised(tmp_path: Path) -> None:
     assert err.value.message == (
         f"{folder} does not match its manifest: x0.bin, x1.bin, x2.bin, x3.bin, x4.bin and 2 more"
     )
+
+
+def test_envelope_without_signatures_and_signature_without_keyid(
+    tmp_path: Path, ckpt: Path
+) -> None:
+    _, pub = manifest.generate_keypair(tmp_path / "k.pem")
+    mpath = Path(str(ckpt) + ".manifest.json")
+    env = _envelope_of(mpath)
+    del env["signatures"]
+    _write_envelope(mpath, env, None)
+    assert manifest.verify_manifest(ckpt).signature_verified is False
+    with pytest.raises(ManifestError, match="is not signed") as err:
+        manifest.verify_manifest(ckpt, public_key=pub)
+    assert err.value.findings[0].evidence["signed_by"] == []
+    env["signatures"] = [{"sig": base64.b64encode(b"y" * 64).decode()}]
+    _write_envelope(mpath, env, None)
+    with pytest.raises(ManifestError, match="has no valid signature") as err:
+        manifest.verify_manifest(ckpt, public_key=pub)
+    assert err.value.findings[0].evidence["signed_by"] == [""]

@@ -54,6 +54,23 @@ REVIEWED: dict[str, dict[str, str]] = {
             "every Policy has unknown_severity; the getattr default is never used"
         ),
     },
+    "manifest": {
+        "x__check_signature | pub.verify(base64.b64decode("
+        'str(sig.get("sig", None)), validate=True), message)': (
+            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
+            "no placeholder is a valid Ed25519 signature over the payload"
+        ),
+        "x__check_signature | pub.verify(base64.b64decode("
+        'str(sig.get("sig", )), validate=True), message)': (
+            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
+            "no placeholder is a valid Ed25519 signature over the payload"
+        ),
+        "x__check_signature | pub.verify(base64.b64decode("
+        'str(sig.get("sig", "XXXX")), validate=True), message)': (
+            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
+            "no placeholder is a valid Ed25519 signature over the payload"
+        ),
+    },
     "guard-closed": {
         "x__closed_op | if _closed_enforcer(None) is None:": (
             "the result is only compared with None, and for any object _closed_enforcer is None "

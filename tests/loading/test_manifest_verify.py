@@ -138,6 +138,10 @@ def test_verify_file_bytes_without_a_manifest(tmp_path: Path) -> None:
         with pytest.raises(ManifestError) as err:
             manifest.verify_file_bytes(path, digest, **kw)
         assert err.value.message == f"{path} has no manifest and one is required"
+        assert err.value.hint == (
+            "create one with `trainwarden manifest create` (or trainwarden.save) where the "
+            "checkpoint is written"
+        )
         assert [_f(f) for f in err.value.findings] == [
             (
                 "TWL-MAN-REQUIRED",

@@ -19,7 +19,9 @@ Run it with the worktree's ``src`` first on ``PYTHONPATH`` and the venv's ``mutm
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
+import difflib
 import fnmatch
 import os
 import re
@@ -107,9 +109,78 @@ TARGETS: dict[str, Target] = {
             "x__rebind_references",
         ),
     ),
+    # block mode's closed-set construction in the guard (every unpickler it controls)
+    "guard-closed": Target(
+        "src/trainwarden/loading/guard.py",
+        ("tests/loading/test_load_guard.py",),
+        (
+            "x__closed_enforcer",
+            "x__trust_if_user_allowed",
+            "x__closed_op",
+            "x__closed_dispatch",
+            "x__install_closed_set",
+            "x__c_load",
+            "xǁ_ClosedRunǁ__init__",
+            "xǁ_ClosedRunǁfind_class",
+            "x__capturing_init",
+            "x__patch_c_subclass",
+            "x__stock_find_class",
+        ),
+        # the closed ops are built when the module is imported: each mutant needs a fresh import
+        isolation="forkserver",
+    ),
+    # the closed constructor set: what the safe loader (and the guard's block mode) may call
+    "constructors": Target(
+        "src/trainwarden/loading/constructors.py",
+        ("tests/loading/test_constructors.py",),
+        (
+            "x__check_allocatable",
+            "x_allocate",
+            "x_call",
+            "x_apply_state",
+            "x_check_mutator",
+            "x__spec_for",
+            "x__plain",
+            "x__obj_state",
+            "x__no_hooks",
+        ),
+    ),
+    # the scanner's pickle VM: what it treats as a call, and the callables' checks
+    "pickle-vm-calls": Target(
+        "src/trainwarden/scan/pickle_vm.py",
+        ("tests/scan/test_callables.py", "tests/scan/test_pickle_vm.py"),
+        (
+            "xǁ_VMǁimport_global",
+            "xǁ_VMǁcheck_call",
+            "xǁ_VMǁcheck_use",
+            "xǁ_VMǁcheck_call_args",
+            "xǁ_VMǁcheck_target",
+            "xǁ_VMǁcheck_build",
+            "xǁ_VMǁcheck_state",
+            "xǁ_VMǁcheck_rebuild",
+        ),
+    ),
+    # the zip parsers' disagreement checks and the reader-by-name member rule
+    "zip-checks": Target(
+        "src/trainwarden/scan/formats/zip.py",
+        ("tests/scan/test_member_kinds.py", "tests/scan/test_containers.py"),
+        (
+            "x_unpickled_by",
+            "x__kind",
+            "x__key",
+            "xǁZipHandlerǁ_scan_members",
+            "xǁZipHandlerǁ_other_readers",
+            "xǁZipHandlerǁ_plain_npy",
+        ),
+    ),
+    "npy-header": Target(
+        "src/trainwarden/scan/formats/_dtype.py",
+        ("tests/scan/test_formats_core.py",),
+        ("x_parse_npy_header", "x_dtype_info", "x__build", "x__plain"),
+    ),
     "manifest": Target(
         "src/trainwarden/loading/manifest.py",
-        ("tests/loading/test_load_manifest.py",),
+        ("tests/loading/test_manifest_verify.py", "tests/loading/test_load_manifest.py"),
         (
             "x__read_envelope",
             "x__check_signature",
@@ -177,8 +248,29 @@ def _function_of(mutant: str) -> str:
     return re.sub(r"__mutmut_\d+$", "", tail)
 
 
-def _survivor(work: Path, mutant: str) -> Survivor:
-    diff = _run([_mutmut(), "show", mutant], work)
+def _function_sources(work: Path, target: Target) -> dict[str, str]:
+    """Every function of mutmut's mutated copy of the module, by name (``x_f__mutmut_3``)."""
+    path = work / "mutants" / target.source
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    return {
+        node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name
+    }
+
+
+def _survivor(work: Path, mutant: str, sources: dict[str, str] | None = None) -> Survivor:
+    """The lines a surviving mutant changed. Read from mutmut's mutated copy of the module
+    (``mutmut show`` does the same diff but costs seconds per mutant); falls back to it."""
+    name = mutant.rsplit(".", 1)[1]
+    base = re.sub(r"__mutmut_\d+$", "", name)
+    if sources and name in sources and f"{base}__mutmut_orig" in sources:
+        orig = sources[f"{base}__mutmut_orig"].replace(f"{base}__mutmut_orig", base)
+        mutated = sources[name].replace(name, base)
+        diff = "\n".join(difflib.unified_diff(orig.splitlines(), mutated.splitlines(), lineterm=""))
+    else:
+        diff = _run([_mutmut(), "show", mutant], work)
     removed = [ln[1:].strip() for ln in diff.splitlines() if re.match(r"^-(?!--)", ln)]
     added = [ln[1:].strip() for ln in diff.splitlines() if re.match(r"^\+(?!\+\+)", ln)]
     return Survivor(mutant, _function_of(mutant), removed, added)
@@ -217,7 +309,11 @@ def run_target(name: str, target: Target, base: Path, max_children: int) -> Resu
         mutant, sep, status = line.strip().rpartition(": ")
         if sep and any(fnmatch.fnmatch(mutant, p) for p in target.patterns()):
             statuses[mutant] = status.strip()
-    survivors = [_survivor(work, m) for m, s in statuses.items() if s == "survived"]
+    try:
+        sources: dict[str, str] | None = _function_sources(work, target)
+    except (OSError, SyntaxError):
+        sources = None
+    survivors = [_survivor(work, m, sources) for m, s in statuses.items() if s == "survived"]
     return Result(name, target, statuses, survivors)
 
 

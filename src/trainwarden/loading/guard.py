@@ -7,11 +7,20 @@ scanning subclasses, wraps ``pickle.load(s)``, ``_pickle.load(s)``, ``torch.load
 install (``from pickle import loads``), and wraps ``find_class`` of every unpickler subclass that
 already existed (joblib's, for example), so no global reaches the import system unchecked.
 
-Known limits (documented in docs/loading.md): an unpickler subclass created *before* install is
-checked at ``find_class`` time but not pre-scanned; a subclass whose ``find_class`` resolves
-globals itself without calling the base class is not covered unless it was created after
-install and calls ``super().find_class``; multiprocessing's ``ForkingPickler`` (inter-process
-messages of the job itself, not model files) is left alone.
+In block mode every unpickler the guard controls builds objects through the same closed set of
+constructors as ``trainwarden.load`` (:mod:`trainwarden.loading.constructors`): each REDUCE,
+NEWOBJ(_EX), INST, OBJ, BUILD, APPEND(S), SETITEM(S) and ADDITEMS is checked on the object and its
+arguments *before* it is made, as the bytes are read, so what was pre-scanned and what is
+unpickled cannot differ (a stream that returns other bytes the second time, a non-seekable
+stream, an unpickler subclass). The C unpickler cannot be checked per call, so in block mode its
+loads run on the closed pure-Python unpickler with the caller's ``find_class`` and
+``persistent_load``.
+
+Known limits (documented in docs/loading.md): warn mode keeps each library's own unpickler (it
+exists to let UNKNOWN globals through); an unpickler subclass created *before* install that
+defines its own ``__init__`` or ``load`` over the C unpickler is refused in block mode (the guard
+cannot see its stream); multiprocessing's ``ForkingPickler`` (inter-process messages of the job
+itself, not model files) is left alone.
 """
 
 from __future__ import annotations
@@ -179,6 +188,164 @@ def _scanned(enforcer: Enforcer | None) -> Iterator[None]:
         _prescanned.reset(t1)
 
 
+# -- the closed set, in block mode -------------------------------------------------------------
+
+_MISSING = object()
+# The unpickler methods that call something; in block mode each goes through the closed set.
+_CALL_OPS = (
+    "load_reduce",
+    "load_newobj",
+    "load_newobj_ex",
+    "load_build",
+    "load_append",
+    "load_appends",
+    "load_setitem",
+    "load_setitems",
+    "load_additems",
+)
+_STOCK: dict[str, Callable[..., Any]] = {n: vars(_PyUnpickler)[n] for n in _CALL_OPS}
+_STOCK["_instantiate"] = vars(_PyUnpickler)["_instantiate"]
+
+
+def _closed_enforcer(obj: Any) -> Enforcer | None:
+    """The enforcer whose closed set ``obj`` must build through, or ``None`` (not in block mode)."""
+    guard = _state
+    if guard is None or guard.mode != "block":
+        return None
+    enforcer = _active_enforcer.get() or getattr(obj, "_tw_guard_enforcer", None)
+    if enforcer is None or enforcer.policy is not guard.policy or enforcer.mode != guard.mode:
+        enforcer = guard.enforcer(_location_of(getattr(obj, "_tw_file", None), "<pickle stream>"))
+        with contextlib.suppress(AttributeError):
+            obj._tw_guard_enforcer = enforcer
+    return enforcer
+
+
+def _trust_if_user_allowed(obj: Any, module: str, name: str, found: Any) -> None:
+    """Remember an object the user's own policy ``allow`` named: calling it is their decision."""
+    enforcer = _closed_enforcer(obj)
+    if enforcer is None or not enforcer.user_allowed(str(module), str(name)):
+        return
+    trusted = getattr(obj, "_tw_trusted", None)
+    if trusted is None:
+        trusted = {}
+        with contextlib.suppress(AttributeError):
+            obj._tw_trusted = trusted
+    trusted[id(found)] = found
+
+
+def _closed_op(name: str) -> Callable[..., Any]:
+    stock = _STOCK[name]
+    closed = vars(RestrictedUnpickler)[name]
+
+    def op(self: Any, *args: Any) -> Any:
+        if _closed_enforcer(self) is None:
+            return stock(self, *args)
+        return closed(self, *args)
+
+    op.__name__ = name
+    return op
+
+
+def _closed_dispatch(
+    dispatch: dict[int, Any], ops: dict[str, Callable[..., Any]]
+) -> dict[int, Any]:
+    """``dispatch`` with every stock calling opcode replaced by its block-mode closed version."""
+    stock_ids = {id(f): n for n, f in _STOCK.items()}
+    return {
+        code: ops[stock_ids[id(fn)]] if id(fn) in stock_ids else fn for code, fn in dispatch.items()
+    }
+
+
+def _tw_enforcer_property(self: Any) -> Enforcer | None:
+    return _closed_enforcer(self)
+
+
+def _install_closed_set(guard: Guard) -> None:
+    """Make every pure-Python unpickler build through the closed set while in block mode.
+
+    The stock class gets closed versions of its calling methods (subclasses like joblib's call
+    ``Unpickler.load_build(self)`` by name) and a dispatch table that uses them; a subclass with
+    its own copy of the table (joblib's) gets its stock entries replaced in that copy.
+    """
+    # Built at install, not at import, so each install gets the code as it is now.
+    ops = {n: _closed_op(n) for n in (*_CALL_OPS, "_instantiate")}
+    for name, op in ops.items():
+        _patch(guard, _PyUnpickler, name, op)
+    for name in ("_call", "_refused", "_method"):
+        _patch(guard, _PyUnpickler, name, vars(RestrictedUnpickler)[name])
+    _patch(guard, _PyUnpickler, "tw_enforcer", property(_tw_enforcer_property))
+    _patch(guard, _PyUnpickler, "_tw_trusted", None)
+    _patch(guard, _PyUnpickler, "dispatch", _closed_dispatch(_PyUnpickler.dispatch, ops))
+    # The stock class itself (a reference kept from before the install): check each global
+    # before it is imported, as the guard's own classes do.
+    _patch(guard, _PyUnpickler, "find_class", _stock_find_class)
+    for cls in _all_subclasses(_PyUnpickler):
+        if issubclass(cls, RestrictedUnpickler):
+            continue
+        own = vars(cls).get("dispatch")
+        if isinstance(own, dict):
+            _patch(guard, cls, "dispatch", _closed_dispatch(own, ops))
+
+
+_STOCK_FIND_CLASS = vars(_PyUnpickler)["find_class"]
+
+
+def _stock_find_class(self: Any, module: str, name: str) -> Any:
+    if isinstance(self, (RestrictedUnpickler, GuardedPyUnpickler)):
+        return _STOCK_FIND_CLASS(self, module, name)  # these check globals themselves
+    _guard_find_class(self, module, name)
+    found = _STOCK_FIND_CLASS(self, module, name)
+    _trust_if_user_allowed(self, module, name, found)
+    return found
+
+
+_stock_find_class.__trainwarden_guarded__ = True  # type: ignore[attr-defined]
+
+
+class _ClosedRun(RestrictedUnpickler):
+    """The closed pure-Python unpickler standing in for a C unpickler's ``load`` in block mode.
+
+    It reads the caller's stream exactly as the C unpickler would (one pickle, the position left
+    after STOP) and resolves globals with the caller's own ``find_class`` (so a subclass's
+    mapping, and the guard's check, still apply) and ``persistent_load``.
+    """
+
+    def __init__(self, file: Any, outer: Any, enforcer: Enforcer, **kw: Any) -> None:
+        super().__init__(file, enforcer=enforcer, **kw)
+        self._tw_outer = outer
+        persistent_load = getattr(outer, "persistent_load", None)
+        if persistent_load is not None:
+            self.persistent_load = persistent_load
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self._tw_outer.find_class(module, name)
+        enforcer = self.tw_enforcer
+        if enforcer is not None and enforcer.user_allowed(str(module), str(name)):
+            if self._tw_trusted is None:
+                self._tw_trusted = {}
+            self._tw_trusted[id(found)] = found
+        return found
+
+
+def _c_load(self: Any) -> Any:
+    """``load`` of a C unpickler under the guard: the closed run in block mode."""
+    enforcer = _closed_enforcer(self)
+    if enforcer is None:
+        return _CUnpickler.load(self)
+    file = getattr(self, "_tw_file", _MISSING)
+    if file is _MISSING:
+        raise UnsafeModelError(
+            f"refused to load with {type(self).__qualname__}: an unpickler made before the guard "
+            "was installed, whose stream the guard cannot see, so it cannot build through the "
+            "closed set",
+            path=None,
+            hint="install the guard before creating the unpickler (or before importing the "
+            "library that defines it)",
+        )
+    kw = getattr(self, "_tw_kw", {})
+    return _ClosedRun(file, self, enforcer, **kw).load()
+
+
 # -- scanning unpicklers ------------------------------------------------------------------------
 
 
@@ -210,18 +377,22 @@ def _guarded_load_method(self: Any, base_load: Callable[[Any], Any]) -> Any:
 
 
 class GuardedUnpickler(_CUnpickler):  # type: ignore[misc]
-    """``pickle.Unpickler`` while the guard is installed: pre-scans, then checks each global."""
+    """``pickle.Unpickler`` while the guard is installed: pre-scans, checks each global, and in
+    block mode builds through the closed set (on the closed pure-Python unpickler)."""
 
     def __init__(self, file: Any, *args: Any, **kw: Any) -> None:
         super().__init__(file, *args, **kw)
         self._tw_file = file
+        self._tw_kw = kw
 
     def find_class(self, module: str, name: str) -> Any:
         _guard_find_class(self, module, name)
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        _trust_if_user_allowed(self, module, name, found)
+        return found
 
     def load(self) -> Any:
-        return _guarded_load_method(self, _CUnpickler.load)
+        return _guarded_load_method(self, _c_load)
 
 
 class GuardedPyUnpickler(_PyUnpickler):  # type: ignore[misc]
@@ -233,13 +404,16 @@ class GuardedPyUnpickler(_PyUnpickler):  # type: ignore[misc]
 
     def find_class(self, module: str, name: str) -> Any:
         _guard_find_class(self, module, name)
-        return super().find_class(module, name)
+        found = super().find_class(module, name)
+        _trust_if_user_allowed(self, module, name, found)
+        return found
 
     def load(self) -> Any:
         return _guarded_load_method(self, _PyUnpickler.load)
 
 
-# GuardedPyUnpickler.dispatch is inherited; load_global etc. call self.find_class.
+# GuardedPyUnpickler.dispatch is inherited (install gives the stock class a closed one);
+# load_global etc. call self.find_class.
 
 
 def _make_load(cls: type[Any]) -> Callable[..., Any]:
@@ -270,8 +444,11 @@ def _make_loads(cls: type[Any]) -> Callable[..., Any]:
     ) -> Any:
         if isinstance(data, str):
             raise TypeError("Can't load pickle from unicode string")
+        # One immutable copy: a bytearray changed by another thread after the scan cannot
+        # change what is unpickled.
+        data = bytes(memoryview(data))
         guard = _state
-        enforcer = _prescan_one(guard, memoryview(data), "<pickle bytes>") if guard else None
+        enforcer = _prescan_one(guard, data, "<pickle bytes>") if guard else None
         with _scanned(enforcer):
             return cls(
                 io.BytesIO(data),
@@ -437,7 +614,9 @@ def _patch(guard: Guard, obj: Any, attr: str, value: Any) -> None:
 def _wrap_find_class(fn: Callable[..., Any]) -> Callable[..., Any]:
     def find_class(self: Any, module: str, name: str) -> Any:
         _guard_find_class(self, module, name)
-        return fn(self, module, name)
+        found = fn(self, module, name)
+        _trust_if_user_allowed(self, module, name, found)
+        return found
 
     find_class.__trainwarden_guarded__ = True  # type: ignore[attr-defined]
     return find_class
@@ -466,6 +645,29 @@ def _patch_existing_subclasses(guard: Guard) -> None:
                 _patch(guard, cls, "find_class", _wrap_find_class(own))
             elif own is None and base in cls.__bases__:
                 _patch(guard, cls, "find_class", _wrap_find_class(base.find_class))
+            if base is _CUnpickler:
+                _patch_c_subclass(guard, cls)
+
+
+def _capturing_init(self: Any, file: Any, *args: Any, **kw: Any) -> None:
+    _CUnpickler.__init__(self, file, *args, **kw)
+    self._tw_file = file
+    self._tw_kw = kw
+
+
+def _subclass_c_load(self: Any) -> Any:
+    return _guarded_load_method(self, _c_load)
+
+
+def _patch_c_subclass(guard: Guard, cls: type[Any]) -> None:
+    """A C-unpickler subclass made before install: see its stream, and load through the closed
+    set in block mode. Where it defines its own ``__init__`` the stream stays unseen and block
+    mode refuses its loads (``_c_load``); its own ``load``, if any, is left as written."""
+    between = cls.__mro__[: cls.__mro__.index(_CUnpickler)]
+    if not any("__init__" in vars(k) for k in between):
+        _patch(guard, cls, "__init__", _capturing_init)
+    if not any("load" in vars(k) for k in between):
+        _patch(guard, cls, "load", _subclass_c_load)
 
 
 # Our own modules hold the originals on purpose; multiprocessing is job-internal IPC; pickle and
@@ -582,6 +784,7 @@ def install(
                 _patch(guard, joblib.numpy_pickle, "load", wrapped_jl)
 
         _patch_existing_subclasses(guard)
+        _install_closed_set(guard)
         _rebind_references(guard, replacements)
         loader.set_default_sink(sink)
         _state = guard

@@ -59,6 +59,10 @@ _SNIFF_BYTES = 1 << 16
 # extracted and scanned by content (an archive stored inside them is scanned as that member).
 _ZIP_HANDLERS = frozenset({"zip", "keras", "tar", "7z", "compressed"})
 
+# Formats whose first bytes are free for the writer to choose (a tar header opens with a member
+# name), so the same bytes can also be a pickle that pickle.load runs: probed as one as well.
+_FREE_HEADER_HANDLERS = frozenset({"tar"})
+
 Buffer = Any  # bytes, or an mmap for large files (handlers with ``accepts_buffer``)
 
 
@@ -191,6 +195,10 @@ class FileScan:
                 handler.scan(payload, location, self)
             except Exception as e:  # fail closed: report, never trust a crashed handler
                 self.internal(handler, location, e)
+            if handler.name in _FREE_HEADER_HANDLERS:
+                from trainwarden.scan.formats.pickle import probe_polyglot
+
+                probe_polyglot(data, location, self, handler.name)
             if handler.name not in _ZIP_HANDLERS:
                 self._trailing_archive(data, location)
             return

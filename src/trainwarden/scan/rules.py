@@ -492,6 +492,23 @@ RULES: dict[str, Rule] = register(
             guide="scan.md",
         ),
         Rule(
+            "TWS-ZIP-MEMBER-KIND",
+            Severity.HIGH,
+            "a member the victim's reader unpickles by its name (torch.load's data.pkl, "
+            "torch.jit.load's constants.pkl) does not read as a plain pickle by its content: it is "
+            "analysed as the pickle that reader runs, and by its content for the other readers",
+            threats=("T1", "T7"),
+            guide="scan-formats.md",
+        ),
+        Rule(
+            "TWS-PKL-POLYGLOT",
+            Severity.HIGH,
+            "content another format claims (a tar archive, whose header opens with a freely "
+            "chosen member name) is also a pickle that imports globals: pickle.load runs it",
+            threats=("T1", "T7"),
+            guide="scan.md",
+        ),
+        Rule(
             "TWS-ZIP-DIFFERENTIAL",
             Severity.HIGH,
             "PyTorch's reader (miniz) or Python's zipfile sees members that TrainWarden's reading"

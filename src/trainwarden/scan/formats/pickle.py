@@ -90,6 +90,50 @@ def probe_unclaimed(data: object, location: str, ctx: ScanContext) -> None:
     ctx.note_globals(g.qualname for g in analysis.globals)
 
 
+def probe_polyglot(data: object, location: str, ctx: ScanContext, claimed_by: str) -> None:
+    """Content another handler claimed whose first bytes are free (a tar header starts with a
+    member name) may also be a pickle that ``pickle.load`` runs. Report it when the analysis
+    reads a well-formed pickle that imports something, or any stream that reaches a DANGEROUS
+    global before it fails; a header that merely decodes as opcodes and breaks stays quiet."""
+    buf: bytes = data if isinstance(data, bytes) else bytes(data[:1])  # type: ignore[index]
+    if not buf or buf[0] not in _OPCODE_BYTES:
+        return
+    from trainwarden.findings import Finding, Severity
+    from trainwarden.scan.engine import FileScan
+    from trainwarden.scan.types import Verdict
+
+    analysis = analyze_pickle(
+        data,  # type: ignore[arg-type]
+        policy=ctx.policy if isinstance(ctx, FileScan) else None,
+        limits=ctx.limits,
+        location=location,
+        max_pickles=1,
+        joblib=False,
+    )
+    if not analysis.globals:
+        return
+    broken = any(f.rule_id in ("TWS-PKL-MALFORMED", "TWS-PKL-TRUNCATED") for f in analysis.findings)
+    dangerous = any(g.verdict is Verdict.DANGEROUS for g in analysis.globals)
+    if broken and not dangerous:
+        return
+    ctx.note_format("pickle")
+    names = sorted({g.qualname for g in analysis.globals})
+    ctx.add(
+        Finding(
+            "TWS-PKL-POLYGLOT",
+            Severity.HIGH,
+            f"the content is a {claimed_by} archive and also a pickle that imports "
+            f"{', '.join(names[:5])}: pickle.load runs it",
+            location,
+            {"claimed_by": claimed_by, "globals": names},
+        )
+    )
+    for f in analysis.findings:
+        ctx.add(f)
+    if isinstance(ctx, FileScan):
+        ctx.note_globals(names)
+
+
 class PickleHandler:
     name = "pickle"
     accepts_buffer = True

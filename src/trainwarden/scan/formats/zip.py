@@ -304,6 +304,36 @@ class ZipHandler:
                 member_loc = f"{location}:{ent.name}"
                 m = _STORAGE_RE.search(ent.name)
                 self._local(archive, ent, location, ctx)
+                reader = unpickled_by(kind, ent.name)
+                if reader is not None:
+                    # What this member is, is decided by the reader that opens it by name, never
+                    # by what its content sniffs as.
+                    sink = self._read(data, ent, limit, member_loc, ctx)
+                    if sink is None:
+                        continue
+                    content = sink.value()
+                    ctx.note_format("pickle")
+                    for pid in scan_pickle(content, member_loc, ctx):
+                        if isinstance(pid, list) and len(pid) >= 3 and pid[0] == "storage":
+                            storage_keys.add(str(pid[2]))
+                    if looks_like_pickle(content):
+                        del content
+                        sink.close()
+                        continue
+                    ctx.add(
+                        Finding(
+                            "TWS-ZIP-MEMBER-KIND",
+                            Severity.HIGH,
+                            f"member {ent.name!r} is unpickled by {reader}, but its content does "
+                            "not read as a plain pickle (a reader that goes by content takes it "
+                            "for another format); analysed both ways",
+                            member_loc,
+                            {"member": ent.name, "reader": reader},
+                        )
+                    )
+                    del content
+                    deferred.append((ent, sink))
+                    continue
                 head = _head(data, ent)
                 if (
                     kind in ("pytorch-zip", "torchscript")
@@ -507,6 +537,18 @@ def _head(data: bytes, ent: ZipEntry) -> bytes | None:
     if ent.data_offset < 0:
         return None
     return bytes(data[ent.data_offset : ent.data_offset + min(ent.csize, 64)])
+
+
+def unpickled_by(kind: str, name: str) -> str | None:
+    """The reader that unpickles member ``name`` of an archive of ``kind`` because of its name
+    (whatever its content), or ``None``: torch.load reads ``<prefix>/data.pkl`` of a checkpoint,
+    and torch.jit.load also ``constants.pkl`` and the ``.debug_pkl`` source maps."""
+    base = name.rsplit("/", 1)[-1]
+    if kind in ("pytorch-zip", "torchscript") and base == "data.pkl":
+        return "torch.load"
+    if kind == "torchscript" and (base == "constants.pkl" or base.endswith(".debug_pkl")):
+        return "torch.jit.load"
+    return None
 
 
 def _kind(names: list[str]) -> str:

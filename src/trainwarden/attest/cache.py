@@ -27,6 +27,7 @@ __all__ = [
     "default_cache_dir",
     "hash_files",
     "hash_other",
+    "unsafe_reason",
 ]
 
 _MAGIC = b"TWHC2\n"
@@ -72,8 +73,8 @@ class HashCache:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._entries: dict[bytes, bytes] = {}
-        self._records: dict[str, tuple[bytes, RecordRows]] = {}
+        self._parsed: tuple[dict[bytes, bytes], dict[str, tuple[bytes, RecordRows]]] | None = None
+        self._raw: bytes | None = None
         self._new = 0
         self.hits = 0
         self.misses = 0
@@ -103,18 +104,44 @@ class HashCache:
                 self.trusted, self.reason = False, problem
                 return
             data = f.read()
-        # One marshal blob: loading 50k entries is a single C call, not a Python loop per entry.
-        # marshal is only safe on trusted input, which the ownership and mode checks above ensure.
-        try:
-            if not data.startswith(_MAGIC):
-                raise ValueError("bad magic")
-            entries, records = marshal.loads(memoryview(data)[len(_MAGIC) :])  # noqa: S302 - trusted, see above
-            if not isinstance(entries, dict) or not isinstance(records, dict):
-                raise ValueError("bad layout")
-        except (ValueError, EOFError, TypeError):
+        if not data.startswith(_MAGIC):
             self.reason = f"{path} is not a trainwarden hash cache; starting a new one"
             return
-        self._entries, self._records = entries, records
+        # Parsed on first use: a verify whose snapshot memo matches never looks a digest up.
+        self._raw = data
+
+    def _tables(self) -> tuple[dict[bytes, bytes], dict[str, tuple[bytes, RecordRows]]]:
+        if self._parsed is not None:
+            return self._parsed
+        data, self._raw = self._raw, None
+        entries: dict[bytes, bytes] = {}
+        records: dict[str, tuple[bytes, RecordRows]] = {}
+        if data is not None:
+            # One marshal blob: loading 50k entries is a single C call, not a loop per entry.
+            # marshal is only safe on trusted input, which _load's ownership and mode checks
+            # ensure.
+            try:
+                loaded = marshal.loads(memoryview(data)[len(_MAGIC) :])  # noqa: S302 - trusted, see above
+                if (
+                    not isinstance(loaded, tuple)
+                    or len(loaded) != 2
+                    or not isinstance(loaded[0], dict)
+                    or not isinstance(loaded[1], dict)
+                ):
+                    raise ValueError("bad layout")
+                entries, records = loaded
+            except (ValueError, EOFError, TypeError):
+                self.reason = f"{self.path} is not a trainwarden hash cache; starting a new one"
+        self._parsed = (entries, records)
+        return self._parsed
+
+    @property
+    def _entries(self) -> dict[bytes, bytes]:
+        return self._tables()[0]
+
+    @property
+    def _records(self) -> dict[str, tuple[bytes, RecordRows]]:
+        return self._tables()[1]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -123,6 +150,10 @@ class HashCache:
         """Read-only view for hot loops that pack keys with :func:`cache_key_packer` themselves
         (an untrusted cache gives an empty table). Lookups through it are not counted."""
         return MappingProxyType(self._entries if self.trusted else {})
+
+    def holds(self, st: os.stat_result) -> bool:
+        """Whether a digest is stored for exactly this metadata (not counted as a lookup)."""
+        return self.trusted and _key(st) in self._entries
 
     def get(self, st: os.stat_result) -> bytes | None:
         """The cached sha256 for a file with exactly this metadata, or None."""
@@ -169,6 +200,11 @@ class HashCache:
             self.reason = f"could not save the hash cache {self.path}: {e}"
             return
         self._new = 0
+
+
+def unsafe_reason(st: os.stat_result, path: Path) -> str:
+    """Why a cache file (or its directory) with metadata ``st`` must not be trusted, or ""."""
+    return _unsafe(st, path)
 
 
 def _unsafe(st: os.stat_result, path: Path) -> str:

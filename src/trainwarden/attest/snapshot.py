@@ -8,6 +8,7 @@ against its distribution's RECORD hash and lists what no distribution owns.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -30,6 +31,7 @@ from trainwarden.attest.cache import HashCache, cache_key_packer, hash_files, ha
 from trainwarden.attest.codedir import CodeDir, code_state
 from trainwarden.attest.effects import EnvEffect, resolve_effects
 from trainwarden.attest.envvars import helper_environment, loader_environment
+from trainwarden.attest.memo import SnapshotMemo, walk_fingerprint
 from trainwarden.attest.ospkg import dpkg_owners
 from trainwarden.attest.pth import PthContent, site_path_order
 from trainwarden.attest.record import ACCEPTED_ALGORITHMS, FileStatus, find_distributions
@@ -39,6 +41,7 @@ from trainwarden.attest.syspath import (
     conda_hashes,
     dpkg_md5sums,
     find_shadows,
+    rpm_digests,
     walk_roots,
 )
 from trainwarden.findings import Severity
@@ -639,6 +642,221 @@ def take_snapshot(
     }
     path_stats, path_cut = walk_roots(list(path_roots), site_set | set(path_roots) | nested_sites)
 
+    sys_path_class = {p: "pythonpath" for p in pythonpath}
+    sys_path_class.update({p: "stdlib" for p in stdlib})
+    sys_path_class.update({p: "site-packages" for p in site_path})
+    customize = _customize_modules(sys_path, sys_path_class)
+    # Distributions link sitecustomize to /etc (Debian): hash what the link points to.
+    customize_real = {path: os.path.realpath(path) for _, path, _, _ in customize}
+    interp_real = str(info.get("realpath") or info.get("executable"))
+    tag = str(info.get("cache_tag") or "")
+
+    # dpkg's database lives outside everything walked, so interpreters it manages are always
+    # computed file by file.
+    memo = (
+        SnapshotMemo.beside(cache)
+        if not any(sd.startswith("/usr/") for sd in site_dirs)
+        else SnapshotMemo(None)
+    )
+    slot = fingerprint = b""
+    plain: Any = None
+    if memo.path is not None:
+        layout_text = json.dumps(
+            [info, site_dirs, sys_path, pythonpath, stdlib, path_roots, path_cut],
+            sort_keys=True,
+            default=str,
+        )
+        slot = hashlib.sha256(layout_text.encode()).digest()
+        hooks_text = json.dumps(
+            [customize, customize_real, [(p.path, p.import_lines, p.path_entries) for p in pths]],
+            default=list,
+        )
+        fingerprint = walk_fingerprint(
+            [_MEMO_FORMAT, __version__.encode(), hooks_text.encode()], stats, path_stats
+        )
+        plain = memo.get(slot, fingerprint)
+    if plain is not None:
+        state = _FileState.from_plain(plain)
+        cache.hits += state.checked
+    else:
+        before = cache.hits + cache.misses
+        state, outside, consistent = _file_state(
+            site_dirs,
+            stats,
+            path_stats,
+            info,
+            pths,
+            customize,
+            customize_real,
+            interp_real,
+            cache,
+            workers,
+        )
+        state = dataclasses.replace(state, checked=cache.hits + cache.misses - before)
+        if memo.path is not None and consistent:
+            memo.put(slot, fingerprint, tuple(sorted(outside.items())), state.to_plain())
+    distributions, orphans = state.distributions, state.orphans
+    pth_files, customize_mods = state.pth_files, state.customize
+    errors, os_packages = state.unreadable, state.os_packages
+    code = tuple(code_state(Path(c), cache, workers=workers) for c in code_dirs)
+    path_files, db_problems = _vouch(
+        path_stats, state.path_digests, errors, [str(info["base_prefix"]), str(info["prefix"])]
+    )
+    if db_problems:
+        errors = dict(sorted({**errors, **db_problems}.items()))
+    shadows = find_shadows(
+        sys_path,
+        sys_path_class,
+        [str(x) for x in info.get("extension_suffixes", [".so"])],
+        [str(x) for x in info.get("stdlib_module_names", [])],
+    )
+    effects = resolve_effects(env, pythonpath=pythonpath, shadows=shadows)
+    code_roots = [str(Path(c).resolve()) for c in code_dirs]
+    code_roots += [r for r, kind in path_roots.items() if kind != "stdlib"]
+    checked = check_bytecode(find_bytecode(code_roots, tag), python, env)
+    cache.save()
+    memo.save()
+    interp_digest = state.interp_digest
+    return Snapshot(
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        host=socket.gethostname(),
+        uid=os.getuid() if hasattr(os, "getuid") else -1,
+        trainwarden_version=__version__,
+        interpreter=Interpreter(
+            path=str(info["executable"]),
+            realpath=interp_real,
+            version=str(info["version"]),
+            implementation=str(info["implementation"]),
+            sha256=interp_digest.hex() if interp_digest is not None else None,
+            prefix=str(info["prefix"]),
+            base_prefix=str(info["base_prefix"]),
+            venv=bool(info["venv"]),
+            include_system_site_packages=bool(info["include_system_site_packages"]),
+            user_site=str(info["user_site"]),
+            user_site_enabled=bool(info["user_site_enabled"]),
+        ),
+        platform={str(k): str(v) for k, v in dict(info.get("platform", {})).items()},
+        sys_path=tuple(sys_path),
+        site_packages=tuple(site_dirs),
+        distributions=distributions,
+        orphans=orphans,
+        pth_files=pth_files,
+        customize=customize_mods,
+        environment=loader_environment(env),
+        code=code,
+        unreadable=errors,
+        os_packages=os_packages,
+        path_roots=path_roots,
+        path_files=path_files,
+        path_cut=tuple(path_cut),
+        shadows=tuple(shadows),
+        env_effects=tuple(effects),
+        bytecode=tuple(b for b in checked if b.status not in ("match", "ignored")),
+        bytecode_checked=len(checked),
+    )
+
+
+_MEMO_FORMAT = b"files-v1"
+_STATUS = {s.value: s for s in FileStatus}
+
+
+@dataclass(frozen=True)
+class _FileState:
+    """What :func:`_file_state` computes from the walked files (the memo's payload)."""
+
+    distributions: tuple[Distribution, ...]
+    orphans: tuple[Orphan, ...]
+    pth_files: tuple[PthFile, ...]
+    customize: tuple[CustomizeModule, ...]
+    os_packages: dict[str, int]
+    unreadable: dict[str, str]
+    path_digests: dict[str, bytes]
+    interp_digest: bytes | None
+    # Files settled by a digest (from the cache or read): counted as cache hits on a memo hit.
+    checked: int = 0
+
+    def to_plain(self) -> Any:
+        """Plain tuples, dicts and strings (marshal-able)."""
+        return (
+            tuple(
+                (
+                    d.name,
+                    d.version,
+                    d.installer,
+                    dict(d.direct_url) if d.direct_url is not None else None,
+                    d.metadata_dir,
+                    d.location,
+                    d.kind,
+                    d.record_problem,
+                    tuple((f.path, f.status.value, f.sha256, f.expected) for f in d.files),
+                    d.os_package,
+                )
+                for d in self.distributions
+            ),
+            tuple((o.path, o.sha256, o.size) for o in self.orphans),
+            tuple(
+                (p.path, p.owner, p.sha256, p.import_lines, p.path_entries) for p in self.pth_files
+            ),
+            tuple((c.module, c.path, c.owner, c.sha256, c.where, c.active) for c in self.customize),
+            self.os_packages,
+            self.unreadable,
+            self.path_digests,
+            self.interp_digest,
+            self.checked,
+        )
+
+    @classmethod
+    def from_plain(cls, plain: Any) -> _FileState:
+        """The inverse of :meth:`to_plain`."""
+        dists, orphans, pths, customize, os_packages, unreadable, path_digests, interp, n = plain
+        status = _STATUS
+        return cls(
+            distributions=tuple(
+                Distribution(
+                    name=n,
+                    version=v,
+                    installer=inst,
+                    direct_url=du,
+                    metadata_dir=md,
+                    location=loc,
+                    kind=kind,
+                    record_problem=rp,
+                    files=tuple([DistFile(p, status[st], h, e) for p, st, h, e in files]),
+                    os_package=osp,
+                )
+                for n, v, inst, du, md, loc, kind, rp, files, osp in dists
+            ),
+            orphans=tuple(Orphan(*o) for o in orphans),
+            pth_files=tuple(PthFile(*p) for p in pths),
+            customize=tuple(CustomizeModule(*c) for c in customize),
+            os_packages=dict(os_packages),
+            unreadable=dict(unreadable),
+            path_digests=dict(path_digests),
+            interp_digest=interp,
+            checked=n,
+        )
+
+
+def _stat_key(st: os.stat_result) -> bytes:
+    return cache_key_packer()(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _file_state(
+    site_dirs: list[str],
+    stats: dict[str, os.stat_result],
+    path_stats: Mapping[str, os.stat_result],
+    info: Mapping[str, Any],
+    pths: Sequence[PthContent],
+    customize: Sequence[tuple[str, str, str, bool]],
+    customize_real: Mapping[str, str],
+    interp_real: str,
+    cache: HashCache,
+    workers: int | None,
+) -> tuple[_FileState, dict[str, bytes], bool]:
+    """Every installed, orphan, hook and path file checked against RECORD or hashed; also the
+    files read outside the walk with their metadata keys, and whether every file hashed still
+    had the metadata the walk saw."""
+    outside: dict[str, bytes] = {}
     dists_raw = list(find_distributions(site_dirs, cache))
     ok, modified, missing, no_hash = (
         FileStatus.OK,
@@ -670,10 +888,12 @@ def take_snapshot(
                 try:
                     st = os.lstat(full)  # outside the site directories (scripts in bin/)
                 except OSError:
+                    outside[full] = b""
                     exp = f"{alg}:{expected.hex()}" if alg and expected is not None else None
                     done.append(DistFile(rel, missing, None, exp))
                     continue
                 stats[full] = st
+                outside[full] = _stat_key(st)
             if S_ISLNK(st.st_mode):
                 deferred.append((i, rel, full, alg, expected))
                 continue
@@ -747,23 +967,20 @@ def take_snapshot(
     for p, st in path_stats.items():
         if not S_ISLNK(st.st_mode):
             to_hash[p] = st
-    interp_real = str(info.get("realpath") or info.get("executable"))
-    with contextlib.suppress(OSError):
-        to_hash[interp_real] = os.lstat(interp_real)
-    sys_path_class = {p: "pythonpath" for p in pythonpath}
-    sys_path_class.update({p: "stdlib" for p in stdlib})
-    sys_path_class.update({p: "site-packages" for p in site_path})
-    customize = _customize_modules(sys_path, sys_path_class)
-    # Distributions link sitecustomize to /etc (Debian): hash what the link points to.
-    customize_real = {path: os.path.realpath(path) for _, path, _, _ in customize}
-    for real in customize_real.values():
-        if real not in to_hash:
-            try:
-                to_hash[real] = os.lstat(real)
-            except OSError:
-                continue
+    for extra in (interp_real, *customize_real.values()):
+        if extra in to_hash:
+            continue
+        try:
+            to_hash[extra] = os.lstat(extra)
+        except OSError:
+            outside[extra] = b""
+            continue
+        outside[extra] = _stat_key(to_hash[extra])
 
     digests, errors = hash_files(list(to_hash.items()), cache, workers=workers)
+    # Results computed from a file that changed between the walk and the read are right for
+    # this run but must not be remembered under the walk's metadata.
+    consistent = all(p in errors or cache.holds(st) for p, st in to_hash.items())
     other_algs: dict[str, set[str]] = {}
     for _, _, full, alg, _ in deferred:
         if alg and alg != "sha256" and alg in ACCEPTED_ALGORITHMS:
@@ -834,59 +1051,17 @@ def take_snapshot(
         )
         for m, path, where, active in customize
     )
-    code = tuple(code_state(Path(c), cache, workers=workers) for c in code_dirs)
-    path_files = _vouch(
-        path_stats, digests, errors, [str(info["base_prefix"]), str(info["prefix"])]
-    )
-    shadows = find_shadows(
-        sys_path,
-        sys_path_class,
-        [str(x) for x in info.get("extension_suffixes", [".so"])],
-        [str(x) for x in info.get("stdlib_module_names", [])],
-    )
-    effects = resolve_effects(env, pythonpath=pythonpath, shadows=shadows)
-    code_roots = [str(Path(c).resolve()) for c in code_dirs]
-    code_roots += [r for r, kind in path_roots.items() if kind != "stdlib"]
-    checked = check_bytecode(find_bytecode(code_roots, tag), python, env)
-    cache.save()
-    interp_digest = digests.get(interp_real)
-    return Snapshot(
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        host=socket.gethostname(),
-        uid=os.getuid() if hasattr(os, "getuid") else -1,
-        trainwarden_version=__version__,
-        interpreter=Interpreter(
-            path=str(info["executable"]),
-            realpath=interp_real,
-            version=str(info["version"]),
-            implementation=str(info["implementation"]),
-            sha256=interp_digest.hex() if interp_digest is not None else None,
-            prefix=str(info["prefix"]),
-            base_prefix=str(info["base_prefix"]),
-            venv=bool(info["venv"]),
-            include_system_site_packages=bool(info["include_system_site_packages"]),
-            user_site=str(info["user_site"]),
-            user_site_enabled=bool(info["user_site_enabled"]),
-        ),
-        platform={str(k): str(v) for k, v in dict(info.get("platform", {})).items()},
-        sys_path=tuple(sys_path),
-        site_packages=tuple(site_dirs),
+    state = _FileState(
         distributions=distributions,
         orphans=orphans,
         pth_files=pth_files,
         customize=customize_mods,
-        environment=loader_environment(env),
-        code=code,
-        unreadable=dict(sorted(errors.items())),
         os_packages=dict(sorted(os_packages.items())),
-        path_roots=path_roots,
-        path_files=path_files,
-        path_cut=tuple(path_cut),
-        shadows=tuple(shadows),
-        env_effects=tuple(effects),
-        bytecode=tuple(b for b in checked if b.status not in ("match", "ignored")),
-        bytecode_checked=len(checked),
+        unreadable=dict(sorted(errors.items())),
+        path_digests={p: digests[p] for p in path_stats if p in digests},
+        interp_digest=digests.get(interp_real),
     )
+    return state, outside, consistent
 
 
 def _path_roots(
@@ -916,12 +1091,19 @@ def _vouch(
     digests: Mapping[str, bytes],
     errors: Mapping[str, str],
     prefixes: Sequence[str],
-) -> tuple[PathFile, ...]:
-    """Each file with what its package manager recorded (conda sha256, dpkg md5)."""
+) -> tuple[tuple[PathFile, ...], dict[str, str]]:
+    """Each file with what its package manager recorded (conda sha256, dpkg md5, RPM's file
+    digests), and package databases that exist but could not be read."""
     paths = sorted(stats)
     conda = conda_hashes(prefixes, paths)
     dpkg = dpkg_md5sums(p for p in paths if p not in conda)
     md5s = hash_other(sorted(dpkg), "md5") if dpkg else {}
+    rpm, problems = rpm_digests(
+        p for p in paths if p not in conda and p not in dpkg and not S_ISLNK(stats[p].st_mode)
+    )
+    rpm_other: dict[str, dict[str, bytes]] = {}
+    for alg in {a for _, a, _ in rpm.values() if a != "sha256"}:
+        rpm_other[alg] = hash_other(sorted(p for p, (_, a, _) in rpm.items() if a == alg), alg)
     out: list[PathFile] = []
     for path in paths:
         st = stats[path]
@@ -948,9 +1130,15 @@ def _vouch(
             status = "ok" if got is not None and got.hex() == want else "modified"
             detail = None if status == "ok" else f"md5:{want}"
             out.append(PathFile(path, hexd, st.st_size, status, f"dpkg:{pkg}", detail))
+        elif path in rpm:
+            pkg, alg, want = rpm[path]
+            got_rpm = d if alg == "sha256" else rpm_other.get(alg, {}).get(path)
+            status = "ok" if got_rpm is not None and got_rpm.hex() == want else "modified"
+            detail = None if status == "ok" else f"{alg}:{want}"
+            out.append(PathFile(path, hexd, st.st_size, status, f"rpm:{pkg}", detail))
         else:
             out.append(PathFile(path, hexd, st.st_size, "unvouched", None, None))
-    return tuple(out)
+    return tuple(out), problems
 
 
 _path_key = operator.itemgetter(0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -19,11 +20,15 @@ __all__ = [
     "DPKG_INFO_DIR",
     "DPKG_PREFIXES",
     "MAX_PATH_FILES",
+    "RPM_BINARY",
+    "RPM_DBPATHS",
+    "RPM_PREFIXES",
     "PathFile",
     "Shadow",
     "conda_hashes",
     "dpkg_md5sums",
     "find_shadows",
+    "rpm_digests",
     "top_level_modules",
     "walk_roots",
 ]
@@ -33,6 +38,16 @@ __all__ = [
 MAX_PATH_FILES = 400_000
 _MAX_CONDA_JSON = 64 * 1024 * 1024
 DPKG_INFO_DIR = "/var/lib/dpkg/info"
+# Where rpm keeps its database (rpm >= 4.16 on Fedora/RHEL 9: /usr/lib/sysimage/rpm) and the
+# files that make one: sqlite, ndb or Berkeley DB.
+RPM_DBPATHS: tuple[str, ...] = ("/usr/lib/sysimage/rpm", "/var/lib/rpm")
+_RPM_DB_FILES = ("rpmdb.sqlite", "Packages.db", "Packages")
+RPM_PREFIXES: tuple[str, ...] = ("/usr/", "/lib", "/opt/", "/etc/", "/bin/", "/sbin/")
+RPM_BINARY = "/usr/bin/rpm"
+# rpm's PGPHASHALGO numbers for FILEDIGESTALGO.
+_RPM_ALGOS = {"1": "md5", "2": "sha1", "8": "sha256", "9": "sha384", "10": "sha512", "11": "sha224"}
+# %{=TAG} repeats a package-wide value on every file row.
+_RPM_QF = "[%{FILENAMES}\t%{=FILEDIGESTALGO}\t%{FILEDIGESTS}\t%{=NAME}\n]"
 DPKG_PREFIXES: tuple[str, ...] = ("/usr/", "/lib", "/opt/", "/etc/", "/bin/", "/sbin/")
 
 
@@ -142,6 +157,54 @@ def dpkg_md5sums(paths: Iterable[str], info_dir: str | None = None) -> dict[str,
             if path in wanted:
                 out.setdefault(path, (package, digest.strip().lower()))
     return out
+
+
+def rpm_digests(
+    paths: Iterable[str], dbpath: str | None = None
+) -> tuple[dict[str, tuple[str, str, str]], dict[str, str]]:
+    """``({path: (package, algorithm, hex)}, problems)`` for each of ``paths`` that an installed
+    RPM package lists with a digest. ``dbpath`` default: the first of :data:`RPM_DBPATHS`
+    holding a database. ``problems`` maps a database that exists but could not be read to why
+    (the caller reports it: a database it cannot read vouches for nothing)."""
+    wanted = {p for p in paths if p.startswith(RPM_PREFIXES)}
+    if not wanted:
+        return {}, {}
+    if dbpath is None:
+        dbpath = next(
+            (
+                d
+                for d in RPM_DBPATHS
+                if any(os.path.isfile(os.path.join(d, n)) for n in _RPM_DB_FILES)
+            ),
+            None,
+        )
+        if dbpath is None:
+            return {}, {}
+    if not os.access(RPM_BINARY, os.X_OK):
+        return {}, {dbpath: f"an RPM database, but {RPM_BINARY} is not there to read it"}
+    try:
+        proc = subprocess.run(  # noqa: S603 - fixed binary, fixed arguments, no shell
+            [RPM_BINARY, "--dbpath", dbpath, "-qa", "--qf", _RPM_QF],
+            capture_output=True,
+            timeout=120,
+            check=False,
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {}, {dbpath: f"an RPM database rpm could not read: {e}"}
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip()[-300:]
+        return {}, {dbpath: f"an RPM database rpm could not read (exit {proc.returncode}: {err})"}
+    out: dict[str, tuple[str, str, str]] = {}
+    for line in proc.stdout.decode("utf-8", "surrogateescape").splitlines():
+        fields = line.split("\t")
+        if len(fields) != 4:
+            continue
+        path, algo, digest, package = fields
+        alg = _RPM_ALGOS.get(algo.strip())
+        if path in wanted and alg is not None and digest and digest != "(none)":
+            out.setdefault(path, (package, alg, digest.strip().lower()))
+    return out, {}
 
 
 def conda_hashes(prefixes: Iterable[str], paths: Iterable[str]) -> dict[str, tuple[str, str]]:

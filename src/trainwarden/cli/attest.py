@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -155,14 +156,46 @@ def attest_verify(
     fail_on: FailOnOpt = None,
     no_cache: NoCacheOpt = False,
     old_key: DeprecatedKeyOpt = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option(
+            "--report-to",
+            envvar="TRAINWARDEN_ATTEST_REPORT_TO",
+            help="Ledger service URL: send the statement digest and the findings there.",
+        ),
+    ] = None,
+    ledger_token: Annotated[
+        str | None,
+        typer.Option(
+            "--ledger-token",
+            envvar="TRAINWARDEN_LEDGER_TOKEN",
+            help="Writer token of the ledger run that --report-to sends to.",
+        ),
+    ] = None,
+    report_sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            envvar="TRAINWARDEN_ATTEST_REPORT_KEY",
+            help="Ed25519 private key (PEM): sign the statement whose digest --report-to sends.",
+        ),
+    ] = None,
 ) -> None:
     """Check installed files against RECORD, start-up hooks, loader variables and a baseline."""
     from trainwarden.attest.signing import load_snapshot
     from trainwarden.attest.verify import baseline_code_dirs, verify_environment
+    from trainwarden.errors import TrainWardenError
 
     if key is None and old_key is not None:
         key = Path(deprecated_flag(old_key, "--key", "--pub"))
     threshold = fail_on_or(fail_on)
+    if report_to and not ledger_token:
+        raise TrainWardenError(
+            "--report-to needs a ledger token",
+            hint="pass --ledger-token or set TRAINWARDEN_LEDGER_TOKEN to a run's writer token",
+        )
+    if report_sign is not None and not report_to:
+        raise TrainWardenError("--sign signs what --report-to sends; pass --report-to as well")
     loaded = load_snapshot(baseline, key=key) if baseline is not None else None
     cache = hash_cache(no_cache)
     with busy(fmt, "verifying the environment..."):
@@ -187,7 +220,18 @@ def attest_verify(
         print_findings(report.findings, console=console)
 
     emit(report, fmt, text)
-    ledger_record("attest.verify", {"summary": doc["summary"], "findings": doc["findings"]})
+    if report_to and ledger_token:
+        from trainwarden.attest.report import report_to_ledger
+
+        report_to_ledger(
+            report,
+            report_to,
+            ledger_token,
+            sign_key=report_sign,
+            spool_dir=os.environ.get("TRAINWARDEN_LEDGER_SPOOL") or None,
+        )
+    else:
+        ledger_record("attest.verify", {"summary": doc["summary"], "findings": doc["findings"]})
     raise typer.Exit(report.exit_code(threshold))
 
 

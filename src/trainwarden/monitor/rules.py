@@ -125,6 +125,17 @@ _ALL = [
         "timing spikes repeat within the recent window (pattern of injected sleeps)",
     ),
     Rule(
+        "TWM-TIME-SHIFT",
+        Severity.MEDIUM,
+        "the recent steps are significantly and materially slower than the run's own baseline "
+        "(a sustained slowdown, measured relative to the run, with no absolute floor)",
+    ),
+    Rule(
+        "TWM-TIME-SPIKES",
+        Severity.MEDIUM,
+        "steps far above the baseline step time recur improbably often (repeated small delays)",
+    ),
+    Rule(
         "TWM-MONITOR-TAMPERED",
         Severity.CRITICAL,
         "the monitor's own hooks were removed or replaced, or its code or sink was patched",

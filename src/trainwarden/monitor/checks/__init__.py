@@ -18,6 +18,7 @@ from trainwarden.monitor.checks.hyper import Hyperparameters
 from trainwarden.monitor.checks.numerics import Numerics
 from trainwarden.monitor.checks.rng import RngWatch
 from trainwarden.monitor.checks.timing import Timing
+from trainwarden.monitor.checks.timing_shift import TimingShift
 from trainwarden.monitor.checks.update import UpdateRule
 
 __all__ = ["CHECKS", "Check"]
@@ -34,6 +35,7 @@ CHECKS: tuple[type[Check], ...] = (
     RngWatch,
     Numerics,
     Timing,
+    TimingShift,
     CodeGuardCheck,
     CrossRank,
     HangWatch,

@@ -87,6 +87,20 @@ class MonitorConfig:
     """Multi-rank runs: how long a rank waits at each step for every other rank's monitor to
     reach the cross-rank exchange, at least (10 x the p99 step time if longer); a rank that
     does not arrive is named (TWM-MONITOR-OFF) and the exchange stops."""
+    rank_outlier: bool = True
+    """Multi-rank runs: carry each rank's local loss and local gradient norm in the cross-rank
+    exchange and name a rank whose values disagree with the others' (a corrupted forward)."""
+    rank_outlier_min_ratio: float = 2.0
+    """A rank is never named for disagreeing with the others by less than this factor."""
+    rank_outlier_max_ratio: float = 4.0
+    """Until the run has its own history of cross-rank spread (8 steps), a rank is named only for
+    disagreeing by more than this factor; afterwards ``spike_k`` times the median spread (at least
+    ``rank_outlier_min_ratio``) decides."""
+    liveness: bool = True
+    """Multi-rank runs: a background thread beats a counter in the process group's store and
+    names a rank whose counter stops (a stopped process, SIGSTOP or a debugger)."""
+    liveness_min_s: float = 30.0
+    """Lower bound of the liveness window; the window is max(this, 10 x the p99 step time)."""
     watchdog: bool = True
     """Run the hang watchdog (heartbeat per step, stack dumps on timeout, signal records)."""
     watchdog_min_timeout_s: float = 300.0
@@ -143,6 +157,13 @@ class MonitorConfig:
             raise MonitorError("peer_timeout_s must be > 0")
         if self.selfcheck_interval_s < 0:
             raise MonitorError("selfcheck_interval_s must be >= 0")
+        if not 1.0 < self.rank_outlier_min_ratio <= self.rank_outlier_max_ratio:
+            raise MonitorError(
+                "rank_outlier_min_ratio must be > 1 and <= rank_outlier_max_ratio, got "
+                f"{self.rank_outlier_min_ratio} and {self.rank_outlier_max_ratio}"
+            )
+        if self.liveness_min_s <= 0:
+            raise MonitorError("liveness_min_s must be > 0")
         if self.watchdog_min_timeout_s <= 0:
             raise MonitorError("watchdog_min_timeout_s must be > 0")
 

@@ -136,6 +136,18 @@ _ALL = [
         "steps far above the baseline step time recur improbably often (repeated small delays)",
     ),
     Rule(
+        "TWM-RANK-STOPPED",
+        Severity.CRITICAL,
+        "another rank's heartbeat stopped for max(liveness_min_s, 10 x p99 step time): a "
+        "stopped process (SIGSTOP, debugger); the rank is named",
+    ),
+    Rule(
+        "TWM-XRANK-OUTLIER",
+        Severity.MEDIUM,
+        "a rank's local loss or local gradient norm disagrees with the other ranks' (HIGH when "
+        "both do): its own forward or backward is corrupted; the rank is named",
+    ),
+    Rule(
         "TWM-MONITOR-TAMPERED",
         Severity.CRITICAL,
         "the monitor's own hooks were removed or replaced, or its code or sink was patched",

@@ -48,7 +48,8 @@ class RankOutlier(Check):
         self.handles: list[Any] = []
         self._local_norm = math.nan
         #: Per metric: |gap| of clean ranks to the others' median (log space), clean steps only.
-        self._gaps: dict[str, deque[float]] = {m: deque(maxlen=_HISTORY) for m in _METRICS}
+        size = _HISTORY * max(1, monitor.world_size)
+        self._gaps: dict[str, deque[float]] = {m: deque(maxlen=size) for m in _METRICS}
         #: Per metric: the cross-rank median (log space) of clean steps.
         self._centre: dict[str, deque[float]] = {m: deque(maxlen=_HISTORY) for m in _METRICS}
         self._alerted: set[int] = set()
@@ -176,7 +177,8 @@ class RankOutlier(Check):
         else:
             threshold = cap
         info["threshold_ratio"] = round(math.exp(threshold), 4)
-        history.extend(abs(gaps[r]) for r in finite)
+        # With an odd number of ranks the median rank's own gap is exactly 0: not a spread.
+        history.extend(abs(g) for g in gaps.values() if g != 0.0)
         culprits = self._persistent(metric, gaps, floor, info)
         over = [r for r in finite if abs(gaps[r]) > threshold]
         if not over:

@@ -49,6 +49,12 @@ class MonitorConfig:
     """Run the attestation code guard every N steps (0 = only at start)."""
     rng_watch: bool = True
     """Wrap global seeding functions and fingerprint RNG states (check 5)."""
+    scheduler_state: bool = True
+    """Check the declared schedulers' settings, lambdas and epoch accounting every step."""
+    module_config: bool = True
+    """Check the modules' forward-changing settings (dropout p, norm eps/momentum, activations)
+    and the training flags of every forward that feeds a gradient (turn off for a run that
+    schedules dropout or freezes layers on purpose mid-training)."""
     numerics: bool = True
     """NaN/Inf and robust spike detection on loss and gradient norm (check 7)."""
     timing: bool = True

@@ -136,6 +136,28 @@ _ALL = [
         "steps far above the baseline step time recur improbably often (repeated small delays)",
     ),
     Rule(
+        "TWM-SCHED-STATE",
+        Severity.HIGH,
+        "a declared LR scheduler's settings, lr lambdas or epoch accounting changed after watch()",
+    ),
+    Rule(
+        "TWM-MODULE-CONFIG",
+        Severity.HIGH,
+        "a module setting that changes the forward (dropout p, norm eps/momentum, activation) "
+        "changed after watch()",
+    ),
+    Rule(
+        "TWM-MODULE-MODE",
+        Severity.HIGH,
+        "a forward that feeds the gradient ran with other training flags than the first one",
+    ),
+    Rule(
+        "TWM-RNG-STUCK",
+        Severity.HIGH,
+        "a global RNG that training draws from did not advance over a step (reseeded to the "
+        "same seed or restored every step)",
+    ),
+    Rule(
         "TWM-RANK-STOPPED",
         Severity.CRITICAL,
         "another rank's heartbeat stopped for max(liveness_min_s, 10 x p99 step time): a "

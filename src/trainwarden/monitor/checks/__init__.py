@@ -20,6 +20,7 @@ from trainwarden.monitor.checks.liveness import PeerLiveness
 from trainwarden.monitor.checks.numerics import Numerics
 from trainwarden.monitor.checks.rank_outlier import RankOutlier
 from trainwarden.monitor.checks.rng import RngWatch
+from trainwarden.monitor.checks.state import ModuleConfig, RngProgress, SchedulerState
 from trainwarden.monitor.checks.timing import Timing
 from trainwarden.monitor.checks.timing_shift import TimingShift
 from trainwarden.monitor.checks.update import UpdateRule
@@ -30,12 +31,15 @@ CHECKS: tuple[type[Check], ...] = (
     StepIdentity,
     WeightContinuity,
     Hyperparameters,
+    SchedulerState,
     OptimizerStateContinuity,
     GradClipping,
     GradientSource,
     HookInventory,
+    ModuleConfig,
     UpdateRule,
     RngWatch,
+    RngProgress,
     Numerics,
     Timing,
     TimingShift,

@@ -43,6 +43,7 @@ class PeerLiveness(Check):
     name = "liveness"
     rules = ("TWM-RANK-STOPPED",)
     cost = "a background thread: one store increment and one read per peer per poll"
+    state_of = staticmethod(process_state)
 
     @classmethod
     def enabled(cls, config: MonitorConfig) -> bool:
@@ -137,7 +138,7 @@ class PeerLiveness(Check):
             peer = json.loads(bytes(store.get(f"{self._prefix}info/{r}")).decode("utf-8"))
         state = "unknown (another host)"
         if peer.get("host") == socket.gethostname() and isinstance(peer.get("pid"), int):
-            state = process_state(int(peer["pid"]))
+            state = self.state_of(int(peer["pid"]))
         how = {
             "stopped": "its process is stopped (SIGSTOP or a debugger)",
             "gone": "its process is gone",

@@ -16,6 +16,7 @@ the run's own early steps, in log space so that the test is scale-free:
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections import deque
@@ -37,23 +38,11 @@ def rank_sum_z(recent: list[float], base: list[float]) -> float:
     ordered = sorted(base)
     u = 0.0
     for x in recent:
-        lo = _bisect(ordered, x, strict=True)
-        hi = _bisect(ordered, x, strict=False)
-        u += lo + 0.5 * (hi - lo)
+        lo = bisect.bisect_left(ordered, x)
+        u += lo + 0.5 * (bisect.bisect_right(ordered, x) - lo)
     mean = n1 * n2 / 2.0
     sd = math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12.0)
     return (u - mean) / sd
-
-
-def _bisect(ordered: list[float], x: float, *, strict: bool) -> int:
-    lo, hi = 0, len(ordered)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ordered[mid] < x or (not strict and ordered[mid] == x):
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 def binomial_tail(n: int, k: int, p: float) -> float:
@@ -82,6 +71,9 @@ class TimingShift(Check):
     name = "timing-shift"
     rules = ("TWM-TIME-SHIFT", "TWM-TIME-SPIKES")
     cost = "a rank-sum test over ~50 floats and a binomial tail per step (host only)"
+    #: Captured on the class, so the self-check's digest covers them (a module global is not).
+    rank_sum = staticmethod(rank_sum_z)
+    tail = staticmethod(binomial_tail)
 
     @classmethod
     def enabled(cls, config: MonitorConfig) -> bool:
@@ -144,7 +136,7 @@ class TimingShift(Check):
             self._in_shift = False  # back near the baseline: a later shift is a new episode
         if ratio < 1.0 + cfg.time_shift_min:
             return
-        z = rank_sum_z(recent, self._base)
+        z = self.rank_sum(recent, self._base)
         if z < cfg.time_shift_z or self._in_shift:
             return
         self._in_shift = True
@@ -170,7 +162,7 @@ class TimingShift(Check):
         hits = [s for s, flag in self._flags if flag]
         if not hits or hits[-1] != step or len(hits) < 4:
             return
-        p = binomial_tail(n, len(hits), rate)
+        p = self.tail(n, len(hits), rate)
         if p > cfg.time_spike_alpha or step - self._spikes_alerted_at < _SPIKE_HISTORY:
             return
         self._spikes_alerted_at = step

@@ -48,17 +48,24 @@ def _sched_attack(at: int, edit: Callable[[Any], None]) -> Callable[[int, Any, A
 run_sched: list[Any] = []
 
 
+def _skip_ahead_with_count(sched: Any) -> None:
+    sched.last_epoch += 40
+    sched._step_count += 40
+
+
+def _extra_steps(sched: Any) -> None:
+    for _ in range(3):
+        sched.step()
+
+
 @pytest.mark.parametrize(
     "edit",
     [
         lambda s: s.base_lrs.__setitem__(0, s.base_lrs[0] * 10),
         lambda s: s.lr_lambdas.__setitem__(0, lambda e: 1.0),
         lambda s: setattr(s, "last_epoch", s.last_epoch + 40),
-        lambda s: (
-            setattr(s, "last_epoch", s.last_epoch + 40),
-            setattr(s, "_step_count", s._step_count + 40),
-        ),
-        lambda s: (s.step(), s.step(), s.step()),
+        lambda s: _skip_ahead_with_count(s),
+        lambda s: _extra_steps(s),
     ],
     ids=["base_lrs", "lambda", "last_epoch", "last_epoch_and_count", "extra_steps"],
 )
@@ -131,9 +138,12 @@ def test_reseed_to_a_new_seed_through_the_generator_object_is_caught(
     make_run: Callable[..., Run],
 ) -> None:
     run = _adam_run(make_run)
-    run.train(
-        8, attack=lambda step, *_: torch.default_generator.manual_seed(step) if step == 4 else None
-    )
+
+    def attack(step: int, *_: Any) -> None:
+        if step == 4:
+            torch.default_generator.manual_seed(step)
+
+    run.train(8, attack=attack)
     reseeds = [a for a in run.monitor.alerts if a.rule_id == "TWM-RNG-RESEED"]
     assert reseeds and reseeds[0].step == 5 and reseeds[0].evidence["generator"] == "torch"
 

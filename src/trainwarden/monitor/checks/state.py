@@ -80,8 +80,8 @@ def fingerprint_value(value: Any, depth: int = 0) -> str:
         return f"<{type(value).__qualname__} {id(value):#x}>"  # its own checks watch it
     if _is_scheduler(value):
         skip = _MOVING["*"] | _MOVING.get(type(value).__name__, frozenset())
-        inner = {k: v for k, v in vars(value).items() if k not in skip}
-        return f"{type(value).__qualname__}{fingerprint_value(inner, depth + 1)}"
+        settings = {k: v for k, v in vars(value).items() if k not in skip}
+        return f"{type(value).__qualname__}{fingerprint_value(settings, depth + 1)}"
     if isinstance(value, torch.Tensor):
         if value.numel() <= 4096 and value.device.type == "cpu":
             digest = hashlib.blake2b(
@@ -105,8 +105,8 @@ def fingerprint_value(value: Any, depth: int = 0) -> str:
         return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', '?')}"
     attrs = getattr(value, "__dict__", None)
     if isinstance(attrs, dict):
-        inner = fingerprint_value({k: v for k, v in attrs.items()}, depth + 1)
-        return f"{type(value).__module__}.{type(value).__qualname__}{inner}"
+        described = fingerprint_value(dict(attrs), depth + 1)
+        return f"{type(value).__module__}.{type(value).__qualname__}{described}"
     return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 

@@ -266,3 +266,18 @@ def test_code_guard_covers_kernels_schedulers_dropout_backward_and_itself(
     assert code[0].severity == Severity.CRITICAL
     assert any(attr in a.message or attr in str(a.evidence) for a in code)
     assert math.isfinite(run.monitor.step)
+
+
+def test_code_guard_check_replaced_by_a_no_op_is_named(
+    make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainwarden.attest.code_guard import CodeGuard
+
+    model = mlp()
+    run = make_run(model, torch.optim.Adam(model.parameters(), lr=1e-3), code_guard=True)
+    run.train(2)
+    monkeypatch.setattr(CodeGuard, "check", lambda self: [])
+    run.train(1)
+    code = [a for a in run.monitor.alerts if a.rule_id == "TWM-CODE"]
+    assert code and code[0].step == 3 and code[0].severity == Severity.CRITICAL
+    assert "CodeGuard.check was replaced" in code[0].message

@@ -140,6 +140,9 @@ class CodeGuardCheck(Check):
         super().__init__(monitor)
         self.guard: Any = None
         self._seen: set[tuple[str, str]] = set()
+        self._check_fn: Any = None
+        self._check_code: Any = None
+        self._guard_reported = False
 
     def start(self) -> None:
         try:
@@ -152,9 +155,34 @@ class CodeGuardCheck(Check):
         except Exception as e:  # fail-open: the guard is optional
             self.mon.internal(e, "CodeGuard()")
             return
+        self._check_fn = type(self.guard).__dict__.get("check")
+        self._check_code = getattr(self._check_fn, "__code__", None)
         self.run()
 
+    def _guard_intact(self) -> bool:
+        """The guard's own ``check`` is the function (and code) seen at start.
+
+        A replaced ``check`` could return nothing, so this is decided here, not by the guard.
+        """
+        fn = type(self.guard).__dict__.get("check")
+        inst = vars(self.guard).get("check")
+        code = getattr(fn, "__code__", None)
+        if fn is self._check_fn and code is self._check_code and inst is None:
+            return True
+        if not self._guard_reported:
+            self._guard_reported = True
+            self.mon.alert(
+                "TWM-CODE",
+                "code guard: CodeGuard.check was replaced, its code swapped or shadowed on the "
+                f"instance after watch() (now {_qualname(inst or fn)}); the guard's findings can "
+                "no longer be trusted",
+                {"replaced": repr(inst or fn)},
+                severity=Severity.CRITICAL,
+            )
+        return False
+
     def run(self) -> None:
+        self._guard_intact()
         try:
             findings = self.guard.check()
         except Exception as e:  # fail-open
@@ -178,5 +206,9 @@ class CodeGuardCheck(Check):
 
     def step_end(self) -> None:
         every = self.mon.config.code_guard_every
-        if self.guard is not None and every and self.mon.step % every == 0:
+        if self.guard is None:
+            return
+        if every and self.mon.step % every == 0:
             self.run()
+        else:
+            self._guard_intact()  # two identity reads: every step, whatever code_guard_every

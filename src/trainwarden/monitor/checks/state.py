@@ -400,7 +400,12 @@ class RngProgress(Check):
         seeds = self.seeds()
         for gen, seed in seeds.items():
             old = self._seeds.get(gen)
-            if old is not None and old != seed and mon.step > 0:
+            if (
+                old is not None
+                and old != seed
+                and mon.step > 0
+                and "reseeded_via" not in mon.values
+            ):
                 mon.alert(
                     "TWM-RNG-RESEED",
                     f"the {gen} generator was reseeded after training started (initial_seed "

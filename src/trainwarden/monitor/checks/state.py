@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import marshal
 import math
@@ -269,6 +270,17 @@ class SchedulerState(Check):
                     return
 
 
+def _is_setting(value: Any) -> bool:
+    """A value that configures a forward: scalars, tuples/lists of them, functions."""
+    if isinstance(value, (*_SCALARS, torch.Size)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, _SCALARS) for v in value)
+    return isinstance(
+        value, types.FunctionType | types.BuiltinFunctionType | types.MethodType | functools.partial
+    )
+
+
 _MODULE_SKIP = frozenset(
     {"training", "_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"}
 )
@@ -305,8 +317,10 @@ class ModuleConfig(Check):
                     or k.startswith("_load")
                 ):
                     continue
-                if isinstance(v, torch.nn.Module | torch.Tensor):
-                    continue  # submodules, parameters and buffers are the weights' business
+                if k.startswith("_") or not _is_setting(v):
+                    # Private fields belong to frameworks (a LightningModule's current hook, a
+                    # trainer reference) and move by design; objects (an HF config) likewise.
+                    continue
                 out[f"{mname or '<model>'}.{k}"] = self.describe(v, 1)
         return out
 

@@ -189,7 +189,11 @@ def test_stopped_rank_is_named_by_its_heartbeat_within_the_window(tmp_path: Path
     ]
     log = tmp_path / "torchrun.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # A process group of its own, led by torchrun whose parent (this test) is in another
+        # group of the same session: never orphaned, so the kernel does not SIGHUP the stopped
+        # rank when some process of the group exits (as it would in an orphaned group, e.g.
+        # when pytest itself was started in the background).
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, process_group=0)
     sink0 = tmp_path / "rank0.jsonl"
     pidfile = tmp_path / "stopped.pid"
     found: list[dict[str, Any]] = []

@@ -10,8 +10,9 @@ the run's own early steps, in log space so that the test is scale-free:
   frozen, so a creep is measured against where the run started);
 * a *spike* is a step above the baseline median by ``time_spike_k`` scaled MADs and by the ratio
   ``time_spike_ratio`` (no absolute floor); spikes *repeat* when, over the last 100 steps, their
-  count is improbable (binomial tail below ``time_spike_alpha``) given how often the baseline
-  itself exceeded the same threshold.
+  count (the first step of each run of slow steps: a stall counts once) is improbable (binomial
+  tail below ``time_spike_alpha``) given how often the baseline itself exceeded the same
+  threshold.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class TimingShift(Check):
         self._flags: deque[tuple[int, bool]] = deque(maxlen=_SPIKE_HISTORY)
         self._seen = 0
         self._in_shift = False
+        self._prev_over = False
         self._spikes_alerted_at = -(10**9)
         self._stats: tuple[float, float, float, float] | None = None
 
@@ -123,7 +125,10 @@ class TimingShift(Check):
         med, _, threshold, rate = self._baseline()
         self._recent.append(y)
         self._shift(step, seconds, med)
-        self._flags.append((step, y > threshold))
+        over = y > threshold
+        # A node-wide stall slows a run of consecutive steps: count the first step of each run.
+        self._flags.append((step, over and not self._prev_over))
+        self._prev_over = over
         self._spikes(step, seconds, med, threshold, rate)
 
     def _shift(self, step: int, seconds: float, med: float) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +169,79 @@ def test_rank_whose_monitor_is_switched_off_is_named_by_the_others(tmp_path: Pat
     assert "rank 1" in off[0]["message"] and off[0]["severity"] == "CRITICAL"
     # Rank 0 carried on checking itself: it recorded every step.
     assert [r["step"] for r in records[0] if r["kind"] == "step"] == list(range(1, 11))
+
+
+def test_stopped_rank_is_named_by_its_heartbeat_within_the_window(tmp_path: Path) -> None:
+    """SIGSTOP freezes every thread of rank 1; rank 0 waits in DDP's all-reduce, yet names it."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(SCRIPTS / "watch_driver.py"),
+        str(tmp_path),
+        "12",
+        "sigstop:1@6",
+    ]
+    log = tmp_path / "torchrun.log"
+    with log.open("w") as out:
+        # A process group of its own, led by torchrun whose parent (this test) is in another
+        # group of the same session: never orphaned, so the kernel does not SIGHUP the stopped
+        # rank when some process of the group exits (as it would in an orphaned group, e.g.
+        # when pytest itself was started in the background).
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, process_group=0)
+    sink0 = tmp_path / "rank0.jsonl"
+    pidfile = tmp_path / "stopped.pid"
+    found: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not found and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            if sink0.exists():
+                lines = sink0.read_text().splitlines()
+                recs = [json.loads(line) for line in lines if line.endswith("}")]
+                found = alerts(recs, "TWM-RANK-STOPPED")
+        stopped_pid = int(pidfile.read_text()) if pidfile.exists() else None
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGCONT)  # let rank 1 finish
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert found, log.read_text()
+    alert = found[0]
+    assert alert["severity"] == "CRITICAL" and alert["evidence"]["ranks"] == [1]
+    assert alert["evidence"]["process_state"] == "stopped"
+    assert alert["evidence"]["pid"] == stopped_pid
+    assert "rank 1" in alert["message"] and "SIGSTOP" in alert["message"]
+    # Named once the heartbeat stood still for the window (2 s floor here; 30 s by default).
+    assert alert["evidence"]["silent_s"] > alert["evidence"]["window_s"] >= 2.0
+    # Resumed with SIGCONT, the run finished and rank 0 recorded the resumption.
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    records = [json.loads(line) for line in sink0.read_text().splitlines()]
+    assert any(r["kind"] == "peer_resumed" and r["peer"] == 1 for r in records)
+    # Rank 1 itself raised nothing about rank 0 (its clock stood still with it).
+    rank1 = [json.loads(line) for line in (tmp_path / "rank1.jsonl").read_text().splitlines()]
+    assert alerts(rank1, "TWM-RANK-STOPPED") == []
+
+
+def test_rank_with_garbage_forward_is_named_at_its_first_step(tmp_path: Path) -> None:
+    """Replicas stay identical (DDP averages); only the local loss and gradient norm differ."""
+    rc, records = torchrun(tmp_path, 2, 30, "garbage:1@20", driver="watch_driver.py")
+    assert rc == 0
+    for rank in (0, 1):
+        out = alerts(records[rank], "TWM-XRANK-OUTLIER")
+        assert out, records[rank]
+        # Loop step 20 is the 21st optimizer step; both metrics disagree, so HIGH.
+        assert out[0]["step"] == 21 and out[0]["evidence"]["ranks"] == [1]
+        assert out[0]["severity"] == "HIGH"
+        assert set(out[0]["evidence"]["metrics"]) == {"loss", "grad_norm"}
+        # Nothing named the healthy rank, and the replicas never diverged.
+        assert all(a["evidence"]["ranks"] == [1] for a in out)
+        assert alerts(records[rank], "TWM-XRANK-DIVERGED") == []

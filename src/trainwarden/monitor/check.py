@@ -64,6 +64,15 @@ class Check:
         """
         return []
 
+    def local(self) -> list[tuple[str, float]]:
+        """Named per-rank values that differ by design (local loss, local gradient norm).
+
+        The cross-rank check carries them in its per-step exchange and leaves every rank's
+        values in ``monitor.values["xrank_local"]`` (``{name: [value of rank 0, ...]}``) for the
+        checks that run after it. Every rank must return the same names.
+        """
+        return []
+
     def record(self, rec: dict[str, Any]) -> None:
         """Add this check's fields to the step record."""
 

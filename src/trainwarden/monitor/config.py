@@ -49,12 +49,38 @@ class MonitorConfig:
     """Run the attestation code guard every N steps (0 = only at start)."""
     rng_watch: bool = True
     """Wrap global seeding functions and fingerprint RNG states (check 5)."""
+    scheduler_state: bool = True
+    """Check the declared schedulers' settings, lambdas and epoch accounting every step."""
+    module_config: bool = True
+    """Check the modules' forward-changing settings (dropout p, norm eps/momentum, activations)
+    and the training flags of every forward that feeds a gradient (turn off for a run that
+    schedules dropout or freezes layers on purpose mid-training)."""
     numerics: bool = True
     """NaN/Inf and robust spike detection on loss and gradient norm (check 7)."""
     timing: bool = True
     """Per-phase step timing with robust anomaly detection (check 8)."""
     time_min_excess_s: float = 0.1
     """A timing spike must exceed the recent median by at least this many seconds."""
+    time_baseline_steps: int = 64
+    """Steps (after ``spike_warmup``) that make the run's own step-time baseline; the timing-shift
+    check compares every later step with it."""
+    time_shift_window: int = 16
+    """Recent steps compared with the baseline by a rank-sum test (a sustained slowdown is
+    reported within this many steps of its onset)."""
+    time_shift_min: float = 0.3
+    """A sustained slowdown must make the recent median step at least this much slower than the
+    baseline median (0.3 = 30%) to be reported."""
+    time_shift_z: float = 4.0
+    """Rank-sum z the recent window must reach against the baseline."""
+    time_spike_ratio: float = 2.0
+    """A step counts as a relative spike above this many times the baseline median (and
+    ``time_spike_k`` scaled MADs); there is no absolute floor."""
+    time_spike_k: float = 3.0
+    """Scaled MADs (of the baseline's log step times) above its median for a relative spike;
+    the rate test calibrates it against the baseline, so it can be far lower than ``spike_k``."""
+    time_spike_alpha: float = 1e-6
+    """Relative spikes are reported when their count over the last 100 steps has a binomial tail
+    probability below this, given the baseline's own rate of such steps."""
     spike_k: float = 8.0
     """Spike threshold in scaled MADs above the median (numerics and timing)."""
     spike_window: int = 64
@@ -67,6 +93,20 @@ class MonitorConfig:
     """Multi-rank runs: how long a rank waits at each step for every other rank's monitor to
     reach the cross-rank exchange, at least (10 x the p99 step time if longer); a rank that
     does not arrive is named (TWM-MONITOR-OFF) and the exchange stops."""
+    rank_outlier: bool = True
+    """Multi-rank runs: carry each rank's local loss and local gradient norm in the cross-rank
+    exchange and name a rank whose values disagree with the others' (a corrupted forward)."""
+    rank_outlier_min_ratio: float = 2.0
+    """A rank is never named for disagreeing with the others by less than this factor."""
+    rank_outlier_max_ratio: float = 4.0
+    """Until the run has its own history of cross-rank spread (8 steps), a rank is named only for
+    disagreeing by more than this factor; afterwards ``spike_k`` times the median spread (at least
+    ``rank_outlier_min_ratio``) decides."""
+    liveness: bool = True
+    """Multi-rank runs: a background thread beats a counter in the process group's store and
+    names a rank whose counter stops (a stopped process, SIGSTOP or a debugger)."""
+    liveness_min_s: float = 30.0
+    """Lower bound of the liveness window; the window is max(this, 10 x the p99 step time)."""
     watchdog: bool = True
     """Run the hang watchdog (heartbeat per step, stack dumps on timeout, signal records)."""
     watchdog_min_timeout_s: float = 300.0
@@ -85,7 +125,14 @@ class MonitorConfig:
     """Per-step records kept in memory in ``monitor.records``."""
 
     def __post_init__(self) -> None:
-        positive = ("check_every", "update_check_elems", "spike_window", "keep_records")
+        positive = (
+            "check_every",
+            "update_check_elems",
+            "spike_window",
+            "keep_records",
+            "time_baseline_steps",
+            "time_shift_window",
+        )
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise MonitorError(
@@ -95,17 +142,34 @@ class MonitorConfig:
             raise MonitorError(
                 f"update_check_fraction must be in (0, 1], got {self.update_check_fraction}"
             )
-        for name in ("update_rtol", "grad_norm_rtol", "time_min_excess_s", "spike_k"):
+        for name in (
+            "update_rtol",
+            "grad_norm_rtol",
+            "time_min_excess_s",
+            "spike_k",
+            "time_spike_k",
+        ):
             if float(getattr(self, name)) < 0:
                 raise MonitorError(
                     f"monitor setting {name} must be >= 0, got {getattr(self, name)}"
                 )
+        if self.time_spike_ratio <= 1.0 or self.time_shift_min <= 0 or self.time_shift_z <= 0:
+            raise MonitorError("time_spike_ratio must be > 1, time_shift_min and time_shift_z > 0")
+        if not 0.0 < self.time_spike_alpha < 1.0:
+            raise MonitorError(f"time_spike_alpha must be in (0, 1), got {self.time_spike_alpha}")
         if self.code_guard_every < 0 or self.spike_warmup < 0:
             raise MonitorError("code_guard_every and spike_warmup must be >= 0")
         if self.peer_timeout_s <= 0:
             raise MonitorError("peer_timeout_s must be > 0")
         if self.selfcheck_interval_s < 0:
             raise MonitorError("selfcheck_interval_s must be >= 0")
+        if not 1.0 < self.rank_outlier_min_ratio <= self.rank_outlier_max_ratio:
+            raise MonitorError(
+                "rank_outlier_min_ratio must be > 1 and <= rank_outlier_max_ratio, got "
+                f"{self.rank_outlier_min_ratio} and {self.rank_outlier_max_ratio}"
+            )
+        if self.liveness_min_s <= 0:
+            raise MonitorError("liveness_min_s must be > 0")
         if self.watchdog_min_timeout_s <= 0:
             raise MonitorError("watchdog_min_timeout_s must be > 0")
 

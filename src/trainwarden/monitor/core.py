@@ -200,6 +200,8 @@ class Monitor:
         self.suspect = False
         #: Values of the current step (loss, grad_norm, timing, rng, batch) for the checks.
         self.values: dict[str, Any] = {}
+        #: Whether the current forward of the watched model runs with autograd enabled.
+        self.forward_grad = True
         self._depth = 0
         self._pending: list[tuple[torch.Tensor, Callable[[list[Any]], None]]] = []
         self._losses: list[torch.Tensor] = []
@@ -550,6 +552,8 @@ class Monitor:
         self._boundary()
         first = self.awaiting_forward
         self.awaiting_forward = False
+        # The checks run under no_grad: tell them whether this forward builds a graph.
+        self.forward_grad = torch.is_grad_enabled()
         self._run("forward_pre", lambda c: c.forward_pre(first, args, kwargs))
 
         def batch_and_clock() -> None:

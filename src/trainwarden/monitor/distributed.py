@@ -120,11 +120,20 @@ class RankExchange:
         """
         self._suspect = True
 
-    def exchange(self, step: int, digest: torch.Tensor, timings: torch.Tensor) -> list[Alert]:
+    def exchange(
+        self,
+        step: int,
+        digest: torch.Tensor,
+        timings: torch.Tensor,
+        local: torch.Tensor | None = None,
+    ) -> list[Alert]:
         """All-gather ``[digest | timings]`` once and return the alerts it raises.
 
         ``digest``: 1-D float64, one value per field. ``timings``: 1-D float64
-        ``[step_s, forward_s, backward_s, optimizer_s]`` (missing phases as 0). A failing
+        ``[step_s, forward_s, backward_s, optimizer_s]`` (missing phases as 0). ``local``:
+        per-rank values that differ by design (local loss, local gradient norm), carried by the
+        same collective and not compared here; every rank must pass the same number of them.
+        After the call, ``last_gathered[:, -len(local):]`` holds every rank's. A failing
         collective (a dead gloo peer) becomes alerts, and later calls return ``[]`` at once.
         """
         if self.broken:
@@ -152,7 +161,10 @@ class RankExchange:
             dtype=torch.float64,
             device=device,
         )
-        mine = torch.cat([digest.detach().to(device=device, dtype=torch.float64), t, meta])
+        parts = [digest.detach().to(device=device, dtype=torch.float64), t, meta]
+        if local is not None:
+            parts.append(local.detach().to(device=device, dtype=torch.float64).flatten())
+        mine = torch.cat(parts)
         out = [torch.empty_like(mine) for _ in range(self.world_size)]
         entered = time.monotonic()
         try:

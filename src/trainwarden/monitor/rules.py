@@ -268,5 +268,68 @@ RULES: dict[str, Rule] = register(
             threats=("T3", "T4"),
             guide="monitor-distributed.md",
         ),
+        Rule(
+            "TWM-TIME-SHIFT",
+            Severity.MEDIUM,
+            "the recent steps are significantly and materially slower than the run's own baseline "
+            "(a sustained slowdown, measured relative to the run, with no absolute floor)",
+            threats=("T3",),
+            guide="monitor.md",
+        ),
+        Rule(
+            "TWM-TIME-SPIKES",
+            Severity.MEDIUM,
+            "steps far above the baseline step time recur improbably often (repeated small delays)",
+            threats=("T3",),
+            guide="monitor.md",
+        ),
+        Rule(
+            "TWM-SCHED-STATE",
+            Severity.HIGH,
+            "a declared LR scheduler's settings, lr lambdas or epoch accounting changed after "
+            "watch()",
+            threats=("T3",),
+            guide="monitor.md",
+        ),
+        Rule(
+            "TWM-MODULE-CONFIG",
+            Severity.HIGH,
+            "a module setting that changes the forward (dropout p, norm eps/momentum, activation) "
+            "changed after watch()",
+            threats=("T3",),
+            guide="monitor.md",
+        ),
+        Rule(
+            "TWM-MODULE-MODE",
+            Severity.HIGH,
+            "a forward that feeds the gradient ran with other training flags than the first one",
+            threats=("T3",),
+            guide="monitor.md",
+        ),
+        Rule(
+            "TWM-RNG-STUCK",
+            Severity.HIGH,
+            "a global RNG that training draws from did not advance over a step (reseeded to the "
+            "same seed or restored every step)",
+            threats=("T2", "T3"),
+            guide="monitor.md",
+        ),
+        Rule(
+            "TWM-RANK-STOPPED",
+            Severity.CRITICAL,
+            "another rank's heartbeat stopped for max(liveness_min_s, 10 x p99 step time): a "
+            "stopped process (SIGSTOP, debugger); the rank is named",
+            threats=("T5",),
+            guide="monitor.md",
+        ),
+        Rule(
+            "TWM-XRANK-OUTLIER",
+            Severity.MEDIUM,
+            "a rank's local loss or local gradient norm disagrees with the other ranks' (HIGH when "
+            "both do): its own forward or backward is corrupted; the rank is named",
+            threats=("T4",),
+            guide="monitor.md",
+            severity_note="MEDIUM / HIGH",
+        ),
     ]
 )

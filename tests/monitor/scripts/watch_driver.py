@@ -4,7 +4,9 @@ Usage: torchrun --nproc_per_node=N watch_driver.py OUT_DIR STEPS [EVENT ...]
 EVENT is KIND:RANK@STEP with KIND one of perturb (edit a weight before the step), straggler
 (sleep 0.15 s in the forward of every step from STEP on), kill (SIGKILL itself), monitor_off
 (close() the monitor and train on), sigterm (the
-lowest other rank sends SIGTERM to RANK while RANK waits in an all-reduce). No event: a
+lowest other rank sends SIGTERM to RANK while RANK waits in an all-reduce), sigstop (write
+OUT_DIR/stopped.pid and SIGSTOP itself before the step's forward; the test sends SIGCONT),
+garbage (from STEP on, feed its own forward garbage inputs and targets). No event: a
 clean run (AdamW, warmup + cosine schedule, gradient clipping, dropout). Each rank's monitor
 writes OUT_DIR/rank<R>.jsonl.
 """
@@ -63,6 +65,8 @@ def main() -> int:
         watchdog_min_timeout_s=30.0,
         # A rank whose monitor goes off is waited for this long at each exchange.
         peer_timeout_s=3.0 if "monitor_off" in events else 30.0,
+        # A stopped rank is named after max(this, 10 x p99 step time); the default is 30 s.
+        liveness_min_s=2.0 if "sigstop" in events else 30.0,
     )
     pids: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(pids, os.getpid())
@@ -84,8 +88,14 @@ def main() -> int:
             assert isinstance(first, nn.Linear)
             with torch.no_grad():
                 first.weight[0, 0] += 1e-3
+        if events.get("sigstop") == (rank, step):
+            (out / "stopped.pid").write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGSTOP)
         x = torch.randn(16, 8, generator=gen)
         y = x.sum(dim=1, keepdim=True)
+        garbage = events.get("garbage")
+        if garbage is not None and garbage[0] == rank and step >= garbage[1]:
+            x, y = x * 20.0, -y * 20.0  # this rank's own share of the gradient is garbage
         if straggle is not None and straggle[0] == rank and step >= straggle[1]:
             time.sleep(0.15)
         loss = nn.functional.mse_loss(ddp(x), y)

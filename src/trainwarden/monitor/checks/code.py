@@ -11,9 +11,57 @@ from trainwarden.rules import lookup
 
 __all__ = ["CodeGuardCheck", "StepIdentity"]
 
+# Guarded in addition to the attestation guard's defaults: what the update, the schedule, dropout
+# and the backward actually run, and the guard's own check (unresolvable names are skipped).
+MONITOR_TARGETS: tuple[str, ...] = (
+    "torch.optim.adam._single_tensor_adam",
+    "torch.optim.adam._multi_tensor_adam",
+    "torch.optim.adam._fused_adam",
+    "torch.optim.sgd._single_tensor_sgd",
+    "torch.optim.sgd._multi_tensor_sgd",
+    "torch.optim.sgd._fused_sgd",
+    "torch.optim.lr_scheduler.*.step",
+    "torch.optim.lr_scheduler.*.get_lr",
+    "torch.optim.lr_scheduler.*.get_last_lr",
+    "torch.utils.data.sampler.*.__iter__",
+    "torch.utils.data.DistributedSampler.set_epoch",
+    "torch.nn.functional.dropout",
+    "torch.nn.functional.dropout1d",
+    "torch.nn.functional.dropout2d",
+    "torch.nn.functional.dropout3d",
+    "torch.nn.functional.alpha_dropout",
+    "torch.nn.modules.dropout.*.forward",
+    "torch.dropout",
+    "torch.Tensor.backward",
+    "torch.autograd.backward",
+    "torch.autograd.grad",
+    "trainwarden.attest.code_guard.CodeGuard.check",
+)
+
+
+def monitor_targets() -> list[str]:
+    """:data:`MONITOR_TARGETS` and every ``torch._foreach_*`` kernel (native: by identity)."""
+    import torch
+
+    return list(MONITOR_TARGETS) + [
+        f"torch.{n}" for n in sorted(dir(torch)) if n.startswith("_foreach_")
+    ]
+
+
 # A replaced callable whose location mentions one of these is CRITICAL (T2/T3: optimizer,
 # seeding, data order, clipping).
-_CRITICAL_CODE = ("optim", "seed", "dataloader", "sampler", "clip_grad")
+_CRITICAL_CODE = (
+    "optim",
+    "seed",
+    "dataloader",
+    "sampler",
+    "clip_grad",
+    "_foreach_",
+    "dropout",
+    "backward",
+    "autograd",
+    "code_guard",
+)
 
 
 def _qualname(obj: object) -> str:
@@ -82,6 +130,7 @@ class CodeGuardCheck(Check):
     name = "code-guard"
     rules = ("TWM-CODE",)
     cost = "hashes the guarded functions' code objects every code_guard_every steps"
+    targets = staticmethod(monitor_targets)
 
     @classmethod
     def enabled(cls, config: MonitorConfig) -> bool:
@@ -91,6 +140,9 @@ class CodeGuardCheck(Check):
         super().__init__(monitor)
         self.guard: Any = None
         self._seen: set[tuple[str, str]] = set()
+        self._check_fn: Any = None
+        self._check_code: Any = None
+        self._guard_reported = False
 
     def start(self) -> None:
         try:
@@ -99,13 +151,38 @@ class CodeGuardCheck(Check):
             self.mon.note("code-guard", "code guard unavailable (trainwarden.attest not installed)")
             return
         try:
-            self.guard = mod.CodeGuard()
+            self.guard = mod.CodeGuard(extra=self.targets())
         except Exception as e:  # fail-open: the guard is optional
             self.mon.internal(e, "CodeGuard()")
             return
+        self._check_fn = type(self.guard).__dict__.get("check")
+        self._check_code = getattr(self._check_fn, "__code__", None)
         self.run()
 
+    def _guard_intact(self) -> bool:
+        """The guard's own ``check`` is the function (and code) seen at start.
+
+        A replaced ``check`` could return nothing, so this is decided here, not by the guard.
+        """
+        fn = type(self.guard).__dict__.get("check")
+        inst = vars(self.guard).get("check")
+        code = getattr(fn, "__code__", None)
+        if fn is self._check_fn and code is self._check_code and inst is None:
+            return True
+        if not self._guard_reported:
+            self._guard_reported = True
+            self.mon.alert(
+                "TWM-CODE",
+                "code guard: CodeGuard.check was replaced, its code swapped or shadowed on the "
+                f"instance after watch() (now {_qualname(inst or fn)}); the guard's findings can "
+                "no longer be trusted",
+                {"replaced": repr(inst or fn)},
+                severity=Severity.CRITICAL,
+            )
+        return False
+
     def run(self) -> None:
+        self._guard_intact()
         try:
             findings = self.guard.check()
         except Exception as e:  # fail-open
@@ -132,5 +209,9 @@ class CodeGuardCheck(Check):
 
     def step_end(self) -> None:
         every = self.mon.config.code_guard_every
-        if self.guard is not None and every and self.mon.step % every == 0:
+        if self.guard is None:
+            return
+        if every and self.mon.step % every == 0:
             self.run()
+        else:
+            self._guard_intact()  # two identity reads: every step, whatever code_guard_every

@@ -188,5 +188,16 @@ class CrossRank(Check):
         ).view(torch.float64)
         t = mon.values.get("timing") or {}
         timings = torch.tensor([t.get(p, 0.0) for p in PHASES], dtype=torch.float64)
-        for alert in self.exchange.exchange(mon.step, digest, timings):
+        local: list[tuple[str, float]] = []
+        for check in mon.checks:
+            local += check.local()
+        local_t = torch.tensor([v for _, v in local], dtype=torch.float64) if local else None
+        self.exchange.last_gathered = None  # a failed exchange must not leave an old matrix
+        for alert in self.exchange.exchange(mon.step, digest, timings, local_t):
             mon.emit_external(alert)
+        gathered = self.exchange.last_gathered
+        if local and gathered is not None and int(gathered.shape[0]) == mon.world_size:
+            cols = gathered[:, -len(local) :].tolist()
+            mon.values["xrank_local"] = {
+                name: [float(row[i]) for row in cols] for i, (name, _) in enumerate(local)
+            }

@@ -268,9 +268,10 @@ class HookInventory(Check):
         own: set[int] = set()
         for h in mon._handles:
             own.add(h.id)
-        src = mon.check_named(GradientSource.name)
-        for h in getattr(src, "handles", []):
-            own.add(h.id)
+        # Every check that registers tensor hooks keeps their handles in ``handles``.
+        for check in mon.checks:
+            for h in getattr(check, "handles", None) or []:
+                own.add(h.id)
         return own
 
     def _walk(self) -> Iterator[tuple[str, int, Any]]:

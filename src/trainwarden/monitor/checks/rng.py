@@ -72,6 +72,8 @@ class RngWatch(Check):
                 "training_started": mon.started,
             },
         )
+        # The generator-object check (rng-progress) sees the same reseed: one alert is enough.
+        mon.values["reseeded_via"] = target
         if mon.started:
             mon.alert(
                 "TWM-RNG-RESEED",

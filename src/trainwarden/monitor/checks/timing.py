@@ -41,7 +41,10 @@ class Timing(Check):
         self._spike_runs: deque[int] = deque(maxlen=64)
 
     def step_end(self) -> None:
-        for step, phases in self.mon.clock.resolve():
+        resolved = self.mon.clock.resolve()
+        # Later checks (timing shifts) read every step resolved now, including earlier ones.
+        self.mon.values["timing_resolved"] = resolved
+        for step, phases in resolved:
             self._timing(step, phases)
 
     def _timing(self, step: int, phases: dict[str, float]) -> None:

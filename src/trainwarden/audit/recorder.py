@@ -165,6 +165,13 @@ class AuditRecorder:
                 local[names.get(id(p), f"<unnamed {id(p)}>")] = _step.tensor_digest(g)
             return allreduce_hook(state, bucket)
 
+        # DDP inspects the hook's annotations, which this module's postponed evaluation turns
+        # into strings: give it the objects it compares with.
+        record_contribution.__annotations__ = {
+            "state": object,
+            "bucket": dist.GradBucket,
+            "return": torch.futures.Future[torch.Tensor],
+        }
         try:
             ddp.register_comm_hook(None, record_contribution)
         except RuntimeError as e:

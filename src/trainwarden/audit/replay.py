@@ -400,19 +400,32 @@ def _replay_interval(
             if tolerance is not None:
                 continue
             state = _step.state_digests(job)
-            for r, steps in enumerate(ranks):
-                rec = steps[s]
-                bad = _first_diff(grads, rec["grads"])
-                if bad:
-                    detail = (
-                        "gradients differ"
-                        if world == 1
-                        else f"every rank's contribution reproduces, but rank {r} updated with "
-                        "another gradient than their all-reduced mean"
+            off = {r: _first_diff(grads, steps[s]["grads"]) for r, steps in enumerate(ranks)}
+            off = {r: bad for r, bad in off.items() if bad}
+            if off and world == 1:
+                return diverged(s, "backward", off[0], "gradients differ")
+            if off:
+                first = min(off)
+                if len(off) == world:
+                    # Every rank received the same wrong mean: the reduction itself was changed
+                    # after the contributions were taken, and no record says on which rank.
+                    return diverged(
+                        s,
+                        "all-reduce",
+                        off[first],
+                        "every rank's contribution reproduces, but the gradient all ranks "
+                        "updated with is not their mean (the reduction was tampered with)",
                     )
-                    where = "backward" if world == 1 else "all-reduce"
-                    return diverged(s, where, bad, detail, rank_of(r))
-                bad = _first_diff(state, rec["state"])
+                return diverged(
+                    s,
+                    "all-reduce",
+                    off[first],
+                    f"rank {first} updated with another gradient than the all-reduced mean of "
+                    "the ranks' contributions",
+                    first,
+                )
+            for r, steps in enumerate(ranks):
+                bad = _first_diff(state, steps[s]["state"])
                 if bad:
                     on = f" on rank {r}" if world > 1 else ""
                     return diverged(
@@ -468,13 +481,16 @@ def replay(
     tolerance: float | None = None,
     events: Iterable[Mapping[str, Any]] | None = None,
     manifest_key: Any | None = None,
+    threads: int | None = None,
 ) -> ReplayReport:
     """Replay ``samples`` intervals (all when ``None``) of a recorded run, chosen with ``seed``.
 
     ``tolerance`` switches from bitwise comparison (same build, CPU) to the relative distance
     of the replayed weights from the recorded ones at the interval's end. ``events`` are the
     records the job sent to its event sink (e.g. read back from the ledger), used to check that
-    the step records on disk are the ones that were logged.
+    the step records on disk are the ones that were logged. The replay runs with the intra-op
+    thread count the job recorded (on the CPU, a different count changes how reductions are
+    split and so the low bits); ``threads`` overrides it.
     """
     run = Path(run_dir)
     fac = load_factory(factory) if isinstance(factory, str) else factory
@@ -508,19 +524,27 @@ def replay(
                 intervals, samples
             )
         )
-    results = tuple(
-        _replay_interval(
-            run,
-            fac,
-            ranks,
-            a,
-            b,
-            activations=bool(meta.get("activation_every")),
-            tolerance=tolerance,
-            manifest_key=manifest_key,
+    recorded_threads = meta.get("threads")
+    use = threads if threads is not None else recorded_threads
+    before = torch.get_num_threads()
+    if isinstance(use, int) and use >= 1:
+        torch.set_num_threads(use)
+    try:
+        results = tuple(
+            _replay_interval(
+                run,
+                fac,
+                ranks,
+                a,
+                b,
+                activations=bool(meta.get("activation_every")),
+                tolerance=tolerance,
+                manifest_key=manifest_key,
+            )
+            for a, b in chosen
         )
-        for a, b in chosen
-    )
+    finally:
+        torch.set_num_threads(before)
     return ReplayReport(
         str(run),
         seed,

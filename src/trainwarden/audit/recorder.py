@@ -169,7 +169,7 @@ class AuditRecorder:
         # into strings: give it the objects it compares with.
         record_contribution.__annotations__ = {
             "state": object,
-            "bucket": dist.GradBucket,
+            "bucket": dist.GradBucket,  # type: ignore[attr-defined]
             "return": torch.futures.Future[torch.Tensor],
         }
         try:

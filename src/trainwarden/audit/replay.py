@@ -15,7 +15,7 @@ import json
 import random
 import secrets
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,7 +236,7 @@ def _digests_of(grads: Mapping[str, torch.Tensor]) -> dict[str, str]:
 def _replay_interval(
     run: Path,
     factory: Factory,
-    ranks: list[Mapping[int, dict[str, Any]]],
+    ranks: Sequence[Mapping[int, dict[str, Any]]],
     start: int,
     end: int,
     *,

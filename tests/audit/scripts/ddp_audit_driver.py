@@ -44,9 +44,11 @@ def main() -> int:
             if rank == victim and s == start and attack == "tamper-reduce":
                 original = dist.all_reduce
 
-                def all_reduce(tensor: torch.Tensor, *a: Any, **k: Any) -> Any:
+                def all_reduce(
+                    tensor: torch.Tensor, *a: Any, _orig: Any = original, **k: Any
+                ) -> Any:
                     tensor.neg_()
-                    return original(tensor, *a, **k)
+                    return _orig(tensor, *a, **k)
 
                 dist.all_reduce = all_reduce
             rec.step([next(batches), next(batches)])

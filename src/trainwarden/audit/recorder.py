@@ -149,13 +149,14 @@ class AuditRecorder:
         import torch.distributed as dist
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-        if getattr(ddp, "module", None) is not self.job.model:
+        model: Any = self.job.model
+        if getattr(ddp, "module", None) is not model:
             raise AuditError(
                 "ddp must be the DistributedDataParallel wrapper of job.model",
                 hint="build Job(model=module, ...) and pass DistributedDataParallel(module)",
             )
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        names = {id(p): n for n, p in self.job.model.named_parameters()}
+        names = {id(p): n for n, p in model.named_parameters()}
         local = self._local
 
         def record_contribution(state: Any, bucket: Any) -> Any:

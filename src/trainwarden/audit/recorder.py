@@ -150,7 +150,8 @@ class AuditRecorder:
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
         model: Any = self.job.model
-        if getattr(ddp, "module", None) is not model:
+        wrapped: Any = getattr(ddp, "module", None)
+        if wrapped is not model:
             raise AuditError(
                 "ddp must be the DistributedDataParallel wrapper of job.model",
                 hint="build Job(model=module, ...) and pass DistributedDataParallel(module)",

@@ -1922,6 +1922,33 @@ def audit_replay(
 
 
 # ----------------------------------------------------------------------------------------------
+# data -- per-item content-hash manifest of a dataset
+# ----------------------------------------------------------------------------------------------
+
+data_app = typer.Typer(help="Training data integrity.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("manifest")
+def data_manifest(
+    directory: Annotated[Path, typer.Argument(help="The dataset: a directory of files.")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write (default: DIR.manifest.json)."),
+    ] = None,
+    fmt: _FormatOpt = OutputFormat.text,
+) -> None:
+    """Write the SHA-256 of every file of a dataset, in the order trainwarden.data serves them."""
+    from trainwarden.data import write_directory_manifest
+
+    dest, manifest = write_directory_manifest(directory, output)
+    if fmt is OutputFormat.json:
+        _print_json({"manifest": str(dest), "items": len(manifest)})
+    else:
+        out.print(f"wrote {dest}: {len(manifest)} items", markup=False)
+
+
+# ----------------------------------------------------------------------------------------------
 # drill
 # ----------------------------------------------------------------------------------------------
 

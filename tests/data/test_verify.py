@@ -161,3 +161,22 @@ def test_manifest_of_another_dataset_is_refused() -> None:
     ds = Labelled()
     with pytest.raises(DataError, match="40 items, its manifest 39"):
         DataSpec(ds, dataset_manifest(torch.utils.data.Subset(ds, range(39))), 4, 0)
+
+
+def test_a_patched_default_collate_does_not_blind_the_verifier(monkeypatch: Any) -> None:
+    import torch.utils.data._utils.collate as collate_mod
+
+    s = spec()
+    original = collate_mod.default_collate
+
+    def flipping(items: list[Any]) -> Any:
+        x, y = original(items)
+        return x, (y + 1) % 3
+
+    # The saboteur patches the collate function everything in the process uses.
+    monkeypatch.setattr(collate_mod, "default_collate", flipping)
+    monkeypatch.setattr(torch.utils.data, "default_collate", flipping)
+    loader = torch.utils.data.DataLoader(
+        s.dataset, batch_sampler=s.loader().batch_sampler, collate_fn=flipping
+    )
+    assert run(s, loader, 1) == [(0, "TWD-BATCH-MISMATCH")]

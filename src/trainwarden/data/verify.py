@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import default_collate
 
 from trainwarden.data.manifest import DataError, DataManifest, FileDataset, item_digest
 from trainwarden.findings import Severity
@@ -59,6 +58,7 @@ class DataSpec:
     collate_fn: Callable[[list[Any]], Any] | None = None
     items_per_batch: int | None = None
     input_leaf: int = 0
+    observers: list[Callable[[Any], None]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.world_size < 1 or not 0 <= self.rank < self.world_size:
@@ -105,12 +105,27 @@ class DataSpec:
 
     def loader(self, **kwargs: Any) -> torch.utils.data.DataLoader[Any]:
         """A DataLoader that yields exactly the declared batches, epoch after epoch."""
-        return torch.utils.data.DataLoader(
+        return _ObservedLoader(
+            self,
             self.dataset,
             batch_sampler=_DeclaredBatches(self),
             collate_fn=self.collate_fn,
             **kwargs,
         )
+
+
+class _ObservedLoader(torch.utils.data.DataLoader[Any]):
+    """Hands every batch it yields to the spec's observers (a monitor's data check) first."""
+
+    def __init__(self, spec: DataSpec, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._spec = spec
+
+    def __iter__(self) -> Any:
+        for batch in super().__iter__():
+            for observe in list(self._spec.observers):
+                observe(batch)
+            yield batch
 
 
 class _DeclaredBatches:
@@ -143,6 +158,41 @@ def _tensors(obj: Any) -> list[torch.Tensor] | None:
         else:
             return None
     return out
+
+
+def _expected(spec: DataSpec, item: Any) -> list[torch.Tensor] | None:
+    """The item as a batch of one. With the default collation, built from the item's leaves
+    directly, so a patched ``default_collate`` changes the loader's batches but not this."""
+    if spec.collate_fn is not None:
+        return _tensors(spec.collate_fn([item]))
+    leaves = _tensors_or_scalars(item)
+    if leaves is None:
+        return None
+    return [leaf.unsqueeze(0) for leaf in leaves]
+
+
+def _tensors_or_scalars(obj: Any) -> list[torch.Tensor] | None:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, bool | int | float):
+        return [torch.as_tensor(obj)]
+    if isinstance(obj, dict):
+        out: list[torch.Tensor] = []
+        for k in sorted(obj, key=str):
+            sub = _tensors_or_scalars(obj[k])
+            if sub is None:
+                return None
+            out += sub
+        return out
+    if isinstance(obj, (list, tuple)):
+        out = []
+        for v in obj:
+            sub = _tensors_or_scalars(v)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    return None
 
 
 class BatchVerifier:
@@ -233,13 +283,12 @@ class BatchVerifier:
                     {"declared": indices},
                 )
             ]
-        collate = spec.collate_fn or default_collate
         for pos in self._positions(len(indices)):
             i = indices[pos]
             item, bad = self._trusted(i)
             if bad is not None:
                 return [bad]
-            expected = _tensors(collate([item]))
+            expected = _expected(spec, item)
             if expected is None:
                 return self._unverifiable(k, "the collated item has a non-tensor element")
             if leaf is not None:

@@ -141,6 +141,22 @@ _ALL = [
         "a check is disabled for this setup (unknown optimizer, missing component)",
     ),
     Rule(
+        "TWM-DATA-MISMATCH",
+        Severity.CRITICAL,
+        "a batch is not the one the declared sampler yields: samples reordered, dropped, "
+        "duplicated, substituted or altered",
+    ),
+    Rule(
+        "TWM-DATA-TAMPERED",
+        Severity.CRITICAL,
+        "the dataset served an item that differs from its manifest",
+    ),
+    Rule(
+        "TWM-DATA-UNVERIFIABLE",
+        Severity.HIGH,
+        "a batch could not be compared with the declared one (its structure differs)",
+    ),
+    Rule(
         "TWM-INTERNAL",
         Severity.MEDIUM,
         "the monitor itself failed; training continued (fail-open) but a check was skipped",

@@ -167,7 +167,7 @@ def test_a_patched_default_collate_does_not_blind_the_verifier(monkeypatch: Any)
     import torch.utils.data._utils.collate as collate_mod
 
     s = spec()
-    original = collate_mod.default_collate
+    original: Any = collate_mod.default_collate
 
     def flipping(items: list[Any]) -> Any:
         x, y = original(items)

@@ -46,7 +46,7 @@ def train(
                 x, y = tamper(s, (x, y))
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
     finally:
         mon.close()

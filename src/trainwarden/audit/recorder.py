@@ -192,12 +192,26 @@ class AuditRecorder:
     ) -> torch.utils.data.DataLoader[Any]:
         """A DataLoader over the job's dataset whose batches are tracked.
 
+        With ``job.data`` (a ``DataSpec``) it yields that declared sampler's batches for this
+        rank, and ``batch_size``, ``shuffle`` and ``seed`` are the spec's, not these arguments.
+
         It draws its order from its own seeded generator, never from the global RNG, so the
         global RNG moves only inside steps (which the replay checks).
         """
         gen = torch.Generator()
         gen.manual_seed(seed)
         ds = self.job.dataset
+        if self.job.data is not None:
+            # The job declared its sampler: yield exactly its batches (for this rank).
+            from trainwarden.data.verify import declared_batches
+
+            spec = self.job.data
+            return torch.utils.data.DataLoader(
+                ds,
+                batch_sampler=self.track(declared_batches(spec, self.rank, self.world_size)),
+                collate_fn=self.job.collate_fn,
+                num_workers=num_workers,
+            )
         sampler: torch.utils.data.Sampler[int]
         if self.world_size > 1:
             # Each rank reads its own shard of one seeded permutation.

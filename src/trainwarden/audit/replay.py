@@ -297,6 +297,7 @@ def _replay_interval(
                     + (f" on rank {r}" if world > 1 else ""),
                     r if world > 1 else None,
                 )
+    specs = _rank_specs(job, world)
     tap = _step.ActivationTap(job.model) if activations else None
 
     def rank_of(r: int) -> int | None:
@@ -336,6 +337,10 @@ def _replay_interval(
                         f"the job's schedule gives other values{on}",
                         rank_of(r),
                     )
+                if specs is not None:
+                    problem = _declared_data(specs[r], steps, s)
+                    if problem is not None:
+                        return diverged(s, "data", problem[0], f"{problem[1]}{on}", rank_of(r))
                 batches = [
                     _step.collate(job, [job.dataset[i] for i in idx]) for idx in rec["micro"]
                 ]
@@ -458,6 +463,56 @@ def _replay_interval(
             end, "checkpoint", bad, f"the checkpoint of step {end} is not what the steps produced"
         )
     return IntervalResult(start, end, "reproduced", distance=0.0)
+
+
+def _rank_specs(job: Job, world: int) -> list[Any] | None:
+    """The job's declared data for every rank, or ``None`` when it declares none."""
+    if job.data is None:
+        return None
+    from trainwarden.data.verify import DataSpec, for_rank
+
+    if not isinstance(job.data, DataSpec):
+        raise AuditError(f"Job.data must be a trainwarden.data.DataSpec, not {type(job.data)}")
+    return [for_rank(job.data, r, world) for r in range(world)]
+
+
+def _declared_data(
+    spec: Any, steps: Mapping[int, dict[str, Any]], s: int
+) -> tuple[tuple[str, ...], str] | None:
+    """Why step ``s``'s recorded batches are not the declared ones (``None`` if they are).
+
+    The step's batches are the declared sampler's batches numbered from the count of
+    micro-batches all earlier steps consumed; every item must match the manifest.
+    """
+    from trainwarden.data.manifest import FileDataset, item_digest
+
+    if any(t not in steps for t in range(s)):
+        return (
+            (),
+            "earlier records are missing, so the step's place in the declared order is unknown",
+        )
+    k = sum(len(steps[t]["micro"]) for t in range(s))
+    for m, idx in enumerate(steps[s]["micro"]):
+        declared = spec.batch_indices(k + m)
+        if [int(i) for i in idx] != declared:
+            return (
+                (f"micro-batch {m}",),
+                f"the batch indices are not the declared sampler's batch {k + m} "
+                "(reordered, dropped, duplicated or substituted samples)",
+            )
+        for i in declared:
+            ds = spec.dataset
+            try:
+                ok = (
+                    ds.trusted_item(i, spec.manifest) is not None
+                    if isinstance(ds, FileDataset)
+                    else item_digest(ds[i]) == spec.manifest.digests[i]
+                )
+            except Exception:  # an unreadable or unhashable item is not a verified one
+                ok = False
+            if not ok:
+                return (f"item {i}",), f"dataset item {i} does not match the data manifest"
+    return None
 
 
 def _first_act_diff(

@@ -32,6 +32,10 @@ class Job:
     scheduler: Any | None = None
     collate_fn: Callable[[list[Any]], Any] | None = None
     max_grad_norm: float | None = None
+    data: Any | None = None
+    """A :class:`trainwarden.data.DataSpec` declaring the sampler and the dataset's manifest:
+    the recorder's loader then yields its batches, and the replay checks every recorded batch
+    against it (declared indices, items against the manifest)."""
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ the job received.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from trainwarden.data.manifest import DataError, DataManifest, FileDataset, item_digest
 from trainwarden.findings import Severity
 
-__all__ = ["BatchVerifier", "DataFinding", "DataSpec"]
+__all__ = ["BatchVerifier", "DataFinding", "DataSpec", "declared_batches", "for_rank"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,18 @@ class _ObservedLoader(torch.utils.data.DataLoader[Any]):
             for observe in list(self._spec.observers):
                 observe(batch)
             yield batch
+
+
+def declared_batches(spec: DataSpec, rank: int, world_size: int) -> Iterable[list[int]]:
+    """The batch sampler ``spec`` declares, for ``rank`` of ``world_size`` ranks."""
+    return _DeclaredBatches(for_rank(spec, rank, world_size))
+
+
+def for_rank(spec: DataSpec, rank: int, world_size: int) -> DataSpec:
+    """``spec`` as rank ``rank`` of ``world_size`` reads it (same dataset, seed and manifest)."""
+    if (spec.rank, spec.world_size) == (rank, world_size):
+        return spec
+    return dataclasses.replace(spec, rank=rank, world_size=world_size, observers=[])
 
 
 class _DeclaredBatches:

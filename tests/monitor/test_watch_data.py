@@ -96,3 +96,26 @@ def test_a_reordering_sampler_is_caught_on_labels_and_inputs() -> None:
     finally:
         verify._DeclaredBatches.__iter__ = original  # type: ignore[method-assign]
     assert (0, "TWM-DATA-MISMATCH") in found
+
+
+def test_removing_the_monitors_loader_observer_is_reported() -> None:
+    def detach(s: int, b: Any) -> Any:
+        if s == 2:
+            ds_state["spec"].observers.clear()  # the saboteur silences the label check
+        return b
+
+    ds_state: dict[str, Any] = {}
+    found = train(6, detach, before=lambda spec: ds_state.__setitem__("spec", spec))
+    assert (2, "TWM-DATA-UNVERIFIABLE") in found
+
+
+def test_a_stale_batch_fed_again_is_caught_at_the_forward() -> None:
+    extra: dict[str, Any] = {}
+
+    def bypass(s: int, b: Any) -> Any:
+        if s == 0:
+            extra["b"] = b
+        return extra["b"] if s == 3 else b  # a batch fed twice without the loader
+
+    found = train(5, bypass)
+    assert (3, "TWM-DATA-MISMATCH") in found

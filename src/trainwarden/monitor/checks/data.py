@@ -45,6 +45,7 @@ class DataCheck(Check):
         # Two counters: the forward sees each micro-batch's input, the loader each whole batch.
         self._inputs = BatchVerifier(spec)
         self._batches = BatchVerifier(spec)
+        self._silenced = False
 
     def start(self) -> None:
         self.spec.observers.append(self._on_loader_batch)
@@ -72,3 +73,25 @@ class DataCheck(Check):
             self._inputs.next_batch += 1
             return
         self._raise(self._inputs.check_input(x))
+        self._loader_still_checked()
+
+    def _loader_still_checked(self) -> None:
+        # Once the declared loader is in use, every forward's batch must have passed through
+        # it first: an observer removed from the spec (or a loader swapped for another one)
+        # would otherwise switch the label check off without a sound.
+        used = self._batches.next_batch > 0
+        if self._silenced or not used:
+            return
+        detached = self._on_loader_batch not in self.spec.observers
+        if detached or self._batches.next_batch < self._inputs.next_batch:
+            self._silenced = True
+            self.mon.alert(
+                "TWM-DATA-UNVERIFIABLE",
+                "the declared loader's batches stopped being checked "
+                + (
+                    "(the monitor's observer was removed from the DataSpec)"
+                    if detached
+                    else "(the model received more batches than the declared loader yielded)"
+                ),
+                {"loader_batches": self._batches.next_batch, "forwards": self._inputs.next_batch},
+            )

@@ -180,3 +180,14 @@ def test_a_patched_default_collate_does_not_blind_the_verifier(monkeypatch: Any)
         s.dataset, batch_sampler=s.loader().batch_sampler, collate_fn=flipping
     )
     assert run(s, loader, 1) == [(0, "TWD-BATCH-MISMATCH")]
+
+
+def test_declared_batches_for_a_rank_are_that_ranks_shard() -> None:
+    from trainwarden.data.verify import declared_batches, for_rank
+
+    s = spec()
+    r1 = for_rank(s, 1, 2)
+    assert (r1.rank, r1.world_size, r1.seed, r1.manifest) == (1, 2, s.seed, s.manifest)
+    assert r1.observers == [] and for_rank(s, 0, 1) is s
+    flat = [i for b in declared_batches(s, 1, 2) for i in b]
+    assert flat == r1.epoch_indices(0)[: len(flat)] == spec(rank=1, world_size=2).epoch_indices(0)

@@ -87,6 +87,7 @@ REVIEWED: dict[str, dict[str, str]] = {
         "x__capturing_init | _CUnpickler.__init__(self, file, **kw)": (
             "the C unpickler takes no positional argument after the file, so *args is always empty"
         ),
+    },
     "attest_memo": {
         "x_walk_fingerprint | h.update(len(p).to_bytes(8, ))": (
             "byte order only: the fingerprint is compared with fingerprints computed the "

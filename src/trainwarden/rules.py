@@ -51,6 +51,7 @@ _PROVIDERS = (
     "trainwarden.attest.rules",
     "trainwarden.monitor.rules",
     "trainwarden.audit.rules",
+    "trainwarden.data.rules",
 )
 
 _CAPABILITY = {

@@ -111,28 +111,57 @@ def collate(job: Job, items: list[Any]) -> Any:
     return fn(items)
 
 
-def run_step(
+def accumulate(
     job: Job,
     micro_batches: Sequence[Any],
-    after_backward: Callable[[], None] | None = None,
+    forward_model: Any | None = None,
+    no_sync: Callable[[], Any] | None = None,
 ) -> float:
-    """One optimizer step over ``micro_batches``; returns the summed (scaled) loss."""
+    """Zero the gradients and back-propagate every micro-batch's loss divided by their number.
+
+    ``forward_model`` (a ``DistributedDataParallel`` wrapper of ``job.model``) runs the forward
+    when given; ``no_sync`` is its ``no_sync`` context, entered for all but the last micro-batch
+    so gradients are all-reduced once, after the last. Returns the summed (scaled) loss.
+    """
     model, opt = job.model, job.optimizer
+    fwd = forward_model if forward_model is not None else model
     model.train()
     opt.zero_grad(set_to_none=True)
     n = len(micro_batches)
     total = 0.0
-    for mb in micro_batches:
-        loss = job.loss_fn(model, mb) / n
-        loss.backward()
+    for i, mb in enumerate(micro_batches):
+        if no_sync is not None and i < n - 1:
+            with no_sync():
+                loss = job.loss_fn(fwd, mb) / n
+                loss.backward()
+        else:
+            loss = job.loss_fn(fwd, mb) / n
+            loss.backward()
         total += float(loss.detach())
+    return total
+
+
+def finish(job: Job, after_backward: Callable[[], None] | None = None) -> None:
+    """Clip (when the job clips), call ``after_backward``, step the optimizer and scheduler."""
     if job.max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), job.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(job.model.parameters(), job.max_grad_norm)
     if after_backward is not None:
         after_backward()
-    opt.step()
+    job.optimizer.step()
     if job.scheduler is not None:
         job.scheduler.step()
+
+
+def run_step(
+    job: Job,
+    micro_batches: Sequence[Any],
+    after_backward: Callable[[], None] | None = None,
+    forward_model: Any | None = None,
+    no_sync: Callable[[], Any] | None = None,
+) -> float:
+    """One optimizer step over ``micro_batches``; returns the summed (scaled) loss."""
+    total = accumulate(job, micro_batches, forward_model, no_sync)
+    finish(job, after_backward)
     return total
 
 

@@ -41,6 +41,11 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}.pt"
 
 
+def steps_name(rank: int, world_size: int) -> str:
+    """The step-record file of ``rank``: ``steps.jsonl`` in a single-process run."""
+    return "steps.jsonl" if world_size == 1 else f"steps.rank{rank}.jsonl"
+
+
 class _TrackedBatches:
     """Wraps a batch sampler; every list of indices it yields is queued for the next step."""
 
@@ -66,6 +71,13 @@ class AuditRecorder:
     Per-module activation digests (which localise a divergence to a module's forward) are
     recorded every ``activation_every`` steps (0: never); the other digests every step.
     Create the recorder before ``watch()``: it registers its forward hooks once, at creation.
+
+    In a data-parallel job, pass the ``DistributedDataParallel`` wrapper as ``ddp`` (``job.model``
+    stays the wrapped module) and create a recorder on every rank with the same ``run_dir``.
+    Each rank records its own batches, RNG state and *local* gradient (the contribution it hands
+    to the all-reduce, taken by a communication hook the recorder registers) in
+    ``steps.rank<r>.jsonl``; rank 0 writes the checkpoints. The replay rebuilds every rank's
+    contribution from its batches and names the rank whose contribution was wrong.
     """
 
     def __init__(
@@ -78,6 +90,7 @@ class AuditRecorder:
         sign_key: Any | None = None,
         activation_every: int = 10,
         run_id: str | None = None,
+        ddp: Any | None = None,
     ) -> None:
         if audit_every < 1:
             raise AuditError(f"audit_every must be at least 1, not {audit_every}")
@@ -85,6 +98,11 @@ class AuditRecorder:
             raise AuditError(f"activation_every must be 0 (never) or more, not {activation_every}")
         self.job = job
         self.run_dir = Path(run_dir)
+        self.ddp = ddp
+        self.rank, self.world_size = 0, 1
+        self._local: dict[str, str] = {}
+        if ddp is not None:
+            self._attach_ddp(ddp)
         self.audit_every = audit_every
         from trainwarden.ledger.client import configured_sink
         from trainwarden.sink import TeeSink
@@ -98,13 +116,21 @@ class AuditRecorder:
         )
         self.sign_key = sign_key
         self.run_id = run_id or secrets.token_hex(8)
+        if ddp is not None and run_id is None:
+            import torch.distributed as dist
+
+            shared = [self.run_id]
+            dist.broadcast_object_list(shared, src=0)  # every rank's records name one run
+            self.run_id = str(shared[0])
         self.step_index = 0
         self._queue: collections.deque[list[int]] = collections.deque()
         self._prev = "0" * 64
         self.activation_every = activation_every
         self._tap = _step.ActivationTap(job.model) if activation_every else None
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        self._steps = (self.run_dir / "steps.jsonl").open("a", encoding="utf-8")
+        self._steps = (self.run_dir / steps_name(self.rank, self.world_size)).open(
+            "a", encoding="utf-8"
+        )
         meta = {
             "format": FORMAT_VERSION,
             "run_id": self.run_id,
@@ -112,9 +138,49 @@ class AuditRecorder:
             "activation_every": activation_every,
             "torch": torch.__version__,
             "max_grad_norm": job.max_grad_norm,
+            "world_size": self.world_size,
+            "threads": torch.get_num_threads(),
         }
-        (self.run_dir / "audit.json").write_text(json.dumps(meta, indent=2) + "\n")
-        self.sink.emit("audit.start", meta)
+        if self.rank == 0:
+            (self.run_dir / "audit.json").write_text(json.dumps(meta, indent=2) + "\n")
+        self.sink.emit("audit.start", {**meta, "rank": self.rank})
+
+    def _attach_ddp(self, ddp: Any) -> None:
+        import torch.distributed as dist
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        model: Any = self.job.model
+        wrapped: Any = getattr(ddp, "module", None)
+        if wrapped is not model:
+            raise AuditError(
+                "ddp must be the DistributedDataParallel wrapper of job.model",
+                hint="build Job(model=module, ...) and pass DistributedDataParallel(module)",
+            )
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        names = {id(p): n for n, p in model.named_parameters()}
+        local = self._local
+
+        def record_contribution(state: Any, bucket: Any) -> Any:
+            # The bucket still holds this rank's own accumulated gradients: digest them before
+            # the all-reduce averages them with the other ranks'.
+            for p, g in zip(bucket.parameters(), bucket.gradients(), strict=True):
+                local[names.get(id(p), f"<unnamed {id(p)}>")] = _step.tensor_digest(g)
+            return allreduce_hook(state, bucket)
+
+        # DDP inspects the hook's annotations, which this module's postponed evaluation turns
+        # into strings: give it the objects it compares with.
+        record_contribution.__annotations__ = {
+            "state": object,
+            "bucket": dist.GradBucket,  # type: ignore[attr-defined]
+            "return": torch.futures.Future[torch.Tensor],
+        }
+        try:
+            ddp.register_comm_hook(None, record_contribution)
+        except RuntimeError as e:
+            raise AuditError(
+                f"cannot record this rank's gradient contribution: {e}",
+                hint="the recorder registers DDP's communication hook; do not register another",
+            ) from e
 
     # -- data ---------------------------------------------------------------------------------
     def track(self, batch_sampler: Iterable[list[int]]) -> Iterable[list[int]]:
@@ -126,17 +192,36 @@ class AuditRecorder:
     ) -> torch.utils.data.DataLoader[Any]:
         """A DataLoader over the job's dataset whose batches are tracked.
 
+        With ``job.data`` (a ``DataSpec``) it yields that declared sampler's batches for this
+        rank, and ``batch_size``, ``shuffle`` and ``seed`` are the spec's, not these arguments.
+
         It draws its order from its own seeded generator, never from the global RNG, so the
         global RNG moves only inside steps (which the replay checks).
         """
         gen = torch.Generator()
         gen.manual_seed(seed)
         ds = self.job.dataset
-        sampler: torch.utils.data.Sampler[int] = (
-            torch.utils.data.RandomSampler(ds, generator=gen)
-            if shuffle
-            else torch.utils.data.SequentialSampler(ds)
-        )
+        if self.job.data is not None:
+            # The job declared its sampler: yield exactly its batches (for this rank).
+            from trainwarden.data.verify import declared_batches
+
+            spec = self.job.data
+            return torch.utils.data.DataLoader(
+                ds,
+                batch_sampler=self.track(declared_batches(spec, self.rank, self.world_size)),
+                collate_fn=self.job.collate_fn,
+                num_workers=num_workers,
+            )
+        sampler: torch.utils.data.Sampler[int]
+        if self.world_size > 1:
+            # Each rank reads its own shard of one seeded permutation.
+            sampler = torch.utils.data.DistributedSampler(
+                ds, self.world_size, self.rank, shuffle=shuffle, seed=seed, drop_last=True
+            )
+        elif shuffle:
+            sampler = torch.utils.data.RandomSampler(ds, generator=gen)
+        else:
+            sampler = torch.utils.data.SequentialSampler(ds)
         batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True)
         return torch.utils.data.DataLoader(
             ds,
@@ -159,6 +244,7 @@ class AuditRecorder:
         if self.step_index == 0:
             self._checkpoint()
         indices = [self._queue.popleft() for _ in micro_batches]
+        self._local.clear()
         record: dict[str, Any] = {
             "step": self.step_index,
             "micro": indices,
@@ -171,14 +257,19 @@ class AuditRecorder:
         def after_backward() -> None:
             grads.update(_step.grad_digests(self.job))
 
+        ddp = self.ddp
+        no_sync = ddp.no_sync if ddp is not None else None
         if self._tap is not None and self.step_index % self.activation_every == 0:
             with self._tap.recording() as acts:
-                loss = _step.run_step(self.job, micro_batches, after_backward)
+                loss = _step.run_step(self.job, micro_batches, after_backward, ddp, no_sync)
             record["acts"] = [list(a) for a in acts]
         else:
-            loss = _step.run_step(self.job, micro_batches, after_backward)
+            loss = _step.run_step(self.job, micro_batches, after_backward, ddp, no_sync)
         record["loss"] = _step.finite(loss)
         record["grads"] = grads
+        if ddp is not None:
+            record["rank"] = self.rank
+            record["local"] = dict(sorted(self._local.items()))
         record["state"] = _step.state_digests(self.job)
         record["prev"] = self._prev
         record["hash"] = chain_hash(record)
@@ -188,7 +279,13 @@ class AuditRecorder:
         os.fsync(self._steps.fileno())
         self.sink.emit(
             "audit.step",
-            {"run_id": self.run_id, "step": self.step_index, "hash": record["hash"], "loss": loss},
+            {
+                "run_id": self.run_id,
+                "step": self.step_index,
+                "rank": self.rank,
+                "hash": record["hash"],
+                "loss": loss,
+            },
         )
         self.step_index += 1
         if self.step_index % self.audit_every == 0:
@@ -196,6 +293,8 @@ class AuditRecorder:
         return loss
 
     def _checkpoint(self) -> None:
+        if self.rank != 0:
+            return  # replicas are identical; each rank's own RNG state is in its step records
         from trainwarden.loading import save
         from trainwarden.loading.manifest import hash_file
 

@@ -15,18 +15,18 @@ import json
 import random
 import secrets
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from trainwarden.audit import _step
-from trainwarden.audit.recorder import chain_hash, checkpoint_name
+from trainwarden.audit.recorder import chain_hash, checkpoint_name, steps_name
 from trainwarden.audit.types import AuditError, IntervalResult, Job, ReplayReport
 from trainwarden.findings import Finding, Severity
 
-__all__ = ["ledger_events", "load_factory", "read_record", "replay"]
+__all__ = ["ledger_events", "load_factory", "read_chain", "read_meta", "read_record", "replay"]
 
 Factory = Callable[[], Job]
 
@@ -61,14 +61,34 @@ def read_record(
     Returns the metadata, the step records that the chain vouches for, and a finding for each
     break (a record edited, inserted, deleted or reordered after it was written).
     """
+    meta = read_meta(run_dir)
+    steps, findings = read_chain(Path(run_dir) / "steps.jsonl")
+    return meta, steps, findings
+
+
+def read_meta(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``audit.json``, checked for the fields the replay needs."""
     run = Path(run_dir)
     try:
         meta = json.loads((run / "audit.json").read_text(encoding="utf-8"))
-        lines = (run / "steps.jsonl").read_text(encoding="utf-8").splitlines()
     except (OSError, ValueError) as e:
         raise AuditError(f"{run}: not an audit record ({e})", hint="give the run's run_dir") from e
     if not isinstance(meta, dict) or not isinstance(meta.get("audit_every"), int):
         raise AuditError(f"{run / 'audit.json'}: malformed audit metadata")
+    world = meta.get("world_size", 1)
+    if not isinstance(world, int) or not 1 <= world <= 4096:
+        raise AuditError(f"{run / 'audit.json'}: malformed world_size {world!r}")
+    return meta
+
+
+def read_chain(path: Path) -> tuple[dict[int, dict[str, Any]], list[Finding]]:
+    """The step records of one file that its hash chain vouches for, and a finding per break."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError) as e:
+        raise AuditError(
+            f"{path.parent}: not an audit record ({e})", hint="give the run's run_dir"
+        ) from e
     steps: dict[int, dict[str, Any]] = {}
     findings: list[Finding] = []
     prev = "0" * 64
@@ -85,14 +105,14 @@ def read_record(
                     Severity.CRITICAL,
                     f"step record on line {n + 1} was altered, inserted, removed or reordered "
                     "after it was written (hash chain broken); later records are not trusted",
-                    f"{run / 'steps.jsonl'}:{n + 1}",
+                    f"{path}:{n + 1}",
                     {"line": n + 1},
                 )
             )
             break
         steps[n] = rec
         prev = rec["hash"]
-    return meta, steps, findings
+    return steps, findings
 
 
 def _ledger_findings(
@@ -100,6 +120,7 @@ def _ledger_findings(
     steps: Mapping[int, dict[str, Any]],
     events: Iterable[Mapping[str, Any]],
     run_id: Any = None,
+    rank: int | None = None,
 ) -> list[Finding]:
     """Compare the chain hashes the job sent to its sink with the records on disk."""
     sent: dict[int, str] = {}
@@ -111,9 +132,11 @@ def _ledger_findings(
             and isinstance(rec, Mapping)
             and isinstance(rec.get("step"), int)
             and rec.get("run_id") in (None, run_id)
+            and (rank is None or rec.get("rank", 0) == rank)
         ):
             sent.setdefault(int(rec["step"]), str(rec.get("hash")))
     out: list[Finding] = []
+    on = f" on rank {rank}" if rank is not None else ""
     for s, rec in sorted(steps.items()):
         h = sent.get(s)
         if h is None:
@@ -121,7 +144,7 @@ def _ledger_findings(
                 Finding(
                     "TWR-RECORD-UNANCHORED",
                     Severity.HIGH,
-                    f"step {s}'s record never reached the event log",
+                    f"step {s}'s record{on} never reached the event log",
                     f"{run}@{s}",
                 )
             )
@@ -131,7 +154,7 @@ def _ledger_findings(
                 Finding(
                     "TWR-RECORD-TAMPERED",
                     Severity.CRITICAL,
-                    f"step {s}'s record differs from the one the job sent to the event log "
+                    f"step {s}'s record{on} differs from the one the job sent to the event log "
                     "(records were rewritten after the fact)",
                     f"{run}@{s}",
                     {"recorded": rec["hash"], "logged": h},
@@ -206,10 +229,14 @@ def _relative_distance(job: Job, start: Mapping[str, Any], end: Mapping[str, Any
     return worst
 
 
+def _digests_of(grads: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    return {n: _step.tensor_digest(g) for n, g in grads.items()}
+
+
 def _replay_interval(
     run: Path,
     factory: Factory,
-    steps: Mapping[int, dict[str, Any]],
+    ranks: Sequence[Mapping[int, dict[str, Any]]],
     start: int,
     end: int,
     *,
@@ -217,16 +244,37 @@ def _replay_interval(
     tolerance: float | None,
     manifest_key: Any,
 ) -> IntervalResult:
-    def diverged(
-        step: int, where: str, tensors: Iterable[str] = (), detail: str = ""
-    ) -> IntervalResult:
-        return IntervalResult(start, end, "diverged", step, where, tuple(tensors), detail)
+    """Replay steps ``[start, end)``; ``ranks[r]`` holds rank ``r``'s step records.
 
-    missing = [s for s in range(start, end) if s not in steps]
-    if missing:
+    With more than one rank, each rank's micro-batches are back-propagated from the same
+    weights with that rank's RNG state, its local gradient is compared with the contribution the
+    rank recorded, and the contributions are combined as the all-reduce does (each divided by
+    the world size, then summed in rank order) before clipping and the update.
+    """
+    world = len(ranks)
+
+    def diverged(
+        step: int,
+        where: str,
+        tensors: Iterable[str] = (),
+        detail: str = "",
+        rank: int | None = None,
+    ) -> IntervalResult:
         return IntervalResult(
-            start, end, "not-replayable", detail=f"no trusted record of step {missing[0]}"
+            start, end, "diverged", step, where, tuple(tensors), detail, rank=rank
         )
+
+    for r, steps in enumerate(ranks):
+        missing = [s for s in range(start, end) if s not in steps]
+        if missing:
+            who = f" of rank {r}" if world > 1 else ""
+            return IntervalResult(
+                start,
+                end,
+                "not-replayable",
+                detail=f"no trusted record{who} of step {missing[0]}",
+                rank=r if world > 1 else None,
+            )
     try:
         ck_start = _load_checkpoint(run, start, manifest_key)
         ck_end = _load_checkpoint(run, end, manifest_key)
@@ -235,71 +283,159 @@ def _replay_interval(
         return IntervalResult(start, end, "not-replayable", detail=f"checkpoint: {detail}")
     job = factory()
     _restore(job, ck_start)
-    if start > 0 and start - 1 in steps and tolerance is None:
-        bad = _first_diff(_step.state_digests(job), steps[start - 1]["state"])
-        if bad:
-            return diverged(
-                start,
-                "checkpoint",
-                bad,
-                f"the checkpoint of step {start} is not the state step {start - 1} recorded",
-            )
+    if start > 0 and tolerance is None:
+        for r, steps in enumerate(ranks):
+            if start - 1 not in steps:
+                continue
+            bad = _first_diff(_step.state_digests(job), steps[start - 1]["state"])
+            if bad:
+                return diverged(
+                    start,
+                    "checkpoint",
+                    bad,
+                    f"the checkpoint of step {start} is not the state step {start - 1} recorded"
+                    + (f" on rank {r}" if world > 1 else ""),
+                    r if world > 1 else None,
+                )
+    specs = _rank_specs(job, world)
     tap = _step.ActivationTap(job.model) if activations else None
+
+    def rank_of(r: int) -> int | None:
+        return r if world > 1 else None
+
+    rng_after: list[bytes | None] = [None] * world
     try:
         for s in range(start, end):
-            rec = steps[s]
-            if s > start and _rng_state_bytes(_step.rng_blob()) != _rng_state_bytes(rec["rng"]):
-                return diverged(
-                    s, "rng", (), f"the global RNG was changed between step {s - 1} and step {s}"
-                )
-            _step.set_rng_blob(rec["rng"])
-            hp = _step.hyperparameters(job)
-            if json.loads(json.dumps(hp)) != rec["hparams"]:
-                keys = sorted(
-                    {
-                        f"group{i}.{k}"
-                        for i, (g, r) in enumerate(zip(hp, rec["hparams"], strict=False))
-                        for k in set(g) | set(r)
-                        if g.get(k) != r.get(k)
-                    }
-                )
-                return diverged(s, "hyperparameters", keys, "the job's schedule gives other values")
-            batches = [_step.collate(job, [job.dataset[i] for i in idx]) for idx in rec["micro"]]
-            for m, b in enumerate(batches):
-                if _step.batch_digest(b) != rec["batch"][m]:
+            contributions: list[dict[str, torch.Tensor]] = []
+            for r, steps in enumerate(ranks):
+                rec = steps[s]
+                on = f" on rank {r}" if world > 1 else ""
+                prev_rng = rng_after[r]
+                if prev_rng is not None and prev_rng != _rng_state_bytes(rec["rng"]):
                     return diverged(
                         s,
-                        "data",
-                        (f"micro-batch {m}",),
-                        "the batch the job trained on is not the dataset's items at the "
-                        "recorded indices (altered, reordered or substituted samples)",
+                        "rng",
+                        (),
+                        f"the global RNG{on} was changed between step {s - 1} and step {s}",
+                        rank_of(r),
                     )
+                _step.set_rng_blob(rec["rng"])
+                hp = _step.hyperparameters(job)
+                if json.loads(json.dumps(hp)) != rec["hparams"]:
+                    keys = sorted(
+                        {
+                            f"group{i}.{k}"
+                            for i, (g, h) in enumerate(zip(hp, rec["hparams"], strict=False))
+                            for k in set(g) | set(h)
+                            if g.get(k) != h.get(k)
+                        }
+                    )
+                    return diverged(
+                        s,
+                        "hyperparameters",
+                        keys,
+                        f"the job's schedule gives other values{on}",
+                        rank_of(r),
+                    )
+                if specs is not None:
+                    problem = _declared_data(specs[r], steps, s)
+                    if problem is not None:
+                        return diverged(s, "data", problem[0], f"{problem[1]}{on}", rank_of(r))
+                batches = [
+                    _step.collate(job, [job.dataset[i] for i in idx]) for idx in rec["micro"]
+                ]
+                for m, b in enumerate(batches):
+                    if _step.batch_digest(b) != rec["batch"][m]:
+                        return diverged(
+                            s,
+                            "data",
+                            (f"micro-batch {m}",),
+                            f"the batch the job trained on{on} is not the dataset's items at "
+                            "the recorded indices (altered, reordered or substituted samples)",
+                            rank_of(r),
+                        )
+                if tap is not None:
+                    with tap.recording() as acts:
+                        _step.accumulate(job, batches)
+                else:
+                    acts = []
+                    _step.accumulate(job, batches)
+                rng_after[r] = _rng_state_bytes(_step.rng_blob())
+                if world == 1 and tolerance is None and tap is not None and "acts" in rec:
+                    bad_act = _first_act_diff(acts, rec["acts"])
+                    if bad_act is not None:
+                        return diverged(s, "forward", *bad_act)
+                local = {
+                    n: p.grad.detach().clone()
+                    for n, p in job.model.named_parameters()
+                    if p.grad is not None
+                }
+                if world > 1 and tolerance is None:
+                    if tap is not None and "acts" in rec:
+                        bad_act = _first_act_diff(acts, rec["acts"])
+                        if bad_act is not None:
+                            names, detail = bad_act
+                            return diverged(s, "forward", names, f"rank {r}: {detail}", r)
+                    bad = _first_diff(_digests_of(local), rec.get("local", {}))
+                    if bad:
+                        return diverged(
+                            s,
+                            "backward",
+                            bad,
+                            f"rank {r}'s gradient contribution is not the gradient of its "
+                            "recorded batch",
+                            r,
+                        )
+                contributions.append(local)
+            if world > 1:
+                # What the all-reduce hands every rank: each contribution divided by the world
+                # size, summed in rank order (exact for two ranks, where the sum commutes).
+                for n, p in job.model.named_parameters():
+                    if n in contributions[0]:
+                        acc = contributions[0][n] / world
+                        for c in contributions[1:]:
+                            acc = acc + c[n] / world
+                        p.grad = acc
             grads: dict[str, str] = {}
 
             def after_backward(g: dict[str, str] = grads) -> None:
                 g.update(_step.grad_digests(job))
 
-            if tap is not None:
-                with tap.recording() as acts:
-                    _step.run_step(job, batches, after_backward)
-            else:
-                acts = []
-                _step.run_step(job, batches, after_backward)
+            _step.finish(job, after_backward)
             if tolerance is not None:
                 continue
-            if tap is not None and "acts" in rec:
-                recorded = [tuple(a) for a in rec["acts"]]
-                for i, (mine, theirs) in enumerate(zip(acts, recorded, strict=False)):
-                    if mine != theirs:
-                        return diverged(s, "forward", (theirs[0],), f"call {i} of the forward")
-                if len(acts) != len(recorded):
-                    return diverged(s, "forward", (), "a different number of module calls")
-            bad = _first_diff(grads, rec["grads"])
-            if bad:
-                return diverged(s, "backward", bad, "gradients differ")
-            bad = _first_diff(_step.state_digests(job), rec["state"])
-            if bad:
-                return diverged(s, "update", bad, "the optimizer's update differs")
+            state = _step.state_digests(job)
+            off = {r: _first_diff(grads, steps[s]["grads"]) for r, steps in enumerate(ranks)}
+            off = {r: bad for r, bad in off.items() if bad}
+            if off and world == 1:
+                return diverged(s, "backward", off[0], "gradients differ")
+            if off:
+                first = min(off)
+                if len(off) == world:
+                    # Every rank received the same wrong mean: the reduction itself was changed
+                    # after the contributions were taken, and no record says on which rank.
+                    return diverged(
+                        s,
+                        "all-reduce",
+                        off[first],
+                        "every rank's contribution reproduces, but the gradient all ranks "
+                        "updated with is not their mean (the reduction was tampered with)",
+                    )
+                return diverged(
+                    s,
+                    "all-reduce",
+                    off[first],
+                    f"rank {first} updated with another gradient than the all-reduced mean of "
+                    "the ranks' contributions",
+                    first,
+                )
+            for r, steps in enumerate(ranks):
+                bad = _first_diff(state, steps[s]["state"])
+                if bad:
+                    on = f" on rank {r}" if world > 1 else ""
+                    return diverged(
+                        s, "update", bad, f"the optimizer's update differs{on}", rank_of(r)
+                    )
     finally:
         if tap is not None:
             tap.remove()
@@ -329,6 +465,68 @@ def _replay_interval(
     return IntervalResult(start, end, "reproduced", distance=0.0)
 
 
+def _rank_specs(job: Job, world: int) -> list[Any] | None:
+    """The job's declared data for every rank, or ``None`` when it declares none."""
+    if job.data is None:
+        return None
+    from trainwarden.data.verify import DataSpec, for_rank
+
+    if not isinstance(job.data, DataSpec):
+        raise AuditError(f"Job.data must be a trainwarden.data.DataSpec, not {type(job.data)}")
+    return [for_rank(job.data, r, world) for r in range(world)]
+
+
+def _declared_data(
+    spec: Any, steps: Mapping[int, dict[str, Any]], s: int
+) -> tuple[tuple[str, ...], str] | None:
+    """Why step ``s``'s recorded batches are not the declared ones (``None`` if they are).
+
+    The step's batches are the declared sampler's batches numbered from the count of
+    micro-batches all earlier steps consumed; every item must match the manifest.
+    """
+    from trainwarden.data.manifest import FileDataset, item_digest
+
+    if any(t not in steps for t in range(s)):
+        return (
+            (),
+            "earlier records are missing, so the step's place in the declared order is unknown",
+        )
+    k = sum(len(steps[t]["micro"]) for t in range(s))
+    for m, idx in enumerate(steps[s]["micro"]):
+        declared = spec.batch_indices(k + m)
+        if [int(i) for i in idx] != declared:
+            return (
+                (f"micro-batch {m}",),
+                f"the batch indices are not the declared sampler's batch {k + m} "
+                "(reordered, dropped, duplicated or substituted samples)",
+            )
+        for i in declared:
+            ds = spec.dataset
+            try:
+                ok = (
+                    ds.trusted_item(i, spec.manifest) is not None
+                    if isinstance(ds, FileDataset)
+                    else item_digest(ds[i]) == spec.manifest.digests[i]
+                )
+            except Exception:  # an unreadable or unhashable item is not a verified one
+                ok = False
+            if not ok:
+                return (f"item {i}",), f"dataset item {i} does not match the data manifest"
+    return None
+
+
+def _first_act_diff(
+    acts: list[tuple[str, str]], recorded_acts: list[list[str]]
+) -> tuple[tuple[str, ...], str] | None:
+    recorded = [tuple(a) for a in recorded_acts]
+    for i, (mine, theirs) in enumerate(zip(acts, recorded, strict=False)):
+        if mine != theirs:
+            return (theirs[0],), f"call {i} of the forward"
+    if len(acts) != len(recorded):
+        return (), "a different number of module calls"
+    return None
+
+
 def replay(
     run_dir: str | Path,
     factory: Factory | str,
@@ -338,19 +536,31 @@ def replay(
     tolerance: float | None = None,
     events: Iterable[Mapping[str, Any]] | None = None,
     manifest_key: Any | None = None,
+    threads: int | None = None,
 ) -> ReplayReport:
     """Replay ``samples`` intervals (all when ``None``) of a recorded run, chosen with ``seed``.
 
     ``tolerance`` switches from bitwise comparison (same build, CPU) to the relative distance
     of the replayed weights from the recorded ones at the interval's end. ``events`` are the
     records the job sent to its event sink (e.g. read back from the ledger), used to check that
-    the step records on disk are the ones that were logged.
+    the step records on disk are the ones that were logged. The replay runs with the intra-op
+    thread count the job recorded (on the CPU, a different count changes how reductions are
+    split and so the low bits); ``threads`` overrides it.
     """
     run = Path(run_dir)
     fac = load_factory(factory) if isinstance(factory, str) else factory
-    meta, steps, findings = read_record(run)
-    if events is not None:
-        findings += _ledger_findings(run, steps, events, meta.get("run_id"))
+    meta = read_meta(run)
+    world = int(meta.get("world_size", 1))
+    ranks: list[dict[int, dict[str, Any]]] = []
+    findings: list[Finding] = []
+    for r in range(world):
+        steps, broken = read_chain(run / steps_name(r, world))
+        findings += broken
+        if events is not None:
+            findings += _ledger_findings(
+                run, steps, events, meta.get("run_id"), r if world > 1 else None
+            )
+        ranks.append(steps)
     ck_dir = run / "checkpoints"
     ck_steps = sorted(
         int(p.name[5:13])
@@ -369,23 +579,36 @@ def replay(
                 intervals, samples
             )
         )
-    results = tuple(
-        _replay_interval(
-            run,
-            fac,
-            steps,
-            a,
-            b,
-            activations=bool(meta.get("activation_every")),
-            tolerance=tolerance,
-            manifest_key=manifest_key,
+    recorded_threads = meta.get("threads")
+    use = threads if threads is not None else recorded_threads
+    before = torch.get_num_threads()
+    if isinstance(use, int) and use >= 1:
+        torch.set_num_threads(use)
+    try:
+        results = tuple(
+            _replay_interval(
+                run,
+                fac,
+                ranks,
+                a,
+                b,
+                activations=bool(meta.get("activation_every")),
+                tolerance=tolerance,
+                manifest_key=manifest_key,
+            )
+            for a, b in chosen
         )
-        for a, b in chosen
-    )
+    finally:
+        torch.set_num_threads(before)
     return ReplayReport(
         str(run),
         seed,
         results,
         tuple(findings),
-        {"run_id": meta.get("run_id"), "intervals_total": len(intervals), "steps": len(steps)},
+        {
+            "run_id": meta.get("run_id"),
+            "intervals_total": len(intervals),
+            "steps": min(len(st) for st in ranks),
+            "world_size": world,
+        },
     )

@@ -32,6 +32,10 @@ class Job:
     scheduler: Any | None = None
     collate_fn: Callable[[list[Any]], Any] | None = None
     max_grad_norm: float | None = None
+    data: Any | None = None
+    """A :class:`trainwarden.data.DataSpec` declaring the sampler and the dataset's manifest:
+    the recorder's loader then yields its batches, and the replay checks every recorded batch
+    against it (declared indices, items against the manifest)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,9 @@ class IntervalResult:
     ``status`` is ``"reproduced"``, ``"diverged"`` or ``"not-replayable"``. For a divergence,
     ``step`` is the first step whose replay differs, ``where`` says what differed first
     (``data``, ``hyperparameters``, ``rng``, ``forward``, ``backward``, ``update``,
-    ``checkpoint``) and ``tensors`` names the modules or tensors involved.
+    ``checkpoint``, and in a data-parallel run ``all-reduce``), ``tensors`` names the modules or
+    tensors involved and ``rank`` the rank whose record or contribution was wrong (``None`` in a
+    single-process run).
     """
 
     start: int
@@ -52,6 +58,7 @@ class IntervalResult:
     tensors: tuple[str, ...] = ()
     detail: str = ""
     distance: float | None = None
+    rank: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +70,7 @@ class IntervalResult:
             "tensors": list(self.tensors),
             "detail": self.detail,
             "distance": self.distance,
+            "rank": self.rank,
         }
 
     def finding(self, run_dir: str) -> Finding | None:
@@ -78,10 +86,11 @@ class IntervalResult:
                 {"start": self.start, "end": self.end},
             )
         names = ", ".join(self.tensors[:5]) + (" ..." if len(self.tensors) > 5 else "")
+        on = f" on rank {self.rank}" if self.rank is not None else ""
         return Finding(
             "TWR-DIVERGED",
             Severity.CRITICAL,
-            f"step {self.step} diverged in {self.where}"
+            f"step {self.step} diverged in {self.where}{on}"
             + (f" ({names})" if names else "")
             + (f": {self.detail}" if self.detail else ""),
             f"{run_dir}@{self.step}",

@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "audit": "audit",
     "drill": "drill",
     "keygen": "keys",
+    "data": "data",
 }
 
 
@@ -90,6 +91,12 @@ def _drill(app: typer.Typer) -> None:
     drill.register(app)
 
 
+def _data(app: typer.Typer) -> None:
+    from trainwarden.cli import data
+
+    data.register(app)
+
+
 def _keys(app: typer.Typer) -> None:
     from trainwarden.cli import keys
 
@@ -105,6 +112,7 @@ _REGISTER: dict[str, Callable[[typer.Typer], None]] = {
     "attest": _attest,
     "ledger": _ledger,
     "audit": _audit,
+    "data": _data,
     "drill": _drill,
     "keys": _keys,
 }

@@ -152,6 +152,8 @@ def audit_replay(
             line = f"  steps {r.start}-{r.end - 1}: {r.status}"
             if r.status == "diverged":
                 line += f" at step {r.step} in {r.where}"
+                if r.rank is not None:
+                    line += f" on rank {r.rank}"
                 if r.tensors:
                     line += f" ({', '.join(r.tensors[:3])}{' ...' if len(r.tensors) > 3 else ''})"
             if r.detail:

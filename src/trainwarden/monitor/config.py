@@ -123,6 +123,9 @@ class MonitorConfig:
     """Write one per-step record (lr, loss, grad norm, timings, RNG and batch fingerprints)."""
     keep_records: int = 256
     """Per-step records kept in memory in ``monitor.records``."""
+    data: Any = None
+    """A :class:`trainwarden.data.DataSpec`: check every training forward's input, and every
+    batch its ``loader()`` yields, against the declared sampler and the dataset's manifest."""
 
     def __post_init__(self) -> None:
         positive = (

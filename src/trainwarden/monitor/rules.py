@@ -331,5 +331,27 @@ RULES: dict[str, Rule] = register(
             guide="monitor.md",
             severity_note="MEDIUM / HIGH",
         ),
+        Rule(
+            "TWM-DATA-MISMATCH",
+            Severity.CRITICAL,
+            "a batch is not the one the declared sampler yields: samples reordered, dropped, "
+            "duplicated, substituted or altered",
+            threats=("T2",),
+            guide="monitor.md",
+        ),
+        Rule(
+            "TWM-DATA-TAMPERED",
+            Severity.CRITICAL,
+            "the dataset served an item that differs from its manifest",
+            threats=("T2",),
+            guide="monitor.md",
+        ),
+        Rule(
+            "TWM-DATA-UNVERIFIABLE",
+            Severity.HIGH,
+            "a batch could not be compared with the declared one (its structure differs)",
+            threats=("T2",),
+            guide="monitor.md",
+        ),
     ]
 )

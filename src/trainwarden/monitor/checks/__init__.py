@@ -13,6 +13,7 @@ from trainwarden.monitor.checks.clipping import GradClipping
 from trainwarden.monitor.checks.code import CodeGuardCheck, StepIdentity
 from trainwarden.monitor.checks.continuity import OptimizerStateContinuity, WeightContinuity
 from trainwarden.monitor.checks.cross_rank import CrossRank
+from trainwarden.monitor.checks.data import DataCheck
 from trainwarden.monitor.checks.gradients import GradientSource, HookInventory
 from trainwarden.monitor.checks.hang import HangWatch
 from trainwarden.monitor.checks.hyper import Hyperparameters
@@ -40,6 +41,7 @@ CHECKS: tuple[type[Check], ...] = (
     UpdateRule,
     RngWatch,
     RngProgress,
+    DataCheck,
     Numerics,
     Timing,
     TimingShift,

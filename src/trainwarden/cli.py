@@ -1972,6 +1972,15 @@ def drill_cmd(
     fmt: Annotated[OutputFormat, typer.Option("--format", help="Output format.")] = (
         OutputFormat.text
     ),
+    ranks: Annotated[
+        int,
+        typer.Option(
+            "--ranks",
+            envvar="TRAINWARDEN_DRILL_RANKS",
+            min=2,
+            help="World size of the multi-rank techniques (T4, T5) under torchrun.",
+        ),
+    ] = 2,
 ) -> None:
     """Replay each sabotage technique with a benign payload against the drill's GPT job and show
     what caught it; exit 1 naming any technique that was missed or a control that alerted."""
@@ -2004,7 +2013,7 @@ def drill_cmd(
                 err.print(f"running {tid} ...", markup=False)
 
         def run_all(led: Any) -> None:
-            results.extend(run_drill(work, ids, led, progress))
+            results.extend(run_drill(work, ids, led, progress, ranks=ranks))
 
         if ledger is not None:
             run_all(Ledger(ledger, ledger_token or ""))

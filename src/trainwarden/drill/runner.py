@@ -309,14 +309,56 @@ def _skip_clipping(job: Job, step: int) -> None:
 
 
 # Sleeps start once the monitor has its timing baseline (``spike_warmup`` steps by default), as a
-# saboteur who read the monitor would wait for; they come at irregular steps.
-_SLEEP_STEPS = frozenset({18, 21, 24, 27, 30, 33})
-SLEEP_RUN_STEPS = 35
+# saboteur who read the monitor would wait for; they come at irregular steps (four separate
+# spikes are what the repeated-spike rule needs).
+_SLEEP_STEPS = frozenset({18, 21, 25, 28})
+SLEEP_RUN_STEPS = 30
+#: Each sleep is twice the step time's median plus 12 scaled MADs, as seen by the saboteur over the
+#: last 16 steps, and at least MIN_SLEEP_S. A sleep meant to slow the job down is long compared
+#: with a step; sizing it from the step times the machine gives now keeps the verdict independent
+#: of machine load (the monitor flags a step 8 scaled MADs and half a median above the median).
+SLEEP_MEDIANS = 2.0
+SLEEP_MADS = 12.0
+MIN_SLEEP_S = 1.0
 
 
-def _sleep(job: Job, step: int) -> None:
-    if step in _SLEEP_STEPS:
-        time.sleep(2.5)
+class AdaptiveSleeper:
+    """The sleeps sabotage: called before every step, it sleeps at :data:`_SLEEP_STEPS`."""
+
+    def __init__(self) -> None:
+        self.intervals: list[float] = []
+        self.slept: list[float] = []
+        self._last: float | None = None
+
+    def sleep_for(self) -> float:
+        import statistics
+
+        recent = self.intervals[-16:]
+        if not recent:
+            return MIN_SLEEP_S
+        med = statistics.median(recent)
+        mad = statistics.median(abs(x - med) for x in recent) * 1.4826
+        return max(MIN_SLEEP_S, SLEEP_MEDIANS * med + SLEEP_MADS * mad)
+
+    def __call__(self, job: Job, step: int) -> None:
+        now = time.monotonic()
+        if self._last is not None:
+            self.intervals.append(now - self._last)
+        if step in _SLEEP_STEPS:
+            seconds = self.sleep_for()
+            self.slept.append(seconds)
+            time.sleep(seconds)
+        self._last = time.monotonic()
+
+
+def _sleeps(ctx: DrillContext) -> Outcome:
+    return _watched_run(
+        ctx,
+        ctx.workdir.name,
+        before_step=AdaptiveSleeper(),
+        steps=SLEEP_RUN_STEPS,
+        start=min(_SLEEP_STEPS),
+    )
 
 
 def _edit_weights(job: Job, step: int) -> None:
@@ -610,7 +652,7 @@ def _t2_framework_edit(
     return run
 
 
-# ----------------------------------------------------------------------------- T4, T5 under torchrun
+# ------------------------------------------------------------------------ T4, T5 under torchrun
 
 #: The longest a multi-rank technique may take before it counts as missed.
 TORCHRUN_TIMEOUT_S = 150.0
@@ -958,7 +1000,7 @@ TECHNIQUES: tuple[Technique, ...] = (
         "T3-sleeps",
         "T3",
         "sleeps injected at irregular steps",
-        _watched(_sleep, steps=SLEEP_RUN_STEPS, start=min(_SLEEP_STEPS)),
+        _sleeps,
     ),
     Technique(
         "T3-reverse-gradients",

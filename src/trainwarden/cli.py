@@ -1981,6 +1981,14 @@ def drill_cmd(
             help="World size of the multi-rank techniques (T4, T5) under torchrun.",
         ),
     ] = 2,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            envvar="TRAINWARDEN_DRILL_REPORT",
+            help="Also write a self-contained HTML report (table, loss and step-time plots).",
+        ),
+    ] = None,
 ) -> None:
     """Replay each sabotage technique with a benign payload against the drill's GPT job and show
     what caught it; exit 1 naming any technique that was missed or a control that alerted."""
@@ -2021,6 +2029,10 @@ def drill_cmd(
             with local_ledger(work) as led:
                 run_all(led)
     rows = [_drill_row(r) for r in results]
+    if report is not None:
+        from trainwarden.drill.report import write_report
+
+        write_report(report, rows, [r.outcome for r in results])
     skipped = [
         {"threat": k, "description": v} for k, v in NOT_RUN.items() if ids is None or k in ids
     ]

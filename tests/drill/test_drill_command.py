@@ -159,9 +159,7 @@ def test_t3_sleeps_are_caught(tmp_path: Path) -> None:
 def test_sleeper_sizes_sleeps_from_observed_steps() -> None:
     s = runner.AdaptiveSleeper()
     s.intervals = [1.0] * 8 + [3.0] * 8  # median 2, MAD 1
-    assert s.sleep_for() == pytest.approx(
-        runner.SLEEP_MEDIANS * 2.0 + runner.SLEEP_MADS * 1.4826
-    )
+    assert s.sleep_for() == pytest.approx(runner.SLEEP_MEDIANS * 2.0 + runner.SLEEP_MADS * 1.4826)
     s.intervals = [0.01] * 16
     assert s.sleep_for() == runner.MIN_SLEEP_S
 

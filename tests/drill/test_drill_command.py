@@ -33,6 +33,7 @@ EXPECTED = {
     "T6-weight-edit": ("watch()", "TWM-WEIGHT-EDIT"),
     "T6-moment-edit": ("watch()", "TWM-OPTSTATE-EDIT"),
     "T7-listener-payload": ("trainwarden.load", "TWS-PKL-DANGEROUS"),
+    "T1-hf-checkpoint-payload": ("load guard", "TWS-PKL-DANGEROUS"),
     "T2-optimizer-edit": ("attest verify", "TWA-REC-001"),
     "T2-seeding-edit": ("attest verify", "TWA-REC-001"),
     "T2-loader-edit": ("attest verify", "TWA-REC-001"),
@@ -75,7 +76,7 @@ def test_technique_is_caught(tid: str, tmp_path: Path, ledger: Ledger) -> None:
         # The evidence reached the ledger, at the index the drill reports.
         assert o.ledger_index is not None
         assert _ledger_entry(ledger, o.ledger_index)["kind"] == "alert"
-    if tid in ("T1-checkpoint-payload", "T7-listener-payload"):
+    if tid in ("T1-checkpoint-payload", "T1-hf-checkpoint-payload", "T7-listener-payload"):
         assert o.effective is True  # plain torch.load ran the payload (its own canary)
         assert not (tmp_path / tid / "canary").exists()  # trainwarden.load never did
     if tid.startswith("T2-"):

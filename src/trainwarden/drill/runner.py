@@ -502,6 +502,89 @@ def _t1_checkpoint_payload(ctx: DrillContext) -> Outcome:
     return _checkpoint_technique(ctx, "t1", _optimizer_patch_source, lambda canary: canary.exists())
 
 
+_HF_PLAIN_LOAD = """\
+import sys
+from transformers import AutoModelForCausalLM
+AutoModelForCausalLM.from_pretrained(sys.argv[1], weights_only=False)
+"""
+
+
+def _hf_payload_checkpoint(dest: Path, source: str) -> Path:
+    """A tiny "pretrained" Hugging Face GPT-2 folder (``config.json`` and a pickled
+    ``pytorch_model.bin``, the format older checkpoints ship in) whose pickle also runs
+    ``source``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        vocab_size=64,
+        n_positions=32,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = GPT2LMHeadModel(cfg)
+    dest.mkdir(parents=True)
+    cfg.save_pretrained(dest)
+    state: dict[str, Any] = dict(model.state_dict())
+    state["extra"] = _Exec(source)
+    torch.save(state, dest / "pytorch_model.bin")
+    return dest
+
+
+def _t1_hf_payload(ctx: DrillContext) -> Outcome:
+    """The shared checkpoint as a Hugging Face model folder, loaded at resume with
+    ``from_pretrained(..., weights_only=False)`` (the opt-in an older checkpoint "needs"); the
+    process-wide guard must refuse it."""
+    import trainwarden.guard
+    from trainwarden.loading.types import UnsafeModelError
+
+    canary = ctx.workdir / "canary"
+    folder = _hf_payload_checkpoint(ctx.workdir / "pretrained", _optimizer_patch_source(canary))
+    plain_dir = ctx.workdir / "plain"
+    plain_dir.mkdir()
+    plain_canary = plain_dir / "canary"
+    plain = _hf_payload_checkpoint(plain_dir / "pretrained", _optimizer_patch_source(plain_canary))
+    subprocess.run(  # noqa: S603 - our own interpreter and a fixed script
+        [sys.executable, "-c", _HF_PLAIN_LOAD, str(plain)],
+        cwd=plain_dir,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    effective = plain_canary.exists()
+    from transformers import AutoModelForCausalLM
+
+    sink, first_index = ctx.sink("t1-hf")
+    t0 = time.monotonic()
+    refused: UnsafeModelError | None = None
+    with trainwarden.guard.install(mode="block", sink=sink):
+        try:
+            AutoModelForCausalLM.from_pretrained(folder, weights_only=False)
+        except UnsafeModelError as e:
+            refused = e
+    seconds = time.monotonic() - t0
+    ran = canary.exists()
+    if refused is None or ran:
+        return Outcome(caught=False, detail=f"from_pretrained loaded it (payload ran: {ran})")
+    findings = getattr(refused, "findings", ()) or ()
+    rule = findings[0].rule_id if findings else type(refused).__name__
+    msg = str(refused).splitlines()[0]
+    sink.emit("alert", {"rule_id": rule, "severity": "HIGH", "step": 0, "rank": 0, "message": msg})
+    return Outcome(
+        caught=True,
+        check="load guard",
+        rule_id=rule,
+        detail=msg,
+        steps_to_detection=0,
+        seconds_to_detection=round(seconds, 3),
+        ledger_index=first_index(),
+        effective=effective,
+    )
+
+
 def _listener_source(canary: Path) -> str:
     return (
         "import socket\n"
@@ -955,6 +1038,12 @@ TECHNIQUES: tuple[Technique, ...] = (
         "T1",
         "shared pretrained checkpoint whose pickle patches the optimizer, loaded at resume",
         _t1_checkpoint_payload,
+    ),
+    Technique(
+        "T1-hf-checkpoint-payload",
+        "T1",
+        "the same payload in a Hugging Face model folder, loaded with from_pretrained at resume",
+        _t1_hf_payload,
     ),
     Technique(
         "T2-optimizer-edit",

@@ -29,6 +29,7 @@ EXPECTED = {
     "T3-weight-decay": ("watch()", "TWM-HP-CHANGE"),
     "T3-no-clipping": ("watch()", "TWM-HOOK-ADDED"),
     "T3-reverse-gradients": ("replay audit", "TWR-DIVERGED"),
+    "T3-spare-sampled": ("replay audit", "TWR-DIVERGED"),
     "T6-checkpoint-edit": ("manifest verification", "TWL-MAN-CHANGED"),
     "T6-weight-edit": ("watch()", "TWM-WEIGHT-EDIT"),
     "T6-moment-edit": ("watch()", "TWM-OPTSTATE-EDIT"),

@@ -377,15 +377,27 @@ def _edit_moments(job: Job, step: int) -> None:
 
 def _reverse_gradients_replay(ctx: DrillContext) -> Outcome:
     """Gradient hooks that reverse one layer's gradient: the replay audit must catch it."""
+    from trainwarden.drill.replay_attacks import reverse_gradients
+
+    return _replayed(ctx, reverse_gradients(2))
+
+
+def _spare_sampled_replay(ctx: DrillContext) -> Outcome:
+    """An adaptive saboteur: a patched optimizer step that restores the few weight elements an
+    auditor that samples would look at. The replay audit compares whole tensors."""
+    from trainwarden.drill.replay_attacks import spare_sampled_update
+
+    return _replayed(ctx, spare_sampled_update(2))
+
+
+def _replayed(ctx: DrillContext, attack: Any) -> Outcome:
     from trainwarden.audit import replay
     from trainwarden.drill.gpt import make_tiny_job
-    from trainwarden.drill.replay_attacks import reverse_gradients, train
+    from trainwarden.drill.replay_attacks import train
 
     run = ctx.workdir / "audit-run"
     t0 = time.monotonic()
-    losses = train(
-        make_tiny_job(), run, steps=ctx.steps, audit_every=2, attack=reverse_gradients(2)
-    )
+    losses = train(make_tiny_job(), run, steps=ctx.steps, audit_every=2, attack=attack)
     report = replay(run, make_tiny_job, seed=0)
     seconds = time.monotonic() - t0
     bad = [f for f in report.findings if f.severity >= Severity.MEDIUM]
@@ -1096,6 +1108,12 @@ TECHNIQUES: tuple[Technique, ...] = (
         "T3",
         "gradient hook reverses one layer's gradient (replay audit)",
         _reverse_gradients_replay,
+    ),
+    Technique(
+        "T3-spare-sampled",
+        "T3",
+        "adaptive: a patched step restores the weight elements a sampling auditor would check",
+        _spare_sampled_replay,
     ),
     Technique(
         "T4-rank1-payload",

@@ -11,6 +11,7 @@ above was raised. The CLI (``trainwarden drill``) only prints what :func:`run_dr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -890,33 +891,33 @@ def _rank_technique(
         for r in run.records.get(0, [])
         if r.get("kind") == "step" and isinstance(r.get("timing"), dict) and "step" in r["timing"]
     ]
-    common = {
-        "losses": tuple(steps),
-        "step_seconds": tuple(times),
-        "alert_steps": tuple(sorted({int(a.get("step", 0)) for a in rank0})),
-        "rules": tuple(dict.fromkeys(str(a["rule_id"]) for a in rank0)),
-    }
+    series = Outcome(
+        caught=False,
+        losses=tuple(steps),
+        step_seconds=tuple(times),
+        alert_steps=tuple(sorted({int(a.get("step", 0)) for a in rank0})),
+        rules=tuple(dict.fromkeys(str(a["rule_id"]) for a in rank0)),
+    )
     if early:
         e = early[0]
-        return Outcome(
-            caught=False,
+        return dataclasses.replace(
+            series,
             rule_id=str(e["rule_id"]),
             detail=f"false alarm before the sabotage started: {e['rule_id']}: {e['message']}",
-            **common,
         )
     got = run.detected
     if got is None:
         tail = (ctx.workdir / "ranks" / "torchrun.log").read_text(errors="replace")[-400:]
-        return Outcome(
-            caught=False,
+        return dataclasses.replace(
+            series,
             detail=f"rank 0 named no culprit within {run.seconds:.0f}s "
             f"(exit {run.returncode}); torchrun log tail: {tail!r}",
-            **common,
         )
     sabotaged = [r for r in run.records.get(1, []) if r.get("kind") == "drill_sabotage"]
     t_from = float(sabotaged[0]["ts"]) if sabotaged else None
     seconds = float(got["ts"]) - t_from if t_from is not None else run.seconds
-    return Outcome(
+    return dataclasses.replace(
+        series,
         caught=True,
         check=check,
         rule_id=str(got["rule_id"]),
@@ -924,7 +925,6 @@ def _rank_technique(
         steps_to_detection=int(got.get("step", 0)),
         seconds_to_detection=round(max(seconds, 0.0), 3),
         ledger_index=first_index(),
-        **common,
     )
 
 

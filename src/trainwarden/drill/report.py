@@ -127,6 +127,9 @@ def write_report(path: Path, rows: Sequence[dict[str, Any]], outcomes: Sequence[
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a plain file's mode, not mkstemp's 0600
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)

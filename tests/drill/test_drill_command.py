@@ -25,6 +25,7 @@ BY_ID = {t.id: t for t in TECHNIQUES}
 EXPECTED = {
     "T1-checkpoint-payload": ("trainwarden.load", "TWS-PKL-DANGEROUS"),
     "T3-sign-flip": ("watch()", "TWM-CODE-STEP"),
+    "T3-monitor-blinded": ("watch()", "TWM-MONITOR-TAMPERED"),
     "T3-lr-change": ("watch()", "TWM-HP-CHANGE"),
     "T3-weight-decay": ("watch()", "TWM-HP-CHANGE"),
     "T3-no-clipping": ("watch()", "TWM-HOOK-ADDED"),

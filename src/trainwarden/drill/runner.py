@@ -290,6 +290,20 @@ def _patch_optimizer_sign_flip(job: Job, step: int) -> None:
     opt.step = step_fn
 
 
+def _blind_monitor_then_flip(job: Job, step: int) -> None:
+    """Adaptive: first switch the monitor off by removing every hook on the optimizer and the
+    model (torch keeps them in plain dicts anyone can clear), then flip the update's sign."""
+    if step != 2:
+        return
+    opt = job.optimizer
+    for name in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks"):
+        getattr(opt, name).clear()
+    for m in job.model.modules():
+        for name in ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks"):
+            getattr(m, name).clear()
+    _patch_optimizer_sign_flip(job, step)
+
+
 def _change_lr(job: Job, step: int) -> None:
     if step == 2:
         for g in job.optimizer.param_groups:
@@ -1086,6 +1100,12 @@ TECHNIQUES: tuple[Technique, ...] = (
         "T3",
         "patched optimizer step applies the update with its sign flipped",
         _watched(before=_patch_optimizer_sign_flip),
+    ),
+    Technique(
+        "T3-monitor-blinded",
+        "T3",
+        "adaptive: the monitor's hooks removed first, then the update's sign flipped",
+        _watched(before=_blind_monitor_then_flip),
     ),
     Technique("T3-lr-change", "T3", "learning rate multiplied by 10 mid-run", _watched(_change_lr)),
     Technique(

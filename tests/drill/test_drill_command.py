@@ -269,8 +269,9 @@ def test_cli_end_to_end_load_time_techniques() -> None:
     assert lines[0].split()[:3] == ["technique", "threat", "caught"]
     rows = {ln.split()[0]: ln.split() for ln in lines[1:] if ln.startswith("T")}
     assert rows["T1-checkpoint-payload"][2:5] == ["yes", "trainwarden.load", "TWS-PKL-DANGEROUS"]
+    assert rows["T1-hf-checkpoint-payload"][2:5] == ["yes", "load", "guard"]
     assert rows["T6-checkpoint-edit"][2] == "yes"
-    assert lines[-1] == "3/3 passed"
+    assert lines[-1] == "4/4 passed"  # T1 selects both T1 techniques
 
 
 def test_cli_control_alone_in_a_fresh_process_is_clean() -> None:

@@ -25,14 +25,29 @@ BY_ID = {t.id: t for t in TECHNIQUES}
 EXPECTED = {
     "T1-checkpoint-payload": ("trainwarden.load", "TWS-PKL-DANGEROUS"),
     "T3-sign-flip": ("watch()", "TWM-CODE-STEP"),
+    "T3-monitor-blinded": ("watch()", "TWM-MONITOR-TAMPERED"),
     "T3-lr-change": ("watch()", "TWM-HP-CHANGE"),
     "T3-weight-decay": ("watch()", "TWM-HP-CHANGE"),
     "T3-no-clipping": ("watch()", "TWM-HOOK-ADDED"),
     "T3-reverse-gradients": ("replay audit", "TWR-DIVERGED"),
+    "T3-spare-sampled": ("replay audit", "TWR-DIVERGED"),
     "T6-checkpoint-edit": ("manifest verification", "TWL-MAN-CHANGED"),
     "T6-weight-edit": ("watch()", "TWM-WEIGHT-EDIT"),
     "T6-moment-edit": ("watch()", "TWM-OPTSTATE-EDIT"),
     "T7-listener-payload": ("trainwarden.load", "TWS-PKL-DANGEROUS"),
+    "T1-hf-checkpoint-payload": ("load guard", "TWS-PKL-DANGEROUS"),
+    "T2-optimizer-edit": ("attest verify", "TWA-REC-001"),
+    "T2-seeding-edit": ("attest verify", "TWA-REC-001"),
+    "T2-loader-edit": ("attest verify", "TWA-REC-001"),
+    # The saboteur rewrote RECORD too: only the baseline taken before the job names the file.
+    "T2-edit-with-record": ("attest verify", "TWA-BASE-001"),
+}
+
+# Multi-rank techniques (torchrun, gloo): rank 0, the honest rank, must name rank 1.
+RANKED = {
+    "T4-rank1-payload": ("cross-rank check (rank 0)", "TWM-XRANK-DIVERGED"),
+    "T5-rank-killed": ("watchdog heartbeats (rank 0)", "TWM-LOST-RANK"),
+    "T5-rank-stopped": ("watchdog heartbeats (rank 0)", "TWM-LOST-RANK"),
 }
 
 
@@ -63,9 +78,93 @@ def test_technique_is_caught(tid: str, tmp_path: Path, ledger: Ledger) -> None:
         # The evidence reached the ledger, at the index the drill reports.
         assert o.ledger_index is not None
         assert _ledger_entry(ledger, o.ledger_index)["kind"] == "alert"
-    if tid in ("T1-checkpoint-payload", "T7-listener-payload"):
+    if tid in ("T1-checkpoint-payload", "T1-hf-checkpoint-payload", "T7-listener-payload"):
         assert o.effective is True  # plain torch.load ran the payload (its own canary)
         assert not (tmp_path / tid / "canary").exists()  # trainwarden.load never did
+    if tid.startswith("T2-"):
+        assert o.effective is True  # the edited file changed what the framework computes
+        assert "drill_framework/" in o.detail  # the finding names the edited file
+
+
+@pytest.mark.parametrize("tid", sorted(RANKED))
+def test_multi_rank_technique_names_rank_1(tid: str, tmp_path: Path, ledger: Ledger) -> None:
+    res = run_technique(BY_ID[tid], tmp_path, ledger)
+    assert res.error is None, res.error
+    o = res.outcome
+    assert o.caught, o.detail
+    assert (o.check, o.rule_id) == RANKED[tid]
+    assert "rank 1" in o.detail, o.detail
+    # Alive or not, no rank process of the run is left behind.
+    for rank in (0, 1):
+        for rec in runner._read_jsonl(tmp_path / tid / "ranks" / f"rank{rank}.jsonl"):
+            if rec.get("kind") == "drill_rank":
+                assert not _alive(int(rec["pid"]))
+    assert o.ledger_index is not None
+    assert _ledger_entry(ledger, o.ledger_index)["kind"] == "alert"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_rank1_payload_does_not_fire_in_a_single_process() -> None:
+    # The payload hides from single-process tests: without a process group it does nothing.
+    from trainwarden.drill.ranks import rank1_payload
+
+    job = runner._job()
+    w = next(iter(job.model.parameters()))
+    before = w.detach().clone()
+    assert rank1_payload(job.model) is False
+    assert bool((w.detach() == before).all())
+
+
+def test_multi_rank_technique_needs_two_ranks(tmp_path: Path) -> None:
+    res = run_technique(BY_ID["T4-rank1-payload"], tmp_path, None, ranks=1)
+    assert not res.passed
+    assert "--ranks" in res.outcome.detail
+
+
+def test_t2_clean_environment_verifies_without_high_findings(tmp_path: Path) -> None:
+    # The control for T2: the same throwaway environment, unedited, raises nothing at HIGH.
+    from trainwarden.attest.cache import HashCache
+    from trainwarden.attest.signing import LoadedSnapshot
+    from trainwarden.attest.snapshot import take_snapshot
+    from trainwarden.attest.verify import verify_environment
+    from trainwarden.drill import framework_edit as fe
+    from trainwarden.findings import Severity
+
+    python = fe.make_env(tmp_path / "env")
+    fe.probe(python)
+    env = fe.job_environ()
+    snap = take_snapshot(str(python), environ=env, cache=HashCache(None))
+    report = verify_environment(
+        str(python),
+        baseline=LoadedSnapshot(snap, "baseline", False, None),
+        environ=env,
+        cache=HashCache(None),
+    )
+    assert [f for f in report.findings if f.severity >= Severity.MEDIUM] == []
+
+
+def test_t3_sleeps_are_caught(tmp_path: Path) -> None:
+    # The sleeps are sized from the step times the saboteur observes, so the verdict does not
+    # depend on how loaded the machine is.
+    res = run_technique(BY_ID["T3-sleeps"], tmp_path)
+    assert res.error is None, res.error
+    assert res.outcome.caught, res.outcome.detail
+    assert res.outcome.rule_id == "TWM-TIME-REPEATED"
+
+
+def test_sleeper_sizes_sleeps_from_observed_steps() -> None:
+    s = runner.AdaptiveSleeper()
+    s.intervals = [1.0] * 8 + [3.0] * 8  # median 2, MAD 1
+    assert s.sleep_for() == pytest.approx(runner.SLEEP_MEDIANS * 2.0 + runner.SLEEP_MADS * 1.4826)
+    s.intervals = [0.01] * 16
+    assert s.sleep_for() == runner.MIN_SLEEP_S
 
 
 def test_weight_edit_sabotage_really_changes_the_weights(tmp_path: Path) -> None:
@@ -138,8 +237,6 @@ def test_cli_end_to_end_json() -> None:
         "T6",
         "--technique",
         "T8",
-        "--technique",
-        "T4",
         "--format",
         "json",
     )
@@ -154,7 +251,7 @@ def test_cli_end_to_end_json() -> None:
         "T8-ledger-edit",
     ]
     assert all(r["passed"] for r in got["techniques"])
-    assert got["not_run"] == [{"threat": "T4", "description": runner.NOT_RUN["T4"]}]
+    assert got["not_run"] == []
     assert got["ok"] is True and got["missed"] == []
 
 
@@ -172,8 +269,9 @@ def test_cli_end_to_end_load_time_techniques() -> None:
     assert lines[0].split()[:3] == ["technique", "threat", "caught"]
     rows = {ln.split()[0]: ln.split() for ln in lines[1:] if ln.startswith("T")}
     assert rows["T1-checkpoint-payload"][2:5] == ["yes", "trainwarden.load", "TWS-PKL-DANGEROUS"]
+    assert rows["T1-hf-checkpoint-payload"][2:5] == ["yes", "load", "guard"]
     assert rows["T6-checkpoint-edit"][2] == "yes"
-    assert lines[-1] == "3/3 passed"
+    assert lines[-1] == "4/4 passed"  # T1 selects both T1 techniques
 
 
 def test_cli_control_alone_in_a_fresh_process_is_clean() -> None:

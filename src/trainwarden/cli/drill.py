@@ -67,6 +67,23 @@ def drill_cmd(
         ),
     ] = None,
     fmt: FormatOpt = OutputFormat.text,
+    ranks: Annotated[
+        int,
+        typer.Option(
+            "--ranks",
+            envvar="TRAINWARDEN_DRILL_RANKS",
+            min=2,
+            help="World size of the multi-rank techniques (T4, T5) under torchrun.",
+        ),
+    ] = 2,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            envvar="TRAINWARDEN_DRILL_REPORT",
+            help="Also write a self-contained HTML report (table, loss and step-time plots).",
+        ),
+    ] = None,
 ) -> None:
     """Replay each sabotage technique with a benign payload against the drill's GPT job and show
     what caught it; exit 1 naming any technique that was missed or a control that alerted."""
@@ -99,7 +116,7 @@ def drill_cmd(
                 err.print(f"running {tid} ...", markup=False)
 
         def run_all(led: Any) -> None:
-            results.extend(run_drill(work, ids, led, progress))
+            results.extend(run_drill(work, ids, led, progress, ranks=ranks))
 
         if ledger is not None:
             run_all(Ledger(ledger, ledger_token or ""))
@@ -107,6 +124,10 @@ def drill_cmd(
             with local_ledger(work) as led:
                 run_all(led)
     rows = [_drill_row(r) for r in results]
+    if report is not None:
+        from trainwarden.drill.report import write_report
+
+        write_report(report, rows, [r.outcome for r in results])
     skipped = [
         {"threat": k, "description": v} for k, v in NOT_RUN.items() if ids is None or k in ids
     ]

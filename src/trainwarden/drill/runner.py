@@ -11,6 +11,8 @@ above was raised. The CLI (``trainwarden drill``) only prints what :func:`run_dr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import sqlite3
 import subprocess
@@ -86,6 +88,7 @@ class DrillContext:
     workdir: Path
     ledger: Ledger | None = None
     steps: int = STEPS
+    ranks: int = 2
     run_id: str | None = None
     _sinks: list[Any] = field(default_factory=list)
 
@@ -145,11 +148,7 @@ class Technique:
 
 
 # Listed in the output as not run in this release; never counted as caught.
-NOT_RUN: dict[str, str] = {
-    "T2": "edited framework file in a throwaway environment (attest verify)",
-    "T4": "payload firing only on rank 1 of world_size >= 2 (torchrun)",
-    "T5": "one rank SIGKILLed / SIGSTOPped mid-run (torchrun)",
-}
+NOT_RUN: dict[str, str] = {}
 
 
 # ----------------------------------------------------------------------------- training loop
@@ -291,6 +290,20 @@ def _patch_optimizer_sign_flip(job: Job, step: int) -> None:
     opt.step = step_fn
 
 
+def _blind_monitor_then_flip(job: Job, step: int) -> None:
+    """Adaptive: first switch the monitor off by removing every hook on the optimizer and the
+    model (torch keeps them in plain dicts anyone can clear), then flip the update's sign."""
+    if step != 2:
+        return
+    opt = job.optimizer
+    for name in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks"):
+        getattr(opt, name).clear()
+    for m in job.model.modules():
+        for name in ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks"):
+            getattr(m, name).clear()
+    _patch_optimizer_sign_flip(job, step)
+
+
 def _change_lr(job: Job, step: int) -> None:
     if step == 2:
         for g in job.optimizer.param_groups:
@@ -311,14 +324,56 @@ def _skip_clipping(job: Job, step: int) -> None:
 
 
 # Sleeps start once the monitor has its timing baseline (``spike_warmup`` steps by default), as a
-# saboteur who read the monitor would wait for; they come at irregular steps.
-_SLEEP_STEPS = frozenset({18, 21, 24, 27, 30, 33})
-SLEEP_RUN_STEPS = 35
+# saboteur who read the monitor would wait for; they come at irregular steps (four separate
+# spikes are what the repeated-spike rule needs).
+_SLEEP_STEPS = frozenset({18, 21, 25, 28})
+SLEEP_RUN_STEPS = 30
+#: Each sleep is twice the step time's median plus 12 scaled MADs, as seen by the saboteur over the
+#: last 16 steps, and at least MIN_SLEEP_S. A sleep meant to slow the job down is long compared
+#: with a step; sizing it from the step times the machine gives now keeps the verdict independent
+#: of machine load (the monitor flags a step 8 scaled MADs and half a median above the median).
+SLEEP_MEDIANS = 2.0
+SLEEP_MADS = 12.0
+MIN_SLEEP_S = 1.0
 
 
-def _sleep(job: Job, step: int) -> None:
-    if step in _SLEEP_STEPS:
-        time.sleep(2.5)
+class AdaptiveSleeper:
+    """The sleeps sabotage: called before every step, it sleeps at :data:`_SLEEP_STEPS`."""
+
+    def __init__(self) -> None:
+        self.intervals: list[float] = []
+        self.slept: list[float] = []
+        self._last: float | None = None
+
+    def sleep_for(self) -> float:
+        import statistics
+
+        recent = self.intervals[-16:]
+        if not recent:
+            return MIN_SLEEP_S
+        med = statistics.median(recent)
+        mad = statistics.median(abs(x - med) for x in recent) * 1.4826
+        return max(MIN_SLEEP_S, SLEEP_MEDIANS * med + SLEEP_MADS * mad)
+
+    def __call__(self, job: Job, step: int) -> None:
+        now = time.monotonic()
+        if self._last is not None:
+            self.intervals.append(now - self._last)
+        if step in _SLEEP_STEPS:
+            seconds = self.sleep_for()
+            self.slept.append(seconds)
+            time.sleep(seconds)
+        self._last = time.monotonic()
+
+
+def _sleeps(ctx: DrillContext) -> Outcome:
+    return _watched_run(
+        ctx,
+        ctx.workdir.name,
+        before_step=AdaptiveSleeper(),
+        steps=SLEEP_RUN_STEPS,
+        start=min(_SLEEP_STEPS),
+    )
 
 
 def _edit_weights(job: Job, step: int) -> None:
@@ -337,15 +392,27 @@ def _edit_moments(job: Job, step: int) -> None:
 
 def _reverse_gradients_replay(ctx: DrillContext) -> Outcome:
     """Gradient hooks that reverse one layer's gradient: the replay audit must catch it."""
+    from trainwarden.drill.replay_attacks import reverse_gradients
+
+    return _replayed(ctx, reverse_gradients(2))
+
+
+def _spare_sampled_replay(ctx: DrillContext) -> Outcome:
+    """An adaptive saboteur: a patched optimizer step that restores the few weight elements an
+    auditor that samples would look at. The replay audit compares whole tensors."""
+    from trainwarden.drill.replay_attacks import spare_sampled_update
+
+    return _replayed(ctx, spare_sampled_update(2))
+
+
+def _replayed(ctx: DrillContext, attack: Any) -> Outcome:
     from trainwarden.audit import replay
     from trainwarden.drill.gpt import make_tiny_job
-    from trainwarden.drill.replay_attacks import reverse_gradients, train
+    from trainwarden.drill.replay_attacks import train
 
     run = ctx.workdir / "audit-run"
     t0 = time.monotonic()
-    losses = train(
-        make_tiny_job(), run, steps=ctx.steps, audit_every=2, attack=reverse_gradients(2)
-    )
+    losses = train(make_tiny_job(), run, steps=ctx.steps, audit_every=2, attack=attack)
     report = replay(run, make_tiny_job, seed=0)
     seconds = time.monotonic() - t0
     bad = [f for f in report.findings if f.severity >= Severity.MEDIUM]
@@ -462,6 +529,89 @@ def _t1_checkpoint_payload(ctx: DrillContext) -> Outcome:
     return _checkpoint_technique(ctx, "t1", _optimizer_patch_source, lambda canary: canary.exists())
 
 
+_HF_PLAIN_LOAD = """\
+import sys
+from transformers import AutoModelForCausalLM
+AutoModelForCausalLM.from_pretrained(sys.argv[1], weights_only=False)
+"""
+
+
+def _hf_payload_checkpoint(dest: Path, source: str) -> Path:
+    """A tiny "pretrained" Hugging Face GPT-2 folder (``config.json`` and a pickled
+    ``pytorch_model.bin``, the format older checkpoints ship in) whose pickle also runs
+    ``source``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        vocab_size=64,
+        n_positions=32,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = GPT2LMHeadModel(cfg)
+    dest.mkdir(parents=True)
+    cfg.save_pretrained(dest)
+    state: dict[str, Any] = dict(model.state_dict())
+    state["extra"] = _Exec(source)
+    torch.save(state, dest / "pytorch_model.bin")
+    return dest
+
+
+def _t1_hf_payload(ctx: DrillContext) -> Outcome:
+    """The shared checkpoint as a Hugging Face model folder, loaded at resume with
+    ``from_pretrained(..., weights_only=False)`` (the opt-in an older checkpoint "needs"); the
+    process-wide guard must refuse it."""
+    import trainwarden.guard
+    from trainwarden.loading.types import UnsafeModelError
+
+    canary = ctx.workdir / "canary"
+    folder = _hf_payload_checkpoint(ctx.workdir / "pretrained", _optimizer_patch_source(canary))
+    plain_dir = ctx.workdir / "plain"
+    plain_dir.mkdir()
+    plain_canary = plain_dir / "canary"
+    plain = _hf_payload_checkpoint(plain_dir / "pretrained", _optimizer_patch_source(plain_canary))
+    subprocess.run(  # noqa: S603 - our own interpreter and a fixed script
+        [sys.executable, "-c", _HF_PLAIN_LOAD, str(plain)],
+        cwd=plain_dir,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    effective = plain_canary.exists()
+    from transformers import AutoModelForCausalLM
+
+    sink, first_index = ctx.sink("t1-hf")
+    t0 = time.monotonic()
+    refused: UnsafeModelError | None = None
+    with trainwarden.guard.install(mode="block", sink=sink):
+        try:
+            AutoModelForCausalLM.from_pretrained(folder, weights_only=False)
+        except UnsafeModelError as e:
+            refused = e
+    seconds = time.monotonic() - t0
+    ran = canary.exists()
+    if refused is None or ran:
+        return Outcome(caught=False, detail=f"from_pretrained loaded it (payload ran: {ran})")
+    findings = getattr(refused, "findings", ()) or ()
+    rule = findings[0].rule_id if findings else type(refused).__name__
+    msg = str(refused).splitlines()[0]
+    sink.emit("alert", {"rule_id": rule, "severity": "HIGH", "step": 0, "rank": 0, "message": msg})
+    return Outcome(
+        caught=True,
+        check="load guard",
+        rule_id=rule,
+        detail=msg,
+        steps_to_detection=0,
+        seconds_to_detection=round(seconds, 3),
+        ledger_index=first_index(),
+        effective=effective,
+    )
+
+
 def _listener_source(canary: Path) -> str:
     return (
         "import socket\n"
@@ -534,6 +684,311 @@ def _t6_checkpoint_edit(ctx: DrillContext) -> Outcome:
             ledger_index=first_index(),
         )
     return Outcome(caught=False, detail="the edited checkpoint loaded")
+
+
+# ----------------------------------------------------------------------------- T2 framework edit
+
+
+def _t2_framework_edit(
+    edit_name: str, rewrite_record: bool = False
+) -> Callable[[DrillContext], Outcome]:
+    """``attest snapshot`` of a throwaway environment, the saboteur's edit of an installed
+    framework file, then ``attest verify`` against that baseline at job start must flag it."""
+
+    def run(ctx: DrillContext) -> Outcome:
+        from trainwarden.attest.cache import HashCache
+        from trainwarden.attest.signing import LoadedSnapshot
+        from trainwarden.attest.snapshot import take_snapshot
+        from trainwarden.attest.verify import verify_environment
+        from trainwarden.drill import framework_edit as fe
+
+        edit = fe.EDITS[edit_name]
+        env = ctx.workdir / "env"
+        python = fe.make_env(env)
+        before = fe.probe(python)
+        job_env = fe.job_environ()
+        # The operator's baseline, taken before the job (what `attest snapshot -o` writes).
+        snap = take_snapshot(str(python), environ=job_env, cache=HashCache(None))
+        baseline_file = ctx.workdir / "baseline.json"
+        baseline_file.write_text(json.dumps(snap.to_statement()))
+        edited = fe.apply_edit(env, edit, rewrite_record=rewrite_record)
+        after = fe.probe(python)
+        effective = before[edit.probe_key] != after[edit.probe_key]
+        sink, first_index = ctx.sink(f"t2-{edit_name}")
+        t0 = time.monotonic()
+        # At job start: `attest verify --baseline` (a fresh snapshot, no hash cache).
+        report = verify_environment(
+            str(python),
+            baseline=LoadedSnapshot(snap, str(baseline_file), False, None),
+            environ=job_env,
+            cache=HashCache(None),
+        )
+        seconds = time.monotonic() - t0
+        named = [
+            f
+            for f in report.findings
+            if f.severity >= Severity.HIGH
+            and (str(edited) == f.location or f.location.endswith(f"{fe.PACKAGE}/{edit.module}"))
+        ]
+        if not named:
+            return Outcome(
+                caught=False,
+                detail=f"attest verify did not name {edited} ({edit.effect})",
+                effective=effective,
+            )
+        first = named[0]
+        sink.emit(
+            "alert",
+            {
+                "rule_id": first.rule_id,
+                "severity": first.severity.name,
+                "step": 0,
+                "message": first.message,
+                "evidence": {"location": first.location},
+            },
+        )
+        return Outcome(
+            caught=True,
+            check="attest verify",
+            rule_id=first.rule_id,
+            detail=f"{first.message} ({edit.effect})",
+            steps_to_detection=0,
+            seconds_to_detection=round(seconds, 3),
+            ledger_index=first_index(),
+            effective=effective,
+            rules=tuple(dict.fromkeys(f.rule_id for f in named)),
+        )
+
+    return run
+
+
+# ------------------------------------------------------------------------ T4, T5 under torchrun
+
+#: The longest a multi-rank technique may take before it counts as missed.
+TORCHRUN_TIMEOUT_S = 150.0
+
+
+@dataclass(frozen=True)
+class RankRun:
+    """What a torchrun of :mod:`trainwarden.drill.ranks` left: each rank's sink records."""
+
+    records: dict[int, list[dict[str, Any]]]
+    returncode: int | None
+    detected: dict[str, Any] | None
+    seconds: float
+
+    def alerts(self, rank: int) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.records.get(rank, [])
+            if r.get("kind") == "alert" and Severity[str(r["severity"])] >= Severity.MEDIUM
+        ]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+
+    if not path.exists():
+        return []
+    out: list[dict[str, Any]] = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a killed rank
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def torchrun_ranks(
+    out: Path,
+    technique: str,
+    *,
+    ranks: int,
+    steps: int,
+    until: Callable[[list[dict[str, Any]]], dict[str, Any] | None],
+    timeout: float = TORCHRUN_TIMEOUT_S,
+) -> RankRun:
+    """Run ``trainwarden.drill.ranks`` under torchrun (gloo, ``ranks`` processes), watching rank
+    0's sink; stop as soon as ``until(rank 0 records)`` returns the alert that caught the
+    technique (or when the run ends or ``timeout`` passes). Every rank process is killed at the
+    end, stopped ones included."""
+    import signal as _signal
+
+    import trainwarden
+
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    src = str(Path(trainwarden.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    log = (out / "torchrun.log").open("ab")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={ranks}",
+        "-m",
+        "trainwarden.drill.ranks",
+        str(out),
+        technique,
+        str(steps),
+    ]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    detected: dict[str, Any] | None = None
+    try:
+        while True:
+            detected = until(_read_jsonl(out / "rank0.jsonl"))
+            if detected is not None or proc.poll() is not None:
+                break
+            if time.monotonic() - t0 > timeout:
+                break
+            time.sleep(0.2)
+        if detected is None and proc.poll() is not None:
+            detected = until(_read_jsonl(out / "rank0.jsonl"))
+    finally:
+        seconds = time.monotonic() - t0
+        # torchrun starts each worker in its own session: kill them by pid (a stopped one too).
+        for r in range(ranks):
+            for rec in _read_jsonl(out / f"rank{r}.jsonl"):
+                if rec.get("kind") == "drill_rank":
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(int(rec["pid"]), _signal.SIGKILL)
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, _signal.SIGKILL)
+        proc.wait(timeout=30)
+        log.close()
+    records = {r: _read_jsonl(out / f"rank{r}.jsonl") for r in range(ranks)}
+    return RankRun(records, proc.returncode, detected, seconds)
+
+
+def _names_rank1(rule: str, test: Callable[[dict[str, Any]], bool]) -> Any:
+    def until(recs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        for r in recs:
+            if r.get("kind") == "alert" and r.get("rule_id") == rule and test(r["evidence"]):
+                return r
+        return None
+
+    return until
+
+
+def _rank_technique(
+    ctx: DrillContext,
+    name: str,
+    technique: str,
+    check: str,
+    until: Callable[[list[dict[str, Any]]], dict[str, Any] | None],
+) -> Outcome:
+    from trainwarden.drill.ranks import SABOTAGE_STEP
+
+    if ctx.ranks < 2:
+        return Outcome(caught=False, detail=f"needs --ranks >= 2 (got {ctx.ranks})")
+    run = torchrun_ranks(
+        ctx.workdir / "ranks", technique, ranks=ctx.ranks, steps=SABOTAGE_STEP + 5, until=until
+    )
+    sink, first_index = ctx.sink(name)
+    rank0 = run.alerts(0)
+    early = [a for a in rank0 if int(a.get("step", 0)) < SABOTAGE_STEP]
+    # Rank 0 is the honest rank: its evidence goes to the ledger.
+    for a in rank0:
+        sink.emit("alert", {k: v for k, v in a.items() if k not in ("kind", "ts", "seq")})
+    steps = [
+        float(r["loss"]) for r in run.records.get(0, []) if r.get("kind") == "step" and "loss" in r
+    ]
+    times = [
+        float(r["timing"]["step"])
+        for r in run.records.get(0, [])
+        if r.get("kind") == "step" and isinstance(r.get("timing"), dict) and "step" in r["timing"]
+    ]
+    series = Outcome(
+        caught=False,
+        losses=tuple(steps),
+        step_seconds=tuple(times),
+        alert_steps=tuple(sorted({int(a.get("step", 0)) for a in rank0})),
+        rules=tuple(dict.fromkeys(str(a["rule_id"]) for a in rank0)),
+    )
+    if early:
+        e = early[0]
+        return dataclasses.replace(
+            series,
+            rule_id=str(e["rule_id"]),
+            detail=f"false alarm before the sabotage started: {e['rule_id']}: {e['message']}",
+        )
+    got = run.detected
+    if got is None:
+        tail = (ctx.workdir / "ranks" / "torchrun.log").read_text(errors="replace")[-400:]
+        return dataclasses.replace(
+            series,
+            detail=f"rank 0 named no culprit within {run.seconds:.0f}s "
+            f"(exit {run.returncode}); torchrun log tail: {tail!r}",
+        )
+    sabotaged = [r for r in run.records.get(1, []) if r.get("kind") == "drill_sabotage"]
+    t_from = float(sabotaged[0]["ts"]) if sabotaged else None
+    seconds = float(got["ts"]) - t_from if t_from is not None else run.seconds
+    return dataclasses.replace(
+        series,
+        caught=True,
+        check=check,
+        rule_id=str(got["rule_id"]),
+        detail=str(got["message"]),
+        steps_to_detection=int(got.get("step", 0)),
+        seconds_to_detection=round(max(seconds, 0.0), 3),
+        ledger_index=first_index(),
+    )
+
+
+def _t4_rank1_payload(ctx: DrillContext) -> Outcome:
+    """A payload that fires only on rank 1 of a multi-rank run; rank 0's cross-rank check must
+    name rank 1."""
+
+    def culprit(ev: dict[str, Any]) -> bool:
+        return bool(ev.get("likely_culprit") == 1 or ev.get("ranks") == [1])
+
+    return _rank_technique(
+        ctx,
+        "t4",
+        "rank1-payload",
+        "cross-rank check (rank 0)",
+        _names_rank1("TWM-XRANK-DIVERGED", culprit),
+    )
+
+
+def _t5_kill(ctx: DrillContext) -> Outcome:
+    """Rank 1 SIGKILLed mid-run; rank 0's watchdog must name it lost."""
+    return _rank_technique(
+        ctx,
+        "t5-kill",
+        "kill",
+        "watchdog heartbeats (rank 0)",
+        _names_rank1(
+            "TWM-LOST-RANK",
+            lambda ev: ev.get("first_lost") == 1 or 1 in (ev.get("lost") or []),
+        ),
+    )
+
+
+def _t5_stop(ctx: DrillContext) -> Outcome:
+    """Rank 1 SIGSTOPped mid-run (alive, silent); rank 0's watchdog must name it."""
+
+    def named(ev: dict[str, Any]) -> bool:
+        return bool(
+            ev.get("first_lost") == 1
+            or ev.get("most_behind") == 1
+            or 1 in (ev.get("stuck_outside_collective") or [])
+        )
+
+    return _rank_technique(
+        ctx,
+        "t5-stop",
+        "stop",
+        "watchdog heartbeats (rank 0)",
+        _names_rank1("TWM-LOST-RANK", named),
+    )
 
 
 # ----------------------------------------------------------------------------- T8 ledger storage
@@ -611,10 +1066,46 @@ TECHNIQUES: tuple[Technique, ...] = (
         _t1_checkpoint_payload,
     ),
     Technique(
+        "T1-hf-checkpoint-payload",
+        "T1",
+        "the same payload in a Hugging Face model folder, loaded with from_pretrained at resume",
+        _t1_hf_payload,
+    ),
+    Technique(
+        "T2-optimizer-edit",
+        "T2",
+        "installed optimizer file edited to flip the update's sign (throwaway environment)",
+        _t2_framework_edit("optimizer"),
+    ),
+    Technique(
+        "T2-seeding-edit",
+        "T2",
+        "installed seeding function edited to ignore the seed (throwaway environment)",
+        _t2_framework_edit("seeding"),
+    ),
+    Technique(
+        "T2-loader-edit",
+        "T2",
+        "installed data loader edited to drop the last batch (throwaway environment)",
+        _t2_framework_edit("data-loader"),
+    ),
+    Technique(
+        "T2-edit-with-record",
+        "T2",
+        "optimizer file edited and its RECORD hash rewritten to match (throwaway environment)",
+        _t2_framework_edit("optimizer", rewrite_record=True),
+    ),
+    Technique(
         "T3-sign-flip",
         "T3",
         "patched optimizer step applies the update with its sign flipped",
         _watched(before=_patch_optimizer_sign_flip),
+    ),
+    Technique(
+        "T3-monitor-blinded",
+        "T3",
+        "adaptive: the monitor's hooks removed first, then the update's sign flipped",
+        _watched(before=_blind_monitor_then_flip),
     ),
     Technique("T3-lr-change", "T3", "learning rate multiplied by 10 mid-run", _watched(_change_lr)),
     Technique(
@@ -630,13 +1121,37 @@ TECHNIQUES: tuple[Technique, ...] = (
         "T3-sleeps",
         "T3",
         "sleeps injected at irregular steps",
-        _watched(_sleep, steps=SLEEP_RUN_STEPS, start=min(_SLEEP_STEPS)),
+        _sleeps,
     ),
     Technique(
         "T3-reverse-gradients",
         "T3",
         "gradient hook reverses one layer's gradient (replay audit)",
         _reverse_gradients_replay,
+    ),
+    Technique(
+        "T3-spare-sampled",
+        "T3",
+        "adaptive: a patched step restores the weight elements a sampling auditor would check",
+        _spare_sampled_replay,
+    ),
+    Technique(
+        "T4-rank1-payload",
+        "T4",
+        "a payload that fires only when world_size >= 2 and only on rank 1 (torchrun)",
+        _t4_rank1_payload,
+    ),
+    Technique(
+        "T5-rank-killed",
+        "T5",
+        "rank 1 SIGKILLed mid-run (torchrun)",
+        _t5_kill,
+    ),
+    Technique(
+        "T5-rank-stopped",
+        "T5",
+        "rank 1 SIGSTOPped mid-run: alive but silent (torchrun)",
+        _t5_stop,
     ),
     Technique(
         "T6-checkpoint-edit",
@@ -695,11 +1210,14 @@ class DrillResult:
         return self.error is None and self.outcome.caught
 
 
-def run_technique(tech: Technique, workdir: Path, ledger: Ledger | None = None) -> DrillResult:
-    """Run ``tech`` in a fresh folder under ``workdir``; errors become a failed result."""
+def run_technique(
+    tech: Technique, workdir: Path, ledger: Ledger | None = None, ranks: int = 2
+) -> DrillResult:
+    """Run ``tech`` in a fresh folder under ``workdir``; errors become a failed result.
+    ``ranks`` is the world size of the multi-rank techniques (at least 2)."""
     folder = workdir / tech.id
     folder.mkdir(parents=True, exist_ok=False)
-    ctx = DrillContext(folder, ledger)
+    ctx = DrillContext(folder, ledger, ranks=ranks)
     t0 = time.monotonic()
     try:
         outcome = tech.run(ctx)
@@ -717,13 +1235,14 @@ def run_drill(
     ids: list[str] | None = None,
     ledger: Ledger | None = None,
     progress: Callable[[str], None] | None = None,
+    ranks: int = 2,
 ) -> Iterator[DrillResult]:
     """Run the chosen techniques (all by default, the control first), yielding each result."""
     chosen = [t for t in TECHNIQUES if ids is None or t.id in ids or t.threat in ids]
     for tech in chosen:
         if progress is not None:
             progress(tech.id)
-        yield run_technique(tech, workdir, ledger)
+        yield run_technique(tech, workdir, ledger, ranks)
 
 
 @contextlib.contextmanager

@@ -358,6 +358,16 @@ class Monitor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+            # Training ended with an exception (with gloo, a dead peer makes the next collective
+            # raise): let the checks record it before close() stops the watchdog.
+            for check in self.checks:
+                on_crash = getattr(check, "on_crash", None)
+                if callable(on_crash):
+                    try:
+                        on_crash(exc)
+                    except Exception as e:  # fail-open: the caller's exception must propagate
+                        self.internal(e, f"{check.name}.on_crash")
         self.close()
 
     # ------------------------------------------------------------------ services for checks

@@ -47,6 +47,11 @@ class HangWatch(Check):
         if self.watchdog is not None:
             self.watchdog.beat(self.mon.step, float(self.mon.values.get("step_s", 0.0)))
 
+    def on_crash(self, exc: BaseException) -> None:
+        """Training is ending with ``exc``: record it and, in a multi-rank job, name lost peers."""
+        if self.watchdog is not None:
+            self.watchdog.on_crash(exc)
+
     def close(self) -> None:
         if self.watchdog is not None:
             try:

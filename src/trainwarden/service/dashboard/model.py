@@ -1,0 +1,477 @@
+"""What the dashboard shows, computed from the ledger's stored entries alone: one incremental
+index per run (alerts, hosts, ranks, per-rank metric series, weight fingerprints, attestation and
+artifact records) and the views built from it. Reads only; nothing here writes to the ledger."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trainwarden.ledger.storage import Storage
+from trainwarden.ledger.types import RunInfo, StoredEntry
+
+__all__ = [
+    "SEVERITIES",
+    "TimelineItem",
+    "RunIndex",
+    "RunSummary",
+    "RunsModel",
+    "attest_diff",
+    "downsample",
+]
+
+SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+_SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+# Per-rank step metrics plotted on the run page: name in the page -> how to read a step record.
+METRICS = ("loss", "grad_norm", "step_s")
+PHASES = ("forward", "backward", "optimizer")
+_PAGE = 20_000
+# Service flags that mean the log itself saw something wrong with the run.
+_LEDGER_SEVERITY = {
+    "ledger.record_after_close": "HIGH",
+    "ledger.gap": "HIGH",
+    "ledger.unclosed_run": "MEDIUM",
+}
+_ARTIFACT_PREFIXES = ("load", "scan", "manifest.")
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    """One thing that went wrong, with where it is in the log (``index``) for its proof."""
+
+    index: int
+    kind: str
+    rule_id: str
+    severity: str
+    step: int | None
+    rank: int | None
+    host: str | None
+    message: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run: RunInfo
+    status: str  # clean / warnings / tampering detected
+    owner: str
+    hosts: tuple[str, ...]
+    ranks: tuple[int, ...]
+    started: float
+    latest_step: int | None
+    counts: dict[str, int]
+    entries: int
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if np.isfinite(f) else None
+
+
+_FIELD = re.compile(r'"(rule_id|severity|message|step|rank)": ("(?:[^"\\]|\\.)*"|-?\d+)')
+
+
+def unwrap(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record as its writer meant it. A sink stores a record holding values RFC 8785 cannot
+    carry (64-bit fingerprints, NaN) as ``{"noncanonical": "<JSON text>"}``, cut at 2000
+    characters; a cut text still yields the fields a timeline needs."""
+    text = rec.get("noncanonical")
+    if len(rec) != 1 or not isinstance(text, str):
+        return rec
+    try:
+        got = json.loads(text)
+    except ValueError:
+        got = None
+    if isinstance(got, dict):
+        return got
+    out: dict[str, Any] = {"truncated_record": text}
+    for m in _FIELD.finditer(text):
+        if m.group(1) not in out:
+            try:
+                out[m.group(1)] = json.loads(m.group(2))
+            except ValueError:
+                continue
+    return out
+
+
+def _severity(v: Any) -> str:
+    s = str(v).upper() if v is not None else "HIGH"
+    # An unknown severity name is shown as HIGH: a writer cannot hide an alert by misspelling it.
+    return s if s in _SEV_RANK else "HIGH"
+
+
+class _Series:
+    """Append-only (step, value) columns of one metric of one rank."""
+
+    __slots__ = ("steps", "values")
+
+    def __init__(self) -> None:
+        self.steps = array("q")
+        self.values = array("d")
+
+
+class RunIndex:
+    """Everything the dashboard needs about one run, brought up to date from the entries
+    appended since the last call (``update``). Thread-safe."""
+
+    def __init__(self, run: RunInfo) -> None:
+        self.run = run
+        self.lock = threading.Lock()
+        self.after = -1
+        self.entries = 0
+        self.timeline: list[TimelineItem] = []
+        self.counts: Counter[str] = Counter()
+        self.hosts: set[str] = set()
+        self.ranks: set[int] = set()
+        self.first_ts: float | None = None
+        self.latest_step: int | None = None
+        self.series: dict[str, dict[int, _Series]] = {m: {} for m in (*METRICS, *PHASES)}
+        self.fp_steps: dict[int, array[int]] = {}
+        self.fp_hashes: dict[int, array[int]] = {}
+        self.attest: list[dict[str, Any]] = []
+        self.artifacts: list[dict[str, Any]] = []
+        self.version = 0
+        self._plot_cache: tuple[int, dict[str, Any]] | None = None
+
+    def update(self, storage: Storage) -> None:
+        with self.lock:
+            while True:
+                rows = storage.query(
+                    run=self.run.run_id, kind=None, writer=None, after=self.after, limit=_PAGE
+                )
+                for row in rows:
+                    self._add(row)
+                    self.after = row.index
+                if rows:
+                    self.version += 1
+                if len(rows) < _PAGE:
+                    return
+
+    # -- ingest ----------------------------------------------------------------------------
+
+    def _add(self, row: StoredEntry) -> None:
+        self.entries += 1
+        try:
+            doc = json.loads(row.entry)
+        except ValueError:
+            doc = {}
+        rec = doc.get("record") if isinstance(doc, dict) else None
+        rec = unwrap(rec) if isinstance(rec, dict) else {}
+        host = doc.get("host") if isinstance(doc.get("host"), str) else None
+        rank = doc.get("rank")
+        if not isinstance(rank, int) or isinstance(rank, bool):
+            r2 = rec.get("rank")
+            rank = r2 if isinstance(r2, int) and not isinstance(r2, bool) else None
+        if host:
+            self.hosts.add(host)
+        if rank is not None:
+            self.ranks.add(rank)
+        ts = _num(doc.get("ts"))
+        if ts is not None and (self.first_ts is None or ts < self.first_ts):
+            self.first_ts = ts
+        kind = row.kind
+        step = rec.get("step")
+        step = step if isinstance(step, int) and not isinstance(step, bool) else None
+        if kind == "step":
+            self._step(rec, rank if rank is not None else 0, step)
+        elif kind == "timing" and step is not None:
+            for p in PHASES:
+                self._point(p, rank if rank is not None else 0, step, _num(rec.get(p)))
+            self._point("step_s", rank if rank is not None else 0, step, _num(rec.get("step")))
+        elif kind == "alert":
+            self._timeline(row, rec, rank, host, step, _severity(rec.get("severity")))
+        elif kind.startswith("ledger.") and kind in _LEDGER_SEVERITY:
+            self._timeline(row, rec, rank, host, step, _LEDGER_SEVERITY[kind])
+        elif kind == "uncaught_exception":
+            self._timeline(row, rec, rank, host, step, "HIGH", message=str(rec.get("error", "")))
+        elif kind.startswith("attest"):
+            self.attest.append({"index": row.index, "kind": kind, "host": host, "record": rec})
+        elif kind.startswith(_ARTIFACT_PREFIXES):
+            self._artifact(row, doc, rec, host)
+
+    def _step(self, rec: dict[str, Any], rank: int, step: int | None) -> None:
+        if step is None:
+            return
+        if self.latest_step is None or step > self.latest_step:
+            self.latest_step = step
+        self._point("loss", rank, step, _num(rec.get("loss")))
+        gn = rec.get("grad_norm")
+        if isinstance(gn, list):
+            gn = gn[0] if gn else None
+        self._point("grad_norm", rank, step, _num(gn))
+        timing = rec.get("timing")
+        if isinstance(timing, dict):
+            self._point("step_s", rank, step, _num(timing.get("step")))
+            for p in PHASES:
+                self._point(p, rank, step, _num(timing.get(p)))
+        else:
+            self._point("step_s", rank, step, _num(rec.get("step_s")))
+        wh = rec.get("weights_hash")
+        if isinstance(wh, str):
+            try:
+                h = int(wh, 16)
+            except ValueError:
+                h = hash(wh)
+            h &= 0xFFFF_FFFF_FFFF_FFFF
+            if h >= 1 << 63:
+                h -= 1 << 64
+            self.fp_steps.setdefault(rank, array("q")).append(step)
+            self.fp_hashes.setdefault(rank, array("q")).append(h)
+
+    def _point(self, metric: str, rank: int, step: int, value: float | None) -> None:
+        if value is None:
+            return
+        s = self.series[metric].get(rank)
+        if s is None:
+            s = self.series[metric][rank] = _Series()
+        s.steps.append(step)
+        s.values.append(value)
+
+    def _timeline(
+        self,
+        row: StoredEntry,
+        rec: dict[str, Any],
+        rank: int | None,
+        host: str | None,
+        step: int | None,
+        severity: str,
+        message: str | None = None,
+    ) -> None:
+        ev = rec.get("evidence")
+        item = TimelineItem(
+            index=row.index,
+            kind=row.kind,
+            rule_id=str(rec.get("rule_id") or row.kind),
+            severity=severity,
+            step=step,
+            rank=rank,
+            host=host,
+            message=message if message is not None else str(rec.get("message", "")),
+            evidence=ev if isinstance(ev, dict) else {k: v for k, v in rec.items() if k != "seq"},
+        )
+        self.timeline.append(item)
+        self.counts[severity] += 1
+
+    def _artifact(
+        self, row: StoredEntry, doc: dict[str, Any], rec: dict[str, Any], host: str | None
+    ) -> None:
+        findings = rec.get("findings")
+        worst = None
+        if isinstance(findings, list):
+            for f in findings:
+                if isinstance(f, dict):
+                    s = _severity(f.get("severity"))
+                    if worst is None or _SEV_RANK[s] > _SEV_RANK[worst]:
+                        worst = s
+        verdict = rec.get("verdict") or rec.get("outcome")
+        if verdict is None and "ok" in rec:
+            verdict = "ok" if rec.get("ok") is True else "FAILED"
+        if verdict is None:
+            verdict = worst or ("clean" if isinstance(findings, list) else "-")
+        sha = doc.get("sha256") or rec.get("sha256")
+        self.artifacts.append(
+            {
+                "index": row.index,
+                "kind": row.kind,
+                "host": host,
+                "path": str(rec.get("path", "")),
+                "sha256": sha if isinstance(sha, str) else "",
+                "verdict": str(verdict),
+                "worst": worst,
+                "manifest": rec.get("manifest"),
+                "findings": findings if isinstance(findings, list) else [],
+            }
+        )
+        if worst is not None and _SEV_RANK[worst] >= _SEV_RANK["MEDIUM"]:
+            self.counts[worst] += 1
+            self.timeline.append(
+                TimelineItem(
+                    index=row.index,
+                    kind=row.kind,
+                    rule_id=row.kind,
+                    severity=worst,
+                    step=None,
+                    rank=None,
+                    host=host,
+                    message=f"{rec.get('path', '')}: {len(findings or [])} finding(s)",
+                    evidence={"findings": findings},
+                )
+            )
+
+    # -- views -----------------------------------------------------------------------------
+
+    def status(self) -> str:
+        if self.counts["HIGH"] or self.counts["CRITICAL"]:
+            return "tampering detected"
+        if self.counts["LOW"] or self.counts["MEDIUM"]:
+            return "warnings"
+        return "clean"
+
+    def summary(self) -> RunSummary:
+        owner = self.run.meta.get("owner") if isinstance(self.run.meta, dict) else None
+        return RunSummary(
+            run=self.run,
+            status=self.status(),
+            owner=str(owner) if owner else "-",
+            hosts=tuple(sorted(self.hosts)),
+            ranks=tuple(sorted(self.ranks)),
+            started=self.first_ts if self.first_ts is not None else self.run.created,
+            latest_step=self.latest_step,
+            counts={s: self.counts[s] for s in SEVERITIES},
+            entries=self.entries,
+        )
+
+    def plots(self, buckets: int = 200) -> dict[str, Any]:
+        """Downsampled per-rank series of every metric with the alert points kept, and the
+        cross-rank fingerprint agreement. Cached until the next entry arrives."""
+        with self.lock:
+            cached = self._plot_cache
+            if cached is not None and cached[0] == self.version:
+                return cached[1]
+            alert_points: dict[int, set[int]] = {}
+            for t in self.timeline:
+                if t.step is not None:
+                    alert_points.setdefault(t.step, set()).add(-1 if t.rank is None else t.rank)
+            out: dict[str, Any] = {"metrics": {}, "alerts": []}
+            for metric, per_rank in self.series.items():
+                if per_rank:
+                    out["metrics"][metric] = downsample(per_rank, set(alert_points), buckets)
+            out["alerts"] = [
+                {"step": t.step, "rank": t.rank, "rule": t.rule_id, "severity": t.severity}
+                for t in self.timeline
+                if t.step is not None
+            ]
+            out["fingerprint"] = self._fingerprint()
+            self._plot_cache = (self.version, out)
+            return out
+
+    def _fingerprint(self) -> dict[str, Any]:
+        if not self.fp_steps:
+            return {"ranks": 0, "diverged": []}
+        ranks = sorted(self.fp_steps)
+        steps = np.concatenate([np.frombuffer(self.fp_steps[r], dtype=np.int64) for r in ranks])
+        hashes = np.concatenate([np.frombuffer(self.fp_hashes[r], dtype=np.int64) for r in ranks])
+        owner = np.concatenate(
+            [np.full(len(self.fp_steps[r]), r, dtype=np.int64) for r in ranks]
+        )
+        # The majority weight fingerprint of each step; a rank whose own differs has diverged.
+        pairs = np.stack([steps, hashes], axis=1)
+        uniq, counts = np.unique(pairs, axis=0, return_counts=True)
+        order = np.lexsort((-counts, uniq[:, 0]))
+        us = uniq[order]
+        first = np.ones(len(us), dtype=bool)
+        first[1:] = us[1:, 0] != us[:-1, 0]
+        major_steps, major_hash = us[first, 0], us[first, 1]
+        # A step where two fingerprints tie for the majority has none: every rank there counts
+        # as disagreeing.
+        cs = counts[order]
+        idx_first = np.flatnonzero(first)
+        nxt = np.minimum(idx_first + 1, len(us) - 1)
+        tie = (idx_first + 1 < len(us)) & ~first[nxt] & (cs[nxt] == cs[idx_first])
+        pos = np.searchsorted(major_steps, steps)
+        bad = (hashes != major_hash[pos]) | tie[pos]
+        diverged = []
+        for r in ranks:
+            m = bad & (owner == r)
+            if m.any():
+                diverged.append(
+                    {"rank": int(r), "from_step": int(steps[m].min()), "steps": int(m.sum())}
+                )
+        return {
+            "ranks": len(ranks),
+            "steps": len(major_steps),
+            "diverged": sorted(diverged, key=lambda d: (d["from_step"], d["rank"])),
+            "ties": int(tie.sum()),
+        }
+
+
+def downsample(per_rank: dict[int, Any], keep_steps: set[int], buckets: int) -> dict[str, Any]:
+    """Min/max decimation over step buckets shared by all ranks: each bucket contributes the
+    minimum and the maximum of each rank (in step order), and every step in ``keep_steps``
+    stays exact. Returns ``{"x": [...], "ranks": [...], "y": [[...] per rank]}``."""
+    ranks = sorted(per_rank)
+    cols = [
+        (np.frombuffer(per_rank[r].steps, dtype=np.int64), np.frombuffer(per_rank[r].values))
+        for r in ranks
+    ]
+    lo = int(min(int(s.min()) for s, _ in cols if len(s)))
+    hi = int(max(int(s.max()) for s, _ in cols if len(s)))
+    n = hi - lo + 1
+    dense = np.full((n, len(ranks)), np.nan)
+    for j, (s, v) in enumerate(cols):
+        dense[s - lo, j] = v
+    if n <= 2 * buckets:
+        rows = np.arange(n)
+    else:
+        width = -(-n // buckets)
+        pad = width * buckets - n
+        d = np.concatenate([dense, np.full((pad, len(ranks)), np.nan)]) if pad else dense
+        d = d.reshape(buckets, width, len(ranks))
+        # argmin/argmax over a bucket, NaN treated as missing (an all-NaN column picks row 0).
+        amin = np.argmin(np.where(np.isnan(d), np.inf, d), axis=1)
+        amax = np.argmax(np.where(np.isnan(d), -np.inf, d), axis=1)
+        base = (np.arange(buckets) * width)[:, None]
+        picked = np.concatenate([amin + base, amax + base], axis=1).ravel()
+        rows = np.unique(picked[picked < n])
+    keep = np.array(sorted(s - lo for s in keep_steps if lo <= s <= hi), dtype=np.int64)
+    if len(keep):
+        rows = np.union1d(rows, keep)
+    sub = dense[rows]
+    y = [[None if np.isnan(v) else float(f"{v:.6g}") for v in sub[:, j]] for j in range(len(ranks))]
+    return {"x": [int(r + lo) for r in rows], "ranks": ranks, "y": y, "points": n}
+
+
+def flatten(value: Any, prefix: str = "", out: dict[str, str] | None = None) -> dict[str, str]:
+    """A record as ``path -> value`` lines (depth-limited) for diffing two attestations."""
+    out = {} if out is None else out
+    if len(out) > 5000:
+        return out
+    if isinstance(value, dict) and prefix.count(".") < 8:
+        for k in sorted(value):
+            flatten(value[k], f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and prefix.count(".") < 8 and len(value) <= 200:
+        for i, v in enumerate(value):
+            flatten(v, f"{prefix}[{i}]", out)
+    else:
+        out[prefix] = json.dumps(value, sort_keys=True)[:500]
+    return out
+
+
+def attest_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(path, value in a, value in b) for every path whose value differs."""
+    fa, fb = flatten(a), flatten(b)
+    return [
+        (k, fa.get(k, "(absent)"), fb.get(k, "(absent)"))
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k) != fb.get(k)
+    ]
+
+
+@dataclass
+class RunsModel:
+    """The dashboard's cache of run indexes over one storage."""
+
+    storage: Storage
+    indexes: dict[str, RunIndex] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def index(self, run: RunInfo) -> RunIndex:
+        with self.lock:
+            idx = self.indexes.get(run.run_id)
+            if idx is None:
+                idx = self.indexes[run.run_id] = RunIndex(run)
+            idx.run = run
+        idx.update(self.storage)
+        return idx
+
+    def summaries(self) -> list[RunSummary]:
+        return [self.index(r).summary() for r in self.storage.list_runs()]

@@ -3,9 +3,8 @@ weight edit (the real monitor sending to a LedgerSink), a clean run, and a reade
 
 from __future__ import annotations
 
-import struct
+import base64
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,55 +106,32 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         srv.kill()
 
 
-def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
-    """Decode an 8-bit RGB/RGBA, non-interlaced PNG (what Chromium writes) into rows."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, w, h, bpp = 8, b"", 0, 0, 0
-    while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
-        pos += 12 + n
-        if kind == b"IHDR":
-            w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body)
-            assert depth == 8 and color in (2, 6) and interlace == 0
-            bpp = 3 if color == 2 else 4
-        elif kind == b"IDAT":
-            idat += body
-    raw = zlib.decompress(idat)
-    rows: list[bytes] = []
-    prev = bytearray(w * bpp)
-    stride = w * bpp + 1
-    for y in range(h):
-        f, line = raw[y * stride], bytearray(raw[y * stride + 1 : (y + 1) * stride])
-        for i in range(len(line)):
-            a = line[i - bpp] if i >= bpp else 0
-            b = prev[i]
-            c = prev[i - bpp] if i >= bpp else 0
-            if f == 1:
-                line[i] = (line[i] + a) & 255
-            elif f == 2:
-                line[i] = (line[i] + b) & 255
-            elif f == 3:
-                line[i] = (line[i] + (a + b) // 2) & 255
-            elif f == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pr = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                line[i] = (line[i] + pr) & 255
-        rows.append(bytes(line))
-        prev = line
-    return w, bpp, rows
-
-
-def pixel_variance(path: Path) -> float:
-    """Variance of the grey level over a sample of pixels (0 for a blank image)."""
-    w, bpp, rows = png_pixels(path.read_bytes())
-    vals = []
-    for row in rows[:: max(1, len(rows) // 200)]:
-        for x in range(0, w, max(1, w // 200)):
-            px = row[x * bpp : x * bpp + 3]
-            vals.append(sum(px) / 3)
-    mean = sum(vals) / len(vals)
-    return sum((v - mean) ** 2 for v in vals) / len(vals)
-
-
+def pixel_variance(browser: Any, path: Path) -> float:
+    """Variance of the grey level of the PNG at ``path`` (0 for a blank image), decoded by a
+    fresh Chromium page from the saved file's bytes."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    page = browser.new_page()
+    try:
+        got = page.evaluate(
+            """async (b64) => {
+                const img = new Image();
+                img.src = "data:image/png;base64," + b64;
+                await img.decode();
+                const c = document.createElement("canvas");
+                c.width = img.width; c.height = img.height;
+                const ctx = c.getContext("2d");
+                ctx.drawImage(img, 0, 0);
+                const d = ctx.getImageData(0, 0, c.width, c.height).data;
+                let n = 0, s = 0, s2 = 0;
+                for (let i = 0; i < d.length; i += 4) {
+                    const g = (d[i] + d[i + 1] + d[i + 2]) / 3;
+                    n++; s += g; s2 += g * g;
+                }
+                return s2 / n - (s / n) ** 2;
+            }""",
+            base64.b64encode(data).decode(),
+        )
+    finally:
+        page.close()
+    return float(got)

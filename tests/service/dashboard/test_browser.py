@@ -87,7 +87,11 @@ def test_tampered_run_is_flagged_verified_and_marked(
     run_png = tmp_path / "run.png"
     page.screenshot(path=str(run_png), full_page=True)
     for png in (runs_png, run_png):
-        assert pixel_variance(png) > 100, png
+        assert pixel_variance(browser, png) > 100, png
+    blank = browser.new_page()
+    blank.screenshot(path=str(tmp_path / "blank.png"))
+    blank.close()
+    assert pixel_variance(browser, tmp_path / "blank.png") < 1
     page.close()
 
 

@@ -19,10 +19,10 @@ from trainwarden.ledger.types import RunInfo, StoredEntry
 
 __all__ = [
     "SEVERITIES",
-    "TimelineItem",
     "RunIndex",
     "RunSummary",
     "RunsModel",
+    "TimelineItem",
     "attest_diff",
     "downsample",
 ]
@@ -360,9 +360,7 @@ class RunIndex:
         ranks = sorted(self.fp_steps)
         steps = np.concatenate([np.frombuffer(self.fp_steps[r], dtype=np.int64) for r in ranks])
         hashes = np.concatenate([np.frombuffer(self.fp_hashes[r], dtype=np.int64) for r in ranks])
-        owner = np.concatenate(
-            [np.full(len(self.fp_steps[r]), r, dtype=np.int64) for r in ranks]
-        )
+        owner = np.concatenate([np.full(len(self.fp_steps[r]), r, dtype=np.int64) for r in ranks])
         # The majority weight fingerprint of each step; a rank whose own differs has diverged.
         pairs = np.stack([steps, hashes], axis=1)
         uniq, counts = np.unique(pairs, axis=0, return_counts=True)

@@ -156,7 +156,9 @@ def install_dashboard(
         except AuthError:
             return login_page(request, "Unknown or revoked token.", 401)
         if p.role not in (Role.reader, Role.admin):
-            return login_page(request, "Use a reader token: a writer token cannot open the dashboard.", 403)
+            return login_page(
+                request, "Use a reader token: a writer token cannot open the dashboard.", 403
+            )
         sid, _ = sessions.open(hash_token(token), p.token_id, p.role)
         resp = RedirectResponse("/ui/runs", status_code=303)
         cookie(request, resp, COOKIE, sid, int(cfg.session_ttl_s))

@@ -1,0 +1,131 @@
+"""The dashboard's run model over a real SQLite ledger: what it derives from stored entries
+(status, fingerprints, downsampled series) and what a writer cannot steer."""
+
+from __future__ import annotations
+
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainwarden.ledger.checkpoint import load_or_create_signer
+from trainwarden.ledger.log import Ledger
+from trainwarden.ledger.storage import open_storage
+from trainwarden.ledger.types import Event, RunInfo
+from trainwarden.service.dashboard.model import RunsModel, _Series, downsample, unwrap
+from trainwarden.service.dashboard.sessions import SessionStore
+
+
+def _ledger(tmp_path: Path) -> Ledger:
+    signer = load_or_create_signer(tmp_path / "keys", "test/log")
+    return Ledger(open_storage(f"sqlite:///{tmp_path / 'l.db'}"), signer)
+
+
+def _run(ledger: Ledger, name: str, events: list[tuple[str, dict[str, Any]]]) -> RunInfo:
+    run = RunInfo(f"run_{name}", name, time.time(), 60.0, 0, "open", {"owner": "bob"})
+    ledger.storage.create_run(run)
+    evs = [
+        Event(seq=i + 1, kind=k, record=r, rank=r.get("rank"), host=f"node{r.get('rank', 0)}")
+        for i, (k, r) in enumerate(events)
+    ]
+    for i in range(0, len(evs), 5000):
+        ledger.append(run.run_id, "w", evs[i : i + 5000])
+    return run
+
+
+def _steps(ranks: int, steps: int, diverge: tuple[int, int] | None) -> list[Any]:
+    out = []
+    for s in range(1, steps + 1):
+        for r in range(ranks):
+            h = s if diverge is None or r != diverge[0] or s < diverge[1] else s + 99
+            out.append(("step", {"step": s, "rank": r, "loss": 1.0 / s, "weights_hash": f"{h:x}"}))
+    return out
+
+
+def test_fingerprints_name_the_rank_that_diverged_and_from_which_step(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    run = _run(ledger, "fp", _steps(4, 60, diverge=(2, 37)))
+    fp = RunsModel(ledger.storage).index(run).plots()["fingerprint"]
+    assert fp["ranks"] == 4
+    assert fp["diverged"] == [{"rank": 2, "from_step": 37, "steps": 24}]
+    clean = _run(ledger, "ok", _steps(4, 10, diverge=None))
+    assert RunsModel(ledger.storage).index(clean).plots()["fingerprint"]["diverged"] == []
+
+
+def test_a_two_rank_tie_has_no_majority_so_both_ranks_disagree(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    run = _run(ledger, "tie", _steps(2, 10, diverge=(1, 4)))
+    fp = RunsModel(ledger.storage).index(run).plots()["fingerprint"]
+    assert {d["rank"] for d in fp["diverged"]} == {0, 1}
+    assert all(d["from_step"] == 4 for d in fp["diverged"])
+
+
+def test_status_follows_the_worst_alert_and_unknown_severities_count_as_high(
+    tmp_path: Path,
+) -> None:
+    ledger = _ledger(tmp_path)
+    model = RunsModel(ledger.storage)
+    _run(ledger, "warn", [("alert", {"rule_id": "R", "severity": "LOW", "step": 1})])
+    _run(ledger, "bad", [("alert", {"rule_id": "R", "severity": "harmless", "step": 1})])
+    clean = _run(ledger, "clean", _steps(1, 3, None))
+    got = {s.run.name: s.status for s in model.summaries()}
+    assert got == {"warn": "warnings", "bad": "tampering detected", "clean": "clean"}
+    # Entries appended later are picked up by the next view.
+    ledger.append(clean.run_id, "w", [Event(seq=4, kind="alert", record={"severity": "HIGH"})])
+    assert model.index(clean).status() == "tampering detected"
+
+
+def test_a_cut_noncanonical_record_still_yields_its_alert_fields() -> None:
+    text = (
+        '{"rule_id": "TWM-WEIGHT-EDIT", "severity": "CRITICAL", "step": 3, '
+        '"message": "a \\"b\\"", "ev'
+    )
+    got = unwrap({"noncanonical": text})
+    assert (got["rule_id"], got["severity"], got["step"]) == ("TWM-WEIGHT-EDIT", "CRITICAL", 3)
+    assert got["message"] == 'a "b"'
+    assert unwrap({"noncanonical": text, "other": 1}) == {"noncanonical": text, "other": 1}
+
+
+def _series(values: list[float], start: int = 0) -> _Series:
+    s = _Series()
+    s.steps = array("q", range(start, start + len(values)))
+    s.values = array("d", values)
+    return s
+
+
+def test_downsample_bounds_points_keeps_extremes_and_alert_steps() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=100_000).tolist()
+    b = rng.normal(size=100_000).tolist()
+    a[54_321] = 50.0
+    b[77_777] = -50.0
+    out = downsample({0: _series(a), 1: _series(b)}, {12_345, 99_999}, buckets=100)
+    assert len(out["x"]) <= 4 * 100 + 2
+    assert out["points"] == 100_000
+    assert 12_345 in out["x"] and 99_999 in out["x"]
+    i = out["x"].index(12_345)
+    assert out["y"][0][i] == float(f"{a[12_345]:.6g}")
+    assert max(v for v in out["y"][0] if v is not None) == 50.0
+    assert min(v for v in out["y"][1] if v is not None) == -50.0
+    assert out["x"] == sorted(out["x"])
+
+
+def test_sessions_expire_and_die_with_their_token(tmp_path: Path) -> None:
+    from trainwarden.ledger.types import Role
+    from trainwarden.service.core import LedgerService, hash_token
+
+    ledger = _ledger(tmp_path)
+    service = LedgerService(ledger, deadman=False)
+    token, info = service.issue_token(Role.reader, None)
+    store = SessionStore(ledger.storage, ttl_s=0.3)
+    sid, _ = store.open(hash_token(token), info.token_id, Role.reader)
+    assert store.get(sid) is not None
+    assert store.get(sid + "x") is None
+    time.sleep(0.4)
+    assert store.get(sid) is None
+    long = SessionStore(ledger.storage, ttl_s=3600)
+    sid, _ = long.open(hash_token(token), info.token_id, Role.reader)
+    service.revoke(info.token_id)
+    assert long.get(sid) is None

@@ -47,17 +47,17 @@ def _steps(ranks: int, steps: int, diverge: tuple[int, int] | None) -> list[Any]
 def test_fingerprints_name_the_rank_that_diverged_and_from_which_step(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     run = _run(ledger, "fp", _steps(4, 60, diverge=(2, 37)))
-    fp = RunsModel(ledger.storage).index(run).plots()["fingerprint"]
+    fp = RunsModel(ledger.storage).index(run).plots()[0]["fingerprint"]
     assert fp["ranks"] == 4
     assert fp["diverged"] == [{"rank": 2, "from_step": 37, "steps": 24}]
     clean = _run(ledger, "ok", _steps(4, 10, diverge=None))
-    assert RunsModel(ledger.storage).index(clean).plots()["fingerprint"]["diverged"] == []
+    assert RunsModel(ledger.storage).index(clean).plots()[0]["fingerprint"]["diverged"] == []
 
 
 def test_a_two_rank_tie_has_no_majority_so_both_ranks_disagree(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     run = _run(ledger, "tie", _steps(2, 10, diverge=(1, 4)))
-    fp = RunsModel(ledger.storage).index(run).plots()["fingerprint"]
+    fp = RunsModel(ledger.storage).index(run).plots()[0]["fingerprint"]
     assert {d["rank"] for d in fp["diverged"]} == {0, 1}
     assert all(d["from_step"] == 4 for d in fp["diverged"])
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from jinja2.utils import htmlsafe_json_dumps
 
 from trainwarden.ledger.storage import Storage
 from trainwarden.ledger.types import RunInfo, StoredEntry
@@ -119,12 +120,24 @@ class _Series:
         self.values = array("d")
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    version: int
+    as_of: int
+    timeline: list[TimelineItem]
+    series: dict[str, dict[int, _Series]]
+    fp_steps: dict[int, array[int]]
+    fp_hashes: dict[int, array[int]]
+
+
 class RunIndex:
     """Everything the dashboard needs about one run, brought up to date from the entries
     appended since the last call (``update``). Thread-safe."""
 
-    def __init__(self, run: RunInfo) -> None:
+    def __init__(self, run: RunInfo, *, background: bool = False) -> None:
         self.run = run
+        self.background = background
+        self._refreshing = False
         self.lock = threading.Lock()
         self.after = -1
         self.entries = 0
@@ -140,7 +153,7 @@ class RunIndex:
         self.attest: list[dict[str, Any]] = []
         self.artifacts: list[dict[str, Any]] = []
         self.version = 0
-        self._plot_cache: tuple[int, dict[str, Any]] | None = None
+        self._plot_cache: tuple[int, dict[str, Any], str] | None = None
 
     def update(self, storage: Storage) -> None:
         with self.lock:
@@ -330,102 +343,184 @@ class RunIndex:
             entries=self.entries,
         )
 
-    def plots(self, buckets: int = 200) -> dict[str, Any]:
+    def plots(self, buckets: int = 200) -> tuple[dict[str, Any], str]:
         """Downsampled per-rank series of every metric with the alert points kept, and the
-        cross-rank fingerprint agreement. Cached until the next entry arrives."""
+        cross-rank fingerprint agreement; also as JSON safe to embed in HTML. Cached until the
+        next entry arrives; with ``background`` set, a page asked for after new entries gets
+        the previous plots (their ``as_of`` says up to which ledger index) while new ones are
+        computed in a thread, so a large run's page never waits for them."""
         with self.lock:
             cached = self._plot_cache
             if cached is not None and cached[0] == self.version:
-                return cached[1]
-            alert_points: dict[int, set[int]] = {}
-            for t in self.timeline:
-                if t.step is not None:
-                    alert_points.setdefault(t.step, set()).add(-1 if t.rank is None else t.rank)
-            out: dict[str, Any] = {"metrics": {}, "alerts": []}
-            for metric, per_rank in self.series.items():
-                if per_rank:
-                    out["metrics"][metric] = downsample(per_rank, set(alert_points), buckets)
-            out["alerts"] = [
-                {"step": t.step, "rank": t.rank, "rule": t.rule_id, "severity": t.severity}
-                for t in self.timeline
-                if t.step is not None
-            ]
-            out["fingerprint"] = self._fingerprint()
-            self._plot_cache = (self.version, out)
-            return out
+                return cached[1], cached[2]
+            snap = self._snapshot()
+            if cached is not None and self.background:
+                if not self._refreshing:
+                    self._refreshing = True
+                    threading.Thread(
+                        target=self._refresh, args=(snap, buckets), daemon=True
+                    ).start()
+                return cached[1], cached[2]
+        return self._compute(snap, buckets)
 
-    def _fingerprint(self) -> dict[str, Any]:
-        if not self.fp_steps:
-            return {"ranks": 0, "diverged": []}
-        ranks = sorted(self.fp_steps)
-        steps = np.concatenate([np.frombuffer(self.fp_steps[r], dtype=np.int64) for r in ranks])
-        hashes = np.concatenate([np.frombuffer(self.fp_hashes[r], dtype=np.int64) for r in ranks])
-        owner = np.concatenate([np.full(len(self.fp_steps[r]), r, dtype=np.int64) for r in ranks])
-        # The majority weight fingerprint of each step; a rank whose own differs has diverged.
-        pairs = np.stack([steps, hashes], axis=1)
-        uniq, counts = np.unique(pairs, axis=0, return_counts=True)
-        order = np.lexsort((-counts, uniq[:, 0]))
-        us = uniq[order]
-        first = np.ones(len(us), dtype=bool)
-        first[1:] = us[1:, 0] != us[:-1, 0]
-        major_steps, major_hash = us[first, 0], us[first, 1]
-        # A step where two fingerprints tie for the majority has none: every rank there counts
-        # as disagreeing.
-        cs = counts[order]
-        idx_first = np.flatnonzero(first)
-        nxt = np.minimum(idx_first + 1, len(us) - 1)
-        tie = (idx_first + 1 < len(us)) & ~first[nxt] & (cs[nxt] == cs[idx_first])
-        pos = np.searchsorted(major_steps, steps)
-        bad = (hashes != major_hash[pos]) | tie[pos]
-        diverged = []
-        for r in ranks:
-            m = bad & (owner == r)
-            if m.any():
-                diverged.append(
-                    {"rank": int(r), "from_step": int(steps[m].min()), "steps": int(m.sum())}
-                )
-        return {
-            "ranks": len(ranks),
-            "steps": len(major_steps),
-            "diverged": sorted(diverged, key=lambda d: (d["from_step"], d["rank"])),
-            "ties": int(tie.sum()),
-        }
+    def _refresh(self, snap: _Snapshot, buckets: int) -> None:
+        try:
+            self._compute(snap, buckets)
+        finally:
+            with self.lock:
+                self._refreshing = False
+
+    def _snapshot(self) -> _Snapshot:
+        def copy(s: _Series) -> _Series:
+            c = _Series()
+            c.steps, c.values = array("q", s.steps), array("d", s.values)
+            return c
+
+        return _Snapshot(
+            version=self.version,
+            as_of=self.after,
+            timeline=list(self.timeline),
+            series={m: {r: copy(s) for r, s in pr.items()} for m, pr in self.series.items()},
+            fp_steps={r: array("q", a) for r, a in self.fp_steps.items()},
+            fp_hashes={r: array("q", a) for r, a in self.fp_hashes.items()},
+        )
+
+    def _compute(self, snap: _Snapshot, buckets: int) -> tuple[dict[str, Any], str]:
+        keep = {t.step for t in snap.timeline if t.step is not None}
+        out: dict[str, Any] = {"metrics": {}, "as_of": snap.as_of}
+        for metric, per_rank in snap.series.items():
+            if per_rank:
+                out["metrics"][metric] = downsample(per_rank, keep, buckets)
+        out["alerts"] = [
+            {"step": t.step, "rank": t.rank, "rule": t.rule_id, "severity": t.severity}
+            for t in snap.timeline
+            if t.step is not None
+        ]
+        out["fingerprint"] = _fingerprint(snap.fp_steps, snap.fp_hashes)
+        text = htmlsafe_json_dumps(out)
+        with self.lock:
+            if self._plot_cache is None or self._plot_cache[0] <= snap.version:
+                self._plot_cache = (snap.version, out, text)
+        return out, text
+
+
+def _fingerprint(fp_steps: dict[int, Any], fp_hashes: dict[int, Any]) -> dict[str, Any]:
+    if not fp_steps:
+        return {"ranks": 0, "steps": 0, "diverged": []}
+    ranks = sorted(fp_steps)
+    cols = [
+        (
+            np.frombuffer(fp_steps[r], dtype=np.int64),
+            np.frombuffer(fp_hashes[r], dtype=np.int64),
+        )
+        for r in ranks
+    ]
+    steps, hashes, present = _dense(cols, np.iinfo(np.int64).min)
+    # The majority fingerprint of a step is held by more than half of the ranks that
+    # reported it; if one exists it sits in the middle of the sorted present values. A step
+    # without a strict majority (a 1-1 split) counts against every rank.
+    srt = np.sort(hashes, axis=1)
+    n_present = present.sum(axis=1)
+    missing = hashes.shape[1] - n_present
+    mid = np.minimum(missing + n_present // 2, hashes.shape[1] - 1)
+    cand = srt[np.arange(len(srt)), mid]
+    agree = (hashes == cand[:, None]) & present
+    majority = agree.sum(axis=1) * 2 > n_present
+    bad = present & (~agree | ~majority[:, None])
+    diverged = []
+    for j, r in enumerate(ranks):
+        rows = np.flatnonzero(bad[:, j])
+        if len(rows):
+            diverged.append({"rank": int(r), "from_step": int(steps[rows[0]]), "steps": len(rows)})
+    return {
+        "ranks": len(ranks),
+        "steps": len(steps),
+        "diverged": sorted(diverged, key=lambda d: (d["from_step"], d["rank"])),
+    }
+
+
+def _dense(
+    cols: list[tuple[Any, Any]], fill: Any
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """(distinct steps, steps x ranks matrix, presence mask) from per-rank (steps, values)
+    columns. Sized by the steps actually recorded, never by their range: a writer that sends
+    step 10**15 costs one row, not 10**15."""
+    ref = cols[0][0]
+    # The usual case: every rank reported the same increasing steps; no sort needed.
+    same = bool(np.all(ref[1:] > ref[:-1])) and all(np.array_equal(c[0], ref) for c in cols)
+    steps = ref if same else np.unique(np.concatenate([c[0] for c in cols]))
+    dtype = cols[0][1].dtype
+    dense = np.full((len(steps), len(cols)), fill, dtype=dtype)
+    present = np.zeros((len(steps), len(cols)), dtype=bool)
+    for j, (st, v) in enumerate(cols):
+        if same:
+            dense[:, j] = v
+            present[:, j] = True
+        else:
+            pos = np.searchsorted(steps, st)
+            dense[pos, j] = v
+            present[pos, j] = True
+    return steps, dense, present
+
+
+def _round(col: np.ndarray[Any, Any]) -> list[float | None]:
+    """Values to 6 significant digits (short JSON), NaN as None."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.where(col == 0, 0, np.floor(np.log10(np.abs(col))))
+        scale = np.power(10.0, 5 - np.nan_to_num(mag, nan=0, posinf=0, neginf=0))
+        r = np.round(col * scale) / scale
+    r = np.where(np.isfinite(r), r, col)
+    return [None if x != x else x for x in r.tolist()]
 
 
 def downsample(per_rank: dict[int, Any], keep_steps: set[int], buckets: int) -> dict[str, Any]:
-    """Min/max decimation over step buckets shared by all ranks: each bucket contributes the
-    minimum and the maximum of each rank (in step order), and every step in ``keep_steps``
-    stays exact. Returns ``{"x": [...], "ranks": [...], "y": [[...] per rank]}``."""
+    """Min/max decimation over step buckets shared by all ranks: each bucket is two slots
+    (at its first step and its middle) carrying, per rank, the bucket's minimum and maximum in
+    the order they occurred, so every rank's extremes are kept exactly in value (their step
+    placed within the bucket); every step in ``keep_steps`` stays exact. Returns
+    ``{"x": [...], "ranks": [...], "y": [[...] per rank], "points": steps recorded}``."""
     ranks = sorted(per_rank)
     cols = [
         (np.frombuffer(per_rank[r].steps, dtype=np.int64), np.frombuffer(per_rank[r].values))
         for r in ranks
     ]
-    lo = int(min(int(s.min()) for s, _ in cols if len(s)))
-    hi = int(max(int(s.max()) for s, _ in cols if len(s)))
-    n = hi - lo + 1
-    dense = np.full((n, len(ranks)), np.nan)
-    for j, (s, v) in enumerate(cols):
-        dense[s - lo, j] = v
+    steps, dense, present = _dense(cols, np.nan)
+    n = len(steps)
+    keep_rows = np.flatnonzero(np.isin(steps, np.fromiter(keep_steps, np.int64)))
     if n <= 2 * buckets:
-        rows = np.arange(n)
+        x = steps
+        y = dense
     else:
         width = -(-n // buckets)
-        pad = width * buckets - n
+        nb = -(-n // width)
+        pad = width * nb - n
         d = np.concatenate([dense, np.full((pad, len(ranks)), np.nan)]) if pad else dense
-        d = d.reshape(buckets, width, len(ranks))
-        # argmin/argmax over a bucket, NaN treated as missing (an all-NaN column picks row 0).
+        d = d.reshape(nb, width, len(ranks))
+        # argmin/argmax with NaN as missing (an all-NaN bucket of a rank stays NaN).
         amin = np.argmin(np.where(np.isnan(d), np.inf, d), axis=1)
         amax = np.argmax(np.where(np.isnan(d), -np.inf, d), axis=1)
-        base = (np.arange(buckets) * width)[:, None]
-        picked = np.concatenate([amin + base, amax + base], axis=1).ravel()
-        rows = np.unique(picked[picked < n])
-    keep = np.array(sorted(s - lo for s in keep_steps if lo <= s <= hi), dtype=np.int64)
-    if len(keep):
-        rows = np.union1d(rows, keep)
-    sub = dense[rows]
-    y = [[None if np.isnan(v) else float(f"{v:.6g}") for v in sub[:, j]] for j in range(len(ranks))]
-    return {"x": [int(r + lo) for r in rows], "ranks": ranks, "y": y, "points": n}
+        vmin = np.take_along_axis(d, amin[:, None, :], axis=1)[:, 0, :]
+        vmax = np.take_along_axis(d, amax[:, None, :], axis=1)[:, 0, :]
+        first = np.where(amin <= amax, vmin, vmax)
+        second = np.where(amin <= amax, vmax, vmin)
+        starts = np.arange(nb) * width
+        mids = np.minimum(starts + width // 2, n - 1)
+        x = np.empty(2 * nb, dtype=np.int64)
+        x[0::2], x[1::2] = steps[starts], steps[mids]
+        y = np.empty((2 * nb, len(ranks)))
+        y[0::2], y[1::2] = first, second
+        if len(keep_rows):
+            x = np.concatenate([x, steps[keep_rows]])
+            y = np.concatenate([y, dense[keep_rows]])
+            order = np.argsort(x, kind="stable")
+            x, y = x[order], y[order]
+    del present
+    return {
+        "x": x.tolist(),
+        "ranks": ranks,
+        "y": [_round(y[:, j]) for j in range(len(ranks))],
+        "points": n,
+    }
 
 
 def flatten(value: Any, prefix: str = "", out: dict[str, str] | None = None) -> dict[str, str]:
@@ -466,7 +561,7 @@ class RunsModel:
         with self.lock:
             idx = self.indexes.get(run.run_id)
             if idx is None:
-                idx = self.indexes[run.run_id] = RunIndex(run)
+                idx = self.indexes[run.run_id] = RunIndex(run, background=True)
             idx.run = run
         idx.update(self.storage)
         return idx

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from trainwarden.ledger.types import Role
 from trainwarden.service.core import AuthError, LedgerService, ServiceError, hash_token
-from trainwarden.service.dashboard.model import SEVERITIES, RunsModel, attest_diff
+from trainwarden.service.dashboard.model import SEVERITIES, RunIndex, RunsModel, attest_diff
 from trainwarden.service.dashboard.sessions import (
     COOKIE,
     LOGIN_COOKIE,
@@ -28,7 +28,7 @@ from trainwarden.service.dashboard.sessions import (
     csrf_ok,
 )
 
-__all__ = ["DashboardConfig", "install_dashboard"]
+__all__ = ["DashboardConfig", "install_dashboard", "render_run_page", "run_page_context"]
 
 _HERE = Path(__file__).parent
 _ENV = jinja2.Environment(
@@ -75,6 +75,37 @@ _ENV.filters["utc"] = _fmt_time
 
 def _page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     return HTMLResponse(_ENV.get_template(name).render(**ctx), status_code=status)
+
+
+def run_page_context(idx: RunIndex, a: str, b: str, buckets: int) -> dict[str, Any]:
+    """What the run page shows of ``idx``; ``a`` and ``b`` name two nodes to diff."""
+    plots, plots_json = idx.plots(buckets)
+    nodes: dict[str, dict[str, Any]] = {}
+    for rec in idx.attest:
+        nodes[rec["host"] or "?"] = rec
+    diff = None
+    if a in nodes and b in nodes:
+        diff = attest_diff(nodes[a]["record"], nodes[b]["record"])
+    return {
+        "summary": idx.summary(),
+        "timeline": sorted(idx.timeline, key=lambda t: t.index),
+        "plots": plots,
+        "plots_json": plots_json,
+        "attest": idx.attest,
+        "nodes": sorted(nodes),
+        "a": a,
+        "b": b,
+        "diff": diff,
+        "artifacts": idx.artifacts,
+        "severities": SEVERITIES,
+    }
+
+
+def render_run_page(idx: RunIndex, buckets: int = 200) -> str:
+    """The run page's HTML for ``idx`` (used by the benchmark to time the view alone)."""
+    return _ENV.get_template("run.html").render(
+        **run_page_context(idx, "", "", buckets), session=None
+    )
 
 
 def install_dashboard(
@@ -231,28 +262,7 @@ def install_dashboard(
         if info is None:
             return _page("notfound.html", 404, session=s, what=run_id)
         idx = model.index(info)
-        plots = idx.plots(cfg.buckets)
-        nodes: dict[str, dict[str, Any]] = {}
-        for rec in idx.attest:
-            nodes[rec["host"] or "?"] = rec
-        names = sorted(nodes)
-        diff = None
-        if a in nodes and b in nodes:
-            diff = attest_diff(nodes[a]["record"], nodes[b]["record"])
-        return _page(
-            "run.html",
-            session=s,
-            summary=idx.summary(),
-            timeline=sorted(idx.timeline, key=lambda t: t.index),
-            plots=plots,
-            attest=idx.attest,
-            nodes=names,
-            a=a,
-            b=b,
-            diff=diff,
-            artifacts=idx.artifacts,
-            severities=SEVERITIES,
-        )
+        return _page("run.html", **run_page_context(idx, a, b, cfg.buckets), session=s)
 
     def api_session(request: Request) -> Session:
         s = session(request)

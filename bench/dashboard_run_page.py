@@ -287,7 +287,8 @@ def table(args: argparse.Namespace, res: dict[str, Any]) -> str:
         f"| run page, first view (reads all {res['entries']:,} entries into the index) |"
         f" {res['cold_s']:.1f} | {res['page_bytes'] / 1e6:.2f} MB |",
         f"| run page, warm (median of {args.repeat}) | {med_w:.3f} | same |",
-        f"| run page after {args.ranks} new step entries (median of {args.repeat}) |"
+        f"| run page after {args.ranks} new step entries (median of {args.repeat}; the"
+        " timeline is current, the plots are the previous ones while a thread redraws them) |"
         f" {med_f:.3f} | same |",
         f"| peer: `/v1/entries` pages of 1000, {res['api_entries']:,} entries |"
         f" {res['api_s']:.1f} | - |",

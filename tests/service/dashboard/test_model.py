@@ -129,3 +129,35 @@ def test_sessions_expire_and_die_with_their_token(tmp_path: Path) -> None:
     sid, _ = long.open(hash_token(token), info.token_id, Role.reader)
     service.revoke(info.token_id)
     assert long.get(sid) is None
+
+
+def test_a_huge_step_number_costs_one_row_not_its_range(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    events = _steps(2, 5, None)
+    events.append(("step", {"step": 10**15, "rank": 0, "loss": 1.0, "weights_hash": "1"}))
+    run = _run(ledger, "huge", events)
+    plots, _ = RunsModel(ledger.storage).index(run).plots()
+    loss = plots["metrics"]["loss"]
+    assert loss["points"] == 6 and loss["x"][-1] == 10**15
+
+
+def test_new_entries_get_the_previous_plots_until_the_thread_redraws_them(
+    tmp_path: Path,
+) -> None:
+    ledger = _ledger(tmp_path)
+    run = _run(ledger, "live", _steps(2, 5, None))
+    model = RunsModel(ledger.storage)
+    first, _ = model.index(run).plots()
+    more = [
+        Event(seq=11 + i, kind="step", record={"step": 6, "rank": i, "loss": 0.1}, rank=i)
+        for i in range(2)
+    ]
+    ledger.append(run.run_id, "w", more)
+    idx = model.index(run)
+    stale, _ = idx.plots()
+    assert stale["as_of"] == first["as_of"] < idx.after
+    end = time.monotonic() + 30
+    while idx.plots()[0]["as_of"] != idx.after:
+        assert time.monotonic() < end, "plots never caught up"
+        time.sleep(0.05)
+    assert idx.plots()[0]["metrics"]["loss"]["x"][-1] == 6

@@ -88,6 +88,7 @@ def run_page_context(idx: RunIndex, a: str, b: str, buckets: int) -> dict[str, A
         diff = attest_diff(nodes[a]["record"], nodes[b]["record"])
     return {
         "summary": idx.summary(),
+        "summary_after": idx.after,
         "timeline": sorted(idx.timeline, key=lambda t: t.index),
         "plots": plots,
         "plots_json": plots_json,

@@ -102,8 +102,8 @@ def build(db: Path, state: Path, steps: int, ranks: int) -> tuple[str, str, str,
         if len(batch) >= 4000:
             ledger.append(run.run_id, "bench", batch)
             batch = []
-            if s % 5000 == 0:
-                print(f"  {s}/{steps} steps written ({time.monotonic() - t0:.0f} s)", flush=True)
+        if s % 5000 == 0:
+            print(f"  {s}/{steps} steps written ({time.monotonic() - t0:.0f} s)", flush=True)
     if batch:
         ledger.append(run.run_id, "bench", batch)
     ledger.checkpoint()

@@ -161,3 +161,63 @@ def test_new_entries_get_the_previous_plots_until_the_thread_redraws_them(
         assert time.monotonic() < end, "plots never caught up"
         time.sleep(0.05)
     assert idx.plots()[0]["metrics"]["loss"]["x"][-1] == 6
+
+
+def test_run_page_shows_artifacts_with_sha256_and_verdicts_and_diffs_two_nodes(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    import pytest
+    import torch
+
+    import trainwarden
+    from trainwarden.loading.types import UnsafeModelError
+    from trainwarden.service.dashboard.routes import render_run_page, run_page_context
+    from trainwarden.sink import MemorySink
+
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(2)}, good)
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"\x80\x04cbuiltins\neval\n.")  # names eval, never calls it
+    sink = MemorySink()
+    trainwarden.load(good, sink=sink)
+    with pytest.raises(UnsafeModelError):
+        trainwarden.load(bad, sink=sink)
+    events = list(sink.events)
+    # What `trainwarden scan --hash` sends: one scan.item per file.
+    from trainwarden.findings import Severity
+    from trainwarden.scan.engine import scan_paths
+    from trainwarden.scan.report import to_json
+
+    doc = to_json(scan_paths([good], hash_files=True), Severity.HIGH)
+    events += [("scan.item", item) for item in doc["files"]]
+    assert any(k == "load" for k, _ in events)
+    ledger = _ledger(tmp_path)
+    run = RunInfo("run_art", "art", time.time(), 60.0, 0, "open", {})
+    ledger.storage.create_run(run)
+    # What a LedgerSink stores: the record made canonicalisable.
+    from trainwarden.ledger.client import _safe_record
+
+    evs = [
+        Event(seq=i + 1, kind=k, record=_safe_record(r), host="nodeA")
+        for i, (k, r) in enumerate(events)
+    ]
+    n = len(evs)
+    for host, torch_v in (("nodeA", "2.13.0"), ("nodeB", "2.13.0+evil")):
+        n += 1
+        summary = {"distributions": 120, "orphans": 0, "torch": torch_v}
+        evs.append(Event(n, "attest.verify", {"summary": summary, "findings": []}, host=host))
+    ledger.append(run.run_id, "w", evs)
+    idx = RunsModel(ledger.storage).index(run)
+    html = render_run_page(idx)
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    assert digest in html
+    assert [a["verdict"] for a in idx.artifacts if a["sha256"] == digest] == ["clean"]
+    refused = [a for a in idx.artifacts if a["kind"] == "load.refused"]
+    assert [(a["path"], a["worst"]) for a in refused] == [(str(bad), "CRITICAL")]
+    assert any(t.kind == "load.refused" and t.severity == "CRITICAL" for t in idx.timeline)
+    assert idx.status() == "tampering detected"
+    ctx = run_page_context(idx, "nodeA", "nodeB", 200)
+    assert ctx["nodes"] == ["nodeA", "nodeB"]
+    assert [d[0] for d in ctx["diff"]] == ["summary.torch"]

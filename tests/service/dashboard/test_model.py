@@ -221,3 +221,16 @@ def test_run_page_shows_artifacts_with_sha256_and_verdicts_and_diffs_two_nodes(
     ctx = run_page_context(idx, "nodeA", "nodeB", 200)
     assert ctx["nodes"] == ["nodeA", "nodeB"]
     assert [d[0] for d in ctx["diff"]] == ["summary.torch"]
+
+
+def test_hostile_names_and_messages_are_escaped_in_the_page(tmp_path: Path) -> None:
+    from trainwarden.service.dashboard.routes import render_run_page
+
+    ledger = _ledger(tmp_path)
+    evil = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"
+    alert = {"rule_id": evil, "severity": "HIGH", "step": 1, "message": evil, "evidence": {evil: 1}}
+    events: list[Any] = [("alert", alert), *_steps(1, 3, None)]
+    run = _run(ledger, evil, events)
+    html = render_run_page(RunsModel(ledger.storage).index(run))
+    assert "<script>alert" not in html and "<img src=x" not in html
+    assert html.count("<script") == 3  # uPlot, the page's script, the JSON data block

@@ -155,19 +155,14 @@ class RunIndex:
         self.version = 0
         self._plot_cache: tuple[int, dict[str, Any], str] | None = None
 
-    def update(self, storage: Storage) -> None:
+    def add_rows(self, rows: list[StoredEntry]) -> None:
+        """Take this run's entries, in index order, newer than any taken before."""
         with self.lock:
-            while True:
-                rows = storage.query(
-                    run=self.run.run_id, kind=None, writer=None, after=self.after, limit=_PAGE
-                )
-                for row in rows:
+            for row in rows:
+                if row.index > self.after:
                     self._add(row)
                     self.after = row.index
-                if rows:
-                    self.version += 1
-                if len(rows) < _PAGE:
-                    return
+            self.version += 1
 
     # -- ingest ----------------------------------------------------------------------------
 
@@ -551,20 +546,51 @@ def attest_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, st
 
 @dataclass
 class RunsModel:
-    """The dashboard's cache of run indexes over one storage."""
+    """The dashboard's run indexes over one storage, brought up to date by reading the log in
+    index order from where the last look stopped (one pass for all runs, by primary key)."""
 
     storage: Storage
     indexes: dict[str, RunIndex] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cursor: int = 0
+
+    def refresh(self) -> None:
+        with self.lock:
+            size = self.storage.size()
+            while self.cursor < size:
+                rows = self.storage.entries(self.cursor, min(size, self.cursor + _PAGE))
+                if not rows:
+                    break
+                by_run: dict[str, list[StoredEntry]] = {}
+                for row in rows:
+                    by_run.setdefault(row.run, []).append(row)
+                for run_id, got in by_run.items():
+                    self._get(run_id, None).add_rows(got)
+                self.cursor = rows[-1].index + 1
+
+    def _get(self, run_id: str, run: RunInfo | None) -> RunIndex:
+        idx = self.indexes.get(run_id)
+        if idx is None:
+            info = run or self.storage.get_run(run_id)
+            if info is None:
+                # An entry of a run the runs table does not know is still shown.
+                info = RunInfo(run_id, run_id, 0.0, 0.0, 0, "unknown", {})
+            idx = self.indexes[run_id] = RunIndex(info, background=True)
+        return idx
 
     def index(self, run: RunInfo) -> RunIndex:
+        self.refresh()
         with self.lock:
-            idx = self.indexes.get(run.run_id)
-            if idx is None:
-                idx = self.indexes[run.run_id] = RunIndex(run, background=True)
+            idx = self._get(run.run_id, run)
             idx.run = run
-        idx.update(self.storage)
         return idx
 
     def summaries(self) -> list[RunSummary]:
-        return [self.index(r).summary() for r in self.storage.list_runs()]
+        self.refresh()
+        out = []
+        for r in self.storage.list_runs():
+            with self.lock:
+                idx = self._get(r.run_id, r)
+                idx.run = r
+            out.append(idx.summary())
+        return out

@@ -50,3 +50,21 @@ def test_login_needs_the_forms_csrf_token_and_a_reader_token(site: Site) -> None
         # The session cookie authorises no API call.
         assert c.post("/v1/checkpoint").status_code == 401
         assert c.post("/v1/tokens", json={"role": "admin"}).status_code == 401
+
+
+def test_runs_list_sorts_and_filters_on_the_server(site: Site) -> None:
+    with httpx.Client(base_url=site.url) as c:
+        r = c.post("/ui/login", data={"token": site.reader, "csrf": _csrf(c)})
+        assert r.status_code == 303
+
+        def names(**params: str) -> list[str]:
+            page = c.get("/ui/runs", params=params).text
+            return re.findall(r'<a href="/ui/runs/run_[0-9a-f]+">([^<]+)</a>', page)
+
+        asc = names(sort="name", order="asc")
+        assert len(asc) >= 2 and asc == sorted(asc, key=str.lower)
+        assert names(sort="name", order="desc") == asc[::-1]
+        assert names(q="alice") == ["clean-run"]
+        assert "clean-run" not in names(status="tampering detected")
+        # An unknown sort key falls back to the start time instead of failing.
+        assert sorted(names(sort="__class__")) == sorted(asc)

@@ -234,3 +234,19 @@ def test_hostile_names_and_messages_are_escaped_in_the_page(tmp_path: Path) -> N
     html = render_run_page(RunsModel(ledger.storage).index(run))
     assert "<script>alert" not in html and "<img src=x" not in html
     assert html.count("<script") == 3  # uPlot, the page's script, the JSON data block
+
+
+def test_the_services_own_flags_are_on_the_timeline(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    run = _run(ledger, "flags", _steps(1, 2, None))
+    ledger.append_service(run.run_id, "ledger.sequence_gap", {"writer": "w", "got_seq": 9})
+    ledger.append_service(run.run_id, "ledger.silence", {"ranks": [3]})
+    ledger.append_service(run.run_id, "ledger.something_new", {})
+    idx = RunsModel(ledger.storage).index(run)
+    got = [(t.kind, t.severity) for t in idx.timeline]
+    assert got == [
+        ("ledger.sequence_gap", "HIGH"),
+        ("ledger.silence", "MEDIUM"),
+        ("ledger.something_new", "HIGH"),
+    ]
+    assert idx.status() == "tampering detected"

@@ -35,9 +35,11 @@ METRICS = ("loss", "grad_norm", "step_s")
 PHASES = ("forward", "backward", "optimizer")
 _PAGE = 20_000
 # Service flags that mean the log itself saw something wrong with the run.
+# A flag this table does not name is shown as HIGH.
 _LEDGER_SEVERITY = {
     "ledger.record_after_close": "HIGH",
-    "ledger.gap": "HIGH",
+    "ledger.sequence_gap": "HIGH",
+    "ledger.silence": "MEDIUM",
     "ledger.unclosed_run": "MEDIUM",
 }
 _ARTIFACT_PREFIXES = ("load", "scan", "manifest.")
@@ -197,8 +199,8 @@ class RunIndex:
             self._point("step_s", rank if rank is not None else 0, step, _num(rec.get("step")))
         elif kind == "alert":
             self._timeline(row, rec, rank, host, step, _severity(rec.get("severity")))
-        elif kind.startswith("ledger.") and kind in _LEDGER_SEVERITY:
-            self._timeline(row, rec, rank, host, step, _LEDGER_SEVERITY[kind])
+        elif kind.startswith("ledger."):
+            self._timeline(row, rec, rank, host, step, _LEDGER_SEVERITY.get(kind, "HIGH"))
         elif kind == "uncaught_exception":
             self._timeline(row, rec, rank, host, step, "HIGH", message=str(rec.get("error", "")))
         elif kind.startswith("attest"):

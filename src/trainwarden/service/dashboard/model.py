@@ -5,6 +5,7 @@ artifact records) and the views built from it. Reads only; nothing here writes t
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from array import array
@@ -74,10 +75,13 @@ class RunSummary:
 
 
 def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    f = float(v)
-    return f if np.isfinite(f) else None
+    t = type(v)
+    if t is float:
+        return v if math.isfinite(v) else None
+    if t is int:
+        f = float(v)
+        return f if math.isfinite(f) else None
+    return None
 
 
 _FIELD = re.compile(r'"(rule_id|severity|message|step|rank)": ("(?:[^"\\]|\\.)*"|-?\d+)')

@@ -154,8 +154,11 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(service: LedgerService, limits: ServiceLimits | None = None) -> FastAPI:
-    """The ASGI app; background checkpointing and the dead-man switch run while it is served."""
+def create_app(
+    service: LedgerService, limits: ServiceLimits | None = None, *, dashboard: bool = True
+) -> FastAPI:
+    """The ASGI app; background checkpointing and the dead-man switch run while it is served.
+    ``dashboard`` adds the investigator dashboard under ``/ui/``."""
     lim = limits or ServiceLimits()
 
     @asynccontextmanager
@@ -376,6 +379,10 @@ def create_app(service: LedgerService, limits: ServiceLimits | None = None) -> F
             service.metrics_text(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
+    if dashboard:
+        from trainwarden.service.dashboard import install_dashboard
+
+        install_dashboard(app, service)
     return app
 
 

@@ -60,6 +60,7 @@ _CAPABILITY = {
     "TWA": "attest",
     "TWM": "monitor",
     "TWR": "audit",
+    "TWD": "data",
 }
 
 

@@ -18,6 +18,7 @@ _SECTIONS = (
     ("TWA", "Attestation", "`trainwarden attest`: the environment and the code a job runs"),
     ("TWM", "Training monitor", "`trainwarden.monitor.watch` and its distributed checks"),
     ("TWR", "Replay audit", "`trainwarden audit`: replayed training intervals and step records"),
+    ("TWD", "Training data", "declared data and dataset manifests (`trainwarden data`)"),
 )
 
 

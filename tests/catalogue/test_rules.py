@@ -83,7 +83,13 @@ def test_every_catalogued_rule_is_emitted_somewhere() -> None:
 def test_every_rule_is_well_formed() -> None:
     rules = catalogue()
     assert len(rules) > 170
-    capabilities = {"TWS": "scan", "TWL": "loading", "TWA": "attest", "TWM": "monitor"}
+    capabilities = {
+        "TWS": "scan",
+        "TWL": "loading",
+        "TWA": "attest",
+        "TWM": "monitor",
+        "TWD": "data",
+    }
     for rid, rule in rules.items():
         assert rule.rule_id == rid and RULE_ID.fullmatch(rid)
         assert rule.title and rule.title == rule.title.strip()

@@ -27,12 +27,7 @@ BOTTOM = {
     "trainwarden._version",
 }
 #: Subpackage cycles that exist on purpose, with the reason. Keep this list short.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"trainwarden.ledger", "trainwarden.service"}): (
-        "the service serves the ledger; the ledger's admin tools (token create/revoke with --db) "
-        "open the server's own state directly"
-    ),
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 
 def _module_name(path: Path) -> str:

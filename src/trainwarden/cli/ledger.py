@@ -137,7 +137,7 @@ def ledger_verify(
 ) -> None:
     """Recompute the whole log, check every checkpoint and proof; exit 1 naming the first bad
     entry when anything disagrees."""
-    from trainwarden.ledger.tools import verify_db, verify_url
+    from trainwarden.service.tools import verify_db, verify_url
 
     if (db is None) == (url is None):
         raise TrainWardenError("give exactly one of --db and --url")
@@ -193,7 +193,7 @@ def ledger_token_create(
 ) -> None:
     """Create a token (printed once; only its hash is stored). Through the service with an admin
     --token, or directly in the server's --db."""
-    from trainwarden.ledger.tools import create_token
+    from trainwarden.service.tools import create_token
 
     tok, token_id = create_token(role, run, db=db, state_dir=state_dir, url=url, token=token)
     err.print(f"created {role} token {token_id}", markup=False)
@@ -208,7 +208,7 @@ def ledger_token_revoke(
     token: LedgerToken = None,
 ) -> None:
     """Revoke a token."""
-    from trainwarden.ledger.tools import revoke_token
+    from trainwarden.service.tools import revoke_token
 
     revoke_token(token_id, db=db, state_dir=state_dir, url=url, token=token)
     out.print(f"revoked {token_id}", markup=False)
@@ -221,7 +221,7 @@ def ledger_token_list(
     token: LedgerToken = None,
 ) -> None:
     """List tokens (ids, roles, runs; never the tokens)."""
-    from trainwarden.ledger.tools import list_tokens
+    from trainwarden.service.tools import list_tokens
 
     print_json(list_tokens(db=db, state_dir=state_dir, url=url, token=token))
 

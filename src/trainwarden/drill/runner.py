@@ -999,7 +999,7 @@ def _t8_ledger_edit(ctx: DrillContext) -> Outcome:
     ledger = ctx.ledger
     if ledger is None or ledger.db_url is None or not ledger.db_url.startswith("sqlite:///"):
         return Outcome(caught=False, detail="needs the drill's own SQLite ledger (no --ledger)")
-    from trainwarden.ledger.tools import verify_db
+    from trainwarden.service.tools import verify_db
 
     got = _watched_run(
         ctx, "t8", after_step=_edit_weights, start=2

@@ -1,5 +1,6 @@
 """Operator tasks behind ``trainwarden ledger ...``: verify a log from its database or through
-the service, and manage tokens directly in the database or through the admin API."""
+the service, and manage tokens directly in the database or through the admin API. They sit above
+the service because they open its state directory (keys, origin)."""
 
 from __future__ import annotations
 

@@ -52,7 +52,9 @@ def ckpt(tmp_path: Path) -> Path:
 
 def test_verify_manifest_clean_file_unsigned(ckpt: Path) -> None:
     check = manifest.verify_manifest(ckpt)
-    assert check == manifest.ManifestCheck(str(ckpt) + ".manifest.json", 1, (), False, (), ())
+    assert check == manifest.ManifestCheck(
+        str(ckpt) + ".manifest.json", 1, (), False, (), (), path=str(ckpt)
+    )
 
 
 def test_verify_manifest_signed_reports_the_verified_key_only(tmp_path: Path, ckpt: Path) -> None:
@@ -60,18 +62,20 @@ def test_verify_manifest_signed_reports_the_verified_key_only(tmp_path: Path, ck
     manifest.create_manifest(ckpt, key=key)
     keyid = key_id(manifest.load_public_key(pub))
     assert manifest.verify_manifest(ckpt, public_key=pub) == manifest.ManifestCheck(
-        str(ckpt) + ".manifest.json", 1, (keyid,), True, (), ()
+        str(ckpt) + ".manifest.json", 1, (keyid,), True, (), (), path=str(ckpt)
     )
     # without a key to check against, a claimed key id is only "unverified"
     assert manifest.verify_manifest(ckpt) == manifest.ManifestCheck(
-        str(ckpt) + ".manifest.json", 1, (), False, (), (keyid,)
+        str(ckpt) + ".manifest.json", 1, (), False, (), (keyid,), path=str(ckpt)
     )
     assert manifest.verify_file_bytes(ckpt, _sha(b"weights")) == manifest.ManifestCheck(
-        str(ckpt) + ".manifest.json", 1, (), False, (), (keyid,)
+        str(ckpt) + ".manifest.json", 1, (), False, (), (keyid,), path=str(ckpt)
     )
     assert manifest.verify_file_bytes(
         ckpt, _sha(b"weights"), public_key=pub
-    ) == manifest.ManifestCheck(str(ckpt) + ".manifest.json", 1, (keyid,), True, (), ())
+    ) == manifest.ManifestCheck(
+        str(ckpt) + ".manifest.json", 1, (keyid,), True, (), (), path=str(ckpt)
+    )
 
 
 def test_a_bad_signature_before_a_good_one_is_skipped(tmp_path: Path, ckpt: Path) -> None:
@@ -190,7 +194,7 @@ def test_verify_file_bytes_changed_and_unlisted(tmp_path: Path, ckpt: Path) -> N
         )
     ]
     assert manifest.verify_file_bytes(folder / "a.bin", _sha(b"a")) == manifest.ManifestCheck(
-        str(fm), 1, (), False, (), ()
+        str(fm), 1, (), False, (), (), path=str(folder / "a.bin")
     )
 
 

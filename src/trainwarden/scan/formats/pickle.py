@@ -99,12 +99,11 @@ def probe_polyglot(data: object, location: str, ctx: ScanContext, claimed_by: st
     if not buf or buf[0] not in _OPCODE_BYTES:
         return
     from trainwarden.findings import Finding, Severity
-    from trainwarden.scan.engine import FileScan
     from trainwarden.scan.types import Verdict
 
     analysis = analyze_pickle(
         data,  # type: ignore[arg-type]
-        policy=ctx.policy if isinstance(ctx, FileScan) else None,
+        policy=ctx.policy,
         limits=ctx.limits,
         location=location,
         max_pickles=1,
@@ -130,8 +129,7 @@ def probe_polyglot(data: object, location: str, ctx: ScanContext, claimed_by: st
     )
     for f in analysis.findings:
         ctx.add(f)
-    if isinstance(ctx, FileScan):
-        ctx.note_globals(names)
+    ctx.note_globals(names)
 
 
 class PickleHandler:

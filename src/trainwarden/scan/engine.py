@@ -30,7 +30,7 @@ from trainwarden.scan.formats import HANDLERS
 from trainwarden.scan.formats import zip as zip_format
 from trainwarden.scan.formats._spill import RATIO_FLOOR
 from trainwarden.scan.formats.hf_folder import folder_findings
-from trainwarden.scan.formats.pickle import probe_unclaimed
+from trainwarden.scan.formats.pickle import probe_polyglot, probe_unclaimed
 from trainwarden.scan.policy import Policy
 from trainwarden.scan.types import (
     FileReport,
@@ -196,8 +196,6 @@ class FileScan:
             except Exception as e:  # fail closed: report, never trust a crashed handler
                 self.internal(handler, location, e)
             if handler.name in _FREE_HEADER_HANDLERS:
-                from trainwarden.scan.formats.pickle import probe_polyglot
-
                 probe_polyglot(data, location, self, handler.name)
             if handler.name not in _ZIP_HANDLERS:
                 self._trailing_archive(data, location)

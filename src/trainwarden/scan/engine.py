@@ -14,7 +14,6 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -492,6 +491,9 @@ def scan_paths(
     results: list[FileReport | str] = []
     jobs = [(t, policy, limits, hash_files) for t in targets]
     if workers > 1 and total > 1:
+        # Imported here: process pools (multiprocessing) cost a small scan much of its start-up.
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) as pool:
             # Workers start here: SIGINT stays blocked until each has set it to "ignore", so a
             # Ctrl-C during start-up cannot raise inside a half-started worker.

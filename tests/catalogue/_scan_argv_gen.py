@@ -2,7 +2,7 @@
 start-up fast path, from the Typer command itself.
 
 Run ``python tests/catalogue/_scan_argv_gen.py`` after changing an option of ``trainwarden scan``;
-``tests/cli/test_scan_fast_path.py`` fails while the table and the command disagree, and this
+``tests/catalogue/test_scan_fast_path.py`` fails while the table and the command disagree, and this
 generator refuses an option kind the fast path does not know.
 """
 

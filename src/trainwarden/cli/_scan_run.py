@@ -57,7 +57,6 @@ def run(
     from pathlib import Path
 
     from trainwarden.scan import Policy, scan_paths
-    from trainwarden.scan.report import json_safe, to_json, to_sarif
 
     policy = Policy.from_file(policy_file) if policy_file else Policy.discover(Path.cwd())
     policy = policy.with_overrides(allow=allow or (), deny=deny or ())
@@ -88,6 +87,8 @@ def run(
     else:
         report = scan_paths(paths, policy, **options)
     policy_name = policy.source or "<built-in>"
+    if fmt is not ScanFormat.text:  # the JSON and SARIF writers are not needed for text
+        from trainwarden.scan.report import json_safe, to_json, to_sarif
     if fmt is ScanFormat.json:
         doc = to_json(report, threshold)
         doc["summary"]["policy"] = json_safe(policy_name)
@@ -99,6 +100,8 @@ def run(
     else:
         _render_text(report, threshold, output, verbose=verbose, policy=policy.source)
     if ledger_configured():
+        from trainwarden.scan.report import to_json
+
         ledger_record("scan", to_json(report, threshold), items_key="files")
     if report.errors:
         return EXIT_ERROR

@@ -97,7 +97,7 @@ def parse_npy_header(head: bytes) -> NpyHeader:
 
 
 def _parse_with_numpy(head: bytes, version: tuple[int, int], size: int, start: int) -> NpyHeader:
-    fmt, encoding = _VERSIONS[version]
+    encoding = _VERSIONS[version][1]
     np = _numpy()
     if np is not None:
         # numpy's own parser (literal_eval, its Python-2 header filter, key and value checks,

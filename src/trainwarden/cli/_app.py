@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from trainwarden._version import __version__
 
+# typing.TYPE_CHECKING without importing typing, so `trainwarden --version` stays cheap.
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
     import typer
 
 __all__ = ["COMMANDS", "build_app", "main"]

@@ -529,7 +529,8 @@ def scan_paths(
         if isinstance(res, str):
             errors.append(res)
         else:
-            by_path[t.resolve()] = len(reports)
+            if folder_extra:  # resolving costs a walk of every path component: only when needed
+                by_path[t.resolve()] = len(reports)
             reports.append(res)
     for fp, found in folder_extra.items():
         idx = by_path.get(fp.resolve())

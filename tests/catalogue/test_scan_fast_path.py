@@ -315,3 +315,15 @@ def test_the_budget_check_sees_a_heavy_import(tmp_path: Path) -> None:
     assert "numpy" in _over_budget(mods)
     _rc, mods = _modules_after_scan(path, tmp_path, "--hash")
     assert "hashlib" in _over_budget(mods)
+
+
+def test_text_safe_shortcut_for_printable_ascii_escapes_what_the_full_check_escapes() -> None:
+    import unicodedata
+
+    from trainwarden.cli._output import text_safe
+
+    for cp in range(128):
+        ch = chr(cp)
+        unsafe = unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+        assert text_safe(f"a{ch}b") == (f"a\\x{cp:02x}b" if unsafe else f"a{ch}b")
+    assert text_safe("model\u202e.pt") == "model\\u202e.pt"  # not ASCII: the full check

@@ -98,6 +98,8 @@ def text_safe(text: str) -> str:
     File and member names come from the files scanned: a newline in one must not forge a line
     of the report, nor a right-to-left override reorder it.
     """
+    if text.isascii() and text.isprintable():
+        return text  # the common case: no control character is printable, and ASCII has no other
     import unicodedata
 
     chars = []

@@ -327,3 +327,33 @@ def test_text_safe_shortcut_for_printable_ascii_escapes_what_the_full_check_esca
         unsafe = unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
         assert text_safe(f"a{ch}b") == (f"a\\x{cp:02x}b" if unsafe else f"a{ch}b")
     assert text_safe("model\u202e.pt") == "model\\u202e.pt"  # not ASCII: the full check
+
+
+@pytest.mark.parametrize("typer_path", [False, True])
+def test_a_closed_stdout_is_one_error_line_and_exit_2_on_both_paths(
+    typer_path: bool, tmp_path: Path
+) -> None:
+    folder = _folder(tmp_path / "models")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    for name in ENVVARS:
+        env.pop(name, None)
+    if typer_path:
+        env["TRAINWARDEN_WORKERS"] = "1"
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "trainwarden", "scan", "--verbose", str(folder)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert r.returncode == 2
+    assert r.stderr == "error: stdout was closed before the whole report was written\n"

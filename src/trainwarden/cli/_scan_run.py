@@ -7,6 +7,7 @@ report, output and exit code.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import sys
@@ -86,19 +87,26 @@ def run(
             report = scan_paths(paths, policy, progress=tick, **options)
     else:
         report = scan_paths(paths, policy, **options)
-    policy_name = policy.source or "<built-in>"
-    if fmt is not ScanFormat.text:  # the JSON and SARIF writers are not needed for text
-        from trainwarden.scan.report import json_safe, to_json, to_sarif
-    if fmt is ScanFormat.json:
-        doc = to_json(report, threshold)
-        doc["summary"]["policy"] = json_safe(policy_name)
-        write_output(json.dumps(doc, indent=2) + "\n", output)
-    elif fmt is ScanFormat.sarif:
-        doc = to_sarif(report, threshold)
-        doc["runs"][0]["properties"]["policy"] = json_safe(policy_name)
-        write_output(json.dumps(doc, indent=2) + "\n", output)
-    else:
-        _render_text(report, threshold, output, verbose=verbose, policy=policy.source)
+    try:
+        policy_name = policy.source or "<built-in>"
+        if fmt is not ScanFormat.text:  # the JSON and SARIF writers are not needed for text
+            from trainwarden.scan.report import json_safe, to_json, to_sarif
+        if fmt is ScanFormat.json:
+            doc = to_json(report, threshold)
+            doc["summary"]["policy"] = json_safe(policy_name)
+            write_output(json.dumps(doc, indent=2) + "\n", output)
+        elif fmt is ScanFormat.sarif:
+            doc = to_sarif(report, threshold)
+            doc["runs"][0]["properties"]["policy"] = json_safe(policy_name)
+            write_output(json.dumps(doc, indent=2) + "\n", output)
+        else:
+            _render_text(report, threshold, output, verbose=verbose, policy=policy.source)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        # The reader of stdout went away (`| head`): the report was not delivered.
+        _discard_stdout()
+        err.print("error: stdout was closed before the whole report was written", markup=False)
+        return EXIT_ERROR
     if ledger_configured():
         from trainwarden.scan.report import to_json
 
@@ -116,6 +124,16 @@ def run(
         )
         return EXIT_ERROR
     return report.exit_code(threshold)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's final flush does not fail again."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 Segments = list[tuple[str, str | None]]

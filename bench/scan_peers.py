@@ -342,7 +342,10 @@ def startup(n: int, repeats: int) -> str:
         f"A folder of {n} small clean model files (torch zip, safetensors, .npy, pickle), each "
         f"command run {repeats} times, interleaved, in one process of this script. Whole "
         "command, interpreter start and imports included: wall time, and CPU time (user + "
-        "system of the command's process), which a busy shared machine disturbs far less.",
+        "system of the command's process), which a busy shared machine disturbs far less. "
+        "`trainwarden` is the installed console script, as `picklescan` is; `python -m "
+        "trainwarden` adds runpy's cost; `trainwarden --version` and `python -c pass` are the "
+        "floor (interpreter start).",
         "",
         f"Command: `{command}`  ",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",

@@ -233,7 +233,8 @@ def test_errors_are_the_same_on_both_paths(
 # What a plain `trainwarden scan` of ordinary model files must not import: each is either not
 # needed (Typer, click, rich, pydantic are the command-line framework; the scanner reads .npy
 # headers numpy writes without numpy) or needed only by options and inputs this scan lacks
-# (a process pool for large trees, tomllib for a policy file, hashlib for --hash).
+# (a process pool for large trees, tomllib for a policy file, hashlib for --hash, the template
+# analyser for chat templates).
 _BUDGET = (
     "typer",
     "click",
@@ -249,6 +250,7 @@ _BUDGET = (
     "subprocess",
     "trainwarden.cli._common",
     "trainwarden.scan.report",
+    "trainwarden.scan.formats._jinja",
     "trainwarden.loading",
 )
 

@@ -65,22 +65,7 @@ def test_control_run_raises_nothing(tmp_path: Path, ledger: Ledger) -> None:
     assert len(res.outcome.losses) == runner.STEPS
 
 
-@pytest.mark.parametrize(
-    "tid",
-    [
-        pytest.param(
-            t,
-            marks=pytest.mark.xfail(
-                reason="known gap: after the merge of the monitor's new checks the blinded monitor "
-                "raises nothing at MEDIUM or above; under investigation",
-                strict=True,
-            ),
-        )
-        if t == "T3-monitor-blinded"
-        else t
-        for t in sorted(EXPECTED)
-    ],
-)
+@pytest.mark.parametrize("tid", sorted(EXPECTED))
 def test_technique_is_caught(tid: str, tmp_path: Path, ledger: Ledger) -> None:
     res = run_technique(BY_ID[tid], tmp_path, ledger)
     assert res.error is None, res.error
@@ -302,3 +287,21 @@ def test_cli_unknown_technique_is_a_usage_error() -> None:
     assert proc.returncode == 2
     assert "unknown technique" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_blinded_monitor_is_caught_without_the_background_self_check(tmp_path: Path) -> None:
+    # The drill's own blinding, with the monitor's background thread off: once every hook is
+    # gone only close() can tell, so the verdict cannot depend on how fast the steps ran.
+    ctx = runner.DrillContext(tmp_path)
+    o = runner._watched_run(
+        ctx,
+        "blinded",
+        before_step=runner._blind_monitor_then_flip,
+        start=2,
+        watch_config={"selfcheck_interval_s": 0},
+    )
+    assert o.caught, o.detail
+    assert o.rule_id == "TWM-MONITOR-TAMPERED"
+    assert o.detail.startswith("the monitor was tampered with (self-check at close)")
+    assert "the monitor's step post hook was removed" in o.detail
+    assert o.steps_to_detection == runner.STEPS  # seen when the monitor closed, after the loop

@@ -171,10 +171,12 @@ def _watched_run(
     after_step: Sabotage | None = None,
     steps: int | None = None,
     start: int | None = None,
+    watch_config: dict[str, Any] | None = None,
 ) -> Outcome:
     """Train the drill job for ``steps`` (default ``ctx.steps``) steps under ``watch()``; judge
-    by its alerts at MEDIUM or above. An alert raised before step ``start`` (where the sabotage
-    begins) is a false alarm: the technique is then not counted as caught."""
+    by its alerts at MEDIUM or above, including those raised when the monitor is closed at the
+    end. An alert raised before step ``start`` (where the sabotage begins) is a false alarm: the
+    technique is then not counted as caught. ``watch_config`` adds settings to ``watch()``."""
     from trainwarden.monitor import watch
 
     job = _job()
@@ -193,6 +195,7 @@ def _watched_run(
         scheduler=job.scheduler,
         max_grad_norm=job.max_grad_norm,
         sink=sink,
+        **(watch_config or {}),
     )
     n_steps = steps or ctx.steps
     with mon:

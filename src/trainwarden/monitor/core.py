@@ -330,6 +330,13 @@ class Monitor:
                 return
             self._closed = True
         if self._selfcheck is not None:
+            # A last comparison while the hooks are still ours: hooks removed or code patched
+            # since the last check are reported however quickly the run ended (the background
+            # thread may not have woken since).
+            try:
+                self.selfcheck_digest = self._selfcheck.run("self-check at close")
+            except Exception as e:  # fail-open: closing must not raise into the caller
+                self.internal(e, "selfcheck.close")
             self._selfcheck.stop()
         for h in self._handles:
             h.remove()

@@ -18,6 +18,8 @@ from trainwarden.drill import runner
 from trainwarden.drill.runner import TECHNIQUES, Ledger, local_ledger, run_technique
 from trainwarden.sandbox import abi_version
 
+from .test_drill_types import ROW_KEYS
+
 ROOT = Path(__file__).resolve().parents[2]
 BY_ID = {t.id: t for t in TECHNIQUES}
 
@@ -242,6 +244,9 @@ def test_cli_end_to_end_json() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = json.loads(proc.stdout)
+    # The shape the drill's report type prints (keys in this order).
+    assert list(got) == ["ok", "techniques", "not_run", "missed"]
+    assert all(list(r) == ROW_KEYS for r in got["techniques"])
     ids = [r["technique"] for r in got["techniques"]]
     assert ids == [
         "control",

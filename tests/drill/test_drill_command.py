@@ -28,6 +28,7 @@ EXPECTED = {
     "T1-checkpoint-payload": ("trainwarden.load", "TWS-PKL-DANGEROUS"),
     "T3-sign-flip": ("watch()", "TWM-CODE-STEP"),
     "T3-monitor-blinded": ("watch()", "TWM-MONITOR-TAMPERED"),
+    "T3-monitor-closed": ("watch()", "TWM-MONITOR-TAMPERED"),
     "T3-lr-change": ("watch()", "TWM-HP-CHANGE"),
     "T3-weight-decay": ("watch()", "TWM-HP-CHANGE"),
     "T3-no-clipping": ("watch()", "TWM-HOOK-ADDED"),
@@ -74,6 +75,8 @@ def test_technique_is_caught(tid: str, tmp_path: Path, ledger: Ledger) -> None:
     o = res.outcome
     assert o.caught, o.detail
     assert (o.check, o.rule_id) == EXPECTED[tid]
+    if tid == "T3-monitor-closed":
+        assert o.detail.startswith("the monitor was closed at step 2 while training went on")
     if tid == "T3-no-clipping":
         assert "TWM-CLIP-MISSING" in o.rules
     if o.check != "replay audit":

@@ -70,3 +70,43 @@ def test_a_clean_run_closed_raises_no_tampering_alert(make_run: Callable[..., Ru
     run.monitor.close()  # a second close is a no-op, not a second report
     assert _tampered(run) == []
     assert [k for k, _ in run.sink.events].count("monitor_stop") == 1
+
+
+def test_close_called_mid_run_is_named_when_the_owning_block_ends(
+    make_run: Callable[..., Run],
+) -> None:
+    import gc
+
+    from trainwarden.monitor import Monitor
+
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+
+    def switch_off(step: int, m: Any, opt: Any) -> None:
+        # The insider finds the monitor without a reference to it and closes it properly: no
+        # hook is left to remove and close() itself says nothing.
+        if step == 1:
+            for obj in gc.get_objects():
+                if type(obj) is Monitor and obj.model is m:
+                    obj.close()
+
+    with run.monitor:
+        run.train(4, attack=switch_off)
+        assert _tampered(run) == []  # nothing watched steps 3 and 4
+    alerts = [a for a in run.monitor.alerts if a.rule_id == "TWM-MONITOR-TAMPERED"]
+    assert len(alerts) == 1
+    assert alerts[0].message.startswith("the monitor was closed at step 2 while training went on")
+    assert alerts[0].evidence["changed_tensors"] == 4  # every weight and bias moved on
+    assert any("switch_off" in line for line in alerts[0].evidence["caller"])
+    assert any(r.get("rule_id") == "TWM-MONITOR-TAMPERED" for _, r in run.sink.events)
+
+
+def test_closing_after_the_last_step_inside_the_block_is_not_tampering(
+    make_run: Callable[..., Run],
+) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+    with run.monitor:
+        run.train(3)
+        run.monitor.close()
+    assert _tampered(run) == []

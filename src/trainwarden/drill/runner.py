@@ -315,6 +315,22 @@ def _blind_monitor_then_flip(job: Job, step: int) -> None:
     _patch_optimizer_sign_flip(job, step)
 
 
+def _close_monitor_then_flip(job: Job, step: int) -> None:
+    """Adaptive: find the monitor through the garbage collector and close it properly (no
+    hook is left for the self-check to miss), then flip the update's sign."""
+    if step != 2:
+        return
+    import gc
+
+    from trainwarden.monitor.core import Monitor
+
+    for obj in gc.get_objects():
+        # type(), not isinstance(): some objects warn when their class is asked for.
+        if type(obj) is Monitor and obj.optimizer is job.optimizer:
+            obj.close()
+    _patch_optimizer_sign_flip(job, step)
+
+
 def _change_lr(job: Job, step: int) -> None:
     if step == 2:
         for g in job.optimizer.param_groups:
@@ -1117,6 +1133,13 @@ TECHNIQUES: tuple[Technique, ...] = (
         "T3",
         "adaptive: the monitor's hooks removed first, then the update's sign flipped",
         _watched(before=_blind_monitor_then_flip),
+    ),
+    Technique(
+        "T3-monitor-closed",
+        "T3",
+        "adaptive: the monitor found through the garbage collector and closed, then the sign "
+        "flipped",
+        _watched(before=_close_monitor_then_flip),
     ),
     Technique("T3-lr-change", "T3", "learning rate multiplied by 10 mid-run", _watched(_change_lr)),
     Technique(

@@ -313,3 +313,13 @@ def test_blinded_monitor_is_caught_without_the_background_self_check(tmp_path: P
     assert o.detail.startswith("the monitor was tampered with (self-check at close)")
     assert "the monitor's step post hook was removed" in o.detail
     assert o.steps_to_detection == runner.STEPS  # seen when the monitor closed, after the loop
+
+
+def test_ci_runs_the_full_drill_and_fails_on_a_miss() -> None:
+    # .ci/run stops at the first failing command (set -e), and runs the drill with no
+    # --technique filter: every technique, so a missed one (exit 1) fails CI.
+    lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "set -euo pipefail" in lines
+    drill = [ln for ln in lines if ln.startswith("trainwarden drill")]
+    assert drill == ["trainwarden drill"]
+    assert lines.index("trainwarden drill") < lines.index('echo "== lint"')

@@ -19,9 +19,9 @@ def test_event_log_keeps_objects_and_names_an_unreadable_file(tmp_path: Path) ->
     log.write_text('{"kind": "step", "step": 1}\n\n[1, 2]\n{"kind": "step", "step": 2}\n')
     assert read_event_log(log) == [{"kind": "step", "step": 1}, {"kind": "step", "step": 2}]
     log.write_text('{"kind": "step"\n')
-    with pytest.raises(AuditError, match="events.jsonl: cannot read the event log"):
+    with pytest.raises(AuditError, match=r"events\.jsonl: cannot read the event log"):
         read_event_log(log)
-    with pytest.raises(AuditError, match="missing.jsonl: cannot read the event log"):
+    with pytest.raises(AuditError, match=r"missing\.jsonl: cannot read the event log"):
         read_event_log(tmp_path / "missing.jsonl")
 
 

@@ -132,7 +132,7 @@ TARGETS: dict[str, Target] = {
     # the closed constructor set: what the safe loader (and the guard's block mode) may call
     "constructors": Target(
         "src/trainwarden/loading/constructors.py",
-        ("tests/loading/test_constructors.py",),
+        ("tests/loading/test_constructors.py", "tests/loading/test_closed_set_decisions.py"),
         (
             "x__check_allocatable",
             "x_allocate",

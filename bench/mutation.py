@@ -81,13 +81,37 @@ TARGETS: dict[str, Target] = {
             "x_check_pickle_bytes",
         ),
     ),
+    # the restricted unpickler: which globals it materialises, whom it trusts, and every
+    # opcode that calls something going through the closed constructor set
     "unpickler": Target(
         "src/trainwarden/loading/unpickler.py",
-        ("tests/loading/test_load_guard.py", "tests/loading/test_load_formats.py"),
         (
-            "xǁRestrictedUnpicklerǁfind_class",
-            "xǁRestrictedUnpicklerǁ__init__",
-            "xǁRestrictedPyUnpicklerǁfind_class",
+            "tests/loading/test_closed_set_decisions.py",
+            "tests/loading/test_constructors.py",
+            "tests/loading/test_load_guard.py",
+            "tests/loading/test_load_formats.py",
+        ),
+        (
+            *tuple(
+                f"xǁRestrictedUnpicklerǁ{m}"
+                for m in (
+                    "__init__",
+                    "find_class",
+                    "_refused",
+                    "_call",
+                    "load_reduce",
+                    "load_newobj",
+                    "load_newobj_ex",
+                    "_instantiate",
+                    "load_build",
+                    "_method",
+                    "load_append",
+                    "load_appends",
+                    "load_setitem",
+                    "load_setitems",
+                    "load_additems",
+                )
+            ),
             "x_restricted_pickle_module",
             "x_restricted_loads",
         ),

@@ -242,6 +242,11 @@ def test_a_trusted_class_gets_its_own_setstate() -> None:
 
 def test_mutator_refusals() -> None:
     assert _reason(P4 + b"\x8fK\x01a.") == "builtins.set has no append"
+    # list's append and extend are reviewed; its __setitem__ (on an owner the table names for
+    # other methods) is not
+    assert _reason(P2 + b"]K\x00K\x01s.") == (
+        "it would call builtins.list.__setitem__, which this loader does not call"
+    )
     ndarray = (
         g("numpy._core.multiarray", "_reconstruct")
         + b"("

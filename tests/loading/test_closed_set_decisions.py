@@ -124,6 +124,25 @@ def test_plain_values_nest_to_the_depth_limit_and_no_deeper() -> None:
     assert _reason(data) == "builtins.str is allocated from plain values only"
 
 
+def _nested_tuple(depth: int) -> bytes:
+    return b"(" * depth + b"K\x01" + b"t" * depth
+
+
+@pytest.mark.parametrize(
+    ("wrap", "value"),
+    [
+        pytest.param(lambda n: b"}K\x01" + _nested(n) + b"s", "[", id="dict-value"),
+        pytest.param(lambda n: b"}" + _nested_tuple(n) + b"K\x01s", "(", id="dict-key"),
+    ],
+)
+def test_dict_items_count_towards_the_depth_limit(wrap: Any, value: str) -> None:
+    # the dict is level 0, its keys and values level 1: 64 more containers fit, 65 do not
+    got = _loads(P2 + g("builtins", "str") + wrap(64) + b"\x85\x81.")
+    assert got.count(value) == 64
+    data = P2 + g("builtins", "str") + wrap(65) + b"\x85\x81."
+    assert _reason(data) == "builtins.str is allocated from plain values only"
+
+
 def test_value_types_are_allocated_with_their_arguments() -> None:
     assert _loads(P2 + g("builtins", "str") + s("abc") + b"\x85\x81.") == "abc"
     assert _loads(P2 + g("builtins", "int") + b"K\x05\x85\x81.") == 5
@@ -214,10 +233,25 @@ def test_build_sets_dict_and_slot_state() -> None:
             "object state key '__class__' is not a plain attribute name",
             id="dunder-key",
         ),
+        pytest.param(
+            b"N}" + s("__class__") + g(MOD, "Stateful") + b"s\x86",
+            "object state key '__class__' is not a plain attribute name",
+            id="slot-state-sets-the-class",
+        ),
+        pytest.param(
+            b"}}}\x87",
+            "object state is a dict or a (dict, slots) pair",
+            id="three-part-tuple",
+        ),
     ],
 )
 def test_build_refusals(state: bytes, reason: str) -> None:
     assert _reason(P2 + g(MOD, "Plain") + b")\x81" + state + b"b.") == reason
+
+
+def test_build_takes_ordered_dict_state() -> None:
+    state = g("collections", "OrderedDict") + b")\x81" + s("a") + b"K\x01s"
+    assert vars(_loads(P2 + g(MOD, "Plain") + b")\x81" + state + b"b.")) == {"a": 1}
 
 
 def test_slot_state_never_runs_a_class_own_setattr() -> None:

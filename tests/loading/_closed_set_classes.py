@@ -9,6 +9,7 @@ dict around it runs none of its code.
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,12 @@ class Guarded:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AssertionError("Guarded.__setattr__ ran")
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Wrapped(int):
+    """A value type whose ``__new__`` is the builtin one, held in a staticmethod."""
+
+    __new__ = staticmethod(int.__new__)  # type: ignore[assignment]

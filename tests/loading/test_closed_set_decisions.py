@@ -29,7 +29,14 @@ from . import _closed_set_classes as K
 
 MOD = K.__name__
 TRUSTED = (f"{MOD}.Tripwire", f"{MOD}.Stateful", f"{MOD}.Bag", f"{MOD}.Sized", f"{MOD}.make")
-SIMULATED = (f"{MOD}.Plain", f"{MOD}.Slotted", f"{MOD}.Guarded", "http.cookies.Morsel")
+SIMULATED = (
+    f"{MOD}.Plain",
+    f"{MOD}.Slotted",
+    f"{MOD}.Guarded",
+    f"{MOD}.Point",
+    f"{MOD}.Wrapped",
+    "http.cookies.Morsel",
+)
 
 
 def g(module: str, name: str) -> bytes:
@@ -146,6 +153,22 @@ def test_dict_items_count_towards_the_depth_limit(wrap: Any, value: str) -> None
 def test_value_types_are_allocated_with_their_arguments() -> None:
     assert _loads(P2 + g("builtins", "str") + s("abc") + b"\x85\x81.") == "abc"
     assert _loads(P2 + g("builtins", "int") + b"K\x05\x85\x81.") == 5
+    wrapped = _loads(P2 + g(MOD, "Wrapped") + b"K\x05\x85\x81.")
+    assert type(wrapped) is K.Wrapped
+    assert wrapped == 5
+
+
+def test_a_namedtuple_takes_plain_values_and_containers_the_loader_built(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    point = _loads(P2 + g(MOD, "Point") + b"K\x01K\x02\x86\x81.")
+    assert point == K.Point(1, 2)
+    # tuple.__new__ only stores its items: a container of the loader's own objects is fine
+    held = _loads(P2 + g(MOD, "Point") + b"(" + _tripwire(canary) + b"lK\x02\x86\x81.")
+    assert type(held.x) is list
+    assert type(held.x[0]) is K.Tripwire
+    assert not canary.exists()
+    data = P2 + g(MOD, "Point") + _tripwire(canary) + b"K\x02\x86\x81."
+    assert _reason(data, canary) == f"{MOD}.Point is allocated from plain values only"
 
 
 # -- allocation ---------------------------------------------------------------------------------
@@ -324,7 +347,7 @@ def test_tensor_backward_hooks_refused(hooks: object, reason: str) -> None:
 
 @pytest.mark.parametrize("hooks", [None, {}, collections.OrderedDict()], ids=repr)
 def test_tensors_without_hooks_rebuild(hooks: object) -> None:
-    storage = torch.storage.TypedStorage(
+    storage = torch.storage.TypedStorage(  # type: ignore[no-untyped-call]
         wrap_storage=torch.arange(2.0).untyped_storage(), dtype=torch.float32, _internal=True
     )
     got = C.call(torch._utils._rebuild_tensor_v2, (storage, 0, (2,), (1,), False, hooks))

@@ -223,6 +223,12 @@ def test_a_trusted_class_is_allocated_by_its_own_new() -> None:
     assert got.n == 3
 
 
+def test_a_trusted_class_is_allocated_with_keyword_arguments() -> None:
+    got = restricted_loads(P4 + g(MOD, "Sized") + b")}" + s("n") + b"K\x04s\x92.", _enforcer())
+    assert type(got) is K.Sized
+    assert got.n == 4
+
+
 def test_a_trusted_function_is_still_not_allocated_as_a_class() -> None:
     data = P2 + g(MOD, "make") + b")\x81."
     with pytest.raises(UnsafeModelError) as exc:

@@ -10,6 +10,7 @@ dict around it runs none of its code.
 from __future__ import annotations
 
 import collections
+import enum
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +76,9 @@ class Sized:
         return self
 
 
-def make() -> None:
-    """A function, not a class: never allocated, trusted or not."""
+def make() -> str:
+    """A function, not a class: never allocated, trusted or not (called when trusted)."""
+    return "made"
 
 
 class Guarded:
@@ -95,3 +97,9 @@ class Wrapped(int):
     """A value type whose ``__new__`` is the builtin one, held in a staticmethod."""
 
     __new__ = staticmethod(int.__new__)  # type: ignore[assignment]
+
+
+class Shape(enum.Enum):
+    """An enum whose member's value is unhashable (found by comparison, not by hash)."""
+
+    SQUARE = [4]  # noqa: RUF012 (an enum member, not a mutable class attribute)

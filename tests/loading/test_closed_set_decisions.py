@@ -35,6 +35,7 @@ SIMULATED = (
     f"{MOD}.Guarded",
     f"{MOD}.Point",
     f"{MOD}.Wrapped",
+    f"{MOD}.Shape",
     "http.cookies.Morsel",
 )
 
@@ -358,3 +359,25 @@ def test_tensors_without_hooks_rebuild(hooks: object) -> None:
     )
     got = C.call(torch._utils._rebuild_tensor_v2, (storage, 0, (2,), (1,), False, hooks))
     assert torch.equal(got, torch.arange(2.0))
+
+
+# -- REDUCE -------------------------------------------------------------------------------------
+
+
+def test_call_refusals() -> None:
+    assert _reason(P2 + g("builtins", "str") + b"(K\x01lR.") == "call arguments must be a tuple"
+    assert _reason(P2 + g(MOD, "Plain") + b")R.") == (
+        f"it calls {MOD}.Plain, which is not one of the constructors this loader calls"
+    )
+    assert _reason(P2 + g(MOD, "Shape") + b"((K\x05ltR.") == (
+        f"{MOD}.Shape has no member with value [5]"
+    )
+
+
+def test_an_enum_member_with_an_unhashable_value_is_found_by_comparison() -> None:
+    assert _loads(P2 + g(MOD, "Shape") + b"((K\x04ltR.") is K.Shape.SQUARE
+    assert _loads(P2 + g("uuid", "SafeUUID") + b"(K\x00tR.").name == "safe"
+
+
+def test_a_trusted_function_is_called() -> None:
+    assert restricted_loads(P2 + g(MOD, "make") + b")R.", _enforcer()) == "made"

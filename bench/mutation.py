@@ -350,11 +350,11 @@ def run_target(
     work = base / name
     if rerun_survivors and (work / "mutants").is_dir():
         # a later pass: the current tests against the mutants that survived the last one
-        # (mutmut collects coverage for the new tests before it runs them)
-        shutil.rmtree(work / "tests")
-        shutil.copytree(
-            ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__")
-        )
+        # (mutmut collects coverage for the new tests before it runs them); src is refreshed
+        # too, for fixes outside the mutated functions
+        for part in ("src", "tests"):
+            shutil.rmtree(work / part)
+            shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("__pycache__"))
         again = [m for m, s in _statuses(work, target).items() if s == "survived"]
     else:
         work = _workdir(name, target, base)

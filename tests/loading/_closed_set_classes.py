@@ -103,3 +103,20 @@ class Shape(enum.Enum):
     """An enum whose member's value is unhashable (found by comparison, not by hash)."""
 
     SQUARE = [4]  # noqa: RUF012 (an enum member, not a mutable class attribute)
+
+
+class Tally:
+    """Its own ``append`` and no ``extend`` (APPENDS then appends item by item)."""
+
+    items: list[Any]
+
+    def append(self, item: Any) -> None:
+        # unpickling allocates without __init__
+        self.__dict__.setdefault("items", []).append(("tallied", item))
+
+
+class Tags(set[Any]):
+    """A set subclass with its own ``add`` (ADDITEMS calls it only when trusted)."""
+
+    def add(self, item: Any) -> None:
+        super().add(("tag", item))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from trainwarden.findings import Severity
 from trainwarden.loading.types import UnsafeModelError
 from trainwarden.loading.unpickler import Enforcer, RestrictedUnpickler, restricted_loads
-from trainwarden.findings import Severity
 
 from . import _closed_set_classes as K
 from .test_closed_set_decisions import MOD, P2, P4, _enforcer, _tripwire, g, s

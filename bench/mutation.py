@@ -87,6 +87,7 @@ TARGETS: dict[str, Target] = {
     "unpickler": Target(
         "src/trainwarden/loading/unpickler.py",
         (
+            "tests/loading/test_unpickler_opcodes.py",
             "tests/loading/test_closed_set_decisions.py",
             "tests/loading/test_constructors.py",
             "tests/loading/test_load_guard.py",

@@ -1,0 +1,68 @@
+"""The guard's replacements of ``pickle.load``/``loads`` keep every argument of the originals.
+
+Written against bench/mutation.py's ``guard`` target: a guarded entry point that dropped the
+caller's ``encoding``, ``errors``, ``fix_imports`` or ``buffers`` would change what a clean
+pickle loads as, or fail on it, for every program that runs under the guard.
+"""
+
+from __future__ import annotations
+
+import _pickle
+import io
+import pickle
+from collections.abc import Callable
+import warnings
+from typing import Any
+
+import pytest
+
+from trainwarden.loading import UnsafeModelError, UnsafeModelWarning
+from trainwarden.loading import guard as guard_mod
+
+Install = Callable[..., guard_mod.Guard]
+
+PY2_STR = b"U\x03abc."  # a Python 2 str (SHORT_BINSTRING)
+PY2_LATIN1 = b"U\x01\xe9."  # a Python 2 str that is not ASCII
+PY2_GLOBAL = b"c__builtin__\nint\n."  # a Python 2 module name, mapped by fix_imports
+
+LOADS: dict[str, Callable[..., Any]] = {
+    "pickle.loads": lambda data, **kw: pickle.loads(data, **kw),
+    "pickle._loads": lambda data, **kw: vars(pickle)["_loads"](data, **kw),
+    "_pickle.loads": lambda data, **kw: _pickle.loads(data, **kw),
+    "pickle.load": lambda data, **kw: pickle.load(io.BytesIO(data), **kw),
+    "pickle._load": lambda data, **kw: vars(pickle)["_load"](io.BytesIO(data), **kw),
+    "_pickle.load": lambda data, **kw: _pickle.load(io.BytesIO(data), **kw),
+}
+
+
+@pytest.fixture(params=["block", "warn"])
+def installed(request: pytest.FixtureRequest, guard: Install) -> str:
+    guard(mode=request.param)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("entry", LOADS)
+def test_guarded_entry_points_keep_the_callers_arguments(installed: str, entry: str) -> None:
+    load = LOADS[entry]
+    assert load(PY2_STR) == "abc"
+    assert load(PY2_STR, encoding="bytes") == b"abc"
+    assert load(PY2_LATIN1, encoding="latin1") == "\xe9"
+    with pytest.raises(UnicodeDecodeError):
+        load(PY2_LATIN1)
+    assert load(PY2_LATIN1, errors="replace") == "\ufffd"
+    assert load(PY2_GLOBAL) is int
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnsafeModelWarning)  # warn mode: an unknown name
+        with pytest.raises((ModuleNotFoundError, UnsafeModelError)):
+            load(PY2_GLOBAL, fix_imports=False)
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(pickle.PickleBuffer(b"abc"), protocol=5, buffer_callback=buffers.append)
+    assert bytes(load(data, buffers=buffers)) == b"abc"
+    with pytest.raises(pickle.UnpicklingError, match="no \\*buffers\\* argument"):
+        load(data)
+
+
+@pytest.mark.parametrize("entry", ["pickle.loads", "pickle._loads", "_pickle.loads"])
+def test_guarded_loads_refuses_text_as_the_originals_do(installed: str, entry: str) -> None:
+    with pytest.raises(TypeError, match="^Can't load pickle from unicode string$"):
+        LOADS[entry]("abc")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import _pickle
 import io
 import pickle
-from collections.abc import Callable
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -64,5 +64,5 @@ def test_guarded_entry_points_keep_the_callers_arguments(installed: str, entry: 
 
 @pytest.mark.parametrize("entry", ["pickle.loads", "pickle._loads", "_pickle.loads"])
 def test_guarded_loads_refuses_text_as_the_originals_do(installed: str, entry: str) -> None:
-    with pytest.raises(TypeError, match="^Can't load pickle from unicode string$"):
+    with pytest.raises(TypeError, match=r"^Can't load pickle from unicode string$"):
         LOADS[entry]("abc")

@@ -146,3 +146,18 @@ def test_a_user_allowed_global_is_trusted_only_in_its_own_load(tmp_path: Path) -
 def test_without_a_policy_nothing_is_materialised() -> None:
     with pytest.raises(UnsafeModelError, match="restricted unpickler used without a policy"):
         RestrictedUnpickler(io.BytesIO(P2 + g("builtins", "str") + b".")).load()
+
+
+def test_a_refusal_without_an_enforcer_names_the_pickle() -> None:
+    # no global is named, so no policy is consulted, but the call is still refused
+    with pytest.raises(UnsafeModelError) as exc:
+        RestrictedUnpickler(io.BytesIO(P4 + b"\x8fK\x01a.")).load()
+    assert exc.value.path == "<pickle>"
+    (finding,) = exc.value.findings
+    assert finding.location == "<pickle>"
+    assert finding.message == "<pickle>: APPEND refused before it ran: builtins.set has no append"
+
+
+def test_restricted_loads_passes_the_unpickler_arguments() -> None:
+    assert restricted_loads(b"U\x03abc.", _enforcer()) == "abc"
+    assert restricted_loads(b"U\x03abc.", _enforcer(), encoding="bytes") == b"abc"

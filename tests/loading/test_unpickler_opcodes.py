@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from trainwarden.findings import Severity
-from trainwarden.loading.types import UnsafeModelError
+from trainwarden.loading.types import UnsafeModelError, UnsafeModelWarning
 from trainwarden.loading.unpickler import Enforcer, RestrictedUnpickler, restricted_loads
+from trainwarden.scan.policy import Policy
 
 from . import _closed_set_classes as K
 from .test_closed_set_decisions import MOD, P2, P4, _enforcer, _tripwire, g, s
@@ -161,3 +162,18 @@ def test_a_refusal_without_an_enforcer_names_the_pickle() -> None:
 def test_restricted_loads_passes_the_unpickler_arguments() -> None:
     assert restricted_loads(b"U\x03abc.", _enforcer()) == "abc"
     assert restricted_loads(b"U\x03abc.", _enforcer(), encoding="bytes") == b"abc"
+
+
+def test_a_refusal_carries_the_findings_the_load_made_before_it() -> None:
+    # warn mode let an unlisted class through (a finding and a warning); the call it then asks
+    # for is refused, and the error carries both findings in order
+    enforcer = Enforcer(Policy.default(), mode="warn")
+    data = P2 + g(MOD, "Plain") + b")R."
+    with pytest.warns(UnsafeModelWarning), pytest.raises(UnsafeModelError) as exc:
+        restricted_loads(data, enforcer)
+    assert [f.rule_id for f in exc.value.findings] == [
+        enforcer.findings[0].rule_id,
+        "TWL-CONSTRUCT-REFUSED",
+    ]
+    assert list(exc.value.findings) == enforcer.findings
+    assert enforcer.findings[0].rule_id != "TWL-CONSTRUCT-REFUSED"

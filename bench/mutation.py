@@ -120,7 +120,7 @@ TARGETS: dict[str, Target] = {
     ),
     "guard": Target(
         "src/trainwarden/loading/guard.py",
-        ("tests/loading/test_load_guard.py",),
+        ("tests/loading/test_load_guard.py", "tests/loading/test_guard_entry_points.py"),
         (
             "x__guard_find_class",
             "x__guarded_load_method",

@@ -8,13 +8,20 @@ CRITICAL finding that names the opcode, the reason and the file.
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainwarden.findings import Severity
 from trainwarden.loading.types import UnsafeModelError, UnsafeModelWarning
-from trainwarden.loading.unpickler import Enforcer, RestrictedUnpickler, restricted_loads
+from trainwarden.loading.unpickler import (
+    Enforcer,
+    RestrictedUnpickler,
+    restricted_loads,
+    restricted_pickle_module,
+)
 from trainwarden.scan.policy import Policy
 
 from . import _closed_set_classes as K
@@ -177,3 +184,19 @@ def test_a_refusal_carries_the_findings_the_load_made_before_it() -> None:
     ]
     assert list(exc.value.findings) == enforcer.findings
     assert enforcer.findings[0].rule_id != "TWL-CONSTRUCT-REFUSED"
+
+
+def test_the_restricted_pickle_module_stands_in_for_pickle(tmp_path: Path) -> None:
+    module = restricted_pickle_module(_enforcer())
+    assert module.loads(b"U\x03abc.") == "abc"
+    assert module.loads(b"U\x03abc.", encoding="bytes") == b"abc"
+    assert module.load(io.BytesIO(b"U\x03abc."), encoding="bytes") == b"abc"
+    assert module.UnpicklingError is pickle.UnpicklingError
+    with pytest.raises(UnsafeModelError, match="APPEND builtins.set has no append"):
+        module.loads(P4 + b"\x8fK\x01a.")
+    # what torch.load needs of a pickle_module, in both of its formats
+    for zipped in (True, False):
+        path = tmp_path / f"ckpt-{zipped}.pt"
+        torch.save({"w": torch.ones(2)}, path, _use_new_zipfile_serialization=zipped)
+        got = torch.load(path, pickle_module=module, weights_only=False)
+        assert torch.equal(got["w"], torch.ones(2))

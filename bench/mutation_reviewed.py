@@ -208,6 +208,27 @@ REVIEWED: dict[str, dict[str, str]] = {
         "x_apply_state | setstate.__get__(inst, )(state)": _BIND,
     },
     "unpickler": {
+        **dict.fromkeys(
+            (
+                f'x_restricted_pickle_module | cls = type("{n}", (RestrictedUnpickler,), '
+                '{"tw_enforcer": enforcer})'
+                for n in (
+                    "XXTrainWardenUnpicklerXX",
+                    "trainwardenunpickler",
+                    "TRAINWARDENUNPICKLER",
+                )
+            ),
+            "the class name only labels the class in reprs; no decision reads it",
+        ),
+        **dict.fromkeys(
+            (
+                "x_restricted_pickle_module | __name__=None,",
+                'x_restricted_pickle_module | __name__="XXtrainwarden.loading.unpicklerXX",',
+                'x_restricted_pickle_module | __name__="TRAINWARDEN.LOADING.UNPICKLER",',
+            ),
+            "torch reads a pickle_module's __name__ only to compare it with 'dill'; any other "
+            "name loads the same way",
+        ),
         "xǁRestrictedUnpicklerǁload_additems | if type(None) is set:": (
             "an exact set then goes through check_mutator, which returns set.add (on the "
             "reviewed list): the same set is built either way"

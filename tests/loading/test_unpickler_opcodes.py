@@ -192,7 +192,7 @@ def test_the_restricted_pickle_module_stands_in_for_pickle(tmp_path: Path) -> No
     assert module.loads(b"U\x03abc.", encoding="bytes") == b"abc"
     assert module.load(io.BytesIO(b"U\x03abc."), encoding="bytes") == b"abc"
     assert module.UnpicklingError is pickle.UnpicklingError
-    with pytest.raises(UnsafeModelError, match="APPEND builtins.set has no append"):
+    with pytest.raises(UnsafeModelError, match=r"APPEND builtins\.set has no append"):
         module.loads(P4 + b"\x8fK\x01a.")
     # what torch.load needs of a pickle_module, in both of its formats
     for zipped in (True, False):

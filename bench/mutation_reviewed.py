@@ -208,6 +208,10 @@ REVIEWED: dict[str, dict[str, str]] = {
         "x_apply_state | setstate.__get__(inst, )(state)": _BIND,
     },
     "unpickler": {
+        "xǁRestrictedUnpicklerǁfind_class | raise UnsafeModelError("
+        '"restricted unpickler used without a policy", )': (
+            "path=None is UnsafeModelError's default"
+        ),
         **dict.fromkeys(
             (
                 f'x_restricted_pickle_module | cls = type("{n}", (RestrictedUnpickler,), '

@@ -120,3 +120,9 @@ class Tags(set[Any]):
 
     def add(self, item: Any) -> None:
         super().add(("tag", item))
+
+
+def mark(path: str) -> str:
+    """A user-allowed function with a side effect: it creates the file at ``path``."""
+    Path(path).write_text("ran")
+    return "marked"

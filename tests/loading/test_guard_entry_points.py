@@ -12,12 +12,16 @@ import io
 import pickle
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from trainwarden.loading import UnsafeModelError, UnsafeModelWarning
 from trainwarden.loading import guard as guard_mod
+from trainwarden.scan.policy import Policy
+
+from . import _closed_set_classes
 
 Install = Callable[..., guard_mod.Guard]
 
@@ -66,3 +70,28 @@ def test_guarded_entry_points_keep_the_callers_arguments(installed: str, entry: 
 def test_guarded_loads_refuses_text_as_the_originals_do(installed: str, entry: str) -> None:
     with pytest.raises(TypeError, match=r"^Can't load pickle from unicode string$"):
         LOADS[entry]("abc")
+
+
+@pytest.mark.parametrize("mode", ["block", "warn"])
+@pytest.mark.parametrize("entry", LOADS)
+def test_a_refused_load_runs_nothing_before_its_refusal(
+    guard: Install, tmp_path: Path, mode: str, entry: str
+) -> None:
+    # The pickle first calls a function the user's policy allows (which has a side effect),
+    # then names os.system: the pre-scan refuses the whole pickle before the allowed call runs.
+    # A guard that only checked each global as the unpickler reached it would run it first.
+    canary = tmp_path / "canary"
+    mod = _closed_set_classes.__name__
+    allowed = Policy.default().with_overrides(allow=[f"{mod}.mark"])
+    data = (
+        b"\x80\x02c"
+        + mod.encode()
+        + b"\nmark\n(X"
+        + len(str(canary)).to_bytes(4, "little")
+        + str(canary).encode()
+        + b"tR0cos\nsystem\n."
+    )
+    guard(mode=mode, policy=allowed)
+    with pytest.raises(UnsafeModelError, match=r"os\.system"):
+        LOADS[entry](data)
+    assert not canary.exists()

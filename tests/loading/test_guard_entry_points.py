@@ -8,6 +8,7 @@ pickle loads as, or fail on it, for every program that runs under the guard.
 from __future__ import annotations
 
 import _pickle
+import dataclasses
 import io
 import pickle
 import warnings
@@ -16,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-from trainwarden.loading import UnsafeModelError, UnsafeModelWarning
+from trainwarden.loading import UnsafeModelError, UnsafeModelWarning, manifest
 from trainwarden.loading import guard as guard_mod
+from trainwarden.loading.types import ManifestError
 from trainwarden.scan.policy import Policy
 
 from . import _closed_set_classes
+from ._payloads import SystemPayload
 
 Install = Callable[..., guard_mod.Guard]
 
@@ -95,3 +99,39 @@ def test_a_refused_load_runs_nothing_before_its_refusal(
     with pytest.raises(UnsafeModelError, match=r"os\.system"):
         LOADS[entry](data)
     assert not canary.exists()
+
+
+def test_guarded_torch_load_checks_the_manifest_the_policy_or_key_requires(
+    guard: Install, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    guard(mode="block", policy=dataclasses.replace(Policy.default(), require_manifest=True))
+    with pytest.raises(ManifestError) as err:
+        torch.load(path)
+    assert [f.rule_id for f in err.value.findings] == ["TWL-MAN-REQUIRED"]
+    assert str(path) in err.value.message
+    guard(mode="block")  # the default policy: no manifest needed ...
+    assert torch.equal(torch.load(path)["w"], torch.ones(2))
+    _key, pub = manifest.generate_keypair(tmp_path / "signer.pem")
+    monkeypatch.setenv("TRAINWARDEN_MANIFEST_PUBKEY", str(pub))
+    with pytest.raises(ManifestError) as err:  # ... unless a trusted key is configured
+        torch.load(path)
+    assert [f.rule_id for f in err.value.findings] == ["TWL-MAN-REQUIRED"]
+
+
+def test_a_guarded_whole_file_refusal_names_the_file(
+    guard: Install, tmp_path: Path, canary: Path
+) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"x": SystemPayload(canary)}, path)
+    guard(mode="block")
+    with pytest.raises(UnsafeModelError) as err:
+        torch.load(path, weights_only=False)
+    assert err.value.path == f"{path}:data.pkl"
+    with path.open("rb") as fh, pytest.raises(UnsafeModelError) as err:
+        torch.load(fh, weights_only=False)
+    assert err.value.path == f"{path}:data.pkl"
+    with pytest.raises(UnsafeModelError) as err:
+        torch.load(io.BytesIO(path.read_bytes()), weights_only=False)
+    assert err.value.path == "<file object>:data.pkl"

@@ -135,3 +135,19 @@ def test_a_guarded_whole_file_refusal_names_the_file(
     with pytest.raises(UnsafeModelError) as err:
         torch.load(io.BytesIO(path.read_bytes()), weights_only=False)
     assert err.value.path == "<file object>:data.pkl"
+
+
+@pytest.mark.parametrize("mode", ["block", "warn"])
+def test_a_guarded_stream_refusal_names_the_stream(
+    guard: Install, tmp_path: Path, canary: Path, payload_bytes: bytes, mode: str
+) -> None:
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(payload_bytes)
+    guard(mode=mode)
+    for load in (pickle.load, vars(pickle)["_load"], lambda f: pickle.Unpickler(f).load()):
+        with path.open("rb") as fh, pytest.raises(UnsafeModelError) as err:
+            load(fh)
+        assert err.value.path == str(path)
+        with pytest.raises(UnsafeModelError) as err:
+            load(io.BytesIO(payload_bytes))
+        assert err.value.path == "<pickle stream>"

@@ -14,6 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 
 
+@pytest.fixture(autouse=True)
+def _signal_mask_is_restored() -> Iterator[None]:
+    """Every test leaves the main thread's signal mask as it found it: a mask left blocked by a
+    watchdog closed from another thread would be inherited by every process a later test starts
+    (which then could not be stopped by SIGTERM), an order dependence between tests."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _run_cli(
     args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:

@@ -400,7 +400,7 @@ class _EarlySignals:
         self.lock = threading.Lock()
         self.consumer: Watchdog | None = None
         self.pending: list[dict[str, Any]] = []
-        signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        _block(sigs)
         self.thread = threading.Thread(target=self._loop, name="trainwarden-signals", daemon=True)
         self.thread.start()
 
@@ -435,6 +435,44 @@ class _EarlySignals:
 
 
 _EARLY: _EarlySignals | None = None
+
+#: Signals this module blocked in some thread, for the fork handler below.
+_BLOCKED: set[signal.Signals] = set()
+#: Watchdogs whose signal handlers are installed in this process.
+_ACTIVE: list[Watchdog] = []
+_FORK_HANDLER = False
+
+
+def _unblock_in_forked_child() -> None:
+    """A forked child (multiprocessing, DataLoader workers) has no sigwaitinfo thread: signals
+    left blocked there would never be delivered, so the child could not be stopped by SIGTERM or
+    Ctrl-C. Give it back the normal mask (and no early recorder)."""
+    global _EARLY
+    _EARLY = None
+    for dog in list(_ACTIVE):
+        # The parent's watchdog is not running here: its handlers and wake-up socket (shared
+        # with the parent) must not make the parent act on the child's signals.
+        with contextlib.suppress(ValueError, OSError):
+            for sig, prev in dog._prev_handlers.items():
+                if signal.getsignal(sig) == dog._py_handler:
+                    signal.signal(sig, prev)
+            if dog._wakeup_w is not None:
+                old = signal.set_wakeup_fd(-1)
+                if old != dog._wakeup_w.fileno():
+                    signal.set_wakeup_fd(old)
+    _ACTIVE.clear()
+    if _BLOCKED:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
+
+
+def _block(sigs: set[signal.Signals]) -> None:
+    """Block ``sigs`` in the calling thread, making sure forked children get them back."""
+    global _FORK_HANDLER
+    if not _FORK_HANDLER:
+        os.register_at_fork(after_in_child=_unblock_in_forked_child)
+        _FORK_HANDLER = True
+    _BLOCKED.update(sigs)
+    signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
 
 
 def record_signals_early(signals: Sequence[str] = DEFAULT_SIGNALS) -> None:
@@ -844,11 +882,12 @@ class Watchdog:
         else:
             # Block first: the watchdog's own threads, created below, inherit the mask, so
             # only the sigwaitinfo thread can take these signals from the queue.
-            signal.pthread_sigmask(signal.SIG_BLOCK, self._sigs)
+            _block(self._sigs)
             self._blocked_in = threading.get_ident()
         for sig in sorted(self._sigs):
             self._prev_handlers[sig] = signal.getsignal(sig)
             signal.signal(sig, self._py_handler)
+        _ACTIVE.append(self)
         # Wake-up fd: CPython's C handler writes the signal number there from whatever thread
         # received it, so a signal that bypassed sigwaitinfo is still seen while the main
         # thread is blocked in a collective. Only taken when nobody else (asyncio) holds it.
@@ -877,6 +916,8 @@ class Watchdog:
         self._threads.append(t)
 
     def _restore_signals(self) -> None:
+        with contextlib.suppress(ValueError):
+            _ACTIVE.remove(self)
         if self._early is not None:
             with self._early.lock:
                 if self._early.consumer is self:

@@ -16,7 +16,6 @@ import importlib.util
 import json
 import marshal
 import os
-import struct
 import sys
 
 _MAX = 64 * 1024 * 1024
@@ -65,11 +64,11 @@ _CODE_ATTRS = (
 def _const_key(c: object) -> object:
     # Constants by type and exact value: 1, 1.0 and True differ, as do 0.0 and -0.0, and a NaN
     # equals the same NaN (a plain == would call two NaN constants different).
+    # marshal (built in, unlike struct) writes a float's exact IEEE bits after one type byte,
+    # whose reference flag depends on reference counts and is left out.
     t = type(c)
-    if t is float:
-        return (t, struct.pack("<d", c))
-    if t is complex:
-        return (t, struct.pack("<dd", c.real, c.imag))  # type: ignore[attr-defined]
+    if t is float or t is complex:
+        return (t, marshal.dumps(c)[1:])
     if t is tuple:
         return (t, tuple(_const_key(x) for x in c))  # type: ignore[attr-defined]
     if t is frozenset:

@@ -14,6 +14,7 @@ import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
+from trainwarden.attest.bytecode import verify_bytecode
 from trainwarden.attest.cache import HashCache
 from trainwarden.attest.verify import VerifyReport, verify_environment
 from trainwarden.findings import Finding, Severity
@@ -288,3 +289,22 @@ def test_remembered_verdict_is_not_reused_for_a_same_size_pyc_with_its_mtime_res
     # Same path, inode, size and mtime: only the ctime, which no user can set, tells them apart.
     again = verify_environment(str(venv.python), environ=clean_env, cache=HashCache(cache.path))
     assert [f.location for f in _hits(again, "TWA-BYTE-001")] == [str(pyc)]
+
+
+def test_verdict_from_files_changed_since_the_walk_is_not_remembered(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text("X = 1\n")
+    pyc = Path(py_compile.compile(str(source), doraise=True))
+    walked = {str(source): os.lstat(source), str(pyc): os.lstat(pyc)}
+    # The pyc is rewritten after the walk and before the check: the checker reads the forgery.
+    _plant(source, "X = 2\n")
+    cache = HashCache(None)
+    pairs = [(str(pyc), str(source))]
+    results, consistent = verify_bytecode(pairs, walked, b"i" * 32, None, {}, cache)
+    assert [r.status for r in results] == ["mismatch"]  # right for this run
+    assert consistent is False and cache.bytecode_verdicts() == {}
+    # With the walk's metadata matching what was read, the verdict is remembered.
+    walked = {str(source): os.lstat(source), str(pyc): os.lstat(pyc)}
+    results, consistent = verify_bytecode(pairs, walked, b"i" * 32, None, {}, cache)
+    assert [r.status for r in results] == ["mismatch"] and consistent is True
+    assert list(cache.bytecode_verdicts().values()) == [("mismatch", results[0].detail)]

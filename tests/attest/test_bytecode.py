@@ -294,7 +294,7 @@ def test_remembered_verdict_is_not_reused_for_a_same_size_pyc_with_its_mtime_res
 def test_verdict_from_files_changed_since_the_walk_is_not_remembered(tmp_path: Path) -> None:
     source = tmp_path / "mod.py"
     source.write_text("X = 1\n")
-    pyc = Path(py_compile.compile(str(source), doraise=True))
+    pyc = Path(str(py_compile.compile(str(source), doraise=True)))
     walked = {str(source): os.lstat(source), str(pyc): os.lstat(pyc)}
     # The pyc is rewritten after the walk and before the check: the checker reads the forgery.
     _plant(source, "X = 2\n")

@@ -68,7 +68,7 @@ def _const_key(c: object) -> object:
     # whose reference flag depends on reference counts and is left out.
     t = type(c)
     if t is float or t is complex:
-        return (t, marshal.dumps(c)[1:])
+        return (t, marshal.dumps(c)[1:])  # type: ignore[arg-type]
     if t is tuple:
         return (t, tuple(_const_key(x) for x in c))  # type: ignore[attr-defined]
     if t is frozenset:

@@ -4,11 +4,14 @@ Usage (read-only on the target environment; the hash cache goes to a temporary d
 
     python bench/attest_speed.py --python /work/main/.venv/bin/python
 
-Prints a markdown table: wall and CPU seconds (``time.process_time``: this process, all threads;
-for the CLI row, the child processes' rusage) for a cold run (empty hash cache; page cache as
-found), the naive serial walk, a second cold run (empty hash cache, page cache now warm), warm
-runs with the hash cache only and with the hash cache and the snapshot memo, the sha256 floor
-(hashing the same number of bytes from memory), and one end-to-end CLI run.
+Prints a markdown table: wall and CPU seconds (``time.process_time`` of this process, all
+threads, plus the rusage of the child processes it waited for: the interpreter's self-description
+and the bytecode checkers, which compile sources in the attested interpreter) for a cold run
+(empty hash cache, no remembered bytecode verdicts; page cache as found), the naive serial walk, a
+second cold run (page cache now warm), warm runs with the hash cache only and with the hash cache
+and the snapshot memo, the sha256 floor (hashing the same number of bytes from memory), and one
+end-to-end CLI run. The share of each trainwarden run spent comparing bytecode with its source
+is measured by timing that step inside the same runs.
 """
 
 from __future__ import annotations
@@ -32,9 +35,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import trainwarden.attest.snapshot as snapshot_module
+from trainwarden.attest.bytecode import forget_verdicts, verify_bytecode
 from trainwarden.attest.cache import HashCache
 from trainwarden.attest.snapshot import take_snapshot
 from trainwarden.attest.verify import check_snapshot
+
+# Wall and CPU (this process and its waited-for children) spent comparing bytecode, per run.
+_BYTECODE: list[float] = [0.0, 0.0, 0.0]
+
+
+def _timed_verify_bytecode(*args: Any, **kwargs: Any) -> Any:
+    wall, cpu = time.perf_counter(), _cpu()
+    try:
+        return _real_verify_bytecode(*args, **kwargs)
+    finally:
+        _BYTECODE[0] += time.perf_counter() - wall
+        _BYTECODE[1] += _cpu() - cpu
+        _BYTECODE[2] += len(args[0])
+
+
+# The step is timed where the snapshot calls it (a benchmark-only wrapper, same arguments).
+_real_verify_bytecode = verify_bytecode
+snapshot_module.verify_bytecode = _timed_verify_bytecode  # type: ignore[attr-defined]
+
+
+def _cpu() -> float:
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + child.ru_utime + child.ru_stime
 
 
 def naive_record_walk(site: str) -> tuple[int, int, set[str]]:
@@ -80,15 +108,22 @@ def sha256_per_buffer() -> tuple[float, float]:
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), _cpu()
     result = fn()
-    return time.perf_counter() - wall, time.process_time() - cpu, result
+    return time.perf_counter() - wall, _cpu() - cpu, result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--python", default=sys.executable, help="interpreter whose env to verify")
     ap.add_argument("--warm-runs", type=int, default=5)
+    ap.add_argument(
+        "--cold-runs",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="1: no second cold run (its ratio is then taken from cold #1)",
+    )
     args = ap.parse_args()
 
     cache_dir = Path(tempfile.mkdtemp(prefix="tw-attest-bench-"))
@@ -96,8 +131,18 @@ def main() -> None:
     env = {"PATH": os.environ.get("PATH", "")}
 
     def verify(cache: HashCache) -> tuple[Any, list[Any]]:
+        # A fresh process remembers no bytecode verdict: only the hash cache file may hold them.
+        forget_verdicts()
+        _BYTECODE[:] = [0.0, 0.0, 0.0]
         snap = take_snapshot(args.python, environ=env, cache=cache)
         return snap, check_snapshot(snap)
+
+    def bytecode_share(c: float) -> str:
+        w, bc, n = _BYTECODE
+        return (
+            f"bytecode: {bc:.1f} CPU s / {w:.1f} s wall for {int(n)} pairs; "
+            f"without it {c - bc:.3f} CPU s"
+        )
 
     memo_file = Path(str(cache_file) + ".memo")
 
@@ -118,7 +163,10 @@ def main() -> None:
                 hashed_bytes += os.lstat(p).st_size
             except OSError:
                 continue
-    rows.append(("trainwarden cold #1 (empty hash cache, page cache as found)", w, c, ""))
+    rows.append(
+        ("trainwarden cold #1 (empty hash cache, page cache as found)", w, c, bytecode_share(c))
+    )
+    cold1_bytecode = list(_BYTECODE)
 
     hashed_bytes_all = (
         hashed_bytes
@@ -134,13 +182,20 @@ def main() -> None:
     )
     ours_bad = {f.location for f in findings if f.rule_id in ("TWA-REC-001", "TWA-REC-002")}
 
-    w, c, (_, findings2) = cold()
+    if args.cold_runs == 2:
+        w, c, (_, findings2) = cold()
+        cold2_bytecode = list(_BYTECODE)
+        name = "trainwarden cold #2 (empty hash cache, page cache warm)"
+    else:
+        w, c, findings2, cold2_bytecode = rows[0][1], rows[0][2], findings, cold1_bytecode
+        name = "trainwarden cold #1 against the naive walk (no second cold run)"
     rows.append(
         (
-            "trainwarden cold #2 (empty hash cache, page cache warm)",
+            name,
             w,
             c,
-            f"{c / naive_cpu:.2f}x naive CPU",
+            f"{c / naive_cpu:.2f}x naive CPU; without the bytecode comparison "
+            f"{(c - cold2_bytecode[1]) / naive_cpu:.2f}x",
         )
     )
 
@@ -155,7 +210,7 @@ def main() -> None:
             f"trainwarden warm, hash cache only (memo deleted; median of {args.warm_runs})",
             statistics.median(x[0] for x in no_memo),
             nm_cpu,
-            f"{nm_cpu / naive_cpu:.2f}x naive CPU",
+            f"{nm_cpu / naive_cpu:.2f}x naive CPU; last run {bytecode_share(no_memo[-1][1])}",
         )
     )
     verify(HashCache(cache_file))  # writes the memo
@@ -256,6 +311,11 @@ def main() -> None:
         f"same set: {'yes' if bad == ours_bad else 'NO'}"
     )
     path_files = len(snap.path_files)
+    print(
+        f"bytecode compared with its source: {snap.bytecode_checked} files; cold #1 "
+        f"{cold1_bytecode[1]:.1f} CPU s, cold #2 {cold2_bytecode[1]:.1f} CPU s "
+        f"({1000 * cold2_bytecode[1] / max(1, cold2_bytecode[2]):.2f} ms CPU per file)"
+    )
     print(
         f"trainwarden also walks and hashes {path_files} files on sys.path outside "
         "site-packages (standard library, lib-dynload, .pth entries), which the naive walk does "

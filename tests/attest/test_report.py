@@ -7,6 +7,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -129,9 +130,17 @@ def _cli_env(tmp_path: Path, clean_env: dict[str, str]) -> dict[str, str]:
 
 
 def test_cli_report_to_sends_the_signed_statement_digest_and_every_finding(
-    make_venv: Callable[[], Venv], clean_env: dict[str, str], tmp_path: Path, ledger: Server
+    make_venv: Callable[[], Venv],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+    ledger: Server,
+    warm_cache_file: Path,
 ) -> None:
     venv = make_venv()
+    # The child process starts from the session's hash cache (standard-library digests and
+    # bytecode verdicts), as a node that verified before would.
+    (tmp_path / "cache").mkdir(mode=0o700)
+    shutil.copyfile(warm_cache_file, tmp_path / "cache" / "attest-sha256.bin")
     target = _tamper(venv)
     run_id, token = ledger.create_run()
     _pub, keyid = generate_key(tmp_path / "node.key")

@@ -2,10 +2,12 @@
 
 Executed as ``python -I -S -B bytecode_check.py`` with a JSON list of ``[pyc, source]`` pairs on
 stdin (``source`` null for bytecode imported without a source); prints one ``[pyc, status,
-detail]`` row per pair. Nothing here imports trainwarden or executes the code it reads: the
-source is compiled (never run) and the bytecode is unmarshalled (never run), and the two code
-objects are compared. Status: ``match``, ``mismatch``, ``ignored`` (Python would not use this
-file: wrong magic, or its header does not match the source), ``sourceless`` or ``error``.
+detail, pyc_metadata, source_metadata]`` row per pair. Nothing here imports trainwarden or
+executes the code it reads: the source is compiled (never run) and the bytecode is unmarshalled
+(never run), and the two code objects are compared. Status: ``match``, ``mismatch``,
+``ignored`` (Python would not use this file: wrong magic, or a timestamp header that does not
+match the source), ``sourceless`` or ``error``. A checked hash-based pyc whose source hash
+differs is still compared: ``--check-hash-based-pycs never`` makes Python load it as is.
 """
 
 from __future__ import annotations
@@ -28,43 +30,113 @@ def _optimize(pyc: str) -> int:
     return 0
 
 
-def check(pyc: str, source: str | None) -> tuple[str, str]:
-    """Status and detail for one bytecode file."""
-    with open(pyc, "rb") as f:
-        data = f.read(_MAX + 1)
+def _read(path: str) -> tuple[bytes, list[int], os.stat_result]:
+    # The metadata of the descriptor actually read goes back with the verdict: the caller only
+    # remembers a verdict whose files still had the metadata its walk saw.
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        key = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        return f.read(_MAX + 1), key, st
+
+
+# Everything that makes a code object the program it is (names that do not exist on the running
+# version read as None on both sides).
+_CODE_ATTRS = (
+    "co_argcount",
+    "co_posonlyargcount",
+    "co_kwonlyargcount",
+    "co_nlocals",
+    "co_stacksize",
+    "co_flags",
+    "co_code",
+    "co_names",
+    "co_varnames",
+    "co_freevars",
+    "co_cellvars",
+    "co_name",
+    "co_qualname",
+    "co_firstlineno",
+    "co_linetable",
+    "co_exceptiontable",
+)
+
+
+def _const_key(c: object) -> object:
+    # Constants by type and exact value: 1, 1.0 and True differ, as do 0.0 and -0.0, and a NaN
+    # equals the same NaN (a plain == would call two NaN constants different).
+    # marshal (built in, unlike struct) writes a float's exact IEEE bits after one type byte,
+    # whose reference flag depends on reference counts and is left out.
+    t = type(c)
+    if t is float or t is complex:
+        return (t, marshal.dumps(c)[1:])  # type: ignore[arg-type]
+    if t is tuple:
+        return (t, tuple(_const_key(x) for x in c))  # type: ignore[attr-defined]
+    if t is frozenset:
+        return (t, frozenset(_const_key(x) for x in c))  # type: ignore[attr-defined]
+    return (t, c)
+
+
+def same_code(a: object, b: object) -> bool:
+    """Whether two code objects are the same program, nested code objects included."""
+    code = type(same_code.__code__)
+    if type(a) is not code or type(b) is not code:
+        return False
+    if any(getattr(a, n, None) != getattr(b, n, None) for n in _CODE_ATTRS):
+        return False
+    ca, cb = getattr(a, "co_consts", ()), getattr(b, "co_consts", ())
+    if len(ca) != len(cb):
+        return False
+    for x, y in zip(ca, cb):  # noqa: B905 - lengths compared; runs on Python < 3.10
+        if type(x) is code or type(y) is code:
+            if not same_code(x, y):
+                return False
+        elif _const_key(x) != _const_key(y):
+            return False
+    return True
+
+
+def check(pyc: str, source: str | None) -> tuple[str, str, list[int], list[int]]:
+    """Status, detail, and the metadata of the bytecode and source read (``[]`` if unread)."""
+    data, pyc_key, _ = _read(pyc)
     if len(data) > _MAX:
-        return "error", "larger than 64 MiB"
+        return "error", "larger than 64 MiB", pyc_key, []
     if source is None:
-        return "sourceless", "imported without a source to compare with"
+        return "sourceless", "imported without a source to compare with", pyc_key, []
     if len(data) < 16 or data[:4] != importlib.util.MAGIC_NUMBER:
-        return "ignored", "magic number of another Python version"
+        return "ignored", "magic number of another Python version", pyc_key, []
     flags = int.from_bytes(data[4:8], "little")
-    with open(source, "rb") as f:
-        src = f.read(_MAX + 1)
+    src, src_key, src_st = _read(source)
     if len(src) > _MAX:
-        return "error", "source larger than 64 MiB"
+        return "error", "source larger than 64 MiB", pyc_key, src_key
+    stale = ""
     if flags & 0b1:
         if flags & 0b10 and data[8:16] != importlib.util.source_hash(src):
-            return "ignored", "checked hash-based pyc whose source hash differs"
+            stale = " (its source hash differs: loaded under --check-hash-based-pycs never)"
     else:
-        st = os.stat(source)
+        # Exactly what the import system compares (``int(st_mtime)``, float included) and the
+        # size, both modulo 2**32: a rounding of our own would let a header Python accepts pass
+        # here as "not used".
         mtime = int.from_bytes(data[8:12], "little")
         size = int.from_bytes(data[12:16], "little")
-        if mtime != (int(st.st_mtime) & 0xFFFFFFFF) or size != (st.st_size & 0xFFFFFFFF):
-            return "ignored", "timestamp header does not match the source"
+        if mtime != (int(src_st.st_mtime) & 0xFFFFFFFF) or size != (src_st.st_size & 0xFFFFFFFF):
+            return "ignored", "timestamp header does not match the source", pyc_key, src_key
     try:
         # Unmarshalling builds a code object without running it; a crafted blob can at worst
         # crash this helper process, which the caller reports as an error (fail closed).
         code = marshal.loads(data[16:])  # noqa: S302 - see above
     except (ValueError, EOFError, TypeError) as e:
-        return "error", f"bytecode does not unmarshal: {e}"
+        return "error", f"bytecode does not unmarshal: {e}", pyc_key, src_key
     try:
         compiled = compile(src, source, "exec", dont_inherit=True, optimize=_optimize(pyc))
     except (SyntaxError, ValueError) as e:
-        return "mismatch", f"the source does not compile ({e}) but the bytecode loads"
-    if code == compiled:
-        return "match", ""
-    return "mismatch", "the code in the bytecode differs from the compiled source"
+        detail = f"the source does not compile ({e}) but the bytecode loads"
+        return "mismatch", detail, pyc_key, src_key
+    # Code objects compare recursively (nested functions and classes are constants of their
+    # parent); marshal output is not compared, as it is not deterministic.
+    if same_code(code, compiled):
+        return "match", "", pyc_key, src_key
+    detail = "the code in the bytecode differs from the compiled source" + stale
+    return "mismatch", detail, pyc_key, src_key
 
 
 def main() -> None:
@@ -72,10 +144,10 @@ def main() -> None:
     out = []
     for pyc, source in pairs:
         try:
-            status, detail = check(pyc, source)
+            status, detail, pyc_key, src_key = check(pyc, source)
         except (OSError, RecursionError, MemoryError) as e:
-            status, detail = "error", f"{type(e).__name__}: {e}"
-        out.append([pyc, status, detail])
+            status, detail, pyc_key, src_key = "error", f"{type(e).__name__}: {e}", [], []
+        out.append([pyc, status, detail, pyc_key, src_key])
     sys.stdout.write(json.dumps(out))
 
 

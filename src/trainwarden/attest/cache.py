@@ -30,7 +30,7 @@ __all__ = [
     "unsafe_reason",
 ]
 
-_MAGIC = b"TWHC2\n"
+_MAGIC = b"TWHC3\n"
 _KEY = struct.Struct("<QQqqq")
 _REC = _KEY.size + 32
 _SMALL = 256 * 1024
@@ -41,6 +41,10 @@ _MAX_RECORDS = 50_000
 # A parsed RECORD: (rows as (path, algorithm, digest, size), problem text).
 RecordRow = tuple[str, str | None, bytes | None, int | None]
 RecordRows = tuple[tuple[RecordRow, ...], str]
+# File digests, parsed RECORDs, and bytecode verdicts ({key: (status, detail)}).
+_Tables = tuple[
+    dict[bytes, bytes], dict[str, tuple[bytes, RecordRows]], dict[bytes, tuple[str, str]]
+]
 
 
 def default_cache_dir() -> Path:
@@ -73,7 +77,7 @@ class HashCache:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._parsed: tuple[dict[bytes, bytes], dict[str, tuple[bytes, RecordRows]]] | None = None
+        self._parsed: _Tables | None = None
         self._raw: bytes | None = None
         self._new = 0
         self.hits = 0
@@ -110,12 +114,13 @@ class HashCache:
         # Parsed on first use: a verify whose snapshot memo matches never looks a digest up.
         self._raw = data
 
-    def _tables(self) -> tuple[dict[bytes, bytes], dict[str, tuple[bytes, RecordRows]]]:
+    def _tables(self) -> _Tables:
         if self._parsed is not None:
             return self._parsed
         data, self._raw = self._raw, None
         entries: dict[bytes, bytes] = {}
         records: dict[str, tuple[bytes, RecordRows]] = {}
+        verdicts: dict[bytes, tuple[str, str]] = {}
         if data is not None:
             # One marshal blob: loading 50k entries is a single C call, not a loop per entry.
             # marshal is only safe on trusted input, which _load's ownership and mode checks
@@ -124,15 +129,14 @@ class HashCache:
                 loaded = marshal.loads(memoryview(data)[len(_MAGIC) :])  # noqa: S302 - trusted, see above
                 if (
                     not isinstance(loaded, tuple)
-                    or len(loaded) != 2
-                    or not isinstance(loaded[0], dict)
-                    or not isinstance(loaded[1], dict)
+                    or len(loaded) != 3
+                    or not all(isinstance(t, dict) for t in loaded)
                 ):
                     raise ValueError("bad layout")
-                entries, records = loaded
+                entries, records, verdicts = loaded
             except (ValueError, EOFError, TypeError):
                 self.reason = f"{self.path} is not a trainwarden hash cache; starting a new one"
-        self._parsed = (entries, records)
+        self._parsed = (entries, records, verdicts)
         return self._parsed
 
     @property
@@ -142,6 +146,15 @@ class HashCache:
     @property
     def _records(self) -> dict[str, tuple[bytes, RecordRows]]:
         return self._tables()[1]
+
+    def bytecode_verdicts(self) -> dict[bytes, tuple[str, str]]:
+        """The bytecode verdict table (:mod:`trainwarden.attest.bytecode` keys and fills it);
+        empty and never saved for an untrusted cache."""
+        return self._tables()[2] if self.trusted else {}
+
+    def note_added(self, n: int) -> None:
+        """Tell the cache that ``n`` entries were added to one of its tables (it is saved)."""
+        self._new += n
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -191,10 +204,13 @@ class HashCache:
             return
         entries = dict(list(self._entries.items())[-_MAX_ENTRIES:])
         records = dict(list(self._records.items())[-_MAX_RECORDS:])
+        verdicts = dict(list(self._tables()[2].items())[-_MAX_ENTRIES:])
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # The cache is private (it decides what is hashed again): owner-only, like its folder.
-            write_atomic(self.path, _MAGIC + marshal.dumps((entries, records)), mode=0o600)
+            write_atomic(
+                self.path, _MAGIC + marshal.dumps((entries, records, verdicts)), mode=0o600
+            )
         except OSError as e:
             # The cache only saves time; a read-only home must not fail the attestation.
             self.reason = f"could not save the hash cache {self.path}: {e}"

@@ -343,7 +343,8 @@ RULES: dict[str, Rule] = register(
         Rule(
             "TWA-REC-003",
             Severity.INFO,
-            "installed files without a RECORD hash (bytecode); only a baseline covers them",
+            "installed files without a RECORD hash (bytecode, compared with its source; the "
+            "rest only a baseline covers)",
             threats=("T2",),
             guide="attest.md",
         ),

@@ -26,12 +26,12 @@ from typing import Any, NamedTuple
 
 from trainwarden._version import __version__
 from trainwarden.attest import AttestationError
-from trainwarden.attest.bytecode import BytecodeResult, check_bytecode, find_bytecode
+from trainwarden.attest.bytecode import BytecodeResult, bytecode_pairs, verify_bytecode
 from trainwarden.attest.cache import HashCache, cache_key_packer, hash_files, hash_other
 from trainwarden.attest.codedir import CodeDir, code_state
 from trainwarden.attest.effects import EnvEffect, resolve_effects
 from trainwarden.attest.envvars import helper_environment, loader_environment
-from trainwarden.attest.memo import SnapshotMemo, walk_fingerprint
+from trainwarden.attest.memo import SnapshotMemo, lstat_keys, walk_fingerprint
 from trainwarden.attest.ospkg import dpkg_owners
 from trainwarden.attest.pth import PthContent, site_path_order
 from trainwarden.attest.record import ACCEPTED_ALGORITHMS, FileStatus, find_distributions
@@ -693,6 +693,30 @@ def take_snapshot(
             workers,
         )
         state = dataclasses.replace(state, checked=cache.hits + cache.misses - before)
+        # Bytecode on the walked path (site-packages, the standard library, every other entry).
+        walked = {**stats, **path_stats}
+        pairs = bytecode_pairs(walked, tag)
+        results, same = verify_bytecode(
+            pairs,
+            walked,
+            _compiler_id(state.interp_digest, tag),
+            python,
+            env,
+            cache,
+            workers=workers,
+        )
+        consistent = consistent and same
+        # The memo's fingerprint holds a link's own metadata; what Python reads through it is
+        # checked on every memo hit as a file read outside the walk.
+        for pyc, source in pairs:
+            for f in (pyc, source):
+                if f is not None and S_ISLNK(walked[f].st_mode):
+                    outside.update(lstat_keys([os.path.realpath(f)]))
+        state = dataclasses.replace(
+            state,
+            bytecode=tuple(r for r in results if r.status not in ("match", "ignored")),
+            bytecode_checked=len(results),
+        )
         if memo.path is not None and consistent:
             memo.put(slot, fingerprint, tuple(sorted(outside.items())), state.to_plain())
     distributions, orphans = state.distributions, state.orphans
@@ -711,9 +735,19 @@ def take_snapshot(
         [str(x) for x in info.get("stdlib_module_names", [])],
     )
     effects = resolve_effects(env, pythonpath=pythonpath, shadows=shadows)
-    code_roots = [str(Path(c).resolve()) for c in code_dirs]
-    code_roots += [r for r, kind in path_roots.items() if kind != "stdlib"]
-    checked = check_bytecode(find_bytecode(code_roots, tag), python, env)
+    # Bytecode in the code directories, ignored by git or not (outside every walk above).
+    code_stats, _ = walk_roots([str(Path(c).resolve()) for c in code_dirs], set())
+    code_pairs = [p for p in bytecode_pairs(code_stats, tag) if p[0] not in stats]
+    code_pairs = [p for p in code_pairs if p[0] not in path_stats]
+    code_checked, _ = verify_bytecode(
+        code_pairs,
+        code_stats,
+        _compiler_id(state.interp_digest, tag),
+        python,
+        env,
+        cache,
+        workers=workers,
+    )
     cache.save()
     memo.save()
     interp_digest = state.interp_digest
@@ -751,12 +785,26 @@ def take_snapshot(
         path_cut=tuple(path_cut),
         shadows=tuple(shadows),
         env_effects=tuple(effects),
-        bytecode=tuple(b for b in checked if b.status not in ("match", "ignored")),
-        bytecode_checked=len(checked),
+        bytecode=tuple(
+            sorted(
+                (
+                    *state.bytecode,
+                    *(b for b in code_checked if b.status not in ("match", "ignored")),
+                )
+            )
+        ),
+        bytecode_checked=state.bytecode_checked + len(code_checked),
     )
 
 
-_MEMO_FORMAT = b"files-v1"
+def _compiler_id(interp_digest: bytes | None, cache_tag: str) -> bytes | None:
+    """What a bytecode verdict depends on besides the two files: the compiler."""
+    if interp_digest is None or not cache_tag:
+        return None
+    return hashlib.sha256(interp_digest + cache_tag.encode()).digest()
+
+
+_MEMO_FORMAT = b"files-v2"
 _STATUS = {s.value: s for s in FileStatus}
 
 
@@ -774,6 +822,9 @@ class _FileState:
     interp_digest: bytes | None
     # Files settled by a digest (from the cache or read): counted as cache hits on a memo hit.
     checked: int = 0
+    # Bytecode on the walked path other than "match" and "ignored", and how many were compared.
+    bytecode: tuple[BytecodeResult, ...] = ()
+    bytecode_checked: int = 0
 
     def to_plain(self) -> Any:
         """Plain tuples, dicts and strings (marshal-able)."""
@@ -803,12 +854,17 @@ class _FileState:
             self.path_digests,
             self.interp_digest,
             self.checked,
+            tuple(tuple(b) for b in self.bytecode),
+            self.bytecode_checked,
         )
 
     @classmethod
     def from_plain(cls, plain: Any) -> _FileState:
         """The inverse of :meth:`to_plain`."""
-        dists, orphans, pths, customize, os_packages, unreadable, path_digests, interp, n = plain
+        dists, orphans, pths, customize, os_packages, unreadable, path_digests, interp, n = plain[
+            :9
+        ]
+        bytecode, bytecode_checked = plain[9:]
         status = _STATUS
         return cls(
             distributions=tuple(
@@ -834,6 +890,8 @@ class _FileState:
             path_digests=dict(path_digests),
             interp_digest=interp,
             checked=n,
+            bytecode=tuple(BytecodeResult(*b) for b in bytecode),
+            bytecode_checked=bytecode_checked,
         )
 
 

@@ -125,7 +125,8 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
                 "TWA-REC-003",
                 Severity.INFO,
                 f"{sum(no_hash.values())} installed file(s) have no RECORD hash (mostly bytecode "
-                "compiled at install time); compare against a baseline to cover them",
+                "compiled at install time, which is compared with its source); compare against "
+                "a baseline to cover the rest",
                 location=snap.interpreter.prefix,
                 evidence={"per_distribution": dict(top)},
             )

@@ -49,4 +49,5 @@ def explain(policy_file: str | None = None) -> Explanation:
     policy = SandboxPolicy.from_file(policy_file) if policy_file else SandboxPolicy.default()
     resolved = policy.resolve()
     abi = abi_version()
-    return Explanation(resolved, abi.version, abi.reason, unenforceable(resolved, abi.version))
+    reason = abi.reason or ""
+    return Explanation(resolved, abi.version, reason, unenforceable(resolved, abi.version))

@@ -243,6 +243,7 @@ def _replay_interval(
     activations: bool,
     tolerance: float | None,
     manifest_key: Any,
+    rng_continuity: bool = True,
 ) -> IntervalResult:
     """Replay steps ``[start, end)``; ``ranks[r]`` holds rank ``r``'s step records.
 
@@ -266,6 +267,17 @@ def _replay_interval(
 
     for r, steps in enumerate(ranks):
         missing = [s for s in range(start, end) if s not in steps]
+        unrecorded = [s for s in range(start, end) if s in steps and steps[s].get("micro") is None]
+        if unrecorded and not missing:
+            s = unrecorded[0]
+            return IntervalResult(
+                start,
+                end,
+                "not-replayable",
+                detail=f"step {s} has no record of its batches ("
+                + str(steps[s].get("unrecorded") or "not recorded")
+                + ")",
+            )
         if missing:
             who = f" of rank {r}" if world > 1 else ""
             return IntervalResult(
@@ -311,7 +323,11 @@ def _replay_interval(
                 rec = steps[s]
                 on = f" on rank {r}" if world > 1 else ""
                 prev_rng = rng_after[r]
-                if prev_rng is not None and prev_rng != _rng_state_bytes(rec["rng"]):
+                if (
+                    rng_continuity
+                    and prev_rng is not None
+                    and prev_rng != _rng_state_bytes(rec["rng"])
+                ):
                     return diverged(
                         s,
                         "rng",
@@ -491,7 +507,7 @@ def _declared_data(
             (),
             "earlier records are missing, so the step's place in the declared order is unknown",
         )
-    k = sum(len(steps[t]["micro"]) for t in range(s))
+    k = sum(len(steps[t]["micro"] or ()) for t in range(s))
     for m, idx in enumerate(steps[s]["micro"]):
         declared = spec.batch_indices(k + m)
         if [int(i) for i in idx] != declared:
@@ -595,6 +611,9 @@ def replay(
                 activations=bool(meta.get("activation_every")),
                 tolerance=tolerance,
                 manifest_key=manifest_key,
+                # A loop recorded from hooks may draw from the RNG between steps (a sampler
+                # seeding itself at an epoch's start): each step restarts from its own record.
+                rng_continuity=meta.get("recorded_by") != "hooks",
             )
             for a, b in chosen
         )

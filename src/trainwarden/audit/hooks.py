@@ -26,7 +26,7 @@ from trainwarden.audit import _step
 from trainwarden.audit.recorder import FORMAT_VERSION, chain_hash, checkpoint_name
 from trainwarden.audit.types import AuditError, Job
 
-__all__ = ["HookRecorder"]
+__all__ = ["HookRecorder", "pretrack"]
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -62,6 +62,38 @@ class _Collate:
         return out
 
 
+def pretrack(loader: Any) -> Any:
+    """Start recording ``loader``'s batches before a recorder exists; returns ``loader``.
+
+    For a framework that creates the loader's iterator (and prefetches from it) before the
+    optimizer is watched: the recorder's :meth:`HookRecorder.track` adopts the batches queued
+    so far. Same requirements as ``track``.
+    """
+    base = _base_loader(loader)
+    if isinstance(base.batch_sampler, _Batches):
+        base.batch_sampler.queue.clear()  # left over from an earlier run over this loader
+    else:
+        queue: collections.deque[list[Any]] = collections.deque()
+        object.__setattr__(base, "batch_sampler", _Batches(base.batch_sampler, queue))
+        object.__setattr__(base, "collate_fn", _Collate(base.collate_fn, queue))
+    return loader
+
+
+def _base_loader(loader: Any) -> Any:
+    base = getattr(loader, "base_dataloader", loader)
+    if not isinstance(base, torch.utils.data.DataLoader):
+        raise AuditError(
+            f"cannot track a {type(loader).__name__}: not a torch DataLoader",
+            hint="train from a torch.utils.data.DataLoader",
+        )
+    if base.batch_sampler is None or base.num_workers:
+        raise AuditError(
+            "the replay audit tracks a DataLoader with a batch sampler and num_workers=0",
+            hint="the items of each batch are recorded where they are sampled and collated",
+        )
+    return base
+
+
 def _loss_unused(_model: Any, _batch: Any) -> Any:
     raise AuditError("a hook recorder's job has no loss function: the job's own loop runs it")
 
@@ -93,6 +125,12 @@ class HookRecorder:
             raise AuditError(f"audit_every must be at least 1, not {audit_every}")
         if activation_every < 0:
             raise AuditError(f"activation_every must be 0 (never) or more, not {activation_every}")
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise AuditError(
+                "recording from watch() covers single-process runs",
+                hint="record a data-parallel job with AuditRecorder(job, run_dir, ddp=...)",
+            )
         if isinstance(scheduler, (list, tuple)):
             if len(scheduler) > 1:
                 raise AuditError(
@@ -205,18 +243,14 @@ class HookRecorder:
         and ``num_workers=0``, and on accelerate's wrappers of one (the Hugging Face Trainer's
         loader). Call it before the loader is iterated.
         """
-        base = getattr(loader, "base_dataloader", loader)
-        if not isinstance(base, torch.utils.data.DataLoader):
-            raise AuditError(
-                f"cannot track a {type(loader).__name__}: not a torch DataLoader",
-                hint="train from a torch.utils.data.DataLoader",
-            )
-        if base.batch_sampler is None or base.num_workers:
-            raise AuditError(
-                "the replay audit tracks a DataLoader with a batch sampler and num_workers=0",
-                hint="the items of each batch are recorded where they are sampled and collated",
-            )
+        base = _base_loader(loader)
         if isinstance(base.batch_sampler, _Batches):
+            # Wrapped before this recorder existed (pretrack): adopt what it queued so far.
+            if base.batch_sampler.queue is not self._queue:
+                pending = base.batch_sampler.queue
+                pending.extend(self._queue)
+                self._queue = pending
+            self._tracked = True
             return loader
         # DataLoader refuses to reassign these after construction; its iterators read them
         # when created, so the wrappers are in place for every epoch that follows.

@@ -19,7 +19,7 @@ import torch
 from trainwarden import watch
 from trainwarden.audit import AuditError, Job, replay
 from trainwarden.drill.gpt import make_tiny_job
-from trainwarden.drill.replay_attacks import ATTACKS
+from trainwarden.drill.replay_attacks import ATTACKS, undo
 
 STEPS = 8
 EVERY = 4
@@ -61,18 +61,21 @@ def own_loop(
     if track:
         mon.audit.track(loader)
     batches = iter(loader)
-    for step in range(STEPS):
-        if attack is not None:
-            attack(job, step)
-        job.optimizer.zero_grad(set_to_none=True)
-        for _ in range(accumulate):
-            loss = job.loss_fn(job.model, next(batches)) / accumulate
-            loss.backward()
-        assert job.max_grad_norm is not None
-        torch.nn.utils.clip_grad_norm_(job.model.parameters(), job.max_grad_norm)
-        job.optimizer.step()
-        assert job.scheduler is not None
-        job.scheduler.step()
+    try:
+        for step in range(STEPS):
+            if attack is not None:
+                attack(job, step)
+            job.optimizer.zero_grad(set_to_none=True)
+            for _ in range(accumulate):
+                loss = job.loss_fn(job.model, next(batches)) / accumulate
+                loss.backward()
+            assert job.max_grad_norm is not None
+            torch.nn.utils.clip_grad_norm_(job.model.parameters(), job.max_grad_norm)
+            job.optimizer.step()
+            assert job.scheduler is not None
+            job.scheduler.step()
+    finally:
+        undo(attack)
     mon.close()
     return run
 
@@ -117,7 +120,16 @@ def test_gradient_accumulation_replays(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["reverse-gradients", "spare-sampled-update", "edit-weights-in-forward", "flip-samples"]
+    "name",
+    [
+        "reverse-gradients",
+        "spare-sampled-update",
+        "patch-functional-optimizer",
+        "edit-weights-in-forward",
+        "flip-samples",
+        "raise-dropout",
+        "tamper-schedule",
+    ],
 )
 def test_tampered_own_loop_diverges_at_its_step(tmp_path: Path, name: str) -> None:
     run = own_loop(tmp_path, ATTACKS[name].build(5))
@@ -194,3 +206,34 @@ def test_audit_every_must_be_positive() -> None:
     job = make_tiny_job()
     with pytest.raises(MonitorError, match="audit_every"):
         watch(job.model, job.optimizer, audit_every=0)
+
+
+def test_cli_tolerance_reports_every_intervals_distance(tmp_path: Path) -> None:
+    # The calibration command in the guide reads each clean interval's distance from this JSON.
+    run = own_loop(tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "audit",
+            "replay",
+            str(run),
+            "--job",
+            "trainwarden.drill.gpt:make_tiny_job",
+            "--tolerance",
+            "1e9",
+            "--seed",
+            "1",
+            "--no-attest",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    intervals = json.loads(proc.stdout)["intervals"]
+    assert [i["status"] for i in intervals] == ["reproduced", "reproduced"]
+    assert all(isinstance(i["distance"], float) for i in intervals)

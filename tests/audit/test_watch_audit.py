@@ -188,7 +188,10 @@ def test_cli_replays_a_watched_run(tmp_path: Path) -> None:
 def test_track_refuses_worker_processes(tmp_path: Path) -> None:
     job = make_tiny_job()
     mon = watch(
-        job.model, job.optimizer, sink=tmp_path / "e.jsonl", audit_dir=tmp_path / "run",
+        job.model,
+        job.optimizer,
+        sink=tmp_path / "e.jsonl",
+        audit_dir=tmp_path / "run",
         code_guard=False,
     )
     try:
@@ -237,3 +240,35 @@ def test_cli_tolerance_reports_every_intervals_distance(tmp_path: Path) -> None:
     intervals = json.loads(proc.stdout)["intervals"]
     assert [i["status"] for i in intervals] == ["reproduced", "reproduced"]
     assert all(isinstance(i["distance"], float) for i in intervals)
+
+
+def test_recorder_hooks_removed_mid_run_are_caught_by_the_monitors_count(tmp_path: Path) -> None:
+    from trainwarden.monitor.core import Monitor
+
+    watched: list[Monitor] = []
+    original = Monitor.__init__
+
+    def keep(self: Monitor, *a: Any, **k: Any) -> None:
+        original(self, *a, **k)
+        watched.append(self)
+
+    def stop_recording(job: Job, step: int) -> None:
+        if step == 5:  # the saboteur removes the recorder's hooks; the monitor keeps counting
+            for h in watched[0].audit.handles:
+                h.remove()
+
+    Monitor.__init__ = keep  # type: ignore[method-assign]
+    try:
+        run = own_loop(tmp_path, stop_recording)
+    finally:
+        Monitor.__init__ = original  # type: ignore[method-assign]
+    report = replay(run, make_tiny_job, seed=1, events=events(tmp_path))
+    # Step 4's state was taken only at close, after three unrecorded updates: it diverges.
+    assert [(r.start, r.end, r.status) for r in report.intervals] == [
+        (0, 4, "reproduced"),
+        (4, 5, "diverged"),
+    ]
+    # And the unrecorded tail is a HIGH finding of its own, not a silent gap.
+    (f,) = report.record_findings
+    assert f.rule_id == "TWR-NOT-REPLAYABLE" and "steps 5-7 were never recorded" in f.message
+    assert report.exit_code() == 1

@@ -87,7 +87,7 @@ class FlipGradients(pl.Callback):
             self.done = True
             layer = pl_module.get_submodule("net.0")
             assert isinstance(layer, nn.Linear)
-            layer.weight.register_hook(lambda g: -g)
+            layer.weight.register_hook(lambda g: -g)  # type: ignore[no-untyped-call]
 
 
 def fit(tmp_path: Path, *extra: pl.Callback) -> Path:

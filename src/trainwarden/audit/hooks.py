@@ -169,7 +169,9 @@ class HookRecorder:
         ]
         for p in model.parameters():
             if p.requires_grad:
-                self._handles.append(p.register_post_accumulate_grad_hook(self._on_grad))
+                self._handles.append(
+                    p.register_post_accumulate_grad_hook(self._on_grad)  # type: ignore[no-untyped-call]
+                )
         self._handles.append(optimizer.register_step_post_hook(self._on_step_post))
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self._steps = (self.run_dir / "steps.jsonl").open("a", encoding="utf-8")
@@ -202,7 +204,7 @@ class HookRecorder:
         max_grad_norm: float | None,
         config: Any,
     ) -> HookRecorder:
-        """The recorder ``watch()`` attaches for a ``MonitorConfig``; events wait for :meth:`bind`."""
+        """The recorder ``watch()`` attaches for a ``MonitorConfig``; events wait for ``bind``."""
         from trainwarden.audit.recorder import DEFAULT_AUDIT_EVERY
         from trainwarden.monitor.core import DEFAULT_DIR_ENV
 
@@ -292,7 +294,8 @@ class HookRecorder:
             # recorded says what it computed, so the interval that holds it cannot be replayed.
             self._begin()
         rec = self._current
-        assert rec is not None
+        if rec is None:  # _begin() always sets it; this keeps the type checker honest
+            return
         if self._tap is not None and self._tap.armed:
             self._tap.armed = False
             rec["acts"] = [list(a) for a in self._tap.digests]

@@ -164,6 +164,38 @@ def _ledger_findings(
     return out
 
 
+def _monitor_count_findings(
+    run: Path, steps: Mapping[int, dict[str, Any]], events: Iterable[Mapping[str, Any]]
+) -> list[Finding]:
+    """A run recorded under ``watch()``: the monitor's own count of optimizer steps (its
+    ``monitor_stop`` event in the same sink) against the steps the record covers."""
+    events = list(events)
+    stops = [
+        ev.get("record") if isinstance(ev.get("record"), dict) else ev
+        for ev in events
+        if ev.get("kind") == "monitor_stop"
+    ]
+    counts = [
+        int(r["step"]) for r in stops if isinstance(r, Mapping) and isinstance(r.get("step"), int)
+    ]
+    if len(counts) != 1:
+        return []  # no monitor, or several runs in one log: nothing to pair the record with
+    seen = counts[0]
+    if seen <= len(steps):
+        return []
+    return [
+        Finding(
+            "TWR-NOT-REPLAYABLE",
+            Severity.HIGH,
+            f"the monitor counted {seen} optimizer steps but the audit record covers "
+            f"{len(steps)}: steps {len(steps)}-{seen - 1} were never recorded (the recorder "
+            "was stopped or its hooks removed)",
+            f"{run}@{len(steps)}",
+            {"recorded": len(steps), "monitor_steps": seen},
+        )
+    ]
+
+
 def ledger_events(url: str, token: str, run: str) -> list[dict[str, Any]]:
     """Every ``audit.step`` entry of ledger run ``run``, read with a reader token."""
     from trainwarden.ledger.client import LedgerClient
@@ -577,6 +609,8 @@ def replay(
                 run, steps, events, meta.get("run_id"), r if world > 1 else None
             )
         ranks.append(steps)
+    if events is not None and meta.get("recorded_by") == "hooks":
+        findings += _monitor_count_findings(run, ranks[0], events)
     ck_dir = run / "checkpoints"
     ck_steps = sorted(
         int(p.name[5:13])

@@ -127,12 +127,12 @@ def patch_functional_optimizer(start: int) -> Attack:
                     p.view(-1)[::100] = old
             return out
 
-        adam_module.adam = adam  # type: ignore[assignment]
+        adam_module.adam = adam
 
     attack = _once(start, act)
 
     def undo() -> None:
-        adam_module.adam = original  # type: ignore[assignment]
+        adam_module.adam = original
 
     attack.undo = undo  # type: ignore[attr-defined]
     return attack

@@ -182,3 +182,32 @@ def test_factory_refuses_a_scheduler_stepped_per_epoch() -> None:
 
     with pytest.raises(AuditError, match="every optimizer step"):
         audit_job(PerEpoch(), loader())
+
+
+class WithLoader(Regressor):
+    """The module builds its own training loader (Lightning calls train_dataloader())."""
+
+    def train_dataloader(self) -> Any:
+        return loader()
+
+
+@pytest.mark.filterwarnings("ignore:The 'train_dataloader' does not have many workers")
+def test_a_module_that_builds_its_own_loader_replays_clean(tmp_path: Path) -> None:
+    cb = TrainWardenCallback(sink=tmp_path / "events.jsonl", audit_every=EVERY, code_guard=False)
+    trainer = pl.Trainer(
+        max_steps=STEPS,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=CLIP,
+        default_root_dir=str(tmp_path),
+        callbacks=[cb],
+    )
+    module = WithLoader()
+    trainer.fit(module)
+    assert "train_dataloader" not in vars(module)  # the callback put the method back
+    report = replay(tmp_path / "trainwarden" / "audit", replay_job, seed=1)
+    assert [r.status for r in report.intervals] == ["reproduced", "reproduced"]

@@ -19,7 +19,7 @@ two: on this CPU that splits reductions differently and changes low bits (the bi
 flags every clean interval, shown in the table). The distance of each replayed interval from the
 recorded one, relative to the interval's own movement, is measured on clean calibration runs;
 the tolerance is ``--factor`` times their maximum; the false-positive rate is then measured on
-held-out clean runs (other data seeds) and the detection on the drill's eight attacks.
+held-out clean runs (other data seeds) and the detection on each of the drill's attacks.
 
     python bench/audit_replay.py --write
     python bench/audit_replay.py --tolerance-only --write
@@ -44,6 +44,7 @@ import torch
 
 from trainwarden.audit import AuditRecorder, _step, replay
 from trainwarden.drill.gpt import GPTConfig, make_job, make_tiny_job
+from trainwarden.drill.replay_attacks import undo
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 BEGIN = "<!-- BEGIN audit_replay (written by bench/audit_replay.py) -->"
@@ -75,15 +76,60 @@ def _recorded(run: Path, steps: int, every: int, batch: int, activation_every: i
     return elapsed / steps
 
 
+def _watched(tmp: Path, steps: int, every: int | None, batch: int) -> float:
+    """The job's own loop under ``watch()``, recording from hooks when ``every`` is given."""
+    from trainwarden import watch
+
+    job = make_job()
+    gen = torch.Generator().manual_seed(7)
+    loader = torch.utils.data.DataLoader(
+        job.dataset, batch_size=batch, shuffle=True, generator=gen, drop_last=True
+    )
+    audit = {"audit_every": every, "audit_dir": tmp / "run"} if every else {}
+    mon = watch(
+        job.model,
+        job.optimizer,
+        scheduler=job.scheduler,
+        max_grad_norm=job.max_grad_norm,
+        sink=tmp / "events.jsonl",
+        code_guard=False,
+        watchdog=False,
+        **audit,  # type: ignore[arg-type]
+    )
+    if mon.audit is not None:
+        mon.audit.track(loader)
+    it = iter(loader)
+    assert job.max_grad_norm is not None and job.scheduler is not None
+
+    def one() -> None:
+        job.optimizer.zero_grad(set_to_none=True)
+        job.loss_fn(job.model, next(it)).backward()
+        torch.nn.utils.clip_grad_norm_(job.model.parameters(), job.max_grad_norm)  # type: ignore[arg-type]
+        job.optimizer.step()
+        job.scheduler.step()  # type: ignore[union-attr]
+
+    one()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        one()
+    elapsed = time.perf_counter() - start
+    mon.close()
+    return elapsed / steps
+
+
 def _du(path: Path, pattern: str) -> int:
     return sum(p.stat().st_size for p in path.glob(pattern))
 
 
 def cost(steps: int, every: int, batch: int, reps: int) -> list[str]:
     plain, rec_full, rec_default, rec_noact, rep = [], [], [], [], []
+    mon_only: list[float] = []
+    mon_audit: list[float] = []
     with tempfile.TemporaryDirectory(prefix="tw-audit-") as tmp:
         for r in range(reps):
             plain.append(_plain(steps, batch))
+            mon_only.append(_watched(Path(tmp) / f"mon{r}", steps, None, batch))
+            mon_audit.append(_watched(Path(tmp) / f"monaudit{r}", steps, every, batch))
             run = Path(tmp) / f"full{r}"
             rec_full.append(_recorded(run, steps, every, batch, 1))
             rec_default.append(_recorded(Path(tmp) / f"default{r}", steps, every, batch, 10))
@@ -97,7 +143,13 @@ def cost(steps: int, every: int, batch: int, reps: int) -> list[str]:
         n_ck = len(list((run / "checkpoints").glob("step_*.pt")))
         per_step = (run / "steps.jsonl").stat().st_size / steps
         per_step_default = (Path(tmp) / "default0" / "steps.jsonl").stat().st_size / steps
+        full_ck = (run / "checkpoints" / f"step_{every:08d}.pt").stat().st_size
+        first_ck = (run / "checkpoints" / "step_00000000.pt").stat().st_size
+        hooks = Path(tmp) / "monaudit0" / "run"
+        hooks_full_ck = (hooks / "checkpoints" / f"step_{every:08d}.pt").stat().st_size
+        hooks_per_step = (hooks / "steps.jsonl").stat().st_size / (steps + 1)
     params = sum(p.numel() for p in make_job().model.parameters())
+    w, w_a = (statistics.median(x) * 1000 for x in (mon_only, mon_audit))
     p, f, d, n, rp = (
         statistics.median(x) * 1000 for x in (plain, rec_full, rec_default, rec_noact, rep)
     )
@@ -113,10 +165,20 @@ def cost(steps: int, every: int, batch: int, reps: int) -> list[str]:
         f"| recorded, activation digests every 10th step (default) | {d:.1f} | {d / p:.2f}x |",
         f"| recorded, no activation digests | {n:.1f} | {n / p:.2f}x |",
         f"| replay (per replayed step, all intervals) | {rp:.1f} | {rp / p:.2f}x |",
+        f"| own loop under `watch()` (monitor only) | {w:.1f} | {w / p:.2f}x |",
+        f"| own loop under `watch(audit_every={every})` (monitor + hook recording, "
+        f"activation digests every 10th step) | {w_a:.1f} | {w_a / p:.2f}x |",
         "",
-        f"Disk: {ck / max(1, n_ck) / 1e6:.2f} MB per checkpoint (model + AdamW moments + "
-        f"manifest); {per_step / 1e3:.1f} KB per step record with activation digests every step, "
-        f"{per_step_default / 1e3:.1f} KB on average at the default.",
+        f"Disk: {ck / max(1, n_ck) / 1e6:.2f} MB per checkpoint on average over the run's "
+        f"{n_ck} (model + AdamW moments + manifest); a checkpoint after the first step is "
+        f"{full_ck:,} bytes = {full_ck / params:.2f} bytes per parameter (the formula "
+        f"12 x {params:,} = {12 * params:,} bytes for float32 weights and two AdamW moments, "
+        f"plus {full_ck - 12 * params:,} bytes of pickle framing, step counters and "
+        f"scheduler), the one at step 0 {first_ck:,} bytes (no moments yet). "
+        f"{per_step / 1e3:.1f} KB per step record with activation digests every step, "
+        f"{per_step_default / 1e3:.1f} KB on average at the default. Recorded from hooks "
+        f"under `watch()`: {hooks_full_ck:,} bytes per checkpoint, "
+        f"{hooks_per_step / 1e3:.1f} KB per step record.",
     ]
 
 
@@ -161,10 +223,13 @@ def _record_tiny(run: Path, steps: int, every: int, seed: int, attack: object = 
     job = make_tiny_job()
     with AuditRecorder(job, run, audit_every=every, activation_every=0) as rec:
         it = iter(rec.loader(8, seed=seed))
-        for s in range(steps):
-            if attack is not None:
-                attack(job, s)  # type: ignore[operator]
-            rec.step([next(it)])
+        try:
+            for s in range(steps):
+                if attack is not None:
+                    attack(job, s)  # type: ignore[operator]
+                rec.step([next(it)])
+        finally:
+            undo(attack)  # type: ignore[arg-type]
 
 
 def tolerance(runs: int, steps: int, every: int, factor: float) -> list[str]:

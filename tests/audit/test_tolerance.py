@@ -13,7 +13,7 @@ import torch
 
 from trainwarden.audit import AuditRecorder, replay
 from trainwarden.drill.gpt import make_tiny_job
-from trainwarden.drill.replay_attacks import ATTACKS
+from trainwarden.drill.replay_attacks import ATTACKS, undo
 
 DOCUMENTED_TOLERANCE = 4.5e-2
 
@@ -26,10 +26,13 @@ def record(run: Path, attack: str | None = None) -> Path:
         hit = ATTACKS[attack].build(5) if attack else None
         with AuditRecorder(job, run, audit_every=4, activation_every=0) as rec:
             it = iter(rec.loader(8, seed=11))
-            for s in range(12):
-                if hit is not None:
-                    hit(job, s)
-                rec.step([next(it)])
+            try:
+                for s in range(12):
+                    if hit is not None:
+                        hit(job, s)
+                    rec.step([next(it)])
+            finally:
+                undo(hit)
     finally:
         torch.set_num_threads(before)
     return run

@@ -129,6 +129,10 @@ def accumulate(
     opt.zero_grad(set_to_none=True)
     n = len(micro_batches)
     total = 0.0
+    if job.micro_step is not None:
+        for i in range(n):
+            total += float(job.micro_step(fwd, micro_batches, i))
+        return total
     for i, mb in enumerate(micro_batches):
         if no_sync is not None and i < n - 1:
             with no_sync():

@@ -164,6 +164,38 @@ def _ledger_findings(
     return out
 
 
+def _monitor_count_findings(
+    run: Path, steps: Mapping[int, dict[str, Any]], events: Iterable[Mapping[str, Any]]
+) -> list[Finding]:
+    """A run recorded under ``watch()``: the monitor's own count of optimizer steps (its
+    ``monitor_stop`` event in the same sink) against the steps the record covers."""
+    events = list(events)
+    stops = [
+        ev.get("record") if isinstance(ev.get("record"), dict) else ev
+        for ev in events
+        if ev.get("kind") == "monitor_stop"
+    ]
+    counts = [
+        int(r["step"]) for r in stops if isinstance(r, Mapping) and isinstance(r.get("step"), int)
+    ]
+    if len(counts) != 1:
+        return []  # no monitor, or several runs in one log: nothing to pair the record with
+    seen = counts[0]
+    if seen <= len(steps):
+        return []
+    return [
+        Finding(
+            "TWR-NOT-REPLAYABLE",
+            Severity.HIGH,
+            f"the monitor counted {seen} optimizer steps but the audit record covers "
+            f"{len(steps)}: steps {len(steps)}-{seen - 1} were never recorded (the recorder "
+            "was stopped or its hooks removed)",
+            f"{run}@{len(steps)}",
+            {"recorded": len(steps), "monitor_steps": seen},
+        )
+    ]
+
+
 def ledger_events(url: str, token: str, run: str) -> list[dict[str, Any]]:
     """Every ``audit.step`` entry of ledger run ``run``, read with a reader token."""
     from trainwarden.ledger.client import LedgerClient
@@ -243,6 +275,7 @@ def _replay_interval(
     activations: bool,
     tolerance: float | None,
     manifest_key: Any,
+    rng_continuity: bool = True,
 ) -> IntervalResult:
     """Replay steps ``[start, end)``; ``ranks[r]`` holds rank ``r``'s step records.
 
@@ -266,6 +299,17 @@ def _replay_interval(
 
     for r, steps in enumerate(ranks):
         missing = [s for s in range(start, end) if s not in steps]
+        unrecorded = [s for s in range(start, end) if s in steps and steps[s].get("micro") is None]
+        if unrecorded and not missing:
+            s = unrecorded[0]
+            return IntervalResult(
+                start,
+                end,
+                "not-replayable",
+                detail=f"step {s} has no record of its batches ("
+                + str(steps[s].get("unrecorded") or "not recorded")
+                + ")",
+            )
         if missing:
             who = f" of rank {r}" if world > 1 else ""
             return IntervalResult(
@@ -311,7 +355,11 @@ def _replay_interval(
                 rec = steps[s]
                 on = f" on rank {r}" if world > 1 else ""
                 prev_rng = rng_after[r]
-                if prev_rng is not None and prev_rng != _rng_state_bytes(rec["rng"]):
+                if (
+                    rng_continuity
+                    and prev_rng is not None
+                    and prev_rng != _rng_state_bytes(rec["rng"])
+                ):
                     return diverged(
                         s,
                         "rng",
@@ -491,7 +539,7 @@ def _declared_data(
             (),
             "earlier records are missing, so the step's place in the declared order is unknown",
         )
-    k = sum(len(steps[t]["micro"]) for t in range(s))
+    k = sum(len(steps[t]["micro"] or ()) for t in range(s))
     for m, idx in enumerate(steps[s]["micro"]):
         declared = spec.batch_indices(k + m)
         if [int(i) for i in idx] != declared:
@@ -561,6 +609,8 @@ def replay(
                 run, steps, events, meta.get("run_id"), r if world > 1 else None
             )
         ranks.append(steps)
+    if events is not None and meta.get("recorded_by") == "hooks":
+        findings += _monitor_count_findings(run, ranks[0], events)
     ck_dir = run / "checkpoints"
     ck_steps = sorted(
         int(p.name[5:13])
@@ -595,6 +645,9 @@ def replay(
                 activations=bool(meta.get("activation_every")),
                 tolerance=tolerance,
                 manifest_key=manifest_key,
+                # A loop recorded from hooks may draw from the RNG between steps (a sampler
+                # seeding itself at an epoch's start): each step restarts from its own record.
+                rng_continuity=meta.get("recorded_by") != "hooks",
             )
             for a, b in chosen
         )

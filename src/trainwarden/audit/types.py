@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,11 @@ class Job:
     scheduler: Any | None = None
     collate_fn: Callable[[list[Any]], Any] | None = None
     max_grad_norm: float | None = None
+    micro_step: Callable[[Any, Sequence[Any], int], Any] | None = None
+    """A framework's own forward and backward of micro-batch ``i`` of a step's
+    ``micro_batches`` (returning its loss), used instead of ``loss_fn`` when set: the Hugging
+    Face integration passes the Trainer's ``training_step``, whose loss scaling over an
+    accumulated step (``num_items_in_batch``) one micro-batch's ``loss_fn`` cannot give."""
     data: Any | None = None
     """A :class:`trainwarden.data.DataSpec` declaring the sampler and the dataset's manifest:
     the recorder's loader then yields its batches, and the replay checks every recorded batch

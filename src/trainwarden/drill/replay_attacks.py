@@ -26,6 +26,7 @@ __all__ = [
     "reverse_gradients_at",
     "rewrite_step_record",
     "train",
+    "undo",
 ]
 
 # Called before every optimizer step with the job and the step about to run.
@@ -101,6 +102,49 @@ def spare_sampled_update(start: int) -> Attack:
     return _once(start, act)
 
 
+def patch_functional_optimizer(start: int) -> Attack:
+    """Patch torch's functional Adam/AdamW (``torch.optim.adam.adam``, which the optimizer's
+    ``step`` looks up at every call) so that every hundredth element of each parameter keeps its
+    old value: the optimizer object, its hooks and its ``step`` method are untouched.
+
+    The returned attack has ``undo()``, which puts the original function back (``train`` calls
+    it when the run ends).
+    """
+    import torch.optim.adam as adam_module
+
+    original = adam_module.adam
+
+    def act(job: Job) -> None:
+        own = {id(p) for p in job.model.parameters()}
+
+        def adam(params: list[torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+            if not params or id(params[0]) not in own:
+                return original(params, *args, **kwargs)
+            spared = [p.detach().reshape(-1)[::100].clone() for p in params]
+            out = original(params, *args, **kwargs)
+            with torch.no_grad():
+                for p, old in zip(params, spared, strict=True):
+                    p.view(-1)[::100] = old
+            return out
+
+        adam_module.adam = adam
+
+    attack = _once(start, act)
+
+    def undo() -> None:
+        adam_module.adam = original
+
+    attack.undo = undo  # type: ignore[attr-defined]
+    return attack
+
+
+def undo(attack: Attack | None) -> None:
+    """Take back what an attack patched process-wide (a no-op for most attacks)."""
+    fn = getattr(attack, "undo", None)
+    if fn is not None:
+        fn()
+
+
 def edit_weights_in_forward(start: int) -> Attack:
     """Add a delta to a weight for the forward only, and take it out again afterwards."""
 
@@ -171,6 +215,9 @@ ATTACKS: dict[str, AttackSpec] = {
     "spare-sampled-update": AttackSpec(
         spare_sampled_update, "update", "patched optimizer spares elements"
     ),
+    "patch-functional-optimizer": AttackSpec(
+        patch_functional_optimizer, "update", "functional Adam patched to spare elements"
+    ),
     "edit-weights-in-forward": AttackSpec(
         edit_weights_in_forward, "forward", "weights edited for the forward, then restored"
     ),
@@ -220,8 +267,11 @@ def train(
         activation_every=activation_every,
     ) as rec:
         batches = iter(rec.loader(batch_size, seed=7))
-        for s in range(steps):
-            if attack is not None:
-                attack(job, s)
-            losses.append(rec.step([next(batches)]))
+        try:
+            for s in range(steps):
+                if attack is not None:
+                    attack(job, s)
+                losses.append(rec.step([next(batches)]))
+        finally:
+            undo(attack)
     return losses

@@ -3,20 +3,24 @@
 Usage: ``Trainer(..., callbacks=[TrainWardenCallback()])``. The monitor attaches at
 ``on_train_begin`` (after the Trainer created its optimizer and LR scheduler) and closes at
 ``on_train_end``; alerts are in ``callback.monitor.alerts`` and in the sink.
+With ``audit_every=K`` it also records the run for ``trainwarden audit replay`` (default
+directory ``<output_dir>/trainwarden/audit``); :func:`audit_job` gives the replay's factory.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from trainwarden._internal.sink import EventSink
+from trainwarden.audit.types import Job
 from trainwarden.monitor.types import Alert, MonitorError
 
-__all__ = ["TrainWardenCallback", "unwrap_optimizer", "unwrap_scheduler"]
+__all__ = ["TrainWardenCallback", "audit_job", "unwrap_optimizer", "unwrap_scheduler"]
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
@@ -43,6 +47,48 @@ def unwrap_scheduler(scheduler: Any) -> Any:
     if inner is not None and hasattr(inner, "get_last_lr"):
         return inner
     return scheduler
+
+
+def audit_job(trainer: Any) -> Job:
+    """The replay :class:`~trainwarden.audit.Job` of a ``Trainer`` built by the job's own code.
+
+    Return it from the factory that ``trainwarden audit replay --job`` names::
+
+        def replay_job():
+            return audit_job(make_trainer())   # the function the training script calls
+
+    The optimizer and LR scheduler come from the Trainer's own ``create_optimizer_and_scheduler``
+    (for the number of steps its ``train()`` would plan), the dataset and collator from its
+    training DataLoader, and each micro-batch's forward and backward from its
+    ``training_step`` with the accumulated step's ``num_items_in_batch``, so a clean run replays
+    bitwise on the recording build. Single process, no DeepSpeed or FSDP, no AMP loss scaling.
+    """
+    loader = trainer.get_train_dataloader()
+    base = getattr(loader, "base_dataloader", loader)
+    args = trainer.args
+    max_steps = trainer.set_initial_training_values(args, loader)[-1]
+    trainer.create_optimizer_and_scheduler(num_training_steps=max_steps)
+    device = args.device
+
+    def micro_step(model: Any, batches: Sequence[Any], i: int) -> Any:
+        trainer.current_gradient_accumulation_steps = len(batches)
+        num_items = trainer._get_num_items_in_batch(list(batches), device)
+        return trainer.training_step(model, batches[i], num_items)
+
+    def loss_fn(model: Any, batch: Any) -> Any:
+        return trainer.compute_loss(model, trainer._prepare_inputs(batch))
+
+    max_norm = float(args.max_grad_norm) if args.max_grad_norm else 0.0
+    return Job(
+        model=trainer.model,
+        optimizer=unwrap_optimizer(trainer.optimizer),
+        dataset=base.dataset,
+        loss_fn=loss_fn,
+        scheduler=unwrap_scheduler(trainer.lr_scheduler),
+        collate_fn=base.collate_fn,
+        max_grad_norm=max_norm if max_norm > 0 else None,
+        micro_step=micro_step,
+    )
 
 
 class TrainWardenCallback(TrainerCallback):
@@ -98,6 +144,9 @@ class TrainWardenCallback(TrainerCallback):
             sink = os.path.join(args.output_dir or ".", "trainwarden", f"rank{rank}.jsonl")
         scheduler = kwargs.get("lr_scheduler")
         max_norm = float(args.max_grad_norm) if args.max_grad_norm else None
+        config = dict(self.config)
+        if config.get("audit_every") is not None and config.get("audit_dir") is None:
+            config["audit_dir"] = os.path.join(args.output_dir or ".", "trainwarden", "audit")
         self.monitor = watch(
             model,
             unwrap_optimizer(optimizer),
@@ -105,8 +154,15 @@ class TrainWardenCallback(TrainerCallback):
             max_grad_norm=max_norm if max_norm and max_norm > 0 else None,
             sink=sink,
             fail_closed=self.fail_closed,
-            **self.config,
+            **config,
         )
+        if self.monitor.audit is not None:
+            loader = kwargs.get("train_dataloader")
+            if loader is None:
+                raise MonitorError(
+                    "the Trainer passed no train_dataloader: the audit cannot record batches"
+                )
+            self.monitor.audit.track(loader)
 
     def on_log(
         self,

@@ -126,6 +126,19 @@ class MonitorConfig:
     data: Any = None
     """A :class:`trainwarden.data.DataSpec`: check every training forward's input, and every
     batch its ``loader()`` yields, against the declared sampler and the dataset's manifest."""
+    audit_every: int | None = None
+    """Record the run for ``trainwarden audit replay``: a checkpoint every N optimizer steps and
+    one hash-chained record per step (see docs/audit.md for the disk cost). Setting it, or
+    ``audit_dir``, switches recording on (N defaults to 50); wrap the training DataLoader with
+    ``monitor.audit.track(loader)`` so each step's dataset indices are recorded."""
+    audit_dir: Any = None
+    """Where the audit record goes; default ``$TRAINWARDEN_MONITOR_DIR/audit`` (or
+    ``./trainwarden-monitor/audit``). Its events go to the monitor's sink."""
+    audit_activation_every: int = 10
+    """Record per-module activation digests (which localise a divergence to one module's forward)
+    every N recorded steps; 0 = never."""
+    audit_sign_key: Any = None
+    """Ed25519 private key (a path) that signs every audit checkpoint's manifest."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -175,6 +188,10 @@ class MonitorConfig:
             raise MonitorError("liveness_min_s must be > 0")
         if self.watchdog_min_timeout_s <= 0:
             raise MonitorError("watchdog_min_timeout_s must be > 0")
+        if self.audit_every is not None and int(self.audit_every) < 1:
+            raise MonitorError(f"audit_every must be >= 1, got {self.audit_every}")
+        if self.audit_activation_every < 0:
+            raise MonitorError("audit_activation_every must be >= 0")
 
     @classmethod
     def from_kwargs(cls, config: dict[str, Any]) -> MonitorConfig:

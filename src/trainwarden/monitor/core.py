@@ -131,6 +131,9 @@ class Monitor:
     ``"core"`` is the monitor's own bookkeeping and the device-to-host transfer).
     """
 
+    #: The replay-audit recorder ``watch(..., audit_every=K)`` attached (``None`` when off).
+    audit: Any = None
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -362,6 +365,8 @@ class Monitor:
             "monitor_stop",
             {"rank": self.rank, "step": self.step, "alerts": len(self.alerts), "caller": caller},
         )
+        if self.audit is not None:
+            self.audit.close()
         if self._own_sink:
             self.sink.close()
 
@@ -746,12 +751,26 @@ def watch(
     alert at or above ``fail_severity``. Other settings: see :class:`MonitorConfig`.
     Call it after loading weights and creating the scheduler, before the first step.
     """
-    return Monitor(
+    cfg = MonitorConfig.from_kwargs(config)
+    monitor = Monitor(
         model,
         optimizer,
         scheduler=scheduler,
         max_grad_norm=max_grad_norm,
         sink=sink,
         fail_closed=fail_closed,
-        config=MonitorConfig.from_kwargs(config),
+        config=cfg,
     )
+    if cfg.audit_every is not None or cfg.audit_dir is not None:
+        from trainwarden.audit.hooks import HookRecorder
+
+        try:
+            audit = HookRecorder.from_config(model, optimizer, scheduler, max_grad_norm, cfg)
+        except BaseException:
+            monitor.close()
+            raise
+        # The recorder's hooks are the monitor's own: the hook inventory does not report them.
+        monitor._handles.extend(audit.handles)
+        monitor.audit = audit
+        audit.bind(monitor.emit)
+    return monitor

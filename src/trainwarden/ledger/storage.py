@@ -460,16 +460,13 @@ class SqlStorage:
 
     def rollup(self, run_id: str, metric: str, width: int) -> list[tuple[Any, ...]]:
         """(bucket, rank, n, vmin, smin, vmax, smax) of every bucket of ``width``, in order."""
-        return [
-            (int(b), int(r), int(n), float(v0), int(s0), float(v1), int(s1))
-            for b, r, n, v0, s0, v1, s1 in self._read(
-                self._q(
-                    "SELECT bucket, rank, n, vmin, smin, vmax, smax FROM tw_rollup "
-                    "WHERE run_id = ? AND metric = ? AND width = ? ORDER BY bucket, rank"
-                ),
-                (run_id, metric, width),
-            )
-        ]
+        return self._read(
+            self._q(
+                "SELECT bucket, rank, n, vmin, smin, vmax, smax FROM tw_rollup "
+                "WHERE run_id = ? AND metric = ? AND width = ? ORDER BY bucket, rank"
+            ),
+            (run_id, metric, width),
+        )
 
     def rollup_spans(self, run_id: str, buckets: Sequence[int]) -> list[tuple[int, int]]:
         """(first index, last index) of the finest rollup rows of these buckets."""

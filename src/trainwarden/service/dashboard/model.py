@@ -7,6 +7,7 @@ of a large run. Reads only; nothing here writes to the ledger."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from array import array
 from collections import Counter
@@ -447,12 +448,17 @@ def _dense(
 
 def _round(col: np.ndarray[Any, Any]) -> list[float | None]:
     """Values to 6 significant digits (short JSON), NaN as None."""
+    return _round_columns(col[:, None])[0]
+
+
+def _round_columns(y: np.ndarray[Any, Any]) -> list[list[float | None]]:
+    """Each column of ``y`` as :func:`_round` gives it."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.where(col == 0, 0, np.floor(np.log10(np.abs(col))))
+        mag = np.where(y == 0, 0, np.floor(np.log10(np.abs(y))))
         scale = np.power(10.0, 5 - np.nan_to_num(mag, nan=0, posinf=0, neginf=0))
-        r = np.round(col * scale) / scale
-    r = np.where(np.isfinite(r), r, col)
-    return [None if x != x else x for x in r.tolist()]
+        r = np.round(y * scale) / scale
+    r = np.where(np.isfinite(r), r, y)
+    return [[None if x != x else x for x in c] for c in r.T.tolist()]
 
 
 def downsample(per_rank: dict[int, Any], keep_steps: set[int], buckets: int) -> dict[str, Any]:
@@ -592,47 +598,56 @@ def _merge_rows(
 def downsample_rollup(
     rows: list[tuple[Any, ...]], exact: dict[int, dict[int, float]], buckets: int
 ) -> dict[str, Any]:
-    """The plot of one metric from rollup rows: each bucket (after merging down to at most
-    ``buckets``) is two slots, at the earliest and the latest step where a rank had its
-    minimum or maximum, carrying per rank that bucket's minimum and maximum in the order they
-    occurred, so every rank's envelope is kept exactly in value; ``exact`` (step -> rank ->
-    value) adds the alert steps exactly. Same shape as :func:`downsample`."""
-    groups, merged = _merge_rows(rows, buckets)
-    ranks = sorted({r for _, r in merged} | {r for v in exact.values() for r in v})
-    col = {r: j for j, r in enumerate(ranks)}
-    slots: list[tuple[int, list[float | None]]] = []
-    lo: dict[int, int] = {}
-    hi: dict[int, int] = {}
-    for (g, _), (_, _, s0, _, s1) in merged.items():
-        lo[g] = min(lo.get(g, s0), s0, s1)
-        hi[g] = max(hi.get(g, s1), s0, s1)
-    none: list[float | None] = [None] * len(ranks)
-    first = {g: list(none) for g in groups}
-    second = {g: list(none) for g in groups}
-    points: dict[int, int] = {}
-    for (g, rank), (n, v0, s0, v1, s1) in merged.items():
-        j = col[rank]
-        a, b = (v0, v1) if s0 <= s1 else (v1, v0)
-        first[g][j], second[g][j] = a, b
-        points[rank] = points.get(rank, 0) + n
-    for g in groups:
-        slots.append((lo[g], first[g]))
-        slots.append((hi[g], second[g]))
-    for step, vals in exact.items():
-        y: list[float | None] = [None] * len(ranks)
-        for rank, v in vals.items():
-            y[col[rank]] = v
-        slots.append((step, y))
-    slots.sort(key=lambda t: t[0])
-    x = [s for s, _ in slots]
-    ycols = np.array(
-        [[np.nan if v is None else v for v in row] for _, row in slots], dtype=float
-    ).reshape(len(slots), len(ranks))
+    """The plot of one metric from rollup rows (bucket, rank, n, vmin, smin, vmax, smax): each
+    bucket (after merging down to at most ``buckets``) is two slots, at the earliest and the
+    latest step where a rank had its minimum or maximum, carrying per rank that bucket's
+    minimum and maximum in the order they occurred, so every rank's envelope is kept exactly in
+    value; ``exact`` (step -> rank -> value) adds the alert steps exactly. Same shape as
+    :func:`downsample`."""
+    if rows and len({r[0] for r in rows}) > buckets:
+        _, merged = _merge_rows(rows, buckets)
+        rows = [(g, rank, *vals) for (g, rank), vals in sorted(merged.items())]
+    ranks = np.unique(
+        np.array([r[1] for r in rows] + [r for v in exact.values() for r in v], dtype=np.int64)
+    )
+    nr = len(ranks)
+    if rows:
+        cols = list(zip(*rows, strict=True))
+        b = np.array(cols[0], dtype=np.int64)
+        ri = np.searchsorted(ranks, np.array(cols[1], dtype=np.int64))
+        n = np.array(cols[2], dtype=np.int64)
+        v0, v1 = np.array(cols[3], dtype=float), np.array(cols[5], dtype=float)
+        s0, s1 = np.array(cols[4], dtype=np.int64), np.array(cols[6], dtype=np.int64)
+        present = np.unique(b)
+        gi = np.searchsorted(present, b)
+        in_order = s0 <= s1
+        first = np.full((len(present), nr), np.nan)
+        second = np.full((len(present), nr), np.nan)
+        first[gi, ri] = np.where(in_order, v0, v1)
+        second[gi, ri] = np.where(in_order, v1, v0)
+        lo = np.full(len(present), np.iinfo(np.int64).max)
+        hi = np.full(len(present), np.iinfo(np.int64).min)
+        np.minimum.at(lo, gi, np.minimum(s0, s1))
+        np.maximum.at(hi, gi, np.maximum(s0, s1))
+        points = int(np.bincount(ri, weights=n, minlength=nr).max())
+    else:
+        first = second = np.empty((0, nr))
+        lo = hi = np.empty(0, dtype=np.int64)
+        points = 0
+    ex_steps = np.array(sorted(exact), dtype=np.int64)
+    ex = np.full((len(ex_steps), nr), np.nan)
+    for i, step in enumerate(ex_steps.tolist()):
+        for rank, v in exact[step].items():
+            ex[i, int(np.searchsorted(ranks, rank))] = v
+    x = np.concatenate([lo, hi, ex_steps])
+    y = np.concatenate([first, second, ex])
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
     return {
-        "x": x,
-        "ranks": ranks,
-        "y": [_round(ycols[:, j]) for j in range(len(ranks))],
-        "points": max(points.values(), default=0),
+        "x": x.tolist(),
+        "ranks": ranks.tolist(),
+        "y": _round_columns(y),
+        "points": points,
     }
 
 
@@ -651,11 +666,17 @@ def _alert_values(
             merged[-1][1] = max(merged[-1][1], b)
         else:
             merged.append([a, b])
+    wanted = b"|".join(str(s).encode() for s in sorted(steps))
+    maybe = re.compile(rb'"step":(?:' + wanted + rb")[,}]|\"noncanonical\"")
     for a, b in merged:
         start = a
         while start <= b:
             end = min(b, start + _PAGE - 1)
             for row in storage.metric_entries(run_id, start, end):
+                # A canonical record holding step S contains '"step":S' (a wrapped
+                # noncanonical one is parsed anyway); the rest are skipped unparsed.
+                if maybe.search(row.entry) is None:
+                    continue
                 _, rec, rank, _ = parse_entry(row.entry)
                 step, values = metric_values(row.kind, rec)
                 if step in steps:

@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "FINEST",
     "METRICS",
+    "STEP_LIMIT",
     "WIDTHS",
     "Derived",
     "fingerprint_value",
@@ -33,7 +34,7 @@ PHASES = ("forward", "backward", "optimizer")
 WIDTHS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144)
 FINEST = WIDTHS[0]
 # Steps outside this range are not rolled up (the columns are 64-bit).
-_STEP_LIMIT = 2**62
+STEP_LIMIT = 2**62
 
 
 def _num(v: Any) -> float | None:
@@ -90,13 +91,17 @@ def parse_entry(entry: bytes) -> tuple[dict[str, Any], dict[str, Any], int | Non
     rank = _int(doc.get("rank"))
     if rank is None:
         rank = _int(rec.get("rank"))
+        # A record's own rank is the writer's word, unchecked by the log (a wrapped record can
+        # carry any integer): only the range the log allows for an event's rank is taken.
+        if rank is not None and not 0 <= rank < 2**31:
+            rank = None
     return doc, rec, rank, host
 
 
 def metric_values(kind: str, rec: dict[str, Any]) -> tuple[int | None, list[tuple[str, float]]]:
     """(step, [(metric, value)]) a ``step`` or ``timing`` record contributes to the plots."""
     step = _int(rec.get("step"))
-    if step is None or kind not in ("step", "timing"):
+    if step is None or kind not in ("step", "timing") or not -STEP_LIMIT < step < STEP_LIMIT:
         return None, []
     out: list[tuple[str, float]] = []
 
@@ -183,7 +188,7 @@ class Derived:
         if rank is not None:
             self.sets.add((run, "rank", str(rank)))
         step, values = metric_values(kind, rec)
-        if step is None or not -_STEP_LIMIT < step < _STEP_LIMIT:
+        if step is None or not -STEP_LIMIT < step < STEP_LIMIT:
             return
         r = rank if rank is not None else 0
         if kind == "step":

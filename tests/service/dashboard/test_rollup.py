@@ -227,3 +227,24 @@ def test_the_runs_list_reads_counters_not_entries(tmp_path: Path) -> None:
     ledger.append(run.run_id, "w", [Event(10_000, "step", {"step": 500, "loss": 1.0}, rank=7)])
     (s,) = model.summaries()
     assert s.latest_step == 500 and 7 in s.ranks and s.entries == STEPS * RANKS + 3
+
+
+def test_a_wrapped_record_with_out_of_range_numbers_is_stored_and_shown(tmp_path: Path) -> None:
+    ledger = _ledger(f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
+    run = RunInfo("run_big", "big", 1000.0, 60.0, 1, "open", {})
+    ledger.storage.create_run(run)
+    big = 10**30
+    text = f'{{"step": {big}, "rank": {big}, "loss": 1.5, "weights_hash": "{"f" * 40}"}}'
+    evs = [
+        Event(1, "step", {"noncanonical": text}),
+        Event(2, "step", {"step": 3, "rank": -5, "loss": 2.5}),
+        Event(3, "alert", {"noncanonical": text.replace("loss", "severity")}),
+    ]
+    # Derived rows never make the log refuse an entry.
+    assert ledger.append(run.run_id, "w", evs).new == 3
+    idx = RunsModel(ledger.storage).index(run)
+    for exact_limit in (0, 4000):
+        loss = idx.plots(exact_limit=exact_limit)[0]["metrics"]["loss"]
+        assert 3 in loss["x"] and loss["ranks"] == [0] and loss["y"][0][-1] == 2.5
+    assert idx.summary().entries == 3
+    assert "big" in render_run_page(idx)

@@ -19,6 +19,7 @@ from jinja2.utils import htmlsafe_json_dumps
 
 from trainwarden.ledger.rollup import (
     FINEST,
+    STEP_LIMIT,
     WIDTHS,
     _num,
     fingerprint_value,
@@ -368,7 +369,7 @@ class RunIndex:
         )
 
     def _compute(self, snap: _Snapshot, buckets: int) -> tuple[dict[str, Any], str]:
-        keep = {t.step for t in snap.timeline if t.step is not None}
+        keep = _alert_steps(snap.timeline)
         out: dict[str, Any] = {"metrics": {}, "as_of": snap.as_of}
         for metric, per_rank in snap.series.items():
             if per_rank:
@@ -385,6 +386,11 @@ class RunIndex:
             if self._plot_cache is None or self._plot_cache[0] <= snap.version:
                 self._plot_cache = (snap.version, out, text)
         return out, text
+
+
+def _alert_steps(timeline: list[TimelineItem]) -> set[int]:
+    """The steps of the timeline that a plot can hold (a writer's step may be any integer)."""
+    return {t.step for t in timeline if t.step is not None and -STEP_LIMIT < t.step < STEP_LIMIT}
 
 
 def _fingerprint(fp_steps: dict[int, Any], fp_hashes: dict[int, Any]) -> dict[str, Any]:
@@ -729,7 +735,7 @@ def rollup_plots(
     ``buckets`` buckets (or the coarsest, merged down), every alert step exact, and the
     fingerprint agreement. Reads O(buckets x ranks) rollup rows plus the step entries of the
     alert steps' buckets, never the whole run."""
-    alert_steps = {t.step for t in timeline if t.step is not None}
+    alert_steps = _alert_steps(timeline)
     exact = _alert_values(storage, run_id, alert_steps)
     out: dict[str, Any] = {"metrics": {}}
     present = storage.rollup_metrics(run_id)

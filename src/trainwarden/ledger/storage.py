@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trainwarden.ledger.rollup import FINEST, METRICS, WIDTHS, Derived
+from trainwarden.ledger.rollup import FINEST, METRICS, Derived
 from trainwarden.ledger.types import (
     AppendResult,
     LedgerError,
@@ -122,8 +122,6 @@ class Storage(Protocol):
     def notes(self, run_id: str, after: int, limit: int) -> list[StoredEntry]: ...
 
     def metric_entries(self, run_id: str, start: int, end: int) -> list[StoredEntry]: ...
-
-    def rollup_metrics(self, run_id: str) -> list[str]: ...
 
     def rollup_buckets(self, run_id: str, metric: str, width: int, cap: int) -> int: ...
 
@@ -439,13 +437,6 @@ class SqlStorage:
                 (start, end, run_id),
             )
         ]
-
-    def rollup_metrics(self, run_id: str) -> list[str]:
-        rows = self._read(
-            self._q("SELECT DISTINCT metric FROM tw_rollup WHERE run_id = ? AND width = ?"),
-            (run_id, WIDTHS[-1]),
-        )
-        return sorted(str(r[0]) for r in rows)
 
     def rollup_buckets(self, run_id: str, metric: str, width: int, cap: int) -> int:
         """How many buckets of ``width`` the metric has, counted up to ``cap + 1``."""

@@ -738,12 +738,12 @@ def rollup_plots(
     alert_steps = _alert_steps(timeline)
     exact = _alert_values(storage, run_id, alert_steps)
     out: dict[str, Any] = {"metrics": {}}
-    present = storage.rollup_metrics(run_id)
     for metric in (*METRICS, *PHASES):
-        if metric not in present:
+        # Coarsest first: each probe is an index seek that stops after ``buckets + 1``.
+        if storage.rollup_buckets(run_id, metric, WIDTHS[-1], buckets) == 0:
             continue
         width = WIDTHS[-1]
-        for w in reversed(WIDTHS):
+        for w in reversed(WIDTHS[:-1]):
             if storage.rollup_buckets(run_id, metric, w, buckets) > buckets:
                 break
             width = w

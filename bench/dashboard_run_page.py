@@ -164,6 +164,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "build_s": build_s,
         "entries": args.steps * args.ranks,
         "db_bytes": db_bytes,
+        "alerts": info.get("n_alerts", 5),
     }
     try:
         while True:
@@ -203,7 +204,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             out["warm_s"] = warm
             fresh = []
             seq = args.steps * args.ranks + 5 + int(info["seq"])
-            w = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {writer}"})
+            w = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {writer}"}, timeout=3600
+            )
             for _ in range(args.repeat):
                 s = args.steps + 1 + (seq - args.steps * args.ranks - 5) // args.ranks
                 evs = []
@@ -221,8 +224,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             info["seq"] = seq - args.steps * args.ranks - 5
             built.write_text(json.dumps(info))
             out["fresh_s"] = fresh
+            print(f"pages: {out}", flush=True)
             # What a client without the dashboard does: page through the run's entries.
-            reader_c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {reader}"})
+            reader_c = httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {reader}"}, timeout=3600
+            )
             t = time.perf_counter()
             after, n = -1, 0
             for _ in range(args.api_pages):
@@ -267,7 +273,8 @@ def table(args: argparse.Namespace, res: dict[str, Any]) -> str:
         f" {platform.python_version()}, shared with other engineers' builds and tests while"
         f" this ran (load average at the end {load:.1f}), so every figure is an upper bound.",
         "",
-        f"The run: {res['entries']:,} step entries plus 5 alerts in one SQLite ledger, written"
+        f"The run: {res['entries']:,} step entries plus {res['alerts']} alerts in one SQLite"
+        " ledger, written"
         " through the service's append (the call behind `POST /v1/runs/{id}/events`, batches of"
         f" 4,000 events, in-process) in {res['build_s']:.0f} s"
         f" ({res['entries'] / res['build_s']:,.0f} entries/s, rollups included); the database"

@@ -33,6 +33,10 @@ class PostgresStorage(SqlStorage):
                 for stmt in self._schema():
                     cur.execute(stmt)
                 cur.execute("INSERT INTO tw_head (id, size) VALUES (1, 0) ON CONFLICT DO NOTHING")
+                cur.execute(
+                    "INSERT INTO tw_derived (id, upto) VALUES (1, 0) ON CONFLICT DO NOTHING"
+                )
+            self.catch_up_derived()
         except psycopg.Error as e:
             raise LedgerError(f"cannot open the PostgreSQL ledger: {e}") from e
 

@@ -35,6 +35,8 @@ class SqliteStorage(SqlStorage):
                 for stmt in self._schema():
                     cur.execute(stmt)
                 cur.execute("INSERT OR IGNORE INTO tw_head (id, size) VALUES (1, 0)")
+                cur.execute("INSERT OR IGNORE INTO tw_derived (id, upto) VALUES (1, 0)")
+            self.catch_up_derived()
         except sqlite3.Error as e:
             raise LedgerError(f"{self.path}: cannot open the ledger database: {e}") from e
 

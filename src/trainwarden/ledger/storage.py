@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from trainwarden.ledger.rollup import FINEST, METRICS, Derived
 from trainwarden.ledger.types import (
     AppendResult,
     LedgerError,
@@ -19,7 +20,15 @@ from trainwarden.ledger.types import (
     TokenInfo,
 )
 
-__all__ = ["CheckpointRow", "PendingEntry", "Sealer", "SqlStorage", "Storage", "open_storage"]
+__all__ = [
+    "CheckpointRow",
+    "PendingEntry",
+    "RunStats",
+    "Sealer",
+    "SqlStorage",
+    "Storage",
+    "open_storage",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,18 @@ class CheckpointRow:
     root: bytes
     note: str
     issued: float
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """Derived counters of one run (see :mod:`trainwarden.ledger.rollup`): never verified."""
+
+    entries: int
+    first_ts: float | None
+    latest_step: int | None
+    hosts: tuple[str, ...]
+    ranks: tuple[int, ...]
+    fp_ranks: tuple[int, ...]
 
 
 # Given the index a pending entry receives, return (entry bytes, leaf hash, mac).
@@ -94,6 +115,22 @@ class Storage(Protocol):
 
     def list_tokens(self) -> list[TokenInfo]: ...
 
+    # Derived data (trainwarden.ledger.rollup), for the dashboard; never verified.
+
+    def run_stats(self, run_id: str) -> RunStats | None: ...
+
+    def notes(self, run_id: str, after: int, limit: int) -> list[StoredEntry]: ...
+
+    def metric_entries(self, run_id: str, start: int, end: int) -> list[StoredEntry]: ...
+
+    def rollup_buckets(self, run_id: str, metric: str, width: int, cap: int) -> int: ...
+
+    def rollup(self, run_id: str, metric: str, width: int) -> list[tuple[Any, ...]]: ...
+
+    def rollup_spans(self, run_id: str, buckets: Sequence[int]) -> list[tuple[int, int]]: ...
+
+    def fingerprint_tally(self, run_id: str) -> tuple[int, list[tuple[int, int, int, str]]]: ...
+
     def close(self) -> None: ...
 
 
@@ -104,6 +141,26 @@ _SCHEMA = [
         kind TEXT NOT NULL, entry {blob} NOT NULL, leaf_hash {blob} NOT NULL, mac {blob} NOT NULL,
         UNIQUE (run_id, writer, seq))""",
     """CREATE INDEX IF NOT EXISTS tw_entries_kind ON tw_entries (kind, idx)""",
+    # Derived data for the dashboard (trainwarden.ledger.rollup), written in the transaction
+    # of the entries it comes from; never read by verification.
+    """CREATE INDEX IF NOT EXISTS tw_entries_notes ON tw_entries (run_id, idx)
+        WHERE kind <> 'step' AND kind <> 'timing'""",
+    """CREATE TABLE IF NOT EXISTS tw_derived (id INTEGER PRIMARY KEY, upto BIGINT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS tw_run_stats (
+        run_id TEXT PRIMARY KEY, entries BIGINT NOT NULL, first_ts DOUBLE PRECISION,
+        latest_step BIGINT)""",
+    """CREATE TABLE IF NOT EXISTS tw_run_sets (
+        run_id TEXT NOT NULL, what TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (run_id, what, value))""",
+    """CREATE TABLE IF NOT EXISTS tw_rollup (
+        run_id TEXT NOT NULL, metric TEXT NOT NULL, width BIGINT NOT NULL, bucket BIGINT NOT NULL,
+        rank BIGINT NOT NULL, n BIGINT NOT NULL, vmin DOUBLE PRECISION NOT NULL,
+        smin BIGINT NOT NULL, vmax DOUBLE PRECISION NOT NULL, smax BIGINT NOT NULL,
+        first_idx BIGINT NOT NULL, last_idx BIGINT NOT NULL,
+        PRIMARY KEY (run_id, metric, width, bucket, rank))""",
+    """CREATE TABLE IF NOT EXISTS tw_fp (
+        run_id TEXT NOT NULL, step BIGINT NOT NULL, hash BIGINT NOT NULL, n BIGINT NOT NULL,
+        ranks TEXT NOT NULL, PRIMARY KEY (run_id, step, hash))""",
     """CREATE TABLE IF NOT EXISTS tw_checkpoints (
         seq {serial} PRIMARY KEY, size BIGINT NOT NULL, root {blob} NOT NULL,
         note TEXT NOT NULL, issued DOUBLE PRECISION NOT NULL)""",
@@ -117,6 +174,39 @@ _SCHEMA = [
 ]
 
 _ENTRY_COLS = "idx, run_id, writer, seq, kind, entry, leaf_hash, mac"
+_NOTES = "kind <> 'step' AND kind <> 'timing'"
+_SPAN_SQL = (
+    "SELECT MIN(first_idx), MAX(last_idx) FROM tw_rollup WHERE run_id = ? AND metric IN ("  # noqa: S608 - constant metric names only; values are bound parameters
+    + ", ".join(f"'{m}'" for m in METRICS)
+    + ") AND width = ? AND bucket = ?"
+)
+
+_UPSERT_STATS = """INSERT INTO tw_run_stats (run_id, entries, first_ts, latest_step)
+    VALUES (?,?,?,?) ON CONFLICT (run_id) DO UPDATE SET
+    entries = tw_run_stats.entries + excluded.entries,
+    first_ts = CASE WHEN tw_run_stats.first_ts IS NULL
+        OR excluded.first_ts < tw_run_stats.first_ts THEN excluded.first_ts
+        ELSE tw_run_stats.first_ts END,
+    latest_step = CASE WHEN tw_run_stats.latest_step IS NULL
+        OR excluded.latest_step > tw_run_stats.latest_step THEN excluded.latest_step
+        ELSE tw_run_stats.latest_step END"""
+_UPSERT_SETS = """INSERT INTO tw_run_sets (run_id, what, value) VALUES (?,?,?)
+    ON CONFLICT (run_id, what, value) DO NOTHING"""
+_UPSERT_ROLLUP = """INSERT INTO tw_rollup (run_id, metric, width, bucket, rank, n, vmin, smin,
+    vmax, smax, first_idx, last_idx) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+    ON CONFLICT (run_id, metric, width, bucket, rank) DO UPDATE SET
+    n = tw_rollup.n + excluded.n,
+    vmin = CASE WHEN excluded.vmin < tw_rollup.vmin THEN excluded.vmin ELSE tw_rollup.vmin END,
+    smin = CASE WHEN excluded.vmin < tw_rollup.vmin THEN excluded.smin ELSE tw_rollup.smin END,
+    vmax = CASE WHEN excluded.vmax > tw_rollup.vmax THEN excluded.vmax ELSE tw_rollup.vmax END,
+    smax = CASE WHEN excluded.vmax > tw_rollup.vmax THEN excluded.smax ELSE tw_rollup.smax END,
+    first_idx = CASE WHEN excluded.first_idx < tw_rollup.first_idx THEN excluded.first_idx
+        ELSE tw_rollup.first_idx END,
+    last_idx = CASE WHEN excluded.last_idx > tw_rollup.last_idx THEN excluded.last_idx
+        ELSE tw_rollup.last_idx END"""
+_UPSERT_FP = """INSERT INTO tw_fp (run_id, step, hash, n, ranks) VALUES (?,?,?,?,?)
+    ON CONFLICT (run_id, step, hash) DO UPDATE SET n = tw_fp.n + excluded.n,
+    ranks = tw_fp.ranks || ',' || excluded.ranks"""
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:
@@ -185,6 +275,11 @@ class SqlStorage:
             cur.execute(self._lock_head_sql())
             (size,) = cur.fetchone()
             size = int(size)
+            cur.execute("SELECT upto FROM tw_derived WHERE id = 1")
+            got = cur.fetchone()
+            # Derived rows follow the log in order; with a backlog (a log written before they
+            # existed), catch_up_derived() brings them up to date instead.
+            derived = Derived() if got is not None and int(got[0]) == size else None
             existing: dict[tuple[str, str, int], int] = {}
             gaps: list[tuple[int, int]] = []
             keyed = [p for p in batch if p.seq is not None]
@@ -226,6 +321,8 @@ class SqlStorage:
                     last = max(last, p.seq)
                 entry, leaf, mac = seal(nxt, p)
                 rows.append((nxt, p.run, p.writer, p.seq, p.kind, entry, leaf, mac))
+                if derived is not None:
+                    derived.add(nxt, p.run, p.kind, entry)
                 if p.seq is not None:
                     seen[(p.run, p.writer, p.seq)] = nxt
                 indices.append(nxt)
@@ -236,6 +333,8 @@ class SqlStorage:
                     rows,
                 )
                 cur.execute(self._q("UPDATE tw_head SET size = ? WHERE id = 1"), (nxt,))
+                if derived is not None:
+                    self._write_derived(cur, derived, nxt)
         return AppendResult(
             indices=indices,
             new=len(rows),
@@ -246,6 +345,149 @@ class SqlStorage:
 
     def _lock_head_sql(self) -> str:
         return "SELECT size FROM tw_head WHERE id = 1"
+
+    # -- derived data (trainwarden.ledger.rollup) ------------------------------------------
+
+    def _write_derived(self, cur: Any, d: Derived, upto: int) -> None:
+        if d.stats:
+            cur.executemany(
+                self._q(_UPSERT_STATS), [(run, *st) for run, st in sorted(d.stats.items())]
+            )
+        if d.sets:
+            cur.executemany(self._q(_UPSERT_SETS), sorted(d.sets))
+        if d.buckets:
+            cur.executemany(self._q(_UPSERT_ROLLUP), list(d.rollup_rows()))
+        if d.fps:
+            cur.executemany(
+                self._q(_UPSERT_FP), [(*k, n, ranks) for k, (n, ranks) in d.fps.items()]
+            )
+        cur.execute(self._q("UPDATE tw_derived SET upto = ? WHERE id = 1"), (upto,))
+
+    def catch_up_derived(self, chunk: int = 20_000) -> int:
+        """Derive the rows of entries appended before the derived tables existed (once, when a
+        ledger written by an earlier version is opened); return how many entries were read."""
+        done = 0
+        while True:
+            with self._tx() as cur:
+                cur.execute(self._lock_head_sql())
+                (size,) = cur.fetchone()
+                cur.execute("SELECT upto FROM tw_derived WHERE id = 1")
+                upto = int(cur.fetchone()[0])
+                if upto >= int(size):
+                    return done
+                end = min(int(size), upto + chunk)
+                cur.execute(
+                    self._q(
+                        "SELECT idx, run_id, kind, entry FROM tw_entries WHERE idx >= ? "
+                        "AND idx < ? ORDER BY idx"
+                    ),
+                    (upto, end),
+                )
+                d = Derived()
+                for idx, run, kind, entry in cur.fetchall():
+                    d.add(int(idx), str(run), str(kind), bytes(entry))
+                self._write_derived(cur, d, end)
+                done += end - upto
+
+    def run_stats(self, run_id: str) -> RunStats | None:
+        """The derived counters of a run (entries, first timestamp, latest step, hosts, ranks)."""
+        rows = self._read(
+            self._q("SELECT entries, first_ts, latest_step FROM tw_run_stats WHERE run_id = ?"),
+            (run_id,),
+        )
+        if not rows:
+            return None
+        sets: dict[str, list[str]] = {"host": [], "rank": [], "fp_rank": []}
+        for what, value in self._read(
+            self._q("SELECT what, value FROM tw_run_sets WHERE run_id = ?"), (run_id,)
+        ):
+            sets.setdefault(str(what), []).append(str(value))
+        e, ts, step = rows[0]
+        return RunStats(
+            entries=int(e),
+            first_ts=None if ts is None else float(ts),
+            latest_step=None if step is None else int(step),
+            hosts=tuple(sorted(sets["host"])),
+            ranks=tuple(sorted(int(r) for r in sets["rank"])),
+            fp_ranks=tuple(sorted(int(r) for r in sets["fp_rank"])),
+        )
+
+    def notes(self, run_id: str, after: int, limit: int) -> list[StoredEntry]:
+        """The run's entries other than ``step`` and ``timing`` records, after index ``after``."""
+        return [
+            _entry(r)
+            for r in self._read(
+                self._q(
+                    f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE run_id = ? AND {_NOTES} "  # noqa: S608 - constant column names only; values are bound parameters
+                    "AND idx > ? ORDER BY idx LIMIT ?"
+                ),
+                (run_id, after, limit),
+            )
+        ]
+
+    def metric_entries(self, run_id: str, start: int, end: int) -> list[StoredEntry]:
+        """The run's ``step`` and ``timing`` entries with ``start <= index <= end``."""
+        return [
+            _entry(r)
+            for r in self._read(
+                self._q(
+                    f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE idx >= ? AND idx <= ? "  # noqa: S608 - constant column names only; values are bound parameters
+                    "AND run_id = ? AND kind IN ('step', 'timing') ORDER BY idx"
+                ),
+                (start, end, run_id),
+            )
+        ]
+
+    def rollup_buckets(self, run_id: str, metric: str, width: int, cap: int) -> int:
+        """How many buckets of ``width`` the metric has, counted up to ``cap + 1``."""
+        rows = self._read(
+            self._q(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT bucket FROM tw_rollup WHERE run_id = ? "
+                "AND metric = ? AND width = ? LIMIT ?) AS b"
+            ),
+            (run_id, metric, width, cap + 1),
+        )
+        return int(rows[0][0])
+
+    def rollup(self, run_id: str, metric: str, width: int) -> list[tuple[Any, ...]]:
+        """(bucket, rank, n, vmin, smin, vmax, smax) of every bucket of ``width``, in order."""
+        return self._read(
+            self._q(
+                "SELECT bucket, rank, n, vmin, smin, vmax, smax FROM tw_rollup "
+                "WHERE run_id = ? AND metric = ? AND width = ? ORDER BY bucket, rank"
+            ),
+            (run_id, metric, width),
+        )
+
+    def rollup_spans(self, run_id: str, buckets: Sequence[int]) -> list[tuple[int, int]]:
+        """(first index, last index) of the finest rollup rows of these buckets."""
+        out: list[tuple[int, int]] = []
+        for b in sorted(set(buckets)):
+            rows = self._read(
+                self._q(_SPAN_SQL),
+                (run_id, FINEST, b),
+            )
+            if rows and rows[0][0] is not None:
+                out.append((int(rows[0][0]), int(rows[0][1])))
+        return out
+
+    def fingerprint_tally(self, run_id: str) -> tuple[int, list[tuple[int, int, int, str]]]:
+        """(steps with a fingerprint, [(step, n, reports at the step, ranks)] of every
+        fingerprint at a step where the ranks did not all agree), in step order."""
+        rows = self._read(
+            self._q("SELECT COUNT(DISTINCT step) FROM tw_fp WHERE run_id = ?"), (run_id,)
+        )
+        steps = int(rows[0][0])
+        split = self._read(
+            self._q(
+                "SELECT f.step, f.n, t.total, f.ranks FROM tw_fp f JOIN "
+                "(SELECT step, SUM(n) AS total FROM tw_fp WHERE run_id = ? GROUP BY step "
+                "HAVING COUNT(*) > 1) t ON f.step = t.step WHERE f.run_id = ? "
+                "ORDER BY f.step, f.hash"
+            ),
+            (run_id, run_id),
+        )
+        return steps, [(int(s), int(n), int(t), str(r)) for s, n, t, r in split]
 
     def size(self) -> int:
         rows = self._read("SELECT size FROM tw_head WHERE id = 1")

@@ -141,26 +141,22 @@ def test_a_huge_step_number_costs_one_row_not_its_range(tmp_path: Path) -> None:
     assert loss["points"] == 6 and loss["x"][-1] == 10**15
 
 
-def test_new_entries_get_the_previous_plots_until_the_thread_redraws_them(
-    tmp_path: Path,
-) -> None:
+def test_new_entries_are_in_the_next_view(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     run = _run(ledger, "live", _steps(2, 5, None))
     model = RunsModel(ledger.storage)
-    first, _ = model.index(run).plots()
+    for exact_limit in (4000, 0):
+        assert model.index(run).plots(exact_limit=exact_limit)[0]["metrics"]["loss"]["x"][-1] == 5
     more = [
         Event(seq=11 + i, kind="step", record={"step": 6, "rank": i, "loss": 0.1}, rank=i)
         for i in range(2)
     ]
     ledger.append(run.run_id, "w", more)
     idx = model.index(run)
-    stale, _ = idx.plots()
-    assert stale["as_of"] == first["as_of"] < idx.after
-    end = time.monotonic() + 30
-    while idx.plots()[0]["as_of"] != idx.after:
-        assert time.monotonic() < end, "plots never caught up"
-        time.sleep(0.05)
-    assert idx.plots()[0]["metrics"]["loss"]["x"][-1] == 6
+    for exact_limit in (4000, 0):
+        loss = idx.plots(exact_limit=exact_limit)[0]["metrics"]["loss"]
+        assert loss["x"][-1] == 6 and loss["y"][0][-1] == 0.1
+    assert idx.summary().latest_step == 6
 
 
 def test_run_page_shows_artifacts_with_sha256_and_verdicts_and_diffs_two_nodes(

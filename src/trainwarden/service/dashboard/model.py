@@ -1,11 +1,12 @@
-"""What the dashboard shows, computed from the ledger's stored entries alone: one incremental
-index per run (alerts, hosts, ranks, per-rank metric series, weight fingerprints, attestation and
-artifact records) and the views built from it. Reads only; nothing here writes to the ledger."""
+"""What the dashboard shows of a run: the timeline, attestations and artifacts from the ledger's
+stored entries (one incremental index per run that reads only the run's entries other than step
+and timing records), and the plots, counters and fingerprint agreement from the derived tables
+the storage keeps beside the log (:mod:`trainwarden.ledger.rollup`), so a page never reads all
+of a large run. Reads only; nothing here writes to the ledger."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 from array import array
@@ -16,7 +17,17 @@ from typing import Any
 import numpy as np
 from jinja2.utils import htmlsafe_json_dumps
 
-from trainwarden.ledger.storage import Storage
+from trainwarden.ledger.rollup import (
+    FINEST,
+    STEP_LIMIT,
+    WIDTHS,
+    _num,
+    fingerprint_value,
+    metric_values,
+    parse_entry,
+    unwrap,
+)
+from trainwarden.ledger.storage import RunStats, Storage
 from trainwarden.ledger.types import RunInfo, StoredEntry
 
 __all__ = [
@@ -27,6 +38,8 @@ __all__ = [
     "TimelineItem",
     "attest_diff",
     "downsample",
+    "downsample_rollup",
+    "unwrap",
 ]
 
 SEVERITIES = ("INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -35,6 +48,9 @@ _SEV_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 METRICS = ("loss", "grad_norm", "step_s")
 PHASES = ("forward", "backward", "optimizer")
 _PAGE = 20_000
+# A run with at most this many entries is plotted from its entries (every point of a short run);
+# a larger one from the rollups.
+EXACT_LIMIT = 4000
 # Service flags that mean the log itself saw something wrong with the run.
 # A flag this table does not name is shown as HIGH.
 _LEDGER_SEVERITY = {
@@ -74,42 +90,6 @@ class RunSummary:
     entries: int
 
 
-def _num(v: Any) -> float | None:
-    t = type(v)
-    if t is float:
-        return v if math.isfinite(v) else None
-    if t is int:
-        f = float(v)
-        return f if math.isfinite(f) else None
-    return None
-
-
-_FIELD = re.compile(r'"(rule_id|severity|message|step|rank)": ("(?:[^"\\]|\\.)*"|-?\d+)')
-
-
-def unwrap(rec: dict[str, Any]) -> dict[str, Any]:
-    """The record as its writer meant it. A sink stores a record holding values RFC 8785 cannot
-    carry (64-bit fingerprints, NaN) as ``{"noncanonical": "<JSON text>"}``, cut at 2000
-    characters; a cut text still yields the fields a timeline needs."""
-    text = rec.get("noncanonical")
-    if len(rec) != 1 or not isinstance(text, str):
-        return rec
-    try:
-        got = json.loads(text)
-    except ValueError:
-        got = None
-    if isinstance(got, dict):
-        return got
-    out: dict[str, Any] = {"truncated_record": text}
-    for m in _FIELD.finditer(text):
-        if m.group(1) not in out:
-            try:
-                out[m.group(1)] = json.loads(m.group(2))
-            except ValueError:
-                continue
-    return out
-
-
 def _severity(v: Any) -> str:
     s = str(v).upper() if v is not None else "HIGH"
     # An unknown severity name is shown as HIGH: a writer cannot hide an alert by misspelling it.
@@ -137,16 +117,18 @@ class _Snapshot:
 
 
 class RunIndex:
-    """Everything the dashboard needs about one run, brought up to date from the entries
-    appended since the last call (``update``). Thread-safe."""
+    """Everything the dashboard needs about one run. ``add_rows`` takes the run's entries in
+    index order; over a storage (``RunsModel``) it is given only the entries other than step
+    and timing records, and the counters and plots come from the storage's derived tables.
+    Thread-safe."""
 
-    def __init__(self, run: RunInfo, *, background: bool = False) -> None:
+    def __init__(self, run: RunInfo, storage: Storage | None = None) -> None:
         self.run = run
-        self.background = background
-        self._refreshing = False
+        self.storage = storage
         self.lock = threading.Lock()
         self.after = -1
         self.entries = 0
+        self.stats: RunStats | None = None
         self.timeline: list[TimelineItem] = []
         self.counts: Counter[str] = Counter()
         self.hosts: set[str] = set()
@@ -159,7 +141,7 @@ class RunIndex:
         self.attest: list[dict[str, Any]] = []
         self.artifacts: list[dict[str, Any]] = []
         self.version = 0
-        self._plot_cache: tuple[int, dict[str, Any], str] | None = None
+        self._plot_cache: tuple[Any, dict[str, Any], str] | None = None
 
     def add_rows(self, rows: list[StoredEntry]) -> None:
         """Take this run's entries, in index order, newer than any taken before."""
@@ -174,17 +156,7 @@ class RunIndex:
 
     def _add(self, row: StoredEntry) -> None:
         self.entries += 1
-        try:
-            doc = json.loads(row.entry)
-        except ValueError:
-            doc = {}
-        rec = doc.get("record") if isinstance(doc, dict) else None
-        rec = unwrap(rec) if isinstance(rec, dict) else {}
-        host = doc.get("host") if isinstance(doc.get("host"), str) else None
-        rank = doc.get("rank")
-        if not isinstance(rank, int) or isinstance(rank, bool):
-            r2 = rec.get("rank")
-            rank = r2 if isinstance(r2, int) and not isinstance(r2, bool) else None
+        doc, rec, rank, host = parse_entry(row.entry)
         if host:
             self.hosts.add(host)
         if rank is not None:
@@ -195,12 +167,8 @@ class RunIndex:
         kind = row.kind
         step = rec.get("step")
         step = step if isinstance(step, int) and not isinstance(step, bool) else None
-        if kind == "step":
-            self._step(rec, rank if rank is not None else 0, step)
-        elif kind == "timing" and step is not None:
-            for p in PHASES:
-                self._point(p, rank if rank is not None else 0, step, _num(rec.get(p)))
-            self._point("step_s", rank if rank is not None else 0, step, _num(rec.get("step")))
+        if kind in ("step", "timing"):
+            self._metrics(kind, rec, rank if rank is not None else 0)
         elif kind == "alert":
             self._timeline(row, rec, rank, host, step, _severity(rec.get("severity")))
         elif kind.startswith("ledger."):
@@ -212,32 +180,18 @@ class RunIndex:
         elif kind.startswith(_ARTIFACT_PREFIXES):
             self._artifact(row, doc, rec, host)
 
-    def _step(self, rec: dict[str, Any], rank: int, step: int | None) -> None:
+    def _metrics(self, kind: str, rec: dict[str, Any], rank: int) -> None:
+        step, values = metric_values(kind, rec)
         if step is None:
+            return
+        for metric, v in values:
+            self._point(metric, rank, step, v)
+        if kind != "step":
             return
         if self.latest_step is None or step > self.latest_step:
             self.latest_step = step
-        self._point("loss", rank, step, _num(rec.get("loss")))
-        gn = rec.get("grad_norm")
-        if isinstance(gn, list):
-            gn = gn[0] if gn else None
-        self._point("grad_norm", rank, step, _num(gn))
-        timing = rec.get("timing")
-        if isinstance(timing, dict):
-            self._point("step_s", rank, step, _num(timing.get("step")))
-            for p in PHASES:
-                self._point(p, rank, step, _num(timing.get(p)))
-        else:
-            self._point("step_s", rank, step, _num(rec.get("step_s")))
-        wh = rec.get("weights_hash")
-        if isinstance(wh, str):
-            try:
-                h = int(wh, 16)
-            except ValueError:
-                h = hash(wh)
-            h &= 0xFFFF_FFFF_FFFF_FFFF
-            if h >= 1 << 63:
-                h -= 1 << 64
+        h = fingerprint_value(rec)
+        if h is not None:
             self.fp_steps.setdefault(rank, array("q")).append(step)
             self.fp_hashes.setdefault(rank, array("q")).append(h)
 
@@ -332,44 +286,72 @@ class RunIndex:
 
     def summary(self) -> RunSummary:
         owner = self.run.meta.get("owner") if isinstance(self.run.meta, dict) else None
+        hosts, ranks = set(self.hosts), set(self.ranks)
+        first_ts, latest, entries = self.first_ts, self.latest_step, self.entries
+        st = self.stats
+        if st is not None:
+            hosts.update(st.hosts)
+            ranks.update(st.ranks)
+            if st.first_ts is not None and (first_ts is None or st.first_ts < first_ts):
+                first_ts = st.first_ts
+            if st.latest_step is not None and (latest is None or st.latest_step > latest):
+                latest = st.latest_step
+            entries = max(entries, st.entries)
         return RunSummary(
             run=self.run,
             status=self.status(),
             owner=str(owner) if owner else "-",
-            hosts=tuple(sorted(self.hosts)),
-            ranks=tuple(sorted(self.ranks)),
-            started=self.first_ts if self.first_ts is not None else self.run.created,
-            latest_step=self.latest_step,
+            hosts=tuple(sorted(hosts)),
+            ranks=tuple(sorted(ranks)),
+            started=first_ts if first_ts is not None else self.run.created,
+            latest_step=latest,
             counts={s: self.counts[s] for s in SEVERITIES},
-            entries=self.entries,
+            entries=entries,
         )
 
-    def plots(self, buckets: int = 200) -> tuple[dict[str, Any], str]:
+    def plots(
+        self, buckets: int = 200, exact_limit: int = EXACT_LIMIT
+    ) -> tuple[dict[str, Any], str]:
         """Downsampled per-rank series of every metric with the alert points kept, and the
-        cross-rank fingerprint agreement; also as JSON safe to embed in HTML. Cached until the
-        next entry arrives; with ``background`` set, a page asked for after new entries gets
-        the previous plots (their ``as_of`` says up to which ledger index) while new ones are
-        computed in a thread, so a large run's page never waits for them."""
+        cross-rank fingerprint agreement; also as JSON safe to embed in HTML. Over a storage, a
+        run of at most ``exact_limit`` entries is plotted from its step entries, a larger one
+        from the rollups (``source`` says which); both are unverified plot data. Cached until
+        the run gets new entries."""
+        if self.storage is None:
+            with self.lock:
+                cached = self._plot_cache
+                if cached is not None and cached[0] == self.version:
+                    return cached[1], cached[2]
+                snap = self._snapshot()
+            return self._compute(snap, buckets)
+        st = self.stats
+        key = (st.entries if st is not None else 0, self.after, buckets, exact_limit)
         with self.lock:
             cached = self._plot_cache
-            if cached is not None and cached[0] == self.version:
+            if cached is not None and cached[0] == key:
                 return cached[1], cached[2]
-            snap = self._snapshot()
-            if cached is not None and self.background:
-                if not self._refreshing:
-                    self._refreshing = True
-                    threading.Thread(
-                        target=self._refresh, args=(snap, buckets), daemon=True
-                    ).start()
-                return cached[1], cached[2]
-        return self._compute(snap, buckets)
-
-    def _refresh(self, snap: _Snapshot, buckets: int) -> None:
-        try:
-            self._compute(snap, buckets)
-        finally:
-            with self.lock:
-                self._refreshing = False
+            timeline = list(self.timeline)
+        if st is None or st.entries <= exact_limit:
+            scratch = RunIndex(self.run)
+            after = -1
+            while True:
+                rows = self.storage.query(
+                    run=self.run.run_id, kind=None, writer=None, after=after, limit=_PAGE
+                )
+                if not rows:
+                    break
+                scratch.add_rows(rows)
+                after = rows[-1].index
+            out, _ = scratch._compute(scratch._snapshot(), buckets)
+            out["source"] = "entries"
+        else:
+            out = rollup_plots(self.storage, self.run.run_id, timeline, st, buckets)
+            out["source"] = "rollup"
+        out["as_of"] = key[1]
+        text = htmlsafe_json_dumps(out)
+        with self.lock:
+            self._plot_cache = (key, out, text)
+        return out, text
 
     def _snapshot(self) -> _Snapshot:
         def copy(s: _Series) -> _Series:
@@ -387,7 +369,7 @@ class RunIndex:
         )
 
     def _compute(self, snap: _Snapshot, buckets: int) -> tuple[dict[str, Any], str]:
-        keep = {t.step for t in snap.timeline if t.step is not None}
+        keep = _alert_steps(snap.timeline)
         out: dict[str, Any] = {"metrics": {}, "as_of": snap.as_of}
         for metric, per_rank in snap.series.items():
             if per_rank:
@@ -398,11 +380,17 @@ class RunIndex:
             if t.step is not None
         ]
         out["fingerprint"] = _fingerprint(snap.fp_steps, snap.fp_hashes)
+        out["source"] = "entries"
         text = htmlsafe_json_dumps(out)
         with self.lock:
             if self._plot_cache is None or self._plot_cache[0] <= snap.version:
                 self._plot_cache = (snap.version, out, text)
         return out, text
+
+
+def _alert_steps(timeline: list[TimelineItem]) -> set[int]:
+    """The steps of the timeline that a plot can hold (a writer's step may be any integer)."""
+    return {t.step for t in timeline if t.step is not None and -STEP_LIMIT < t.step < STEP_LIMIT}
 
 
 def _fingerprint(fp_steps: dict[int, Any], fp_hashes: dict[int, Any]) -> dict[str, Any]:
@@ -466,12 +454,17 @@ def _dense(
 
 def _round(col: np.ndarray[Any, Any]) -> list[float | None]:
     """Values to 6 significant digits (short JSON), NaN as None."""
+    return _round_columns(col[:, None])[0]
+
+
+def _round_columns(y: np.ndarray[Any, Any]) -> list[list[float | None]]:
+    """Each column of ``y`` as :func:`_round` gives it."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.where(col == 0, 0, np.floor(np.log10(np.abs(col))))
+        mag = np.where(y == 0, 0, np.floor(np.log10(np.abs(y))))
         scale = np.power(10.0, 5 - np.nan_to_num(mag, nan=0, posinf=0, neginf=0))
-        r = np.round(col * scale) / scale
-    r = np.where(np.isfinite(r), r, col)
-    return [None if x != x else x for x in r.tolist()]
+        r = np.round(y * scale) / scale
+    r = np.where(np.isfinite(r), r, y)
+    return [[None if x != x else x for x in c] for c in r.T.tolist()]
 
 
 def downsample(per_rank: dict[int, Any], keep_steps: set[int], buckets: int) -> dict[str, Any]:
@@ -552,51 +545,214 @@ def attest_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, st
 
 @dataclass
 class RunsModel:
-    """The dashboard's run indexes over one storage, brought up to date by reading the log in
-    index order from where the last look stopped (one pass for all runs, by primary key)."""
+    """The dashboard's run indexes over one storage. A run's index reads only the run's entries
+    other than step and timing records (by index, from where the last look stopped); its
+    counters and plots come from the storage's derived tables."""
 
     storage: Storage
     indexes: dict[str, RunIndex] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    cursor: int = 0
 
-    def refresh(self) -> None:
+    def _refresh(self, idx: RunIndex) -> None:
+        while True:
+            rows = self.storage.notes(idx.run.run_id, idx.after, _PAGE)
+            if not rows:
+                break
+            idx.add_rows(rows)
+        idx.stats = self.storage.run_stats(idx.run.run_id)
+
+    def _get(self, run: RunInfo) -> RunIndex:
         with self.lock:
-            size = self.storage.size()
-            while self.cursor < size:
-                rows = self.storage.entries(self.cursor, min(size, self.cursor + _PAGE))
-                if not rows:
-                    break
-                by_run: dict[str, list[StoredEntry]] = {}
-                for row in rows:
-                    by_run.setdefault(row.run, []).append(row)
-                for run_id, got in by_run.items():
-                    self._get(run_id, None).add_rows(got)
-                self.cursor = rows[-1].index + 1
-
-    def _get(self, run_id: str, run: RunInfo | None) -> RunIndex:
-        idx = self.indexes.get(run_id)
-        if idx is None:
-            info = run or self.storage.get_run(run_id)
-            if info is None:
-                # An entry of a run the runs table does not know is still shown.
-                info = RunInfo(run_id, run_id, 0.0, 0.0, 0, "unknown", {})
-            idx = self.indexes[run_id] = RunIndex(info, background=True)
-        return idx
-
-    def index(self, run: RunInfo) -> RunIndex:
-        self.refresh()
-        with self.lock:
-            idx = self._get(run.run_id, run)
+            idx = self.indexes.get(run.run_id)
+            if idx is None:
+                idx = self.indexes[run.run_id] = RunIndex(run, self.storage)
             idx.run = run
         return idx
 
+    def index(self, run: RunInfo) -> RunIndex:
+        idx = self._get(run)
+        self._refresh(idx)
+        return idx
+
     def summaries(self) -> list[RunSummary]:
-        self.refresh()
-        out = []
-        for r in self.storage.list_runs():
-            with self.lock:
-                idx = self._get(r.run_id, r)
-                idx.run = r
-            out.append(idx.summary())
+        return [self.index(r).summary() for r in self.storage.list_runs()]
+
+
+def _merge_rows(
+    rows: list[tuple[Any, ...]], buckets: int
+) -> tuple[list[int], dict[tuple[int, int], list[Any]]]:
+    """Rollup rows (bucket, rank, n, vmin, smin, vmax, smax) grouped into at most ``buckets``
+    runs of consecutive present buckets: (groups, {(group, rank): [n, vmin, smin, vmax, smax]})."""
+    present = sorted({r[0] for r in rows})
+    per = max(1, -(-len(present) // max(1, buckets)))
+    group = {b: i // per for i, b in enumerate(present)}
+    out: dict[tuple[int, int], list[Any]] = {}
+    for b, rank, n, v0, s0, v1, s1 in rows:
+        key = (group[b], rank)
+        got = out.get(key)
+        if got is None:
+            out[key] = [n, v0, s0, v1, s1]
+            continue
+        got[0] += n
+        if v0 < got[1]:
+            got[1], got[2] = v0, s0
+        if v1 > got[3]:
+            got[3], got[4] = v1, s1
+    return sorted(set(group.values())), out
+
+
+def downsample_rollup(
+    rows: list[tuple[Any, ...]], exact: dict[int, dict[int, float]], buckets: int
+) -> dict[str, Any]:
+    """The plot of one metric from rollup rows (bucket, rank, n, vmin, smin, vmax, smax): each
+    bucket (after merging down to at most ``buckets``) is two slots, at the earliest and the
+    latest step where a rank had its minimum or maximum, carrying per rank that bucket's
+    minimum and maximum in the order they occurred, so every rank's envelope is kept exactly in
+    value; ``exact`` (step -> rank -> value) adds the alert steps exactly. Same shape as
+    :func:`downsample`."""
+    if rows and len({r[0] for r in rows}) > buckets:
+        _, merged = _merge_rows(rows, buckets)
+        rows = [(g, rank, *vals) for (g, rank), vals in sorted(merged.items())]
+    ranks = np.unique(
+        np.array([r[1] for r in rows] + [r for v in exact.values() for r in v], dtype=np.int64)
+    )
+    nr = len(ranks)
+    if rows:
+        cols = list(zip(*rows, strict=True))
+        b = np.array(cols[0], dtype=np.int64)
+        ri = np.searchsorted(ranks, np.array(cols[1], dtype=np.int64))
+        n = np.array(cols[2], dtype=np.int64)
+        v0, v1 = np.array(cols[3], dtype=float), np.array(cols[5], dtype=float)
+        s0, s1 = np.array(cols[4], dtype=np.int64), np.array(cols[6], dtype=np.int64)
+        present = np.unique(b)
+        gi = np.searchsorted(present, b)
+        in_order = s0 <= s1
+        first = np.full((len(present), nr), np.nan)
+        second = np.full((len(present), nr), np.nan)
+        first[gi, ri] = np.where(in_order, v0, v1)
+        second[gi, ri] = np.where(in_order, v1, v0)
+        lo = np.full(len(present), np.iinfo(np.int64).max)
+        hi = np.full(len(present), np.iinfo(np.int64).min)
+        np.minimum.at(lo, gi, np.minimum(s0, s1))
+        np.maximum.at(hi, gi, np.maximum(s0, s1))
+        points = int(np.bincount(ri, weights=n, minlength=nr).max())
+    else:
+        first = second = np.empty((0, nr))
+        lo = hi = np.empty(0, dtype=np.int64)
+        points = 0
+    ex_steps = np.array(sorted(exact), dtype=np.int64)
+    ex = np.full((len(ex_steps), nr), np.nan)
+    for i, step in enumerate(ex_steps.tolist()):
+        for rank, v in exact[step].items():
+            ex[i, int(np.searchsorted(ranks, rank))] = v
+    x = np.concatenate([lo, hi, ex_steps])
+    y = np.concatenate([first, second, ex])
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    return {
+        "x": x.tolist(),
+        "ranks": ranks.tolist(),
+        "y": _round_columns(y),
+        "points": points,
+    }
+
+
+def _alert_values(
+    storage: Storage, run_id: str, steps: set[int]
+) -> dict[str, dict[int, dict[int, float]]]:
+    """metric -> step -> rank -> value at each alert step, read from the run's step and timing
+    entries in the index spans the finest rollup rows of those steps' buckets record."""
+    out: dict[str, dict[int, dict[int, float]]] = {}
+    if not steps:
         return out
+    spans = sorted(storage.rollup_spans(run_id, [s // FINEST for s in steps]))
+    merged: list[list[int]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    wanted = b"|".join(str(s).encode() for s in sorted(steps))
+    maybe = re.compile(rb'"step":(?:' + wanted + rb")[,}]|\"noncanonical\"")
+    for a, b in merged:
+        start = a
+        while start <= b:
+            end = min(b, start + _PAGE - 1)
+            for row in storage.metric_entries(run_id, start, end):
+                # A canonical record holding step S contains '"step":S' (a wrapped
+                # noncanonical one is parsed anyway); the rest are skipped unparsed.
+                if maybe.search(row.entry) is None:
+                    continue
+                _, rec, rank, _ = parse_entry(row.entry)
+                step, values = metric_values(row.kind, rec)
+                if step in steps:
+                    r = rank if rank is not None else 0
+                    for metric, v in values:
+                        out.setdefault(metric, {}).setdefault(step, {})[r] = v
+            start = end + 1
+    return out
+
+
+def _fingerprint_tally(storage: Storage, run_id: str, fp_ranks: int) -> dict[str, Any]:
+    """The cross-rank fingerprint agreement from the per-step tallies: at a step where the
+    ranks did not all agree, the fingerprint held by more than half of the reports is the
+    majority and the ranks holding another disagree; without one, every rank there does."""
+    steps, split = storage.fingerprint_tally(run_id)
+    if not steps:
+        return {"ranks": 0, "steps": 0, "diverged": []}
+    first: dict[int, int] = {}
+    count: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for step, n, total, ranks in split:
+        if n * 2 > total:
+            continue
+        for part in ranks.split(","):
+            try:
+                r = int(part)
+            except ValueError:
+                continue
+            if last.get(r) == step:
+                continue
+            last[r] = step
+            first.setdefault(r, step)
+            count[r] = count.get(r, 0) + 1
+    diverged = [{"rank": r, "from_step": first[r], "steps": count[r]} for r in first]
+    return {
+        "ranks": fp_ranks,
+        "steps": steps,
+        "diverged": sorted(diverged, key=lambda d: (d["from_step"], d["rank"])),
+    }
+
+
+def rollup_plots(
+    storage: Storage,
+    run_id: str,
+    timeline: list[TimelineItem],
+    stats: RunStats,
+    buckets: int,
+) -> dict[str, Any]:
+    """The plots of a run from its rollups: per metric, the finest bucket width with at most
+    ``buckets`` buckets (or the coarsest, merged down), every alert step exact, and the
+    fingerprint agreement. Reads O(buckets x ranks) rollup rows plus the step entries of the
+    alert steps' buckets, never the whole run."""
+    alert_steps = _alert_steps(timeline)
+    exact = _alert_values(storage, run_id, alert_steps)
+    out: dict[str, Any] = {"metrics": {}}
+    for metric in (*METRICS, *PHASES):
+        # Coarsest first: each probe is an index seek that stops after ``buckets + 1``.
+        if storage.rollup_buckets(run_id, metric, WIDTHS[-1], buckets) == 0:
+            continue
+        width = WIDTHS[-1]
+        for w in reversed(WIDTHS[:-1]):
+            if storage.rollup_buckets(run_id, metric, w, buckets) > buckets:
+                break
+            width = w
+        rows = storage.rollup(run_id, metric, width)
+        out["metrics"][metric] = downsample_rollup(rows, exact.get(metric, {}), buckets)
+    out["alerts"] = [
+        {"step": t.step, "rank": t.rank, "rule": t.rule_id, "severity": t.severity}
+        for t in timeline
+        if t.step is not None
+    ]
+    out["fingerprint"] = _fingerprint_tally(storage, run_id, len(stats.fp_ranks))
+    return out

@@ -117,6 +117,9 @@ def install_dashboard(
     storage = service.ledger.storage
     sessions = SessionStore(storage, cfg.session_ttl_s)
     model = RunsModel(storage)
+    # Compile the templates now, so that no page pays for it.
+    for name in ("base.html", "login.html", "notfound.html", "run.html", "runs.html"):
+        _ENV.get_template(name)
 
     @app.middleware("http")
     async def _headers(

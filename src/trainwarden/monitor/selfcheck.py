@@ -43,6 +43,7 @@ _HELPER_MODULES = (
     "trainwarden.monitor.distributed",
     "trainwarden.monitor.watchdog",
     "trainwarden.monitor.selfcheck",
+    "trainwarden.monitor.lifeline",
 )
 
 

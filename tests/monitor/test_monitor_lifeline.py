@@ -217,6 +217,6 @@ def test_an_optimizer_without_a_step_counter_is_still_covered_by_the_hook() -> N
     _step(model, opt, gen)
     mon.close()
     _step(model, opt, gen)
-    assert [a.rule_id for a in mon.alerts if isinstance(a, Alert) and a.severity >= Severity.HIGH] == [
-        "TWM-MONITOR-CLOSED"
-    ]
+    assert [
+        a.rule_id for a in mon.alerts if isinstance(a, Alert) and a.severity >= Severity.HIGH
+    ] == ["TWM-MONITOR-CLOSED"]

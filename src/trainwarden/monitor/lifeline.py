@@ -185,6 +185,7 @@ class Lifeline:
                 "when the monitor last observed a step: those steps ran unmonitored",
                 {"counter": now, "counter_at_last_observation": before},
             )
+
     # ---------------------------------------------------------------- reporting
 
     def report(self, key: str, message: str, evidence: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from trainwarden.monitor.watchdog import record_signals_early
 
 record_signals_early()  # signal senders known even though watch() starts after gloo's threads
 
+import itertools
 import math
 import os
 import signal
@@ -80,7 +81,7 @@ def main() -> int:
     for step in range(steps):
         times.append(time.perf_counter())
         if len(times) == 9 and slow is not None:
-            gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+            gaps = sorted(b - a for a, b in itertools.pairwise(times))
             frac = float(os.environ.get("TRAINWARDEN_TEST_SLOW", "0.3"))
             slow_s = min(frac * gaps[len(gaps) // 2], 0.045)  # under every absolute threshold
             monitor.sink.emit("slow_sleep", {"rank": rank, "seconds": slow_s})

@@ -65,22 +65,7 @@ def test_control_run_raises_nothing(tmp_path: Path, ledger: Ledger) -> None:
     assert len(res.outcome.losses) == runner.STEPS
 
 
-@pytest.mark.parametrize(
-    "tid",
-    [
-        pytest.param(
-            t,
-            marks=pytest.mark.xfail(
-                reason="known gap: after the merge of the monitor's new checks the blinded monitor "
-                "raises nothing at MEDIUM or above; under investigation",
-                strict=True,
-            ),
-        )
-        if t == "T3-monitor-blinded"
-        else t
-        for t in sorted(EXPECTED)
-    ],
-)
+@pytest.mark.parametrize("tid", sorted(EXPECTED))
 def test_technique_is_caught(tid: str, tmp_path: Path, ledger: Ledger) -> None:
     res = run_technique(BY_ID[tid], tmp_path, ledger)
     assert res.error is None, res.error

@@ -350,6 +350,12 @@ class Monitor:
             self._closed = True
         if self._selfcheck is not None:
             self._selfcheck.stop()
+            # Hooks removed before close() never called the monitor again, and a short run can
+            # end before the background self-check's next look: the last look is here.
+            try:
+                self.selfcheck_digest = self._selfcheck.run("at close()")
+            except Exception as e:  # fail-open: closing must not raise into the caller
+                self.internal(e, "selfcheck at close")
         for h in self._handles:
             h.remove()
         self._handles = []

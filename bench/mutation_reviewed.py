@@ -8,6 +8,17 @@ it gets a test that kills it.
 
 from __future__ import annotations
 
+_SPEC_CACHE = (
+    "the id cache only saves a walk over CALLS: it holds the object itself, so a cached id is "
+    "never reused, and a miss walks the table to the same validator"
+)
+_MUTATOR_ALIAS = (
+    "the alias clause only admits a MUTATORS key spelled other than its owner's own "
+    "module.qualname; every key resolves to its owner under its own spelling in the installed "
+    "stdlib, torch and numpy (and the direct spelling already matched), so it decides nothing"
+)
+_BIND = "__get__ given an instance binds to it; the owner argument is read only without one"
+
 REVIEWED: dict[str, dict[str, str]] = {
     "policy": {
         'xǁPolicyǁfrom_file | f"cannot read policy file {p}: {e.strerror and e}",': (
@@ -160,5 +171,71 @@ REVIEWED: dict[str, dict[str, str]] = {
             "never read"
         ),
         "xǁSnapshotMemoǁsave | self._dirty = None": ("None is as falsy as False"),
+    },
+    "constructors": {
+        **dict.fromkeys(
+            (
+                "x__spec_for | hit = None",
+                "x__spec_for | hit = _by_id.get(None)",
+                "x__spec_for | hit = _by_id.get(id(None))",
+                "x__spec_for | if hit is not None and hit[1] is obj:",
+                "x__spec_for | if hit is not None and hit[0] is not obj:",
+                "x__spec_for | _by_id[id(obj)] = None",
+                "x__spec_for | _by_id[id(None)] = (obj, check)",
+            ),
+            _SPEC_CACHE,
+        ),
+        "x_check_mutator | if key not in MUTATORS or not any(": _MUTATOR_ALIAS,
+        **dict.fromkeys(
+            (
+                f"x_check_mutator | resolve({owner}) is owner and k.endswith({suffix}) "
+                "for k in MUTATORS"
+                for owner, suffix in (
+                    ("k.rsplit(None, 1)[0]", '"." + method'),
+                    ('k.rsplit(".", )[0]', '"." + method'),
+                    ('k.split(".", 1)[0]', '"." + method'),
+                    ('k.rsplit("XX.XX", 1)[0]', '"." + method'),
+                    ('k.rsplit(".", 2)[0]', '"." + method'),
+                    ('k.rsplit(".", 1)[1]', '"." + method'),
+                    ('k.rsplit(".", 1)[0]', '"XX.XX" + method'),
+                )
+            ),
+            _MUTATOR_ALIAS,
+        ),
+        "x_check_mutator | return owner.__dict__[method].__get__(obj, None)": _BIND,
+        "x_check_mutator | return owner.__dict__[method].__get__(obj, )": _BIND,
+        "x_apply_state | setstate.__get__(inst, None)(state)": _BIND,
+        "x_apply_state | setstate.__get__(inst, )(state)": _BIND,
+    },
+    "unpickler": {
+        "xǁRestrictedUnpicklerǁfind_class | raise UnsafeModelError("
+        '"restricted unpickler used without a policy", )': (
+            "path=None is UnsafeModelError's default"
+        ),
+        **dict.fromkeys(
+            (
+                f'x_restricted_pickle_module | cls = type("{n}", (RestrictedUnpickler,), '
+                '{"tw_enforcer": enforcer})'
+                for n in (
+                    "XXTrainWardenUnpicklerXX",
+                    "trainwardenunpickler",
+                    "TRAINWARDENUNPICKLER",
+                )
+            ),
+            "the class name only labels the class in reprs; no decision reads it",
+        ),
+        **dict.fromkeys(
+            (
+                "x_restricted_pickle_module | __name__=None,",
+                'x_restricted_pickle_module | __name__="XXtrainwarden.loading.unpicklerXX",',
+                'x_restricted_pickle_module | __name__="TRAINWARDEN.LOADING.UNPICKLER",',
+            ),
+            "torch reads a pickle_module's __name__ only to compare it with 'dill'; any other "
+            "name loads the same way",
+        ),
+        "xǁRestrictedUnpicklerǁload_additems | if type(None) is set:": (
+            "an exact set then goes through check_mutator, which returns set.add (on the "
+            "reviewed list): the same set is built either way"
+        ),
     },
 }

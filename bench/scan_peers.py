@@ -295,17 +295,18 @@ def startup(n: int, repeats: int) -> str:
     """Time TrainWarden and picklescan over one folder of ``n`` model files, interleaved runs."""
     import statistics
 
+    # `trainwarden` is the console script a user runs (as `picklescan` is); `python -m` adds the
+    # cost of runpy. The last two rows are the floor: the version flag and a bare interpreter.
+    script = BIN / "trainwarden"
+    py = sys.executable
+    tw = [str(script)] if script.exists() else [py, "-m", "trainwarden"]
     commands = {
-        "trainwarden scan FOLDER": [sys.executable, "-m", "trainwarden", "scan"],
-        "trainwarden scan --format json FOLDER": [
-            sys.executable,
-            "-m",
-            "trainwarden",
-            "scan",
-            "--format",
-            "json",
-        ],
-        "picklescan -p FOLDER": [str(BIN / "picklescan"), "-p"],
+        "trainwarden scan FOLDER": [*tw, "scan", "FOLDER"],
+        "trainwarden scan --format json FOLDER": [*tw, "scan", "--format", "json", "FOLDER"],
+        "python -m trainwarden scan FOLDER": [py, "-m", "trainwarden", "scan", "FOLDER"],
+        "picklescan -p FOLDER": [str(BIN / "picklescan"), "-p", "FOLDER"],
+        "trainwarden --version": [*tw, "--version"],
+        "python -c pass": [py, "-c", "pass"],
     }
     import resource
 
@@ -318,13 +319,14 @@ def startup(n: int, repeats: int) -> str:
     with tempfile.TemporaryDirectory(prefix="tw-startup-") as tmp:
         folder = Path(tmp) / "models"
         _model_folder(folder, n)
-        for cmd in commands.values():
-            _run([*cmd, str(folder)], cwd=Path(tmp))
+        argv = {k: [str(folder) if a == "FOLDER" else a for a in v] for k, v in commands.items()}
+        for cmd in argv.values():
+            _run(cmd, cwd=Path(tmp))
         for _ in range(repeats):
-            for label, cmd in commands.items():
+            for label, cmd in argv.items():
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
-                rc, _ = _run([*cmd, str(folder)], cwd=Path(tmp))
+                rc, _ = _run(cmd, cwd=Path(tmp))
                 times[label].append(time.perf_counter() - start)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 cpu[label].append(
@@ -340,7 +342,10 @@ def startup(n: int, repeats: int) -> str:
         f"A folder of {n} small clean model files (torch zip, safetensors, .npy, pickle), each "
         f"command run {repeats} times, interleaved, in one process of this script. Whole "
         "command, interpreter start and imports included: wall time, and CPU time (user + "
-        "system of the command's process), which a busy shared machine disturbs far less.",
+        "system of the command's process), which a busy shared machine disturbs far less. "
+        "`trainwarden` is the installed console script, as `picklescan` is; `python -m "
+        "trainwarden` adds runpy's cost; `trainwarden --version` and `python -c pass` are the "
+        "floor (interpreter start).",
         "",
         f"Command: `{command}`  ",
         f"Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}  ",

@@ -7,11 +7,14 @@ The package root exports the types every capability shares: :class:`TrainWardenE
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from trainwarden._version import __version__
 
+# typing.TYPE_CHECKING without importing typing, so `trainwarden --version` stays cheap.
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from trainwarden.errors import TrainWardenError
     from trainwarden.findings import Finding, Severity
     from trainwarden.loading import UnsafeModelError, load, save

@@ -52,6 +52,7 @@ _PROVIDERS = (
     "trainwarden.monitor.rules",
     "trainwarden.audit.rules",
     "trainwarden.data.rules",
+    "trainwarden.drill.rules",
 )
 
 _CAPABILITY = {
@@ -61,6 +62,7 @@ _CAPABILITY = {
     "TWM": "monitor",
     "TWR": "audit",
     "TWD": "data",
+    "TWE": "drill",
 }
 
 

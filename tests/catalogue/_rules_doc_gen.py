@@ -19,6 +19,7 @@ _SECTIONS = (
     ("TWM", "Training monitor", "`trainwarden.monitor.watch` and its distributed checks"),
     ("TWR", "Replay audit", "`trainwarden audit`: replayed training intervals and step records"),
     ("TWD", "Training data", "declared data and dataset manifests (`trainwarden data`)"),
+    ("TWE", "Sabotage drill", "`trainwarden drill`: a technique missed, a control that alerted"),
 )
 
 

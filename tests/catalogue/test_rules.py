@@ -89,6 +89,7 @@ def test_every_rule_is_well_formed() -> None:
         "TWA": "attest",
         "TWM": "monitor",
         "TWD": "data",
+        "TWE": "drill",
     }
     for rid, rule in rules.items():
         assert rule.rule_id == rid and RULE_ID.fullmatch(rid)

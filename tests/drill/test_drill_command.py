@@ -18,6 +18,8 @@ from trainwarden.drill import runner
 from trainwarden.drill.runner import TECHNIQUES, Ledger, local_ledger, run_technique
 from trainwarden.sandbox import abi_version
 
+from .test_drill_types import ROW_KEYS
+
 ROOT = Path(__file__).resolve().parents[2]
 BY_ID = {t.id: t for t in TECHNIQUES}
 
@@ -26,6 +28,7 @@ EXPECTED = {
     "T1-checkpoint-payload": ("trainwarden.load", "TWS-PKL-DANGEROUS"),
     "T3-sign-flip": ("watch()", "TWM-CODE-STEP"),
     "T3-monitor-blinded": ("watch()", "TWM-MONITOR-TAMPERED"),
+    "T3-monitor-closed": ("watch()", "TWM-MONITOR-TAMPERED"),
     "T3-lr-change": ("watch()", "TWM-HP-CHANGE"),
     "T3-weight-decay": ("watch()", "TWM-HP-CHANGE"),
     "T3-no-clipping": ("watch()", "TWM-HOOK-ADDED"),
@@ -72,6 +75,8 @@ def test_technique_is_caught(tid: str, tmp_path: Path, ledger: Ledger) -> None:
     o = res.outcome
     assert o.caught, o.detail
     assert (o.check, o.rule_id) == EXPECTED[tid]
+    if tid == "T3-monitor-closed":
+        assert o.detail.startswith("the monitor was closed at step 2 while training went on")
     if tid == "T3-no-clipping":
         assert "TWM-CLIP-MISSING" in o.rules
     if o.check != "replay audit":
@@ -242,6 +247,9 @@ def test_cli_end_to_end_json() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = json.loads(proc.stdout)
+    # The shape the drill's report type prints (keys in this order).
+    assert list(got) == ["ok", "techniques", "not_run", "missed"]
+    assert all(list(r) == ROW_KEYS for r in got["techniques"])
     ids = [r["technique"] for r in got["techniques"]]
     assert ids == [
         "control",
@@ -287,3 +295,31 @@ def test_cli_unknown_technique_is_a_usage_error() -> None:
     assert proc.returncode == 2
     assert "unknown technique" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_blinded_monitor_is_caught_without_the_background_self_check(tmp_path: Path) -> None:
+    # The drill's own blinding, with the monitor's background thread off: once every hook is
+    # gone only close() can tell, so the verdict cannot depend on how fast the steps ran.
+    ctx = runner.DrillContext(tmp_path)
+    o = runner._watched_run(
+        ctx,
+        "blinded",
+        before_step=runner._blind_monitor_then_flip,
+        start=2,
+        watch_config={"selfcheck_interval_s": 0},
+    )
+    assert o.caught, o.detail
+    assert o.rule_id == "TWM-MONITOR-TAMPERED"
+    assert o.detail.startswith("the monitor was tampered with (self-check at close)")
+    assert "the monitor's step post hook was removed" in o.detail
+    assert o.steps_to_detection == runner.STEPS  # seen when the monitor closed, after the loop
+
+
+def test_ci_runs_the_full_drill_and_fails_on_a_miss() -> None:
+    # .ci/run stops at the first failing command (set -e), and runs the drill with no
+    # --technique filter: every technique, so a missed one (exit 1) fails CI.
+    lines = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "set -euo pipefail" in lines
+    drill = [ln for ln in lines if ln.startswith("trainwarden drill")]
+    assert drill == ["trainwarden drill"]
+    assert lines.index("trainwarden drill") < lines.index('echo "== lint"')

@@ -5,14 +5,18 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from trainwarden._internal.sink import MemorySink
+from trainwarden.drill import runner
 from trainwarden.drill.report import render_html, write_report
-from trainwarden.drill.runner import TECHNIQUES, Outcome, run_technique
+from trainwarden.drill.runner import TECHNIQUES, DrillContext, Outcome, run_technique
 from trainwarden.errors import TrainWardenError
+from trainwarden.sink import EventSink
 
 ROOT = Path(__file__).resolve().parents[2]
 BY_ID = {t.id: t for t in TECHNIQUES}
@@ -99,3 +103,47 @@ def test_cli_writes_the_report(tmp_path: Path) -> None:
     page = out.read_text()
     assert 'id="T6-moment-edit"' in page and "TWM-OPTSTATE-EDIT" in page
     assert [p.name for p in tmp_path.iterdir()] == ["drill.html"]  # no temporary file left
+
+
+class _CaptureSinks(DrillContext):
+    """The drill's own context, keeping the sinks it hands to watch() for inspection."""
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.captured: list[MemorySink] = []
+
+    def sink(self, name: str) -> tuple[EventSink, Callable[[], int | None]]:
+        got, first = super().sink(name)
+        assert isinstance(got, MemorySink)  # no ledger: the sink is the memory one
+        self.captured.append(got)
+        return got, first
+
+
+def test_watched_loop_reports_its_loss_to_the_monitor(tmp_path: Path) -> None:
+    ctx = _CaptureSinks(tmp_path)
+    o = runner._watched_run(ctx, "control")
+    (sink,) = ctx.captured
+    recorded = [r["loss"] for k, r in sink.events if k == "step"]
+    assert len(recorded) == runner.STEPS == len(o.losses)
+    assert None not in recorded
+    assert recorded == pytest.approx(list(o.losses), rel=1e-6)
+
+
+def _polyline_points(page: str, label: str) -> list[tuple[float, float]]:
+    svg = re.search(rf'<svg [^>]*aria-label="{label}">(.*?)</svg>', page, re.S)
+    assert svg is not None, f"no {label} plot"
+    line = re.search(r'<polyline class="line" points="([^"]*)"', svg.group(1))
+    assert line is not None, f"the {label} plot has no series"
+    return [(float(x), float(y)) for x, y in (p.split(",") for p in line.group(1).split())]
+
+
+def test_report_of_the_control_has_loss_and_step_time_series(tmp_path: Path) -> None:
+    res = run_technique(BY_ID["control"], tmp_path)
+    assert res.passed, res.outcome.detail
+    page = render_html([_row(res.technique.id, res.outcome, control=True)], [res.outcome])
+    loss = _polyline_points(page, "loss")
+    step_time = _polyline_points(page, "step time")
+    assert len(loss) == len(step_time) == runner.STEPS
+    # The series are the values, not a flat placeholder: the loss moves between steps.
+    assert len({y for _, y in loss}) > 1
+    assert "no steps recorded" not in page

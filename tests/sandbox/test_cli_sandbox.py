@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -295,6 +296,24 @@ def test_explain_default_and_policy(run_cli: RunCli, tmp_path: Path) -> None:
     r = run_cli(["sandbox", "explain", "--policy", str(policy), "--format", "json"])
     doc = json.loads(r.stdout)
     assert doc["bind_ports"] == ["29500"] and doc["connect_ports"] == ["29500", "29510-29512"]
+
+
+def test_explain_output_is_the_sandbox_packages_explanation(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The command prints ``trainwarden.sandbox.explain``'s result; nothing is built in the shell
+    (in-process, so that both see the same interpreter paths)."""
+    from trainwarden.sandbox import explain
+
+    policy = _policy(tmp_path, "bind_ports = [29500]\n")
+    explanation = explain(str(policy))
+    r = cli(["sandbox", "explain", "--policy", str(policy), "--format", "json"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == explanation.to_dict()
+    r = cli(["sandbox", "explain", "--policy", str(policy)])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == explanation.lines()
+    assert explanation.to_dict()["bind_ports"] == ["29500"]
 
 
 def test_explain_bad_policy_is_one_line_exit_2(run_cli: RunCli, tmp_path: Path) -> None:

@@ -121,6 +121,26 @@ class ReplayReport:
         """``1`` when any finding is at or above ``fail_on``, else ``0``."""
         return 1 if any(f.severity >= fail_on for f in self.findings) else 0
 
+    def lines(self) -> list[str]:
+        """The text report: one line per replayed interval (findings are printed after)."""
+        out = [
+            f"replayed {len(self.intervals)} of {self.meta.get('intervals_total')} intervals "
+            f"of {self.run_dir} (seed {self.seed})"
+        ]
+        for r in self.intervals:
+            line = f"  steps {r.start}-{r.end - 1}: {r.status}"
+            if r.status == "diverged":
+                line += f" at step {r.step} in {r.where}"
+                if r.rank is not None:
+                    line += f" on rank {r.rank}"
+                if r.tensors:
+                    more = " ..." if len(r.tensors) > 3 else ""
+                    line += f" ({', '.join(r.tensors[:3])}{more})"
+            if r.detail:
+                line += f": {r.detail}"
+            out.append(line)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_dir": self.run_dir,

@@ -15,15 +15,24 @@ Where things go:
   grow with the number of commands. A new capability module also goes into ``_REGISTER`` there.
 - Options several commands share (``--format``, ``--fail-on``, ``--policy``, ``--output``) and
   the renderers are in ``_common.py``; results implement :class:`trainwarden.report.Report`.
+- ``trainwarden scan`` is the command run most often on small inputs, so its plain invocations
+  skip Typer: ``_scan_argv`` parses them with the option table ``_scan_options`` (generated from
+  the Typer command by ``tests/catalogue/_scan_argv_gen.py``, and tested to agree with it) and
+  calls ``_scan_run.run``, the same function the Typer command calls. Anything else (help, an
+  unknown option, an environment default) goes to Typer. ``_output`` holds the printing helpers
+  that import neither Typer nor rich until used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from trainwarden.cli._app import main
 
+# typing.TYPE_CHECKING without importing typing, so `trainwarden --version` stays cheap.
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from typing import Any
+
     import typer
 
     #: The whole application (every command), for ``typer.testing.CliRunner`` and docs tools.

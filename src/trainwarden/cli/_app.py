@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from trainwarden._version import __version__
 
+# typing.TYPE_CHECKING without importing typing, so `trainwarden --version` stays cheap.
+TYPE_CHECKING = False
+
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
     import typer
 
 __all__ = ["COMMANDS", "build_app", "main"]
@@ -173,9 +177,47 @@ def _plain_help(command: Any) -> None:
 
 
 def _error(text: str) -> None:
-    from trainwarden.cli._common import err
+    from trainwarden.cli._output import err
 
     err.print(text, markup=False)
+
+
+def _run(args: list[str], root_opts: list[str], command_name: str | None) -> Any:
+    """Parse ``args`` and run the command; returns its exit code."""
+    if command_name == "scan" and not root_opts:
+        from trainwarden.cli import _scan_argv
+
+        params = _scan_argv.parse(args[1:], os.environ)
+        if params is not None:
+            # A plain scan: the same function the Typer command calls, without building Typer.
+            from trainwarden.cli._scan_run import run
+
+            return run(**params)
+    import typer.main
+
+    capability = COMMANDS.get(command_name) if command_name is not None else None
+    app = build_app([capability] if capability is not None else None)
+    command = typer.main.get_command(app)
+    _plain_help(command)
+    return command.main(args=args, prog_name="trainwarden", standalone_mode=False)
+
+
+def _typer_errors() -> tuple[type[Exception], type[Exception]]:
+    """click's base error and Typer's Abort; nothing matches when Typer was never imported
+    (the command ran without it)."""
+    if "typer" not in sys.modules:
+        return (_NeverRaised, _NeverRaised)
+    import typer
+
+    # click's base error, found from a public class (typer vendors click in some versions).
+    click_error: type[Exception] = next(
+        c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+    )
+    return click_error, typer.Abort
+
+
+class _NeverRaised(Exception):
+    pass
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,33 +232,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.write(f"trainwarden {__version__}\n")
         raise SystemExit(EXIT_CLEAN)
 
-    import typer
-    import typer.main
-
     from trainwarden.errors import TrainWardenError
 
-    capability = COMMANDS.get(command_name) if command_name is not None else None
-    # click's base error, found from a public class (typer vendors click in some versions).
-    click_error: type[Exception] = next(
-        c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
-    )
     try:
-        app = build_app([capability] if capability is not None else None)
-        command = typer.main.get_command(app)
-        _plain_help(command)
-        rv = command.main(args=args, prog_name="trainwarden", standalone_mode=False)
-    except click_error as e:
-        # Usage errors (unknown option, bad value): always 2, whatever click's own code.
-        e.show()  # type: ignore[attr-defined]
-        raise SystemExit(EXIT_ERROR) from None
-    except typer.Abort:
-        _error("interrupted")
-        raise SystemExit(EXIT_ERROR) from None
-    except TrainWardenError as e:
-        from trainwarden.cli._common import err
-
-        err.print(f"[bold red]error:[/] {e.diagnostics()}")
-        raise SystemExit(e.exit_code) from e
+        rv = _run(args, root_opts, command_name)
     except KeyboardInterrupt:
         _error("interrupted")
         raise SystemExit(EXIT_ERROR) from None
@@ -224,6 +243,19 @@ def main(argv: list[str] | None = None) -> None:
         _error("error: the input is nested too deeply to analyse")
         raise SystemExit(EXIT_ERROR) from None
     except Exception as e:
+        click_error, abort = _typer_errors()
+        if isinstance(e, click_error):
+            # Usage errors (unknown option, bad value): always 2, whatever click's own code.
+            e.show()  # type: ignore[attr-defined]
+            raise SystemExit(EXIT_ERROR) from None
+        if isinstance(e, abort):
+            _error("interrupted")
+            raise SystemExit(EXIT_ERROR) from None
+        if isinstance(e, TrainWardenError):
+            from trainwarden.cli._output import err
+
+            err.print(f"[bold red]error:[/] {e.diagnostics()}")
+            raise SystemExit(e.exit_code) from e
         # No traceback reaches a user; exit 2 (an error), never 1 (which CI reads as findings).
         detail = str(e).splitlines()[0][:300] if str(e) else ""
         _error(

@@ -11,19 +11,25 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from trainwarden._internal.files import write_atomic
+from trainwarden.cli._output import (
+    SEVERITY_STYLE,
+    Console,
+    Table,
+    err,
+    ledger_configured,
+    ledger_record,
+    out,
+    plain_stdout,
+    text_safe,
+    write_output,
+)
 from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Finding, Severity
 from trainwarden.report import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS
-
-if TYPE_CHECKING:
-    from rich.console import Console as _RichConsole
-    from rich.table import Table as _RichTable
 
 __all__ = [
     "EXIT_CLEAN",
@@ -54,37 +60,6 @@ __all__ = [
     "text_safe",
     "write_output",
 ]
-
-
-# rich costs a noticeable share of start-up and most commands print a line or two, so the consoles
-# and tables are created on first use (`Console(...)` and `Table(...)` keep their rich signatures).
-def Console(*args: Any, **kwargs: Any) -> _RichConsole:
-    from rich.console import Console as _Console
-
-    return _Console(*args, **kwargs)
-
-
-def Table(*args: Any, **kwargs: Any) -> _RichTable:
-    from rich.table import Table as _Table
-
-    return _Table(*args, **kwargs)
-
-
-class _LazyConsole:
-    """A rich Console made on first attribute access."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self._kwargs = kwargs
-        self._console: _RichConsole | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._console is None:
-            self._console = Console(**self._kwargs)
-        return getattr(self._console, name)
-
-
-out: Any = _LazyConsole(highlight=False, soft_wrap=True)
-err: Any = _LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 # ---- the root options ----------------------------------------------------------------------
@@ -194,32 +169,6 @@ def deprecated_flag(value: Any, old: str, new: str) -> Any:
 # ---- output ------------------------------------------------------------------------------
 
 
-def write_output(text: str, output: str | os.PathLike[str] | None) -> None:
-    """Write ``text`` to stdout, or atomically to ``output`` (never a half-written report)."""
-    if output is None:
-        sys.stdout.write(text)
-        return
-    try:
-        write_atomic(Path(output), text.encode("utf-8"), make_parents=False)
-    except OSError as e:
-        raise TrainWardenError(
-            f"cannot write the report to {output}: {e.strerror or e}",
-            hint="check that the directory exists and is writable",
-        ) from e
-
-
-def plain_stdout() -> bool:
-    """Whether stdout gets plain text: not a terminal and no colours forced (rich would print
-    the same text there, so the caller can skip loading it)."""
-    env = os.environ
-    if env.get("FORCE_COLOR") or env.get("TTY_COMPATIBLE") or env.get("TTY_INTERACTIVE"):
-        return False
-    try:
-        return not sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def print_json(data: Any, output: str | os.PathLike[str] | None = None) -> None:
     # Plain stdout write: rich would wrap or colour JSON.
     write_output(json.dumps(data, indent=2, sort_keys=False) + "\n", output)
@@ -246,35 +195,6 @@ def emit(
     buf = io.StringIO()
     text(Console(file=buf, highlight=False, soft_wrap=True, no_color=True, width=120))
     write_output(buf.getvalue(), output)
-
-
-def text_safe(text: str) -> str:
-    """``text`` with control, format (bidi) and undecodable characters written as escapes.
-
-    File and member names come from the files scanned: a newline in one must not forge a line
-    of the report, nor a right-to-left override reorder it.
-    """
-    import unicodedata
-
-    chars = []
-    for ch in text:
-        cp = ord(ch)
-        if 0xDC80 <= cp <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-            chars.append(f"\\x{cp - 0xDC00:02x}")
-        elif 0xD800 <= cp <= 0xDFFF or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            chars.append(f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}")
-        else:
-            chars.append(ch)
-    return "".join(chars)
-
-
-SEVERITY_STYLE = {
-    "CRITICAL": "bold red",
-    "HIGH": "red",
-    "MEDIUM": "yellow",
-    "LOW": "cyan",
-    "INFO": "dim",
-}
 
 
 def print_findings(findings: Sequence[Finding], limit: int = 60, console: Any = None) -> None:
@@ -313,14 +233,6 @@ def busy(fmt: OutputFormat | Any, message: str) -> Any:
 # ---- ledger ------------------------------------------------------------------------------
 
 
-def ledger_configured() -> bool:
-    """Whether a ledger is configured or required (without importing the ledger client)."""
-    env = os.environ
-    return env.get("TRAINWARDEN_LEDGER") == "1" or bool(
-        env.get("TRAINWARDEN_LEDGER_URL") and env.get("TRAINWARDEN_LEDGER_TOKEN")
-    )
-
-
 def with_ledger(sink: Any) -> Any:
     """``sink`` plus the ledger when TRAINWARDEN_LEDGER_URL/TOKEN are set (or --ledger)."""
     if not ledger_configured():
@@ -328,29 +240,3 @@ def with_ledger(sink: Any) -> Any:
     from trainwarden.ledger.client import with_ledger as _with_ledger
 
     return _with_ledger(sink)
-
-
-def ledger_record(kind: str, record: dict[str, Any], items_key: str | None = None) -> None:
-    """Send a command's verdict to the ledger when one is configured: one entry per item of
-    ``record[items_key]`` (e.g. each scanned file, with its sha256), then the record itself."""
-    if not ledger_configured():
-        return
-    from trainwarden.ledger.client import configured_sink
-
-    sink = configured_sink()
-    if sink is None:
-        return
-    try:
-        doc = dict(record)
-        items = doc.pop(items_key, []) if items_key else []
-        for item in items:
-            sink.emit(f"{kind}.item", item)
-        sink.emit(kind, {**doc, "items": len(items)} if items_key else doc)
-        if not sink.flush(timeout=15):
-            err.print(
-                f"ledger: {sink.pending} event(s) not yet acknowledged ({sink.last_error});"
-                f" they stay in {sink.spool_dir} and are sent by the next command",
-                markup=False,
-            )
-    finally:
-        sink.close(timeout=1)

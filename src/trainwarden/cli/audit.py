@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +17,6 @@ from trainwarden.cli._common import (
     print_findings,
     print_json,
 )
-from trainwarden.cli.attest import hash_cache
 
 __all__ = ["register"]
 
@@ -87,50 +85,24 @@ def audit_replay(
 ) -> None:
     """Re-execute sampled intervals of a recorded run and report where it diverged."""
     from trainwarden.audit import replay
-    from trainwarden.audit.types import AuditError
-    from trainwarden.findings import Severity
+    from trainwarden.audit.inputs import (
+        ReplayerNotClean,
+        attest_replayer,
+        events_from_ledger,
+        read_event_log,
+    )
 
     threshold = fail_on_or(fail_on)
-    attestation: list[Any] = []
     if not no_attest:
-        from trainwarden.attest.signing import load_snapshot
-        from trainwarden.attest.verify import verify_environment
-
-        loaded = load_snapshot(baseline) if baseline is not None else None
-        with busy(fmt, "attesting the replaying interpreter..."):
-            att = verify_environment(None, baseline=loaded, code_dirs=[], cache=hash_cache(False))
-        attestation = [f for f in att.findings if f.severity >= Severity.HIGH]
-        if attestation:
-            print_findings(attestation)
-            raise AuditError(
-                f"the replaying environment failed attestation ({len(attestation)} findings at "
-                "HIGH or above): a replay there proves nothing",
-                hint="replay on a clean interpreter, or see `trainwarden attest verify`",
-            )
-    log: list[dict[str, Any]] | None = None
-    if events is not None:
-        log = []
         try:
-            for line in events.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    rec = json.loads(line)
-                    if isinstance(rec, dict):
-                        log.append(rec)
-        except (OSError, ValueError) as e:
-            raise AuditError(f"{events}: cannot read the event log ({e})") from e
+            with busy(fmt, "attesting the replaying interpreter..."):
+                attest_replayer(baseline)
+        except ReplayerNotClean as e:
+            print_findings(list(e.findings))
+            raise
+    log: list[dict[str, Any]] | None = read_event_log(events) if events is not None else None
     if ledger_run is not None:
-        import os
-
-        from trainwarden.audit.replay import ledger_events
-
-        url = os.environ.get("TRAINWARDEN_LEDGER_URL")
-        token = os.environ.get("TRAINWARDEN_LEDGER_TOKEN")
-        if not url or not token:
-            raise AuditError(
-                "--ledger-run needs TRAINWARDEN_LEDGER_URL and TRAINWARDEN_LEDGER_TOKEN",
-                hint="export the ledger's URL and a reader token",
-            )
-        log = (log or []) + ledger_events(url, token, ledger_run)
+        log = (log or []) + events_from_ledger(ledger_run)
     with busy(fmt, "replaying..."):
         report = replay(
             run_dir,
@@ -144,20 +116,7 @@ def audit_replay(
     if fmt is OutputFormat.json:
         print_json({**report.to_dict(), "attested": not no_attest})
     else:
-        out.print(
-            f"replayed {len(report.intervals)} of {report.meta.get('intervals_total')} intervals "
-            f"of {run_dir} (seed {report.seed})"
-        )
-        for r in report.intervals:
-            line = f"  steps {r.start}-{r.end - 1}: {r.status}"
-            if r.status == "diverged":
-                line += f" at step {r.step} in {r.where}"
-                if r.rank is not None:
-                    line += f" on rank {r.rank}"
-                if r.tensors:
-                    line += f" ({', '.join(r.tensors[:3])}{' ...' if len(r.tensors) > 3 else ''})"
-            if r.detail:
-                line += f": {r.detail}"
+        for line in report.lines():
             out.print(line, markup=False)
         print_findings(report.findings)
     raise typer.Exit(report.exit_code(threshold))

@@ -156,38 +156,14 @@ def sandbox_explain(
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Print what a sandbox policy allows and what this kernel can enforce of it."""
-    from trainwarden.sandbox import SandboxPolicy, abi_version
-    from trainwarden.sandbox.apply import unenforceable
+    from trainwarden.sandbox.explain import explain
 
-    policy = SandboxPolicy.from_file(policy_file) if policy_file else SandboxPolicy.default()
-    resolved = policy.resolve()
-    abi = abi_version()
-    missing = unenforceable(resolved, abi.version)
+    explanation = explain(policy_file)
     if fmt is OutputFormat.json:
-        from trainwarden.sandbox.policy import compress_ports
-
-        print_json(
-            {
-                "policy": resolved.source,
-                "landlock_abi": abi.version,
-                "rules": [
-                    {"path": r.path, "kind": r.kind, "origin": r.origin} for r in resolved.rules
-                ],
-                "bind_ports": list(compress_ports(resolved.bind_ports)),
-                "connect_ports": list(compress_ports(resolved.connect_ports)),
-                "scope_signals": resolved.scope_signals,
-                "scope_abstract_unix": resolved.scope_abstract_unix,
-                "private_tmp": resolved.private_tmp,
-                "not_enforceable_here": list(missing),
-            }
-        )
+        print_json(explanation.to_dict())
         return
-    for line in resolved.describe():
+    for line in explanation.lines():
         out.print(line, markup=False)
-    kernel = f"Landlock ABI {abi.version}" if abi.version else f"no Landlock ({abi.reason})"
-    out.print(f"this kernel: {kernel}", markup=False)
-    if missing:
-        out.print("this kernel cannot enforce: " + ", ".join(missing), markup=False)
 
 
 def register(app: typer.Typer) -> None:

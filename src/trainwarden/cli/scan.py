@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import enum
-import json
-import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from trainwarden.cli._common import (
-    EXIT_ERROR,
-    SEVERITY_STYLE,
-    Console,
-    OutputOpt,
-    err,
-    ledger_configured,
-    ledger_record,
-    out,
-    parse_severity,
-    plain_stdout,
-    text_safe,
-    write_output,
-)
+from trainwarden.cli._common import OutputOpt, parse_severity
+from trainwarden.cli._scan_run import ScanFormat, run
 from trainwarden.findings import Severity
 
 __all__ = ["ScanFormat", "register"]
-
-
-class ScanFormat(str, enum.Enum):
-    """Output formats of ``trainwarden scan``."""
-
-    text = "text"
-    json = "json"
-    sarif = "sarif"
 
 
 def scan(
@@ -127,160 +104,23 @@ def scan(
     ] = False,
 ) -> None:
     """Scan model files for code execution and tampering without loading them."""
-    from pathlib import Path
-
-    from trainwarden.scan import Policy, scan_paths
-    from trainwarden.scan.report import json_safe, to_json, to_sarif
-
-    policy = Policy.from_file(policy_file) if policy_file else Policy.discover(Path.cwd())
-    policy = policy.with_overrides(allow=allow or (), deny=deny or ())
-    threshold = fail_on if fail_on is not None else policy.fail_on
-    options: dict[str, Any] = {
-        "include": include or (),
-        "exclude": exclude or (),
-        "workers": workers,
-        "hash_files": hash_files,
-    }
-    if fmt is ScanFormat.text and output is None and sys.stderr.isatty() and err.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        with Progress(
-            TextColumn("scanning"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("", total=None)
-
-            def tick(done: int, total: int, path: str) -> None:
-                bar.update(task, completed=done, total=total, description=path[-60:])
-
-            report = scan_paths(paths, policy, progress=tick, **options)
-    else:
-        report = scan_paths(paths, policy, **options)
-    policy_name = policy.source or "<built-in>"
-    if fmt is ScanFormat.json:
-        doc = to_json(report, threshold)
-        doc["summary"]["policy"] = json_safe(policy_name)
-        write_output(json.dumps(doc, indent=2) + "\n", output)
-    elif fmt is ScanFormat.sarif:
-        doc = to_sarif(report, threshold)
-        doc["runs"][0]["properties"]["policy"] = json_safe(policy_name)
-        write_output(json.dumps(doc, indent=2) + "\n", output)
-    else:
-        _render_text(report, threshold, output, verbose=verbose, policy=policy.source)
-    if ledger_configured():
-        ledger_record("scan", to_json(report, threshold), items_key="files")
-    if report.errors:
-        raise typer.Exit(EXIT_ERROR)
-    if not report.files and not allow_empty:
-        why = f"; {len(report.skipped)} entr{'ies' if len(report.skipped) != 1 else 'y'} skipped"
-        err.print(
-            "error: nothing was analysed: no regular file under "
-            + ", ".join(text_safe(str(x)) for x in paths)
-            + (why if report.skipped else "")
-            + " (a scan of nothing is not a pass; --allow-empty accepts it)",
-            markup=False,
+    raise typer.Exit(
+        run(
+            paths,
+            fmt,
+            fail_on,
+            policy_file,
+            allow,
+            deny,
+            include,
+            exclude,
+            workers,
+            hash_files,
+            output,
+            verbose,
+            allow_empty,
         )
-        raise typer.Exit(EXIT_ERROR)
-    raise typer.Exit(report.exit_code(threshold))
-
-
-Segments = list[tuple[str, str | None]]
-
-
-def _scan_lines(
-    report: Any, threshold: Severity, *, verbose: bool, policy: str | None
-) -> list[Segments]:
-    """The text report as lines of (text, style) segments; names are already made safe."""
-    verdict_style = {"clean": "green", "flagged": "yellow", "unsafe": "bold red"}
-    lines: list[Segments] = []
-    shown = 0
-    for fr in report.files:
-        verdict = fr.verdict(threshold)
-        if not verbose and not fr.findings:
-            continue
-        shown += 1
-        fmts = ",".join(fr.formats) or "unknown format"
-        digest = f"  sha256:{fr.sha256}" if fr.sha256 else ""
-        lines.append(
-            [
-                (f"{verdict.upper():8}", verdict_style[verdict]),
-                (f" {text_safe(fr.path)}  ({fmts}){digest}", None),
-            ]
-        )
-        for f in fr.findings:
-            sev = f.severity.name
-            glob = f.evidence.get("global_")
-            offset = f.evidence.get("offset")
-            extra = "".join(
-                [
-                    f"  global={text_safe(str(glob))}" if glob else "",
-                    f"  offset={offset}" if offset is not None else "",
-                ]
-            )
-            lines.append(
-                [
-                    (f"    {sev:8}", SEVERITY_STYLE[sev]),
-                    (f" {f.rule_id:24} {text_safe(f.message)}", None),
-                ]
-            )
-            lines.append([(f"             at {text_safe(f.location)}{extra}", "dim")])
-    for path, reason in report.skipped:
-        lines.append([(f"SKIPPED  {text_safe(path)}  ({reason})", "dim")])
-    n_find = len(report.findings)
-    unsafe = sum(1 for fr in report.files if fr.verdict(threshold) == "unsafe")
-    hidden = len(report.files) - shown
-    lines.append(
-        [
-            (
-                f"{len(report.files)} file(s) scanned in {report.elapsed_s:.2f}s: {unsafe} unsafe, "
-                f"{n_find} finding(s); failing at {threshold.name} and above"
-                + (f"; {len(report.skipped)} skipped" if report.skipped else "")
-                + (
-                    f"; {hidden} file(s) without findings not listed (--verbose lists them)"
-                    if hidden
-                    else ""
-                )
-                + f"; policy: {text_safe(policy or '<built-in>')}",
-                None,
-            )
-        ]
     )
-    return lines
-
-
-def _render_text(
-    report: Any,
-    threshold: Severity,
-    output: str | None,
-    *,
-    verbose: bool = False,
-    policy: str | None = None,
-) -> None:
-    for e in report.errors:
-        err.print(f"error: {text_safe(e)}", markup=False)
-    lines = _scan_lines(report, threshold, verbose=verbose, policy=policy)
-    if output is not None or not plain_stdout():
-        # Colours for a terminal; a file gets the same text without them.
-        from rich.text import Text
-
-        console = out
-        buf = None
-        if output is not None:
-            import io
-
-            buf = io.StringIO()
-            console = Console(file=buf, highlight=False, soft_wrap=True, no_color=True, width=120)
-        for segments in lines:
-            console.print(Text.assemble(*((t, style or "") for t, style in segments)))
-        if buf is not None:
-            write_output(buf.getvalue(), output)
-        return
-    # Not a terminal: plain lines, without the cost of loading rich.
-    write_output("".join("".join(t for t, _ in seg) + "\n" for seg in lines), None)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,7 @@ A :class:`Technique` runs in its own fresh run (its own folder, model, optimizer
 ledger is given, its own ledger run) and returns an :class:`Outcome`: caught or not, by which
 check and rule, how many steps and seconds until detection, and the ledger index of the first
 evidence. ``control`` is the same job with no sabotage; it passes only when nothing at MEDIUM or
-above was raised. The CLI (``trainwarden drill``) only prints what :func:`run_drill` returns.
+above was raised. The CLI (``trainwarden drill``) only prints the report :func:`execute` returns.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +31,9 @@ from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Severity
 from trainwarden.sink import EventSink
 
+if TYPE_CHECKING:
+    from trainwarden.drill.types import DrillReport
+
 __all__ = [
     "NOT_RUN",
     "TECHNIQUES",
@@ -39,6 +42,8 @@ __all__ = [
     "DrillResult",
     "Outcome",
     "Technique",
+    "check_ids",
+    "execute",
     "local_ledger",
     "run_drill",
     "technique_ids",
@@ -171,10 +176,12 @@ def _watched_run(
     after_step: Sabotage | None = None,
     steps: int | None = None,
     start: int | None = None,
+    watch_config: dict[str, Any] | None = None,
 ) -> Outcome:
     """Train the drill job for ``steps`` (default ``ctx.steps``) steps under ``watch()``; judge
-    by its alerts at MEDIUM or above. An alert raised before step ``start`` (where the sabotage
-    begins) is a false alarm: the technique is then not counted as caught."""
+    by its alerts at MEDIUM or above, including those raised when the monitor is closed at the
+    end. An alert raised before step ``start`` (where the sabotage begins) is a false alarm: the
+    technique is then not counted as caught. ``watch_config`` adds settings to ``watch()``."""
     from trainwarden.monitor import watch
 
     job = _job()
@@ -193,6 +200,7 @@ def _watched_run(
         scheduler=job.scheduler,
         max_grad_norm=job.max_grad_norm,
         sink=sink,
+        **(watch_config or {}),
     )
     n_steps = steps or ctx.steps
     with mon:
@@ -201,6 +209,9 @@ def _watched_run(
             if before_step is not None:
                 before_step(job, step)
             loss = job.loss_fn(job.model, next(batches))
+            # As a user's loop does: the monitor's loss checks and its step records need it (the
+            # model returns logits, so the monitor cannot find the loss in its output).
+            mon.observe_loss(loss)
             job.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if job.max_grad_norm is not None:
@@ -301,6 +312,22 @@ def _blind_monitor_then_flip(job: Job, step: int) -> None:
     for m in job.model.modules():
         for name in ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks"):
             getattr(m, name).clear()
+    _patch_optimizer_sign_flip(job, step)
+
+
+def _close_monitor_then_flip(job: Job, step: int) -> None:
+    """Adaptive: find the monitor through the garbage collector and close it properly (no
+    hook is left for the self-check to miss), then flip the update's sign."""
+    if step != 2:
+        return
+    import gc
+
+    from trainwarden.monitor.core import Monitor
+
+    for obj in gc.get_objects():
+        # type(), not isinstance(): some objects warn when their class is asked for.
+        if type(obj) is Monitor and obj.optimizer is job.optimizer:
+            obj.close()
     _patch_optimizer_sign_flip(job, step)
 
 
@@ -1107,6 +1134,13 @@ TECHNIQUES: tuple[Technique, ...] = (
         "adaptive: the monitor's hooks removed first, then the update's sign flipped",
         _watched(before=_blind_monitor_then_flip),
     ),
+    Technique(
+        "T3-monitor-closed",
+        "T3",
+        "adaptive: the monitor found through the garbage collector and closed, then the sign "
+        "flipped",
+        _watched(before=_close_monitor_then_flip),
+    ),
     Technique("T3-lr-change", "T3", "learning rate multiplied by 10 mid-run", _watched(_change_lr)),
     Technique(
         "T3-weight-decay", "T3", "weight decay zeroed mid-run", _watched(_change_weight_decay)
@@ -1243,6 +1277,48 @@ def run_drill(
         if progress is not None:
             progress(tech.id)
         yield run_technique(tech, workdir, ledger, ranks)
+
+
+def check_ids(ids: Iterable[str]) -> None:
+    """Raise :class:`DrillError` naming the first id that is neither a technique nor a threat."""
+    known = {t.id for t in TECHNIQUES} | {t.threat for t in TECHNIQUES} | set(NOT_RUN)
+    for t in ids:
+        if t not in known:
+            raise DrillError(
+                f"unknown technique {t!r}", hint="known: " + ", ".join(sorted(known - {"-"}))
+            )
+
+
+def execute(
+    ids: list[str] | None = None,
+    *,
+    ledger_url: str | None = None,
+    ledger_token: str | None = None,
+    ranks: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> DrillReport:
+    """Run the chosen techniques (all by default) in a temporary folder, against the ledger at
+    ``ledger_url`` (with its admin token) or a local one started for the drill, and return the
+    :class:`~trainwarden.drill.types.DrillReport`."""
+    import tempfile
+
+    from trainwarden.drill.types import DrillReport
+
+    check_ids(ids or [])
+    if ledger_url is not None and not ledger_token:
+        raise DrillError("--ledger needs --ledger-token (an admin token of that service)")
+    results: list[DrillResult] = []
+    with tempfile.TemporaryDirectory(prefix="trainwarden-drill-") as tmp:
+        work = Path(tmp)
+        if ledger_url is not None:
+            results.extend(
+                run_drill(work, ids, Ledger(ledger_url, ledger_token or ""), progress, ranks)
+            )
+        else:
+            with local_ledger(work) as led:
+                results.extend(run_drill(work, ids, led, progress, ranks))
+    not_run = [(k, v) for k, v in NOT_RUN.items() if ids is None or k in ids]
+    return DrillReport.of(results, not_run)
 
 
 @contextlib.contextmanager

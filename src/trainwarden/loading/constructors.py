@@ -804,7 +804,9 @@ def _check_allocatable(cls: object, args: tuple[Any, ...], kwargs: Any = None) -
 
 def _is_namedtuple_new(cls: type, new: object) -> bool:
     # collections.namedtuple's generated __new__ only calls tuple.__new__ on its arguments.
-    glb = getattr(new, "__globals__", None)
+    # The class holds it as a staticmethod, which does not expose the function's globals.
+    func = new.__func__ if isinstance(new, staticmethod) else new
+    glb = getattr(func, "__globals__", None)
     return (
         issubclass(cls, tuple)
         and isinstance(glb, dict)

@@ -8,6 +8,7 @@ model's forward pre/post hooks. Anything that goes wrong inside the monitor beco
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -228,6 +229,8 @@ class Monitor:
         #: The self-check's digest of the monitor's code, carried by every sink record.
         self.selfcheck_digest = ""
         self._selfcheck: SelfCheck | None = None
+        #: Set by close(): the step, the caller and the keyed hash of every parameter then.
+        self._closed_state: tuple[int, list[str], torch.Tensor] | None = None
         try:
             for cls in CHECKS:
                 if cls.enabled(self.config):
@@ -349,13 +352,14 @@ class Monitor:
                 return
             self._closed = True
         if self._selfcheck is not None:
-            self._selfcheck.stop()
-            # Hooks removed before close() never called the monitor again, and a short run can
-            # end before the background self-check's next look: the last look is here.
+            # A last comparison while the hooks are still ours: hooks removed or code patched
+            # since the last check are reported however quickly the run ended (the background
+            # thread may not have woken since).
             try:
-                self.selfcheck_digest = self._selfcheck.run("at close()")
+                self.selfcheck_digest = self._selfcheck.run("self-check at close")
             except Exception as e:  # fail-open: closing must not raise into the caller
-                self.internal(e, "selfcheck at close")
+                self.internal(e, "selfcheck.close")
+            self._selfcheck.stop()
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -369,6 +373,12 @@ class Monitor:
         # Who closed the monitor: a close() from somewhere other than the end of training is
         # itself evidence (the sink's consumer sees the stack).
         caller = [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_stack()[-6:-1]]
+        try:
+            with torch.no_grad():
+                hashes = self._fp.compute([p.detach() for _, p, _ in self.opt_params])
+            self._closed_state = (self.step, caller, hashes)
+        except Exception as e:  # fail-open: closing must not raise into the caller
+            self.internal(e, "close.fingerprint")
         self.emit(
             "monitor_stop",
             {"rank": self.rank, "step": self.step, "alerts": len(self.alerts), "caller": caller},
@@ -385,6 +395,11 @@ class Monitor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._closed:
+            # Someone closed the monitor inside the block that owns it: fine if training had
+            # ended, tampering if the weights moved on without the monitor.
+            self._closed_while_training()
+            return
         if exc is not None and not isinstance(exc, KeyboardInterrupt):
             # Training ended with an exception (with gloo, a dead peer makes the next collective
             # raise): let the checks record it before close() stops the watchdog.
@@ -397,6 +412,35 @@ class Monitor:
                         self.internal(e, f"{check.name}.on_crash")
         self._ending = "with"
         self.close()
+
+    def _closed_while_training(self) -> None:
+        state = self._closed_state
+        if state is None or self._selfcheck is None:
+            return
+        step, caller, before = state
+        try:
+            with torch.no_grad():
+                now = self._fp.compute([p.detach() for _, p, _ in self.opt_params])
+            changed = int((now != before.to(now.device)).sum())
+        except Exception as e:  # fail-open: the end of the block must not raise
+            self.internal(e, "exit.fingerprint")
+            return
+        if changed == 0:
+            return
+        alert = Alert(
+            "TWM-MONITOR-TAMPERED",
+            Severity.CRITICAL,
+            step,
+            self.rank,
+            f"the monitor was closed at step {step} while training went on: {changed} "
+            f"parameter tensor(s) changed after close() (called from {caller[-1]})",
+            {"closed_at_step": step, "changed_tensors": changed, "caller": caller},
+        )
+        with self._lock:
+            self.alerts.append(alert)
+        # Through the emit captured at watch() (the monitor's own alert path may be patched).
+        with contextlib.suppress(Exception):
+            self._selfcheck.report(alert)
 
     # ------------------------------------------------------------------ services for checks
 

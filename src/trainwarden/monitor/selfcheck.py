@@ -212,6 +212,10 @@ class SelfCheck:
                 self._emit(self._objects[1], "alert", {**alert.to_dict(), "selfcheck": digest})
         return digest
 
+    def report(self, alert: Alert) -> None:
+        """Write ``alert`` to the sink given at watch() through the emit captured then."""
+        self._emit(self._objects[1], "alert", {**alert.to_dict(), "selfcheck": self.digest})
+
     def start(self, interval_s: float) -> None:
         """Also run from a background thread (hooks removed entirely never call the monitor)."""
         self._thread = threading.Thread(

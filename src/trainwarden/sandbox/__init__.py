@@ -8,6 +8,7 @@ before any user code or model file is loaded. See docs/sandbox.md for what is an
 from __future__ import annotations
 
 from trainwarden.sandbox.apply import apply, thread_count
+from trainwarden.sandbox.explain import Explanation, explain
 from trainwarden.sandbox.landlock import abi_version
 from trainwarden.sandbox.policy import PRESETS, ResolvedPolicy, SandboxPolicy
 from trainwarden.sandbox.types import (
@@ -20,6 +21,7 @@ from trainwarden.sandbox.types import (
 
 __all__ = [
     "PRESETS",
+    "Explanation",
     "FsRule",
     "Mode",
     "ResolvedPolicy",
@@ -29,5 +31,6 @@ __all__ = [
     "SandboxUnavailable",
     "abi_version",
     "apply",
+    "explain",
     "thread_count",
 ]

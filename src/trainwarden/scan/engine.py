@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import hashlib
 import mmap
 import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainwarden._internal.files import (
     NOT_REGULAR_HINT,
@@ -40,6 +38,9 @@ from trainwarden.scan.types import (
     ScanReport,
     Verdict,
 )
+
+if TYPE_CHECKING:
+    import hashlib
 
 __all__ = [
     "FileScan",
@@ -258,8 +259,15 @@ def scan_bytes(
     return fs.report(len(data), None, started)
 
 
+def _sha256(data: bytes = b"") -> hashlib._Hash:
+    # hashlib (with OpenSSL) is imported only for --hash: a noticeable share of a small scan.
+    import hashlib
+
+    return hashlib.sha256(data)
+
+
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+    h = _sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
@@ -269,7 +277,7 @@ def _sha256_file(path: Path) -> str:
 def _sha256_fd(fd: int) -> str:
     """sha256 of an open file from its start, read in fixed chunks (memory does not grow with
     the file) and dropped from the page cache behind the reader."""
-    h = hashlib.sha256()
+    h = _sha256()
     pos = 0
     chunk = 1 << 22
     while data := os.pread(fd, chunk, pos):
@@ -313,7 +321,7 @@ def scan_file(
                 data = f.read()
                 size = len(data)
                 fs.dispatch(data, name)
-                digest = hashlib.sha256(data).hexdigest() if hash_files else None
+                digest = _sha256(data).hexdigest() if hash_files else None
     except OSError as e:
         raise ScanError(
             f"cannot read {name}: {e.strerror or e}",
@@ -492,6 +500,9 @@ def scan_paths(
     results: list[FileReport | str] = []
     jobs = [(t, policy, limits, hash_files) for t in targets]
     if workers > 1 and total > 1:
+        # Imported here: process pools (multiprocessing) cost a small scan much of its start-up.
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) as pool:
             # Workers start here: SIGINT stays blocked until each has set it to "ignore", so a
             # Ctrl-C during start-up cannot raise inside a half-started worker.
@@ -518,7 +529,8 @@ def scan_paths(
         if isinstance(res, str):
             errors.append(res)
         else:
-            by_path[t.resolve()] = len(reports)
+            if folder_extra:  # resolving costs a walk of every path component: only when needed
+                by_path[t.resolve()] = len(reports)
             reports.append(res)
     for fp, found in folder_extra.items():
         idx = by_path.get(fp.resolve())

@@ -18,12 +18,18 @@ from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Severity
 from trainwarden.scan.types import Limits, ScanError, Verdict
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
 __all__ = ["Policy"]
+
+
+def _toml() -> Any:
+    # Imported when a policy file is read: most scans find none, and tomllib (with datetime) is
+    # a noticeable share of a small scan's start-up.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    return tomllib
+
 
 _POLICY_KEYS = {"allow", "deny", "fail_on", "unknown_severity", "limits", "require_manifest"}
 
@@ -77,6 +83,7 @@ class Policy:
                 f"cannot read policy file {p}: {e.strerror or e}",
                 hint="check the path given to --policy",
             ) from e
+        tomllib = _toml()
         try:
             doc = tomllib.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -109,6 +116,7 @@ class Policy:
                 return cls.from_file(cand)
             pyproject = d / "pyproject.toml"
             if pyproject.is_file():
+                tomllib = _toml()
                 try:
                     doc = tomllib.loads(pyproject.read_text("utf-8"))
                 except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

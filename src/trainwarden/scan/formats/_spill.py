@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import lzma
 import mmap
-import tempfile
 import zlib
 from collections.abc import Callable
 from typing import IO, Any
@@ -57,6 +56,8 @@ class Spill:
             self._buf += data
             if len(self._buf) > self.threshold:
                 # Owned by this object and closed in close(): a with-block cannot span calls.
+                import tempfile  # here: most members never spill to disk
+
                 self._file = tempfile.TemporaryFile(prefix="trainwarden-scan-")  # noqa: SIM115
                 self._file.write(self._buf)
                 self._buf = bytearray()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import tarfile
 from typing import Any
 
 from trainwarden.findings import Finding, Severity
@@ -86,6 +85,8 @@ class TarHandler:
         return _is_tar(bytes(data[:512]))
 
     def scan(self, data: bytes, location: str, ctx: ScanContext) -> None:
+        import tarfile  # here: tar files are rare, and tarfile (with shutil) is not small
+
         limits = ctx.limits
         try:
             with tarfile.open(fileobj=_BufferFile(data), mode="r:") as tf:

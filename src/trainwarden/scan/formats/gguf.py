@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from trainwarden.findings import Finding, Severity
-from trainwarden.scan.formats import _jinja
 from trainwarden.scan.types import ScanContext
 
 __all__ = [
@@ -420,6 +419,9 @@ def _special_token_findings(parsed: GGUFFile, location: str, ctx: ScanContext) -
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < len(tokens):
             continue
         wanted.setdefault(value, []).append(key)
+    # Imported here: GGUF files are rare, and the template analyser builds its tables on import.
+    from trainwarden.scan.formats import _jinja
+
     texts: dict[int, str] = {}
     if wanted:
         last = max(wanted)
@@ -479,6 +481,8 @@ class GGUFHandler:
             )
             return
         _special_token_findings(parsed, location, ctx)
+        from trainwarden.scan.formats import _jinja
+
         for key, value in parsed.metadata.items():
             if key != _TEMPLATE_KEY and not key.startswith(_TEMPLATE_KEY + "."):
                 continue

@@ -12,9 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import select
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -107,6 +105,8 @@ class _H5Worker:
     def __init__(self, max_file: int) -> None:
         limit = _CHILD_BASE_MEMORY + 3 * max_file
         code = _CHILD.replace("@LIMIT@", str(limit)).replace("@NAMES@", repr(CONFIG_ATTRS))
+        import subprocess  # here: only an HDF5 file needs the reader process
+
         self.proc = subprocess.Popen(  # noqa: S603  (our own interpreter running our fixed code)
             [sys.executable, "-I", "-c", code],
             stdin=subprocess.PIPE,
@@ -139,6 +139,8 @@ class _H5Worker:
         if stdout is None:
             return None
         fd = stdout.fileno()
+        import select
+
         chunks: list[bytes] = []
         got = 0
         while got < n:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from trainwarden.findings import Finding, Severity
-from trainwarden.scan.formats import _jinja
 
 __all__ = ["CONFIG_FILES", "folder_findings", "is_hf_folder"]
 
@@ -189,6 +188,8 @@ def _check_templates(path: Path, obj: dict[str, Any], out: dict[Path, list[Findi
 def _template_findings(
     path: Path, named: list[tuple[str, str]], out: dict[Path, list[Finding]]
 ) -> None:
+    from trainwarden.scan.formats import _jinja  # on first template: it compiles its tables
+
     for key, text in named:
         for issue in _jinja.analyze_template(text):
             out.setdefault(path, []).append(

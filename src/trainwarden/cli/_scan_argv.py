@@ -1,0 +1,89 @@
+"""The start-up fast path of ``trainwarden scan``: plain invocations parsed without Typer.
+
+Typer (with click, pydantic and rich) costs more to import than a scan of a hundred model files
+takes. :func:`parse` reads only the invocations whose meaning is certain from the option table
+generated from the Typer command (``_scan_options``): options and paths, each option spelled
+exactly, values that need no interpretation. Anything else (help, ``--``, an unknown, misspelt or
+abbreviated option, a value that looks like an option, ``--format JSON``, an environment default)
+returns None, and Typer parses the invocation with its own messages. A test compares the two
+parsers on every option and on near-misses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from trainwarden.cli._scan_options import DEFAULTS, ENVVARS, OPTIONS
+
+__all__ = ["parse"]
+
+#: click reads these too (shell completion); their presence leaves the invocation to Typer.
+_CLICK_ENVVARS = ("_TRAINWARDEN_COMPLETE",)
+_COUNT = re.compile(r"[1-9][0-9]{0,8}")
+_SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+
+def _convert(kind: str, value: str) -> Any:
+    """The value Typer passes for ``value``, or None when the fast path leaves it to Typer."""
+    if kind == "str":
+        return value
+    if kind == "count":
+        return int(value) if _COUNT.fullmatch(value) else None
+    if kind == "format":
+        from trainwarden.cli._scan_run import ScanFormat
+
+        return ScanFormat(value) if value in ScanFormat._value2member_map_ else None
+    if kind == "severity":
+        from trainwarden.findings import Severity
+
+        return Severity.parse(value) if value in _SEVERITIES else None
+    return None
+
+
+def parse(args: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """The keyword arguments of ``_scan_run.run`` for ``trainwarden scan ARGS``, or None when
+    the invocation is not a plain one and Typer must parse it."""
+    if any(name in environ for name in (*ENVVARS, *_CLICK_ENVVARS)):
+        return None
+    params: dict[str, Any] = dict(DEFAULTS)
+    params["fmt"] = _convert("format", str(DEFAULTS["fmt"]))
+    repeated: dict[str, list[Any]] = {}
+    paths: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("-"):
+            paths.append(arg)
+            continue
+        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        spec = OPTIONS.get(name)
+        if spec is None:
+            return None
+        key, kind, multiple = spec
+        if kind == "flag":
+            if eq:
+                return None
+            params[key] = True
+            continue
+        if not eq:
+            if i >= len(args):
+                return None
+            value = args[i]
+            i += 1
+        if not value or value.startswith("-"):
+            return None
+        converted = _convert(kind, value)
+        if converted is None:
+            return None
+        if multiple:
+            repeated.setdefault(key, []).append(converted)
+        else:
+            params[key] = converted
+    if not paths:
+        return None
+    params.update(repeated)
+    params["paths"] = paths
+    return params

@@ -193,4 +193,3 @@ def test_first_watch_in_a_fresh_process_raises_no_tampering_alert() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "TWM-MONITOR-TAMPERED" not in proc.stdout, proc.stdout
-

@@ -13,6 +13,7 @@ timing the Monitor's hook methods, which is precise even when the machine is noi
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import functools
 import math
@@ -152,7 +153,18 @@ def main() -> int:
     p.add_argument("--steps-per-block", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a watch() setting to measure instead of its default (repeatable; Python literal)",
+    )
     args = p.parse_args()
+    settings: dict[str, Any] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        settings[key] = ast.literal_eval(value)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -160,7 +172,9 @@ def main() -> int:
     plain = make_run(args)
     watched = make_run(args)
     sink = Path(tempfile.mkdtemp(prefix="tw-bench-")) / "rank0.jsonl"
-    monitor = core.watch(watched[0], watched[1], scheduler=watched[2], max_grad_norm=1.0, sink=sink)
+    monitor = core.watch(
+        watched[0], watched[1], scheduler=watched[2], max_grad_norm=1.0, sink=sink, **settings
+    )
     g = torch.Generator().manual_seed(1)
     a_times: list[float] = []
     b_times: list[float] = []
@@ -205,7 +219,9 @@ def main() -> int:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cmd = "python bench/monitor_overhead.py " + " ".join(sys.argv[1:])
     lines = [
-        f"## Training monitor overhead (`trainwarden.watch`, default settings) -- {now}",
+        "## Training monitor overhead (`trainwarden.watch`, "
+        + (", ".join(f"{k}={v!r}" for k, v in settings.items()) or "default settings")
+        + f") -- {now}",
         "",
         f"Command: `{cmd.strip()}`  ",
         f"Machine: {os.cpu_count()}-core CPU ({platform.machine()}, {platform.processor() or '?'})"

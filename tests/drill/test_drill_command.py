@@ -28,7 +28,7 @@ EXPECTED = {
     "T1-checkpoint-payload": ("trainwarden.load", "TWS-PKL-DANGEROUS"),
     "T3-sign-flip": ("watch()", "TWM-CODE-STEP"),
     "T3-monitor-blinded": ("watch()", "TWM-MONITOR-TAMPERED"),
-    "T3-monitor-closed": ("watch()", "TWM-MONITOR-TAMPERED"),
+    "T3-monitor-closed": ("watch()", "TWM-MONITOR-CLOSED"),
     "T3-lr-change": ("watch()", "TWM-HP-CHANGE"),
     "T3-weight-decay": ("watch()", "TWM-HP-CHANGE"),
     "T3-no-clipping": ("watch()", "TWM-HOOK-ADDED"),
@@ -76,7 +76,9 @@ def test_technique_is_caught(tid: str, tmp_path: Path, ledger: Ledger) -> None:
     assert o.caught, o.detail
     assert (o.check, o.rule_id) == EXPECTED[tid]
     if tid == "T3-monitor-closed":
-        assert o.detail.startswith("the monitor was closed at step 2 while training went on")
+        # The lifeline names the first step after close(); the end of the with-block names it too.
+        assert o.detail.startswith("optimizer.step() ran after the monitor was closed (close()")
+        assert "TWM-MONITOR-TAMPERED" in o.rules
     if tid == "T3-no-clipping":
         assert "TWM-CLIP-MISSING" in o.rules
     if o.check != "replay audit":

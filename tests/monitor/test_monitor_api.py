@@ -110,10 +110,16 @@ def test_close_removes_every_hook_and_wrapper() -> None:
     mon.close()
     mon.close()  # idempotent
     assert not model._forward_pre_hooks and not model._forward_hooks
-    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
+    assert not opt._optimizer_step_pre_hooks
+    # Only the lifeline's step counter stays: it reports training that goes on after close().
+    assert mon._lifeline is not None
+    assert list(opt._optimizer_step_post_hooks) == [mon._lifeline.handle_id]
     assert (torch.manual_seed, random.seed) == seed_before
     opt.step()
     assert mon.step == 0
+    assert [a.rule_id for a in mon.alerts if a.rule_id != "TWM-UNSUPPORTED"] == [
+        "TWM-MONITOR-CLOSED"
+    ]
 
 
 def torch_sink() -> Any:

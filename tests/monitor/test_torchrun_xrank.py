@@ -245,3 +245,57 @@ def test_rank_with_garbage_forward_is_named_at_its_first_step(tmp_path: Path) ->
         # Nothing named the healthy rank, and the replicas never diverged.
         assert all(a["evidence"]["ranks"] == [1] for a in out)
         assert alerts(records[rank], "TWM-XRANK-DIVERGED") == []
+
+
+def _slowdowns(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return alerts(records, "TWM-XRANK-SLOWDOWN")
+
+
+def test_rank_slow_from_the_first_step_is_named_by_every_rank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 1 sleeps half a step before every forward: below every absolute threshold (the
+    sleep is ~20-40 ms against time_min_excess_s 0.1 s and the straggler margin 0.05 s) and,
+    present from the start, invisible against its own baseline. Against the other rank it is
+    persistently slower: named within 32 exchanged steps after the warm-up."""
+    monkeypatch.setenv("TRAINWARDEN_TEST_SLOW", "0.5")
+    rc, records = torchrun(tmp_path, 2, 70, "slow:1@0", driver="watch_driver.py")
+    assert rc == 0
+    sleep = next(r for r in records[1] if r["kind"] == "slow_sleep")
+    assert sleep["seconds"] < 0.05
+    for rank in (0, 1):
+        found = _slowdowns(records[rank])
+        assert len(found) == 1, records[rank]
+        alert = found[0]
+        assert alert["evidence"]["ranks"] == [1] and "rank 1" in alert["message"]
+        assert alert["severity"] == "MEDIUM" and alert["evidence"]["test"] == "persistent"
+        # Sleeping from the driver's 9th step (monitor step 9); warm-up 16 steps, window 32.
+        assert alert["step"] <= 16 + 32 + 2
+        # Nothing else saw it (the timing rules, load-dependent, are left out of the claim).
+        loud = {
+            a["rule_id"]
+            for a in alerts(records[rank])
+            if Severity[a["severity"]] >= Severity.MEDIUM
+        }
+        assert loud - LOAD_DEPENDENT == {"TWM-XRANK-SLOWDOWN"}, loud
+
+
+def test_rank_slowing_down_mid_run_is_a_change_point_within_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the baseline (16 warm-up + 64 steps), rank 1 starts sleeping half a step: a
+    change point of its own time against the other rank's. With clean separation it is named
+    within time_shift_window (16) exchanged steps of the onset; noise from a loaded machine
+    delays the rank-sum test, so the test allows the 24 steps the run has left, which is
+    before the persistence test could see it (30 slow steps of 32)."""
+    monkeypatch.setenv("TRAINWARDEN_TEST_SLOW", "0.5")
+    rc, records = torchrun(tmp_path, 2, 125, "slow:1@100", driver="watch_driver.py")
+    assert rc == 0
+    for rank in (0, 1):
+        found = _slowdowns(records[rank])
+        assert len(found) == 1, records[rank]
+        alert = found[0]
+        assert alert["evidence"]["ranks"] == [1] and alert["evidence"]["test"] == "change point"
+        # The driver's step 100 is the monitor's step 101: the first slow step.
+        assert 101 <= alert["step"] <= 125
+        assert alert["evidence"]["z"] >= 4.0 and alert["evidence"]["shift"] >= 0.25

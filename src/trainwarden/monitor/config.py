@@ -102,6 +102,12 @@ class MonitorConfig:
     """Until the run has its own history of cross-rank spread (8 steps), a rank is named only for
     disagreeing by more than this factor; afterwards ``spike_k`` times the median spread (at least
     ``rank_outlier_min_ratio``) decides."""
+    rank_slowdown: bool = True
+    """Multi-rank runs: carry each rank's own time per step (step minus backward and exchange
+    waits) in the cross-rank exchange and name a rank that became slower than the others."""
+    rank_slowdown_min: float = 0.25
+    """A rank is named for a slowdown only when it adds at least this share (0.25 = 25%) to the
+    step the other ranks would take without it, over a window, as a shift or persistently."""
     liveness: bool = True
     """Multi-rank runs: a background thread beats a counter in the process group's store and
     names a rank whose counter stops (a stopped process, SIGSTOP or a debugger)."""
@@ -184,6 +190,8 @@ class MonitorConfig:
                 "rank_outlier_min_ratio must be > 1 and <= rank_outlier_max_ratio, got "
                 f"{self.rank_outlier_min_ratio} and {self.rank_outlier_max_ratio}"
             )
+        if not self.rank_slowdown_min > 0:
+            raise MonitorError(f"rank_slowdown_min must be > 0, got {self.rank_slowdown_min}")
         if self.liveness_min_s <= 0:
             raise MonitorError("liveness_min_s must be > 0")
         if self.watchdog_min_timeout_s <= 0:

@@ -33,6 +33,7 @@ from trainwarden.monitor.checks.hyper import Hyperparameters
 from trainwarden.monitor.config import MonitorConfig
 from trainwarden.monitor.fingerprint import Fingerprinter, meta_of, state_digest
 from trainwarden.monitor.hyperparams import group_values
+from trainwarden.monitor.lifeline import Lifeline
 from trainwarden.monitor.rules import RULES
 from trainwarden.monitor.selfcheck import SelfCheck
 from trainwarden.monitor.timing import PhaseClock
@@ -67,16 +68,23 @@ def _rank_info() -> tuple[int, int, bool]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), False
 
 
+def _sink_path(sink: EventSink | str | os.PathLike[str] | None, rank: int) -> Path | None:
+    """The JSONL file of a sink the monitor opens itself (None: the caller's sink object)."""
+    if sink is None:
+        return Path(os.environ.get(DEFAULT_DIR_ENV) or "trainwarden-monitor") / f"rank{rank}.jsonl"
+    if isinstance(sink, (str, os.PathLike)):
+        return Path(sink)
+    return None
+
+
 def _resolve_sink(
     sink: EventSink | str | os.PathLike[str] | None, rank: int
 ) -> tuple[EventSink, bool]:
     from trainwarden.ledger.client import with_ledger
 
-    if sink is None:
-        base = Path(os.environ.get(DEFAULT_DIR_ENV) or "trainwarden-monitor")
-        return with_ledger(JsonlSink(base / f"rank{rank}.jsonl")) or NullSink(), True
-    if isinstance(sink, (str, os.PathLike)):
-        return with_ledger(JsonlSink(sink)) or NullSink(), True
+    path = _sink_path(sink, rank)
+    if path is not None:
+        return with_ledger(JsonlSink(path)) or NullSink(), True
     if not isinstance(sink, EventSink):
         raise MonitorError(
             f"sink must be an EventSink, a path or None, got {type(sink).__name__}",
@@ -159,7 +167,14 @@ class Monitor:
         self.max_grad_norm = max_grad_norm
         self.fail_closed = fail_closed
         self.rank, self.world_size, self.distributed = _rank_info()
+        path = _sink_path(sink, self.rank)
         self.sink, self._own_sink = _resolve_sink(sink, self.rank)
+        rank = self.rank
+        # A sink the monitor opened is closed by close(); the lifeline reopens it to report.
+        self._reopen = (lambda: _resolve_sink(path, rank)[0]) if path is not None else None
+        self._lifeline: Lifeline | None = None
+        #: How the run ended: set by ``__exit__`` before it calls close().
+        self._ending = "close()"
         self.alerts: list[Alert] = []
         self.records: deque[dict[str, Any]] = deque(maxlen=self.config.keep_records)
         self.step = 0
@@ -250,6 +265,8 @@ class Monitor:
                 optimizer.register_step_pre_hook(self._on_step_pre),
                 optimizer.register_step_post_hook(self._on_step_post),
             ]
+            # After the monitor's own step hook, so that it counts a step once it was observed.
+            self._lifeline = Lifeline(self, self._reopen)
             self._selfcheck = SelfCheck(
                 self,
                 [
@@ -281,6 +298,8 @@ class Monitor:
             if self.config.selfcheck_interval_s > 0:
                 self._selfcheck.start(self.config.selfcheck_interval_s)
         except BaseException:
+            if self._lifeline is not None:
+                self._lifeline.stop()  # watch() failed: nothing is watched, nothing to report
             self.close()
             raise
 
@@ -347,6 +366,8 @@ class Monitor:
         for h in self._handles:
             h.remove()
         self._handles = []
+        if self._lifeline is not None:
+            self._lifeline.on_close(self._ending, self._own_sink)
         for check in reversed(self.checks):
             try:
                 check.close()
@@ -394,6 +415,7 @@ class Monitor:
                         on_crash(exc)
                     except Exception as e:  # fail-open: the caller's exception must propagate
                         self.internal(e, f"{check.name}.on_crash")
+        self._ending = "with"
         self.close()
 
     def _closed_while_training(self) -> None:
@@ -675,6 +697,8 @@ class Monitor:
         if self._depth > 0:
             return None
         self.step += 1
+        if self._lifeline is not None:
+            self._lifeline.observed_step()
         self.step_checked = self.step % self.config.check_every == 0
         self._core("step_post", self._step_post_core)
         self._run("step_post", lambda c: c.step_post())

@@ -114,6 +114,15 @@ RULES: dict[str, Rule] = register(
             guide="monitor.md",
         ),
         Rule(
+            "TWM-MONITOR-CLOSED",
+            Severity.HIGH,
+            "training went on without the monitor: a step after close(), a step its hooks did "
+            "not see, the monitor garbage-collected while its model lives, or the optimizer's own "
+            "step counter ahead of the monitor at exit",
+            threats=("T8",),
+            guide="monitor.md",
+        ),
+        Rule(
             "TWM-MONITOR-TAMPERED",
             Severity.CRITICAL,
             "the monitor's own hooks were removed or replaced, or its code or sink was patched",
@@ -330,6 +339,14 @@ RULES: dict[str, Rule] = register(
             threats=("T4",),
             guide="monitor.md",
             severity_note="MEDIUM / HIGH",
+        ),
+        Rule(
+            "TWM-XRANK-SLOWDOWN",
+            Severity.MEDIUM,
+            "one rank's own time per step shifted above the other ranks' (change point or "
+            "persistent excess of at least rank_slowdown_min of the step); the rank is named",
+            threats=("T3",),
+            guide="monitor.md",
         ),
         Rule(
             "TWM-DATA-MISMATCH",

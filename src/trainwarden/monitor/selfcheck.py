@@ -43,6 +43,7 @@ _HELPER_MODULES = (
     "trainwarden.monitor.distributed",
     "trainwarden.monitor.watchdog",
     "trainwarden.monitor.selfcheck",
+    "trainwarden.monitor.lifeline",
 )
 
 
@@ -93,6 +94,12 @@ class SelfCheck:
         self._extra = [type(monitor._fp), type(monitor.clock), *_helper_classes()]
         self._baseline = self._snapshot()
         self._codes = {name: fn.__code__ for name, fn in self._baseline.items()}
+        # The fast path: every namespace the snapshot reads, as it was, and the code objects.
+        self._spaces = [(ns, tuple(ns.items())) for ns in self._namespaces()]
+        self._code_pairs = [(fn, fn.__code__) for fn in self._baseline.values()]
+        self._methods = {
+            id(obj): {n.rsplit(".", 1)[1] for n in _functions(type(obj))} for obj in self._objects
+        }
         self.digest = _code_digest(self._baseline)
         # The reporting path is captured now: a later patch of Monitor.alert or of the sink's
         # emit cannot silence the report of that very patch.
@@ -113,8 +120,46 @@ class SelfCheck:
                     out[f"{module}.{name}"] = value
         return out
 
+    def _namespaces(self) -> list[Any]:
+        spaces: list[Any] = []
+        for cls in [*self._classes, *self._extra]:
+            for klass in cls.__mro__:
+                if klass is not object and klass.__module__ != "typing":
+                    spaces.append(vars(klass))
+        for module in _HELPER_MODULES:
+            mod = sys.modules.get(module)
+            if mod is not None:
+                spaces.append(vars(mod))
+        unique = {id(ns): ns for ns in spaces}
+        return list(unique.values())
+
+    def _unchanged(self) -> bool:
+        """True when nothing the full comparison reads changed (identity checks only)."""
+        if self.mon.sink is not self._objects[1]:
+            return False
+        for _, registry, hid, fn in self._handles:
+            if registry.get(hid) is not fn and registry.get(hid) != fn:
+                return False
+        missing = object()
+        for ns, items in self._spaces:
+            if len(ns) != len(items):
+                return False
+            for key, value in items:
+                if ns.get(key, missing) is not value:
+                    return False
+        for fn, code in self._code_pairs:
+            if fn.__code__ is not code:
+                return False
+        for obj in self._objects:
+            methods = self._methods[id(obj)]
+            if not methods.isdisjoint(vars(obj)):
+                return False
+        return True
+
     def problems(self) -> list[str]:
         """What differs from watch(): hooks gone or replaced, functions replaced or patched."""
+        if self._unchanged():
+            return []
         found: list[str] = []
         if self.mon.sink is not self._objects[1]:
             found.append(f"the monitor's sink was replaced by {type(self.mon.sink).__qualname__}")

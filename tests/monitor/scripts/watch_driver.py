@@ -2,7 +2,9 @@
 
 Usage: torchrun --nproc_per_node=N watch_driver.py OUT_DIR STEPS [EVENT ...]
 EVENT is KIND:RANK@STEP with KIND one of perturb (edit a weight before the step), straggler
-(sleep 0.15 s in the forward of every step from STEP on), kill (SIGKILL itself), monitor_off
+(sleep 0.15 s in the forward of every step from STEP on), slow (from STEP on, sleep before
+every forward a fraction of the rank's median step time: TRAINWARDEN_TEST_SLOW, default 0.3,
+of the median of its first 8 steps, at most 0.045 s), kill (SIGKILL itself), monitor_off
 (close() the monitor and train on), sigterm (the
 lowest other rank sends SIGTERM to RANK while RANK waits in an all-reduce), sigstop (write
 OUT_DIR/stopped.pid and SIGSTOP itself before the step's forward; the test sends SIGCONT),
@@ -19,6 +21,7 @@ from trainwarden.monitor.watchdog import record_signals_early
 
 record_signals_early()  # signal senders known even though watch() starts after gloo's threads
 
+import itertools
 import math
 import os
 import signal
@@ -72,7 +75,18 @@ def main() -> int:
     dist.all_gather_object(pids, os.getpid())
     gen = torch.Generator().manual_seed(1000 + rank)
     straggle = events.get("straggler")
+    slow = events.get("slow")
+    slow_s = 0.0
+    times: list[float] = []
     for step in range(steps):
+        times.append(time.perf_counter())
+        if len(times) == 9 and slow is not None:
+            gaps = sorted(b - a for a, b in itertools.pairwise(times))
+            frac = float(os.environ.get("TRAINWARDEN_TEST_SLOW", "0.3"))
+            slow_s = min(frac * gaps[len(gaps) // 2], 0.045)  # under every absolute threshold
+            monitor.sink.emit("slow_sleep", {"rank": rank, "seconds": slow_s})
+        if slow is not None and slow[0] == rank and step >= max(slow[1], 8):
+            time.sleep(slow_s)
         if "sigterm" in events and events["sigterm"][1] == step:
             victim = events["sigterm"][0]
             if rank == min(r for r in range(len(pids)) if r != victim):

@@ -3,7 +3,8 @@
 The order matters where one check uses what another produced in the same step: the continuity
 and hyperparameter checks fill the digest the cross-rank check exchanges; gradient clipping
 stores the gradient norm numerics looks at; the rank-outlier check reads what the cross-rank
-exchange carried, so it runs after it; the hang watchdog beats last, once the step is done.
+exchange carried, so it runs after it, and so does the rank-timing check; the hang watchdog
+beats last, once the step is done.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from trainwarden.monitor.checks.hyper import Hyperparameters
 from trainwarden.monitor.checks.liveness import PeerLiveness
 from trainwarden.monitor.checks.numerics import Numerics
 from trainwarden.monitor.checks.rank_outlier import RankOutlier
+from trainwarden.monitor.checks.rank_timing import RankSlowdown
 from trainwarden.monitor.checks.rng import RngWatch
 from trainwarden.monitor.checks.state import ModuleConfig, RngProgress, SchedulerState
 from trainwarden.monitor.checks.timing import Timing
@@ -48,6 +50,7 @@ CHECKS: tuple[type[Check], ...] = (
     CodeGuardCheck,
     CrossRank,
     RankOutlier,
+    RankSlowdown,
     PeerLiveness,
     HangWatch,
 )

@@ -268,6 +268,9 @@ class HookInventory(Check):
         own: set[int] = set()
         for h in mon._handles:
             own.add(h.id)
+        lifeline = getattr(mon, "_lifeline", None)
+        if lifeline is not None:
+            own.add(lifeline.handle_id)
         # Every check that registers tensor hooks keeps their handles in ``handles``.
         for check in mon.checks:
             for h in getattr(check, "handles", None) or []:

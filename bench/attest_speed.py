@@ -35,11 +35,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import trainwarden.attest.snapshot as snapshot_module
-from trainwarden.attest.bytecode import forget_verdicts, verify_bytecode
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.snapshot import take_snapshot
-from trainwarden.attest.verify import check_snapshot
+import trainwarden.attest._snapshot as snapshot_module
+from trainwarden.attest._bytecode import forget_verdicts, verify_bytecode
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._snapshot import take_snapshot
+from trainwarden.attest._verify import check_snapshot
 
 # Wall and CPU (this process and its waited-for children) spent comparing bytecode, per run.
 _BYTECODE: list[float] = [0.0, 0.0, 0.0]

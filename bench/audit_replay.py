@@ -43,8 +43,8 @@ from pathlib import Path
 import torch
 
 from trainwarden.audit import AuditRecorder, _step, replay
+from trainwarden.drill._replay_attacks import undo
 from trainwarden.drill.gpt import GPTConfig, make_job, make_tiny_job
-from trainwarden.drill.replay_attacks import undo
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 BEGIN = "<!-- BEGIN audit_replay (written by bench/audit_replay.py) -->"
@@ -183,7 +183,7 @@ def cost(steps: int, every: int, batch: int, reps: int) -> list[str]:
 
 
 def detection(intervals: int, every: int, fractions: list[float], trials: int) -> list[str]:
-    from trainwarden.drill.replay_attacks import reverse_gradients_at, train
+    from trainwarden.drill._replay_attacks import reverse_gradients_at, train
 
     rows = [
         "| tampered fraction f | samples n | measured P(detect) | analytic, no replacement "
@@ -233,7 +233,7 @@ def _record_tiny(run: Path, steps: int, every: int, seed: int, attack: object = 
 
 
 def tolerance(runs: int, steps: int, every: int, factor: float) -> list[str]:
-    from trainwarden.drill.replay_attacks import ATTACKS
+    from trainwarden.drill._replay_attacks import ATTACKS
 
     torch.set_num_threads(1)  # recording: one thread; replaying: two (a different numeric path)
     calib: list[float] = []

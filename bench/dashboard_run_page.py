@@ -4,7 +4,7 @@ for a quick run) in a real SQLite ledger served by ``trainwarden serve`` on 127.
 much the page sends; side by side with what a client without the dashboard has to do (page
 through the run's entries over ``/v1/entries``).
 
-The run is written through :meth:`trainwarden.service.core.LedgerService.append`, the call the
+The run is written through :meth:`trainwarden.service._core.LedgerService.append`, the call the
 ``POST /v1/runs/{id}/events`` route makes (writer token, batches of 4,000 events: canonical JSON,
 Merkle tree, row MACs and the dashboard's derived rollups in the same transaction), in-process
 to spare the HTTP framing; then the server is started over that file and the pages are fetched
@@ -69,11 +69,11 @@ def _step(step: int, rank: int, diverged: int, spike: set[int]) -> dict[str, Any
 
 def build(db: Path, state: Path, steps: int, ranks: int) -> tuple[str, str, str, float]:
     """Write the run; return (run id, reader token, writer token, seconds taken)."""
-    from trainwarden.ledger.checkpoint import load_or_create_signer
-    from trainwarden.ledger.log import Ledger
-    from trainwarden.ledger.storage import open_storage
-    from trainwarden.ledger.types import Event, Role
-    from trainwarden.service.core import LedgerService
+    from trainwarden.ledger._checkpoint import load_or_create_signer
+    from trainwarden.ledger._log import Ledger
+    from trainwarden.ledger._storage import open_storage
+    from trainwarden.ledger._types import Event, Role
+    from trainwarden.service._core import LedgerService
 
     state.mkdir(parents=True, exist_ok=True)
     (state / "origin").write_text(ORIGIN + "\n")

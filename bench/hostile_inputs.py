@@ -106,7 +106,7 @@ def zip_ratio(path: Path, member_gib: float) -> list[str]:
 
 def zip_fanout(path: Path) -> list[str]:
     """Overlapping members: 1,000 directory entries sharing one 16 MiB deflated member."""
-    from trainwarden.drill.samples_containers import _zip_raw
+    from trainwarden.drill._samples_containers import _zip_raw
 
     usize = 16 * MIB
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)

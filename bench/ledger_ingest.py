@@ -122,8 +122,8 @@ def bench_service(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
         for p in procs:
             p.join()
         # Inclusion proofs served over HTTP, verified offline against the signed checkpoint.
-        from trainwarden.ledger.checkpoint import Verifier
-        from trainwarden.ledger.merkle import verify_inclusion
+        from trainwarden.ledger._checkpoint import Verifier
+        from trainwarden.ledger._merkle import verify_inclusion
 
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {reader}"}) as c:
             vkey = (tmp / "state" / "keys" / "ledger.vkey").read_text()
@@ -164,7 +164,7 @@ def bench_service(args: argparse.Namespace, tmp: Path) -> dict[str, float]:
 
 def bench_inprocess(n: int, batch: int, tmp: Path) -> float:
     from trainwarden.ledger import Event, Ledger, open_storage
-    from trainwarden.ledger.checkpoint import load_or_create_signer
+    from trainwarden.ledger._checkpoint import load_or_create_signer
 
     led = Ledger(
         open_storage(f"sqlite:///{tmp / 'inproc.db'}"),

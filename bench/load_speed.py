@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 import trainwarden
-from trainwarden.loading.manifest import create_manifest
+from trainwarden.loading._manifest import create_manifest
 
 
 def build_state_dict(size_mb: int) -> dict[str, torch.Tensor]:

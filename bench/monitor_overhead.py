@@ -34,8 +34,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from trainwarden.monitor import core  # noqa: E402 -- after the sys.path insert on purpose
-from trainwarden.monitor.checks import CHECKS  # noqa: E402 -- after the sys.path insert
+from trainwarden.monitor import _core as core  # noqa: E402 -- after the sys.path insert on purpose
+from trainwarden.monitor._checks import CHECKS  # noqa: E402 -- after the sys.path insert
 
 # The monitor's hooks: their inclusive time is the monitor's whole cost per step.
 HOOKS = ("_on_forward_pre", "_on_forward_post", "_on_step_pre", "_on_step_post")

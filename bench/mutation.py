@@ -70,10 +70,10 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "policy": Target(
-        "src/trainwarden/scan/policy.py", ("tests/scan/test_policy.py",), isolation="forkserver"
+        "src/trainwarden/scan/_policy.py", ("tests/scan/test_policy.py",), isolation="forkserver"
     ),
     "enforcer": Target(
-        "src/trainwarden/loading/unpickler.py",
+        "src/trainwarden/loading/_unpickler.py",
         ("tests/loading/test_load_guard.py", "tests/loading/test_load_formats.py"),
         (
             "xǁEnforcerǁcheck",
@@ -85,7 +85,7 @@ TARGETS: dict[str, Target] = {
     # the restricted unpickler: which globals it materialises, whom it trusts, and every
     # opcode that calls something going through the closed constructor set
     "unpickler": Target(
-        "src/trainwarden/loading/unpickler.py",
+        "src/trainwarden/loading/_unpickler.py",
         (
             "tests/loading/test_unpickler_opcodes.py",
             "tests/loading/test_closed_set_decisions.py",
@@ -119,7 +119,7 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "guard": Target(
-        "src/trainwarden/loading/guard.py",
+        "src/trainwarden/loading/_guard.py",
         ("tests/loading/test_load_guard.py", "tests/loading/test_guard_entry_points.py"),
         (
             "x__guard_find_class",
@@ -138,7 +138,7 @@ TARGETS: dict[str, Target] = {
     ),
     # block mode's closed-set construction in the guard (every unpickler it controls)
     "guard-closed": Target(
-        "src/trainwarden/loading/guard.py",
+        "src/trainwarden/loading/_guard.py",
         ("tests/loading/test_load_guard.py",),
         (
             "x__closed_enforcer",
@@ -158,7 +158,7 @@ TARGETS: dict[str, Target] = {
     ),
     # the closed constructor set: what the safe loader (and the guard's block mode) may call
     "constructors": Target(
-        "src/trainwarden/loading/constructors.py",
+        "src/trainwarden/loading/_constructors.py",
         ("tests/loading/test_constructors.py", "tests/loading/test_closed_set_decisions.py"),
         (
             "x__check_allocatable",
@@ -174,7 +174,7 @@ TARGETS: dict[str, Target] = {
     ),
     # the scanner's pickle VM: what it treats as a call, and the callables' checks
     "pickle-vm-calls": Target(
-        "src/trainwarden/scan/pickle_vm.py",
+        "src/trainwarden/scan/_pickle_vm.py",
         ("tests/scan/test_callables.py", "tests/scan/test_pickle_vm.py"),
         (
             "xǁ_VMǁimport_global",
@@ -189,7 +189,7 @@ TARGETS: dict[str, Target] = {
     ),
     # the zip parsers' disagreement checks and the reader-by-name member rule
     "zip-checks": Target(
-        "src/trainwarden/scan/formats/zip.py",
+        "src/trainwarden/scan/_formats/zip.py",
         ("tests/scan/test_member_kinds.py", "tests/scan/test_containers.py"),
         (
             "x_unpickled_by",
@@ -201,12 +201,12 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "npy-header": Target(
-        "src/trainwarden/scan/formats/_dtype.py",
+        "src/trainwarden/scan/_formats/_dtype.py",
         ("tests/scan/test_formats_core.py",),
         ("x_parse_npy_header", "x_dtype_info", "x__build", "x__plain"),
     ),
     "manifest": Target(
-        "src/trainwarden/loading/manifest.py",
+        "src/trainwarden/loading/_manifest.py",
         ("tests/loading/test_manifest_verify.py", "tests/loading/test_load_manifest.py"),
         (
             "x__read_envelope",
@@ -217,7 +217,7 @@ TARGETS: dict[str, Target] = {
         ),
     ),
     "attest_memo": Target(
-        "src/trainwarden/attest/memo.py",
+        "src/trainwarden/attest/_memo.py",
         ("tests/attest/test_memo_unit.py",),
         (
             "x_walk_fingerprint",

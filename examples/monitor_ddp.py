@@ -10,7 +10,7 @@ triggers on some ranks). Each rank's alerts and per-step records go to OUT_DIR/r
 # ruff: noqa: E402
 from __future__ import annotations
 
-from trainwarden.monitor.watchdog import record_signals_early
+from trainwarden.monitor import record_signals_early
 
 record_signals_early()  # signal senders known even though watch() starts after gloo's threads
 

@@ -78,7 +78,7 @@ def test_doctor_imports_no_framework_and_lists_only_present_features() -> None:
     src = Path(trainwarden.__file__).parents[1]
     code = (
         "import sys, json\n"
-        "from trainwarden.doctor import run_doctor\n"
+        "from trainwarden._doctor import run_doctor\n"
         "r = run_doctor()\n"
         "heavy = [m for m in ('torch', 'transformers', 'lightning', 'fastapi', 'psycopg')"
         " if m in sys.modules]\n"

@@ -68,7 +68,7 @@ def test_version_flag_loads_no_heavy_module() -> None:
 
 def test_lazy_root_names_resolve_to_the_real_objects() -> None:
     from trainwarden.loading import UnsafeModelError, load, save
-    from trainwarden.monitor.types import Alert, TamperingDetected
+    from trainwarden.monitor._types import Alert, TamperingDetected
 
     assert trainwarden.load is load
     assert trainwarden.save is save
@@ -111,7 +111,7 @@ def test_a_command_builds_only_its_own_capability() -> None:
         "    main(['scan', '--help'])"
     )
     mods = _modules_after(code)
-    assert "trainwarden.cli.scan" in mods
+    assert "trainwarden.cli._scan" in mods
     others = {"attest", "loading", "ledger", "sandbox", "audit", "drill", "doctor", "keys"}
     assert not {m for m in mods if m.removeprefix("trainwarden.cli.") in others}
 

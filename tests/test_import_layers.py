@@ -84,7 +84,7 @@ def _group(module: str) -> str:
 
 def test_the_graph_is_read_from_the_real_tree() -> None:
     graph = _graph()
-    assert "trainwarden.cli._app" in graph and "trainwarden.scan.engine" in graph
+    assert "trainwarden.cli._app" in graph and "trainwarden.scan._engine" in graph
     assert "trainwarden.findings" in graph["trainwarden.report"]
 
 

@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from trainwarden.attest.diff import SnapshotDiff
-from trainwarden.attest.fleet import FleetReport, NodeDeviation
-from trainwarden.attest.perms import PermsReport
-from trainwarden.audit.types import ReplayReport
+from trainwarden.attest._diff import SnapshotDiff
+from trainwarden.attest._fleet import FleetReport, NodeDeviation
+from trainwarden.attest._perms import PermsReport
+from trainwarden.audit._types import ReplayReport
 from trainwarden.findings import Finding, Severity
-from trainwarden.loading.manifest import ManifestCheck
-from trainwarden.loading.types import LoadReport
+from trainwarden.loading._manifest import ManifestCheck
+from trainwarden.loading._types import LoadReport
 from trainwarden.report import Report, exit_code_for
-from trainwarden.scan.types import FileReport, ScanReport
+from trainwarden.scan._types import FileReport, ScanReport
 
 HIGH = Finding("TW-TEST-1", Severity.HIGH, "high", "a")
 LOW = Finding("TW-TEST-2", Severity.LOW, "low", "b")

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from typer.testing import CliRunner
 
 from trainwarden._internal import signing
-from trainwarden.attest.signing import generate_key, sign_statement, verify_envelope
+from trainwarden.attest._signing import generate_key, sign_statement, verify_envelope
 from trainwarden.cli import app, main
-from trainwarden.loading.manifest import create_manifest, manifest_path_for, verify_manifest
-from trainwarden.loading.types import ManifestError
+from trainwarden.loading._manifest import create_manifest, manifest_path_for, verify_manifest
+from trainwarden.loading._types import ManifestError
 
 
 def _raw(pub: Any) -> bytes:

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from trainwarden.errors import TrainWardenError
     from trainwarden.findings import Finding, Severity
     from trainwarden.loading import UnsafeModelError, load, save
-    from trainwarden.monitor.core import watch
-    from trainwarden.monitor.types import Alert, TamperingDetected
+    from trainwarden.monitor._core import watch
+    from trainwarden.monitor._types import Alert, TamperingDetected
 
 __all__ = [
     "Alert",
@@ -41,12 +41,12 @@ _LAZY = {
     "TrainWardenError": "trainwarden.errors",
     "Finding": "trainwarden.findings",
     "Severity": "trainwarden.findings",
-    "watch": "trainwarden.monitor.core",
+    "watch": "trainwarden.monitor._core",
     "load": "trainwarden.loading",
     "save": "trainwarden.loading",
     "UnsafeModelError": "trainwarden.loading",
-    "Alert": "trainwarden.monitor.types",
-    "TamperingDetected": "trainwarden.monitor.types",
+    "Alert": "trainwarden.monitor._types",
+    "TamperingDetected": "trainwarden.monitor._types",
 }
 
 

@@ -46,13 +46,13 @@ THREATS: Mapping[str, str] = MappingProxyType(
 # The modules that declare each capability's rules, loaded by catalogue(). Named, not imported,
 # so that this bottom layer never imports the capabilities above it.
 _PROVIDERS = (
-    "trainwarden.scan.rules",
-    "trainwarden.loading.rules",
-    "trainwarden.attest.rules",
-    "trainwarden.monitor.rules",
-    "trainwarden.audit.rules",
-    "trainwarden.data.rules",
-    "trainwarden.drill.rules",
+    "trainwarden.scan._rules",
+    "trainwarden.loading._rules",
+    "trainwarden.attest._rules",
+    "trainwarden.monitor._rules",
+    "trainwarden.audit._rules",
+    "trainwarden.data._rules",
+    "trainwarden.drill._rules",
 )
 
 _CAPABILITY = {

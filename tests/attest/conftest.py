@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.attest.cache import HashCache
+from trainwarden.attest._cache import HashCache
 
 from .basepy import BasePython, build_base_python
 from .venvs import Venv, build_wheel, pip_install
@@ -62,7 +62,7 @@ def clean_env() -> dict[str, str]:
 def warm_cache_file(template_venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A hash cache that already holds the digests of the real interpreter's standard library
     (hashed once per session; entries are keyed on inode metadata, so an edited file misses)."""
-    from trainwarden.attest.snapshot import take_snapshot
+    from trainwarden.attest._snapshot import take_snapshot
 
     d = tmp_path_factory.mktemp("warm-cache")
     d.chmod(0o700)

@@ -14,9 +14,9 @@ import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
-from trainwarden.attest.bytecode import verify_bytecode
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.verify import VerifyReport, verify_environment
+from trainwarden.attest._bytecode import verify_bytecode
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._verify import VerifyReport, verify_environment
 from trainwarden.findings import Finding, Severity
 
 from .basepy import BasePython

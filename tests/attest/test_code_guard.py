@@ -17,7 +17,7 @@ from torch._compile import _disable_dynamo
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from trainwarden.attest import AttestationError
-from trainwarden.attest.code_guard import DEFAULT_TARGETS, CodeGuard, code_digest
+from trainwarden.attest._code_guard import DEFAULT_TARGETS, CodeGuard, code_digest
 from trainwarden.findings import Finding, Severity
 
 _counter = itertools.count()
@@ -323,7 +323,7 @@ def test_default_list_is_configurable() -> None:
 
 
 def test_trainwarden_monitor_seed_wrappers_are_accepted() -> None:
-    from trainwarden.monitor.rng import seed_watch
+    from trainwarden.monitor._rng import seed_watch
 
     guard = CodeGuard()
     calls: list[str] = []

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from trainwarden.attest import AttestationError
-from trainwarden.attest import snapshot as snapshot_mod
-from trainwarden.attest.snapshot import job_sys_path
+from trainwarden.attest import _snapshot as snapshot_mod
+from trainwarden.attest._snapshot import job_sys_path
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -7,9 +7,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.effects import resolve_effects, unsafe_reason
-from trainwarden.attest.verify import VerifyReport, verify_environment
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._effects import resolve_effects, unsafe_reason
+from trainwarden.attest._verify import VerifyReport, verify_environment
 from trainwarden.findings import Finding, Severity
 
 from .venvs import Venv

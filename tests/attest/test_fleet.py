@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.fleet import fleet_diff
-from trainwarden.attest.snapshot import Snapshot, take_snapshot
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._fleet import fleet_diff
+from trainwarden.attest._snapshot import Snapshot, take_snapshot
 from trainwarden.findings import Severity
 
 from .venvs import Venv

@@ -12,10 +12,10 @@ from typing import Any, NoReturn
 
 import pytest
 
-import trainwarden.attest.snapshot as snapshot_mod
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.memo import SnapshotMemo
-from trainwarden.attest.verify import verify_environment
+import trainwarden.attest._snapshot as snapshot_mod
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._memo import SnapshotMemo
+from trainwarden.attest._verify import verify_environment
 from trainwarden.findings import Finding
 
 from .venvs import Venv, build_wheel, pip_install

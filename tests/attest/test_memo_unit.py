@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.attest.cache import HashCache, cache_key_packer
-from trainwarden.attest.memo import SnapshotMemo, lstat_keys, walk_fingerprint
+from trainwarden.attest._cache import HashCache, cache_key_packer
+from trainwarden.attest._memo import SnapshotMemo, lstat_keys, walk_fingerprint
 
 
 def _st(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.attest.perms import (
+from trainwarden.attest._perms import (
     AclEntry,
     build_posix_acl,
     check_permissions,

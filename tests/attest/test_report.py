@@ -20,11 +20,11 @@ import httpx
 import pytest
 
 from trainwarden.attest import AttestationError
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.report import report_to_ledger, statement_payload
-from trainwarden.attest.signing import PAYLOAD_TYPE, generate_key, verify_envelope
-from trainwarden.attest.verify import verify_environment
-from trainwarden.ledger.client import LedgerClient
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._report import report_to_ledger, statement_payload
+from trainwarden.attest._signing import PAYLOAD_TYPE, generate_key, verify_envelope
+from trainwarden.attest._verify import verify_environment
+from trainwarden.ledger._client import LedgerClient
 
 from .venvs import Venv
 

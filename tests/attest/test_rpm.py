@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.attest import syspath
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.snapshot import take_snapshot
-from trainwarden.attest.verify import verify_environment
+from trainwarden.attest import _syspath as syspath
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._snapshot import take_snapshot
+from trainwarden.attest._verify import verify_environment
 from trainwarden.findings import Severity
 
 from .basepy import BasePython

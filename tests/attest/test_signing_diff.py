@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 
 from trainwarden.attest import AttestationError
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.codedir import code_state
-from trainwarden.attest.diff import diff_snapshots
-from trainwarden.attest.signing import (
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._codedir import code_state
+from trainwarden.attest._diff import diff_snapshots
+from trainwarden.attest._signing import (
     generate_key,
     load_snapshot,
     pae,
     sign_statement,
     verify_envelope,
 )
-from trainwarden.attest.snapshot import take_snapshot
-from trainwarden.attest.verify import verify_environment
+from trainwarden.attest._snapshot import take_snapshot
+from trainwarden.attest._verify import verify_environment
 from trainwarden.findings import Severity
 
 from .venvs import Venv
@@ -186,8 +186,8 @@ def test_version_change_removal_and_new_files_against_a_baseline(
 ) -> None:
     import dataclasses
 
-    from trainwarden.attest.record import FileStatus
-    from trainwarden.attest.snapshot import DistFile
+    from trainwarden.attest._record import FileStatus
+    from trainwarden.attest._snapshot import DistFile
 
     venv = make_venv()
     base = take_snapshot(str(venv.python), environ=clean_env, cache=cache)

@@ -7,8 +7,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.snapshot import take_snapshot
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._snapshot import take_snapshot
 
 from .venvs import Venv, build_wheel, pip_install
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.attest import syspath
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.signing import LoadedSnapshot
-from trainwarden.attest.snapshot import Snapshot, take_snapshot
-from trainwarden.attest.verify import VerifyReport, verify_environment
+from trainwarden.attest import _syspath as syspath
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._signing import LoadedSnapshot
+from trainwarden.attest._snapshot import Snapshot, take_snapshot
+from trainwarden.attest._verify import VerifyReport, verify_environment
 from trainwarden.findings import Finding, Severity
 
 from .basepy import BasePython
@@ -192,7 +192,7 @@ def test_walk_limit_is_a_high_finding(
 ) -> None:
     real_walk = syspath.walk_roots
     monkeypatch.setattr(
-        "trainwarden.attest.snapshot.walk_roots",
+        "trainwarden.attest._snapshot.walk_roots",
         lambda roots, skip: real_walk(roots, skip, limit=20),
     )
     report = _verify(base_python.venv_python, clean_env, cache)
@@ -213,7 +213,7 @@ def test_baseline_across_nodes_with_different_prefixes_is_clean(
     cfg.write_text(cfg.read_text().replace(str(base_python.prefix), str(other / "base")))
     a = take_snapshot(str(base_python.venv_python), environ=clean_env, cache=cache)
     b = take_snapshot(str(other / "venv" / "bin" / "python"), environ=clean_env, cache=cache)
-    from trainwarden.attest.diff import diff_snapshots
+    from trainwarden.attest._diff import diff_snapshots
 
     assert diff_snapshots(a, b).path_files == {}
 

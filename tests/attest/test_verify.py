@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.attest.cache import HashCache
-from trainwarden.attest.record import FileStatus, parse_record
-from trainwarden.attest.signing import LoadedSnapshot
-from trainwarden.attest.snapshot import Snapshot, take_snapshot
-from trainwarden.attest.verify import VerifyReport, verify_environment
+from trainwarden.attest._cache import HashCache
+from trainwarden.attest._record import FileStatus, parse_record
+from trainwarden.attest._signing import LoadedSnapshot
+from trainwarden.attest._snapshot import Snapshot, take_snapshot
+from trainwarden.attest._verify import VerifyReport, verify_environment
 from trainwarden.findings import Finding, Severity
 
 from .venvs import Venv, build_wheel, pip_install
@@ -351,7 +351,7 @@ def test_missing_or_malformed_record_is_reported(
 
 
 def test_helper_processes_never_get_injection_variables() -> None:
-    from trainwarden.attest.envvars import INJECTION_VARIABLES, helper_environment
+    from trainwarden.attest._envvars import INJECTION_VARIABLES, helper_environment
 
     env = {"LD_PRELOAD": "/x.so", "LD_AUDIT": "/y.so", "PATH": "/bin", "LD_LIBRARY_PATH": "/l"}
     cleaned = helper_environment(env)
@@ -362,7 +362,7 @@ def test_helper_processes_never_get_injection_variables() -> None:
 def test_job_sys_path_follows_pythonpath_and_pth_entries(
     make_venv: Callable[[], Venv], clean_env: dict[str, str], tmp_path: Path
 ) -> None:
-    from trainwarden.attest.snapshot import job_sys_path
+    from trainwarden.attest._snapshot import job_sys_path
 
     venv = make_venv()
     extra, shared = tmp_path / "pp", tmp_path / "shared-libs"
@@ -397,7 +397,7 @@ def test_record_with_hex_digests_as_some_distro_builds_write() -> None:
 
 
 def test_dpkg_file_lists_attribute_os_packages(tmp_path: Path) -> None:
-    from trainwarden.attest.ospkg import dpkg_owners
+    from trainwarden.attest._ospkg import dpkg_owners
 
     info = tmp_path / "dpkg-info"
     info.mkdir()

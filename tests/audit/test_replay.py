@@ -17,8 +17,8 @@ import torch
 
 from trainwarden._internal.sink import MemorySink
 from trainwarden.audit import AuditError, AuditRecorder, replay
+from trainwarden.drill._replay_attacks import ATTACKS, rewrite_step_record, train
 from trainwarden.drill.gpt import make_tiny_job
-from trainwarden.drill.replay_attacks import ATTACKS, rewrite_step_record, train
 from trainwarden.findings import Severity
 
 STEPS = 8
@@ -125,7 +125,7 @@ def test_rewritten_chain_is_caught_against_the_event_log(tmp_path: Path) -> None
 
 
 def test_checkpoint_edited_on_disk_is_refused_by_its_signed_manifest(tmp_path: Path) -> None:
-    from trainwarden.loading.manifest import generate_keypair
+    from trainwarden.loading._manifest import generate_keypair
 
     priv, pub = generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
     run = _record(tmp_path, sign_key=priv)

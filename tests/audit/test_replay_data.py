@@ -9,9 +9,9 @@ from typing import Any
 
 from trainwarden.audit import Job, replay
 from trainwarden.data import DataManifest, DataSpec, dataset_manifest
-from trainwarden.data import verify as data_verify
+from trainwarden.data import _verify as data_verify
+from trainwarden.drill._replay_attacks import train
 from trainwarden.drill.gpt import make_tiny_job
-from trainwarden.drill.replay_attacks import train
 
 
 @functools.cache

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trainwarden.audit import AuditError
-from trainwarden.audit.inputs import events_from_ledger, read_event_log
+from trainwarden.audit._inputs import events_from_ledger, read_event_log
 
 
 def test_event_log_keeps_objects_and_names_an_unreadable_file(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from trainwarden.audit import AuditRecorder, replay
+from trainwarden.drill._replay_attacks import ATTACKS, undo
 from trainwarden.drill.gpt import make_tiny_job
-from trainwarden.drill.replay_attacks import ATTACKS, undo
 
 DOCUMENTED_TOLERANCE = 4.5e-2
 

@@ -18,8 +18,8 @@ import torch
 
 from trainwarden import watch
 from trainwarden.audit import AuditError, Job, replay
+from trainwarden.drill._replay_attacks import ATTACKS, undo
 from trainwarden.drill.gpt import make_tiny_job
-from trainwarden.drill.replay_attacks import ATTACKS, undo
 
 STEPS = 8
 EVERY = 4
@@ -139,7 +139,7 @@ def test_tampered_own_loop_diverges_at_its_step(tmp_path: Path, name: str) -> No
 
 
 def test_rewritten_records_are_caught_against_the_monitor_sink(tmp_path: Path) -> None:
-    from trainwarden.drill.replay_attacks import rewrite_step_record
+    from trainwarden.drill._replay_attacks import rewrite_step_record
 
     run = own_loop(tmp_path)
     rewrite_step_record(run, 2, loss=0.1)
@@ -204,7 +204,7 @@ def test_track_refuses_worker_processes(tmp_path: Path) -> None:
 
 
 def test_audit_every_must_be_positive() -> None:
-    from trainwarden.monitor.types import MonitorError
+    from trainwarden.monitor._types import MonitorError
 
     job = make_tiny_job()
     with pytest.raises(MonitorError, match="audit_every"):
@@ -243,7 +243,7 @@ def test_cli_tolerance_reports_every_intervals_distance(tmp_path: Path) -> None:
 
 
 def test_recorder_hooks_removed_mid_run_are_caught_by_the_monitors_count(tmp_path: Path) -> None:
-    from trainwarden.monitor.core import Monitor
+    from trainwarden.monitor._core import Monitor
 
     watched: list[Monitor] = []
     original = Monitor.__init__

@@ -11,7 +11,7 @@ import pytest
 
 from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Finding, Severity
-from trainwarden.monitor.types import Alert
+from trainwarden.monitor._types import Alert
 from trainwarden.rules import RULE_ID, THREATS, Rule, catalogue, lookup, register
 
 from ._rules_doc_gen import render
@@ -230,14 +230,14 @@ def test_the_monitor_escalates_replaced_code_by_the_catalogue_tag() -> None:
     # The monitor asks the catalogue which attestation rules mean "the callable was replaced".
     tagged = sorted(rid for rid, rule in catalogue().items() if "code-replaced" in rule.tags)
     assert tagged == ["TWA-CODE-001", "TWA-CODE-002", "TWA-CODE-003"]
-    source = (SRC / "monitor" / "checks" / "code.py").read_text(encoding="utf-8")
+    source = (SRC / "monitor" / "_checks" / "code.py").read_text(encoding="utf-8")
     assert "TWA-" not in source
 
 
 def test_sarif_rule_metadata_comes_from_the_catalogue() -> None:
     from trainwarden.scan import scan_bytes
-    from trainwarden.scan.report import to_sarif
-    from trainwarden.scan.types import ScanReport
+    from trainwarden.scan._report import to_sarif
+    from trainwarden.scan._types import ScanReport
 
     data = b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03."
     report = ScanReport(files=(scan_bytes(data, "payload.pkl"),))

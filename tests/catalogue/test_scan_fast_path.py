@@ -249,8 +249,8 @@ _BUDGET = (
     "tarfile",
     "subprocess",
     "trainwarden.cli._common",
-    "trainwarden.scan.report",
-    "trainwarden.scan.formats._jinja",
+    "trainwarden.scan._report",
+    "trainwarden.scan._formats._jinja",
     "trainwarden.loading",
 )
 
@@ -290,7 +290,7 @@ def _over_budget(mods: set[str]) -> list[str]:
 def test_a_plain_scan_of_a_pickle_imports_no_heavy_module(tmp_path: Path) -> None:
     rc, mods = _modules_after_scan(_evil(tmp_path), tmp_path)
     assert rc == 1  # the pickle was analysed: os.system is reported
-    assert "trainwarden.scan.pickle_vm" in mods
+    assert "trainwarden.scan._pickle_vm" in mods
     assert _over_budget(mods) == []
 
 
@@ -299,10 +299,10 @@ def test_a_plain_scan_of_model_files_imports_no_heavy_module(tmp_path: Path) -> 
     for fmt in ([], ["--format", "json"]):
         rc, mods = _modules_after_scan(folder, tmp_path, *fmt)
         assert rc == 0
-        assert "trainwarden.scan.formats._zip" in mods  # the torch archive was read
+        assert "trainwarden.scan._formats._zip" in mods  # the torch archive was read
         over = _over_budget(mods)
         if fmt:  # JSON needs its writer, nothing else
-            assert over == ["trainwarden.scan.report"]
+            assert over == ["trainwarden.scan._report"]
         else:
             assert over == []
 

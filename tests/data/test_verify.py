@@ -183,7 +183,7 @@ def test_a_patched_default_collate_does_not_blind_the_verifier(monkeypatch: Any)
 
 
 def test_declared_batches_for_a_rank_are_that_ranks_shard() -> None:
-    from trainwarden.data.verify import declared_batches, for_rank
+    from trainwarden.data._verify import declared_batches, for_rank
 
     s = spec()
     r1 = for_rank(s, 1, 2)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.drill import runner
-from trainwarden.drill.runner import TECHNIQUES, Ledger, local_ledger, run_technique
+from trainwarden.drill import _runner as runner
+from trainwarden.drill._runner import TECHNIQUES, Ledger, local_ledger, run_technique
 from trainwarden.sandbox import abi_version
 
 from .test_drill_types import ROW_KEYS
@@ -120,7 +120,7 @@ def _alive(pid: int) -> bool:
 
 def test_rank1_payload_does_not_fire_in_a_single_process() -> None:
     # The payload hides from single-process tests: without a process group it does nothing.
-    from trainwarden.drill.ranks import rank1_payload
+    from trainwarden.drill._ranks import rank1_payload
 
     job = runner._job()
     w = next(iter(job.model.parameters()))
@@ -137,11 +137,11 @@ def test_multi_rank_technique_needs_two_ranks(tmp_path: Path) -> None:
 
 def test_t2_clean_environment_verifies_without_high_findings(tmp_path: Path) -> None:
     # The control for T2: the same throwaway environment, unedited, raises nothing at HIGH.
-    from trainwarden.attest.cache import HashCache
-    from trainwarden.attest.signing import LoadedSnapshot
-    from trainwarden.attest.snapshot import take_snapshot
-    from trainwarden.attest.verify import verify_environment
-    from trainwarden.drill import framework_edit as fe
+    from trainwarden.attest._cache import HashCache
+    from trainwarden.attest._signing import LoadedSnapshot
+    from trainwarden.attest._snapshot import take_snapshot
+    from trainwarden.attest._verify import verify_environment
+    from trainwarden.drill import _framework_edit as fe
     from trainwarden.findings import Severity
 
     python = fe.make_env(tmp_path / "env")
@@ -216,7 +216,7 @@ def test_crashing_technique_is_an_error_not_a_catch(tmp_path: Path) -> None:
 def _ledger_entry(ledger: Ledger, index: int) -> dict[str, object]:
     import contextlib
 
-    from trainwarden.ledger.client import LedgerClient
+    from trainwarden.ledger._client import LedgerClient
 
     with contextlib.closing(LedgerClient(ledger.url, ledger.admin_token)) as c:
         page = c.get("/v1/entries", after=index - 1, limit=1)

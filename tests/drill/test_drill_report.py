@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from trainwarden._internal.sink import MemorySink
-from trainwarden.drill import runner
-from trainwarden.drill.report import render_html, write_report
-from trainwarden.drill.runner import TECHNIQUES, DrillContext, Outcome, run_technique
+from trainwarden.drill import _runner as runner
+from trainwarden.drill._report import render_html, write_report
+from trainwarden.drill._runner import TECHNIQUES, DrillContext, Outcome, run_technique
 from trainwarden.errors import TrainWardenError
 from trainwarden.sink import EventSink
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from trainwarden.drill import DrillReport
-from trainwarden.drill.runner import TECHNIQUES, DrillResult, Outcome
+from trainwarden.drill._runner import TECHNIQUES, DrillResult, Outcome
 from trainwarden.findings import Severity
 from trainwarden.report import Report
 from trainwarden.rules import lookup

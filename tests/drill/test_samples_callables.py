@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from trainwarden.drill import Sample, build_malicious, canaries_fired
-from trainwarden.drill.samples_callables import callable_specs
+from trainwarden.drill._samples_callables import callable_specs
 from trainwarden.findings import Severity
 from trainwarden.scan import scan_path
 

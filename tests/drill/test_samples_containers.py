@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainwarden.drill import Sample, canaries_fired
-from trainwarden.drill.samples_containers import build_containers, container_sample_names
+from trainwarden.drill._samples_containers import build_containers, container_sample_names
 from trainwarden.findings import Severity
 from trainwarden.scan import scan_path
 

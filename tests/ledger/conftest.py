@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from trainwarden.ledger import Ledger, Signer, open_storage
-from trainwarden.ledger.checkpoint import load_or_create_signer
-from trainwarden.ledger.storage import SqlStorage, Storage
+from trainwarden.ledger._checkpoint import load_or_create_signer
+from trainwarden.ledger._storage import SqlStorage, Storage
 
 ROOT = Path(__file__).resolve().parents[2]
 ORIGIN = "test.trainwarden.example/ledger"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.ledger.checkpoint import (
+from trainwarden.ledger._checkpoint import (
     CheckpointError,
     Signer,
     Verifier,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trainwarden.ledger import Event
-from trainwarden.service.server import ServeConfig, build_service
+from trainwarden.service._server import ServeConfig, build_service
 
 
 def _make_log(state: Path) -> str:

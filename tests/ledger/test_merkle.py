@@ -11,8 +11,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainwarden.ledger.log import compose_entry
-from trainwarden.ledger.merkle import (
+from trainwarden.ledger._log import compose_entry
+from trainwarden.ledger._merkle import (
     MerkleTree,
     ProofError,
     leaf_hash,
@@ -179,13 +179,13 @@ _json_wide = st.recursive(
 @settings(max_examples=400)
 @given(_json_wide)
 def test_fast_canonical_json_equals_the_rfc8785_package(value: Any) -> None:
-    from trainwarden.ledger.canonical import canonical_bytes
+    from trainwarden.ledger._canonical import canonical_bytes
 
     assert canonical_bytes(value) == rfc8785.dumps(value)
 
 
 def test_canonical_json_refuses_what_rfc8785_refuses() -> None:
-    from trainwarden.ledger.canonical import CanonicalError, canonical_bytes
+    from trainwarden.ledger._canonical import CanonicalError, canonical_bytes
 
     for bad in (float("nan"), float("inf"), 2**53, -(2**53), {1: 2}, "\ud800", {"a": object()}):
         with pytest.raises(CanonicalError):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from trainwarden.ledger import Event, Ledger, LedgerError, Verifier
-from trainwarden.ledger.verify import verify_log
+from trainwarden.ledger._verify import verify_log
 
 
 def _events(start: int, n: int, kind: str = "monitor.step") -> list[Event]:

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trainwarden.ledger import Event, Ledger, Verifier
-from trainwarden.ledger.storage import SqlStorage
-from trainwarden.ledger.verify import VerifyReport, verify_log
+from trainwarden.ledger._storage import SqlStorage
+from trainwarden.ledger._verify import VerifyReport, verify_log
 
 N = 16
 
@@ -206,7 +206,7 @@ def test_swapped_checkpoints_fail(make_ledger: Callable[..., Ledger], pick: st.D
 def test_checkpoint_signed_by_another_key_fails(
     make_ledger: Callable[..., Ledger], tmp_path_factory: Any
 ) -> None:
-    from trainwarden.ledger.checkpoint import load_or_create_signer
+    from trainwarden.ledger._checkpoint import load_or_create_signer
 
     led = _build(make_ledger)
     evil = load_or_create_signer(tmp_path_factory.mktemp("evil"), led.signer.name)

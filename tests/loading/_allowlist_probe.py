@@ -44,8 +44,8 @@ import torch  # noqa: E402
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from trainwarden.loading import constructors as C  # noqa: E402
-from trainwarden.scan.allowlist import SAFE  # noqa: E402
+from trainwarden.loading import _constructors as C  # noqa: E402
+from trainwarden.scan._allowlist import SAFE  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scan._callables_gen import resolve_name  # type: ignore[import-not-found]  # noqa: E402

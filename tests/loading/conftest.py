@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from trainwarden.loading import guard as guard_mod
+from trainwarden.loading import _guard as guard_mod
 
 from ._payloads import SystemPayload
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from trainwarden.scan.allowlist import SAFE
+from trainwarden.scan._allowlist import SAFE
 
 PROBE = Path(__file__).with_name("_allowlist_probe.py")
 SRC = Path(__file__).resolve().parents[2] / "src"

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from trainwarden.loading import constructors as C
-from trainwarden.loading.types import UnsafeModelError
-from trainwarden.loading.unpickler import Enforcer, restricted_loads
-from trainwarden.scan.policy import Policy
+from trainwarden.loading import _constructors as C
+from trainwarden.loading._types import UnsafeModelError
+from trainwarden.loading._unpickler import Enforcer, restricted_loads
+from trainwarden.scan._policy import Policy
 
 
 class A:

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 import torch
 
-from trainwarden.loading import UnsafeModelError, UnsafeModelWarning, manifest
-from trainwarden.loading import guard as guard_mod
-from trainwarden.loading.types import ManifestError
-from trainwarden.scan.policy import Policy
+from trainwarden.loading import UnsafeModelError, UnsafeModelWarning
+from trainwarden.loading import _guard as guard_mod
+from trainwarden.loading import _manifest as manifest
+from trainwarden.loading._types import ManifestError
+from trainwarden.scan._policy import Policy
 
 from . import _closed_set_classes
 from ._payloads import SystemPayload

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import trainwarden
-from trainwarden.loading.convert import from_safetensors, sidecar_path, to_safetensors
+from trainwarden.loading._convert import from_safetensors, sidecar_path, to_safetensors
 
 from ._payloads import SystemPayload
 

@@ -21,8 +21,8 @@ import torch
 import trainwarden
 from trainwarden.drill import Sample, build_clean, build_malicious, canaries_fired
 from trainwarden.errors import TrainWardenError
-from trainwarden.loading.guard import Guard
-from trainwarden.loading.loader import detect_format
+from trainwarden.loading._guard import Guard
+from trainwarden.loading._loader import detect_format
 from trainwarden.rules import catalogue
 
 # Clean samples in formats trainwarden.load reads (the HF Trainer and Lightning checkpoints are

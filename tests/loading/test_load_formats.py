@@ -15,7 +15,7 @@ import torch
 
 import trainwarden
 from trainwarden.loading import LoadError, load_with_report
-from trainwarden.scan.policy import Policy
+from trainwarden.scan._policy import Policy
 
 from ._payloads import ExecPayload, SystemPayload, call_pickle
 

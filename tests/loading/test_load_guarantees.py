@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import trainwarden
-from trainwarden.loading import ManifestError, manifest
-from trainwarden.loading.guard import Guard
+from trainwarden.loading import ManifestError
+from trainwarden.loading import _manifest as manifest
+from trainwarden.loading._guard import Guard
 from trainwarden.scan import Policy
 
 # A module (unknown to the default policy, allowed by the test's policy) whose function hands

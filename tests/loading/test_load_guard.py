@@ -21,7 +21,7 @@ import trainwarden
 import trainwarden.guard
 from trainwarden._internal.sink import MemorySink
 from trainwarden.loading import UnsafeModelWarning
-from trainwarden.loading.guard import Guard
+from trainwarden.loading._guard import Guard
 
 from ._payloads import ExecPayload, SystemPayload, call_pickle
 
@@ -325,7 +325,7 @@ def test_enforcer_findings_name_the_global_the_verdict_and_why() -> None:
     import dataclasses
 
     from trainwarden.findings import Finding, Severity
-    from trainwarden.loading.unpickler import Enforcer
+    from trainwarden.loading._unpickler import Enforcer
     from trainwarden.scan import Policy
 
     policy = Policy.default()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import trainwarden
-from trainwarden.loading.guard import Guard
+from trainwarden.loading._guard import Guard
 
 from ._payloads import SystemPayload
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import trainwarden
-from trainwarden.loading import ManifestError, manifest
+from trainwarden.loading import ManifestError
+from trainwarden.loading import _manifest as manifest
 
 Cli = Callable[..., Any]  # the in-process `cli` fixture (tests/conftest.py)
 

@@ -11,8 +11,9 @@ import pytest
 
 import trainwarden
 from trainwarden._internal.sink import MemorySink
-from trainwarden.loading import UnsafeModelWarning, telemetry
-from trainwarden.loading.guard import Guard
+from trainwarden.loading import UnsafeModelWarning
+from trainwarden.loading import _telemetry as telemetry
+from trainwarden.loading._guard import Guard
 
 from ._payloads import call_pickle
 

@@ -15,7 +15,8 @@ import pytest
 
 from trainwarden._internal.signing import keyid as key_id
 from trainwarden.findings import Finding, Severity
-from trainwarden.loading import ManifestError, manifest
+from trainwarden.loading import ManifestError
+from trainwarden.loading import _manifest as manifest
 
 
 def _f(f: Finding) -> tuple[Any, ...]:

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from trainwarden.findings import Severity
-from trainwarden.loading.types import UnsafeModelError, UnsafeModelWarning
-from trainwarden.loading.unpickler import (
+from trainwarden.loading._types import UnsafeModelError, UnsafeModelWarning
+from trainwarden.loading._unpickler import (
     Enforcer,
     RestrictedUnpickler,
     restricted_loads,
     restricted_pickle_module,
 )
-from trainwarden.scan.policy import Policy
+from trainwarden.scan._policy import Policy
 
 from . import _closed_set_classes as K
 from .test_closed_set_decisions import MOD, P2, P4, _enforcer, _tripwire, g, s

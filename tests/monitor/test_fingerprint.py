@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainwarden.monitor.fingerprint import _CPU_CHUNK, SMALL, Fingerprinter, _words
+from trainwarden.monitor._fingerprint import _CPU_CHUNK, SMALL, Fingerprinter, _words
 
 MASK = (1 << 64) - 1
 # Sizes on both sides of the small/large split, of the CPU chunk, and powers of two (the old

@@ -17,7 +17,7 @@ import trainwarden
 from trainwarden._internal.sink import MemorySink
 from trainwarden.findings import Severity
 from trainwarden.monitor import MonitorConfig, MonitorError, TamperingDetected, watch
-from trainwarden.monitor.fingerprint import Fingerprinter
+from trainwarden.monitor._fingerprint import Fingerprinter
 
 from ._support import Run, mlp
 

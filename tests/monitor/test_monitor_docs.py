@@ -10,7 +10,7 @@ import torch
 
 from trainwarden._internal.sink import MemorySink
 from trainwarden.monitor import RULES, watch
-from trainwarden.monitor.checks import CHECKS
+from trainwarden.monitor._checks import CHECKS
 
 from ._support import mlp
 

@@ -22,7 +22,7 @@ from torch import nn
 from trainwarden._internal.sink import MemorySink
 from trainwarden.findings import Severity
 from trainwarden.monitor import Monitor, watch
-from trainwarden.monitor.types import Alert
+from trainwarden.monitor._types import Alert
 
 from ._support import mlp
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from trainwarden.monitor.checks.rank_outlier import RankOutlier
+from trainwarden.monitor._checks.rank_outlier import RankOutlier
 
 from ._support import Run, mlp
 

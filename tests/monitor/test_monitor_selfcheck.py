@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from trainwarden.monitor import Monitor
-from trainwarden.monitor.checks.continuity import WeightContinuity
+from trainwarden.monitor._checks.continuity import WeightContinuity
 
 from ._support import Run, mlp
 
@@ -153,7 +153,7 @@ def test_replacing_the_sink_is_named(make_run: Callable[..., Run]) -> None:
 def test_silencing_a_helper_the_checks_call_is_named(
     make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trainwarden.monitor.update_check import UpdateChecker
+    from trainwarden.monitor._update_check import UpdateChecker
 
     model = mlp()
     run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)

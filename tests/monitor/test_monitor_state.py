@@ -238,7 +238,7 @@ def _importable(name: str) -> bool:
         "torch.Tensor.backward",
         "torch.optim.lr_scheduler.LambdaLR.get_lr",
         "torch.utils.data.sampler.RandomSampler.__iter__",
-        "trainwarden.attest.code_guard.CodeGuard.check",
+        "trainwarden.attest._code_guard.CodeGuard.check",
     ],
 )
 def test_code_guard_covers_kernels_schedulers_dropout_backward_and_itself(
@@ -271,7 +271,7 @@ def test_code_guard_covers_kernels_schedulers_dropout_backward_and_itself(
 def test_code_guard_check_replaced_by_a_no_op_is_named(
     make_run: Callable[..., Run], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trainwarden.attest.code_guard import CodeGuard
+    from trainwarden.attest._code_guard import CodeGuard
 
     model = mlp()
     run = make_run(model, torch.optim.Adam(model.parameters(), lr=1e-3), code_guard=True)

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from trainwarden.findings import Severity
-from trainwarden.monitor.checks.timing_shift import TimingShift, binomial_tail, rank_sum_z
+from trainwarden.monitor._checks.timing_shift import TimingShift, binomial_tail, rank_sum_z
 
 from ._support import Run, mlp
 

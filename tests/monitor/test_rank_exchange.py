@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainwarden.monitor.distributed import RankExchange, ReplicaComparator, StragglerPolicy
-from trainwarden.monitor.types import MonitorError
+from trainwarden.monitor._distributed import RankExchange, ReplicaComparator, StragglerPolicy
+from trainwarden.monitor._types import MonitorError
 
 FIELDS = ("w_sum", "w_sq", "lr")
 

@@ -82,7 +82,7 @@ def test_a_dataset_patched_mid_run_is_caught_by_the_manifest() -> None:
 
 
 def test_a_reordering_sampler_is_caught_on_labels_and_inputs() -> None:
-    from trainwarden.data import verify
+    from trainwarden.data import _verify as verify
 
     original = verify._DeclaredBatches.__iter__
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from trainwarden._internal.sink import JsonlSink, MemorySink
-from trainwarden.monitor.types import Alert, MonitorError
-from trainwarden.monitor.watchdog import HeartbeatBoard, Watchdog, lost_rank_alert
+from trainwarden.monitor._types import Alert, MonitorError
+from trainwarden.monitor._watchdog import HeartbeatBoard, Watchdog, lost_rank_alert
 
 SCRIPTS = Path(__file__).parent / "scripts"
 SRC = Path(__file__).resolve().parents[2] / "src"

@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 SCRIPT = """
 import multiprocessing as mp, os, signal, sys, time
-from trainwarden.monitor.watchdog import Watchdog, record_signals_early
+from trainwarden.monitor._watchdog import Watchdog, record_signals_early
 
 if sys.argv[1] == "early":
     record_signals_early()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from trainwarden.sandbox import SandboxError, SandboxPolicy
-from trainwarden.sandbox.landlock import _PathBeneathAttr, _RulesetAttr
-from trainwarden.sandbox.policy import compress_ports
+from trainwarden.sandbox._landlock import _PathBeneathAttr, _RulesetAttr
+from trainwarden.sandbox._policy import compress_ports
 
 
 def _write(tmp_path: Path, body: str, name: str = "trainwarden.toml") -> Path:
@@ -108,7 +108,7 @@ def test_kernel_structs_match_uapi_sizes() -> None:
 
 def test_older_abis_name_what_they_cannot_enforce() -> None:
     # enforce mode refuses on these lists; best-effort reports them as not enforced
-    from trainwarden.sandbox.apply import unenforceable
+    from trainwarden.sandbox._apply import unenforceable
 
     r = SandboxPolicy(presets=()).resolve()
     assert unenforceable(r, 7) == ()

@@ -1,5 +1,5 @@
 """Derive, from the live objects, which allowlist names the safe loader's closed constructor set
-lets a pickle call, allocate or apply BUILD state to (``trainwarden.scan.callables``).
+lets a pickle call, allocate or apply BUILD state to (``trainwarden.scan._callables``).
 
 Run ``python tests/scan/_callables_gen.py`` to rewrite that module after changing the allowlist
 or the constructor tables; ``tests/scan/test_callables.py`` fails while they disagree.
@@ -12,8 +12,8 @@ import importlib
 import warnings
 from pathlib import Path
 
-from trainwarden.loading import constructors as C
-from trainwarden.scan.allowlist import SAFE
+from trainwarden.loading import _constructors as C
+from trainwarden.scan._allowlist import SAFE
 
 
 def resolve_name(name: str) -> object:
@@ -66,7 +66,7 @@ def render(sets: dict[str, list[str]]) -> str:
         '"""Which allowlisted globals a pickle may call, allocate or BUILD (generated).',
         "",
         "Derived from the live objects by tests/scan/_callables_gen.py with the safe loader's",
-        "closed constructor set (trainwarden.loading.constructors); tests/scan/test_callables.py",
+        "closed constructor set (trainwarden.loading._constructors); tests/scan/test_callables.py",
         "keeps it true. The scanner reports any other use of an allowlisted name: a name that is",
         "safe to import is not thereby safe to call.",
         '"""',
@@ -93,7 +93,7 @@ def render(sets: dict[str, list[str]]) -> str:
     return "\n".join(out)
 
 
-TARGET = Path(__file__).resolve().parents[2] / "src/trainwarden/scan/callables.py"
+TARGET = Path(__file__).resolve().parents[2] / "src/trainwarden/scan/_callables.py"
 
 if __name__ == "__main__":
     TARGET.write_text(render(derive()), encoding="utf-8")

@@ -1,5 +1,5 @@
 """Derive, from torch's operator registry, the TorchScript operators allowed in a reviewed archive
-(``trainwarden.scan.torchscript_ops``).
+(``trainwarden.scan._torchscript_ops``).
 
 Run ``python tests/scan/_torchscript_ops_gen.py`` to rewrite that module after a torch upgrade;
 ``tests/scan/test_torchscript.py`` fails while they disagree.
@@ -134,7 +134,7 @@ def render(allowed: list[str]) -> str:
     return "\n".join(lines)
 
 
-TARGET = Path(__file__).resolve().parents[2] / "src/trainwarden/scan/torchscript_ops.py"
+TARGET = Path(__file__).resolve().parents[2] / "src/trainwarden/scan/_torchscript_ops.py"
 
 if __name__ == "__main__":
     ops, unreviewed = derive()

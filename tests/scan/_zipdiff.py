@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from trainwarden.findings import Severity
-from trainwarden.scan.engine import scan_bytes
-from trainwarden.scan.formats._spill import Spill
-from trainwarden.scan.formats._zip import (
+from trainwarden.scan._engine import scan_bytes
+from trainwarden.scan._formats._spill import Spill
+from trainwarden.scan._formats._zip import (
     DamagedMember,
     ZipArchive,
     ZipEntry,
@@ -28,8 +28,8 @@ from trainwarden.scan.formats._zip import (
     miniz_view,
     read_member,
 )
-from trainwarden.scan.formats.zip import _reader_views
-from trainwarden.scan.types import Limits
+from trainwarden.scan._formats.zip import _reader_views
+from trainwarden.scan._types import Limits
 
 _LIMITS = Limits()
 _SIGS = (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from trainwarden.scan import allowlist
-from trainwarden.scan.allowlist import SAFE
-from trainwarden.scan.policy import Policy
-from trainwarden.scan.types import Verdict
+from trainwarden.scan import _allowlist as allowlist
+from trainwarden.scan._allowlist import SAFE
+from trainwarden.scan._policy import Policy
+from trainwarden.scan._types import Verdict
 
 _SOURCE = Path(allowlist.__file__).read_text(encoding="utf-8")
 

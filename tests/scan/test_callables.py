@@ -1,7 +1,7 @@
 """An allowlisted name is not a safe callable: the scanner's use checks and alias spellings.
 
 The scanner decides REDUCE/NEWOBJ/NEWOBJ_EX/INST/OBJ/BUILD of allowlisted globals with the sets
-in ``trainwarden.scan.callables``; those are derived from the live objects with the safe loader's
+in ``trainwarden.scan._callables``; those are derived from the live objects with the safe loader's
 closed constructor set, and this module keeps the two in agreement. Payloads are built opcode by
 opcode and only ever name a canary path under ``tmp_path``.
 """
@@ -13,13 +13,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from trainwarden.drill.scan_corpus import asm as A
-from trainwarden.scan import callables, scan_bytes
-from trainwarden.scan.allowlist import SAFE
-from trainwarden.scan.denylist import DANGEROUS
-from trainwarden.scan.pickle_vm import analyze_pickle
-from trainwarden.scan.policy import Policy
-from trainwarden.scan.types import Verdict
+from trainwarden.drill._scan_corpus import asm as A
+from trainwarden.scan import _callables as callables
+from trainwarden.scan import scan_bytes
+from trainwarden.scan._allowlist import SAFE
+from trainwarden.scan._denylist import DANGEROUS
+from trainwarden.scan._pickle_vm import analyze_pickle
+from trainwarden.scan._policy import Policy
+from trainwarden.scan._types import Verdict
 
 from ._callables_gen import derive, resolve_name
 
@@ -181,7 +182,7 @@ def test_real_sklearn_neighbours_load_through_the_closed_set() -> None:
     import numpy
     from sklearn.neighbors import KDTree  # type: ignore[import-untyped]
 
-    from trainwarden.loading.unpickler import Enforcer, restricted_loads
+    from trainwarden.loading._unpickler import Enforcer, restricted_loads
 
     tree = KDTree(numpy.arange(12.0).reshape(6, 2))
     data = pickle.dumps(tree)

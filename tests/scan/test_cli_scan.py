@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from trainwarden.drill.scan_corpus import asm as A
+from trainwarden.drill._scan_corpus import asm as A
 
 RunCli = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from trainwarden.drill.scan_corpus import asm as A
+from trainwarden.drill._scan_corpus import asm as A
 from trainwarden.findings import Severity
 from trainwarden.scan import FileReport, scan_bytes, scan_path
 

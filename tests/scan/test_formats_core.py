@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.drill.scan_corpus import asm as A
+from trainwarden.drill._scan_corpus import asm as A
 from trainwarden.findings import Severity
 from trainwarden.scan import FileReport, Limits, scan_bytes, scan_path
 
@@ -308,7 +308,7 @@ def test_clean_hf_trainer_files(tmp_path: Path) -> None:
 def test_large_members_spill_to_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Content over the memory threshold is decompressed into an unlinked temporary file and
     # scanned through a memory map: decompression never holds it all in memory.
-    from trainwarden.scan.formats import _spill
+    from trainwarden.scan._formats import _spill
 
     monkeypatch.setattr(_spill, "MEMORY_THRESHOLD", 1024)
     canary = tmp_path / "canary"

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from trainwarden.drill import Corpus, canaries_fired, sample_names
 from trainwarden.findings import Severity
 from trainwarden.scan import scan_bytes, scan_path
-from trainwarden.scan.types import FileReport, Limits
+from trainwarden.scan._types import FileReport, Limits
 
 ALL = sample_names("malicious") + sample_names("clean")
 FUZZ_LIMITS = Limits(max_seconds_per_file=10.0)

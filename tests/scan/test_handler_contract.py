@@ -15,12 +15,13 @@ import zipfile
 from pathlib import Path
 
 from trainwarden.findings import Severity
-from trainwarden.scan import engine, scan_bytes
-from trainwarden.scan.formats import HANDLERS
-from trainwarden.scan.formats import pickle as pickle_format
-from trainwarden.scan.formats import zip as zip_format
-from trainwarden.scan.policy import Policy
-from trainwarden.scan.types import Limits
+from trainwarden.scan import _engine as engine
+from trainwarden.scan import scan_bytes
+from trainwarden.scan._formats import HANDLERS
+from trainwarden.scan._formats import pickle as pickle_format
+from trainwarden.scan._formats import zip as zip_format
+from trainwarden.scan._policy import Policy
+from trainwarden.scan._types import Limits
 
 from .formats.fmt_support import RecordingContext
 
@@ -95,20 +96,20 @@ def _imports(path: Path) -> set[str]:
 
 def test_no_handler_imports_the_engine() -> None:
     # engine -> formats -> pickle -> engine was a cycle, hidden behind deferred imports.
-    for path in sorted((SCAN / "formats").glob("*.py")):
-        assert "trainwarden.scan.engine" not in _imports(path), path.name
+    for path in sorted((SCAN / "_formats").glob("*.py")):
+        assert "trainwarden.scan._engine" not in _imports(path), path.name
 
 
 def test_handlers_use_no_getattr_on_the_context() -> None:
-    for path in sorted((SCAN / "formats").glob("*.py")):
+    for path in sorted((SCAN / "_formats").glob("*.py")):
         text = path.read_text(encoding="utf-8")
         assert "getattr(ctx" not in text and "getattr(self.ctx" not in text, path.name
 
 
 def test_the_engine_imports_the_handler_list_at_module_level() -> None:
-    tree = ast.parse((SCAN / "engine.py").read_text(encoding="utf-8"))
+    tree = ast.parse((SCAN / "_engine.py").read_text(encoding="utf-8"))
     top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
-    assert "trainwarden.scan.formats" in top
+    assert "trainwarden.scan._formats" in top
     assert engine.__dict__["HANDLERS"] is HANDLERS
     deferred = [
         n.module

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from trainwarden.findings import Severity
 from trainwarden.scan import scan_bytes
-from trainwarden.scan.formats.gguf import GGUFArray, parse_gguf
-from trainwarden.scan.types import Limits
+from trainwarden.scan._formats.gguf import GGUFArray, parse_gguf
+from trainwarden.scan._types import Limits
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -102,7 +102,7 @@ def test_ratio_bomb_is_high_and_stops_early() -> None:
 
 
 def test_fanout_bomb_stops_at_the_file_budget_without_inflating_every_member() -> None:
-    from trainwarden.drill.samples_containers import _zip_raw
+    from trainwarden.drill._samples_containers import _zip_raw
 
     usize = 4 << 20
     body = _deflated_zeros(usize)
@@ -176,7 +176,7 @@ def test_hash_of_a_large_sparse_file_reads_in_bounded_chunks(tmp_path: Path) -> 
 
 def test_hf_config_over_the_size_limit_is_high(tmp_path: Path, monkeypatch: object) -> None:
     from trainwarden.scan import scan_path
-    from trainwarden.scan.formats import hf_folder
+    from trainwarden.scan._formats import hf_folder
 
     setattr_ = monkeypatch.setattr  # type: ignore[attr-defined]
     setattr_(hf_folder, "_MAX_JSON_BYTES", 1024)
@@ -205,9 +205,9 @@ def test_gguf_validation_stops_at_the_time_limit() -> None:
 
     import pytest
 
-    from trainwarden.scan.engine import FileScan
-    from trainwarden.scan.formats.gguf import HANDLER, GGUFTimeout
-    from trainwarden.scan.policy import Policy
+    from trainwarden.scan._engine import FileScan
+    from trainwarden.scan._formats.gguf import HANDLER, GGUFTimeout
+    from trainwarden.scan._policy import Policy
 
     data = _gguf_with_arrays(1, 300_000)
     with pytest.raises(GGUFTimeout):

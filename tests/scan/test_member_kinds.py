@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainwarden.drill.samples_containers import tar_pickle_polyglot
+from trainwarden.drill._samples_containers import tar_pickle_polyglot
 from trainwarden.scan import FileReport, scan_bytes
-from trainwarden.scan.formats.zip import unpickled_by
+from trainwarden.scan._formats.zip import unpickled_by
 
 
 def rules(r: FileReport) -> set[str]:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from trainwarden.scan.formats import _dtype
-from trainwarden.scan.formats._dtype import (
+from trainwarden.scan._formats import _dtype
+from trainwarden.scan._formats._dtype import (
     PLAIN_DESCRS,
     NpyHeader,
     NpyHeaderError,

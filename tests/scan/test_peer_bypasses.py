@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.drill.scan_corpus import asm as A
+from trainwarden.drill._scan_corpus import asm as A
 from trainwarden.findings import Severity
 from trainwarden.scan import analyze_pickle, scan_bytes
-from trainwarden.scan.pickle_vm import PickleAnalysis
-from trainwarden.scan.types import Verdict
+from trainwarden.scan._pickle_vm import PickleAnalysis
+from trainwarden.scan._types import Verdict
 
 from ._zipbuild import Member, build_zip
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from trainwarden.drill.scan_corpus import asm as A
+from trainwarden.drill._scan_corpus import asm as A
 from trainwarden.findings import Severity
 from trainwarden.scan import Limits, Policy, Verdict, analyze_pickle
-from trainwarden.scan.pickle_vm import PickleAnalysis, looks_like_pickle
+from trainwarden.scan._pickle_vm import PickleAnalysis, looks_like_pickle
 
 
 def rules(a: PickleAnalysis) -> set[str]:

@@ -8,8 +8,8 @@ import pytest
 
 from trainwarden.findings import Severity
 from trainwarden.scan import Limits, Policy, ScanError, Verdict
-from trainwarden.scan.allowlist import SAFE
-from trainwarden.scan.denylist import DANGEROUS
+from trainwarden.scan._allowlist import SAFE
+from trainwarden.scan._denylist import DANGEROUS
 
 
 def test_every_entry_has_a_reason() -> None:

@@ -21,7 +21,7 @@ from trainwarden.scan import scan_path
 CHILD = r"""
 import io, resource, sys, zipfile, zlib
 from trainwarden.scan import Limits, scan_bytes
-from trainwarden.scan.formats import _spill
+from trainwarden.scan._formats import _spill
 
 kind, size, headroom = sys.argv[1], int(sys.argv[2]) << 20, int(sys.argv[3]) << 20
 # "inflate": the ratio cap lifted, so the whole bomb is decompressed (to disk); "default": the

@@ -16,8 +16,8 @@ import torch
 
 from trainwarden.findings import Severity
 from trainwarden.scan import scan_bytes
-from trainwarden.scan.torchscript import review
-from trainwarden.scan.torchscript_ops import ALLOWED_OPS, EXCLUDED_OPS
+from trainwarden.scan._torchscript import review
+from trainwarden.scan._torchscript_ops import ALLOWED_OPS, EXCLUDED_OPS
 
 from ._torchscript_ops_gen import EXCLUDED, derive
 

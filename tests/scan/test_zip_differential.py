@@ -12,7 +12,7 @@ import pytest
 
 from tests.scan import _zipdiff
 from trainwarden.findings import Severity
-from trainwarden.scan.engine import scan_bytes
+from trainwarden.scan._engine import scan_bytes
 
 pytest.importorskip("torch")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from trainwarden.audit import replay
-from trainwarden.audit.replay import ledger_events
+from trainwarden.audit._replay import ledger_events
+from trainwarden.drill._replay_attacks import rewrite_step_record, train
 from trainwarden.drill.gpt import make_tiny_job
-from trainwarden.drill.replay_attacks import rewrite_step_record, train
 
 from .conftest import Server
 

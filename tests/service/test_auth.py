@@ -236,9 +236,9 @@ def test_hand_parser_accepts_exactly_what_the_published_schema_accepts(
 ) -> None:
     import pydantic
 
-    from trainwarden.service.app import AppendIn
-    from trainwarden.service.core import ServiceError
-    from trainwarden.service.parse import parse_events
+    from trainwarden.service._app import AppendIn
+    from trainwarden.service._core import ServiceError
+    from trainwarden.service._parse import parse_events
 
     raw = json.dumps(body).encode()
     try:

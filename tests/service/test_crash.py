@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trainwarden.ledger import LedgerSink
-from trainwarden.service.tools import verify_db
+from trainwarden.service._tools import verify_db
 
 from .conftest import SRC, Server, free_port, pg_schema_url
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trainwarden.ledger import LedgerSink, open_storage
-from trainwarden.ledger.client import configured_sink
+from trainwarden.ledger._client import configured_sink
 from trainwarden.sink import EventSink
 
 from .conftest import Server, free_port

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainwarden.ledger import LedgerError
-from trainwarden.service.tools import verify_url
+from trainwarden.service._tools import verify_url
 
 from .conftest import Server
 

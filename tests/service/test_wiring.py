@@ -52,7 +52,7 @@ def test_ledger_flag_without_settings_is_a_usage_error(run_cli: Callable[..., An
 def test_monitor_default_sink_includes_the_ledger(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from trainwarden.monitor.core import _resolve_sink
+    from trainwarden.monitor._core import _resolve_sink
 
     monkeypatch.setenv("TRAINWARDEN_LEDGER_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", "tw_x")

@@ -1,17 +1,42 @@
 """Environment and code attestation: what a training job will run, and whether it was changed.
 
-The public entry points live in one module per concept: :mod:`~trainwarden.attest.snapshot`
-(in-toto statements of an interpreter), :mod:`~trainwarden.attest.verify` (findings against RECORD
-and a baseline), :mod:`~trainwarden.attest.diff`, :mod:`~trainwarden.attest.perms` and the run-time
-:mod:`~trainwarden.attest.code_guard`.
+The commands (``trainwarden attest snapshot|verify|diff|perms|fleet``) are the interface;
+the run-time code guard is :class:`CodeGuard` (see docs/attest.md).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from trainwarden.errors import TrainWardenError
 
-__all__ = ["AttestationError"]
+if TYPE_CHECKING:
+    from trainwarden.attest._code_guard import DEFAULT_TARGETS, CodeGuard, trust_wrapper_code
+
+__all__ = [
+    "DEFAULT_TARGETS",
+    "AttestationError",
+    "CodeGuard",
+    "trust_wrapper_code",
+]
 
 
 class AttestationError(TrainWardenError):
     """An attestation input could not be read or trusted (snapshot, key, interpreter, target)."""
+
+
+_EXPORTED = {
+    "CodeGuard": "trainwarden.attest._code_guard",
+    "DEFAULT_TARGETS": "trainwarden.attest._code_guard",
+    "trust_wrapper_code": "trainwarden.attest._code_guard",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Documented entry points, imported only when asked for (they pull in heavier modules).
+    module = _EXPORTED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

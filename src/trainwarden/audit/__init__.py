@@ -7,9 +7,9 @@ the run reproduced, where it diverged, or what is missing.
 
 from __future__ import annotations
 
-from trainwarden.audit.recorder import DEFAULT_AUDIT_EVERY, AuditRecorder
-from trainwarden.audit.replay import replay
-from trainwarden.audit.types import AuditError, IntervalResult, Job, ReplayReport
+from trainwarden.audit._recorder import DEFAULT_AUDIT_EVERY, AuditRecorder
+from trainwarden.audit._replay import replay
+from trainwarden.audit._types import AuditError, IntervalResult, Job, ReplayReport
 
 __all__ = [
     "DEFAULT_AUDIT_EVERY",

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from trainwarden.audit.types import Job
+from trainwarden.audit._types import Job
 
 _PERSON = b"tw-audit-v1"
 

@@ -48,61 +48,61 @@ COMMANDS: dict[str, str] = {
 
 
 def _doctor(app: typer.Typer) -> None:
-    from trainwarden.cli import doctor
+    from trainwarden.cli import _doctor as doctor
 
     doctor.register(app)
 
 
 def _scan(app: typer.Typer) -> None:
-    from trainwarden.cli import scan
+    from trainwarden.cli import _scan as scan
 
     scan.register(app)
 
 
 def _loading(app: typer.Typer) -> None:
-    from trainwarden.cli import loading
+    from trainwarden.cli import _loading as loading
 
     loading.register(app)
 
 
 def _sandbox(app: typer.Typer) -> None:
-    from trainwarden.cli import sandbox
+    from trainwarden.cli import _sandbox as sandbox
 
     sandbox.register(app)
 
 
 def _attest(app: typer.Typer) -> None:
-    from trainwarden.cli import attest
+    from trainwarden.cli import _attest as attest
 
     attest.register(app)
 
 
 def _ledger(app: typer.Typer) -> None:
-    from trainwarden.cli import ledger
+    from trainwarden.cli import _ledger as ledger
 
     ledger.register(app)
 
 
 def _audit(app: typer.Typer) -> None:
-    from trainwarden.cli import audit
+    from trainwarden.cli import _audit as audit
 
     audit.register(app)
 
 
 def _drill(app: typer.Typer) -> None:
-    from trainwarden.cli import drill
+    from trainwarden.cli import _drill as drill
 
     drill.register(app)
 
 
 def _data(app: typer.Typer) -> None:
-    from trainwarden.cli import data
+    from trainwarden.cli import _data as data
 
     data.register(app)
 
 
 def _keys(app: typer.Typer) -> None:
-    from trainwarden.cli import keys
+    from trainwarden.cli import _keys as keys
 
     keys.register(app)
 

@@ -237,6 +237,6 @@ def with_ledger(sink: Any) -> Any:
     """``sink`` plus the ledger when TRAINWARDEN_LEDGER_URL/TOKEN are set (or --ledger)."""
     if not ledger_configured():
         return sink
-    from trainwarden.ledger.client import with_ledger as _with_ledger
+    from trainwarden.ledger._client import with_ledger as _with_ledger
 
     return _with_ledger(sink)

@@ -139,7 +139,7 @@ def ledger_record(kind: str, record: dict[str, Any], items_key: str | None = Non
     ``record[items_key]`` (e.g. each scanned file, with its sha256), then the record itself."""
     if not ledger_configured():
         return
-    from trainwarden.ledger.client import configured_sink
+    from trainwarden.ledger._client import configured_sink
 
     sink = configured_sink()
     if sink is None:

@@ -1,6 +1,6 @@
 """What ``trainwarden scan`` does once its options are parsed, without Typer.
 
-The Typer command (``trainwarden.cli.scan``) and the start-up fast path of ``trainwarden.cli``
+The Typer command (``trainwarden.cli._scan``) and the start-up fast path of ``trainwarden.cli``
 (``_scan_argv``, for the plain invocations) both call :func:`run`, so the two give the same
 report, output and exit code.
 """
@@ -90,7 +90,7 @@ def run(
     try:
         policy_name = policy.source or "<built-in>"
         if fmt is not ScanFormat.text:  # the JSON and SARIF writers are not needed for text
-            from trainwarden.scan.report import json_safe, to_json, to_sarif
+            from trainwarden.scan._report import json_safe, to_json, to_sarif
         if fmt is ScanFormat.json:
             doc = to_json(report, threshold)
             doc["summary"]["policy"] = json_safe(policy_name)
@@ -108,7 +108,7 @@ def run(
         err.print("error: stdout was closed before the whole report was written", markup=False)
         return EXIT_ERROR
     if ledger_configured():
-        from trainwarden.scan.report import to_json
+        from trainwarden.scan._report import to_json
 
         ledger_record("scan", to_json(report, threshold), items_key="files")
     if report.errors:

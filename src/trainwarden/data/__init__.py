@@ -8,7 +8,7 @@ where the job cannot reach; :class:`DataSpec` declares the dataset, its manifest
 
 from __future__ import annotations
 
-from trainwarden.data.manifest import (
+from trainwarden.data._manifest import (
     DataError,
     DataLimits,
     DataManifest,
@@ -18,7 +18,7 @@ from trainwarden.data.manifest import (
     item_digest,
     write_directory_manifest,
 )
-from trainwarden.data.verify import BatchVerifier, DataFinding, DataSpec
+from trainwarden.data._verify import BatchVerifier, DataFinding, DataSpec
 
 __all__ = [
     "BatchVerifier",

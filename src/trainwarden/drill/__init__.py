@@ -8,7 +8,7 @@ files written by the real ML libraries, and returns one :class:`Sample` per file
 
 from __future__ import annotations
 
-from trainwarden.drill.scan_corpus import (
+from trainwarden.drill._scan_corpus import (
     Corpus,
     Sample,
     build_clean,
@@ -17,7 +17,7 @@ from trainwarden.drill.scan_corpus import (
     canaries_fired,
     sample_names,
 )
-from trainwarden.drill.types import DrillReport
+from trainwarden.drill._types import DrillReport
 
 __all__ = [
     "Corpus",

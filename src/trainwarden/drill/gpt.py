@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from trainwarden.audit.types import Job
+from trainwarden.audit._types import Job
 
 __all__ = ["CharDataset", "CharGPT", "GPTConfig", "corpus_text", "make_job"]
 

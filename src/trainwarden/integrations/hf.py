@@ -17,8 +17,8 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from trainwarden._internal.sink import EventSink
-from trainwarden.audit.types import Job
-from trainwarden.monitor.types import Alert, MonitorError
+from trainwarden.audit._types import Job
+from trainwarden.monitor._types import Alert, MonitorError
 
 __all__ = ["TrainWardenCallback", "audit_job", "unwrap_optimizer", "unwrap_scheduler"]
 
@@ -127,7 +127,7 @@ class TrainWardenCallback(TrainerCallback):
         control: TrainerControl,
         **kwargs: Any,
     ) -> None:
-        from trainwarden.monitor.core import watch
+        from trainwarden.monitor._core import watch
 
         model = kwargs.get("model")
         optimizer = kwargs.get("optimizer")

@@ -17,9 +17,9 @@ import lightning.pytorch as pl
 import torch
 
 from trainwarden._internal.sink import EventSink
-from trainwarden.audit.types import AuditError, Job
+from trainwarden.audit._types import AuditError, Job
 from trainwarden.integrations.hf import unwrap_optimizer, unwrap_scheduler
-from trainwarden.monitor.types import Alert
+from trainwarden.monitor._types import Alert
 
 __all__ = ["TrainWardenCallback", "audit_job"]
 
@@ -138,7 +138,7 @@ class TrainWardenCallback(pl.Callback):
             return
         # Lightning creates the training loader's iterator, and prefetches from it, before
         # on_train_start: the batches are tracked from here, the recorder adopts them there.
-        from trainwarden.audit.hooks import pretrack
+        from trainwarden.audit._hooks import pretrack
 
         source = trainer.fit_loop._data_source
         inst = source.instance
@@ -154,7 +154,7 @@ class TrainWardenCallback(pl.Callback):
             self._restore = (inst, source.name)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from trainwarden.monitor.core import watch
+        from trainwarden.monitor._core import watch
 
         if not trainer.optimizers:
             return

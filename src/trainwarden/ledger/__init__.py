@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trainwarden.ledger.checkpoint import Checkpoint, CheckpointError, Signer, Verifier
-from trainwarden.ledger.log import EntryLimits, Ledger
-from trainwarden.ledger.storage import Storage, open_storage
-from trainwarden.ledger.types import (
+from trainwarden.ledger._checkpoint import Checkpoint, CheckpointError, Signer, Verifier
+from trainwarden.ledger._log import EntryLimits, Ledger
+from trainwarden.ledger._storage import Storage, open_storage
+from trainwarden.ledger._types import (
     AppendResult,
     Event,
     LedgerError,
@@ -18,10 +18,10 @@ from trainwarden.ledger.types import (
     RunInfo,
     StoredEntry,
 )
-from trainwarden.ledger.verify import Problem, VerifyReport, verify_log
+from trainwarden.ledger._verify import Problem, VerifyReport, verify_log
 
 if TYPE_CHECKING:
-    from trainwarden.ledger.client import LedgerClient, LedgerSink, configured_sink
+    from trainwarden.ledger._client import LedgerClient, LedgerSink, configured_sink
 
 __all__ = [
     "AppendResult",
@@ -51,7 +51,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The client pulls in httpx; import it only when asked for.
     if name in ("LedgerClient", "LedgerSink", "configured_sink"):
-        from trainwarden.ledger import client
+        from trainwarden.ledger import _client as client
 
         return getattr(client, name)
     raise AttributeError(name)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from trainwarden._internal.files import NOT_REGULAR_HINT, NotRegularFileError, open_regular
-from trainwarden.loading.types import LoadError
+from trainwarden.loading._types import LoadError
 
 __all__ = ["MemReader", "map_once", "read_once", "sha256_of"]
 

@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trainwarden.scan.policy import Policy
+    from trainwarden.scan._policy import Policy
 
 __all__ = ["require_manifest", "resolve_policy", "trusted_manifest_key"]
 
 
 @functools.lru_cache(maxsize=8)
 def _discovered(cwd: str) -> Policy:
-    from trainwarden.scan.policy import Policy
+    from trainwarden.scan._policy import Policy
 
     return Policy.discover(Path(cwd))
 

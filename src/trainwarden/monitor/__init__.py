@@ -10,13 +10,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from trainwarden.monitor.types import Alert, MonitorError, TamperingDetected
+from trainwarden.monitor._types import Alert, MonitorError, TamperingDetected
 
 if TYPE_CHECKING:
-    from trainwarden.monitor.check import Check
-    from trainwarden.monitor.config import MonitorConfig
-    from trainwarden.monitor.core import Monitor, watch
-    from trainwarden.monitor.rules import RULES
+    from trainwarden.monitor._check import Check
+    from trainwarden.monitor._config import MonitorConfig
+    from trainwarden.monitor._core import Monitor, watch
+    from trainwarden.monitor._distributed import RankExchange
+    from trainwarden.monitor._rules import RULES
+    from trainwarden.monitor._watchdog import Watchdog, record_signals_early
 
 __all__ = [
     "RULES",
@@ -25,16 +27,22 @@ __all__ = [
     "Monitor",
     "MonitorConfig",
     "MonitorError",
+    "RankExchange",
     "TamperingDetected",
+    "Watchdog",
+    "record_signals_early",
     "watch",
 ]
 
 _LAZY = {
-    "Check": "trainwarden.monitor.check",
-    "watch": "trainwarden.monitor.core",
-    "Monitor": "trainwarden.monitor.core",
-    "MonitorConfig": "trainwarden.monitor.config",
-    "RULES": "trainwarden.monitor.rules",
+    "RankExchange": "trainwarden.monitor._distributed",
+    "Watchdog": "trainwarden.monitor._watchdog",
+    "record_signals_early": "trainwarden.monitor._watchdog",
+    "Check": "trainwarden.monitor._check",
+    "watch": "trainwarden.monitor._core",
+    "Monitor": "trainwarden.monitor._core",
+    "MonitorConfig": "trainwarden.monitor._config",
+    "RULES": "trainwarden.monitor._rules",
 }
 
 

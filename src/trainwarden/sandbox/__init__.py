@@ -7,11 +7,11 @@ before any user code or model file is loaded. See docs/sandbox.md for what is an
 
 from __future__ import annotations
 
-from trainwarden.sandbox.apply import apply, thread_count
-from trainwarden.sandbox.explain import Explanation, explain
-from trainwarden.sandbox.landlock import abi_version
-from trainwarden.sandbox.policy import PRESETS, ResolvedPolicy, SandboxPolicy
-from trainwarden.sandbox.types import (
+from trainwarden.sandbox._apply import apply, thread_count
+from trainwarden.sandbox._explain import Explanation, explain
+from trainwarden.sandbox._landlock import abi_version
+from trainwarden.sandbox._policy import PRESETS, ResolvedPolicy, SandboxPolicy
+from trainwarden.sandbox._types import (
     FsRule,
     Mode,
     SandboxError,

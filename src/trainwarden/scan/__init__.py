@@ -1,16 +1,16 @@
 """Static scanner for model files: finds code execution and tampering without running anything.
 
 Start with :func:`scan_path` (files or directories) or :func:`scan_bytes`; the pickle analysis
-itself is :func:`trainwarden.scan.pickle_vm.analyze_pickle` and the allowlist policy is
+itself is :func:`trainwarden.scan._pickle_vm.analyze_pickle` and the allowlist policy is
 :class:`Policy`.
 """
 
 from __future__ import annotations
 
-from trainwarden.scan.engine import scan_bytes, scan_file, scan_path, scan_paths
-from trainwarden.scan.pickle_vm import GlobalRef, PickleAnalysis, analyze_pickle
-from trainwarden.scan.policy import Policy
-from trainwarden.scan.types import (
+from trainwarden.scan._engine import scan_bytes, scan_file, scan_path, scan_paths
+from trainwarden.scan._pickle_vm import GlobalRef, PickleAnalysis, analyze_pickle
+from trainwarden.scan._policy import Policy
+from trainwarden.scan._types import (
     FileReport,
     FormatHandler,
     Limits,

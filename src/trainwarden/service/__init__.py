@@ -3,8 +3,8 @@ and reader tokens, signed checkpoints issued while entries arrive, and the dead-
 
 from __future__ import annotations
 
-from trainwarden.service.core import LedgerService, Principal, ServiceError
-from trainwarden.service.server import ServeConfig, build_service, check_bind
+from trainwarden.service._core import LedgerService, Principal, ServiceError
+from trainwarden.service._server import ServeConfig, build_service, check_bind
 
 __all__ = [
     "LedgerService",

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from trainwarden._internal.sink import JsonlSink
-from trainwarden.monitor.watchdog import Watchdog, record_signals_early
+from trainwarden.monitor._watchdog import Watchdog, record_signals_early
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ writes OUT_DIR/rank<R>.jsonl.
 # ruff: noqa: E402
 from __future__ import annotations
 
-from trainwarden.monitor.watchdog import record_signals_early
+from trainwarden.monitor._watchdog import record_signals_early
 
 record_signals_early()  # signal senders known even though watch() starts after gloo's threads
 

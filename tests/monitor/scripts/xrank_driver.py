@@ -11,7 +11,7 @@ run. Each rank writes OUT_DIR/rank<R>.jsonl.
 # ruff: noqa: E402
 from __future__ import annotations
 
-from trainwarden.monitor.watchdog import record_signals_early
+from trainwarden.monitor._watchdog import record_signals_early
 
 # First thing, before torch and gloo create their threads: they inherit the blocked signal mask,
 # so every signal's sender is known (the Watchdog started after init_process_group takes over).
@@ -29,9 +29,9 @@ import torch.distributed as dist
 from torch import nn
 
 from trainwarden._internal.sink import JsonlSink
-from trainwarden.monitor.distributed import RankExchange
-from trainwarden.monitor.types import Alert
-from trainwarden.monitor.watchdog import Watchdog, default_store
+from trainwarden.monitor._distributed import RankExchange
+from trainwarden.monitor._types import Alert
+from trainwarden.monitor._watchdog import Watchdog, default_store
 
 FIELDS = ("weights_sum", "weights_sqsum", "exp_avg_sum", "lr", "weight_decay")
 

@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from trainwarden.findings import Finding, Severity
-from trainwarden.scan.policy import Policy
-from trainwarden.scan.types import FormatHandler, Limits, Verdict
+from trainwarden.scan._policy import Policy
+from trainwarden.scan._types import FormatHandler, Limits, Verdict
 
 Classifier = Callable[[str, str], tuple[Verdict, str]]
 
@@ -44,7 +44,7 @@ class RecordingContext:
     def scan_member(self, data: bytes, location: str) -> None:
         self.members.append((location, data))
         handlers = self.handlers or tuple(
-            importlib.import_module("trainwarden.scan.formats").HANDLERS
+            importlib.import_module("trainwarden.scan._formats").HANDLERS
         )
         for handler in handlers:
             if handler.sniff(data):

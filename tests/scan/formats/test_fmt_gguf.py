@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trainwarden.findings import Severity
-from trainwarden.scan.formats._jinja import analyze_template
-from trainwarden.scan.formats.gguf import HANDLER, parse_gguf
+from trainwarden.scan._formats._jinja import analyze_template
+from trainwarden.scan._formats.gguf import HANDLER, parse_gguf
 
 from .chat_templates import CLEAN, MALICIOUS
 from .fmt_support import (

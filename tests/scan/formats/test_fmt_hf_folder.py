@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trainwarden.findings import Finding, Severity
-from trainwarden.scan.formats.hf_folder import folder_findings
+from trainwarden.scan._formats.hf_folder import folder_findings
 
 from .chat_templates import CLEAN, MALICIOUS
 

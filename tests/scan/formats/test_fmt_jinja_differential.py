@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.exceptions import TemplateSyntaxError
 
-from trainwarden.scan.formats._jinja import _tokenize, _unescape
+from trainwarden.scan._formats._jinja import _tokenize, _unescape
 
 _PIECES = [
     "{{",

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trainwarden.findings import Severity
-from trainwarden.scan.formats import h5, keras
+from trainwarden.scan._formats import h5, keras
 
 from .fmt_support import RecordingContext, run_handler
 

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
 
 from trainwarden.findings import Severity
-from trainwarden.scan.formats.onnx import HANDLER
+from trainwarden.scan._formats.onnx import HANDLER
 
 from .fmt_support import RecordingContext, run_handler
 

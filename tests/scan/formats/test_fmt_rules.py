@@ -7,7 +7,7 @@ from pathlib import Path
 from types import ModuleType
 
 from trainwarden.rules import catalogue
-from trainwarden.scan.formats import _jinja, gguf, h5, hf_folder, keras, onnx, safetensors
+from trainwarden.scan._formats import _jinja, gguf, h5, hf_folder, keras, onnx, safetensors
 
 _MODULES: tuple[ModuleType, ...] = (keras, h5, onnx, gguf, safetensors, hf_folder, _jinja)
 _ROOT = Path(__file__).resolve().parents[3]

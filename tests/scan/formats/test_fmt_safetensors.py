@@ -15,7 +15,7 @@ from safetensors.numpy import save_file as np_save_file
 from safetensors.torch import save_file as torch_save_file
 
 from trainwarden.findings import Severity
-from trainwarden.scan.formats.safetensors import HANDLER
+from trainwarden.scan._formats.safetensors import HANDLER
 
 from .fmt_support import RecordingContext, run_handler
 

@@ -11,7 +11,7 @@ import h5py  # type: ignore[import-untyped]
 import numpy as np
 
 from trainwarden.scan import scan_bytes
-from trainwarden.scan.formats import HANDLERS, pickle
+from trainwarden.scan._formats import HANDLERS, pickle
 
 from .fmt_support import GGUF_STRING, gguf_bytes
 

@@ -33,7 +33,7 @@ class Site:
 
 def send(server: Server, name: str, events: list[tuple[str, dict[str, Any]]], **meta: Any) -> str:
     """Create a run and ship ``events`` through a real LedgerSink; return the run id."""
-    from trainwarden.ledger.client import LedgerSink
+    from trainwarden.ledger._client import LedgerSink
 
     run_id, token = server.create_run(name=name, ranks=0, meta=meta)
     sink = LedgerSink(server.url, token, spool_dir=server.state / "spool" / name, fsync=False)
@@ -80,8 +80,8 @@ def step_events(ranks: int, steps: int, diverge: tuple[int, int] | None = None) 
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    from trainwarden.drill.runner import TECHNIQUES, DrillContext
-    from trainwarden.drill.runner import Ledger as DrillLedger
+    from trainwarden.drill._runner import TECHNIQUES, DrillContext
+    from trainwarden.drill._runner import Ledger as DrillLedger
 
     root = tmp_path_factory.mktemp("dashboard")
     srv = Server(f"sqlite:///{root / 'ledger.db'}", root / "state", free_port(), ["--no-deadman"])

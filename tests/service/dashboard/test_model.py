@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from trainwarden.ledger.checkpoint import load_or_create_signer
-from trainwarden.ledger.log import Ledger
-from trainwarden.ledger.storage import open_storage
-from trainwarden.ledger.types import Event, RunInfo
-from trainwarden.service.dashboard.model import RunsModel, _Series, downsample, unwrap
-from trainwarden.service.dashboard.sessions import SessionStore
+from trainwarden.ledger._checkpoint import load_or_create_signer
+from trainwarden.ledger._log import Ledger
+from trainwarden.ledger._storage import open_storage
+from trainwarden.ledger._types import Event, RunInfo
+from trainwarden.service._dashboard.model import RunsModel, _Series, downsample, unwrap
+from trainwarden.service._dashboard.sessions import SessionStore
 
 
 def _ledger(tmp_path: Path) -> Ledger:
@@ -113,8 +113,8 @@ def test_downsample_bounds_points_keeps_extremes_and_alert_steps() -> None:
 
 
 def test_sessions_expire_and_die_with_their_token(tmp_path: Path) -> None:
-    from trainwarden.ledger.types import Role
-    from trainwarden.service.core import LedgerService, hash_token
+    from trainwarden.ledger._types import Role
+    from trainwarden.service._core import LedgerService, hash_token
 
     ledger = _ledger(tmp_path)
     service = LedgerService(ledger, deadman=False)
@@ -168,8 +168,8 @@ def test_run_page_shows_artifacts_with_sha256_and_verdicts_and_diffs_two_nodes(
     import torch
 
     import trainwarden
-    from trainwarden.loading.types import UnsafeModelError
-    from trainwarden.service.dashboard.routes import render_run_page, run_page_context
+    from trainwarden.loading._types import UnsafeModelError
+    from trainwarden.service._dashboard.routes import render_run_page, run_page_context
     from trainwarden.sink import MemorySink
 
     good = tmp_path / "good.pt"
@@ -183,8 +183,8 @@ def test_run_page_shows_artifacts_with_sha256_and_verdicts_and_diffs_two_nodes(
     events = list(sink.events)
     # What `trainwarden scan --hash` sends: one scan.item per file.
     from trainwarden.findings import Severity
-    from trainwarden.scan.engine import scan_paths
-    from trainwarden.scan.report import to_json
+    from trainwarden.scan._engine import scan_paths
+    from trainwarden.scan._report import to_json
 
     doc = to_json(scan_paths([good], hash_files=True), Severity.HIGH)
     events += [("scan.item", item) for item in doc["files"]]
@@ -193,7 +193,7 @@ def test_run_page_shows_artifacts_with_sha256_and_verdicts_and_diffs_two_nodes(
     run = RunInfo("run_art", "art", time.time(), 60.0, 0, "open", {})
     ledger.storage.create_run(run)
     # What a LedgerSink stores: the record made canonicalisable.
-    from trainwarden.ledger.client import _safe_record
+    from trainwarden.ledger._client import _safe_record
 
     evs = [
         Event(seq=i + 1, kind=k, record=_safe_record(r), host="nodeA")
@@ -220,7 +220,7 @@ def test_run_page_shows_artifacts_with_sha256_and_verdicts_and_diffs_two_nodes(
 
 
 def test_hostile_names_and_messages_are_escaped_in_the_page(tmp_path: Path) -> None:
-    from trainwarden.service.dashboard.routes import render_run_page
+    from trainwarden.service._dashboard.routes import render_run_page
 
     ledger = _ledger(tmp_path)
     evil = "</script><script>alert(1)</script><img src=x onerror=alert(2)>"

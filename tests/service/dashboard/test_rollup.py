@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from trainwarden.ledger.checkpoint import load_or_create_signer
-from trainwarden.ledger.log import Ledger
-from trainwarden.ledger.merkle import ProofError, leaf_hash, verify_inclusion
-from trainwarden.ledger.storage import open_storage
-from trainwarden.ledger.types import Event, RunInfo
-from trainwarden.service.dashboard.model import RunsModel
-from trainwarden.service.dashboard.routes import render_run_page
+from trainwarden.ledger._checkpoint import load_or_create_signer
+from trainwarden.ledger._log import Ledger
+from trainwarden.ledger._merkle import ProofError, leaf_hash, verify_inclusion
+from trainwarden.ledger._storage import open_storage
+from trainwarden.ledger._types import Event, RunInfo
+from trainwarden.service._dashboard.model import RunsModel
+from trainwarden.service._dashboard.routes import render_run_page
 
 RANKS = 3
 STEPS = 100

@@ -1,0 +1,151 @@
+"""The per-file results of the last snapshot, reused while nothing they were computed from changed.
+
+A warm verify still ``lstat``'s every file (a write to a file changes neither its directory nor
+anything but its own inode), but when the (path, device, inode, size, mtime_ns, ctime_ns) of every
+walked file, the interpreter's description and the few files read outside the walk are exactly
+what they were when the results were computed, the results are the same: nothing is hashed, no
+RECORD is parsed and no per-file status is rebuilt. Any difference in any of those is a miss, and
+the snapshot is computed file by file as without the memo.
+
+The memo file sits beside the hash cache and is trusted under the same conditions (owned by you,
+not writable by group or others); marshal keeps it to plain data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from trainwarden.attest._cache import HashCache, cache_key_packer, unsafe_reason
+
+__all__ = ["SnapshotMemo", "lstat_keys", "walk_fingerprint"]
+
+_MAGIC = b"TWMEMO1\n"
+_MAX_SLOTS = 8
+
+
+def walk_fingerprint(parts: Iterable[bytes], *walks: Mapping[str, os.stat_result]) -> bytes:
+    """sha256 over ``parts`` and, for each walk in order, every path and its metadata key."""
+    pack = cache_key_packer()
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    for w in walks:
+        names = "\0".join(w).encode("utf-8", "surrogateescape")
+        h.update(len(names).to_bytes(8, "little"))
+        h.update(names)
+        h.update(
+            b"".join(
+                [
+                    pack(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+                    for s in w.values()
+                ]
+            )
+        )
+    return h.digest()
+
+
+def lstat_keys(paths: Iterable[str]) -> tuple[tuple[str, bytes], ...]:
+    """``(path, key)`` for each path (``b""`` for a path that cannot be lstat'ed)."""
+    pack = cache_key_packer()
+    out: list[tuple[str, bytes]] = []
+    for p in paths:
+        try:
+            s = os.lstat(p)
+        except OSError:
+            out.append((p, b""))
+            continue
+        out.append((p, pack(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)))
+    return tuple(out)
+
+
+class SnapshotMemo:
+    """Results stored under a slot (which interpreter and layout) with the fingerprint of what
+    they were computed from; at most a few slots are kept. ``None`` path: never stored."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._slots: dict[bytes, tuple[bytes, tuple[tuple[str, bytes], ...], Any]] = {}
+        self._dirty = False
+        self.hit = False
+        if path is not None:
+            self._load(path)
+
+    @classmethod
+    def beside(cls, cache: HashCache) -> SnapshotMemo:
+        """The memo file next to ``cache``'s file; none for an in-memory or untrusted cache."""
+        if cache.path is None or not cache.trusted:
+            return cls(None)
+        return cls(cache.path.with_name(cache.path.name + ".memo"))
+
+    def _load(self, path: Path) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return
+        with os.fdopen(fd, "rb") as f:
+            if unsafe_reason(os.fstat(f.fileno()), path) or unsafe_reason(
+                os.stat(path.parent), path.parent
+            ):
+                self.path = None  # never trusted, never overwritten
+                return
+            data = f.read()
+        try:
+            if not data.startswith(_MAGIC):
+                return
+            slots = marshal.loads(memoryview(data)[len(_MAGIC) :])  # noqa: S302 - trusted, see above
+        except (ValueError, EOFError, TypeError):
+            return
+        if isinstance(slots, dict):
+            self._slots = slots
+
+    def get(self, slot: bytes, fingerprint: bytes) -> Any | None:
+        """The stored results if ``fingerprint`` matches and every file read outside the walk
+        still has the metadata it had; else None."""
+        entry = self._slots.get(slot)
+        if entry is None or entry[0] != fingerprint:
+            return None
+        outside = entry[1]
+        if lstat_keys(p for p, _ in outside) != outside:
+            return None
+        self.hit = True
+        return entry[2]
+
+    def put(
+        self,
+        slot: bytes,
+        fingerprint: bytes,
+        outside: tuple[tuple[str, bytes], ...],
+        payload: Any,
+    ) -> None:
+        """Store ``payload`` (plain data) for ``slot``."""
+        self._slots.pop(slot, None)
+        self._slots[slot] = (fingerprint, outside, payload)
+        while len(self._slots) > _MAX_SLOTS:
+            del self._slots[next(iter(self._slots))]
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write the memo atomically if it changed; failures only cost time next run."""
+        if self.path is None or not self._dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".attest-memo-", dir=self.path.parent)
+        except OSError:
+            return
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_MAGIC)
+                f.write(marshal.dumps(self._slots))
+            os.replace(tmp, self.path)
+        except (OSError, ValueError):
+            Path(tmp).unlink(missing_ok=True)
+            return
+        self._dirty = False

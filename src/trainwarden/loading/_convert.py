@@ -1,0 +1,260 @@
+"""``trainwarden convert PATH --to safetensors``: rewrite a clean pickle checkpoint as safetensors.
+
+The source is loaded with :func:`trainwarden.load` (so an unsafe file is refused with its
+findings). Every tensor (and numpy array) goes into the safetensors file under its *flattened
+key*: the path of dict keys / list indices from the root joined with ``/`` (a ``/`` or ``%``
+inside a key is written ``%2F`` / ``%25``), so a flat ``state_dict`` keeps its own keys. Everything
+else goes into a JSON sidecar ``<out>.meta.json``: the ``structure`` needed to rebuild the object
+(:func:`from_safetensors`), the non-tensor leaves under their flattened keys (``metadata``), and
+``aliases`` for tensors that were the same view of the same storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainwarden.loading._loader import load_with_report
+from trainwarden.loading._manifest import write_atomic
+from trainwarden.loading._types import LoadError
+
+if TYPE_CHECKING:
+    import torch
+
+    from trainwarden.scan._policy import Policy
+
+__all__ = ["SEPARATOR", "ConvertResult", "from_safetensors", "sidecar_path", "to_safetensors"]
+
+SEPARATOR = "/"
+SIDECAR_FORMAT = "trainwarden-safetensors-sidecar/v1"
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What a conversion wrote."""
+
+    source: str
+    output: str
+    sidecar: str
+    tensors: int
+    aliases: int
+    metadata_keys: int
+    lossy: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``trainwarden convert --format json``)."""
+        return {
+            "source": self.source,
+            "output": self.output,
+            "sidecar": self.sidecar,
+            "tensors": self.tensors,
+            "aliases": self.aliases,
+            "metadata_keys": self.metadata_keys,
+            "lossy": list(self.lossy),
+        }
+
+
+def sidecar_path(out: str | os.PathLike[str]) -> Path:
+    p = Path(out)
+    return p.with_name(p.name + ".meta.json")
+
+
+def _escape(key: str) -> str:
+    return key.replace("%", "%25").replace(SEPARATOR, "%2F")
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}{SEPARATOR}{key}" if prefix else key
+
+
+class _Flattener:
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.aliases: dict[str, str] = {}
+        self.metadata: dict[str, Any] = {}
+        self.lossy: list[str] = []
+        self._views: dict[tuple[Any, ...], str] = {}
+        self._storages: set[int] = set()
+
+    def add_tensor(self, key: str, t: torch.Tensor) -> str:
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        ident = (
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            t.stride(),
+            t.dtype,
+        )
+        if t.untyped_storage().nbytes() and ident in self._views:
+            self.aliases[key] = self._views[ident]
+            return key
+        storage = t.untyped_storage().data_ptr()
+        # safetensors stores one buffer per tensor: copy views of a storage already used (or
+        # of a bigger storage) and non-contiguous tensors into their own compact memory.
+        shared = storage in self._storages and t.untyped_storage().nbytes() > 0
+        if shared or not t.is_contiguous() or t.untyped_storage().nbytes() != t.nbytes:
+            t = t.contiguous().clone()
+        self._storages.add(storage)
+        self._views[ident] = key
+        self.tensors[key] = t
+        return key
+
+    def encode(self, obj: Any, key: str) -> Any:
+        torch = self.torch
+        import numpy as np
+
+        if isinstance(obj, torch.Tensor):
+            return {"$tensor": self.add_tensor(key, obj)}
+        if isinstance(obj, np.ndarray) and obj.dtype.kind in "biufc":
+            return {"$ndarray": self.add_tensor(key, torch.from_numpy(np.ascontiguousarray(obj)))}
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            self.metadata[key] = obj
+            return obj
+        if isinstance(obj, np.generic):
+            value = obj.item()
+            self.metadata[key] = value
+            return {"$npscalar": value, "dtype": str(obj.dtype)}
+        if isinstance(obj, Mapping):
+            if all(isinstance(k, str) for k in obj):
+                return {
+                    "$dict": {k: self.encode(v, _join(key, _escape(k))) for k, v in obj.items()}
+                }
+            items = []
+            for k, v in obj.items():
+                items.append(
+                    [
+                        self.encode(k, _join(key, _escape(str(k)) + "#key")),
+                        self.encode(v, _join(key, _escape(str(k)))),
+                    ]
+                )
+            return {"$items": items}
+        if isinstance(obj, torch.Size):
+            return {"$size": list(obj)}
+        if isinstance(obj, list):
+            return [self.encode(v, _join(key, str(i))) for i, v in enumerate(obj)]
+        if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+            return {"$tuple": [self.encode(v, _join(key, str(i))) for i, v in enumerate(obj)]}
+        if isinstance(obj, torch.dtype):
+            return {"$dtype": str(obj).removeprefix("torch.")}
+        if isinstance(obj, torch.device):
+            return {"$device": str(obj)}
+        if isinstance(obj, (bytes, bytearray)):
+            return {"$bytes": base64.b64encode(bytes(obj)).decode()}
+        if isinstance(obj, (set, frozenset)):
+            return {"$set": [self.encode(v, _join(key, str(i))) for i, v in enumerate(obj)]}
+        # Anything else cannot be rebuilt without running its class: keep a description only.
+        kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        self.lossy.append(f"{key or '<root>'} ({kind})")
+        self.metadata[key] = repr(obj)
+        return {"$repr": repr(obj), "type": kind}
+
+
+def to_safetensors(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    policy: Policy | None = None,
+) -> ConvertResult:
+    """Convert ``source`` to ``out`` (default: the source with suffix ``.safetensors``).
+
+    Raises :class:`UnsafeModelError` for a file that cannot be loaded safely; nothing is written
+    then. Objects that are neither tensors, arrays nor plain data are kept as ``repr`` strings in
+    the sidecar and listed in ``ConvertResult.lossy``.
+    """
+    from safetensors.torch import save_file
+
+    src = Path(source)
+    dst = Path(out) if out is not None else src.with_suffix(".safetensors")
+    if dst.resolve() == src.resolve():
+        raise LoadError(f"output {dst} would overwrite the source", hint="choose another -o path")
+    obj, report = load_with_report(src, policy=policy, hash_file=True)
+    flat = _Flattener()
+    structure = flat.encode(obj, "")
+    side = {
+        "format": SIDECAR_FORMAT,
+        "separator": SEPARATOR,
+        "source": {"path": str(src), "sha256": report.sha256, "format": report.format},
+        "safetensors": dst.name,
+        "structure": structure,
+        "aliases": flat.aliases,
+        "metadata": flat.metadata,
+        "lossy": flat.lossy,
+    }
+    side_path = sidecar_path(dst)
+    with write_atomic(dst) as tmp_out, write_atomic(side_path) as tmp_side:
+        tmp_side.write_text(json.dumps(side, indent=1, default=str) + "\n", encoding="utf-8")
+        save_file(flat.tensors, str(tmp_out), metadata={"format": "pt", "sidecar": side_path.name})
+    return ConvertResult(
+        source=str(src),
+        output=str(dst),
+        sidecar=str(side_path),
+        tensors=len(flat.tensors),
+        aliases=len(flat.aliases),
+        metadata_keys=len(flat.metadata),
+        lossy=tuple(flat.lossy),
+    )
+
+
+def from_safetensors(path: str | os.PathLike[str]) -> Any:
+    """Rebuild the converted object from ``path`` and its sidecar (aliases share storage again)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    side_path = sidecar_path(p)
+    try:
+        side = json.loads(side_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LoadError(f"cannot read the sidecar {side_path}: {e}") from e
+    if side.get("format") != SIDECAR_FORMAT:
+        raise LoadError(f"{side_path} is not a trainwarden sidecar")
+    tensors = load_file(str(p))
+    for alias, target in side.get("aliases", {}).items():
+        tensors[alias] = tensors[target]
+
+    def decode(node: Any) -> Any:
+        if isinstance(node, list):
+            return [decode(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        if "$tensor" in node:
+            return tensors[node["$tensor"]]
+        if "$ndarray" in node:
+            return tensors[node["$ndarray"]].numpy()
+        if "$dict" in node:
+            return {k: decode(v) for k, v in node["$dict"].items()}
+        if "$items" in node:
+            return {decode(k): decode(v) for k, v in node["$items"]}
+        if "$tuple" in node:
+            return tuple(decode(v) for v in node["$tuple"])
+        if "$set" in node:
+            return {decode(v) for v in node["$set"]}
+        if "$size" in node:
+            return torch.Size(node["$size"])
+        if "$dtype" in node:
+            dtype = getattr(torch, str(node["$dtype"]), None)
+            if not isinstance(dtype, torch.dtype):
+                raise LoadError(f"{side_path}: {node['$dtype']!r} is not a torch dtype")
+            return dtype
+        if "$device" in node:
+            return torch.device(node["$device"])
+        if "$bytes" in node:
+            return base64.b64decode(node["$bytes"])
+        if "$npscalar" in node:
+            return np.dtype(node["dtype"]).type(node["$npscalar"])
+        if "$repr" in node:
+            return node["$repr"]
+        raise LoadError(f"{side_path}: unknown node {sorted(node)[:3]}")
+
+    return decode(side["structure"])

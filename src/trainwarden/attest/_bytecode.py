@@ -42,7 +42,7 @@ __all__ = [
     "verify_bytecode",
 ]
 
-_CHECKER = Path(__file__).with_name("bytecode_check.py")
+_CHECKER = Path(__file__).with_name("_bytecode_check.py")
 # Bytecode files compiled and compared in one run (remembered verdicts do not count); past it
 # every file not compared is an error finding, never a quiet pass.
 MAX_BYTECODE_FILES = 400_000

@@ -63,7 +63,7 @@ __all__ = [
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://trainwarden.dev/attestation/python-environment/v1"
-_COLLECTOR = Path(__file__).with_name("collector.py")
+_COLLECTOR = Path(__file__).with_name("_collector.py")
 _CUSTOMIZE = ("sitecustomize", "usercustomize")
 
 

@@ -643,6 +643,7 @@ ALLOCATABLE: frozenset[str] = frozenset(
         "torch.nn.modules.loss._Loss",
         "torch.nn.modules.loss._WeightedLoss",
         "torch.nn.modules.module.Module",
+        "torch.nn.modules.module._IncompatibleKeys",
         "torch.nn.modules.normalization.CrossMapLRN2d",
         "torch.nn.modules.normalization.GroupNorm",
         "torch.nn.modules.normalization.LayerNorm",

@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 import torch
 from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
     Trainer,
     TrainerCallback,
     TrainerControl,
@@ -24,6 +22,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from tests.integrations import _hf_job
 from trainwarden.audit import Job, replay
 from trainwarden.integrations.hf import TrainWardenCallback, audit_job
 
@@ -39,48 +38,10 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-class TinyLM(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
-    def __init__(self, n: int = 64, seq: int = 16, vocab: int = 64) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.ids = torch.randint(0, vocab, (n, seq), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
-
-
 def make_trainer(out: str | None = None, *callbacks: TrainerCallback) -> Trainer:
     """The training script's Trainer: the job and the auditor both build it with this."""
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.1
-    )
-    args = TrainingArguments(
-        output_dir=out or os.path.join(tempfile.gettempdir(), "tw-hf-audit-replay"),
-        max_steps=STEPS,
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        learning_rate=1e-3,
-        weight_decay=0.01,
-        lr_scheduler_type="cosine",
-        warmup_steps=3,
-        max_grad_norm=1.0,
-        logging_steps=4,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=0,
-    )
-    return Trainer(
-        model=GPT2LMHeadModel(config),
-        args=args,
-        train_dataset=TinyLM(),
-        callbacks=list(callbacks),
-    )
+    out = out or os.path.join(tempfile.gettempdir(), "tw-hf-audit-replay")
+    return _hf_job.make_trainer(out, *callbacks, steps=STEPS)
 
 
 def replay_job() -> Job:

@@ -10,8 +10,6 @@ from typing import Any
 import pytest
 import torch
 from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
     Trainer,
     TrainerCallback,
     TrainerControl,
@@ -19,6 +17,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from tests.integrations import _hf_job
 from trainwarden.findings import Severity
 from trainwarden.integrations.hf import TrainWardenCallback
 
@@ -32,47 +31,8 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-class TinyLM(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
-    def __init__(self, n: int = 64, seq: int = 16, vocab: int = 64) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.ids = torch.randint(0, vocab, (n, seq), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
-
-
 def make_trainer(tmp_path: Path, *callbacks: TrainerCallback, steps: int = 8) -> Trainer:
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0.1
-    )
-    args = TrainingArguments(
-        output_dir=str(tmp_path / "out"),
-        max_steps=steps,
-        per_device_train_batch_size=4,
-        gradient_accumulation_steps=2,
-        learning_rate=1e-3,
-        weight_decay=0.01,
-        lr_scheduler_type="cosine",
-        warmup_steps=3,
-        max_grad_norm=1.0,
-        logging_steps=4,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=0,
-    )
-    return Trainer(
-        model=GPT2LMHeadModel(config),
-        args=args,
-        train_dataset=TinyLM(),
-        callbacks=list(callbacks),
-    )
+    return _hf_job.make_trainer(str(tmp_path / "out"), *callbacks, steps=steps)
 
 
 def sink_alerts(path: Path) -> list[dict[str, Any]]:

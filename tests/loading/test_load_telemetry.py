@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -110,6 +111,21 @@ def test_trainwarden_load_reports_telemetry_to_the_sink(tmp_path: Path) -> None:
     ((_kind, record),) = [(k, r) for k, r in sink.events if k == "load"]
     assert record["path"] == str(path) and record["format"] == "torch-zip"
     assert any(f["rule_id"] == "TWL-TEL-FIND-CLASS" for f in record["findings"])
+    # evidence names the bytes it is about
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_load_recorded_to_no_sink_is_not_hashed(tmp_path: Path) -> None:
+    import torch
+
+    from trainwarden.loading import load_with_report
+
+    path = tmp_path / "m.pt"
+    torch.save({"w": torch.ones(1)}, path)
+    assert load_with_report(path)[1].sha256 is None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_with_report(path, hash_file=True)[1].sha256 == digest
+    assert load_with_report(path, sink=MemorySink())[1].sha256 == digest
 
 
 def test_block_mode_refuses_a_load_whose_telemetry_is_high(

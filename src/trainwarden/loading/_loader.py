@@ -111,10 +111,15 @@ def _ledger_from_env() -> EventSink | None:
     return _env_ledger[0]
 
 
-def _emit(sink: EventSink | None, kind: str, record: dict[str, Any]) -> None:
+def _target_sink(sink: EventSink | None) -> EventSink | None:
     target = sink if sink is not None else _default_sink
     if target is None:
         target = _ledger_from_env()
+    return target
+
+
+def _emit(sink: EventSink | None, kind: str, record: dict[str, Any]) -> None:
+    target = _target_sink(sink)
     if target is not None:
         target.emit(kind, record)
 
@@ -785,7 +790,9 @@ def load_with_report(
 ) -> tuple[Any, LoadReport]:
     """Like :func:`load`, also returning the :class:`LoadReport` (format, findings, digest).
 
-    The sha256 is computed when a manifest applies or ``hash_file`` is true (else ``None``).
+    The sha256 is computed when a manifest applies, when the load is recorded to a sink (the
+    ``sink`` argument, the default sink or the ledger configured in the environment: evidence
+    names the bytes it is about) or when ``hash_file`` is true; else it is ``None``.
     """
     p = Path(path)
     pol = resolve_policy(policy)
@@ -797,7 +804,8 @@ def load_with_report(
             digests.append(sha256_mapped(data) if mmap else sha256_of(data))
         return digests[0]
 
-    if hash_file:
+    target = _target_sink(sink)
+    if hash_file or target is not None:
         digest()
     required = require_manifest if require_manifest is not None else _policy_requires_manifest(pol)
     key = manifest_key if manifest_key is not None else trusted_manifest_key()
@@ -811,7 +819,7 @@ def load_with_report(
         )
         raise
     obj, fmt, findings, trace = load_bytes(
-        data, str(p), policy=pol, map_location=map_location, sink=sink, mapped=mmap
+        data, str(p), policy=pol, map_location=map_location, sink=target, mapped=mmap
     )
     report = LoadReport(
         path=str(p),
@@ -822,7 +830,8 @@ def load_with_report(
         manifest=check.manifest if check else None,
         events=trace.events_as_records(),
     )
-    _emit(sink, "load", report.to_dict())
+    if target is not None:
+        target.emit("load", report.to_dict())
     return obj, report
 
 

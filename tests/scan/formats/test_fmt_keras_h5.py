@@ -183,6 +183,11 @@ def _ctx() -> RecordingContext:
     return RecordingContext()  # members are dispatched over the scanner's real registry
 
 
+def _found(ctx: RecordingContext) -> set[tuple[str, Severity, str]]:
+    """Every finding as (rule, severity, location): tests pin the exact set."""
+    return {(f.rule_id, f.severity, f.location) for f in ctx.findings}
+
+
 # --- .keras archives -------------------------------------------------------------------------
 
 
@@ -197,8 +202,7 @@ def test_keras_lambda_layer_is_critical(canary: Path) -> None:
     ctx = run_handler(
         keras.HANDLER, _keras_zip(_v3_config(_dense(), _v3_lambda(canary))), ctx=_ctx()
     )
-    assert "TWS-KERAS-001" in ctx.rule_ids
-    assert ctx.max_severity() == Severity.CRITICAL
+    assert _found(ctx) == {("TWS-KERAS-001", Severity.CRITICAL, "<test>:config.json")}
 
 
 @pytest.mark.parametrize(
@@ -264,29 +268,33 @@ def test_function_references_in_config(
     ctx = run_handler(
         keras.HANDLER, _keras_zip(_v3_config(_dense(activation=activation))), ctx=_ctx()
     )
-    assert rule in ctx.rule_ids
-    assert ctx.max_severity() == severity
+    assert _found(ctx) == {(rule, severity, "<test>:config.json")}
 
 
 def test_custom_layer_class_outside_keras() -> None:
     custom = _layer("Backdoor", {"name": "bd"}, module="evil_pkg.layers")
     custom["registered_name"] = "EvilPkg>Backdoor"
     ctx = run_handler(keras.HANDLER, _keras_zip(_v3_config(custom)), ctx=_ctx())
-    assert {"TWS-KERAS-002", "TWS-KERAS-004"} <= ctx.rule_ids
+    assert _found(ctx) == {
+        ("TWS-KERAS-002", Severity.HIGH, "<test>:config.json"),
+        ("TWS-KERAS-004", Severity.MEDIUM, "<test>:config.json"),
+    }
 
 
 def test_tfsm_layer_and_file_vocabulary() -> None:
     tfsm = _layer("TFSMLayer", {"name": "t", "filepath": "/models/other", "call_endpoint": "serve"})
     lookup = _layer("StringLookup", {"name": "s", "vocabulary": "/etc/passwd"})
     ctx = run_handler(keras.HANDLER, _keras_zip(_v3_config(tfsm, lookup)), ctx=_ctx())
-    assert {"TWS-KERAS-003", "TWS-KERAS-005"} <= ctx.rule_ids
+    assert _found(ctx) == {
+        ("TWS-KERAS-003", Severity.CRITICAL, "<test>:config.json"),
+        ("TWS-KERAS-005", Severity.HIGH, "<test>:config.json"),
+    }
 
 
 def test_lambda_hidden_in_nested_h5_member(canary: Path) -> None:
     weights = _legacy_h5(_legacy_config(_legacy_lambda(canary)))
     ctx = run_handler(keras.HANDLER, _keras_zip(_v3_config(_dense()), weights=weights), ctx=_ctx())
-    assert "TWS-KERAS-001" in ctx.rule_ids
-    assert any(f.location == "<test>:model.weights.h5" for f in ctx.findings)
+    assert _found(ctx) == {("TWS-KERAS-001", Severity.CRITICAL, "<test>:model.weights.h5")}
 
 
 def test_malformed_config_json_fails_closed() -> None:
@@ -313,7 +321,7 @@ def test_corrupt_member_fails_closed() -> None:
     data[at : at + 8] = b"\xff" * 8  # damage the deflated weights stream
     ctx = _ctx()
     keras.HANDLER.scan(bytes(data), "<test>", ctx)
-    assert ctx.rule_ids & {"TWS-ZIP-UNREADABLE", "TWS-ZIP-CRC", "TWS-KERAS-006"}
+    assert _found(ctx) == {("TWS-ZIP-UNREADABLE", Severity.HIGH, "<test>:model.weights.h5")}
 
 
 # --- legacy JSON configs ------------------------------------------------------------------
@@ -348,7 +356,15 @@ def test_legacy_json_lambda_and_raw_function(canary: Path) -> None:
     }
     data = json.dumps(_legacy_config(_legacy_lambda(canary), raw)).encode()
     ctx = run_handler(keras.JSON_HANDLER, data)
-    assert {"TWS-KERAS-001", "TWS-KERAS-002"} <= ctx.rule_ids
+    # each Lambda layer once, and the raw function reference by the function it imports
+    assert sorted(
+        (f.rule_id, f.severity, " ".join(f.message.split()[:3])) for f in ctx.findings
+    ) == [
+        ("TWS-KERAS-001", Severity.CRITICAL, "config at $.config.layers[1]"),
+        ("TWS-KERAS-001", Severity.CRITICAL, "config at $.config.layers[2]"),
+        ("TWS-KERAS-002", Severity.CRITICAL, "config at $.config.layers[2].config.function"),
+    ]
+    assert "os.system" in next(f.message for f in ctx.findings if f.rule_id == "TWS-KERAS-002")
 
 
 # --- HDF5 ---------------------------------------------------------------------------------
@@ -367,8 +383,7 @@ def test_clean_weights_only_h5() -> None:
 
 def test_h5_lambda_is_critical(canary: Path) -> None:
     ctx = run_handler(h5.HANDLER, _legacy_h5(_legacy_config(_legacy_lambda(canary))))
-    assert "TWS-KERAS-001" in ctx.rule_ids
-    assert ctx.max_severity() == Severity.CRITICAL
+    assert _found(ctx) == {("TWS-KERAS-001", Severity.CRITICAL, "<test>")}
 
 
 @pytest.mark.parametrize("as_bytes", [True, False], ids=["bytes-attr", "str-attr"])
@@ -376,7 +391,7 @@ def test_h5_byte_scan_fallback_finds_lambda(as_bytes: bool, canary: Path) -> Non
     data = _legacy_h5(_legacy_config(_legacy_lambda(canary)), as_bytes=as_bytes)
     ctx = RecordingContext()
     h5.HANDLER.scan_fallback(data, "<test>", ctx, h5py_failed=False)
-    assert "TWS-KERAS-001" in ctx.rule_ids
+    assert _found(ctx) == {("TWS-KERAS-001", Severity.CRITICAL, "<test>")}
 
 
 def test_h5_fallback_clean_weights_need_no_finding() -> None:

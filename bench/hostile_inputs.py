@@ -288,10 +288,10 @@ def main() -> int:
         head,
         sep,
     ]
-    for what, size, rss, disk, code, took, *base in rows:
+    for what, size, rss, disk, code, took, *base_cols in rows:
         line = f"| {what} | {size / MIB:.0f} | {rss} | {disk} | {code} | {took:.1f} |"
         if args.baseline_src:
-            line += f" {base[0]} | {base[1]} | {base[2]} |"
+            line += f" {base_cols[0]} | {base_cols[1]} | {base_cols[2]} |"
         lines.append(line)
     lines += [
         "",

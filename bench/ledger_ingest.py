@@ -179,7 +179,10 @@ def bench_inprocess(n: int, batch: int, tmp: Path) -> float:
 
 def bench_pymerkle(n: int, proofs: int, tmp: Path) -> tuple[float, float]:
     import rfc8785
-    from pymerkle import SqliteTree, verify_inclusion
+    from pymerkle import (  # type: ignore[import-untyped]  # pymerkle ships no type information
+        SqliteTree,
+        verify_inclusion,
+    )
 
     tree = SqliteTree(str(tmp / "pymerkle.db"), algorithm="sha256")
     entries = [rfc8785.dumps(_event(s, 0)) for s in range(1, n + 1)]

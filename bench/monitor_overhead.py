@@ -264,14 +264,14 @@ def main() -> int:
     if args.write:
         out = ROOT / "docs" / "BENCHMARKS.md"
         text = out.read_text(encoding="utf-8")
-        begin = "<!-- BEGIN monitor_overhead (written by bench/monitor_overhead.py) -->"
-        end = "<!-- END monitor_overhead -->"
-        block = f"{begin}\n{table}\n{end}"
-        if begin in text and end in text:
-            head, rest = text.split(begin, 1)
-            text = head + block + rest.split(end, 1)[1]
+        marker_begin = "<!-- BEGIN monitor_overhead (written by bench/monitor_overhead.py) -->"
+        marker_end = "<!-- END monitor_overhead -->"
+        section = f"{marker_begin}\n{table}\n{marker_end}"
+        if marker_begin in text and marker_end in text:
+            doc_head, doc_tail = text.split(marker_begin, 1)
+            text = doc_head + section + doc_tail.split(marker_end, 1)[1]
         else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
         out.write_text(text, encoding="utf-8")
     return 0
 

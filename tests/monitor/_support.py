@@ -22,6 +22,7 @@ LOAD_DEPENDENT = frozenset(
         "TWM-TIME-SHIFT",
         "TWM-TIME-SPIKES",
         "TWM-XRANK-STRAGGLER",
+        "TWM-XRANK-SLOWDOWN",
     }
 )
 

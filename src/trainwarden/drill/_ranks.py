@@ -9,13 +9,14 @@ killer or a saboteur would) or ``stop`` (rank 1 SIGSTOPs itself). The sabotage h
 step :data:`SABOTAGE_STEP`.
 """
 
-# The signal recorder must start before torch creates its threads (E402 on purpose).
-# ruff: noqa: E402
+# The signal recorder must start before torch creates its threads, and only
+# in a rank: a process that imports this module (the drill's runner) keeps its own signals.
 from __future__ import annotations
 
 from trainwarden.monitor._watchdog import record_signals_early
 
-record_signals_early()
+if __name__ == "__main__":
+    record_signals_early()
 
 import datetime
 import os

@@ -526,16 +526,6 @@ class _SlottedCMadeBeforeInstall(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
 
 
-def test_warn_mode_checks_an_unpickler_that_keeps_no_attributes(
-    guard: Install, canary: Path
-) -> None:
-    guard(mode="warn")
-    assert _SlottedCMadeBeforeInstall(b"\x80\x02cbuiltins\nset\n)R.").load() == set()
-    with pytest.raises(UnsafeModelError, match=r"(os|posix)\.system") as err:
-        _SlottedCMadeBeforeInstall(call_pickle("os", "system", f"touch {canary}")).load()
-    assert err.value.path == "<pickle stream>"
-
-
 # -- unpickler subclasses made before install keep their own find_class -------------------------
 
 
@@ -740,3 +730,48 @@ def test_install_leaves_the_originals_that_ipc_and_trainwarden_itself_hold(
     monkeypatch.setattr(module, "tw_loads", ORIGINALS["pickle.loads"], raising=False)
     guard(mode="block")
     assert module.tw_loads is ORIGINALS["pickle.loads"]
+
+
+class _SlottedC(pickle.Unpickler):
+    """A C-unpickler subclass without a ``__dict__`` (and the C base's ``__init__``)."""
+
+    __slots__ = ()
+
+
+@pytest.mark.parametrize("cls", [_SlottedC, _SlottedCMadeBeforeInstall], ids=["init", "own init"])
+def test_an_unpickler_that_keeps_no_attributes_is_checked_or_refused(
+    guard: Install, canary: Path, cls: type[Any]
+) -> None:
+    # The guard can keep neither the stream nor an enforcer on it: warn mode checks each global
+    # as it is reached; block mode, which must build through the closed set from a stream it
+    # cannot see, refuses the load.
+    data = b"\x80\x02cbuiltins\nset\n)R."
+    payload = call_pickle("os", "system", f"touch {canary}")
+    make: Callable[[bytes], Any] = (lambda b: cls(io.BytesIO(b))) if cls is _SlottedC else cls
+    guard(mode="warn")
+    assert make(data).load() == set()
+    with pytest.raises(UnsafeModelError, match=r"(os|posix)\.system") as err:
+        make(payload).load()
+    assert err.value.path == "<pickle stream>"
+    guard(mode="block")
+    for pickled in (data, payload):
+        with pytest.raises(UnsafeModelError, match="made before the guard was installed"):
+            make(pickled).load()
+
+
+@pytest.mark.parametrize("stream", [_Pipe, io.BytesIO], ids=["unseekable", "seekable"])
+@pytest.mark.parametrize("entry", STREAM_UNPICKLERS)
+def test_block_mode_trusts_every_user_allowed_object_of_one_load(
+    guard: Install, entry: str, stream: Callable[[bytes], Any]
+) -> None:
+    # Two objects the user's policy allows are resolved before the first is called: resolving
+    # the second does not make the closed set forget that the first is trusted.
+    import ipaddress
+
+    make, _ = STREAM_UNPICKLERS[entry]
+    allowed = ["ipaddress.ip_address", "ipaddress.ip_network"]
+    guard(mode="block", policy=Policy.default().with_overrides(allow=allowed))
+    data = (
+        b"\x80\x02cipaddress\nip_address\ncipaddress\nip_network\n0X\x08\x00\x00\x0010.0.0.1\x85R."
+    )
+    assert make(stream(data)).load() == ipaddress.ip_address("10.0.0.1")

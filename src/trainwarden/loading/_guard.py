@@ -651,8 +651,10 @@ def _patch_existing_subclasses(guard: Guard) -> None:
 
 def _capturing_init(self: Any, file: Any, *args: Any, **kw: Any) -> None:
     _CUnpickler.__init__(self, file, *args, **kw)
-    self._tw_file = file
-    self._tw_kw = kw
+    # A subclass with __slots__ keeps nothing: its stream stays unseen (block mode refuses it).
+    with contextlib.suppress(AttributeError):
+        self._tw_file = file
+        self._tw_kw = kw
 
 
 def _subclass_c_load(self: Any) -> Any:

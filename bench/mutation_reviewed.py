@@ -89,6 +89,12 @@ REVIEWED: dict[str, dict[str, str]] = {
             "no placeholder is a valid Ed25519 signature over the payload"
         ),
     },
+    "guard": {
+        "x__patch_existing_subclasses | if own is not None and not "
+        'getattr(own, "__trainwarden_guarded__", None):': (
+            "None is as falsy as False: a find_class without the marker is wrapped either way"
+        ),
+    },
     "guard-closed": {
         "x__closed_op | if _closed_enforcer(None) is None:": (
             "the result is only compared with None, and for any object _closed_enforcer is None "

@@ -32,6 +32,7 @@ from trainwarden.loading import _manifest as manifest
 from trainwarden.loading._loader import detect_format
 from trainwarden.loading._originals import ORIGINALS
 from trainwarden.loading._types import ManifestError
+from trainwarden.loading._unpickler import RestrictedUnpickler
 from trainwarden.scan._policy import Policy
 
 from . import _closed_set_classes
@@ -605,10 +606,18 @@ for cls in (Early, EarlyOwn, EarlyPy):
 
 @pytest.mark.parametrize("mode", ["block", "warn"])
 def test_unpickler_subclasses_made_before_trainwarden_is_imported_are_guarded(
-    tmp_path: Path, canary: Path, mode: str
+    guard: Install, tmp_path: Path, canary: Path, mode: str
 ) -> None:
     # A library imported before trainwarden (its unpickler classes older than the guard's own)
-    # is guarded like one imported after. A fresh interpreter fixes the order of the classes.
+    # is guarded like one imported after. In this process: every subclass that exists now
+    # resolves a guarded find_class; a fresh interpreter fixes the order of the classes.
+    ours = (guard_mod.GuardedUnpickler, guard_mod.GuardedPyUnpickler, RestrictedUnpickler)
+    guard(mode=mode)
+    for base in (_ORIGINAL_C_UNPICKLER, _STOCK_PY_UNPICKLER):
+        for cls in guard_mod._all_subclasses(base):
+            if not issubclass(cls, ours):
+                assert getattr(cls.find_class, "__trainwarden_guarded__", False), cls
+    guard_mod.uninstall()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = subprocess.run(
         [sys.executable, "-c", _EARLY_SUBCLASSES, f"touch {canary}", mode],

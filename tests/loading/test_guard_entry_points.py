@@ -590,6 +590,9 @@ class EarlyOwn(pickle.Unpickler):
 class EarlyPy(pickle._Unpickler):
     pass
 
+class EarlyDispatch(pickle._Unpickler):
+    dispatch = pickle._Unpickler.dispatch.copy()  # as joblib's unpickler does
+
 from trainwarden.loading import _guard
 from trainwarden.loading._types import UnsafeModelError
 
@@ -601,6 +604,12 @@ for cls in (Early, EarlyOwn, EarlyPy):
         cls(io.BytesIO(payload)).load()
     except UnsafeModelError:
         print(cls.__name__, "refused")
+# bytearray is safe by name; called with an int it allocates, which the closed set refuses
+allocate = b"\\x80\\x02cbuiltins\\nbytearray\\nK\\x10\\x85R."
+try:
+    print("EarlyDispatch", EarlyDispatch(io.BytesIO(allocate)).load())
+except UnsafeModelError:
+    print("EarlyDispatch refused")
 """
 
 
@@ -627,7 +636,14 @@ def test_unpickler_subclasses_made_before_trainwarden_is_imported_are_guarded(
         check=True,
         timeout=300,
     ).stdout
-    assert out.split("\n") == ["Early refused", "EarlyOwn refused", "EarlyPy refused", ""]
+    built = "refused" if mode == "block" else repr(bytearray(16))
+    assert out.split("\n") == [
+        "Early refused",
+        "EarlyOwn refused",
+        "EarlyPy refused",
+        f"EarlyDispatch {built}",
+        "",
+    ]
 
 
 @pytest.mark.parametrize("library", ["torch", "numpy", "joblib"])

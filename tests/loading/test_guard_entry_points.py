@@ -800,3 +800,60 @@ def test_block_mode_trusts_every_user_allowed_object_of_one_load(
         b"\x80\x02cipaddress\nip_address\ncipaddress\nip_network\n0X\x08\x00\x00\x0010.0.0.1\x85R."
     )
     assert make(stream(data)).load() == ipaddress.ip_address("10.0.0.1")
+
+
+@pytest.mark.parametrize("mode", ["block", "warn"])
+def test_a_c_subclass_made_before_install_keeps_its_constructor_arguments(
+    guard: Install, mode: str
+) -> None:
+    # The guard records the stream of a C-unpickler subclass made before install; the caller's
+    # keyword arguments still reach the unpickler, and a positional one is refused as the C
+    # unpickler refuses it.
+    py2 = b"S'abc'\n."
+    with pytest.raises(TypeError) as plain:
+        _CMadeBeforeInstall(io.BytesIO(py2), True)  # type: ignore[call-arg]
+    guard(mode=mode)
+    assert _CMadeBeforeInstall(io.BytesIO(py2), encoding="bytes").load() == b"abc"
+    assert _CMadeBeforeInstall(io.BytesIO(py2)).load() == "abc"
+    with pytest.raises(TypeError) as guarded:
+        _CMadeBeforeInstall(io.BytesIO(py2), True)  # type: ignore[call-arg]
+    assert str(guarded.value) == str(plain.value)
+
+
+_ALLOCATE = b"\x80\x02cbuiltins\nbytearray\nK\x10\x85R."  # safe by name; the call is refused
+
+
+@pytest.mark.parametrize("entry", STREAM_UNPICKLERS)
+def test_a_closed_set_refusal_names_the_stream(guard: Install, tmp_path: Path, entry: str) -> None:
+    # The closed set refuses the call (not the global): its refusal names the stream as a
+    # global's refusal does, for the C unpicklers' closed run as for the pure-Python ones.
+    make, knows_name = STREAM_UNPICKLERS[entry]
+    named = str(tmp_path / "allocate.pkl")
+    guard(mode="block")
+    with pytest.raises(UnsafeModelError, match="REDUCE") as err:
+        make(_Pipe(_ALLOCATE, named)).load()
+    assert err.value.path == (named if knows_name else "<pickle stream>")
+    assert [f.rule_id for f in err.value.findings] == ["TWL-CONSTRUCT-REFUSED"]
+    assert err.value.findings[0].location == err.value.path
+    with pytest.raises(UnsafeModelError, match="REDUCE") as err:
+        make(_Pipe(_ALLOCATE)).load()
+    assert err.value.path == "<pickle stream>"
+
+
+def test_the_refusal_of_an_unpickler_whose_stream_is_unseen_says_what_to_do(
+    guard: Install,
+) -> None:
+    guard(mode="block")
+    with pytest.raises(UnsafeModelError) as err:
+        _SlottedCMadeBeforeInstall(b"\x80\x02]q\x00.").load()
+    assert err.value.message == (
+        "refused to load with _SlottedCMadeBeforeInstall: an unpickler made before the guard "
+        "was installed, whose stream the guard cannot see, so it cannot build through the "
+        "closed set"
+    )
+    assert err.value.hint == (
+        "install the guard before creating the unpickler (or before importing the library "
+        "that defines it)"
+    )
+    assert err.value.path is None
+    assert err.value.findings == ()

@@ -101,9 +101,11 @@ REVIEWED: dict[str, dict[str, str]] = {
             "exactly when the guard is not in block mode"
         ),
         "x__closed_op | op.__name__ = None": "the name only labels the function in tracebacks",
-        "x__capturing_init | _CUnpickler.__init__(self, file, **kw)": (
-            "the C unpickler takes no positional argument after the file, so *args is always empty"
+        "x__trust_if_user_allowed | enforcer = _closed_enforcer(None)": (
+            "the enforcer is only asked user_allowed, which reads its policy alone, and every "
+            "enforcer _closed_enforcer returns carries the guard's current policy"
         ),
+        "x__c_load | - path=None,": "path=None is UnsafeModelError's default",
     },
     "attest_memo": {
         "x_walk_fingerprint | h.update(len(p).to_bytes(8, ))": (

@@ -857,3 +857,25 @@ def test_the_refusal_of_an_unpickler_whose_stream_is_unseen_says_what_to_do(
     )
     assert err.value.path is None
     assert err.value.findings == ()
+
+
+class _SlottedOwnLoad(pickle.Unpickler):
+    """A C-unpickler subclass made before install, without a ``__dict__``, with its own ``load``
+    (which the guard keeps: it checks such a subclass's globals in ``find_class`` only)."""
+
+    __slots__ = ()
+
+    def load(self) -> Any:
+        return super().load()
+
+
+def test_an_unpickler_that_keeps_no_attributes_resolves_a_user_allowed_global(
+    guard: Install, canary: Path
+) -> None:
+    import ipaddress
+
+    guard(mode="block", policy=Policy.default().with_overrides(allow=["ipaddress.ip_address"]))
+    data = call_pickle("ipaddress", "ip_address", "10.0.0.1")
+    assert _SlottedOwnLoad(io.BytesIO(data)).load() == ipaddress.ip_address("10.0.0.1")
+    with pytest.raises(UnsafeModelError, match=r"(os|posix)\.system"):
+        _SlottedOwnLoad(io.BytesIO(call_pickle("os", "system", f"touch {canary}"))).load()

@@ -106,6 +106,14 @@ REVIEWED: dict[str, dict[str, str]] = {
             "enforcer _closed_enforcer returns carries the guard's current policy"
         ),
         "x__c_load | - path=None,": "path=None is UnsafeModelError's default",
+        'x__c_load | kw = getattr(self, "_tw_kw", None)': (
+            "_c_load reads _tw_kw only after finding _tw_file, and the guard sets both together "
+            "on a C unpickler (GuardedUnpickler.__init__, _capturing_init): the default is unused"
+        ),
+        'x__c_load | kw = getattr(self, "_tw_kw", )': (
+            "_c_load reads _tw_kw only after finding _tw_file, and the guard sets both together "
+            "on a C unpickler (GuardedUnpickler.__init__, _capturing_init): the default is unused"
+        ),
     },
     "attest_memo": {
         "x_walk_fingerprint | h.update(len(p).to_bytes(8, ))": (

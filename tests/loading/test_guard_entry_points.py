@@ -879,3 +879,50 @@ def test_an_unpickler_that_keeps_no_attributes_resolves_a_user_allowed_global(
     assert _SlottedOwnLoad(io.BytesIO(data)).load() == ipaddress.ip_address("10.0.0.1")
     with pytest.raises(UnsafeModelError, match=r"(os|posix)\.system"):
         _SlottedOwnLoad(io.BytesIO(call_pickle("os", "system", f"touch {canary}"))).load()
+
+
+def test_a_closed_set_refusal_after_a_prescan_names_what_was_prescanned(
+    guard: Install, tmp_path: Path
+) -> None:
+    # The pre-scan passes (bytearray is safe by name); the closed set refuses the call while the
+    # inner unpickler runs, and reports into the pre-scan's load: the bytes, or the file.
+    path = tmp_path / "allocate.pt"
+    saved = io.BytesIO()
+    torch.save({"w": torch.ones(1)}, saved)
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for info in src.infolist():
+            tail = info.filename.split("/", 1)[-1]
+            z.writestr(info.filename, _ALLOCATE if tail == "data.pkl" else src.read(info))
+    guard(mode="block")
+    loads: dict[str, tuple[Callable[[], Any], str]] = {
+        "pickle.loads": (lambda: pickle.loads(_ALLOCATE), "<pickle bytes>"),
+        "pickle._loads": (lambda: vars(pickle)["_loads"](_ALLOCATE), "<pickle bytes>"),
+        "_pickle.loads": (lambda: _pickle.loads(_ALLOCATE), "<pickle bytes>"),
+        "torch.load": (lambda: torch.load(path, weights_only=False), str(path)),
+    }
+    for entry, (load, where) in loads.items():
+        with pytest.raises(UnsafeModelError, match="REDUCE") as err:
+            load()
+        assert err.value.path == where, entry
+        assert [f.location for f in err.value.findings] == [where], entry
+
+
+# The C unpicklers' closed run trusts per load. The pure-Python ones keep what they trusted on the
+# unpickler across loads, even across a reconfiguration of the guard: a documented limit
+# (docs/loading.md), so they are not parametrized here.
+@pytest.mark.parametrize(
+    "entry", ["pickle.Unpickler", "_pickle.Unpickler", "C subclass made before install"]
+)
+def test_an_unpickler_does_not_keep_trust_from_a_policy_changed_between_its_loads(
+    guard: Install, entry: str
+) -> None:
+    # Under a policy whose allow names bytearray, calling it is the user's decision (even to
+    # allocate); after the guard is reconfigured with the default policy (bytearray safe by name
+    # only), the same unpickler's next load builds through the closed set again.
+    make, _ = STREAM_UNPICKLERS[entry]
+    guard(mode="block", policy=Policy.default().with_overrides(allow=["builtins.bytearray"]))
+    unpickler = make(_Pipe(_ALLOCATE + _ALLOCATE))
+    assert unpickler.load() == bytearray(16)
+    guard(mode="block", policy=Policy.default())
+    with pytest.raises(UnsafeModelError, match="REDUCE"):
+        unpickler.load()

@@ -926,3 +926,20 @@ def test_an_unpickler_does_not_keep_trust_from_a_policy_changed_between_its_load
     guard(mode="block", policy=Policy.default())
     with pytest.raises(UnsafeModelError, match="REDUCE"):
         unpickler.load()
+
+
+class _COwnLoad(pickle.Unpickler):
+    """A C-unpickler subclass made before install whose own ``load`` does more than unpickle."""
+
+    def load(self) -> Any:
+        return ("own load", super().load())
+
+
+@pytest.mark.parametrize("mode", ["block", "warn"])
+def test_a_c_subclass_made_before_install_keeps_its_own_load(guard: Install, mode: str) -> None:
+    # Documented limit: the guard keeps such a load as written and checks its globals in
+    # find_class (a dangerous one is still refused).
+    guard(mode=mode)
+    assert _COwnLoad(io.BytesIO(pickle.dumps([1, 2]))).load() == ("own load", [1, 2])
+    with pytest.raises(UnsafeModelError, match=r"(os|posix)\.system"):
+        _COwnLoad(io.BytesIO(call_pickle("os", "system", "true"))).load()

@@ -936,10 +936,12 @@ class _COwnLoad(pickle.Unpickler):
 
 
 @pytest.mark.parametrize("mode", ["block", "warn"])
-def test_a_c_subclass_made_before_install_keeps_its_own_load(guard: Install, mode: str) -> None:
+def test_a_c_subclass_made_before_install_keeps_its_own_load(
+    guard: Install, canary: Path, mode: str
+) -> None:
     # Documented limit: the guard keeps such a load as written and checks its globals in
     # find_class (a dangerous one is still refused).
     guard(mode=mode)
     assert _COwnLoad(io.BytesIO(pickle.dumps([1, 2]))).load() == ("own load", [1, 2])
     with pytest.raises(UnsafeModelError, match=r"(os|posix)\.system"):
-        _COwnLoad(io.BytesIO(call_pickle("os", "system", "true"))).load()
+        _COwnLoad(io.BytesIO(call_pickle("os", "system", f"touch {canary}"))).load()

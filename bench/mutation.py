@@ -139,7 +139,7 @@ TARGETS: dict[str, Target] = {
     # block mode's closed-set construction in the guard (every unpickler it controls)
     "guard-closed": Target(
         "src/trainwarden/loading/_guard.py",
-        ("tests/loading/test_load_guard.py",),
+        ("tests/loading/test_load_guard.py", "tests/loading/test_guard_entry_points.py"),
         (
             "x__closed_enforcer",
             "x__trust_if_user_allowed",

@@ -18,6 +18,11 @@ _MUTATOR_ALIAS = (
     "stdlib, torch and numpy (and the direct spelling already matched), so it decides nothing"
 )
 _BIND = "__get__ given an instance binds to it; the owner argument is read only without one"
+_ENFORCER_CACHE = (
+    "only block mode reaches it, where an enforcer records a finding only as it refuses: a new "
+    "one per call (same policy, mode, location) refuses the same calls with the same error; only "
+    "a refusal after an earlier, caught refusal on the same unpickler would list one finding less"
+)
 
 REVIEWED: dict[str, dict[str, str]] = {
     "policy": {
@@ -89,14 +94,37 @@ REVIEWED: dict[str, dict[str, str]] = {
             "no placeholder is a valid Ed25519 signature over the payload"
         ),
     },
+    "guard": {
+        "x__patch_existing_subclasses | if own is not None and not "
+        'getattr(own, "__trainwarden_guarded__", None):': (
+            "None is as falsy as False: a find_class without the marker is wrapped either way"
+        ),
+    },
     "guard-closed": {
         "x__closed_op | if _closed_enforcer(None) is None:": (
             "the result is only compared with None, and for any object _closed_enforcer is None "
             "exactly when the guard is not in block mode"
         ),
         "x__closed_op | op.__name__ = None": "the name only labels the function in tracebacks",
-        "x__capturing_init | _CUnpickler.__init__(self, file, **kw)": (
-            "the C unpickler takes no positional argument after the file, so *args is always empty"
+        "x__trust_if_user_allowed | enforcer = _closed_enforcer(None)": (
+            "the enforcer is only asked user_allowed, which reads its policy alone, and every "
+            "enforcer _closed_enforcer returns carries the guard's current policy"
+        ),
+        "x__c_load | - path=None,": "path=None is UnsafeModelError's default",
+        "x__closed_enforcer | enforcer = _active_enforcer.get() or "
+        'getattr(None, "_tw_guard_enforcer", None)': _ENFORCER_CACHE,
+        "x__closed_enforcer | enforcer = _active_enforcer.get() or "
+        'getattr(obj, "XX_tw_guard_enforcerXX", None)': _ENFORCER_CACHE,
+        "x__closed_enforcer | enforcer = _active_enforcer.get() or "
+        'getattr(obj, "_TW_GUARD_ENFORCER", None)': _ENFORCER_CACHE,
+        "x__closed_enforcer | obj._tw_guard_enforcer = None": _ENFORCER_CACHE,
+        'x__c_load | kw = getattr(self, "_tw_kw", None)': (
+            "_c_load reads _tw_kw only after finding _tw_file, and the guard sets both together "
+            "on a C unpickler (GuardedUnpickler.__init__, _capturing_init): the default is unused"
+        ),
+        'x__c_load | kw = getattr(self, "_tw_kw", )': (
+            "_c_load reads _tw_kw only after finding _tw_file, and the guard sets both together "
+            "on a C unpickler (GuardedUnpickler.__init__, _capturing_init): the default is unused"
         ),
     },
     "attest_memo": {

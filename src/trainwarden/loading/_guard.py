@@ -18,9 +18,11 @@ loads run on the closed pure-Python unpickler with the caller's ``find_class`` a
 
 Known limits (documented in docs/loading.md): warn mode keeps each library's own unpickler (it
 exists to let UNKNOWN globals through); an unpickler subclass created *before* install that
-defines its own ``__init__`` or ``load`` over the C unpickler is refused in block mode (the guard
-cannot see its stream); multiprocessing's ``ForkingPickler`` (inter-process messages of the job
-itself, not model files) is left alone.
+defines its own ``__init__`` over the C unpickler (or has no ``__dict__``) is refused in block mode
+(the guard cannot see its stream), and one that defines its own ``load`` keeps it (its globals are
+checked in ``find_class`` only); a pure-Python unpickler object keeps the objects it trusted
+across a reconfiguration of the guard; multiprocessing's ``ForkingPickler`` (inter-process
+messages of the job itself, not model files) is left alone.
 """
 
 from __future__ import annotations
@@ -651,8 +653,10 @@ def _patch_existing_subclasses(guard: Guard) -> None:
 
 def _capturing_init(self: Any, file: Any, *args: Any, **kw: Any) -> None:
     _CUnpickler.__init__(self, file, *args, **kw)
-    self._tw_file = file
-    self._tw_kw = kw
+    # A subclass with __slots__ keeps nothing: its stream stays unseen (block mode refuses it).
+    with contextlib.suppress(AttributeError):
+        self._tw_file = file
+        self._tw_kw = kw
 
 
 def _subclass_c_load(self: Any) -> Any:

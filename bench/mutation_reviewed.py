@@ -17,6 +17,10 @@ _MUTATOR_ALIAS = (
     "module.qualname; every key resolves to its owner under its own spelling in the installed "
     "stdlib, torch and numpy (and the direct spelling already matched), so it decides nothing"
 )
+_SWALLOWED_TYPE_ERROR = (
+    "_plain and _build are reached only through dtype_info, whose `except Exception` turns "
+    "this TypeError into None (not decided): its message is never read"
+)
 _BIND = "__get__ given an instance binds to it; the owner argument is read only without one"
 
 REVIEWED: dict[str, dict[str, str]] = {
@@ -236,6 +240,22 @@ REVIEWED: dict[str, dict[str, str]] = {
         "xǁRestrictedUnpicklerǁload_additems | if type(None) is set:": (
             "an exact set then goes through check_mutator, which returns set.add (on the "
             "reviewed list): the same set is built either way"
+        ),
+    },
+    "npy-header": {
+        'x_parse_npy_header | descr = m.group("descr").decode("ASCII")': (
+            '"ASCII" and "ascii" name the same codec'
+        ),
+        **dict.fromkeys(
+            (
+                "x__plain | raise TypeError(None)",
+                'x__plain | raise TypeError(f"not a plain dtype state value: '
+                '{type(None).__name__}")',
+                "x__build | raise TypeError(None)",
+                'x__build | raise TypeError("XXnot a pickled dtypeXX")',
+                'x__build | raise TypeError("NOT A PICKLED DTYPE")',
+            ),
+            _SWALLOWED_TYPE_ERROR,
         ),
     },
 }

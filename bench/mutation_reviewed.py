@@ -258,4 +258,45 @@ REVIEWED: dict[str, dict[str, str]] = {
             _SWALLOWED_TYPE_ERROR,
         ),
     },
+    "monitor-xrank": {
+        **dict.fromkeys(
+            (
+                'xǁReplicaComparatorǁ__init__ | self._divergence_sig: tuple[Any, ...] | None = ""',
+                'xǁReplicaComparatorǁ__init__ | self._step_sig: tuple[Any, ...] | None = ""',
+                'xǁReplicaComparatorǁ_check_steps | self._step_sig = ""',
+                'xǁReplicaComparatorǁ_check_digests | self._divergence_sig = ""',
+            ),
+            "the signature is only compared with a tuple of ranks and fields (or of steps): "
+            "'' equals none of them, just as None does, so the next disagreement is reported",
+        ),
+        "xǁReplicaComparatorǁ__init__ | self._schema_reported = None": (
+            "the flag is only read as a truth value, and None is as falsy as False"
+        ),
+        'xǁReplicaComparatorǁ__init__ | self.schema = float(zlib.crc32("XX\\0XX".join('
+        'self.fields).encode("utf-8")))': (
+            "every rank computes the checksum with the same separator, and either separator "
+            "tells two field lists apart unless a field name holds the separator itself"
+        ),
+        'xǁReplicaComparatorǁ__init__ | self.schema = float(zlib.crc32("\\0".join('
+        'self.fields).encode("UTF-8")))': '"UTF-8" and "utf-8" name the same codec',
+        "xǁReplicaComparatorǁanalyse | meta = gathered[:, n + 4 : n + 5 + _META]": (
+            "only meta's columns 0 to 3 are read; one more column at the end (a local value, "
+            "or nothing past the matrix) changes no read"
+        ),
+        "xǁReplicaComparatorǁ_same | return math.isclose(a, b, rel_tol=self.rtol, )": (
+            "abs_tol=0.0 is math.isclose's default"
+        ),
+        **dict.fromkeys(
+            (
+                "xǁReplicaComparatorǁ_groups | if all(self._same(x, y) for x, y in zip(row, ref, "
+                "strict=None)):",
+                "xǁReplicaComparatorǁ_groups | if all(self._same(x, y) for x, y in zip(row, ref, "
+                ")):",
+                "xǁReplicaComparatorǁ_groups | if all(self._same(x, y) for x, y in zip(row, ref, "
+                "strict=False)):",
+            ),
+            "every row holds one key per column of the same gathered matrix: the lengths "
+            "always match, so strictness is never exercised",
+        ),
+    },
 }

@@ -397,7 +397,8 @@ def run_target(
         # (mutmut collects coverage for the new tests before it runs them); src is refreshed
         # too, for fixes outside the mutated functions
         before = _statuses(work, target)
-        again = [m for m, s in before.items() if s == "survived"]
+        # "no tests": a mutant no test reached (the target may name new test files since)
+        again = [m for m, s in before.items() if s in ("survived", "no tests")]
         for part in ("src", "tests"):
             shutil.rmtree(work / part)
             shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("__pycache__"))
@@ -421,7 +422,10 @@ def run_target(
         sources: dict[str, str] | None = _function_sources(work, target)
     except (OSError, SyntaxError):
         sources = None
-    survivors = [_survivor(work, m, sources) for m, s in statuses.items() if s == "survived"]
+    # a mutant no test reaches is not killed either: it counts as a survivor
+    survivors = [
+        _survivor(work, m, sources) for m, s in statuses.items() if s in ("survived", "no tests")
+    ]
     return Result(name, target, statuses, survivors)
 
 

@@ -126,11 +126,16 @@ def test_two_ranks_disagreeing_name_both_and_the_one_suspect() -> None:
 
 def test_no_majority_names_every_group() -> None:
     c = ReplicaComparator(FIELDS, rank=0, world_size=4, global_ranks=[8, 9, 10, 11])
-    b = [1.0, 2.0, 5e-3]
+    b = [1.5, 2.0, 5e-3]
     a = _one(c.analyse(3, gathered([GOOD, GOOD, b, b])))
-    assert a.message == "no majority among replicas: groups [8, 9] vs [10, 11] differ on lr"
+    assert a.message == (
+        "no majority among replicas: groups [8, 9] vs [10, 11] differ on lr, weight:w"
+    )
     assert a.evidence["groups"] == [[8, 9], [10, 11]]
-    assert a.evidence["differences"] == {"lr": {"8": 1e-3, "10": 5e-3}}
+    assert a.evidence["differences"] == {
+        "lr": {"8": 1e-3, "10": 5e-3},
+        "weight:w": {"8": 1.0, "10": 1.5},
+    }
     assert "likely_culprit" not in a.evidence
 
 

@@ -24,6 +24,7 @@ import ast
 import datetime as dt
 import difflib
 import fnmatch
+import json
 import os
 import re
 import runpy
@@ -396,7 +397,10 @@ def run_target(
         # a later pass: the current tests against the mutants that survived the last one
         # (mutmut collects coverage for the new tests before it runs them); src is refreshed
         # too, for fixes outside the mutated functions
-        before = _statuses(work, target)
+        # mutmut forgets earlier results when its table changes: the last pass's merged
+        # statuses are kept beside its work folder
+        saved = work / "statuses.json"
+        before = json.loads(saved.read_text()) if saved.is_file() else _statuses(work, target)
         # "no tests": a mutant no test reached (the target may name new test files since)
         again = [m for m, s in before.items() if s in ("survived", "no tests")]
         for part in ("src", "tests"):
@@ -418,6 +422,7 @@ def run_target(
     statuses = {**before, **{m: s for m, s in _statuses(work, target).items() if m in again}}
     if not before:
         statuses = _statuses(work, target)
+    (work / "statuses.json").write_text(json.dumps(statuses, indent=0, sort_keys=True))
     try:
         sources: dict[str, str] | None = _function_sources(work, target)
     except (OSError, SyntaxError):

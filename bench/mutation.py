@@ -181,6 +181,13 @@ TARGETS: dict[str, Target] = {
             "xǁ_VMǁimport_global",
             "xǁ_VMǁcheck_call",
             "xǁ_VMǁcheck_use",
+        ),
+    ),
+    # the rest of the call checks: arguments, targets, BUILD state and tensor rebuilds
+    "pickle-vm-args": Target(
+        "src/trainwarden/scan/_pickle_vm.py",
+        ("tests/scan/test_callables.py", "tests/scan/test_pickle_vm.py"),
+        (
             "xǁ_VMǁcheck_call_args",
             "xǁ_VMǁcheck_target",
             "xǁ_VMǁcheck_build",
@@ -226,7 +233,9 @@ TARGETS: dict[str, Target] = {
     # the monitor's independent re-computation of SGD/Adam/AdamW on a secret slice
     "monitor-update": Target(
         "src/trainwarden/monitor/_update_check.py",
-        ("tests/monitor/test_monitor_update_check.py", "tests/monitor/test_update_decisions.py"),
+        # the unit-level file only: test_monitor_update_check.py trains a model per test, about
+        # a minute per surviving mutant on the shared machine (it runs in the normal suite)
+        ("tests/monitor/test_update_decisions.py",),
     ),
     # the cross-rank comparison of the gathered digests and step counters
     "monitor-xrank": Target(

@@ -87,6 +87,7 @@ def test_a_replaced_added_or_removed_tensor_is_named(make_run: Callable[..., Run
     )
     # the replacement kept the values: no edit is reported for it, only the replacement
     assert _alerts(run, "TWM-WEIGHT-EDIT") == []
+    assert "TWM-INTERNAL" not in run.rules()
 
 
 def test_a_replaced_tensor_with_other_values_is_also_an_edit(make_run: Callable[..., Run]) -> None:
@@ -101,6 +102,7 @@ def test_a_replaced_tensor_with_other_values_is_also_an_edit(make_run: Callable[
     assert [a.evidence["tensors"] for a in _alerts(run, "TWM-WEIGHT-REPLACED")] == [["0.bias"]]
     (edit,) = _alerts(run, "TWM-WEIGHT-EDIT")
     assert edit.evidence["tensors"] == ["0.bias"]
+    assert "TWM-INTERNAL" not in run.rules()
 
 
 def test_micro_batch_and_prestep_edits_name_their_boundary(make_run: Callable[..., Run]) -> None:
@@ -257,3 +259,78 @@ def test_an_unchecked_step_forgets_the_boundary(make_run: Callable[..., Run]) ->
         seen.append((run.monitor.step_checked, w.post is not None, bool(w.digest()), len(rec)))
     assert sorted(seen) == [(False, False, False, 0)] * 2 + [(True, True, True, 2)] * 2
     assert run.serious() == []
+
+
+def _deep() -> nn.Sequential:
+    # 31 layers, 62 parameters: more than the 10 names a message lists and the 50 evidence keeps
+    return nn.Sequential(*[nn.Linear(8, 8) for _ in range(30)], nn.Linear(8, 1))
+
+
+def _names(model: nn.Module) -> list[str]:
+    return [n for n, _ in model.named_parameters()]
+
+
+def test_swapping_in_every_tensor_is_named_up_to_the_evidence_limits(
+    make_run: Callable[..., Run],
+) -> None:
+    model = _deep()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-3))
+
+    def swap_all(step: int, m: Any, opt: Any) -> None:
+        if step == 1:  # the same values in new tensors: load_state_dict(assign=True)
+            m.load_state_dict({k: v.clone() for k, v in m.state_dict().items()}, assign=True)
+
+    run.train(3, attack=swap_all)
+    (a,) = _alerts(run, "TWM-WEIGHT-REPLACED")
+    names = sorted(_names(model))
+    assert a.message == (
+        "between optimizer step and next forward: tensors replaced, added or removed outside "
+        "the optimizer: " + ", ".join(names[:10])
+    )
+    assert a.evidence == {"tensors": names[:50]}
+    assert _alerts(run, "TWM-WEIGHT-EDIT") == []
+    assert "TWM-INTERNAL" not in run.rules()
+
+
+def test_editing_every_tensor_is_counted_and_named_up_to_the_evidence_limits(
+    make_run: Callable[..., Run],
+) -> None:
+    model = _deep()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-3))
+
+    def edit_all(step: int, m: Any, opt: Any) -> None:
+        if step == 1:
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(0.5)
+
+    run.train(3, attack=edit_all)
+    (a,) = _alerts(run, "TWM-WEIGHT-EDIT")
+    names = _names(model)
+    assert a.message == (
+        "between optimizer step and next forward: 62 tensor(s) changed outside the optimizer: "
+        + ", ".join(names[:10])
+    )
+    assert a.evidence["tensors"] == names[:50]
+    assert list(a.evidence["fingerprints"]) == names[:10]
+    assert "TWM-INTERNAL" not in run.rules()
+
+
+def test_micro_batch_check_compares_parameters_not_running_statistics(
+    make_run: Callable[..., Run],
+) -> None:
+    # BatchNorm's running statistics change in every training forward; between micro-batches
+    # only the parameters are compared, at each later micro-batch.
+    model = mlp(batchnorm=True)
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-2), accum=3)
+    first = _names(model)[0]
+
+    def between(step: int, m: Any, opt: Any) -> None:
+        if step == 2:
+            with torch.no_grad():
+                dict(m.named_parameters())[first].view(-1)[0] += 0.25
+
+    run.train(4, between_micro=between)
+    micro = [a for a in _alerts(run, "TWM-WEIGHT-EDIT") if "micro-batches" in a.message]
+    assert [(a.step, a.evidence["tensors"]) for a in micro] == [(2, [first]), (2, [first])]
+    assert "TWM-INTERNAL" not in run.rules()

@@ -316,3 +316,132 @@ def test_mismatch_evidence_keeps_plain_hyperparameters_only() -> None:
     assert "note" not in mm.hyper and "tag" not in mm.hyper
     assert mm.hyper["lr"] == 0.1 and mm.hyper["momentum"] == 0.5
     assert mm.hyper["nesterov"] is False and "foreach" in mm.hyper and mm.hyper["foreach"] is None
+
+
+@pytest.mark.parametrize(
+    ("cls", "kind"),
+    [(torch.optim.SGD, "sgd"), (torch.optim.Adam, "adam"), (torch.optim.AdamW, "adamw")],
+)
+def test_a_weight_decay_of_exactly_one_is_applied(
+    cls: type[torch.optim.Optimizer], kind: str
+) -> None:
+    params = _params(2)
+    opt = cls([p for _, p, _ in params], lr=0.01, weight_decay=1.0)
+    c = _checker(kind, params)
+    for step in range(3):
+        _grads(params, seed=step)
+        snaps = c.snapshot(opt)
+        opt.step()
+        assert c.verify(opt, snaps) == []
+
+
+def test_a_tampered_first_moment_is_named_and_its_before_value_kept() -> None:
+    params = _params(1)
+    p = params[0][1]
+    opt = torch.optim.Adam([p], lr=0.01)
+    c = _checker("adam", params)
+    _grads(params)
+    opt.step()
+    before = opt.state[p]["exp_avg"].clone()
+    _grads(params, seed=4)
+    snaps = c.snapshot(opt)
+    opt.step()
+    honest = opt.state[p]["exp_avg"].clone()
+    opt.state[p]["exp_avg"].neg_()
+    (mm,) = c.verify(opt, snaps)
+    assert (mm.name, mm.what) == ("p0", "exp_avg")
+    assert mm.before == before[:5].tolist()
+    assert mm.expected == pytest.approx(honest[:5].tolist(), rel=1e-9)
+
+
+def test_a_state_entry_of_another_shape_does_not_hide_the_next_one() -> None:
+    params = _params(1)
+    p = params[0][1]
+    opt = torch.optim.Adam([p], lr=0.01)
+    c = _checker("adam", params)
+    _grads(params)
+    snaps = c.snapshot(opt)
+    opt.step()
+    opt.state[p]["exp_avg"] = torch.zeros(2, dtype=torch.float64)
+    opt.state[p]["exp_avg_sq"].mul_(5.0)
+    assert [(m.name, m.what) for m in c.verify(opt, snaps)] == [("p0", "exp_avg_sq")]
+
+
+def test_state_wiped_inside_the_step_is_left_to_the_continuity_check() -> None:
+    params = _params(1)
+    p = params[0][1]
+    opt = torch.optim.Adam([p], lr=0.01)
+    c = _checker("adam", params)
+    _grads(params)
+    snaps = c.snapshot(opt)
+    opt.step()
+    opt.state.pop(p)
+    assert c.verify(opt, snaps) == []
+
+
+def test_float32_rounding_of_tiny_and_of_large_values_is_not_tampering() -> None:
+    for value, update in ((1.0, 1e-7), (1000.0, 1e-3)):
+        p = torch.nn.Parameter(torch.full((4,), value, dtype=torch.float32))
+        params = [("w", p, 0)]
+        opt = torch.optim.SGD([p], lr=1.0)
+        c = _checker("sgd", params, rtol=1e-6)
+        p.grad = torch.full((4,), update, dtype=torch.float32)
+        snaps = c.snapshot(opt)
+        opt.step()
+        assert c.verify(opt, snaps) == [], (value, update)
+
+
+def test_the_allowance_for_an_element_the_step_must_not_move() -> None:
+    # lr 0: nothing may move. The allowance is 4 eps of the value (6 eps at 1.5, where floats
+    # are eps apart), plus 1e-30 for zeros.
+    params = [("w", torch.nn.Parameter(torch.tensor([0.0, 1.5], dtype=torch.float64)), 0)]
+    p = params[0][1]
+    opt = torch.optim.SGD([p], lr=0.0)
+    c = _checker("sgd", params)
+    eps = torch.finfo(torch.float64).eps
+    for zero_move, one_move, flagged in (
+        (0.0, 0.0, False),
+        (1e-30, 6 * eps, False),
+        (2e-30, 0.0, True),
+        (0.0, 7 * eps, True),
+    ):
+        p.grad = torch.ones(2, dtype=torch.float64)
+        snaps = c.snapshot(opt)
+        opt.step()
+        with torch.no_grad():
+            p.copy_(torch.tensor([zero_move, 1.5 + one_move], dtype=torch.float64))
+        found = c.verify(opt, snaps)
+        assert bool(found) is flagged, (zero_move, one_move)
+        assert all(not m.sign_flip for m in found)  # no update to flip
+        with torch.no_grad():
+            p.copy_(torch.tensor([0.0, 1.5], dtype=torch.float64))
+
+
+def test_a_shrunk_update_is_not_a_sign_flip_but_a_reversed_one_is() -> None:
+    params = [("w", torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)), 0)]
+    p = params[0][1]
+    opt = torch.optim.SGD([p], lr=1.0)
+    c = _checker("sgd", params)
+    for moved, flip in (([-1e-3, 10.0], False), ([-1.0, -1.0], True)):
+        with torch.no_grad():
+            p.zero_()
+        p.grad = -torch.ones(2, dtype=torch.float64)  # the honest update is +1, +1
+        snaps = c.snapshot(opt)
+        opt.step()
+        with torch.no_grad():
+            p.copy_(torch.tensor(moved, dtype=torch.float64))
+        (mm,) = c.verify(opt, snaps)
+        assert mm.sign_flip is flip, moved
+
+
+def test_tensor_hyperparameters_reach_the_evidence_as_numbers() -> None:
+    params = _params(1)
+    opt = torch.optim.Adam([params[0][1]], lr=torch.tensor(0.01))
+    c = _checker("adam", params)
+    _grads(params)
+    snaps = c.snapshot(opt)
+    opt.step()
+    with torch.no_grad():
+        params[0][1].add_(1.0)
+    (mm,) = c.verify(opt, snaps)
+    assert type(mm.hyper["lr"]) is float and mm.hyper["lr"] == pytest.approx(0.01)

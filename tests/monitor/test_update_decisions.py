@@ -322,11 +322,9 @@ def test_mismatch_evidence_keeps_plain_hyperparameters_only() -> None:
     ("cls", "kind"),
     [(torch.optim.SGD, "sgd"), (torch.optim.Adam, "adam"), (torch.optim.AdamW, "adamw")],
 )
-def test_a_weight_decay_of_exactly_one_is_applied(
-    cls: type[torch.optim.Optimizer], kind: str
-) -> None:
+def test_a_weight_decay_of_exactly_one_is_applied(cls: Any, kind: str) -> None:
     params = _params(2)
-    opt = cls([p for _, p, _ in params], lr=0.01, weight_decay=1.0)
+    opt: torch.optim.Optimizer = cls([p for _, p, _ in params], lr=0.01, weight_decay=1.0)
     c = _checker(kind, params)
     for step in range(3):
         _grads(params, seed=step)

@@ -299,4 +299,92 @@ REVIEWED: dict[str, dict[str, str]] = {
             "always match, so strictness is never exercised",
         ),
     },
+    "monitor-update": {
+        **dict.fromkeys(
+            (
+                'x_reference_sgd | d_p = -g if hp.get("maximize", None) else g',
+                'x_reference_sgd | d_p = -g if hp.get("maximize", ) else g',
+                'x_reference_sgd | d_p = d_p + momentum * buf if hp.get("nesterov", None) else buf',
+                'x_reference_sgd | d_p = d_p + momentum * buf if hp.get("nesterov", ) else buf',
+                'x_reference_adam | grad = -g if hp.get("maximize", None) else g',
+                'x_reference_adam | grad = -g if hp.get("maximize", ) else g',
+                'x_reference_adam | if hp.get("amsgrad", None):',
+                'x_reference_adam | if hp.get("amsgrad", ):',
+                'xǁUpdateCheckerǁverify | s.hyper.get("decoupled_weight_decay", None)',
+                'xǁUpdateCheckerǁverify | s.hyper.get("decoupled_weight_decay", )',
+            ),
+            "the flag is only read as a truth value, and .get's default None is as falsy as False",
+        ),
+        **dict.fromkeys(
+            (
+                'x_reference_adam | if hp.get("amsgrad", True):',
+                'xǁUpdateCheckerǁverify | s.hyper.get("decoupled_weight_decay", True)',
+                'xǁUpdateCheckerǁverify | decoupled = self.kind == "XXadamwXX" or bool(',
+                'xǁUpdateCheckerǁverify | decoupled = self.kind == "ADAMW" or bool(',
+            ),
+            "torch fills every Adam/AdamW param group from its defaults (amsgrad, and "
+            "decoupled_weight_decay, True for AdamW), so the default and the kind test are "
+            "never what decides",
+        ),
+        "x_reference_adam | t = (_f(step_before.reshape(+1)[0]) if step_before is not None "
+        "else 0.0) + 1.0": "step is a one-element tensor: reshape(1) and reshape(-1) are equal",
+        "x__sample_index | idx = list(range(numel)) if numel < k else "
+        "sorted(rng.sample(range(numel), k))": (
+            "with numel == k both branches check every element in order; the sample only "
+            "draws from the secret rng, whose later draws stay as unpredictable"
+        ),
+        **dict.fromkeys(
+            (
+                "x__sample_index | return torch.tensor(idx, dtype=None, device=device)",
+                "x__sample_index | return torch.tensor(idx, device=device)",
+            ),
+            "torch.tensor of Python ints is int64 without a dtype",
+        ),
+        **dict.fromkeys(
+            (
+                "x__sample_index | return torch.tensor(idx, dtype=torch.int64, device=None)",
+                "x__sample_index | return torch.tensor(idx, dtype=torch.int64, )",
+                "xǁUpdateCheckerǁsnapshot | idx = _sample_index(self._rng, p.numel(), "
+                "self._elems, None)",
+            ),
+            "a CPU index tensor selects the same elements of a tensor on any device (torch "
+            "moves the index)",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁverify | actual = s.param.detach().reshape(-1)[s.index].to(None)",
+                "xǁUpdateCheckerǁverify | got = val.detach().reshape(-1)[s.index].to(None)",
+            ),
+            "every use subtracts a float64 tensor first, and type promotion gives the same "
+            "float64 values .to(torch.float64) would",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁverify | eps = torch.finfo(s.param.dtype).eps if "
+                "(s.param.is_floating_point()) or True else 0.0",
+                "xǁUpdateCheckerǁverify | eps = torch.finfo(s.param.dtype).eps if "
+                "s.param.is_floating_point() else 1.0",
+            ),
+            "a tensor that is not floating point (or complex) cannot hold a gradient, and "
+            "snapshot skips parameters without one: the integer branch is never taken",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁverify | st_eps = torch.finfo(val.dtype).eps if "
+                "(val.is_floating_point()) or True else 0.0",
+                "xǁUpdateCheckerǁverify | st_eps = torch.finfo(val.dtype).eps if "
+                "val.is_floating_point() else 1.0",
+            ),
+            "only state tensors of the parameter's shape are compared, and SGD/Adam/AdamW keep "
+            "those (moments, momentum) in the parameter's floating dtype",
+        ),
+        "xǁUpdateCheckerǁ_compare | dot = float((exp_delta * act_delta)[resolvable].sum()) if "
+        "(bool(resolvable.any())) or True else 0.0": (
+            "the sum over an empty selection is 0.0, the else value"
+        ),
+        "xǁUpdateCheckerǁ_compare | dot = float((exp_delta * act_delta)[resolvable].sum()) if "
+        "bool(resolvable.any()) else 1.0": (
+            "with no resolvable element neither 0.0 nor 1.0 is below zero: no sign flip either way"
+        ),
+    },
 }

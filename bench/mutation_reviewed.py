@@ -300,6 +300,35 @@ REVIEWED: dict[str, dict[str, str]] = {
         ),
     },
     "monitor-update": {
+        "x__f | return float(value.item() if (isinstance(value, torch.Tensor)) and False else "
+        "value)": "float() of a one-element tensor is its item()",
+        "xǁUpdateCheckerǁ__init__ | self._queue: list[int] = None": (
+            "the queue is read first through `not self._queue`, and None is as falsy as []: "
+            "it is refilled before any pop"
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁ_next_params | tries = 1",
+                "xǁUpdateCheckerǁ_next_params | while len(chosen) < min(self._per_step, "
+                "len(self._params)) and tries <= 2 * len(",
+                "xǁUpdateCheckerǁ_next_params | while len(chosen) < min(self._per_step, "
+                "len(self._params)) and tries < 3 * len(",
+                "xǁUpdateCheckerǁ_next_params | tries -= 1",
+                "xǁUpdateCheckerǁ_next_params | tries += 2",
+            ),
+            "a choice never needs more than n pops (what is left of the queue, its repeats in "
+            "the reshuffle, the rest), so a bound of n or more pops never stops the loop",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁsnapshot | state[key] = val.detach().reshape(-1)[idx].to(None)",
+                "xǁUpdateCheckerǁsnapshot | state[key] = val.detach().reshape(-1).to(None).clone()",
+            ),
+            "the reference combines each state slice with the float64 gradient slice (or reads "
+            "the step as a float), so type promotion gives the same float64 arithmetic",
+        ),
+        "xǁUpdateCheckerǁsnapshot | state[key] = val.detach().reshape(+1).to(torch.float64)"
+        ".clone()": "the scalar state has one element: reshape(1) and reshape(-1) are equal",
         **dict.fromkeys(
             (
                 'x_reference_sgd | d_p = -g if hp.get("maximize", None) else g',

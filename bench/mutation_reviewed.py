@@ -416,4 +416,45 @@ REVIEWED: dict[str, dict[str, str]] = {
             "with no resolvable element neither 0.0 nor 1.0 is below zero: no sign flip either way"
         ),
     },
+    "monitor-continuity": {
+        **dict.fromkeys(
+            (
+                f"xǁWeightContinuityǁ{fn} | {head}{strict}{tail}"
+                for fn, head, tail in (
+                    ("_compare", "before = dict(zip(ref_names, ref_ids, ", "))"),
+                    ("_compare", "after = dict(zip(names, ids, ", "))"),
+                    ("_compare", "ref_map = dict(zip(ref_names, ref_rows, ", "))"),
+                    (
+                        "_compare",
+                        "pairs = [(n, ref_map[n], r) for n, r in zip(names, rows, ",
+                        ") if n in ref_map]",
+                    ),
+                    ("_compare", "pairs = list(zip(names, ref_rows, rows, ", "))"),
+                    (
+                        "digest",
+                        'return [(f"weight:{n}", r[0]) for n, r in zip(names, rows, ',
+                        ") if n in params]",
+                    ),
+                )
+                for strict in ("strict=None", "", "strict=False")
+            ),
+            "names, ids and rows come from one fingerprint call, one entry per tensor (and a "
+            "reference map is built from such lists): the lengths always match",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁWeightContinuityǁforward_pre | params = mon.weights(buffers=None)",
+                "xǁWeightContinuityǁdigest | params = {n for n, _ in self.mon.weights("
+                "buffers=None)}",
+            ),
+            "weights() reads buffers only as a truth value, and None is as falsy as False",
+        ),
+        'xǁWeightContinuityǁ__init__ | self._fwd: dict[str, Fp] | None = ""': (
+            "before the first step post is None, so forward_pre's micro-batch branch is not "
+            "taken, and a step_pre that inherits '' finds no 'rows' in it: nothing is compared"
+        ),
+        "xǁWeightContinuityǁ__init__ | self._versions: list[tuple[str, Any, int]] = None": (
+            "_versions is read only once post is set, and step_post assigns it first"
+        ),
+    },
 }

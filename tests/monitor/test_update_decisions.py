@@ -443,3 +443,18 @@ def test_tensor_hyperparameters_reach_the_evidence_as_numbers() -> None:
         params[0][1].add_(1.0)
     (mm,) = c.verify(opt, snaps)
     assert type(mm.hyper["lr"]) is float and mm.hyper["lr"] == pytest.approx(0.01)
+
+
+def test_float32_adam_state_rounding_is_not_tampering() -> None:
+    # The moments are written in float32: their last-bit rounding against the float64
+    # reference is allowed for, as it is for the weights.
+    p = torch.nn.Parameter(torch.linspace(-3.0, 3.0, 64, dtype=torch.float32))
+    params = [("w", p, 0)]
+    opt = torch.optim.Adam([p], lr=1e-3, betas=(0.9, 0.999))
+    c = _checker("adam", params, rtol=1e-6, elems=64)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        p.grad = torch.randn(64, generator=g, dtype=torch.float32) * 1e-3
+        snaps = c.snapshot(opt)
+        opt.step()
+        assert c.verify(opt, snaps) == []

@@ -453,6 +453,10 @@ REVIEWED: dict[str, dict[str, str]] = {
             "before the first step post is None, so forward_pre's micro-batch branch is not "
             "taken, and a step_pre that inherits '' finds no 'rows' in it: nothing is compared"
         ),
+        'xǁOptimizerStateContinuityǁdigest | return [("optimizer_state", '
+        "int(combine(*self.post)[:17], 16) - (1 << 63))]": (
+            "combine() is an 8-byte blake2b hex digest: 16 characters, so [:17] is [:16]"
+        ),
         "xǁWeightContinuityǁ__init__ | self._versions: list[tuple[str, Any, int]] = None": (
             "_versions is read only once post is set, and step_post assigns it first"
         ),

@@ -458,3 +458,30 @@ def test_float32_adam_state_rounding_is_not_tampering() -> None:
         snaps = c.snapshot(opt)
         opt.step()
         assert c.verify(opt, snaps) == []
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_the_reference_for_float32_parameters_is_computed_in_float64(kind: str) -> None:
+    # The evidence's expected values are the float64 reference, not a float32 re-rounding.
+    g = torch.Generator().manual_seed(11)
+    p = torch.nn.Parameter(torch.randn(8, generator=g, dtype=torch.float32))
+    params = [("w", p, 0)]
+    opt: torch.optim.Optimizer = (
+        torch.optim.SGD([p], lr=0.1)
+        if kind == "sgd"
+        else torch.optim.AdamW([p], lr=0.01, weight_decay=0.1)
+    )
+    c = _checker(kind, params)
+    p.grad = torch.randn(8, generator=g, dtype=torch.float32)
+    w64, g64 = p.detach().double().clone(), p.grad.double().clone()
+    hyper = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    snaps = c.snapshot(opt)
+    opt.step()
+    with torch.no_grad():
+        p.add_(1.0)
+    (mm,) = c.verify(opt, snaps)
+    if kind == "sgd":
+        ref, _ = reference_sgd(w64, g64, {}, hyper)
+    else:
+        ref, _ = reference_adam(w64, g64, {}, hyper, decoupled=True)
+    assert mm.expected == ref[:5].tolist()

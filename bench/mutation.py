@@ -13,7 +13,8 @@ survived, explained, score per target) and the diff of every unexplained survivo
     python bench/mutation.py policy enforcer --write docs/BENCHMARKS.md
     python bench/mutation.py constructors --workdir /tmp/m --rerun-survivors  # after new tests
 
-The score is killed / (killed + survived); timeouts count as killed, as mutmut counts them.
+The score is killed / (killed + survived); timeouts count as killed, as mutmut counts them, and
+a mutant no test reaches counts as survived.
 Run it with the worktree's ``src`` first on ``PYTHONPATH`` and the venv's ``mutmut`` on PATH.
 """
 

@@ -485,3 +485,21 @@ def test_the_reference_for_float32_parameters_is_computed_in_float64(kind: str) 
     else:
         ref, _ = reference_adam(w64, g64, {}, hyper, decoupled=True)
     assert mm.expected == ref[:5].tolist()
+
+
+def test_an_update_within_the_rounding_allowance_does_not_vote_on_the_direction() -> None:
+    # At 1.5 the allowance is 4 eps x 1.5 = 6 eps; an honest update of exactly 6 eps is rounding
+    # noise, so a write far the other way is a mismatch but not called a sign flip.
+    eps = torch.finfo(torch.float64).eps
+    p = torch.nn.Parameter(torch.tensor([1.5], dtype=torch.float64))
+    params = [("w", p, 0)]
+    opt = torch.optim.SGD([p], lr=1.0)
+    c = _checker("sgd", params)
+    p.grad = torch.tensor([6 * eps], dtype=torch.float64)
+    snaps = c.snapshot(opt)
+    opt.step()
+    assert p.item() == 1.5 - 6 * eps
+    with torch.no_grad():
+        p.fill_(2.5)
+    (mm,) = c.verify(opt, snaps)
+    assert (mm.what, mm.sign_flip) == ("update", False)

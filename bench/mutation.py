@@ -214,7 +214,8 @@ TARGETS: dict[str, Target] = {
             "xǁZipHandlerǁ_other_readers",
             "xǁZipHandlerǁ_plain_npy",
         ),
-        # fork hung a mutant whose tests had started torch's threads; forkserver does not share them
+        # under fork, mutants blocked for minutes (forked after their tests started torch's
+        # threads); forkserver children never ran the tests
         isolation="forkserver",
     ),
     "npy-header": Target(

@@ -12,6 +12,7 @@ survived, explained, score per target) and the diff of every unexplained survivo
     python bench/mutation.py --list
     python bench/mutation.py policy enforcer --write docs/BENCHMARKS.md
     python bench/mutation.py constructors --workdir /tmp/m --rerun-survivors  # after new tests
+    python bench/mutation.py monitor-continuity --workdir /tmp/m --rerun-survivors --include-unrun
 
 The score is killed / (killed + survived); timeouts count as killed, as mutmut counts them, and
 a mutant no test reaches counts as survived.
@@ -405,7 +406,12 @@ def _statuses(work: Path, target: Target) -> dict[str, str]:
 
 
 def run_target(
-    name: str, target: Target, base: Path, max_children: int, rerun_survivors: bool = False
+    name: str,
+    target: Target,
+    base: Path,
+    max_children: int,
+    rerun_survivors: bool = False,
+    unrun: bool = False,
 ) -> Result:
     work = base / name
     if rerun_survivors and (work / "mutants").is_dir():
@@ -417,7 +423,8 @@ def run_target(
         saved = work / "statuses.json"
         before = json.loads(saved.read_text()) if saved.is_file() else _statuses(work, target)
         # "no tests": a mutant no test reached (the target may name new test files since)
-        again = [m for m, s in before.items() if s in ("survived", "no tests")]
+        rerun = ("survived", "no tests", "not checked") if unrun else ("survived", "no tests")
+        again = [m for m, s in before.items() if s in rerun]
         for part in ("src", "tests"):
             shutil.rmtree(work / part)
             shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("__pycache__"))
@@ -503,6 +510,11 @@ def main() -> int:
         help="reuse --workdir's mutants and rerun only the last pass's survivors with the "
         "current tests",
     )
+    ap.add_argument(
+        "--include-unrun",
+        action="store_true",
+        help="with --rerun-survivors: also run the mutants an earlier, stopped pass never reached",
+    )
     ap.add_argument("--write", type=Path, default=None, help="update this file's mutation section")
     args = ap.parse_args()
     if args.list:
@@ -515,7 +527,8 @@ def main() -> int:
         ap.error(f"unknown target(s): {', '.join(bad)}")
     base = args.workdir or Path(tempfile.mkdtemp(prefix="tw-mutation-"))
     results = [
-        run_target(n, TARGETS[n], base, args.max_children, args.rerun_survivors) for n in names
+        run_target(n, TARGETS[n], base, args.max_children, args.rerun_survivors, args.include_unrun)
+        for n in names
     ]
     tbl = table(results)
     print(tbl)

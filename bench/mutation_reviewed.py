@@ -460,5 +460,23 @@ REVIEWED: dict[str, dict[str, str]] = {
         "xǁWeightContinuityǁ__init__ | self._versions: list[tuple[str, Any, int]] = None": (
             "_versions is read only once post is set, and step_post assigns it first"
         ),
+        **dict.fromkeys(
+            (
+                f"xǁOptimizerStateContinuityǁ_compare | {m}_map = dict(zip({m}[0], {m}[1], {v}))"
+                for m in ("ref", "now")
+                for v in ("strict=None", "", "strict=False")
+            ),
+            "names and rows come from one fingerprint call, one row per tensor: the lengths "
+            "always match",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁWeightContinuityǁstep_post | self._versions = [(n, p, p._version) for n, p in "
+                "mon.weights(buffers=None)]",
+                "xǁWeightContinuityǁstep_pre | params = mon.weights(buffers=None)",
+                "xǁWeightContinuityǁstep_pre | mon.weights(buffers=None),",
+            ),
+            "weights() reads buffers only as a truth value, and None is as falsy as False",
+        ),
     },
 }

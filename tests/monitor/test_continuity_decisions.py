@@ -334,3 +334,39 @@ def test_micro_batch_check_compares_parameters_not_running_statistics(
     micro = [a for a in _alerts(run, "TWM-WEIGHT-EDIT") if "micro-batches" in a.message]
     assert [(a.step, a.evidence["tensors"]) for a in micro] == [(2, [first]), (2, [first])]
     assert "TWM-INTERNAL" not in run.rules()
+
+
+def test_every_optimizer_state_tensor_edited_removed_or_added_is_counted_within_limits(
+    make_run: Callable[..., Run],
+) -> None:
+    model = _deep()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
+    keys = [f"{n}:momentum_buffer" for n in _names(model)]
+
+    def attack(step: int, m: Any, opt: Any) -> None:
+        for p in m.parameters():
+            if step == 1:
+                opt.state[p]["momentum_buffer"].mul_(2.0)
+            if step == 3:
+                del opt.state[p]["momentum_buffer"]
+            if step == 5:
+                opt.state[p]["planted"] = torch.zeros(1)
+
+    run.train(7, attack=attack)
+    edited, removed, added = _alerts(run, "TWM-OPTSTATE-EDIT")
+    ordered = sorted(keys)
+    assert edited.message == (
+        "optimizer state changed between two steps: 62 tensor(s) edited: " + ", ".join(ordered[:10])
+    )
+    assert edited.evidence["changed"] == ordered[:50]
+    assert list(edited.evidence["fingerprints"]) == ordered[:10]
+    assert removed.message == (
+        "optimizer state changed between two steps: removed: " + ", ".join(ordered[:10])
+    )
+    assert removed.evidence["removed"] == ordered[:50]
+    planted = sorted(f"{n}:planted" for n in _names(model))
+    assert added.message == (
+        "optimizer state changed between two steps: added: " + ", ".join(planted[:10])
+    )
+    assert added.evidence["added"] == planted[:50]
+    assert "TWM-INTERNAL" not in run.rules()

@@ -370,3 +370,29 @@ def test_every_optimizer_state_tensor_edited_removed_or_added_is_counted_within_
     )
     assert added.evidence["added"] == planted[:50]
     assert "TWM-INTERNAL" not in run.rules()
+
+
+def test_closure_steps_compare_parameters_and_buffers_between_two_steps() -> None:
+    from trainwarden._internal.sink import MemorySink
+    from trainwarden.monitor import watch
+
+    model = mlp()
+    model.register_buffer("scale", torch.ones(3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 8)
+    with watch(model, opt, sink=MemorySink(), watchdog=False) as mon:
+        for step in range(5):
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss: torch.Tensor = nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))
+                loss.backward()  # type: ignore[no-untyped-call]
+                return loss
+
+            opt.step(closure)
+            if step == 2:
+                model.scale.mul_(2.0)  # type: ignore[operator]
+    edits = [a for a in mon.alerts if a.rule_id == "TWM-WEIGHT-EDIT"]
+    assert [(a.step, a.message) for a in edits] == [
+        (3, "between two optimizer steps: 1 tensor(s) changed outside the optimizer: scale")
+    ]

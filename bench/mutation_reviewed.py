@@ -17,6 +17,10 @@ _MUTATOR_ALIAS = (
     "module.qualname; every key resolves to its owner under its own spelling in the installed "
     "stdlib, torch and numpy (and the direct spelling already matched), so it decides nothing"
 )
+_SWALLOWED_TYPE_ERROR = (
+    "_plain and _build are reached only through dtype_info, whose `except Exception` turns "
+    "this TypeError into None (not decided): its message is never read"
+)
 _BIND = "__get__ given an instance binds to it; the owner argument is read only without one"
 _ENFORCER_CACHE = (
     "only block mode reaches it, where an enforcer records a finding only as it refuses: a new "
@@ -264,6 +268,243 @@ REVIEWED: dict[str, dict[str, str]] = {
         "xǁRestrictedUnpicklerǁload_additems | if type(None) is set:": (
             "an exact set then goes through check_mutator, which returns set.add (on the "
             "reviewed list): the same set is built either way"
+        ),
+    },
+    "npy-header": {
+        'x_parse_npy_header | descr = m.group("descr").decode("ASCII")': (
+            '"ASCII" and "ascii" name the same codec'
+        ),
+        **dict.fromkeys(
+            (
+                "x__plain | raise TypeError(None)",
+                'x__plain | raise TypeError(f"not a plain dtype state value: '
+                '{type(None).__name__}")',
+                "x__build | raise TypeError(None)",
+                'x__build | raise TypeError("XXnot a pickled dtypeXX")',
+                'x__build | raise TypeError("NOT A PICKLED DTYPE")',
+            ),
+            _SWALLOWED_TYPE_ERROR,
+        ),
+    },
+    "monitor-xrank": {
+        **dict.fromkeys(
+            (
+                'xǁReplicaComparatorǁ__init__ | self._divergence_sig: tuple[Any, ...] | None = ""',
+                'xǁReplicaComparatorǁ__init__ | self._step_sig: tuple[Any, ...] | None = ""',
+                'xǁReplicaComparatorǁ_check_steps | self._step_sig = ""',
+                'xǁReplicaComparatorǁ_check_digests | self._divergence_sig = ""',
+            ),
+            "the signature is only compared with a tuple of ranks and fields (or of steps): "
+            "'' equals none of them, just as None does, so the next disagreement is reported",
+        ),
+        "xǁReplicaComparatorǁ__init__ | self._schema_reported = None": (
+            "the flag is only read as a truth value, and None is as falsy as False"
+        ),
+        'xǁReplicaComparatorǁ__init__ | self.schema = float(zlib.crc32("XX\\0XX".join('
+        'self.fields).encode("utf-8")))': (
+            "every rank computes the checksum with the same separator, and either separator "
+            "tells two field lists apart unless a field name holds the separator itself"
+        ),
+        'xǁReplicaComparatorǁ__init__ | self.schema = float(zlib.crc32("\\0".join('
+        'self.fields).encode("UTF-8")))': '"UTF-8" and "utf-8" name the same codec',
+        "xǁReplicaComparatorǁanalyse | meta = gathered[:, n + 4 : n + 5 + _META]": (
+            "only meta's columns 0 to 3 are read; one more column at the end (a local value, "
+            "or nothing past the matrix) changes no read"
+        ),
+        "xǁReplicaComparatorǁ_same | return math.isclose(a, b, rel_tol=self.rtol, )": (
+            "abs_tol=0.0 is math.isclose's default"
+        ),
+        **dict.fromkeys(
+            (
+                "xǁReplicaComparatorǁ_groups | if all(self._same(x, y) for x, y in zip(row, ref, "
+                "strict=None)):",
+                "xǁReplicaComparatorǁ_groups | if all(self._same(x, y) for x, y in zip(row, ref, "
+                ")):",
+                "xǁReplicaComparatorǁ_groups | if all(self._same(x, y) for x, y in zip(row, ref, "
+                "strict=False)):",
+            ),
+            "every row holds one key per column of the same gathered matrix: the lengths "
+            "always match, so strictness is never exercised",
+        ),
+    },
+    "monitor-update": {
+        "x__f | return float(value.item() if (isinstance(value, torch.Tensor)) and False else "
+        "value)": "float() of a one-element tensor is its item()",
+        "xǁUpdateCheckerǁ__init__ | self._queue: list[int] = None": (
+            "the queue is read first through `not self._queue`, and None is as falsy as []: "
+            "it is refilled before any pop"
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁ_next_params | tries = 1",
+                "xǁUpdateCheckerǁ_next_params | while len(chosen) < min(self._per_step, "
+                "len(self._params)) and tries <= 2 * len(",
+                "xǁUpdateCheckerǁ_next_params | while len(chosen) < min(self._per_step, "
+                "len(self._params)) and tries < 3 * len(",
+                "xǁUpdateCheckerǁ_next_params | tries -= 1",
+                "xǁUpdateCheckerǁ_next_params | tries += 2",
+            ),
+            "a choice never needs more than n pops (what is left of the queue, its repeats in "
+            "the reshuffle, the rest), so a bound of n or more pops never stops the loop",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁsnapshot | state[key] = val.detach().reshape(-1)[idx].to(None)",
+                "xǁUpdateCheckerǁsnapshot | state[key] = val.detach().reshape(-1).to(None).clone()",
+            ),
+            "the reference combines each state slice with the float64 gradient slice (or reads "
+            "the step as a float), so type promotion gives the same float64 arithmetic",
+        ),
+        "xǁUpdateCheckerǁsnapshot | state[key] = val.detach().reshape(+1).to(torch.float64)"
+        ".clone()": "the scalar state has one element: reshape(1) and reshape(-1) are equal",
+        **dict.fromkeys(
+            (
+                'x_reference_sgd | d_p = -g if hp.get("maximize", None) else g',
+                'x_reference_sgd | d_p = -g if hp.get("maximize", ) else g',
+                'x_reference_sgd | d_p = d_p + momentum * buf if hp.get("nesterov", None) else buf',
+                'x_reference_sgd | d_p = d_p + momentum * buf if hp.get("nesterov", ) else buf',
+                'x_reference_adam | grad = -g if hp.get("maximize", None) else g',
+                'x_reference_adam | grad = -g if hp.get("maximize", ) else g',
+                'x_reference_adam | if hp.get("amsgrad", None):',
+                'x_reference_adam | if hp.get("amsgrad", ):',
+                'xǁUpdateCheckerǁverify | s.hyper.get("decoupled_weight_decay", None)',
+                'xǁUpdateCheckerǁverify | s.hyper.get("decoupled_weight_decay", )',
+            ),
+            "the flag is only read as a truth value, and .get's default None is as falsy as False",
+        ),
+        **dict.fromkeys(
+            (
+                'x_reference_adam | if hp.get("amsgrad", True):',
+                'xǁUpdateCheckerǁverify | s.hyper.get("decoupled_weight_decay", True)',
+                'xǁUpdateCheckerǁverify | decoupled = self.kind == "XXadamwXX" or bool(',
+                'xǁUpdateCheckerǁverify | decoupled = self.kind == "ADAMW" or bool(',
+            ),
+            "torch fills every Adam/AdamW param group from its defaults (amsgrad, and "
+            "decoupled_weight_decay, True for AdamW), so the default and the kind test are "
+            "never what decides",
+        ),
+        "x_reference_adam | t = (_f(step_before.reshape(+1)[0]) if step_before is not None "
+        "else 0.0) + 1.0": "step is a one-element tensor: reshape(1) and reshape(-1) are equal",
+        "x__sample_index | idx = list(range(numel)) if numel < k else "
+        "sorted(rng.sample(range(numel), k))": (
+            "with numel == k both branches check every element in order; the sample only "
+            "draws from the secret rng, whose later draws stay as unpredictable"
+        ),
+        **dict.fromkeys(
+            (
+                "x__sample_index | return torch.tensor(idx, dtype=None, device=device)",
+                "x__sample_index | return torch.tensor(idx, device=device)",
+            ),
+            "torch.tensor of Python ints is int64 without a dtype",
+        ),
+        **dict.fromkeys(
+            (
+                "x__sample_index | return torch.tensor(idx, dtype=torch.int64, device=None)",
+                "x__sample_index | return torch.tensor(idx, dtype=torch.int64, )",
+                "xǁUpdateCheckerǁsnapshot | idx = _sample_index(self._rng, p.numel(), "
+                "self._elems, None)",
+            ),
+            "a CPU index tensor selects the same elements of a tensor on any device (torch "
+            "moves the index)",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁverify | actual = s.param.detach().reshape(-1)[s.index].to(None)",
+                "xǁUpdateCheckerǁverify | got = val.detach().reshape(-1)[s.index].to(None)",
+            ),
+            "every use subtracts a float64 tensor first, and type promotion gives the same "
+            "float64 values .to(torch.float64) would",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁverify | eps = torch.finfo(s.param.dtype).eps if "
+                "(s.param.is_floating_point()) or True else 0.0",
+                "xǁUpdateCheckerǁverify | eps = torch.finfo(s.param.dtype).eps if "
+                "s.param.is_floating_point() else 1.0",
+            ),
+            "a tensor that is not floating point (or complex) cannot hold a gradient, and "
+            "snapshot skips parameters without one: the integer branch is never taken",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁUpdateCheckerǁverify | st_eps = torch.finfo(val.dtype).eps if "
+                "(val.is_floating_point()) or True else 0.0",
+                "xǁUpdateCheckerǁverify | st_eps = torch.finfo(val.dtype).eps if "
+                "val.is_floating_point() else 1.0",
+            ),
+            "only state tensors of the parameter's shape are compared, and SGD/Adam/AdamW keep "
+            "those (moments, momentum) in the parameter's floating dtype",
+        ),
+        "xǁUpdateCheckerǁ_compare | dot = float((exp_delta * act_delta)[resolvable].sum()) if "
+        "(bool(resolvable.any())) or True else 0.0": (
+            "the sum over an empty selection is 0.0, the else value"
+        ),
+        "xǁUpdateCheckerǁ_compare | dot = float((exp_delta * act_delta)[resolvable].sum()) if "
+        "bool(resolvable.any()) else 1.0": (
+            "with no resolvable element neither 0.0 nor 1.0 is below zero: no sign flip either way"
+        ),
+    },
+    "monitor-continuity": {
+        **dict.fromkeys(
+            (
+                f"xǁWeightContinuityǁ{fn} | {head}{strict}{tail}"
+                for fn, head, tail in (
+                    ("_compare", "before = dict(zip(ref_names, ref_ids, ", "))"),
+                    ("_compare", "after = dict(zip(names, ids, ", "))"),
+                    ("_compare", "ref_map = dict(zip(ref_names, ref_rows, ", "))"),
+                    (
+                        "_compare",
+                        "pairs = [(n, ref_map[n], r) for n, r in zip(names, rows, ",
+                        ") if n in ref_map]",
+                    ),
+                    ("_compare", "pairs = list(zip(names, ref_rows, rows, ", "))"),
+                    (
+                        "digest",
+                        'return [(f"weight:{n}", r[0]) for n, r in zip(names, rows, ',
+                        ") if n in params]",
+                    ),
+                )
+                for strict in ("strict=None", "", "strict=False")
+            ),
+            "names, ids and rows come from one fingerprint call, one entry per tensor (and a "
+            "reference map is built from such lists): the lengths always match",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁWeightContinuityǁforward_pre | params = mon.weights(buffers=None)",
+                "xǁWeightContinuityǁdigest | params = {n for n, _ in self.mon.weights("
+                "buffers=None)}",
+            ),
+            "weights() reads buffers only as a truth value, and None is as falsy as False",
+        ),
+        'xǁWeightContinuityǁ__init__ | self._fwd: dict[str, Fp] | None = ""': (
+            "before the first step post is None, so forward_pre's micro-batch branch is not "
+            "taken, and a step_pre that inherits '' finds no 'rows' in it: nothing is compared"
+        ),
+        'xǁOptimizerStateContinuityǁdigest | return [("optimizer_state", '
+        "int(combine(*self.post)[:17], 16) - (1 << 63))]": (
+            "combine() is an 8-byte blake2b hex digest: 16 characters, so [:17] is [:16]"
+        ),
+        "xǁWeightContinuityǁ__init__ | self._versions: list[tuple[str, Any, int]] = None": (
+            "_versions is read only once post is set, and step_post assigns it first"
+        ),
+        **dict.fromkeys(
+            (
+                f"xǁOptimizerStateContinuityǁ_compare | {m}_map = dict(zip({m}[0], {m}[1], {v}))"
+                for m in ("ref", "now")
+                for v in ("strict=None", "", "strict=False")
+            ),
+            "names and rows come from one fingerprint call, one row per tensor: the lengths "
+            "always match",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁWeightContinuityǁstep_post | self._versions = [(n, p, p._version) for n, p in "
+                "mon.weights(buffers=None)]",
+                "xǁWeightContinuityǁstep_pre | params = mon.weights(buffers=None)",
+                "xǁWeightContinuityǁstep_pre | mon.weights(buffers=None),",
+            ),
+            "weights() reads buffers only as a truth value, and None is as falsy as False",
         ),
     },
 }

@@ -15,6 +15,12 @@ the interpreter's digest and the (device, inode, size, mtime_ns, ctime_ns) of th
 its source as the checker read them: in the hash cache, and for the life of this process. A
 write to either file changes its ctime, which no user can set back, so a remembered verdict is
 never applied to other bytes.
+
+A ``match`` is also known by content (:func:`content_key`: the compiler, the optimisation level,
+the sha256 of the pyc after its header and of the source), which a snapshot records; a node
+verifying against a baseline whose signature was verified takes the baseline's matches for
+identical content instead of compiling (:class:`Vouched`). Without such a baseline every
+bytecode file not remembered is compiled.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import marshal
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
@@ -173,6 +173,20 @@ class HashCache:
         """Whether a digest is stored for exactly this metadata (not counted as a lookup)."""
         return self.trusted and _key(st) in self._entries
 
+    def holds_all(
+        self, files: Iterable[tuple[str, os.stat_result]], skip: Container[str] = ()
+    ) -> bool:
+        """Whether :meth:`holds` is true of every file not in ``skip`` (one pass, no per-file
+        method call: it runs over every file hashed in a cold run)."""
+        if not self.trusted:
+            return all(p in skip for p, _ in files)
+        entries, pack = self._entries, _KEY.pack
+        return all(
+            p in skip
+            or pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) in entries
+            for p, st in files
+        )
+
     def get(self, st: os.stat_result) -> bytes | None:
         """The cached sha256 for a file with exactly this metadata, or None."""
         d = self._entries.get(_key(st)) if self.trusted else None
@@ -236,32 +250,50 @@ def _unsafe(st: os.stat_result, path: Path) -> str:
     return ""
 
 
+def _read_all(fd: int, size: int) -> bytes:
+    """The file's bytes: one ``read`` when it returns exactly the ``fstat`` size (asking for one
+    byte more, so a file that grew is read on), else reads until end of file."""
+    data = os.read(fd, size + 1)
+    if len(data) == size:
+        return data
+    parts = [data]
+    while data:
+        data = os.read(fd, _SMALL)
+        parts.append(data)
+    return b"".join(parts)
+
+
 def _hash_one(
     path: str, algorithm: str, head: list[PycHead] | None = None
 ) -> tuple[bytes | None, os.stat_result | None, str]:
+    # Raw descriptor calls: no buffered file object, and no second fstat or end-of-file read
+    # for the ~60k small files of an environment.
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as e:
         return None, None, f"{type(e).__name__}: {e.strerror or e}"
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    st: os.stat_result | None = None
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, st, "not a regular file"
         if head is not None and st.st_size <= _MAX_PYC:
             # Bytecode: the whole file and the body after its header from one read, so that the
             # header and the body's digest describe the bytes whose digest is returned.
-            data = f.read()
+            data = _read_all(fd, st.st_size)
             head.append((data[:16], hashlib.sha256(memoryview(data)[16:]).digest(), _key(st)))
             h = hashlib.sha256(data)
         elif st.st_size <= _SMALL:
+            data = _read_all(fd, st.st_size)
             # The named constructor skips hashlib.new's name lookup (~50k calls per environment).
-            h = (
-                hashlib.sha256(f.read())
-                if algorithm == "sha256"
-                else hashlib.new(algorithm, f.read())
-            )
+            h = hashlib.sha256(data) if algorithm == "sha256" else hashlib.new(algorithm, data)
         else:
-            h = hashlib.file_digest(f, algorithm)
+            with open(fd, "rb", closefd=False) as f:
+                h = hashlib.file_digest(f, algorithm)
+    except OSError as e:
+        return None, st, f"{type(e).__name__}: {e.strerror or e}"
+    finally:
+        os.close(fd)
     return h.digest(), st, ""
 
 
@@ -318,6 +350,8 @@ def hash_files(
         return out
 
     n = workers or min(8, (os.cpu_count() or 1) * 2)
+    # What put() does, inlined: it runs once per file read.
+    store, added = cache._entries, 0
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tw-hash") as pool:
         for results in pool.map(run, batches):
             for path, digest, fst, error in results:
@@ -325,7 +359,10 @@ def hash_files(
                     errors[path] = error
                     continue
                 digests[path] = digest
-                cache.put(fst, digest)
+                k = pack(fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns)
+                store[k] = digest
+                added += 1
+    cache._new += added
     if pyc_heads is not None:
         pyc_heads.update(heads)
     return digests, errors

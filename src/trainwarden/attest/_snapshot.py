@@ -1068,7 +1068,7 @@ def _file_state(
     digests, errors = hash_files(list(to_hash.items()), cache, workers=workers, pyc_heads=pyc_heads)
     # Results computed from a file that changed between the walk and the read are right for
     # this run but must not be remembered under the walk's metadata.
-    consistent = all(p in errors or cache.holds(st) for p, st in to_hash.items())
+    consistent = cache.holds_all(to_hash.items(), errors)
     other_algs: dict[str, set[str]] = {}
     for _, _, full, alg, _ in deferred:
         if alg and alg != "sha256" and alg in ACCEPTED_ALGORITHMS:

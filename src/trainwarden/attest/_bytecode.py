@@ -198,14 +198,17 @@ def content_key(compiler: bytes, pyc: str, body_sha256: bytes, source_sha256: by
     name selects, the sha256 of the bytecode after its 16-byte header and of the source. The
     header is not in it: it only decides whether Python uses the file, which is checked on the
     node itself."""
-    level = _optimize_level(pyc).to_bytes(1, "little")
-    return hashlib.sha256(compiler + level + body_sha256 + source_sha256).hexdigest()
+    h = hashlib.sha256(compiler)
+    h.update(_level(pyc) + body_sha256 + source_sha256)
+    return h.hexdigest()
 
 
-def _optimize_level(pyc: str) -> int:
+def _level(pyc: str) -> bytes:
     # The same rule as the checker's: the level the compiled source is compared at.
+    if ".opt-" not in pyc:
+        return b"\x00"
     name = os.path.basename(pyc)
-    return 2 if ".opt-2." in name else 1 if ".opt-1." in name else 0
+    return b"\x02" if ".opt-2." in name else b"\x01" if ".opt-1." in name else b"\x00"
 
 
 def _used_by_python(head: bytes, magic: bytes, sst: os.stat_result) -> bool:
@@ -257,6 +260,7 @@ def verify_bytecode(
     pack = cache_key_packer()
     table = cache.bytecode_verdicts()
     digests = cache.lookup_table() if vouched is not None else {}
+    compiler = hashlib.sha256(interpreter or b"")
     results: dict[str, BytecodeResult] = {}
     keys: dict[str, bytes] = {}
     matches: set[str] = set()
@@ -293,7 +297,9 @@ def verify_bytecode(
                 and sst.st_size <= _MAX_SOURCE
                 and _used_by_python(head[0], vouched.magic, sst)
             ):
-                ck = content_key(interpreter, pyc, head[1], src_digest)
+                h = compiler.copy()  # content_key(), without hashing the compiler again
+                h.update(_level(pyc) + head[1] + src_digest)
+                ck = h.hexdigest()
                 if ck in vouched.keys:
                     hit = ("match", "", ck)
                     table[key] = hit

@@ -359,6 +359,16 @@ def main() -> None:
         f"{'yes' if same else 'NO'}; bytecode results and content keys identical: "
         f"{'yes' if same_bytecode else 'NO'}"
     )
+    # What differs, if anything: the shared environment may change under a long run (another
+    # user's import writes bytecode into an editable install's source tree).
+    for name, r_snap, r_findings, _ in runs:
+        a, b = set(key_of(findings)), set(key_of(r_findings))
+        if a != b or r_snap.bytecode_checked != snap.bytecode_checked:
+            print(
+                f"  {name}: bytecode files {r_snap.bytecode_checked} (baseline "
+                f"{snap.bytecode_checked}); findings only in the baseline run: "
+                f"{sorted(a - b)[:3]}; only in this run: {sorted(b - a)[:3]}"
+            )
     print(
         f"files failing RECORD: naive walk {len(bad)}, trainwarden {len(ours_bad)}, "
         f"same set: {'yes' if bad == ours_bad else 'NO'}"

@@ -67,7 +67,8 @@ def _verify(venv: Venv, env: dict[str, str], cache: HashCache, base: LoadedSnaps
     """Verify as a node that has never seen these files: a private copy of the (standard
     library only) cache, no snapshot memo, no verdict remembered in this process."""
     assert cache.path is not None
-    private = cache.path.parent / f"node-{next(_NODES)}"
+    _LAST.append(next(_NODES))
+    private = cache.path.parent / f"node-{_LAST[-1]}"
     private.mkdir(mode=0o700)
     shutil.copyfile(cache.path, private / "hashes.bin")
     forget_verdicts()
@@ -81,6 +82,11 @@ def _verify(venv: Venv, env: dict[str, str], cache: HashCache, base: LoadedSnaps
 
 
 _NODES = itertools.count()
+_LAST: list[int] = []
+
+
+def _last_node() -> int:
+    return _LAST[-1]
 
 
 def _byte(report: VerifyReport) -> list[tuple[str, Severity, str]]:
@@ -111,6 +117,15 @@ def test_a_signed_baseline_vouches_for_identical_bytecode_which_is_not_compiled(
     assert compiled.under(node.root) == []
     assert _byte(report) == []
     assert set(report.snapshot.bytecode_matches) == set(snap.bytecode_matches)
+    # The node remembers the vouched verdicts in its own hash cache: without the baseline, the
+    # memo deleted and nothing remembered in this process, still nothing is compiled.
+    assert cache.path is not None
+    node_cache = cache.path.parent / f"node-{_last_node()}" / "hashes.bin"
+    Path(str(node_cache) + ".memo").unlink()
+    forget_verdicts()
+    again = verify_environment(str(node.python), environ=clean_env, cache=HashCache(node_cache))
+    assert compiled.under(node.root) == []
+    assert again.snapshot.bytecode_matches == report.snapshot.bytecode_matches
     # Without the signature checked, the same baseline vouches for nothing: all are compiled.
     unchecked = load_snapshot(path)
     assert vouched_bytecode(unchecked) == frozenset()

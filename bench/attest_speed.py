@@ -6,12 +6,20 @@ Usage (read-only on the target environment; the hash cache goes to a temporary d
 
 Prints a markdown table: wall and CPU seconds (``time.process_time`` of this process, all
 threads, plus the rusage of the child processes it waited for: the interpreter's self-description
-and the bytecode checkers, which compile sources in the attested interpreter) for a cold run
-(empty hash cache, no remembered bytecode verdicts; page cache as found), the naive serial walk, a
-second cold run (page cache now warm), warm runs with the hash cache only and with the hash cache
-and the snapshot memo, the sha256 floor (hashing the same number of bytes from memory), and one
-end-to-end CLI run. The share of each trainwarden run spent comparing bytecode with its source
-is measured by timing that step inside the same runs.
+and the bytecode checkers, which compile sources in the attested interpreter) for
+
+- taking the baseline, once: a cold snapshot with no baseline (empty hash cache, every bytecode
+  file compiled and compared with its source; page cache as found), then signed;
+- the naive serial walk;
+- cold verify against that signed baseline, as ``attest verify --no-cache --baseline B --pub K``
+  does (in-memory hash cache, no memo, no remembered verdict; loading the baseline and checking
+  its signature included); with ``--cold-runs 2`` twice (the second with the page cache warm);
+- warm runs with the hash cache only and with the hash cache and the snapshot memo, without a
+  baseline and, once, against the signed baseline;
+- the sha256 floor (hashing the same number of bytes from memory), and one end-to-end CLI run.
+
+The share of each trainwarden run spent comparing bytecode with its source is measured by timing
+that step inside the same runs. Findings are compared between every run.
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ from typing import Any
 import trainwarden.attest._snapshot as snapshot_module
 from trainwarden.attest._bytecode import forget_verdicts, verify_bytecode
 from trainwarden.attest._cache import HashCache
+from trainwarden.attest._signing import generate_key, load_snapshot, sign_statement
 from trainwarden.attest._snapshot import take_snapshot
-from trainwarden.attest._verify import check_snapshot
+from trainwarden.attest._verify import check_snapshot, verify_environment
 
 # Wall and CPU (this process and its waited-for children) spent comparing bytecode, per run.
 _BYTECODE: list[float] = [0.0, 0.0, 0.0]
@@ -122,38 +131,53 @@ def main() -> None:
         type=int,
         choices=(1, 2),
         default=2,
-        help="1: no second cold run (its ratio is then taken from cold #1)",
+        help="cold runs against the baseline (the second with the page cache warm)",
     )
     args = ap.parse_args()
 
     cache_dir = Path(tempfile.mkdtemp(prefix="tw-attest-bench-"))
+    cache_dir.chmod(0o700)
     cache_file = cache_dir / "hashes.bin"
+    memo_file = Path(str(cache_file) + ".memo")
     env = {"PATH": os.environ.get("PATH", "")}
+    key = cache_dir / "keys" / "attest.key"
+    pub, _ = generate_key(key)
+    baseline_file = cache_dir / "baseline.json"
 
-    def verify(cache: HashCache) -> tuple[Any, list[Any]]:
+    def share(c: float) -> str:
+        w, bc, n = _BYTECODE
+        return f"bytecode step {bc:.1f} CPU s / {w:.1f} s wall for {int(n)} files"
+
+    def snapshot_only(cache: HashCache) -> tuple[Any, list[Any], list[Any]]:
         # A fresh process remembers no bytecode verdict: only the hash cache file may hold them.
         forget_verdicts()
         _BYTECODE[:] = [0.0, 0.0, 0.0]
         snap = take_snapshot(args.python, environ=env, cache=cache)
-        return snap, check_snapshot(snap)
+        findings = check_snapshot(snap)
+        return snap, findings, []
 
-    def bytecode_share(c: float) -> str:
-        w, bc, n = _BYTECODE
-        return (
-            f"bytecode: {bc:.1f} CPU s / {w:.1f} s wall for {int(n)} pairs; "
-            f"without it {c - bc:.3f} CPU s"
+    def against_baseline(cache: HashCache) -> tuple[Any, list[Any], list[Any]]:
+        forget_verdicts()
+        _BYTECODE[:] = [0.0, 0.0, 0.0]
+        loaded = load_snapshot(baseline_file, key=pub)
+        report = verify_environment(
+            args.python, baseline=loaded, environ=env, cache=cache, require_signature=True
         )
-
-    memo_file = Path(str(cache_file) + ".memo")
-
-    def cold() -> tuple[float, float, Any]:
-        cache_file.unlink(missing_ok=True)
-        memo_file.unlink(missing_ok=True)
-        return timed(lambda: verify(HashCache(cache_file)))
+        own = check_snapshot(report.snapshot)
+        extra = [f for f in report.findings if f.rule_id.startswith(("TWA-BASE", "TWA-SIG"))]
+        return report.snapshot, own, extra
 
     load_start = os.getloadavg()
     rows: list[tuple[str, float, float, str]] = []
-    w, c, (snap, findings) = cold()
+    runs: list[tuple[str, Any, list[Any], list[Any]]] = []
+
+    # 1. The baseline, taken once on the golden node: a cold run that compiles every source.
+    w, c, (snap, findings, _) = timed(lambda: snapshot_only(HashCache(None)))
+    base_bytecode = list(_BYTECODE)
+    runs.append(("baseline", snap, findings, []))
+    ws, _, _ = timed(
+        lambda: baseline_file.write_text(json.dumps(sign_statement(snap.to_statement(), key)))
+    )
     files = sum(len(d.files) for d in snap.distributions) + len(snap.orphans)
     hashed_bytes = 0
     for d in snap.distributions:
@@ -163,65 +187,89 @@ def main() -> None:
                 hashed_bytes += os.lstat(p).st_size
             except OSError:
                 continue
-    rows.append(
-        ("trainwarden cold #1 (empty hash cache, page cache as found)", w, c, bytecode_share(c))
-    )
-    cold1_bytecode = list(_BYTECODE)
-
     hashed_bytes_all = (
         hashed_bytes
         + sum(f.size for f in snap.path_files if f.sha256 is not None)
         + sum(o.size for o in snap.orphans)
     )
     site = snap.site_packages[0]
-    w, c, (n, _ok, bad) = timed(lambda: naive_record_walk(site))
+    nw, nc, (n, _ok, bad) = timed(lambda: naive_record_walk(site))
     naive_bytes = naive_sizes(site)
-    naive_cpu = c
+    naive_cpu, naive_wall = nc, nw
+
+    def ratio(wall: float, cpu: float) -> str:
+        return f"{cpu / naive_cpu:.2f}x naive CPU, {wall / naive_wall:.2f}x naive wall"
+
     rows.append(
-        ("naive importlib.metadata walk, serial sha256", w, c, f"{n} files, {len(bad)} bad")
+        (
+            "taking the baseline, once: cold, no baseline (every bytecode file compiled)",
+            w,
+            c,
+            f"{ratio(w, c)}; {share(c)}; signing it: {ws:.1f} s, "
+            f"{baseline_file.stat().st_size / 1e6:.1f} MB",
+        )
+    )
+    rows.append(
+        ("naive importlib.metadata walk, serial sha256", nw, nc, f"{n} files, {len(bad)} bad")
     )
     ours_bad = {f.location for f in findings if f.rule_id in ("TWA-REC-001", "TWA-REC-002")}
 
-    if args.cold_runs == 2:
-        w, c, (_, findings2) = cold()
-        cold2_bytecode = list(_BYTECODE)
-        name = "trainwarden cold #2 (empty hash cache, page cache warm)"
-    else:
-        w, c, findings2, cold2_bytecode = rows[0][1], rows[0][2], findings, cold1_bytecode
-        name = "trainwarden cold #1 against the naive walk (no second cold run)"
-    rows.append(
-        (
-            name,
-            w,
-            c,
-            f"{c / naive_cpu:.2f}x naive CPU; without the bytecode comparison "
-            f"{(c - cold2_bytecode[1]) / naive_cpu:.2f}x",
+    # 2. Cold against the signed baseline (`attest verify --no-cache --baseline --pub`).
+    cold_rows = []
+    for i in range(args.cold_runs):
+        w, c, (s2, f2, extra) = timed(lambda: against_baseline(HashCache(None)))
+        runs.append((f"cold #{i + 1}", s2, f2, extra))
+        cold_rows.append((w, c))
+        page = "page cache as found" if i == 0 else "page cache warm"
+        rows.append(
+            (
+                f"**cold #{i + 1} against the signed baseline** (`--no-cache`; {page})",
+                w,
+                c,
+                f"**{ratio(w, c)}**; {share(c)}; {len(extra)} baseline findings",
+            )
         )
-    )
+
+    # 3. Warm: the hash cache file (filled once), then with and without the snapshot memo.
+    snapshot_only(HashCache(cache_file))
 
     def cache_only() -> tuple[float, float, Any]:
         memo_file.unlink(missing_ok=True)
-        return timed(lambda: verify(HashCache(cache_file)))
+        return timed(lambda: snapshot_only(HashCache(cache_file)))
 
     no_memo = [cache_only() for _ in range(args.warm_runs)]
-    nm_cpu = statistics.median(x[1] for x in no_memo)
+    runs.append(("warm, cache only", *no_memo[-1][2]))
+    nm_w = statistics.median(x[0] for x in no_memo)
+    nm_c = statistics.median(x[1] for x in no_memo)
     rows.append(
         (
-            f"trainwarden warm, hash cache only (memo deleted; median of {args.warm_runs})",
-            statistics.median(x[0] for x in no_memo),
-            nm_cpu,
-            f"{nm_cpu / naive_cpu:.2f}x naive CPU; last run {bytecode_share(no_memo[-1][1])}",
+            f"warm, hash cache only (memo deleted; median of {args.warm_runs})",
+            nm_w,
+            nm_c,
+            ratio(nm_w, nm_c),
         )
     )
-    verify(HashCache(cache_file))  # writes the memo
-    warm = [timed(lambda: verify(HashCache(cache_file))) for _ in range(args.warm_runs)]
+    snapshot_only(HashCache(cache_file))  # writes the memo
+    warm = [timed(lambda: snapshot_only(HashCache(cache_file))) for _ in range(args.warm_runs)]
+    runs.append(("warm, memo", *warm[-1][2]))
+    warm_w = statistics.median(x[0] for x in warm)
     warm_cpu = statistics.median(x[1] for x in warm)
     rows.append(
         (
-            f"trainwarden warm, hash cache and memo (median of {args.warm_runs})",
-            statistics.median(x[0] for x in warm),
+            f"**warm, hash cache and memo** (median of {args.warm_runs})",
+            warm_w,
             warm_cpu,
-            f"{warm_cpu / naive_cpu:.2f}x naive CPU; min wall {min(x[0] for x in warm):.3f} s",
+            f"**{ratio(warm_w, warm_cpu)}**; min wall {min(x[0] for x in warm):.3f} s",
+        )
+    )
+    w, c, (s3, f3, extra3) = timed(lambda: against_baseline(HashCache(cache_file)))
+    runs.append(("warm against the baseline", s3, f3, extra3))
+    rows.append(
+        (
+            "warm, hash cache and memo, against the signed baseline (loading and checking it)",
+            w,
+            c,
+            f"{ratio(w, c)}; {len(extra3)} baseline findings",
         )
     )
     fw, fc = sha256_per_buffer()
@@ -244,10 +292,15 @@ def main() -> None:
         )
     )
 
-    def key(fs: list[Any]) -> list[tuple[str, str, str, str]]:
+    def key_of(fs: list[Any]) -> list[tuple[str, str, str, str]]:
         return sorted((f.rule_id, f.severity.name, f.location, f.message) for f in fs)
 
-    same = key(findings) == key(findings2) == key(no_memo[-1][2][1]) == key(warm[-1][2][1])
+    same = all(key_of(r[2]) == key_of(findings) for r in runs)
+    same_bytecode = all(
+        (r[1].bytecode, r[1].bytecode_checked, r[1].bytecode_matches)
+        == (snap.bytecode, snap.bytecode_checked, snap.bytecode_matches)
+        for r in runs
+    )
     cli_env = {**os.environ, "TRAINWARDEN_CACHE_DIR": str(cache_dir)}
     cache_file.rename(cache_dir / "attest-sha256.bin")
     memo_file.rename(cache_dir / "attest-sha256.bin.memo")
@@ -295,29 +348,39 @@ def main() -> None:
         f"Python {platform.python_version()}"
     )
     print()
-    print("| run | wall s | CPU s (this process) | note |")
+    print("| run | wall s | CPU s (process + children) | note |")
     print("|---|---:|---:|---|")
     for name, w, c, note in rows:
-        cpu = "-" if c != c else f"{c:.3f}"
-        print(f"| {name} | {w:.3f} | {cpu} | {note} |")
+        print(f"| {name} | {w:.3f} | {c:.3f} | {note} |")
     print()
     print(f"findings at INFO and above on this environment: {len(findings)}")
     print(
-        "findings identical cold #1, cold #2, warm with the hash cache only and warm with the "
-        f"memo: {'yes' if same else 'NO'}"
+        "findings identical in every run (" + ", ".join(r[0] for r in runs) + "): "
+        f"{'yes' if same else 'NO'}; bytecode results and content keys identical: "
+        f"{'yes' if same_bytecode else 'NO'}"
     )
+    # What differs, if anything: the shared environment may change under a long run (another
+    # user's import writes bytecode into an editable install's source tree).
+    for name, r_snap, r_findings, _ in runs:
+        a, b = set(key_of(findings)), set(key_of(r_findings))
+        if a != b or r_snap.bytecode_checked != snap.bytecode_checked:
+            print(
+                f"  {name}: bytecode files {r_snap.bytecode_checked} (baseline "
+                f"{snap.bytecode_checked}); findings only in the baseline run: "
+                f"{sorted(a - b)[:3]}; only in this run: {sorted(b - a)[:3]}"
+            )
     print(
         f"files failing RECORD: naive walk {len(bad)}, trainwarden {len(ours_bad)}, "
         f"same set: {'yes' if bad == ours_bad else 'NO'}"
     )
-    path_files = len(snap.path_files)
     print(
-        f"bytecode compared with its source: {snap.bytecode_checked} files; cold #1 "
-        f"{cold1_bytecode[1]:.1f} CPU s, cold #2 {cold2_bytecode[1]:.1f} CPU s "
-        f"({1000 * cold2_bytecode[1] / max(1, cold2_bytecode[2]):.2f} ms CPU per file)"
+        f"bytecode compared with its source: {snap.bytecode_checked} files, "
+        f"{len(snap.bytecode_matches)} content keys in the baseline; taking the baseline "
+        f"compiled them in {base_bytecode[1]:.1f} CPU s "
+        f"({1000 * base_bytecode[1] / max(1, base_bytecode[2]):.2f} ms CPU per file)"
     )
     print(
-        f"trainwarden also walks and hashes {path_files} files on sys.path outside "
+        f"trainwarden also walks and hashes {len(snap.path_files)} files on sys.path outside "
         "site-packages (standard library, lib-dynload, .pth entries), which the naive walk does "
         "not look at, plus bytecode and orphans"
     )

@@ -300,11 +300,11 @@ def test_verdict_from_files_changed_since_the_walk_is_not_remembered(tmp_path: P
     _plant(source, "X = 2\n")
     cache = HashCache(None)
     pairs = [(str(pyc), str(source))]
-    results, consistent = verify_bytecode(pairs, walked, b"i" * 32, None, {}, cache)
+    results, consistent, _ = verify_bytecode(pairs, walked, b"i" * 32, None, {}, cache)
     assert [r.status for r in results] == ["mismatch"]  # right for this run
     assert consistent is False and cache.bytecode_verdicts() == {}
     # With the walk's metadata matching what was read, the verdict is remembered.
     walked = {str(source): os.lstat(source), str(pyc): os.lstat(pyc)}
-    results, consistent = verify_bytecode(pairs, walked, b"i" * 32, None, {}, cache)
+    results, consistent, _ = verify_bytecode(pairs, walked, b"i" * 32, None, {}, cache)
     assert [r.status for r in results] == ["mismatch"] and consistent is True
-    assert list(cache.bytecode_verdicts().values()) == [("mismatch", results[0].detail)]
+    assert list(cache.bytecode_verdicts().values()) == [("mismatch", results[0].detail, "")]

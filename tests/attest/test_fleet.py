@@ -128,6 +128,7 @@ def test_malformed_new_snapshot_fields_are_one_line_errors(
         ("shadows", [{"module": "x"}]),
         ("env_effects", [{"variable": "X", "severity": "BOGUS", "effect": "e"}]),
         ("bytecode", [[1, 2]]),
+        ("bytecode_matches", ["not a sha256 digest"]),
         ("path_roots", "not a mapping"),
     ):
         bad = json.loads(json.dumps(good))

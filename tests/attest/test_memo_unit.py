@@ -159,7 +159,7 @@ def test_the_memo_lives_beside_a_trusted_cache_file_only(tmp_path: Path) -> None
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    (shared / "h.bin").write_bytes(b"TWHC3\n")
+    (shared / "h.bin").write_bytes(b"TWHC4\n")
     assert SnapshotMemo.beside(HashCache(shared / "h.bin")).path is None
 
 

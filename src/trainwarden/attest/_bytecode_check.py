@@ -2,7 +2,9 @@
 
 Executed as ``python -I -S -B bytecode_check.py`` with a JSON list of ``[pyc, source]`` pairs on
 stdin (``source`` null for bytecode imported without a source); prints one ``[pyc, status,
-detail, pyc_metadata, source_metadata]`` row per pair. Nothing here imports trainwarden or
+detail, pyc_metadata, source_metadata, body_sha256, source_sha256]`` row per pair (the two
+digests, of the bytecode after its 16-byte header and of the source as read, only for
+``match``: what a content-addressed verdict is keyed on). Nothing here imports trainwarden or
 executes the code it reads: the source is compiled (never run) and the bytecode is unmarshalled
 (never run), and the two code objects are compared. Status: ``match``, ``mismatch``,
 ``ignored`` (Python would not use this file: wrong magic, or a timestamp header that does not
@@ -17,6 +19,11 @@ import json
 import marshal
 import os
 import sys
+
+try:
+    import hashlib
+except ImportError:  # a minimal standard library: no content keys, every verdict still made
+    hashlib = None  # type: ignore[assignment]
 
 _MAX = 64 * 1024 * 1024
 
@@ -95,19 +102,29 @@ def same_code(a: object, b: object) -> bool:
     return True
 
 
-def check(pyc: str, source: str | None) -> tuple[str, str, list[int], list[int]]:
-    """Status, detail, and the metadata of the bytecode and source read (``[]`` if unread)."""
+def check(pyc: str, source: str | None) -> tuple[str, str, list[int], list[int], str, str]:
+    """Status, detail, the metadata of the bytecode and source read (``[]`` if unread), and for
+    ``match`` the sha256 of the bytecode's body and of the source (``""`` otherwise)."""
     data, pyc_key, _ = _read(pyc)
+    status, detail, src_key, src = _compare(pyc, source, data)
+    if status != "match" or hashlib is None:
+        return status, detail, pyc_key, src_key, "", ""
+    body = hashlib.sha256(memoryview(data)[16:]).hexdigest()
+    return status, detail, pyc_key, src_key, body, hashlib.sha256(src).hexdigest()
+
+
+def _compare(pyc: str, source: str | None, data: bytes) -> tuple[str, str, list[int], bytes]:
+    """Status, detail, the source's metadata and the source bytes compared (if read)."""
     if len(data) > _MAX:
-        return "error", "larger than 64 MiB", pyc_key, []
+        return "error", "larger than 64 MiB", [], b""
     if source is None:
-        return "sourceless", "imported without a source to compare with", pyc_key, []
+        return "sourceless", "imported without a source to compare with", [], b""
     if len(data) < 16 or data[:4] != importlib.util.MAGIC_NUMBER:
-        return "ignored", "magic number of another Python version", pyc_key, []
+        return "ignored", "magic number of another Python version", [], b""
     flags = int.from_bytes(data[4:8], "little")
     src, src_key, src_st = _read(source)
     if len(src) > _MAX:
-        return "error", "source larger than 64 MiB", pyc_key, src_key
+        return "error", "source larger than 64 MiB", src_key, src
     stale = ""
     if flags & 0b1:
         if flags & 0b10 and data[8:16] != importlib.util.source_hash(src):
@@ -119,24 +136,24 @@ def check(pyc: str, source: str | None) -> tuple[str, str, list[int], list[int]]
         mtime = int.from_bytes(data[8:12], "little")
         size = int.from_bytes(data[12:16], "little")
         if mtime != (int(src_st.st_mtime) & 0xFFFFFFFF) or size != (src_st.st_size & 0xFFFFFFFF):
-            return "ignored", "timestamp header does not match the source", pyc_key, src_key
+            return "ignored", "timestamp header does not match the source", src_key, src
     try:
         # Unmarshalling builds a code object without running it; a crafted blob can at worst
         # crash this helper process, which the caller reports as an error (fail closed).
         code = marshal.loads(data[16:])  # noqa: S302 - see above
     except (ValueError, EOFError, TypeError) as e:
-        return "error", f"bytecode does not unmarshal: {e}", pyc_key, src_key
+        return "error", f"bytecode does not unmarshal: {e}", src_key, src
     try:
         compiled = compile(src, source, "exec", dont_inherit=True, optimize=_optimize(pyc))
     except (SyntaxError, ValueError) as e:
         detail = f"the source does not compile ({e}) but the bytecode loads"
-        return "mismatch", detail, pyc_key, src_key
+        return "mismatch", detail, src_key, src
     # Code objects compare recursively (nested functions and classes are constants of their
     # parent); marshal output is not compared, as it is not deterministic.
     if same_code(code, compiled):
-        return "match", "", pyc_key, src_key
+        return "match", "", src_key, src
     detail = "the code in the bytecode differs from the compiled source" + stale
-    return "mismatch", detail, pyc_key, src_key
+    return "mismatch", detail, src_key, src
 
 
 def main() -> None:
@@ -144,10 +161,11 @@ def main() -> None:
     out = []
     for pyc, source in pairs:
         try:
-            status, detail, pyc_key, src_key = check(pyc, source)
+            status, detail, pyc_key, src_key, body, src = check(pyc, source)
         except (OSError, RecursionError, MemoryError) as e:
             status, detail, pyc_key, src_key = "error", f"{type(e).__name__}: {e}", [], []
-        out.append([pyc, status, detail, pyc_key, src_key])
+            body = src = ""
+        out.append([pyc, status, detail, pyc_key, src_key, body, src])
     sys.stdout.write(json.dumps(out))
 
 

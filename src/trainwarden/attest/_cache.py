@@ -12,7 +12,7 @@ import marshal
 import os
 import stat
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
@@ -21,6 +21,7 @@ from trainwarden._internal.files import write_atomic
 
 __all__ = [
     "HashCache",
+    "PycHead",
     "RecordRow",
     "RecordRows",
     "cache_key_packer",
@@ -30,10 +31,11 @@ __all__ = [
     "unsafe_reason",
 ]
 
-_MAGIC = b"TWHC3\n"
+_MAGIC = b"TWHC4\n"
 _KEY = struct.Struct("<QQqqq")
 _REC = _KEY.size + 32
 _SMALL = 256 * 1024
+_MAX_PYC = 64 * 1024 * 1024
 _BATCH = 128
 _MAX_ENTRIES = 2_000_000
 _MAX_RECORDS = 50_000
@@ -41,10 +43,13 @@ _MAX_RECORDS = 50_000
 # A parsed RECORD: (rows as (path, algorithm, digest, size), problem text).
 RecordRow = tuple[str, str | None, bytes | None, int | None]
 RecordRows = tuple[tuple[RecordRow, ...], str]
-# File digests, parsed RECORDs, and bytecode verdicts ({key: (status, detail)}).
+# File digests, parsed RECORDs, and bytecode verdicts ({key: (status, detail, content key)}).
 _Tables = tuple[
-    dict[bytes, bytes], dict[str, tuple[bytes, RecordRows]], dict[bytes, tuple[str, str]]
+    dict[bytes, bytes], dict[str, tuple[bytes, RecordRows]], dict[bytes, tuple[str, str, str]]
 ]
+# What the hash pass read of a bytecode file: (its first 16 bytes, the sha256 of the rest, the
+# metadata key of the descriptor read).
+PycHead = tuple[bytes, bytes, bytes]
 
 
 def default_cache_dir() -> Path:
@@ -120,7 +125,7 @@ class HashCache:
         data, self._raw = self._raw, None
         entries: dict[bytes, bytes] = {}
         records: dict[str, tuple[bytes, RecordRows]] = {}
-        verdicts: dict[bytes, tuple[str, str]] = {}
+        verdicts: dict[bytes, tuple[str, str, str]] = {}
         if data is not None:
             # One marshal blob: loading 50k entries is a single C call, not a loop per entry.
             # marshal is only safe on trusted input, which _load's ownership and mode checks
@@ -147,7 +152,7 @@ class HashCache:
     def _records(self) -> dict[str, tuple[bytes, RecordRows]]:
         return self._tables()[1]
 
-    def bytecode_verdicts(self) -> dict[bytes, tuple[str, str]]:
+    def bytecode_verdicts(self) -> dict[bytes, tuple[str, str, str]]:
         """The bytecode verdict table (:mod:`trainwarden.attest._bytecode` keys and fills it);
         empty and never saved for an untrusted cache."""
         return self._tables()[2] if self.trusted else {}
@@ -167,6 +172,20 @@ class HashCache:
     def holds(self, st: os.stat_result) -> bool:
         """Whether a digest is stored for exactly this metadata (not counted as a lookup)."""
         return self.trusted and _key(st) in self._entries
+
+    def holds_all(
+        self, files: Iterable[tuple[str, os.stat_result]], skip: Container[str] = ()
+    ) -> bool:
+        """Whether :meth:`holds` is true of every file not in ``skip`` (one pass, no per-file
+        method call: it runs over every file hashed in a cold run)."""
+        if not self.trusted:
+            return all(p in skip for p, _ in files)
+        entries, pack = self._entries, _KEY.pack
+        return all(
+            p in skip
+            or pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) in entries
+            for p, st in files
+        )
 
     def get(self, st: os.stat_result) -> bytes | None:
         """The cached sha256 for a file with exactly this metadata, or None."""
@@ -231,24 +250,50 @@ def _unsafe(st: os.stat_result, path: Path) -> str:
     return ""
 
 
-def _hash_one(path: str, algorithm: str) -> tuple[bytes | None, os.stat_result | None, str]:
+def _read_all(fd: int, size: int) -> bytes:
+    """The file's bytes: one ``read`` when it returns exactly the ``fstat`` size (asking for one
+    byte more, so a file that grew is read on), else reads until end of file."""
+    data = os.read(fd, size + 1)
+    if len(data) == size:
+        return data
+    parts = [data]
+    while data:
+        data = os.read(fd, _SMALL)
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _hash_one(
+    path: str, algorithm: str, head: list[PycHead] | None = None
+) -> tuple[bytes | None, os.stat_result | None, str]:
+    # Raw descriptor calls: no buffered file object, and no second fstat or end-of-file read
+    # for the ~60k small files of an environment.
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as e:
         return None, None, f"{type(e).__name__}: {e.strerror or e}"
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    st: os.stat_result | None = None
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None, st, "not a regular file"
-        if st.st_size <= _SMALL:
+        if head is not None and st.st_size <= _MAX_PYC:
+            # Bytecode: the whole file and the body after its header from one read, so that the
+            # header and the body's digest describe the bytes whose digest is returned.
+            data = _read_all(fd, st.st_size)
+            head.append((data[:16], hashlib.sha256(memoryview(data)[16:]).digest(), _key(st)))
+            h = hashlib.sha256(data)
+        elif st.st_size <= _SMALL:
+            data = _read_all(fd, st.st_size)
             # The named constructor skips hashlib.new's name lookup (~50k calls per environment).
-            h = (
-                hashlib.sha256(f.read())
-                if algorithm == "sha256"
-                else hashlib.new(algorithm, f.read())
-            )
+            h = hashlib.sha256(data) if algorithm == "sha256" else hashlib.new(algorithm, data)
         else:
-            h = hashlib.file_digest(f, algorithm)
+            with open(fd, "rb", closefd=False) as f:
+                h = hashlib.file_digest(f, algorithm)
+    except OSError as e:
+        return None, st, f"{type(e).__name__}: {e.strerror or e}"
+    finally:
+        os.close(fd)
     return h.digest(), st, ""
 
 
@@ -257,12 +302,15 @@ def hash_files(
     cache: HashCache,
     *,
     workers: int | None = None,
+    pyc_heads: dict[str, PycHead] | None = None,
 ) -> tuple[dict[str, bytes], dict[str, str]]:
     """sha256 every ``(path, lstat)``; return ``({path: digest}, {path: error})``.
 
     Cache hits are decided on the given lstat; misses are read in parallel threads (hashlib
     releases the GIL on large buffers) and stored under the metadata of the descriptor actually
     read, so a file swapped between the walk and the read is never cached under the old inode.
+    With ``pyc_heads``, each ``.pyc`` file read (not a cache hit) also gets its :data:`PycHead`
+    there, from the same read.
     """
     digests: dict[str, bytes] = {}
     errors: dict[str, str] = {}
@@ -286,10 +334,24 @@ def hash_files(
     batches: list[list[str]] = [[p] for p in big]
     batches.extend(small[i : i + _BATCH] for i in range(0, len(small), _BATCH))
 
+    heads: list[tuple[str, PycHead]] = []
+
     def run(batch: list[str]) -> list[tuple[str, bytes | None, os.stat_result | None, str]]:
-        return [(p, *_hash_one(p, "sha256")) for p in batch]
+        if pyc_heads is None:
+            return [(p, *_hash_one(p, "sha256")) for p in batch]
+        out: list[tuple[str, bytes | None, os.stat_result | None, str]] = []
+        for p in batch:
+            if p.endswith(".pyc"):
+                got: list[PycHead] = []
+                out.append((p, *_hash_one(p, "sha256", got)))
+                heads.extend((p, g) for g in got)  # list.extend is atomic under the GIL
+            else:
+                out.append((p, *_hash_one(p, "sha256")))
+        return out
 
     n = workers or min(8, (os.cpu_count() or 1) * 2)
+    # What put() does, inlined: it runs once per file read.
+    store, added = cache._entries, 0
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tw-hash") as pool:
         for results in pool.map(run, batches):
             for path, digest, fst, error in results:
@@ -297,7 +359,12 @@ def hash_files(
                     errors[path] = error
                     continue
                 digests[path] = digest
-                cache.put(fst, digest)
+                k = pack(fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns, fst.st_ctime_ns)
+                store[k] = digest
+                added += 1
+    cache._new += added
+    if pyc_heads is not None:
+        pyc_heads.update(heads)
     return digests, errors
 
 

@@ -8,6 +8,7 @@ collector.py``): it imports nothing from trainwarden and runs no ``.pth`` file o
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.util
 import json
 import os
 import platform
@@ -67,6 +68,7 @@ def collect() -> dict[str, Any]:
         "version_full": sys.version,
         "implementation": sys.implementation.name,
         "cache_tag": sys.implementation.cache_tag,
+        "magic_number": importlib.util.MAGIC_NUMBER.hex(),
         "prefix": venv_dir or sys.prefix,
         "base_prefix": sys.base_prefix,
         "venv": venv_dir is not None,

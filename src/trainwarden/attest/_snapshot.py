@@ -18,7 +18,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISLNK
@@ -26,8 +26,14 @@ from typing import Any, NamedTuple
 
 from trainwarden._version import __version__
 from trainwarden.attest import AttestationError
-from trainwarden.attest._bytecode import BytecodeResult, bytecode_pairs, verify_bytecode
-from trainwarden.attest._cache import HashCache, cache_key_packer, hash_files, hash_other
+from trainwarden.attest._bytecode import BytecodeResult, Vouched, bytecode_pairs, verify_bytecode
+from trainwarden.attest._cache import (
+    HashCache,
+    PycHead,
+    cache_key_packer,
+    hash_files,
+    hash_other,
+)
 from trainwarden.attest._codedir import CodeDir, code_state
 from trainwarden.attest._effects import EnvEffect, resolve_effects
 from trainwarden.attest._envvars import helper_environment, loader_environment
@@ -196,6 +202,10 @@ class Snapshot:
     # with its source; only results other than "match" and "ignored" are kept.
     bytecode: tuple[BytecodeResult, ...] = ()
     bytecode_checked: int = 0
+    # Content keys of every bytecode file found to match its source (sorted hex; see
+    # trainwarden.attest._bytecode.content_key): what a node verifying against this snapshot,
+    # signed, need not compile again.
+    bytecode_matches: tuple[str, ...] = ()
 
     # ---- in-toto ------------------------------------------------------------------------
 
@@ -259,6 +269,7 @@ class Snapshot:
             "env_effects": [e.to_dict() for e in self.env_effects],
             "bytecode": [list(b) for b in self.bytecode],
             "bytecode_checked": self.bytecode_checked,
+            "bytecode_matches": list(self.bytecode_matches),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -406,6 +417,7 @@ class Snapshot:
                 ),
                 bytecode=tuple(BytecodeResult(*map(_opt_str, b)) for b in p.get("bytecode", [])),
                 bytecode_checked=int(p.get("bytecode_checked", 0)),
+                bytecode_matches=_content_keys(p.get("bytecode_matches", [])),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise AttestationError(
@@ -605,12 +617,15 @@ def take_snapshot(
     environ: Mapping[str, str] | None = None,
     cache: HashCache | None = None,
     workers: int | None = None,
+    vouched_bytecode: Collection[str] = (),
 ) -> Snapshot:
     """Describe the interpreter ``python`` (default: this one) and the code directories.
 
     ``environ`` is the environment the job will run with (default: this process's); it decides
     the loader variables recorded and the ``PYTHONPATH`` entries searched for ``sitecustomize``.
     ``cache`` defaults to :meth:`HashCache.default`; the cache file is updated at the end.
+    ``vouched_bytecode`` is the ``bytecode_matches`` of a baseline whose signature was verified
+    (never of any other): bytecode with one of these content keys is not compiled again.
     """
     env = dict(os.environ if environ is None else environ)
     for c in code_dirs:
@@ -675,6 +690,12 @@ def take_snapshot(
             [_MEMO_FORMAT, __version__.encode(), hooks_text.encode()], stats, path_stats
         )
         plain = memo.get(slot, fingerprint)
+    magic = str(info.get("magic_number") or "")
+    heads: dict[str, PycHead] | None = None
+    vouched: Vouched | None = None
+    if vouched_bytecode and re.fullmatch(r"(?:[0-9a-f]{2})+", magic):
+        heads = {}
+        vouched = Vouched(frozenset(vouched_bytecode), bytes.fromhex(magic), heads)
     if plain is not None:
         state = _FileState.from_plain(plain)
         cache.hits += state.checked
@@ -691,12 +712,13 @@ def take_snapshot(
             interp_real,
             cache,
             workers,
+            heads,
         )
         state = dataclasses.replace(state, checked=cache.hits + cache.misses - before)
         # Bytecode on the walked path (site-packages, the standard library, every other entry).
         walked = {**stats, **path_stats}
         pairs = bytecode_pairs(walked, tag)
-        results, same = verify_bytecode(
+        results, same, matches = verify_bytecode(
             pairs,
             walked,
             _compiler_id(state.interp_digest, tag),
@@ -704,6 +726,7 @@ def take_snapshot(
             env,
             cache,
             workers=workers,
+            vouched=vouched,
         )
         consistent = consistent and same
         # The memo's fingerprint holds a link's own metadata; what Python reads through it is
@@ -716,6 +739,7 @@ def take_snapshot(
             state,
             bytecode=tuple(r for r in results if r.status not in ("match", "ignored")),
             bytecode_checked=len(results),
+            bytecode_matches=tuple(sorted(matches)),
         )
         if memo.path is not None and consistent:
             memo.put(slot, fingerprint, tuple(sorted(outside.items())), state.to_plain())
@@ -739,7 +763,7 @@ def take_snapshot(
     code_stats, _ = walk_roots([str(Path(c).resolve()) for c in code_dirs], set())
     code_pairs = [p for p in bytecode_pairs(code_stats, tag) if p[0] not in stats]
     code_pairs = [p for p in code_pairs if p[0] not in path_stats]
-    code_checked, _ = verify_bytecode(
+    code_checked, _, code_matches = verify_bytecode(
         code_pairs,
         code_stats,
         _compiler_id(state.interp_digest, tag),
@@ -747,6 +771,7 @@ def take_snapshot(
         env,
         cache,
         workers=workers,
+        vouched=vouched,
     )
     cache.save()
     memo.save()
@@ -794,6 +819,7 @@ def take_snapshot(
             )
         ),
         bytecode_checked=state.bytecode_checked + len(code_checked),
+        bytecode_matches=tuple(sorted({*state.bytecode_matches, *code_matches})),
     )
 
 
@@ -804,7 +830,7 @@ def _compiler_id(interp_digest: bytes | None, cache_tag: str) -> bytes | None:
     return hashlib.sha256(interp_digest + cache_tag.encode()).digest()
 
 
-_MEMO_FORMAT = b"files-v2"
+_MEMO_FORMAT = b"files-v3"
 _STATUS = {s.value: s for s in FileStatus}
 
 
@@ -825,6 +851,7 @@ class _FileState:
     # Bytecode on the walked path other than "match" and "ignored", and how many were compared.
     bytecode: tuple[BytecodeResult, ...] = ()
     bytecode_checked: int = 0
+    bytecode_matches: tuple[str, ...] = ()
 
     def to_plain(self) -> Any:
         """Plain tuples, dicts and strings (marshal-able)."""
@@ -856,6 +883,7 @@ class _FileState:
             self.checked,
             tuple(tuple(b) for b in self.bytecode),
             self.bytecode_checked,
+            self.bytecode_matches,
         )
 
     @classmethod
@@ -864,7 +892,7 @@ class _FileState:
         dists, orphans, pths, customize, os_packages, unreadable, path_digests, interp, n = plain[
             :9
         ]
-        bytecode, bytecode_checked = plain[9:]
+        bytecode, bytecode_checked, bytecode_matches = plain[9:]
         status = _STATUS
         return cls(
             distributions=tuple(
@@ -892,6 +920,7 @@ class _FileState:
             checked=n,
             bytecode=tuple(BytecodeResult(*b) for b in bytecode),
             bytecode_checked=bytecode_checked,
+            bytecode_matches=tuple(bytecode_matches),
         )
 
 
@@ -910,10 +939,11 @@ def _file_state(
     interp_real: str,
     cache: HashCache,
     workers: int | None,
+    pyc_heads: dict[str, PycHead] | None = None,
 ) -> tuple[_FileState, dict[str, bytes], bool]:
     """Every installed, orphan, hook and path file checked against RECORD or hashed; also the
     files read outside the walk with their metadata keys, and whether every file hashed still
-    had the metadata the walk saw."""
+    had the metadata the walk saw. ``pyc_heads`` collects what the hash pass read of bytecode."""
     outside: dict[str, bytes] = {}
     dists_raw = list(find_distributions(site_dirs, cache))
     ok, modified, missing, no_hash = (
@@ -1035,10 +1065,10 @@ def _file_state(
             continue
         outside[extra] = _stat_key(to_hash[extra])
 
-    digests, errors = hash_files(list(to_hash.items()), cache, workers=workers)
+    digests, errors = hash_files(list(to_hash.items()), cache, workers=workers, pyc_heads=pyc_heads)
     # Results computed from a file that changed between the walk and the read are right for
     # this run but must not be remembered under the walk's metadata.
-    consistent = all(p in errors or cache.holds(st) for p, st in to_hash.items())
+    consistent = cache.holds_all(to_hash.items(), errors)
     other_algs: dict[str, set[str]] = {}
     for _, _, full, alg, _ in deferred:
         if alg and alg != "sha256" and alg in ACCEPTED_ALGORITHMS:
@@ -1200,6 +1230,15 @@ def _vouch(
 
 
 _path_key = operator.itemgetter(0)
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _content_keys(x: object) -> tuple[str, ...]:
+    if not isinstance(x, list) or not all(isinstance(k, str) and _HEX64.fullmatch(k) for k in x):
+        raise ValueError("bytecode_matches is not a list of sha256 hex digests")
+    return tuple(x)
 
 
 def _opt_str(x: object) -> Any:

@@ -21,7 +21,13 @@ from trainwarden.attest._snapshot import Snapshot, take_snapshot
 from trainwarden.findings import Finding, Severity
 from trainwarden.report import exit_code_for
 
-__all__ = ["VerifyReport", "baseline_code_dirs", "check_snapshot", "verify_environment"]
+__all__ = [
+    "VerifyReport",
+    "baseline_code_dirs",
+    "check_snapshot",
+    "verify_environment",
+    "vouched_bytecode",
+]
 
 _CODE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".dylib", ".pth")
 
@@ -401,6 +407,15 @@ def baseline_code_dirs(baseline: LoadedSnapshot | None) -> list[Path]:
     return [Path(c.path) for c in baseline.snapshot.code]
 
 
+def vouched_bytecode(baseline: LoadedSnapshot | None) -> frozenset[str]:
+    """The bytecode verdicts (content keys) of ``baseline`` that may be reused: all of them when
+    its signature verified under the key the user gave, none otherwise (unsigned, not checked,
+    or failed)."""
+    if baseline is None or not baseline.signed or baseline.verified is not True:
+        return frozenset()
+    return frozenset(baseline.snapshot.bytecode_matches)
+
+
 def verify_environment(
     python: str | None = None,
     *,
@@ -416,10 +431,16 @@ def verify_environment(
 
     With ``baseline``, differences become ``TWA-BASE-*`` findings; a baseline whose signature
     failed to verify is not used (``TWA-SIG-001``). ``require_signature`` (a key was given) turns
-    an unsigned baseline into ``TWA-SIG-002``.
+    an unsigned baseline into ``TWA-SIG-002``. Only a baseline whose signature was verified
+    vouches for bytecode: what it found to match its source is not compiled again here.
     """
     snap = snapshot or take_snapshot(
-        python, code_dirs=code_dirs, environ=environ, cache=cache, workers=workers
+        python,
+        code_dirs=code_dirs,
+        environ=environ,
+        cache=cache,
+        workers=workers,
+        vouched_bytecode=vouched_bytecode(baseline),
     )
     findings = check_snapshot(snap)
     diff: SnapshotDiff | None = None

@@ -161,13 +161,38 @@ def test_a_ledger_written_before_the_rollups_is_derived_when_opened(tmp_path: Pa
     run = _write(ledger)
     want = RunsModel(ledger.storage).index(run).plots(buckets=4, exact_limit=0)[0]
     ledger.storage.close()
+    tables = ("tw_buckets", "tw_run_stats", "tw_run_sets", "tw_fp", "tw_fp_bad", "tw_fp_rank")
     with sqlite3.connect(db) as conn:
-        for t in ("tw_rollup", "tw_run_stats", "tw_run_sets", "tw_fp"):
-            conn.execute(f"DELETE FROM {t}")  # noqa: S608 - constant table names
-        conn.execute("UPDATE tw_derived SET upto = 0")
+        for t in (*tables, "tw_derived_version"):
+            conn.execute(f"DROP TABLE {t}")
     conn.close()
     again = _ledger(f"sqlite:///{db}", tmp_path)
     assert RunsModel(again.storage).index(run).plots(buckets=4, exact_limit=0)[0] == want
+    again.storage.close()
+
+
+def test_derived_tables_of_an_older_layout_are_derived_again_when_opened(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    ledger = _ledger(f"sqlite:///{db}", tmp_path)
+    run = _write(ledger)
+    want = RunsModel(ledger.storage).index(run).plots(buckets=4, exact_limit=0)[0]
+    ledger.storage.close()
+    # The first layout: one rollup row per metric, a marker table without a version, and
+    # stale rows that must not survive.
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE tw_derived_version")
+        conn.execute("DELETE FROM tw_buckets")
+        conn.execute("UPDATE tw_run_stats SET entries = 1")
+        conn.execute("CREATE TABLE tw_derived (id INTEGER PRIMARY KEY, upto BIGINT NOT NULL)")
+        conn.execute("INSERT INTO tw_derived VALUES (1, 1000000)")
+        conn.execute("CREATE TABLE tw_rollup (run_id TEXT, metric TEXT, n BIGINT)")
+    conn.close()
+    again = _ledger(f"sqlite:///{db}", tmp_path)
+    assert RunsModel(again.storage).index(run).plots(buckets=4, exact_limit=0)[0] == want
+    raw = again.storage.raw()  # type: ignore[attr-defined]
+    names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not names & {"tw_derived", "tw_rollup"}
+    assert raw.execute("SELECT entries FROM tw_run_stats").fetchone()[0] == STEPS * RANKS + 2
     again.storage.close()
 
 
@@ -187,8 +212,8 @@ def test_an_edited_rollup_changes_only_the_plots_the_page_calls_unverified(
             "UPDATE tw_entries SET entry = ? WHERE idx = ?",
             (bytes(body).replace(b'"HIGH"', b'"INFO"'), alert_idx),
         )
-        conn.execute("UPDATE tw_rollup SET vmax = 1000000.0 WHERE metric = 'loss' AND rank = 0")
-        conn.execute("DELETE FROM tw_fp WHERE hash <> step")
+        conn.execute("UPDATE tw_buckets SET loss_hi = 1000000.0 WHERE rank = 0")
+        conn.execute("DELETE FROM tw_fp_rank")
     conn.close()
     model = RunsModel(open_storage(f"sqlite:///{db}"))
     idx = model.index(run)

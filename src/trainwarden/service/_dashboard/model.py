@@ -19,6 +19,7 @@ from jinja2.utils import htmlsafe_json_dumps
 
 from trainwarden.ledger._rollup import (
     FINEST,
+    METRIC_COLUMNS,
     STEP_LIMIT,
     WIDTHS,
     _num,
@@ -27,6 +28,7 @@ from trainwarden.ledger._rollup import (
     parse_entry,
     unwrap,
 )
+from trainwarden.ledger._rollup import METRICS as ROLLED
 from trainwarden.ledger._storage import RunStats, Storage
 from trainwarden.ledger._types import RunInfo, StoredEntry
 
@@ -142,6 +144,9 @@ class RunIndex:
         self.artifacts: list[dict[str, Any]] = []
         self.version = 0
         self._plot_cache: tuple[Any, dict[str, Any], str] | None = None
+        # What the last plots read of the rollups, so that the next reads only what changed.
+        self._rolled = RollupCache()
+        self._computing = threading.Lock()
 
     def add_rows(self, rows: list[StoredEntry]) -> None:
         """Take this run's entries, in index order, newer than any taken before."""
@@ -326,6 +331,15 @@ class RunIndex:
             return self._compute(snap, buckets)
         st = self.stats
         key = (st.entries if st is not None else 0, self.after, buckets, exact_limit)
+        with self._computing:
+            return self._storage_plots(key, st, buckets, exact_limit)
+
+    def _storage_plots(
+        self, key: tuple[int, int, int, int], st: RunStats | None, buckets: int, exact_limit: int
+    ) -> tuple[dict[str, Any], str]:
+        storage = self.storage
+        if storage is None:  # pragma: no cover - plots() only comes here with a storage
+            raise RuntimeError("a run index without a storage has no derived tables")
         with self.lock:
             cached = self._plot_cache
             if cached is not None and cached[0] == key:
@@ -335,7 +349,7 @@ class RunIndex:
             scratch = RunIndex(self.run)
             after = -1
             while True:
-                rows = self.storage.query(
+                rows = storage.query(
                     run=self.run.run_id, kind=None, writer=None, after=after, limit=_PAGE
                 )
                 if not rows:
@@ -345,7 +359,7 @@ class RunIndex:
             out, _ = scratch._compute(scratch._snapshot(), buckets)
             out["source"] = "entries"
         else:
-            out = rollup_plots(self.storage, self.run.run_id, timeline, st, buckets)
+            out = rollup_plots(storage, self.run.run_id, timeline, st, buckets, self._rolled)
             out["source"] = "rollup"
         out["as_of"] = key[1]
         text = htmlsafe_json_dumps(out)
@@ -658,16 +672,16 @@ def downsample_rollup(
 
 
 def _alert_values(
-    storage: Storage, run_id: str, steps: set[int]
+    storage: Storage, run_id: str, steps: set[int], spans: list[tuple[int, int]]
 ) -> dict[str, dict[int, dict[int, float]]]:
     """metric -> step -> rank -> value at each alert step, read from the run's step and timing
-    entries in the index spans the finest rollup rows of those steps' buckets record."""
+    entries in ``spans``, the index spans the finest rollup rows of those steps' buckets
+    record."""
     out: dict[str, dict[int, dict[int, float]]] = {}
     if not steps:
         return out
-    spans = sorted(storage.rollup_spans(run_id, [s // FINEST for s in steps]))
     merged: list[list[int]] = []
-    for a, b in spans:
+    for a, b in sorted(spans):
         if merged and a <= merged[-1][1] + 1:
             merged[-1][1] = max(merged[-1][1], b)
         else:
@@ -694,34 +708,45 @@ def _alert_values(
 
 
 def _fingerprint_tally(storage: Storage, run_id: str, fp_ranks: int) -> dict[str, Any]:
-    """The cross-rank fingerprint agreement from the per-step tallies: at a step where the
-    ranks did not all agree, the fingerprint held by more than half of the reports is the
-    majority and the ranks holding another disagree; without one, every rank there does."""
-    steps, split = storage.fingerprint_tally(run_id)
+    """The cross-rank fingerprint agreement as the storage keeps it at ingest: per rank, the
+    steps where its fingerprint was not the one more than half of the step's reports held
+    (or where no fingerprint had such a majority)."""
+    steps, per_rank = storage.fingerprint_tally(run_id)
     if not steps:
         return {"ranks": 0, "steps": 0, "diverged": []}
-    first: dict[int, int] = {}
-    count: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for step, n, total, ranks in split:
-        if n * 2 > total:
-            continue
-        for part in ranks.split(","):
-            try:
-                r = int(part)
-            except ValueError:
-                continue
-            if last.get(r) == step:
-                continue
-            last[r] = step
-            first.setdefault(r, step)
-            count[r] = count.get(r, 0) + 1
-    diverged = [{"rank": r, "from_step": first[r], "steps": count[r]} for r in first]
+    diverged = [{"rank": r, "from_step": first, "steps": n} for r, first, n in per_rank]
     return {
         "ranks": fp_ranks,
         "steps": steps,
         "diverged": sorted(diverged, key=lambda d: (d["from_step"], d["rank"])),
     }
+
+
+@dataclass
+class RollupCache:
+    """The rollup rows of one bucket width as last read (keyed by bucket and rank), the log
+    size they were read at, and the alert steps' exact values with the index spans they came
+    from: the next plots re-read only rows that entries appended since then changed."""
+
+    width: int = 0
+    since: int = -1
+    rows: dict[tuple[int, int], tuple[Any, ...]] = field(default_factory=dict)
+    alert_key: Any = None
+    alert_values: dict[str, dict[int, dict[int, float]]] = field(default_factory=dict)
+
+
+def _width(storage: Storage, run_id: str, buckets: int) -> int | None:
+    """The finest bucket width with at most ``buckets`` buckets (else the widest), or None
+    when the run has no rollup rows."""
+    # Coarsest first: each probe is an index seek that stops after ``buckets + 1``.
+    if storage.rollup_buckets(run_id, WIDTHS[-1], buckets) == 0:
+        return None
+    width = WIDTHS[-1]
+    for w in reversed(WIDTHS[:-1]):
+        if storage.rollup_buckets(run_id, w, buckets) > buckets:
+            break
+        width = w
+    return width
 
 
 def rollup_plots(
@@ -730,25 +755,39 @@ def rollup_plots(
     timeline: list[TimelineItem],
     stats: RunStats,
     buckets: int,
+    cache: RollupCache | None = None,
 ) -> dict[str, Any]:
-    """The plots of a run from its rollups: per metric, the finest bucket width with at most
-    ``buckets`` buckets (or the coarsest, merged down), every alert step exact, and the
-    fingerprint agreement. Reads O(buckets x ranks) rollup rows plus the step entries of the
-    alert steps' buckets, never the whole run."""
+    """The plots of a run from its rollups: every metric at the finest bucket width with at
+    most ``buckets`` buckets (or the coarsest, merged down), every alert step exact, and the
+    fingerprint agreement. Reads O(buckets x ranks) rollup rows (with ``cache``, only those
+    changed since its last read) plus the step entries of the alert steps' buckets, never the
+    whole run."""
+    cache = cache if cache is not None else RollupCache()
     alert_steps = _alert_steps(timeline)
-    exact = _alert_values(storage, run_id, alert_steps)
+    spans = sorted(storage.rollup_spans(run_id, [s // FINEST for s in alert_steps]))
+    alert_key = (frozenset(alert_steps), tuple(spans))
+    if cache.alert_key != alert_key:
+        cache.alert_values = _alert_values(storage, run_id, alert_steps, spans)
+        cache.alert_key = alert_key
+    exact = cache.alert_values
+    # Rows changed after this size carry a last index at or beyond it.
+    head = storage.size()
+    width = _width(storage, run_id, buckets)
     out: dict[str, Any] = {"metrics": {}}
-    for metric in (*METRICS, *PHASES):
-        # Coarsest first: each probe is an index seek that stops after ``buckets + 1``.
-        if storage.rollup_buckets(run_id, metric, WIDTHS[-1], buckets) == 0:
-            continue
-        width = WIDTHS[-1]
-        for w in reversed(WIDTHS[:-1]):
-            if storage.rollup_buckets(run_id, metric, w, buckets) > buckets:
-                break
-            width = w
-        rows = storage.rollup(run_id, metric, width)
-        out["metrics"][metric] = downsample_rollup(rows, exact.get(metric, {}), buckets)
+    if width is None:
+        cache.rows, cache.width, cache.since = {}, 0, -1
+    else:
+        if width != cache.width:
+            cache.rows, cache.width, cache.since = {}, width, -1
+        for row in storage.rollup(run_id, width, cache.since):
+            cache.rows[(int(row[0]), int(row[1]))] = row
+        cache.since = head
+        rows = list(cache.rows.values())
+        for i, metric in enumerate(ROLLED):
+            c = 2 + i * len(METRIC_COLUMNS)
+            mine = [(r[0], r[1], *r[c : c + len(METRIC_COLUMNS)]) for r in rows if r[c]]
+            if mine:
+                out["metrics"][metric] = downsample_rollup(mine, exact.get(metric, {}), buckets)
     out["alerts"] = [
         {"step": t.step, "rank": t.rank, "rule": t.rule_id, "severity": t.severity}
         for t in timeline

@@ -45,8 +45,11 @@ def _num(v: Any) -> float | None:
     if t is float:
         return v if math.isfinite(v) else None
     if t is int:
-        f = float(v)
-        return f if math.isfinite(f) else None
+        try:
+            return float(v)
+        except OverflowError:
+            # An integer beyond a float's range (a wrapped record may hold one) is no value.
+            return None
     return None
 
 
@@ -103,34 +106,44 @@ def parse_entry(entry: bytes) -> tuple[dict[str, Any], dict[str, Any], int | Non
 
 def metric_values(kind: str, rec: dict[str, Any]) -> tuple[int | None, list[tuple[str, float]]]:
     """(step, [(metric, value)]) a ``step`` or ``timing`` record contributes to the plots."""
-    step = _int(rec.get("step"))
-    if step is None or kind not in ("step", "timing") or not -STEP_LIMIT < step < STEP_LIMIT:
+    step = rec.get("step")
+    if (
+        type(step) is not int
+        or kind not in ("step", "timing")
+        or not -STEP_LIMIT < step < STEP_LIMIT
+    ):
         return None, []
     out: list[tuple[str, float]] = []
-
-    def put(metric: str, v: Any) -> None:
-        f = _num(v)
-        if f is not None:
-            out.append((metric, f))
-
     if kind == "timing":
         for p in PHASES:
-            put(p, rec.get(p))
+            f = _num(rec.get(p))
+            if f is not None:
+                out.append((p, f))
         # In a timing record "step" is both the step number and, as a float, its duration.
-        put("step_s", rec.get("step"))
+        out.append(("step_s", float(step)))
         return step, out
-    put("loss", rec.get("loss"))
+    f = _num(rec.get("loss"))
+    if f is not None:
+        out.append(("loss", f))
     gn = rec.get("grad_norm")
-    if isinstance(gn, list):
+    if type(gn) is list:
         gn = gn[0] if gn else None
-    put("grad_norm", gn)
+    f = _num(gn)
+    if f is not None:
+        out.append(("grad_norm", f))
     timing = rec.get("timing")
-    if isinstance(timing, dict):
-        put("step_s", timing.get("step"))
+    if type(timing) is dict:
+        f = _num(timing.get("step"))
+        if f is not None:
+            out.append(("step_s", f))
         for p in PHASES:
-            put(p, timing.get(p))
+            f = _num(timing.get(p))
+            if f is not None:
+                out.append((p, f))
     else:
-        put("step_s", rec.get("step_s"))
+        f = _num(rec.get("step_s"))
+        if f is not None:
+            out.append(("step_s", f))
     return step, out
 
 

@@ -260,16 +260,19 @@ def test_a_wrapped_record_with_out_of_range_numbers_is_stored_and_shown(tmp_path
     ledger.storage.create_run(run)
     big = 10**30
     text = f'{{"step": {big}, "rank": {big}, "loss": 1.5, "weights_hash": "{"f" * 40}"}}'
+    # An integer no float can hold, where the plots expect a number.
+    huge = text.replace('"loss": 1.5', f'"loss": {10**400}').replace(f"{big}", "4")
     evs = [
         Event(1, "step", {"noncanonical": text}),
         Event(2, "step", {"step": 3, "rank": -5, "loss": 2.5}),
         Event(3, "alert", {"noncanonical": text.replace("loss", "severity")}),
+        Event(4, "step", {"noncanonical": huge}),
     ]
     # Derived rows never make the log refuse an entry.
-    assert ledger.append(run.run_id, "w", evs).new == 3
+    assert ledger.append(run.run_id, "w", evs).new == 4
     idx = RunsModel(ledger.storage).index(run)
     for exact_limit in (0, 4000):
         loss = idx.plots(exact_limit=exact_limit)[0]["metrics"]["loss"]
         assert 3 in loss["x"] and loss["ranks"] == [0] and loss["y"][0][-1] == 2.5
-    assert idx.summary().entries == 3
+    assert idx.summary().entries == 4
     assert "big" in render_run_page(idx)

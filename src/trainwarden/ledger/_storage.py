@@ -128,7 +128,7 @@ class Storage(Protocol):
 
     def notes(self, run_id: str, after: int, limit: int) -> list[StoredEntry]: ...
 
-    def metric_entries(self, run_id: str, start: int, end: int) -> list[StoredEntry]: ...
+    def metric_entries(self, run_id: str, start: int, end: int) -> list[tuple[str, bytes]]: ...
 
     def rollup_buckets(self, run_id: str, width: int, cap: int) -> int: ...
 
@@ -209,6 +209,14 @@ _COLUMN_TYPES = {
 }
 _METRIC_DDL = ", ".join(f"{m}_{c} {_COLUMN_TYPES[c]}" for m in METRICS for c in METRIC_COLUMNS)
 _ROLLUP_COLS = "first_idx, last_idx, " + ", ".join(rollup_columns())
+
+
+_ROLLUP_READ = [
+    f"CASE WHEN {m}_lo IS NULL OR {m}_slo IS NULL OR {m}_hi IS NULL OR {m}_shi IS NULL "
+    f"THEN 0 ELSE {m}_n END, COALESCE({m}_lo, 0), COALESCE({m}_slo, 0), "
+    f"COALESCE({m}_hi, 0), COALESCE({m}_shi, 0)"
+    for m in METRICS
+]
 
 
 def _metric_upsert(m: str) -> str:
@@ -598,13 +606,14 @@ class SqlStorage:
             )
         ]
 
-    def metric_entries(self, run_id: str, start: int, end: int) -> list[StoredEntry]:
-        """The run's ``step`` and ``timing`` entries with ``start <= index <= end``."""
+    def metric_entries(self, run_id: str, start: int, end: int) -> list[tuple[str, bytes]]:
+        """(kind, entry bytes) of the run's ``step`` and ``timing`` entries with
+        ``start <= index <= end``, in index order."""
         return [
-            _entry(r)
-            for r in self._read(
+            (str(kind), bytes(entry))
+            for kind, entry in self._read(
                 self._q(
-                    f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE idx >= ? AND idx <= ? "  # noqa: S608 - constant column names only; values are bound parameters
+                    "SELECT kind, entry FROM tw_entries WHERE idx >= ? AND idx <= ? "
                     "AND run_id = ? AND kind IN ('step', 'timing') ORDER BY idx"
                 ),
                 (start, end, run_id),
@@ -624,8 +633,9 @@ class SqlStorage:
 
     def rollup(self, run_id: str, width: int, since: int = -1) -> list[tuple[Any, ...]]:
         """(bucket, rank, then per metric n, lo, slo, hi, shi) of the run's buckets of
-        ``width`` that an entry with index ``since`` or later contributed to."""
-        cols = ", ".join(rollup_columns())
+        ``width`` that an entry with index ``since`` or later contributed to. A metric without
+        values there (or whose bounds someone set to NULL) reads as n = 0, never NULL."""
+        cols = ", ".join(_ROLLUP_READ)
         return self._read(
             self._q(
                 f"SELECT bucket, rank, {cols} FROM tw_buckets "  # noqa: S608 - constant column names only; values are bound parameters

@@ -478,7 +478,13 @@ def _round_columns(y: np.ndarray[Any, Any]) -> list[list[float | None]]:
         scale = np.power(10.0, 5 - np.nan_to_num(mag, nan=0, posinf=0, neginf=0))
         r = np.round(y * scale) / scale
     r = np.where(np.isfinite(r), r, y)
-    return [[None if x != x else x for x in c] for c in r.T.tolist()]
+    nan_cols = np.isnan(r).any(axis=0)
+    gaps = [bool(nan_cols[j]) for j in range(r.shape[1])]
+    cols: list[list[float | None]] = r.T.tolist()
+    return [
+        [None if x != x else x for x in c] if gap else c
+        for c, gap in zip(cols, gaps, strict=True)
+    ]
 
 
 def downsample(per_rank: dict[int, Any], keep_steps: set[int], buckets: int) -> dict[str, Any]:
@@ -592,52 +598,63 @@ class RunsModel:
         return [self.index(r).summary() for r in self.storage.list_runs()]
 
 
-def _merge_rows(
-    rows: list[tuple[Any, ...]], buckets: int
-) -> tuple[list[int], dict[tuple[int, int], list[Any]]]:
-    """Rollup rows (bucket, rank, n, vmin, smin, vmax, smax) grouped into at most ``buckets``
-    runs of consecutive present buckets: (groups, {(group, rank): [n, vmin, smin, vmax, smax]})."""
-    present = sorted({r[0] for r in rows})
+_Cols = tuple[
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+]
+
+
+def _merge_buckets(cols: _Cols, buckets: int) -> _Cols:
+    """Rollup columns (bucket, rank, n, vmin, smin, vmax, smax) with runs of consecutive present
+    buckets merged into at most ``buckets`` groups (the group number replaces the bucket); the
+    earliest step wins a tie."""
+    b, rk, n, v0, s0, v1, s1 = cols
+    present = np.unique(b)
     per = max(1, -(-len(present) // max(1, buckets)))
-    group = {b: i // per for i, b in enumerate(present)}
-    out: dict[tuple[int, int], list[Any]] = {}
-    for b, rank, n, v0, s0, v1, s1 in rows:
-        key = (group[b], rank)
-        got = out.get(key)
-        if got is None:
-            out[key] = [n, v0, s0, v1, s1]
-            continue
-        got[0] += n
-        if v0 < got[1]:
-            got[1], got[2] = v0, s0
-        if v1 > got[3]:
-            got[3], got[4] = v1, s1
-    return sorted(set(group.values())), out
+    g = np.searchsorted(present, b) // per
+    lo_order = np.lexsort((s0, v0, rk, g))
+    hi_order = np.lexsort((s1, -v1, rk, g))
+    gs, rs = g[lo_order], rk[lo_order]
+    start = np.ones(len(gs), dtype=bool)
+    start[1:] = (gs[1:] != gs[:-1]) | (rs[1:] != rs[:-1])
+    seg = np.cumsum(start) - 1
+    total = np.zeros(int(seg[-1]) + 1 if len(seg) else 0, dtype=np.int64)
+    np.add.at(total, seg, n[lo_order])
+    # Both orders sort by (group, rank) first, so their segments line up.
+    first_lo, first_hi = lo_order[start], hi_order[start]
+    return (
+        g[first_lo],
+        rk[first_lo],
+        total,
+        v0[first_lo],
+        s0[first_lo],
+        v1[first_hi],
+        s1[first_hi],
+    )
 
 
 def downsample_rollup(
-    rows: list[tuple[Any, ...]], exact: dict[int, dict[int, float]], buckets: int
+    cols: _Cols, exact: dict[int, dict[int, float]], buckets: int
 ) -> dict[str, Any]:
-    """The plot of one metric from rollup rows (bucket, rank, n, vmin, smin, vmax, smax): each
-    bucket (after merging down to at most ``buckets``) is two slots, at the earliest and the
-    latest step where a rank had its minimum or maximum, carrying per rank that bucket's
-    minimum and maximum in the order they occurred, so every rank's envelope is kept exactly in
-    value; ``exact`` (step -> rank -> value) adds the alert steps exactly. Same shape as
-    :func:`downsample`."""
-    if rows and len({r[0] for r in rows}) > buckets:
-        _, merged = _merge_rows(rows, buckets)
-        rows = [(g, rank, *vals) for (g, rank), vals in sorted(merged.items())]
-    ranks = np.unique(
-        np.array([r[1] for r in rows] + [r for v in exact.values() for r in v], dtype=np.int64)
-    )
+    """The plot of one metric from rollup columns (bucket, rank, n, vmin, smin, vmax, smax),
+    one element per bucket and rank: each bucket (after merging down to at most ``buckets``)
+    is two slots, at the earliest and the latest step where a rank had its minimum or maximum,
+    carrying per rank that bucket's minimum and maximum in the order they occurred, so every
+    rank's envelope is kept exactly in value; ``exact`` (step -> rank -> value) adds the alert
+    steps exactly. Same shape as :func:`downsample`."""
+    if len(np.unique(cols[0])) > buckets:
+        cols = _merge_buckets(cols, buckets)
+    b, rk, n, v0, s0, v1, s1 = cols
+    extra = np.array([r for v in exact.values() for r in v], dtype=np.int64)
+    ranks = np.unique(np.concatenate([rk, extra]))
     nr = len(ranks)
-    if rows:
-        cols = list(zip(*rows, strict=True))
-        b = np.array(cols[0], dtype=np.int64)
-        ri = np.searchsorted(ranks, np.array(cols[1], dtype=np.int64))
-        n = np.array(cols[2], dtype=np.int64)
-        v0, v1 = np.array(cols[3], dtype=float), np.array(cols[5], dtype=float)
-        s0, s1 = np.array(cols[4], dtype=np.int64), np.array(cols[6], dtype=np.int64)
+    if len(b):
+        ri = np.searchsorted(ranks, rk)
         present = np.unique(b)
         gi = np.searchsorted(present, b)
         in_order = s0 <= s1
@@ -649,7 +666,9 @@ def downsample_rollup(
         hi = np.full(len(present), np.iinfo(np.int64).min)
         np.minimum.at(lo, gi, np.minimum(s0, s1))
         np.maximum.at(hi, gi, np.maximum(s0, s1))
-        points = int(np.bincount(ri, weights=n, minlength=nr).max())
+        per_rank = np.zeros(nr, dtype=np.int64)
+        np.add.at(per_rank, ri, n)
+        points = int(per_rank.max())
     else:
         first = second = np.empty((0, nr))
         lo = hi = np.empty(0, dtype=np.int64)
@@ -669,6 +688,34 @@ def downsample_rollup(
         "y": _round_columns(y),
         "points": points,
     }
+
+
+def _metric_columns(rows: list[tuple[Any, ...]]) -> dict[str, _Cols]:
+    """Rollup rows (bucket, rank, then per metric n, lo, slo, hi, shi, with n = 0 where the
+    metric has no values) as columns per metric, keeping the buckets and ranks with values."""
+    out: dict[str, _Cols] = {}
+    if not rows:
+        return out
+    arr = np.array(rows, dtype=object)
+    b = arr[:, 0].astype(np.int64)
+    rk = arr[:, 1].astype(np.int64)
+    k = len(METRIC_COLUMNS)
+    for i, metric in enumerate(ROLLED):
+        c = 2 + i * k
+        ok = arr[:, c].astype(np.int64) > 0
+        if not ok.any():
+            continue
+        sel = arr[ok, c : c + k]
+        out[metric] = (
+            b[ok],
+            rk[ok],
+            sel[:, 0].astype(np.int64),
+            sel[:, 1].astype(float),
+            sel[:, 2].astype(np.int64),
+            sel[:, 3].astype(float),
+            sel[:, 4].astype(np.int64),
+        )
+    return out
 
 
 def _alert_values(
@@ -692,13 +739,13 @@ def _alert_values(
         start = a
         while start <= b:
             end = min(b, start + _PAGE - 1)
-            for row in storage.metric_entries(run_id, start, end):
+            for kind, entry in storage.metric_entries(run_id, start, end):
                 # A canonical record holding step S contains '"step":S' (a wrapped
                 # noncanonical one is parsed anyway); the rest are skipped unparsed.
-                if maybe.search(row.entry) is None:
+                if maybe.search(entry) is None:
                     continue
-                _, rec, rank, _ = parse_entry(row.entry)
-                step, values = metric_values(row.kind, rec)
+                _, rec, rank, _ = parse_entry(entry)
+                step, values = metric_values(kind, rec)
                 if step in steps:
                     r = rank if rank is not None else 0
                     for metric, v in values:
@@ -782,12 +829,8 @@ def rollup_plots(
         for row in storage.rollup(run_id, width, cache.since):
             cache.rows[(int(row[0]), int(row[1]))] = row
         cache.since = head
-        rows = list(cache.rows.values())
-        for i, metric in enumerate(ROLLED):
-            c = 2 + i * len(METRIC_COLUMNS)
-            mine = [(r[0], r[1], *r[c : c + len(METRIC_COLUMNS)]) for r in rows if r[c]]
-            if mine:
-                out["metrics"][metric] = downsample_rollup(mine, exact.get(metric, {}), buckets)
+        for metric, cols in _metric_columns(list(cache.rows.values())).items():
+            out["metrics"][metric] = downsample_rollup(cols, exact.get(metric, {}), buckets)
     out["alerts"] = [
         {"step": t.step, "rank": t.rank, "rule": t.rule_id, "severity": t.severity}
         for t in timeline

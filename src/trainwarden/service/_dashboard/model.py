@@ -478,12 +478,11 @@ def _round_columns(y: np.ndarray[Any, Any]) -> list[list[float | None]]:
         scale = np.power(10.0, 5 - np.nan_to_num(mag, nan=0, posinf=0, neginf=0))
         r = np.round(y * scale) / scale
     r = np.where(np.isfinite(r), r, y)
-    nan_cols = np.isnan(r).any(axis=0)
+    nan_cols: np.ndarray[Any, Any] = np.asarray(np.isnan(r).any(axis=0))
     gaps = [bool(nan_cols[j]) for j in range(r.shape[1])]
     cols: list[list[float | None]] = r.T.tolist()
     return [
-        [None if x != x else x for x in c] if gap else c
-        for c, gap in zip(cols, gaps, strict=True)
+        [None if x != x else x for x in c] if gap else c for c, gap in zip(cols, gaps, strict=True)
     ]
 
 

@@ -276,3 +276,38 @@ def test_a_wrapped_record_with_out_of_range_numbers_is_stored_and_shown(tmp_path
         assert 3 in loss["x"] and loss["ranks"] == [0] and loss["y"][0][-1] == 2.5
     assert idx.summary().entries == 4
     assert "big" in render_run_page(idx)
+
+
+@pytest.mark.parametrize(("buckets", "last_step"), [(8, 120), (4, 300)])
+def test_plots_after_new_entries_equal_a_fresh_read(
+    tmp_path: Path, buckets: int, last_step: int
+) -> None:
+    """The plots re-read only the rollup rows new entries changed; they must equal what a
+    fresh model reads from scratch (the same bucket width, or a coarser one once the run has
+    grown past the bucket limit)."""
+    ledger = _ledger(f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
+    run = _write(ledger)
+    model = RunsModel(ledger.storage)
+    before = model.index(run).plots(buckets=buckets, exact_limit=0)[0]
+    seq = 10_000
+    evs: list[Event] = []
+    # A new extreme inside an old bucket, a new alert at an old step, and new steps.
+    evs.append(Event(seq, "step", {"step": 50, "rank": 1, "loss": 99.0}, rank=1))
+    alert = {"rule_id": "TWM-Y", "severity": "HIGH", "step": 50, "rank": 1, "message": "y"}
+    evs.append(Event(seq + 1, "alert", alert, rank=1))
+    seq += 2
+    for s in range(STEPS, last_step):
+        for r in range(RANKS):
+            evs.append(Event(seq, "step", {"step": s, "rank": r, "loss": _value(s, r)}, rank=r))
+            seq += 1
+    for i in range(0, len(evs), 50):
+        ledger.append(run.run_id, "w", evs[i : i + 50])
+    after = model.index(run).plots(buckets=buckets, exact_limit=0)[0]
+    fresh = RunsModel(ledger.storage).index(run).plots(buckets=buckets, exact_limit=0)[0]
+    assert after == fresh
+    assert after != before
+    loss = after["metrics"]["loss"]
+    assert 99.0 in loss["y"][1] and loss["x"][-1] >= last_step - 16
+    # The new alert's step carries every rank's exact value at that step.
+    i = max(i for i, x in enumerate(loss["x"]) if x == 50)
+    assert [loss["y"][r][i] for r in range(RANKS)] == [_value(50, 0), 99.0, _value(50, 2)]

@@ -302,10 +302,26 @@ def test_plots_after_new_entries_equal_a_fresh_read(
             seq += 1
     for i in range(0, len(evs), 50):
         ledger.append(run.run_id, "w", evs[i : i + 50])
+    # Count the rollup rows each read returns (the storage itself is the real one).
+    storage = ledger.storage
+    real_rollup = storage.rollup
+    got: list[int] = []
+
+    def rollup(run_id: str, width: int, since: int = -1) -> list[tuple[Any, ...]]:
+        rows = real_rollup(run_id, width, since)
+        got.append(len(rows))
+        return rows
+
+    storage.rollup = rollup  # type: ignore[method-assign]
     after = model.index(run).plots(buckets=buckets, exact_limit=0)[0]
-    fresh = RunsModel(ledger.storage).index(run).plots(buckets=buckets, exact_limit=0)[0]
+    incremental = sum(got)
+    fresh = RunsModel(storage).index(run).plots(buckets=buckets, exact_limit=0)[0]
     assert after == fresh
     assert after != before
+    if buckets == 8:
+        # The same width: only the rows of the changed buckets came back (one old bucket of
+        # rank 1, two new buckets of every rank), not all of them.
+        assert incremental == 1 + 2 * RANKS < got[-1]
     loss = after["metrics"]["loss"]
     assert 99.0 in loss["y"][1] and loss["x"][-1] >= last_step - 16
     # The new alert's step carries every rank's exact value at that step.

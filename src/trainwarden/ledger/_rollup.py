@@ -1,8 +1,9 @@
 """Derived data kept beside the log for the dashboard: per-run counters, the hosts and ranks seen,
-per-rank metric rollups (minimum and maximum of each step bucket at several bucket widths) and
-per-step weight-fingerprint tallies, written in the same transaction as the entries they come
-from. Nothing here is part of the log: no hash covers it, verification never reads it, and a
-page that shows it says it is unverified plot data."""
+per-rank metric rollups (minimum and maximum of each step bucket at several bucket widths, one
+row per bucket and rank) and per-step weight-fingerprint tallies with the ranks that disagree,
+written in the same transaction as the entries they come from. Nothing here is part of the log:
+no hash covers it, verification never reads it, and a page that shows it says it is unverified
+plot data."""
 
 from __future__ import annotations
 

@@ -296,11 +296,13 @@ def table(args: argparse.Namespace, res: dict[str, Any]) -> str:
         f" {res['api_s']:.1f} | - |",
         f"| peer extrapolated to the whole run ({res['entries']:,} entries) | {full_api:.0f} | - |",
         "",
-        "The page reads the run's entries other than step records (alerts, attestations,"
-        " artifacts), the per-run counters, O(buckets x ranks) rollup rows per metric, the step"
-        " entries of the alert steps' 16-step buckets (their exact values), and the steps where"
-        " the weight fingerprints disagree; never every entry. The rollups are written in the"
-        " transaction that appends the entries; they are unverified plot data.",
+        "The first view reads the run's entries other than step records (alerts, attestations,"
+        " artifacts), the per-run counters, O(buckets x ranks) rollup rows (one per bucket and"
+        " rank, holding every metric), the step entries of the alert steps' 16-step buckets"
+        " (their exact values), and one row per rank whose weight fingerprint disagreed (kept"
+        " at ingest); never every entry. After new entries the page re-reads only the rollup"
+        " rows they changed. The rollups are written in the transaction that appends the"
+        " entries; they are unverified plot data.",
         f"<!-- END {SECTION} -->",
     ]
     return "\n".join(rows)

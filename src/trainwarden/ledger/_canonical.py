@@ -11,6 +11,7 @@ shortest repr has no exponent, which is the digit string RFC 8785 prescribes); e
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 __all__ = ["CanonicalError", "canonical_bytes", "parse_json_strict"]
@@ -18,6 +19,7 @@ __all__ = ["CanonicalError", "canonical_bytes", "parse_json_strict"]
 _MAX_INT = 2**53 - 1
 _MAX_DEPTH = 64
 _dumps_str = json.JSONEncoder(ensure_ascii=False).encode
+_isfinite = math.isfinite
 
 
 class CanonicalError(ValueError):
@@ -26,7 +28,7 @@ class CanonicalError(ValueError):
 
 
 def _float(f: float) -> str:
-    if f != f or f in (float("inf"), float("-inf")):
+    if not _isfinite(f):
         raise CanonicalError(f"{f!r} is not a JSON number")
     if f == 0:
         return "0"
@@ -40,6 +42,19 @@ def _float(f: float) -> str:
 
 def _utf16_key(k: str) -> bytes:
     return k.encode("utf-16-be", "surrogatepass")
+
+
+# Object keys repeat from record to record: their encoding is kept (a bounded cache).
+_KEYS: dict[str, str] = {}
+
+
+def _key(k: str) -> str:
+    got = _KEYS.get(k)
+    if got is None:
+        got = _dumps_str(k)
+        if len(_KEYS) < 4096 and len(k) <= 64:
+            _KEYS[k] = got
+    return got
 
 
 def _enc(v: Any, out: list[str], depth: int) -> None:
@@ -66,7 +81,7 @@ def _enc(v: Any, out: list[str], depth: int) -> None:
             if type(k) is not str:
                 raise CanonicalError(f"object key {k!r} is not a string")
         # RFC 8785 sorts by UTF-16 code units; that equals code point order below U+D800.
-        if all(k < "\ud800" for k in keys):
+        if not keys or max(keys) < "\ud800":
             keys.sort()
         else:
             keys.sort(key=_utf16_key)
@@ -76,9 +91,19 @@ def _enc(v: Any, out: list[str], depth: int) -> None:
             if not first:
                 out.append(",")
             first = False
-            out.append(_dumps_str(k))
+            out.append(_key(k))
             out.append(":")
-            _enc(v[k], out, depth + 1)
+            # Scalars inline (the common record is a flat object of numbers and strings).
+            x = v[k]
+            tx = type(x)
+            if tx is float:
+                out.append(_float(x))
+            elif tx is str:
+                out.append(_dumps_str(x))
+            elif tx is int and -_MAX_INT <= x <= _MAX_INT:
+                out.append(str(x))
+            else:
+                _enc(x, out, depth + 1)
         out.append("}")
     elif t is list or t is tuple:
         if depth >= _MAX_DEPTH:

@@ -30,12 +30,7 @@ class PostgresStorage(SqlStorage):
             with self._tx() as cur:
                 # Serialise schema creation between servers starting at once.
                 cur.execute("SELECT pg_advisory_xact_lock(7263541)")
-                for stmt in self._schema():
-                    cur.execute(stmt)
-                cur.execute("INSERT INTO tw_head (id, size) VALUES (1, 0) ON CONFLICT DO NOTHING")
-                cur.execute(
-                    "INSERT INTO tw_derived (id, upto) VALUES (1, 0) ON CONFLICT DO NOTHING"
-                )
+                self._create(cur)
             self.catch_up_derived()
         except psycopg.Error as e:
             raise LedgerError(f"cannot open the PostgreSQL ledger: {e}") from e

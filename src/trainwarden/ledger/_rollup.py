@@ -1,8 +1,9 @@
 """Derived data kept beside the log for the dashboard: per-run counters, the hosts and ranks seen,
-per-rank metric rollups (minimum and maximum of each step bucket at several bucket widths) and
-per-step weight-fingerprint tallies, written in the same transaction as the entries they come
-from. Nothing here is part of the log: no hash covers it, verification never reads it, and a
-page that shows it says it is unverified plot data."""
+per-rank metric rollups (minimum and maximum of each step bucket at several bucket widths, one
+row per bucket and rank) and per-step weight-fingerprint tallies with the ranks that disagree,
+written in the same transaction as the entries they come from. Nothing here is part of the log:
+no hash covers it, verification never reads it, and a page that shows it says it is unverified
+plot data."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from typing import Any
 __all__ = [
     "FINEST",
     "METRICS",
+    "METRIC_COLUMNS",
     "STEP_LIMIT",
     "WIDTHS",
     "Derived",
+    "disagreeing",
     "fingerprint_value",
     "metric_values",
     "parse_entry",
+    "rollup_columns",
     "unwrap",
 ]
 
@@ -42,8 +46,11 @@ def _num(v: Any) -> float | None:
     if t is float:
         return v if math.isfinite(v) else None
     if t is int:
-        f = float(v)
-        return f if math.isfinite(f) else None
+        try:
+            return float(v)
+        except OverflowError:
+            # An integer beyond a float's range (a wrapped record may hold one) is no value.
+            return None
     return None
 
 
@@ -100,34 +107,44 @@ def parse_entry(entry: bytes) -> tuple[dict[str, Any], dict[str, Any], int | Non
 
 def metric_values(kind: str, rec: dict[str, Any]) -> tuple[int | None, list[tuple[str, float]]]:
     """(step, [(metric, value)]) a ``step`` or ``timing`` record contributes to the plots."""
-    step = _int(rec.get("step"))
-    if step is None or kind not in ("step", "timing") or not -STEP_LIMIT < step < STEP_LIMIT:
+    step = rec.get("step")
+    if (
+        type(step) is not int
+        or kind not in ("step", "timing")
+        or not -STEP_LIMIT < step < STEP_LIMIT
+    ):
         return None, []
     out: list[tuple[str, float]] = []
-
-    def put(metric: str, v: Any) -> None:
-        f = _num(v)
-        if f is not None:
-            out.append((metric, f))
-
     if kind == "timing":
         for p in PHASES:
-            put(p, rec.get(p))
+            f = _num(rec.get(p))
+            if f is not None:
+                out.append((p, f))
         # In a timing record "step" is both the step number and, as a float, its duration.
-        put("step_s", rec.get("step"))
+        out.append(("step_s", float(step)))
         return step, out
-    put("loss", rec.get("loss"))
+    f = _num(rec.get("loss"))
+    if f is not None:
+        out.append(("loss", f))
     gn = rec.get("grad_norm")
-    if isinstance(gn, list):
+    if type(gn) is list:
         gn = gn[0] if gn else None
-    put("grad_norm", gn)
+    f = _num(gn)
+    if f is not None:
+        out.append(("grad_norm", f))
     timing = rec.get("timing")
-    if isinstance(timing, dict):
-        put("step_s", timing.get("step"))
+    if type(timing) is dict:
+        f = _num(timing.get("step"))
+        if f is not None:
+            out.append(("step_s", f))
         for p in PHASES:
-            put(p, timing.get(p))
+            f = _num(timing.get(p))
+            if f is not None:
+                out.append((p, f))
     else:
-        put("step_s", rec.get("step_s"))
+        f = _num(rec.get("step_s"))
+        if f is not None:
+            out.append(("step_s", f))
     return step, out
 
 
@@ -145,24 +162,42 @@ def fingerprint_value(rec: dict[str, Any]) -> int | None:
     return h - (1 << 64) if h >= 1 << 63 else h
 
 
-@dataclass(slots=True)
-class _Bucket:
-    n: int
-    vmin: float
-    smin: int
-    vmax: float
-    smax: int
-    first_idx: int
-    last_idx: int
+# A rollup row per (run, width, bucket, rank) holds every metric: for each, these columns.
+METRIC_COLUMNS = ("n", "lo", "slo", "hi", "shi")
+_SLOT = {m: 2 + i for i, m in enumerate(METRICS)}
 
-    def merge(self, o: _Bucket) -> None:
-        self.n += o.n
-        if o.vmin < self.vmin:
-            self.vmin, self.smin = o.vmin, o.smin
-        if o.vmax > self.vmax:
-            self.vmax, self.smax = o.vmax, o.smax
-        self.first_idx = min(self.first_idx, o.first_idx)
-        self.last_idx = max(self.last_idx, o.last_idx)
+
+def rollup_columns() -> list[str]:
+    """The per-metric column names of a rollup row, in row order."""
+    return [f"{m}_{c}" for m in METRICS for c in METRIC_COLUMNS]
+
+
+def _merge_metric(have: list[Any], o: list[Any]) -> None:
+    # On equal values the earlier step wins, whatever order the entries arrived in.
+    have[0] += o[0]
+    if o[1] < have[1] or (o[1] == have[1] and o[2] < have[2]):
+        have[1], have[2] = o[1], o[2]
+    if o[3] > have[3] or (o[3] == have[3] and o[4] < have[4]):
+        have[3], have[4] = o[3], o[4]
+
+
+def disagreeing(tally: dict[int, list[Any]]) -> set[int]:
+    """The ranks whose report at one step disagrees, from that step's tally (fingerprint ->
+    [reports, "rank,rank,..."]): those holding a fingerprint other than the one more than half
+    of the reports hold, or every rank when no fingerprint has such a majority."""
+    if len(tally) < 2:
+        return set()
+    total = sum(int(v[0]) for v in tally.values())
+    out: set[int] = set()
+    for n, ranks in tally.values():
+        if int(n) * 2 > total:
+            continue
+        for part in str(ranks).split(","):
+            try:
+                out.add(int(part))
+            except ValueError:
+                continue
+    return out
 
 
 @dataclass
@@ -171,8 +206,10 @@ class Derived:
 
     stats: dict[str, list[Any]] = field(default_factory=dict)  # run -> [entries, ts, step]
     sets: set[tuple[str, str, str]] = field(default_factory=set)  # (run, what, value)
-    buckets: dict[tuple[str, str, int, int], _Bucket] = field(default_factory=dict)
-    fps: dict[tuple[str, int, int], list[Any]] = field(default_factory=dict)  # -> [n, ranks]
+    # (run, finest bucket, rank) -> [first_idx, last_idx, per metric [n, lo, slo, hi, shi]]
+    buckets: dict[tuple[str, int, int], list[Any]] = field(default_factory=dict)
+    # (run, step) -> fingerprint -> [reports, "rank,rank,..."]
+    fps: dict[tuple[str, int], dict[int, list[Any]]] = field(default_factory=dict)
 
     def add(self, index: int, run: str, kind: str, entry: bytes) -> None:
         doc, rec, rank, host = parse_entry(entry)
@@ -188,7 +225,7 @@ class Derived:
         if rank is not None:
             self.sets.add((run, "rank", str(rank)))
         step, values = metric_values(kind, rec)
-        if step is None or not -STEP_LIMIT < step < STEP_LIMIT:
+        if step is None:
             return
         r = rank if rank is not None else 0
         if kind == "step":
@@ -197,64 +234,69 @@ class Derived:
             fp = fingerprint_value(rec)
             if fp is not None:
                 self.sets.add((run, "fp_rank", str(r)))
-                t = self.fps.get((run, step, fp))
+                tally = self.fps.get((run, step))
+                if tally is None:
+                    tally = self.fps[(run, step)] = {}
+                t = tally.get(fp)
                 if t is None:
-                    self.fps[(run, step, fp)] = [1, str(r)]
+                    tally[fp] = [1, str(r)]
                 else:
                     t[0] += 1
                     t[1] += f",{r}"
-        b = step // FINEST
-        buckets = self.buckets
-        for metric, v in values:
-            key = (run, metric, b, r)
-            got = buckets.get(key)
-            if got is None:
-                buckets[key] = _Bucket(1, v, step, v, step, index, index)
-                continue
+        if not values:
+            return
+        key = (run, step // FINEST, r)
+        got = self.buckets.get(key)
+        if got is None:
+            got = self.buckets[key] = [index, index, None, None, None, None, None, None]
+        else:
             # Entries of a batch come in index order: first_idx stays, last_idx moves.
-            got.n += 1
-            if v < got.vmin:
-                got.vmin, got.smin = v, step
-            if v > got.vmax:
-                got.vmax, got.smax = v, step
-            got.last_idx = index
+            got[1] = index
+        for metric, v in values:
+            i = _SLOT[metric]
+            m = got[i]
+            if m is None:
+                got[i] = [1, v, step, v, step]
+                continue
+            m[0] += 1
+            if v < m[1] or (v == m[1] and step < m[2]):
+                m[1], m[2] = v, step
+            if v > m[3] or (v == m[3] and step < m[4]):
+                m[3], m[4] = v, step
 
     def rollup_rows(self) -> Iterator[tuple[Any, ...]]:
-        """(run, metric, width, bucket, rank, n, vmin, smin, vmax, smax, first_idx, last_idx)
-        at every width, each coarser level merged from the finest."""
+        """(run, width, bucket, rank, first_idx, last_idx, then per metric n, lo, slo, hi, shi)
+        at every width, each coarser level merged from the finest; an absent metric is
+        (0, None, None, None, None)."""
+        absent = (0, None, None, None, None)
         level = self.buckets
         for width in WIDTHS:
             if width != FINEST:
-                coarser: dict[tuple[str, str, int, int], _Bucket] = {}
+                coarser: dict[tuple[str, int, int], list[Any]] = {}
                 f = width // FINEST
-                for (run, metric, b, r), got in self.buckets.items():
-                    key = (run, metric, b // f, r)
+                for (run, b, r), got in self.buckets.items():
+                    key = (run, b // f, r)
                     have = coarser.get(key)
                     if have is None:
-                        coarser[key] = _Bucket(
-                            got.n,
-                            got.vmin,
-                            got.smin,
-                            got.vmax,
-                            got.smax,
-                            got.first_idx,
-                            got.last_idx,
-                        )
-                    else:
-                        have.merge(got)
+                        coarser[key] = [
+                            got[0],
+                            got[1],
+                            *(None if m is None else list(m) for m in got[2:]),
+                        ]
+                        continue
+                    have[0] = min(have[0], got[0])
+                    have[1] = max(have[1], got[1])
+                    for i in range(2, len(got)):
+                        o = got[i]
+                        if o is None:
+                            continue
+                        if have[i] is None:
+                            have[i] = list(o)
+                        else:
+                            _merge_metric(have[i], o)
                 level = coarser
-            for (run, metric, b, r), g in level.items():
-                yield (
-                    run,
-                    metric,
-                    width,
-                    b,
-                    r,
-                    g.n,
-                    g.vmin,
-                    g.smin,
-                    g.vmax,
-                    g.smax,
-                    g.first_idx,
-                    g.last_idx,
-                )
+            for (run, b, r), g in level.items():
+                row: list[Any] = [run, width, b, r, g[0], g[1]]
+                for m in g[2:]:
+                    row.extend(absent if m is None else m)
+                yield tuple(row)

@@ -32,10 +32,7 @@ class SqliteStorage(SqlStorage):
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             with self._tx() as cur:
-                for stmt in self._schema():
-                    cur.execute(stmt)
-                cur.execute("INSERT OR IGNORE INTO tw_head (id, size) VALUES (1, 0)")
-                cur.execute("INSERT OR IGNORE INTO tw_derived (id, upto) VALUES (1, 0)")
+                self._create(cur)
             self.catch_up_derived()
         except sqlite3.Error as e:
             raise LedgerError(f"{self.path}: cannot open the ledger database: {e}") from e

@@ -10,7 +10,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from trainwarden.ledger._rollup import FINEST, METRICS, Derived
+from trainwarden.ledger._rollup import (
+    FINEST,
+    METRIC_COLUMNS,
+    METRICS,
+    Derived,
+    disagreeing,
+    rollup_columns,
+)
 from trainwarden.ledger._types import (
     AppendResult,
     LedgerError,
@@ -121,15 +128,15 @@ class Storage(Protocol):
 
     def notes(self, run_id: str, after: int, limit: int) -> list[StoredEntry]: ...
 
-    def metric_entries(self, run_id: str, start: int, end: int) -> list[StoredEntry]: ...
+    def metric_entries(self, run_id: str, start: int, end: int) -> list[tuple[str, bytes]]: ...
 
-    def rollup_buckets(self, run_id: str, metric: str, width: int, cap: int) -> int: ...
+    def rollup_buckets(self, run_id: str, width: int, cap: int) -> int: ...
 
-    def rollup(self, run_id: str, metric: str, width: int) -> list[tuple[Any, ...]]: ...
+    def rollup(self, run_id: str, width: int, since: int = -1) -> list[tuple[Any, ...]]: ...
 
     def rollup_spans(self, run_id: str, buckets: Sequence[int]) -> list[tuple[int, int]]: ...
 
-    def fingerprint_tally(self, run_id: str) -> tuple[int, list[tuple[int, int, int, str]]]: ...
+    def fingerprint_tally(self, run_id: str) -> tuple[int, list[tuple[int, int, int]]]: ...
 
     def close(self) -> None: ...
 
@@ -145,22 +152,27 @@ _SCHEMA = [
     # of the entries it comes from; never read by verification.
     """CREATE INDEX IF NOT EXISTS tw_entries_notes ON tw_entries (run_id, idx)
         WHERE kind <> 'step' AND kind <> 'timing'""",
-    """CREATE TABLE IF NOT EXISTS tw_derived (id INTEGER PRIMARY KEY, upto BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS tw_run_stats (
         run_id TEXT PRIMARY KEY, entries BIGINT NOT NULL, first_ts DOUBLE PRECISION,
-        latest_step BIGINT)""",
+        latest_step BIGINT, fp_steps BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS tw_run_sets (
         run_id TEXT NOT NULL, what TEXT NOT NULL, value TEXT NOT NULL,
         PRIMARY KEY (run_id, what, value))""",
-    """CREATE TABLE IF NOT EXISTS tw_rollup (
-        run_id TEXT NOT NULL, metric TEXT NOT NULL, width BIGINT NOT NULL, bucket BIGINT NOT NULL,
-        rank BIGINT NOT NULL, n BIGINT NOT NULL, vmin DOUBLE PRECISION NOT NULL,
-        smin BIGINT NOT NULL, vmax DOUBLE PRECISION NOT NULL, smax BIGINT NOT NULL,
-        first_idx BIGINT NOT NULL, last_idx BIGINT NOT NULL,
-        PRIMARY KEY (run_id, metric, width, bucket, rank))""",
+    """CREATE TABLE IF NOT EXISTS tw_buckets (
+        run_id TEXT NOT NULL, width BIGINT NOT NULL, bucket BIGINT NOT NULL, rank BIGINT NOT NULL,
+        first_idx BIGINT NOT NULL, last_idx BIGINT NOT NULL, {metric_columns},
+        PRIMARY KEY (run_id, width, bucket, rank))""",
     """CREATE TABLE IF NOT EXISTS tw_fp (
         run_id TEXT NOT NULL, step BIGINT NOT NULL, hash BIGINT NOT NULL, n BIGINT NOT NULL,
         ranks TEXT NOT NULL, PRIMARY KEY (run_id, step, hash))""",
+    # The steps where a rank's fingerprint disagreed with its step's majority, kept up to date
+    # as a step's reports arrive, and per rank how many there are and the first.
+    """CREATE TABLE IF NOT EXISTS tw_fp_bad (
+        run_id TEXT NOT NULL, rank BIGINT NOT NULL, step BIGINT NOT NULL,
+        PRIMARY KEY (run_id, rank, step))""",
+    """CREATE TABLE IF NOT EXISTS tw_fp_rank (
+        run_id TEXT NOT NULL, rank BIGINT NOT NULL, steps BIGINT NOT NULL,
+        from_step BIGINT NOT NULL, PRIMARY KEY (run_id, rank))""",
     """CREATE TABLE IF NOT EXISTS tw_checkpoints (
         seq {serial} PRIMARY KEY, size BIGINT NOT NULL, root {blob} NOT NULL,
         note TEXT NOT NULL, issued DOUBLE PRECISION NOT NULL)""",
@@ -175,15 +187,64 @@ _SCHEMA = [
 
 _ENTRY_COLS = "idx, run_id, writer, seq, kind, entry, leaf_hash, mac"
 _NOTES = "kind <> 'step' AND kind <> 'timing'"
-_SPAN_SQL = (
-    "SELECT MIN(first_idx), MAX(last_idx) FROM tw_rollup WHERE run_id = ? AND metric IN ("  # noqa: S608 - constant metric names only; values are bound parameters
-    + ", ".join(f"'{m}'" for m in METRICS)
-    + ") AND width = ? AND bucket = ?"
+# Derived tables are dropped and derived again from the entries when this version changes
+# (their layout is no promise to anyone: nothing but the dashboard reads them).
+DERIVED_VERSION = 2
+_DERIVED_TABLES = (
+    "tw_derived",
+    "tw_rollup",
+    "tw_buckets",
+    "tw_fp",
+    "tw_fp_bad",
+    "tw_fp_rank",
+    "tw_run_stats",
+    "tw_run_sets",
 )
+_COLUMN_TYPES = {
+    "n": "BIGINT NOT NULL",
+    "lo": "DOUBLE PRECISION",
+    "slo": "BIGINT",
+    "hi": "DOUBLE PRECISION",
+    "shi": "BIGINT",
+}
+_METRIC_DDL = ", ".join(f"{m}_{c} {_COLUMN_TYPES[c]}" for m in METRICS for c in METRIC_COLUMNS)
+_ROLLUP_COLS = "first_idx, last_idx, " + ", ".join(rollup_columns())
 
-_UPSERT_STATS = """INSERT INTO tw_run_stats (run_id, entries, first_ts, latest_step)
-    VALUES (?,?,?,?) ON CONFLICT (run_id) DO UPDATE SET
+
+_ROLLUP_READ = [
+    f"CASE WHEN {m}_lo IS NULL OR {m}_slo IS NULL OR {m}_hi IS NULL OR {m}_shi IS NULL "
+    f"THEN 0 ELSE {m}_n END, COALESCE({m}_lo, 0), COALESCE({m}_slo, 0), "
+    f"COALESCE({m}_hi, 0), COALESCE({m}_shi, 0)"
+    for m in METRICS
+]
+
+
+def _metric_upsert(m: str) -> str:
+    t = "tw_buckets"
+    lo, hi = f"{m}_lo", f"{m}_hi"
+    # An absent metric has NULL bounds: NULL < x is not true, so the present side wins. On
+    # equal values the earlier step wins, whatever order the entries arrived in.
+    take_lo = (
+        f"excluded.{lo} < {t}.{lo} OR {t}.{lo} IS NULL OR "
+        f"(excluded.{lo} = {t}.{lo} AND excluded.{m}_slo < {t}.{m}_slo)"
+    )
+    take_hi = (
+        f"excluded.{hi} > {t}.{hi} OR {t}.{hi} IS NULL OR "
+        f"(excluded.{hi} = {t}.{hi} AND excluded.{m}_shi < {t}.{m}_shi)"
+    )
+    return (
+        f"{m}_n = {t}.{m}_n + excluded.{m}_n, "
+        f"{lo} = CASE WHEN {take_lo} THEN excluded.{lo} ELSE {t}.{lo} END, "
+        f"{m}_slo = CASE WHEN {take_lo} THEN excluded.{m}_slo ELSE {t}.{m}_slo END, "
+        f"{hi} = CASE WHEN {take_hi} THEN excluded.{hi} ELSE {t}.{hi} END, "
+        f"{m}_shi = CASE WHEN {take_hi} THEN excluded.{m}_shi ELSE {t}.{m}_shi END"
+    )
+
+
+_UPSERT_STATS = """INSERT INTO tw_run_stats (run_id, entries, first_ts, latest_step, fp_steps)
+    VALUES (?,?,?,?,?) ON CONFLICT (run_id) DO UPDATE SET
     entries = tw_run_stats.entries + excluded.entries,
+    fp_steps = tw_run_stats.fp_steps + excluded.fp_steps,
     first_ts = CASE WHEN tw_run_stats.first_ts IS NULL
         OR excluded.first_ts < tw_run_stats.first_ts THEN excluded.first_ts
         ELSE tw_run_stats.first_ts END,
@@ -192,21 +253,20 @@ _UPSERT_STATS = """INSERT INTO tw_run_stats (run_id, entries, first_ts, latest_s
         ELSE tw_run_stats.latest_step END"""
 _UPSERT_SETS = """INSERT INTO tw_run_sets (run_id, what, value) VALUES (?,?,?)
     ON CONFLICT (run_id, what, value) DO NOTHING"""
-_UPSERT_ROLLUP = """INSERT INTO tw_rollup (run_id, metric, width, bucket, rank, n, vmin, smin,
-    vmax, smax, first_idx, last_idx) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
-    ON CONFLICT (run_id, metric, width, bucket, rank) DO UPDATE SET
-    n = tw_rollup.n + excluded.n,
-    vmin = CASE WHEN excluded.vmin < tw_rollup.vmin THEN excluded.vmin ELSE tw_rollup.vmin END,
-    smin = CASE WHEN excluded.vmin < tw_rollup.vmin THEN excluded.smin ELSE tw_rollup.smin END,
-    vmax = CASE WHEN excluded.vmax > tw_rollup.vmax THEN excluded.vmax ELSE tw_rollup.vmax END,
-    smax = CASE WHEN excluded.vmax > tw_rollup.vmax THEN excluded.smax ELSE tw_rollup.smax END,
-    first_idx = CASE WHEN excluded.first_idx < tw_rollup.first_idx THEN excluded.first_idx
-        ELSE tw_rollup.first_idx END,
-    last_idx = CASE WHEN excluded.last_idx > tw_rollup.last_idx THEN excluded.last_idx
-        ELSE tw_rollup.last_idx END"""
+_UPSERT_ROLLUP = (
+    f"INSERT INTO tw_buckets (run_id, width, bucket, rank, {_ROLLUP_COLS}) VALUES ("  # noqa: S608 - constant column names only; values are bound parameters
+    + ",".join("?" * (4 + len(rollup_columns()) + 2))
+    + ") ON CONFLICT (run_id, width, bucket, rank) DO UPDATE SET "
+    "first_idx = CASE WHEN excluded.first_idx < tw_buckets.first_idx THEN excluded.first_idx "
+    "ELSE tw_buckets.first_idx END, "
+    "last_idx = CASE WHEN excluded.last_idx > tw_buckets.last_idx THEN excluded.last_idx "
+    "ELSE tw_buckets.last_idx END, " + ", ".join(_metric_upsert(m) for m in METRICS)
+)
 _UPSERT_FP = """INSERT INTO tw_fp (run_id, step, hash, n, ranks) VALUES (?,?,?,?,?)
-    ON CONFLICT (run_id, step, hash) DO UPDATE SET n = tw_fp.n + excluded.n,
-    ranks = tw_fp.ranks || ',' || excluded.ranks"""
+    ON CONFLICT (run_id, step, hash) DO UPDATE SET n = excluded.n, ranks = excluded.ranks"""
+_UPSERT_FP_RANK = """INSERT INTO tw_fp_rank (run_id, rank, steps, from_step) VALUES (?,?,?,?)
+    ON CONFLICT (run_id, rank) DO UPDATE SET steps = excluded.steps,
+    from_step = excluded.from_step"""
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:
@@ -266,7 +326,36 @@ class SqlStorage:
         raise NotImplementedError
 
     def _schema(self) -> list[str]:
-        return [s.format(blob=self._blob, serial=self._serial) for s in _SCHEMA]
+        return [
+            s.format(blob=self._blob, serial=self._serial, metric_columns=_METRIC_DDL)
+            for s in _SCHEMA
+        ]
+
+    def _create(self, cur: Any) -> None:
+        """Create the schema inside the caller's transaction; derived tables of another
+        version are dropped and derived again (see :meth:`catch_up_derived`)."""
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS tw_derived_version (id INTEGER PRIMARY KEY, "
+            "version BIGINT NOT NULL, upto BIGINT NOT NULL)"
+        )
+        cur.execute("SELECT version FROM tw_derived_version WHERE id = 1")
+        got = cur.fetchone()
+        if got is None or int(got[0]) != DERIVED_VERSION:
+            for t in _DERIVED_TABLES:
+                cur.execute(f"DROP TABLE IF EXISTS {t}")
+            cur.execute("DELETE FROM tw_derived_version")
+            cur.execute(
+                self._q("INSERT INTO tw_derived_version (id, version, upto) VALUES (1, ?, 0)"),
+                (DERIVED_VERSION,),
+            )
+        for stmt in self._schema():
+            cur.execute(stmt)
+        cur.execute(
+            self._q(
+                "INSERT INTO tw_head (id, size) SELECT 1, 0 WHERE NOT EXISTS "
+                "(SELECT 1 FROM tw_head WHERE id = 1)"
+            )
+        )
 
     # -- log -------------------------------------------------------------------------------
 
@@ -275,7 +364,7 @@ class SqlStorage:
             cur.execute(self._lock_head_sql())
             (size,) = cur.fetchone()
             size = int(size)
-            cur.execute("SELECT upto FROM tw_derived WHERE id = 1")
+            cur.execute("SELECT upto FROM tw_derived_version WHERE id = 1")
             got = cur.fetchone()
             # Derived rows follow the log in order; with a backlog (a log written before they
             # existed), catch_up_derived() brings them up to date instead.
@@ -349,19 +438,111 @@ class SqlStorage:
     # -- derived data (trainwarden.ledger._rollup) ------------------------------------------
 
     def _write_derived(self, cur: Any, d: Derived, upto: int) -> None:
+        new_steps = self._write_fingerprints(cur, d) if d.fps else {}
         if d.stats:
             cur.executemany(
-                self._q(_UPSERT_STATS), [(run, *st) for run, st in sorted(d.stats.items())]
+                self._q(_UPSERT_STATS),
+                [(run, *st, new_steps.get(run, 0)) for run, st in sorted(d.stats.items())],
             )
         if d.sets:
             cur.executemany(self._q(_UPSERT_SETS), sorted(d.sets))
         if d.buckets:
             cur.executemany(self._q(_UPSERT_ROLLUP), list(d.rollup_rows()))
-        if d.fps:
+        cur.execute(self._q("UPDATE tw_derived_version SET upto = ? WHERE id = 1"), (upto,))
+
+    def _write_fingerprints(self, cur: Any, d: Derived) -> dict[str, int]:
+        """Merge the batch's fingerprint tallies into the stored ones, and keep the steps where
+        each rank disagrees with its step's majority (and the per-rank count and first of
+        them) in step: a step's verdict can change as its reports arrive. Returns, per run,
+        how many steps got their first fingerprint."""
+        by_run: dict[str, list[int]] = {}
+        for run, step in d.fps:
+            by_run.setdefault(run, []).append(step)
+        new_steps: dict[str, int] = {}
+        for run, steps in sorted(by_run.items()):
+            steps.sort()
+            old: dict[int, dict[int, list[Any]]] = {}
+            for i in range(0, len(steps), 500):
+                chunk = steps[i : i + 500]
+                cur.execute(
+                    self._q(
+                        "SELECT step, hash, n, ranks FROM tw_fp WHERE run_id = ? AND step IN ("  # noqa: S608 - placeholders only; values are bound parameters
+                        + ",".join("?" * len(chunk))
+                        + ")"
+                    ),
+                    (run, *chunk),
+                )
+                for step, h, n, ranks in cur.fetchall():
+                    old.setdefault(int(step), {})[int(h)] = [int(n), str(ranks)]
+            upserts: list[tuple[Any, ...]] = []
+            added: dict[int, list[int]] = {}
+            removed: dict[int, list[int]] = {}
+            for step in steps:
+                before = old.get(step, {})
+                after = {h: list(v) for h, v in before.items()}
+                for h, (n, ranks) in d.fps[(run, step)].items():
+                    have = after.get(h)
+                    if have is None:
+                        after[h] = [n, ranks]
+                    else:
+                        have[0] += n
+                        have[1] += "," + ranks
+                    upserts.append((run, step, h, *after[h]))
+                if len(after) < 2 and len(before) < 2:
+                    continue
+                bad0, bad1 = disagreeing(before), disagreeing(after)
+                for r in bad1 - bad0:
+                    added.setdefault(r, []).append(step)
+                for r in bad0 - bad1:
+                    removed.setdefault(r, []).append(step)
+            new_steps[run] = sum(1 for s in steps if s not in old)
+            cur.executemany(self._q(_UPSERT_FP), upserts)
+            if added or removed:
+                self._write_disagreement(cur, run, added, removed)
+        return new_steps
+
+    def _write_disagreement(
+        self, cur: Any, run: str, added: dict[int, list[int]], removed: dict[int, list[int]]
+    ) -> None:
+        if removed:
             cur.executemany(
-                self._q(_UPSERT_FP), [(*k, n, ranks) for k, (n, ranks) in d.fps.items()]
+                self._q("DELETE FROM tw_fp_bad WHERE run_id = ? AND rank = ? AND step = ?"),
+                [(run, r, s) for r, ss in removed.items() for s in ss],
             )
-        cur.execute(self._q("UPDATE tw_derived SET upto = ? WHERE id = 1"), (upto,))
+        if added:
+            cur.executemany(
+                self._q(
+                    "INSERT INTO tw_fp_bad (run_id, rank, step) VALUES (?,?,?) "
+                    "ON CONFLICT (run_id, rank, step) DO NOTHING"
+                ),
+                [(run, r, s) for r, ss in added.items() for s in ss],
+            )
+        upserts: list[tuple[Any, ...]] = []
+        gone: list[tuple[Any, ...]] = []
+        for r in sorted(set(added) | set(removed)):
+            cur.execute(
+                self._q("SELECT steps, from_step FROM tw_fp_rank WHERE run_id = ? AND rank = ?"),
+                (run, r),
+            )
+            got = cur.fetchone()
+            count, first = (0, None) if got is None else (int(got[0]), int(got[1]))
+            count += len(added.get(r, ())) - len(removed.get(r, ()))
+            if count <= 0:
+                gone.append((run, r))
+                continue
+            if first is not None and first in removed.get(r, ()):
+                cur.execute(
+                    self._q("SELECT MIN(step) FROM tw_fp_bad WHERE run_id = ? AND rank = ?"),
+                    (run, r),
+                )
+                first = int(cur.fetchone()[0])
+            elif added.get(r):
+                first = min(added[r]) if first is None else min(first, *added[r])
+            upserts.append((run, r, count, first))
+        if gone:
+            cur.executemany(self._q("DELETE FROM tw_fp_rank WHERE run_id = ? AND rank = ?"), gone)
+        if upserts:
+            cur.executemany(self._q(_UPSERT_FP_RANK), upserts)
 
     def catch_up_derived(self, chunk: int = 20_000) -> int:
         """Derive the rows of entries appended before the derived tables existed (once, when a
@@ -371,7 +552,7 @@ class SqlStorage:
             with self._tx() as cur:
                 cur.execute(self._lock_head_sql())
                 (size,) = cur.fetchone()
-                cur.execute("SELECT upto FROM tw_derived WHERE id = 1")
+                cur.execute("SELECT upto FROM tw_derived_version WHERE id = 1")
                 upto = int(cur.fetchone()[0])
                 if upto >= int(size):
                     return done
@@ -425,38 +606,42 @@ class SqlStorage:
             )
         ]
 
-    def metric_entries(self, run_id: str, start: int, end: int) -> list[StoredEntry]:
-        """The run's ``step`` and ``timing`` entries with ``start <= index <= end``."""
+    def metric_entries(self, run_id: str, start: int, end: int) -> list[tuple[str, bytes]]:
+        """(kind, entry bytes) of the run's ``step`` and ``timing`` entries with
+        ``start <= index <= end``, in index order."""
         return [
-            _entry(r)
-            for r in self._read(
+            (str(kind), bytes(entry))
+            for kind, entry in self._read(
                 self._q(
-                    f"SELECT {_ENTRY_COLS} FROM tw_entries WHERE idx >= ? AND idx <= ? "  # noqa: S608 - constant column names only; values are bound parameters
+                    "SELECT kind, entry FROM tw_entries WHERE idx >= ? AND idx <= ? "
                     "AND run_id = ? AND kind IN ('step', 'timing') ORDER BY idx"
                 ),
                 (start, end, run_id),
             )
         ]
 
-    def rollup_buckets(self, run_id: str, metric: str, width: int, cap: int) -> int:
-        """How many buckets of ``width`` the metric has, counted up to ``cap + 1``."""
+    def rollup_buckets(self, run_id: str, width: int, cap: int) -> int:
+        """How many buckets of ``width`` the run has, counted up to ``cap + 1``."""
         rows = self._read(
             self._q(
-                "SELECT COUNT(*) FROM (SELECT DISTINCT bucket FROM tw_rollup WHERE run_id = ? "
-                "AND metric = ? AND width = ? LIMIT ?) AS b"
+                "SELECT COUNT(*) FROM (SELECT DISTINCT bucket FROM tw_buckets WHERE run_id = ? "
+                "AND width = ? LIMIT ?) AS b"
             ),
-            (run_id, metric, width, cap + 1),
+            (run_id, width, cap + 1),
         )
         return int(rows[0][0])
 
-    def rollup(self, run_id: str, metric: str, width: int) -> list[tuple[Any, ...]]:
-        """(bucket, rank, n, vmin, smin, vmax, smax) of every bucket of ``width``, in order."""
+    def rollup(self, run_id: str, width: int, since: int = -1) -> list[tuple[Any, ...]]:
+        """(bucket, rank, then per metric n, lo, slo, hi, shi) of the run's buckets of
+        ``width`` that an entry with index ``since`` or later contributed to. A metric without
+        values there (or whose bounds someone set to NULL) reads as n = 0, never NULL."""
+        cols = ", ".join(_ROLLUP_READ)
         return self._read(
             self._q(
-                "SELECT bucket, rank, n, vmin, smin, vmax, smax FROM tw_rollup "
-                "WHERE run_id = ? AND metric = ? AND width = ? ORDER BY bucket, rank"
+                f"SELECT bucket, rank, {cols} FROM tw_buckets "  # noqa: S608 - constant column names only; values are bound parameters
+                "WHERE run_id = ? AND width = ? AND last_idx >= ?"
             ),
-            (run_id, metric, width),
+            (run_id, width, since),
         )
 
     def rollup_spans(self, run_id: str, buckets: Sequence[int]) -> list[tuple[int, int]]:
@@ -464,30 +649,25 @@ class SqlStorage:
         out: list[tuple[int, int]] = []
         for b in sorted(set(buckets)):
             rows = self._read(
-                self._q(_SPAN_SQL),
+                self._q(
+                    "SELECT MIN(first_idx), MAX(last_idx) FROM tw_buckets WHERE run_id = ? "
+                    "AND width = ? AND bucket = ?"
+                ),
                 (run_id, FINEST, b),
             )
             if rows and rows[0][0] is not None:
                 out.append((int(rows[0][0]), int(rows[0][1])))
         return out
 
-    def fingerprint_tally(self, run_id: str) -> tuple[int, list[tuple[int, int, int, str]]]:
-        """(steps with a fingerprint, [(step, n, reports at the step, ranks)] of every
-        fingerprint at a step where the ranks did not all agree), in step order."""
-        rows = self._read(
-            self._q("SELECT COUNT(DISTINCT step) FROM tw_fp WHERE run_id = ?"), (run_id,)
+    def fingerprint_tally(self, run_id: str) -> tuple[int, list[tuple[int, int, int]]]:
+        """(steps with a fingerprint, [(rank, first step, steps)] of every rank that
+        disagreed with its step's majority at some step)."""
+        rows = self._read(self._q("SELECT fp_steps FROM tw_run_stats WHERE run_id = ?"), (run_id,))
+        steps = int(rows[0][0]) if rows else 0
+        ranks = self._read(
+            self._q("SELECT rank, from_step, steps FROM tw_fp_rank WHERE run_id = ?"), (run_id,)
         )
-        steps = int(rows[0][0])
-        split = self._read(
-            self._q(
-                "SELECT f.step, f.n, t.total, f.ranks FROM tw_fp f JOIN "
-                "(SELECT step, SUM(n) AS total FROM tw_fp WHERE run_id = ? GROUP BY step "
-                "HAVING COUNT(*) > 1) t ON f.step = t.step WHERE f.run_id = ? "
-                "ORDER BY f.step, f.hash"
-            ),
-            (run_id, run_id),
-        )
-        return steps, [(int(s), int(n), int(t), str(r)) for s, n, t, r in split]
+        return steps, [(int(r), int(f), int(n)) for r, f, n in ranks]
 
     def size(self) -> int:
         rows = self._read("SELECT size FROM tw_head WHERE id = 1")

@@ -161,13 +161,38 @@ def test_a_ledger_written_before_the_rollups_is_derived_when_opened(tmp_path: Pa
     run = _write(ledger)
     want = RunsModel(ledger.storage).index(run).plots(buckets=4, exact_limit=0)[0]
     ledger.storage.close()
+    tables = ("tw_buckets", "tw_run_stats", "tw_run_sets", "tw_fp", "tw_fp_bad", "tw_fp_rank")
     with sqlite3.connect(db) as conn:
-        for t in ("tw_rollup", "tw_run_stats", "tw_run_sets", "tw_fp"):
-            conn.execute(f"DELETE FROM {t}")  # noqa: S608 - constant table names
-        conn.execute("UPDATE tw_derived SET upto = 0")
+        for t in (*tables, "tw_derived_version"):
+            conn.execute(f"DROP TABLE {t}")
     conn.close()
     again = _ledger(f"sqlite:///{db}", tmp_path)
     assert RunsModel(again.storage).index(run).plots(buckets=4, exact_limit=0)[0] == want
+    again.storage.close()
+
+
+def test_derived_tables_of_an_older_layout_are_derived_again_when_opened(tmp_path: Path) -> None:
+    db = tmp_path / "l.db"
+    ledger = _ledger(f"sqlite:///{db}", tmp_path)
+    run = _write(ledger)
+    want = RunsModel(ledger.storage).index(run).plots(buckets=4, exact_limit=0)[0]
+    ledger.storage.close()
+    # The first layout: one rollup row per metric, a marker table without a version, and
+    # stale rows that must not survive.
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE tw_derived_version")
+        conn.execute("DELETE FROM tw_buckets")
+        conn.execute("UPDATE tw_run_stats SET entries = 1")
+        conn.execute("CREATE TABLE tw_derived (id INTEGER PRIMARY KEY, upto BIGINT NOT NULL)")
+        conn.execute("INSERT INTO tw_derived VALUES (1, 1000000)")
+        conn.execute("CREATE TABLE tw_rollup (run_id TEXT, metric TEXT, n BIGINT)")
+    conn.close()
+    again = _ledger(f"sqlite:///{db}", tmp_path)
+    assert RunsModel(again.storage).index(run).plots(buckets=4, exact_limit=0)[0] == want
+    raw = again.storage.raw()  # type: ignore[attr-defined]
+    names = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not names & {"tw_derived", "tw_rollup"}
+    assert raw.execute("SELECT entries FROM tw_run_stats").fetchone()[0] == STEPS * RANKS + 2
     again.storage.close()
 
 
@@ -187,8 +212,8 @@ def test_an_edited_rollup_changes_only_the_plots_the_page_calls_unverified(
             "UPDATE tw_entries SET entry = ? WHERE idx = ?",
             (bytes(body).replace(b'"HIGH"', b'"INFO"'), alert_idx),
         )
-        conn.execute("UPDATE tw_rollup SET vmax = 1000000.0 WHERE metric = 'loss' AND rank = 0")
-        conn.execute("DELETE FROM tw_fp WHERE hash <> step")
+        conn.execute("UPDATE tw_buckets SET loss_hi = 1000000.0 WHERE rank = 0")
+        conn.execute("DELETE FROM tw_fp_rank")
     conn.close()
     model = RunsModel(open_storage(f"sqlite:///{db}"))
     idx = model.index(run)
@@ -235,16 +260,70 @@ def test_a_wrapped_record_with_out_of_range_numbers_is_stored_and_shown(tmp_path
     ledger.storage.create_run(run)
     big = 10**30
     text = f'{{"step": {big}, "rank": {big}, "loss": 1.5, "weights_hash": "{"f" * 40}"}}'
+    # An integer no float can hold, where the plots expect a number.
+    huge = text.replace('"loss": 1.5', f'"loss": {10**400}').replace(f"{big}", "4")
     evs = [
         Event(1, "step", {"noncanonical": text}),
         Event(2, "step", {"step": 3, "rank": -5, "loss": 2.5}),
         Event(3, "alert", {"noncanonical": text.replace("loss", "severity")}),
+        Event(4, "step", {"noncanonical": huge}),
     ]
     # Derived rows never make the log refuse an entry.
-    assert ledger.append(run.run_id, "w", evs).new == 3
+    assert ledger.append(run.run_id, "w", evs).new == 4
     idx = RunsModel(ledger.storage).index(run)
     for exact_limit in (0, 4000):
         loss = idx.plots(exact_limit=exact_limit)[0]["metrics"]["loss"]
         assert 3 in loss["x"] and loss["ranks"] == [0] and loss["y"][0][-1] == 2.5
-    assert idx.summary().entries == 3
+    assert idx.summary().entries == 4
     assert "big" in render_run_page(idx)
+
+
+@pytest.mark.parametrize(("buckets", "last_step"), [(8, 120), (4, 300)])
+def test_plots_after_new_entries_equal_a_fresh_read(
+    tmp_path: Path, buckets: int, last_step: int
+) -> None:
+    """The plots re-read only the rollup rows new entries changed; they must equal what a
+    fresh model reads from scratch (the same bucket width, or a coarser one once the run has
+    grown past the bucket limit)."""
+    ledger = _ledger(f"sqlite:///{tmp_path / 'l.db'}", tmp_path)
+    run = _write(ledger)
+    model = RunsModel(ledger.storage)
+    before = model.index(run).plots(buckets=buckets, exact_limit=0)[0]
+    seq = 10_000
+    evs: list[Event] = []
+    # A new extreme inside an old bucket, a new alert at an old step, and new steps.
+    evs.append(Event(seq, "step", {"step": 50, "rank": 1, "loss": 99.0}, rank=1))
+    alert = {"rule_id": "TWM-Y", "severity": "HIGH", "step": 50, "rank": 1, "message": "y"}
+    evs.append(Event(seq + 1, "alert", alert, rank=1))
+    seq += 2
+    for s in range(STEPS, last_step):
+        for r in range(RANKS):
+            evs.append(Event(seq, "step", {"step": s, "rank": r, "loss": _value(s, r)}, rank=r))
+            seq += 1
+    for i in range(0, len(evs), 50):
+        ledger.append(run.run_id, "w", evs[i : i + 50])
+    # Count the rollup rows each read returns (the storage itself is the real one).
+    storage = ledger.storage
+    real_rollup = storage.rollup
+    got: list[int] = []
+
+    def rollup(run_id: str, width: int, since: int = -1) -> list[tuple[Any, ...]]:
+        rows = real_rollup(run_id, width, since)
+        got.append(len(rows))
+        return rows
+
+    storage.rollup = rollup  # type: ignore[method-assign]
+    after = model.index(run).plots(buckets=buckets, exact_limit=0)[0]
+    incremental = sum(got)
+    fresh = RunsModel(storage).index(run).plots(buckets=buckets, exact_limit=0)[0]
+    assert after == fresh
+    assert after != before
+    if buckets == 8:
+        # The same width: only the rows of the changed buckets came back (one old bucket of
+        # rank 1, two new buckets of every rank), not all of them.
+        assert incremental == 1 + 2 * RANKS < got[-1]
+    loss = after["metrics"]["loss"]
+    assert 99.0 in loss["y"][1] and loss["x"][-1] >= last_step - 16
+    # The new alert's step carries every rank's exact value at that step.
+    i = max(i for i, x in enumerate(loss["x"]) if x == 50)
+    assert [loss["y"][r][i] for r in range(RANKS)] == [_value(50, 0), 99.0, _value(50, 2)]

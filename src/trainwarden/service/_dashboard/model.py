@@ -19,6 +19,7 @@ from jinja2.utils import htmlsafe_json_dumps
 
 from trainwarden.ledger._rollup import (
     FINEST,
+    METRIC_COLUMNS,
     STEP_LIMIT,
     WIDTHS,
     _num,
@@ -27,6 +28,7 @@ from trainwarden.ledger._rollup import (
     parse_entry,
     unwrap,
 )
+from trainwarden.ledger._rollup import METRICS as ROLLED
 from trainwarden.ledger._storage import RunStats, Storage
 from trainwarden.ledger._types import RunInfo, StoredEntry
 
@@ -142,6 +144,9 @@ class RunIndex:
         self.artifacts: list[dict[str, Any]] = []
         self.version = 0
         self._plot_cache: tuple[Any, dict[str, Any], str] | None = None
+        # What the last plots read of the rollups, so that the next reads only what changed.
+        self._rolled = RollupCache()
+        self._computing = threading.Lock()
 
     def add_rows(self, rows: list[StoredEntry]) -> None:
         """Take this run's entries, in index order, newer than any taken before."""
@@ -326,6 +331,15 @@ class RunIndex:
             return self._compute(snap, buckets)
         st = self.stats
         key = (st.entries if st is not None else 0, self.after, buckets, exact_limit)
+        with self._computing:
+            return self._storage_plots(key, st, buckets, exact_limit)
+
+    def _storage_plots(
+        self, key: tuple[int, int, int, int], st: RunStats | None, buckets: int, exact_limit: int
+    ) -> tuple[dict[str, Any], str]:
+        storage = self.storage
+        if storage is None:  # pragma: no cover - plots() only comes here with a storage
+            raise RuntimeError("a run index without a storage has no derived tables")
         with self.lock:
             cached = self._plot_cache
             if cached is not None and cached[0] == key:
@@ -335,7 +349,7 @@ class RunIndex:
             scratch = RunIndex(self.run)
             after = -1
             while True:
-                rows = self.storage.query(
+                rows = storage.query(
                     run=self.run.run_id, kind=None, writer=None, after=after, limit=_PAGE
                 )
                 if not rows:
@@ -345,7 +359,7 @@ class RunIndex:
             out, _ = scratch._compute(scratch._snapshot(), buckets)
             out["source"] = "entries"
         else:
-            out = rollup_plots(self.storage, self.run.run_id, timeline, st, buckets)
+            out = rollup_plots(storage, self.run.run_id, timeline, st, buckets, self._rolled)
             out["source"] = "rollup"
         out["as_of"] = key[1]
         text = htmlsafe_json_dumps(out)
@@ -464,7 +478,12 @@ def _round_columns(y: np.ndarray[Any, Any]) -> list[list[float | None]]:
         scale = np.power(10.0, 5 - np.nan_to_num(mag, nan=0, posinf=0, neginf=0))
         r = np.round(y * scale) / scale
     r = np.where(np.isfinite(r), r, y)
-    return [[None if x != x else x for x in c] for c in r.T.tolist()]
+    nan_cols: np.ndarray[Any, Any] = np.asarray(np.isnan(r).any(axis=0))
+    gaps = [bool(nan_cols[j]) for j in range(r.shape[1])]
+    cols: list[list[float | None]] = r.T.tolist()
+    return [
+        [None if x != x else x for x in c] if gap else c for c, gap in zip(cols, gaps, strict=True)
+    ]
 
 
 def downsample(per_rank: dict[int, Any], keep_steps: set[int], buckets: int) -> dict[str, Any]:
@@ -578,52 +597,63 @@ class RunsModel:
         return [self.index(r).summary() for r in self.storage.list_runs()]
 
 
-def _merge_rows(
-    rows: list[tuple[Any, ...]], buckets: int
-) -> tuple[list[int], dict[tuple[int, int], list[Any]]]:
-    """Rollup rows (bucket, rank, n, vmin, smin, vmax, smax) grouped into at most ``buckets``
-    runs of consecutive present buckets: (groups, {(group, rank): [n, vmin, smin, vmax, smax]})."""
-    present = sorted({r[0] for r in rows})
+_Cols = tuple[
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+    np.ndarray[Any, Any],
+]
+
+
+def _merge_buckets(cols: _Cols, buckets: int) -> _Cols:
+    """Rollup columns (bucket, rank, n, vmin, smin, vmax, smax) with runs of consecutive present
+    buckets merged into at most ``buckets`` groups (the group number replaces the bucket); the
+    earliest step wins a tie."""
+    b, rk, n, v0, s0, v1, s1 = cols
+    present = np.unique(b)
     per = max(1, -(-len(present) // max(1, buckets)))
-    group = {b: i // per for i, b in enumerate(present)}
-    out: dict[tuple[int, int], list[Any]] = {}
-    for b, rank, n, v0, s0, v1, s1 in rows:
-        key = (group[b], rank)
-        got = out.get(key)
-        if got is None:
-            out[key] = [n, v0, s0, v1, s1]
-            continue
-        got[0] += n
-        if v0 < got[1]:
-            got[1], got[2] = v0, s0
-        if v1 > got[3]:
-            got[3], got[4] = v1, s1
-    return sorted(set(group.values())), out
+    g = np.searchsorted(present, b) // per
+    lo_order = np.lexsort((s0, v0, rk, g))
+    hi_order = np.lexsort((s1, -v1, rk, g))
+    gs, rs = g[lo_order], rk[lo_order]
+    start = np.ones(len(gs), dtype=bool)
+    start[1:] = (gs[1:] != gs[:-1]) | (rs[1:] != rs[:-1])
+    seg = np.cumsum(start) - 1
+    total = np.zeros(int(seg[-1]) + 1 if len(seg) else 0, dtype=np.int64)
+    np.add.at(total, seg, n[lo_order])
+    # Both orders sort by (group, rank) first, so their segments line up.
+    first_lo, first_hi = lo_order[start], hi_order[start]
+    return (
+        g[first_lo],
+        rk[first_lo],
+        total,
+        v0[first_lo],
+        s0[first_lo],
+        v1[first_hi],
+        s1[first_hi],
+    )
 
 
 def downsample_rollup(
-    rows: list[tuple[Any, ...]], exact: dict[int, dict[int, float]], buckets: int
+    cols: _Cols, exact: dict[int, dict[int, float]], buckets: int
 ) -> dict[str, Any]:
-    """The plot of one metric from rollup rows (bucket, rank, n, vmin, smin, vmax, smax): each
-    bucket (after merging down to at most ``buckets``) is two slots, at the earliest and the
-    latest step where a rank had its minimum or maximum, carrying per rank that bucket's
-    minimum and maximum in the order they occurred, so every rank's envelope is kept exactly in
-    value; ``exact`` (step -> rank -> value) adds the alert steps exactly. Same shape as
-    :func:`downsample`."""
-    if rows and len({r[0] for r in rows}) > buckets:
-        _, merged = _merge_rows(rows, buckets)
-        rows = [(g, rank, *vals) for (g, rank), vals in sorted(merged.items())]
-    ranks = np.unique(
-        np.array([r[1] for r in rows] + [r for v in exact.values() for r in v], dtype=np.int64)
-    )
+    """The plot of one metric from rollup columns (bucket, rank, n, vmin, smin, vmax, smax),
+    one element per bucket and rank: each bucket (after merging down to at most ``buckets``)
+    is two slots, at the earliest and the latest step where a rank had its minimum or maximum,
+    carrying per rank that bucket's minimum and maximum in the order they occurred, so every
+    rank's envelope is kept exactly in value; ``exact`` (step -> rank -> value) adds the alert
+    steps exactly. Same shape as :func:`downsample`."""
+    if len(np.unique(cols[0])) > buckets:
+        cols = _merge_buckets(cols, buckets)
+    b, rk, n, v0, s0, v1, s1 = cols
+    extra = np.array([r for v in exact.values() for r in v], dtype=np.int64)
+    ranks = np.unique(np.concatenate([rk, extra]))
     nr = len(ranks)
-    if rows:
-        cols = list(zip(*rows, strict=True))
-        b = np.array(cols[0], dtype=np.int64)
-        ri = np.searchsorted(ranks, np.array(cols[1], dtype=np.int64))
-        n = np.array(cols[2], dtype=np.int64)
-        v0, v1 = np.array(cols[3], dtype=float), np.array(cols[5], dtype=float)
-        s0, s1 = np.array(cols[4], dtype=np.int64), np.array(cols[6], dtype=np.int64)
+    if len(b):
+        ri = np.searchsorted(ranks, rk)
         present = np.unique(b)
         gi = np.searchsorted(present, b)
         in_order = s0 <= s1
@@ -635,7 +665,9 @@ def downsample_rollup(
         hi = np.full(len(present), np.iinfo(np.int64).min)
         np.minimum.at(lo, gi, np.minimum(s0, s1))
         np.maximum.at(hi, gi, np.maximum(s0, s1))
-        points = int(np.bincount(ri, weights=n, minlength=nr).max())
+        per_rank = np.zeros(nr, dtype=np.int64)
+        np.add.at(per_rank, ri, n)
+        points = int(per_rank.max())
     else:
         first = second = np.empty((0, nr))
         lo = hi = np.empty(0, dtype=np.int64)
@@ -657,17 +689,45 @@ def downsample_rollup(
     }
 
 
+def _metric_columns(rows: list[tuple[Any, ...]]) -> dict[str, _Cols]:
+    """Rollup rows (bucket, rank, then per metric n, lo, slo, hi, shi, with n = 0 where the
+    metric has no values) as columns per metric, keeping the buckets and ranks with values."""
+    out: dict[str, _Cols] = {}
+    if not rows:
+        return out
+    arr = np.array(rows, dtype=object)
+    b = arr[:, 0].astype(np.int64)
+    rk = arr[:, 1].astype(np.int64)
+    k = len(METRIC_COLUMNS)
+    for i, metric in enumerate(ROLLED):
+        c = 2 + i * k
+        ok = arr[:, c].astype(np.int64) > 0
+        if not ok.any():
+            continue
+        sel = arr[ok, c : c + k]
+        out[metric] = (
+            b[ok],
+            rk[ok],
+            sel[:, 0].astype(np.int64),
+            sel[:, 1].astype(float),
+            sel[:, 2].astype(np.int64),
+            sel[:, 3].astype(float),
+            sel[:, 4].astype(np.int64),
+        )
+    return out
+
+
 def _alert_values(
-    storage: Storage, run_id: str, steps: set[int]
+    storage: Storage, run_id: str, steps: set[int], spans: list[tuple[int, int]]
 ) -> dict[str, dict[int, dict[int, float]]]:
     """metric -> step -> rank -> value at each alert step, read from the run's step and timing
-    entries in the index spans the finest rollup rows of those steps' buckets record."""
+    entries in ``spans``, the index spans the finest rollup rows of those steps' buckets
+    record."""
     out: dict[str, dict[int, dict[int, float]]] = {}
     if not steps:
         return out
-    spans = sorted(storage.rollup_spans(run_id, [s // FINEST for s in steps]))
     merged: list[list[int]] = []
-    for a, b in spans:
+    for a, b in sorted(spans):
         if merged and a <= merged[-1][1] + 1:
             merged[-1][1] = max(merged[-1][1], b)
         else:
@@ -678,13 +738,13 @@ def _alert_values(
         start = a
         while start <= b:
             end = min(b, start + _PAGE - 1)
-            for row in storage.metric_entries(run_id, start, end):
+            for kind, entry in storage.metric_entries(run_id, start, end):
                 # A canonical record holding step S contains '"step":S' (a wrapped
                 # noncanonical one is parsed anyway); the rest are skipped unparsed.
-                if maybe.search(row.entry) is None:
+                if maybe.search(entry) is None:
                     continue
-                _, rec, rank, _ = parse_entry(row.entry)
-                step, values = metric_values(row.kind, rec)
+                _, rec, rank, _ = parse_entry(entry)
+                step, values = metric_values(kind, rec)
                 if step in steps:
                     r = rank if rank is not None else 0
                     for metric, v in values:
@@ -694,34 +754,45 @@ def _alert_values(
 
 
 def _fingerprint_tally(storage: Storage, run_id: str, fp_ranks: int) -> dict[str, Any]:
-    """The cross-rank fingerprint agreement from the per-step tallies: at a step where the
-    ranks did not all agree, the fingerprint held by more than half of the reports is the
-    majority and the ranks holding another disagree; without one, every rank there does."""
-    steps, split = storage.fingerprint_tally(run_id)
+    """The cross-rank fingerprint agreement as the storage keeps it at ingest: per rank, the
+    steps where its fingerprint was not the one more than half of the step's reports held
+    (or where no fingerprint had such a majority)."""
+    steps, per_rank = storage.fingerprint_tally(run_id)
     if not steps:
         return {"ranks": 0, "steps": 0, "diverged": []}
-    first: dict[int, int] = {}
-    count: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for step, n, total, ranks in split:
-        if n * 2 > total:
-            continue
-        for part in ranks.split(","):
-            try:
-                r = int(part)
-            except ValueError:
-                continue
-            if last.get(r) == step:
-                continue
-            last[r] = step
-            first.setdefault(r, step)
-            count[r] = count.get(r, 0) + 1
-    diverged = [{"rank": r, "from_step": first[r], "steps": count[r]} for r in first]
+    diverged = [{"rank": r, "from_step": first, "steps": n} for r, first, n in per_rank]
     return {
         "ranks": fp_ranks,
         "steps": steps,
         "diverged": sorted(diverged, key=lambda d: (d["from_step"], d["rank"])),
     }
+
+
+@dataclass
+class RollupCache:
+    """The rollup rows of one bucket width as last read (keyed by bucket and rank), the log
+    size they were read at, and the alert steps' exact values with the index spans they came
+    from: the next plots re-read only rows that entries appended since then changed."""
+
+    width: int = 0
+    since: int = -1
+    rows: dict[tuple[int, int], tuple[Any, ...]] = field(default_factory=dict)
+    alert_key: Any = None
+    alert_values: dict[str, dict[int, dict[int, float]]] = field(default_factory=dict)
+
+
+def _width(storage: Storage, run_id: str, buckets: int) -> int | None:
+    """The finest bucket width with at most ``buckets`` buckets (else the widest), or None
+    when the run has no rollup rows."""
+    # Coarsest first: each probe is an index seek that stops after ``buckets + 1``.
+    if storage.rollup_buckets(run_id, WIDTHS[-1], buckets) == 0:
+        return None
+    width = WIDTHS[-1]
+    for w in reversed(WIDTHS[:-1]):
+        if storage.rollup_buckets(run_id, w, buckets) > buckets:
+            break
+        width = w
+    return width
 
 
 def rollup_plots(
@@ -730,25 +801,35 @@ def rollup_plots(
     timeline: list[TimelineItem],
     stats: RunStats,
     buckets: int,
+    cache: RollupCache | None = None,
 ) -> dict[str, Any]:
-    """The plots of a run from its rollups: per metric, the finest bucket width with at most
-    ``buckets`` buckets (or the coarsest, merged down), every alert step exact, and the
-    fingerprint agreement. Reads O(buckets x ranks) rollup rows plus the step entries of the
-    alert steps' buckets, never the whole run."""
+    """The plots of a run from its rollups: every metric at the finest bucket width with at
+    most ``buckets`` buckets (or the coarsest, merged down), every alert step exact, and the
+    fingerprint agreement. Reads O(buckets x ranks) rollup rows (with ``cache``, only those
+    changed since its last read) plus the step entries of the alert steps' buckets, never the
+    whole run."""
+    cache = cache if cache is not None else RollupCache()
     alert_steps = _alert_steps(timeline)
-    exact = _alert_values(storage, run_id, alert_steps)
+    spans = sorted(storage.rollup_spans(run_id, [s // FINEST for s in alert_steps]))
+    alert_key = (frozenset(alert_steps), tuple(spans))
+    if cache.alert_key != alert_key:
+        cache.alert_values = _alert_values(storage, run_id, alert_steps, spans)
+        cache.alert_key = alert_key
+    exact = cache.alert_values
+    # Rows changed after this size carry a last index at or beyond it.
+    head = storage.size()
+    width = _width(storage, run_id, buckets)
     out: dict[str, Any] = {"metrics": {}}
-    for metric in (*METRICS, *PHASES):
-        # Coarsest first: each probe is an index seek that stops after ``buckets + 1``.
-        if storage.rollup_buckets(run_id, metric, WIDTHS[-1], buckets) == 0:
-            continue
-        width = WIDTHS[-1]
-        for w in reversed(WIDTHS[:-1]):
-            if storage.rollup_buckets(run_id, metric, w, buckets) > buckets:
-                break
-            width = w
-        rows = storage.rollup(run_id, metric, width)
-        out["metrics"][metric] = downsample_rollup(rows, exact.get(metric, {}), buckets)
+    if width is None:
+        cache.rows, cache.width, cache.since = {}, 0, -1
+    else:
+        if width != cache.width:
+            cache.rows, cache.width, cache.since = {}, width, -1
+        for row in storage.rollup(run_id, width, cache.since):
+            cache.rows[(int(row[0]), int(row[1]))] = row
+        cache.since = head
+        for metric, cols in _metric_columns(list(cache.rows.values())).items():
+            out["metrics"][metric] = downsample_rollup(cols, exact.get(metric, {}), buckets)
     out["alerts"] = [
         {"step": t.step, "rank": t.rank, "rule": t.rule_id, "severity": t.severity}
         for t in timeline

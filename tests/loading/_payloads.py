@@ -5,6 +5,7 @@ Every payload here would, at most, create the canary file it is given (under the
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -45,3 +46,25 @@ class ExecPayload:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (exec, (f"open({str(self.canary)!r}, 'w').close()",))
+
+
+class NonSeekable:
+    """A pipe-like stream: readable, not seekable, so nothing can be pre-read and put back;
+    optionally with a file name."""
+
+    def __init__(self, data: bytes, name: str | None = None) -> None:
+        self._buf = io.BytesIO(data)
+        if name is not None:
+            self.name = name
+
+    def read(self, n: int = -1) -> bytes:
+        return self._buf.read(n)
+
+    def readline(self) -> bytes:
+        return self._buf.readline()
+
+    def readinto(self, b: bytearray) -> int:
+        return self._buf.readinto(b)
+
+    def seekable(self) -> bool:
+        return False

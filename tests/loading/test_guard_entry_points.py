@@ -36,7 +36,7 @@ from trainwarden.loading._unpickler import RestrictedUnpickler
 from trainwarden.scan._policy import Policy
 
 from . import _closed_set_classes
-from ._payloads import SystemPayload, call_pickle
+from ._payloads import NonSeekable, SystemPayload, call_pickle
 
 Install = Callable[..., guard_mod.Guard]
 
@@ -417,27 +417,6 @@ STREAM_UNPICKLERS: dict[str, tuple[Callable[[Any], Any], bool]] = {
 }
 
 
-class _Pipe:
-    """A pipe-like stream (readable, not seekable), optionally with a file name."""
-
-    def __init__(self, data: bytes, name: str | None = None) -> None:
-        self._buf = io.BytesIO(data)
-        if name is not None:
-            self.name = name
-
-    def read(self, n: int = -1) -> bytes:
-        return self._buf.read(n)
-
-    def readline(self) -> bytes:
-        return self._buf.readline()
-
-    def readinto(self, b: bytearray) -> int:
-        return self._buf.readinto(b)
-
-    def seekable(self) -> bool:
-        return False
-
-
 def _then_mark(canary: Path) -> bytes:
     """A clean pickle naming a safe global, then one calling ``mark`` (creates ``canary``)."""
     return b"\x80\x02cbuiltins\nset\n)R." + call_pickle(
@@ -455,11 +434,11 @@ def test_an_unscanned_stream_refusal_names_the_stream(
     named = str(tmp_path / "evil.pkl")
     guard(mode=mode)
     with pytest.raises(UnsafeModelError, match=r"(os|posix)\.system") as err:
-        make(_Pipe(data, named)).load()
+        make(NonSeekable(data, named)).load()
     assert err.value.path == (named if knows_name else "<pickle stream>")
     assert err.value.message.startswith(f"refused to load {err.value.path}")
     with pytest.raises(UnsafeModelError, match=r"(os|posix)\.system") as err:
-        make(_Pipe(data)).load()
+        make(NonSeekable(data)).load()
     assert err.value.path == "<pickle stream>"
     assert err.value.message.startswith("refused to load <pickle stream>")
 
@@ -478,7 +457,7 @@ def test_an_unpickler_follows_a_policy_changed_between_its_loads(
         ("warn", Policy.default().with_overrides(deny=[mark])),
     ):
         guard(mode=mode, policy=trusting)
-        unpickler = make(_Pipe(_then_mark(canary)))
+        unpickler = make(NonSeekable(_then_mark(canary)))
         assert unpickler.load() == set()
         guard(mode=mode, policy=later)
         with pytest.raises(UnsafeModelError, match=r"\.mark\b"):
@@ -495,7 +474,7 @@ def test_an_unpickler_follows_a_mode_changed_between_its_loads(
     make, _ = STREAM_UNPICKLERS[entry]
     policy = Policy.default()
     guard(mode="warn", policy=policy)
-    unpickler = make(_Pipe(_then_mark(canary)))
+    unpickler = make(NonSeekable(_then_mark(canary)))
     assert unpickler.load() == set()
     guard(mode="block", policy=policy)
     with pytest.raises(UnsafeModelError, match=r"\.mark\b"):
@@ -510,7 +489,7 @@ def test_warn_mode_warns_once_per_global_in_one_unscanned_load(guard: Install, e
     g = guard(mode="warn")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        got = make(_Pipe(b"(" + one + one + b"l.")).load()
+        got = make(NonSeekable(b"(" + one + one + b"l.")).load()
     assert [str(a) for a in got] == ["10.0.0.1", "10.0.0.1"]
     warned = [str(w.message) for w in seen if issubclass(w.category, UnsafeModelWarning)]
     assert len([m for m in warned if "ipaddress.ip_address" in m]) == 1, warned
@@ -561,7 +540,7 @@ def test_a_subclass_made_before_install_keeps_its_own_restrictions(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnsafeModelWarning)
         with pytest.raises(pickle.UnpicklingError, match=r"\.mark is forbidden here"):
-            cls(_Pipe(call_pickle(mod, "mark", str(canary)))).load()
+            cls(NonSeekable(call_pickle(mod, "mark", str(canary)))).load()
         with pytest.raises(pickle.UnpicklingError, match=r"\.mark is forbidden here"):
             cls(io.BytesIO(call_pickle(mod, "mark", str(canary)))).load()
 
@@ -571,7 +550,7 @@ def test_a_subclass_made_before_install_with_its_own_find_class_is_checked(
     guard: Install, canary: Path, mode: str
 ) -> None:
     guard(mode=mode)
-    for stream in (_Pipe, io.BytesIO):
+    for stream in (NonSeekable, io.BytesIO):
         with pytest.raises(UnsafeModelError, match=r"(os|posix)\.system"):
             _CDelegating(stream(call_pickle("os", "system", f"touch {canary}"))).load()
     assert _CDelegating(io.BytesIO(b"\x80\x02cbuiltins\nset\n)R.")).load() == set()
@@ -784,7 +763,7 @@ def test_an_unpickler_that_keeps_no_attributes_is_checked_or_refused(
             make(pickled).load()
 
 
-@pytest.mark.parametrize("stream", [_Pipe, io.BytesIO], ids=["unseekable", "seekable"])
+@pytest.mark.parametrize("stream", [NonSeekable, io.BytesIO], ids=["unseekable", "seekable"])
 @pytest.mark.parametrize("entry", STREAM_UNPICKLERS)
 def test_block_mode_trusts_every_user_allowed_object_of_one_load(
     guard: Install, entry: str, stream: Callable[[bytes], Any]
@@ -831,12 +810,12 @@ def test_a_closed_set_refusal_names_the_stream(guard: Install, tmp_path: Path, e
     named = str(tmp_path / "allocate.pkl")
     guard(mode="block")
     with pytest.raises(UnsafeModelError, match="REDUCE") as err:
-        make(_Pipe(_ALLOCATE, named)).load()
+        make(NonSeekable(_ALLOCATE, named)).load()
     assert err.value.path == (named if knows_name else "<pickle stream>")
     assert [f.rule_id for f in err.value.findings] == ["TWL-CONSTRUCT-REFUSED"]
     assert err.value.findings[0].location == err.value.path
     with pytest.raises(UnsafeModelError, match="REDUCE") as err:
-        make(_Pipe(_ALLOCATE)).load()
+        make(NonSeekable(_ALLOCATE)).load()
     assert err.value.path == "<pickle stream>"
 
 
@@ -921,7 +900,7 @@ def test_an_unpickler_does_not_keep_trust_from_a_policy_changed_between_its_load
     # only), the same unpickler's next load builds through the closed set again.
     make, _ = STREAM_UNPICKLERS[entry]
     guard(mode="block", policy=Policy.default().with_overrides(allow=["builtins.bytearray"]))
-    unpickler = make(_Pipe(_ALLOCATE + _ALLOCATE))
+    unpickler = make(NonSeekable(_ALLOCATE + _ALLOCATE))
     assert unpickler.load() == bytearray(16)
     guard(mode="block", policy=Policy.default())
     with pytest.raises(UnsafeModelError, match="REDUCE"):

@@ -23,7 +23,7 @@ from trainwarden._internal.sink import MemorySink
 from trainwarden.loading import UnsafeModelWarning
 from trainwarden.loading._guard import Guard
 
-from ._payloads import ExecPayload, SystemPayload, call_pickle
+from ._payloads import ExecPayload, NonSeekable, SystemPayload, call_pickle
 
 Install = Callable[..., Guard]
 
@@ -35,25 +35,6 @@ class MadeBeforeInstall(pickle.Unpickler):
 class PyMadeBeforeInstall(pickle._Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         return super().find_class(module, name)
-
-
-class NonSeekable:
-    """A pipe-like stream: readable, not seekable, so nothing can be pre-read and put back."""
-
-    def __init__(self, data: bytes) -> None:
-        self._buf = io.BytesIO(data)
-
-    def read(self, n: int = -1) -> bytes:
-        return self._buf.read(n)
-
-    def readline(self) -> bytes:
-        return self._buf.readline()
-
-    def readinto(self, b: bytearray) -> int:
-        return self._buf.readinto(b)
-
-    def seekable(self) -> bool:
-        return False
 
 
 def _entry_points(payload: bytes, files: dict[str, Path]) -> dict[str, Callable[[], Any]]:

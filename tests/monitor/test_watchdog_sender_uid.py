@@ -45,7 +45,8 @@ def _can_act_as_other_users() -> bool:
     if os.geteuid() != 0:
         return False
     code = f"import os; os.setresuid({OTHER_UID}, {JOB_UID}, {JOB_UID})"
-    return subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    probe = subprocess.run([sys.executable, "-c", code], stderr=subprocess.DEVNULL, timeout=60)
+    return probe.returncode == 0
 
 
 pytestmark = pytest.mark.skipif(

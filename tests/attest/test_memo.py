@@ -138,7 +138,7 @@ def _poisoned_memo(
     target = venv.installed("twdemo/core.py")
     _same_size_edit(target, "def step(x):\n    return x * 9\n")
     _verify(venv, env, HashCache(cache_file))
-    magic = b"TWMEMO1\n"
+    magic = b"TWMEMO2\n"
     clean_memo = Path(str(clean_file) + ".memo").read_bytes()[len(magic) :]
     clean_slots = marshal.loads(clean_memo)  # noqa: S302 - the memo this test just wrote
     memo_file = Path(str(cache_file) + ".memo")

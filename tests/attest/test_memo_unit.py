@@ -128,7 +128,7 @@ def test_a_memo_others_can_write_is_never_read_nor_written(tmp_path: Path) -> No
 
 def test_a_file_that_is_not_a_memo_is_empty_and_replaced(tmp_path: Path) -> None:
     path = _memo_dir(tmp_path)
-    path.write_bytes(b"TWMEMO1\n\xff\xfe garbage")
+    path.write_bytes(b"TWMEMO2\n\xff\xfe garbage")
     memo = SnapshotMemo(path)
     assert memo.get(b"s", b"f") is None
     memo.put(b"s", b"f", (), "fresh")
@@ -199,6 +199,26 @@ def test_save_creates_missing_directories_private(tmp_path: Path) -> None:
 def test_a_memo_that_cannot_be_written_is_skipped_without_leftovers(tmp_path: Path) -> None:
     path = _memo_dir(tmp_path)
     memo = SnapshotMemo(path)
-    memo.put(b"s", b"f", (), object())  # marshal refuses it: the write fails half-way
+    memo.put(b"s", b"f", (), object())  # marshal refuses it: not stored, nothing to write
     memo.save()
     assert os.listdir(path.parent) == []
+    memo.put(b"s", b"f", (), 1)
+    memo._slots[b"t"] = (b"f", (), object())  # type: ignore[assignment]  # the write fails half-way
+    memo.save()
+    assert os.listdir(path.parent) == []
+    assert SnapshotMemo(path).get(b"s", b"f") is None
+
+
+def test_a_slot_whose_results_cannot_be_unpacked_is_a_miss(tmp_path: Path) -> None:
+    """Each slot's results are a blob of their own, read only on a match; a broken blob in the
+    matching slot is a miss (computed again), never an error, and other slots stay usable."""
+    path = _memo_dir(tmp_path)
+    memo = SnapshotMemo(path)
+    memo.put(b"good", b"f", (), ("results", 1))
+    memo.put(b"bad", b"f", (), ("results", 2))
+    fingerprint, outside, blob = memo._slots[b"bad"]
+    memo._slots[b"bad"] = (fingerprint, outside, blob[:-3])
+    memo.save()
+    again = SnapshotMemo(path)
+    assert again.get(b"bad", b"f") is None and again.hit is False
+    assert again.get(b"good", b"f") == ("results", 1) and again.hit is True

@@ -1,9 +1,11 @@
-"""docs/monitor.md stays true: every test its claim table names exists, every rule is listed."""
+"""docs/monitor.md stays true: every rule is listed, every check is declared and timed.
+
+(Its claim tables are checked with every guide's by tests/catalogue/test_claim_tables.py.)
+"""
 
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import torch
@@ -21,14 +23,6 @@ DOC = (ROOT / "docs" / "monitor.md").read_text(encoding="utf-8")
 def _tests_in(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-
-
-def test_every_test_named_in_the_claim_table_exists() -> None:
-    table = DOC.split("## Claims and the tests that back them", 1)[1].split("\n## ", 1)[0]
-    named = re.findall(r"`(test_[a-z_]+\.py)::(test_[a-z0-9_]+)`", table)
-    assert len(named) >= 30
-    for file, test in named:
-        assert test in _tests_in(Path(__file__).parent / file), f"{file}::{test}"
 
 
 def test_every_rule_is_in_the_rule_table() -> None:

@@ -119,6 +119,38 @@ def test_heartbeat_board_names_the_dead_peer_first() -> None:
     assert lost_rank_alert(report, step=3, reason="test") is None
 
 
+def test_a_peer_on_another_host_is_lost_only_once_it_stops_publishing() -> None:
+    """No pid can be checked on another host: only a stale publication makes it lost."""
+    store = DictStore()
+    boards = [HeartbeatBoard(store, r, 3) for r in range(3)]
+    boards[0].publish(7, time.time())
+    for rank, seen_ago in ((1, 60.0), (2, 1.0)):
+        record = boards[rank].record(7, time.time() - seen_ago)
+        # a pid that exists here must not make a peer on another host look alive, nor dead
+        record.update(host="another-node", pid=os.getpid(), seen=time.time() - seen_ago)
+        store.set(f"trainwarden/hb/{rank}", json.dumps(record))
+    report = boards[0].report(stale_after_s=30)
+    assert report.lost == (1,) and report.first_lost == 1
+    assert report.peers[1].pid_alive is False and report.peers[2].pid_alive is None
+    alert = lost_rank_alert(report, step=7, reason="test")
+    assert alert is not None and "rank 1 was lost first" in alert.message
+    assert f"pid {os.getpid()} on another-node" in alert.message
+
+
+def test_an_unreachable_store_is_reported_as_unknown_peer_status() -> None:
+    class GoneStore(DictStore):
+        """The store lived in the rank that died: every round trip fails, as a TCPStore's does."""
+
+        def check(self, keys: list[str]) -> bool:
+            raise RuntimeError("Connection reset by peer")
+
+    report = HeartbeatBoard(GoneStore(), 0, 2).report(stale_after_s=30)
+    assert report.first_lost is None and report.lost == ()
+    assert report.error == "heartbeat store unreachable: RuntimeError: Connection reset by peer"
+    alert = lost_rank_alert(report, step=3, reason="test")
+    assert alert is not None and "peer status unknown: heartbeat store unreachable" in alert.message
+
+
 def test_lost_rank_report_waits_for_a_peer_that_is_still_exiting() -> None:
     """A collective fails as soon as the peer's socket closes, before its pid is gone.
 

@@ -257,6 +257,10 @@ def verify_bytecode(
     exactly the walk's metadata, the source's digest is in the hash cache under exactly the
     walk's metadata, and the header says Python uses the file. Anything else is compiled.
     """
+    if not pairs:
+        # Nothing to compare: do not make the cache parse its tables (a warm verify whose memo
+        # matched has not needed them so far).
+        return [], True, set()
     pack = cache_key_packer()
     table = cache.bytecode_verdicts()
     digests = cache.lookup_table() if vouched is not None else {}

@@ -8,7 +8,9 @@ RECORD is parsed and no per-file status is rebuilt. Any difference in any of tho
 the snapshot is computed file by file as without the memo.
 
 The memo file sits beside the hash cache and is trusted under the same conditions (owned by you,
-not writable by group or others); marshal keeps it to plain data.
+not writable by group or others); marshal keeps it to plain data. Each slot's results are kept as
+their own marshal blob, unpacked only when that slot's fingerprint matches, so a memo holding
+several interpreters' results costs one interpreter's unpacking.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from trainwarden.attest._cache import HashCache, cache_key_packer, unsafe_reason
 
 __all__ = ["SnapshotMemo", "lstat_keys", "walk_fingerprint"]
 
-_MAGIC = b"TWMEMO1\n"
+_MAGIC = b"TWMEMO2\n"
 _MAX_SLOTS = 8
 
 
@@ -71,7 +73,8 @@ class SnapshotMemo:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._slots: dict[bytes, tuple[bytes, tuple[tuple[str, bytes], ...], Any]] = {}
+        # slot -> (fingerprint, files read outside the walk, marshal blob of the results)
+        self._slots: dict[bytes, tuple[bytes, tuple[tuple[str, bytes], ...], bytes]] = {}
         self._dirty = False
         self.hit = False
         if path is not None:
@@ -114,8 +117,12 @@ class SnapshotMemo:
         outside = entry[1]
         if lstat_keys(p for p, _ in outside) != outside:
             return None
+        try:
+            payload = marshal.loads(entry[2])  # noqa: S302 - trusted, see _load
+        except (ValueError, EOFError, TypeError):
+            return None
         self.hit = True
-        return entry[2]
+        return payload
 
     def put(
         self,
@@ -124,9 +131,14 @@ class SnapshotMemo:
         outside: tuple[tuple[str, bytes], ...],
         payload: Any,
     ) -> None:
-        """Store ``payload`` (plain data) for ``slot``."""
+        """Store ``payload`` (plain data) for ``slot``; what marshal cannot keep is not stored
+        (and is computed again next time)."""
+        try:
+            blob = marshal.dumps(payload)
+        except ValueError:
+            return
         self._slots.pop(slot, None)
-        self._slots[slot] = (fingerprint, outside, payload)
+        self._slots[slot] = (fingerprint, outside, blob)
         while len(self._slots) > _MAX_SLOTS:
             del self._slots[next(iter(self._slots))]
         self._dirty = True

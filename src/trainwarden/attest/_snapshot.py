@@ -894,6 +894,9 @@ class _FileState:
         ]
         bytecode, bytecode_checked, bytecode_matches = plain[9:]
         status = _STATUS
+        # tuple.__new__ straight away: a NamedTuple's own __new__ is a Python function, one
+        # call per installed file on every memo hit.
+        new = tuple.__new__
         return cls(
             distributions=tuple(
                 Distribution(
@@ -905,7 +908,7 @@ class _FileState:
                     location=loc,
                     kind=kind,
                     record_problem=rp,
-                    files=tuple([DistFile(p, status[st], h, e) for p, st, h, e in files]),
+                    files=tuple([new(DistFile, (p, status[st], h, e)) for p, st, h, e in files]),
                     os_package=osp,
                 )
                 for n, v, inst, du, md, loc, kind, rp, files, osp in dists

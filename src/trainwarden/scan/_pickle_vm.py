@@ -471,19 +471,31 @@ class _VM:
         if type(pid) is not tuple or len(pid) < 5:
             return
         numel = pid[4]
+        if type(size) is tuple and type(stride) is tuple and len(size) != len(stride):
+            return  # torch refuses a view whose size and stride differ in length
         if (
             type(numel) is not int
             or type(storage_offset) is not int
             or type(size) is not tuple
             or type(stride) is not tuple
-            or len(size) != len(stride)
+            or not all(type(v) is int for v in (*size, *stride))
         ):
+            # torch.save writes plain integers here; anything else (a text INT, a bool, a
+            # torch.Size or other call result) hides the numbers the bounds depend on
+            self.add(
+                "TWS-PKL-TENSOR-BOUNDS",
+                Severity.HIGH,
+                f"{func!r} builds a tensor view whose offset, size, stride or storage size is "
+                "not a plain integer in the pickle: its bounds cannot be checked",
+                offset,
+                global_=repr(func),
+            )
             return
         end = storage_offset
         bad = storage_offset < 0
         for d, st in zip(size, stride, strict=True):
-            if type(d) is not int or type(st) is not int or d == 0:
-                return  # symbolic values, or an empty tensor that touches no memory
+            if d == 0:
+                return  # an empty tensor touches no memory
             if d < 0 or st < 0:
                 bad = True
             end += (d - 1) * st

@@ -335,6 +335,42 @@ def test_inst_and_obj_call_with_arguments_and_allocate_without() -> None:
     assert rows(P2 + A.MARK + g("argparse.Namespace") + A.OBJ + A.STOP) == []
 
 
+def test_inst_and_obj_arguments_go_through_the_argument_checks() -> None:
+    """INST and OBJ call the class with the items above their mark, as REDUCE calls it with a
+    tuple: a defaultdict factory or an allocator's class handed that way is checked the same."""
+    dd = "collections.defaultdict"
+    relu = g("torch.nn.functional.relu")
+    factory = "defaultdict with factory torch.nn.functional.relu, called on every missing key"
+    pre = P2 + A.MARK + relu
+    assert rows(pre + A.inst("collections", "defaultdict") + A.STOP) == [
+        unsafe(factory, len(pre), dd, "call")
+    ]
+    pre = P2 + A.MARK + g(dd) + relu
+    assert rows(pre + A.OBJ + A.STOP) == [unsafe(factory, len(pre), dd, "call")]
+    assert (
+        rows(P2 + A.MARK + g("builtins.list") + A.inst("collections", "defaultdict") + A.STOP) == []
+    )
+    assert rows(P2 + A.MARK + g(dd) + g("builtins.list") + A.OBJ + A.STOP) == []
+    ctor = "numpy.random._pickle.__generator_ctor"
+    pre = P2 + A.MARK + g(ctor) + A.su("MT19937") + relu
+    assert rows(pre + A.OBJ + A.STOP) == [
+        unsafe(
+            f"{ctor} would call torch.nn.functional.relu (only numpy's own bit generator "
+            "constructor)",
+            len(pre),
+            ctor,
+            "call",
+        )
+    ]
+    alloc = "copyreg._reconstructor"
+    pre = P2 + A.MARK + g("torch.Tensor") + g("builtins.object") + A.NONE
+    assert rows(pre + A.inst("copyreg", "_reconstructor") + A.STOP) == [
+        not_allocatable(f"INST {alloc}", "torch.Tensor", len(pre))
+    ]
+    pre = P2 + A.MARK + g(alloc) + g("collections.OrderedDict") + g("builtins.object") + A.NONE
+    assert rows(pre + A.OBJ + A.STOP) == []
+
+
 def test_an_inst_global_is_recorded_under_inst() -> None:
     data = P2 + A.MARK + A.inst("evil", "thing") + A.STOP
     assert rows(data) == [unknown("evil.thing", 3, opcode="INST")]

@@ -856,7 +856,11 @@ class _VM:
                     if op == 0x63:
                         append(g)
                     else:
-                        self.check_use(g, "call" if len(stack) > k else "new", op_off, "INST")
+                        # INST calls the class with the items above the mark: its arguments
+                        # go through the same checks as REDUCE's
+                        inst_args = tuple(stack[k:])
+                        use = "call" if inst_args else "new"
+                        self.check_use(g, use, op_off, "INST", inst_args)
                         del stack[k:]
                         append(_Obj(g))
                 elif op == 0x93:  # STACK_GLOBAL
@@ -1022,13 +1026,14 @@ class _VM:
                     if len(stack) - k < 1:
                         underflow(op_off, "OBJ")
                     cls = stack[k]
-                    has_args = len(stack) - k > 1
+                    obj_args = tuple(stack[k + 1 :])
                     del stack[k:]
                     if len(stack) < fence:
                         underflow(op_off, "OBJ")
                     self.check_call(cls, op_off, "OBJ")
                     if type(cls) is _Global:
-                        self.check_use(cls, "call" if has_args else "new", op_off, "OBJ")
+                        use = "call" if obj_args else "new"
+                        self.check_use(cls, use, op_off, "OBJ", obj_args)
                     append(_Obj(cls))
                 elif (
                     op == 0x42

@@ -507,4 +507,13 @@ REVIEWED: dict[str, dict[str, str]] = {
             "weights() reads buffers only as a truth value, and None is as falsy as False",
         ),
     },
+    "pickle-vm-calls": dict.fromkeys(
+        (
+            "xǁ_VMǁcheck_use | f\"something a pickle may {'call' if (use == 'call') and False "
+            'else use}",',
+            "xǁ_VMǁcheck_use | f\"something a pickle may {'call' if use == 'XXcallXX' else use}\",",
+            "xǁ_VMǁcheck_use | f\"something a pickle may {'call' if use == 'CALL' else use}\",",
+        ),
+        "both branches give 'call' when use is 'call', and use otherwise: the same text",
+    ),
 }

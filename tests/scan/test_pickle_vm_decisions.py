@@ -1042,6 +1042,13 @@ def test_rebuild_bounds_need_a_persistent_storage_with_its_size() -> None:
     made = call(b"", g("collections.OrderedDict"))[0]
     not_persistent, _ = call(P2, g(func), made, A.bint(5), ints(2), ints(1))
     assert rows(not_persistent + A.STOP) == []
+    # a call result whose arguments look like a storage's persistent id is no storage
+    five = call(b"", g("collections.OrderedDict"), *(A.bint(1) for _ in range(5)))[0]
+    lookalike, _ = call(P2, g(func), five, A.bint(5), ints(2), ints(1))
+    assert rows(lookalike + A.STOP) == []
+    for plain in (A.su("storage"), A.bint(1), A.NONE):
+        data, _ = call(P2, g(func), plain, A.bint(5), ints(2), ints(1))
+        assert rows(data + A.STOP) == []
     short_pid = tup(A.su("storage"), g("torch.FloatStorage"), A.su("0"), A.su("cpu")) + A.BINPERSID
     bad, _ = call(P2, g(func), short_pid, A.bint(5), ints(2), ints(1))
     assert rows(bad + A.STOP) == []

@@ -937,6 +937,56 @@ def test_plain_state_and_a_third_tuple_item_are_not_dunder_state() -> None:
         assert rows(OBJ + state + A.BUILD + A.STOP) == [], state
 
 
+def test_dunder_keys_in_a_mapping_made_by_a_call_are_reported() -> None:
+    """BUILD state (or slot state, which the unpickler applies with setattr) made by a call:
+    an OrderedDict filled by SETITEM(S), or a mapping copied from a dict, hides its keys from a
+    check that only looks at dict opcodes."""
+    od = call(b"", g("collections.OrderedDict"))[0]
+    for state in (
+        od + A.su("__class__") + A.NONE + A.SETITEM,
+        od + A.MARK + A.su("a") + A.NONE + A.su("__class__") + A.NONE + A.SETITEMS,
+        tup(A.NONE, od + A.su("__class__") + A.NONE + A.SETITEM),
+        call(b"", g("builtins.dict"), A.EMPTY_DICT + A.su("__class__") + A.NONE + A.SETITEM)[0],
+        call(b"", g("collections.defaultdict"), A.NONE, A.MARK + A.su("__class__") + A.NONE + b"d")[
+            0
+        ],
+    ):
+        pre = OBJ + state
+        assert rows(pre + A.BUILD + A.STOP) == [dunder("__class__", len(pre))], state
+    # the first special key is the one reported
+    state = od + A.MARK + A.su("__dict__") + A.NONE + A.SETITEMS + A.su("__class__") + A.NONE
+    pre = OBJ + state + A.SETITEM
+    assert rows(pre + A.BUILD + A.STOP) == [dunder("__dict__", len(pre))]
+    for plain in (
+        od + A.su("weight") + A.NONE + A.SETITEM,
+        od + A.MARK + A.su("a") + A.NONE + A.SETITEMS,
+        call(b"", g("builtins.dict"), A.EMPTY_DICT + A.su("a") + A.NONE + A.SETITEM)[0],
+        call(b"", g("builtins.dict"), A.su("__class__"))[0],
+        call(b"", g("builtins.dict"), A.EMPTY_LIST)[0],
+    ):
+        assert rows(OBJ + plain + A.BUILD + A.STOP) == [], plain
+
+
+def test_a_real_slot_state_class_swap_through_an_ordered_dict_is_reported() -> None:
+    """The payload the check exists for: BUILD's slot state is applied with setattr, so
+    ``__class__`` in it swaps the object's class (here argparse.Namespace to its base class,
+    same layout); the real unpickler does it."""
+    import argparse
+    import pickle
+
+    od = call(b"", g("collections.OrderedDict"))[0]
+    slots = od + A.su("__class__") + g("argparse._AttributeHolder") + A.SETITEM
+    obj = P2 + g("argparse.Namespace") + A.EMPTY_TUPLE + A.NEWOBJ
+    pre = obj + tup(A.NONE, slots)
+    data = pre + A.BUILD + A.STOP
+    assert type(pickle.loads(data)) is argparse._AttributeHolder
+    holder = len(obj + A.MARK + A.NONE + od + A.su("__class__"))
+    assert rows(data) == [
+        unknown("argparse._AttributeHolder", holder),
+        dunder("__class__", len(pre)),
+    ]
+
+
 def test_dunder_state_from_the_memo_is_still_reported() -> None:
     state = A.EMPTY_DICT + A.su("__dict__") + A.NONE + A.SETITEM + A.binput(5) + A.POP
     pre = P2 + state + call(b"", g("collections.OrderedDict"))[0] + A.binget(5)

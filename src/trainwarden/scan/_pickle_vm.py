@@ -84,12 +84,14 @@ class _Global:
 class _Obj:
     """Symbolic result of a call (REDUCE, NEWOBJ, OBJ, INST) or of persistent_load."""
 
-    __slots__ = ("args", "origin", "state")
+    __slots__ = ("args", "dunder", "origin", "state")
 
     def __init__(self, origin: object, args: object = None) -> None:
         self.origin = origin
         self.args = args
         self.state: object = None
+        # the first special key written into it with SETITEM(S) (a mapping made by a call)
+        self.dunder: str | None = None
 
     def __repr__(self) -> str:
         return f"<result of {self.origin!r}>"
@@ -449,14 +451,25 @@ class _VM:
         """BUILD state (or ``(state, slotstate)``) whose keys name special attributes."""
         parts = state if type(state) is tuple else (state,)
         for part in parts[:2]:
-            if type(part) is _Container and part.dunder is not None:
+            dunder = None
+            if type(part) is _Container:
+                dunder = part.dunder
+            elif type(part) is _Obj:
+                # a mapping made by a call: keys written into it, or a dict it copies
+                dunder = part.dunder
+                if dunder is None and type(part.args) is tuple:
+                    dunder = next(
+                        (a.dunder for a in part.args if type(a) is _Container and a.dunder),
+                        None,
+                    )
+            if dunder is not None:
                 self.add(
                     "TWS-PKL-DUNDER-STATE",
                     Severity.HIGH,
-                    f"BUILD sets the special attribute {part.dunder!r} on an object "
+                    f"BUILD sets the special attribute {dunder!r} on an object "
                     "(e.g. replacing __setstate__ or __class__ redirects later calls)",
                     offset,
-                    attribute=part.dunder,
+                    attribute=dunder,
                 )
                 return
 
@@ -772,6 +785,8 @@ class _VM:
                             _store_items(target, stack, k)
                         else:
                             self.check_target(target, op_off, "SETITEMS")
+                            if type(target) is _Obj:
+                                _note_dunder(target, stack[k::2])
                     del stack[k:]
                 elif op == 0x51:  # BINPERSID
                     if len(stack) - 1 < fence:
@@ -826,7 +841,7 @@ class _VM:
                     self.check_target(target, op_off, "BUILD")
                     if type(target) is _Obj and type(target.origin) is _Global:
                         self.check_build(target, op_off)
-                    if type(state) is _Container or type(state) is tuple:
+                    if type(state) is _Container or type(state) is tuple or type(state) is _Obj:
                         self.check_state(state, op_off)
                     if type(target) is _Obj:
                         target.state = state
@@ -918,6 +933,8 @@ class _VM:
                         _store_item(target, key, value)
                     else:
                         self.check_target(target, op_off, "SETITEM")
+                        if type(target) is _Obj:
+                            _note_dunder(target, (key,))
                 elif op == 0x90:  # ADDITEMS
                     k = pop_mark(op_off, "ADDITEMS")
                     if k <= fence or k < 1:
@@ -1347,6 +1364,15 @@ _ARRAY_MAKERS = frozenset(
         "numpy.ndarray",
     }
 )
+
+
+def _note_dunder(target: _Obj, keys: list[Any] | tuple[Any, ...]) -> None:
+    # Only the first special key is kept: as BUILD state it would overwrite that attribute.
+    if target.dunder is None:
+        for key in keys:
+            if type(key) is str and key[:2] == "__":
+                target.dunder = key
+                return
 
 
 def _store_item(target: _Container, key: object, value: object) -> None:

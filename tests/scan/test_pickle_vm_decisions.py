@@ -937,6 +937,10 @@ def test_plain_state_and_a_third_tuple_item_are_not_dunder_state() -> None:
         assert rows(OBJ + state + A.BUILD + A.STOP) == [], state
 
 
+PAIR = tup(A.su("__class__"), A.NONE)
+OK_PAIR = tup(A.su("weight"), A.NONE)
+
+
 def test_dunder_keys_in_a_mapping_made_by_a_call_are_reported() -> None:
     """BUILD state (or slot state, which the unpickler applies with setattr) made by a call:
     an OrderedDict filled by SETITEM(S), or a mapping copied from a dict, hides its keys from a
@@ -950,6 +954,11 @@ def test_dunder_keys_in_a_mapping_made_by_a_call_are_reported() -> None:
         call(b"", g("collections.defaultdict"), A.NONE, A.MARK + A.su("__class__") + A.NONE + b"d")[
             0
         ],
+        # a list or tuple of (key, value) pairs handed to the mapping's constructor
+        call(b"", g("builtins.dict"), A.EMPTY_LIST + PAIR + A.APPEND)[0],
+        call(b"", g("builtins.dict"), A.EMPTY_LIST + A.MARK + OK_PAIR + PAIR + A.APPENDS)[0],
+        call(b"", g("collections.OrderedDict"), A.MARK + OK_PAIR + PAIR + b"l")[0],
+        call(b"", g("builtins.dict"), tup(OK_PAIR, PAIR))[0],
     ):
         pre = OBJ + state
         assert rows(pre + A.BUILD + A.STOP) == [dunder("__class__", len(pre))], state
@@ -963,6 +972,10 @@ def test_dunder_keys_in_a_mapping_made_by_a_call_are_reported() -> None:
         call(b"", g("builtins.dict"), A.EMPTY_DICT + A.su("a") + A.NONE + A.SETITEM)[0],
         call(b"", g("builtins.dict"), A.su("__class__"))[0],
         call(b"", g("builtins.dict"), A.EMPTY_LIST)[0],
+        call(b"", g("builtins.dict"), A.EMPTY_LIST + A.MARK + OK_PAIR + A.APPENDS)[0],
+        call(b"", g("builtins.dict"), A.EMPTY_LIST + tup(A.su("__class__")) + A.APPEND)[0],
+        call(b"", g("builtins.dict"), A.MARK + tup(A.bint(1), A.NONE) + b"l")[0],
+        call(b"", g("builtins.dict"), tup(tup(A.su("__a"), A.NONE, A.NONE)))[0],
     ):
         assert rows(OBJ + plain + A.BUILD + A.STOP) == [], plain
 

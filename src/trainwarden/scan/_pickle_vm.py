@@ -458,10 +458,8 @@ class _VM:
                 # a mapping made by a call: keys written into it, or a dict it copies
                 dunder = part.dunder
                 if dunder is None and type(part.args) is tuple:
-                    dunder = next(
-                        (a.dunder for a in part.args if type(a) is _Container and a.dunder),
-                        None,
-                    )
+                    # dict(d), OrderedDict(list of pairs), dict(tuple of pairs)
+                    dunder = next((d for d in map(_arg_dunder, part.args) if d), None)
             if dunder is not None:
                 self.add(
                     "TWS-PKL-DUNDER-STATE",
@@ -916,13 +914,19 @@ class _VM:
                     if k <= fence or k < 1:
                         underflow(op_off, "APPENDS")
                     if len(stack) > k:
-                        self.check_target(stack[k - 1], op_off, "APPENDS")
+                        target = stack[k - 1]
+                        self.check_target(target, op_off, "APPENDS")
+                        if type(target) is _Container and target.dunder is None:
+                            target.dunder = _pairs_dunder(stack[k:])
                     del stack[k:]
                 elif op == 0x61:  # APPEND
                     if len(stack) - 2 < fence:
                         underflow(op_off, "APPEND")
-                    pop()
-                    self.check_target(stack[-1], op_off, "APPEND")
+                    value = pop()
+                    target = stack[-1]
+                    self.check_target(target, op_off, "APPEND")
+                    if type(target) is _Container and target.dunder is None:
+                        target.dunder = _pairs_dunder((value,))
                 elif op == 0x73:  # SETITEM
                     if len(stack) - 3 < fence:
                         underflow(op_off, "SETITEM")
@@ -1022,8 +1026,10 @@ class _VM:
                     append(stack[-1])
                 elif op == 0x6C:  # LIST
                     k = pop_mark(op_off, "LIST")
+                    lst = _Container("list")
+                    lst.dunder = _pairs_dunder(stack[k:])
                     del stack[k:]
-                    append(_Container("list"))
+                    append(lst)
                 elif op == 0x64:  # DICT
                     k = pop_mark(op_off, "DICT")
                     if (len(stack) - k) % 2:
@@ -1364,6 +1370,23 @@ _ARRAY_MAKERS = frozenset(
         "numpy.ndarray",
     }
 )
+
+
+def _pairs_dunder(items: list[Any] | tuple[Any, ...]) -> str | None:
+    """The first special key among ``(key, value)`` pairs (a mapping's constructor argument)."""
+    for item in items:
+        if type(item) is tuple and len(item) == 2 and type(item[0]) is str and item[0][:2] == "__":
+            return item[0]
+    return None
+
+
+def _arg_dunder(value: object) -> str | None:
+    """The first special key of a mapping constructor's argument: a dict, or pairs."""
+    if type(value) is _Container:
+        return value.dunder
+    if type(value) is tuple:
+        return _pairs_dunder(value)
+    return None
 
 
 def _note_dunder(target: _Obj, keys: list[Any] | tuple[Any, ...]) -> None:

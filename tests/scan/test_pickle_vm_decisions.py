@@ -1000,6 +1000,33 @@ def test_a_real_slot_state_class_swap_through_an_ordered_dict_is_reported() -> N
     ]
 
 
+def test_a_state_key_computed_by_a_call_is_reported_as_unreadable() -> None:
+    """``str(b"__class__", "ascii")`` is an allowed call that spells a special name the scanner
+    cannot read: as a key of BUILD state it is reported, under every way a mapping is built."""
+    key = call(b"", g("builtins.str"), A.sbytes(b"__class__"), A.su("ascii"))[0]
+    name = "<computed key: <result of builtins.str>>"
+    od = call(b"", g("collections.OrderedDict"))[0]
+    for state in (
+        A.EMPTY_DICT + key + A.NONE + A.SETITEM,
+        A.EMPTY_DICT + A.MARK + A.su("a") + A.NONE + key + A.NONE + A.SETITEMS,
+        A.MARK + key + A.NONE + b"d",
+        od + key + A.NONE + A.SETITEM,
+        od + A.MARK + key + A.NONE + A.SETITEMS,
+        call(b"", g("builtins.dict"), A.EMPTY_LIST + tup(key, A.NONE) + A.APPEND)[0],
+        tup(A.NONE, A.EMPTY_DICT + key + A.NONE + A.SETITEM),
+    ):
+        pre = OBJ + state
+        assert rows(pre + A.BUILD + A.STOP) == [dunder(name, len(pre))], state
+    # keys that are plain values (ints, tuples, None) name no attribute the check must see
+    for state in (
+        A.EMPTY_DICT + A.binint1(1) + A.NONE + A.SETITEM,
+        A.EMPTY_DICT + tup(A.binint1(1)) + A.NONE + A.SETITEM,
+        A.MARK + A.NONE + A.NONE + b"d",
+        od + A.binint1(1) + A.NONE + A.SETITEM,
+    ):
+        assert rows(OBJ + state + A.BUILD + A.STOP) == [], state
+
+
 def test_dunder_state_from_the_memo_is_still_reported() -> None:
     state = A.EMPTY_DICT + A.su("__dict__") + A.NONE + A.SETITEM + A.binput(5) + A.POP
     pre = P2 + state + call(b"", g("collections.OrderedDict"))[0] + A.binget(5)

@@ -1372,11 +1372,23 @@ _ARRAY_MAKERS = frozenset(
 )
 
 
+def _special_key(key: object) -> str | None:
+    """What a mapping key would set as BUILD state that the check must report: a dunder name,
+    or a name computed by a call (``str(b"__class__", "ascii")``), which cannot be read here."""
+    if type(key) is str:
+        return key if key[:2] == "__" else None
+    if type(key) is _Obj:
+        return f"<computed key: {key!r}>"
+    return None
+
+
 def _pairs_dunder(items: list[Any] | tuple[Any, ...]) -> str | None:
     """The first special key among ``(key, value)`` pairs (a mapping's constructor argument)."""
     for item in items:
-        if type(item) is tuple and len(item) == 2 and type(item[0]) is str and item[0][:2] == "__":
-            return item[0]
+        if type(item) is tuple and len(item) == 2:
+            special = _special_key(item[0])
+            if special is not None:
+                return special
     return None
 
 
@@ -1393,8 +1405,9 @@ def _note_dunder(target: _Obj, keys: list[Any] | tuple[Any, ...]) -> None:
     # Only the first special key is kept: as BUILD state it would overwrite that attribute.
     if target.dunder is None:
         for key in keys:
-            if type(key) is str and key[:2] == "__":
-                target.dunder = key
+            special = _special_key(key)
+            if special is not None:
+                target.dunder = special
                 return
 
 
@@ -1402,10 +1415,12 @@ def _store_item(target: _Container, key: object, value: object) -> None:
     # Only small str-keyed dicts are tracked (joblib wrapper state, persistent ids); enough to
     # interpret them without keeping a copy of large containers. Dunder keys are always noted:
     # as BUILD state they would overwrite special attributes.
-    if target.kind != "dict" or type(key) is not str:
+    if target.kind != "dict":
         return
-    if key[:2] == "__" and target.dunder is None:
-        target.dunder = key
+    if target.dunder is None:
+        target.dunder = _special_key(key)
+    if type(key) is not str:
+        return
     items = target.items
     if items is None:
         items = target.items = {}
@@ -1417,10 +1432,9 @@ def _store_items(target: _Container, stack: list[Any], k: int) -> None:
     if target.kind != "dict":
         return
     if target.dunder is None:
-        for key in stack[k::2]:
-            if type(key) is str and key[:2] == "__":
-                target.dunder = key
-                break
+        target.dunder = next(
+            (special for special in map(_special_key, stack[k::2]) if special is not None), None
+        )
     items = target.items
     if items is None:
         items = target.items = {}

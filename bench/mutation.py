@@ -175,20 +175,24 @@ TARGETS: dict[str, Target] = {
             "x__no_hooks",
         ),
     ),
-    # the scanner's pickle VM: what it treats as a call, and the callables' checks
+    # the scanner's pickle VM: what it treats as a call, and the callables' checks. The
+    # unit-level decisions file only: test_callables.py and test_pickle_vm.py take about 75 s
+    # (one test 50 s), so mutmut never got past collecting their coverage (both run in the
+    # normal suite)
     "pickle-vm-calls": Target(
         "src/trainwarden/scan/_pickle_vm.py",
-        ("tests/scan/test_callables.py", "tests/scan/test_pickle_vm.py"),
+        ("tests/scan/test_pickle_vm_decisions.py",),
         (
             "xǁ_VMǁimport_global",
             "xǁ_VMǁcheck_call",
             "xǁ_VMǁcheck_use",
         ),
     ),
-    # the rest of the call checks: arguments, targets, BUILD state and tensor rebuilds
+    # the rest of the call checks: arguments, targets, BUILD state and tensor rebuilds (the
+    # same fast file, for the same reason)
     "pickle-vm-args": Target(
         "src/trainwarden/scan/_pickle_vm.py",
-        ("tests/scan/test_callables.py", "tests/scan/test_pickle_vm.py"),
+        ("tests/scan/test_pickle_vm_decisions.py",),
         (
             "xǁ_VMǁcheck_call_args",
             "xǁ_VMǁcheck_target",
@@ -296,8 +300,58 @@ def _workdir(name: str, target: Target, base: Path) -> Path:
     work.mkdir(parents=True)
     shutil.copytree(ROOT / "src", work / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    _skip_other_functions(work, target)
     _write_pyproject(work, target)
     return work
+
+
+def _skip_other_functions(work: Path, target: Target) -> None:
+    """Mark the functions of the copied module that the target does not name with mutmut's
+    ``# pragma: no mutate block``: mutmut generates every mutant of a module before it selects
+    any, and one large function (the pickle VM's ``run_one``) took it longer than a session
+    to write out. Only the work folder's copy is changed; the selected mutants are the same."""
+    if not target.functions:
+        return
+    import libcst as cst  # mutmut's own dependency
+
+    wanted = set(target.functions)
+    path = work / target.source
+
+    class Marker(cst.CSTTransformer):
+        def __init__(self) -> None:
+            self.classes: list[str] = []
+
+        def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+            self.classes.append(node.name.value)
+            return True
+
+        def leave_ClassDef(self, orig: cst.ClassDef, node: cst.ClassDef) -> cst.ClassDef:
+            self.classes.pop()
+            return node
+
+        def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+            return False  # nested functions go with their outer one
+
+        def leave_FunctionDef(
+            self, orig: cst.FunctionDef, node: cst.FunctionDef
+        ) -> cst.FunctionDef:
+            name = node.name.value
+            mangled = f"xǁ{self.classes[-1]}ǁ{name}" if self.classes else f"x_{name}"
+            body = node.body
+            if (
+                mangled in wanted
+                or not isinstance(body, cst.IndentedBlock)
+                or body.header.comment is not None
+            ):
+                return node
+            header = body.header.with_changes(
+                whitespace=cst.SimpleWhitespace("  "),
+                comment=cst.Comment("# pragma: no mutate block"),
+            )
+            return node.with_changes(body=body.with_changes(header=header))
+
+    tree = cst.parse_module(path.read_text(encoding="utf-8"))
+    path.write_text(tree.visit(Marker()).code, encoding="utf-8")
 
 
 def _write_pyproject(work: Path, target: Target) -> None:
@@ -428,6 +482,7 @@ def run_target(
         for part in ("src", "tests"):
             shutil.rmtree(work / part)
             shutil.copytree(ROOT / part, work / part, ignore=shutil.ignore_patterns("__pycache__"))
+        _skip_other_functions(work, target)
         _write_pyproject(work, target)  # the target's test files may have grown since
     else:
         work = _workdir(name, target, base)

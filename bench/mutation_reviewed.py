@@ -507,4 +507,29 @@ REVIEWED: dict[str, dict[str, str]] = {
             "weights() reads buffers only as a truth value, and None is as falsy as False",
         ),
     },
+    "pickle-vm-calls": dict.fromkeys(
+        (
+            "xǁ_VMǁcheck_use | f\"something a pickle may {'call' if (use == 'call') and False "
+            'else use}",',
+            "xǁ_VMǁcheck_use | f\"something a pickle may {'call' if use == 'XXcallXX' else use}\",",
+            "xǁ_VMǁcheck_use | f\"something a pickle may {'call' if use == 'CALL' else use}\",",
+        ),
+        "both branches give 'call' when use is 'call', and use otherwise: the same text",
+    ),
+    "pickle-vm-args": {
+        **dict.fromkeys(
+            (
+                f"xǁ_VMǁcheck_rebuild | for d, st in zip(size, stride, {v}):"
+                for v in ("strict=None", "", "strict=False")
+            ),
+            "size and stride were checked to have the same length just above: strict never fires",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁ_VMǁcheck_rebuild | if d <= 0 or st < 0:",
+                "xǁ_VMǁcheck_rebuild | if d < 1 or st < 0:",
+            ),
+            "d is a plain int and d == 0 returned just above, so d <= 0 and d < 1 mean d < 0",
+        ),
+    },
 }

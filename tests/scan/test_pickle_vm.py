@@ -583,3 +583,32 @@ def test_global_on_a_last_line_without_newline_still_imports(canary: Path) -> No
     assert a.globals[0].qualname == "os.system"
     assert {"TWS-PKL-DANGEROUS", "TWS-PKL-TRUNCATED"} <= rules(a)
     assert not canary.exists()
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_real_tensor_views_of_every_shape_scan_clean(zip_format: bool) -> None:
+    """The tensor bounds check (a view outside its storage, or numbers it cannot read) reports
+    nothing on what torch.save writes: empty, transposed, strided, 0-d, quantized tensors."""
+    import io
+    import warnings
+
+    import torch
+
+    from trainwarden.scan import scan_bytes
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensor creation is deprecated in torch
+        quantized = torch.quantize_per_tensor(torch.ones(4), 0.1, 0, torch.qint8)
+    base = torch.arange(12.0)
+    objs = {
+        "empty": torch.zeros(0, 3),
+        "transposed": base.reshape(3, 4).t(),
+        "strided": base[2:11:3],
+        "scalar": torch.tensor(3.0),
+        "parameter": torch.nn.Parameter(torch.ones(2)),
+        "quantized": quantized,
+        "bf16": torch.ones(3, dtype=torch.bfloat16),
+    }
+    buf = io.BytesIO()
+    torch.save(objs, buf, _use_new_zipfile_serialization=zip_format)
+    assert scan_bytes(buf.getvalue(), "views.pt").findings == ()

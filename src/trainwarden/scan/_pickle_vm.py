@@ -84,12 +84,14 @@ class _Global:
 class _Obj:
     """Symbolic result of a call (REDUCE, NEWOBJ, OBJ, INST) or of persistent_load."""
 
-    __slots__ = ("args", "origin", "state")
+    __slots__ = ("args", "dunder", "origin", "state")
 
     def __init__(self, origin: object, args: object = None) -> None:
         self.origin = origin
         self.args = args
         self.state: object = None
+        # the first special key written into it with SETITEM(S) (a mapping made by a call)
+        self.dunder: str | None = None
 
     def __repr__(self) -> str:
         return f"<result of {self.origin!r}>"
@@ -449,14 +451,23 @@ class _VM:
         """BUILD state (or ``(state, slotstate)``) whose keys name special attributes."""
         parts = state if type(state) is tuple else (state,)
         for part in parts[:2]:
-            if type(part) is _Container and part.dunder is not None:
+            dunder = None
+            if type(part) is _Container:
+                dunder = part.dunder
+            elif type(part) is _Obj:
+                # a mapping made by a call: keys written into it, or a dict it copies
+                dunder = part.dunder
+                if dunder is None and type(part.args) is tuple:
+                    # dict(d), OrderedDict(list of pairs), dict(tuple of pairs)
+                    dunder = next((d for d in map(_arg_dunder, part.args) if d), None)
+            if dunder is not None:
                 self.add(
                     "TWS-PKL-DUNDER-STATE",
                     Severity.HIGH,
-                    f"BUILD sets the special attribute {part.dunder!r} on an object "
+                    f"BUILD sets the special attribute {dunder!r} on an object "
                     "(e.g. replacing __setstate__ or __class__ redirects later calls)",
                     offset,
-                    attribute=part.dunder,
+                    attribute=dunder,
                 )
                 return
 
@@ -471,19 +482,31 @@ class _VM:
         if type(pid) is not tuple or len(pid) < 5:
             return
         numel = pid[4]
+        if type(size) is tuple and type(stride) is tuple and len(size) != len(stride):
+            return  # torch refuses a view whose size and stride differ in length
         if (
             type(numel) is not int
             or type(storage_offset) is not int
             or type(size) is not tuple
             or type(stride) is not tuple
-            or len(size) != len(stride)
+            or not all(type(v) is int for v in (*size, *stride))
         ):
+            # torch.save writes plain integers here; anything else (a text INT, a bool, a
+            # torch.Size or other call result) hides the numbers the bounds depend on
+            self.add(
+                "TWS-PKL-TENSOR-BOUNDS",
+                Severity.HIGH,
+                f"{func!r} builds a tensor view whose offset, size, stride or storage size is "
+                "not a plain integer in the pickle: its bounds cannot be checked",
+                offset,
+                global_=repr(func),
+            )
             return
         end = storage_offset
         bad = storage_offset < 0
         for d, st in zip(size, stride, strict=True):
-            if type(d) is not int or type(st) is not int or d == 0:
-                return  # symbolic values, or an empty tensor that touches no memory
+            if d == 0:
+                return  # an empty tensor touches no memory
             if d < 0 or st < 0:
                 bad = True
             end += (d - 1) * st
@@ -760,6 +783,8 @@ class _VM:
                             _store_items(target, stack, k)
                         else:
                             self.check_target(target, op_off, "SETITEMS")
+                            if type(target) is _Obj:
+                                _note_dunder(target, stack[k::2])
                     del stack[k:]
                 elif op == 0x51:  # BINPERSID
                     if len(stack) - 1 < fence:
@@ -814,7 +839,7 @@ class _VM:
                     self.check_target(target, op_off, "BUILD")
                     if type(target) is _Obj and type(target.origin) is _Global:
                         self.check_build(target, op_off)
-                    if type(state) is _Container or type(state) is tuple:
+                    if type(state) is _Container or type(state) is tuple or type(state) is _Obj:
                         self.check_state(state, op_off)
                     if type(target) is _Obj:
                         target.state = state
@@ -844,7 +869,11 @@ class _VM:
                     if op == 0x63:
                         append(g)
                     else:
-                        self.check_use(g, "call" if len(stack) > k else "new", op_off, "INST")
+                        # INST calls the class with the items above the mark: its arguments
+                        # go through the same checks as REDUCE's
+                        inst_args = tuple(stack[k:])
+                        use = "call" if inst_args else "new"
+                        self.check_use(g, use, op_off, "INST", inst_args)
                         del stack[k:]
                         append(_Obj(g))
                 elif op == 0x93:  # STACK_GLOBAL
@@ -885,13 +914,19 @@ class _VM:
                     if k <= fence or k < 1:
                         underflow(op_off, "APPENDS")
                     if len(stack) > k:
-                        self.check_target(stack[k - 1], op_off, "APPENDS")
+                        target = stack[k - 1]
+                        self.check_target(target, op_off, "APPENDS")
+                        if type(target) is _Container and target.dunder is None:
+                            target.dunder = _pairs_dunder(stack[k:])
                     del stack[k:]
                 elif op == 0x61:  # APPEND
                     if len(stack) - 2 < fence:
                         underflow(op_off, "APPEND")
-                    pop()
-                    self.check_target(stack[-1], op_off, "APPEND")
+                    value = pop()
+                    target = stack[-1]
+                    self.check_target(target, op_off, "APPEND")
+                    if type(target) is _Container and target.dunder is None:
+                        target.dunder = _pairs_dunder((value,))
                 elif op == 0x73:  # SETITEM
                     if len(stack) - 3 < fence:
                         underflow(op_off, "SETITEM")
@@ -902,6 +937,8 @@ class _VM:
                         _store_item(target, key, value)
                     else:
                         self.check_target(target, op_off, "SETITEM")
+                        if type(target) is _Obj:
+                            _note_dunder(target, (key,))
                 elif op == 0x90:  # ADDITEMS
                     k = pop_mark(op_off, "ADDITEMS")
                     if k <= fence or k < 1:
@@ -989,8 +1026,10 @@ class _VM:
                     append(stack[-1])
                 elif op == 0x6C:  # LIST
                     k = pop_mark(op_off, "LIST")
+                    lst = _Container("list")
+                    lst.dunder = _pairs_dunder(stack[k:])
                     del stack[k:]
-                    append(_Container("list"))
+                    append(lst)
                 elif op == 0x64:  # DICT
                     k = pop_mark(op_off, "DICT")
                     if (len(stack) - k) % 2:
@@ -1010,13 +1049,14 @@ class _VM:
                     if len(stack) - k < 1:
                         underflow(op_off, "OBJ")
                     cls = stack[k]
-                    has_args = len(stack) - k > 1
+                    obj_args = tuple(stack[k + 1 :])
                     del stack[k:]
                     if len(stack) < fence:
                         underflow(op_off, "OBJ")
                     self.check_call(cls, op_off, "OBJ")
                     if type(cls) is _Global:
-                        self.check_use(cls, "call" if has_args else "new", op_off, "OBJ")
+                        use = "call" if obj_args else "new"
+                        self.check_use(cls, use, op_off, "OBJ", obj_args)
                     append(_Obj(cls))
                 elif (
                     op == 0x42
@@ -1332,14 +1372,55 @@ _ARRAY_MAKERS = frozenset(
 )
 
 
+def _special_key(key: object) -> str | None:
+    """What a mapping key would set as BUILD state that the check must report: a dunder name,
+    or a name computed by a call (``str(b"__class__", "ascii")``), which cannot be read here."""
+    if type(key) is str:
+        return key if key[:2] == "__" else None
+    if type(key) is _Obj:
+        return f"<computed key: {key!r}>"
+    return None
+
+
+def _pairs_dunder(items: list[Any] | tuple[Any, ...]) -> str | None:
+    """The first special key among ``(key, value)`` pairs (a mapping's constructor argument)."""
+    for item in items:
+        if type(item) is tuple and len(item) == 2:
+            special = _special_key(item[0])
+            if special is not None:
+                return special
+    return None
+
+
+def _arg_dunder(value: object) -> str | None:
+    """The first special key of a mapping constructor's argument: a dict, or pairs."""
+    if type(value) is _Container:
+        return value.dunder
+    if type(value) is tuple:
+        return _pairs_dunder(value)
+    return None
+
+
+def _note_dunder(target: _Obj, keys: list[Any] | tuple[Any, ...]) -> None:
+    # Only the first special key is kept: as BUILD state it would overwrite that attribute.
+    if target.dunder is None:
+        for key in keys:
+            special = _special_key(key)
+            if special is not None:
+                target.dunder = special
+                return
+
+
 def _store_item(target: _Container, key: object, value: object) -> None:
     # Only small str-keyed dicts are tracked (joblib wrapper state, persistent ids); enough to
     # interpret them without keeping a copy of large containers. Dunder keys are always noted:
     # as BUILD state they would overwrite special attributes.
-    if target.kind != "dict" or type(key) is not str:
+    if target.kind != "dict":
         return
-    if key[:2] == "__" and target.dunder is None:
-        target.dunder = key
+    if target.dunder is None:
+        target.dunder = _special_key(key)
+    if type(key) is not str:
+        return
     items = target.items
     if items is None:
         items = target.items = {}
@@ -1351,10 +1432,9 @@ def _store_items(target: _Container, stack: list[Any], k: int) -> None:
     if target.kind != "dict":
         return
     if target.dunder is None:
-        for key in stack[k::2]:
-            if type(key) is str and key[:2] == "__":
-                target.dunder = key
-                break
+        target.dunder = next(
+            (special for special in map(_special_key, stack[k::2]) if special is not None), None
+        )
     items = target.items
     if items is None:
         items = target.items = {}

@@ -321,7 +321,8 @@ RULES: dict[str, Rule] = register(
             "TWS-PKL-TENSOR-BOUNDS",
             Severity.HIGH,
             "a torch tensor rebuild whose size/stride/offset reach outside its storage (out-of-"
-            "bounds memory access)",
+            "bounds memory access), or are not plain integers so that its bounds cannot be "
+            "checked",
             threats=("T1", "T7"),
             guide="scan.md",
         ),

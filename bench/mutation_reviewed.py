@@ -28,6 +28,16 @@ _ENFORCER_CACHE = (
     "a refusal after an earlier, caught refusal on the same unpickler would list one finding less"
 )
 
+_VERIFY_ERROR = (
+    "verify_signature is handed the key object load_public_key already returned (cryptography "
+    "already imported), so the error class it would raise a key or import problem with is never "
+    "used"
+)
+_UNREAD_PAYLOAD = (
+    "_check_signature never reads its payload argument: verify_signature checks the signatures "
+    "over the envelope's own payload, the one _read_envelope parsed the statement from"
+)
+
 REVIEWED: dict[str, dict[str, str]] = {
     "policy": {
         'xǁPolicyǁfrom_file | f"cannot read policy file {p}: {e.strerror and e}",': (
@@ -82,21 +92,14 @@ REVIEWED: dict[str, dict[str, str]] = {
             "the locale encoding is UTF-8 wherever Python 3.11 runs us (PEP 538/540 coerce the "
             "C locale), so the same text is read"
         ),
-        "x__check_signature | pub.verify(base64.b64decode("
-        'str(sig.get("sig", None)), validate=True), message)': (
-            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
-            "no placeholder is a valid Ed25519 signature over the payload"
+        "x__check_signature | if _signing.verify_signature(envelope, pub, error=None):": (
+            _VERIFY_ERROR
         ),
-        "x__check_signature | pub.verify(base64.b64decode("
-        'str(sig.get("sig", )), validate=True), message)': (
-            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
-            "no placeholder is a valid Ed25519 signature over the payload"
-        ),
-        "x__check_signature | pub.verify(base64.b64decode("
-        'str(sig.get("sig", "XXXX")), validate=True), message)': (
-            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
-            "no placeholder is a valid Ed25519 signature over the payload"
-        ),
+        "x__check_signature | if _signing.verify_signature(envelope, pub, ):": _VERIFY_ERROR,
+        "x_verify_manifest | signed_by, verified = _check_signature(manifest, envelope, None, "
+        "public_key)": _UNREAD_PAYLOAD,
+        "x_verify_file_bytes | signed_by, verified = _check_signature(manifest, envelope, None, "
+        "public_key)": _UNREAD_PAYLOAD,
     },
     "guard": {
         "x__patch_existing_subclasses | if own is not None and not "

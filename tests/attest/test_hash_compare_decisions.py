@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from trainwarden.attest import _ospkg as ospkg
 from trainwarden.attest import _syspath as syspath
 from trainwarden.attest._cache import HashCache, cache_key_packer
 from trainwarden.attest._codedir import CodeDir
@@ -1384,3 +1385,59 @@ def test_check_snapshot_reports_orphans_hooks_and_loader_variables_exactly() -> 
             },
         ),
     ]
+
+
+def test_files_dpkg_lists_belong_to_an_os_package_only_below_usr(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.install("pkg", PKG)
+    site = env.site
+    (site / "yaml" / "__pycache__").mkdir(parents=True)
+    (site / "yaml" / "notcache").mkdir()
+    (site / "yaml" / "__init__.py").write_bytes(b"Y = 1\n")
+    compiled = site / "yaml" / "__pycache__" / f"__init__.{TAG}.pyc"
+    compiled.write_bytes(b"py3compile")
+    stray = site / "yaml" / "notcache" / f"__init__.{TAG}.pyc"
+    stray.write_bytes(b"stray")
+    meta = site / "PyYAML-6.0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: PyYAML\nVersion: 6.0\n\n")
+    (site / "deb.pth").write_bytes(b"import yaml\n")
+    (site / "loose.py").write_bytes(b"L = 1\n")
+    info = tmp_path / "dpkg-info"
+    info.mkdir()
+    listed = [site / "yaml", site / "yaml" / "__init__.py", meta, meta / "METADATA"]
+    (info / "python3-yaml:amd64.list").write_text(
+        "\n".join(str(p) for p in [*listed, site / "deb.pth"]) + "\n"
+    )
+    # a list naming no *-packages directory is not read
+    (info / "tool.list").write_text(f"/usr/bin/tool\n{tmp_path}/x\n")
+    monkeypatch.setattr(ospkg, "DPKG_INFO", str(info))
+    pths = [read_pth(str(site / "deb.pth"))]
+
+    apt, _, _ = env.state(pths=pths, site_dirs=["/usr/lib/python3/tw-absent-dist-packages"])
+    assert apt.os_packages == {"python3-yaml": 4}
+    assert [o.path for o in apt.orphans] == [str(site / "loose.py"), str(stray)]
+    assert [(d.name, d.os_package, d.record_problem) for d in apt.distributions] == [
+        ("PyYAML", "python3-yaml", f"{meta / 'RECORD'} is missing or unreadable"),
+        ("pkg", None, ""),
+    ]
+    assert apt.pth_files[0].owner == "dpkg:python3-yaml"
+    assert apt.pth_files[0].sha256 == _sha(b"import yaml\n")
+
+    # dpkg installs below /usr only: elsewhere the same files belong to nobody
+    venv, _, _ = env.state(pths=pths)
+    assert venv.os_packages == {}
+    assert [o.path for o in venv.orphans] == sorted(
+        str(p)
+        for p in (
+            site / "loose.py",
+            stray,
+            compiled,
+            site / "yaml" / "__init__.py",
+            meta / "METADATA",
+            site / "deb.pth",
+        )
+    )
+    assert [d.os_package for d in venv.distributions] == [None, None]
+    assert venv.pth_files[0].owner is None

@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -46,6 +47,8 @@ from trainwarden.attest._snapshot import (
 from trainwarden.attest._syspath import PathFile
 from trainwarden.attest._verify import check_snapshot
 from trainwarden.findings import Finding, Severity
+
+from .rpmdb import make_rpm_db
 
 OK, MODIFIED, MISSING, NO_HASH = (
     FileStatus.OK,
@@ -191,6 +194,9 @@ def test_a_clean_distribution_is_ok_row_by_row_cold_and_warm(env: Env) -> None:
         assert state.interp_digest == hashlib.sha256(env.python.read_bytes()).digest()
     # cold: 5 files read; each warm run: the 4 RECORD rows and the interpreter are cache hits
     assert (cache.misses, cache.hits) == (5, 10)
+    # and RECORD itself was parsed once, under the metadata of the file read
+    record = env.site / "pkg-1.0.dist-info" / "RECORD"
+    assert cache.record_get(str(record), os.stat(record)) is not None
 
 
 @pytest.mark.parametrize("how", ["in place", "replaced by a new file"])
@@ -260,15 +266,23 @@ def test_a_cache_writable_by_others_is_not_read(env: Env, tmp_path: Path) -> Non
 
 
 def test_a_missing_file_is_missing_with_records_digest(env: Env) -> None:
-    files = {**PKG, "../../../bin/pkg-tool": b"#!/bin/sh\n", "../../../bin/pkg-gone": b"x\n"}
+    absolute = str(env.root / "bin" / "pkg-abs")
+    files = {
+        **PKG,
+        "../../../bin/pkg-tool": b"#!/bin/sh\n",
+        "../../../bin/pkg-gone": b"x\n",
+        absolute: b"abs\n",
+    }
     env.install("pkg", files, unlisted=["../../../bin/pkg-gone"])
     (env.site / "pkg" / "mod.py").unlink()
     tool = env.root / "bin" / "pkg-tool"
     gone = env.root / "bin" / "pkg-gone"
-    state, outside, _ = env.state()
+    stats = env.walk()
+    state, outside, _ = env.state(stats=stats)
     assert env.rows(state) == [
         ("../../../bin/pkg-gone", MISSING, None, "sha256:" + _sha(b"x\n")),
         ("../../../bin/pkg-tool", OK, _sha(b"#!/bin/sh\n"), None),
+        (absolute, OK, _sha(b"abs\n"), None),
         *_meta_rows(env),
         ("pkg/__init__.py", OK, _sha(PKG["pkg/__init__.py"]), None),
         ("pkg/mod.py", MISSING, None, "sha256:" + _sha(PKG["pkg/mod.py"])),
@@ -279,8 +293,12 @@ def test_a_missing_file_is_missing_with_records_digest(env: Env) -> None:
         str(gone): b"",
         str(tool): _key(tool),
         str(env.site / "pkg" / "mod.py"): b"",
+        absolute: _key(absolute),
         str(env.python): _key(env.python),
     }
+    # the caller's walk now holds what was found outside it (the snapshot checks its bytecode)
+    assert stats[str(tool)] == os.lstat(tool)
+    assert stats[absolute] == os.lstat(absolute)
 
 
 def test_a_missing_row_without_a_hash_has_no_expected_digest(env: Env) -> None:
@@ -288,6 +306,22 @@ def test_a_missing_row_without_a_hash_has_no_expected_digest(env: Env) -> None:
     (env.site / "pkg" / "mod.py").unlink()
     state, _, _ = env.state()
     assert env.rows(state)[-1] == ("pkg/mod.py", MISSING, None, None)
+
+
+def test_a_hash_field_that_does_not_decode_gives_no_expected_digest(env: Env) -> None:
+    files = {"pkg/bad.py": b"B = 1\n", "pkg/bad_gone.py": b"G = 1\n"}
+    # one base64 character too many: binascii refuses it
+    fields = dict.fromkeys(files, "sha256=A")
+    info = env.install("pkg", files, fields=fields, unlisted=["pkg/bad_gone.py"])
+    cache = HashCache(None)
+    for run in range(2):
+        state, _, _ = env.state(cache)
+        assert env.rows(state)[-2:] == [
+            ("pkg/bad.py", NO_HASH, _sha(b"B = 1\n"), None),
+            ("pkg/bad_gone.py", MISSING, None, None),
+        ], run
+        (d,) = state.distributions
+        assert d.record_problem.startswith(f"{info / 'RECORD'}:2: bad hash field 'sha256=A' (")
 
 
 def test_added_files_are_orphans_with_their_digest(env: Env, tmp_path: Path) -> None:
@@ -397,18 +431,34 @@ def test_a_symlink_swapped_in_for_a_recorded_file_is_never_ok(env: Env, tmp_path
 
 
 def test_record_paths_that_leave_the_site_directory_are_normalised(env: Env) -> None:
-    files = {"./pkg/a.py": b"A = 1\n", "pkg/sub/../b.py": b"B = 1\n", "pkg//c.py": b"C = 1\n"}
+    files = {
+        "./pkg/a.py": b"A = 1\n",
+        "pkg/sub/../b.py": b"B = 1\n",
+        "pkg//c.py": b"C = 1\n",
+        "pkg/./d.py": b"D = 1\n",
+    }
     (env.site / "pkg" / "sub").mkdir(parents=True)
     env.install("pkg", files)
     (env.site / "pkg" / "c.py").write_bytes(b"C = 2\n")
-    state, _, _ = env.state()
+    state, outside, _ = env.state()
     assert env.rows(state) == [
         ("./pkg/a.py", OK, _sha(b"A = 1\n"), None),
         *_meta_rows(env),
+        ("pkg/./d.py", OK, _sha(b"D = 1\n"), None),
         ("pkg//c.py", MODIFIED, _sha(b"C = 2\n"), "sha256:" + _sha(b"C = 1\n")),
         ("pkg/sub/../b.py", OK, _sha(b"B = 1\n"), None),
     ]
+    # each row names the walked file: none is left over as an orphan, none is read twice
     assert state.orphans == ()
+    assert outside == {str(env.python): _key(env.python)}
+
+
+def test_a_record_row_naming_a_directory_is_modified_and_unreadable(env: Env) -> None:
+    (env.site / "pkg" / "sub").mkdir(parents=True)
+    env.install("pkg", {**PKG, "pkg/sub/": b""}, unlisted=["pkg/sub/"])
+    state, _, _ = env.state()
+    assert ("pkg/sub/", MODIFIED, None, "sha256:" + _sha(b"")) in env.rows(state)
+    assert state.unreadable == {str(env.site / "pkg" / "sub") + "/": "not a regular file"}
 
 
 def test_bytecode_belongs_to_its_source_only_in_pycache_with_the_interpreters_tag(
@@ -445,6 +495,20 @@ def test_bytecode_belongs_to_its_source_only_in_pycache_with_the_interpreters_ta
         "pkg/__pycache__/mod.cpython-312.pyc",
     ]
     assert [o.path for o in untagged.orphans] == [str(no_source), str(not_in_cache)]
+
+
+def test_only_bytecode_is_claimed_for_its_source_and_a_listed_one_once(env: Env) -> None:
+    listed = f"pkg/__pycache__/__init__.{TAG}.pyc"
+    (env.site / "pkg" / "__pycache__").mkdir(parents=True)
+    env.install("pkg", {**PKG, listed: b"listed bytecode"}, fields={listed: ""})
+    # named like bytecode of an owned source, but a shared object: nobody installed it
+    planted = env.site / "pkg" / "__pycache__" / f"mod.{TAG}.so"
+    planted.write_bytes(b"\x7fELF")
+    state, _, _ = env.state()
+    assert [r for r in env.rows(state) if "__pycache__" in r[0]] == [
+        (listed, NO_HASH, _sha(b"listed bytecode"), None)
+    ]
+    assert state.orphans == (Orphan(str(planted), _sha(b"\x7fELF"), 4),)
 
 
 def test_owned_bytecode_that_is_a_symlink_has_no_digest(env: Env, tmp_path: Path) -> None:
@@ -1441,3 +1505,53 @@ def test_files_dpkg_lists_belong_to_an_os_package_only_below_usr(
     )
     assert [d.os_package for d in venv.distributions] == [None, None]
     assert venv.pth_files[0].owner is None
+
+
+def test_a_symlink_that_cannot_be_read_any_more_has_no_target(tmp_path: Path) -> None:
+    link = tmp_path / "lib" / "link.py"
+    link.parent.mkdir()
+    link.symlink_to("random.py")
+    stats = {str(link): os.lstat(link)}
+    link.unlink()  # removed between the walk and the vouching
+    out, _ = _vouch(stats, {}, {}, [str(tmp_path)])
+    assert out == (PathFile(str(link), None, 9, "symlink", None, None),)
+
+
+@pytest.mark.skipif(
+    shutil.which("rpmbuild") is None or not os.access(syspath.RPM_BINARY, os.X_OK),
+    reason="rpm and rpmbuild are not installed",
+)
+@pytest.mark.parametrize(("algo", "alg"), [(8, "sha256"), (10, "sha512")])
+def test_rpm_digests_vouch_for_files_and_an_edit_is_modified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, algo: int, alg: str
+) -> None:
+    lib = tmp_path / "usr" / "lib64" / "python3.11"
+    lib.mkdir(parents=True)
+    ok, edited, by_conda = lib / "random.py", lib / "os.py", lib / "conda.py"
+    for p in (ok, edited, by_conda):
+        p.write_bytes(p.name.encode())
+    (tmp_path / "rpm").mkdir()
+    db = make_rpm_db(tmp_path / "rpm", [ok, edited, by_conda], digest_algo=algo)
+    monkeypatch.setattr(syspath, "RPM_DBPATHS", (str(db),))
+    monkeypatch.setattr(syspath, "RPM_PREFIXES", (str(tmp_path) + "/",))
+    prefix = tmp_path / "usr"
+    (prefix / "conda-meta").mkdir()
+    rows = [{"_path": "lib64/python3.11/conda.py", "sha256": _sha(b"conda.py")}]
+    (prefix / "conda-meta" / "c.json").write_text(
+        json.dumps({"name": "c", "paths_data": {"paths": rows}})
+    )
+    edited.write_bytes(b"import evil\n")
+    link = lib / "link.py"
+    link.symlink_to("random.py")
+    stats, digests = _hashed([ok, edited, by_conda, link])
+    out, problems = _vouch(stats, digests, {}, [str(prefix)])
+    assert problems == {}
+    want = hashlib.new(alg, b"os.py").hexdigest()
+    assert out == (
+        PathFile(str(by_conda), _sha(b"conda.py"), 8, "ok", "conda:c", None),
+        PathFile(str(link), None, 9, "symlink", None, "random.py"),
+        PathFile(
+            str(edited), _sha(b"import evil\n"), 12, "modified", "rpm:twstdlib", f"{alg}:{want}"
+        ),
+        PathFile(str(ok), _sha(b"random.py"), 9, "ok", "rpm:twstdlib", None),
+    )

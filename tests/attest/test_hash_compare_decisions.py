@@ -476,7 +476,10 @@ def test_bytecode_belongs_to_its_source_only_in_pycache_with_the_interpreters_ta
     (env.site / "pkg" / "notcache").mkdir()
     not_in_cache = env.site / "pkg" / "notcache" / f"mod.{TAG}.pyc"
     not_in_cache.write_bytes(b"not in __pycache__")
-    state, _, _ = env.state()
+    # bytecode outside __pycache__ seen first must not stop the search for the rest
+    walked = env.walk()
+    stats = {str(not_in_cache): walked.pop(str(not_in_cache)), **walked}
+    state, _, _ = env.state(stats=stats)
     assert env.rows(state) == [
         *_meta_rows(env),
         ("pkg/__init__.py", OK, _sha(PKG["pkg/__init__.py"]), None),
@@ -1555,3 +1558,42 @@ def test_rpm_digests_vouch_for_files_and_an_edit_is_modified(
         ),
         PathFile(str(ok), _sha(b"random.py"), 9, "ok", "rpm:twstdlib", None),
     )
+
+
+@pytest.mark.skipif(not os.access(syspath.RPM_BINARY, os.X_OK), reason="rpm is not installed")
+def test_an_rpm_database_that_cannot_be_read_is_reported_when_it_is_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "rpmdb"
+    db.mkdir()
+    (db / "rpmdb.sqlite").write_bytes(b"not a database")
+    monkeypatch.setattr(syspath, "RPM_DBPATHS", (str(db),))
+    monkeypatch.setattr(syspath, "RPM_PREFIXES", (str(tmp_path) + "/",))
+    lib = tmp_path / "usr" / "lib"
+    lib.mkdir(parents=True)
+    by_conda, by_dpkg, plain = lib / "c.py", lib / "d.py", lib / "plain.py"
+    for p in (by_conda, by_dpkg, plain):
+        p.write_bytes(p.name.encode())
+    (lib / "link.py").symlink_to("plain.py")
+    prefix = tmp_path / "usr"
+    (prefix / "conda-meta").mkdir()
+    rows = [{"_path": "lib/c.py", "sha256": _sha(b"c.py")}]
+    (prefix / "conda-meta" / "c.json").write_text(
+        json.dumps({"name": "c", "paths_data": {"paths": rows}})
+    )
+    _dpkg(tmp_path, monkeypatch, [_md5(b"d.py") + "  " + str(by_dpkg).lstrip("/")])
+    # every file vouched for otherwise, or a link: the database is never asked
+    stats, digests = _hashed([by_conda, by_dpkg, lib / "link.py"])
+    out, problems = _vouch(stats, digests, {}, [str(prefix)])
+    assert problems == {}
+    assert [(f.status, f.source) for f in out] == [
+        ("ok", "conda:c"),
+        ("ok", "dpkg:libpython3.11-stdlib"),
+        ("symlink", None),
+    ]
+    # a file only rpm could vouch for: the unreadable database is a problem, the file unvouched
+    stats, digests = _hashed([plain])
+    out, problems = _vouch(stats, digests, {}, [str(prefix)])
+    assert list(problems) == [str(db)]
+    assert problems[str(db)].startswith("an RPM database rpm could not read (exit 1: ")
+    assert out == (PathFile(str(plain), _sha(b"plain.py"), 8, "unvouched", None, None),)

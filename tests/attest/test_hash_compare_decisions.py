@@ -1466,6 +1466,9 @@ def test_files_dpkg_lists_belong_to_an_os_package_only_below_usr(
     compiled.write_bytes(b"py3compile")
     stray = site / "yaml" / "notcache" / f"__init__.{TAG}.pyc"
     stray.write_bytes(b"stray")
+    # named like the package's bytecode, but not bytecode: dpkg did not install it
+    planted = site / "yaml" / "__pycache__" / f"__init__.{TAG}.so"
+    planted.write_bytes(b"planted")
     meta = site / "PyYAML-6.0.dist-info"
     meta.mkdir()
     (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: PyYAML\nVersion: 6.0\n\n")
@@ -1484,7 +1487,7 @@ def test_files_dpkg_lists_belong_to_an_os_package_only_below_usr(
 
     apt, _, _ = env.state(pths=pths, site_dirs=["/usr/lib/python3/tw-absent-dist-packages"])
     assert apt.os_packages == {"python3-yaml": 4}
-    assert [o.path for o in apt.orphans] == [str(site / "loose.py"), str(stray)]
+    assert [o.path for o in apt.orphans] == [str(site / "loose.py"), str(planted), str(stray)]
     assert [(d.name, d.os_package, d.record_problem) for d in apt.distributions] == [
         ("PyYAML", "python3-yaml", f"{meta / 'RECORD'} is missing or unreadable"),
         ("pkg", None, ""),
@@ -1504,6 +1507,7 @@ def test_files_dpkg_lists_belong_to_an_os_package_only_below_usr(
             site / "yaml" / "__init__.py",
             meta / "METADATA",
             site / "deb.pth",
+            planted,
         )
     )
     assert [d.os_package for d in venv.distributions] == [None, None]
@@ -1597,3 +1601,149 @@ def test_an_rpm_database_that_cannot_be_read_is_reported_when_it_is_asked(
     assert list(problems) == [str(db)]
     assert problems[str(db)].startswith("an RPM database rpm could not read (exit 1: ")
     assert out == (PathFile(str(plain), _sha(b"plain.py"), 8, "unvouched", None, None),)
+
+
+def test_new_and_removed_hooks_and_path_files_since_the_baseline() -> None:
+    site = "/opt/py/site"
+    user = CustomizeModule(
+        "usercustomize", f"{site}/usercustomize.py", None, A, "site-packages", True
+    )
+    site_mod = CustomizeModule(
+        "sitecustomize", f"{site}/sitecustomize.py", None, A, "site-packages", True
+    )
+    base = _snap(
+        [],
+        interpreter=_interp("/opt/py", "/opt/base"),
+        orphans=(Orphan(f"{site}/old.py", A, 1), Orphan("/srv/outside.py", A, 1)),
+        pth_files=(PthFile(f"{site}/old.pth", None, A, (), ()),),
+        customize=(user,),
+        path_files=(
+            PathFile("/opt/py/lib/gone.py", A, 1, "ok", None, None),
+            PathFile("/opt/base/lib/base.py", A, 1, "ok", None, None),
+        ),
+        environment={"PATH": "/usr/bin"},
+    )
+    node = _snap(
+        [],
+        interpreter=dataclasses.replace(_interp("/opt/py", "/opt/base"), implementation="pypy"),
+        orphans=(Orphan("/srv/outside.py", B, 1),),
+        pth_files=(PthFile(f"{site}/new.pth", None, B, (), ()),),
+        customize=(site_mod,),
+        path_files=(
+            PathFile("/opt/base/lib/base.py", B, 1, "ok", None, None),
+            PathFile("/opt/py/lib/notes.txt", B, 1, "unvouched", None, None),
+            PathFile("/opt/py/lib/libx.so.1", C, 1, "unvouched", None, None),
+        ),
+        environment={"PATH": "/usr/bin", "TW_NEW": "1"},
+    )
+    d = diff_snapshots(base, node)
+    assert d.orphans == {"/srv/outside.py": (A, B), "<site>/old.py": (A, None)}
+    assert d.path_files == {
+        "<base>/lib/base.py": (A, B),
+        "<prefix>/lib/gone.py": (A, None),
+        "<prefix>/lib/libx.so.1": (None, C),
+        "<prefix>/lib/notes.txt": (None, B),
+    }
+
+    def f(rule: str, sev: Severity, msg: str, loc: str, **ev: object) -> Finding:
+        return Finding(rule, sev, msg, location=loc, evidence=ev)
+
+    outside = "file on sys.path outside site-packages since the baseline"
+    assert list(d.findings) == [
+        f(
+            "TWA-BASE-010",
+            Severity.HIGH,
+            "interpreter implementation changed: cpython -> pypy",
+            "interpreter:implementation",
+            baseline="cpython",
+            current="pypy",
+        ),
+        f(
+            "TWA-BASE-007",
+            Severity.HIGH,
+            "changed file owned by no distribution since the baseline: /srv/outside.py",
+            "/srv/outside.py",
+            baseline_sha256=A,
+            current_sha256=B,
+        ),
+        f(
+            "TWA-BASE-008",
+            Severity.CRITICAL,
+            "new sitecustomize.py since the baseline: <site>/sitecustomize.py runs at every "
+            "interpreter start",
+            "<site>/sitecustomize.py",
+            baseline_sha256=None,
+            current_sha256=A,
+        ),
+        f(
+            "TWA-BASE-009",
+            Severity.HIGH,
+            "new .pth file since the baseline: <site>/new.pth",
+            "<site>/new.pth",
+            baseline_sha256=None,
+            current_sha256=B,
+        ),
+        f(
+            "TWA-BASE-011",
+            Severity.MEDIUM,
+            "environment variable TW_NEW differs from the baseline: None -> '1'",
+            "env:TW_NEW",
+            baseline=None,
+            current="1",
+        ),
+        f(
+            "TWA-BASE-013",
+            Severity.CRITICAL,
+            f"changed {outside}: <base>/lib/base.py",
+            "<base>/lib/base.py",
+            baseline=A,
+            current=B,
+        ),
+        f(
+            "TWA-BASE-013",
+            Severity.MEDIUM,
+            f"removed {outside}: <prefix>/lib/gone.py",
+            "<prefix>/lib/gone.py",
+            baseline=A,
+            current=None,
+        ),
+        f(
+            "TWA-BASE-013",
+            Severity.CRITICAL,
+            f"new {outside}: <prefix>/lib/libx.so.1",
+            "<prefix>/lib/libx.so.1",
+            baseline=None,
+            current=C,
+        ),
+        f(
+            "TWA-BASE-013",
+            Severity.HIGH,
+            f"new {outside}: <prefix>/lib/notes.txt",
+            "<prefix>/lib/notes.txt",
+            baseline=None,
+            current=B,
+        ),
+    ]
+
+
+def test_files_added_or_removed_alone_and_the_evidence_kept() -> None:
+    files = [DistFile(f"demo/m{i:02}.py", OK, A, None) for i in range(52)]
+    base = _snap([_dist(files[:1]), _dist(files, name="big")])
+    node = _snap([_dist(files), _dist(files[:1], name="big")])
+    # distributions in the order of their normalised names; the evidence lists the first 50
+    assert list(diff_snapshots(base, node).findings) == [
+        Finding(
+            "TWA-BASE-003",
+            Severity.HIGH,
+            "big 1.0: 0 file(s) added, 51 removed since the baseline",
+            location="big",
+            evidence={"added": [], "removed": [f.path for f in files[1:51]]},
+        ),
+        Finding(
+            "TWA-BASE-003",
+            Severity.HIGH,
+            "Demo_Pkg 1.0: 51 file(s) added, 0 removed since the baseline",
+            location="Demo_Pkg",
+            evidence={"added": [f.path for f in files[1:51]], "removed": []},
+        ),
+    ]

@@ -1277,6 +1277,8 @@ def test_check_snapshot_reports_orphans_hooks_and_loader_variables_exactly() -> 
             Orphan(f"{site}/evil.py", A, 10),
             Orphan(f"{site}/libx.so.1", B, 20),
             Orphan(f"{site}/notes.txt", C, 30),
+            # ".so." counts in the file's name only
+            Orphan(f"{site}/lib.so.d/readme.txt", C, 40),
             # hooks: reported by their own rules, not as orphans
             Orphan(f"{site}/h.pth", A, 1),
             Orphan(f"{site}/sitecustomize.py", A, 1),
@@ -1350,6 +1352,13 @@ def test_check_snapshot_reports_orphans_hooks_and_loader_variables_exactly() -> 
             f"{site}/notes.txt is inside site-packages but no distribution installed it",
             location=f"{site}/notes.txt",
             evidence={"sha256": C, "size": 30},
+        ),
+        Finding(
+            "TWA-ORPH-001",
+            Severity.LOW,
+            f"{site}/lib.so.d/readme.txt is inside site-packages but no distribution installed it",
+            location=f"{site}/lib.so.d/readme.txt",
+            evidence={"sha256": C, "size": 40},
         ),
         Finding(
             "TWA-PTH-001",
@@ -1746,4 +1755,20 @@ def test_files_added_or_removed_alone_and_the_evidence_kept() -> None:
             location="Demo_Pkg",
             evidence={"added": [f.path for f in files[1:51]], "removed": []},
         ),
+    ]
+
+
+def test_files_without_a_record_hash_are_counted_for_the_ten_largest_distributions() -> None:
+    dists = [
+        _dist(
+            [DistFile(f"d{n}/f{i}.pyc", NO_HASH, A, None) for i in range(n)],
+            name=f"d{n:02}",
+            metadata_dir=f"/opt/py/site/d{n}",
+        )
+        for n in range(1, 12)
+    ]
+    (summary,) = _record_findings(_snap(dists))
+    assert summary.message.startswith("66 installed file(s) have no RECORD hash")
+    assert list(summary.evidence["per_distribution"].items()) == [
+        (f"d{n:02}", n) for n in range(11, 1, -1)
     ]

@@ -1042,6 +1042,13 @@ def test_a_file_that_differs_from_the_baseline_is_reported_by_its_record_status(
             evidence={"baseline_sha256": A, "current_sha256": B},
         ),
         Finding(
+            "TWA-BASE-002",
+            Severity.HIGH,
+            "Demo_Pkg 1.0: demo/f.pyc (no RECORD hash) differs from the baseline",
+            location=loc + "f.pyc",
+            evidence={"baseline_sha256": A, "current_sha256": None},
+        ),
+        Finding(
             "TWA-BASE-003",
             Severity.HIGH,
             "Demo_Pkg 1.0: 1 file(s) added, 1 removed since the baseline",
@@ -1771,4 +1778,33 @@ def test_files_without_a_record_hash_are_counted_for_the_ten_largest_distributio
     assert summary.message.startswith("66 installed file(s) have no RECORD hash")
     assert list(summary.evidence["per_distribution"].items()) == [
         (f"d{n:02}", n) for n in range(11, 1, -1)
+    ]
+
+
+def test_a_symlink_swapped_in_for_a_file_without_a_record_hash_differs_from_the_baseline(
+    env: Env, tmp_path: Path
+) -> None:
+    # egg-info installs list their files without hashes: only a baseline covers them
+    (env.site / "legacy").mkdir()
+    (env.site / "legacy" / "__init__.py").write_bytes(b"L = 1\n")
+    egg = env.site / "legacy-2.0.egg-info"
+    egg.mkdir()
+    (egg / "PKG-INFO").write_text("Metadata-Version: 1.0\nName: legacy\nVersion: 2.0\n\n")
+    (egg / "installed-files.txt").write_text("../legacy/__init__.py\n")
+    before, _, _ = env.state()
+    evil = tmp_path / "evil.py"
+    evil.write_bytes(b"import os\n")
+    (env.site / "legacy" / "__init__.py").unlink()
+    (env.site / "legacy" / "__init__.py").symlink_to(evil)
+    after, _, _ = env.state()
+    assert env.rows(after, "legacy") == [("legacy/__init__.py", NO_HASH, None, None)]
+    base, node = _snap(before.distributions), _snap(after.distributions)
+    assert _base_findings(base, node, record_checked=True) == [
+        Finding(
+            "TWA-BASE-002",
+            Severity.HIGH,
+            "legacy 2.0: legacy/__init__.py (no RECORD hash) differs from the baseline",
+            location="legacy:legacy/__init__.py",
+            evidence={"baseline_sha256": _sha(b"L = 1\n"), "current_sha256": None},
+        )
     ]

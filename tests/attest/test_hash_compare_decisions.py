@@ -24,7 +24,7 @@ import pytest
 
 from trainwarden.attest import _ospkg as ospkg
 from trainwarden.attest import _syspath as syspath
-from trainwarden.attest._cache import HashCache, cache_key_packer
+from trainwarden.attest._cache import HashCache, PycHead, cache_key_packer
 from trainwarden.attest._codedir import CodeDir
 from trainwarden.attest._diff import diff_snapshots
 from trainwarden.attest._effects import EnvEffect
@@ -125,6 +125,7 @@ class Env:
         tag: str = TAG,
         site_dirs: Sequence[str] = (),
         stats: dict[str, os.stat_result] | None = None,
+        pyc_heads: dict[str, PycHead] | None = None,
     ) -> tuple[_FileState, dict[str, bytes], bool]:
         if stats is None:
             stats = self.walk()
@@ -139,6 +140,7 @@ class Env:
             str(self.python),
             cache if cache is not None else HashCache(None),
             1,
+            pyc_heads,
         )
 
     def walk(self) -> dict[str, os.stat_result]:
@@ -456,8 +458,10 @@ def test_record_paths_that_leave_the_site_directory_are_normalised(env: Env) -> 
 def test_a_record_row_naming_a_directory_is_modified_and_unreadable(env: Env) -> None:
     (env.site / "pkg" / "sub").mkdir(parents=True)
     env.install("pkg", {**PKG, "pkg/sub/": b""}, unlisted=["pkg/sub/"])
-    state, _, _ = env.state()
+    state, _, consistent = env.state()
     assert ("pkg/sub/", MODIFIED, None, "sha256:" + _sha(b"")) in env.rows(state)
+    # what could not be read is reported, and does not make the other results unfit to keep
+    assert consistent
     assert state.unreadable == {str(env.site / "pkg" / "sub") + "/": "not a regular file"}
 
 
@@ -479,7 +483,12 @@ def test_bytecode_belongs_to_its_source_only_in_pycache_with_the_interpreters_ta
     # bytecode outside __pycache__ seen first must not stop the search for the rest
     walked = env.walk()
     stats = {str(not_in_cache): walked.pop(str(not_in_cache)), **walked}
-    state, _, _ = env.state(stats=stats)
+    heads: dict[str, PycHead] = {}
+    state, _, _ = env.state(stats=stats, pyc_heads=heads)
+    # what the hash pass read of each bytecode file is handed to the bytecode check
+    data = owned.read_bytes()
+    assert heads[str(owned)] == (data[:16], hashlib.sha256(data[16:]).digest(), _key(owned))
+    assert sorted(heads) == sorted(str(p) for p in (owned, other_tag, no_source, not_in_cache))
     assert env.rows(state) == [
         *_meta_rows(env),
         ("pkg/__init__.py", OK, _sha(PKG["pkg/__init__.py"]), None),
@@ -533,6 +542,8 @@ def test_pth_files_get_their_owner_and_own_digest_cold_and_warm(env: Env, tmp_pa
     target.write_bytes(b"/tmp\n")
     (env.site / "zz-link.pth").symlink_to(target)
     pths = [read_pth(str(env.site / n)) for n in ("pkg.pth", "zz-evil.pth", "zz-link.pth")]
+    # a .pth file the walk did not see (removed since it was read)
+    pths.append(PthContent(str(env.site / "zz-gone.pth"), ("import gone",), ()))
     cache = HashCache(None)
     for run in range(2):
         state, _, _ = env.state(cache, pths=pths)
@@ -546,6 +557,7 @@ def test_pth_files_get_their_owner_and_own_digest_cold_and_warm(env: Env, tmp_pa
                 (),
             ),
             PthFile(str(env.site / "zz-link.pth"), None, None, (), ("/tmp",)),
+            PthFile(str(env.site / "zz-gone.pth"), None, None, ("import gone",), ()),
         ), run
         assert ("pkg.pth", OK, _sha(owned), None) in env.rows(state)
 
@@ -563,7 +575,8 @@ def test_customize_modules_are_hashed_at_their_real_path(env: Env, tmp_path: Pat
         ("usercustomize", str(user), "site-packages", True),
         ("sitecustomize", str(gone), "pythonpath", False),
     ]
-    customize_real = {site_mod: site_mod, str(user): str(real), str(gone): str(gone)}
+    # read in this order: one already hashed, one missing, then one still to read
+    customize_real = {site_mod: site_mod, str(gone): str(gone), str(user): str(real)}
     state, outside, _ = env.state(customize=customize, customize_real=customize_real)
     assert state.customize == (
         CustomizeModule(
@@ -1808,3 +1821,21 @@ def test_a_symlink_swapped_in_for_a_file_without_a_record_hash_differs_from_the_
             evidence={"baseline_sha256": _sha(b"L = 1\n"), "current_sha256": None},
         )
     ]
+
+
+def test_bytecode_of_a_file_installed_into_another_site_directory_belongs_to_it(
+    env: Env,
+) -> None:
+    site2 = env.site.parent / "site2"
+    (site2 / "x" / "__pycache__").mkdir(parents=True)
+    env.install("pkg", {**PKG, "../site2/x/mod.py": b"M = 1\n"})
+    pyc = site2 / "x" / "__pycache__" / f"mod.{TAG}.pyc"
+    pyc.write_bytes(b"bytecode")
+    stats = env.walk()
+    _walk(str(site2), stats, set())
+    state, _, _ = env.state(stats=stats, site_dirs=[str(site2)])
+    assert env.rows(state)[:2] == [
+        (f"../site2/x/__pycache__/mod.{TAG}.pyc", NO_HASH, _sha(b"bytecode"), None),
+        ("../site2/x/mod.py", OK, _sha(b"M = 1\n"), None),
+    ]
+    assert state.orphans == ()

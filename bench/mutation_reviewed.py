@@ -44,6 +44,18 @@ _SETTLE = (
     "reaches the same status and digests"
 )
 _STEM = "only the text before the first dot is used, whatever the split limit"
+_OTHER = (
+    "digests of another algorithm are compared only for rows whose algorithm is accepted and "
+    "not sha256; computing them for more rows changes no verdict"
+)
+_LINK = (
+    "a symbolic link never has a digest (every route into hash_files skips links, which opens "
+    "with O_NOFOLLOW), so hexd is None for a link whether or not it is recognised here"
+)
+_SHA256_MISMATCH = (
+    "a sha256 row reaching this line already failed `actual == expected` above: it is modified "
+    "whichever digest (its own or none) is compared"
+)
 
 REVIEWED: dict[str, dict[str, str]] = {
     "policy": {
@@ -528,6 +540,38 @@ REVIEWED: dict[str, dict[str, str]] = {
         ),
         'x__file_state | stem = os.path.basename(path).split(".", )[0]': _STEM,
         'x__file_state | stem = os.path.basename(path).split(".", 2)[0]': _STEM,
+        "x__file_state | digests, errors = hash_files(list(to_hash.items()), cache, "
+        "workers=None, pyc_heads=pyc_heads)": "the number of hashing threads changes no digest",
+        "x__file_state | digests, errors = hash_files(list(to_hash.items()), cache, "
+        "pyc_heads=pyc_heads)": "the number of hashing threads changes no digest",
+        'x__file_state | if alg and alg != "sha256" or alg in ACCEPTED_ALGORITHMS:': _OTHER,
+        'x__file_state | if alg or alg != "sha256" and alg in ACCEPTED_ALGORITHMS:': _OTHER,
+        'x__file_state | if alg and alg != "XXsha256XX" and alg in ACCEPTED_ALGORITHMS:': _OTHER,
+        'x__file_state | if alg and alg != "SHA256" and alg in ACCEPTED_ALGORITHMS:': _OTHER,
+        "x__file_state | fst = None": _LINK,
+        "x__file_state | fst = stats.get(None)": _LINK,
+        "x__file_state | link = None": _LINK,
+        "x__file_state | link = _is_link(None)": _LINK,
+        'x__file_state | got = actual if (alg == "sha256") and False else other.get(alg, {})'
+        ".get(full)": _SHA256_MISMATCH,
+        'x__file_state | got = actual if alg == "XXsha256XX" else other.get(alg, {}).get(full)': (
+            _SHA256_MISMATCH
+        ),
+        'x__file_state | got = actual if alg == "SHA256" else other.get(alg, {}).get(full)': (
+            _SHA256_MISMATCH
+        ),
+        'x__file_state | got = actual if alg == "sha256" else other.get(alg, None).get(full)': (
+            "other holds every accepted non-sha256 algorithm of a deferred row (built from the "
+            "same rows with the same test): the default is never used"
+        ),
+        'x__file_state | got = actual if alg == "sha256" else other.get(alg, ).get(full)': (
+            "other holds every accepted non-sha256 algorithm of a deferred row (built from the "
+            "same rows with the same test): the default is never used"
+        ),
+        "x__file_state | rel = path[len(prefix) :] if (path.startswith(prefix)) and False else "
+        "os.path.relpath(path, d.location)": (
+            "for a path below the (normalised) location, relpath gives the same text as the slice"
+        ),
         'x__vouch | md5s = hash_other(sorted(dpkg), "md5") if (dpkg) or True else {}': (
             "hash_other of no paths is {}"
         ),

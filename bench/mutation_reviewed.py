@@ -50,12 +50,15 @@ _OTHER = (
 )
 _LINK = (
     "a symbolic link never has a digest (every route into hash_files skips links, which opens "
-    "with O_NOFOLLOW), so hexd is None for a link whether or not it is recognised here"
+    "with O_NOFOLLOW), so hexd is None for a link whether or not it is recognised here (the "
+    "only use of _is_link; a deferred row's path is always in stats, never None)"
 )
 _SHA256_MISMATCH = (
     "a sha256 row reaching this line already failed `actual == expected` above: it is modified "
     "whichever digest (its own or none) is compared"
 )
+
+_LAST_PART = "the last part of a path split at '/' is the same whatever the split limit"
 
 REVIEWED: dict[str, dict[str, str]] = {
     "policy": {
@@ -572,11 +575,29 @@ REVIEWED: dict[str, dict[str, str]] = {
         "os.path.relpath(path, d.location)": (
             "for a path below the (normalised) location, relpath gives the same text as the slice"
         ),
+        "x__is_link | return st is None and (st.st_mode & 0o170000) == 0o120000": _LINK,
+        "x__is_link | return st is not None and (st.st_mode | 0o170000) == 0o120000": _LINK,
+        "x__is_link | return st is not None and (st.st_mode & 61441) == 0o120000": _LINK,
+        "x__is_link | return st is not None and (st.st_mode & 0o170000) == 40961": _LINK,
         'x__vouch | md5s = hash_other(sorted(dpkg), "md5") if (dpkg) or True else {}': (
             "hash_other of no paths is {}"
         ),
         'x__vouch | md5s = hash_other(sorted(dpkg), "MD5") if dpkg else {}': (
             "hashlib.new takes algorithm names case-insensitively"
+        ),
+    },
+    "attest-baseline": {
+        "xǁSnapshotDiffǁbaseline_findings | f\"{what} {path.rsplit('/', )[-1]} since the "
+        'baseline: {path} runs at "': _LAST_PART,
+        "xǁSnapshotDiffǁbaseline_findings | f\"{what} {path.rsplit('/', 2)[-1]} since the "
+        'baseline: {path} runs at "': _LAST_PART,
+        "xǁSnapshotDiffǁbaseline_findings | code = path.endswith(_CODE_SUFFIXES) or "
+        '".so." in path.rsplit("/", )[-1]': _LAST_PART,
+        "xǁSnapshotDiffǁbaseline_findings | code = path.endswith(_CODE_SUFFIXES) or "
+        '".so." in path.rsplit("/", 2)[-1]': _LAST_PART,
+        "x_diff_snapshots | elif x is not None or y is not None:": (
+            "the two branches before take every key that one snapshot lacks: this one only ever "
+            "sees both set"
         ),
     },
 }

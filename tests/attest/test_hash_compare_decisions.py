@@ -104,7 +104,7 @@ class Env:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
         info = self.site / f"{name}-1.0.dist-info"
-        info.mkdir()
+        info.mkdir(exist_ok=True)
         meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n".encode()
         (info / "METADATA").write_bytes(meta)
         rows = [f"{info.name}/METADATA,{_field(meta)},{len(meta)}"]
@@ -1634,17 +1634,18 @@ def test_an_rpm_database_that_cannot_be_read_is_reported_when_it_is_asked(
 
 def test_new_and_removed_hooks_and_path_files_since_the_baseline() -> None:
     site = "/opt/py/site"
+    # each removed item sorts before a new or changed one: the comparison goes on past it
     user = CustomizeModule(
-        "usercustomize", f"{site}/usercustomize.py", None, A, "site-packages", True
+        "usercustomize", f"{site}/a/usercustomize.py", None, A, "site-packages", True
     )
     site_mod = CustomizeModule(
-        "sitecustomize", f"{site}/sitecustomize.py", None, A, "site-packages", True
+        "sitecustomize", f"{site}/sub/sitecustomize.py", None, A, "site-packages", True
     )
     base = _snap(
         [],
         interpreter=_interp("/opt/py", "/opt/base"),
-        orphans=(Orphan(f"{site}/old.py", A, 1), Orphan("/srv/outside.py", A, 1)),
-        pth_files=(PthFile(f"{site}/old.pth", None, A, (), ()),),
+        orphans=(Orphan("/aaa/old.py", A, 1), Orphan("/srv/outside.py", A, 1)),
+        pth_files=(PthFile(f"{site}/a-old.pth", None, A, (), ()),),
         customize=(user,),
         path_files=(
             PathFile("/opt/py/lib/gone.py", A, 1, "ok", None, None),
@@ -1662,14 +1663,25 @@ def test_new_and_removed_hooks_and_path_files_since_the_baseline() -> None:
             PathFile("/opt/base/lib/base.py", B, 1, "ok", None, None),
             PathFile("/opt/py/lib/notes.txt", B, 1, "unvouched", None, None),
             PathFile("/opt/py/lib/libx.so.1", C, 1, "unvouched", None, None),
+            # ".so." counts in the file's name only
+            PathFile("/opt/py/lib/lib.so.d/readme.txt", C, 1, "unvouched", None, None),
         ),
         environment={"PATH": "/usr/bin", "TW_NEW": "1"},
     )
     d = diff_snapshots(base, node)
-    assert d.orphans == {"/srv/outside.py": (A, B), "<site>/old.py": (A, None)}
+    assert (d.a, d.b) == ("A", "B")
+    labelled = diff_snapshots(base, node, a_label="baseline.json", b_label="node7")
+    assert (labelled.a, labelled.b) == ("baseline.json", "node7")
+    assert d.orphans == {"/aaa/old.py": (A, None), "/srv/outside.py": (A, B)}
+    assert d.customize == {
+        "<site>/a/usercustomize.py": (A, None),
+        "<site>/sub/sitecustomize.py": (None, A),
+    }
+    assert d.pth_files == {"<site>/a-old.pth": (A, None), "<site>/new.pth": (None, B)}
     assert d.path_files == {
         "<base>/lib/base.py": (A, B),
         "<prefix>/lib/gone.py": (A, None),
+        "<prefix>/lib/lib.so.d/readme.txt": (None, C),
         "<prefix>/lib/libx.so.1": (None, C),
         "<prefix>/lib/notes.txt": (None, B),
     }
@@ -1698,9 +1710,9 @@ def test_new_and_removed_hooks_and_path_files_since_the_baseline() -> None:
         f(
             "TWA-BASE-008",
             Severity.CRITICAL,
-            "new sitecustomize.py since the baseline: <site>/sitecustomize.py runs at every "
+            "new sitecustomize.py since the baseline: <site>/sub/sitecustomize.py runs at every "
             "interpreter start",
-            "<site>/sitecustomize.py",
+            "<site>/sub/sitecustomize.py",
             baseline_sha256=None,
             current_sha256=A,
         ),
@@ -1735,6 +1747,14 @@ def test_new_and_removed_hooks_and_path_files_since_the_baseline() -> None:
             "<prefix>/lib/gone.py",
             baseline=A,
             current=None,
+        ),
+        f(
+            "TWA-BASE-013",
+            Severity.HIGH,
+            f"new {outside}: <prefix>/lib/lib.so.d/readme.txt",
+            "<prefix>/lib/lib.so.d/readme.txt",
+            baseline=None,
+            current=C,
         ),
         f(
             "TWA-BASE-013",
@@ -1839,3 +1859,50 @@ def test_bytecode_of_a_file_installed_into_another_site_directory_belongs_to_it(
         ("../site2/x/mod.py", OK, _sha(b"M = 1\n"), None),
     ]
     assert state.orphans == ()
+
+
+def test_the_installer_and_direct_url_are_kept_and_a_row_listed_twice_is_checked_twice(
+    env: Env,
+) -> None:
+    info = "pkg-1.0.dist-info"
+    url = b'{"url": "file:///src/pkg", "dir_info": {"editable": true}}'
+    files = {**PKG, f"{info}/INSTALLER": b"uv\n", f"{info}/direct_url.json": url}
+    env.install("pkg", files)
+    record = env.site / info / "RECORD"
+    # the same file listed again, with the digest of other bytes, after its right row
+    record.write_text(record.read_text() + f"pkg/mod.py,{_field(b'Y = 9')},5\n")
+    state, _, _ = env.state()
+    (d,) = state.distributions
+    assert (d.installer, d.direct_url) == (
+        "uv",
+        {"url": "file:///src/pkg", "dir_info": {"editable": True}},
+    )
+    assert env.rows(state)[-2:] == [
+        ("pkg/mod.py", OK, _sha(PKG["pkg/mod.py"]), None),
+        ("pkg/mod.py", MODIFIED, _sha(PKG["pkg/mod.py"]), "sha256:" + _sha(b"Y = 9")),
+    ]
+
+
+def test_paths_without_a_directory_are_named_whole() -> None:
+    # a snapshot read from a file may name a hook or a path file without any directory
+    hook = CustomizeModule("sitecustomize", "sitecustomize.py", None, A, "pythonpath", True)
+    node = _snap(
+        [],
+        customize=(hook,),
+        path_files=(PathFile("libtw.so.2", B, 1, "unvouched", None, None),),
+    )
+    assert [
+        (f.rule_id, f.severity, f.message) for f in diff_snapshots(_snap([]), node).findings
+    ] == [
+        (
+            "TWA-BASE-008",
+            Severity.CRITICAL,
+            "new sitecustomize.py since the baseline: sitecustomize.py runs at every interpreter "
+            "start",
+        ),
+        (
+            "TWA-BASE-013",
+            Severity.CRITICAL,
+            "new file on sys.path outside site-packages since the baseline: libtw.so.2",
+        ),
+    ]

@@ -1294,14 +1294,14 @@ def test_check_snapshot_reports_orphans_hooks_and_loader_variables_exactly() -> 
     snap = _snap(
         [],
         orphans=(
+            # hooks: reported by their own rules, not as orphans (nor do they end the list)
+            Orphan(f"{site}/h.pth", A, 1),
             Orphan(f"{site}/evil.py", A, 10),
+            Orphan(f"{site}/sitecustomize.py", A, 1),
             Orphan(f"{site}/libx.so.1", B, 20),
             Orphan(f"{site}/notes.txt", C, 30),
             # ".so." counts in the file's name only
             Orphan(f"{site}/lib.so.d/readme.txt", C, 40),
-            # hooks: reported by their own rules, not as orphans
-            Orphan(f"{site}/h.pth", A, 1),
-            Orphan(f"{site}/sitecustomize.py", A, 1),
         ),
         pth_files=(
             PthFile(f"{site}/h.pth", None, A, (long_import,), ()),

@@ -58,6 +58,10 @@ _SHA256_MISMATCH = (
     "whichever digest (its own or none) is compared"
 )
 
+_RPM_OTHER = (
+    "rpm_other holds every non-sha256 algorithm rpm reported (built from the same rows): the "
+    "default is never used"
+)
 _LAST_PART = "the last part of a path split at '/' is the same whatever the split limit"
 
 REVIEWED: dict[str, dict[str, str]] = {
@@ -579,6 +583,20 @@ REVIEWED: dict[str, dict[str, str]] = {
         "x__is_link | return st is not None and (st.st_mode | 0o170000) == 0o120000": _LINK,
         "x__is_link | return st is not None and (st.st_mode & 61441) == 0o120000": _LINK,
         "x__is_link | return st is not None and (st.st_mode & 0o170000) == 40961": _LINK,
+        'x__vouch | got_rpm = d if alg == "sha256" else rpm_other.get(alg, None).get(path)': (
+            _RPM_OTHER
+        ),
+        'x__vouch | got_rpm = d if alg == "sha256" else rpm_other.get(alg, ).get(path)': (
+            _RPM_OTHER
+        ),
+        'x__vouch | for alg in {a for _, a, _ in rpm.values() if a != "XXsha256XX"}:': (
+            "rpm's sha256 rows are compared with the sha256 already computed: a second sha256 "
+            "pass for them is never read"
+        ),
+        'x__vouch | for alg in {a for _, a, _ in rpm.values() if a != "SHA256"}:': (
+            "rpm's sha256 rows are compared with the sha256 already computed: a second sha256 "
+            "pass for them is never read"
+        ),
         'x__vouch | md5s = hash_other(sorted(dpkg), "md5") if (dpkg) or True else {}': (
             "hash_other of no paths is {}"
         ),

@@ -273,6 +273,33 @@ TARGETS: dict[str, Target] = {
             "x_verify_file_bytes",
         ),
     ),
+    # attestation: each installed file against its RECORD row through the hash cache, and the
+    # files outside site-packages against their package manager's record
+    "attest-record": Target(
+        "src/trainwarden/attest/_snapshot.py",
+        ("tests/attest/test_hash_compare_decisions.py",),
+        ("x__file_state", "x__vouch", "x__is_link"),
+    ),
+    # attestation: a snapshot compared with its baseline, and the findings of the differences
+    "attest-baseline": Target(
+        "src/trainwarden/attest/_diff.py",
+        ("tests/attest/test_hash_compare_decisions.py",),
+        (
+            "xǁSnapshotDiffǁbaseline_findings",
+            "x__dist_findings",
+            "x__first_by_key",
+            "x__pairs",
+            "x__rel",
+            "x__path_map",
+            "x_diff_snapshots",
+        ),
+    ),
+    # attestation: the findings of one snapshot (RECORD mismatches, orphans, hooks, variables)
+    "attest-check": Target(
+        "src/trainwarden/attest/_verify.py",
+        ("tests/attest/test_hash_compare_decisions.py",),
+        ("x_check_snapshot",),
+    ),
     "attest_memo": Target(
         "src/trainwarden/attest/_memo.py",
         ("tests/attest/test_memo_unit.py",),

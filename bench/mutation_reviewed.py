@@ -28,6 +28,42 @@ _ENFORCER_CACHE = (
     "a refusal after an earlier, caught refusal on the same unpickler would list one finding less"
 )
 
+_VERIFY_ERROR = (
+    "verify_signature is handed the key object load_public_key already returned (cryptography "
+    "already imported), so the error class it would raise a key or import problem with is never "
+    "used"
+)
+_UNREAD_PAYLOAD = (
+    "_check_signature never reads its payload argument: verify_signature checks the signatures "
+    "over the envelope's own payload, the one _read_envelope parsed the statement from"
+)
+
+_SETTLE = (
+    "the cache hit in the RECORD loop only settles a row early: a row it does not settle is "
+    "hashed through hash_files, which finds the same cache entry (counting the same hit) and "
+    "reaches the same status and digests"
+)
+_STEM = "only the text before the first dot is used, whatever the split limit"
+_OTHER = (
+    "digests of another algorithm are compared only for rows whose algorithm is accepted and "
+    "not sha256; computing them for more rows changes no verdict"
+)
+_LINK = (
+    "a symbolic link never has a digest (every route into hash_files skips links, which opens "
+    "with O_NOFOLLOW), so hexd is None for a link whether or not it is recognised here (the "
+    "only use of _is_link; a deferred row's path is always in stats, never None)"
+)
+_SHA256_MISMATCH = (
+    "a sha256 row reaching this line already failed `actual == expected` above: it is modified "
+    "whichever digest (its own or none) is compared"
+)
+
+_RPM_OTHER = (
+    "rpm_other holds every non-sha256 algorithm rpm reported (built from the same rows): the "
+    "default is never used"
+)
+_LAST_PART = "the last part of a path split at '/' is the same whatever the split limit"
+
 REVIEWED: dict[str, dict[str, str]] = {
     "policy": {
         'xǁPolicyǁfrom_file | f"cannot read policy file {p}: {e.strerror and e}",': (
@@ -82,21 +118,14 @@ REVIEWED: dict[str, dict[str, str]] = {
             "the locale encoding is UTF-8 wherever Python 3.11 runs us (PEP 538/540 coerce the "
             "C locale), so the same text is read"
         ),
-        "x__check_signature | pub.verify(base64.b64decode("
-        'str(sig.get("sig", None)), validate=True), message)': (
-            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
-            "no placeholder is a valid Ed25519 signature over the payload"
+        "x__check_signature | if _signing.verify_signature(envelope, pub, error=None):": (
+            _VERIFY_ERROR
         ),
-        "x__check_signature | pub.verify(base64.b64decode("
-        'str(sig.get("sig", )), validate=True), message)': (
-            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
-            "no placeholder is a valid Ed25519 signature over the payload"
-        ),
-        "x__check_signature | pub.verify(base64.b64decode("
-        'str(sig.get("sig", "XXXX")), validate=True), message)': (
-            "a signature entry without 'sig' fails verification whatever placeholder is decoded: "
-            "no placeholder is a valid Ed25519 signature over the payload"
-        ),
+        "x__check_signature | if _signing.verify_signature(envelope, pub, ):": _VERIFY_ERROR,
+        "x_verify_manifest | signed_by, verified = _check_signature(manifest, envelope, None, "
+        "public_key)": _UNREAD_PAYLOAD,
+        "x_verify_file_bytes | signed_by, verified = _check_signature(manifest, envelope, None, "
+        "public_key)": _UNREAD_PAYLOAD,
     },
     "guard": {
         "x__patch_existing_subclasses | if own is not None and not "
@@ -530,6 +559,88 @@ REVIEWED: dict[str, dict[str, str]] = {
                 "xǁ_VMǁcheck_rebuild | if d < 1 or st < 0:",
             ),
             "d is a plain int and d == 0 returned just above, so d <= 0 and d < 1 mean d < 0",
+        ),
+    },
+    "attest-record": {
+        "x__file_state | hit = None": _SETTLE,
+        "x__file_state | hit = cached.get(None)": _SETTLE,
+        'x__file_state | if alg != "sha256" and hit == expected:': _SETTLE,
+        'x__file_state | if alg == "XXsha256XX" and hit == expected:': _SETTLE,
+        'x__file_state | if alg == "SHA256" and hit == expected:': _SETTLE,
+        "x__file_state | if alg is None and expected is None:  # bytecode listed without a hash": (
+            _SETTLE
+        ),
+        'x__file_state | stem = os.path.basename(path).split(".", )[0]': _STEM,
+        'x__file_state | stem = os.path.basename(path).split(".", 2)[0]': _STEM,
+        "x__file_state | digests, errors = hash_files(list(to_hash.items()), cache, "
+        "workers=None, pyc_heads=pyc_heads)": "the number of hashing threads changes no digest",
+        "x__file_state | digests, errors = hash_files(list(to_hash.items()), cache, "
+        "pyc_heads=pyc_heads)": "the number of hashing threads changes no digest",
+        'x__file_state | if alg and alg != "sha256" or alg in ACCEPTED_ALGORITHMS:': _OTHER,
+        'x__file_state | if alg or alg != "sha256" and alg in ACCEPTED_ALGORITHMS:': _OTHER,
+        'x__file_state | if alg and alg != "XXsha256XX" and alg in ACCEPTED_ALGORITHMS:': _OTHER,
+        'x__file_state | if alg and alg != "SHA256" and alg in ACCEPTED_ALGORITHMS:': _OTHER,
+        "x__file_state | fst = None": _LINK,
+        "x__file_state | fst = stats.get(None)": _LINK,
+        "x__file_state | link = None": _LINK,
+        "x__file_state | link = _is_link(None)": _LINK,
+        'x__file_state | got = actual if (alg == "sha256") and False else other.get(alg, {})'
+        ".get(full)": _SHA256_MISMATCH,
+        'x__file_state | got = actual if alg == "XXsha256XX" else other.get(alg, {}).get(full)': (
+            _SHA256_MISMATCH
+        ),
+        'x__file_state | got = actual if alg == "SHA256" else other.get(alg, {}).get(full)': (
+            _SHA256_MISMATCH
+        ),
+        'x__file_state | got = actual if alg == "sha256" else other.get(alg, None).get(full)': (
+            "other holds every accepted non-sha256 algorithm of a deferred row (built from the "
+            "same rows with the same test): the default is never used"
+        ),
+        'x__file_state | got = actual if alg == "sha256" else other.get(alg, ).get(full)': (
+            "other holds every accepted non-sha256 algorithm of a deferred row (built from the "
+            "same rows with the same test): the default is never used"
+        ),
+        "x__file_state | rel = path[len(prefix) :] if (path.startswith(prefix)) and False else "
+        "os.path.relpath(path, d.location)": (
+            "for a path below the (normalised) location, relpath gives the same text as the slice"
+        ),
+        "x__is_link | return st is None and (st.st_mode & 0o170000) == 0o120000": _LINK,
+        "x__is_link | return st is not None and (st.st_mode | 0o170000) == 0o120000": _LINK,
+        "x__is_link | return st is not None and (st.st_mode & 61441) == 0o120000": _LINK,
+        "x__is_link | return st is not None and (st.st_mode & 0o170000) == 40961": _LINK,
+        'x__vouch | got_rpm = d if alg == "sha256" else rpm_other.get(alg, None).get(path)': (
+            _RPM_OTHER
+        ),
+        'x__vouch | got_rpm = d if alg == "sha256" else rpm_other.get(alg, ).get(path)': (
+            _RPM_OTHER
+        ),
+        'x__vouch | for alg in {a for _, a, _ in rpm.values() if a != "XXsha256XX"}:': (
+            "rpm's sha256 rows are compared with the sha256 already computed: a second sha256 "
+            "pass for them is never read"
+        ),
+        'x__vouch | for alg in {a for _, a, _ in rpm.values() if a != "SHA256"}:': (
+            "rpm's sha256 rows are compared with the sha256 already computed: a second sha256 "
+            "pass for them is never read"
+        ),
+        'x__vouch | md5s = hash_other(sorted(dpkg), "md5") if (dpkg) or True else {}': (
+            "hash_other of no paths is {}"
+        ),
+        'x__vouch | md5s = hash_other(sorted(dpkg), "MD5") if dpkg else {}': (
+            "hashlib.new takes algorithm names case-insensitively"
+        ),
+    },
+    "attest-baseline": {
+        "xǁSnapshotDiffǁbaseline_findings | f\"{what} {path.rsplit('/', )[-1]} since the "
+        'baseline: {path} runs at "': _LAST_PART,
+        "xǁSnapshotDiffǁbaseline_findings | f\"{what} {path.rsplit('/', 2)[-1]} since the "
+        'baseline: {path} runs at "': _LAST_PART,
+        "xǁSnapshotDiffǁbaseline_findings | code = path.endswith(_CODE_SUFFIXES) or "
+        '".so." in path.rsplit("/", )[-1]': _LAST_PART,
+        "xǁSnapshotDiffǁbaseline_findings | code = path.endswith(_CODE_SUFFIXES) or "
+        '".so." in path.rsplit("/", 2)[-1]': _LAST_PART,
+        "x_diff_snapshots | elif x is not None or y is not None:": (
+            "the two branches before take every key that one snapshot lacks: this one only ever "
+            "sees both set"
         ),
     },
 }

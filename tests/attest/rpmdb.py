@@ -14,9 +14,12 @@ def _run(argv: list[str]) -> None:
     assert proc.returncode == 0, f"{argv[0]} failed: {proc.stderr[-1500:]}"
 
 
-def make_rpm_db(tmp: Path, files: Sequence[Path], name: str = "twstdlib") -> Path:
-    """Build package ``name`` listing ``files`` (with their current sha256) and record it in a
-    new database under ``tmp``; returns the database directory."""
+def make_rpm_db(
+    tmp: Path, files: Sequence[Path], name: str = "twstdlib", digest_algo: int = 8
+) -> Path:
+    """Build package ``name`` listing ``files`` (with their current digests, by rpm's algorithm
+    number ``digest_algo``: 8 is sha256, 10 sha512, 1 md5) and record it in a new database under
+    ``tmp``; returns the database directory."""
     top, db, spec = tmp / "rpmbuild", tmp / "rpmdb", tmp / f"{name}.spec"
     install = "\n".join(
         f"mkdir -p '%{{buildroot}}{f.parent}'\ncp -p '{f}' '%{{buildroot}}{f}'" for f in files
@@ -33,6 +36,7 @@ def make_rpm_db(tmp: Path, files: Sequence[Path], name: str = "twstdlib") -> Pat
         "debug_package": "%{nil}",
         "_build_id_links": "none",
         "_binaries_in_noarch_packages_terminate_build": "0",
+        "_binary_filedigest_algorithm": str(digest_algo),
     }
     flags = [x for k, v in defines.items() for x in ("--define", f"{k} {v}")]
     _run(["rpmbuild", "-bb", "--quiet", *flags, str(spec)])

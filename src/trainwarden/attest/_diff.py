@@ -266,7 +266,9 @@ def _dist_findings(d: DistDiff, record_checked: bool) -> list[Finding]:
                     evidence={"baseline_sha256": sa, "current_sha256": sb},
                 )
             )
-        elif sb is not None:
+        else:
+            # No RECORD hash: any change is reported, also to no digest at all (a symbolic link
+            # swapped in, or a file that can no longer be read).
             out.append(
                 Finding(
                     "TWA-BASE-002",

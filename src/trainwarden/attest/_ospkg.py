@@ -16,11 +16,13 @@ __all__ = ["DPKG_INFO", "dpkg_owners"]
 DPKG_INFO = "/var/lib/dpkg/info"
 
 
-def dpkg_owners(paths: Iterable[str], info_dir: str = DPKG_INFO) -> dict[str, str]:
+def dpkg_owners(paths: Iterable[str], info_dir: str | None = None) -> dict[str, str]:
     """Map each path in ``paths`` that a dpkg file list names to its package; {} without dpkg.
 
-    Only the lists of packages that install into a ``*-packages`` directory are read.
+    Only the lists of packages that install into a ``*-packages`` directory are read
+    (``info_dir`` default: :data:`DPKG_INFO`).
     """
+    info_dir = DPKG_INFO if info_dir is None else info_dir
     wanted = set(paths)
     if not wanted or not os.path.isdir(info_dir):
         return {}

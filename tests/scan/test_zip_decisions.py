@@ -3,8 +3,18 @@ header says against the central directory, which member, and where."""
 
 from __future__ import annotations
 
+import io
+import struct
+import zipfile
+from typing import Any
+
+import numpy as np
+import pytest
+
 from trainwarden.findings import Severity
-from trainwarden.scan import scan_bytes
+from trainwarden.scan import FileReport, scan_bytes
+from trainwarden.scan._formats.zip import _kind, unpickled_by
+from trainwarden.scan._types import Limits
 
 from ._zipbuild import Member, build_zip
 
@@ -38,3 +48,254 @@ def test_local_flags_disagreeing_are_reported_with_both_values() -> None:
             "m.zip:w.bin",
         )
     ]
+
+
+# --- which reader unpickles a member by its name, and what kind an archive is ---------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "reader"),
+    [
+        ("pytorch-zip", "archive/data.pkl", "torch.load"),
+        ("pytorch-zip", "data.pkl", "torch.load"),
+        ("pytorch-zip", "a/b/c/data.pkl", "torch.load"),
+        ("torchscript", "m/data.pkl", "torch.load"),
+        ("torchscript", "data.pkl", "torch.load"),
+        ("torchscript", "m/constants.pkl", "torch.jit.load"),
+        ("torchscript", "constants.pkl", "torch.jit.load"),
+        ("torchscript", "m/code/__torch__.py.debug_pkl", "torch.jit.load"),
+        ("torchscript", "x.debug_pkl", "torch.jit.load"),
+        ("torchscript", "m/xconstants.pkl", None),
+        ("torchscript", "m/constants.pkl.bak", None),
+        ("torchscript", "m/other.pkl", None),
+        ("torchscript", "m/code/__torch__.py", None),
+        ("pytorch-zip", "archive/constants.pkl", None),
+        ("pytorch-zip", "archive/x.debug_pkl", None),
+        ("pytorch-zip", "archive/data/0", None),
+        ("pytorch-zip", "archive/xdata.pkl", None),
+        ("pytorch-zip", "archive/data.pkl/x", None),
+        ("zip", "data.pkl", None),
+        ("zip", "m/constants.pkl", None),
+        ("npz", "data.pkl", None),
+        ("npz", "a.npy", None),
+    ],
+)
+def test_which_reader_unpickles_a_member_by_its_name(
+    kind: str, name: str, reader: str | None
+) -> None:
+    assert unpickled_by(kind, name) == reader
+
+
+@pytest.mark.parametrize(
+    ("names", "kind"),
+    [
+        (["m/code/__torch__/model.py", "m/data.pkl"], "torchscript"),
+        (["code/__torch__.py"], "torchscript"),
+        (["m/constants.pkl"], "torchscript"),
+        (["constants.pkl", "x.txt"], "torchscript"),
+        (["m/code/notes.txt", "m/data.pkl"], "pytorch-zip"),
+        (["m/xcode/model.py", "m/data.pkl"], "pytorch-zip"),
+        (["model.py"], "zip"),
+        (["m/data.pkl"], "pytorch-zip"),
+        (["data.pkl"], "pytorch-zip"),
+        (["notes.txt", "archive/data.pkl"], "pytorch-zip"),
+        (["m/xdata.pkl"], "zip"),
+        (["data.pkl.bak"], "zip"),
+        (["a.npy", "b/c.npy"], "npz"),
+        (["a.npy", "b.txt"], "zip"),
+        (["b.txt", "a.npy"], "zip"),
+        ([], "zip"),
+    ],
+)
+def test_archive_kind_by_member_names(names: list[str], kind: str) -> None:
+    assert _kind(names) == kind
+
+
+def test_archive_kind_is_the_format_the_report_names() -> None:
+    data = build_zip([Member("m/code/__torch__.py", b"x = 1\n"), Member("m/data.txt", b"x")])
+    assert scan_bytes(data, "ts.zip").formats == ("zip", "torchscript")
+    assert scan_bytes(build_zip([Member("a.txt", b"x")]), "p.zip").formats == ("zip",)
+
+
+# --- what other readers see that TrainWarden's reading does not -----------------------------
+
+_EVIL = b"cos\nsystem\n(S'echo'\ntR."
+_MINIZ = "PyTorch's reader (miniz)"
+_ZIPFILE = "Python's zipfile"
+
+
+def _stored(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def _shadowed(shadow: dict[str, bytes], benign: dict[str, bytes]) -> bytes:
+    """An archive whose zip64 locator points at a second directory: PyTorch's reader (miniz)
+    follows it and reads ``shadow``; Python's zipfile and TrainWarden read ``benign``."""
+    a, b = _stored(shadow), _stored(benign)
+    a_eocd = a.rfind(b"PK\x05\x06")
+    _, _, _, _, a_n, a_size, a_off, _ = struct.unpack_from("<4s4H2LH", a, a_eocd)
+    b_eocd = b.rfind(b"PK\x05\x06")
+    _, _, _, _, b_n, b_size, b_off, _ = struct.unpack_from("<4s4H2LH", b, b_eocd)
+    body = bytearray(a[:a_eocd])
+    shadow_rec = len(body)
+    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, a_n, a_n, a_size, a_off)
+    body += b[:b_eocd]
+    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, b_n, b_n, b_size, b_off)
+    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, shadow_rec, 1)
+    body += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, b_n, b_n, b_size, b_off, 0)
+    return bytes(body)
+
+
+def _differential(r: FileReport) -> list[tuple[Severity, str, str, object]]:
+    return [
+        (f.severity, f.message, f.location, f.evidence)
+        for f in r.findings
+        if f.rule_id == "TWS-ZIP-DIFFERENTIAL"
+    ]
+
+
+@pytest.mark.parametrize("shared", [8, 9, 60])
+def test_members_another_reader_sees_differently_are_reported_exactly(shared: int) -> None:
+    names = [f"archive/m{i:02d}" for i in range(shared)]
+    shadow = {n: b"shadow %d" % i for i, n in enumerate(names)}
+    shadow["archive/data.pkl"] = _EVIL
+    benign = {n: b"benign text %d" % i for i, n in enumerate(names)}
+    benign["archive/data.pkl"] = b"\x80\x04K\x01."
+    r = scan_bytes(_shadowed(shadow, benign), "s.pt")
+    split = sorted([*names, "archive/data.pkl"])
+    extra = [*names, "archive/data.pkl"]
+    more = ", ..." if len(extra) > 8 else ""
+    assert _differential(r) == [
+        (
+            Severity.HIGH,
+            f"{_MINIZ} and {_ZIPFILE} read different content for {len(split)} member(s) "
+            f"({', '.join(repr(n) for n in split[:8])}): torch.load and zipfile-based loaders "
+            "such as numpy.load see different files",
+            "s.pt",
+            {"readers": [_MINIZ, _ZIPFILE], "members": split[:50]},
+        ),
+        (
+            Severity.HIGH,
+            f"{_MINIZ} reads {len(extra)} member(s) that differ from TrainWarden's reading of "
+            f"this archive ({', '.join(repr(n) for n in extra[:8])}{more}): the archive shows "
+            "different content to different readers",
+            "s.pt",
+            {"reader": _MINIZ, "members": extra[:50]},
+        ),
+    ]
+    # what only miniz reads is scanned, under a location naming that reader
+    danger = [(f.location, f.severity) for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]
+    assert danger == [(f"s.pt:<{_MINIZ}>:archive/data.pkl@0", Severity.CRITICAL)]
+
+
+def test_members_only_one_reader_has_are_extra_but_not_split() -> None:
+    r = scan_bytes(
+        _shadowed({"archive/data.pkl": _EVIL}, {"archive/other.pkl": b"\x80\x04K\x01."}), "o.pt"
+    )
+    assert _differential(r) == [
+        (
+            Severity.HIGH,
+            f"{_MINIZ} reads 1 member(s) that differ from TrainWarden's reading of this archive "
+            "('archive/data.pkl'): the archive shows different content to different readers",
+            "o.pt",
+            {"reader": _MINIZ, "members": ["archive/data.pkl"]},
+        )
+    ]
+
+
+def _multi_disk(members: list[Member]) -> bytes:
+    """An archive whose end record names another disk: TrainWarden and miniz refuse it,
+    Python's zipfile opens it."""
+    data = bytearray(build_zip(members))
+    struct.pack_into("<H", data, len(data) - 22 + 6, 5)  # disk of the central directory
+    return bytes(data)
+
+
+def test_an_archive_only_zipfile_opens_is_high_and_its_members_are_scanned() -> None:
+    data = _multi_disk([Member("a.pkl", _EVIL), Member("t.txt", b"hello")])
+    r = scan_bytes(data, "d.zip")
+    got = [(f.rule_id, f.severity, f.message, f.location, f.evidence) for f in r.findings]
+    assert got == [
+        (
+            "TWS-ZIP-MALFORMED",
+            Severity.HIGH,
+            "unreadable ZIP structure: multi-disk archives are not supported",
+            "d.zip",
+            {"error": "multi-disk archives are not supported"},
+        ),
+        (
+            "TWS-ZIP-DIFFERENTIAL",
+            Severity.HIGH,
+            f"{_ZIPFILE} reads 2 member(s) that differ from TrainWarden's reading of this "
+            "archive ('a.pkl', 't.txt'): the archive shows different content to different "
+            "readers",
+            "d.zip",
+            {"reader": _ZIPFILE, "members": ["a.pkl", "t.txt"]},
+        ),
+        (
+            "TWS-PKL-DANGEROUS",
+            Severity.CRITICAL,
+            "imports dangerous global os.system: os exposes process control (system, exec*, "
+            "spawn*, fork, kill) and file operations",
+            f"d.zip:<{_ZIPFILE}>:a.pkl@0",
+            {"global_": "os.system", "opcode": "GLOBAL", "offset": 0},
+        ),
+    ]
+
+
+def test_readers_agreeing_with_trainwarden_add_nothing() -> None:
+    data = build_zip([Member("a.txt", b"hello"), Member("b/c.bin", bytes(range(64)))])
+    assert scan_bytes(data, "ok.zip").findings == ()
+
+
+# --- .npy members whose payload numpy reads as raw numbers ----------------------------------
+
+
+def _npy(arr: np.ndarray[Any, Any]) -> bytes:
+    b = io.BytesIO()
+    np.save(b, arr, allow_pickle=True)
+    return b.getvalue()
+
+
+def test_a_plain_npy_member_is_not_read_past_its_header() -> None:
+    """numpy.load reads a plain dtype's payload as numbers: the member is not held for
+    analysis, so a payload over max_member_bytes is no finding."""
+    data = build_zip([Member("w.npy", _npy(np.arange(4000.0)))])  # 32 KiB of float64
+    r = scan_bytes(data, "w.npz", limits=Limits(max_member_bytes=1024))
+    assert r.findings == ()
+    assert r.formats == ("zip", "npz", "npy")
+
+
+def test_an_object_npy_member_is_analysed() -> None:
+    data = build_zip([Member("o.npy", _npy(np.array([1, "x"], dtype=object)))])
+    r = scan_bytes(data, "o.npz")
+    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-NPY-OBJECT", "o.npz:o.npy", {"descr": "'|O'"})
+    ]
+
+
+def test_npy_magic_with_an_unreadable_header_goes_to_the_npy_checks() -> None:
+    data = build_zip([Member("a.npy", b"\x93NUMPY\x01\x00\x04\x00{}  \n")])
+    r = scan_bytes(data, "b.npz")
+    assert [(f.rule_id, f.severity, f.location) for f in r.findings] == [
+        ("TWS-NPY-MALFORMED", Severity.HIGH, "b.npz:a.npy")
+    ]
+
+
+def test_a_member_without_the_npy_magic_is_scanned_by_content() -> None:
+    inner = build_zip([Member("a.pkl", _EVIL)])
+    r = scan_bytes(build_zip([Member("inner.zip", inner), Member("t.npy", b"hello")]), "n.zip")
+    assert [(f.rule_id, f.location) for f in r.findings] == [
+        ("TWS-PKL-DANGEROUS", "n.zip:inner.zip:a.pkl@0")
+    ]
+
+
+def test_a_plain_npy_member_only_another_reader_sees_is_not_read_past_its_header() -> None:
+    data = _multi_disk([Member("w.npy", _npy(np.arange(4000.0)), deflate=True)])
+    r = scan_bytes(data, "m.npz", limits=Limits(max_decompressed_bytes=1024))
+    assert [f.rule_id for f in r.findings] == ["TWS-ZIP-MALFORMED", "TWS-ZIP-DIFFERENTIAL"]
+    assert "npy" in r.formats

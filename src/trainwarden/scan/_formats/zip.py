@@ -8,6 +8,7 @@ persistent ids are raw tensor bytes that torch never unpickles, so they are not 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import struct
 import zlib
@@ -397,12 +398,16 @@ class ZipHandler:
     def _plain_npy(self, data: object, ent: ZipEntry, member_loc: str, ctx: ScanContext) -> bool:
         """True for an .npy member whose dtype (as numpy reads it) holds no Python objects:
         numpy.load reads its payload as raw numbers, so only the header is decompressed."""
+        # Only the first bytes are wanted: a stored member is cut to them (read_member refuses a
+        # stored member over its limit outright, which would send a large plain array whole to
+        # the .npy handler, past max_member_bytes).
+        part = dataclasses.replace(ent, csize=min(ent.csize, _HEAD)) if ent.method == 0 else ent
         sink = Spill()
         try:
             with contextlib.suppress(
                 OverflowError, ZipError, ValueError, EOFError, OSError, LookupError
             ):
-                read_member(data, ent, _HEAD, sink)  # only the first bytes are wanted
+                read_member(data, part, _HEAD, sink)
             head = bytes(sink.value()[:_HEAD])
         finally:
             sink.close()

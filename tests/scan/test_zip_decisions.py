@@ -340,3 +340,19 @@ def test_a_member_only_zipfile_reads_differently_is_reported_when_miniz_agrees()
         "e.zip:a.bin",
         f"e.zip:<{_ZIPFILE}>:a.bin",
     ]
+
+
+def test_a_compressed_npy_header_is_read_from_its_decompressed_bytes() -> None:
+    """The 64 KiB the header is looked for in are decompressed bytes: a header of nearly that
+    size, stored in deflate's uncompressed blocks (5 bytes of framing each), is still read."""
+    descr = "{'descr': '<f8', 'fortran_order': False, 'shape': (20000,), }"
+    header = (descr + " " * (65523 - len(descr) - 1) + "\n").encode()
+    npy = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header + bytes(160_000)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=0) as z:
+        z.writestr("w.npy", npy)
+    data = bytearray(out.getvalue())
+    struct.pack_into("<H", data, len(data) - 22 + 6, 5)  # only zipfile opens it (see above)
+    r = scan_bytes(bytes(data), "h.npz", limits=Limits(max_decompressed_bytes=1024))
+    assert [f.rule_id for f in r.findings] == ["TWS-ZIP-MALFORMED", "TWS-ZIP-DIFFERENTIAL"]
+    assert r.formats == ("zip", "npy")

@@ -515,24 +515,5 @@ REVIEWED: dict[str, dict[str, str]] = {
             ),
             "only the last element is used, and every rsplit on '/' ends with the same last part",
         ),
-        **dict.fromkeys(
-            (
-                f"xǁZipHandlerǁ_plain_npy | OverflowError, ZipError, {rest}"
-                for rest in (
-                    "None, EOFError, OSError, LookupError",
-                    "ValueError, None, OSError, LookupError",
-                    "ValueError, EOFError, None, LookupError",
-                    "ValueError, EOFError, OSError, None",
-                    "EOFError, OSError, LookupError",
-                    "ValueError, OSError, LookupError",
-                    "ValueError, EOFError, LookupError",
-                    "ValueError, EOFError, OSError, ):",
-                )
-            ),
-            "read_member here raises only ZipError (DamagedMember too) and OverflowError: "
-            "decompress_into returns decompressor errors as text, no max_ratio means no "
-            "RatioError, and the at most 64 KiB sink never spills to a file, so no exception "
-            "ever reaches the later types (or a None in their place)",
-        ),
     },
 }

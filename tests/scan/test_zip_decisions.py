@@ -297,19 +297,61 @@ def test_a_member_without_the_npy_magic_is_scanned_by_content() -> None:
     ]
 
 
-@pytest.mark.parametrize("deflate", [False, True])
-def test_a_plain_npy_member_only_another_reader_sees_is_not_read_past_its_header(
-    deflate: bool,
-) -> None:
+def test_a_plain_npy_member_only_another_reader_sees_is_not_read_past_its_header() -> None:
     big = _npy(np.arange(20000.0))  # 160 KiB: more than the bytes the header is looked for in
-    data = _multi_disk([Member("w.npy", big, deflate=deflate)])
-    r = scan_bytes(data, "m.npz", limits=Limits(max_decompressed_bytes=1024, max_member_bytes=1024))
+    data = _multi_disk([Member("w.npy", big)])
+    r = scan_bytes(data, "m.npz", limits=Limits(max_member_bytes=1024))
     assert [f.rule_id for f in r.findings] == ["TWS-ZIP-MALFORMED", "TWS-ZIP-DIFFERENTIAL"]
     assert r.formats == ("zip", "npy")
 
 
+def test_a_compressed_npy_member_is_read_whole_with_the_limits() -> None:
+    """Only a stored member is decided on its first and last bytes; a compressed one is
+    decompressed whole (as numpy.savez_compressed writes it), so the limits apply to it."""
+    b = io.BytesIO()
+    np.savez_compressed(b, w=np.random.default_rng(0).random(20000))
+    r = scan_bytes(b.getvalue(), "c.npz", limits=Limits(max_member_bytes=65536))
+    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", "c.npz:w.npy", {"limit": "max_member_bytes"})
+    ]
+    small = _multi_disk([Member("w.npy", _npy(np.arange(4000.0)), deflate=True)])
+    r = scan_bytes(small, "d.npz", limits=Limits(max_member_bytes=1024))
+    assert [(f.rule_id, f.location) for f in r.findings] == [
+        ("TWS-ZIP-MALFORMED", "d.npz"),
+        ("TWS-ZIP-DIFFERENTIAL", "d.npz"),
+        ("TWS-LIMIT", f"d.npz:<{_ZIPFILE}>:w.npy"),
+    ]
+
+
+@pytest.mark.parametrize("floats", [4000, 20000])
+def test_an_archive_at_the_end_of_a_plain_npy_member_is_scanned(floats: int) -> None:
+    """numpy.load reads the array, but the member read on its own opens as a zip archive in
+    zipfile-based loaders: it is scanned as the same bytes as a file would be."""
+    member = _npy(np.arange(float(floats))) + _stored({"archive/data.pkl": _EVIL})
+    for data, where in (
+        (build_zip([Member("w.npy", member)]), "a.npz:w.npy"),
+        (_multi_disk([Member("w.npy", member)]), f"a.npz:<{_ZIPFILE}>:w.npy"),
+    ):
+        r = scan_bytes(data, "a.npz")
+        got = [(f.rule_id, f.location) for f in r.findings if f.location.startswith(where)]
+        assert got == [
+            ("TWS-ZIP-DIFFERENTIAL", where),
+            ("TWS-PKL-DANGEROUS", f"{where}:<{_ZIPFILE}>:archive/data.pkl@0"),
+        ]
+
+
+def test_an_archive_signature_only_early_in_a_large_plain_npy_member_is_not_read() -> None:
+    """Zip readers look for the end record in a file's last 64 KiB + 22 bytes only."""
+    arr = np.zeros(20000)
+    arr[10] = np.frombuffer(b"PK\x05\x06\x00\x00\x00\x00", dtype="<f8")[0]
+    b = io.BytesIO()
+    np.savez(b, w=arr)
+    r = scan_bytes(b.getvalue(), "s.npz", limits=Limits(max_member_bytes=1024))
+    assert r.findings == ()
+
+
 def test_an_encrypted_member_is_unreadable_not_skipped() -> None:
-    r = scan_bytes(build_zip([Member("x.npy", b"\x93NUMPY secret", flags=0x1)]), "e.zip")
+    r = scan_bytes(build_zip([Member("x.npy", _npy(np.arange(3.0)), flags=0x1)]), "e.zip")
     assert [(f.rule_id, f.severity, f.message, f.location) for f in r.findings] == [
         (
             "TWS-ZIP-UNREADABLE",
@@ -340,19 +382,3 @@ def test_a_member_only_zipfile_reads_differently_is_reported_when_miniz_agrees()
         "e.zip:a.bin",
         f"e.zip:<{_ZIPFILE}>:a.bin",
     ]
-
-
-def test_a_compressed_npy_header_is_read_from_its_decompressed_bytes() -> None:
-    """The 64 KiB the header is looked for in are decompressed bytes: a header of nearly that
-    size, stored in deflate's uncompressed blocks (5 bytes of framing each), is still read."""
-    descr = "{'descr': '<f8', 'fortran_order': False, 'shape': (20000,), }"
-    header = (descr + " " * (65523 - len(descr) - 1) + "\n").encode()
-    npy = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header + bytes(160_000)
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=0) as z:
-        z.writestr("w.npy", npy)
-    data = bytearray(out.getvalue())
-    struct.pack_into("<H", data, len(data) - 22 + 6, 5)  # only zipfile opens it (see above)
-    r = scan_bytes(bytes(data), "h.npz", limits=Limits(max_decompressed_bytes=1024))
-    assert [f.rule_id for f in r.findings] == ["TWS-ZIP-MALFORMED", "TWS-ZIP-DIFFERENTIAL"]
-    assert r.formats == ("zip", "npy")

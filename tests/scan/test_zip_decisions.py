@@ -265,9 +265,9 @@ def _npy(arr: np.ndarray[Any, Any]) -> bytes:
 def test_a_plain_npy_member_is_not_read_past_its_header(floats: int) -> None:
     """numpy.load reads a plain dtype's payload as numbers: the member is not held for
     analysis, so a payload over max_member_bytes is no finding (stored members above and below
-    the 64 KiB the header is looked for in, as numpy.savez writes them)."""
+    the 64 KiB the header is looked for in, as numpy.savez writes them, and one after them)."""
     b = io.BytesIO()
-    np.savez(b, w=np.arange(float(floats)))
+    np.savez(b, w=np.arange(float(floats)), v=np.arange(200.0))
     r = scan_bytes(b.getvalue(), "w.npz", limits=Limits(max_member_bytes=1024))
     assert r.findings == ()
     assert r.formats == ("zip", "npz", "npy")
@@ -348,6 +348,22 @@ def test_an_archive_signature_only_early_in_a_large_plain_npy_member_is_not_read
     np.savez(b, w=arr)
     r = scan_bytes(b.getvalue(), "s.npz", limits=Limits(max_member_bytes=1024))
     assert r.findings == ()
+
+
+def test_a_compressed_member_whose_raw_bytes_read_as_a_plain_npy_is_decompressed() -> None:
+    """No reader takes a bzip2 member's raw bytes for the array: they are decompressed (and here
+    fail to), never skipped because they look like a plain .npy."""
+    for multi_disk, where in ((False, "z.npz:w.npy"), (True, f"z.npz:<{_ZIPFILE}>:w.npy")):
+        data = bytearray(build_zip([Member("w.npy", _npy(np.arange(3.0)))]))
+        struct.pack_into("<H", data, 8, 12)  # the local header's method: bzip2
+        cd = data.rfind(b"PK\x01\x02")
+        struct.pack_into("<H", data, cd + 10, 12)  # and the central directory's
+        if multi_disk:
+            struct.pack_into("<H", data, len(data) - 22 + 6, 5)  # only zipfile opens it
+        r = scan_bytes(bytes(data), "z.npz")
+        assert [(f.rule_id, f.severity) for f in r.findings if f.location == where] == [
+            ("TWS-ZIP-UNREADABLE", Severity.HIGH)
+        ]
 
 
 def test_an_encrypted_member_is_unreadable_not_skipped() -> None:

@@ -1,5 +1,7 @@
-"""The ZIP handler's disagreement findings, exactly as an operator reads them: what the local
-header says against the central directory, which member, and where."""
+"""The ZIP handler's decisions, exactly as an operator reads them: what the local header says
+against the central directory, which reader unpickles which member by name, what kind an archive
+is, what other readers (miniz, zipfile) see that TrainWarden's reading does not, and which .npy
+members may go unread. Fast and torch-free: the zip-checks mutation target runs this file."""
 
 from __future__ import annotations
 

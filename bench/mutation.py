@@ -217,6 +217,13 @@ TARGETS: dict[str, Target] = {
         # threads); forkserver children never ran the tests
         isolation="forkserver",
     ),
+    # the zip handler's member walk: which members are read, skipped, or read as pickles
+    "zip-members": Target(
+        "src/trainwarden/scan/_formats/zip.py",
+        ("tests/scan/test_zip_decisions.py",),
+        ("xǁZipHandlerǁ_scan_members",),
+        isolation="forkserver",
+    ),
     "npy-header": Target(
         "src/trainwarden/scan/_formats/_dtype.py",
         (

@@ -6,6 +6,7 @@ members may go unread. Fast and torch-free: the zip-checks mutation target runs 
 from __future__ import annotations
 
 import io
+import pickle
 import struct
 import zipfile
 from typing import Any
@@ -400,3 +401,101 @@ def test_a_member_only_zipfile_reads_differently_is_reported_when_miniz_agrees()
         "e.zip:a.bin",
         f"e.zip:<{_ZIPFILE}>:a.bin",
     ]
+
+
+# --- the member walk: what is read as a pickle by name, what is skipped as tensor bytes --------
+
+
+class _Storage:
+    """Stands for a tensor storage: pickled as a persistent id, as torch.save writes one."""
+
+
+class _CheckpointPickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> object:
+        return ("storage", "FloatStorage", "0", "cpu", 4) if isinstance(obj, _Storage) else None
+
+
+def _data_pkl() -> bytes:
+    b = io.BytesIO()
+    _CheckpointPickler(b, protocol=2).dump({"w": _Storage()})
+    return b.getvalue()
+
+
+def _dangerous(r: FileReport) -> list[str]:
+    return [f.location for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]
+
+
+def test_a_stored_storage_named_by_the_checkpoint_pickle_is_not_read() -> None:
+    """torch.load reads it as raw tensor bytes: even bytes that would make a pickle are inert."""
+    r = scan_bytes(
+        build_zip([Member("archive/data.pkl", _data_pkl()), Member("archive/data/0", _EVIL)]),
+        "a.pt",
+    )
+    assert r.findings == ()
+    assert r.formats == ("zip", "pytorch-zip", "pickle")
+
+
+def test_storages_a_reader_could_interpret_are_read() -> None:
+    pkl = Member("archive/data.pkl", _data_pkl())
+    compressed = build_zip([pkl, Member("archive/data/0", _EVIL, deflate=True)])
+    assert _dangerous(scan_bytes(compressed, "b.pt")) == ["b.pt:archive/data/0@0"]
+    unnamed = build_zip([pkl, Member("archive/data/1", _EVIL)])
+    assert _dangerous(scan_bytes(unnamed, "d.pt")) == ["d.pt:archive/data/1@0"]
+    npy = build_zip([pkl, Member("archive/data/0", _npy(np.array([1, "x"], dtype=object)))])
+    r = scan_bytes(npy, "c.pt")
+    assert [(f.rule_id, f.location) for f in r.findings] == [
+        ("TWS-NPY-OBJECT", "c.pt:archive/data/0")
+    ]
+    # in a plain zip nothing names storages: every member is read
+    plain = build_zip([Member("data/0", _EVIL)])
+    assert _dangerous(scan_bytes(plain, "p.zip")) == ["p.zip:data/0@0"]
+
+
+@pytest.mark.parametrize(
+    ("names", "member", "reader"),
+    [
+        (["archive/data.pkl"], "archive/data.pkl", "torch.load"),
+        (
+            ["m/data.pkl", "m/code/__torch__.py", "m/constants.pkl"],
+            "m/constants.pkl",
+            "torch.jit.load",
+        ),
+    ],
+)
+def test_a_member_unpickled_by_name_whose_content_is_not_a_pickle_is_high(
+    names: list[str], member: str, reader: str
+) -> None:
+    content = {n: (_data_pkl() if n.endswith("data.pkl") else b"x = 1\n") for n in names}
+    content[member] = b"hello world, not a pickle"
+    r = scan_bytes(build_zip([Member(n, c) for n, c in content.items()]), "k.pt")
+    kind = [
+        (f.severity, f.message, f.location, f.evidence)
+        for f in r.findings
+        if f.rule_id == "TWS-ZIP-MEMBER-KIND"
+    ]
+    assert kind == [
+        (
+            Severity.HIGH,
+            f"member {member!r} is unpickled by {reader}, but its content does not read as a "
+            "plain pickle (a reader that goes by content takes it for another format); analysed "
+            "both ways",
+            f"k.pt:{member}",
+            {"member": member, "reader": reader},
+        )
+    ]
+    # and it was analysed as the pickle the reader would run
+    assert [f.location for f in r.findings if f.rule_id == "TWS-PKL-MEMO-UNDEFINED"] == [
+        f"k.pt:{member}@0"
+    ]
+
+
+def test_a_member_unpickled_by_name_is_analysed_both_ways() -> None:
+    """A data.pkl behind another format's magic: analysed as the pickle torch.load runs (which
+    raises at once here) and by its content (an .npy header numpy refuses)."""
+    r = scan_bytes(build_zip([Member("archive/data.pkl", b"\x93NUMPY" + _EVIL)]), "n.pt")
+    assert [(f.rule_id, f.location) for f in r.findings] == [
+        ("TWS-PKL-MALFORMED", "n.pt:archive/data.pkl@0"),
+        ("TWS-ZIP-MEMBER-KIND", "n.pt:archive/data.pkl"),
+        ("TWS-NPY-MALFORMED", "n.pt:archive/data.pkl"),
+    ]
+    assert r.formats == ("zip", "pytorch-zip", "pickle", "npy")

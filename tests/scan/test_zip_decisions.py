@@ -425,12 +425,12 @@ def _dangerous(r: FileReport) -> list[str]:
     return [f.location for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]
 
 
-def test_a_stored_storage_named_by_the_checkpoint_pickle_is_not_read() -> None:
-    """torch.load reads it as raw tensor bytes: even bytes that would make a pickle are inert."""
-    r = scan_bytes(
-        build_zip([Member("archive/data.pkl", _data_pkl()), Member("archive/data/0", _EVIL)]),
-        "a.pt",
-    )
+@pytest.mark.parametrize("storage_first", [False, True])
+def test_a_stored_storage_named_by_the_checkpoint_pickle_is_not_read(storage_first: bool) -> None:
+    """torch.load reads it as raw tensor bytes: even bytes that would make a pickle are inert
+    (whichever comes first in the archive, the pickle naming it or the storage)."""
+    members = [Member("archive/data.pkl", _data_pkl()), Member("archive/data/0", _EVIL)]
+    r = scan_bytes(build_zip(members[::-1] if storage_first else members), "a.pt")
     assert r.findings == ()
     assert r.formats == ("zip", "pytorch-zip", "pickle")
 
@@ -499,3 +499,40 @@ def test_a_member_unpickled_by_name_is_analysed_both_ways() -> None:
         ("TWS-NPY-MALFORMED", "n.pt:archive/data.pkl"),
     ]
     assert r.formats == ("zip", "pytorch-zip", "pickle", "npy")
+
+
+def test_the_walk_skips_only_empty_folders_and_code_and_goes_on_after_them() -> None:
+    folders = build_zip(
+        [
+            Member("dir/", b""),
+            Member("dir2/", _EVIL),  # a "folder" with data: readers hand the data on
+            Member("e.bin", b""),
+            Member("x.pkl", _EVIL),
+        ]
+    )
+    assert [(f.rule_id, f.location) for f in scan_bytes(folders, "f.zip").findings] == [
+        ("TWS-PKL-DANGEROUS", "f.zip:x.pkl@0"),
+        ("TWS-PKL-DANGEROUS", "f.zip:dir2/@0"),
+    ]
+    # TorchScript code is reviewed as code, not read as a pickle; the members after it are read
+    code = build_zip(
+        [
+            Member("m/data.pkl", _data_pkl()),
+            Member("m/code/__torch__.py", _EVIL),
+            Member("m/x.bin", _EVIL),
+        ]
+    )
+    assert [(f.rule_id, f.location) for f in scan_bytes(code, "t.pt").findings] == [
+        ("TWS-TORCHSCRIPT-OP", "t.pt:m/code/__torch__.py"),
+        ("TWS-PKL-DANGEROUS", "t.pt:m/x.bin@0"),
+    ]
+
+
+def test_an_unreadable_member_read_by_name_is_high_and_the_walk_goes_on() -> None:
+    data = build_zip(
+        [Member("archive/data.pkl", _data_pkl(), flags=0x1), Member("archive/x.bin", _EVIL)]
+    )
+    assert [(f.rule_id, f.location) for f in scan_bytes(data, "u.pt").findings] == [
+        ("TWS-ZIP-UNREADABLE", "u.pt:archive/data.pkl"),
+        ("TWS-PKL-DANGEROUS", "u.pt:archive/x.bin@0"),
+    ]

@@ -204,11 +204,9 @@ TARGETS: dict[str, Target] = {
     # the zip parsers' disagreement checks and the reader-by-name member rule
     "zip-checks": Target(
         "src/trainwarden/scan/_formats/zip.py",
-        (
-            "tests/scan/test_member_kinds.py",
-            "tests/scan/test_containers.py",
-            "tests/scan/test_zip_decisions.py",
-        ),
+        # the unit-level file only: test_member_kinds.py and test_containers.py import torch and
+        # run a torch.load child, about 10 s per surviving mutant (they run in the normal suite)
+        ("tests/scan/test_zip_decisions.py",),
         # _scan_members (212 mutants) is left out: at about a minute per surviving mutant on
         # the shared machine it did not fit a session; its by-name rule is unpickled_by's
         (
@@ -221,6 +219,13 @@ TARGETS: dict[str, Target] = {
         ),
         # under fork, mutants blocked for minutes (forked after their tests started torch's
         # threads); forkserver children never ran the tests
+        isolation="forkserver",
+    ),
+    # the zip handler's member walk: which members are read, skipped, or read as pickles
+    "zip-members": Target(
+        "src/trainwarden/scan/_formats/zip.py",
+        ("tests/scan/test_zip_decisions.py",),
+        ("xǁZipHandlerǁ_scan_members",),
         isolation="forkserver",
     ),
     "npy-header": Target(

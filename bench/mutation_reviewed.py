@@ -643,4 +643,23 @@ REVIEWED: dict[str, dict[str, str]] = {
             "sees both set"
         ),
     },
+    "zip-checks": {
+        **dict.fromkeys(
+            (
+                'x_unpickled_by | base = name.rsplit("/", )[-1]',
+                'x_unpickled_by | base = name.rsplit("/", 2)[-1]',
+            ),
+            "only the last element is used, and every rsplit on '/' ends with the same last part",
+        ),
+        **dict.fromkeys(
+            (
+                "xǁZipHandlerǁ_plain_npy | if ent.method != 0 or ent.data_offset <= 0 or "
+                "ent.flags & 0x1:",
+                "xǁZipHandlerǁ_plain_npy | if ent.method != 0 or ent.data_offset < 1 or "
+                "ent.flags & 0x1:",
+            ),
+            "a member's data follows its 30-byte local header: data_offset is -1 (no local "
+            "header) or at least 30, never 0",
+        ),
+    },
 }

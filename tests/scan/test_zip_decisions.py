@@ -1,10 +1,23 @@
-"""The ZIP handler's disagreement findings, exactly as an operator reads them: what the local
-header says against the central directory, which member, and where."""
+"""The ZIP handler's decisions, exactly as an operator reads them: what the local header says
+against the central directory, which reader unpickles which member by name, what kind an archive
+is, what other readers (miniz, zipfile) see that TrainWarden's reading does not, and which .npy
+members may go unread. Fast and torch-free: the zip-checks mutation target runs this file."""
 
 from __future__ import annotations
 
+import io
+import pickle
+import struct
+import zipfile
+from typing import Any
+
+import numpy as np
+import pytest
+
 from trainwarden.findings import Severity
-from trainwarden.scan import scan_bytes
+from trainwarden.scan import FileReport, scan_bytes
+from trainwarden.scan._formats.zip import _kind, unpickled_by
+from trainwarden.scan._types import Limits
 
 from ._zipbuild import Member, build_zip
 
@@ -37,4 +50,489 @@ def test_local_flags_disagreeing_are_reported_with_both_values() -> None:
             "member 'w.bin': local header flags 0x0002 differ from the central directory's 0x0000",
             "m.zip:w.bin",
         )
+    ]
+
+
+# --- which reader unpickles a member by its name, and what kind an archive is ---------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "reader"),
+    [
+        ("pytorch-zip", "archive/data.pkl", "torch.load"),
+        ("pytorch-zip", "data.pkl", "torch.load"),
+        ("pytorch-zip", "a/b/c/data.pkl", "torch.load"),
+        ("torchscript", "m/data.pkl", "torch.load"),
+        ("torchscript", "data.pkl", "torch.load"),
+        ("torchscript", "m/constants.pkl", "torch.jit.load"),
+        ("torchscript", "constants.pkl", "torch.jit.load"),
+        ("torchscript", "m/code/__torch__.py.debug_pkl", "torch.jit.load"),
+        ("torchscript", "x.debug_pkl", "torch.jit.load"),
+        ("torchscript", "m/xconstants.pkl", None),
+        ("torchscript", "m/constants.pkl.bak", None),
+        ("torchscript", "m/other.pkl", None),
+        ("torchscript", "m/code/__torch__.py", None),
+        ("pytorch-zip", "archive/constants.pkl", None),
+        ("pytorch-zip", "archive/x.debug_pkl", None),
+        ("pytorch-zip", "archive/data/0", None),
+        ("pytorch-zip", "archive/xdata.pkl", None),
+        ("pytorch-zip", "archive/data.pkl/x", None),
+        ("zip", "data.pkl", None),
+        ("zip", "m/constants.pkl", None),
+        ("npz", "data.pkl", None),
+        ("npz", "a.npy", None),
+    ],
+)
+def test_which_reader_unpickles_a_member_by_its_name(
+    kind: str, name: str, reader: str | None
+) -> None:
+    assert unpickled_by(kind, name) == reader
+
+
+@pytest.mark.parametrize(
+    ("names", "kind"),
+    [
+        (["m/code/__torch__/model.py", "m/data.pkl"], "torchscript"),
+        (["code/__torch__.py"], "torchscript"),
+        (["m/constants.pkl"], "torchscript"),
+        (["constants.pkl", "x.txt"], "torchscript"),
+        (["m/code/notes.txt", "m/data.pkl"], "pytorch-zip"),
+        (["m/xcode/model.py", "m/data.pkl"], "pytorch-zip"),
+        (["model.py"], "zip"),
+        (["m/data.pkl"], "pytorch-zip"),
+        (["data.pkl"], "pytorch-zip"),
+        (["notes.txt", "archive/data.pkl"], "pytorch-zip"),
+        (["m/xdata.pkl"], "zip"),
+        (["data.pkl.bak"], "zip"),
+        (["a.npy", "b/c.npy"], "npz"),
+        (["a.npy", "b.txt"], "zip"),
+        (["b.txt", "a.npy"], "zip"),
+        ([], "zip"),
+    ],
+)
+def test_archive_kind_by_member_names(names: list[str], kind: str) -> None:
+    assert _kind(names) == kind
+
+
+def test_archive_kind_is_the_format_the_report_names() -> None:
+    data = build_zip([Member("m/code/__torch__.py", b"x = 1\n"), Member("m/data.txt", b"x")])
+    assert scan_bytes(data, "ts.zip").formats == ("zip", "torchscript")
+    assert scan_bytes(build_zip([Member("a.txt", b"x")]), "p.zip").formats == ("zip",)
+
+
+# --- what other readers see that TrainWarden's reading does not -----------------------------
+
+_EVIL = b"cos\nsystem\n(S'echo'\ntR."
+_MINIZ = "PyTorch's reader (miniz)"
+_ZIPFILE = "Python's zipfile"
+
+
+def _stored(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def _shadowed(shadow: dict[str, bytes], benign: dict[str, bytes]) -> bytes:
+    """An archive whose zip64 locator points at a second directory: PyTorch's reader (miniz)
+    follows it and reads ``shadow``; Python's zipfile and TrainWarden read ``benign``."""
+    a, b = _stored(shadow), _stored(benign)
+    a_eocd = a.rfind(b"PK\x05\x06")
+    _, _, _, _, a_n, a_size, a_off, _ = struct.unpack_from("<4s4H2LH", a, a_eocd)
+    b_eocd = b.rfind(b"PK\x05\x06")
+    _, _, _, _, b_n, b_size, b_off, _ = struct.unpack_from("<4s4H2LH", b, b_eocd)
+    body = bytearray(a[:a_eocd])
+    shadow_rec = len(body)
+    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, a_n, a_n, a_size, a_off)
+    body += b[:b_eocd]
+    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, b_n, b_n, b_size, b_off)
+    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, shadow_rec, 1)
+    body += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, b_n, b_n, b_size, b_off, 0)
+    return bytes(body)
+
+
+def _differential(r: FileReport) -> list[tuple[Severity, str, str, object]]:
+    return [
+        (f.severity, f.message, f.location, f.evidence)
+        for f in r.findings
+        if f.rule_id == "TWS-ZIP-DIFFERENTIAL"
+    ]
+
+
+@pytest.mark.parametrize("shared", [7, 8, 59])
+def test_members_another_reader_sees_differently_are_reported_exactly(shared: int) -> None:
+    names = [f"archive/m{i:02d}" for i in range(shared)]
+    shadow = {n: b"shadow %d" % i for i, n in enumerate(names)}
+    shadow["archive/data.pkl"] = _EVIL
+    benign = {n: b"benign text %d" % i for i, n in enumerate(names)}
+    benign["archive/data.pkl"] = b"\x80\x04K\x01."
+    r = scan_bytes(_shadowed(shadow, benign), "s.pt")
+    split = sorted([*names, "archive/data.pkl"])
+    extra = [*names, "archive/data.pkl"]
+    more = ", ..." if len(extra) > 8 else ""
+    assert _differential(r) == [
+        (
+            Severity.HIGH,
+            f"{_MINIZ} and {_ZIPFILE} read different content for {len(split)} member(s) "
+            f"({', '.join(repr(n) for n in split[:8])}): torch.load and zipfile-based loaders "
+            "such as numpy.load see different files",
+            "s.pt",
+            {"readers": [_MINIZ, _ZIPFILE], "members": split[:50]},
+        ),
+        (
+            Severity.HIGH,
+            f"{_MINIZ} reads {len(extra)} member(s) that differ from TrainWarden's reading of "
+            f"this archive ({', '.join(repr(n) for n in extra[:8])}{more}): the archive shows "
+            "different content to different readers",
+            "s.pt",
+            {"reader": _MINIZ, "members": extra[:50]},
+        ),
+    ]
+    # what only miniz reads is scanned, under a location naming that reader
+    danger = [(f.location, f.severity) for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]
+    assert danger == [(f"s.pt:<{_MINIZ}>:archive/data.pkl@0", Severity.CRITICAL)]
+
+
+def test_members_only_one_reader_has_are_extra_but_not_split() -> None:
+    r = scan_bytes(
+        _shadowed({"archive/data.pkl": _EVIL}, {"archive/other.pkl": b"\x80\x04K\x01."}), "o.pt"
+    )
+    assert _differential(r) == [
+        (
+            Severity.HIGH,
+            f"{_MINIZ} reads 1 member(s) that differ from TrainWarden's reading of this archive "
+            "('archive/data.pkl'): the archive shows different content to different readers",
+            "o.pt",
+            {"reader": _MINIZ, "members": ["archive/data.pkl"]},
+        )
+    ]
+
+
+def _multi_disk(members: list[Member]) -> bytes:
+    """An archive whose end record names another disk: TrainWarden and miniz refuse it,
+    Python's zipfile opens it."""
+    data = bytearray(build_zip(members))
+    struct.pack_into("<H", data, len(data) - 22 + 6, 5)  # disk of the central directory
+    return bytes(data)
+
+
+def test_an_archive_only_zipfile_opens_is_high_and_its_members_are_scanned() -> None:
+    data = _multi_disk([Member("a.pkl", _EVIL), Member("t.txt", b"hello")])
+    r = scan_bytes(data, "d.zip")
+    got = [(f.rule_id, f.severity, f.message, f.location, f.evidence) for f in r.findings]
+    assert got == [
+        (
+            "TWS-ZIP-MALFORMED",
+            Severity.HIGH,
+            "unreadable ZIP structure: multi-disk archives are not supported",
+            "d.zip",
+            {"error": "multi-disk archives are not supported"},
+        ),
+        (
+            "TWS-ZIP-DIFFERENTIAL",
+            Severity.HIGH,
+            f"{_ZIPFILE} reads 2 member(s) that differ from TrainWarden's reading of this "
+            "archive ('a.pkl', 't.txt'): the archive shows different content to different "
+            "readers",
+            "d.zip",
+            {"reader": _ZIPFILE, "members": ["a.pkl", "t.txt"]},
+        ),
+        (
+            "TWS-PKL-DANGEROUS",
+            Severity.CRITICAL,
+            "imports dangerous global os.system: os exposes process control (system, exec*, "
+            "spawn*, fork, kill) and file operations",
+            f"d.zip:<{_ZIPFILE}>:a.pkl@0",
+            {"global_": "os.system", "opcode": "GLOBAL", "offset": 0},
+        ),
+    ]
+
+
+def test_readers_agreeing_with_trainwarden_add_nothing() -> None:
+    data = build_zip([Member("a.txt", b"hello"), Member("b/c.bin", bytes(range(64)))])
+    assert scan_bytes(data, "ok.zip").findings == ()
+
+
+# --- .npy members whose payload numpy reads as raw numbers ----------------------------------
+
+
+def _npy(arr: np.ndarray[Any, Any]) -> bytes:
+    b = io.BytesIO()
+    np.save(b, arr, allow_pickle=True)
+    return b.getvalue()
+
+
+@pytest.mark.parametrize("floats", [4000, 20000])
+def test_a_plain_npy_member_is_not_read_past_its_header(floats: int) -> None:
+    """numpy.load reads a plain dtype's payload as numbers: the member is not held for
+    analysis, so a payload over max_member_bytes is no finding (stored members above and below
+    the 64 KiB the header is looked for in, as numpy.savez writes them, and one after them)."""
+    b = io.BytesIO()
+    np.savez(b, w=np.arange(float(floats)), v=np.arange(200.0))
+    r = scan_bytes(b.getvalue(), "w.npz", limits=Limits(max_member_bytes=1024))
+    assert r.findings == ()
+    assert r.formats == ("zip", "npz", "npy")
+
+
+def test_an_object_npy_member_is_analysed() -> None:
+    data = build_zip([Member("o.npy", _npy(np.array([1, "x"], dtype=object)))])
+    r = scan_bytes(data, "o.npz")
+    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-NPY-OBJECT", "o.npz:o.npy", {"descr": "'|O'"})
+    ]
+
+
+def test_npy_magic_with_an_unreadable_header_goes_to_the_npy_checks() -> None:
+    data = build_zip([Member("a.npy", b"\x93NUMPY\x01\x00\x04\x00{}  \n")])
+    r = scan_bytes(data, "b.npz")
+    assert [(f.rule_id, f.severity, f.location) for f in r.findings] == [
+        ("TWS-NPY-MALFORMED", Severity.HIGH, "b.npz:a.npy")
+    ]
+
+
+def test_a_member_without_the_npy_magic_is_scanned_by_content() -> None:
+    inner = build_zip([Member("a.pkl", _EVIL)])
+    r = scan_bytes(build_zip([Member("inner.zip", inner), Member("t.npy", b"hello")]), "n.zip")
+    assert [(f.rule_id, f.location) for f in r.findings] == [
+        ("TWS-PKL-DANGEROUS", "n.zip:inner.zip:a.pkl@0")
+    ]
+
+
+def test_a_plain_npy_member_only_another_reader_sees_is_not_read_past_its_header() -> None:
+    big = _npy(np.arange(20000.0))  # 160 KiB: more than the bytes the header is looked for in
+    data = _multi_disk([Member("w.npy", big)])
+    r = scan_bytes(data, "m.npz", limits=Limits(max_member_bytes=1024))
+    assert [f.rule_id for f in r.findings] == ["TWS-ZIP-MALFORMED", "TWS-ZIP-DIFFERENTIAL"]
+    assert r.formats == ("zip", "npy")
+
+
+def test_a_compressed_npy_member_is_read_whole_with_the_limits() -> None:
+    """Only a stored member is decided on its first and last bytes; a compressed one is
+    decompressed whole (as numpy.savez_compressed writes it), so the limits apply to it."""
+    b = io.BytesIO()
+    np.savez_compressed(b, w=np.random.default_rng(0).random(20000))
+    r = scan_bytes(b.getvalue(), "c.npz", limits=Limits(max_member_bytes=65536))
+    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", "c.npz:w.npy", {"limit": "max_member_bytes"})
+    ]
+    small = _multi_disk([Member("w.npy", _npy(np.arange(4000.0)), deflate=True)])
+    r = scan_bytes(small, "d.npz", limits=Limits(max_member_bytes=1024))
+    assert [(f.rule_id, f.location) for f in r.findings] == [
+        ("TWS-ZIP-MALFORMED", "d.npz"),
+        ("TWS-ZIP-DIFFERENTIAL", "d.npz"),
+        ("TWS-LIMIT", f"d.npz:<{_ZIPFILE}>:w.npy"),
+    ]
+
+
+@pytest.mark.parametrize("floats", [4000, 20000])
+def test_an_archive_at_the_end_of_a_plain_npy_member_is_scanned(floats: int) -> None:
+    """numpy.load reads the array, but the member read on its own opens as a zip archive in
+    zipfile-based loaders: it is scanned as the same bytes as a file would be."""
+    member = _npy(np.arange(float(floats))) + _stored({"archive/data.pkl": _EVIL})
+    for data, where in (
+        (build_zip([Member("w.npy", member)]), "a.npz:w.npy"),
+        (_multi_disk([Member("w.npy", member)]), f"a.npz:<{_ZIPFILE}>:w.npy"),
+    ):
+        r = scan_bytes(data, "a.npz")
+        got = [(f.rule_id, f.location) for f in r.findings if f.location.startswith(where)]
+        assert got == [
+            ("TWS-ZIP-DIFFERENTIAL", where),
+            ("TWS-PKL-DANGEROUS", f"{where}:<{_ZIPFILE}>:archive/data.pkl@0"),
+        ]
+
+
+def test_an_archive_signature_only_early_in_a_large_plain_npy_member_is_not_read() -> None:
+    """Zip readers look for the end record in a file's last 64 KiB + 22 bytes only."""
+    arr = np.zeros(20000)
+    arr[10] = np.frombuffer(b"PK\x05\x06\x00\x00\x00\x00", dtype="<f8")[0]
+    b = io.BytesIO()
+    np.savez(b, w=arr)
+    r = scan_bytes(b.getvalue(), "s.npz", limits=Limits(max_member_bytes=1024))
+    assert r.findings == ()
+
+
+def test_a_compressed_member_whose_raw_bytes_read_as_a_plain_npy_is_decompressed() -> None:
+    """No reader takes a bzip2 member's raw bytes for the array: they are decompressed (and here
+    fail to), never skipped because they look like a plain .npy."""
+    for multi_disk, where in ((False, "z.npz:w.npy"), (True, f"z.npz:<{_ZIPFILE}>:w.npy")):
+        data = bytearray(build_zip([Member("w.npy", _npy(np.arange(3.0)))]))
+        struct.pack_into("<H", data, 8, 12)  # the local header's method: bzip2
+        cd = data.rfind(b"PK\x01\x02")
+        struct.pack_into("<H", data, cd + 10, 12)  # and the central directory's
+        if multi_disk:
+            struct.pack_into("<H", data, len(data) - 22 + 6, 5)  # only zipfile opens it
+        r = scan_bytes(bytes(data), "z.npz")
+        assert [(f.rule_id, f.severity) for f in r.findings if f.location == where] == [
+            ("TWS-ZIP-UNREADABLE", Severity.HIGH)
+        ]
+
+
+def test_an_encrypted_member_is_unreadable_not_skipped() -> None:
+    r = scan_bytes(build_zip([Member("x.npy", _npy(np.arange(3.0)), flags=0x1)]), "e.zip")
+    assert [(f.rule_id, f.severity, f.message, f.location) for f in r.findings] == [
+        (
+            "TWS-ZIP-UNREADABLE",
+            Severity.HIGH,
+            "member 'x.npy' cannot be inspected: member is encrypted",
+            "e.zip:x.npy",
+        )
+    ]
+
+
+def test_a_member_only_zipfile_reads_differently_is_reported_when_miniz_agrees() -> None:
+    """The local header's extra field pushes the data past the end of the file: zipfile reads
+    what is left, PyTorch's reader (miniz) and TrainWarden the recorded size."""
+    data = bytearray(build_zip([Member("a.bin", bytes(range(256)) * 4, deflate=True)]))
+    csize = struct.unpack_from("<L", data, 18)[0]
+    struct.pack_into("<H", data, 28, 46 + len("a.bin") + 22 + csize // 2)
+    r = scan_bytes(bytes(data), "e.zip")
+    assert _differential(r)[1:] == [
+        (
+            Severity.HIGH,
+            f"{_ZIPFILE} reads 1 member(s) that differ from TrainWarden's reading of this "
+            "archive ('a.bin'): the archive shows different content to different readers",
+            "e.zip",
+            {"reader": _ZIPFILE, "members": ["a.bin"]},
+        )
+    ]
+    assert [f.location for f in r.findings if f.rule_id == "TWS-ZIP-UNREADABLE"] == [
+        "e.zip:a.bin",
+        f"e.zip:<{_ZIPFILE}>:a.bin",
+    ]
+
+
+# --- the member walk: what is read as a pickle by name, what is skipped as tensor bytes --------
+
+
+class _Storage:
+    """Stands for a tensor storage: pickled as a persistent id, as torch.save writes one."""
+
+
+class _CheckpointPickler(pickle.Pickler):
+    def persistent_id(self, obj: object) -> object:
+        return ("storage", "FloatStorage", "0", "cpu", 4) if isinstance(obj, _Storage) else None
+
+
+def _data_pkl() -> bytes:
+    b = io.BytesIO()
+    _CheckpointPickler(b, protocol=2).dump({"w": _Storage()})
+    return b.getvalue()
+
+
+def _dangerous(r: FileReport) -> list[str]:
+    return [f.location for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]
+
+
+@pytest.mark.parametrize("storage_first", [False, True])
+def test_a_stored_storage_named_by_the_checkpoint_pickle_is_not_read(storage_first: bool) -> None:
+    """torch.load reads it as raw tensor bytes: even bytes that would make a pickle are inert
+    (whichever comes first in the archive, the pickle naming it or the storage)."""
+    members = [Member("archive/data.pkl", _data_pkl()), Member("archive/data/0", _EVIL)]
+    r = scan_bytes(build_zip(members[::-1] if storage_first else members), "a.pt")
+    assert r.findings == ()
+    assert r.formats == ("zip", "pytorch-zip", "pickle")
+
+
+def test_storages_a_reader_could_interpret_are_read() -> None:
+    pkl = Member("archive/data.pkl", _data_pkl())
+    compressed = build_zip([pkl, Member("archive/data/0", _EVIL, deflate=True)])
+    assert _dangerous(scan_bytes(compressed, "b.pt")) == ["b.pt:archive/data/0@0"]
+    unnamed = build_zip([pkl, Member("archive/data/1", _EVIL)])
+    assert _dangerous(scan_bytes(unnamed, "d.pt")) == ["d.pt:archive/data/1@0"]
+    npy = build_zip([pkl, Member("archive/data/0", _npy(np.array([1, "x"], dtype=object)))])
+    r = scan_bytes(npy, "c.pt")
+    assert [(f.rule_id, f.location) for f in r.findings] == [
+        ("TWS-NPY-OBJECT", "c.pt:archive/data/0")
+    ]
+    # in a plain zip nothing names storages: every member is read
+    plain = build_zip([Member("data/0", _EVIL)])
+    assert _dangerous(scan_bytes(plain, "p.zip")) == ["p.zip:data/0@0"]
+
+
+@pytest.mark.parametrize(
+    ("names", "member", "reader"),
+    [
+        (["archive/data.pkl"], "archive/data.pkl", "torch.load"),
+        (
+            ["m/data.pkl", "m/code/__torch__.py", "m/constants.pkl"],
+            "m/constants.pkl",
+            "torch.jit.load",
+        ),
+    ],
+)
+def test_a_member_unpickled_by_name_whose_content_is_not_a_pickle_is_high(
+    names: list[str], member: str, reader: str
+) -> None:
+    content = {n: (_data_pkl() if n.endswith("data.pkl") else b"x = 1\n") for n in names}
+    content[member] = b"hello world, not a pickle"
+    r = scan_bytes(build_zip([Member(n, c) for n, c in content.items()]), "k.pt")
+    kind = [
+        (f.severity, f.message, f.location, f.evidence)
+        for f in r.findings
+        if f.rule_id == "TWS-ZIP-MEMBER-KIND"
+    ]
+    assert kind == [
+        (
+            Severity.HIGH,
+            f"member {member!r} is unpickled by {reader}, but its content does not read as a "
+            "plain pickle (a reader that goes by content takes it for another format); analysed "
+            "both ways",
+            f"k.pt:{member}",
+            {"member": member, "reader": reader},
+        )
+    ]
+    # and it was analysed as the pickle the reader would run
+    assert [f.location for f in r.findings if f.rule_id == "TWS-PKL-MEMO-UNDEFINED"] == [
+        f"k.pt:{member}@0"
+    ]
+
+
+def test_a_member_unpickled_by_name_is_analysed_both_ways() -> None:
+    """A data.pkl behind another format's magic: analysed as the pickle torch.load runs (which
+    raises at once here) and by its content (an .npy header numpy refuses)."""
+    r = scan_bytes(build_zip([Member("archive/data.pkl", b"\x93NUMPY" + _EVIL)]), "n.pt")
+    assert [(f.rule_id, f.location) for f in r.findings] == [
+        ("TWS-PKL-MALFORMED", "n.pt:archive/data.pkl@0"),
+        ("TWS-ZIP-MEMBER-KIND", "n.pt:archive/data.pkl"),
+        ("TWS-NPY-MALFORMED", "n.pt:archive/data.pkl"),
+    ]
+    assert r.formats == ("zip", "pytorch-zip", "pickle", "npy")
+
+
+def test_the_walk_skips_only_empty_folders_and_code_and_goes_on_after_them() -> None:
+    folders = build_zip(
+        [
+            Member("dir/", b""),
+            Member("dir2/", _EVIL),  # a "folder" with data: readers hand the data on
+            Member("e.bin", b""),
+            Member("x.pkl", _EVIL),
+        ]
+    )
+    assert [(f.rule_id, f.location) for f in scan_bytes(folders, "f.zip").findings] == [
+        ("TWS-PKL-DANGEROUS", "f.zip:x.pkl@0"),
+        ("TWS-PKL-DANGEROUS", "f.zip:dir2/@0"),
+    ]
+    # TorchScript code is reviewed as code, not read as a pickle; the members after it are read
+    code = build_zip(
+        [
+            Member("m/data.pkl", _data_pkl()),
+            Member("m/code/__torch__.py", _EVIL),
+            Member("m/x.bin", _EVIL),
+        ]
+    )
+    assert [(f.rule_id, f.location) for f in scan_bytes(code, "t.pt").findings] == [
+        ("TWS-TORCHSCRIPT-OP", "t.pt:m/code/__torch__.py"),
+        ("TWS-PKL-DANGEROUS", "t.pt:m/x.bin@0"),
+    ]
+
+
+def test_an_unreadable_member_read_by_name_is_high_and_the_walk_goes_on() -> None:
+    data = build_zip(
+        [Member("archive/data.pkl", _data_pkl(), flags=0x1), Member("archive/x.bin", _EVIL)]
+    )
+    assert [(f.rule_id, f.location) for f in scan_bytes(data, "u.pt").findings] == [
+        ("TWS-ZIP-UNREADABLE", "u.pt:archive/data.pkl"),
+        ("TWS-PKL-DANGEROUS", "u.pt:archive/x.bin@0"),
     ]

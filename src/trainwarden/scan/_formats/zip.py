@@ -33,7 +33,7 @@ from trainwarden.scan._types import ScanContext
 __all__ = ["HANDLER", "ZipHandler"]
 
 _NPY_MAGIC = b"\x93NUMPY"
-#: Decompressed bytes read from a member to recognise it (and to read an .npy header).
+#: Bytes of a stored member read to recognise an .npy header.
 _HEAD = 1 << 16
 
 _TORCHSCRIPT_BUILDERS = tuple(
@@ -199,7 +199,7 @@ class ZipHandler:
         reader would also open it as an archive (an archive appended to other data), report
         that and scan the members they would read."""
         n = len(data)  # type: ignore[arg-type]
-        if n < 22 or _EOCD_SIG not in bytes(data[max(0, n - 65557) : n]):  # type: ignore[index]
+        if n < 22 or _EOCD_SIG not in bytes(data[max(0, n - _EOCD_SEARCH) : n]):  # type: ignore[index]
             return
         scanned: set[tuple[int, int, int]] = set()
         for reader, entries in _reader_views(data, ctx.limits.max_members):
@@ -395,17 +395,14 @@ class ZipHandler:
             )
 
     def _plain_npy(self, data: object, ent: ZipEntry, member_loc: str, ctx: ScanContext) -> bool:
-        """True for an .npy member whose dtype (as numpy reads it) holds no Python objects:
-        numpy.load reads its payload as raw numbers, so only the header is decompressed."""
-        sink = Spill()
-        try:
-            with contextlib.suppress(
-                OverflowError, ZipError, ValueError, EOFError, OSError, LookupError
-            ):
-                read_member(data, ent, _HEAD, sink)  # only the first bytes are wanted
-            head = bytes(sink.value()[:_HEAD])
-        finally:
-            sink.close()
+        """True for a stored .npy member whose dtype (as numpy reads it) holds no Python objects
+        and whose end holds no archive directory: numpy.load reads its payload as raw numbers,
+        so only the header and the last bytes are read. A compressed member is never plain here
+        (the caller reads it whole, with the limits)."""
+        if ent.method != 0 or ent.data_offset < 0 or ent.flags & 0x1:
+            return False  # compressed, no local header, encrypted: read (and reported) whole
+        start = ent.data_offset
+        head = bytes(data[start : start + min(ent.csize, _HEAD)])  # type: ignore[index]
         if not head.startswith(_NPY_MAGIC):
             return False
         try:
@@ -413,6 +410,11 @@ class ZipHandler:
         except NpyHeaderError:
             return False  # the whole member goes through the .npy handler and is reported
         if header.hasobject is not False:
+            return False
+        end = start + ent.csize
+        if _EOCD_SIG in bytes(data[max(start, end - _EOCD_SEARCH) : end]):  # type: ignore[index]
+            # zip readers find an archive at the end of the member when it is read on its own:
+            # the whole member goes through the scanner, as the same bytes as a file would
             return False
         ctx.note_format("npy")
         return True
@@ -508,6 +510,8 @@ def _limit(ctx: ScanContext, which: str, message: str, location: str) -> None:
 
 
 _EOCD_SIG = b"PK\x05\x06"
+#: Bytes at the end of a file in which zip readers look for the end record (comment included).
+_EOCD_SEARCH = 22 + 0xFFFF
 
 
 def _key(ent: ZipEntry) -> tuple[str, int, int, int]:

@@ -506,6 +506,12 @@ REVIEWED: dict[str, dict[str, str]] = {
             ),
             "weights() reads buffers only as a truth value, and None is as falsy as False",
         ),
+        "xǁWeightContinuityǁforward_pre | elif not first and self.post is not None or "
+        "self._fwd is not None:": (
+            "_fwd is set only by a first forward that found post set and cleared by every "
+            "step_pre, and post is reset only by step_post, after step_pre: at a later forward "
+            "_fwd is set exactly when post is (a forward inside step() never reaches the checks)"
+        ),
         'xǁWeightContinuityǁ__init__ | self._fwd: dict[str, Fp] | None = ""': (
             "before the first step post is None, so forward_pre's micro-batch branch is not "
             "taken, and a step_pre that inherits '' finds no 'rows' in it: nothing is compared"
@@ -513,9 +519,6 @@ REVIEWED: dict[str, dict[str, str]] = {
         'xǁOptimizerStateContinuityǁdigest | return [("optimizer_state", '
         "int(combine(*self.post)[:17], 16) - (1 << 63))]": (
             "combine() is an 8-byte blake2b hex digest: 16 characters, so [:17] is [:16]"
-        ),
-        "xǁWeightContinuityǁ__init__ | self._versions: list[tuple[str, Any, int]] = None": (
-            "_versions is read only once post is set, and step_post assigns it first"
         ),
         **dict.fromkeys(
             (
@@ -528,8 +531,6 @@ REVIEWED: dict[str, dict[str, str]] = {
         ),
         **dict.fromkeys(
             (
-                "xǁWeightContinuityǁstep_post | self._versions = [(n, p, p._version) for n, p in "
-                "mon.weights(buffers=None)]",
                 "xǁWeightContinuityǁstep_pre | params = mon.weights(buffers=None)",
                 "xǁWeightContinuityǁstep_pre | mon.weights(buffers=None),",
             ),

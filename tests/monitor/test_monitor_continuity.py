@@ -142,6 +142,33 @@ def test_data_edit_between_micro_batches_is_caught_at_the_step(
     assert alert.step == 3
 
 
+def test_data_edit_undone_before_the_step_is_caught_at_the_micro_batch_it_reached(
+    make_run: Callable[..., Run],
+) -> None:
+    # Written through `.data` (no version counter moves) before the second of three
+    # micro-batches and undone before the third: only that micro-batch's gradient saw the
+    # edit, and at step() the bits are the original ones again.
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=1e-2), accum=3)
+    saved: list[torch.Tensor] = []
+
+    def edit_then_undo(step: int, m: Any, opt: Any) -> None:
+        if step != 3:
+            return
+        if not saved:
+            saved.append(m[0].weight.data.clone())
+            m[0].weight.data.mul_(5.0)
+        else:
+            m[0].weight.data.copy_(saved[0])
+
+    run.train(5, between_micro=edit_then_undo)
+    edits = [(a.step, a.evidence["tensors"]) for a in run.monitor.alerts]
+    # Seen at the micro-batch the edit reached, and again when it was undone.
+    assert edits == [(3, ["0.weight"]), (3, ["0.weight"])]
+    assert {a.rule_id for a in run.monitor.alerts} == {"TWM-WEIGHT-EDIT"}
+    assert all("micro-batches" in a.message for a in run.monitor.alerts)
+
+
 def test_adam_state_edit_is_caught(make_run: Callable[..., Run]) -> None:
     model = mlp()
     run = make_run(model, torch.optim.Adam(model.parameters(), lr=1e-3))

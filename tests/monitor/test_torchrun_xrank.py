@@ -280,6 +280,24 @@ def test_rank_slow_from_the_first_step_is_named_by_every_rank(
         assert loud - (LOAD_DEPENDENT - {"TWM-XRANK-SLOWDOWN"}) == {"TWM-XRANK-SLOWDOWN"}, loud
 
 
+def test_rank_sharing_its_cpu_with_a_busy_process_is_not_named(tmp_path: Path) -> None:
+    """Each rank pinned to a CPU of its own, rank 0's shared with a busy process: rank 0 is
+    slower at every step, yet by the machine's load, not by its own work or sleeps (its training
+    thread is runnable and waits for the CPU). That wait is left out of a rank's own time, so
+    nobody is named, as on a loaded node where one rank's core is busier than another's."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs to give each rank its own")
+    rc, records = torchrun(tmp_path, 2, 80, "contend:0@0", driver="watch_driver.py")
+    assert rc == 0
+    queued = {r: next(x for x in records[r] if x["kind"] == "runqueue") for r in (0, 1)}
+    assert queued[0]["cpu"] != queued[1]["cpu"]
+    # The contention was real: rank 0's training thread waited for its CPU longer than rank 1's.
+    assert queued[0]["seconds"] > queued[1]["seconds"]
+    for rank in (0, 1):
+        assert len([r for r in records[rank] if r["kind"] == "step"]) == 80
+        assert _slowdowns(records[rank]) == [], records[rank]
+
+
 def test_rank_slowing_down_mid_run_is_a_change_point_within_the_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

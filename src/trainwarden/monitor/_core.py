@@ -206,7 +206,10 @@ class Monitor:
                 self.opt_params.append((name, p, gi))
         first = next(iter(model.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
-        self.clock = PhaseClock(device)
+        cfg = self.config
+        # The run-queue wait is read only where a check uses it: the cross-rank slowdown check.
+        runqueue = self.world_size > 1 and cfg.cross_rank and cfg.timing and cfg.rank_slowdown
+        self.clock = PhaseClock(device, runqueue=runqueue)
 
         # State of the step cycle, shared with the checks.
         #: Set by the first optimizer step: reseeding from then on is an alert.

@@ -8,7 +8,9 @@ of the median of its first 8 steps, at most 0.045 s), kill (SIGKILL itself), mon
 (close() the monitor and train on), sigterm (the
 lowest other rank sends SIGTERM to RANK while RANK waits in an all-reduce), sigstop (write
 OUT_DIR/stopped.pid and SIGSTOP itself before the step's forward; the test sends SIGCONT),
-garbage (from STEP on, feed its own forward garbage inputs and targets). No event: a
+garbage (from STEP on, feed its own forward garbage inputs and targets), contend (every rank
+pins itself to a CPU of its own and RANK shares its CPU with a busy process from the start; each
+rank writes its training thread's run-queue wait at the end). No event: a
 clean run (AdamW, warmup + cosine schedule, gradient clipping, dropout). Each rank's monitor
 writes OUT_DIR/rank<R>.jsonl.
 """
@@ -25,6 +27,7 @@ import itertools
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +37,7 @@ import torch.distributed as dist
 from torch import nn
 
 import trainwarden.monitor
+from trainwarden.monitor._timing import runqueue_seconds
 
 
 def main() -> int:
@@ -76,6 +80,19 @@ def main() -> int:
         # A stopped rank is named after max(this, 10 x p99 step time); the default is 30 s.
         liveness_min_s=2.0 if "sigstop" in events else 30.0,
     )
+    hog: subprocess.Popen[bytes] | None = None
+    if "contend" in events:
+        cpus = sorted(os.sched_getaffinity(0))
+        cpu = cpus[rank % len(cpus)]
+        os.sched_setaffinity(0, {cpu})
+        queued_at_start = runqueue_seconds()
+        if events["contend"][0] == rank:
+            # Spins until this rank is gone, even if the rank dies before it can kill it.
+            spin = (
+                f"import os\nos.sched_setaffinity(0, {{{cpu}}})\nparent = os.getppid()\n"
+                "while os.getppid() == parent: pass"
+            )
+            hog = subprocess.Popen([sys.executable, "-c", spin])
     pids: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(pids, os.getpid())
     gen = torch.Generator().manual_seed(1000 + rank)
@@ -124,6 +141,12 @@ def main() -> int:
         nn.utils.clip_grad_norm_(ddp.parameters(), 1.0)
         opt.step()
         sched.step()
+    if "contend" in events:
+        queued = (runqueue_seconds() or math.nan) - (queued_at_start or math.nan)
+        monitor.sink.emit("runqueue", {"rank": rank, "seconds": queued, "cpu": cpu})
+    if hog is not None:
+        hog.kill()
+        hog.wait()
     monitor.close()
     dist.destroy_process_group()
     return 0

@@ -35,7 +35,6 @@ class WeightContinuity(Check):
         super().__init__(monitor)
         self.post: Fp | None = None
         self._fwd: dict[str, Fp] | None = None
-        self._versions: list[tuple[str, Any, int]] = []
 
     def _fingerprint(self, named: list[tuple[str, Any]], cb: Any) -> None:
         self.mon.fingerprint(named, cb)
@@ -90,25 +89,28 @@ class WeightContinuity(Check):
                 )
 
             self._fingerprint(mon.weights(buffers=True), got)
-        elif (
-            not first
-            and self.post is not None
-            and self._fwd is not None
-            # Later micro-batches: parameters must not have been written since the step.
-            and any(t._version != v for _, t, v in self._versions)
-        ):
+        elif not first and self.post is not None and self._fwd is not None:
+            # Later micro-batches: parameters must not have been written since the step. Hashed
+            # every time: a write through `.data` moves no version counter, and undone before
+            # step() the pre-step pass would not see it, yet it changed this micro-batch's
+            # gradient.
+            # Each micro-batch is compared with the one before it (the first with the step), so
+            # one write is reported once, at the micro-batch it reached.
             params = mon.weights(buffers=False)
+            box = self._fwd
             sub = _subset(self.post, {n for n, _ in params})
-            self._fingerprint(
-                params,
-                lambda n, i, r: self._compare(
+
+            def got_micro(names: list[str], ids: list[int], rows: Rows) -> None:
+                ref = box.get("micro", sub)
+                box["micro"] = (names, ids, rows)
+                self._compare(
                     "TWM-WEIGHT-EDIT",
                     "between gradient-accumulation micro-batches",
-                    sub,
-                    (n, i, r),
-                ),
-            )
-            self._versions = [(n, p, p._version) for n, p in params]
+                    ref,
+                    (names, ids, rows),
+                )
+
+            self._fingerprint(params, got_micro)
 
     def step_pre(self, has_closure: bool) -> None:
         mon = self.mon
@@ -144,7 +146,6 @@ class WeightContinuity(Check):
         # Fingerprint this boundary (step N end -> step N+1 start) or forget the last one, so
         # an unchecked boundary is never compared against stale values.
         self.post = None
-        self._versions = []
         if not mon.step_checked:
             return
         weights = mon.weights(buffers=True)
@@ -153,7 +154,6 @@ class WeightContinuity(Check):
             self.post = (names, ids, rows)
 
         self._fingerprint(weights, got_w)
-        self._versions = [(n, p, p._version) for n, p in mon.weights(buffers=False)]
 
     def digest(self) -> list[tuple[str, int | float]]:
         if self.post is None:

@@ -4,7 +4,9 @@ Synchronous data-parallel training makes every rank's *step* as long as the slow
 a rank that sleeps a little at every step slows the whole job without standing out in its own
 step times. What differs is each rank's *own* time: the step minus backward (where DDP's
 all-reduce makes the fast ranks wait for the slow one) minus the previous cross-rank exchange
-(where the fast ranks wait again). Every exchanged step, each rank's own time travels in the
+(where the fast ranks wait again) minus, on CPU, the rest of the step's run-queue wait (the
+training thread runnable but without a CPU: the node's load, not the rank's work or sleeps).
+Every exchanged step, each rank's own time travels in the
 exchange; for every rank ``r`` the check takes
 
     e_r = own_r - median of the other ranks' own times,   x_r = e_r / (median step - max(e_r, 0))
@@ -33,6 +35,7 @@ from typing import Any
 from trainwarden.monitor._check import Check
 from trainwarden.monitor._checks.timing_shift import rank_sum_z
 from trainwarden.monitor._config import MonitorConfig
+from trainwarden.monitor._timing import runqueue_seconds
 
 __all__ = ["RankSlowdown"]
 
@@ -69,6 +72,10 @@ class RankSlowdown(Check):
         #: This rank's time in the cross-rank exchange at the end of the previous step.
         self._wait = 0.0
         self._xrank_total = 0.0
+        #: The part of ``_wait`` this rank's training thread spent waiting for a CPU, and the
+        #: run-queue reading it is measured from (None where the clock does not read it).
+        self._wait_queued = 0.0
+        self._queued_at: float | None = None
         #: The last judged step's excess of every rank (fraction of the median step), recorded.
         self._last: list[float] | None = None
 
@@ -79,7 +86,17 @@ class RankSlowdown(Check):
         step, backward = t.get("step"), t.get("backward")
         if not isinstance(step, float) or not isinstance(backward, float) or step <= 0:
             return [("own_s", math.nan), ("step_s", math.nan)]
-        return [("own_s", max(step - backward - self._wait, 0.0)), ("step_s", step)]
+        # Time the training thread was runnable but had no CPU (a loaded node, or a neighbour
+        # on its core) is the machine's, not this rank's work: left out of the rank's own time.
+        # The wait in the previous exchange is left out already, with its queueing.
+        rq = self.mon.clock.runqueue.get(self.mon.step, {})
+        queued = rq.get("step", 0.0) - rq.get("backward", 0.0) - self._wait_queued
+        own = step - backward - self._wait - max(queued, 0.0)
+        return [("own_s", max(own, 0.0)), ("step_s", step)]
+
+    def step_post(self) -> None:
+        if self._on and self.mon.clock.runqueue_on:
+            self._queued_at = runqueue_seconds()
 
     def step_end(self) -> None:
         if not self._on:
@@ -88,6 +105,12 @@ class RankSlowdown(Check):
         # step's window, outside backward: a fast rank waits there for a rank slow in step().
         total = self.mon.check_seconds.get("cross-rank", 0.0)
         self._wait, self._xrank_total = max(total - self._xrank_total, 0.0), total
+        # Queueing since step_post (the end-of-step work, the exchange among it) bounds the
+        # exchange's own share of it.
+        start, self._queued_at = self._queued_at, None
+        now = runqueue_seconds() if start is not None else None
+        queued = now - start if start is not None and now is not None else 0.0
+        self._wait_queued = min(max(queued, 0.0), self._wait)
         gathered = self.mon.values.get("xrank_local")
         if isinstance(gathered, dict):
             own, step = gathered.get("own_s"), gathered.get("step_s")

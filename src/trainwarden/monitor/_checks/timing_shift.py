@@ -12,7 +12,8 @@ the run's own early steps, in log space so that the test is scale-free:
   ``time_spike_ratio`` (no absolute floor); spikes *repeat* when, over the last 100 steps, their
   count (the first step of each run of slow steps: a stall counts once) is improbable (binomial
   tail below ``time_spike_alpha``) given how often the baseline itself exceeded the same
-  threshold.
+  threshold, counted the same way (a stall of several steps in the baseline counts once there
+  too, so that one stall while the baseline was taken does not blind the test).
 """
 
 from __future__ import annotations
@@ -107,7 +108,12 @@ class TimingShift(Check):
             med = statistics.median(self._base)
             mad = 1.4826 * statistics.median(abs(v - med) for v in self._base)
             threshold = med + max(cfg.time_spike_k * mad, math.log(cfg.time_spike_ratio))
-            over = sum(1 for v in self._base if v > threshold)
+            # Runs of slow steps, as the recent window counts them: a stall counts once.
+            over = sum(
+                1
+                for i, v in enumerate(self._base)
+                if v > threshold and not (i > 0 and self._base[i - 1] > threshold)
+            )
             # Add-one smoothing: a clean baseline never claims spikes are impossible.
             rate = (over + 1.0) / (len(self._base) + 2.0)
             self._stats = (med, mad, threshold, rate)

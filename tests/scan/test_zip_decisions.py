@@ -682,39 +682,39 @@ def test_a_torchscript_storage_named_by_its_data_pickle_is_not_read() -> None:
     assert r.formats == ("zip", "torchscript", "pickle")
 
 
+def _central(name: str, content: bytes, header: int) -> bytes:
+    """A central-directory entry for a stored member whose local header is at ``header``."""
+    crc, n = zlib.crc32(content), len(content)
+    fields = (20, 20, 0, 0, 0, 0, crc, n, n, len(name), 0, 0, 0, 0, 0, header)
+    return struct.pack("<4s6H3L5H2L", b"PK\x01\x02", *fields) + name.encode()
+
+
 def test_a_skipped_storage_another_reader_names_as_its_pickle_is_analysed() -> None:
     """A second directory that only PyTorch's reader (miniz) follows names the bytes of the
     storage TrainWarden skips as archive/data.pkl: torch.load would unpickle them."""
-    real = build_zip([Member("archive/data.pkl", _data_pkl()), Member("archive/data/0", _EVIL)])
-    storage_header = real.find(b"PK\x03\x04", 4)
-    name = b"archive/data.pkl"
-    shadow_cd = struct.pack(
-        "<4s6H3L5H2L",
-        b"PK\x01\x02",
-        20,
-        20,
-        0,
-        0,
-        0,
-        0,
-        zlib.crc32(_EVIL),
-        len(_EVIL),
-        len(_EVIL),
-        len(name),
-        0,
-        0,
-        0,
-        0,
-        0,
-        len(name) + 46 + 56 + storage_header,  # past this directory, its end record, and real's
+    version = b"3\n"
+    real = build_zip(
+        [
+            Member("archive/data.pkl", _data_pkl()),
+            Member("archive/data/0", _EVIL),
+            Member("archive/version", version),
+        ]
     )
-    shadow_cd += name
+    storage_at = real.find(b"PK\x03\x04", 4)
+    version_at = real.find(b"PK\x03\x04", storage_at + 4)
+    # the file opens with a local header (an empty member no directory lists), then the second
+    # directory and its zip64 end record, then the real archive
+    start = 30 + 2 * 46 + len("archive/data.pkl") + len("archive/version") + 56
+    shadow = _central("archive/data.pkl", _EVIL, start + storage_at)
+    shadow += _central("archive/version", version, start + version_at)
     n, size, off = struct.unpack_from("<HLL", real, len(real) - 22 + 10)
-    body = bytearray(shadow_cd)
-    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 1, 1, len(shadow_cd), 0)
+    body = bytearray(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    body += shadow
+    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 2, 2, len(shadow), 30)
+    assert len(body) == start
     body += real[:-22]
     body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, size, off)
-    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, len(shadow_cd), 1)
+    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, 30 + len(shadow), 1)
     body += real[-22:]
     r = scan_bytes(bytes(body), "s.pt")
     danger = [(f.severity, f.location) for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]

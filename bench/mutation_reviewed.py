@@ -663,4 +663,12 @@ REVIEWED: dict[str, dict[str, str]] = {
             "header) or at least 30, never 0",
         ),
     },
+    "zip-members": {
+        'xǁZipHandlerǁ_scan_members | if (kind == "torchscript") or True': (
+            "_kind calls an archive torchscript whenever code_members finds a member (the same "
+            "test), so for every other kind the code set is empty either way"
+        ),
+        "xǁZipHandlerǁ_scan_members | if already is None and self._plain_npy(data, ent, None, "
+        "ctx):": "_plain_npy never reads its member_loc argument",
+    },
 }

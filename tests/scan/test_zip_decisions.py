@@ -9,6 +9,7 @@ import io
 import pickle
 import struct
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -511,8 +512,8 @@ def test_the_walk_skips_only_empty_folders_and_code_and_goes_on_after_them() -> 
         ]
     )
     assert [(f.rule_id, f.location) for f in scan_bytes(folders, "f.zip").findings] == [
-        ("TWS-PKL-DANGEROUS", "f.zip:x.pkl@0"),
         ("TWS-PKL-DANGEROUS", "f.zip:dir2/@0"),
+        ("TWS-PKL-DANGEROUS", "f.zip:x.pkl@0"),
     ]
     # TorchScript code is reviewed as code, not read as a pickle; the members after it are read
     code = build_zip(
@@ -535,4 +536,205 @@ def test_an_unreadable_member_read_by_name_is_high_and_the_walk_goes_on() -> Non
     assert [(f.rule_id, f.location) for f in scan_bytes(data, "u.pt").findings] == [
         ("TWS-ZIP-UNREADABLE", "u.pt:archive/data.pkl"),
         ("TWS-PKL-DANGEROUS", "u.pt:archive/x.bin@0"),
+    ]
+
+
+def test_a_member_after_each_kind_of_passed_over_member_is_still_read() -> None:
+    """Whatever the walk does with one member (analyse it both ways, skip it as a storage,
+    leave it to numpy, find it unreadable), the members after it are read."""
+    ok = {"global_": "os.system", "opcode": "GLOBAL", "offset": 0}
+    msg = (
+        "imports dangerous global os.system: os exposes process control (system, exec*, "
+        "spawn*, fork, kill) and file operations"
+    )
+    not_pickle = build_zip(
+        [Member("archive/data.pkl", b"hello world, not a pickle"), Member("archive/x.bin", _EVIL)]
+    )
+    assert [(f.rule_id, f.location) for f in scan_bytes(not_pickle, "k.pt").findings] == [
+        ("TWS-PKL-MEMO-UNDEFINED", "k.pt:archive/data.pkl@0"),
+        ("TWS-ZIP-MEMBER-KIND", "k.pt:archive/data.pkl"),
+        ("TWS-PKL-DANGEROUS", "k.pt:archive/x.bin@0"),
+    ]
+    storage = build_zip(
+        [
+            Member("archive/data.pkl", _data_pkl()),
+            Member("archive/data/0", bytes(16)),
+            Member("archive/x.bin", _EVIL),
+        ]
+    )
+    r = scan_bytes(storage, "s.pt")
+    assert [(f.rule_id, f.severity, f.message, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-PKL-DANGEROUS", Severity.CRITICAL, msg, "s.pt:archive/x.bin@0", ok)
+    ]
+    plain = _npy(np.arange(3.0))
+    npys = build_zip([Member("a.npy", plain), Member("b.npy", _npy(np.array([1, "x"], object)))])
+    assert [(f.rule_id, f.location) for f in scan_bytes(npys, "n.npz").findings] == [
+        ("TWS-NPY-OBJECT", "n.npz:b.npy")
+    ]
+    unreadable = build_zip([Member("a.txt", b"hello", flags=0x1), Member("b.bin", _EVIL)])
+    assert [
+        (f.rule_id, f.severity, f.location) for f in scan_bytes(unreadable, "u.zip").findings
+    ] == [
+        ("TWS-ZIP-UNREADABLE", Severity.HIGH, "u.zip:a.txt"),
+        ("TWS-PKL-DANGEROUS", Severity.CRITICAL, "u.zip:b.bin@0"),
+    ]
+
+
+def test_folders_are_skipped_only_when_they_hold_nothing_and_their_headers_are_checked() -> None:
+    """A folder entry is skipped only when its recorded size is 0 (readers cut what they hand on
+    at that size: nothing), but its local header is compared like any member's; one holding
+    even a single byte is read (here it fails its CRC)."""
+    data = bytearray(
+        build_zip(
+            [
+                Member("d0/", _EVIL, deflate=True),
+                Member("d1/", b"", local_name="evil.pkl"),
+                Member("d2/", b"x", crc=0),
+            ]
+        )
+    )
+    cd = data.find(b"PK\x01\x02")
+    struct.pack_into("<L", data, cd + 24, 0)  # d0/ records no content: nothing is handed on
+    struct.pack_into("<L", data, cd + 16, 0)  # (and the CRC of nothing)
+    r = scan_bytes(bytes(data), "f.zip")
+    assert [(f.rule_id, f.severity, f.message, f.location, f.evidence) for f in r.findings] == [
+        (
+            "TWS-ZIP-MISMATCH",
+            Severity.MEDIUM,
+            "member 'd1/': local header names b'evil.pkl' but the central directory names b'd1/'",
+            "f.zip:d1/",
+            {"member": "d1/"},
+        ),
+        (
+            "TWS-ZIP-CRC",
+            Severity.MEDIUM,
+            "member 'd2/' fails its CRC-32 check: zipfile-based tools refuse it while PyTorch's "
+            "reader loads it",
+            "f.zip:d2/",
+            {"member": "d2/", "crc_recorded": 0, "crc_actual": 2363233923},
+        ),
+    ]
+
+
+class _PidPickler(pickle.Pickler):
+    def __init__(self, out: io.BytesIO, pid: object) -> None:
+        super().__init__(out, protocol=2)
+        self.pid = pid
+
+    def persistent_id(self, obj: object) -> object:
+        return self.pid if isinstance(obj, _Storage) else None
+
+
+def _naming(pid: object) -> bytes:
+    b = io.BytesIO()
+    _PidPickler(b, pid).dump({"w": _Storage()})
+    return b.getvalue()
+
+
+@pytest.mark.parametrize(
+    "pid",
+    [
+        ("storage", "FloatStorage", "0"),
+        ("storage", "FloatStorage", "0", "cpu"),
+        ("storage", "FloatStorage", "0", "cpu", 4, 1),
+        ("module", "FloatStorage", "0", "cpu", 4),
+        ("storage",),
+        0,
+        "storage",
+        (),
+    ],
+)
+def test_a_storage_is_skipped_only_for_a_persistent_id_torch_reads_as_one(pid: object) -> None:
+    """torch.load's persistent_load unpacks exactly ("storage", type, key, location, numel):
+    any other persistent id makes it fail before reading data/<key>, so data/0 is no tensor
+    and is read like any member."""
+    data = build_zip([Member("archive/data.pkl", _naming(pid)), Member("archive/data/0", _EVIL)])
+    r = scan_bytes(data, "p.pt")
+    assert [(f.rule_id, f.severity, f.location) for f in r.findings] == [
+        ("TWS-PKL-DANGEROUS", Severity.CRITICAL, "p.pt:archive/data/0@0")
+    ]
+
+
+def test_a_storage_named_only_by_a_pickle_no_reader_loads_by_name_is_read() -> None:
+    """Only the pickle torch.load unpickles decides which members are tensor bytes: another
+    pickle in the archive naming data/0 does not make it skipped."""
+    members = [
+        Member("archive/data.pkl", pickle.dumps({"a": 1}, protocol=2)),
+        Member("archive/extra.pkl", _data_pkl()),
+        Member("archive/data/0", _EVIL),
+    ]
+    r = scan_bytes(build_zip(members), "e.pt")
+    assert [(f.rule_id, f.severity, f.location) for f in r.findings] == [
+        ("TWS-PKL-DANGEROUS", Severity.CRITICAL, "e.pt:archive/data/0@0")
+    ]
+
+
+def test_a_torchscript_storage_named_by_its_data_pickle_is_not_read() -> None:
+    members = [
+        Member("m/data.pkl", _data_pkl()),
+        Member("m/code/__torch__.py", b"x = 1\n"),
+        Member("m/data/0", _EVIL),
+    ]
+    r = scan_bytes(build_zip(members), "t.pt")
+    assert [(f.rule_id, f.severity, f.location) for f in r.findings] == [
+        ("TWS-TORCHSCRIPT", Severity.LOW, "t.pt")
+    ]
+    assert r.formats == ("zip", "torchscript", "pickle")
+
+
+def _central(name: str, content: bytes, header: int) -> bytes:
+    """A central-directory entry for a stored member whose local header is at ``header``."""
+    crc, n = zlib.crc32(content), len(content)
+    fields = (20, 20, 0, 0, 0, 0, crc, n, n, len(name), 0, 0, 0, 0, 0, header)
+    return struct.pack("<4s6H3L5H2L", b"PK\x01\x02", *fields) + name.encode()
+
+
+def test_a_skipped_storage_another_reader_names_as_its_pickle_is_analysed() -> None:
+    """A second directory that only PyTorch's reader (miniz) follows names the bytes of the
+    storage TrainWarden skips as archive/data.pkl: torch.load would unpickle them."""
+    version = b"3\n"
+    real = build_zip(
+        [
+            Member("archive/data.pkl", _data_pkl()),
+            Member("archive/data/0", _EVIL),
+            Member("archive/version", version),
+        ]
+    )
+    storage_at = real.find(b"PK\x03\x04", 4)
+    version_at = real.find(b"PK\x03\x04", storage_at + 4)
+    # the file opens with a local header (an empty member no directory lists), then the second
+    # directory and its zip64 end record, then the real archive
+    start = 30 + 2 * 46 + len("archive/data.pkl") + len("archive/version") + 56
+    shadow = _central("archive/data.pkl", _EVIL, start + storage_at)
+    shadow += _central("archive/version", version, start + version_at)
+    n, size, off = struct.unpack_from("<HLL", real, len(real) - 22 + 10)
+    body = bytearray(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+    body += shadow
+    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 2, 2, len(shadow), 30)
+    assert len(body) == start
+    body += real[:-22]
+    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, n, n, size, off)
+    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, 30 + len(shadow), 1)
+    body += real[-22:]
+    r = scan_bytes(bytes(body), "s.pt")
+    danger = [(f.severity, f.location) for f in r.findings if f.rule_id == "TWS-PKL-DANGEROUS"]
+    assert danger == [(Severity.CRITICAL, f"s.pt:<{_MINIZ}>:archive/data.pkl@0")]
+
+
+@pytest.mark.parametrize("name", ["archive/data.pkl", "archive/other.pkl"])
+def test_an_archive_appended_to_a_pickle_member_is_scanned(name: str) -> None:
+    """The member read on its own opens in zipfile-based readers as the archive appended to
+    it: what they would read is reported and scanned, whether or not torch.load unpickles the
+    member by name (the same as for a pickle file)."""
+    member = pickle.dumps({"a": 1}, protocol=2) + _stored({"archive/data.pkl": _EVIL})
+    members = [Member(name, member)]
+    if name != "archive/data.pkl":
+        members.insert(0, Member("archive/data.pkl", pickle.dumps({"b": 2}, protocol=2)))
+    data = build_zip(members)
+    r = scan_bytes(data, "t.pt")
+    where = f"t.pt:{name}"
+    assert [(f.rule_id, f.severity, f.location) for f in r.findings] == [
+        ("TWS-PKL-TRAILING", Severity.MEDIUM, f"{where}@17"),
+        ("TWS-ZIP-DIFFERENTIAL", Severity.HIGH, where),
+        ("TWS-PKL-DANGEROUS", Severity.CRITICAL, f"{where}:<{_ZIPFILE}>:archive/data.pkl@0"),
     ]

@@ -286,24 +286,23 @@ class ZipHandler:
         kind: str,
         skipped: set[tuple[int, int, int]],
     ) -> None:
-        # First every member that looks like a pickle (collecting the storages it references),
-        # then the rest by content.
+        # First the pickles the archive's reader unpickles by name (collecting the storages they
+        # name), then every other member by content, as the same bytes on their own would be.
         limit = ctx.limits.max_decompressed_bytes
         storage_keys: set[str] = set()
         deferred: list[tuple[ZipEntry, Spill | None]] = []
         try:
-            ordered = sorted(archive.entries, key=lambda ent: not ent.name.endswith(".pkl"))
+            ordered = sorted(archive.entries, key=lambda ent: unpickled_by(kind, ent.name) is None)
             code = (
                 set(code_members(e.name for e in archive.entries))
                 if kind == "torchscript"
                 else set()
             )
             for ent in ordered:
+                self._local(archive, ent, location, ctx)
                 if (ent.name.endswith("/") and ent.usize == 0) or ent.name in code:
                     continue  # folders; TorchScript code, reviewed as code above
                 member_loc = f"{location}:{ent.name}"
-                m = _STORAGE_RE.search(ent.name)
-                self._local(archive, ent, location, ctx)
                 reader = unpickled_by(kind, ent.name)
                 if reader is not None:
                     # What this member is, is decided by the reader that opens it by name, never
@@ -314,9 +313,13 @@ class ZipHandler:
                     content = sink.value()
                     ctx.note_format("pickle")
                     for pid in scan_pickle(content, member_loc, ctx):
-                        if isinstance(pid, list) and len(pid) >= 3 and pid[0] == "storage":
+                        # torch's persistent_load unpacks exactly (typename, storage type, key,
+                        # location, numel) and reads data/<key> as raw bytes
+                        if isinstance(pid, list) and len(pid) == 5 and pid[0] == "storage":
                             storage_keys.add(str(pid[2]))
                     if looks_like_pickle(content):
+                        # readers that go by content still see an archive appended to it
+                        self.scan_trailing_archive(content, member_loc, ctx)
                         del content
                         sink.close()
                         continue
@@ -334,6 +337,7 @@ class ZipHandler:
                     del content
                     deferred.append((ent, sink))
                     continue
+                m = _STORAGE_RE.search(ent.name)
                 head = _head(data, ent)
                 if (
                     kind in ("pytorch-zip", "torchscript")
@@ -348,22 +352,7 @@ class ZipHandler:
                     # skipped: numpy.load parses a member that starts with the .npy magic.
                     skipped.add(_key(ent)[1:])
                     continue
-                if head is None or not looks_like_pickle(head if ent.method == 0 else b"\x80\x02"):
-                    deferred.append((ent, None))
-                    continue
-                sink = self._read(data, ent, limit, member_loc, ctx)
-                if sink is None:
-                    continue
-                content = sink.value()
-                if not looks_like_pickle(content):
-                    deferred.append((ent, sink))
-                    continue
-                ctx.note_format("pickle")
-                for pid in scan_pickle(content, member_loc, ctx):
-                    if isinstance(pid, list) and len(pid) >= 3 and pid[0] == "storage":
-                        storage_keys.add(str(pid[2]))
-                del content
-                sink.close()
+                deferred.append((ent, None))
             for ent, already in deferred:
                 member_loc = f"{location}:{ent.name}"
                 if already is None and self._plain_npy(data, ent, member_loc, ctx):

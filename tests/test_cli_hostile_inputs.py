@@ -175,9 +175,17 @@ def test_ctrl_c_in_a_parallel_scan_exits_2_without_worker_tracebacks(tmp_path: P
     code = textwrap.dedent(
         f"""
         import os, signal, subprocess, sys, time
+        def as_from_a_terminal():
+            # A shell starts a command with SIGINT unblocked and at its default; the test
+            # process may have inherited other settings from earlier tests (a watchdog blocks
+            # SIGINT in the thread that starts it), and exec keeps both.
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
         p = subprocess.Popen(
             [sys.executable, "-m", "trainwarden", "scan", "--workers", "2", {str(tmp_path)!r}],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            preexec_fn=as_from_a_terminal,
         )
         children = f"/proc/{{p.pid}}/task/{{p.pid}}/children"
         deadline = time.monotonic() + 120

@@ -189,9 +189,14 @@ def apply_edit(env: Path, edit: Edit, *, rewrite_record: bool = False) -> Path:
 
 
 def probe(python: Path) -> dict[str, object]:
-    """What the installed framework does, run by the environment's own interpreter."""
+    """What the installed framework does, run by the environment's own interpreter.
+
+    ``-B``: the probe writes no bytecode. Otherwise an edit made within the same second as the
+    file was written, keeping its size (flipping a sign does), would leave the first probe's
+    bytecode looking current to Python, and the second probe would run the old code.
+    """
     proc = subprocess.run(  # noqa: S603 - the drill's own throwaway interpreter and script
-        [str(python), "-I", "-c", _PROBE],
+        [str(python), "-I", "-B", "-c", _PROBE],
         check=True,
         capture_output=True,
         text=True,

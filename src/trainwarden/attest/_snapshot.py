@@ -117,7 +117,7 @@ class Distribution:
         """Number of files per status."""
         out = {s.value: 0 for s in FileStatus}
         for f in self.files:
-            out[f.status.value] += 1
+            out[f.status._value_] += 1
         return out
 
 
@@ -211,6 +211,7 @@ class Snapshot:
 
     def predicate(self) -> dict[str, Any]:
         """The TrainWarden predicate (JSON-serialisable)."""
+        core = self._core(summaries=True)
         return {
             "trainwarden_version": self.trainwarden_version,
             "created": self.created,
@@ -220,22 +221,47 @@ class Snapshot:
             "platform": dict(self.platform),
             "sys_path": list(self.sys_path),
             "site_packages": list(self.site_packages),
-            "distributions": [
-                {
-                    "name": d.name,
-                    "version": d.version,
-                    "installer": d.installer,
-                    "direct_url": dict(d.direct_url) if d.direct_url is not None else None,
-                    "metadata_dir": d.metadata_dir,
-                    "location": d.location,
-                    "kind": d.kind,
-                    "record_problem": d.record_problem,
-                    "os_package": d.os_package,
-                    "summary": d.counts(),
-                    "files": [[f.path, f.status.value, f.sha256, f.expected] for f in d.files],
-                }
-                for d in self.distributions
-            ],
+            "distributions": core["distributions"],
+            "orphans": core["orphans"],
+            "pth_files": core["pth_files"],
+            "customize": core["customize"],
+            "environment": core["environment"],
+            "code": [c.to_dict() for c in self.code],
+            "unreadable": dict(self.unreadable),
+            "os_packages": dict(self.os_packages),
+            "path_roots": dict(self.path_roots),
+            "path_files": core["path_files"],
+            "path_cut": list(self.path_cut),
+            "shadows": core["shadows"],
+            "env_effects": [e.to_dict() for e in self.env_effects],
+            "bytecode": [list(b) for b in self.bytecode],
+            "bytecode_checked": self.bytecode_checked,
+            "bytecode_matches": list(self.bytecode_matches),
+        }
+
+    def _core(self, *, summaries: bool) -> dict[str, Any]:
+        """The predicate's parts the environment digest covers (per-distribution summaries only
+        with ``summaries``)."""
+        dists: list[dict[str, Any]] = []
+        for d in self.distributions:
+            entry: dict[str, Any] = {
+                "name": d.name,
+                "version": d.version,
+                "installer": d.installer,
+                "direct_url": dict(d.direct_url) if d.direct_url is not None else None,
+                "metadata_dir": d.metadata_dir,
+                "location": d.location,
+                "kind": d.kind,
+                "record_problem": d.record_problem,
+                "os_package": d.os_package,
+            }
+            if summaries:
+                entry["summary"] = d.counts()
+            # ``_value_``: a plain attribute, where ``.value`` is a descriptor call per file.
+            entry["files"] = [[f.path, f.status._value_, f.sha256, f.expected] for f in d.files]
+            dists.append(entry)
+        return {
+            "distributions": dists,
             "orphans": [[o.path, o.sha256, o.size] for o in self.orphans],
             "pth_files": [
                 {
@@ -249,12 +275,7 @@ class Snapshot:
             ],
             "customize": [dict(c.__dict__) for c in self.customize],
             "environment": dict(self.environment),
-            "code": [c.to_dict() for c in self.code],
-            "unreadable": dict(self.unreadable),
-            "os_packages": dict(self.os_packages),
-            "path_roots": dict(self.path_roots),
             "path_files": [list(f) for f in self.path_files],
-            "path_cut": list(self.path_cut),
             "shadows": [
                 {
                     "module": x.module,
@@ -266,10 +287,6 @@ class Snapshot:
                 }
                 for x in self.shadows
             ],
-            "env_effects": [e.to_dict() for e in self.env_effects],
-            "bytecode": [list(b) for b in self.bytecode],
-            "bytecode_checked": self.bytecode_checked,
-            "bytecode_matches": list(self.bytecode_matches),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -301,19 +318,19 @@ class Snapshot:
         }
 
     def environment_digest(self) -> str:
-        """sha256 over the distributions, orphans, hooks and loader variables (subject digest)."""
-        p = self.predicate()
-        core = {
-            k: p[k]
-            for k in ("distributions", "orphans", "pth_files", "customize", "path_files", "shadows")
-        }
-        core["environment"] = p["environment"]
-        for d in core["distributions"]:
-            d.pop("summary", None)
-        return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).hexdigest()
+        """sha256 over the distributions, orphans, hooks and loader variables (subject digest):
+        the canonical JSON (sorted keys) of those parts of :meth:`predicate`, without the
+        per-distribution summaries. Computed once per snapshot (it covers every file)."""
+        cached = self.__dict__.get("_environment_digest")
+        if cached is None:
+            core = json.dumps(self._core(summaries=False), sort_keys=True)
+            cached = hashlib.sha256(core.encode()).hexdigest()
+            # A frozen dataclass: the digest is kept beside the fields, not as one.
+            object.__setattr__(self, "_environment_digest", cached)
+        return str(cached)
 
-    def to_statement(self) -> dict[str, Any]:
-        """The in-toto Statement v1: subjects are the interpreter, the environment, code dirs."""
+    def subjects(self) -> list[dict[str, Any]]:
+        """The in-toto subjects: the interpreter, the environment and each code directory."""
         subject: list[dict[str, Any]] = [
             {
                 "name": f"python:{self.interpreter.path}",
@@ -327,9 +344,13 @@ class Snapshot:
         subject.extend(
             {"name": f"code:{c.path}", "digest": {"sha256": c.digest}} for c in self.code
         )
+        return subject
+
+    def to_statement(self) -> dict[str, Any]:
+        """The in-toto Statement v1: subjects are the interpreter, the environment, code dirs."""
         return {
             "_type": STATEMENT_TYPE,
-            "subject": subject,
+            "subject": self.subjects(),
             "predicateType": PREDICATE_TYPE,
             "predicate": self.predicate(),
         }

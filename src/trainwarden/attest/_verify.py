@@ -66,7 +66,7 @@ class VerifyReport:
                 "created": base.snapshot.created,
                 "host": base.snapshot.host,
             },
-            "subject": self.snapshot.to_statement()["subject"],
+            "subject": self.snapshot.subjects(),
             "findings": [f.to_dict() for f in self.findings],
         }
 

@@ -27,7 +27,7 @@ from trainwarden.attest._cache import HashCache, cache_key_packer, unsafe_reason
 
 __all__ = ["SnapshotMemo", "lstat_keys", "walk_fingerprint"]
 
-_MAGIC = b"TWMEMO2\n"
+_MAGIC = b"TWMEMO3\n"
 _MAX_SLOTS = 8
 
 
@@ -75,6 +75,9 @@ class SnapshotMemo:
         self.path = path
         # slot -> (fingerprint, files read outside the walk, marshal blob of the results)
         self._slots: dict[bytes, tuple[bytes, tuple[tuple[str, bytes], ...], bytes]] = {}
+        # How many files each unit of the site directories held at the last walk: the order the
+        # parallel walk hands them out in (largest first). Never decides a result.
+        self.weights: dict[str, int] = {}
         self._dirty = False
         self.hit = False
         if path is not None:
@@ -105,14 +108,32 @@ class SnapshotMemo:
             slots = marshal.loads(memoryview(data)[len(_MAGIC) :])  # noqa: S302 - trusted, see above
         except (ValueError, EOFError, TypeError):
             return
-        if isinstance(slots, dict):
-            self._slots = slots
+        if (
+            isinstance(slots, tuple)
+            and len(slots) == 2
+            and isinstance(slots[0], dict)
+            and isinstance(slots[1], dict)
+        ):
+            self._slots, self.weights = slots
 
     def get(self, slot: bytes, fingerprint: bytes) -> Any | None:
         """The stored results if ``fingerprint`` matches and every file read outside the walk
         still has the metadata it had; else None."""
         entry = self._slots.get(slot)
         if entry is None or entry[0] != fingerprint:
+            return None
+        got = self.peek(slot)
+        if got is None or got[0] != fingerprint:
+            return None
+        self.hit = True
+        return got[1]
+
+    def peek(self, slot: bytes) -> tuple[bytes, Any] | None:
+        """``(fingerprint, results)`` stored for ``slot`` if every file read outside the walk
+        still has the metadata it had; else None. The results stand only for a walk whose
+        fingerprint is the one returned: the caller compares (and sets :attr:`hit`)."""
+        entry = self._slots.get(slot)
+        if entry is None:
             return None
         outside = entry[1]
         if lstat_keys(p for p, _ in outside) != outside:
@@ -121,8 +142,7 @@ class SnapshotMemo:
             payload = marshal.loads(entry[2])  # noqa: S302 - trusted, see _load
         except (ValueError, EOFError, TypeError):
             return None
-        self.hit = True
-        return payload
+        return entry[0], payload
 
     def put(
         self,
@@ -143,6 +163,12 @@ class SnapshotMemo:
             del self._slots[next(iter(self._slots))]
         self._dirty = True
 
+    def set_weights(self, weights: dict[str, int]) -> None:
+        """Remember the file count of each unit (see :attr:`weights`)."""
+        if weights != self.weights:
+            self.weights = weights
+            self._dirty = True
+
     def save(self) -> None:
         """Write the memo atomically if it changed; failures only cost time next run."""
         if self.path is None or not self._dirty:
@@ -155,7 +181,7 @@ class SnapshotMemo:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(_MAGIC)
-                f.write(marshal.dumps(self._slots))
+                f.write(marshal.dumps((self._slots, self.weights)))
             os.replace(tmp, self.path)
         except (OSError, ValueError):
             Path(tmp).unlink(missing_ok=True)

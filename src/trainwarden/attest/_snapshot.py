@@ -50,6 +50,11 @@ from trainwarden.attest._syspath import (
     rpm_digests,
     walk_roots,
 )
+from trainwarden.attest._treeprint import (
+    ParallelPrint,
+    helper_count,
+    print_from_stats,
+)
 from trainwarden.findings import Severity
 
 __all__ = [
@@ -657,6 +662,61 @@ def take_snapshot(
             )
     cache = cache if cache is not None else HashCache.default()
     layout = _layout(python, env)
+    site_dirs = layout.site_dirs
+    # dpkg's database lives outside everything walked, so interpreters it manages are always
+    # computed file by file.
+    memo = (
+        SnapshotMemo.beside(cache)
+        if not any(sd.startswith("/usr/") for sd in site_dirs)
+        else SnapshotMemo(None)
+    )
+    # One walk of every site directory: each file is lstat'ed exactly once. Where the memo may
+    # hold the results, helper processes compute only the walk's fingerprint (the tree print)
+    # while this process does the rest; a miss walks again here, serially.
+    stats: dict[str, os.stat_result] = {}
+    site_set = set(site_dirs)
+    skip = {sd: site_set - {sd} for sd in site_dirs}
+    helpers = helper_count(workers)
+    parallel: ParallelPrint | None = None
+    if memo.path is not None and helpers >= 2 and sum(memo.weights.values()) >= PARALLEL_MIN_FILES:
+        parallel = ParallelPrint(site_dirs, skip, helpers, memo.weights)
+    else:
+        for sd in site_dirs:
+            _walk(sd, stats, skip[sd])
+    try:
+        return _take_snapshot(
+            python,
+            code_dirs,
+            env,
+            cache,
+            workers,
+            vouched_bytecode,
+            (layout, memo, stats, skip, parallel),
+        )
+    finally:
+        if parallel is not None:
+            parallel.close()
+
+
+def _take_snapshot(
+    python: str | None,
+    code_dirs: Sequence[Path],
+    env: dict[str, str],
+    cache: HashCache,
+    workers: int | None,
+    vouched_bytecode: Collection[str],
+    walk: tuple[
+        _Layout,
+        SnapshotMemo,
+        dict[str, os.stat_result],
+        Mapping[str, set[str]],
+        ParallelPrint | None,
+    ],
+) -> Snapshot:
+    layout, memo, stats, skip, parallel = walk
+    # Whether ``stats`` holds this process's own walk of the site directories (without it, only
+    # the helpers' fingerprint of them exists: a memo hit needs nothing more).
+    walked_here = parallel is None
     info, site_dirs, stdlib, pythonpath = (
         layout.info,
         layout.site_dirs,
@@ -664,12 +724,7 @@ def take_snapshot(
         layout.pythonpath,
     )
     site_path, pths, sys_path = layout.site_path, layout.pths, layout.sys_path
-
-    # One walk of every site directory: each file is lstat'ed exactly once.
-    stats: dict[str, os.stat_result] = {}
     site_set = set(site_dirs)
-    for sd in site_dirs:
-        _walk(sd, stats, site_set - {sd})
     path_roots = _path_roots(sys_path, site_dirs, stdlib, pythonpath)
     # A stdlib directory may hold the base interpreter's own site-packages, which is not on
     # this job's path (a hyphenated name is not importable) and is not walked.
@@ -687,14 +742,7 @@ def take_snapshot(
     interp_real = str(info.get("realpath") or info.get("executable"))
     tag = str(info.get("cache_tag") or "")
 
-    # dpkg's database lives outside everything walked, so interpreters it manages are always
-    # computed file by file.
-    memo = (
-        SnapshotMemo.beside(cache)
-        if not any(sd.startswith("/usr/") for sd in site_dirs)
-        else SnapshotMemo(None)
-    )
-    slot = fingerprint = b""
+    slot = fingerprint = hooks = b""
     plain: Any = None
     if memo.path is not None:
         layout_text = json.dumps(
@@ -707,10 +755,36 @@ def take_snapshot(
             [customize, customize_real, [(p.path, p.import_lines, p.path_entries) for p in pths]],
             default=list,
         )
-        fingerprint = walk_fingerprint(
-            [_MEMO_FORMAT, __version__.encode(), hooks_text.encode()], stats, path_stats
-        )
-        plain = memo.get(slot, fingerprint)
+        hooks = hooks_text.encode()
+        # Unpacked while the helpers walk; it stands only if the fingerprint matches.
+        candidate = memo.peek(slot)
+        early: _FileState | None = None
+        if candidate is not None and parallel is not None:
+            early = _FileState.from_plain(candidate[1])
+        tree = parallel.result() if parallel is not None else None
+        counts: dict[str, int] = {}
+        if tree is not None and parallel is not None:
+            counts = parallel.counts
+        else:
+            if parallel is not None:  # the helpers failed: walk here
+                for sd in site_dirs:
+                    _walk(sd, stats, skip[sd])
+                walked_here = True
+            tree, counts = print_from_stats(site_dirs, stats)
+        version = [_MEMO_FORMAT, __version__.encode(), hooks]
+        fingerprint = walk_fingerprint([*version, tree], path_stats)
+        if candidate is not None and candidate[0] == fingerprint:
+            memo.hit = True
+            plain = candidate[1] if early is None else early
+        elif not walked_here:
+            # A miss after the helpers' walk: walk here, and remember the results under the
+            # fingerprint of the walk they are computed from.
+            for sd in site_dirs:
+                _walk(sd, stats, skip[sd])
+            walked_here = True
+            tree, counts = print_from_stats(site_dirs, stats)
+            fingerprint = walk_fingerprint([*version, tree], path_stats)
+        memo.set_weights(counts)
     magic = str(info.get("magic_number") or "")
     heads: dict[str, PycHead] | None = None
     vouched: Vouched | None = None
@@ -718,7 +792,7 @@ def take_snapshot(
         heads = {}
         vouched = Vouched(frozenset(vouched_bytecode), bytes.fromhex(magic), heads)
     if plain is not None:
-        state = _FileState.from_plain(plain)
+        state = plain if isinstance(plain, _FileState) else _FileState.from_plain(plain)
         cache.hits += state.checked
     else:
         before = cache.hits + cache.misses
@@ -782,7 +856,14 @@ def take_snapshot(
     effects = resolve_effects(env, pythonpath=pythonpath, shadows=shadows)
     # Bytecode in the code directories, ignored by git or not (outside every walk above).
     code_stats, _ = walk_roots([str(Path(c).resolve()) for c in code_dirs], set())
-    code_pairs = [p for p in bytecode_pairs(code_stats, tag) if p[0] not in stats]
+    # Bytecode the site walk covered was compared above (on a memo hit, its results are the
+    # memo's: the helpers' walk kept no per-file list, only the fingerprint).
+    site_prefixes = tuple(sd.rstrip(os.sep) + os.sep for sd in site_dirs)
+    code_pairs = [
+        p
+        for p in bytecode_pairs(code_stats, tag)
+        if p[0] not in stats and (walked_here or not p[0].startswith(site_prefixes))
+    ]
     code_pairs = [p for p in code_pairs if p[0] not in path_stats]
     code_checked, _, code_matches = verify_bytecode(
         code_pairs,
@@ -851,7 +932,10 @@ def _compiler_id(interp_digest: bytes | None, cache_tag: str) -> bytes | None:
     return hashlib.sha256(interp_digest + cache_tag.encode()).digest()
 
 
-_MEMO_FORMAT = b"files-v3"
+_MEMO_FORMAT = b"files-v4"
+# Site directories holding fewer files (at the last walk) are walked here: starting helper
+# processes costs more than it saves.
+PARALLEL_MIN_FILES = 4000
 _STATUS = {s.value: s for s in FileStatus}
 
 

@@ -1,0 +1,288 @@
+"""The metadata fingerprint of the site directories, from one serial walk or from helper processes.
+
+A warm verify needs only to know whether any file below the site directories changed: the
+memo's results stand when nothing did. That question is answered by the *tree print*: for each
+site directory, the ``lstat`` key (device, inode, size, mtime_ns, ctime_ns) and path of every
+file below it, the directories in ``skip`` not entered. The files are grouped in *units* (each
+directory directly below a site directory, and the site directory's own files), each unit is
+hashed over its files sorted by path (bytes), and the print hashes the units in path order. So
+the print does not depend on the order the file system lists a directory in, nor on which
+process walked which unit.
+
+:func:`print_from_stats` computes it from a finished serial walk (what a memo miss has anyway);
+:class:`ParallelPrint` computes the same value with helper processes, each walking whole units
+handed out one at a time through a pipe (largest first, by the file counts of the last walk),
+while the caller does other work. The helpers are this interpreter started isolated
+(``-I -S``: no site hooks, no ``PYTHONPATH``, nothing of the attested environment is imported)
+and only ``lstat`` and hash; any failure (no interpreter to start, a helper that exits with an
+error or prints something unexpected) gives ``None``, and the caller walks serially.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import marshal
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+__all__ = ["ParallelPrint", "helper_count", "print_from_stats"]
+
+_KEY = struct.Struct("<QQqqq")
+_COUNT = struct.Struct("<Q")
+_TOKEN = struct.Struct("<I")
+
+# Run by each helper: read the units and skip set (marshal, on stdin), take unit numbers from the
+# token pipe until it is empty, walk each unit exactly as the serial walk does, print the results.
+_HELPER = r"""
+import hashlib, marshal, os, struct, sys
+key = struct.Struct("<QQqqq").pack
+units, skip, tok = marshal.loads(sys.stdin.buffer.read())
+skip = frozenset(skip)
+out = []
+while True:
+    t = os.read(tok, 4)
+    if len(t) != 4:
+        break
+    i = struct.unpack("<I", t)[0]
+    files = []
+    stack = [units[i]]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    if e.path not in skip:
+                        stack.append(e.path)
+                else:
+                    try:
+                        s = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    k = key(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+                    files.append(e.path + b"\0" + k)
+    files.sort()
+    out.append((i, len(files), hashlib.sha256(b"".join(files)).digest()))
+sys.stdout.buffer.write(marshal.dumps(out))
+"""
+
+
+def _unit_digest(files: list[bytes]) -> bytes:
+    files.sort()
+    return hashlib.sha256(b"".join(files)).digest()
+
+
+def _combine(
+    site_dirs: Sequence[str],
+    tops: Mapping[str, list[bytes]],
+    units: Mapping[bytes, tuple[int, bytes]],
+) -> bytes:
+    """The print: per site directory, its own files (sorted) and its units in path order."""
+    h = hashlib.sha256()
+    for sd in site_dirs:
+        name = os.fsencode(sd)
+        top = sorted(tops.get(sd, []))
+        h.update(_COUNT.pack(len(name)) + name + _COUNT.pack(len(top)))
+        h.update(b"".join(top))
+        prefix = name.rstrip(b"/") + b"/"
+        # A unit with no files is left out: the serial walk has nothing to group under it (an
+        # empty directory decides no result).
+        mine = sorted(
+            u
+            for u, (n, _) in units.items()
+            if n and u.startswith(prefix) and b"/" not in u[len(prefix) :]
+        )
+        h.update(_COUNT.pack(len(mine)))
+        for u in mine:
+            n, digest = units[u]
+            h.update(_COUNT.pack(len(u)) + u + _COUNT.pack(n) + digest)
+    return h.digest()
+
+
+def _split(
+    site_dirs: Sequence[str], stats: Mapping[str, os.stat_result]
+) -> tuple[dict[str, list[bytes]], dict[bytes, list[bytes]]]:
+    """The walked files grouped as the helpers group them: each site directory's own files
+    (name and key), and each unit's files (path and key)."""
+    key = _KEY.pack
+    prefixes = sorted(((sd.rstrip(os.sep) + os.sep, sd) for sd in site_dirs), reverse=True)
+    tops: dict[str, list[bytes]] = {sd: [] for sd in site_dirs}
+    units: dict[bytes, list[bytes]] = {}
+    for path, s in stats.items():
+        # The innermost site directory holding the path walked it (the outer ones skip it).
+        owner = next(((p, sd) for p, sd in prefixes if path.startswith(p)), None)
+        if owner is None:
+            continue
+        prefix, sd = owner
+        rel = path[len(prefix) :]
+        entry = key(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+        head, sep, _ = rel.partition(os.sep)
+        if not sep:
+            tops[sd].append(os.fsencode(rel) + b"\0" + entry)
+        else:
+            units.setdefault(os.fsencode(prefix + head), []).append(
+                os.fsencode(path) + b"\0" + entry
+            )
+    return tops, units
+
+
+def print_from_stats(
+    site_dirs: Sequence[str], stats: Mapping[str, os.stat_result]
+) -> tuple[bytes, dict[str, int]]:
+    """The tree print of a finished serial walk of ``site_dirs`` (``stats`` holds exactly the
+    files that walk found), and the files per unit (the order helpers take units in next
+    time)."""
+    tops, units = _split(site_dirs, stats)
+    done = {u: (len(f), _unit_digest(f)) for u, f in units.items()}
+    return _combine(site_dirs, tops, done), {os.fsdecode(u): n for u, (n, _) in done.items()}
+
+
+def helper_count(cap: int | None = None) -> int:
+    """Helpers worth starting here: one per CPU this process may run on, at most ``cap`` (8)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(0, min(cap or 8, cpus, 8))
+
+
+class ParallelPrint:
+    """The tree print of ``site_dirs`` computed by ``helpers`` processes; :meth:`result` waits
+    for it (``None`` on any failure). Use as a context manager: helpers still running on exit
+    are killed."""
+
+    def __init__(
+        self,
+        site_dirs: Sequence[str],
+        skip: Mapping[str, set[str]],
+        helpers: int,
+        weights: Mapping[str, int] | None = None,
+    ) -> None:
+        self.site_dirs = list(site_dirs)
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._units: list[bytes] = []
+        self._tops: dict[str, list[bytes]] = {}
+        self._failed = False
+        self.counts: dict[str, int] = {}
+        try:
+            self._start(skip, helpers, weights or {})
+        except (OSError, ValueError, subprocess.SubprocessError):
+            self._failed = True
+            self.close()
+
+    def _start(
+        self, skip: Mapping[str, set[str]], helpers: int, weights: Mapping[str, int]
+    ) -> None:
+        key = _KEY.pack
+        skip_all: set[bytes] = set()
+        for sd in self.site_dirs:
+            skip_sd = skip.get(sd, set())
+            skip_all.update(os.fsencode(s) for s in skip_sd)
+            top: list[bytes] = []
+            prefix = sd.rstrip(os.sep) + os.sep
+            with os.scandir(sd) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        if e.path not in skip_sd:
+                            self._units.append(os.fsencode(prefix + e.name))
+                        continue
+                    try:
+                        s = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    top.append(
+                        os.fsencode(e.name)
+                        + b"\0"
+                        + key(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+                    )
+            self._tops[sd] = top
+        exe = sys.executable
+        if not exe or helpers < 1:
+            raise ValueError("no interpreter to start helpers with")
+        order = sorted(
+            range(len(self._units)),
+            key=lambda i: -weights.get(os.fsdecode(self._units[i]), 1 << 40),
+        )
+        tok_r, tok_w = os.pipe()
+        try:
+            payload = marshal.dumps((self._units, sorted(skip_all), tok_r))
+            tokens = b"".join(_TOKEN.pack(i) for i in order)
+            if len(tokens) > 65536:
+                raise ValueError("too many units for one pipe")
+            # Every token is written before any helper starts; the pipe holds them all, so a
+            # helper's read of 4 bytes gets one whole unit number or the end.
+            os.set_blocking(tok_w, False)
+            if os.write(tok_w, tokens) != len(tokens):
+                raise ValueError("the pipe took only part of the unit numbers")
+            os.close(tok_w)
+            tok_w = -1
+            for _ in range(helpers):
+                proc = subprocess.Popen(  # noqa: S603 - this interpreter, isolated
+                    [exe, "-I", "-S", "-c", _HELPER],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=(tok_r,),
+                )
+                self._procs.append(proc)
+                if proc.stdin is None:  # pragma: no cover - stdin=PIPE always gives one
+                    raise ValueError("no pipe to the helper")
+                proc.stdin.write(payload)
+                proc.stdin.close()
+        finally:
+            os.close(tok_r)
+            if tok_w >= 0:
+                os.close(tok_w)
+
+    def result(self) -> bytes | None:
+        """Wait for the helpers; the print, or ``None`` if any of them failed."""
+        if self._failed:
+            return None
+        done: dict[bytes, tuple[int, bytes]] = {}
+        try:
+            for proc in self._procs:
+                if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
+                    return None
+                out = proc.stdout.read()
+                if proc.wait() != 0:
+                    return None
+                rows = marshal.loads(out)  # noqa: S302 - our own helper's plain output
+                if not isinstance(rows, list):
+                    return None
+                for row in rows:
+                    i, n, digest = row
+                    done[self._units[i]] = (n, digest)
+        except (OSError, ValueError, EOFError, TypeError, IndexError, subprocess.SubprocessError):
+            return None
+        finally:
+            self.close()
+        if len(done) != len(self._units):
+            return None
+        self.counts = {os.fsdecode(u): n for u, (n, _) in done.items() if n}
+        return _combine(self.site_dirs, self._tops, done)
+
+    def close(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        self._procs = []
+
+    def __enter__(self) -> ParallelPrint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -28,8 +28,9 @@ import struct
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["ParallelPrint", "helper_count", "print_from_stats"]
+__all__ = ["HelperPool", "ParallelPrint", "helper_count", "print_from_stats"]
 
 _KEY = struct.Struct("<QQqqq")
 _COUNT = struct.Struct("<Q")
@@ -153,6 +154,80 @@ def helper_count(cap: int | None = None) -> int:
     return max(0, min(cap or 8, cpus, 8))
 
 
+class HelperPool:
+    """``n`` copies of this interpreter started isolated (``-I -S``) running ``program``: each
+    reads ``payload`` (marshal, on stdin), then takes the 4-byte task numbers written to a
+    pipe whose read end is the payload's ``tok`` until the pipe is empty, and prints one marshal
+    blob. Every number is written before any helper starts (the pipe holds them all), so a read
+    of 4 bytes gets one whole number or the end."""
+
+    def __init__(self, program: str, payload_of: Any, tasks: Sequence[int], n: int) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+        exe = sys.executable
+        if not exe or n < 1:
+            raise ValueError("no interpreter to start helpers with")
+        tok_r, tok_w = os.pipe()
+        try:
+            payload = marshal.dumps(payload_of(tok_r))
+            tokens = b"".join(_TOKEN.pack(i) for i in tasks)
+            os.set_blocking(tok_w, False)
+            if tokens and os.write(tok_w, tokens) != len(tokens):
+                raise ValueError("the pipe took only part of the task numbers")
+            os.close(tok_w)
+            tok_w = -1
+            for _ in range(n):
+                proc = subprocess.Popen(  # noqa: S603 - this interpreter, isolated
+                    [exe, "-I", "-S", "-c", program],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=(tok_r,),
+                )
+                self._procs.append(proc)
+                if proc.stdin is None:  # pragma: no cover - stdin=PIPE always gives one
+                    raise ValueError("no pipe to the helper")
+                proc.stdin.write(payload)
+                proc.stdin.close()
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(tok_r)
+            if tok_w >= 0:
+                os.close(tok_w)
+
+    def outputs(self) -> list[Any] | None:
+        """Wait for every helper: what each printed (unmarshalled), or ``None`` if any failed."""
+        out: list[Any] = []
+        try:
+            for proc in self._procs:
+                if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
+                    return None
+                data = proc.stdout.read()
+                if proc.wait() != 0:
+                    return None
+                out.append(marshal.loads(data))  # noqa: S302 - our own helper's plain output
+        except (OSError, ValueError, EOFError, TypeError, subprocess.SubprocessError):
+            return None
+        finally:
+            self.close()
+        return out
+
+    def close(self) -> None:
+        """Kill helpers still running."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    proc.wait()
+            for stream in (proc.stdin, proc.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+        self._procs = []
+
+
 class ParallelPrint:
     """The tree print of ``site_dirs`` computed by ``helpers`` processes; :meth:`result` waits
     for it (``None`` on any failure). Use as a context manager: helpers still running on exit
@@ -166,16 +241,14 @@ class ParallelPrint:
         weights: Mapping[str, int] | None = None,
     ) -> None:
         self.site_dirs = list(site_dirs)
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._pool: HelperPool | None = None
         self._units: list[bytes] = []
         self._tops: dict[str, list[bytes]] = {}
-        self._failed = False
         self.counts: dict[str, int] = {}
         try:
             self._start(skip, helpers, weights or {})
         except (OSError, ValueError, subprocess.SubprocessError):
-            self._failed = True
-            self.close()
+            self._pool = None
 
     def _start(
         self, skip: Mapping[str, set[str]], helpers: int, weights: Mapping[str, int]
@@ -203,83 +276,38 @@ class ParallelPrint:
                         + key(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
                     )
             self._tops[sd] = top
-        exe = sys.executable
-        if not exe or helpers < 1:
-            raise ValueError("no interpreter to start helpers with")
         order = sorted(
             range(len(self._units)),
             key=lambda i: -weights.get(os.fsdecode(self._units[i]), 1 << 40),
         )
-        tok_r, tok_w = os.pipe()
-        try:
-            payload = marshal.dumps((self._units, sorted(skip_all), tok_r))
-            tokens = b"".join(_TOKEN.pack(i) for i in order)
-            if len(tokens) > 65536:
-                raise ValueError("too many units for one pipe")
-            # Every token is written before any helper starts; the pipe holds them all, so a
-            # helper's read of 4 bytes gets one whole unit number or the end.
-            os.set_blocking(tok_w, False)
-            if os.write(tok_w, tokens) != len(tokens):
-                raise ValueError("the pipe took only part of the unit numbers")
-            os.close(tok_w)
-            tok_w = -1
-            for _ in range(helpers):
-                proc = subprocess.Popen(  # noqa: S603 - this interpreter, isolated
-                    [exe, "-I", "-S", "-c", _HELPER],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    pass_fds=(tok_r,),
-                )
-                self._procs.append(proc)
-                if proc.stdin is None:  # pragma: no cover - stdin=PIPE always gives one
-                    raise ValueError("no pipe to the helper")
-                proc.stdin.write(payload)
-                proc.stdin.close()
-        finally:
-            os.close(tok_r)
-            if tok_w >= 0:
-                os.close(tok_w)
+        if len(order) * _TOKEN.size > 65536:
+            raise ValueError("too many units for one pipe")
+        units, skipped = self._units, sorted(skip_all)
+        self._pool = HelperPool(_HELPER, lambda tok: (units, skipped, tok), order, helpers)
 
     def result(self) -> bytes | None:
         """Wait for the helpers; the print, or ``None`` if any of them failed."""
-        if self._failed:
+        if self._pool is None:
+            return None
+        outputs = self._pool.outputs()
+        if outputs is None:
             return None
         done: dict[bytes, tuple[int, bytes]] = {}
         try:
-            for proc in self._procs:
-                if proc.stdout is None:  # pragma: no cover - stdout=PIPE always gives one
-                    return None
-                out = proc.stdout.read()
-                if proc.wait() != 0:
-                    return None
-                rows = marshal.loads(out)  # noqa: S302 - our own helper's plain output
-                if not isinstance(rows, list):
-                    return None
-                for row in rows:
-                    i, n, digest = row
+            for rows in outputs:
+                for i, n, digest in rows:
                     done[self._units[i]] = (n, digest)
-        except (OSError, ValueError, EOFError, TypeError, IndexError, subprocess.SubprocessError):
+        except (ValueError, TypeError, IndexError):
             return None
-        finally:
-            self.close()
         if len(done) != len(self._units):
             return None
         self.counts = {os.fsdecode(u): n for u, (n, _) in done.items() if n}
         return _combine(self.site_dirs, self._tops, done)
 
     def close(self) -> None:
-        for proc in self._procs:
-            if proc.poll() is None:
-                with contextlib.suppress(OSError):
-                    proc.kill()
-                with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    with contextlib.suppress(OSError):
-                        stream.close()
-        self._procs = []
+        """Kill helpers still running."""
+        if self._pool is not None:
+            self._pool.close()
 
     def __enter__(self) -> ParallelPrint:
         return self

@@ -938,7 +938,7 @@ def test_check_snapshot_reports_os_package_files_less_loudly_and_record_problems
         ),
         Finding(
             "TWA-REC-005",
-            Severity.MEDIUM,
+            Severity.HIGH,
             "/opt/py/site/x.py could not be read (EACCES); it was not verified",
             location="/opt/py/site/x.py",
         ),

@@ -18,6 +18,7 @@ import importlib.util
 import json
 import marshal
 import os
+import stat
 import sys
 
 try:
@@ -40,8 +41,12 @@ def _optimize(pyc: str) -> int:
 def _read(path: str) -> tuple[bytes, list[int], os.stat_result]:
     # The metadata of the descriptor actually read goes back with the verdict: the caller only
     # remembers a verdict whose files still had the metadata its walk saw.
-    with open(path, "rb") as f:
+    # O_NONBLOCK: a FIFO named like bytecode or source must not be waited on.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as f:
         st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path}: not a regular file")
         key = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         return f.read(_MAX + 1), key, st
 

@@ -39,6 +39,7 @@ _MAX_PYC = 64 * 1024 * 1024
 _BATCH = 128
 _MAX_ENTRIES = 2_000_000
 _MAX_RECORDS = 50_000
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 # A parsed RECORD: (rows as (path, algorithm, digest, size), problem text).
 RecordRow = tuple[str, str | None, bytes | None, int | None]
@@ -269,7 +270,9 @@ def _hash_one(
     # Raw descriptor calls: no buffered file object, and no second fstat or end-of-file read
     # for the ~60k small files of an environment.
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: opening a FIFO planted among the files must not wait for a writer (a
+        # regular file's reads ignore the flag, so it is left set: no extra call per file).
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
         return None, None, f"{type(e).__name__}: {e.strerror or e}"
     st: os.stat_result | None = None
@@ -349,7 +352,9 @@ def hash_files(
                 out.append((p, *_hash_one(p, "sha256")))
         return out
 
-    n = workers or min(8, (os.cpu_count() or 1) * 2)
+    # One thread per CPU: more only hand the interpreter lock around (eight threads on two
+    # cores hashed a torch environment slower than two).
+    n = workers or min(8, os.cpu_count() or 1)
     # What put() does, inlined: it runs once per file read.
     store, added = cache._entries, 0
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="tw-hash") as pool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from trainwarden._internal.files import open_regular
+
 __all__ = ["DPKG_INFO", "dpkg_owners"]
 
 DPKG_INFO = "/var/lib/dpkg/info"
@@ -33,7 +35,8 @@ def dpkg_owners(paths: Iterable[str], info_dir: str | None = None) -> dict[str, 
         return {}
     for name in names:
         try:
-            with open(os.path.join(info_dir, name), encoding="utf-8", errors="replace") as f:
+            fd = open_regular(os.path.join(info_dir, name))
+            with open(fd, encoding="utf-8", errors="replace") as f:
                 text = f.read()
         except OSError:
             continue

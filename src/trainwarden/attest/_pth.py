@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from trainwarden._internal.files import open_regular
+
 __all__ = ["PthContent", "read_pth", "site_path_order"]
 
 
@@ -27,7 +29,7 @@ def read_pth(path: str) -> PthContent:
     """Parse one ``.pth`` file exactly as ``site.addpackage`` reads it (without executing)."""
     sitedir = os.path.dirname(path)
     try:
-        with open(path, "rb") as f:
+        with open(open_regular(path), "rb") as f:
             raw = f.read()
     except OSError as e:
         return PthContent(path, (), (), error=f"cannot read: {e}")

@@ -13,10 +13,12 @@ import enum
 import io
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from trainwarden._internal.files import open_regular
 from trainwarden.attest._cache import HashCache, RecordRow
 
 __all__ = [
@@ -130,11 +132,16 @@ def parse_record(text: str, source: str) -> tuple[list[RecordEntry], list[str]]:
 
 
 def _read_text(path: str) -> str | None:
+    # A FIFO or device in a metadata directory is not read (opening a FIFO would wait forever).
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
+        fd = open_regular(path)
     except OSError:
         return None
+    with open(fd, encoding="utf-8", errors="surrogateescape") as f:
+        try:
+            return f.read()
+        except OSError:
+            return None
 
 
 def _metadata_headers(text: str) -> dict[str, str]:
@@ -153,11 +160,15 @@ def _read_record(record_path: str, cache: HashCache | None) -> tuple[tuple[Recor
     # Parsing ~50k RECORD rows is the largest cost of a warm verify; the parse is cached under
     # the metadata of the descriptor actually read, so an edited RECORD is always parsed again.
     try:
-        fd = os.open(record_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(
+            record_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
     except OSError:
         return (), f"{record_path} is missing or unreadable"
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return (), f"{record_path} is not a regular file"
         hit = cache.record_get(record_path, st) if cache is not None else None
         if hit is not None:
             return hit

@@ -358,8 +358,9 @@ RULES: dict[str, Rule] = register(
         ),
         Rule(
             "TWA-REC-005",
-            Severity.MEDIUM,
-            "an installed file could not be read, so it was not verified",
+            Severity.HIGH,
+            "an installed file could not be read (or is not a regular file), so it was not "
+            "verified",
             threats=("T2",),
             guide="attest.md",
         ),

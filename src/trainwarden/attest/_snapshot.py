@@ -39,6 +39,7 @@ from trainwarden.attest._effects import EnvEffect, resolve_effects
 from trainwarden.attest._envvars import helper_environment, loader_environment
 from trainwarden.attest._memo import SnapshotMemo, lstat_keys, walk_fingerprint
 from trainwarden.attest._ospkg import dpkg_owners
+from trainwarden.attest._prefetch import Prefetch
 from trainwarden.attest._pth import PthContent, site_path_order
 from trainwarden.attest._record import ACCEPTED_ALGORITHMS, FileStatus, find_distributions
 from trainwarden.attest._syspath import (
@@ -683,6 +684,8 @@ def take_snapshot(
     else:
         for sd in site_dirs:
             _walk(sd, stats, skip[sd])
+    # Helper processes still running when the snapshot ends (an error) are killed.
+    running: list[ParallelPrint | Prefetch] = [] if parallel is None else [parallel]
     try:
         return _take_snapshot(
             python,
@@ -691,11 +694,11 @@ def take_snapshot(
             cache,
             workers,
             vouched_bytecode,
-            (layout, memo, stats, skip, parallel),
+            (layout, memo, stats, skip, parallel, running),
         )
     finally:
-        if parallel is not None:
-            parallel.close()
+        for helpers_left in running:
+            helpers_left.close()
 
 
 def _take_snapshot(
@@ -711,9 +714,10 @@ def _take_snapshot(
         dict[str, os.stat_result],
         Mapping[str, set[str]],
         ParallelPrint | None,
+        list[ParallelPrint | Prefetch],
     ],
 ) -> Snapshot:
-    layout, memo, stats, skip, parallel = walk
+    layout, memo, stats, skip, parallel, running = walk
     # Whether ``stats`` holds this process's own walk of the site directories (without it, only
     # the helpers' fingerprint of them exists: a memo hit needs nothing more).
     walked_here = parallel is None
@@ -732,6 +736,14 @@ def _take_snapshot(
         os.path.join(r, n) for r in path_roots for n in ("site-packages", "dist-packages")
     }
     path_stats, path_cut = walk_roots(list(path_roots), site_set | set(path_roots) | nested_sites)
+    # Without a memo every file is computed: hash in helper processes from now on.
+    prefetch = (
+        _prefetch(stats, path_stats, cache, workers, bool(vouched_bytecode))
+        if memo.path is None
+        else None
+    )
+    if prefetch is not None:
+        running.append(prefetch)
 
     sys_path_class = {p: "pythonpath" for p in pythonpath}
     sys_path_class.update({p: "stdlib" for p in stdlib})
@@ -795,6 +807,10 @@ def _take_snapshot(
         state = plain if isinstance(plain, _FileState) else _FileState.from_plain(plain)
         cache.hits += state.checked
     else:
+        if prefetch is None:
+            prefetch = _prefetch(stats, path_stats, cache, workers, bool(vouched_bytecode))
+            if prefetch is not None:
+                running.append(prefetch)
         before = cache.hits + cache.misses
         state, outside, consistent = _file_state(
             site_dirs,
@@ -808,6 +824,7 @@ def _take_snapshot(
             cache,
             workers,
             heads,
+            prefetch,
         )
         state = dataclasses.replace(state, checked=cache.hits + cache.misses - before)
         # Bytecode on the walked path (site-packages, the standard library, every other entry).
@@ -925,6 +942,31 @@ def _take_snapshot(
     )
 
 
+def _prefetch(
+    stats: Mapping[str, os.stat_result],
+    path_stats: Mapping[str, os.stat_result],
+    cache: HashCache,
+    workers: int | None,
+    heads: bool,
+) -> Prefetch | None:
+    """Helpers hashing every walked file the cache does not hold, when there are enough of them
+    (and CPUs) to be worth starting processes for."""
+    helpers = helper_count(workers)
+    if helpers < 2 or not cache.trusted:
+        return None
+    table, pack = cache.lookup_table(), cache_key_packer()
+    todo = [
+        (p, st)
+        for walk in (stats, path_stats)
+        for p, st in walk.items()
+        if not S_ISLNK(st.st_mode)
+        and pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) not in table
+    ]
+    if not todo or len(todo) < PREFETCH_MIN_FILES:
+        return None
+    return Prefetch(todo, helpers, heads=heads)
+
+
 def _compiler_id(interp_digest: bytes | None, cache_tag: str) -> bytes | None:
     """What a bytecode verdict depends on besides the two files: the compiler."""
     if interp_digest is None or not cache_tag:
@@ -936,6 +978,8 @@ _MEMO_FORMAT = b"files-v4"
 # Site directories holding fewer files (at the last walk) are walked here: starting helper
 # processes costs more than it saves.
 PARALLEL_MIN_FILES = 4000
+# Fewer files to hash than this are hashed here (threads).
+PREFETCH_MIN_FILES = 2000
 _STATUS = {s.value: s for s in FileStatus}
 
 
@@ -1048,6 +1092,7 @@ def _file_state(
     cache: HashCache,
     workers: int | None,
     pyc_heads: dict[str, PycHead] | None = None,
+    prefetch: Prefetch | None = None,
 ) -> tuple[_FileState, dict[str, bytes], bool]:
     """Every installed, orphan, hook and path file checked against RECORD or hashed; also the
     files read outside the walk with their metadata keys, and whether every file hashed still
@@ -1173,7 +1218,16 @@ def _file_state(
             continue
         outside[extra] = _stat_key(to_hash[extra])
 
+    prefetched = prefetch.store(cache, pyc_heads) if prefetch is not None else set()
     digests, errors = hash_files(list(to_hash.items()), cache, workers=workers, pyc_heads=pyc_heads)
+    if prefetched:
+        # The helpers read these files: they count as read (misses), not as cache hits.
+        read = sum(
+            pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) in prefetched
+            for st in to_hash.values()
+        )
+        cache.hits -= read
+        cache.misses += read
     # Results computed from a file that changed between the walk and the read are right for
     # this run but must not be remembered under the walk's metadata.
     consistent = cache.holds_all(to_hash.items(), errors)

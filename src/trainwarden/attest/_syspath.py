@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from trainwarden._internal.files import open_regular
+
 __all__ = [
     "DPKG_INFO_DIR",
     "DPKG_PREFIXES",
@@ -142,7 +144,7 @@ def dpkg_md5sums(paths: Iterable[str], info_dir: str | None = None) -> dict[str,
     for name in names:
         try:
             full = os.path.join(info_dir, name)
-            with open(full, encoding="utf-8", errors="surrogateescape") as f:
+            with open(open_regular(full), encoding="utf-8", errors="surrogateescape") as f:
                 text = f.read()
         except OSError:
             continue
@@ -222,7 +224,7 @@ def conda_hashes(prefixes: Iterable[str], paths: Iterable[str]) -> dict[str, tup
             try:
                 if os.path.getsize(full) > _MAX_CONDA_JSON:
                     continue
-                with open(full, encoding="utf-8") as f:
+                with open(open_regular(full), encoding="utf-8") as f:
                     doc = json.load(f)
             except (OSError, ValueError, RecursionError):
                 continue

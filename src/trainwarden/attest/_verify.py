@@ -153,7 +153,7 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
         out.append(
             Finding(
                 "TWA-REC-005",
-                Severity.MEDIUM,
+                Severity.HIGH,
                 f"{path} could not be read ({error}); it was not verified",
                 location=path,
             )

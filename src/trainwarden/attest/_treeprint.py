@@ -5,9 +5,9 @@ memo's results stand when nothing did. That question is answered by the *tree pr
 site directory, the ``lstat`` key (device, inode, size, mtime_ns, ctime_ns) and path of every
 file below it, the directories in ``skip`` not entered. The files are grouped in *units* (each
 directory directly below a site directory, and the site directory's own files), each unit is
-hashed over its files sorted by path (bytes), and the print hashes the units in path order. So
-the print does not depend on the order the file system lists a directory in, nor on which
-process walked which unit.
+hashed over its files' paths and keys in walk order (a unit's subtree is walked in the same
+order wherever the walk started), and the print hashes the units in path order. So the print
+does not depend on which process walked which unit, nor on the order units were handed out in.
 
 :func:`print_from_stats` computes it from a finished serial walk (what a memo miss has anyway);
 :class:`ParallelPrint` computes the same value with helper processes, each walking whole units
@@ -37,7 +37,8 @@ _COUNT = struct.Struct("<Q")
 _TOKEN = struct.Struct("<I")
 
 # Run by each helper: read the units and skip set (marshal, on stdin), take unit numbers from the
-# token pipe until it is empty, walk each unit exactly as the serial walk does, print the results.
+# token pipe until it is empty, walk each unit exactly as the serial walk does (same order), print
+# each unit's file count and digest.
 _HELPER = r"""
 import hashlib, marshal, os, struct, sys
 key = struct.Struct("<QQqqq").pack
@@ -49,7 +50,7 @@ while True:
     if len(t) != 4:
         break
     i = struct.unpack("<I", t)[0]
-    files = []
+    paths, keys = [], []
     stack = [units[i]]
     while stack:
         d = stack.pop()
@@ -67,17 +68,20 @@ while True:
                         s = e.stat(follow_symlinks=False)
                     except OSError:
                         continue
-                    k = key(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
-                    files.append(e.path + b"\0" + k)
-    files.sort()
-    out.append((i, len(files), hashlib.sha256(b"".join(files)).digest()))
+                    paths.append(e.path)
+                    keys.append(key(s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
+    h = hashlib.sha256("\0".join(paths).encode("utf-8", "surrogateescape"))
+    h.update(b"".join(keys))
+    out.append((i, len(paths), h.digest()))
 sys.stdout.buffer.write(marshal.dumps(out))
 """
 
 
-def _unit_digest(files: list[bytes]) -> bytes:
-    files.sort()
-    return hashlib.sha256(b"".join(files)).digest()
+def _unit_digest(paths: list[str], keys: list[bytes]) -> bytes:
+    """A unit's digest: its files' paths and metadata keys, in walk order."""
+    h = hashlib.sha256("\0".join(paths).encode("utf-8", "surrogateescape"))
+    h.update(b"".join(keys))
+    return h.digest()
 
 
 def _combine(
@@ -109,13 +113,14 @@ def _combine(
 
 def _split(
     site_dirs: Sequence[str], stats: Mapping[str, os.stat_result]
-) -> tuple[dict[str, list[bytes]], dict[bytes, list[bytes]]]:
+) -> tuple[dict[str, list[bytes]], dict[str, tuple[list[str], list[bytes]]]]:
     """The walked files grouped as the helpers group them: each site directory's own files
-    (name and key), and each unit's files (path and key)."""
+    (name and key), and each unit's files (paths and keys, in walk order: a unit's subtree is
+    walked in the same order whether the walk started at the unit or above it)."""
     key = _KEY.pack
     prefixes = sorted(((sd.rstrip(os.sep) + os.sep, sd) for sd in site_dirs), reverse=True)
     tops: dict[str, list[bytes]] = {sd: [] for sd in site_dirs}
-    units: dict[bytes, list[bytes]] = {}
+    units: dict[str, tuple[list[str], list[bytes]]] = {}
     for path, s in stats.items():
         # The innermost site directory holding the path walked it (the outer ones skip it).
         owner = next(((p, sd) for p, sd in prefixes if path.startswith(p)), None)
@@ -127,10 +132,12 @@ def _split(
         head, sep, _ = rel.partition(os.sep)
         if not sep:
             tops[sd].append(os.fsencode(rel) + b"\0" + entry)
-        else:
-            units.setdefault(os.fsencode(prefix + head), []).append(
-                os.fsencode(path) + b"\0" + entry
-            )
+            continue
+        unit = units.get(prefix + head)
+        if unit is None:
+            unit = units[prefix + head] = ([], [])
+        unit[0].append(path)
+        unit[1].append(entry)
     return tops, units
 
 
@@ -138,11 +145,11 @@ def print_from_stats(
     site_dirs: Sequence[str], stats: Mapping[str, os.stat_result]
 ) -> tuple[bytes, dict[str, int]]:
     """The tree print of a finished serial walk of ``site_dirs`` (``stats`` holds exactly the
-    files that walk found), and the files per unit (the order helpers take units in next
-    time)."""
+    files that walk found, in walk order), and the files per unit (the order helpers take units
+    in next time)."""
     tops, units = _split(site_dirs, stats)
-    done = {u: (len(f), _unit_digest(f)) for u, f in units.items()}
-    return _combine(site_dirs, tops, done), {os.fsdecode(u): n for u, (n, _) in done.items()}
+    done = {os.fsencode(u): (len(p), _unit_digest(p, k)) for u, (p, k) in units.items()}
+    return _combine(site_dirs, tops, done), {u: len(p) for u, (p, _) in units.items()}
 
 
 def helper_count(cap: int | None = None) -> int:
@@ -242,7 +249,7 @@ class ParallelPrint:
     ) -> None:
         self.site_dirs = list(site_dirs)
         self._pool: HelperPool | None = None
-        self._units: list[bytes] = []
+        self._units: list[str] = []
         self._tops: dict[str, list[bytes]] = {}
         self.counts: dict[str, int] = {}
         try:
@@ -254,17 +261,17 @@ class ParallelPrint:
         self, skip: Mapping[str, set[str]], helpers: int, weights: Mapping[str, int]
     ) -> None:
         key = _KEY.pack
-        skip_all: set[bytes] = set()
+        skip_all: set[str] = set()
         for sd in self.site_dirs:
             skip_sd = skip.get(sd, set())
-            skip_all.update(os.fsencode(s) for s in skip_sd)
+            skip_all.update(skip_sd)
             top: list[bytes] = []
             prefix = sd.rstrip(os.sep) + os.sep
             with os.scandir(sd) as it:
                 for e in it:
                     if e.is_dir(follow_symlinks=False):
                         if e.path not in skip_sd:
-                            self._units.append(os.fsencode(prefix + e.name))
+                            self._units.append(prefix + e.name)
                         continue
                     try:
                         s = e.stat(follow_symlinks=False)
@@ -278,7 +285,7 @@ class ParallelPrint:
             self._tops[sd] = top
         order = sorted(
             range(len(self._units)),
-            key=lambda i: -weights.get(os.fsdecode(self._units[i]), 1 << 40),
+            key=lambda i: -weights.get(self._units[i], 1 << 40),
         )
         if len(order) * _TOKEN.size > 65536:
             raise ValueError("too many units for one pipe")
@@ -293,15 +300,18 @@ class ParallelPrint:
         if outputs is None:
             return None
         done: dict[bytes, tuple[int, bytes]] = {}
+        counts: dict[str, int] = {}
         try:
             for rows in outputs:
                 for i, n, digest in rows:
-                    done[self._units[i]] = (n, digest)
+                    done[os.fsencode(self._units[i])] = (n, digest)
+                    if n:
+                        counts[self._units[i]] = n
         except (ValueError, TypeError, IndexError):
             return None
         if len(done) != len(self._units):
             return None
-        self.counts = {os.fsdecode(u): n for u, (n, _) in done.items() if n}
+        self.counts = counts
         return _combine(self.site_dirs, self._tops, done)
 
     def close(self) -> None:

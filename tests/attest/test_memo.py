@@ -138,15 +138,15 @@ def _poisoned_memo(
     target = venv.installed("twdemo/core.py")
     _same_size_edit(target, "def step(x):\n    return x * 9\n")
     _verify(venv, env, HashCache(cache_file))
-    magic = b"TWMEMO3\n"
+    magic = b"TWMEMO4\n"
     clean_memo = Path(str(clean_file) + ".memo").read_bytes()[len(magic) :]
-    clean_slots, _ = marshal.loads(clean_memo)  # noqa: S302 - the memo this test just wrote
+    clean_slots, _, _ = marshal.loads(clean_memo)  # noqa: S302 - the memo this test just wrote
     memo_file = Path(str(cache_file) + ".memo")
     assert memo_file.read_bytes().startswith(magic)
-    tampered, weights = marshal.loads(memo_file.read_bytes()[len(magic) :])  # noqa: S302
+    tampered, weights, sites = marshal.loads(memo_file.read_bytes()[len(magic) :])  # noqa: S302
     ((slot, (fingerprint, outside, _)),) = tampered.items()
     poisoned = {slot: (fingerprint, outside, clean_slots[slot][2])}
-    memo_file.write_bytes(magic + marshal.dumps((poisoned, weights)))
+    memo_file.write_bytes(magic + marshal.dumps((poisoned, weights, sites)))
     return memo_file, target
 
 

@@ -274,3 +274,21 @@ def test_helpers_that_fail_make_the_verify_walk_here_with_the_same_findings(
     assert helpers_used[-1] is None
     assert {f.rule_id for f in clean if f.location == str(target)} == set()
     assert "TWA-REC-001" in {f.rule_id for f in warm if f.location == str(target)}
+
+
+def test_two_interpreters_sharing_one_cache_each_get_their_own_findings(
+    make_venv: Callable[[], Venv],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+    helpers_used: list[bytes | None],
+) -> None:
+    # The helpers start on the site directories of the last walk, before the interpreter has
+    # described itself: those of the other venv here, every time.
+    one, two = make_venv(), make_venv()
+    (two.site / "planted.py").write_text("X = 1\n")
+    path = _cache_file(tmp_path)
+    expected = {v: _key(_verify(v, clean_env, HashCache(None))) for v in (one, two)}
+    assert expected[one] != expected[two]
+    for venv in (one, two, one, two, two, one):
+        assert _key(_verify(venv, clean_env, HashCache(path))) == expected[venv]
+    assert helpers_used and all(p is not None for p in helpers_used)

@@ -27,7 +27,7 @@ from trainwarden.attest._cache import HashCache, cache_key_packer, unsafe_reason
 
 __all__ = ["SnapshotMemo", "lstat_keys", "walk_fingerprint"]
 
-_MAGIC = b"TWMEMO3\n"
+_MAGIC = b"TWMEMO4\n"
 _MAX_SLOTS = 8
 
 
@@ -78,6 +78,9 @@ class SnapshotMemo:
         # How many files each unit of the site directories held at the last walk: the order the
         # parallel walk hands them out in (largest first). Never decides a result.
         self.weights: dict[str, int] = {}
+        # The site directories of that walk, in order: the next verify starts its helpers on
+        # them before the interpreter has described itself (checked against it afterwards).
+        self.sites: list[str] = []
         self._dirty = False
         self.hit = False
         if path is not None:
@@ -110,11 +113,13 @@ class SnapshotMemo:
             return
         if (
             isinstance(slots, tuple)
-            and len(slots) == 2
+            and len(slots) == 3
             and isinstance(slots[0], dict)
             and isinstance(slots[1], dict)
+            and isinstance(slots[2], list)
+            and all(isinstance(s, str) for s in slots[2])
         ):
-            self._slots, self.weights = slots
+            self._slots, self.weights, self.sites = slots
 
     def get(self, slot: bytes, fingerprint: bytes) -> Any | None:
         """The stored results if ``fingerprint`` matches and every file read outside the walk
@@ -163,10 +168,11 @@ class SnapshotMemo:
             del self._slots[next(iter(self._slots))]
         self._dirty = True
 
-    def set_weights(self, weights: dict[str, int]) -> None:
-        """Remember the file count of each unit (see :attr:`weights`)."""
-        if weights != self.weights:
-            self.weights = weights
+    def set_weights(self, weights: dict[str, int], sites: list[str]) -> None:
+        """Remember the file count of each unit and the site directories walked (see
+        :attr:`weights` and :attr:`sites`)."""
+        if weights != self.weights or sites != self.sites:
+            self.weights, self.sites = weights, list(sites)
             self._dirty = True
 
     def save(self) -> None:
@@ -181,7 +187,7 @@ class SnapshotMemo:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(_MAGIC)
-                f.write(marshal.dumps((self._slots, self.weights)))
+                f.write(marshal.dumps((self._slots, self.weights, self.sites)))
             os.replace(tmp, self.path)
         except (OSError, ValueError):
             Path(tmp).unlink(missing_ok=True)

@@ -662,28 +662,40 @@ def take_snapshot(
                 hint="pass --code with the directory the job's scripts live in",
             )
     cache = cache if cache is not None else HashCache.default()
-    layout = _layout(python, env)
+    memo = SnapshotMemo.beside(cache)
+    helpers = helper_count(workers)
+    # The helpers start on the site directories of the last walk while the interpreter describes
+    # itself (a process start); they are used only if those are this walk's, in the same order.
+    early: ParallelPrint | None = None
+    if _parallel_worth_it(memo, helpers) and memo.sites:
+        early = ParallelPrint(memo.sites, _skips(memo.sites), helpers, memo.weights)
+    try:
+        layout = _layout(python, env)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     site_dirs = layout.site_dirs
     # dpkg's database lives outside everything walked, so interpreters it manages are always
     # computed file by file.
-    memo = (
-        SnapshotMemo.beside(cache)
-        if not any(sd.startswith("/usr/") for sd in site_dirs)
-        else SnapshotMemo(None)
-    )
+    if any(sd.startswith("/usr/") for sd in site_dirs):
+        memo = SnapshotMemo(None)
     # One walk of every site directory: each file is lstat'ed exactly once. Where the memo may
     # hold the results, helper processes compute only the walk's fingerprint (the tree print)
     # while this process does the rest; a miss walks again here, serially.
     stats: dict[str, os.stat_result] = {}
-    site_set = set(site_dirs)
-    skip = {sd: site_set - {sd} for sd in site_dirs}
-    helpers = helper_count(workers)
+    skip = _skips(site_dirs)
     parallel: ParallelPrint | None = None
-    if memo.path is not None and helpers >= 2 and sum(memo.weights.values()) >= PARALLEL_MIN_FILES:
-        parallel = ParallelPrint(site_dirs, skip, helpers, memo.weights)
+    if _parallel_worth_it(memo, helpers):
+        if early is not None and early.site_dirs == list(site_dirs):
+            parallel, early = early, None
+        else:
+            parallel = ParallelPrint(site_dirs, skip, helpers, memo.weights)
     else:
         for sd in site_dirs:
             _walk(sd, stats, skip[sd])
+    if early is not None:
+        early.close()
     # Helper processes still running when the snapshot ends (an error) are killed.
     running: list[ParallelPrint | Prefetch] = [] if parallel is None else [parallel]
     try:
@@ -796,7 +808,7 @@ def _take_snapshot(
             walked_here = True
             tree, counts = print_from_stats(site_dirs, stats)
             fingerprint = walk_fingerprint([*version, tree], path_stats)
-        memo.set_weights(counts)
+        memo.set_weights(counts, list(site_dirs))
     magic = str(info.get("magic_number") or "")
     heads: dict[str, PycHead] | None = None
     vouched: Vouched | None = None
@@ -939,6 +951,21 @@ def _take_snapshot(
         ),
         bytecode_checked=state.bytecode_checked + len(code_checked),
         bytecode_matches=tuple(sorted({*state.bytecode_matches, *code_matches})),
+    )
+
+
+def _skips(site_dirs: Sequence[str]) -> dict[str, set[str]]:
+    """Per site directory, the directories its walk does not enter: the other site directories
+    (each is walked on its own)."""
+    site_set = set(site_dirs)
+    return {sd: site_set - {sd} for sd in site_dirs}
+
+
+def _parallel_worth_it(memo: SnapshotMemo, helpers: int) -> bool:
+    """Whether to fingerprint the site directories in helpers: the memo may hold the results,
+    there are CPUs for two helpers or more, and the last walk found enough files."""
+    return (
+        memo.path is not None and helpers >= 2 and sum(memo.weights.values()) >= PARALLEL_MIN_FILES
     )
 
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from trainwarden.attest._signing import (
     sign_statement,
     verify_envelope,
 )
-from trainwarden.attest._snapshot import take_snapshot
+from trainwarden.attest._snapshot import Snapshot, take_snapshot
 from trainwarden.attest._verify import verify_environment
 from trainwarden.findings import Severity
 
@@ -101,6 +102,26 @@ def test_malformed_snapshot_files_are_clear_errors(tmp_path: Path) -> None:
     other.write_text(json.dumps({"_type": "https://in-toto.io/Statement/v1", "predicateType": "x"}))
     with pytest.raises(AttestationError, match="not a TrainWarden environment attestation"):
         load_snapshot(other)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        ["pkg/a.py", "bogus", None, None],  # a status no snapshot writes
+        ["pkg/a.py", "ok", None],  # a field short
+        ["pkg/a.py", "ok", None, None, "extra"],  # a field too many
+    ],
+)
+def test_a_malformed_file_row_is_a_clear_error(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], cache: HashCache, row: list[Any]
+) -> None:
+    statement = take_snapshot(
+        str(make_venv().python), environ=clean_env, cache=cache
+    ).to_statement()
+    dist = next(d for d in statement["predicate"]["distributions"] if d["files"])
+    dist["files"][0] = row
+    with pytest.raises(AttestationError, match=r"snap\.json: malformed snapshot predicate"):
+        Snapshot.from_statement(statement, "snap.json")
 
 
 def test_node_to_node_diff_grouped_by_distribution(

@@ -370,6 +370,9 @@ class Snapshot:
                 f"(_type={st.get('_type')!r}, predicateType={st.get('predicateType')!r})",
                 hint="create one with `trainwarden attest snapshot -o FILE`",
             )
+        # A status lookup and tuple.__new__ per file, not an Enum call and a NamedTuple's Python
+        # __new__: a torch baseline has ~50k files (an unknown status is a KeyError, below).
+        status, new = _STATUS, tuple.__new__
         try:
             p = st["predicate"]
             dists = tuple(
@@ -384,8 +387,10 @@ class Snapshot:
                     record_problem=d.get("record_problem", ""),
                     os_package=d.get("os_package"),
                     files=tuple(
-                        DistFile(path, FileStatus(status), sha, expected)
-                        for path, status, sha, expected in d["files"]
+                        [
+                            new(DistFile, (path, status[state], sha, expected))
+                            for path, state, sha, expected in d["files"]
+                        ]
                     ),
                 )
                 for d in p["distributions"]

@@ -5,6 +5,7 @@ fails only costs time."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -181,3 +182,24 @@ def test_a_planted_pyc_is_still_compiled_when_the_helpers_read_it(
         make_venv, clean_env, cache, tmp_path, monkeypatch
     )
     assert helpers_hash and all(n > 0 for n in helpers_hash)
+
+
+def test_no_interpreter_to_start_stores_nothing_and_the_verify_is_the_same(
+    make_venv: Callable[[], Venv],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    helpers_hash: list[int],
+) -> None:
+    files = _tree(tmp_path / "t")
+    venv = make_venv()
+    (venv.site / "planted.py").write_text("X = 1\n")
+    serial = verify_environment(
+        str(venv.python), environ=clean_env, cache=HashCache(None), workers=1
+    )
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    assert Prefetch(files, 2, heads=True).store(HashCache(None), {}) == set()
+    got = verify_environment(str(venv.python), environ=clean_env, cache=HashCache(None))
+    assert 0 in helpers_hash
+    assert "TWA-ORPH-001" in {f.rule_id for f in got.findings}
+    assert _key(got.findings) == _key(serial.findings)

@@ -674,12 +674,30 @@ def take_snapshot(
     early: ParallelPrint | None = None
     if _parallel_worth_it(memo, helpers) and memo.sites:
         early = ParallelPrint(memo.sites, _skips(memo.sites), helpers, memo.weights)
+    # Helper processes still running when the snapshot ends (used up, or an error) are killed.
+    running: list[ParallelPrint | Prefetch] = [] if early is None else [early]
     try:
-        layout = _layout(python, env)
-    except BaseException:
-        if early is not None:
-            early.close()
-        raise
+        return _snapshot_of(
+            python, code_dirs, env, cache, workers, vouched_bytecode, memo, helpers, running
+        )
+    finally:
+        for helpers_left in running:
+            helpers_left.close()
+
+
+def _snapshot_of(
+    python: str | None,
+    code_dirs: Sequence[Path],
+    env: dict[str, str],
+    cache: HashCache,
+    workers: int | None,
+    vouched_bytecode: Collection[str],
+    memo: SnapshotMemo,
+    helpers: int,
+    running: list[ParallelPrint | Prefetch],
+) -> Snapshot:
+    early = next((p for p in running if isinstance(p, ParallelPrint)), None)
+    layout = _layout(python, env)
     site_dirs = layout.site_dirs
     # dpkg's database lives outside everything walked, so interpreters it manages are always
     # computed file by file.
@@ -701,21 +719,17 @@ def take_snapshot(
             _walk(sd, stats, skip[sd])
     if early is not None:
         early.close()
-    # Helper processes still running when the snapshot ends (an error) are killed.
-    running: list[ParallelPrint | Prefetch] = [] if parallel is None else [parallel]
-    try:
-        return _take_snapshot(
-            python,
-            code_dirs,
-            env,
-            cache,
-            workers,
-            vouched_bytecode,
-            (layout, memo, stats, skip, parallel, running),
-        )
-    finally:
-        for helpers_left in running:
-            helpers_left.close()
+    if parallel is not None:
+        running.append(parallel)
+    return _take_snapshot(
+        python,
+        code_dirs,
+        env,
+        cache,
+        workers,
+        vouched_bytecode,
+        (layout, memo, stats, skip, parallel, running),
+    )
 
 
 def _take_snapshot(

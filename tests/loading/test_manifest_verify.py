@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -370,3 +371,64 @@ def test_a_signature_must_be_strict_base64(tmp_path: Path, ckpt: Path) -> None:
     _write_envelope(mpath, env, None)
     with pytest.raises(ManifestError, match="has no valid signature"):
         manifest.verify_manifest(ckpt, public_key=pub)
+
+
+def _checkpoint(tmp_path: Path) -> Path:
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "model.bin").write_bytes(b"weights")
+    manifest.create_manifest(ck)
+    return ck
+
+
+def test_an_extra_fifo_in_a_checkpoint_folder_is_reported_not_skipped(tmp_path: Path) -> None:
+    # A loader that opens it waits for a writer for ever: not a file to pass over unseen.
+    ck = _checkpoint(tmp_path)
+    os.mkfifo(ck / "model.safetensors.index.json")
+    with pytest.raises(ManifestError) as e:
+        manifest.verify_manifest(ck)
+    assert [_f(f) for f in e.value.findings] == [
+        (
+            "TWL-MAN-EXTRA",
+            Severity.HIGH,
+            "model.safetensors.index.json is not listed in the manifest",
+            str(ck / "model.safetensors.index.json"),
+            {"file": "model.safetensors.index.json"},
+        )
+    ]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling link"])
+def test_a_listed_file_replaced_by_something_not_regular_is_changed(
+    tmp_path: Path, kind: str
+) -> None:
+    ck = _checkpoint(tmp_path)
+    expected = _sha(b"weights")
+    (ck / "model.bin").unlink()
+    if kind == "fifo":
+        os.mkfifo(ck / "model.bin")
+        what = "named pipe (FIFO)"
+    else:
+        (ck / "model.bin").symlink_to(tmp_path / "nowhere")
+        what = "link to nothing"
+    with pytest.raises(ManifestError) as e:
+        manifest.verify_manifest(ck)
+    assert [_f(f) for f in e.value.findings] == [
+        (
+            "TWL-MAN-CHANGED",
+            Severity.CRITICAL,
+            f"model.bin is no longer a regular file (a {what})",
+            str(ck / "model.bin"),
+            {"file": "model.bin", "expected": expected},
+        )
+    ]
+
+
+def test_creating_a_manifest_refuses_a_fifo_in_the_folder(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "model.bin").write_bytes(b"weights")
+    os.mkfifo(ck / "pipe.bin")
+    with pytest.raises(ManifestError, match=r"pipe\.bin: not a regular file \(a named pipe"):
+        manifest.create_manifest(ck)
+    assert not manifest.manifest_path_for(ck).exists()

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,13 @@ def hash_file(path: Path) -> str:
 
 
 def _folder_files(folder: Path) -> list[Path]:
+    # Everything but directories: a FIFO, socket, device or dangling link in a checkpoint folder
+    # is an entry like any other (creating a manifest refuses it; verify reports it), never
+    # skipped unseen.
     files = [
         p
         for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        if not p.is_dir()
         and p.name != FOLDER_MANIFEST_NAME
         and not p.name.endswith(MANIFEST_SUFFIX)
         and not (p.name.startswith(".") and p.name.endswith(".tmp"))
@@ -331,6 +335,17 @@ def verify_manifest(
     )
 
 
+def _not_regular(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file (through links), else None."""
+    from trainwarden._internal.files import kind_of
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "link to nothing" if os.path.islink(path) else "missing file"
+    return None if stat.S_ISREG(mode) else kind_of(mode)
+
+
 def _compare(base: Path, expected: Mapping[str, str], actual: Mapping[str, Path]) -> list[Finding]:
     findings: list[Finding] = []
     for name in sorted(set(expected) | set(actual)):
@@ -353,6 +368,17 @@ def _compare(base: Path, expected: Mapping[str, str], actual: Mapping[str, Path]
                     f"{name} is not listed in the manifest",
                     loc,
                     file=name,
+                )
+            )
+        elif (kind := _not_regular(actual[name])) is not None:
+            findings.append(
+                _finding(
+                    "TWL-MAN-CHANGED",
+                    Severity.CRITICAL,
+                    f"{name} is no longer a regular file (a {kind})",
+                    loc,
+                    file=name,
+                    expected=expected[name],
                 )
             )
         else:

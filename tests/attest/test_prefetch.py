@@ -16,10 +16,10 @@ import trainwarden.attest._snapshot as snapshot_mod
 from trainwarden.attest._cache import HashCache, PycHead, hash_files
 from trainwarden.attest._prefetch import Prefetch
 from trainwarden.attest._verify import verify_environment
-from trainwarden.findings import Finding
 
 from . import test_bytecode_vouched as vouched_tests
 from . import test_memo as memo_tests
+from .test_memo import _key
 from .venvs import Venv
 
 
@@ -116,10 +116,6 @@ def helpers_hash(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     monkeypatch.setattr(Prefetch, "store", spy)
     yield stored
-
-
-def _key(findings: tuple[Finding, ...]) -> list[tuple[str, str, str, str]]:
-    return sorted((f.rule_id, f.severity.name, f.location, f.message) for f in findings)
 
 
 def test_a_tampered_environment_gives_the_same_findings_with_helpers(

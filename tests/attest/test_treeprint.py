@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
 
 import pytest
 
@@ -20,6 +19,7 @@ from trainwarden.attest._treeprint import ParallelPrint, print_from_stats
 from trainwarden.attest._verify import verify_environment
 from trainwarden.findings import Finding
 
+from .test_memo import _cache_file, _key, _no_file_state
 from .venvs import Venv
 
 
@@ -166,10 +166,6 @@ def test_a_helper_that_fails_or_prints_something_else_gives_no_print(
 # ---- through take_snapshot -------------------------------------------------------------------
 
 
-def _key(findings: tuple[Finding, ...]) -> list[tuple[str, str, str, str]]:
-    return sorted((f.rule_id, f.severity.name, f.location, f.message) for f in findings)
-
-
 def _verify(venv: Venv, env: dict[str, str], cache: HashCache) -> tuple[Finding, ...]:
     return verify_environment(str(venv.python), environ=env, cache=cache).findings
 
@@ -190,16 +186,6 @@ def helpers_used(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes | None]
 
     monkeypatch.setattr(ParallelPrint, "result", spy)
     yield seen
-
-
-def _no_file_state(*_: Any, **__: Any) -> NoReturn:
-    raise AssertionError("the per-file results were computed although the memo matched")
-
-
-def _cache_file(tmp_path: Path) -> Path:
-    d = tmp_path / "cache"
-    d.mkdir(mode=0o700, exist_ok=True)
-    return d / "hashes.bin"
 
 
 def test_a_warm_verify_with_helpers_is_a_memo_hit_with_the_same_findings(

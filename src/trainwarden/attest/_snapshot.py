@@ -572,6 +572,14 @@ def _walk(root: str, out: dict[str, os.stat_result], skip: set[str]) -> None:
                         continue
 
 
+def _walk_sites(
+    site_dirs: Sequence[str], out: dict[str, os.stat_result], skip: Mapping[str, set[str]]
+) -> None:
+    """The serial walk of every site directory, each without entering the others."""
+    for sd in site_dirs:
+        _walk(sd, out, skip[sd])
+
+
 def _unique_dirs(dirs: Sequence[str]) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
@@ -715,8 +723,7 @@ def _snapshot_of(
         else:
             parallel = ParallelPrint(site_dirs, skip, helpers, memo.weights)
     else:
-        for sd in site_dirs:
-            _walk(sd, stats, skip[sd])
+        _walk_sites(site_dirs, stats, skip)
     if early is not None:
         early.close()
     if parallel is not None:
@@ -810,8 +817,7 @@ def _take_snapshot(
             counts = parallel.counts
         else:
             if parallel is not None:  # the helpers failed: walk here
-                for sd in site_dirs:
-                    _walk(sd, stats, skip[sd])
+                _walk_sites(site_dirs, stats, skip)
                 walked_here = True
             tree, counts = print_from_stats(site_dirs, stats)
         version = [_MEMO_FORMAT, __version__.encode(), hooks]
@@ -822,8 +828,7 @@ def _take_snapshot(
         elif not walked_here:
             # A miss after the helpers' walk: walk here, and remember the results under the
             # fingerprint of the walk they are computed from.
-            for sd in site_dirs:
-                _walk(sd, stats, skip[sd])
+            _walk_sites(site_dirs, stats, skip)
             walked_here = True
             tree, counts = print_from_stats(site_dirs, stats)
             fingerprint = walk_fingerprint([*version, tree], path_stats)

@@ -152,31 +152,26 @@ def test_helpers_that_fail_give_the_same_findings(
     assert _key(failed.findings) == _key(serial.findings)
 
 
-def test_a_signed_baseline_still_vouches_for_bytecode_the_helpers_read(
+@pytest.mark.parametrize(
+    "attack",
+    [
+        # identical bytecode is vouched for by a signed baseline and not compiled
+        vouched_tests.test_a_signed_baseline_vouches_for_identical_bytecode_which_is_not_compiled,
+        # a planted pyc with the real header copied is still compiled and CRITICAL
+        vouched_tests.test_a_planted_pyc_with_the_header_copied_and_another_body_is_compiled,
+    ],
+    ids=["vouched", "planted"],
+)
+def test_the_vouched_bytecode_tests_hold_when_the_helpers_read_the_files(
     make_venv: Callable[[], Venv],
     clean_env: dict[str, str],
     cache: HashCache,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     helpers_hash: list[int],
+    attack: Callable[..., None],
 ) -> None:
-    vouched_tests.test_a_signed_baseline_vouches_for_identical_bytecode_which_is_not_compiled(
-        make_venv, clean_env, cache, tmp_path, monkeypatch
-    )
-    assert helpers_hash and all(n > 0 for n in helpers_hash)
-
-
-def test_a_planted_pyc_is_still_compiled_when_the_helpers_read_it(
-    make_venv: Callable[[], Venv],
-    clean_env: dict[str, str],
-    cache: HashCache,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    helpers_hash: list[int],
-) -> None:
-    vouched_tests.test_a_planted_pyc_with_the_header_copied_and_another_body_is_compiled(
-        make_venv, clean_env, cache, tmp_path, monkeypatch
-    )
+    attack(make_venv, clean_env, cache, tmp_path, monkeypatch)
     assert helpers_hash and all(n > 0 for n in helpers_hash)
 
 

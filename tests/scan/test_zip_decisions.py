@@ -669,6 +669,41 @@ def test_a_storage_named_only_by_a_pickle_no_reader_loads_by_name_is_read() -> N
     ]
 
 
+@pytest.mark.parametrize(
+    "storage",
+    ["other/data/0", "archive/sub/data/0", "data/0", "archive/x/archive/data/0", "archive/data/00"],
+)
+def test_a_storage_key_names_data_beside_its_own_pickle_only(storage: str) -> None:
+    """torch.load reads data/<key> under the folder of the data.pkl that names the key: a
+    member with the same key under any other folder is no tensor of this checkpoint, and is
+    read like any member."""
+    members = [Member("archive/data.pkl", _data_pkl()), Member(storage, _EVIL)]
+    r = scan_bytes(build_zip(members), "f.pt")
+    assert [(f.rule_id, f.severity, f.location) for f in r.findings] == [
+        ("TWS-PKL-DANGEROUS", Severity.CRITICAL, f"f.pt:{storage}@0")
+    ]
+
+
+def test_a_storage_named_by_a_root_data_pickle_is_the_root_data_folder() -> None:
+    members = [Member("data.pkl", _data_pkl()), Member("data/0", _EVIL)]
+    assert scan_bytes(build_zip(members), "g.pt").findings == ()
+    members = [Member("data.pkl", _data_pkl()), Member("archive/data/0", _EVIL)]
+    assert _dangerous(scan_bytes(build_zip(members), "h.pt")) == ["h.pt:archive/data/0@0"]
+
+
+def test_keys_named_by_torchscript_constants_do_not_skip_data_members() -> None:
+    """torch.jit.load reads the storages of constants.pkl from constants/<key>, never from
+    data/<key>: a key named only there makes no data/ member tensor bytes."""
+    members = [
+        Member("m/data.pkl", pickle.dumps({"a": 1}, protocol=2)),
+        Member("m/code/__torch__.py", b"x = 1\n"),
+        Member("m/constants.pkl", _data_pkl()),
+        Member("m/data/0", _EVIL),
+    ]
+    r = scan_bytes(build_zip(members), "k.pt")
+    assert _dangerous(r) == ["k.pt:m/data/0@0"]
+
+
 def test_a_torchscript_storage_named_by_its_data_pickle_is_not_read() -> None:
     members = [
         Member("m/data.pkl", _data_pkl()),

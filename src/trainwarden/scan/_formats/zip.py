@@ -8,7 +8,6 @@ persistent ids are raw tensor bytes that torch never unpickles, so they are not 
 from __future__ import annotations
 
 import contextlib
-import re
 import struct
 import zlib
 
@@ -47,8 +46,6 @@ _TORCHSCRIPT_BUILDERS = tuple(
         "restore_type_tag",
     )
 )
-
-_STORAGE_RE = re.compile(r"(?:^|/)data/([^/]+)$")
 
 
 class ZipHandler:
@@ -289,7 +286,9 @@ class ZipHandler:
         # First the pickles the archive's reader unpickles by name (collecting the storages they
         # name), then every other member by content, as the same bytes on their own would be.
         limit = ctx.limits.max_decompressed_bytes
-        storage_keys: set[str] = set()
+        # Full member names of the storages: torch.load reads ``<prefix>/data/<key>`` for each
+        # key its ``<prefix>/data.pkl`` names, under that same prefix and no other.
+        storages: set[str] = set()
         deferred: list[tuple[ZipEntry, Spill | None]] = []
         try:
             ordered = sorted(archive.entries, key=lambda ent: unpickled_by(kind, ent.name) is None)
@@ -312,11 +311,18 @@ class ZipHandler:
                         continue
                     content = sink.value()
                     ctx.note_format("pickle")
+                    folder = ent.name[: ent.name.rfind("/") + 1]
+                    names_storages = reader == "torch.load"  # data.pkl, not constants.pkl
                     for pid in scan_pickle(content, member_loc, ctx):
                         # torch's persistent_load unpacks exactly (typename, storage type, key,
-                        # location, numel) and reads data/<key> as raw bytes
-                        if isinstance(pid, list) and len(pid) == 5 and pid[0] == "storage":
-                            storage_keys.add(str(pid[2]))
+                        # location, numel) and reads data/<key> beside data.pkl as raw bytes
+                        if (
+                            names_storages
+                            and isinstance(pid, list)
+                            and len(pid) == 5
+                            and pid[0] == "storage"
+                        ):
+                            storages.add(f"{folder}data/{pid[2]}")
                     if looks_like_pickle(content):
                         # readers that go by content still see an archive appended to it
                         self.scan_trailing_archive(content, member_loc, ctx)
@@ -337,12 +343,10 @@ class ZipHandler:
                     del content
                     deferred.append((ent, sink))
                     continue
-                m = _STORAGE_RE.search(ent.name)
                 head = _head(data, ent)
                 if (
                     kind in ("pytorch-zip", "torchscript")
-                    and m
-                    and m.group(1) in storage_keys
+                    and ent.name in storages
                     and ent.method == 0
                     and head is not None
                     and not head.startswith(_NPY_MAGIC)

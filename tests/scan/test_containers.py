@@ -247,7 +247,17 @@ def test_directory_walk_skips_fifos_and_rejects_them_explicitly(tmp_path: Path) 
     os.mkfifo(fifo)
     (tmp_path / "dangling").symlink_to(tmp_path / "missing")
     report = scan_path(tmp_path)
-    assert [Path(f.path).name for f in report.files] == ["ok.pkl"]
+    # not read (a FIFO would block the walk), and not a pass: a loader may still open them
+    assert {Path(f.path).name: f.formats for f in report.files} == {
+        "dangling": ("unscanned",),
+        "ok.pkl": ("pickle",),
+        "pipe": ("unscanned",),
+    }
+    assert sorted((Path(f.location).name, f.rule_id, f.severity.name) for f in report.findings) == [
+        ("dangling", "TWS-UNSCANNED", "HIGH"),
+        ("pipe", "TWS-UNSCANNED", "HIGH"),
+    ]
+    assert report.failed()
     with pytest.raises(ScanError, match="not a regular file"):
         scan_path(fifo)
     with pytest.raises(ScanError, match="no such file"):

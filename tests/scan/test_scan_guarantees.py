@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from trainwarden.findings import Severity
 from trainwarden.scan import scan_path
 
 # Runs in a child: builds a bomb (gzip or a deflated zip member) of SIZE MiB of zeros, caps the
@@ -69,8 +70,9 @@ def test_decompression_bomb_costs_disk_not_memory(kind: str, mode: str) -> None:
 
 
 def test_directory_walk_does_not_follow_directory_symlinks(tmp_path: Path) -> None:
-    """A walk stays inside the tree it was given (a link to / cannot make it scan the machine);
-    a symlinked *file* inside the tree is scanned like any other file."""
+    """A walk stays inside the tree it was given (a link to / cannot make it scan the machine),
+    and what it did not follow is HIGH, not a pass; a symlinked *file* inside the tree is
+    scanned like any other file."""
     tree = tmp_path / "models"
     tree.mkdir()
     (tree / "ok.pkl").write_bytes(pickle.dumps([1], protocol=4))
@@ -81,9 +83,18 @@ def test_directory_walk_does_not_follow_directory_symlinks(tmp_path: Path) -> No
     (tree / "linked_dir").symlink_to(outside, target_is_directory=True)
     (tree / "loop").symlink_to(tree, target_is_directory=True)
     report = scan_path(tree)
-    assert sorted(Path(f.path).name for f in report.files) == ["ok.pkl"]
-    assert not report.failed()
+    found = sorted((Path(f.location).name, f.rule_id, f.severity) for f in report.findings)
+    assert found == [
+        ("linked_dir", "TWS-UNSCANNED", Severity.HIGH),
+        ("loop", "TWS-UNSCANNED", Severity.HIGH),
+    ]
+    assert {Path(f.path).name: f.formats for f in report.files} == {
+        "linked_dir": ("unscanned",),
+        "loop": ("unscanned",),
+        "ok.pkl": ("pickle",),
+    }
     (tree / "linked_file.pkl").symlink_to(outside / "evil.pkl")
     report = scan_path(tree)
-    assert sorted(Path(f.path).name for f in report.files) == ["linked_file.pkl", "ok.pkl"]
-    assert report.failed()
+    assert ("linked_file.pkl", "TWS-PKL-DANGEROUS") in {
+        (Path(f.location.split("@")[0]).name, f.rule_id) for f in report.findings
+    }

@@ -181,10 +181,12 @@ def _scan_lines(
     n_find = len(report.findings)
     unsafe = sum(1 for fr in report.files if fr.verdict(threshold) == "unsafe")
     hidden = len(report.files) - shown
+    # Entries the walk could not read are reported (unsafe) but were not scanned.
+    scanned = sum(1 for fr in report.files if fr.formats != ("unscanned",))
     lines.append(
         [
             (
-                f"{len(report.files)} file(s) scanned in {report.elapsed_s:.2f}s: {unsafe} unsafe, "
+                f"{scanned} file(s) scanned in {report.elapsed_s:.2f}s: {unsafe} unsafe, "
                 f"{n_find} finding(s); failing at {threshold.name} and above"
                 + (f"; {len(report.skipped)} skipped" if report.skipped else "")
                 + (

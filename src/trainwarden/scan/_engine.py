@@ -532,14 +532,26 @@ def scan_paths(
             if folder_extra:  # resolving costs a walk of every path component: only when needed
                 by_path[t.resolve()] = len(reports)
             reports.append(res)
+    unscanned = {Path(path) for path, _ in skipped}
+    for path, reason in skipped:
+        # Not scanned is not a pass: a loader may still open what the walk could not read.
+        found = Finding(
+            "TWS-UNSCANNED",
+            Severity.HIGH,
+            f"not scanned: {reason}; a loader may still open it (fail closed)",
+            path,
+            {"reason": reason},
+        )
+        folder_extra.setdefault(Path(path), []).append(found)
     for fp, found in folder_extra.items():
         idx = by_path.get(fp.resolve())
         if idx is None:
             try:
-                size = fp.stat().st_size
+                size = fp.lstat().st_size if fp in unscanned else fp.stat().st_size
             except OSError:
                 size = 0
-            reports.append(FileReport(str(fp), size, ("folder",), tuple(found)))
+            kind = "unscanned" if fp in unscanned else "folder"
+            reports.append(FileReport(str(fp), size, (kind,), tuple(found)))
         else:
             r = reports[idx]
             reports[idx] = FileReport(

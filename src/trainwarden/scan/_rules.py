@@ -485,6 +485,16 @@ RULES: dict[str, Rule] = register(
             guide="scan-formats.md",
         ),
         Rule(
+            "TWS-UNSCANNED",
+            Severity.HIGH,
+            "an entry of a scanned directory could not be scanned: a FIFO, socket or device (a "
+            "loader that opens it reads whatever a writer serves then, or waits for ever), a "
+            "dangling or looping symbolic link (its target can appear later), a directory behind "
+            "a symbolic link (not followed) or one that cannot be listed (fail closed)",
+            threats=("T1", "T7"),
+            guide="scan.md",
+        ),
+        Rule(
             "TWS-ZIP-CRC",
             Severity.MEDIUM,
             "a member's CRC-32 does not match its data: some readers refuse the member (so peer "

@@ -535,14 +535,14 @@ def scan_paths(
     unscanned = {Path(path) for path, _ in skipped}
     for path, reason in skipped:
         # Not scanned is not a pass: a loader may still open what the walk could not read.
-        found = Finding(
+        unread = Finding(
             "TWS-UNSCANNED",
             Severity.HIGH,
             f"not scanned: {reason}; a loader may still open it (fail closed)",
             path,
             {"reason": reason},
         )
-        folder_extra.setdefault(Path(path), []).append(found)
+        folder_extra.setdefault(Path(path), []).append(unread)
     for fp, found in folder_extra.items():
         idx = by_path.get(fp.resolve())
         if idx is None:

@@ -264,6 +264,17 @@ def test_directory_walk_skips_fifos_and_rejects_them_explicitly(tmp_path: Path) 
         scan_path(tmp_path / "missing")
 
 
+def test_entries_left_out_by_the_user_are_neither_skipped_nor_reported(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "ok.pkl").write_bytes(pickle.dumps([1], protocol=4))
+    os.mkfifo(tmp_path / "pipe")
+    for report in (scan_path(tmp_path, exclude=["pipe"]), scan_path(tmp_path, include=["*.pkl"])):
+        assert [Path(f.path).name for f in report.files] == ["ok.pkl"]
+        assert report.skipped == ()
+        assert not report.failed()
+
+
 def test_folder_hook_findings_are_merged(tmp_path: Path) -> None:
     # The core calls formats.hf_folder.folder_findings for each walked directory and merges its
     # findings into the FileReport of the file they concern (creating one if the walk skipped it).

@@ -305,6 +305,22 @@ TARGETS: dict[str, Target] = {
         ("tests/attest/test_hash_compare_decisions.py",),
         ("x_check_snapshot",),
     ),
+    # attestation: which bytecode is compiled, which verdicts are remembered, what a signed
+    # baseline's content keys stand in for
+    "attest-bytecode": Target(
+        "src/trainwarden/attest/_bytecode.py",
+        ("tests/attest/test_bytecode_decisions.py",),
+        (
+            "x_verify_bytecode",
+            "x_check_bytecode",
+            "x_bytecode_pairs",
+            "x_content_key",
+            "x__level",
+            "x__used_by_python",
+            "x__ints",
+            "x__sha",
+        ),
+    ),
     "attest_memo": Target(
         "src/trainwarden/attest/_memo.py",
         ("tests/attest/test_memo_unit.py",),

@@ -67,13 +67,13 @@ def _module(root: Path, name: str = "m", text: str = "X = 1\n", opt: int = 0) ->
     """A source and the pyc Python itself writes for it (timestamp header)."""
     src = root / f"{name}.py"
     src.write_text(text)
-    pyc = py_compile.compile(
-        str(src),
-        doraise=True,
-        optimize=opt,
-        invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP,
-    )
-    return pyc, str(src)
+    return _compile(src, py_compile.PycInvalidationMode.TIMESTAMP, opt), str(src)
+
+
+def _compile(src: Path, mode: py_compile.PycInvalidationMode, opt: int = 0) -> str:
+    pyc = py_compile.compile(str(src), doraise=True, optimize=opt, invalidation_mode=mode)
+    assert pyc is not None
+    return pyc
 
 
 def _stats(pairs: Sequence[Pair]) -> dict[str, os.stat_result]:
@@ -426,9 +426,7 @@ def test_a_vouched_hash_based_pyc_is_used_whatever_its_header_dates(
     do not stop the baseline's key from standing."""
     src = tmp_path / "h.py"
     src.write_text("X = 1\n")
-    pyc = py_compile.compile(
-        str(src), doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
-    )
+    pyc = _compile(src, py_compile.PycInvalidationMode.UNCHECKED_HASH)
     cache = HashCache(None)
     _run([(pyc, str(src))], cache, vouched=_vouched(pyc, str(src), cache))
     assert compiled == [[]]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import pickle
 import struct
-import zipfile
 import zlib
 from typing import Any
 
@@ -20,7 +19,7 @@ from trainwarden.scan import FileReport, scan_bytes
 from trainwarden.scan._formats.zip import _kind, unpickled_by
 from trainwarden.scan._types import Limits
 
-from ._zipbuild import Member, build_zip
+from ._zipbuild import Member, build_zip, stored, zip64_shadowed
 
 
 def test_a_local_header_naming_another_member_is_reported_exactly() -> None:
@@ -128,32 +127,6 @@ _MINIZ = "PyTorch's reader (miniz)"
 _ZIPFILE = "Python's zipfile"
 
 
-def _stored(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-        for name, data in members.items():
-            z.writestr(name, data)
-    return out.getvalue()
-
-
-def _shadowed(shadow: dict[str, bytes], benign: dict[str, bytes]) -> bytes:
-    """An archive whose zip64 locator points at a second directory: PyTorch's reader (miniz)
-    follows it and reads ``shadow``; Python's zipfile and TrainWarden read ``benign``."""
-    a, b = _stored(shadow), _stored(benign)
-    a_eocd = a.rfind(b"PK\x05\x06")
-    _, _, _, _, a_n, a_size, a_off, _ = struct.unpack_from("<4s4H2LH", a, a_eocd)
-    b_eocd = b.rfind(b"PK\x05\x06")
-    _, _, _, _, b_n, b_size, b_off, _ = struct.unpack_from("<4s4H2LH", b, b_eocd)
-    body = bytearray(a[:a_eocd])
-    shadow_rec = len(body)
-    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, a_n, a_n, a_size, a_off)
-    body += b[:b_eocd]
-    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, b_n, b_n, b_size, b_off)
-    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, shadow_rec, 1)
-    body += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, b_n, b_n, b_size, b_off, 0)
-    return bytes(body)
-
-
 def _differential(r: FileReport) -> list[tuple[Severity, str, str, object]]:
     return [
         (f.severity, f.message, f.location, f.evidence)
@@ -169,7 +142,7 @@ def test_members_another_reader_sees_differently_are_reported_exactly(shared: in
     shadow["archive/data.pkl"] = _EVIL
     benign = {n: b"benign text %d" % i for i, n in enumerate(names)}
     benign["archive/data.pkl"] = b"\x80\x04K\x01."
-    r = scan_bytes(_shadowed(shadow, benign), "s.pt")
+    r = scan_bytes(zip64_shadowed(shadow, benign), "s.pt")
     split = sorted([*names, "archive/data.pkl"])
     extra = [*names, "archive/data.pkl"]
     more = ", ..." if len(extra) > 8 else ""
@@ -198,7 +171,8 @@ def test_members_another_reader_sees_differently_are_reported_exactly(shared: in
 
 def test_members_only_one_reader_has_are_extra_but_not_split() -> None:
     r = scan_bytes(
-        _shadowed({"archive/data.pkl": _EVIL}, {"archive/other.pkl": b"\x80\x04K\x01."}), "o.pt"
+        zip64_shadowed({"archive/data.pkl": _EVIL}, {"archive/other.pkl": b"\x80\x04K\x01."}),
+        "o.pt",
     )
     assert _differential(r) == [
         (
@@ -331,7 +305,7 @@ def test_a_compressed_npy_member_is_read_whole_with_the_limits() -> None:
 def test_an_archive_at_the_end_of_a_plain_npy_member_is_scanned(floats: int) -> None:
     """numpy.load reads the array, but the member read on its own opens as a zip archive in
     zipfile-based loaders: it is scanned as the same bytes as a file would be."""
-    member = _npy(np.arange(float(floats))) + _stored({"archive/data.pkl": _EVIL})
+    member = _npy(np.arange(float(floats))) + stored({"archive/data.pkl": _EVIL})
     for data, where in (
         (build_zip([Member("w.npy", member)]), "a.npz:w.npy"),
         (_multi_disk([Member("w.npy", member)]), f"a.npz:<{_ZIPFILE}>:w.npy"),
@@ -761,7 +735,7 @@ def test_an_archive_appended_to_a_pickle_member_is_scanned(name: str) -> None:
     """The member read on its own opens in zipfile-based readers as the archive appended to
     it: what they would read is reported and scanned, whether or not torch.load unpickles the
     member by name (the same as for a pickle file)."""
-    member = pickle.dumps({"a": 1}, protocol=2) + _stored({"archive/data.pkl": _EVIL})
+    member = pickle.dumps({"a": 1}, protocol=2) + stored({"archive/data.pkl": _EVIL})
     members = [Member(name, member)]
     if name != "archive/data.pkl":
         members.insert(0, Member("archive/data.pkl", pickle.dumps({"b": 2}, protocol=2)))

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import io
-import struct
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests.scan import _zipdiff
+from tests.scan._zipbuild import zip64_shadowed
 from trainwarden.findings import Severity
 from trainwarden.scan._engine import scan_bytes
 
@@ -79,27 +79,10 @@ def _zip64_shadow() -> bytes:
     """miniz follows the zip64 locator's offset; zipfile and our primary reading take the record
     just before the locator. The locator points at a record describing a shadow directory."""
     evil = b"cos\nsystem\n(S'echo'\ntR."
-    shadow = io.BytesIO()
-    with zipfile.ZipFile(shadow, "w") as z:
-        z.writestr("archive/data.pkl", evil)
-        z.writestr("archive/version", b"3\n")
-    benign = io.BytesIO()
-    with zipfile.ZipFile(benign, "w") as z:
-        z.writestr("archive/data.pkl", b"\x80\x04K\x01.")
-        z.writestr("archive/version", b"3\n")
-    a, b = shadow.getvalue(), benign.getvalue()
-    a_eocd = a.rfind(b"PK\x05\x06")
-    _, _, _, _, a_n, a_size, a_off, _ = struct.unpack_from("<4s4H2LH", a, a_eocd)
-    b_eocd = b.rfind(b"PK\x05\x06")
-    _, _, _, _, b_n, b_size, b_off, _ = struct.unpack_from("<4s4H2LH", b, b_eocd)
-    body = bytearray(a[:a_eocd])
-    shadow_rec = len(body)
-    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, a_n, a_n, a_size, a_off)
-    body += b[:b_eocd]
-    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, b_n, b_n, b_size, b_off)
-    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, shadow_rec, 1)
-    body += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, b_n, b_n, b_size, b_off, 0)
-    return bytes(body)
+    return zip64_shadowed(
+        {"archive/data.pkl": evil, "archive/version": b"3\n"},
+        {"archive/data.pkl": b"\x80\x04K\x01.", "archive/version": b"3\n"},
+    )
 
 
 def test_zip64_locator_pointing_at_another_directory_is_high() -> None:

@@ -52,7 +52,11 @@ def compiled(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[Pair]]]:
     real = _bytecode.check_bytecode
 
     def spy(
-        pairs: Sequence[Pair], python: str | None, env: Mapping[str, str], *, workers: int | None
+        pairs: Sequence[Pair],
+        python: str | None,
+        env: Mapping[str, str],
+        *,
+        workers: int | None = None,
     ) -> list[_bytecode._Checked]:
         calls.append(list(pairs))
         return real(pairs, python, env, workers=workers)
@@ -145,7 +149,9 @@ def test_this_process_remembers_verdicts_for_a_new_cache_which_stores_them(
     assert compiled[1:] == [[]]
     assert _statuses(results) == ["match"] and consistent and matches == {_content(pyc, src)}
     fresh.save()  # what it took from this process's memory counts as new: it is written
-    assert len(HashCache(store).bytecode_verdicts()) == 1
+    assert list(HashCache(store).bytecode_verdicts().values()) == [
+        ("match", "", _content(pyc, src))
+    ]
 
 
 def test_verdicts_compiled_into_a_cache_file_are_written(
@@ -242,7 +248,7 @@ def test_a_file_changed_after_the_walk_gives_this_run_its_verdict_and_remembers_
         cache = HashCache(None)
         results, consistent, matches = _run([(pyc, src)], cache, stats=walked)
         assert _statuses(results) == ["match"]
-        assert not consistent
+        assert consistent is False
         assert matches == {_content(pyc, src)}  # true of the bytes read, whatever their metadata
         assert cache.bytecode_verdicts() == {}
 
@@ -298,7 +304,7 @@ def test_a_checker_that_cannot_run_is_an_error_that_is_retried(
     results, consistent, matches = _run([(pyc, src)], cache, python=str(tmp_path / "no-python"))
     assert _statuses(results) == ["error"]
     assert "no-python" in results[0].detail
-    assert not consistent and matches == set()
+    assert consistent is False and matches == set()
     assert cache.bytecode_verdicts() == {}
     assert _statuses(_run([(pyc, src)], cache)[0]) == ["match"]
 
@@ -504,3 +510,334 @@ def test_a_content_key_is_the_compiler_level_body_and_source() -> None:
     assert odd == plain
     assert content_key(b"other", f"/x/__pycache__/m.{_TAG}.pyc", body, source) != plain
     assert content_key(_COMPILER, f"/x/__pycache__/m.{_TAG}.pyc", source, body) != plain
+
+
+# --- more pairs at once: no decision stops the others ------------------------------------------
+
+
+def _link_pair(root: Path) -> tuple[str, str]:
+    pyc, src = _module(root, "linked")
+    real = root / "linked-real.pyc"
+    os.replace(pyc, real)
+    os.symlink(real, pyc)
+    return pyc, src
+
+
+def test_every_pair_is_decided_whatever_the_one_before_it_took(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    """Pairs that went to the checker for different reasons, then a remembered one, then a new
+    one: each gets its result, in order, and only the right ones are remembered."""
+    link = _link_pair(tmp_path)
+    unwalked = _module(tmp_path, "unwalked")
+    remembered = _module(tmp_path, "remembered")
+    other = _module(tmp_path, "other", "V = 9\n")
+    data = Path(other[0]).read_bytes()
+    alien = _module(tmp_path, "alien")
+    Path(alien[0]).write_bytes(b"\x00\x00\r\n" + Path(alien[0]).read_bytes()[4:])
+    fresh = _module(tmp_path, "fresh")
+    cache = HashCache(None)
+    _run([remembered], cache)
+    pairs = [link, unwalked, remembered, alien, fresh, other]
+    stats = _stats(pairs)
+    del stats[unwalked[1]]
+    os.chmod(other[0], 0o600)  # changed after the walk
+    results, consistent, matches = _run(pairs, cache, stats=stats)
+    assert [(r.pyc, r.status) for r in results] == [
+        (link[0], "match"),
+        (unwalked[0], "match"),
+        (remembered[0], "match"),
+        (alien[0], "ignored"),
+        (fresh[0], "match"),
+        (other[0], "match"),
+    ]
+    assert compiled[1:] == [[link, unwalked, alien, fresh, other]]
+    assert consistent is False  # only because of the file changed after the walk
+    assert matches == {_content(p, s) for p, s in (link, unwalked, remembered, fresh, other)}
+    assert len(Path(other[0]).read_bytes()) == len(data)
+    remembered_now = {k[len(_COMPILER) :] for k in cache.bytecode_verdicts()}
+    assert remembered_now == {_key(os.lstat(p)) + _key(os.lstat(s)) for p, s in (remembered, fresh)}
+
+
+def test_links_and_unwalked_files_compared_again_leave_the_run_consistent(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    link = _link_pair(tmp_path)
+    _, consistent, _ = _run([link], HashCache(None))
+    assert consistent is True
+
+
+def test_a_remembered_match_without_a_content_key_adds_none(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    """A verdict from a checker that had no hashlib: a match, but no content key to record."""
+    pyc, src = _module(tmp_path)
+    cache = HashCache(None)
+    cache.bytecode_verdicts()[_COMPILER + _key(os.lstat(pyc)) + _key(os.lstat(src))] = (
+        "match",
+        "",
+        "",
+    )
+    results, _, matches = _run([(pyc, src)], cache)
+    assert _statuses(results) == ["match"] and matches == set()
+    assert compiled == [[]]
+
+
+def _file_cache(tmp_path: Path) -> Path:
+    store = tmp_path / "cache" / "hashes.bin"
+    store.parent.mkdir(mode=0o700)
+    return store
+
+
+def test_verdicts_from_memory_and_from_the_checker_in_one_run_are_all_written(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    a, b = _module(tmp_path, "a"), _module(tmp_path, "b", "Y = 2\n")
+    _run([a], HashCache(None))  # this process remembers a
+    store = _file_cache(tmp_path)
+    cache = HashCache(store)
+    _run([a, b], cache)
+    cache.save()
+    assert sorted(HashCache(store).bytecode_verdicts().values()) == sorted(
+        [("match", "", _content(*a)), ("match", "", _content(*b))]
+    )
+
+
+def test_a_vouched_verdict_and_a_compiled_one_in_one_run_are_both_written(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    a, b = _module(tmp_path, "a"), _module(tmp_path, "b", "Y = 2\n")
+    store = _file_cache(tmp_path)
+    cache = HashCache(store)
+    _run([a, b], cache, vouched=_vouched(*a, cache))
+    assert compiled == [[b]]
+    cache.save()
+    assert len(HashCache(store).bytecode_verdicts()) == 2
+
+
+def test_a_run_that_learned_nothing_does_not_rewrite_the_cache(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    pair = _module(tmp_path)
+    store = _file_cache(tmp_path)
+    cache = HashCache(store)
+    _run([pair], cache)
+    cache.save()
+    before = os.stat(store).st_ino
+    _bytecode.forget_verdicts()
+    again = HashCache(store)
+    _run([pair], again)
+    again.save()
+    assert compiled[1:] == [[]]
+    assert os.stat(store).st_ino == before
+
+
+def test_a_full_process_memory_keeps_no_more_verdicts(
+    tmp_path: Path, compiled: list[list[Pair]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bytecode, "_MAX_VERDICTS", 0)
+    a, b = _module(tmp_path, "a"), _module(tmp_path, "b", "Y = 2\n")
+    cache = HashCache(None)
+    _run([a, b], cache, vouched=_vouched(*a, cache))  # a vouched, b compiled
+    _run([a, b], HashCache(None))
+    assert compiled == [[b], [a, b]]
+
+
+def test_a_source_exactly_at_the_checkers_limit_is_still_vouched(
+    tmp_path: Path, compiled: list[list[Pair]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pyc, src = _module(tmp_path)
+    monkeypatch.setattr(_bytecode, "_MAX_SOURCE", os.stat(src).st_size)
+    cache = HashCache(None)
+    _run([(pyc, src)], cache, vouched=_vouched(pyc, src, cache))
+    assert compiled == [[]]
+
+
+# --- the checker process: how it is run, and what of its answer is believed ----------------------
+
+
+def _script(path: Path, body: str) -> str:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_the_checker_runs_isolated_with_the_jobs_environment_minus_injection(
+    tmp_path: Path, compiled: list[list[Pair]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TW_JOB_MARK", raising=False)
+    pair = _module(tmp_path)
+    log = tmp_path / "log"
+    log.mkdir()
+    python = _script(
+        tmp_path / "python",
+        f'printf "%s\\n" "$@" > {log}/args\nenv > {log}/env\nexec {sys.executable} "$@"\n',
+    )
+    env = {"TW_JOB_MARK": "job", "LD_AUDIT": str(tmp_path / "nothing.so")}
+    results, _, _ = verify_bytecode(
+        [pair], _stats([pair]), _COMPILER, python, env, HashCache(None), workers=1
+    )
+    assert _statuses(results) == ["match"]
+    args = (log / "args").read_text().split("\n")
+    assert args[:3] == ["-I", "-S", "-B"] and args[3].endswith("_bytecode_check.py")
+    seen = dict(
+        line.split("=", 1) for line in (log / "env").read_text().splitlines() if "=" in line
+    )
+    assert seen.get("TW_JOB_MARK") == "job"
+    assert "LD_AUDIT" not in seen
+
+
+def _answering(tmp_path: Path, rows: object, code: int = 0, stderr: str = "") -> str:
+    """A "python" whose checker answers ``rows`` (JSON) and exits ``code``."""
+    answer = tmp_path / "answer.json"
+    answer.write_text(__import__("json").dumps(rows))
+    err = f"printf '%s' '{stderr}' >&2\n" if stderr else ""
+    return _script(tmp_path / "python", f"cat > /dev/null\ncat {answer}\n{err}exit {code}\n")
+
+
+def _row(pair: Pair, **change: object) -> list[object]:
+    """The row the real checker prints for a match, with ``change`` made to its fields."""
+    pyc, src = pair
+    fields = ("pyc", "status", "detail", "pyc_meta", "src_meta", "body", "src")
+    row: list[object] = [pyc, "match", "", _meta(pyc), _meta(src) if src else [], "ab" * 32]
+    row.append("cd" * 32)
+    return [change.get(name, value) for name, value in zip(fields, row, strict=True)]
+
+
+def _meta(path: str) -> list[int]:
+    st = os.lstat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def test_a_checker_answer_with_the_metadata_read_is_remembered_with_its_content_key(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    pair = _module(tmp_path)
+    cache = HashCache(None)
+    results, consistent, matches = _run([pair], cache, python=_answering(tmp_path, [_row(pair)]))
+    body, src = bytes.fromhex("ab" * 32), bytes.fromhex("cd" * 32)
+    ck = content_key(_COMPILER, pair[0], body, src)
+    assert (_statuses(results), consistent, matches) == (["match"], True, {ck})
+    assert list(cache.bytecode_verdicts().values()) == [("match", "", ck)]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"pyc": "/elsewhere.pyc"}, "checker answered out of order"),
+        ({"status": "compiled, trust me"}, "checker answered out of order"),
+    ],
+)
+def test_a_checker_answer_out_of_order_is_an_error_for_that_pair_only(
+    tmp_path: Path, compiled: list[list[Pair]], change: dict[str, object], reason: str
+) -> None:
+    a, b = _module(tmp_path, "a"), _module(tmp_path, "b", "Y = 2\n")
+    python = _answering(tmp_path, [_row(a, **change), _row(b)])
+    checked = _bytecode.check_bytecode([a, b], python, {}, workers=1)
+    assert checked[0] == (BytecodeResult(a[0], a[1], "error", reason), [], [], b"", b"")
+    assert checked[1][0] == BytecodeResult(b[0], b[1], "match", "")
+    assert len(checked) == 2
+
+
+@pytest.mark.parametrize("row", [["short", "match"], "not a row", [None] * 8])
+def test_a_malformed_checker_row_is_an_error(
+    tmp_path: Path, compiled: list[list[Pair]], row: object
+) -> None:
+    pair = _module(tmp_path)
+    if isinstance(row, list) and row and row[0] == "short":
+        row = [pair[0], "match"]
+    checked = _bytecode.check_bytecode([pair], _answering(tmp_path, [row]), {}, workers=1)
+    why = "checker answered out of order"
+    assert checked == [(BytecodeResult(pair[0], pair[1], "error", why), [], [], b"", b"")]
+
+
+def test_the_checkers_own_error_verdict_is_kept_with_its_detail(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    pair = _module(tmp_path)
+    python = _answering(tmp_path, [_row(pair, status="error", detail="could not read it")])
+    results, consistent, _ = _run([pair], HashCache(None), python=python)
+    assert results == [BytecodeResult(pair[0], pair[1], "error", "could not read it")]
+    assert consistent is False
+
+
+@pytest.mark.parametrize(
+    ("change", "metadata_believed"),
+    [
+        ({"pyc_meta": [1, 2, 3, 4]}, False),  # not five numbers: nothing read, by its word
+        ({"pyc_meta": "12345"}, False),
+        ({"body": "zz" * 32}, True),  # not hex: no content key
+        ({"body": ["ab"] * 64}, True),
+        ({"src": "short"}, True),
+    ],
+)
+def test_checker_fields_that_are_not_what_they_should_be_are_not_believed(
+    tmp_path: Path, compiled: list[list[Pair]], change: dict[str, object], metadata_believed: bool
+) -> None:
+    pair = _module(tmp_path)
+    cache = HashCache(None)
+    python = _answering(tmp_path, [_row(pair, **change)])
+    results, consistent, matches = _run([pair], cache, python=python)
+    assert _statuses(results) == ["match"]
+    ck = content_key(_COMPILER, pair[0], bytes.fromhex("ab" * 32), bytes.fromhex("cd" * 32))
+    if metadata_believed:
+        # a digest that is not one only loses the content key
+        assert consistent is True and matches == set()
+        assert list(cache.bytecode_verdicts().values()) == [("match", "", "")]
+    else:
+        # metadata that cannot be believed remembers nothing (the key is of the bytes read)
+        assert consistent is False and matches == {ck}
+        assert cache.bytecode_verdicts() == {}
+
+
+def test_a_checker_that_exits_with_an_error_is_not_believed_even_with_rows(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    pair = _module(tmp_path)
+    noise = "x" * 150 + "y" * 150
+    python = _answering(tmp_path, [_row(pair)], code=3, stderr=noise)
+    checked = _bytecode.check_bytecode([pair], python, {}, workers=1)
+    why = f"checker exited 3: {noise[-200:]}"
+    assert checked == [(BytecodeResult(pair[0], pair[1], "error", why), [], [], b"", b"")]
+
+
+def test_a_checker_that_runs_too_long_is_an_error(
+    tmp_path: Path, compiled: list[list[Pair]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bytecode, "_CHUNK_TIMEOUT", 0.5)
+    pair = _module(tmp_path)
+    python = _script(tmp_path / "python", "exec sleep 30\n")
+    checked = _bytecode.check_bytecode([pair], python, {}, workers=1)
+    assert checked[0][0].status == "error"
+    assert checked[0][0].detail.startswith("TimeoutExpired:")
+
+
+def test_a_checker_that_cannot_start_names_why(tmp_path: Path, compiled: list[list[Pair]]) -> None:
+    pair = _module(tmp_path)
+    checked = _bytecode.check_bytecode([pair], str(tmp_path / "none"), {}, workers=1)
+    assert checked[0][0].detail.startswith("FileNotFoundError:")
+    assert checked[0][1:] == ([], [], b"", b"")
+
+
+def test_more_pairs_than_the_limit_are_each_an_error_and_none_is_compared(
+    tmp_path: Path, compiled: list[list[Pair]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bytecode, "MAX_BYTECODE_FILES", 2)
+    pairs = [_module(tmp_path, f"m{i}") for i in range(3)]
+    why = "more than 2 bytecode files to compare"
+    assert _bytecode.check_bytecode(pairs, sys.executable, {}) == [
+        (BytecodeResult(p, s, "error", why), [], [], b"", b"") for p, s in pairs
+    ]
+    assert [r[0].status for r in _bytecode.check_bytecode(pairs[:2], sys.executable, {})] == [
+        "match",
+        "match",
+    ]
+
+
+def test_pairs_are_checked_in_chunks_each_pair_once(
+    tmp_path: Path, compiled: list[list[Pair]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bytecode, "_CHUNK", 2)
+    pairs = [_module(tmp_path, f"m{i}") for i in range(5)]
+    checked = _bytecode.check_bytecode(pairs, sys.executable, {}, workers=2)
+    assert [(r[0].pyc, r[0].status) for r in checked] == [(p, "match") for p, _ in pairs]

@@ -538,7 +538,7 @@ def test_every_pair_is_decided_whatever_the_one_before_it_took(
     fresh = _module(tmp_path, "fresh")
     cache = HashCache(None)
     _run([remembered], cache)
-    pairs = [link, unwalked, remembered, alien, fresh, other]
+    pairs = [link, unwalked, remembered, alien, other, fresh]
     stats = _stats(pairs)
     del stats[unwalked[1]]
     os.chmod(other[0], 0o600)  # changed after the walk
@@ -548,10 +548,10 @@ def test_every_pair_is_decided_whatever_the_one_before_it_took(
         (unwalked[0], "match"),
         (remembered[0], "match"),
         (alien[0], "ignored"),
-        (fresh[0], "match"),
         (other[0], "match"),
+        (fresh[0], "match"),
     ]
-    assert compiled[1:] == [[link, unwalked, alien, fresh, other]]
+    assert compiled[1:] == [[link, unwalked, alien, other, fresh]]
     assert consistent is False  # only because of the file changed after the walk
     assert matches == {_content(p, s) for p, s in (link, unwalked, remembered, fresh, other)}
     assert len(Path(other[0]).read_bytes()) == len(data)
@@ -608,8 +608,11 @@ def test_a_vouched_verdict_and_a_compiled_one_in_one_run_are_both_written(
 ) -> None:
     a, b = _module(tmp_path, "a"), _module(tmp_path, "b", "Y = 2\n")
     store = _file_cache(tmp_path)
+    first = HashCache(store)
+    vouched = _vouched(*a, first)  # the source's digest is in the cache file already
+    first.save()
     cache = HashCache(store)
-    _run([a, b], cache, vouched=_vouched(*a, cache))
+    _run([a, b], cache, vouched=vouched)
     assert compiled == [[b]]
     cache.save()
     assert len(HashCache(store).bytecode_verdicts()) == 2
@@ -749,6 +752,19 @@ def test_a_malformed_checker_row_is_an_error(
     checked = _bytecode.check_bytecode([pair], _answering(tmp_path, [row]), {}, workers=1)
     why = "checker answered out of order"
     assert checked == [(BytecodeResult(pair[0], pair[1], "error", why), [], [], b"", b"")]
+
+
+def test_a_checker_error_for_one_pair_leaves_the_next_decided_and_remembered(
+    tmp_path: Path, compiled: list[list[Pair]]
+) -> None:
+    a, b = _module(tmp_path, "a"), _module(tmp_path, "b", "Y = 2\n")
+    python = _answering(tmp_path, [_row(a, status="error", detail="crashed"), _row(b)])
+    cache = HashCache(None)
+    results, consistent, _ = _run([a, b], cache, python=python)
+    assert _statuses(results) == ["error", "match"] and consistent is False
+    assert [k[len(_COMPILER) :] for k in cache.bytecode_verdicts()] == [
+        _key(os.lstat(b[0])) + _key(os.lstat(b[1]))
+    ]
 
 
 def test_the_checkers_own_error_verdict_is_kept_with_its_detail(

@@ -160,6 +160,75 @@ REVIEWED: dict[str, dict[str, str]] = {
             "on a C unpickler (GuardedUnpickler.__init__, _capturing_init): the default is unused"
         ),
     },
+    "attest-bytecode": {
+        'x__used_by_python | if int.from_bytes(head[4:9], "little") & 0b1:': (
+            "bit 0 of a little-endian integer is bit 0 of its first byte, however many bytes follow"
+        ),
+        'x__used_by_python | size = int.from_bytes(head[12:17], "little")': (
+            "every head is at most 16 bytes (the hash pass keeps data[:16]): the slice is the same"
+        ),
+        "x_check_bytecode | - check=False,": "check=False is subprocess.run's default",
+        "x_check_bytecode | check=None,": "None is as false as False for subprocess.run's check",
+        **{
+            f"x_check_bytecode | for (pyc, source), row in zip(chunk, rows, {arg}):": (
+                "the lengths are compared just before (a different length is an error for the "
+                "whole chunk), so zip never meets unequal lengths"
+            )
+            for arg in ("", "strict=False", "strict=None")
+        },
+        **{
+            f"x_check_bytecode | {line}": (
+                "how many checker threads run at once (or their names): the same chunks are "
+                "checked and their results joined in chunk order whatever the number"
+            )
+            for line in (
+                "n = None",
+                "n = max(1, min(len(chunks), workers or min(8, os.cpu_count() and 1)))",
+                "n = max(1, min(len(chunks), workers or min(8, os.cpu_count() or 2)))",
+                "n = max(1, min(len(chunks), workers or min(9, os.cpu_count() or 1)))",
+                "n = max(2, min(len(chunks), workers or min(8, os.cpu_count() or 1)))",
+                'with ThreadPoolExecutor(max_workers=None, thread_name_prefix="tw-pyc") as pool:',
+                "with ThreadPoolExecutor(max_workers=n, ) as pool:",
+                'with ThreadPoolExecutor(max_workers=n, thread_name_prefix="TW-PYC") as pool:',
+                'with ThreadPoolExecutor(max_workers=n, thread_name_prefix="XXtw-pycXX") as pool:',
+                "with ThreadPoolExecutor(max_workers=n, thread_name_prefix=None) as pool:",
+                'with ThreadPoolExecutor(thread_name_prefix="tw-pyc") as pool:',
+            )
+        },
+        "x_verify_bytecode | todo, python, env, workers=None": (
+            "the number of checker threads only (see check_bytecode's)"
+        ),
+        "x_verify_bytecode | added += 2": (
+            "only whether anything was added is used (the cache is saved when its count is not "
+            "zero); the count itself is never read"
+        ),
+        "x_verify_bytecode | added = 1": (
+            "only whether anything was added is used; a 1 where the sum would be larger is "
+            "still not zero"
+        ),
+        "x_verify_bytecode | if added or cache.trusted:": (
+            "note_added(0) adds nothing, and an untrusted cache is never saved whatever it was told"
+        ),
+        'x_verify_bytecode | compiler = hashlib.sha256(interpreter or b"XXXX")': (
+            "the compiler digest is used only on the vouched path, which a pair reaches only "
+            "when interpreter is not None (without one every pair is compiled first)"
+        ),
+        "x_verify_bytecode | digests = cache.lookup_table() if (vouched is not None) or True "
+        "else {}": ("digests is read only on the vouched path: without a baseline it is unused"),
+        'x_verify_bytecode | read = interpreter + (pack(*pyc_meta) if pyc_meta else b"XXXX")': (
+            "an answer without the bytecode's metadata never equals the walk's key, with b'' "
+            "or any other filler: nothing is remembered either way"
+        ),
+        "x_verify_bytecode | src_key = None": (
+            "src_key is read only when the source has walk metadata, where it is set first"
+        ),
+        'x_verify_bytecode | src_key = b"XXXX"': (
+            "src_key is read only when the source has walk metadata, where it is set first"
+        ),
+        "x_verify_bytecode | sst = stats.get(source) if (source is not None) or True else None": (
+            "stats never holds None: looking it up gives None, as the original does"
+        ),
+    },
     "attest_memo": {
         "x_walk_fingerprint | h.update(len(p).to_bytes(8, ))": (
             "byte order only: the fingerprint is compared with fingerprints computed the "

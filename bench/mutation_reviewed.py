@@ -198,6 +198,9 @@ REVIEWED: dict[str, dict[str, str]] = {
         "x_verify_bytecode | todo, python, env, workers=None": (
             "the number of checker threads only (see check_bytecode's)"
         ),
+        "x_verify_bytecode | todo, python, env, ):": (
+            "the number of checker threads only (see check_bytecode's)"
+        ),
         "x_verify_bytecode | added += 2": (
             "only whether anything was added is used (the cache is saved when its count is not "
             "zero); the count itself is never read"

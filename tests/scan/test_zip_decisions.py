@@ -283,22 +283,74 @@ def test_a_plain_npy_member_only_another_reader_sees_is_not_read_past_its_header
     assert r.formats == ("zip", "npy")
 
 
-def test_a_compressed_npy_member_is_read_whole_with_the_limits() -> None:
-    """Only a stored member is decided on its first and last bytes; a compressed one is
-    decompressed whole (as numpy.savez_compressed writes it), so the limits apply to it."""
+def test_a_compressed_plain_npy_member_is_streamed_not_held() -> None:
+    """A compressed .npy member whose dtype holds no objects is decided while it streams
+    (header, CRC-32, last bytes): it is never held, so max_member_bytes does not apply to it,
+    in our reading and in another reader's view alike."""
     b = io.BytesIO()
     np.savez_compressed(b, w=np.random.default_rng(0).random(20000))
     r = scan_bytes(b.getvalue(), "c.npz", limits=Limits(max_member_bytes=65536))
-    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
-        ("TWS-LIMIT", "c.npz:w.npy", {"limit": "max_member_bytes"})
-    ]
+    assert r.findings == ()
+    assert r.formats == ("zip", "npz", "npy")
     small = _multi_disk([Member("w.npy", _npy(np.arange(4000.0)), deflate=True)])
     r = scan_bytes(small, "d.npz", limits=Limits(max_member_bytes=1024))
     assert [(f.rule_id, f.location) for f in r.findings] == [
         ("TWS-ZIP-MALFORMED", "d.npz"),
         ("TWS-ZIP-DIFFERENTIAL", "d.npz"),
-        ("TWS-LIMIT", f"d.npz:<{_ZIPFILE}>:w.npy"),
     ]
+
+
+def _deflated_npz(member: bytes, name: str = "w.npy", crc: int | None = None) -> bytes:
+    return build_zip([Member(name, member, deflate=True, crc=crc)])
+
+
+def test_a_compressed_npy_member_with_objects_is_read_whole_with_the_limits() -> None:
+    member = _npy(np.array([1, "x"] * 20000, dtype=object))
+    r = scan_bytes(_deflated_npz(member), "o.npz", limits=Limits(max_member_bytes=65536))
+    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", "o.npz:w.npy", {"limit": "max_member_bytes"})
+    ]
+    r = scan_bytes(_deflated_npz(member), "o.npz")
+    assert [(f.rule_id, f.location) for f in r.findings] == [("TWS-NPY-OBJECT", "o.npz:w.npy")]
+
+
+@pytest.mark.parametrize("floats", [10, 20000])
+def test_a_compressed_member_that_is_no_plain_npy_is_read_whole(floats: int) -> None:
+    """An archive at its end, another content, or a CRC that does not match: the member is
+    read whole, as before, and what that finds is reported."""
+    tail = _npy(np.arange(float(floats))) + stored({"archive/data.pkl": _EVIL})
+    r = scan_bytes(_deflated_npz(tail), "t.npz")
+    assert (
+        "TWS-PKL-DANGEROUS",
+        f"t.npz:w.npy:<{_ZIPFILE}>:archive/data.pkl@0",
+    ) in [(f.rule_id, f.location) for f in r.findings]
+    r = scan_bytes(_deflated_npz(_EVIL + bytes(floats)), "p.npz")
+    assert ("TWS-PKL-DANGEROUS", "p.npz:w.npy@0") in [(f.rule_id, f.location) for f in r.findings]
+    member = _npy(np.arange(float(floats)))
+    r = scan_bytes(_deflated_npz(member, crc=zlib.crc32(member) ^ 1), "c.npz")
+    assert [(f.rule_id, f.severity) for f in r.findings] == [("TWS-ZIP-CRC", Severity.MEDIUM)]
+
+
+def test_a_streamed_npy_member_counts_against_the_files_decompression_budget() -> None:
+    members = [Member(f"w{i}.npy", _npy(np.arange(30000.0)), deflate=True) for i in range(3)]
+    r = scan_bytes(build_zip(members), "b.npz", limits=Limits(max_decompressed_bytes=500_000))
+    assert [(f.rule_id, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", {"limit": "max_decompressed_bytes"})
+    ]
+
+
+def test_a_streamed_npy_bomb_is_stopped_by_the_ratio() -> None:
+    member = _npy(np.zeros(9_000_000))  # 72 MB of zeros deflate about 1000:1
+    r = scan_bytes(_deflated_npz(member), "z.npz")
+    assert [(f.rule_id, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", {"limit": "max_compression_ratio"})
+    ]
+
+
+def test_a_compressed_npy_whose_header_is_malformed_is_reported() -> None:
+    member = b"\x93NUMPY\x01\x00\x10\x00{'descr': 12}  \n" + bytes(64)
+    r = scan_bytes(_deflated_npz(member), "m.npz")
+    assert [f.rule_id for f in r.findings] == ["TWS-NPY-MALFORMED"]
 
 
 @pytest.mark.parametrize("floats", [4000, 20000])

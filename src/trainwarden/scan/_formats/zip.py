@@ -183,7 +183,9 @@ class ZipHandler:
                 continue
             scanned.add(k)
             member_loc = f"{location}:{ent.name}"
-            if self._plain_npy(data, ent, member_loc, ctx):
+            if self._plain_npy(data, ent, member_loc, ctx) or self._streamed_plain_npy(
+                data, ent, member_loc, ctx
+            ):
                 continue
             sink = self._read(data, ent, limit, member_loc, ctx)  # type: ignore[arg-type]
             if sink is None:
@@ -359,7 +361,10 @@ class ZipHandler:
                 deferred.append((ent, None))
             for ent, already in deferred:
                 member_loc = f"{location}:{ent.name}"
-                if already is None and self._plain_npy(data, ent, member_loc, ctx):
+                if already is None and (
+                    self._plain_npy(data, ent, member_loc, ctx)
+                    or self._streamed_plain_npy(data, ent, member_loc, ctx)
+                ):
                     continue
                 sink = already or self._read(data, ent, limit, member_loc, ctx)
                 if sink is None:
@@ -411,6 +416,47 @@ class ZipHandler:
             return False
         ctx.note_format("npy")
         return True
+
+    def _streamed_plain_npy(
+        self, data: object, ent: ZipEntry, member_loc: str, ctx: ScanContext
+    ) -> bool:
+        """True for a compressed .npy member that is plain once decompressed (the rules of
+        :meth:`_plain_npy`, and its CRC-32 matches), decided while it is decompressed as a
+        stream: only its header and its last bytes are kept, so ``max_member_bytes`` (what is
+        held) does not apply, while the file's decompression budget and ratio do. Anything else
+        (another content, an object dtype, an archive at its end, a wrong CRC, damage, a
+        limit) is False before any finding: the member is then read whole and reported as
+        before."""
+        if ent.method == 0 or ent.data_offset < 0 or ent.flags & 0x1:
+            return False
+        remaining = ctx.decompress_budget()
+        if remaining <= 0:
+            return False
+        probe = _NpyProbe()
+        try:
+            read_member(
+                data,
+                ent,
+                remaining,
+                probe,  # type: ignore[arg-type]
+                max_ratio=ctx.limits.max_compression_ratio,
+            )
+        except (
+            _NotPlain,
+            RatioError,
+            OverflowError,
+            ZipError,
+            ValueError,
+            EOFError,
+            OSError,
+            LookupError,
+        ):
+            return False
+        if not probe.plain(final=True) or probe.crc != ent.crc or _EOCD_SIG in probe.tail:
+            return False
+        if ctx.charge_decompressed(probe.size, member_loc):
+            ctx.note_format("npy")
+        return True  # a budget exceeded is reported by charge_decompressed
 
     def _read(
         self, data: bytes, ent: ZipEntry, limit: int, member_loc: str, ctx: ScanContext
@@ -505,6 +551,49 @@ def _limit(ctx: ScanContext, which: str, message: str, location: str) -> None:
 _EOCD_SIG = b"PK\x05\x06"
 #: Bytes at the end of a file in which zip readers look for the end record (comment included).
 _EOCD_SEARCH = 22 + 0xFFFF
+
+
+class _NotPlain(Exception):
+    """Raised by :class:`_NpyProbe` to stop decompressing a member that is not a plain .npy."""
+
+
+class _NpyProbe:
+    """A sink for :func:`read_member` that keeps only what deciding a plain .npy needs: the
+    first :data:`_HEAD` bytes, the last :data:`_EOCD_SEARCH` bytes, the size and the CRC-32. It
+    stops the stream (:class:`_NotPlain`) as soon as the head shows another content or a dtype
+    that holds Python objects."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail = b""
+        self.size = 0
+        self.crc = 0
+        self._decided = False
+
+    def write(self, piece: bytes | bytearray | memoryview) -> None:
+        chunk = bytes(piece)
+        self.size += len(chunk)
+        self.crc = zlib.crc32(chunk, self.crc)
+        if len(self.head) < _HEAD:
+            self.head += chunk[: _HEAD - len(self.head)]
+        self.tail = (self.tail + chunk[-_EOCD_SEARCH:])[-_EOCD_SEARCH:]
+        if not self._decided and len(self.head) >= _HEAD:
+            self._decided = True
+            if not self.plain(final=False):
+                raise _NotPlain
+
+    def plain(self, *, final: bool) -> bool:
+        """Whether the head read so far is a .npy header whose dtype holds no objects (a head
+        still shorter than :data:`_HEAD` is decided only at the end of the stream)."""
+        if not final and len(self.head) < _HEAD:
+            return True
+        head = bytes(self.head)
+        if not head.startswith(_NPY_MAGIC):
+            return False
+        try:
+            return parse_npy_header(head).hasobject is False
+        except NpyHeaderError:
+            return False
 
 
 def _key(ent: ZipEntry) -> tuple[str, int, int, int]:

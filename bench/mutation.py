@@ -228,6 +228,18 @@ TARGETS: dict[str, Target] = {
         ("xǁZipHandlerǁ_scan_members",),
         isolation="forkserver",
     ),
+    # the compressed .npy members decided while they stream (never held)
+    "zip-stream": Target(
+        "src/trainwarden/scan/_formats/zip.py",
+        ("tests/scan/test_zip_decisions.py",),
+        (
+            "xǁZipHandlerǁ_streamed_plain_npy",
+            "xǁ_NpyProbeǁ__init__",
+            "xǁ_NpyProbeǁwrite",
+            "xǁ_NpyProbeǁplain",
+        ),
+        isolation="forkserver",
+    ),
     "npy-header": Target(
         "src/trainwarden/scan/_formats/_dtype.py",
         (

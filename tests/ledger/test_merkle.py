@@ -184,6 +184,32 @@ def test_fast_canonical_json_equals_the_rfc8785_package(value: Any) -> None:
     assert canonical_bytes(value) == rfc8785.dumps(value)
 
 
+@settings(max_examples=400)
+@given(_json_wide)
+def test_what_is_written_canonically_reads_back_to_the_same_bytes(value: Any) -> None:
+    """Verification parses every stored entry and writes it again: that must give the stored
+    bytes for every value a writer could store (doubles from 2**53 to 1e21 included, which RFC
+    8785 spells as plain digits)."""
+    from trainwarden.ledger._canonical import canonical_bytes, parse_json_strict
+
+    written = canonical_bytes(value)
+    assert canonical_bytes(parse_json_strict(written)) == written
+
+
+def test_integer_literals_beyond_2_53_are_doubles_only_when_canonically_spelled() -> None:
+    from trainwarden.ledger._canonical import CanonicalError, parse_json_strict
+
+    assert parse_json_strict(b"[9007199254740991, 2692329619381729300, -1e20]") == [
+        2**53 - 1,
+        2692329619381729300.0,
+        -1e20,
+    ]
+    assert type(parse_json_strict(b"100000000000000000000")) is float
+    for bad in (b"9007199254740993", b"2692329619381729301", b"1" + b"0" * 21, b"9" * 400):
+        with pytest.raises(CanonicalError, match=r"I-JSON range|malformed"):
+            parse_json_strict(bad)
+
+
 def test_canonical_json_refuses_what_rfc8785_refuses() -> None:
     from trainwarden.ledger._canonical import CanonicalError, canonical_bytes
 

@@ -250,3 +250,35 @@ def test_history_rebuilt_from_scratch_is_caught_by_a_saved_checkpoint(
     # checkpoint no longer matches it.
     rep = _report(led, keyed=False, saved=saved)
     assert any("history rewritten" in p.message for p in rep.problems)
+
+
+@_settings
+@given(
+    value=st.floats(min_value=2.0**53, max_value=1e21, exclude_max=True)
+    | st.sampled_from([2.0**53, 2.0**53 + 2, 2692329619381729300.0, 1e20, -(2.0**60)])
+)
+def test_a_large_float_in_a_record_verifies(
+    make_ledger: Callable[..., Ledger], value: float
+) -> None:
+    """RFC 8785 writes a double from 2**53 to 1e21 as plain digits (a loss that exploded, a
+    norm): read back, those digits are that double, not an integer beyond the I-JSON range."""
+    led = make_ledger(clean=True)
+    led.append("run-0", "rank0", [Event(seq=1, kind="monitor.step", record={"loss": value})])
+    led.checkpoint()
+    rep = _report(led)
+    assert rep.ok, rep.problems
+
+
+def test_an_integer_written_over_a_large_float_is_named(make_ledger: Callable[..., Ledger]) -> None:
+    """The same digits and one more: 2**53 + 1 is no double; the edit is not canonical."""
+    led = make_ledger(clean=True)
+    led.append("run-0", "rank0", [Event(seq=1, kind="monitor.step", record={"loss": 2.0**53})])
+    led.checkpoint()
+    rows = _rows(led)
+    entry = bytes(rows[0][5]).replace(b"9007199254740992", b"9007199254740993")
+    rows[0][5] = entry
+    rows[0][6] = hashlib.sha256(b"\x00" + entry).digest()
+    _rewrite(led, rows, renumber=False)
+    rep = _report(led, keyed=False)
+    assert _first(rep) == 0
+    assert any("9007199254740993 is outside the I-JSON range" in p.message for p in rep.problems)

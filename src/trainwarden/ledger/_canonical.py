@@ -132,10 +132,28 @@ def _reject_constant(name: str) -> Any:
     raise CanonicalError(f"{name} is not JSON")
 
 
+def _integer(text: str) -> int | float:
+    """An integer literal as I-JSON reads every number: a double. Within 2**53 the integer is
+    that double exactly and stays an int. Beyond it, RFC 8785 writes a double of no fraction
+    below 1e21 as plain digits (a loss that exploded: ``2692329619381729300``), so digits that
+    are exactly the canonical spelling of a double are that double; any other integer beyond
+    2**53 (``9007199254740993``) is no double and is refused."""
+    v = int(text)
+    if -_MAX_INT <= v <= _MAX_INT:
+        return v
+    f = float(text)
+    if not _isfinite(f) or _float(f) != text:
+        raise CanonicalError(f"integer {text[:40]} is outside the I-JSON range (2**53)")
+    return f
+
+
 def parse_json_strict(data: bytes | str) -> Any:
-    """``json.loads`` that refuses NaN and infinities (which the standard parser accepts)."""
+    """``json.loads`` that refuses NaN and infinities (which the standard parser accepts), and
+    reads integer literals beyond 2**53 as the double they spell (refused unless they are its
+    canonical spelling), so that what :func:`canonical_bytes` wrote reads back to the same
+    value."""
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return json.loads(data, parse_constant=_reject_constant, parse_int=_integer)
     except CanonicalError:
         raise
     except (ValueError, RecursionError) as e:

@@ -195,6 +195,27 @@ def test_bad_events_are_refused_whole(start_server: Callable[..., Server]) -> No
     assert 'trainwarden_ledger_rejected_requests_total{reason="invalid"}' in metrics
 
 
+def test_digits_a_double_is_written_as_are_taken_and_verify(
+    start_server: Callable[..., Server],
+) -> None:
+    """A JSON writer other than Python (JavaScript's JSON.stringify, an RFC 8785 library)
+    spells the double 2.6923296193817293e18 as plain digits: taken as that double, stored, and
+    the log verifies; digits that are no double's spelling are refused."""
+    from trainwarden.service._tools import verify_db
+
+    srv = start_server(extra=["--no-deadman"])
+    run, writer = srv.create_run(ranks=0)
+    body = b'{"writer":"w","events":[{"seq":1,"kind":"monitor.step","record":{"loss":%s}}]}'
+    with srv.client(writer) as c:
+        headers = {"Content-Type": "application/json"}
+        r = c.post(f"/v1/runs/{run}/events", content=body % b"2692329619381729300", headers=headers)
+        assert r.status_code == 200, r.text
+        r = c.post(f"/v1/runs/{run}/events", content=body % b"2692329619381729301", headers=headers)
+        assert r.status_code == 422, r.text
+    report = verify_db(srv.db_url, key=None, state_dir=srv.state, saved=[])
+    assert report.ok, report.problems
+
+
 def test_non_loopback_bind_needs_tls_or_insecure(
     run_cli: Callable[..., Any], tmp_path: Any
 ) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from trainwarden.findings import Severity
 from trainwarden.scan import FileReport, scan_bytes
-from trainwarden.scan._formats.zip import _kind, unpickled_by
+from trainwarden.scan._formats.zip import _kind, _NotPlain, _NpyProbe, unpickled_by
 from trainwarden.scan._types import Limits
 
 from ._zipbuild import Member, build_zip, stored, zip64_shadowed
@@ -331,20 +331,91 @@ def test_a_compressed_member_that_is_no_plain_npy_is_read_whole(floats: int) -> 
     assert [(f.rule_id, f.severity) for f in r.findings] == [("TWS-ZIP-CRC", Severity.MEDIUM)]
 
 
-def test_a_streamed_npy_member_counts_against_the_files_decompression_budget() -> None:
+@pytest.mark.parametrize(
+    ("limit", "where"), [(480_255, "w1"), (480_256, "w2"), (500_000, "w2"), (720_383, "w2")]
+)
+def test_a_streamed_npy_member_counts_against_the_files_decompression_budget(
+    limit: int, where: str
+) -> None:
+    """Three members of 240,128 bytes each: the budget runs out in the member where it ends,
+    which is reported there; exactly all three fit."""
     members = [Member(f"w{i}.npy", _npy(np.arange(30000.0)), deflate=True) for i in range(3)]
-    r = scan_bytes(build_zip(members), "b.npz", limits=Limits(max_decompressed_bytes=500_000))
-    assert [(f.rule_id, f.evidence) for f in r.findings] == [
-        ("TWS-LIMIT", {"limit": "max_decompressed_bytes"})
+    assert len(members[0].data) == 240_128
+    r = scan_bytes(build_zip(members), "b.npz", limits=Limits(max_decompressed_bytes=limit))
+    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", f"b.npz:{where}.npy", {"limit": "max_decompressed_bytes"})
     ]
+    assert (
+        scan_bytes(
+            build_zip(members), "b.npz", limits=Limits(max_decompressed_bytes=3 * 240_128)
+        ).findings
+        == ()
+    )
 
 
 def test_a_streamed_npy_bomb_is_stopped_by_the_ratio() -> None:
     member = _npy(np.zeros(9_000_000))  # 72 MB of zeros deflate about 1000:1
     r = scan_bytes(_deflated_npz(member), "z.npz")
-    assert [(f.rule_id, f.evidence) for f in r.findings] == [
-        ("TWS-LIMIT", {"limit": "max_compression_ratio"})
+    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", "z.npz:w.npy", {"limit": "max_compression_ratio"})
     ]
+
+
+def test_a_streamed_npy_bomb_is_stopped_by_its_own_ratio_where_the_file_is_large() -> None:
+    """Beside 1.6 MB that do not compress, the file's budget would let 320 MB out: the bomb
+    member is stopped by its own ratio once past 64 MiB."""
+    noise = _npy(np.random.default_rng(0).random(200_000))
+    bomb = _npy(np.zeros(9_000_000))
+    data = build_zip([Member("a.npy", noise), Member("w.npy", bomb, deflate=True)])
+    r = scan_bytes(data, "z.npz")
+    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", "z.npz:w.npy", {"limit": "max_compression_ratio"})
+    ]
+    assert r.findings[0].message.startswith("member 'w.npy' decompresses at more than 200:1")
+
+
+def _probe_fed(data: bytes, piece: int) -> _NpyProbe:
+    probe = _NpyProbe()
+    for i in range(0, len(data), piece):
+        probe.write(memoryview(data)[i : i + piece])
+    return probe
+
+
+@pytest.mark.parametrize("piece", [1000, 65536, 1 << 20])
+def test_the_stream_probe_keeps_the_head_the_tail_the_size_and_the_crc(piece: int) -> None:
+    data = _npy(np.arange(40000.0))
+    probe = _probe_fed(data, piece)
+    assert bytes(probe.head) == data[:65536]
+    assert probe.tail == data[-(22 + 0xFFFF) :]
+    assert (probe.size, probe.crc) == (len(data), zlib.crc32(data))
+    assert probe.plain()
+
+
+@pytest.mark.parametrize("piece", [1000, 65536])
+@pytest.mark.parametrize(
+    "data",
+    [
+        _EVIL * 20000,
+        b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (9,), }"
+        + b" " * 60
+        + b"\n"
+        + bytes(70000),
+    ],
+    ids=["pickle", "objects"],
+)
+def test_the_stream_probe_stops_once_its_head_shows_no_plain_npy(data: bytes, piece: int) -> None:
+    probe = _NpyProbe()
+    with pytest.raises(_NotPlain):
+        for i in range(0, len(data), piece):
+            probe.write(data[i : i + piece])
+    assert probe.size < 65536 + piece  # stopped as the head filled, not at the end
+
+
+def test_a_short_member_is_decided_at_its_end() -> None:
+    probe = _probe_fed(_npy(np.arange(3.0)), 7)
+    assert probe.size < 65536 and probe.plain()
+    probe = _probe_fed(_EVIL, 7)  # too short to decide while it streamed
+    assert not probe.plain()
 
 
 def test_a_compressed_npy_whose_header_is_malformed_is_reported() -> None:

@@ -427,17 +427,15 @@ class ZipHandler:
         (another content, an object dtype, an archive at its end, a wrong CRC, damage, a
         limit) is False before any finding: the member is then read whole and reported as
         before."""
-        if ent.method == 0 or ent.data_offset < 0 or ent.flags & 0x1:
-            return False
-        remaining = ctx.decompress_budget()
-        if remaining <= 0:
-            return False
+        if ent.method == 0:
+            return False  # stored: decided on its first and last bytes by _plain_npy
         probe = _NpyProbe()
         try:
+            # No local header, encryption, an exhausted budget: read_member refuses them (False)
             read_member(
                 data,
                 ent,
-                remaining,
+                ctx.decompress_budget(),
                 probe,  # type: ignore[arg-type]
                 max_ratio=ctx.limits.max_compression_ratio,
             )
@@ -452,7 +450,7 @@ class ZipHandler:
             LookupError,
         ):
             return False
-        if not probe.plain(final=True) or probe.crc != ent.crc or _EOCD_SIG in probe.tail:
+        if not probe.plain() or probe.crc != ent.crc or _EOCD_SIG in probe.tail:
             return False
         if ctx.charge_decompressed(probe.size, member_loc):
             ctx.note_format("npy")
@@ -579,14 +577,12 @@ class _NpyProbe:
         self.tail = (self.tail + chunk[-_EOCD_SEARCH:])[-_EOCD_SEARCH:]
         if not self._decided and len(self.head) >= _HEAD:
             self._decided = True
-            if not self.plain(final=False):
+            if not self.plain():
                 raise _NotPlain
 
-    def plain(self, *, final: bool) -> bool:
-        """Whether the head read so far is a .npy header whose dtype holds no objects (a head
-        still shorter than :data:`_HEAD` is decided only at the end of the stream)."""
-        if not final and len(self.head) < _HEAD:
-            return True
+    def plain(self) -> bool:
+        """Whether the head is a .npy header whose dtype holds no objects (called once the head
+        is full, and at the end of the stream for a member shorter than it)."""
         head = bytes(self.head)
         if not head.startswith(_NPY_MAGIC):
             return False

@@ -160,6 +160,29 @@ REVIEWED: dict[str, dict[str, str]] = {
             "on a C unpickler (GuardedUnpickler.__init__, _capturing_init): the default is unused"
         ),
     },
+    "zip-stream": {
+        "xǁZipHandlerǁ_streamed_plain_npy | if ent.method == 1:": (
+            "a stored member reaches the stream only after _plain_npy refused it (no plain "
+            ".npy header, an archive at its end, no local header, encrypted), and the stream "
+            "refuses it for the same reason: only the cost of reading it again differs"
+        ),
+        "xǁZipHandlerǁ_streamed_plain_npy | if ctx.charge_decompressed(probe.size, None):": (
+            "a stream that finished within decompress_budget() can never exceed the total or "
+            "the file's ratio when charged, so the location of that finding is never used"
+        ),
+        "xǁ_NpyProbeǁ__init__ | self._decided = None": "None is as false as False here",
+        "xǁ_NpyProbeǁwrite | if len(self.head) <= _HEAD:": (
+            "a full head takes chunk[:0]: nothing is added"
+        ),
+        "xǁ_NpyProbeǁwrite | self._decided = None": (
+            "deciding again on every later chunk: the head no longer changes, so the same "
+            "answer at a small cost"
+        ),
+        "xǁ_NpyProbeǁwrite | self._decided = False": (
+            "deciding again on every later chunk: the head no longer changes, so the same "
+            "answer at a small cost"
+        ),
+    },
     "attest-bytecode": {
         'x__used_by_python | if int.from_bytes(head[4:9], "little") & 0b1:': (
             "bit 0 of a little-endian integer is bit 0 of its first byte, however many bytes follow"

@@ -412,8 +412,10 @@ def test_the_stream_probe_stops_once_its_head_shows_no_plain_npy(data: bytes, pi
 
 
 def test_a_short_member_is_decided_at_its_end() -> None:
-    probe = _probe_fed(_npy(np.arange(3.0)), 7)
+    short = _npy(np.arange(3.0))
+    probe = _probe_fed(short, 7)
     assert probe.size < 65536 and probe.plain()
+    assert bytes(probe.head) == short and probe.tail == short
     probe = _probe_fed(_EVIL, 7)  # too short to decide while it streamed
     assert not probe.plain()
 

@@ -765,5 +765,12 @@ REVIEWED: dict[str, dict[str, str]] = {
         ),
         "xǁZipHandlerǁ_scan_members | if already is None and self._plain_npy(data, ent, None, "
         "ctx):": "_plain_npy never reads its member_loc argument",
+        "xǁZipHandlerǁ_scan_members | self._plain_npy(data, ent, None, ctx)": (
+            "_plain_npy never reads its member_loc argument"
+        ),
+        "xǁZipHandlerǁ_scan_members | or self._streamed_plain_npy(data, ent, None, ctx)": (
+            "_streamed_plain_npy reads member_loc only to charge a finished stream, which can "
+            "never exceed the budget it streamed within (see zip-stream)"
+        ),
     },
 }

@@ -783,6 +783,13 @@ def test_a_storage_key_names_data_beside_its_own_pickle_only(storage: str) -> No
     ]
 
 
+def test_a_storage_named_by_a_nested_data_pickle_is_its_own_folders() -> None:
+    members = [Member("a/b/data.pkl", _data_pkl()), Member("a/b/data/0", _EVIL)]
+    assert scan_bytes(build_zip(members), "n.pt").findings == ()
+    members = [Member("a/b/data.pkl", _data_pkl()), Member("a/data/0", _EVIL)]
+    assert _dangerous(scan_bytes(build_zip(members), "n.pt")) == ["n.pt:a/data/0@0"]
+
+
 def test_a_storage_named_by_a_root_data_pickle_is_the_root_data_folder() -> None:
     members = [Member("data.pkl", _data_pkl()), Member("data/0", _EVIL)]
     assert scan_bytes(build_zip(members), "g.pt").findings == ()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+import time
 import zlib
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from trainwarden.findings import Severity
 from trainwarden.scan import FileReport, scan_bytes
-from trainwarden.scan._formats.zip import _kind, _NotPlain, _NpyProbe, unpickled_by
+from trainwarden.scan._formats.zip import _kind, _NotPlain, _NpyProbe, _OutOfTime, unpickled_by
 from trainwarden.scan._types import Limits
 
 from ._zipbuild import Member, build_zip, stored, zip64_shadowed
@@ -351,6 +352,29 @@ def test_a_streamed_npy_member_counts_against_the_files_decompression_budget(
         ).findings
         == ()
     )
+
+
+def test_a_member_after_the_budget_is_exactly_spent_is_reported_not_skipped() -> None:
+    members = [Member(f"w{i}.npy", _npy(np.arange(30000.0)), deflate=True) for i in range(4)]
+    r = scan_bytes(build_zip(members), "e.npz", limits=Limits(max_decompressed_bytes=3 * 240_128))
+    assert [(f.rule_id, f.location, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", "e.npz:w3.npy", {"limit": "max_decompressed_bytes"})
+    ]
+
+
+def test_a_streamed_npy_member_stops_at_the_files_time_limit() -> None:
+    """The probe gives up once the file's deadline passed (a 60 GB array must not stream for
+    minutes past it); the limit is reported once, and no member is read again."""
+    probe = _NpyProbe(deadline=time.monotonic() - 1)
+    with pytest.raises(_OutOfTime):
+        probe.write(_npy(np.arange(3.0)))
+    assert probe.size == 0
+    b = io.BytesIO()
+    np.savez_compressed(b, w=np.arange(1000.0), v=np.arange(10.0))
+    r = scan_bytes(b.getvalue(), "t.npz", limits=Limits(max_seconds_per_file=1e-9))
+    assert [(f.rule_id, f.evidence) for f in r.findings] == [
+        ("TWS-LIMIT", {"limit": "max_seconds_per_file"})
+    ]
 
 
 def test_a_streamed_npy_bomb_is_stopped_by_the_ratio() -> None:

@@ -8,7 +8,9 @@ persistent ids are raw tensor bytes that torch never unpickles, so they are not 
 from __future__ import annotations
 
 import contextlib
+import math
 import struct
+import time
 import zlib
 
 from trainwarden.findings import Finding, Severity
@@ -401,14 +403,8 @@ class ZipHandler:
             return False  # compressed, no local header, encrypted: read (and reported) whole
         start = ent.data_offset
         head = bytes(data[start : start + min(ent.csize, _HEAD)])  # type: ignore[index]
-        if not head.startswith(_NPY_MAGIC):
-            return False
-        try:
-            header = parse_npy_header(head)
-        except NpyHeaderError:
-            return False  # the whole member goes through the .npy handler and is reported
-        if header.hasobject is not False:
-            return False
+        if not _plain_npy_head(head):
+            return False  # read whole: the .npy handler reports what is wrong with it
         end = start + ent.csize
         if _EOCD_SIG in bytes(data[max(start, end - _EOCD_SEARCH) : end]):  # type: ignore[index]
             # zip readers find an archive at the end of the member when it is read on its own:
@@ -429,13 +425,18 @@ class ZipHandler:
         before."""
         if ent.method == 0:
             return False  # stored: decided on its first and last bytes by _plain_npy
-        probe = _NpyProbe()
+        remaining = ctx.decompress_budget()
+        if remaining <= 0:
+            # Spent: the member is refused (and the limit reported) without a decompressor; a
+            # fan-out of thousands of members over one body must not start one each.
+            return False
+        probe = _NpyProbe(math.inf if ctx.deadline is None else ctx.deadline)
         try:
-            # No local header, encryption, an exhausted budget: read_member refuses them (False)
+            # No local header, encryption: read_member refuses them (False)
             read_member(
                 data,
                 ent,
-                ctx.decompress_budget(),
+                remaining,
                 probe,  # type: ignore[arg-type]
                 max_ratio=ctx.limits.max_compression_ratio,
             )
@@ -450,6 +451,8 @@ class ZipHandler:
             LookupError,
         ):
             return False
+        except _OutOfTime:
+            return ctx.out_of_time(member_loc)  # reported: the member is not read again
         if not probe.plain() or probe.crc != ent.crc or _EOCD_SIG in probe.tail:
             return False
         if ctx.charge_decompressed(probe.size, member_loc):
@@ -555,20 +558,27 @@ class _NotPlain(Exception):
     """Raised by :class:`_NpyProbe` to stop decompressing a member that is not a plain .npy."""
 
 
+class _OutOfTime(Exception):
+    """Raised by :class:`_NpyProbe` once the file's time limit has passed."""
+
+
 class _NpyProbe:
     """A sink for :func:`read_member` that keeps only what deciding a plain .npy needs: the
     first :data:`_HEAD` bytes, the last :data:`_EOCD_SEARCH` bytes, the size and the CRC-32. It
     stops the stream (:class:`_NotPlain`) as soon as the head shows another content or a dtype
     that holds Python objects."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float = math.inf) -> None:
         self.head = bytearray()
         self.tail = b""
         self.size = 0
         self.crc = 0
         self._decided = False
+        self._deadline = deadline
 
     def write(self, piece: bytes | bytearray | memoryview) -> None:
+        if time.monotonic() > self._deadline:
+            raise _OutOfTime
         chunk = bytes(piece)
         self.size += len(chunk)
         self.crc = zlib.crc32(chunk, self.crc)
@@ -583,13 +593,18 @@ class _NpyProbe:
     def plain(self) -> bool:
         """Whether the head is a .npy header whose dtype holds no objects (called once the head
         is full, and at the end of the stream for a member shorter than it)."""
-        head = bytes(self.head)
-        if not head.startswith(_NPY_MAGIC):
-            return False
-        try:
-            return parse_npy_header(head).hasobject is False
-        except NpyHeaderError:
-            return False
+        return _plain_npy_head(bytes(self.head))
+
+
+def _plain_npy_head(head: bytes) -> bool:
+    """Whether ``head`` (a member's first bytes) is a .npy header numpy reads, whose dtype holds
+    no Python objects: numpy.load then reads the rest as raw numbers."""
+    if not head.startswith(_NPY_MAGIC):
+        return False
+    try:
+        return parse_npy_header(head).hasobject is False
+    except NpyHeaderError:
+        return False
 
 
 def _key(ent: ZipEntry) -> tuple[str, int, int, int]:

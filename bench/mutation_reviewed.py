@@ -171,6 +171,18 @@ REVIEWED: dict[str, dict[str, str]] = {
             "the file's ratio when charged, so the location of that finding is never used"
         ),
         "xǁ_NpyProbeǁ__init__ | self._decided = None": "None is as false as False here",
+        "xǁZipHandlerǁ_streamed_plain_npy | if remaining < 0:": (
+            "with exactly 0 left the stream starts a decompressor, overflows at once and says "
+            "no; the member is then refused by _read as before (a cost, not a decision)"
+        ),
+        "xǁZipHandlerǁ_streamed_plain_npy | if remaining <= 1:": (
+            "with 1 byte left the stream would overflow at once anyway: the member is refused by "
+            "_read either way"
+        ),
+        "xǁ_NpyProbeǁwrite | if time.monotonic() >= self._deadline:": (
+            "the clock equal to the deadline to the nanosecond: indistinguishable from a moment "
+            "later"
+        ),
         "xǁ_NpyProbeǁwrite | if len(self.head) <= _HEAD:": (
             "a full head takes chunk[:0]: nothing is added"
         ),

@@ -377,6 +377,29 @@ def test_a_streamed_npy_member_stops_at_the_files_time_limit() -> None:
     ]
 
 
+@pytest.mark.parametrize("late", [True, False, None])
+def test_the_stream_is_given_the_files_deadline(late: bool | None) -> None:
+    """A context whose deadline passed while the member streams (True), has not (False), or
+    has none (None: no time limit)."""
+    from trainwarden.scan._engine import FileScan
+    from trainwarden.scan._formats._zip import ZipArchive
+    from trainwarden.scan._formats.zip import HANDLER
+    from trainwarden.scan._policy import Policy
+
+    data = _deflated_npz(_npy(np.arange(1000.0)))
+    archive = ZipArchive.parse(data, 10)
+    (ent,) = archive.entries
+    archive.load_local(ent)
+    ctx = FileScan("d.npz", Policy.default(), Limits())
+    ctx.size = len(data)
+    # ScanContext allows no deadline at all (None); the engine's own context always has one
+    deadline = {True: time.monotonic() - 1, False: time.monotonic() + 600, None: None}[late]
+    ctx.deadline = deadline  # type: ignore[assignment]
+    assert HANDLER._streamed_plain_npy(data, ent, "d.npz:w.npy", ctx) is True
+    want = [("TWS-LIMIT", "d.npz:w.npy", {"limit": "max_seconds_per_file"})] if late else []
+    assert [(f.rule_id, f.location, f.evidence) for f in ctx.findings] == want
+
+
 def test_a_streamed_npy_bomb_is_stopped_by_the_ratio() -> None:
     member = _npy(np.zeros(9_000_000))  # 72 MB of zeros deflate about 1000:1
     r = scan_bytes(_deflated_npz(member), "z.npz")

@@ -237,6 +237,7 @@ TARGETS: dict[str, Target] = {
             "xǁ_NpyProbeǁ__init__",
             "xǁ_NpyProbeǁwrite",
             "xǁ_NpyProbeǁplain",
+            "x__plain_npy_head",
         ),
         isolation="forkserver",
     ),

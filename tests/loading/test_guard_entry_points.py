@@ -12,7 +12,6 @@ import dataclasses
 import io
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import types
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 
+from trainwarden.drill._samples_containers import zip64_shadow
 from trainwarden.loading import UnsafeModelError, UnsafeModelWarning
 from trainwarden.loading import _guard as guard_mod
 from trainwarden.loading import _manifest as manifest
@@ -167,13 +167,6 @@ def test_a_guarded_stream_refusal_names_the_stream(
 # -- torch.load reads zips with torch's own reader ------------------------------------------------
 
 
-def _eocd(data: bytes) -> tuple[int, int, int, int]:
-    """(position, entries, directory size, directory offset) of the last end record."""
-    pos = data.rfind(b"PK\x05\x06")
-    _, _, _, _, n, size, off, _ = struct.unpack_from("<4s4H2LH", data, pos)
-    return pos, n, size, off
-
-
 def _shadowed_checkpoint(data_pkl: bytes, cover: str) -> bytes:
     """A torch checkpoint whose ``data.pkl`` is ``data_pkl``, behind a zip64 locator that only
     torch's reader (miniz) follows: Python's zipfile reads the ``cover`` archive after it (a plain
@@ -194,17 +187,7 @@ def _shadowed_checkpoint(data_pkl: bytes, cover: str) -> bytes:
             z.writestr("notes.txt", b"nothing to unpickle here")
     else:
         np.savez(benign, a=np.arange(3))
-    a, b = shadow.getvalue(), benign.getvalue()
-    a_pos, a_n, a_size, a_off = _eocd(a)
-    b_pos, b_n, b_size, b_off = _eocd(b)
-    body = bytearray(a[:a_pos])
-    shadow_record = len(body)
-    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, a_n, a_n, a_size, a_off)
-    body += b[:b_pos]
-    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, b_n, b_n, b_size, b_off)
-    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, shadow_record, 1)
-    body += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, b_n, b_n, b_size, b_off, 0)
-    return bytes(body)
+    return zip64_shadow(shadow.getvalue(), benign.getvalue())
 
 
 def _mark_then_system(canary: Path) -> bytes:

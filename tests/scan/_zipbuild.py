@@ -98,19 +98,8 @@ def stored(members: dict[str, bytes]) -> bytes:
 
 
 def zip64_shadowed(shadow: dict[str, bytes], benign: dict[str, bytes]) -> bytes:
-    """An archive whose zip64 locator points at a second directory: PyTorch's reader (miniz)
-    follows it and reads ``shadow``; Python's zipfile and TrainWarden take the record just
-    before the locator and read ``benign``."""
-    a, b = stored(shadow), stored(benign)
-    a_eocd = a.rfind(b"PK\x05\x06")
-    _, _, _, _, a_n, a_size, a_off, _ = struct.unpack_from("<4s4H2LH", a, a_eocd)
-    b_eocd = b.rfind(b"PK\x05\x06")
-    _, _, _, _, b_n, b_size, b_off, _ = struct.unpack_from("<4s4H2LH", b, b_eocd)
-    body = bytearray(a[:a_eocd])
-    shadow_rec = len(body)
-    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, a_n, a_n, a_size, a_off)
-    body += b[:b_eocd]
-    body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, b_n, b_n, b_size, b_off)
-    body += struct.pack("<4sLQL", b"PK\x06\x07", 0, shadow_rec, 1)
-    body += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, b_n, b_n, b_size, b_off, 0)
-    return bytes(body)
+    """:func:`trainwarden.drill._samples_containers.zip64_shadow` of two stored archives:
+    PyTorch's reader (miniz) reads ``shadow``; Python's zipfile and TrainWarden read ``benign``."""
+    from trainwarden.drill._samples_containers import zip64_shadow
+
+    return zip64_shadow(stored(shadow), stored(benign))

@@ -100,11 +100,12 @@ def _npy(descr: object, payload: bytes, *, version: int = 1, raw: str | None = N
 # -- ZIP readers that disagree -------------------------------------------------------------------
 
 
-def _b_zip64_locator_shadow(path: Path, canary: Path) -> None:
-    """torch (miniz) follows the zip64 locator's offset to a shadow directory whose data.pkl is
-    the payload; zipfile (and a scanner that reads like it) sees the benign checkpoint."""
-    benign = _torch_save_bytes()
-    shadow = _rewrite(benign, {"data.pkl": _evil(canary)})
+def zip64_shadow(shadow: bytes, benign: bytes) -> bytes:
+    """Two archives as one: ``shadow``'s members and directory, then ``benign``'s, then a zip64
+    record for each, a zip64 locator pointing at the first and the end record of the second.
+    torch's reader (miniz) follows the locator and reads ``shadow``; Python's zipfile (and a
+    scanner that reads like it) takes the record just before the locator and reads ``benign``.
+    """
     a_pos, a_n, a_size, a_off = _eocd(shadow)
     b_pos, b_n, b_size, b_off = _eocd(benign)
     body = bytearray(shadow[:a_pos])
@@ -114,7 +115,14 @@ def _b_zip64_locator_shadow(path: Path, canary: Path) -> None:
     body += struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, b_n, b_n, b_size, b_off)
     body += struct.pack("<4sLQL", b"PK\x06\x07", 0, shadow_rec, 1)
     body += struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, b_n, b_n, b_size, b_off, 0)
-    _write(path, bytes(body))
+    return bytes(body)
+
+
+def _b_zip64_locator_shadow(path: Path, canary: Path) -> None:
+    """torch (miniz) follows the zip64 locator's offset to a shadow directory whose data.pkl is
+    the payload; zipfile (and a scanner that reads like it) sees the benign checkpoint."""
+    benign = _torch_save_bytes()
+    _write(path, zip64_shadow(_rewrite(benign, {"data.pkl": _evil(canary)}), benign))
 
 
 def _b_zip_after_pickle(path: Path, canary: Path) -> None:

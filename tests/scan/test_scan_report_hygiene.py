@@ -102,10 +102,14 @@ def test_skipped_entries_are_listed_in_every_format(tmp_path: Path) -> None:
         str(root / "dangling"): "cannot stat",
         str(root / "pipe"): "not a regular file (a named pipe (FIFO))",
     }
-    _, text, _ = cli("scan", str(root))
+    code, text, _ = cli("scan", str(root))
     for path, reason in expect.items():
         assert any(path in line and reason in line for line in text.splitlines()), path
     assert "3 skipped" in text
+    # each is also a HIGH finding on its own entry, not counted among the files scanned
+    assert code == 1
+    assert "1 file(s) scanned" in text and "4 unsafe" in text
+    assert text.count("TWS-UNSCANNED") == 3
     _, js, _ = cli("scan", "--format", "json", str(root))
     skipped = {e["path"]: e["reason"] for e in json.loads(js)["skipped"]}
     assert set(skipped) == set(expect)

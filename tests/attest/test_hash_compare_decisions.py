@@ -1287,6 +1287,46 @@ def test_the_baseline_comparison_reports_every_changed_hook_and_path_file() -> N
     ]
 
 
+def test_an_orphan_link_is_high_unless_a_distribution_owns_what_is_below_it() -> None:
+    """A symbolic link is the one orphan with no digest that is not unreadable: Python imports
+    through it and the walk does not enter it."""
+    site = "/opt/py/site"
+    snap = _snap(
+        [_dist([DistFile("demo/__init__.py", OK, A, None), DistFile("top.py", OK, B, None)])],
+        orphans=(
+            Orphan(f"{site}/pkg", None, 20),  # a link nobody owns: HIGH
+            Orphan(f"{site}/demo", None, 20),  # a linked package directory RECORD covers
+            Orphan(f"{site}/top", None, 20),  # a file named like an owned file is no folder
+            Orphan(f"{site}/gone", None, 0),  # unreadable: reported by TWA-REC-005 instead
+            Orphan(f"{site}/data.txt", C, 5),
+        ),
+        unreadable={f"{site}/gone": "PermissionError"},
+    )
+    got = [
+        (f.location, f.severity, f.message)
+        for f in check_snapshot(snap)
+        if f.rule_id == "TWA-ORPH-001"
+    ]
+    no = "is inside site-packages but no distribution installed it"
+    assert got == [
+        (
+            f"{site}/pkg",
+            Severity.HIGH,
+            f"{site}/pkg {no} (a symbolic link Python imports through; what it leads to was "
+            "not checked)",
+        ),
+        (f"{site}/demo", Severity.LOW, f"{site}/demo {no}"),
+        (
+            f"{site}/top",
+            Severity.HIGH,
+            f"{site}/top {no} (a symbolic link Python imports through; what it leads to was "
+            "not checked)",
+        ),
+        (f"{site}/gone", Severity.LOW, f"{site}/gone {no}"),
+        (f"{site}/data.txt", Severity.LOW, f"{site}/data.txt {no}"),
+    ]
+
+
 def test_check_snapshot_reports_orphans_hooks_and_loader_variables_exactly() -> None:
     site = "/opt/py/site"
     long_import = "import os; " + "x = 1; " * 30

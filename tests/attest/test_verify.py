@@ -233,6 +233,22 @@ def test_orphan_module_in_site_packages(
     }
 
 
+def test_a_package_linked_into_site_packages_from_elsewhere_is_high(
+    make_venv: Callable[[], Venv], clean_env: dict[str, str], cache: HashCache, tmp_path: Path
+) -> None:
+    """``import pkg`` runs what the link leads to, which the walk never enters: as the insider
+    who plants a link to a folder it controls, it must not be a LOW note."""
+    venv = make_venv()
+    elsewhere = tmp_path / "elsewhere" / "pkg"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "__init__.py").write_text("X = 1\n")
+    (venv.site / "pkg").symlink_to(elsewhere, target_is_directory=True)
+    report = _verify(venv, clean_env, cache)
+    assert [(f.location, f.severity) for f in _hits(report, "TWA-ORPH-001")] == [
+        (str(venv.site / "pkg"), Severity.HIGH)
+    ]
+
+
 def _rewrite_record(venv: Venv, rel: str, data: bytes) -> None:
     record = venv.site / "twdemo-1.0.dist-info" / "RECORD"
     entries, problems = parse_record(record.read_text(), str(record))

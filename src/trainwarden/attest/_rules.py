@@ -222,7 +222,8 @@ RULES: dict[str, Rule] = register(
         Rule(
             "TWA-ORPH-001",
             Severity.HIGH,
-            "a file inside site-packages that no distribution installed",
+            "a file inside site-packages that no distribution installed (HIGH for code, and "
+            "for a symbolic link nothing installed anything below)",
             threats=("T2",),
             guide="attest.md",
             severity_note="HIGH / LOW",

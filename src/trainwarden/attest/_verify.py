@@ -160,16 +160,35 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
         )
     # .pth files and customize modules get their own, more specific rules below.
     hook_paths = {p.path for p in snap.pth_files} | {c.path for c in snap.customize}
+    # Folders some distribution installed files below (a package directory linked into place,
+    # as Spack and Nix views do, has its files checked against RECORD through the link).
+    owned = {
+        os.path.normpath(os.path.join(d.location, f.path.split("/", 1)[0]))
+        for d in snap.distributions
+        for f in d.files
+        if "/" in f.path
+    }
     for o in snap.orphans:
         if o.path in hook_paths:
             continue
         code = o.path.endswith(_CODE_SUFFIXES) or ".so." in os.path.basename(o.path)
+        # Only a symbolic link has no digest without being unreadable. Python imports through
+        # it (a link to a directory is a package) and the walk does not enter it: unless a
+        # distribution owns what is below it, nothing there was checked (fail closed).
+        link = o.sha256 is None and o.path not in snap.unreadable and o.path not in owned
         out.append(
             Finding(
                 "TWA-ORPH-001",
-                Severity.HIGH if code else Severity.LOW,
+                Severity.HIGH if code or link else Severity.LOW,
                 f"{o.path} is inside site-packages but no distribution installed it"
-                + (" (importable code)" if code else ""),
+                + (
+                    " (importable code)"
+                    if code
+                    else " (a symbolic link Python imports through; what it leads to was not "
+                    "checked)"
+                    if link
+                    else ""
+                ),
                 location=o.path,
                 evidence={"sha256": o.sha256, "size": o.size},
             )

@@ -685,25 +685,35 @@ def take_snapshot(
     # Helper processes still running when the snapshot ends (used up, or an error) are killed.
     running: list[ParallelPrint | Prefetch] = [] if early is None else [early]
     try:
-        return _snapshot_of(
-            python, code_dirs, env, cache, workers, vouched_bytecode, memo, helpers, running
-        )
+        walk = _site_walk(python, env, memo, helpers, running)
+        return _take_snapshot(python, code_dirs, env, cache, workers, vouched_bytecode, walk)
     finally:
         for helpers_left in running:
             helpers_left.close()
 
 
-def _snapshot_of(
+# The layout, the memo (none for dpkg's interpreters), this process's walk of the site
+# directories (empty when helpers print them), the walk's skip sets, those helpers, and every
+# helper still running.
+_Walk = tuple[
+    _Layout,
+    SnapshotMemo,
+    dict[str, os.stat_result],
+    Mapping[str, set[str]],
+    ParallelPrint | None,
+    list[ParallelPrint | Prefetch],
+]
+
+
+def _site_walk(
     python: str | None,
-    code_dirs: Sequence[Path],
     env: dict[str, str],
-    cache: HashCache,
-    workers: int | None,
-    vouched_bytecode: Collection[str],
     memo: SnapshotMemo,
     helpers: int,
     running: list[ParallelPrint | Prefetch],
-) -> Snapshot:
+) -> _Walk:
+    """The interpreter's layout and the walk of its site directories (or the helpers that
+    fingerprint them): what :func:`_take_snapshot` starts from."""
     early = next((p for p in running if isinstance(p, ParallelPrint)), None)
     layout = _layout(python, env)
     site_dirs = layout.site_dirs
@@ -728,15 +738,7 @@ def _snapshot_of(
         early.close()
     if parallel is not None:
         running.append(parallel)
-    return _take_snapshot(
-        python,
-        code_dirs,
-        env,
-        cache,
-        workers,
-        vouched_bytecode,
-        (layout, memo, stats, skip, parallel, running),
-    )
+    return layout, memo, stats, skip, parallel, running
 
 
 def _take_snapshot(
@@ -746,14 +748,7 @@ def _take_snapshot(
     cache: HashCache,
     workers: int | None,
     vouched_bytecode: Collection[str],
-    walk: tuple[
-        _Layout,
-        SnapshotMemo,
-        dict[str, os.stat_result],
-        Mapping[str, set[str]],
-        ParallelPrint | None,
-        list[ParallelPrint | Prefetch],
-    ],
+    walk: _Walk,
 ) -> Snapshot:
     layout, memo, stats, skip, parallel, running = walk
     # Whether ``stats`` holds this process's own walk of the site directories (without it, only

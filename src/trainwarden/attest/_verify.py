@@ -161,13 +161,9 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
     # .pth files and customize modules get their own, more specific rules below.
     hook_paths = {p.path for p in snap.pth_files} | {c.path for c in snap.customize}
     # Folders some distribution installed files below (a package directory linked into place,
-    # as Spack and Nix views do, has its files checked against RECORD through the link).
-    owned = {
-        os.path.normpath(os.path.join(d.location, f.path.split("/", 1)[0]))
-        for d in snap.distributions
-        for f in d.files
-        if "/" in f.path
-    }
+    # as Spack and Nix views do, has its files checked against RECORD through the link); built
+    # only when an orphan is a link, as walking every installed file costs every verify.
+    owned: set[str] | None = None
     for o in snap.orphans:
         if o.path in hook_paths:
             continue
@@ -175,7 +171,16 @@ def check_snapshot(snap: Snapshot) -> list[Finding]:
         # Only a symbolic link has no digest without being unreadable. Python imports through
         # it (a link to a directory is a package) and the walk does not enter it: unless a
         # distribution owns what is below it, nothing there was checked (fail closed).
-        link = o.sha256 is None and o.path not in snap.unreadable and o.path not in owned
+        link = o.sha256 is None and o.path not in snap.unreadable
+        if link:
+            if owned is None:
+                owned = {
+                    os.path.normpath(os.path.join(d.location, f.path.split("/", 1)[0]))
+                    for d in snap.distributions
+                    for f in d.files
+                    if "/" in f.path
+                }
+            link = o.path not in owned
         out.append(
             Finding(
                 "TWA-ORPH-001",

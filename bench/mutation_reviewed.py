@@ -161,11 +161,6 @@ REVIEWED: dict[str, dict[str, str]] = {
         ),
     },
     "zip-stream": {
-        "xǁZipHandlerǁ_streamed_plain_npy | if ent.method == 1:": (
-            "a stored member reaches the stream only after _plain_npy refused it (no plain "
-            ".npy header, an archive at its end, no local header, encrypted), and the stream "
-            "refuses it for the same reason: only the cost of reading it again differs"
-        ),
         "xǁZipHandlerǁ_streamed_plain_npy | if ctx.charge_decompressed(probe.size, None):": (
             "a stream that finished within decompress_budget() can never exceed the total or "
             "the file's ratio when charged, so the location of that finding is never used"
@@ -777,12 +772,5 @@ REVIEWED: dict[str, dict[str, str]] = {
         ),
         "xǁZipHandlerǁ_scan_members | if already is None and self._plain_npy(data, ent, None, "
         "ctx):": "_plain_npy never reads its member_loc argument",
-        "xǁZipHandlerǁ_scan_members | self._plain_npy(data, ent, None, ctx)": (
-            "_plain_npy never reads its member_loc argument"
-        ),
-        "xǁZipHandlerǁ_scan_members | or self._streamed_plain_npy(data, ent, None, ctx)": (
-            "_streamed_plain_npy reads member_loc only to charge a finished stream, which can "
-            "never exceed the budget it streamed within (see zip-stream)"
-        ),
     },
 }

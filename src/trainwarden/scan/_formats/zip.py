@@ -185,9 +185,7 @@ class ZipHandler:
                 continue
             scanned.add(k)
             member_loc = f"{location}:{ent.name}"
-            if self._plain_npy(data, ent, member_loc, ctx) or self._streamed_plain_npy(
-                data, ent, member_loc, ctx
-            ):
+            if self._plain_npy(data, ent, member_loc, ctx):
                 continue
             sink = self._read(data, ent, limit, member_loc, ctx)  # type: ignore[arg-type]
             if sink is None:
@@ -363,10 +361,7 @@ class ZipHandler:
                 deferred.append((ent, None))
             for ent, already in deferred:
                 member_loc = f"{location}:{ent.name}"
-                if already is None and (
-                    self._plain_npy(data, ent, member_loc, ctx)
-                    or self._streamed_plain_npy(data, ent, member_loc, ctx)
-                ):
+                if already is None and self._plain_npy(data, ent, member_loc, ctx):
                     continue
                 sink = already or self._read(data, ent, limit, member_loc, ctx)
                 if sink is None:
@@ -395,12 +390,15 @@ class ZipHandler:
             )
 
     def _plain_npy(self, data: object, ent: ZipEntry, member_loc: str, ctx: ScanContext) -> bool:
-        """True for a stored .npy member whose dtype (as numpy reads it) holds no Python objects
-        and whose end holds no archive directory: numpy.load reads its payload as raw numbers,
-        so only the header and the last bytes are read. A compressed member is never plain here
-        (the caller reads it whole, with the limits)."""
-        if ent.method != 0 or ent.data_offset < 0 or ent.flags & 0x1:
-            return False  # compressed, no local header, encrypted: read (and reported) whole
+        """True for a .npy member whose dtype (as numpy reads it) holds no Python objects and
+        whose end holds no archive directory: numpy.load reads its payload as raw numbers, so
+        of a stored member only the header and the last bytes are read, and a compressed one is
+        decided while it streams (:meth:`_streamed_plain_npy`). False: the caller reads it
+        whole, with the limits."""
+        if ent.method != 0:
+            return self._streamed_plain_npy(data, ent, member_loc, ctx)
+        if ent.data_offset < 0 or ent.flags & 0x1:
+            return False  # no local header, encrypted: read (and reported) whole
         start = ent.data_offset
         head = bytes(data[start : start + min(ent.csize, _HEAD)])  # type: ignore[index]
         if not _plain_npy_head(head):
@@ -416,15 +414,13 @@ class ZipHandler:
     def _streamed_plain_npy(
         self, data: object, ent: ZipEntry, member_loc: str, ctx: ScanContext
     ) -> bool:
-        """True for a compressed .npy member that is plain once decompressed (the rules of
-        :meth:`_plain_npy`, and its CRC-32 matches), decided while it is decompressed as a
-        stream: only its header and its last bytes are kept, so ``max_member_bytes`` (what is
-        held) does not apply, while the file's decompression budget and ratio do. Anything else
-        (another content, an object dtype, an archive at its end, a wrong CRC, damage, a
-        limit) is False before any finding: the member is then read whole and reported as
-        before."""
-        if ent.method == 0:
-            return False  # stored: decided on its first and last bytes by _plain_npy
+        """True for a compressed .npy member that is plain once decompressed (the rules
+        :meth:`_plain_npy` applies to a stored one, and its CRC-32 matches), decided while it is
+        decompressed as a stream: only its header and its last bytes are kept, so
+        ``max_member_bytes`` (what is held) does not apply, while the file's decompression
+        budget and ratio do. Anything else (another content, an object dtype, an archive at its
+        end, a wrong CRC, damage, a limit) is False before any finding: the member is then read
+        whole and reported as before."""
         remaining = ctx.decompress_budget()
         if remaining <= 0:
             # Spent: the member is refused (and the limit reported) without a decompressor; a

@@ -747,6 +747,12 @@ REVIEWED: dict[str, dict[str, str]] = {
         ),
     },
     "zip-checks": {
+        "xǁZipHandlerǁ_plain_npy | if ent.data_offset <= 0 or ent.flags & 0x1:": (
+            "a member's data starts after its local header (30 bytes at least): never at 0"
+        ),
+        "xǁZipHandlerǁ_plain_npy | if ent.data_offset < 1 or ent.flags & 0x1:": (
+            "a member's data starts after its local header (30 bytes at least): never at 0"
+        ),
         **dict.fromkeys(
             (
                 'x_unpickled_by | base = name.rsplit("/", )[-1]',

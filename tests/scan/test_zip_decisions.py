@@ -354,6 +354,15 @@ def test_a_streamed_npy_member_counts_against_the_files_decompression_budget(
     )
 
 
+def test_a_stored_plain_npy_member_is_decided_on_its_header_and_end_only() -> None:
+    """Its body is never read, so neither is its CRC-32 checked (zipfile-based readers refuse
+    a wrong one; torch does not read .npz): a stored member never goes through the stream."""
+    member = _npy(np.arange(1000.0))
+    data = build_zip([Member("w.npy", member, crc=zlib.crc32(member) ^ 1)])
+    r = scan_bytes(data, "s.npz")
+    assert r.findings == ()
+
+
 def test_a_member_after_the_budget_is_exactly_spent_is_reported_not_skipped() -> None:
     members = [Member(f"w{i}.npy", _npy(np.arange(30000.0)), deflate=True) for i in range(4)]
     r = scan_bytes(build_zip(members), "e.npz", limits=Limits(max_decompressed_bytes=3 * 240_128))
@@ -395,7 +404,7 @@ def test_the_stream_is_given_the_files_deadline(late: bool | None) -> None:
     # ScanContext allows no deadline at all (None); the engine's own context always has one
     deadline = {True: time.monotonic() - 1, False: time.monotonic() + 600, None: None}[late]
     ctx.deadline = deadline  # type: ignore[assignment]
-    assert HANDLER._streamed_plain_npy(data, ent, "d.npz:w.npy", ctx) is True
+    assert HANDLER._plain_npy(data, ent, "d.npz:w.npy", ctx) is True
     want = [("TWS-LIMIT", "d.npz:w.npy", {"limit": "max_seconds_per_file"})] if late else []
     assert [(f.rule_id, f.location, f.evidence) for f in ctx.findings] == want
 

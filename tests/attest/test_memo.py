@@ -138,15 +138,15 @@ def _poisoned_memo(
     target = venv.installed("twdemo/core.py")
     _same_size_edit(target, "def step(x):\n    return x * 9\n")
     _verify(venv, env, HashCache(cache_file))
-    magic = b"TWMEMO4\n"
+    magic = b"TWMEMO5\n"
     clean_memo = Path(str(clean_file) + ".memo").read_bytes()[len(magic) :]
-    clean_slots, _, _ = marshal.loads(clean_memo)  # noqa: S302 - the memo this test just wrote
+    clean_slots, _, _, _ = marshal.loads(clean_memo)  # noqa: S302 - the memo this test just wrote
     memo_file = Path(str(cache_file) + ".memo")
     assert memo_file.read_bytes().startswith(magic)
-    tampered, weights, sites = marshal.loads(memo_file.read_bytes()[len(magic) :])  # noqa: S302
+    tampered, weights, sites, path_walk = marshal.loads(memo_file.read_bytes()[len(magic) :])  # noqa: S302
     ((slot, (fingerprint, outside, _)),) = tampered.items()
     poisoned = {slot: (fingerprint, outside, clean_slots[slot][2])}
-    memo_file.write_bytes(magic + marshal.dumps((poisoned, weights, sites)))
+    memo_file.write_bytes(magic + marshal.dumps((poisoned, weights, sites, path_walk)))
     return memo_file, target
 
 
@@ -185,3 +185,61 @@ def test_the_memo_is_trusted_exactly_like_the_hash_cache(
     cache_file = _cache_file(tmp_path)
     _memo_file, target = _poisoned_memo(venv, clean_env, tmp_path, cache_file)
     assert "TWA-REC-001" not in _rules_at(_verify(venv, clean_env, HashCache(cache_file)), target)
+
+
+def test_the_walk_done_while_the_interpreter_describes_itself_stands_only_for_the_same_walk(
+    make_venv: Callable[[], Venv],
+    clean_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # This process walks the last walk's roots outside site-packages before the interpreter has
+    # said what they are. A memo that names other roots, or skips a directory the real walk
+    # enters, must not decide what the snapshot holds.
+    venv = make_venv()
+    extra = tmp_path / "extra"
+    (extra / "pkg").mkdir(parents=True)
+    (extra / "top.py").write_text("X = 1\n")
+    hidden = extra / "pkg" / "hidden.py"
+    hidden.write_text("Y = 2\n")
+    env = {**clean_env, "PYTHONPATH": str(extra)}
+    cache_file = _cache_file(tmp_path)
+    snapshot_mod.take_snapshot(str(venv.python), environ=env, cache=HashCache(cache_file))
+    memo_file = Path(str(cache_file) + ".memo")
+    roots, skip = SnapshotMemo(memo_file).path_walk
+    assert roots[0] == str(extra), roots
+
+    walks: list[list[str]] = []
+    real_walk_roots = snapshot_mod.walk_roots
+
+    def counted(roots: list[str], skip: set[str]) -> Any:
+        if roots:
+            walks.append(list(roots))
+        return real_walk_roots(roots, skip)
+
+    monkeypatch.setattr(snapshot_mod, "walk_roots", counted)
+
+    def files(memo_roots: list[str], memo_skip: list[str]) -> set[str]:
+        memo = SnapshotMemo(memo_file)
+        memo.path_walk = ([], [])
+        memo.set_path_walk(memo_roots, memo_skip)
+        memo.save()
+        walks.clear()
+        snap = snapshot_mod.take_snapshot(
+            str(venv.python), environ=env, cache=HashCache(cache_file)
+        )
+        return {f.path for f in snap.path_files}
+
+    # The same walk: done once, early, and used.
+    assert str(hidden) in files(roots, skip)
+    assert walks == [roots]
+    # A memo that skips a directory the walk enters: walked again, the file is there.
+    assert str(hidden) in files(roots, sorted({*skip, str(extra / "pkg")}))
+    assert walks == [roots, roots]
+    # A memo that names other roots: walked again; what only the guess walked is not there.
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "decoy.py").write_text("Z = 3\n")
+    got = files([str(decoy), *roots[1:]], skip)
+    assert str(decoy / "decoy.py") not in got and str(hidden) in got
+    assert walks == [[str(decoy), *roots[1:]], roots]

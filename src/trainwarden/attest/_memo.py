@@ -27,7 +27,7 @@ from trainwarden.attest._cache import HashCache, cache_key_packer, unsafe_reason
 
 __all__ = ["SnapshotMemo", "lstat_keys", "walk_fingerprint"]
 
-_MAGIC = b"TWMEMO4\n"
+_MAGIC = b"TWMEMO5\n"
 _MAX_SLOTS = 8
 
 
@@ -67,6 +67,10 @@ def lstat_keys(paths: Iterable[str]) -> tuple[tuple[str, bytes], ...]:
     return tuple(out)
 
 
+def _strings(x: object) -> bool:
+    return isinstance(x, list) and all(isinstance(s, str) for s in x)
+
+
 class SnapshotMemo:
     """Results stored under a slot (which interpreter and layout) with the fingerprint of what
     they were computed from; at most a few slots are kept. ``None`` path: never stored."""
@@ -81,6 +85,10 @@ class SnapshotMemo:
         # The site directories of that walk, in order: the next verify starts its helpers on
         # them before the interpreter has described itself (checked against it afterwards).
         self.sites: list[str] = []
+        # The roots outside the site directories that walk walked, and the directories it did
+        # not enter: this process walks them again while the interpreter describes itself
+        # (checked against its description afterwards).
+        self.path_walk: tuple[list[str], list[str]] = ([], [])
         self._dirty = False
         self.hit = False
         if path is not None:
@@ -113,13 +121,15 @@ class SnapshotMemo:
             return
         if (
             isinstance(slots, tuple)
-            and len(slots) == 3
+            and len(slots) == 4
             and isinstance(slots[0], dict)
             and isinstance(slots[1], dict)
-            and isinstance(slots[2], list)
-            and all(isinstance(s, str) for s in slots[2])
+            and _strings(slots[2])
+            and isinstance(slots[3], tuple)
+            and len(slots[3]) == 2
+            and all(_strings(x) for x in slots[3])
         ):
-            self._slots, self.weights, self.sites = slots
+            self._slots, self.weights, self.sites, self.path_walk = slots
 
     def get(self, slot: bytes, fingerprint: bytes) -> Any | None:
         """The stored results if ``fingerprint`` matches and every file read outside the walk
@@ -175,6 +185,13 @@ class SnapshotMemo:
             self.weights, self.sites = weights, list(sites)
             self._dirty = True
 
+    def set_path_walk(self, roots: list[str], skip: list[str]) -> None:
+        """Remember the roots and skip set of the walk outside the site directories (see
+        :attr:`path_walk`)."""
+        if (roots, skip) != self.path_walk:
+            self.path_walk = (list(roots), list(skip))
+            self._dirty = True
+
     def save(self) -> None:
         """Write the memo atomically if it changed; failures only cost time next run."""
         if self.path is None or not self._dirty:
@@ -187,7 +204,7 @@ class SnapshotMemo:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(_MAGIC)
-                f.write(marshal.dumps((self._slots, self.weights, self.sites)))
+                f.write(marshal.dumps((self._slots, self.weights, self.sites, self.path_walk)))
             os.replace(tmp, self.path)
         except (OSError, ValueError):
             Path(tmp).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import json
 import operator
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -478,58 +479,79 @@ _COLLECTOR_KEYS = (
 )
 
 
-def _run_in_own_group(
-    argv: list[str], env: Mapping[str, str], timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` in a new process group; on timeout kill the whole group, not just the child.
+class _Collector:
+    """The interpreter under attestation describing itself (``python -I -S -B collector.py``),
+    started at once and read with :meth:`result`, so that this process walks while it runs.
 
-    An interpreter that hangs may have started children of its own (which keep our pipes open
-    and outlive a plain ``kill``); the group goes with it.
+    It runs in a process group of its own: on timeout, Ctrl-C or :meth:`close` the whole group
+    is killed, not just the child (an interpreter that hangs may have started children of its
+    own, which keep our pipes open and outlive a plain ``kill``).
     """
-    import signal
 
-    with subprocess.Popen(  # noqa: S603 - the interpreter under attestation, isolated
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(env),
-        start_new_session=True,
-    ) as proc:
+    def __init__(self, python: str | None, env: Mapping[str, str]) -> None:
+        self.exe = python or sys.executable
+        self._proc: subprocess.Popen[str] | None = None
+        self._error: OSError | None = None
         try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+            self._proc = subprocess.Popen(  # noqa: S603 - the interpreter under attestation, isolated
+                [self.exe, "-I", "-S", "-B", str(_COLLECTOR)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=dict(helper_environment(env)),
+                start_new_session=True,
+            )
+        except OSError as e:
+            self._error = e
+
+    def _kill(self) -> None:
+        if self._proc is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise
+                os.killpg(self._proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Kill the interpreter (and its group) if :meth:`result` was never read, and reap it."""
+        if self._proc is not None:
+            self._kill()
+            with contextlib.suppress(OSError, ValueError, subprocess.SubprocessError):
+                self._proc.communicate()
+            self._proc = None
+
+    def result(self) -> dict[str, Any]:
+        """What the interpreter printed, checked; :class:`AttestationError` if it could not
+        be run, failed, timed out or printed something else."""
+        proc = self._proc
+        if proc is None:
+            raise AttestationError(
+                f"cannot run interpreter {self.exe}: {self._error or 'not started'}",
+                hint="pass --python with a Python executable",
+            )
+        try:
+            out, err = proc.communicate(timeout=_COLLECTOR_TIMEOUT)
+        except subprocess.TimeoutExpired as e:
+            self.close()
+            raise AttestationError(
+                f"cannot run interpreter {self.exe}: {e}",
+                hint="pass --python with a Python executable",
+            ) from e
         except BaseException:
             # Ctrl-C: the child is not reaped yet, so its pid still names this group.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            self.close()
             raise
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        self._proc = None
+        return _collector_output(self.exe, proc.returncode, out, err)
 
 
-def _run_collector(python: str | None, env: Mapping[str, str]) -> dict[str, Any]:
-    exe = python or sys.executable
-    try:
-        proc = _run_in_own_group(
-            [exe, "-I", "-S", "-B", str(_COLLECTOR)], helper_environment(env), _COLLECTOR_TIMEOUT
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
+def _collector_output(exe: str, returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
+    if returncode != 0:
         raise AttestationError(
-            f"cannot run interpreter {exe}: {e}", hint="pass --python with a Python executable"
-        ) from e
-    if proc.returncode != 0:
-        raise AttestationError(
-            f"interpreter {exe} failed to describe itself (exit {proc.returncode}): "
-            f"{proc.stderr.strip()[-500:]}",
+            f"interpreter {exe} failed to describe itself (exit {returncode}): "
+            f"{stderr.strip()[-500:]}",
             hint="is it a CPython >= 3.8 executable?",
         )
     try:
-        data = json.loads(proc.stdout)
+        data = json.loads(stdout)
     except json.JSONDecodeError as e:
         raise AttestationError(f"interpreter {exe} printed unexpected output: {e}") from e
     if not isinstance(data, dict):
@@ -630,8 +652,14 @@ class _Layout:
     sys_path: list[str]
 
 
-def _layout(python: str | None, env: Mapping[str, str]) -> _Layout:
-    info = _run_collector(python, env)
+def _layout(
+    python: str | None, env: Mapping[str, str], collector: _Collector | None = None
+) -> _Layout:
+    run = collector if collector is not None else _Collector(python, env)
+    try:
+        info = run.result()
+    finally:
+        run.close()
     venv_sites = [str(s) for s in info.get("venv_site_packages", [])]
     user_sites = [str(info["user_site"])] if info.get("user_site_enabled") else []
     system_sites = [str(s) for s in info.get("system_site_packages", [])]
@@ -677,24 +705,35 @@ def take_snapshot(
     cache = cache if cache is not None else HashCache.default()
     memo = SnapshotMemo.beside(cache)
     helpers = helper_count(workers)
-    # The helpers start on the site directories of the last walk while the interpreter describes
-    # itself (a process start); they are used only if those are this walk's, in the same order.
+    # The interpreter describes itself in a process of its own; meanwhile helpers start on the
+    # site directories of the last walk, and this process walks the last walk's roots outside
+    # them. Each is used only if it is what the description calls for (the same directories,
+    # in the same order, skipping the same ones); otherwise it is done again.
+    collector = _Collector(python, env)
     early: ParallelPrint | None = None
-    if _parallel_worth_it(memo, helpers) and memo.sites:
-        early = ParallelPrint(memo.sites, _skips(memo.sites), helpers, memo.weights)
     # Helper processes still running when the snapshot ends (used up, or an error) are killed.
-    running: list[ParallelPrint | Prefetch] = [] if early is None else [early]
+    running: list[ParallelPrint | Prefetch] = []
     try:
-        walk = _site_walk(python, env, memo, helpers, running)
+        if _parallel_worth_it(memo, helpers) and memo.sites:
+            early = ParallelPrint(memo.sites, _skips(memo.sites), helpers, memo.weights)
+            running.append(early)
+        roots, skip = memo.path_walk
+        guess = (roots, set(skip), *walk_roots(roots, set(skip))) if roots else None
+        walk = _site_walk(python, env, memo, helpers, running, collector, guess)
         return _take_snapshot(python, code_dirs, env, cache, workers, vouched_bytecode, walk)
     finally:
+        collector.close()
         for helpers_left in running:
             helpers_left.close()
 
 
+# A walk outside the site directories done before the layout was known: its roots, the
+# directories it did not enter, the files it found and the roots it cut.
+_PathGuess = tuple[list[str], set[str], dict[str, os.stat_result], list[str]]
+
 # The layout, the memo (none for dpkg's interpreters), this process's walk of the site
-# directories (empty when helpers print them), the walk's skip sets, those helpers, and every
-# helper still running.
+# directories (empty when helpers print them), the walk's skip sets, those helpers, every
+# helper still running, and the walk outside the site directories done early (if any).
 _Walk = tuple[
     _Layout,
     SnapshotMemo,
@@ -702,6 +741,7 @@ _Walk = tuple[
     Mapping[str, set[str]],
     ParallelPrint | None,
     list[ParallelPrint | Prefetch],
+    _PathGuess | None,
 ]
 
 
@@ -711,11 +751,13 @@ def _site_walk(
     memo: SnapshotMemo,
     helpers: int,
     running: list[ParallelPrint | Prefetch],
+    collector: _Collector | None = None,
+    guess: _PathGuess | None = None,
 ) -> _Walk:
     """The interpreter's layout and the walk of its site directories (or the helpers that
     fingerprint them): what :func:`_take_snapshot` starts from."""
     early = next((p for p in running if isinstance(p, ParallelPrint)), None)
-    layout = _layout(python, env)
+    layout = _layout(python, env, collector)
     site_dirs = layout.site_dirs
     # dpkg's database lives outside everything walked, so interpreters it manages are always
     # computed file by file.
@@ -738,7 +780,7 @@ def _site_walk(
         early.close()
     if parallel is not None:
         running.append(parallel)
-    return layout, memo, stats, skip, parallel, running
+    return layout, memo, stats, skip, parallel, running, guess
 
 
 def _take_snapshot(
@@ -750,7 +792,7 @@ def _take_snapshot(
     vouched_bytecode: Collection[str],
     walk: _Walk,
 ) -> Snapshot:
-    layout, memo, stats, skip, parallel, running = walk
+    layout, memo, stats, skip, parallel, running, guess = walk
     # Whether ``stats`` holds this process's own walk of the site directories (without it, only
     # the helpers' fingerprint of them exists: a memo hit needs nothing more).
     walked_here = parallel is None
@@ -768,7 +810,12 @@ def _take_snapshot(
     nested_sites = {
         os.path.join(r, n) for r in path_roots for n in ("site-packages", "dist-packages")
     }
-    path_stats, path_cut = walk_roots(list(path_roots), site_set | set(path_roots) | nested_sites)
+    path_skip = site_set | set(path_roots) | nested_sites
+    if guess is not None and guess[0] == list(path_roots) and guess[1] == path_skip:
+        path_stats, path_cut = guess[2], guess[3]
+    else:
+        path_stats, path_cut = walk_roots(list(path_roots), path_skip)
+    memo.set_path_walk(list(path_roots), sorted(path_skip))
     # Without a memo every file is computed: hash in helper processes from now on.
     prefetch = (
         _prefetch(stats, path_stats, cache, workers, bool(vouched_bytecode))

@@ -15,6 +15,7 @@ import pytest
 import trainwarden.attest._snapshot as snapshot_mod
 from trainwarden.attest._cache import HashCache
 from trainwarden.attest._memo import SnapshotMemo
+from trainwarden.attest._syspath import walk_roots as real_walk_roots
 from trainwarden.attest._verify import verify_environment
 from trainwarden.findings import Finding
 
@@ -210,7 +211,6 @@ def test_the_walk_done_while_the_interpreter_describes_itself_stands_only_for_th
     assert roots[0] == str(extra), roots
 
     walks: list[list[str]] = []
-    real_walk_roots = snapshot_mod.walk_roots
 
     def counted(roots: list[str], skip: set[str]) -> Any:
         if roots:

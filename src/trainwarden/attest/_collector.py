@@ -8,14 +8,12 @@ collector.py``): it imports nothing from trainwarden and runs no ``.pth`` file o
 from __future__ import annotations
 
 import importlib.machinery
-import importlib.util
 import json
 import os
 import platform
 import site
 import sys
 import sysconfig
-from typing import Any
 
 
 def _read_pyvenv_cfg() -> tuple[str | None, dict[str, str]]:
@@ -36,7 +34,17 @@ def _read_pyvenv_cfg() -> tuple[str | None, dict[str, str]]:
     return None, {}
 
 
-def collect() -> dict[str, Any]:
+def _magic_number() -> bytes:
+    # importlib.util (and the contextlib and typing it imports) is a few ms of this start-up
+    # that every verify waits for; the frozen loader module already holds the number.
+    try:
+        from importlib._bootstrap_external import MAGIC_NUMBER
+    except ImportError:  # pragma: no cover - every CPython this runs on has it
+        from importlib.util import MAGIC_NUMBER
+    return bytes(MAGIC_NUMBER)
+
+
+def collect() -> dict[str, object]:
     """Return what ``site`` would set up for a normal (non-isolated) run of this interpreter."""
     venv_dir, conf = _read_pyvenv_cfg()
     system_site = conf.get("include-system-site-packages", "true").lower() == "true"
@@ -68,7 +76,7 @@ def collect() -> dict[str, Any]:
         "version_full": sys.version,
         "implementation": sys.implementation.name,
         "cache_tag": sys.implementation.cache_tag,
-        "magic_number": importlib.util.MAGIC_NUMBER.hex(),
+        "magic_number": _magic_number().hex(),
         "prefix": venv_dir or sys.prefix,
         "base_prefix": sys.base_prefix,
         "venv": venv_dir is not None,

@@ -26,7 +26,7 @@ from stat import S_ISLNK
 from typing import Any, NamedTuple
 
 from trainwarden._version import __version__
-from trainwarden.attest import AttestationError
+from trainwarden.attest import AttestationError, _syspath
 from trainwarden.attest._bytecode import BytecodeResult, Vouched, bytecode_pairs, verify_bytecode
 from trainwarden.attest._cache import (
     HashCache,
@@ -1439,10 +1439,13 @@ def _vouch(
     digests), and package databases that exist but could not be read."""
     paths = sorted(stats)
     conda = conda_hashes(prefixes, paths)
-    dpkg = dpkg_md5sums(p for p in paths if p not in conda)
+    # dpkg and RPM install only below these (each also checks its own prefixes).
+    os_prefixes = (*_syspath.DPKG_PREFIXES, *_syspath.RPM_PREFIXES)
+    os_paths = [p for p in paths if p.startswith(os_prefixes)]
+    dpkg = dpkg_md5sums(p for p in os_paths if p not in conda)
     md5s = hash_other(sorted(dpkg), "md5") if dpkg else {}
     rpm, problems = rpm_digests(
-        p for p in paths if p not in conda and p not in dpkg and not S_ISLNK(stats[p].st_mode)
+        p for p in os_paths if p not in conda and p not in dpkg and not S_ISLNK(stats[p].st_mode)
     )
     rpm_other: dict[str, dict[str, bytes]] = {}
     for alg in {a for _, a, _ in rpm.values() if a != "sha256"}:

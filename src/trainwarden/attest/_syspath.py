@@ -211,7 +211,8 @@ def rpm_digests(
 
 def conda_hashes(prefixes: Iterable[str], paths: Iterable[str]) -> dict[str, tuple[str, str]]:
     """``{path: (package, sha256 hex)}`` from ``PREFIX/conda-meta/*.json`` ``paths_data``."""
-    wanted = set(paths)
+    candidates = list(paths)
+    wanted: set[str] = set()
     out: dict[str, tuple[str, str]] = {}
     for prefix in dict.fromkeys(prefixes):
         meta = os.path.join(prefix, "conda-meta")
@@ -219,6 +220,8 @@ def conda_hashes(prefixes: Iterable[str], paths: Iterable[str]) -> dict[str, tup
             names = sorted(n for n in os.listdir(meta) if n.endswith(".json"))
         except OSError:
             continue
+        # Built only where a conda prefix is: every other interpreter pays nothing here.
+        wanted = wanted or set(candidates)
         for name in names:
             full = os.path.join(meta, name)
             try:

@@ -302,10 +302,14 @@ def _unvouched_in_managed_stdlib(snap: Snapshot) -> list[Finding]:
     stdlib_roots = [r for r, kind in snap.path_roots.items() if kind == "stdlib"]
     managed: dict[str, str] = {}
     for f in snap.path_files:
+        if f.source is None:
+            continue
         root = _root_of(f.path, stdlib_roots)
-        if root is not None and f.source is not None:
+        if root is not None:
             managed.setdefault(root, f.source.split(":", 1)[0])
     out: list[Finding] = []
+    if not managed:
+        return out
     for f in snap.path_files:
         if f.status != "unvouched":
             continue

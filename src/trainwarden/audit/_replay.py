@@ -202,17 +202,30 @@ def ledger_events(url: str, token: str, run: str) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = []
     client = LedgerClient(url, token)
+    where = f"{client.url}/v1/entries"
     try:
         after = -1
         while True:
             page = client.get("/v1/entries", run=run, kind="audit.step", after=after, limit=1000)
-            for e in page["entries"]:
-                ev = json.loads(e["entry"])
-                if isinstance(ev, dict):
-                    out.append(ev)
-            if page.get("next_after") is None:
+            rows = page.get("entries") if isinstance(page, dict) else None
+            nxt = page.get("next_after") if isinstance(page, dict) else None
+            if not isinstance(rows, list):
+                raise AuditError(f"{where}: the server's answer has no list of entries")
+            for e in rows:
+                text = e.get("entry") if isinstance(e, dict) else None
+                try:
+                    ev = json.loads(text) if isinstance(text, str) else None
+                except (ValueError, RecursionError):
+                    ev = None
+                if not isinstance(ev, dict):
+                    raise AuditError(f"{where}: the server sent an entry that is not a JSON object")
+                out.append(ev)
+            if nxt is None:
                 return out
-            after = int(page["next_after"])
+            # A page must move on, or a hostile server keeps this loop going for ever.
+            if not isinstance(nxt, int) or isinstance(nxt, bool) or nxt <= after or not rows:
+                raise AuditError(f"{where}: the server's pages do not advance")
+            after = nxt
     finally:
         client.close()
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from trainwarden._internal.files import write_atomic
 from trainwarden.cli._common import (
     EXIT_CLEAN,
     EXIT_FINDINGS,
@@ -18,6 +19,7 @@ from trainwarden.cli._common import (
     print_json,
 )
 from trainwarden.errors import TrainWardenError
+from trainwarden.ledger._types import VERIFY_MAX_BYTES, VERIFY_MAX_SECONDS
 
 __all__ = ["register"]
 
@@ -133,6 +135,22 @@ def ledger_verify(
         typer.Option("--saved", help="A checkpoint saved earlier; today's log must extend it."),
     ] = None,
     state_dir: LedgerState = None,
+    max_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-bytes",
+            min=1,
+            help="With --url: stop (exit 2) once the server has sent this many bytes.",
+        ),
+    ] = VERIFY_MAX_BYTES,
+    max_seconds: Annotated[
+        float,
+        typer.Option(
+            "--max-seconds",
+            min=1,
+            help="With --url: stop (exit 2) after this many seconds.",
+        ),
+    ] = VERIFY_MAX_SECONDS,
     fmt: FormatOpt = OutputFormat.text,
 ) -> None:
     """Recompute the whole log, check every checkpoint and proof; exit 1 naming the first bad
@@ -145,7 +163,9 @@ def ledger_verify(
     if db is not None:
         report = verify_db(db, key=key, state_dir=state_dir, saved=notes)
     else:
-        report = verify_url(url or "", token, key=key, saved=notes)
+        report = verify_url(
+            url or "", token, key=key, saved=notes, max_bytes=max_bytes, max_seconds=max_seconds
+        )
     first = report.first_bad
     if fmt is OutputFormat.json:
         print_json(report.to_dict())
@@ -176,9 +196,17 @@ def ledger_checkpoint(
 
     if not url:
         raise TrainWardenError("--url (or TRAINWARDEN_LEDGER_URL) is required")
-    note = LedgerClient(url, token).get("/v1/checkpoint")["note"]
+    client = LedgerClient(url, token)
+    try:
+        got = client.get("/v1/checkpoint")
+    finally:
+        client.close()
+    note = got.get("note") if isinstance(got, dict) else None
+    # A signed note is a few hundred bytes: anything else is not one (and is not saved).
+    if not isinstance(note, str) or not note.endswith("\n") or len(note) > 64 * 1024:
+        raise TrainWardenError(f"{url}/v1/checkpoint: the server's answer holds no signed note")
     if output:
-        output.write_text(note)
+        write_atomic(output, note.encode("utf-8", "surrogateescape"))
     else:
         sys.stdout.write(note)
 

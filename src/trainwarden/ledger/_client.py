@@ -35,30 +35,105 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 MAX_RECORD_BYTES = 60 * 1024
 
 
+# The largest answer read from a server: a page of a thousand entries (each at most 64 KiB of
+# canonical JSON, escaped once more inside the page) stays far below it on a real log.
+MAX_RESPONSE_BYTES = 64 << 20
+
+
+def read_answer(
+    http: Any,
+    method: str,
+    path: str,
+    *,
+    base: str,
+    timeout: float,
+    max_bytes: int = MAX_RESPONSE_BYTES,
+    **kw: Any,
+) -> tuple[int, bytes]:
+    """``(status, body)`` of one request on the httpx client ``http``, read within ``timeout``
+    seconds in all and at most ``max_bytes`` long; :class:`LedgerError` naming ``base + path``
+    otherwise. The request runs in a thread of its own so that a server that sends its answer
+    a byte at a time (headers included) cannot hold the caller past the deadline; only plain
+    (not compressed) answers are read, so the size counted is the size held."""
+    where = f"{base}{path}"
+    done: dict[str, Any] = {}
+
+    def fetch() -> None:
+        try:
+            headers = {**kw.pop("headers", {}), "Accept-Encoding": "identity"}
+            with http.stream(method, path, headers=headers, **kw) as r:
+                enc = r.headers.get("content-encoding", "").strip().lower()
+                if enc not in ("", "identity"):
+                    raise LedgerError(f"{where}: the server's answer is {enc[:40]}-encoded")
+                length = r.headers.get("content-length", "").strip()
+                if length.isdigit() and int(length) > max_bytes:
+                    raise LedgerError(f"{where}: the server's answer is over {max_bytes} bytes")
+                body = bytearray()
+                for chunk in r.iter_raw():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise LedgerError(f"{where}: the server's answer is over {max_bytes} bytes")
+                    if "abandoned" in done:
+                        return
+                done["answer"] = (r.status_code, bytes(body))
+        except BaseException as e:  # handed to the caller's thread
+            done["error"] = e
+
+    worker = threading.Thread(target=fetch, name="ledger-request", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        done["abandoned"] = True
+        raise LedgerError(f"{where}: the server did not answer within {timeout:g} s")
+    error = done.get("error")
+    if isinstance(error, LedgerError):
+        raise error
+    if error is not None:
+        import httpx
+
+        if isinstance(error, httpx.HTTPError | OSError):
+            raise LedgerError(f"{where}: {error}", hint="is `trainwarden serve` running?")
+        raise error
+    status, body = done["answer"]
+    return int(status), bytes(body)
+
+
+def parse_answer(body: bytes, where: str) -> Any:
+    """The JSON of a server's answer; :class:`LedgerError` naming ``where`` if it is not JSON
+    (or nests past what the parser can follow)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as e:
+        detail = "nested too deeply" if isinstance(e, RecursionError) else str(e)[:200]
+        raise LedgerError(f"{where}: the server's answer is not JSON ({detail})") from None
+
+
 class LedgerClient:
-    """A thin synchronous client of the ledger service's HTTP API."""
+    """A thin synchronous client of the ledger service's HTTP API. Every answer is read within
+    ``timeout`` seconds and :data:`MAX_RESPONSE_BYTES`, and must be JSON (see
+    :func:`read_answer`); :attr:`received` counts the bytes read so far."""
 
     def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
         import httpx
 
         self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.received = 0
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
-        import httpx
-
-        try:
-            r = self._http.request(method, path, **kw)
-        except httpx.HTTPError as e:
-            raise LedgerError(f"{self.url}: {e}", hint="is `trainwarden serve` running?") from e
-        if r.status_code >= 400:
+        status, body = read_answer(
+            self._http, method, path, base=self.url, timeout=self.timeout, **kw
+        )
+        self.received += len(body)
+        if status >= 400:
             try:
-                msg = r.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                msg = r.text[:200]
-            raise LedgerError(f"{self.url}{path}: HTTP {r.status_code}: {msg}")
-        return r.json()
+                msg = str(json.loads(body)["error"]["message"])[:300]
+            except (ValueError, KeyError, TypeError, RecursionError):
+                msg = body[:200].decode("utf-8", "replace")
+            raise LedgerError(f"{self.url}{path}: HTTP {status}: {msg}")
+        return parse_answer(body, f"{self.url}{path}")
 
     def get(self, path: str, **params: Any) -> Any:
         return self._call("GET", path, params={k: v for k, v in params.items() if v is not None})
@@ -70,7 +145,9 @@ class LedgerClient:
         return self._call("DELETE", path)
 
     def whoami(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.get("/v1/whoami")
+        result = self.get("/v1/whoami")
+        if not isinstance(result, dict):
+            raise LedgerError(f"{self.url}/v1/whoami: the server's answer is not an object")
         return result
 
     def close(self) -> None:
@@ -291,23 +368,35 @@ class LedgerSink:
     _deadline = float("inf")
 
     def _send(self, client: Any, batch: list[bytes]) -> None:
+        # Answers are read as LedgerClient reads them: within the timeout and the size limit.
         if self.run_id is None:
-            r = client.get("/v1/whoami")
-            r.raise_for_status()
-            run = r.json().get("run_id")
-            if not run:
+            status, body = read_answer(
+                client, "GET", "/v1/whoami", base=self.url, timeout=self.timeout
+            )
+            if status != 200:
+                raise LedgerError(f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
+            got = parse_answer(body, f"{self.url}/v1/whoami")
+            run = got.get("run_id") if isinstance(got, dict) else None
+            if not run or not isinstance(run, str):
                 raise LedgerError("the ledger token is not a writer token of a run")
-            self.run_id = str(run)
+            self.run_id = run
         events = [json.loads(b) for b in batch]
-        body = json.dumps({"writer": self.writer, "events": events}).encode()
-        r = client.post(
-            f"/v1/runs/{self.run_id}/events",
-            content=body,
+        payload = json.dumps({"writer": self.writer, "events": events}).encode()
+        path = f"/v1/runs/{self.run_id}/events"
+        status, body = read_answer(
+            client,
+            "POST",
+            path,
+            base=self.url,
+            timeout=self.timeout,
+            content=payload,
             headers={"Content-Type": "application/json"},
         )
-        if r.status_code != 200:
-            raise LedgerError(f"HTTP {r.status_code}: {r.text[:300]}")
-        self.shipped += int(r.json().get("new", 0))
+        if status != 200:
+            raise LedgerError(f"HTTP {status}: {body[:300].decode('utf-8', 'replace')}")
+        got = parse_answer(body, f"{self.url}{path}")
+        new = got.get("new", 0) if isinstance(got, dict) else 0
+        self.shipped += new if isinstance(new, int) and not isinstance(new, bool) else 0
         self._ack(int(events[-1]["seq"]))
 
     def flush(self, timeout: float = 30.0) -> bool:

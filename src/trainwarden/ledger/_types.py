@@ -21,6 +21,12 @@ __all__ = [
 ]
 
 
+# What `ledger verify --url` reads from a server at most, in bytes and seconds, unless told
+# otherwise: a hostile server cannot make it hold more memory or run longer.
+VERIFY_MAX_BYTES = 2 << 30
+VERIFY_MAX_SECONDS = 3600.0
+
+
 class LedgerError(TrainWardenError):
     """Base class of ledger errors (bad input, storage or configuration problems)."""
 

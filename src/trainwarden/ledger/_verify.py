@@ -25,7 +25,8 @@ __all__ = ["Problem", "VerifyReport", "verify_log", "verify_saved_checkpoint"]
 
 MAX_PROBLEMS = 50
 
-# Optional callbacks that fetch a proof from a server, so its answers are checked too.
+# Optional callbacks that fetch a proof from a server, so its answers are checked too (one that
+# raises ProofError: the server's answer is no proof, reported as a problem with that proof).
 InclusionSource = Callable[[int, int], list[bytes]]
 ConsistencySource = Callable[[int, int], list[bytes]]
 
@@ -225,12 +226,12 @@ def _check_checkpoints(
             )
             continue
         if good is not None and good.size < cp.size:
-            proof = (
-                consistency_source(good.size, cp.size)
-                if consistency_source is not None
-                else tree.consistency_proof(good.size, cp.size)
-            )
             try:
+                proof = (
+                    consistency_source(good.size, cp.size)
+                    if consistency_source is not None
+                    else tree.consistency_proof(good.size, cp.size)
+                )
                 verify_consistency(good.size, cp.size, good.root, cp.root, proof)
                 report.consistency_proofs += 1
             except ProofError as e:
@@ -254,8 +255,8 @@ def _check_inclusion(
         step = max(1, n // sample)
         indices = sorted({*range(0, n, step), n - 1})
     for i in indices:
-        proof = source(i, n) if source is not None else tree.inclusion_proof(i, n)
         try:
+            proof = source(i, n) if source is not None else tree.inclusion_proof(i, n)
             verify_inclusion(i, n, tree.leaf(i), proof, latest.root)
             report.inclusion_proofs += 1
         except ProofError as e:
@@ -293,12 +294,12 @@ def verify_saved_checkpoint(
         return
     latest = report.latest
     if latest is not None and latest.size >= saved.size:
-        proof = (
-            consistency_source(saved.size, latest.size)
-            if consistency_source is not None
-            else tree.consistency_proof(saved.size, latest.size)
-        )
         try:
+            proof = (
+                consistency_source(saved.size, latest.size)
+                if consistency_source is not None
+                else tree.consistency_proof(saved.size, latest.size)
+            )
             verify_consistency(saved.size, latest.size, saved.root, latest.root, proof)
             report.consistency_proofs += 1
         except ProofError as e:

@@ -5,13 +5,19 @@ the service because they open its state directory (keys, origin)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import Any
 
 from trainwarden.ledger._checkpoint import CheckpointError, Signer, Verifier, load_verifier
 from trainwarden.ledger._storage import CheckpointRow, open_storage
-from trainwarden.ledger._types import LedgerError, Role, StoredEntry
+from trainwarden.ledger._types import (
+    VERIFY_MAX_BYTES,
+    VERIFY_MAX_SECONDS,
+    LedgerError,
+    Role,
+    StoredEntry,
+)
 from trainwarden.ledger._verify import VerifyReport, verify_log
 
 __all__ = ["create_token", "list_tokens", "revoke_token", "verify_db", "verify_url"]
@@ -77,53 +83,168 @@ def verify_db(
         storage.close()
 
 
+class _Answers:
+    """Checks on what a server sent: each field of the type the API documents, pages that
+    advance, and the verification's byte and time budget. Any violation is a
+    :class:`LedgerError` naming the endpoint (verification cannot go on)."""
+
+    def __init__(self, client: Any, max_bytes: int, max_seconds: float) -> None:
+        self.client = client
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
+        self.deadline = time.monotonic() + max_seconds
+
+    def get(self, path: str, **params: Any) -> dict[str, Any]:
+        if self.client.received > self.max_bytes:
+            raise LedgerError(
+                f"{self.client.url}: the server sent more than {self.max_bytes} bytes",
+                hint="pass --max-bytes to verify a larger log",
+            )
+        if time.monotonic() > self.deadline:
+            raise LedgerError(
+                f"{self.client.url}: verification took longer than {self.max_seconds:g} s",
+                hint="pass --max-seconds to give a larger log more time",
+            )
+        got = self.client.get(path, **params)
+        if not isinstance(got, dict):
+            raise LedgerError(f"{self.client.url}{path}: the server's answer is not an object")
+        return got
+
+    def field(self, obj: Any, name: str, kind: type, path: str) -> Any:
+        value = obj.get(name) if isinstance(obj, dict) else None
+        # bool is an int to Python, never to the API.
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise LedgerError(
+                f"{self.client.url}{path}: the server's answer has no {kind.__name__} {name!r}"
+            )
+        return value
+
+    def page(
+        self, path: str, items: str, after: int, **params: Any
+    ) -> tuple[list[Any], int | None]:
+        """One page of ``items`` after ``after``, and where the next one starts (None: last)."""
+        got = self.get(path, after=after, **params)
+        rows = got.get(items)
+        nxt = got.get("next_after")
+        if not isinstance(rows, list):
+            raise LedgerError(f"{self.client.url}{path}: the server's answer has no list {items!r}")
+        if nxt is not None and (
+            not isinstance(nxt, int) or isinstance(nxt, bool) or nxt <= after or not rows
+        ):
+            raise LedgerError(
+                f"{self.client.url}{path}: the server's pages do not advance"
+                f" (next_after {str(nxt)[:40]} after {after}, {len(rows)} {items})"
+            )
+        return rows, nxt
+
+    def digests(self, obj: Any, name: str, path: str) -> list[bytes]:
+        """A list of base64 SHA-256 digests; :class:`ProofError` (a problem with this proof,
+        reported as one) when it is anything else."""
+        from trainwarden.ledger._merkle import ProofError
+
+        hashes = obj.get(name) if isinstance(obj, dict) else None
+        if not isinstance(hashes, list) or len(hashes) > 64:
+            raise ProofError(f"the server's {path} answer has no list of at most 64 hashes")
+        out: list[bytes] = []
+        for h in hashes:
+            try:
+                raw = base64.b64decode(h, validate=True) if isinstance(h, str) else b""
+            except ValueError:
+                raw = b""
+            if len(raw) != 32:
+                raise ProofError(f"the server's {path} answer holds a hash that is not 32 bytes")
+            out.append(raw)
+        return out
+
+
 def verify_url(
-    url: str, token: str | None, *, key: str | None, saved: list[str], sample: int = 2000
+    url: str,
+    token: str | None,
+    *,
+    key: str | None,
+    saved: list[str],
+    sample: int = 2000,
+    max_bytes: int = VERIFY_MAX_BYTES,
+    max_seconds: float = VERIFY_MAX_SECONDS,
 ) -> VerifyReport:
     """Verify a log through the service with a reader token: every entry and checkpoint is
     fetched and recomputed here; the server's own inclusion proofs (up to ``sample``, spread
-    over the log) and consistency proofs are checked against the signed checkpoints."""
+    over the log) and consistency proofs are checked against the signed checkpoints.
+
+    The server is not trusted: an answer that is not what the API documents, pages that do not
+    advance, more than ``max_bytes`` read or more than ``max_seconds`` spent stop verification
+    with a :class:`LedgerError` (a malformed proof is a problem with that proof)."""
     from trainwarden.ledger._client import LedgerClient
 
     if not token:
         raise LedgerError("--url needs a reader token (--token or TRAINWARDEN_LEDGER_TOKEN)")
-    client = LedgerClient(url, token)
     if key is None:
         raise LedgerError(
             "--url needs --key: the verifier key must come from you, not from the server"
         )
     verifier = load_verifier(key)
+    client = LedgerClient(url, token)
+    try:
+        return _verify_through(
+            _Answers(client, max_bytes, max_seconds), verifier, saved=saved, sample=sample
+        )
+    finally:
+        client.close()
 
-    def rows() -> Iterator[StoredEntry]:
-        after = -1
-        while True:
-            page = client.get("/v1/entries", after=after, limit=1000)
-            for e in page["entries"]:
-                entry = e["entry"].encode()
-                yield StoredEntry(
-                    index=e["index"],
-                    run=e["run"],
-                    writer=e["writer"],
-                    seq=e["seq"],
-                    kind=e["kind"],
-                    entry=entry,
-                    leaf_hash=base64.b64decode(e["leaf_hash"]),
+
+def _verify_through(
+    api: _Answers, verifier: Verifier, *, saved: list[str], sample: int
+) -> VerifyReport:
+    entries: list[StoredEntry] = []
+    after = -1
+    while True:
+        rows, nxt = api.page("/v1/entries", "entries", after, limit=1000)
+        for e in rows:
+            path = "/v1/entries"
+            leaf = api.field(e, "leaf_hash", str, path)
+            try:
+                leaf_hash = base64.b64decode(leaf, validate=True)
+            except ValueError:
+                leaf_hash = b""
+            if len(leaf_hash) != 32:
+                raise LedgerError(
+                    f"{api.client.url}{path}: the server's answer holds a leaf hash that is not"
+                    " 32 bytes"
+                )
+            entries.append(
+                StoredEntry(
+                    index=api.field(e, "index", int, path),
+                    run=api.field(e, "run", str, path),
+                    writer=api.field(e, "writer", str, path),
+                    seq=api.field(e, "seq", int, path),
+                    kind=api.field(e, "kind", str, path),
+                    entry=api.field(e, "entry", str, path).encode("utf-8", "surrogatepass"),
+                    leaf_hash=leaf_hash,
                     mac=b"",
                 )
-            if page["next_after"] is None:
-                return
-            after = page["next_after"]
+            )
+        if nxt is None:
+            break
+        after = nxt
 
-    entries = list(rows())
     cps: list[CheckpointRow] = []
     after = 0
     while True:
-        page = client.get("/v1/checkpoints", after=after)
-        for c in page["checkpoints"]:
-            cps.append(CheckpointRow(c["seq"], c["size"], b"", c["note"], 0.0))
-        if page["next_after"] is None:
+        rows, nxt = api.page("/v1/checkpoints", "checkpoints", after)
+        for c in rows:
+            path = "/v1/checkpoints"
+            cps.append(
+                CheckpointRow(
+                    api.field(c, "seq", int, path),
+                    api.field(c, "size", int, path),
+                    b"",
+                    api.field(c, "note", str, path),
+                    0.0,
+                )
+            )
+        if nxt is None:
             break
-        after = page["next_after"]
+        after = nxt
     # Stored row columns are not served; compare the notes only.
     for i, c in enumerate(cps):
         try:
@@ -133,15 +254,15 @@ def verify_url(
             pass
 
     def inclusion(index: int, size: int) -> list[bytes]:
-        got = client.get("/v1/proof/inclusion", index=index, size=size)
-        return [base64.b64decode(h) for h in got["proof"]]
+        path = "/v1/proof/inclusion"
+        return api.digests(api.get(path, index=index, size=size), "proof", path)
 
     def consistency(first: int, second: int) -> list[bytes]:
-        got = client.get("/v1/proof/consistency", first=first, second=second)
-        return [base64.b64decode(h) for h in got["proof"]]
+        path = "/v1/proof/consistency"
+        return api.digests(api.get(path, first=first, second=second), "proof", path)
 
     head = entries[-1].index + 1 if entries else 0
-    report = verify_log(
+    return verify_log(
         entries,
         head,
         cps,
@@ -151,8 +272,6 @@ def verify_url(
         consistency_source=consistency,
         proof_sample=sample,
     )
-    client.close()
-    return report
 
 
 def _local_service(db: str | None, state_dir: Path | None) -> Any:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -273,3 +274,30 @@ def test_hand_parser_accepts_exactly_what_the_published_schema_accepts(
     except ServiceError:
         parser_ok = False
     assert parser_ok == schema_ok, body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/entries?after={n}",
+        "/v1/checkpoints?after={n}",
+        "/v1/proof/inclusion?index={n}",
+        "/v1/proof/inclusion?index=0&size={n}",
+        "/v1/proof/consistency?first={n}&second=1",
+        "/v1/proof/consistency?first=0&second={n}",
+    ],
+)
+def test_integers_beyond_64_bits_are_refused_as_json_not_a_server_error(
+    start_server: Callable[..., Server], path: str
+) -> None:
+    # The databases hold 64-bit signed integers; a larger number must not reach the driver.
+    srv = start_server(extra=["--no-deadman"])
+    with srv.client(srv.admin_token) as c:
+        for n in (2**63, 10**30):
+            r = c.get(path.format(n=n))
+            assert r.status_code == 422, (path, n, r.status_code, r.text)
+            assert r.json()["error"]["code"] == "invalid"
+        # The largest 64-bit value is a well-formed request: a 4xx answer, in JSON, not a crash.
+        r = c.get(path.format(n=2**63 - 1))
+        assert r.status_code < 500, (path, r.status_code, r.text)
+        assert isinstance(r.json(), dict)

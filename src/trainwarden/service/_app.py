@@ -96,6 +96,11 @@ def _entry_json(e: StoredEntry) -> dict[str, Any]:
     }
 
 
+# Indices and sizes are 64-bit signed in both databases: a larger number is refused (422), not
+# handed to the driver.
+_MAX_INT = 2**63
+
+
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(
         status_code=status, content={"error": {"status": status, "code": code, "message": message}}
@@ -200,6 +205,12 @@ def create_app(
         service.reject(e.code)
         return _error(e.status, e.code, e.message)
 
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, e: Exception) -> JSONResponse:
+        # Still a JSON error for the client; the server's own log keeps the traceback.
+        service.reject("internal")
+        return _error(500, "internal", "internal server error")
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         service.reject("invalid")
@@ -279,7 +290,7 @@ def create_app(
         run: str | None = None,
         kind: str | None = None,
         writer: str | None = None,
-        after: Annotated[int, Query(ge=-1)] = -1,
+        after: Annotated[int, Query(ge=-1, lt=_MAX_INT)] = -1,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         """Entries in index order after index ``after``, filtered; page with ``next_after``."""
@@ -307,7 +318,7 @@ def create_app(
     @app.get("/v1/checkpoints", tags=["log"])
     def checkpoints(
         authorization: Auth = None,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, lt=_MAX_INT)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     ) -> dict[str, Any]:
         """Every stored checkpoint, in the order stored (for auditors)."""
@@ -320,9 +331,9 @@ def create_app(
 
     @app.get("/v1/proof/inclusion", tags=["log"])
     def inclusion(
-        index: Annotated[int, Query(ge=0)],
+        index: Annotated[int, Query(ge=0, lt=_MAX_INT)],
         authorization: Auth = None,
-        size: Annotated[int | None, Query(ge=1)] = None,
+        size: Annotated[int | None, Query(ge=1, lt=_MAX_INT)] = None,
     ) -> dict[str, Any]:
         who(authorization, *readers)
         n, leaf, proof = service.inclusion(index, size)
@@ -335,8 +346,8 @@ def create_app(
 
     @app.get("/v1/proof/consistency", tags=["log"])
     def consistency(
-        first: Annotated[int, Query(ge=0)],
-        second: Annotated[int, Query(ge=0)],
+        first: Annotated[int, Query(ge=0, lt=_MAX_INT)],
+        second: Annotated[int, Query(ge=0, lt=_MAX_INT)],
         authorization: Auth = None,
     ) -> dict[str, Any]:
         who(authorization, *readers)

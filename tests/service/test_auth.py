@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from trainwarden.ledger import open_storage
 
-from .conftest import Server
+from .conftest import Server, pg_schema_url
 
 
 @dataclass(frozen=True)
@@ -301,3 +301,55 @@ def test_integers_beyond_64_bits_are_refused_as_json_not_a_server_error(
         r = c.get(path.format(n=2**63 - 1))
         assert r.status_code < 500, (path, r.status_code, r.text)
         assert isinstance(r.json(), dict)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_nul_in_any_text_the_service_stores_or_looks_up_is_a_422_on_both_databases(
+    start_server: Callable[..., Server], request: pytest.FixtureRequest, backend: str
+) -> None:
+    # PostgreSQL's text cannot hold NUL: such a request was a 500 there (and fine on SQLite).
+    db_url = pg_schema_url(request.getfixturevalue("pg_dsn")) if backend == "postgresql" else None
+    srv = start_server(db_url=db_url, extra=["--no-deadman"])
+    run, writer = srv.create_run(ranks=0)
+    event = {"seq": 1, "kind": "k", "record": {}}
+    calls: list[tuple[str, str, str, Any]] = [
+        ("admin", "POST", "/v1/runs", {"name": "a\x00b", "interval_s": 5, "ranks": 1}),
+        ("admin", "POST", "/v1/tokens", {"role": "writer", "run_id": "run_\x00"}),
+        ("admin", "GET", "/v1/runs/run_%00", None),
+        ("admin", "GET", "/v1/entries?run=a%00b", None),
+        ("admin", "GET", "/v1/entries?kind=a%00b", None),
+        ("admin", "GET", "/v1/entries?writer=a%00b", None),
+        ("admin", "DELETE", "/v1/tokens/tok_%00", None),
+        (
+            "writer",
+            "POST",
+            f"/v1/runs/{run}/events",
+            {"writer": "w", "events": [{**event, "host": "h\x00"}]},
+        ),
+        ("writer", "POST", "/v1/runs/run_%00/events", {"writer": "w", "events": [event]}),
+    ]
+    before = _state(srv)
+    with httpx.Client(base_url=srv.url, timeout=30) as http:
+        for who, method, path, body in calls:
+            token = srv.admin_token if who == "admin" else writer
+            r = http.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 422, (path, r.status_code, r.text)
+            err = r.json()["error"]
+            assert err["status"] == 422 and "NUL" in err["message"], (path, err)
+    assert _state(srv) == before
+    # The service still works: the same event without the NUL is stored.
+    with srv.client(writer) as w:
+        assert w.post(f"/v1/runs/{run}/events", json={"writer": "w", "events": [event]}).is_success
+
+
+def test_no_such_route_or_method_is_the_same_json_error(
+    start_server: Callable[..., Server],
+) -> None:
+    srv = start_server(extra=["--no-deadman"])
+    with httpx.Client(base_url=srv.url, timeout=30) as http:
+        for method, path, status in (("GET", "/v1/nothing", 404), ("PUT", "/v1/runs", 405)):
+            r = http.request(method, path)
+            assert r.status_code == status, r.text
+            assert r.json()["error"]["status"] == status
+        r = http.get("/metrics")
+        assert 'reason="not_found"' in r.text and 'reason="method_not_allowed"' in r.text

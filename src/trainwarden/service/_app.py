@@ -14,8 +14,9 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trainwarden.ledger._types import Role, RunInfo, StoredEntry
 from trainwarden.service._core import LedgerService, Principal, ServiceError
@@ -27,6 +28,23 @@ __all__ = ["ServiceLimits", "create_app"]
 Auth = Annotated[str | None, Header(alias="Authorization", include_in_schema=False)]
 
 _WRITER = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$"
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL's text cannot hold NUL: refused here (422) on both databases, never a 500.
+    if "\x00" in value:
+        raise ValueError("must not hold a NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+
+
+def _query_text(name: str, value: str | None) -> str | None:
+    """A text query or path parameter, refused (422) when it holds a NUL character."""
+    if value is not None and "\x00" in value:
+        raise ServiceError(422, "invalid", f"{name}: must not hold a NUL character")
+    return value
 
 
 class ServiceLimits(BaseModel):
@@ -56,7 +74,7 @@ class AppendIn(BaseModel):
 
 class RunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: Text = Field(min_length=1, max_length=200)
     interval_s: float = Field(default=60.0, gt=0, le=86400)
     ranks: int = Field(default=1, ge=0, le=1_000_000)
     meta: dict[str, Any] = Field(default_factory=dict)
@@ -65,7 +83,7 @@ class RunIn(BaseModel):
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
-    run_id: str | None = Field(default=None, max_length=64)
+    run_id: Text | None = Field(default=None, max_length=64)
 
 
 def _b64(b: bytes) -> str:
@@ -205,6 +223,17 @@ def create_app(
         service.reject(e.code)
         return _error(e.status, e.code, e.message)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        # No such route, method or body the framework could read: the same JSON shape.
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+            e.status_code, "http_error"
+        )
+        service.reject(code)
+        resp = _error(e.status_code, code, str(e.detail))
+        resp.headers.update(e.headers or {})
+        return resp
+
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:
         # Still a JSON error for the client; the server's own log keeps the traceback.
@@ -257,7 +286,7 @@ def create_app(
     @app.get("/v1/runs/{run_id}", tags=["runs"])
     def get_run(run_id: str, authorization: Auth = None) -> dict[str, Any]:
         who(authorization, *readers)
-        return _run_json(service.get_run(run_id))
+        return _run_json(service.get_run(_query_text("path.run_id", run_id) or ""))
 
     @app.post(
         "/v1/runs/{run_id}/events",
@@ -273,6 +302,7 @@ def create_app(
         """Append a batch to the caller's own run (writer). Resent events (same writer and
         seq) are acknowledged with their existing index. The body is the AppendIn schema."""
         p = who(authorization, Role.writer)
+        _query_text("path.run_id", run_id)
         # Parsed and checked by hand: the hot path, where a model per event costs more than
         # the append itself. parse_events enforces the same schema as AppendIn.
         writer, events = parse_events(await request.body())
@@ -295,6 +325,10 @@ def create_app(
     ) -> dict[str, Any]:
         """Entries in index order after index ``after``, filtered; page with ``next_after``."""
         who(authorization, *readers)
+        run, kind, writer = (
+            _query_text(f"query.{n}", v)
+            for n, v in (("run", run), ("kind", kind), ("writer", writer))
+        )
         rows = service.entries(run=run, kind=kind, writer=writer, after=after, limit=limit)
         return {
             "entries": [_entry_json(e) for e in rows],
@@ -380,7 +414,7 @@ def create_app(
     @app.delete("/v1/tokens/{token_id}", tags=["tokens"])
     def revoke_token(token_id: str, authorization: Auth = None) -> dict[str, Any]:
         who(authorization, Role.admin)
-        service.revoke(token_id)
+        service.revoke(_query_text("path.token_id", token_id) or "")
         return {"revoked": token_id}
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)

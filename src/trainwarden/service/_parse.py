@@ -64,8 +64,8 @@ def parse_events(body: bytes) -> tuple[str, list[Event]]:
         if ts is not None and type(ts) not in (int, float):
             raise _bad(f"events.{i}.ts: must be a number")
         host = ev.get("host")
-        if host is not None and (type(host) is not str or len(host) > 256):
-            raise _bad(f"events.{i}.host: must be a string of at most 256 characters")
+        if host is not None and (type(host) is not str or len(host) > 256 or "\x00" in host):
+            raise _bad(f"events.{i}.host: must be a string of at most 256 characters, no NUL")
         sha = ev.get("sha256")
         if sha is not None and type(sha) is not str:
             raise _bad(f"events.{i}.sha256: must be a string")

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from trainwarden.ledger import Event
 from trainwarden.service._server import ServeConfig, build_service
 
@@ -95,3 +97,51 @@ def test_token_create_list_revoke_on_the_database(cli: Callable[..., Any], tmp_p
     assert [t["revoked"] for t in listed if t["role"] == "reader"] == [True]
     bad = cli(["ledger", "token", "create", "--role", "writer", *args])
     assert bad.returncode == 2 and "writer token needs a run" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("sql", "says"),
+    [
+        ("UPDATE tw_entries SET idx = 'abc' WHERE idx = 4", "index column holds 'abc'"),
+        ("UPDATE tw_entries SET idx = 4.5 WHERE idx = 4", "index column holds '4.5'"),
+        ("UPDATE tw_entries SET idx = x'00' WHERE idx = 4", "not an integer"),
+        ("UPDATE tw_entries SET seq = 'x' WHERE idx = 4", "stored seq column differs"),
+        ("UPDATE tw_entries SET leaf_hash = 5 WHERE idx = 4", "stored leaf hash differs"),
+        ("UPDATE tw_head SET size = 'big'", "log head holds no entry count"),
+        ("UPDATE tw_checkpoints SET size = 'x' WHERE seq = 1", "stored columns differ"),
+        ("UPDATE tw_checkpoints SET root = 'r' WHERE seq = 1", "stored columns differ"),
+        ("UPDATE tw_checkpoints SET note = x'ff00' WHERE seq = 1", "checkpoint #1"),
+    ],
+)
+def test_a_value_of_the_wrong_type_written_into_a_column_is_reported_not_a_crash(
+    cli: Callable[..., Any], tmp_path: Path, sql: str, says: str
+) -> None:
+    # SQLite keeps whatever type is written into a column: someone editing the file by hand can
+    # put text where the service writes integers or bytes. That is tampering (exit 1), named.
+    state = tmp_path / "state"
+    db = _make_log(state)
+    conn = sqlite3.connect(state / "ledger.db")
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+    r = cli(["ledger", "verify", "--db", db, "--state-dir", str(state)])
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+    assert says in r.stderr, r.stderr
+
+
+def test_text_stored_where_the_entry_bytes_were_is_the_same_entry(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    # The same bytes read back as text are the same entry: no rewrite, nothing to report.
+    state = tmp_path / "state"
+    db = _make_log(state)
+    conn = sqlite3.connect(state / "ledger.db")
+    conn.execute("UPDATE tw_entries SET entry = CAST(entry AS TEXT) WHERE idx = 4")
+    conn.commit()
+    assert conn.execute("SELECT typeof(entry) FROM tw_entries WHERE idx = 4").fetchone() == (
+        "text",
+    )
+    conn.close()
+    r = cli(["ledger", "verify", "--db", db, "--state-dir", str(state)])
+    assert r.returncode == 0, r.stderr

@@ -282,6 +282,51 @@ def _entry(row: Sequence[Any]) -> StoredEntry:
     )
 
 
+# Verification reads rows an attacker may have edited by hand, and SQLite keeps whatever type
+# was written into a column: what verification reads is converted without trusting the type.
+# A value of the wrong type becomes one that cannot match (and is reported as a mismatch).
+
+
+def _as_int(x: Any, default: int = -1) -> int:
+    return x if isinstance(x, int) and not isinstance(x, bool) else default
+
+
+def _as_bytes(x: Any) -> bytes:
+    if isinstance(x, bytes | bytearray | memoryview):
+        return bytes(x)
+    if isinstance(x, str):
+        return x.encode("utf-8", "surrogatepass")
+    return b""
+
+
+def _as_text(x: Any) -> str:
+    if isinstance(x, bytes | bytearray | memoryview):
+        return bytes(x).decode("utf-8", "replace")
+    return str(x)
+
+
+def _stored_entry(row: Sequence[Any]) -> StoredEntry:
+    """A row as verification sees it (see :func:`_as_int`): never an error."""
+    idx = row[0]
+    problem = None
+    if not isinstance(idx, int) or isinstance(idx, bool):
+        problem = (
+            f"a row's index column holds {_as_text(idx)[:60]!r} ({type(idx).__name__}), not an"
+            " integer: the database was edited by hand"
+        )
+    return StoredEntry(
+        index=_as_int(idx),
+        run=_as_text(row[1]),
+        writer=_as_text(row[2]),
+        seq=None if row[3] is None else _as_int(row[3]),
+        kind=_as_text(row[4]),
+        entry=_as_bytes(row[5]),
+        leaf_hash=_as_bytes(row[6]),
+        mac=_as_bytes(row[7]),
+        problem=problem,
+    )
+
+
 def _run(row: Sequence[Any]) -> RunInfo:
     return RunInfo(
         run_id=row[0],
@@ -553,8 +598,11 @@ class SqlStorage:
                 cur.execute(self._lock_head_sql())
                 (size,) = cur.fetchone()
                 cur.execute("SELECT upto FROM tw_derived_version WHERE id = 1")
-                upto = int(cur.fetchone()[0])
-                if upto >= int(size):
+                upto = _as_int(cur.fetchone()[0])
+                # A head or mark edited by hand into something else than a count: nothing to
+                # derive here (verification reports the head).
+                size = _as_int(size)
+                if upto < 0 or upto >= size:
                     return done
                 end = min(int(size), upto + chunk)
                 cur.execute(
@@ -701,8 +749,12 @@ class SqlStorage:
             if not rows:
                 return
             for r in rows:
-                yield _entry(r)
-            after = int(rows[-1][0])
+                yield _stored_entry(r)
+            # The last index as stored: SQLite orders numbers, then text, then blobs, and
+            # compares each with its own kind, so a hand-edited value still moves the cursor on.
+            after = rows[-1][0]
+            if after is None:
+                return
 
     def query(
         self,
@@ -750,7 +802,16 @@ class SqlStorage:
             ),
             (after, limit),
         )
-        return [CheckpointRow(int(r[0]), int(r[1]), bytes(r[2]), r[3], float(r[4])) for r in rows]
+        return [
+            CheckpointRow(
+                _as_int(r[0]),
+                _as_int(r[1]),
+                _as_bytes(r[2]),
+                _as_text(r[3]),
+                float(r[4]) if isinstance(r[4], int | float) else 0.0,
+            )
+            for r in rows
+        ]
 
     def latest_checkpoint(self) -> CheckpointRow | None:
         rows = self._read(

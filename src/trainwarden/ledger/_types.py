@@ -85,6 +85,9 @@ class StoredEntry:
     entry: bytes
     leaf_hash: bytes
     mac: bytes
+    # Set when the row cannot be placed in the log at all (its index column holds no integer:
+    # the database was edited by hand); verification reports it and leaves it out of the tree.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,7 @@ def _check_row(row: StoredEntry, report: VerifyReport, row_key: bytes | None) ->
 
 def verify_log(
     rows: Iterable[StoredEntry],
-    head: int,
+    head: int | None,
     checkpoints: list[CheckpointRow],
     verifier: Verifier,
     *,
@@ -142,7 +142,8 @@ def verify_log(
     consistency_source: ConsistencySource | None = None,
     proof_sample: int | None = None,
 ) -> VerifyReport:
-    """Verify a whole log. ``rows`` in index order; ``head`` is the stored log size;
+    """Verify a whole log. ``rows`` in index order; ``head`` is the stored log size (None: it
+    could not be read as one);
     ``row_key`` (the server's row key) lets every row be authenticated on its own;
     ``saved`` is a checkpoint note kept from earlier."""
     report = VerifyReport(rows_authenticated=row_key is not None)
@@ -150,6 +151,9 @@ def verify_log(
     runs: list[str] = []
     expected = 0
     for row in rows:
+        if row.problem is not None:
+            report.add(None, row.run, row.problem)
+            continue
         if row.index != expected:
             if row.index > expected:
                 report.add(
@@ -164,7 +168,9 @@ def verify_log(
         runs.append(row.run)
         expected = row.index + 1 if row.index >= expected else expected
     report.size = tree.size
-    if tree.size != head:
+    if head is None:
+        report.add(None, None, "the log head holds no entry count: the database was edited by hand")
+    elif tree.size != head:
         report.add(
             min(tree.size, head),
             None,

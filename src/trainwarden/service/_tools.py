@@ -63,9 +63,13 @@ def verify_db(
     verifier = _verifier(key, state)
     storage = open_storage(url)
     try:
+        try:
+            head: int | None = storage.size()
+        except (ValueError, TypeError):  # a hand-edited head: reported as a problem
+            head = None
         report = verify_log(
             storage.iter_entries(),
-            storage.size(),
+            head,
             storage.checkpoints(),
             verifier,
             row_key=_row_key(state, verifier),
@@ -76,7 +80,7 @@ def verify_db(
             from trainwarden.ledger._verify import verify_saved_checkpoint
 
             tree = MerkleTree()
-            tree.extend([e.leaf_hash for e in storage.iter_entries()])
+            tree.extend([e.leaf_hash for e in storage.iter_entries() if e.problem is None])
             verify_saved_checkpoint(note, verifier, tree, report)
         return report
     finally:

@@ -103,6 +103,8 @@ def _check(args: Callable[[Path], list[str]], files: dict[str, bytes]) -> None:
         code, output = run(args(root), root)
         assert code in (0, 1, 2), (code, output[-2000:])
         assert "Traceback" not in output, output[-2000:]
+        # An "internal error" is a crash with a polite face: hostile input gets a named problem.
+        assert "internal error" not in output, output[-2000:]
 
 
 @FUZZ

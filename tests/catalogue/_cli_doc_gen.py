@@ -60,6 +60,12 @@ def render() -> str:
         "environment variable read it when the option is not given. Rule ids are in",
         "[rules.md](rules.md).",
         "",
+        "Manifests, keys, policies, snapshots and saved checkpoints are read only when they are",
+        "regular files within a size limit (manifests 64 MiB, snapshots 512 MiB, policies",
+        "4 MiB, keys and saved checkpoints 64 KiB): a FIFO or a sparse file of many gigabytes",
+        "planted in their place is refused in one line naming it, exit 2, without a wait and",
+        "without reading it (`tests/test_bounded_inputs.py`).",
+        "",
     ]
     for path, cmd in _commands(root, "trainwarden", context):
         lines += [f"## `{path}`", "", _cell(cmd.help or "").split("\f")[0], ""]

@@ -16,11 +16,13 @@ from pathlib import Path
 
 __all__ = [
     "NOT_REGULAR_HINT",
+    "FileTooLargeError",
     "NotRegularFileError",
     "atomic_path",
     "kind_of",
     "not_regular_message",
     "open_regular",
+    "read_limited",
     "write_atomic",
 ]
 
@@ -77,6 +79,33 @@ def open_regular(path: str | os.PathLike[str]) -> int:
         os.close(fd)
         raise
     return fd
+
+
+class FileTooLargeError(OSError):
+    """The file is larger than what its reader accepts (``limit`` bytes)."""
+
+    def __init__(self, path: object, size: int, limit: int) -> None:
+        super().__init__(f"{path}: {size} bytes, over the limit of {limit} bytes for this file")
+        self.path = path
+        self.size = size
+        self.limit = limit
+
+
+def read_limited(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The whole of the regular file at ``path``, refused when it holds more than ``limit``
+    bytes: a manifest, key, policy or snapshot planted as a FIFO, a device or a sparse file of
+    many gigabytes costs neither a hang nor the memory to hold it. Raises
+    :class:`NotRegularFileError` or :class:`FileTooLargeError` (both ``OSError``, so callers
+    that report an unreadable file report these too)."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise FileTooLargeError(path, size, limit)
+        data = f.read(limit + 1)  # it may have grown since the fstat
+    if len(data) > limit:
+        raise FileTooLargeError(path, len(data), limit)
+    return data
 
 
 @contextlib.contextmanager

@@ -17,8 +17,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainwarden._internal.files import write_atomic
+from trainwarden._internal.files import read_limited, write_atomic
 from trainwarden.errors import TrainWardenError
+
+# A PEM key file is a few hundred bytes; anything over this is not one (and is not read whole).
+KEY_LIMIT = 64 * 1024
 
 __all__ = [
     "PAYLOAD_TYPE",
@@ -113,7 +116,7 @@ def load_private_key(key: Any, *, error: ErrorType = TrainWardenError) -> Any:
         return key
     path = Path(key)
     try:
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(read_limited(path, KEY_LIMIT), password=None)
     except (OSError, ValueError, TypeError) as e:
         raise error(f"cannot read the Ed25519 private key {path}: {e}", hint=KEYGEN_HINT) from e
     if not isinstance(loaded, ed25519.Ed25519PrivateKey):
@@ -131,7 +134,7 @@ def load_public_key(key: Any, *, error: ErrorType = TrainWardenError) -> Any:
         return key.public_key()
     path = Path(key)
     try:
-        data = path.read_bytes()
+        data = read_limited(path, KEY_LIMIT)
     except OSError as e:
         raise error(f"cannot read the Ed25519 public key {path}: {e}") from e
     try:

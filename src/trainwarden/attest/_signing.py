@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from trainwarden._internal import signing as _signing
-from trainwarden._internal.files import write_atomic
+from trainwarden._internal.files import read_limited, write_atomic
 from trainwarden._internal.signing import PAYLOAD_TYPE, pae
 from trainwarden.attest import AttestationError
 from trainwarden.attest._snapshot import Snapshot
+
+# The largest snapshot read: an environment of a million files is about 250 MB of JSON.
+SNAPSHOT_LIMIT = 512 << 20
 
 __all__ = [
     "PAYLOAD_TYPE",
@@ -69,7 +72,7 @@ def load_snapshot(path: Path, *, key: Path | None = None) -> LoadedSnapshot:
     verify`` reports it as a CRITICAL finding and ignores the baseline).
     """
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_limited(path, SNAPSHOT_LIMIT))
     except OSError as e:
         raise AttestationError(f"cannot read snapshot {path}: {e}") from e
     except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, or nested past the limit

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from trainwarden._internal.files import write_atomic
+from trainwarden._internal.files import read_limited, write_atomic
 from trainwarden.cli._common import (
     EXIT_CLEAN,
     EXIT_FINDINGS,
@@ -122,6 +122,14 @@ LedgerState = Annotated[
 ]
 
 
+def _saved_note(path: Path) -> str:
+    """A checkpoint saved earlier: a signed note is a few hundred bytes of text."""
+    try:
+        return read_limited(path, 64 * 1024).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise TrainWardenError(f"cannot read saved checkpoint {path}: {e}") from e
+
+
 def ledger_verify(
     db: LedgerDb = None,
     url: LedgerUrl = None,
@@ -159,7 +167,7 @@ def ledger_verify(
 
     if (db is None) == (url is None):
         raise TrainWardenError("give exactly one of --db and --url")
-    notes = [p.read_text() for p in saved or []]
+    notes = [_saved_note(p) for p in saved or []]
     if db is not None:
         report = verify_db(db, key=key, state_dir=state_dir, saved=notes)
     else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainwarden._internal.files import read_limited
 from trainwarden.ledger._types import LedgerError
 
 if TYPE_CHECKING:
@@ -221,9 +222,9 @@ def load_verifier(spec: str, origin: str | None = None) -> Verifier:
     p = Path(spec)
     if "+" not in spec or p.is_file():
         try:
-            text = p.read_text()
+            text = read_limited(p, 64 * 1024).decode("utf-8", "replace")
         except OSError as e:
-            raise CheckpointError(f"{spec}: cannot read key: {e.strerror}") from e
+            raise CheckpointError(f"{spec}: cannot read key: {e.strerror or e}") from e
     if "BEGIN PUBLIC KEY" in text:
         try:
             key = serialization.load_pem_public_key(text.encode())

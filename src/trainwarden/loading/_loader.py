@@ -144,7 +144,9 @@ def detect_format(data: bytes | bytearray | memoryview) -> str:
         try:
             with zipfile.ZipFile(MemReader(data)) as zf:
                 names = zf.namelist()
-        except (zipfile.BadZipFile, ValueError, OSError):
+        except Exception:
+            # An archive zipfile refuses (a made-up "version needed", absurd sizes) is no
+            # checkpoint: a plain zip, which is never loaded.
             return "zip"
         if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
             if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
@@ -255,8 +257,15 @@ def _prescan_npy_stream(fp: Any, enforcer: Enforcer) -> None:
 
 
 def _npz_members(data: memoryview, location: str) -> list[tuple[str, bytes]]:
-    with zipfile.ZipFile(MemReader(data, location)) as zf:
-        return [(name, zf.read(name)) for name in zf.namelist()]
+    try:
+        with zipfile.ZipFile(MemReader(data, location)) as zf:
+            return [(name, zf.read(name)) for name in zf.namelist()]
+    except LoadError:
+        raise
+    except Exception as e:
+        raise LoadError(
+            f"{location} is not a readable .npz archive: {type(e).__name__}: {e}"
+        ) from e
 
 
 class _ZlibReader(io.RawIOBase):

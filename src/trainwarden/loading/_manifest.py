@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trainwarden._internal import signing as _signing
-from trainwarden._internal.files import atomic_path
+from trainwarden._internal.files import atomic_path, read_limited
 from trainwarden._internal.signing import PAYLOAD_TYPE, pae
 from trainwarden.findings import Finding, Severity
 from trainwarden.loading._types import ManifestError
@@ -221,10 +221,14 @@ def _finding(rule: str, sev: Severity, msg: str, loc: str, **ev: Any) -> Finding
     return Finding(rule, sev, msg, loc, ev)
 
 
+# The largest manifest read: a folder of 100k files is about 20 MB of envelope.
+MANIFEST_LIMIT = 64 << 20
+
+
 def _read_envelope(manifest: Path) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
     loc = str(manifest)
     try:
-        envelope = json.loads(manifest.read_text(encoding="utf-8"))
+        envelope = json.loads(read_limited(manifest, MANIFEST_LIMIT).decode("utf-8"))
         if not isinstance(envelope, dict) or envelope.get("payloadType") != PAYLOAD_TYPE:
             raise ValueError(f"payloadType is not {PAYLOAD_TYPE}")
         payload = base64.b64decode(envelope["payload"], validate=True)

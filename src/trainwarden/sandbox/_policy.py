@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainwarden._internal.files import read_limited
 from trainwarden.sandbox._types import SandboxError
 
 if sys.version_info >= (3, 11):
@@ -235,7 +236,7 @@ class SandboxPolicy:
         :class:`SandboxError` naming the file on any problem."""
         p = Path(path)
         try:
-            raw = p.read_bytes()
+            raw = read_limited(p, 4 << 20)
         except OSError as e:
             raise SandboxError(
                 f"cannot read sandbox policy {p}: {e.strerror or e}",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainwarden._internal.files import read_limited
 from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Severity
 from trainwarden.scan._types import Limits, ScanError, Verdict
@@ -77,7 +78,7 @@ class Policy:
         (``[tool.trainwarden]``). Raises :class:`ScanError` naming the file on any problem."""
         p = Path(path)
         try:
-            raw = p.read_bytes()
+            raw = read_limited(p, 4 << 20)
         except OSError as e:
             raise ScanError(
                 f"cannot read policy file {p}: {e.strerror or e}",

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trainwarden._internal.files import read_limited
 from trainwarden.findings import Finding, Severity
 
 __all__ = ["CONFIG_FILES", "folder_findings", "is_hf_folder"]
@@ -55,9 +56,7 @@ def is_hf_folder(directory: Path) -> bool:
 
 def _load_json(path: Path, out: dict[Path, list[Finding]]) -> Any | None:
     try:
-        if path.stat().st_size > _MAX_JSON_BYTES:
-            raise ValueError(f"larger than the {_MAX_JSON_BYTES}-byte limit for model configs")
-        return json.loads(path.read_bytes())
+        return json.loads(read_limited(path, _MAX_JSON_BYTES))
     except RecursionError:
         why = "nested deeper than the JSON parser's recursion limit"
     except (OSError, ValueError) as e:

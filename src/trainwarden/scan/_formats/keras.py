@@ -227,7 +227,15 @@ def _zip_names(data: bytes) -> list[str] | None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return zf.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, OverflowError):
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        OverflowError,
+        NotImplementedError,  # a "version needed to extract" zipfile does not know
+    ):
         return None
 
 

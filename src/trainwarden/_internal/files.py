@@ -17,12 +17,14 @@ from pathlib import Path
 __all__ = [
     "NOT_REGULAR_HINT",
     "FileTooLargeError",
+    "LineTooLongError",
     "NotRegularFileError",
     "atomic_path",
     "kind_of",
     "not_regular_message",
     "open_regular",
     "read_limited",
+    "read_lines",
     "write_atomic",
 ]
 
@@ -106,6 +108,35 @@ def read_limited(path: str | os.PathLike[str], limit: int) -> bytes:
     if len(data) > limit:
         raise FileTooLargeError(path, len(data), limit)
     return data
+
+
+class LineTooLongError(OSError):
+    """A line of a line-oriented file is longer than its reader accepts."""
+
+    def __init__(self, path: object, line: int, limit: int) -> None:
+        super().__init__(f"{path}: line {line} is longer than {limit} bytes")
+        self.path = path
+        self.line = line
+        self.limit = limit
+
+
+def read_lines(path: str | os.PathLike[str], max_line: int) -> Iterator[bytes]:
+    """The lines of the regular file at ``path`` (without their line ends), read one at a time:
+    memory holds one line of at most ``max_line`` bytes, and a longer one (a sparse file of
+    zeros has a single line of its whole size) raises :class:`LineTooLongError` when it is
+    reached, after reading ``max_line`` bytes of it. A FIFO or device raises
+    :class:`NotRegularFileError` before anything is read."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
+        n = 0
+        while True:
+            line = f.readline(max_line + 1)
+            if not line:
+                return
+            n += 1
+            if len(line) > max_line and not (len(line) == max_line + 1 and line.endswith(b"\n")):
+                raise LineTooLongError(path, n, max_line)
+            yield line[:-1] if line.endswith(b"\n") else line
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from trainwarden._internal.files import read_lines
 from trainwarden.audit._types import AuditError
 from trainwarden.findings import Finding, Severity
 
@@ -44,12 +45,13 @@ def read_event_log(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL event log (other lines are ignored)."""
     log: list[dict[str, Any]] = []
     try:
-        for line in path.read_text(encoding="utf-8").splitlines():
+        # Written by the job: one line at a time, none longer than an event the sinks write.
+        for line in read_lines(path, 1 << 20):
             if line.strip():
                 rec = json.loads(line)
                 if isinstance(rec, dict):
                     log.append(rec)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise AuditError(f"{path}: cannot read the event log ({e})") from e
     return log
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from trainwarden._internal.files import LineTooLongError, read_limited, read_lines
 from trainwarden.audit import _step
 from trainwarden.audit._recorder import chain_hash, checkpoint_name, steps_name
 from trainwarden.audit._types import AuditError, IntervalResult, Job, ReplayReport
@@ -70,8 +71,10 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
     """The run's ``audit.json``, checked for the fields the replay needs."""
     run = Path(run_dir)
     try:
-        meta = json.loads((run / "audit.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        # Written by the job: read as a regular file of a sane size (a FIFO or a sparse file
+        # planted there costs neither a hang nor the memory to hold it).
+        meta = json.loads(read_limited(run / "audit.json", 1 << 20))
+    except (OSError, ValueError, RecursionError) as e:
         raise AuditError(f"{run}: not an audit record ({e})", hint="give the run's run_dir") from e
     if not isinstance(meta, dict) or not isinstance(meta.get("audit_every"), int):
         raise AuditError(f"{run / 'audit.json'}: malformed audit metadata")
@@ -81,22 +84,36 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
+# The longest step record line read (a record holds hashes and a few numbers: far shorter).
+MAX_RECORD_LINE = 1 << 20
+
+
 def read_chain(path: Path) -> tuple[dict[int, dict[str, Any]], list[Finding]]:
     """The step records of one file that its hash chain vouches for, and a finding per break."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, ValueError) as e:
-        raise AuditError(
-            f"{path.parent}: not an audit record ({e})", hint="give the run's run_dir"
-        ) from e
     steps: dict[int, dict[str, Any]] = {}
     findings: list[Finding] = []
     prev = "0" * 64
-    for n, line in enumerate(lines):
+    # One line at a time, each at most MAX_RECORD_LINE bytes: a longer one is no record the
+    # recorder wrote (it breaks the chain like any other edit).
+    lines = read_lines(path, MAX_RECORD_LINE)
+    n = 0
+    while True:
+        try:
+            line: bytes | None = next(lines, None)
+        except LineTooLongError:
+            line = b""
+        except OSError as e:
+            if n:
+                raise AuditError(f"{path}: cannot read line {n + 1} ({e})") from e
+            raise AuditError(
+                f"{path.parent}: not an audit record ({e})", hint="give the run's run_dir"
+            ) from e
+        if line is None:
+            break
         try:
             rec = json.loads(line)
             ok = isinstance(rec, dict) and rec.get("hash") == chain_hash(rec)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             ok = False
         if not ok or rec.get("prev") != prev or rec.get("step") != n:
             findings.append(
@@ -112,6 +129,7 @@ def read_chain(path: Path) -> tuple[dict[int, dict[str, Any]], list[Finding]]:
             break
         steps[n] = rec
         prev = rec["hash"]
+        n += 1
     return steps, findings
 
 

@@ -105,3 +105,52 @@ def test_malformed_manifest_is_a_data_error(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": 1, "kind": "files", "items": [{"path": "x"}]}))
     with pytest.raises(DataError, match="item 0 has no valid sha256"):
         DataManifest.load(bad)
+
+
+@pytest.mark.parametrize("swap", ["fifo", "link"])
+def test_an_item_swapped_for_a_pipe_or_a_link_after_the_walk_is_refused_not_read(
+    tmp_path: Path, swap: str
+) -> None:
+    # The dataset's walk refused links and pipes; one swapped in afterwards must not hang the
+    # loader (a FIFO waits for a writer) nor serve another file's bytes (a link).
+    root = make_dataset(tmp_path / "ds")
+    ds = FileDataset(root, decode)
+    victim = ds.paths[3]
+    victim.unlink()
+    if swap == "fifo":
+        os.mkfifo(victim)
+    else:
+        (tmp_path / "other").write_bytes(bytes([0, 9, 9, 9]))
+        victim.symlink_to(tmp_path / "other")
+    done: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            ds[3]
+        except BaseException as e:  # handed back to the test
+            done.append(e)
+
+    import threading
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the dataset waited on a pipe"
+    assert len(done) == 1 and isinstance(done[0], DataError), done
+    assert str(victim) in str(done[0]) and "cannot read item 3" in str(done[0])
+
+
+@pytest.mark.parametrize("plant", ["fifo", "huge"])
+def test_a_manifest_planted_as_a_pipe_or_a_huge_file_is_a_data_error(
+    tmp_path: Path, plant: str
+) -> None:
+    from trainwarden.data._manifest import DataLimits
+
+    m = tmp_path / "m.json"
+    if plant == "fifo":
+        os.mkfifo(m)
+    else:
+        with open(m, "wb") as f:
+            f.truncate(1 << 20)
+    with pytest.raises(DataError, match=r"cannot read the data manifest|manifest larger than"):
+        DataManifest.load(m, DataLimits(max_manifest_bytes=1000))

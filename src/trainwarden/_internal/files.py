@@ -63,13 +63,16 @@ class NotRegularFileError(OSError):
         self.kind = kind_of(mode)
 
 
-def open_regular(path: str | os.PathLike[str]) -> int:
+def open_regular(path: str | os.PathLike[str], *, follow: bool = True) -> int:
     """Open ``path`` read-only and return the descriptor; refuse anything but a regular file.
 
     Raises :class:`NotRegularFileError` (the descriptor is closed) for directories, FIFOs,
     devices and sockets, and ``OSError`` as ``os.open`` does for missing or unreadable paths.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow:
+        # A symbolic link in the last component fails the open (ELOOP): nothing is read through it.
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
     try:
         mode = os.fstat(fd).st_mode
@@ -93,13 +96,14 @@ class FileTooLargeError(OSError):
         self.limit = limit
 
 
-def read_limited(path: str | os.PathLike[str], limit: int) -> bytes:
+def read_limited(path: str | os.PathLike[str], limit: int, *, follow: bool = True) -> bytes:
     """The whole of the regular file at ``path``, refused when it holds more than ``limit``
     bytes: a manifest, key, policy or snapshot planted as a FIFO, a device or a sparse file of
     many gigabytes costs neither a hang nor the memory to hold it. Raises
     :class:`NotRegularFileError` or :class:`FileTooLargeError` (both ``OSError``, so callers
-    that report an unreadable file report these too)."""
-    fd = open_regular(path)
+    that report an unreadable file report these too). ``follow=False``: a symbolic link is
+    refused (``OSError``, ELOOP) instead of read through."""
+    fd = open_regular(path, follow=follow)
     with os.fdopen(fd, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:

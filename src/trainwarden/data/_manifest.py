@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from trainwarden._internal.files import FileTooLargeError, read_limited
 from trainwarden.errors import TrainWardenError
 
 __all__ = [
@@ -87,10 +88,10 @@ class DataManifest:
         limits = limits or DataLimits()
         p = Path(path)
         try:
-            if p.stat().st_size > limits.max_manifest_bytes:
-                raise DataError(f"{p}: manifest larger than {limits.max_manifest_bytes} bytes")
-            obj = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
+            obj = json.loads(read_limited(p, limits.max_manifest_bytes))
+        except FileTooLargeError as e:
+            raise DataError(f"{p}: manifest larger than {limits.max_manifest_bytes} bytes") from e
+        except (OSError, ValueError, RecursionError) as e:
             raise DataError(f"{p}: cannot read the data manifest ({e})") from e
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise DataError(f"{p}: not a data manifest (format {FORMAT})")
@@ -257,13 +258,20 @@ class FileDataset(torch.utils.data.Dataset[Any]):
     ) -> None:
         self.root = Path(root)
         self.transform = transform
-        self.paths = [p for _, p in _walk(self.root, limits or DataLimits())]
+        self.limits = limits or DataLimits()
+        self.paths = [p for _, p in _walk(self.root, self.limits)]
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _read(self, i: int) -> bytes:
-        return self.paths[i].read_bytes()
+        # The walk refused links, pipes and oversized files; a file swapped for one since is
+        # refused here too (a FIFO would hang the loader, a link would read another file).
+        p = self.paths[i]
+        try:
+            return read_limited(p, self.limits.max_file_bytes, follow=False)
+        except OSError as e:
+            raise DataError(f"{p}: cannot read item {i} ({e.strerror or e})") from e
 
     def __getitem__(self, i: int) -> Any:
         raw = self._read(i)

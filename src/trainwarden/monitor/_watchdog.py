@@ -193,7 +193,10 @@ class HeartbeatBoard:
         if not self._store.check([key]):
             return None
         raw = self._store.get(key)
-        data = json.loads(bytes(raw).decode("utf-8"))
+        try:
+            data = json.loads(bytes(raw).decode("utf-8"))
+        except RecursionError as e:  # reported like any other unreadable heartbeat
+            raise ValueError(f"rank {rank}'s heartbeat nests too deeply") from e
         return data if isinstance(data, dict) else None
 
     def report(
@@ -241,9 +244,10 @@ class HeartbeatBoard:
                         in_collective=data.get("in_collective"),
                     )
                 )
-        except (RuntimeError, OSError, ValueError, KeyError) as exc:
-            # The store itself may live in the rank that died (rank 0 hosts it without torchrun's
-            # agent store); that is evidence too.
+        except (RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:
+            # A heartbeat of the wrong shape lands here too (TypeError: a field of the wrong
+            # type). The store itself may live in the rank that died (rank 0 hosts it without
+            # torchrun's agent store); that is evidence too.
             return LostRankReport(
                 reporter=self.rank,
                 peers=tuple(peers),

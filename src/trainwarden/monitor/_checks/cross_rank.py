@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import socket
 import struct
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 
 from trainwarden.monitor._check import Check
+from trainwarden.monitor._checks.liveness import peer_info
 from trainwarden.monitor._config import MonitorConfig
 from trainwarden.monitor._timing import PHASES
 
@@ -33,8 +33,10 @@ def _peer_state(store: Any, rank: int) -> dict[str, Any]:
     try:
         if not store.check([key]):
             return {"state": "unknown"}
-        data = json.loads(bytes(store.get(key)).decode("utf-8"))
+        data = peer_info(store.get(key))
     except (RuntimeError, ValueError):
+        return {"state": "unknown"}
+    if not data:  # nothing readable: another rank wrote something else there
         return {"state": "unknown"}
     out: dict[str, Any] = {"host": data.get("host"), "pid": data.get("pid"), "state": "alive"}
     if data.get("host") == socket.gethostname() and isinstance(data.get("pid"), int):

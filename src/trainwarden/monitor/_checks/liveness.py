@@ -24,7 +24,7 @@ from typing import Any
 from trainwarden.monitor._check import Check
 from trainwarden.monitor._config import MonitorConfig
 
-__all__ = ["PeerLiveness", "process_state"]
+__all__ = ["PeerLiveness", "peer_info", "process_state"]
 
 
 def process_state(pid: int) -> str:
@@ -35,6 +35,16 @@ def process_state(pid: int) -> str:
         return "gone"
     code = stat.rsplit(")", 1)[-1].split()[0]
     return {"T": "stopped", "t": "stopped", "Z": "gone", "X": "gone"}.get(code, "running")
+
+
+def peer_info(raw: Any) -> dict[str, Any]:
+    """What a peer published about itself, as a dict; ``{}`` for anything else (every rank
+    can write the store, and a rank that writes garbage must not stop this rank's checks)."""
+    try:
+        data = json.loads(bytes(raw).decode("utf-8"))
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class PeerLiveness(Check):
@@ -135,7 +145,7 @@ class PeerLiveness(Check):
         self.stopped.add(r)
         peer: dict[str, Any] = {}
         with contextlib.suppress(RuntimeError, ValueError):
-            peer = json.loads(bytes(store.get(f"{self._prefix}info/{r}")).decode("utf-8"))
+            peer = peer_info(store.get(f"{self._prefix}info/{r}"))
         state = "unknown (another host)"
         if peer.get("host") == socket.gethostname() and isinstance(peer.get("pid"), int):
             state = self.state_of(int(peer["pid"]))

@@ -385,7 +385,7 @@ class SqlStorage:
         )
         cur.execute("SELECT version FROM tw_derived_version WHERE id = 1")
         got = cur.fetchone()
-        if got is None or int(got[0]) != DERIVED_VERSION:
+        if got is None or _as_int(got[0]) != DERIVED_VERSION:
             for t in _DERIVED_TABLES:
                 cur.execute(f"DROP TABLE IF EXISTS {t}")
             cur.execute("DELETE FROM tw_derived_version")
@@ -604,19 +604,28 @@ class SqlStorage:
                 size = _as_int(size)
                 if upto < 0 or upto >= size:
                     return done
-                end = min(int(size), upto + chunk)
+                # Skip a gap in one step: a head edited to 2**63 over a handful of rows must
+                # not cost 2**63 / chunk transactions.
+                cur.execute(self._q("SELECT MIN(idx) FROM tw_entries WHERE idx >= ?"), (upto,))
+                row = cur.fetchone()
+                nxt = row[0] if row is not None else None
+                if not isinstance(nxt, int | float) or isinstance(nxt, bool) or nxt >= size:
+                    self._write_derived(cur, Derived(), size)
+                    return done
+                start = max(upto, int(nxt))
+                end = min(size, start + chunk)
                 cur.execute(
                     self._q(
                         "SELECT idx, run_id, kind, entry FROM tw_entries WHERE idx >= ? "
                         "AND idx < ? ORDER BY idx"
                     ),
-                    (upto, end),
+                    (start, end),
                 )
                 d = Derived()
                 for idx, run, kind, entry in cur.fetchall():
-                    d.add(int(idx), str(run), str(kind), bytes(entry))
+                    d.add(_as_int(idx, start), _as_text(run), _as_text(kind), _as_bytes(entry))
                 self._write_derived(cur, d, end)
-                done += end - upto
+                done += end - start
 
     def run_stats(self, run_id: str) -> RunStats | None:
         """The derived counters of a run (entries, first timestamp, latest step, hosts, ranks)."""

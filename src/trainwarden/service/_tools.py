@@ -65,7 +65,7 @@ def verify_db(
     try:
         try:
             head: int | None = storage.size()
-        except (ValueError, TypeError):  # a hand-edited head: reported as a problem
+        except (ValueError, TypeError, OverflowError):  # hand-edited: reported as a problem
             head = None
         report = verify_log(
             storage.iter_entries(),

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainwarden._internal.files import read_limited
+from trainwarden._internal.files import FileTooLargeError, read_limited
 from trainwarden.findings import Finding, Severity
 
 __all__ = ["CONFIG_FILES", "folder_findings", "is_hf_folder"]
@@ -57,6 +57,8 @@ def is_hf_folder(directory: Path) -> bool:
 def _load_json(path: Path, out: dict[Path, list[Finding]]) -> Any | None:
     try:
         return json.loads(read_limited(path, _MAX_JSON_BYTES))
+    except FileTooLargeError:
+        why = f"larger than the {_MAX_JSON_BYTES}-byte limit for model configs"
     except RecursionError:
         why = "nested deeper than the JSON parser's recursion limit"
     except (OSError, ValueError) as e:

@@ -111,22 +111,9 @@ class Log:
 
     def __init__(self, signer: Signer, n: int = 3) -> None:
         self.tree = MerkleTree()
-        self.entries = []
-        for i in range(n):
-            obj = {"index": i, "kind": "k", "record": {"i": i}, "run": "r", "seq": i + 1}
-            entry = canonical_bytes({**obj, "writer": "w"})
-            self.tree.append(leaf_hash(entry))
-            self.entries.append(
-                {
-                    "index": i,
-                    "run": "r",
-                    "writer": "w",
-                    "seq": i + 1,
-                    "kind": "k",
-                    "entry": entry.decode(),
-                    "leaf_hash": base64.b64encode(leaf_hash(entry)).decode(),
-                }
-            )
+        self.entries = [_good_entry(i, {"i": i}) for i in range(n)]
+        for e in self.entries:
+            self.tree.append(leaf_hash(e["entry"].encode()))
         self.note = signer.sign(n, self.tree.root(n)).note
         self.proofs: Callable[[str, dict[str, str]], Any] | None = None
 
@@ -162,8 +149,10 @@ def _entries_page(entries: list[Any], next_after: Any) -> Any:
     return {"entries": entries, "next_after": next_after}
 
 
-def _good_entry(i: int) -> dict[str, Any]:
-    entry = canonical_bytes({"index": i, "kind": "k", "record": {}, "run": "r", "seq": i + 1})
+def _good_entry(i: int, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Entry ``i`` as the service serves it: the canonical entry and its row's columns."""
+    obj = {"index": i, "kind": "k", "record": record or {}, "run": "r", "seq": i + 1}
+    entry = canonical_bytes({**obj, "writer": "w"})
     return {
         "index": i,
         "run": "r",

@@ -31,7 +31,11 @@ def _signal_mask_is_restored() -> Iterator[None]:
 
 
 def _run_cli(
-    args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
     # Make a subprocess import the same source tree as the test process.
@@ -47,6 +51,7 @@ def _run_cli(
         env=full_env,
         cwd=cwd,
         timeout=300,
+        preexec_fn=preexec_fn,
         check=False,
     )
 

@@ -11,7 +11,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import threading
 import tracemalloc
 from collections.abc import Callable
@@ -21,7 +20,6 @@ import pytest
 
 from trainwarden._internal.files import FileTooLargeError, NotRegularFileError, read_limited
 
-ROOT = Path(__file__).resolve().parents[1]
 HUGE = 16 << 30  # sparse: no disk blocks, 16 GiB to a reader
 
 
@@ -41,19 +39,12 @@ def _limited() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    env.pop("TRAINWARDEN_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "trainwarden", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_limited,
-        check=False,
-    )
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _cli(run_cli: RunCli, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    # No traceback on request: what the user sees is what is checked.
+    return run_cli(args, cwd=cwd, env={"TRAINWARDEN_DEBUG": ""}, preexec_fn=_limited)
 
 
 def test_read_limited_refuses_pipes_and_oversized_files_without_reading_them(
@@ -75,24 +66,24 @@ def test_read_limited_refuses_pipes_and_oversized_files_without_reading_them(
 
 
 @pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
+def checkpoint(tmp_path: Path, run_cli: RunCli) -> Path:
     import torch
 
     p = tmp_path / "m.pt"
     torch.save({"w": torch.ones(2)}, p)
     # An unsigned manifest beside it, so that `manifest verify --pub` gets as far as the key.
-    assert _cli(["manifest", "create", str(p)], tmp_path).returncode == 0
+    assert _cli(run_cli, ["manifest", "create", str(p)], tmp_path).returncode == 0
     return p
 
 
 @pytest.mark.parametrize("plant", [_huge, _fifo])
 def test_a_manifest_planted_as_a_huge_or_pipe_file_is_an_invalid_manifest(
-    tmp_path: Path, checkpoint: Path, plant: object
+    tmp_path: Path, checkpoint: Path, plant: object, run_cli: RunCli
 ) -> None:
     assert callable(plant)
     (tmp_path / "m.pt.manifest.json").unlink()
     manifest = plant(tmp_path / "m.pt.manifest.json")
-    r = _cli(["manifest", "verify", str(checkpoint)], tmp_path)
+    r = _cli(run_cli, ["manifest", "verify", str(checkpoint)], tmp_path)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
     if plant is _huge:
@@ -116,7 +107,7 @@ def test_a_manifest_planted_as_a_huge_or_pipe_file_is_an_invalid_manifest(
     ],
 )
 def test_every_small_input_is_read_within_a_limit(
-    tmp_path: Path, checkpoint: Path, args: list[str], says: str
+    tmp_path: Path, checkpoint: Path, args: list[str], says: str, run_cli: RunCli
 ) -> None:
     names = {
         "huge": str(_huge(tmp_path / "huge")),
@@ -124,7 +115,7 @@ def test_every_small_input_is_read_within_a_limit(
         "checkpoint": str(checkpoint),
         "db": f"sqlite:///{tmp_path / 'ledger.db'}",
     }
-    r = _cli([a.format(**names) for a in args], tmp_path)
+    r = _cli(run_cli, [a.format(**names) for a in args], tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
     assert says in r.stderr, r.stderr

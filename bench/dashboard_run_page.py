@@ -72,14 +72,15 @@ def build(db: Path, state: Path, steps: int, ranks: int) -> tuple[str, str, str,
     from trainwarden.ledger._checkpoint import load_or_create_signer
     from trainwarden.ledger._log import Ledger
     from trainwarden.ledger._storage import open_storage
-    from trainwarden.ledger._types import Event, Role
+    from trainwarden.ledger._types import Event, Role, RunQuota
     from trainwarden.service._core import LedgerService
 
     state.mkdir(parents=True, exist_ok=True)
     (state / "origin").write_text(ORIGIN + "\n")
     signer = load_or_create_signer(state / "keys", ORIGIN)
     ledger = Ledger(open_storage(f"sqlite:///{db}"), signer)
-    service = LedgerService(ledger, deadman=False)
+    # No quota: the run is written as fast as this process can (a server would pace it).
+    service = LedgerService(ledger, deadman=False, quota=RunQuota(0, 0, 0))
     run, writer = service.create_run("bench-run", 3600.0, ranks, {"owner": "bench"})
     reader, _ = service.issue_token(Role.reader, None)
     principal = service.authenticate(f"Bearer {writer}")

@@ -19,7 +19,7 @@ from trainwarden.cli._common import (
     print_json,
 )
 from trainwarden.errors import TrainWardenError
-from trainwarden.ledger._types import VERIFY_MAX_BYTES, VERIFY_MAX_SECONDS
+from trainwarden.ledger._types import VERIFY_MAX_BYTES, VERIFY_MAX_SECONDS, RunQuota
 
 __all__ = ["register"]
 
@@ -62,10 +62,56 @@ def serve_cmd(
             "--no-deadman", help="Do not run the dead-man switch (run it on one server only)."
         ),
     ] = False,
+    run_max_bytes: Annotated[
+        int,
+        typer.Option(
+            "--run-max-bytes",
+            envvar="TRAINWARDEN_LEDGER_RUN_MAX_BYTES",
+            min=0,
+            help="Bytes of entries one run may store (0: no limit).",
+        ),
+    ] = RunQuota.max_bytes,
+    run_events_per_s: Annotated[
+        float,
+        typer.Option(
+            "--run-events-per-s",
+            envvar="TRAINWARDEN_LEDGER_RUN_EVENTS_PER_S",
+            min=0,
+            help="Events a second one run may append, sustained (0: no limit).",
+        ),
+    ] = RunQuota.events_per_s,
+    run_bytes_per_s: Annotated[
+        float,
+        typer.Option(
+            "--run-bytes-per-s",
+            envvar="TRAINWARDEN_LEDGER_RUN_BYTES_PER_S",
+            min=0,
+            help="Bytes a second one run may append, sustained (0: no limit).",
+        ),
+    ] = RunQuota.bytes_per_s,
+    run_burst_s: Annotated[
+        float,
+        typer.Option(
+            "--run-burst-s",
+            envvar="TRAINWARDEN_LEDGER_RUN_BURST_S",
+            help="A run may send this many seconds' worth of its rate at once.",
+        ),
+    ] = RunQuota.burst_s,
 ) -> None:
     """Serve the ledger over HTTP (OpenAPI at /docs)."""
     from trainwarden.service._app import create_app
     from trainwarden.service._server import ServeConfig, build_service
+
+    try:
+        quota = RunQuota(
+            max_bytes=run_max_bytes,
+            events_per_s=run_events_per_s,
+            bytes_per_s=run_bytes_per_s,
+            burst_s=run_burst_s,
+        )
+    except ValueError as e:
+        field = str(e).split(" ", 1)[0]
+        raise typer.BadParameter(str(e), param_hint=f"--run-{field.replace('_', '-')}") from e
 
     cfg = ServeConfig(
         db_url=db,
@@ -77,6 +123,7 @@ def serve_cmd(
         tls_key=tls_key,
         insecure=insecure,
         deadman=not no_deadman,
+        quota=quota,
     )
     service, token_path, created = build_service(cfg)
     import uvicorn

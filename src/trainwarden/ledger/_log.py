@@ -7,7 +7,7 @@ import hmac
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from trainwarden.ledger._canonical import CanonicalError, canonical_bytes
 from trainwarden.ledger._checkpoint import Checkpoint, Signer
 from trainwarden.ledger._merkle import MerkleTree, leaf_hash
 from trainwarden.ledger._storage import PendingEntry, Storage
-from trainwarden.ledger._types import AppendResult, Event, LedgerError
+from trainwarden.ledger._types import SERVICE_WRITER, AppendResult, Event, LedgerError
 
 __all__ = [
     "SERVICE_KIND_PREFIX",
@@ -23,10 +23,10 @@ __all__ = [
     "EntryLimits",
     "Ledger",
     "compose_entry",
+    "entry_bound",
     "row_mac",
 ]
 
-SERVICE_WRITER = "trainwarden-ledger"
 # Kinds only the service itself writes (dead-man switch); a client may not forge them.
 SERVICE_KIND_PREFIX = "ledger."
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
@@ -51,6 +51,12 @@ def compose_entry(fields: dict[str, bytes]) -> bytes:
     UTF-16 order (what RFC 8785 sorts by) equals byte order."""
     parts = [b'"' + k.encode() + b'":' + fields[k] for k in sorted(fields)]
     return b"{" + b",".join(parts) + b"}"
+
+
+def entry_bound(p: PendingEntry) -> int:
+    """An upper bound on the stored entry's bytes: its values plus at most 16 bytes of key and
+    punctuation for each of the (at most 12) members, the index included."""
+    return sum(map(len, p.fields.values())) + 16 * 12
 
 
 def row_mac(key: bytes, index: int, leaf: bytes) -> bytes:
@@ -130,24 +136,33 @@ class Ledger:
                 fields["sha256"] = b'"' + ev.sha256.encode() + b'"'
         except CanonicalError as e:
             raise LedgerError(f"event {ev.seq}: {e}") from e
-        # Bound on the composed entry: the values plus at most 16 bytes of key and punctuation
-        # for each of the (at most 12) members.
-        size = sum(map(len, fields.values())) + 16 * 12
+        p = PendingEntry(run=run, writer=writer, seq=ev.seq, kind=ev.kind, fields=fields)
+        size = entry_bound(p)
         if size > self.limits.max_entry_bytes:
             raise LedgerError(
                 f"event {ev.seq}: entry of {size} bytes exceeds {self.limits.max_entry_bytes}"
             )
-        return PendingEntry(run=run, writer=writer, seq=ev.seq, kind=ev.kind, fields=fields)
+        return p
 
     def _seal(self, index: int, p: PendingEntry) -> tuple[bytes, bytes, bytes]:
         entry = compose_entry({**p.fields, "index": str(index).encode()})
         leaf = leaf_hash(entry)
         return entry, leaf, row_mac(self._row_key, index, leaf)
 
-    def append(self, run: str, writer: str, events: Sequence[Event]) -> AppendResult:
+    def append(
+        self,
+        run: str,
+        writer: str,
+        events: Sequence[Event],
+        admit: Callable[[int], None] | None = None,
+    ) -> AppendResult:
         """Append a batch from one writer of one run, atomically and idempotently: events whose
-        (run, writer, seq) is already stored are acknowledged with their existing index."""
+        (run, writer, seq) is already stored are acknowledged with their existing index.
+        ``admit`` is called with the batch's size bound (bytes) once it is validated and before
+        anything is written; it refuses the batch by raising."""
         pending = self.prepare(run, writer, events)
+        if admit is not None:
+            admit(sum(entry_bound(p) for p in pending))
         result = self.storage.append(pending, self._seal)
         self.sync()
         return result

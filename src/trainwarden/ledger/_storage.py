@@ -19,6 +19,7 @@ from trainwarden.ledger._rollup import (
     rollup_columns,
 )
 from trainwarden.ledger._types import (
+    SERVICE_WRITER,
     AppendResult,
     LedgerError,
     Role,
@@ -83,6 +84,8 @@ class Storage(Protocol):
     def append(self, batch: Sequence[PendingEntry], seal: Sealer) -> AppendResult: ...
 
     def size(self) -> int: ...
+
+    def run_bytes(self, run_id: str) -> int: ...
 
     def leaf_hashes(self, start: int, end: int) -> list[bytes]: ...
 
@@ -475,6 +478,7 @@ class SqlStorage:
             duplicates=len(batch) - len(rows),
             size=nxt,
             gaps=gaps,
+            stored_bytes=sum(len(r[5]) for r in rows),
         )
 
     def _lock_head_sql(self) -> str:
@@ -729,6 +733,19 @@ class SqlStorage:
     def size(self) -> int:
         rows = self._read("SELECT size FROM tw_head WHERE id = 1")
         return int(rows[0][0])
+
+    def run_bytes(self, run_id: str) -> int:
+        """Bytes of the entries a run's writers stored (what its quota counts; the service's
+        own entries about the run are not theirs)."""
+        rows = self._read(
+            self._q(
+                "SELECT COALESCE(SUM(LENGTH(entry)), 0) FROM tw_entries "
+                "WHERE run_id = ? AND writer <> ?"
+            ),
+            (run_id, SERVICE_WRITER),
+        )
+        # PostgreSQL's SUM of integers is a numeric (a Decimal here).
+        return int(rows[0][0] or 0) if rows else 0
 
     def leaf_hashes(self, start: int, end: int) -> list[bytes]:
         rows = self._read(

@@ -4,6 +4,7 @@ tokens and roles."""
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +17,14 @@ __all__ = [
     "LedgerIntegrityError",
     "Role",
     "RunInfo",
+    "RunQuota",
     "StoredEntry",
     "TokenInfo",
 ]
 
+
+# The writer name of the entries the service itself appends (dead-man switch, refusals).
+SERVICE_WRITER = "trainwarden-ledger"
 
 # What `ledger verify --url` reads from a server at most, in bytes and seconds, unless told
 # otherwise: a hostile server cannot make it hold more memory or run longer.
@@ -99,6 +104,31 @@ class AppendResult:
     duplicates: int
     size: int
     gaps: list[tuple[int, int]] = field(default_factory=list)
+    # Bytes of the entries this batch added to the log (as stored).
+    stored_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class RunQuota:
+    """What one run may write through one server: ``max_bytes`` of stored entries in all, and a
+    sustained ``events_per_s`` events and ``bytes_per_s`` bytes a second, with bursts of
+    ``burst_s`` seconds' worth. 0 turns a limit off. A batch over a limit is refused whole
+    before anything is written; the writer's spool keeps it."""
+
+    max_bytes: int = 16 * 2**30
+    events_per_s: float = 20_000.0
+    bytes_per_s: float = 32.0 * 2**20
+    burst_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "events_per_s", "bytes_per_s", "burst_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, not {v!r}")
+            if v < 0 or (name == "burst_s" and v == 0):
+                raise ValueError(f"{name} must be {'> 0' if name == 'burst_s' else '>= 0'}")
+        if not isinstance(self.max_bytes, int):
+            raise ValueError(f"max_bytes must be an integer, not {self.max_bytes!r}")
 
 
 @dataclass(frozen=True)

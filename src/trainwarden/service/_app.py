@@ -5,6 +5,7 @@ code, counted in /metrics."""
 from __future__ import annotations
 
 import base64
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -221,7 +222,10 @@ def create_app(
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, e: ServiceError) -> JSONResponse:
         service.reject(e.code)
-        return _error(e.status, e.code, e.message)
+        resp = _error(e.status, e.code, e.message)
+        if e.retry_after is not None:
+            resp.headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+        return resp
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:

@@ -9,7 +9,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,20 @@ from trainwarden.ledger._types import (
     LedgerError,
     Role,
     RunInfo,
+    RunQuota,
     StoredEntry,
     TokenInfo,
 )
 
-__all__ = ["AuthError", "LedgerService", "Principal", "ServiceError", "hash_token", "new_token"]
+__all__ = [
+    "AuthError",
+    "LedgerService",
+    "Principal",
+    "RunQuota",
+    "ServiceError",
+    "hash_token",
+    "new_token",
+]
 
 TOKEN_PREFIX = "tw_"  # noqa: S105 - a prefix that marks our tokens, not a secret
 
@@ -36,10 +45,14 @@ TOKEN_PREFIX = "tw_"  # noqa: S105 - a prefix that marks our tokens, not a secre
 class ServiceError(LedgerError):
     """A request the service refuses: ``status`` is the HTTP status, ``code`` a stable reason."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        # Seconds after which the same request may succeed (sent as Retry-After).
+        self.retry_after = retry_after
 
 
 class AuthError(ServiceError):
@@ -86,13 +99,48 @@ class _Metrics:
         return total / 10.0
 
 
+class _Bucket:
+    """A token bucket: ``rate`` a second up to ``rate * burst_s``."""
+
+    def __init__(self, rate: float, burst_s: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = rate * burst_s
+        self.level = self.capacity
+        self.at = now
+
+    def wait(self, cost: float, now: float) -> float:
+        """Seconds until ``cost`` fits (0: now). A cost over the capacity fits a full bucket,
+        so no batch the service accepts can wait for ever."""
+        self.level = min(self.capacity, self.level + max(0.0, now - self.at) * self.rate)
+        self.at = now
+        need = min(cost, self.capacity)
+        return 0.0 if self.level >= need else (need - self.level) / self.rate
+
+
+# A refusal for a run is recorded in the log at most this often (seconds), per server and limit.
+_FLAG_EVERY_S = 60.0
+
+
 class LedgerService:
     """One server's view of the shared ledger."""
 
-    def __init__(self, ledger: Ledger, *, deadman: bool = True) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        deadman: bool = True,
+        quota: RunQuota | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ledger = ledger
         self.tracker = LivenessTracker() if deadman else None
         self.metrics = _Metrics()
+        self.quota = quota or RunQuota()
+        self._clock = clock
+        self._quota_lock = threading.Lock()
+        self._stored: dict[str, int] = {}
+        self._buckets: dict[str, tuple[_Bucket | None, _Bucket | None]] = {}
+        self._flagged: dict[tuple[str, str], float] = {}
         now = time.time()
         if self.tracker is not None:
             for run in ledger.storage.list_runs():
@@ -201,12 +249,24 @@ class LedgerService:
         run = self.get_run(run_id)
         if not events:
             raise ServiceError(422, "bad_request", "empty batch")
+        reserved = [0]
+
+        def admit(size: int) -> None:
+            self._admit(run_id, writer, len(events), size)
+            reserved[0] = size
+
         try:
-            result = self.ledger.append(run_id, writer, events)
-        except ServiceError:
-            raise
+            result = self.ledger.append(run_id, writer, events, admit=admit)
         except LedgerError as e:
+            self._settle(run_id, -reserved[0])
+            if isinstance(e, ServiceError):
+                raise
             raise ServiceError(422, "bad_entry", e.message) from e
+        except BaseException:
+            self._settle(run_id, -reserved[0])
+            raise
+        # The batch was charged its bound; what it stored (duplicates store nothing) counts.
+        self._settle(run_id, result.stored_bytes - reserved[0])
         now = time.time()
         with self.metrics.lock:
             self.metrics.appended += result.new
@@ -232,6 +292,90 @@ class LedgerService:
         if any(e.kind == CLOSE_KIND for e in events):
             self.ledger.storage.set_run_status(run_id, "closed")
         return result
+
+    def _admit(self, run_id: str, writer: str, events: int, size: int) -> None:
+        """Charge a validated batch (``size``: its bound in bytes) to its run's quota, or refuse
+        it: 507 ``run_quota`` over the stored bytes, 429 ``rate_limited`` over the rate. The
+        first refusal of a run (then at most one a minute) is itself recorded in the log."""
+        q = self.quota
+        if q.max_bytes and run_id not in self._stored:
+            stored = self.ledger.storage.run_bytes(run_id)
+            with self._quota_lock:
+                self._stored.setdefault(run_id, stored)
+        refusal: ServiceError | None = None
+        flag: Flag | None = None
+        with self._quota_lock:
+            stored = self._stored.get(run_id, 0)
+            if q.max_bytes and stored + size > q.max_bytes:
+                refusal = ServiceError(
+                    507,
+                    "run_quota",
+                    f"run {run_id} has {stored} bytes stored; a batch of up to {size} bytes "
+                    f"would pass its quota of {q.max_bytes} bytes",
+                )
+                flag = Flag(
+                    run_id,
+                    "ledger.quota_exceeded",
+                    {"writer": writer, "stored_bytes": stored, "max_bytes": q.max_bytes},
+                )
+            elif q.events_per_s or q.bytes_per_s:
+                now = self._clock()
+                buckets = self._buckets.get(run_id)
+                if buckets is None:
+                    buckets = self._buckets[run_id] = (
+                        _Bucket(q.events_per_s, q.burst_s, now) if q.events_per_s else None,
+                        _Bucket(q.bytes_per_s, q.burst_s, now) if q.bytes_per_s else None,
+                    )
+                by_events, by_bytes = buckets
+                wait = max(
+                    by_events.wait(events, now) if by_events else 0.0,
+                    by_bytes.wait(size, now) if by_bytes else 0.0,
+                )
+                if wait > 0:
+                    rates = " and ".join(
+                        f"{rate:g} {what}"
+                        for rate, what in ((q.events_per_s, "events"), (q.bytes_per_s, "bytes"))
+                        if rate
+                    )
+                    refusal = ServiceError(
+                        429,
+                        "rate_limited",
+                        f"run {run_id} is over its rate of {rates} a second; retry in {wait:.1f} s",
+                        retry_after=wait,
+                    )
+                    flag = Flag(
+                        run_id,
+                        "ledger.rate_limited",
+                        {
+                            "writer": writer,
+                            "events_per_s": q.events_per_s,
+                            "bytes_per_s": q.bytes_per_s,
+                        },
+                    )
+                else:
+                    if by_events:
+                        by_events.level -= events
+                    if by_bytes:
+                        by_bytes.level -= size
+            if refusal is None and run_id in self._stored:
+                self._stored[run_id] = stored + size
+            if flag is not None:
+                last = self._flagged.get((run_id, flag.kind))
+                now = self._clock()
+                if last is not None and now - last < _FLAG_EVERY_S:
+                    flag = None
+                else:
+                    self._flagged[(run_id, flag.kind)] = now
+        if flag is not None:
+            self._write_flags([flag])
+        if refusal is not None:
+            raise refusal
+
+    def _settle(self, run_id: str, delta: int) -> None:
+        if delta:
+            with self._quota_lock:
+                if run_id in self._stored:
+                    self._stored[run_id] = max(0, self._stored[run_id] + delta)
 
     def _write_flags(self, flags: list[Flag]) -> None:
         for f in flags:

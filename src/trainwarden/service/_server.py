@@ -6,14 +6,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainwarden.ledger._checkpoint import load_or_create_signer
 from trainwarden.ledger._log import Ledger
 from trainwarden.ledger._storage import open_storage
 from trainwarden.ledger._types import LedgerError
-from trainwarden.service._core import LedgerService
+from trainwarden.service._core import LedgerService, RunQuota
 
 __all__ = ["ServeConfig", "build_service", "check_bind", "default_state_dir"]
 
@@ -37,6 +37,7 @@ class ServeConfig:
     tls_key: Path | None = None
     insecure: bool = False
     deadman: bool = True
+    quota: RunQuota = field(default_factory=RunQuota)
 
     @property
     def state(self) -> Path:
@@ -91,7 +92,7 @@ def build_service(cfg: ServeConfig) -> tuple[LedgerService, Path, bool]:
     signer = load_or_create_signer(state / "keys", origin)
     url = cfg.db_url or f"sqlite:///{state / 'ledger.db'}"
     storage = open_storage(url)
-    service = LedgerService(Ledger(storage, signer), deadman=cfg.deadman)
+    service = LedgerService(Ledger(storage, signer), deadman=cfg.deadman, quota=cfg.quota)
     token_path = state / "admin.token"
     created = service.ensure_admin_token(token_path)
     return service, token_path, created

@@ -241,12 +241,16 @@ def test_the_services_own_flags_are_on_the_timeline(tmp_path: Path) -> None:
     run = _run(ledger, "flags", _steps(1, 2, None))
     ledger.append_service(run.run_id, "ledger.sequence_gap", {"writer": "w", "got_seq": 9})
     ledger.append_service(run.run_id, "ledger.silence", {"ranks": [3]})
+    ledger.append_service(run.run_id, "ledger.quota_exceeded", {"writer": "w"})
+    ledger.append_service(run.run_id, "ledger.rate_limited", {"writer": "w"})
     ledger.append_service(run.run_id, "ledger.something_new", {})
     idx = RunsModel(ledger.storage).index(run)
     got = [(t.kind, t.severity) for t in idx.timeline]
     assert got == [
         ("ledger.sequence_gap", "HIGH"),
         ("ledger.silence", "MEDIUM"),
+        ("ledger.quota_exceeded", "HIGH"),
+        ("ledger.rate_limited", "MEDIUM"),
         ("ledger.something_new", "HIGH"),
     ]
     assert idx.status() == "tampering detected"

@@ -56,6 +56,8 @@ EXACT_LIMIT = 4000
 # Service flags that mean the log itself saw something wrong with the run.
 # A flag this table does not name is shown as HIGH.
 _LEDGER_SEVERITY = {
+    "ledger.quota_exceeded": "HIGH",
+    "ledger.rate_limited": "MEDIUM",
     "ledger.record_after_close": "HIGH",
     "ledger.sequence_gap": "HIGH",
     "ledger.silence": "MEDIUM",

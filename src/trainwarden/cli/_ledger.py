@@ -269,6 +269,13 @@ def ledger_checkpoint(
 def ledger_token_create(
     role: Annotated[str, typer.Option("--role", help="admin, writer or reader.")],
     run: Annotated[str | None, typer.Option("--run", help="The run a writer appends to.")] = None,
+    ranks: Annotated[
+        str | None,
+        typer.Option(
+            "--ranks",
+            help="A writer for these ranks only: N or FIRST-LAST (e.g. one node's 8-15).",
+        ),
+    ] = None,
     db: LedgerDb = None,
     state_dir: LedgerState = None,
     url: LedgerUrl = None,
@@ -276,9 +283,12 @@ def ledger_token_create(
 ) -> None:
     """Create a token (printed once; only its hash is stored). Through the service with an admin
     --token, or directly in the server's --db."""
-    from trainwarden.service._tools import create_token
+    from trainwarden.service._tools import create_token, parse_ranks
 
-    tok, token_id = create_token(role, run, db=db, state_dir=state_dir, url=url, token=token)
+    bound = parse_ranks(ranks) if ranks is not None else None
+    tok, token_id = create_token(
+        role, run, db=db, state_dir=state_dir, url=url, token=token, ranks=bound
+    )
     err.print(f"created {role} token {token_id}", markup=False)
     sys.stdout.write(tok + "\n")
 

@@ -19,6 +19,7 @@ class PostgresStorage(SqlStorage):
 
     _blob = "BYTEA"
     _serial = "BIGSERIAL"
+    _if_missing = " IF NOT EXISTS"
 
     def __init__(self, url: str) -> None:
         import psycopg

@@ -185,7 +185,8 @@ _SCHEMA = [
         meta TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS tw_tokens (
         token_id TEXT PRIMARY KEY, token_hash {blob} NOT NULL UNIQUE, role TEXT NOT NULL,
-        run_id TEXT, created DOUBLE PRECISION NOT NULL, revoked INTEGER NOT NULL)""",
+        run_id TEXT, created DOUBLE PRECISION NOT NULL, revoked INTEGER NOT NULL,
+        rank_first BIGINT, rank_last BIGINT)""",
 ]
 
 _ENTRY_COLS = "idx, run_id, writer, seq, kind, entry, leaf_hash, mac"
@@ -350,6 +351,7 @@ def _token(row: Sequence[Any]) -> TokenInfo:
         run_id=row[3],
         created=float(row[4]),
         revoked=bool(row[5]),
+        ranks=None if row[6] is None else (int(row[6]), int(row[7])),
     )
 
 
@@ -360,6 +362,8 @@ class SqlStorage:
     url: str
     _blob = "BLOB"
     _serial = "INTEGER"
+    # ALTER TABLE ... ADD COLUMN guard where the database has one (servers starting together).
+    _if_missing = ""
 
     def _q(self, sql: str) -> str:
         return sql
@@ -398,6 +402,13 @@ class SqlStorage:
             )
         for stmt in self._schema():
             cur.execute(stmt)
+        # Tokens bound to ranks came later: a log created before gets the columns (NULL: a
+        # token of the whole run, as every token was).
+        cur.execute("SELECT * FROM tw_tokens WHERE 1 = 0")
+        have = {d[0] for d in cur.description}
+        for column in ("rank_first", "rank_last"):
+            if column not in have:
+                cur.execute(f"ALTER TABLE tw_tokens ADD COLUMN{self._if_missing} {column} BIGINT")
         cur.execute(
             self._q(
                 "INSERT INTO tw_head (id, size) SELECT 1, 0 WHERE NOT EXISTS "
@@ -890,8 +901,8 @@ class SqlStorage:
     def add_token(self, token: TokenInfo) -> None:
         self._write(
             self._q(
-                "INSERT INTO tw_tokens (token_id, token_hash, role, run_id, created, revoked) "
-                "VALUES (?,?,?,?,?,?)"
+                "INSERT INTO tw_tokens (token_id, token_hash, role, run_id, created, revoked, "
+                "rank_first, rank_last) VALUES (?,?,?,?,?,?,?,?)"
             ),
             (
                 token.token_id,
@@ -900,13 +911,16 @@ class SqlStorage:
                 token.run_id,
                 token.created,
                 int(token.revoked),
+                None if token.ranks is None else token.ranks[0],
+                None if token.ranks is None else token.ranks[1],
             ),
         )
 
     def find_token(self, token_hash: bytes) -> TokenInfo | None:
         rows = self._read(
             self._q(
-                "SELECT token_id, token_hash, role, run_id, created, revoked FROM tw_tokens "
+                "SELECT token_id, token_hash, role, run_id, created, revoked, rank_first, "
+                "rank_last FROM tw_tokens "
                 "WHERE token_hash = ?"
             ),
             (token_hash,),
@@ -919,7 +933,8 @@ class SqlStorage:
 
     def list_tokens(self) -> list[TokenInfo]:
         rows = self._read(
-            "SELECT token_id, token_hash, role, run_id, created, revoked FROM tw_tokens "
+            "SELECT token_id, token_hash, role, run_id, created, revoked, rank_first, rank_last "
+            "FROM tw_tokens "
             "ORDER BY created, token_id"
         )
         return [_token(r) for r in rows]

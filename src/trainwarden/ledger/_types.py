@@ -155,3 +155,5 @@ class TokenInfo:
     run_id: str | None
     created: float
     revoked: bool
+    # A writer token bound to ranks ``(first, last)`` may write only events of those ranks.
+    ranks: tuple[int, int] | None = None

@@ -85,6 +85,10 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
     run_id: Text | None = Field(default=None, max_length=64)
+    # [first, last]: a writer token that may write only events of these ranks.
+    ranks: list[Annotated[int, Field(ge=0, lt=2**31)]] | None = Field(
+        default=None, min_length=2, max_length=2
+    )
 
 
 def _b64(b: bytes) -> str:
@@ -273,7 +277,12 @@ def create_app(
     def whoami(authorization: Auth = None) -> dict[str, Any]:
         """The calling token's id, role and run (any valid token)."""
         p = who(authorization)
-        return {"token_id": p.token_id, "role": p.role.value, "run_id": p.run_id}
+        return {
+            "token_id": p.token_id,
+            "role": p.role.value,
+            "run_id": p.run_id,
+            "ranks": None if p.ranks is None else list(p.ranks),
+        }
 
     @app.post("/v1/runs", status_code=201, tags=["runs"])
     def create_run(body: RunIn, authorization: Auth = None) -> dict[str, Any]:
@@ -396,8 +405,14 @@ def create_app(
     def create_token(body: TokenIn, authorization: Auth = None) -> dict[str, Any]:
         """Issue a token (admin); the token is shown once and stored only as a hash."""
         who(authorization, Role.admin)
-        token, info = service.issue_token(body.role, body.run_id)
-        return {"token": token, "token_id": info.token_id, "role": info.role.value}
+        ranks = None if body.ranks is None else (body.ranks[0], body.ranks[1])
+        token, info = service.issue_token(body.role, body.run_id, ranks)
+        return {
+            "token": token,
+            "token_id": info.token_id,
+            "role": info.role.value,
+            "ranks": body.ranks,
+        }
 
     @app.get("/v1/tokens", tags=["tokens"])
     def list_tokens(authorization: Auth = None) -> dict[str, Any]:
@@ -410,6 +425,7 @@ def create_app(
                     "run_id": t.run_id,
                     "created": t.created,
                     "revoked": t.revoked,
+                    "ranks": None if t.ranks is None else list(t.ranks),
                 }
                 for t in service.ledger.storage.list_tokens()
             ]

@@ -66,6 +66,8 @@ class Principal:
     token_id: str
     role: Role
     run_id: str | None
+    # A writer bound to ranks (first, last) may write only events of those ranks.
+    ranks: tuple[int, int] | None = None
 
 
 def new_token() -> str:
@@ -163,16 +165,27 @@ class LedgerService:
             raise AuthError(401, "bad_token", "unknown token")
         if info.revoked:
             raise AuthError(401, "revoked_token", "this token was revoked")
-        return Principal(info.token_id, info.role, info.run_id)
+        return Principal(info.token_id, info.role, info.run_id, info.ranks)
 
     def require(self, p: Principal, *roles: Role) -> None:
         if p.role not in roles:
             raise AuthError(403, "forbidden", f"a {p.role.value} token may not do this")
 
-    def issue_token(self, role: Role, run_id: str | None) -> tuple[str, TokenInfo]:
-        """Create a token; only its hash is stored. Writers need a run, other roles none."""
+    def issue_token(
+        self, role: Role, run_id: str | None, ranks: tuple[int, int] | None = None
+    ) -> tuple[str, TokenInfo]:
+        """Create a token; only its hash is stored. Writers need a run, other roles none. A
+        writer token with ``ranks`` (first, last) may write only events of those ranks."""
         if (role is Role.writer) != (run_id is not None):
             raise ServiceError(422, "bad_request", "a writer token needs a run; others none")
+        if ranks is not None:
+            if role is not Role.writer:
+                raise ServiceError(422, "bad_request", "only a writer token is bound to ranks")
+            first, last = ranks
+            if not 0 <= first <= last < 2**31:
+                raise ServiceError(
+                    422, "bad_request", f"ranks {first}-{last}: need 0 <= first <= last < 2**31"
+                )
         if run_id is not None and self.ledger.storage.get_run(run_id) is None:
             raise ServiceError(404, "no_such_run", f"no run {run_id!r}")
         token = new_token()
@@ -183,6 +196,7 @@ class LedgerService:
             run_id=run_id,
             created=time.time(),
             revoked=False,
+            ranks=ranks,
         )
         self.ledger.storage.add_token(info)
         return token, info
@@ -249,6 +263,16 @@ class LedgerService:
         run = self.get_run(run_id)
         if not events:
             raise ServiceError(422, "bad_request", "empty batch")
+        if p.ranks is not None:
+            first, last = p.ranks
+            for e in events:
+                if e.rank is None or not first <= e.rank <= last:
+                    raise AuthError(
+                        403,
+                        "wrong_rank",
+                        f"this token writes for ranks {first}-{last} only; event {e.seq} is "
+                        + ("for no rank" if e.rank is None else f"for rank {e.rank}"),
+                    )
         reserved = [0]
 
         def admit(size: int) -> None:

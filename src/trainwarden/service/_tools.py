@@ -285,6 +285,23 @@ def _local_service(db: str | None, state_dir: Path | None) -> Any:
     return service
 
 
+def parse_ranks(text: str) -> tuple[int, int]:
+    """``N`` or ``FIRST-LAST`` (decimal, 0 <= FIRST <= LAST < 2**31) as (first, last)."""
+    first, sep, last = text.strip().partition("-")
+    try:
+        if not first.isdigit() or (sep and not last.isdigit()):
+            raise ValueError
+        lo = int(first)
+        hi = int(last) if sep else lo
+        if not 0 <= lo <= hi < 2**31:
+            raise ValueError
+    except ValueError:
+        raise LedgerError(
+            f"--ranks must be N or FIRST-LAST with 0 <= FIRST <= LAST < 2**31, not {text!r}"
+        ) from None
+    return lo, hi
+
+
 def create_token(
     role: str,
     run: str | None,
@@ -293,20 +310,30 @@ def create_token(
     state_dir: Path | None,
     url: str | None,
     token: str | None,
+    ranks: tuple[int, int] | None = None,
 ) -> tuple[str, str]:
     """Create a token; return (token, token id)."""
     try:
         r = Role(role)
     except ValueError as e:
         raise LedgerError(f"--role must be admin, writer or reader, not {role!r}") from e
+    if ranks is not None and r is not Role.writer:
+        raise LedgerError("--ranks binds a writer token; this is a " + r.value + " token")
     if url:
         from trainwarden.ledger._client import LedgerClient
 
-        got = LedgerClient(url, token).post("/v1/tokens", {"role": r.value, "run_id": run})
+        body: dict[str, Any] = {"role": r.value, "run_id": run}
+        if ranks is not None:
+            body["ranks"] = list(ranks)
+        client = LedgerClient(url, token)
+        try:
+            got = client.post("/v1/tokens", body)
+        finally:
+            client.close()
         return str(got["token"]), str(got["token_id"])
     service = _local_service(db, state_dir)
     try:
-        tok, info = service.issue_token(r, run)
+        tok, info = service.issue_token(r, run, ranks)
     except LedgerError:
         raise
     finally:
@@ -320,7 +347,11 @@ def revoke_token(
     if url:
         from trainwarden.ledger._client import LedgerClient
 
-        LedgerClient(url, token).delete(f"/v1/tokens/{token_id}")
+        client = LedgerClient(url, token)
+        try:
+            client.delete(f"/v1/tokens/{token_id}")
+        finally:
+            client.close()
         return
     service = _local_service(db, state_dir)
     try:
@@ -335,12 +366,22 @@ def list_tokens(
     if url:
         from trainwarden.ledger._client import LedgerClient
 
-        tokens: list[dict[str, Any]] = LedgerClient(url, token).get("/v1/tokens")["tokens"]
+        client = LedgerClient(url, token)
+        try:
+            tokens: list[dict[str, Any]] = client.get("/v1/tokens")["tokens"]
+        finally:
+            client.close()
         return tokens
     service = _local_service(db, state_dir)
     try:
         return [
-            {"token_id": t.token_id, "role": t.role.value, "run_id": t.run_id, "revoked": t.revoked}
+            {
+                "token_id": t.token_id,
+                "role": t.role.value,
+                "run_id": t.run_id,
+                "revoked": t.revoked,
+                "ranks": None if t.ranks is None else list(t.ranks),
+            }
             for t in service.ledger.storage.list_tokens()
         ]
     finally:

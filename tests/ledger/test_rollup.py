@@ -148,6 +148,14 @@ def _fingerprint_events(rng: random.Random) -> list[tuple[int, Event]]:
             if s == 40 and r in (0, 1):
                 h = s + 3000  # 2-2-1: no majority
             out.append((r, Event(s * RANKS + r + 1, "step", {"step": s, "weights_hash": f"{h:x}"})))
+            if r == 4 and s in (50, 51):
+                # The diverged rank repeats its report: 7 reports against the others' 4, but it
+                # is still one rank against four.
+                for _ in range(6):
+                    out.append((r, Event(0, "step", {"step": s, "weights_hash": f"{h:x}"})))
+            if r == 1 and s == 56:
+                # Two fingerprints for one step from one rank: it disagrees with itself.
+                out.append((r, Event(0, "step", {"step": s, "weights_hash": f"{s + 5000:x}"})))
     # Every rank's writer sends its reports in its own batches, so a step's tally grows over
     # several transactions and its majority can change on the way.
     rng.shuffle(out)
@@ -162,8 +170,10 @@ def _fingerprint_events(rng: random.Random) -> list[tuple[int, Event]]:
 
 
 def _recompute_disagreement(storage: SqlStorage, run_id: str) -> tuple[int, dict[int, list[int]]]:
-    """(steps with a fingerprint, rank -> steps where it disagreed) from the entries."""
-    tally: dict[int, dict[int, list[int]]] = {}
+    """(steps with a fingerprint, rank -> steps where it disagreed) from the entries: a rank that
+    reported two fingerprints for a step disagrees and does not vote; the others each vote once
+    and disagree unless they hold the fingerprint more than half of the voters hold."""
+    held: dict[int, dict[int, set[int]]] = {}
     for e in storage.iter_entries():
         if e.run != run_id or e.kind != "step":
             continue
@@ -172,15 +182,16 @@ def _recompute_disagreement(storage: SqlStorage, run_id: str) -> tuple[int, dict
         h = fingerprint_value(rec)
         if step is None or h is None:
             continue
-        tally.setdefault(step, {}).setdefault(h, []).append(rank if rank is not None else 0)
+        held.setdefault(step, {}).setdefault(rank if rank is not None else 0, set()).add(h)
     bad: dict[int, list[int]] = {}
-    for step, hashes in sorted(tally.items()):
-        total = sum(len(r) for r in hashes.values())
-        for ranks in hashes.values():
-            if len(hashes) > 1 and len(ranks) * 2 <= total:
-                for r in sorted(set(ranks)):
-                    bad.setdefault(r, []).append(step)
-    return len(tally), bad
+    for step, by_rank in sorted(held.items()):
+        if len(set().union(*by_rank.values())) < 2:
+            continue
+        voters = [qs for qs in by_rank.values() if len(qs) == 1]
+        for r, hs in sorted(by_rank.items()):
+            if len(hs) > 1 or voters.count(hs) * 2 <= len(voters):
+                bad.setdefault(r, []).append(step)
+    return len(held), bad
 
 
 def test_fingerprint_disagreements_kept_at_ingest_equal_a_recompute(
@@ -205,3 +216,5 @@ def test_fingerprint_disagreements_kept_at_ingest_equal_a_recompute(
     assert bad[4][0] == 0 and 20 in bad[4] and 19 not in bad[4]
     assert all(33 in bad[r] and 40 in bad[r] for r in range(RANKS))
     assert 11 in bad[3] and 11 not in bad.get(0, [])
+    assert 50 in bad[4] and 51 in bad[4] and 50 not in bad[0] and 51 not in bad[3]
+    assert 56 in bad[1] and 56 not in bad[0] and 56 not in bad.get(2, [])

@@ -26,6 +26,7 @@ __all__ = [
     "fingerprint_value",
     "metric_values",
     "parse_entry",
+    "rank_list",
     "rollup_columns",
     "unwrap",
 ]
@@ -181,23 +182,41 @@ def _merge_metric(have: list[Any], o: list[Any]) -> None:
         have[3], have[4] = o[3], o[4]
 
 
+def rank_list(ranks: str) -> list[int]:
+    """The ranks of a tally's ``"rank,rank,..."``, each once, in order (anything else skipped)."""
+    out: list[int] = []
+    seen: set[int] = set()
+    for part in str(ranks).split(","):
+        try:
+            r = int(part)
+        except ValueError:
+            continue
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out
+
+
 def disagreeing(tally: dict[int, list[Any]]) -> set[int]:
     """The ranks whose report at one step disagrees, from that step's tally (fingerprint ->
-    [reports, "rank,rank,..."]): those holding a fingerprint other than the one more than half
-    of the reports hold, or every rank when no fingerprint has such a majority."""
+    [ranks, "rank,rank,..."]). Each rank votes once, however often it reported: a rank that
+    reported two fingerprints for the step disagrees and does not vote, and so does every
+    voting rank whose fingerprint is not held by more than half of the voting ranks (every
+    voting rank, when no fingerprint has such a majority)."""
     if len(tally) < 2:
         return set()
-    total = sum(int(v[0]) for v in tally.values())
-    out: set[int] = set()
-    for n, ranks in tally.values():
-        if int(n) * 2 > total:
-            continue
-        for part in str(ranks).split(","):
-            try:
-                out.add(int(part))
-            except ValueError:
-                continue
-    return out
+    held: dict[int, set[int]] = {}
+    for h, (_, ranks) in tally.items():
+        for r in rank_list(ranks):
+            held.setdefault(r, set()).add(int(h))
+    support: dict[int, int] = {}
+    for hs in held.values():
+        if len(hs) == 1:
+            (h,) = hs
+            support[h] = support.get(h, 0) + 1
+    voters = sum(support.values())
+    majority = next((h for h, n in support.items() if n * 2 > voters), None)
+    return {r for r, hs in held.items() if majority is None or hs != {majority}}
 
 
 @dataclass
@@ -208,7 +227,7 @@ class Derived:
     sets: set[tuple[str, str, str]] = field(default_factory=set)  # (run, what, value)
     # (run, finest bucket, rank) -> [first_idx, last_idx, per metric [n, lo, slo, hi, shi]]
     buckets: dict[tuple[str, int, int], list[Any]] = field(default_factory=dict)
-    # (run, step) -> fingerprint -> [reports, "rank,rank,..."]
+    # (run, step) -> fingerprint -> [ranks, "rank,rank,..."] (a rank once per fingerprint)
     fps: dict[tuple[str, int], dict[int, list[Any]]] = field(default_factory=dict)
 
     def add(self, index: int, run: str, kind: str, entry: bytes) -> None:

@@ -16,6 +16,7 @@ from trainwarden.ledger._rollup import (
     METRICS,
     Derived,
     disagreeing,
+    rank_list,
     rollup_columns,
 )
 from trainwarden.ledger._types import (
@@ -193,7 +194,7 @@ _ENTRY_COLS = "idx, run_id, writer, seq, kind, entry, leaf_hash, mac"
 _NOTES = "kind <> 'step' AND kind <> 'timing'"
 # Derived tables are dropped and derived again from the entries when this version changes
 # (their layout is no promise to anyone: nothing but the dashboard reads them).
-DERIVED_VERSION = 2
+DERIVED_VERSION = 3
 _DERIVED_TABLES = (
     "tw_derived",
     "tw_rollup",
@@ -540,13 +541,16 @@ class SqlStorage:
             for step in steps:
                 before = old.get(step, {})
                 after = {h: list(v) for h, v in before.items()}
-                for h, (n, ranks) in d.fps[(run, step)].items():
+                for h, (_, ranks) in d.fps[(run, step)].items():
+                    # Each rank once per fingerprint, however often it reported it: a rank
+                    # cannot make its fingerprint the majority by repeating it.
                     have = after.get(h)
-                    if have is None:
-                        after[h] = [n, ranks]
-                    else:
-                        have[0] += n
-                        have[1] += "," + ranks
+                    known = rank_list(have[1]) if have is not None else []
+                    seen = set(known)
+                    known += [r for r in rank_list(ranks) if r not in seen]
+                    if have is not None and len(known) == have[0]:
+                        continue
+                    after[h] = [len(known), ",".join(map(str, known))]
                     upserts.append((run, step, h, *after[h]))
                 if len(after) < 2 and len(before) < 2:
                     continue

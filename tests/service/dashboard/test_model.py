@@ -254,3 +254,32 @@ def test_the_services_own_flags_are_on_the_timeline(tmp_path: Path) -> None:
         ("ledger.something_new", "HIGH"),
     ]
     assert idx.status() == "tampering detected"
+
+
+def test_a_rank_repeating_its_fingerprint_counts_once_and_one_reporting_two_disagrees(
+    tmp_path: Path,
+) -> None:
+    # Rank 3 diverges from step 5 and repeats each of its reports five times (six reports
+    # against the other three ranks' three); rank 1 sends a second fingerprint for step 7
+    # before its honest one, which is the last it sent. Both the entries (a short run) and the
+    # tallies kept at ingest (a long one) must name rank 3 alone from step 5, and rank 1 at 7.
+    ledger = _ledger(tmp_path)
+
+    def events(steps: int) -> list[Any]:
+        out: list[Any] = [("step", {"step": 7, "rank": 1, "weights_hash": "abc"})]
+        out += _steps(4, steps, diverge=(3, 5))
+        out += [
+            ("step", {"step": s, "rank": 3, "weights_hash": f"{s + 99:x}"})
+            for s in range(5, steps + 1)
+            for _ in range(5)
+        ]
+        return out
+
+    for name, steps, source in (("short", 10, "entries"), ("long", 700, "rollup")):
+        run = _run(ledger, name, events(steps))
+        plot = RunsModel(ledger.storage).index(run).plots()[0]
+        assert plot["source"] == source
+        assert plot["fingerprint"]["diverged"] == [
+            {"rank": 3, "from_step": 5, "steps": steps - 4},
+            {"rank": 1, "from_step": 7, "steps": 1},
+        ], name

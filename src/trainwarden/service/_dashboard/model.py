@@ -420,18 +420,31 @@ def _fingerprint(fp_steps: dict[int, Any], fp_hashes: dict[int, Any]) -> dict[st
         )
         for r in ranks
     ]
-    steps, hashes, present = _dense(cols, np.iinfo(np.int64).min)
-    # The majority fingerprint of a step is held by more than half of the ranks that
-    # reported it; if one exists it sits in the middle of the sorted present values. A step
-    # without a strict majority (a 1-1 split) counts against every rank.
-    srt = np.sort(hashes, axis=1)
-    n_present = present.sum(axis=1)
-    missing = hashes.shape[1] - n_present
-    mid = np.minimum(missing + n_present // 2, hashes.shape[1] - 1)
+    fill = np.iinfo(np.int64).min
+    steps, hashes, present = _dense(cols, fill)
+    # A rank votes once per step (its last report fills its cell). One that reported two
+    # fingerprints for a step disagrees there and does not vote, whatever its last report says.
+    twice = np.zeros_like(present)
+    for j, (st, v) in enumerate(cols):
+        if len(st) > 1 and not bool(np.all(st[1:] > st[:-1])):
+            order = np.argsort(st, kind="stable")
+            s2, v2 = st[order], v[order]
+            found = s2[1:][(s2[1:] == s2[:-1]) & (v2[1:] != v2[:-1])]
+            if len(found):
+                twice[np.searchsorted(steps, np.unique(found)), j] = True
+    voting = present & ~twice
+    votes = np.where(voting, hashes, fill)
+    # The majority fingerprint of a step is held by more than half of the ranks that voted;
+    # if one exists it sits in the middle of the sorted votes. A step without a strict
+    # majority (a 1-1 split) counts against every voting rank.
+    srt = np.sort(votes, axis=1)
+    n_vote = voting.sum(axis=1)
+    missing = votes.shape[1] - n_vote
+    mid = np.minimum(missing + n_vote // 2, votes.shape[1] - 1)
     cand = srt[np.arange(len(srt)), mid]
-    agree = (hashes == cand[:, None]) & present
-    majority = agree.sum(axis=1) * 2 > n_present
-    bad = present & (~agree | ~majority[:, None])
+    agree = (votes == cand[:, None]) & voting
+    majority = agree.sum(axis=1) * 2 > n_vote
+    bad = (voting & (~agree | ~majority[:, None])) | twice
     diverged = []
     for j, r in enumerate(ranks):
         rows = np.flatnonzero(bad[:, j])
@@ -757,8 +770,8 @@ def _alert_values(
 
 def _fingerprint_tally(storage: Storage, run_id: str, fp_ranks: int) -> dict[str, Any]:
     """The cross-rank fingerprint agreement as the storage keeps it at ingest: per rank, the
-    steps where its fingerprint was not the one more than half of the step's reports held
-    (or where no fingerprint had such a majority)."""
+    steps where its fingerprint was not the one more than half of the step's ranks held (or
+    where no fingerprint had such a majority, or where it reported two)."""
     steps, per_rank = storage.fingerprint_tally(run_id)
     if not steps:
         return {"ranks": 0, "steps": 0, "diverged": []}

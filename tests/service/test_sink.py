@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from trainwarden.ledger import LedgerSink, open_storage
 from trainwarden.ledger._client import configured_sink
 from trainwarden.sink import EventSink
@@ -70,8 +72,6 @@ def test_new_sink_ships_what_the_old_one_left(
 def test_configured_sink_follows_the_environment(tmp_path: Path) -> None:
     assert configured_sink(env={}) is None
     assert configured_sink(ledger=False, env={"TRAINWARDEN_LEDGER_URL": "x"}) is None
-    import pytest
-
     from trainwarden.ledger import LedgerError
 
     with pytest.raises(LedgerError, match="TRAINWARDEN_LEDGER_URL"):
@@ -85,3 +85,31 @@ def test_configured_sink_follows_the_environment(tmp_path: Path) -> None:
     )
     assert isinstance(sink, LedgerSink)
     sink.close(timeout=0.1)
+
+
+def test_events_carry_the_process_rank_and_a_bound_token_ships_them(
+    start_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rank 3 reports a record about rank 5 (the subject of a cross-rank alert, or a user's own
+    # field): the event is rank 3's, so rank 3's bound token ships it and rank 5 does not look
+    # alive to the dead-man switch because of it.
+    srv = start_server(extra=["--no-deadman"])
+    run, _ = srv.create_run(ranks=8)
+    with srv.client(srv.admin_token) as c:
+        got = c.post("/v1/tokens", json={"role": "writer", "run_id": run, "ranks": [3, 3]})
+        assert got.status_code == 201, got.text
+        token = got.json()["token"]
+    monkeypatch.setenv("RANK", "3")
+    sink = LedgerSink(srv.url, token, writer="node0-rank3", spool_dir=tmp_path)
+    sink.emit("alert", {"rank": 5, "rule_id": "X", "severity": "HIGH"})
+    sink.emit("step", {"step": 1})
+    assert sink.flush(timeout=30), sink.last_error
+    sink.close()
+    st = open_storage(srv.db_url)
+    try:
+        ranks = [
+            json.loads(e.entry)["rank"] for e in st.iter_entries() if e.writer == "node0-rank3"
+        ]
+    finally:
+        st.close()
+    assert ranks == [3, 3]

@@ -286,7 +286,9 @@ class LedgerSink:
             kind = "invalid.kind"
         rec = _safe_record(record)
         ev: dict[str, Any] = {"kind": kind, "record": rec, "ts": time.time(), "host": self.host}
-        rank = record.get("rank", self.rank)
+        # The event's rank is the process's own (RANK), which the dead-man switch and a token
+        # bound to ranks go by; a record's "rank" is only taken where the process has none.
+        rank = self.rank if self.rank is not None else record.get("rank")
         if isinstance(rank, int) and not isinstance(rank, bool) and 0 <= rank < 2**31:
             ev["rank"] = rank
         sha = record.get("sha256")

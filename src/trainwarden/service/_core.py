@@ -141,7 +141,7 @@ class LedgerService:
         self._clock = clock
         self._quota_lock = threading.Lock()
         self._stored: dict[str, int] = {}
-        self._buckets: dict[str, tuple[_Bucket | None, _Bucket | None]] = {}
+        self._buckets: dict[str, tuple[_Bucket | None, ...]] = {}
         self._flagged: dict[tuple[str, str], float] = {}
         now = time.time()
         if self.tracker is not None:
@@ -326,74 +326,76 @@ class LedgerService:
             stored = self.ledger.storage.run_bytes(run_id)
             with self._quota_lock:
                 self._stored.setdefault(run_id, stored)
-        refusal: ServiceError | None = None
-        flag: Flag | None = None
         with self._quota_lock:
-            stored = self._stored.get(run_id, 0)
-            if q.max_bytes and stored + size > q.max_bytes:
-                refusal = ServiceError(
-                    507,
-                    "run_quota",
-                    f"run {run_id} has {stored} bytes stored; a batch of up to {size} bytes "
-                    f"would pass its quota of {q.max_bytes} bytes",
-                )
-                flag = Flag(
-                    run_id,
-                    "ledger.quota_exceeded",
-                    {"writer": writer, "stored_bytes": stored, "max_bytes": q.max_bytes},
-                )
-            elif q.events_per_s or q.bytes_per_s:
-                now = self._clock()
-                buckets = self._buckets.get(run_id)
-                if buckets is None:
-                    buckets = self._buckets[run_id] = (
-                        _Bucket(q.events_per_s, q.burst_s, now) if q.events_per_s else None,
-                        _Bucket(q.bytes_per_s, q.burst_s, now) if q.bytes_per_s else None,
-                    )
-                by_events, by_bytes = buckets
-                wait = max(
-                    by_events.wait(events, now) if by_events else 0.0,
-                    by_bytes.wait(size, now) if by_bytes else 0.0,
-                )
-                if wait > 0:
-                    rates = " and ".join(
-                        f"{rate:g} {what}"
-                        for rate, what in ((q.events_per_s, "events"), (q.bytes_per_s, "bytes"))
-                        if rate
-                    )
-                    refusal = ServiceError(
-                        429,
-                        "rate_limited",
-                        f"run {run_id} is over its rate of {rates} a second; retry in {wait:.1f} s",
-                        retry_after=wait,
-                    )
-                    flag = Flag(
-                        run_id,
-                        "ledger.rate_limited",
-                        {
-                            "writer": writer,
-                            "events_per_s": q.events_per_s,
-                            "bytes_per_s": q.bytes_per_s,
-                        },
-                    )
-                else:
-                    if by_events:
-                        by_events.level -= events
-                    if by_bytes:
-                        by_bytes.level -= size
-            if refusal is None and run_id in self._stored:
-                self._stored[run_id] = stored + size
-            if flag is not None:
-                last = self._flagged.get((run_id, flag.kind))
-                now = self._clock()
-                if last is not None and now - last < _FLAG_EVERY_S:
-                    flag = None
-                else:
-                    self._flagged[(run_id, flag.kind)] = now
-        if flag is not None:
+            refused = self._over_bytes(run_id, writer, size) or self._over_rate(
+                run_id, writer, events, size
+            )
+            if refused is None:
+                if run_id in self._stored:
+                    self._stored[run_id] += size
+                return
+            error, flag = refused
+            now = self._clock()
+            last = self._flagged.get((run_id, flag.kind))
+            record = last is None or now - last >= _FLAG_EVERY_S
+            if record:
+                self._flagged[(run_id, flag.kind)] = now
+        if record:
             self._write_flags([flag])
-        if refusal is not None:
-            raise refusal
+        raise error
+
+    def _over_bytes(self, run_id: str, writer: str, size: int) -> tuple[ServiceError, Flag] | None:
+        q = self.quota
+        stored = self._stored.get(run_id, 0)
+        if not q.max_bytes or stored + size <= q.max_bytes:
+            return None
+        return ServiceError(
+            507,
+            "run_quota",
+            f"run {run_id} has {stored} bytes stored; a batch of up to {size} bytes would pass "
+            f"its quota of {q.max_bytes} bytes",
+        ), Flag(
+            run_id,
+            "ledger.quota_exceeded",
+            {"writer": writer, "stored_bytes": stored, "max_bytes": q.max_bytes},
+        )
+
+    def _over_rate(
+        self, run_id: str, writer: str, events: int, size: int
+    ) -> tuple[ServiceError, Flag] | None:
+        """Take the batch from the run's buckets, or say how long it must wait."""
+        q = self.quota
+        if not (q.events_per_s or q.bytes_per_s):
+            return None
+        now = self._clock()
+        buckets = self._buckets.get(run_id)
+        if buckets is None:
+            buckets = self._buckets[run_id] = tuple(
+                _Bucket(rate, q.burst_s, now) if rate else None
+                for rate in (q.events_per_s, q.bytes_per_s)
+            )
+        costs = (events, size)
+        wait = max(b.wait(c, now) if b else 0.0 for b, c in zip(buckets, costs, strict=True))
+        if wait <= 0:
+            for b, c in zip(buckets, costs, strict=True):
+                if b:
+                    b.level -= c
+            return None
+        rates = " and ".join(
+            f"{rate:g} {what}"
+            for rate, what in ((q.events_per_s, "events"), (q.bytes_per_s, "bytes"))
+            if rate
+        )
+        return ServiceError(
+            429,
+            "rate_limited",
+            f"run {run_id} is over its rate of {rates} a second; retry in {wait:.1f} s",
+            retry_after=wait,
+        ), Flag(
+            run_id,
+            "ledger.rate_limited",
+            {"writer": writer, "events_per_s": q.events_per_s, "bytes_per_s": q.bytes_per_s},
+        )
 
     def _settle(self, run_id: str, delta: int) -> None:
         if delta:

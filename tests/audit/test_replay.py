@@ -162,6 +162,63 @@ def test_missing_records_make_an_interval_not_replayable(tmp_path: Path) -> None
     assert report.findings[0].severity is Severity.HIGH
 
 
+def test_a_deleted_last_checkpoint_does_not_hide_the_sabotaged_interval(tmp_path: Path) -> None:
+    run = _record(tmp_path, "reverse-gradients", start=5)
+    # The saboteur deletes the checkpoint that ends the interval it sabotaged, so that no pair
+    # of checkpoints on disk spans it any more.
+    (run / "checkpoints" / "step_00000008.pt").unlink()
+    report = replay(run, make_tiny_job, seed=1)
+    assert [(r.start, r.end, r.status) for r in report.intervals] == [
+        (0, 4, "reproduced"),
+        (4, 8, "not-replayable"),
+    ]
+    assert "step_00000008.pt" in report.intervals[1].detail
+    assert report.exit_code() == 1
+
+
+def test_a_deleted_middle_checkpoint_is_not_a_merged_interval(tmp_path: Path) -> None:
+    run = _record(tmp_path)
+    (run / "checkpoints" / "step_00000004.pt").unlink()
+    report = replay(run, make_tiny_job, seed=1)
+    assert [(r.start, r.end, r.status) for r in report.intervals] == [
+        (0, 4, "not-replayable"),
+        (4, 8, "not-replayable"),
+    ]
+    assert report.exit_code() == 1
+
+
+def test_records_and_checkpoints_removed_after_the_sabotage_are_caught_against_the_event_log(
+    tmp_path: Path,
+) -> None:
+    sink = MemorySink()
+    run = _record(tmp_path, "reverse-gradients", start=5, sink=sink)
+    # The run is cut back to its clean first interval: trailing records and checkpoint gone.
+    lines = (run / "steps.jsonl").read_text().splitlines()
+    (run / "steps.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    (run / "checkpoints" / "step_00000008.pt").unlink()
+    events = [{"kind": k, **r} for k, r in sink.events]
+    report = replay(run, make_tiny_job, seed=1, events=events)
+    tampered = [f for f in report.record_findings if f.rule_id == "TWR-RECORD-TAMPERED"]
+    assert len(tampered) == 1 and tampered[0].severity is Severity.CRITICAL
+    assert tampered[0].location.endswith("@4")
+    assert [(r.start, r.end, r.status) for r in report.intervals] == [
+        (0, 4, "reproduced"),
+        (4, 8, "not-replayable"),
+    ]
+    assert report.exit_code() == 1
+
+
+def test_a_planted_far_checkpoint_name_costs_one_interval(tmp_path: Path) -> None:
+    run = _record(tmp_path)
+    (run / "checkpoints" / "step_99999999.pt").write_bytes(b"")
+    report = replay(run, make_tiny_job, seed=1)
+    assert [(r.start, r.end, r.status) for r in report.intervals] == [
+        (0, 4, "reproduced"),
+        (4, 8, "reproduced"),
+        (8, 99999999, "not-replayable"),
+    ]
+
+
 def test_tolerance_mode_passes_clean_and_flags_a_sign_flip(tmp_path: Path) -> None:
     clean = _record(tmp_path)
     rep = replay(clean, make_tiny_job, seed=1, tolerance=1e-3)

@@ -76,7 +76,10 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
         meta = json.loads(read_limited(run / "audit.json", 1 << 20))
     except (OSError, ValueError, RecursionError) as e:
         raise AuditError(f"{run}: not an audit record ({e})", hint="give the run's run_dir") from e
-    if not isinstance(meta, dict) or not isinstance(meta.get("audit_every"), int):
+    if not isinstance(meta, dict):
+        raise AuditError(f"{run / 'audit.json'}: malformed audit metadata")
+    every = meta.get("audit_every")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise AuditError(f"{run / 'audit.json'}: malformed audit metadata")
     world = meta.get("world_size", 1)
     if not isinstance(world, int) or not 1 <= world <= 4096:
@@ -141,18 +144,7 @@ def _ledger_findings(
     rank: int | None = None,
 ) -> list[Finding]:
     """Compare the chain hashes the job sent to its sink with the records on disk."""
-    sent: dict[int, str] = {}
-    for ev in events:
-        # A JSONL sink line is flat ({"kind", "ts", **record}); a ledger entry nests the record.
-        rec = ev.get("record") if isinstance(ev.get("record"), dict) else ev
-        if (
-            ev.get("kind") == "audit.step"
-            and isinstance(rec, Mapping)
-            and isinstance(rec.get("step"), int)
-            and rec.get("run_id") in (None, run_id)
-            and (rank is None or rec.get("rank", 0) == rank)
-        ):
-            sent.setdefault(int(rec["step"]), str(rec.get("hash")))
+    sent = _logged_steps(events, run_id, rank)
     out: list[Finding] = []
     on = f" on rank {rank}" if rank is not None else ""
     for s, rec in sorted(steps.items()):
@@ -179,7 +171,61 @@ def _ledger_findings(
                 )
             )
             break
+    gone = sorted(s for s in sent if s not in steps)
+    if gone and not out:
+        # The recorder writes a record to disk before it sends its hash: a logged step with no
+        # trusted record on disk was removed (or rewritten) afterwards, e.g. the records and
+        # checkpoints after a sabotaged step deleted so that no interval covers it.
+        out.append(
+            Finding(
+                "TWR-RECORD-TAMPERED",
+                Severity.CRITICAL,
+                f"step {gone[0]}'s record{on} reached the event log but is not among the trusted "
+                f"records on disk ({len(gone)} logged step(s) missing: records were removed "
+                "after the fact)",
+                f"{run}@{gone[0]}",
+                {"missing": len(gone), "first": gone[0], "last": gone[-1]},
+            )
+        )
     return out
+
+
+def _logged_steps(
+    events: Iterable[Mapping[str, Any]], run_id: Any = None, rank: int | None = None
+) -> dict[int, str]:
+    """Step -> chain hash of every ``audit.step`` event of this run (and rank)."""
+    sent: dict[int, str] = {}
+    for ev in events:
+        # A JSONL sink line is flat ({"kind", "ts", **record}); a ledger entry nests the record.
+        rec = ev.get("record") if isinstance(ev.get("record"), dict) else ev
+        if (
+            ev.get("kind") == "audit.step"
+            and isinstance(rec, Mapping)
+            and isinstance(rec.get("step"), int)
+            and not isinstance(rec.get("step"), bool)
+            and rec["step"] >= 0
+            and rec.get("run_id") in (None, run_id)
+            and (rank is None or rec.get("rank", 0) == rank)
+        ):
+            sent.setdefault(int(rec["step"]), str(rec.get("hash")))
+    return sent
+
+
+def _boundaries(disk: Iterable[int], every: int, recorded: int) -> list[int]:
+    """The steps at which the run has (or should have) a checkpoint.
+
+    The checkpoints on disk are the job's to delete, so the intervals are not taken from them
+    alone: the recorder checkpoints step 0, every ``every``-th step and the last recorded step,
+    and each of those up to the ``recorded`` steps that the records (or the event log) vouch
+    for is a boundary whether its file is there or not (a missing one makes its intervals
+    not replayable). Bounded by the records, not by the names of files someone planted.
+    """
+    points = set(disk)
+    if recorded > 0:
+        points.update(range(0, recorded, every))
+        if recorded > max(points):
+            points.add(recorded)
+    return sorted(points)
 
 
 def _monitor_count_findings(
@@ -632,13 +678,20 @@ def replay(
     world = int(meta.get("world_size", 1))
     ranks: list[dict[int, dict[str, Any]]] = []
     findings: list[Finding] = []
+    recorded = 0
+    if events is not None:
+        events = list(events)
     for r in range(world):
         steps, broken = read_chain(run / steps_name(r, world))
         findings += broken
+        recorded = max(recorded, len(steps))
         if events is not None:
-            findings += _ledger_findings(
-                run, steps, events, meta.get("run_id"), r if world > 1 else None
-            )
+            who = r if world > 1 else None
+            findings += _ledger_findings(run, steps, events, meta.get("run_id"), who)
+            # Steps logged without a gap from step 0: a count the log's size bounds, so a
+            # forged step number cannot make the list of boundaries huge.
+            logged = _logged_steps(events, meta.get("run_id"), who)
+            recorded = max(recorded, next(s for s in itertools.count() if s not in logged))
         ranks.append(steps)
     if events is not None and meta.get("recorded_by") == "hooks":
         findings += _monitor_count_findings(run, ranks[0], events)
@@ -648,7 +701,7 @@ def replay(
         for p in ck_dir.glob("step_*.pt")
         if p.name[5:13].isdigit() and len(p.name) == 16
     )
-    intervals = list(itertools.pairwise(ck_steps))
+    intervals = list(itertools.pairwise(_boundaries(ck_steps, meta["audit_every"], recorded)))
     if not intervals:
         raise AuditError(f"{run}: fewer than two checkpoints, nothing to replay")
     if seed is None:

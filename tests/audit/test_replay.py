@@ -10,13 +10,15 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from trainwarden._internal.sink import MemorySink
-from trainwarden.audit import AuditError, AuditRecorder, replay
+from trainwarden.audit import AuditError, AuditRecorder, Job, replay
 from trainwarden.drill._replay_attacks import ATTACKS, rewrite_step_record, train
 from trainwarden.drill.gpt import make_tiny_job
 from trainwarden.findings import Severity
@@ -227,6 +229,61 @@ def test_tolerance_mode_passes_clean_and_flags_a_sign_flip(tmp_path: Path) -> No
     bad = _record(tmp_path, "reverse-gradients", start=5)
     res = replay(bad, make_tiny_job, seed=1, tolerance=1e-3).intervals[1]
     assert res.status == "diverged" and res.distance is not None and res.distance > 1e-3
+
+
+class _NegateMomentsAfter(MemorySink):
+    """A sink inside the job that, once step ``step`` is recorded and before the checkpoint
+    after it is written, negates Adam's first moments in memory (the job goes on with them)."""
+
+    def __init__(self, job: Job, step: int) -> None:
+        super().__init__()
+        self.job, self.step = job, step
+
+    def emit(self, kind: str, record: Mapping[str, Any]) -> None:
+        super().emit(kind, record)
+        if kind == "audit.step" and record["step"] == self.step:
+            with torch.no_grad():
+                for st in self.job.optimizer.state.values():
+                    st["exp_avg"].mul_(-1)
+
+
+def test_optimizer_state_edited_at_a_checkpoint_is_caught_in_tolerance_mode(
+    tmp_path: Path,
+) -> None:
+    job = make_tiny_job()
+    run = tmp_path / "run"
+    train(job, run, steps=STEPS, audit_every=EVERY, sink=_NegateMomentsAfter(job, 3))
+    # The checkpoint of step 4 holds the negated moments and the job trained on from them, so
+    # the second interval reproduces; the checkpoint is not the state step 3 recorded.
+    for tolerance in (4.5e-2, None):
+        first, second = replay(run, make_tiny_job, seed=1, tolerance=tolerance).intervals
+        assert (first.status, first.step, first.where) == ("diverged", 4, "checkpoint")
+        assert (second.status, second.step, second.where) == ("diverged", 4, "checkpoint")
+        assert any(t.startswith("optim.") and t.endswith(".exp_avg") for t in first.tensors)
+
+
+def test_a_checkpoint_missing_the_sabotaged_tensors_is_no_tolerance_pass(tmp_path: Path) -> None:
+    from trainwarden.loading import save
+
+    run = _record(tmp_path, "reverse-gradients", start=5)
+    ck = run / "checkpoints" / "step_00000008.pt"
+    state = torch.load(ck, weights_only=True)
+    # Only the tensors that replay close to the record are left in the final checkpoint.
+    state["model"] = {k: v for k, v in state["model"].items() if not v.is_floating_point()}
+    save(state, ck)  # an unsigned run: the manifest is rewritten too
+    report = replay(run, make_tiny_job, seed=1, tolerance=4.5e-2)
+    assert [r.status for r in report.intervals] == ["reproduced", "not-replayable"]
+    assert "cannot be restored" in report.intervals[1].detail
+    assert report.exit_code() == 1
+
+
+def test_a_malformed_record_costs_its_interval_not_the_report(tmp_path: Path) -> None:
+    run = _record(tmp_path)
+    rewrite_step_record(run, 5, rng=None)  # chain recomputed: only the field is wrong
+    report = replay(run, make_tiny_job, seed=1)
+    assert [r.status for r in report.intervals] == ["reproduced", "not-replayable"]
+    assert "cannot be replayed" in report.intervals[1].detail
+    assert report.exit_code() == 1
 
 
 def test_recorder_refuses_batches_it_did_not_see_sampled(tmp_path: Path) -> None:

@@ -325,13 +325,14 @@ def _restore(job: Job, ck: Mapping[str, Any]) -> None:
 
 
 def _relative_distance(job: Job, start: Mapping[str, Any], end: Mapping[str, Any]) -> float:
-    """max over float tensors of |replayed - recorded end| / |recorded end - start|."""
+    """max over the replayed model's float tensors of |replayed - recorded end| /
+    |recorded end - start| (every one of them, whatever the checkpoints hold)."""
     worst = 0.0
-    replayed = job.model.state_dict()
-    for k, rec_end in end.items():
-        if not isinstance(rec_end, torch.Tensor) or not rec_end.is_floating_point():
+    for k, replayed in job.model.state_dict().items():
+        if not replayed.is_floating_point():
             continue
-        rep = replayed[k].double()
+        rec_end = end[k]
+        rep = replayed.double()
         moved = float((rec_end.double() - start[k].double()).norm())
         err = float((rep - rec_end.double()).norm())
         worst = max(worst, err / (moved + 1e-12) if moved > 0 else (0.0 if err == 0 else 1e9))
@@ -403,8 +404,21 @@ def _replay_interval(
         detail = getattr(e, "message", None) or str(e)
         return IntervalResult(start, end, "not-replayable", detail=f"checkpoint: {detail}")
     job = factory()
-    _restore(job, ck_start)
-    if start > 0 and tolerance is None:
+    end_job = factory()
+    try:
+        _restore(job, ck_start)
+        _restore(end_job, ck_end)
+    except Exception as e:  # a checkpoint that does not fit the job is no state of this run
+        return IntervalResult(
+            start,
+            end,
+            "not-replayable",
+            detail=f"checkpoint: cannot be restored into the job ({type(e).__name__}: {e})",
+        )
+    start_model = {k: v.detach().clone() for k, v in job.model.state_dict().items()}
+    # Both checkpoints against the records, in every mode: the job wrote both, so they agree
+    # to the bit whatever machine replays (a tolerance is for recomputation, not for this).
+    if start > 0:
         for r, steps in enumerate(ranks):
             if start - 1 not in steps:
                 continue
@@ -564,8 +578,19 @@ def _replay_interval(
     finally:
         if tap is not None:
             tap.remove()
+    for r, steps in enumerate(ranks):
+        bad = _first_diff(_step.state_digests(end_job), steps[end - 1]["state"])
+        if bad:
+            return diverged(
+                end,
+                "checkpoint",
+                bad,
+                f"the checkpoint of step {end} is not the state step {end - 1} recorded"
+                + (f" on rank {r}" if world > 1 else ""),
+                r if world > 1 else None,
+            )
     if tolerance is not None:
-        dist = _relative_distance(job, ck_start["model"], ck_end["model"])
+        dist = _relative_distance(job, start_model, end_job.model.state_dict())
         if dist > tolerance:
             return IntervalResult(
                 start,
@@ -580,14 +605,38 @@ def _replay_interval(
             )
         return IntervalResult(start, end, "reproduced", distance=dist)
     final = _step.state_digests(job)
-    end_job = factory()
-    _restore(end_job, ck_end)
     bad = _first_diff(final, _step.state_digests(end_job))
     if bad:
         return diverged(
             end, "checkpoint", bad, f"the checkpoint of step {end} is not what the steps produced"
         )
     return IntervalResult(start, end, "reproduced", distance=0.0)
+
+
+def _replay_guarded(
+    run: Path,
+    factory: Factory,
+    ranks: Sequence[Mapping[int, dict[str, Any]]],
+    start: int,
+    end: int,
+    **kw: Any,
+) -> IntervalResult:
+    """:func:`_replay_interval`, where a record the replay cannot use is the interval's result.
+
+    The records are the job's writing: a field of the wrong type or shape (the chain vouches
+    only for their order) must cost the interval, never the report of every other interval.
+    """
+    try:
+        return _replay_interval(run, factory, ranks, start, end, **kw)
+    except AuditError:
+        raise  # the job factory or its declared data cannot be used: the whole replay stops
+    except Exception as e:
+        return IntervalResult(
+            start,
+            end,
+            "not-replayable",
+            detail=f"the records cannot be replayed ({type(e).__name__}: {e})"[:500],
+        )
 
 
 def _rank_specs(job: Job, world: int) -> list[Any] | None:
@@ -720,7 +769,7 @@ def replay(
         torch.set_num_threads(use)
     try:
         results = tuple(
-            _replay_interval(
+            _replay_guarded(
                 run,
                 fac,
                 ranks,

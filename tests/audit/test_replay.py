@@ -286,6 +286,62 @@ def test_a_malformed_record_costs_its_interval_not_the_report(tmp_path: Path) ->
     assert report.exit_code() == 1
 
 
+def test_a_made_up_thread_count_is_refused_not_run(tmp_path: Path) -> None:
+    run = _record(tmp_path)
+    meta = json.loads((run / "audit.json").read_text())
+    meta["threads"] = 100_000  # the replay would ask torch's thread pool for that many
+    (run / "audit.json").write_text(json.dumps(meta))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "audit",
+            "replay",
+            str(run),
+            "--job",
+            "trainwarden.drill.gpt:make_tiny_job",
+            "--seed",
+            "1",
+            "--no-attest",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "malformed threads 100000" in proc.stdout + proc.stderr
+
+
+def test_an_rng_state_that_inflates_past_its_size_is_refused_without_inflating(
+    tmp_path: Path,
+) -> None:
+    import base64
+    import tracemalloc
+    import zlib
+
+    from trainwarden.audit._step import set_rng_blob
+
+    # A zlib stream of 200 MB of zeros fits a step record line in a few hundred kilobytes.
+    bomb = base64.b64encode(zlib.compress(bytes(200 << 20), 9)).decode("ascii")
+    before = torch.get_rng_state()
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="inflates past"):
+            set_rng_blob(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+    assert torch.equal(torch.get_rng_state(), before)
+    run = _record(tmp_path)
+    rewrite_step_record(run, 5, rng=bomb)
+    report = replay(run, make_tiny_job, seed=1)
+    assert [r.status for r in report.intervals] == ["reproduced", "not-replayable"]
+    assert "inflates past" in report.intervals[1].detail
+
+
 def test_recorder_refuses_batches_it_did_not_see_sampled(tmp_path: Path) -> None:
     job = make_tiny_job()
     rec = AuditRecorder(job, tmp_path / "run", audit_every=2)

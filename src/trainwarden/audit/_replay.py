@@ -14,7 +14,6 @@ import itertools
 import json
 import random
 import secrets
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,8 +83,21 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
     world = meta.get("world_size", 1)
     if not isinstance(world, int) or not 1 <= world <= 4096:
         raise AuditError(f"{run / 'audit.json'}: malformed world_size {world!r}")
+    threads = meta.get("threads")
+    if threads is not None and (
+        not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS
+    ):
+        # The replay runs with this many intra-op threads: a count the job made up (100,000)
+        # crashes the auditor's process in its thread pool.
+        raise AuditError(
+            f"{run / 'audit.json'}: malformed threads {threads!r} (1-{MAX_THREADS})",
+            hint="audit.json is the job's writing: a recorder writes the thread count it ran with",
+        )
     return meta
 
+
+# The most intra-op threads a recorded run may ask the replay for (more than any node's cores).
+MAX_THREADS = 1024
 
 # The longest step record line read (a record holds hashes and a few numbers: far shorter).
 MAX_RECORD_LINE = 1 << 20
@@ -295,9 +307,7 @@ def ledger_events(url: str, token: str, run: str) -> list[dict[str, Any]]:
 
 
 def _rng_state_bytes(blob: str) -> bytes:
-    import base64
-
-    return zlib.decompress(base64.b64decode(blob.encode("ascii")))
+    return _step.rng_state_bytes(blob)
 
 
 def _first_diff(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:

@@ -8,6 +8,7 @@ two tensors share a digest only if they are bit-identical (or with probability a
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import math
 import zlib
@@ -101,8 +102,29 @@ def rng_blob() -> str:
     return base64.b64encode(zlib.compress(state, 6)).decode("ascii")
 
 
+# The CPU generator's state is 5,056 bytes; a recorded blob that inflates past this is no
+# state the recorder wrote (a step record line of 1 MiB can hold a zlib stream of ~1 GB).
+MAX_RNG_STATE = 1 << 16
+
+
+def rng_state_bytes(blob: str) -> bytes:
+    """The raw generator state of a recorded blob; ``ValueError`` when it is not one (not
+    text, not base64, not zlib, or inflating past :data:`MAX_RNG_STATE`), decided without
+    inflating more than that."""
+    if not isinstance(blob, str):
+        raise ValueError(f"the RNG state is a {type(blob).__name__}, not a string")
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(base64.b64decode(blob.encode("ascii"), validate=True), MAX_RNG_STATE)
+    except (zlib.error, UnicodeEncodeError, binascii.Error) as e:
+        raise ValueError(f"the RNG state is not a recorded one ({e})") from e
+    if d.unconsumed_tail or not d.eof:
+        raise ValueError(f"the RNG state inflates past {MAX_RNG_STATE} bytes")
+    return raw
+
+
 def set_rng_blob(blob: str) -> None:
-    raw = zlib.decompress(base64.b64decode(blob.encode("ascii")))
+    raw = rng_state_bytes(blob)
     torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
 
 

@@ -342,6 +342,17 @@ def test_an_rng_state_that_inflates_past_its_size_is_refused_without_inflating(
     assert "inflates past" in report.intervals[1].detail
 
 
+def test_claiming_hooks_in_audit_json_does_not_switch_the_rng_check_off(tmp_path: Path) -> None:
+    run = _record(tmp_path, "reseed-every-step", start=5)
+    # The RNG continuity check is off for runs recorded from hooks; the saboteur says so in
+    # the one file the chain does not cover.
+    meta = json.loads((run / "audit.json").read_text())
+    meta["recorded_by"] = "hooks"
+    (run / "audit.json").write_text(json.dumps(meta))
+    second = replay(run, make_tiny_job, seed=1).intervals[1]
+    assert (second.status, second.step, second.where) == ("diverged", 5, "rng")
+
+
 def test_recorder_refuses_batches_it_did_not_see_sampled(tmp_path: Path) -> None:
     job = make_tiny_job()
     rec = AuditRecorder(job, tmp_path / "run", audit_every=2)

@@ -247,6 +247,9 @@ class AuditRecorder:
         self._local.clear()
         record: dict[str, Any] = {
             "step": self.step_index,
+            # Chained with the rest of the record: the replay decides from it, not from
+            # audit.json (which the job can rewrite), that RNG continuity is checked.
+            "by": "recorder",
             "micro": indices,
             "batch": [_step.batch_digest(mb) for mb in micro_batches],
             "rng": _step.rng_blob(),

@@ -623,6 +623,23 @@ def _replay_interval(
     return IntervalResult(start, end, "reproduced", distance=0.0)
 
 
+def _recorded_by_hooks(meta: Mapping[str, Any], ranks: Sequence[Mapping[int, Any]]) -> bool:
+    """Whether the run was recorded from hooks (each step then restarts from its own RNG
+    state: no continuity check between steps).
+
+    Decided by the chained records, which mark who wrote them: ``audit.json`` is the job's to
+    rewrite, and claiming ``"recorded_by": "hooks"`` there must not switch the check off for
+    a run that ``AuditRecorder.step`` recorded. Only records that carry no mark (written before
+    records were marked) fall back to ``audit.json``.
+    """
+    marks = {rec.get("by") for steps in ranks for rec in steps.values()}
+    if marks == {"hooks"}:
+        return True
+    if marks <= {None}:
+        return meta.get("recorded_by") == "hooks"
+    return False  # the recorder's mark, or a mix: keep every check
+
+
 def _replay_guarded(
     run: Path,
     factory: Factory,
@@ -752,7 +769,8 @@ def replay(
             logged = _logged_steps(events, meta.get("run_id"), who)
             recorded = max(recorded, next(s for s in itertools.count() if s not in logged))
         ranks.append(steps)
-    if events is not None and meta.get("recorded_by") == "hooks":
+    hooks = _recorded_by_hooks(meta, ranks)
+    if events is not None and hooks:
         findings += _monitor_count_findings(run, ranks[0], events)
     ck_dir = run / "checkpoints"
     ck_steps = sorted(
@@ -790,7 +808,7 @@ def replay(
                 manifest_key=manifest_key,
                 # A loop recorded from hooks may draw from the RNG between steps (a sampler
                 # seeding itself at an epoch's start): each step restarts from its own record.
-                rng_continuity=meta.get("recorded_by") != "hooks",
+                rng_continuity=not hooks,
             )
             for a, b in chosen
         )

@@ -6,6 +6,7 @@ check); the replay is an independent re-execution from the run's own checkpoints
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -260,6 +261,54 @@ def test_optimizer_state_edited_at_a_checkpoint_is_caught_in_tolerance_mode(
         assert (first.status, first.step, first.where) == ("diverged", 4, "checkpoint")
         assert (second.status, second.step, second.where) == ("diverged", 4, "checkpoint")
         assert any(t.startswith("optim.") and t.endswith(".exp_avg") for t in first.tensors)
+
+
+class _RaiseLrAfter(MemorySink):
+    """A sink inside the job that, once step ``step`` is recorded and before the checkpoint
+    after it is written, multiplies the scheduler's base learning rates by ten (or, with no
+    scheduler in the way, the optimizer's own lr); the job trains on with them."""
+
+    def __init__(self, job: Job, step: int, where: str) -> None:
+        super().__init__()
+        self.job, self.step, self.where = job, step, where
+
+    def emit(self, kind: str, record: Mapping[str, Any]) -> None:
+        super().emit(kind, record)
+        if kind == "audit.step" and record["step"] == self.step:
+            sched = self.job.scheduler
+            if self.where == "scheduler" and sched is not None:
+                sched.base_lrs = [b * 10 for b in sched.base_lrs]
+            else:
+                for g in self.job.optimizer.param_groups:
+                    g["lr"] *= 10
+
+
+@pytest.mark.parametrize("where", ["scheduler", "optimizer"])
+@pytest.mark.parametrize("tolerance", [None, 4.5e-2])
+def test_a_schedule_edited_at_a_checkpoint_is_named(
+    tmp_path: Path, where: str, tolerance: float | None
+) -> None:
+    job = make_tiny_job()
+    if where == "optimizer":
+        job = dataclasses.replace(job, scheduler=None)
+    run = tmp_path / "run"
+    train(job, run, steps=STEPS, audit_every=EVERY, sink=_RaiseLrAfter(job, 3, where))
+
+    def factory() -> Job:
+        fresh = make_tiny_job()
+        return dataclasses.replace(fresh, scheduler=None) if where == "optimizer" else fresh
+
+    # The checkpoint of step 4 carries the raised schedule and the job trained on with it, so
+    # the second interval, replayed from that checkpoint, agrees with its own records.
+    first, second = replay(run, factory, seed=1, tolerance=tolerance).intervals
+    assert (first.status, first.step, first.where, first.tensors) == (
+        "diverged",
+        4,
+        "checkpoint",
+        ("schedule",),
+    )
+    assert (second.status, second.step, second.where) == ("diverged", 4, "checkpoint")
+    assert "schedule" in second.tensors
 
 
 def test_a_checkpoint_missing_the_sabotaged_tensors_is_no_tolerance_pass(tmp_path: Path) -> None:

@@ -329,6 +329,7 @@ class HookRecorder:
             return
         self._pending = None
         rec["state"] = _step.state_digests(self.job)
+        rec["sched"] = _step.schedule_digest(self.job)
         rec["prev"] = self._prev
         rec["hash"] = chain_hash(rec)
         self._prev = rec["hash"]

@@ -274,6 +274,7 @@ class AuditRecorder:
             record["rank"] = self.rank
             record["local"] = dict(sorted(self._local.items()))
         record["state"] = _step.state_digests(self.job)
+        record["sched"] = _step.schedule_digest(self.job)
         record["prev"] = self._prev
         record["hash"] = chain_hash(record)
         self._prev = record["hash"]

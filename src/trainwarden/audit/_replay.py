@@ -433,6 +433,10 @@ def _replay_interval(
             if start - 1 not in steps:
                 continue
             bad = _first_diff(_step.state_digests(job), steps[start - 1]["state"])
+            if "sched" in steps[start - 1] and (
+                _step.schedule_digest(job) != steps[start - 1]["sched"]
+            ):
+                bad.append("schedule")
             if bad:
                 return diverged(
                     start,
@@ -588,8 +592,22 @@ def _replay_interval(
     finally:
         if tap is not None:
             tap.remove()
+    # The schedule (hyperparameters, scheduler state) that the steps produced, and the one
+    # the ending checkpoint and the last record hold: exact in every mode.
+    if _step.schedule_digest(job) != _step.schedule_digest(end_job):
+        return diverged(
+            end,
+            "checkpoint",
+            ("schedule",),
+            f"the checkpoint of step {end} holds another schedule (hyperparameters or "
+            "scheduler state) than the steps produced",
+        )
     for r, steps in enumerate(ranks):
         bad = _first_diff(_step.state_digests(end_job), steps[end - 1]["state"])
+        if "sched" in steps[end - 1] and (
+            _step.schedule_digest(end_job) != steps[end - 1]["sched"]
+        ):
+            bad.append("schedule")
         if bad:
             return diverged(
                 end,

@@ -96,6 +96,41 @@ def hyperparameters(job: Job) -> list[dict[str, Any]]:
     return groups
 
 
+def _canonical(v: Any, h: Any) -> None:
+    # An exact, typed encoding: floats by their repr (exact), tensors by their bits.
+    if isinstance(v, torch.Tensor):
+        h.update(b"T" + tensor_digest(v).encode())
+    elif isinstance(v, dict):
+        h.update(b"{%d" % len(v))
+        for k in sorted(v, key=repr):
+            h.update(repr(k).encode() + b":")
+            _canonical(v[k], h)
+        h.update(b"}")
+    elif isinstance(v, (list, tuple)):
+        h.update(b"[%d" % len(v))
+        for x in v:
+            _canonical(x, h)
+        h.update(b"]")
+    elif v is None or isinstance(v, (bool, int, float, str, bytes)):
+        h.update(type(v).__name__.encode() + b"=" + repr(v).encode() + b";")
+    else:
+        h.update(b"?" + type(v).__qualname__.encode() + b";")
+
+
+def schedule_digest(job: Job) -> str:
+    """Digest of what decides the next steps' hyperparameters: every parameter group's scalar
+    settings and the scheduler's whole state (``base_lrs``, ``last_epoch``, ...).
+
+    The weights' and optimizer state's digests do not cover them, and a checkpoint written
+    after a schedule was edited in memory would otherwise replay as its own consistent run.
+    """
+    h = hashlib.blake2b(digest_size=16, person=_PERSON)
+    _canonical(hyperparameters(job), h)
+    if job.scheduler is not None:
+        _canonical(job.scheduler.state_dict(), h)
+    return h.hexdigest()
+
+
 def rng_blob() -> str:
     """The CPU generator's full state, compressed and base64-encoded."""
     state = torch.get_rng_state().numpy().tobytes()

@@ -335,6 +335,18 @@ def test_a_malformed_record_costs_its_interval_not_the_report(tmp_path: Path) ->
     assert report.exit_code() == 1
 
 
+def test_a_reseed_at_a_checkpoint_is_named(tmp_path: Path) -> None:
+    def reseed_at_the_checkpoint(job: Job, step: int) -> None:
+        if step == EVERY:
+            torch.manual_seed(1234)  # once, between the interval's last step and the next
+
+    run = tmp_path / "run"
+    train(make_tiny_job(), run, steps=STEPS, audit_every=EVERY, attack=reseed_at_the_checkpoint)
+    first, second = replay(run, make_tiny_job, seed=1).intervals
+    assert (first.status, first.step, first.where) == ("diverged", EVERY, "rng")
+    assert second.status == "reproduced"  # it starts from its own record's RNG state
+
+
 def test_a_made_up_thread_count_is_refused_not_run(tmp_path: Path) -> None:
     run = _record(tmp_path)
     meta = json.loads((run / "audit.json").read_text())

@@ -592,6 +592,21 @@ def _replay_interval(
     finally:
         if tap is not None:
             tap.remove()
+    if rng_continuity:
+        # Across the checkpoint too: the next interval starts from its own record's RNG state,
+        # so a reseed between this interval's last step and the next one is seen only here.
+        for r, steps in enumerate(ranks):
+            after = rng_after[r]
+            nxt = steps.get(end)
+            if after is not None and nxt is not None and after != _rng_state_bytes(nxt["rng"]):
+                on = f" on rank {r}" if world > 1 else ""
+                return diverged(
+                    end,
+                    "rng",
+                    (),
+                    f"the global RNG{on} was changed between step {end - 1} and step {end}",
+                    rank_of(r),
+                )
     # The schedule (hyperparameters, scheduler state) that the steps produced, and the one
     # the ending checkpoint and the last record hold: exact in every mode.
     if _step.schedule_digest(job) != _step.schedule_digest(end_job):

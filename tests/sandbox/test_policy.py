@@ -144,3 +144,12 @@ def test_a_devices_entry_that_is_a_regular_file_is_refused(tmp_path: Path) -> No
         r.path: r.kind for r in SandboxPolicy(presets=(), devices=("/dev/null",)).resolve().rules
     }
     assert kinds == {"/dev/null": "device"}
+
+
+def test_a_device_declared_twice_is_allowed_but_a_write_over_the_system_files_is_not() -> None:
+    # /dev/null is the system preset's read+write file and a declared device: the same file
+    # writable twice, nothing widened. A write rule over /dev would widen it (and every device).
+    kinds = {r.kind for r in SandboxPolicy(devices=("/dev/null",)).resolve().rules}
+    assert {"rw", "device"} <= kinds
+    with pytest.raises(SandboxError, match="contains the read-only path /dev/null"):
+        SandboxPolicy(write=("/dev",)).resolve()

@@ -403,9 +403,9 @@ def _identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-# Rule kinds whose rights include writing files beneath them (a device rule grants write on
-# everything under the path it names, as a write rule does).
-_WRITERS = ("write", "rw", "device")
+# Rule kinds that grant writing everything beneath the path they name (a device rule grants
+# WRITE_FILE on every file under it, as a write rule grants all rights).
+_WRITERS = ("write", "device")
 
 
 def _check_device(path: str, source: str | None) -> None:
@@ -424,24 +424,24 @@ def _check_device(path: str, source: str | None) -> None:
 
 
 def _check_write_overlap(rules: list[Rule]) -> None:
-    # Compared on (device, inode) of each read-only path and of all its parents, so that a
+    # Compared on (device, inode) of each narrower path and of all its parents, so that a
     # symlink or a second mount of the same folder is caught as well as the same spelling.
-    writes: dict[tuple[int, int], Rule] = {}
+    writers: dict[tuple[int, int], list[Rule]] = {}
     for r in rules:
         if r.kind in _WRITERS:
             ident = _identity(r.path)
             if ident is not None:
-                writes.setdefault(ident, r)
-    if not writes:
+                writers.setdefault(ident, []).append(r)
+    if not writers:
         return
     for r in rules:
-        if r.kind in _WRITERS:
+        if r.kind == "write":
             continue
         here = r.path
         while True:
-            ident = _identity(here)
-            if ident in writes:
-                w = writes[ident]
+            for w in writers.get(_identity(here) or (-1, -1), ()):
+                if w is r or (here == r.path and r.kind in ("rw", "device")):
+                    continue  # itself, or the same file declared writable twice
                 raise SandboxError(
                     f"{w.kind} path {w.path} [{w.origin}] contains the read-only path {r.path} "
                     f"[{r.origin}]: Landlock would let the job write it",

@@ -53,6 +53,77 @@ def test_removing_one_hook_is_named_at_the_next_step(make_run: Callable[..., Run
     assert alert.step == 4 and alert.severity.name == "CRITICAL"
 
 
+class _ClaimsToBeAnyHook:
+    """Does nothing when called, and says it equals whatever it is compared with."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = object.__hash__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def test_a_hook_replaced_by_an_object_claiming_equality_is_named(
+    make_run: Callable[..., Run],
+) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+
+    def swap(step: int, m: Any, opt: Any) -> None:
+        if step == 2:
+            # The hook's slot stays, with an inert callable in it that compares equal to the
+            # monitor's bound method.
+            for hid, fn in list(m._forward_pre_hooks.items()):
+                if getattr(fn, "__self__", None) is run.monitor:
+                    m._forward_pre_hooks[hid] = _ClaimsToBeAnyHook()
+
+    run.train(5, attack=swap)
+    assert _tampered(run) == ["the monitor's forward pre hook was replaced by _ClaimsToBeAnyHook"]
+    assert run.first("TWM-MONITOR-TAMPERED").step == 4
+
+
+class _QuietContinuity(WeightContinuity):
+    def _compare(self, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+
+@pytest.mark.parametrize("how", ["class-swapped", "list-cleared", "list-rebound", "clock-rebound"])
+def test_checks_switched_off_without_touching_code_are_named(
+    make_run: Callable[..., Run], how: str
+) -> None:
+    model = mlp()
+    run = make_run(model, torch.optim.SGD(model.parameters(), lr=0.01), selfcheck_interval_s=0)
+    mon = run.monitor
+
+    def attack(step: int, m: Any, opt: Any) -> None:
+        if step == 2:
+            if how == "class-swapped":
+                # No function of WeightContinuity changes: the instance now runs a subclass.
+                (check,) = [c for c in mon.checks if type(c) is WeightContinuity]
+                check.__class__ = _QuietContinuity
+            elif how == "list-cleared":
+                mon.checks.clear()
+            elif how == "list-rebound":
+                mon.checks = [c for c in mon.checks if type(c) is not WeightContinuity]
+            else:
+                mon.clock = type(mon.clock)(torch.device("cpu"))
+        _edit(step, m, opt)
+
+    run.train(5, attack=attack)
+    problems = _tampered(run)
+    expected = {
+        "class-swapped": "the class of the monitor's WeightContinuity was changed to "
+        "_QuietContinuity",
+        "list-cleared": "the monitor's list of checks was changed (removed: StepIdentity,",
+        "list-rebound": "Monitor.checks was replaced on the instance",
+        "clock-rebound": "Monitor.clock was replaced on the instance",
+    }[how]
+    assert any(p.startswith(expected) for p in problems), problems
+    assert run.first("TWM-MONITOR-TAMPERED").step == 4
+
+
 def test_removing_every_hook_is_seen_by_the_background_self_check(
     make_run: Callable[..., Run],
 ) -> None:

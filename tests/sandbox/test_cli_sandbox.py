@@ -44,6 +44,32 @@ print("USER CODE RAN")
 """
 
 
+OVERWRITE_CODE = """
+import os, sys
+try:
+    with open(os.path.join(os.path.dirname(__file__), "helper.py"), "r+") as f:
+        f.write("# canary")
+    print("WROTE code")
+except OSError as e:
+    print("DENIED code", e.errno)
+"""
+
+
+@needs_landlock
+def test_a_devices_entry_cannot_make_the_code_writable(run_cli: RunCli, tmp_path: Path) -> None:
+    script = tmp_path / "code" / "train.py"
+    script.parent.mkdir()
+    script.write_text(OVERWRITE_CODE)
+    helper = script.parent / "helper.py"
+    helper.write_text("VALUE = 1\n")
+    policy = _policy(tmp_path, f'devices = ["{script.parent}"]\n')
+    r = run_cli(["run", "--sandbox", "--sandbox-policy", str(policy), str(script)])
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "contains the read-only path" in r.stderr
+    assert "WROTE code" not in r.stdout
+    assert helper.read_text() == "VALUE = 1\n"
+
+
 @needs_landlock
 def test_run_sandbox_applies_before_user_code_and_reports(run_cli: RunCli, tmp_path: Path) -> None:
     shared = tmp_path / "shared"

@@ -121,3 +121,35 @@ def test_older_abis_name_what_they_cannot_enforce() -> None:
     assert unenforceable(r, 0) == ("filesystem rules (ABI 1)",)
     unscoped = SandboxPolicy(presets=(), scope_signals=False, scope_abstract_unix=False)
     assert unenforceable(unscoped.resolve(), 5) == ()
+
+
+def test_a_devices_entry_over_code_is_refused_like_a_write_rule(tmp_path: Path) -> None:
+    # A device rule grants write on everything beneath the path it names, as a write rule does;
+    # here through a symlinked spelling of the code's parent.
+    code = tmp_path / "project" / "code"
+    code.mkdir(parents=True)
+    alias = tmp_path / "alias"
+    alias.symlink_to(tmp_path / "project")
+    with pytest.raises(SandboxError, match=r"device path .* contains the read-only path"):
+        SandboxPolicy(presets=(), devices=(str(alias),)).resolve(code=[str(code)])
+
+
+def test_a_devices_entry_that_is_a_regular_file_is_refused(tmp_path: Path) -> None:
+    f = tmp_path / "weights.pt"
+    f.write_bytes(b"")
+    with pytest.raises(SandboxError, match="is not a device file"):
+        SandboxPolicy(presets=(), devices=(str(f),)).resolve()
+    # A real character device is what the entry is for.
+    kinds = {
+        r.path: r.kind for r in SandboxPolicy(presets=(), devices=("/dev/null",)).resolve().rules
+    }
+    assert kinds == {"/dev/null": "device"}
+
+
+def test_a_device_declared_twice_is_allowed_but_a_write_over_the_system_files_is_not() -> None:
+    # /dev/null is the system preset's read+write file and a declared device: the same file
+    # writable twice, nothing widened. A write rule over /dev would widen it (and every device).
+    kinds = {r.kind for r in SandboxPolicy(devices=("/dev/null",)).resolve().rules}
+    assert {"rw", "device"} <= kinds
+    with pytest.raises(SandboxError, match="contains the read-only path /dev/null"):
+        SandboxPolicy(write=("/dev",)).resolve()

@@ -62,3 +62,54 @@ def test_rewritten_records_are_caught_against_the_ledger(
     findings = json.loads(proc.stdout)["findings"]
     assert findings[0]["rule_id"] == "TWR-RECORD-TAMPERED"
     assert findings[0]["location"].endswith("@1")
+
+
+def test_records_and_checkpoint_removed_after_a_sabotage_are_caught_against_the_ledger(
+    start_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainwarden.drill._replay_attacks import ATTACKS
+
+    srv = start_server(extra=["--no-deadman"])
+    run_id, token = srv.create_run(ranks=0)
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_URL", srv.url)
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", token)
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_SPOOL", str(tmp_path / "spool"))
+    run = tmp_path / "run"
+    attack = ATTACKS["reverse-gradients"].build(3)
+    train(make_tiny_job(), run, steps=4, audit_every=2, attack=attack)
+    # The saboteur cuts the run back to its clean first interval: the sabotaged interval's
+    # records and its ending checkpoint are deleted, so no pair of checkpoints spans it.
+    lines = (run / "steps.jsonl").read_text().splitlines()
+    (run / "steps.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (run / "checkpoints" / "step_00000004.pt").unlink()
+    with srv.client(srv.admin_token) as c:
+        reader = c.post("/v1/tokens", json={"role": "reader"}).json()["token"]
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", reader)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "audit",
+            "replay",
+            str(run),
+            "--job",
+            "trainwarden.drill.gpt:make_tiny_job",
+            "--ledger-run",
+            run_id,
+            "--no-attest",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert [(i["start"], i["end"], i["status"]) for i in out["intervals"]] == [
+        (0, 2, "reproduced"),
+        (2, 4, "not-replayable"),
+    ]
+    (f,) = [f for f in out["findings"] if f["rule_id"] == "TWR-RECORD-TAMPERED"]
+    assert f["location"].endswith("@2")

@@ -278,6 +278,9 @@ class HookRecorder:
         self._counts = {}
         self._current = {
             "step": self.step_index,
+            # In the chained record, not only in audit.json: the replay's RNG continuity check
+            # is off for hook-recorded steps, and the job can rewrite audit.json.
+            "by": "hooks",
             "rng": _step.rng_blob(),
             "hparams": _step.hyperparameters(self.job),
         }
@@ -326,6 +329,7 @@ class HookRecorder:
             return
         self._pending = None
         rec["state"] = _step.state_digests(self.job)
+        rec["sched"] = _step.schedule_digest(self.job)
         rec["prev"] = self._prev
         rec["hash"] = chain_hash(rec)
         self._prev = rec["hash"]

@@ -247,6 +247,9 @@ class AuditRecorder:
         self._local.clear()
         record: dict[str, Any] = {
             "step": self.step_index,
+            # Chained with the rest of the record: the replay decides from it, not from
+            # audit.json (which the job can rewrite), that RNG continuity is checked.
+            "by": "recorder",
             "micro": indices,
             "batch": [_step.batch_digest(mb) for mb in micro_batches],
             "rng": _step.rng_blob(),
@@ -271,6 +274,7 @@ class AuditRecorder:
             record["rank"] = self.rank
             record["local"] = dict(sorted(self._local.items()))
         record["state"] = _step.state_digests(self.job)
+        record["sched"] = _step.schedule_digest(self.job)
         record["prev"] = self._prev
         record["hash"] = chain_hash(record)
         self._prev = record["hash"]

@@ -14,7 +14,6 @@ import itertools
 import json
 import random
 import secrets
-import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,13 +75,29 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
         meta = json.loads(read_limited(run / "audit.json", 1 << 20))
     except (OSError, ValueError, RecursionError) as e:
         raise AuditError(f"{run}: not an audit record ({e})", hint="give the run's run_dir") from e
-    if not isinstance(meta, dict) or not isinstance(meta.get("audit_every"), int):
+    if not isinstance(meta, dict):
+        raise AuditError(f"{run / 'audit.json'}: malformed audit metadata")
+    every = meta.get("audit_every")
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise AuditError(f"{run / 'audit.json'}: malformed audit metadata")
     world = meta.get("world_size", 1)
     if not isinstance(world, int) or not 1 <= world <= 4096:
         raise AuditError(f"{run / 'audit.json'}: malformed world_size {world!r}")
+    threads = meta.get("threads")
+    if threads is not None and (
+        not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= MAX_THREADS
+    ):
+        # The replay runs with this many intra-op threads: a count the job made up (100,000)
+        # crashes the auditor's process in its thread pool.
+        raise AuditError(
+            f"{run / 'audit.json'}: malformed threads {threads!r} (1-{MAX_THREADS})",
+            hint="audit.json is the job's writing: a recorder writes the thread count it ran with",
+        )
     return meta
 
+
+# The most intra-op threads a recorded run may ask the replay for (more than any node's cores).
+MAX_THREADS = 1024
 
 # The longest step record line read (a record holds hashes and a few numbers: far shorter).
 MAX_RECORD_LINE = 1 << 20
@@ -141,18 +156,7 @@ def _ledger_findings(
     rank: int | None = None,
 ) -> list[Finding]:
     """Compare the chain hashes the job sent to its sink with the records on disk."""
-    sent: dict[int, str] = {}
-    for ev in events:
-        # A JSONL sink line is flat ({"kind", "ts", **record}); a ledger entry nests the record.
-        rec = ev.get("record") if isinstance(ev.get("record"), dict) else ev
-        if (
-            ev.get("kind") == "audit.step"
-            and isinstance(rec, Mapping)
-            and isinstance(rec.get("step"), int)
-            and rec.get("run_id") in (None, run_id)
-            and (rank is None or rec.get("rank", 0) == rank)
-        ):
-            sent.setdefault(int(rec["step"]), str(rec.get("hash")))
+    sent = _logged_steps(events, run_id, rank)
     out: list[Finding] = []
     on = f" on rank {rank}" if rank is not None else ""
     for s, rec in sorted(steps.items()):
@@ -179,7 +183,61 @@ def _ledger_findings(
                 )
             )
             break
+    gone = sorted(s for s in sent if s not in steps)
+    if gone and not out:
+        # The recorder writes a record to disk before it sends its hash: a logged step with no
+        # trusted record on disk was removed (or rewritten) afterwards, e.g. the records and
+        # checkpoints after a sabotaged step deleted so that no interval covers it.
+        out.append(
+            Finding(
+                "TWR-RECORD-TAMPERED",
+                Severity.CRITICAL,
+                f"step {gone[0]}'s record{on} reached the event log but is not among the trusted "
+                f"records on disk ({len(gone)} logged step(s) missing: records were removed "
+                "after the fact)",
+                f"{run}@{gone[0]}",
+                {"missing": len(gone), "first": gone[0], "last": gone[-1]},
+            )
+        )
     return out
+
+
+def _logged_steps(
+    events: Iterable[Mapping[str, Any]], run_id: Any = None, rank: int | None = None
+) -> dict[int, str]:
+    """Step -> chain hash of every ``audit.step`` event of this run (and rank)."""
+    sent: dict[int, str] = {}
+    for ev in events:
+        # A JSONL sink line is flat ({"kind", "ts", **record}); a ledger entry nests the record.
+        rec = ev.get("record") if isinstance(ev.get("record"), dict) else ev
+        if (
+            ev.get("kind") == "audit.step"
+            and isinstance(rec, Mapping)
+            and isinstance(rec.get("step"), int)
+            and not isinstance(rec.get("step"), bool)
+            and rec["step"] >= 0
+            and rec.get("run_id") in (None, run_id)
+            and (rank is None or rec.get("rank", 0) == rank)
+        ):
+            sent.setdefault(int(rec["step"]), str(rec.get("hash")))
+    return sent
+
+
+def _boundaries(disk: Iterable[int], every: int, recorded: int) -> list[int]:
+    """The steps at which the run has (or should have) a checkpoint.
+
+    The checkpoints on disk are the job's to delete, so the intervals are not taken from them
+    alone: the recorder checkpoints step 0, every ``every``-th step and the last recorded step,
+    and each of those up to the ``recorded`` steps that the records (or the event log) vouch
+    for is a boundary whether its file is there or not (a missing one makes its intervals
+    not replayable). Bounded by the records, not by the names of files someone planted.
+    """
+    points = set(disk)
+    if recorded > 0:
+        points.update(range(0, recorded, every))
+        if recorded > max(points):
+            points.add(recorded)
+    return sorted(points)
 
 
 def _monitor_count_findings(
@@ -249,9 +307,7 @@ def ledger_events(url: str, token: str, run: str) -> list[dict[str, Any]]:
 
 
 def _rng_state_bytes(blob: str) -> bytes:
-    import base64
-
-    return zlib.decompress(base64.b64decode(blob.encode("ascii")))
+    return _step.rng_state_bytes(blob)
 
 
 def _first_diff(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
@@ -279,13 +335,14 @@ def _restore(job: Job, ck: Mapping[str, Any]) -> None:
 
 
 def _relative_distance(job: Job, start: Mapping[str, Any], end: Mapping[str, Any]) -> float:
-    """max over float tensors of |replayed - recorded end| / |recorded end - start|."""
+    """max over the replayed model's float tensors of |replayed - recorded end| /
+    |recorded end - start| (every one of them, whatever the checkpoints hold)."""
     worst = 0.0
-    replayed = job.model.state_dict()
-    for k, rec_end in end.items():
-        if not isinstance(rec_end, torch.Tensor) or not rec_end.is_floating_point():
+    for k, replayed in job.model.state_dict().items():
+        if not replayed.is_floating_point():
             continue
-        rep = replayed[k].double()
+        rec_end = end[k]
+        rep = replayed.double()
         moved = float((rec_end.double() - start[k].double()).norm())
         err = float((rep - rec_end.double()).norm())
         worst = max(worst, err / (moved + 1e-12) if moved > 0 else (0.0 if err == 0 else 1e9))
@@ -357,12 +414,29 @@ def _replay_interval(
         detail = getattr(e, "message", None) or str(e)
         return IntervalResult(start, end, "not-replayable", detail=f"checkpoint: {detail}")
     job = factory()
-    _restore(job, ck_start)
-    if start > 0 and tolerance is None:
+    end_job = factory()
+    try:
+        _restore(job, ck_start)
+        _restore(end_job, ck_end)
+    except Exception as e:  # a checkpoint that does not fit the job is no state of this run
+        return IntervalResult(
+            start,
+            end,
+            "not-replayable",
+            detail=f"checkpoint: cannot be restored into the job ({type(e).__name__}: {e})",
+        )
+    start_model = {k: v.detach().clone() for k, v in job.model.state_dict().items()}
+    # Both checkpoints against the records, in every mode: the job wrote both, so they agree
+    # to the bit whatever machine replays (a tolerance is for recomputation, not for this).
+    if start > 0:
         for r, steps in enumerate(ranks):
             if start - 1 not in steps:
                 continue
             bad = _first_diff(_step.state_digests(job), steps[start - 1]["state"])
+            if "sched" in steps[start - 1] and (
+                _step.schedule_digest(job) != steps[start - 1]["sched"]
+            ):
+                bad.append("schedule")
             if bad:
                 return diverged(
                     start,
@@ -518,8 +592,48 @@ def _replay_interval(
     finally:
         if tap is not None:
             tap.remove()
+    if rng_continuity:
+        # Across the checkpoint too: the next interval starts from its own record's RNG state,
+        # so a reseed between this interval's last step and the next one is seen only here.
+        for r, steps in enumerate(ranks):
+            after = rng_after[r]
+            nxt = steps.get(end)
+            if after is not None and nxt is not None and after != _rng_state_bytes(nxt["rng"]):
+                on = f" on rank {r}" if world > 1 else ""
+                return diverged(
+                    end,
+                    "rng",
+                    (),
+                    f"the global RNG{on} was changed between step {end - 1} and step {end}",
+                    rank_of(r),
+                )
+    # The schedule (hyperparameters, scheduler state) that the steps produced, and the one
+    # the ending checkpoint and the last record hold: exact in every mode.
+    if _step.schedule_digest(job) != _step.schedule_digest(end_job):
+        return diverged(
+            end,
+            "checkpoint",
+            ("schedule",),
+            f"the checkpoint of step {end} holds another schedule (hyperparameters or "
+            "scheduler state) than the steps produced",
+        )
+    for r, steps in enumerate(ranks):
+        bad = _first_diff(_step.state_digests(end_job), steps[end - 1]["state"])
+        if "sched" in steps[end - 1] and (
+            _step.schedule_digest(end_job) != steps[end - 1]["sched"]
+        ):
+            bad.append("schedule")
+        if bad:
+            return diverged(
+                end,
+                "checkpoint",
+                bad,
+                f"the checkpoint of step {end} is not the state step {end - 1} recorded"
+                + (f" on rank {r}" if world > 1 else ""),
+                r if world > 1 else None,
+            )
     if tolerance is not None:
-        dist = _relative_distance(job, ck_start["model"], ck_end["model"])
+        dist = _relative_distance(job, start_model, end_job.model.state_dict())
         if dist > tolerance:
             return IntervalResult(
                 start,
@@ -534,14 +648,55 @@ def _replay_interval(
             )
         return IntervalResult(start, end, "reproduced", distance=dist)
     final = _step.state_digests(job)
-    end_job = factory()
-    _restore(end_job, ck_end)
     bad = _first_diff(final, _step.state_digests(end_job))
     if bad:
         return diverged(
             end, "checkpoint", bad, f"the checkpoint of step {end} is not what the steps produced"
         )
     return IntervalResult(start, end, "reproduced", distance=0.0)
+
+
+def _recorded_by_hooks(meta: Mapping[str, Any], ranks: Sequence[Mapping[int, Any]]) -> bool:
+    """Whether the run was recorded from hooks (each step then restarts from its own RNG
+    state: no continuity check between steps).
+
+    Decided by the chained records, which mark who wrote them: ``audit.json`` is the job's to
+    rewrite, and claiming ``"recorded_by": "hooks"`` there must not switch the check off for
+    a run that ``AuditRecorder.step`` recorded. Only records that carry no mark (written before
+    records were marked) fall back to ``audit.json``.
+    """
+    marks = {rec.get("by") for steps in ranks for rec in steps.values()}
+    if marks == {"hooks"}:
+        return True
+    if marks <= {None}:
+        return meta.get("recorded_by") == "hooks"
+    return False  # the recorder's mark, or a mix: keep every check
+
+
+def _replay_guarded(
+    run: Path,
+    factory: Factory,
+    ranks: Sequence[Mapping[int, dict[str, Any]]],
+    start: int,
+    end: int,
+    **kw: Any,
+) -> IntervalResult:
+    """:func:`_replay_interval`, where a record the replay cannot use is the interval's result.
+
+    The records are the job's writing: a field of the wrong type or shape (the chain vouches
+    only for their order) must cost the interval, never the report of every other interval.
+    """
+    try:
+        return _replay_interval(run, factory, ranks, start, end, **kw)
+    except AuditError:
+        raise  # the job factory or its declared data cannot be used: the whole replay stops
+    except Exception as e:
+        return IntervalResult(
+            start,
+            end,
+            "not-replayable",
+            detail=f"the records cannot be replayed ({type(e).__name__}: {e})"[:500],
+        )
 
 
 def _rank_specs(job: Job, world: int) -> list[Any] | None:
@@ -632,15 +787,23 @@ def replay(
     world = int(meta.get("world_size", 1))
     ranks: list[dict[int, dict[str, Any]]] = []
     findings: list[Finding] = []
+    recorded = 0
+    if events is not None:
+        events = list(events)
     for r in range(world):
         steps, broken = read_chain(run / steps_name(r, world))
         findings += broken
+        recorded = max(recorded, len(steps))
         if events is not None:
-            findings += _ledger_findings(
-                run, steps, events, meta.get("run_id"), r if world > 1 else None
-            )
+            who = r if world > 1 else None
+            findings += _ledger_findings(run, steps, events, meta.get("run_id"), who)
+            # Steps logged without a gap from step 0: a count the log's size bounds, so a
+            # forged step number cannot make the list of boundaries huge.
+            logged = _logged_steps(events, meta.get("run_id"), who)
+            recorded = max(recorded, next(s for s in itertools.count() if s not in logged))
         ranks.append(steps)
-    if events is not None and meta.get("recorded_by") == "hooks":
+    hooks = _recorded_by_hooks(meta, ranks)
+    if events is not None and hooks:
         findings += _monitor_count_findings(run, ranks[0], events)
     ck_dir = run / "checkpoints"
     ck_steps = sorted(
@@ -648,7 +811,7 @@ def replay(
         for p in ck_dir.glob("step_*.pt")
         if p.name[5:13].isdigit() and len(p.name) == 16
     )
-    intervals = list(itertools.pairwise(ck_steps))
+    intervals = list(itertools.pairwise(_boundaries(ck_steps, meta["audit_every"], recorded)))
     if not intervals:
         raise AuditError(f"{run}: fewer than two checkpoints, nothing to replay")
     if seed is None:
@@ -667,7 +830,7 @@ def replay(
         torch.set_num_threads(use)
     try:
         results = tuple(
-            _replay_interval(
+            _replay_guarded(
                 run,
                 fac,
                 ranks,
@@ -678,7 +841,7 @@ def replay(
                 manifest_key=manifest_key,
                 # A loop recorded from hooks may draw from the RNG between steps (a sampler
                 # seeding itself at an epoch's start): each step restarts from its own record.
-                rng_continuity=meta.get("recorded_by") != "hooks",
+                rng_continuity=not hooks,
             )
             for a, b in chosen
         )

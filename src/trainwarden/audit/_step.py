@@ -8,6 +8,7 @@ two tensors share a digest only if they are bit-identical (or with probability a
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import math
 import zlib
@@ -95,14 +96,70 @@ def hyperparameters(job: Job) -> list[dict[str, Any]]:
     return groups
 
 
+def _canonical(v: Any, h: Any) -> None:
+    # An exact, typed encoding: floats by their repr (exact), tensors by their bits.
+    if isinstance(v, torch.Tensor):
+        h.update(b"T" + tensor_digest(v).encode())
+    elif isinstance(v, dict):
+        h.update(b"{%d" % len(v))
+        for k in sorted(v, key=repr):
+            h.update(repr(k).encode() + b":")
+            _canonical(v[k], h)
+        h.update(b"}")
+    elif isinstance(v, (list, tuple)):
+        h.update(b"[%d" % len(v))
+        for x in v:
+            _canonical(x, h)
+        h.update(b"]")
+    elif v is None or isinstance(v, (bool, int, float, str, bytes)):
+        h.update(type(v).__name__.encode() + b"=" + repr(v).encode() + b";")
+    else:
+        h.update(b"?" + type(v).__qualname__.encode() + b";")
+
+
+def schedule_digest(job: Job) -> str:
+    """Digest of what decides the next steps' hyperparameters: every parameter group's scalar
+    settings and the scheduler's whole state (``base_lrs``, ``last_epoch``, ...).
+
+    The weights' and optimizer state's digests do not cover them, and a checkpoint written
+    after a schedule was edited in memory would otherwise replay as its own consistent run.
+    """
+    h = hashlib.blake2b(digest_size=16, person=_PERSON)
+    _canonical(hyperparameters(job), h)
+    if job.scheduler is not None:
+        _canonical(job.scheduler.state_dict(), h)
+    return h.hexdigest()
+
+
 def rng_blob() -> str:
     """The CPU generator's full state, compressed and base64-encoded."""
     state = torch.get_rng_state().numpy().tobytes()
     return base64.b64encode(zlib.compress(state, 6)).decode("ascii")
 
 
+# The CPU generator's state is 5,056 bytes; a recorded blob that inflates past this is no
+# state the recorder wrote (a step record line of 1 MiB can hold a zlib stream of ~1 GB).
+MAX_RNG_STATE = 1 << 16
+
+
+def rng_state_bytes(blob: str) -> bytes:
+    """The raw generator state of a recorded blob; ``ValueError`` when it is not one (not
+    text, not base64, not zlib, or inflating past :data:`MAX_RNG_STATE`), decided without
+    inflating more than that."""
+    if not isinstance(blob, str):
+        raise ValueError(f"the RNG state is a {type(blob).__name__}, not a string")
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(base64.b64decode(blob.encode("ascii"), validate=True), MAX_RNG_STATE)
+    except (zlib.error, UnicodeEncodeError, binascii.Error) as e:
+        raise ValueError(f"the RNG state is not a recorded one ({e})") from e
+    if d.unconsumed_tail or not d.eof:
+        raise ValueError(f"the RNG state inflates past {MAX_RNG_STATE} bytes")
+    return raw
+
+
 def set_rng_blob(blob: str) -> None:
-    raw = zlib.decompress(base64.b64decode(blob.encode("ascii")))
+    raw = rng_state_bytes(blob)
     torch.set_rng_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
 
 

@@ -47,6 +47,28 @@ _HELPER_MODULES = (
 )
 
 
+# The monitor's collaborators, each the same object for the whole run: rebinding one (an empty
+# list of checks, another config, clock or hash) switches checks off without touching any code.
+_PINNED = (
+    "config",
+    "model",
+    "optimizer",
+    "max_grad_norm",
+    "fail_closed",
+    "rng",
+    "_fp",
+    "clock",
+    "checks",
+    "schedulers",
+    "opt_params",
+    "_param_names",
+    "_lifeline",
+    "_selfcheck",
+)
+
+_MISSING = object()
+
+
 def _helper_classes() -> list[type]:
     out: list[type] = []
     for module in _HELPER_MODULES:
@@ -88,10 +110,24 @@ class SelfCheck:
 
     def __init__(self, monitor: Monitor, handles: Iterable[tuple[str, dict[int, Any], int, Any]]):
         self.mon = monitor
-        self._handles = list(handles)
+        # The very objects the registries hold, compared by identity from now on: a bound
+        # method is a new object at each attribute access, and comparing with ``==`` would let
+        # a replacement whose ``__eq__`` says "equal" pass for the monitor's hook.
+        self._handles = [
+            (what, registry, hid, registry.get(hid, fn)) for what, registry, hid, fn in handles
+        ]
         self._objects: list[Any] = [monitor, monitor.sink, *monitor.checks]
         self._classes = list(dict.fromkeys(type(o) for o in self._objects))
         self._extra = [type(monitor._fp), type(monitor.clock), *_helper_classes()]
+        # Objects whose class decides what runs: a check whose ``__class__`` is swapped for a
+        # subclass with a silent method runs that method, with every function above untouched.
+        self._typed = [(o, type(o)) for o in (*self._objects, monitor._fp, monitor.clock)]
+        self._checks = tuple(monitor.checks)
+        # SelfCheck is built inside watch(), before ``monitor._selfcheck`` is bound to it.
+        self._pinned = [
+            (name, self if name == "_selfcheck" else getattr(monitor, name, _MISSING))
+            for name in _PINNED
+        ]
         self._baseline = self._snapshot()
         self._codes = {name: fn.__code__ for name, fn in self._baseline.items()}
         # The fast path: every namespace the snapshot reads, as it was, and the code objects.
@@ -138,7 +174,7 @@ class SelfCheck:
         if self.mon.sink is not self._objects[1]:
             return False
         for _, registry, hid, fn in self._handles:
-            if registry.get(hid) is not fn and registry.get(hid) != fn:
+            if registry.get(hid) is not fn:
                 return False
         missing = object()
         for ns, items in self._spaces:
@@ -154,7 +190,21 @@ class SelfCheck:
             methods = self._methods[id(obj)]
             if not methods.isdisjoint(vars(obj)):
                 return False
-        return True
+        mon = self.mon
+        for name, value in self._pinned:
+            if getattr(mon, name, _MISSING) is not value:
+                return False
+        if not self._same_checks():
+            return False
+        return all(type(obj) is cls for obj, cls in self._typed)
+
+    def _same_checks(self) -> bool:
+        checks = self.mon.checks
+        return (
+            type(checks) is list
+            and len(checks) == len(self._checks)
+            and all(a is b for a, b in zip(checks, self._checks, strict=False))
+        )
 
     def problems(self) -> list[str]:
         """What differs from watch(): hooks gone or replaced, functions replaced or patched."""
@@ -167,8 +217,10 @@ class SelfCheck:
             current = registry.get(hid)
             if current is None:
                 found.append(f"the monitor's {what} hook was removed")
-            elif current != fn:
-                found.append(f"the monitor's {what} hook was replaced by {current!r}")
+            elif current is not fn:
+                found.append(
+                    f"the monitor's {what} hook was replaced by {type(current).__qualname__}"
+                )
         now = self._snapshot()
         for name, fn in self._baseline.items():
             cur = now.get(name)
@@ -185,6 +237,23 @@ class SelfCheck:
             for attr, value in vars(obj).items():
                 if attr in methods and callable(value):
                     found.append(f"{type(obj).__qualname__}.{attr} was shadowed on the instance")
+        for obj, cls in self._typed:
+            if type(obj) is not cls:
+                found.append(
+                    f"the class of the monitor's {cls.__qualname__} was changed to "
+                    f"{type(obj).__qualname__}"
+                )
+        for name, value in self._pinned:
+            if getattr(self.mon, name, _MISSING) is not value:
+                found.append(f"Monitor.{name} was replaced on the instance")
+        if not self._same_checks():
+            held: Any = self.mon.checks
+            kept: list[Any] = list(held) if isinstance(held, list) else []
+            gone = [type(c).__qualname__ for c in self._checks if not any(c is x for x in kept)]
+            found.append(
+                "the monitor's list of checks was changed"
+                + (f" (removed: {', '.join(gone)})" if gone else "")
+            )
         return found
 
     def run(self, where: str) -> str:

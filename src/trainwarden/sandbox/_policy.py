@@ -9,6 +9,7 @@ import dataclasses
 import glob
 import os
 import site
+import stat
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -348,6 +349,7 @@ class SandboxPolicy:
             add(p, "read", "policy", required=True)
         for p in self.devices:
             add(p, "device", "policy", required=True)
+            _check_device(p, self.source)
         for p in self.write:
             add(p, "write", "policy", required=True)
         if ephemeral:
@@ -401,27 +403,47 @@ def _identity(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+# Rule kinds that grant writing everything beneath the path they name (a device rule grants
+# WRITE_FILE on every file under it, as a write rule grants all rights).
+_WRITERS = ("write", "device")
+
+
+def _check_device(path: str, source: str | None) -> None:
+    """A ``devices`` entry is a device file, or a folder of them (``/dev/dri``), decided on
+    the object: a regular file named there would be writable with no ``write`` rule."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # a missing path was refused already
+    if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISDIR(mode)):
+        raise SandboxError(
+            f"devices path {path} of sandbox policy {source or '(built-in)'} is not a device "
+            "file or a folder of device files",
+            hint="list files the job writes under write = [...]",
+        )
+
+
 def _check_write_overlap(rules: list[Rule]) -> None:
-    # Compared on (device, inode) of each read-only path and of all its parents, so that a
+    # Compared on (device, inode) of each narrower path and of all its parents, so that a
     # symlink or a second mount of the same folder is caught as well as the same spelling.
-    writes = {}
+    writers: dict[tuple[int, int], list[Rule]] = {}
     for r in rules:
-        if r.kind == "write":
+        if r.kind in _WRITERS:
             ident = _identity(r.path)
             if ident is not None:
-                writes[ident] = r
-    if not writes:
+                writers.setdefault(ident, []).append(r)
+    if not writers:
         return
     for r in rules:
         if r.kind == "write":
             continue
         here = r.path
         while True:
-            ident = _identity(here)
-            if ident in writes:
-                w = writes[ident]
+            for w in writers.get(_identity(here) or (-1, -1), ()):
+                if w is r or (here == r.path and r.kind in ("rw", "device")):
+                    continue  # itself, or the same file declared writable twice
                 raise SandboxError(
-                    f"write path {w.path} [{w.origin}] contains the read-only path {r.path} "
+                    f"{w.kind} path {w.path} [{w.origin}] contains the read-only path {r.path} "
                     f"[{r.origin}]: Landlock would let the job write it",
                     hint="declare a narrower write folder (the run or checkpoint directory)",
                 )

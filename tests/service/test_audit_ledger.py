@@ -113,3 +113,56 @@ def test_records_and_checkpoint_removed_after_a_sabotage_are_caught_against_the_
     ]
     (f,) = [f for f in out["findings"] if f["rule_id"] == "TWR-RECORD-TAMPERED"]
     assert f["location"].endswith("@2")
+
+
+def test_a_recorder_stopped_mid_run_is_caught_against_the_ledger(
+    start_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The saboteur removes the recorder's hooks at step 5 while training goes on; the monitor's
+    # own count of steps reaches the ledger with the step hashes, so a replay from the ledger
+    # (not only from the JSONL event log) names the unrecorded steps.
+    import torch
+
+    from trainwarden import watch
+
+    srv = start_server(extra=["--no-deadman"])
+    run_id, token = srv.create_run(ranks=0)
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_URL", srv.url)
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", token)
+    monkeypatch.setenv("TRAINWARDEN_LEDGER_SPOOL", str(tmp_path / "spool"))
+    job = make_tiny_job()
+    run = tmp_path / "run"
+    loader = torch.utils.data.DataLoader(
+        job.dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(7)
+    )
+    mon = watch(
+        job.model,
+        job.optimizer,
+        scheduler=job.scheduler,
+        max_grad_norm=job.max_grad_norm,
+        sink=tmp_path / "events.jsonl",
+        audit_every=4,
+        audit_dir=run,
+        audit_activation_every=1,
+        code_guard=False,
+    )
+    assert mon.audit is not None and job.scheduler is not None
+    mon.audit.track(loader)
+    batches = iter(loader)
+    for step in range(8):
+        if step == 5:  # the saboteur removes the recorder's hooks; the monitor keeps counting
+            for h in mon.audit.handles:
+                h.remove()
+        job.optimizer.zero_grad(set_to_none=True)
+        job.loss_fn(job.model, next(batches)).backward()
+        job.optimizer.step()
+        job.scheduler.step()
+    mon.close()
+    with srv.client(srv.admin_token) as c:
+        reader = c.post("/v1/tokens", json={"role": "reader"}).json()["token"]
+    events = ledger_events(srv.url, reader, run_id)
+    assert {e["kind"] for e in events} == {"audit.step", "monitor_stop"}
+    report = replay(run, make_tiny_job, seed=1, events=events)
+    (f,) = report.record_findings
+    assert f.rule_id == "TWR-NOT-REPLAYABLE" and "steps 5-7 were never recorded" in f.message
+    assert report.exit_code() == 1

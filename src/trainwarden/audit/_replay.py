@@ -246,10 +246,12 @@ def _monitor_count_findings(
     """A run recorded under ``watch()``: the monitor's own count of optimizer steps (its
     ``monitor_stop`` event in the same sink) against the steps the record covers."""
     events = list(events)
+    # Rank 0's count, paired with rank 0's record: a ledger run holds every rank's events (a
+    # JSONL line carries its record's rank at the top, a ledger entry the rank that sent it).
     stops = [
         ev.get("record") if isinstance(ev.get("record"), dict) else ev
         for ev in events
-        if ev.get("kind") == "monitor_stop"
+        if ev.get("kind") == "monitor_stop" and ev.get("rank") in (None, 0)
     ]
     counts = [
         int(r["step"]) for r in stops if isinstance(r, Mapping) and isinstance(r.get("step"), int)
@@ -272,38 +274,47 @@ def _monitor_count_findings(
     ]
 
 
+# The kinds of entry the replay reads from a ledger run: the step hashes, and the monitor's own
+# count of steps (which shows a recorder stopped while training went on).
+LEDGER_KINDS = ("audit.step", "monitor_stop")
+
+
 def ledger_events(url: str, token: str, run: str) -> list[dict[str, Any]]:
-    """Every ``audit.step`` entry of ledger run ``run``, read with a reader token."""
+    """Every entry of ledger run ``run`` of the :data:`LEDGER_KINDS`, read with a reader token."""
     from trainwarden.ledger._client import LedgerClient
 
     out: list[dict[str, Any]] = []
     client = LedgerClient(url, token)
     where = f"{client.url}/v1/entries"
     try:
-        after = -1
-        while True:
-            page = client.get("/v1/entries", run=run, kind="audit.step", after=after, limit=1000)
-            rows = page.get("entries") if isinstance(page, dict) else None
-            nxt = page.get("next_after") if isinstance(page, dict) else None
-            if not isinstance(rows, list):
-                raise AuditError(f"{where}: the server's answer has no list of entries")
-            for e in rows:
-                text = e.get("entry") if isinstance(e, dict) else None
-                try:
-                    ev = json.loads(text) if isinstance(text, str) else None
-                except (ValueError, RecursionError):
-                    ev = None
-                if not isinstance(ev, dict):
-                    raise AuditError(f"{where}: the server sent an entry that is not a JSON object")
-                out.append(ev)
-            if nxt is None:
-                return out
-            # A page must move on, or a hostile server keeps this loop going for ever.
-            if not isinstance(nxt, int) or isinstance(nxt, bool) or nxt <= after or not rows:
-                raise AuditError(f"{where}: the server's pages do not advance")
-            after = nxt
+        for kind in LEDGER_KINDS:
+            after = -1
+            while True:
+                page = client.get("/v1/entries", run=run, kind=kind, after=after, limit=1000)
+                rows = page.get("entries") if isinstance(page, dict) else None
+                nxt = page.get("next_after") if isinstance(page, dict) else None
+                if not isinstance(rows, list):
+                    raise AuditError(f"{where}: the server's answer has no list of entries")
+                for e in rows:
+                    text = e.get("entry") if isinstance(e, dict) else None
+                    try:
+                        ev = json.loads(text) if isinstance(text, str) else None
+                    except (ValueError, RecursionError):
+                        ev = None
+                    if not isinstance(ev, dict):
+                        raise AuditError(
+                            f"{where}: the server sent an entry that is not a JSON object"
+                        )
+                    out.append(ev)
+                if nxt is None:
+                    break
+                # A page must move on, or a hostile server keeps this loop going for ever.
+                if not isinstance(nxt, int) or isinstance(nxt, bool) or nxt <= after or not rows:
+                    raise AuditError(f"{where}: the server's pages do not advance")
+                after = nxt
     finally:
         client.close()
+    return out
 
 
 def _rng_state_bytes(blob: str) -> bytes:

@@ -185,6 +185,7 @@ class _VM:
         "proto",
         "reported",
         "result",
+        "tuple_sizes",
     )
 
     def __init__(
@@ -206,6 +207,45 @@ class _VM:
         self.build_hook: BuildHook | None = None
         self.joblib_arrays = 0
         self.result: object = None
+        # id -> (values the tuple holds counted as a tree, the tuple): tuples with tuples inside,
+        # held so that an id is not reused while it is recorded.
+        self.tuple_sizes: dict[int, tuple[int, tuple[Any, ...]]] = {}
+
+    def nested_tuple(self, t: tuple[Any, ...], offset: int, opname: str) -> None:
+        """Record a tuple built with tuples inside; report one whose tree is too large.
+
+        Hashing a tuple (as a dict key, a set member, in ``frozenset``) visits every value of
+        its tree, and tuples shared through the memo make that tree exponentially larger than
+        the pickle: the unpickler would hash for ever. The limit counts the tree, not the bytes.
+        """
+        sizes = self.tuple_sizes
+        size = len(t)
+        for c in t:
+            if type(c) is tuple:
+                entry = sizes.get(id(c))
+                size += len(c) if entry is None else entry[0]
+        sizes[id(t)] = (size, t)
+        limits = self.limits
+        if size > limits.max_tuple_expansion:
+            self.add(
+                "TWS-PKL-LIMIT",
+                Severity.HIGH,
+                f"{opname} builds a tuple of shared tuples that expands to more than "
+                f"{limits.max_tuple_expansion} values: hashing it (as a dict key or set member) "
+                "would not finish",
+                offset,
+                limit="max_tuple_expansion",
+            )
+            raise _Stop
+        if len(sizes) > limits.max_memo:
+            self.add(
+                "TWS-PKL-LIMIT",
+                Severity.HIGH,
+                f"more than {limits.max_memo} tuples with tuples inside",
+                offset,
+                limit="max_memo",
+            )
+            raise _Stop
 
     # -- findings --------------------------------------------------------------------------
 
@@ -748,6 +788,8 @@ class _VM:
                     t = tuple(stack[k:])
                     del stack[k:]
                     append(t)
+                    if tuple in map(type, t):
+                        self.nested_tuple(t, op_off, "TUPLE")
                 elif op == 0x52:  # REDUCE
                     if len(stack) - 2 < fence:
                         underflow(op_off, "REDUCE")
@@ -764,7 +806,9 @@ class _VM:
                     if len(stack) - 2 < fence:
                         underflow(op_off, "TUPLE2")
                     b = pop()
-                    stack[-1] = (stack[-1], b)
+                    t = stack[-1] = (stack[-1], b)
+                    if type(b) is tuple or type(t[0]) is tuple:
+                        self.nested_tuple(t, op_off, "TUPLE2")
                 elif op == 0x7D:  # EMPTY_DICT
                     append(_Container("dict"))
                 elif op == 0x75:  # SETITEMS
@@ -804,7 +848,9 @@ class _VM:
                 elif op == 0x85:  # TUPLE1
                     if len(stack) - 1 < fence:
                         underflow(op_off, "TUPLE1")
-                    stack[-1] = (stack[-1],)
+                    t = stack[-1] = (stack[-1],)
+                    if type(t[0]) is tuple:
+                        self.nested_tuple(t, op_off, "TUPLE1")
                 elif op == 0x6A:  # LONG_BINGET
                     if pos + 4 > n:
                         truncated(op_off, "LONG_BINGET")
@@ -824,7 +870,9 @@ class _VM:
                         underflow(op_off, "TUPLE3")
                     c = pop()
                     b = pop()
-                    stack[-1] = (stack[-1], b, c)
+                    t = stack[-1] = (stack[-1], b, c)
+                    if type(c) is tuple or type(b) is tuple or type(t[0]) is tuple:
+                        self.nested_tuple(t, op_off, "TUPLE3")
                 elif op == 0x5D:  # EMPTY_LIST
                     append(_Container("list"))
                 elif op == 0x88:  # NEWTRUE
@@ -1448,27 +1496,43 @@ def _store_items(target: _Container, stack: list[Any], k: int) -> None:
             items[key] = value
 
 
-def _plain(value: object, depth: int = 0) -> object:
+#: Values ``_plain`` renders in all, whatever the shape: tuples shared through the memo make a
+#: graph whose tree is exponentially larger than the pickle (each level can refer to the one
+#: below 64 times), so depth and width caps alone do not bound the walk.
+_PLAIN_BUDGET = 4096
+
+
+def _plain(value: object) -> object:
     """A small JSON-friendly rendering of a symbolic value (for evidence), bounded in size."""
-    t = type(value)
-    if t is str:
-        return value[:256]  # type: ignore[index]
-    if t is int or t is bool or value is None:
-        return value
-    if t is tuple:
-        if depth >= 6:
-            return "..."
-        out = []
-        for v in value[:64]:  # type: ignore[index]
-            tv = type(v)
-            if tv is int or tv is bool or v is None:
-                out.append(v)
-            elif tv is str:
-                out.append(v[:256])
-            else:
-                out.append(_plain(v, depth + 1))
-        return out
-    return repr(value)
+    left = _PLAIN_BUDGET
+
+    def walk(value: object, depth: int) -> object:
+        nonlocal left
+        t = type(value)
+        if t is str:
+            return value[:256]  # type: ignore[index]
+        if t is int or t is bool or value is None:
+            return value
+        if t is tuple:
+            if depth >= 6 or left <= 0:
+                return "..."
+            out: list[object] = []
+            for v in value[:64]:  # type: ignore[index]
+                left -= 1
+                if left < 0:
+                    out.append("...")
+                    break
+                tv = type(v)
+                if tv is int or tv is bool or v is None:
+                    out.append(v)
+                elif tv is str:
+                    out.append(v[:256])
+                else:
+                    out.append(walk(v, depth + 1))
+            return out
+        return repr(value)
+
+    return walk(value, 0)
 
 
 def analyze_pickle(
@@ -1654,10 +1718,17 @@ def _joblib_dtype(dtype: object) -> tuple[int, bool] | None:
     return (8, True) if hasobject is not False else (itemsize, False)
 
 
-def _dtype_triple(dtype: object, depth: int) -> Any:
-    """The ``(code, align, state)`` of a symbolic pickled dtype, with plain values only."""
+def _dtype_triple(dtype: object, depth: int, budget: list[int] | None = None) -> Any:
+    """The ``(code, align, state)`` of a symbolic pickled dtype, with plain values only.
+
+    ``None`` when it cannot be rendered, also when the state's values, counted as a tree, exceed
+    ``_PLAIN_BUDGET``: tuples and sub-dtypes shared through the memo would otherwise make the
+    rendering exponentially larger than the pickle.
+    """
     from trainwarden.scan._formats._dtype import DtypeTriple
 
+    if budget is None:
+        budget = [_PLAIN_BUDGET]
     if depth > 32 or type(dtype) is not _Obj or type(dtype.origin) is not _Global:
         return None
     if f"{dtype.origin.module}.{dtype.origin.name}" != "numpy.dtype":
@@ -1669,6 +1740,9 @@ def _dtype_triple(dtype: object, depth: int) -> Any:
     missing = object()
 
     def plain(v: object) -> object:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return missing
         if v is None or type(v) in (str, int, bool, float, bytes):
             return v
         if type(v) is tuple:
@@ -1678,7 +1752,7 @@ def _dtype_triple(dtype: object, depth: int) -> Any:
             d = {k: plain(x) for k, x in v.items.items()}
             return missing if missing in d.values() else d
         if type(v) is _Obj:
-            t = _dtype_triple(v, depth + 1)
+            t = _dtype_triple(v, depth + 1, budget)
             return missing if t is None else t
         return missing
 

@@ -138,3 +138,56 @@ def _small_shared() -> list[object]:
     for _ in range(10):
         level = [level, level]
     return level
+
+
+def _shared_lists(depth: int, width: int) -> bytes:
+    """Body (no STOP) leaving l(depth) on the stack: l(i+1) = [l(i)] * width, l0 = None."""
+    out = A.proto(2) + A.NONE + A.long_binput(0)
+    for _ in range(depth):
+        out += A.POP + A.EMPTY_LIST + A.MARK + A.long_binget(0) * width + A.APPENDS
+        out += A.long_binput(0)
+    return out
+
+
+def _load_in_subprocess(data: bytes, tmp_path: Path) -> str:
+    """What ``restricted_loads(data)`` returns (its type) or raises, in a limited process."""
+    src = tmp_path / "input.pkl"
+    src.write_bytes(data)
+    code = (
+        "import sys\n"
+        "from trainwarden.loading._unpickler import Enforcer, restricted_loads\n"
+        "from trainwarden.scan import Policy\n"
+        "try:\n"
+        "    value = restricted_loads(open(sys.argv[1], 'rb').read(), Enforcer(Policy.default()))\n"
+        "    print('loaded', type(value).__name__)\n"
+        "except Exception as e:\n"
+        "    print('raised', type(e).__name__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(src)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
+        preexec_fn=_limited,
+        check=False,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("cls", ["tuple", "list"])
+def test_allocating_a_value_type_from_shared_lists_is_judged_once_per_list(
+    cls: str, tmp_path: Path
+) -> None:
+    # NEWOBJ of a builtin value type checks that its arguments are plain values: that check
+    # walked 2**45 lists here. pickle.load allocates it at once, and so does this loader.
+    data = _shared_lists(45, 2) + A.glob("builtins", cls) + A.long_binget(0) + b"\x85"
+    assert _load_in_subprocess(data + A.NEWOBJ + A.STOP, tmp_path) == f"loaded {cls}"
+
+
+def test_sparse_tensor_arguments_are_judged_once_per_list(tmp_path: Path) -> None:
+    # The sparse rebuild's argument check went 5 lists deep over each list's items: 300**5
+    # visits for 7.6 KB. Now each list is judged once and torch refuses the nonsense data.
+    data = _shared_lists(5, 300) + A.glob("torch._utils", "_rebuild_sparse_tensor")
+    data += A.glob("torch", "sparse_coo") + A.long_binget(0) + A.TUPLE2 + A.REDUCE + A.STOP
+    assert _load_in_subprocess(data, tmp_path).startswith("raised ")

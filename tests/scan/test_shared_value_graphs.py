@@ -172,3 +172,23 @@ def test_a_joblib_dtype_built_from_shared_sub_dtypes_fails_closed(tmp_path: Path
     findings = _analyze_in_subprocess(_joblib_shared_dtypes(10), tmp_path)
     assert {f["rule"] for f in findings} == {"TWS-PKL-MALFORMED"}, findings
     assert "cannot determine the size of a joblib array payload" in str(findings[0]["message"])
+
+
+@pytest.mark.parametrize("use", ["argument", "callee"])
+def test_a_finding_names_a_shared_tuple_graph_briefly(use: str) -> None:
+    # 2**22 values as a tree (under the limit) from 434 bytes: named in a finding by its repr,
+    # it made a 25 MB message (and report) and took seconds to render.
+    body = A.proto(2) + A.EMPTY_TUPLE + A.long_binput(0)
+    for _ in range(22):
+        body += A.POP + A.long_binget(0) * 2 + A.TUPLE2 + A.long_binput(0)
+    if use == "argument":
+        call = A.glob("numpy.core.multiarray", "_reconstruct") + A.long_binget(0)
+        call += A.MARK + A.binint1(0) + A.TUPLE + A.su("b") + A.TUPLE3 + A.REDUCE
+    else:
+        call = A.long_binget(0) + A.EMPTY_TUPLE + A.REDUCE
+    a = analyze_pickle(body + A.POP + call + A.STOP)
+    named = {"argument": "TWS-PKL-CALL-UNSAFE", "callee": "TWS-PKL-CALL-COMPUTED"}[use]
+    unsafe = [f for f in a.findings if f.rule_id == named]
+    assert unsafe, [f.rule_id for f in a.findings]
+    assert all(len(f.message) < 400 for f in a.findings), [len(f.message) for f in a.findings]
+    assert "((((" in unsafe[0].message and "..." in unsafe[0].message

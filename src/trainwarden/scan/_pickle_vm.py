@@ -8,6 +8,7 @@ call and reports every global the real unpickler would import.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import struct
 import time
 from collections.abc import Callable
@@ -94,7 +95,7 @@ class _Obj:
         self.dunder: str | None = None
 
     def __repr__(self) -> str:
-        return f"<result of {self.origin!r}>"
+        return f"<result of {_brief(self.origin)}>"
 
 
 class _Container:
@@ -292,9 +293,10 @@ class _VM:
         self.add(
             "TWS-PKL-CALL-COMPUTED",
             Severity.HIGH,
-            f"{opname} calls {func!r}, a value computed inside the pickle, not an imported global",
+            f"{opname} calls {_brief(func)}, a value computed inside the pickle, "
+            "not an imported global",
             offset,
-            callee=repr(func),
+            callee=_brief(func),
             opcode=opname,
         )
 
@@ -351,7 +353,10 @@ class _VM:
         elif qual in _NEWOBJ_TARGETS:
             if type(a0) is not _Global or a0.qual != _NEWOBJ_TARGETS[qual]:
                 self.unsafe_use(
-                    f"{qual} allocates {a0!r} (only {_NEWOBJ_TARGETS[qual]})", offset, qual, "new"
+                    f"{qual} allocates {_brief(a0)} (only {_NEWOBJ_TARGETS[qual]})",
+                    offset,
+                    qual,
+                    "new",
                 )
         elif qual in _REBUILD_FROM_TYPE:
             func = a0
@@ -363,7 +368,7 @@ class _VM:
                 or (func.verdict is Verdict.SAFE and not func.user and func.qual not in CALLABLE)
             ):
                 self.unsafe_use(
-                    f"{qual} would call {func!r}, which is not a tensor constructor",
+                    f"{qual} would call {_brief(func)}, which is not a tensor constructor",
                     offset,
                     qual,
                     "call",
@@ -372,7 +377,7 @@ class _VM:
                 self.check_use(func, "call", offset, f"{opname} {qual}", fargs)
             if type(new_type) is not _Global or new_type.qual not in _TENSOR_TYPES:
                 self.unsafe_use(
-                    f"{qual} converts to {new_type!r}, which is not a tensor class",
+                    f"{qual} converts to {_brief(new_type)}, which is not a tensor class",
                     offset,
                     qual,
                     "call",
@@ -381,13 +386,14 @@ class _VM:
             ctor = args[1] if len(args) > 1 else None
             if ctor is not None and (type(ctor) is not _Global or ctor.qual not in _BITGEN_CTOR):
                 self.unsafe_use(
-                    f"{qual} would call {ctor!r} (only numpy's own bit generator constructor)",
+                    f"{qual} would call {_brief(ctor)} "
+                    "(only numpy's own bit generator constructor)",
                     offset,
                     qual,
                     "call",
                 )
             if type(a0) is _Global and a0.qual not in _BITGEN_CLASSES:
-                self.unsafe_use(f"{qual} is handed {a0!r}", offset, qual, "call")
+                self.unsafe_use(f"{qual} is handed {_brief(a0)}", offset, qual, "call")
         elif qual in _BITGEN_CTOR:
             if (
                 a0 is not None
@@ -395,7 +401,7 @@ class _VM:
                 and (type(a0) is not _Global or a0.qual not in _BITGEN_CLASSES)
             ):
                 self.unsafe_use(
-                    f"{qual} would call {a0!r} (only numpy's own bit generators)",
+                    f"{qual} would call {_brief(a0)} (only numpy's own bit generators)",
                     offset,
                     qual,
                     "call",
@@ -403,7 +409,7 @@ class _VM:
         elif qual in _NP_RECONSTRUCT:
             if type(a0) is not _Global or a0.qual not in _ARRAY_TYPES:
                 self.unsafe_use(
-                    f"{qual} builds {a0!r}, which is not an ndarray class it may build",
+                    f"{qual} builds {_brief(a0)}, which is not an ndarray class it may build",
                     offset,
                     qual,
                     "call",
@@ -412,7 +418,7 @@ class _VM:
             a0 is not None and (type(a0) is not _Global or a0.qual not in _FACTORIES)
         ):
             self.unsafe_use(
-                f"defaultdict with factory {a0!r}, called on every missing key",
+                f"defaultdict with factory {_brief(a0)}, called on every missing key",
                 offset,
                 qual,
                 "call",
@@ -431,10 +437,11 @@ class _VM:
             self.add(
                 "TWS-PKL-TENSOR-MUTATION",
                 Severity.HIGH,
-                f"{opname} writes into a tensor/array made by {target.origin!r} during loading "
+                f"{opname} writes into a tensor/array made by {_brief(target.origin)} "
+                "during loading "
                 "(the weights_only bypass pattern of CVE-2026-24747)",
                 offset,
-                global_=repr(target.origin),
+                global_=_brief(target.origin),
                 opcode=opname,
             )
             return
@@ -442,9 +449,9 @@ class _VM:
             self.add(
                 "TWS-PKL-MUTATE-GLOBAL",
                 Severity.HIGH,
-                f"{opname} modifies the imported global {target!r} itself (monkeypatching)",
+                f"{opname} modifies the imported global {_brief(target)} itself (monkeypatching)",
                 offset,
-                global_=repr(target),
+                global_=_brief(target),
                 opcode=opname,
             )
         elif (
@@ -504,7 +511,7 @@ class _VM:
                 self.add(
                     "TWS-PKL-DUNDER-STATE",
                     Severity.HIGH,
-                    f"BUILD sets the special attribute {dunder!r} on an object "
+                    f"BUILD sets the special attribute {_brief(dunder)} on an object "
                     "(e.g. replacing __setstate__ or __class__ redirects later calls)",
                     offset,
                     attribute=dunder,
@@ -536,10 +543,10 @@ class _VM:
             self.add(
                 "TWS-PKL-TENSOR-BOUNDS",
                 Severity.HIGH,
-                f"{func!r} builds a tensor view whose offset, size, stride or storage size is "
-                "not a plain integer in the pickle: its bounds cannot be checked",
+                f"{_brief(func)} builds a tensor view whose offset, size, stride or storage "
+                "size is not a plain integer in the pickle: its bounds cannot be checked",
                 offset,
-                global_=repr(func),
+                global_=_brief(func),
             )
             return
         end = storage_offset
@@ -558,7 +565,7 @@ class _VM:
                 f"stride {list(stride)}) that reaches element {end} of a storage holding "
                 f"{numel}: out-of-bounds memory access on load",
                 offset,
-                global_=repr(func),
+                global_=_brief(func),
                 storage_numel=numel,
             )
 
@@ -934,8 +941,8 @@ class _VM:
                             "TWS-PKL-MALFORMED",
                             "STACK_GLOBAL operands are not both str: the unpickler raises here",
                             op_off,
-                            module=repr(module_v),
-                            name=repr(name_v),
+                            module=_brief(module_v),
+                            name=_brief(name_v),
                         )
                     stack[-1] = self.import_global(module_v, name_v, op_off, "STACK_GLOBAL")
                 elif op == 0x81:  # NEWOBJ
@@ -1426,7 +1433,7 @@ def _special_key(key: object) -> str | None:
     if type(key) is str:
         return key if key[:2] == "__" else None
     if type(key) is _Obj:
-        return f"<computed key: {key!r}>"
+        return f"<computed key: {_brief(key)}>"
     return None
 
 
@@ -1502,6 +1509,40 @@ def _store_items(target: _Container, stack: list[Any], k: int) -> None:
 _PLAIN_BUDGET = 4096
 
 
+def _brief(value: object) -> str:
+    """A value as a finding's message names it: its ``repr``, cut at 200 characters, rendered
+    no further than that (a tuple of shared tuples is never rendered whole)."""
+    out: list[str] = []
+    size = 0
+
+    def emit(text: str) -> None:
+        nonlocal size
+        if size > 200:
+            raise _Full
+        out.append(text)
+        size += len(text)
+
+    def walk(v: object) -> None:
+        if type(v) is not tuple:
+            emit(repr(v)[:201])
+            return
+        emit("(")
+        for i, x in enumerate(v):
+            if i:
+                emit(", ")
+            walk(x)
+        emit(",)" if len(v) == 1 else ")")
+
+    with contextlib.suppress(_Full):
+        walk(value)
+    text = "".join(out)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class _Full(Exception):
+    """Internal: a rendering reached its length."""
+
+
 def _plain(value: object) -> object:
     """A small JSON-friendly rendering of a symbolic value (for evidence), bounded in size."""
     left = _PLAIN_BUDGET
@@ -1530,7 +1571,7 @@ def _plain(value: object) -> object:
                 else:
                     out.append(walk(v, depth + 1))
             return out
-        return repr(value)
+        return _brief(value)
 
     return walk(value, 0)
 

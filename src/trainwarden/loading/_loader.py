@@ -256,10 +256,26 @@ def _prescan_npy_stream(fp: Any, enforcer: Enforcer) -> None:
         check_pickle_bytes(fp.read(), enforcer)
 
 
-def _npz_members(data: memoryview, location: str) -> list[tuple[str, bytes]]:
+def _npz_members(data: memoryview, location: str) -> list[tuple[str, bytes | bytearray]]:
+    # Members are inflated in bounded steps against one budget for the whole file, the limit
+    # of compressed joblib files: a deflated member inflates about 1000 times.
+    limit = _inflate_limit(data)
+    total = 0
+    members: list[tuple[str, bytes | bytearray]] = []
     try:
         with zipfile.ZipFile(MemReader(data, location)) as zf:
-            return [(name, zf.read(name)) for name in zf.namelist()]
+            for name in zf.namelist():
+                raw = bytearray()
+                with zf.open(name) as member:
+                    while chunk := member.read(16 << 20):
+                        total += len(chunk)
+                        if total > limit:
+                            raise _decompression_refused(location, limit, len(data))
+                        raw += chunk
+                members.append((name, raw))
+        return members
+    except UnsafeModelError:
+        raise
     except LoadError:
         raise
     except Exception as e:
@@ -326,28 +342,35 @@ def _decompressing_reader(data: memoryview, location: str) -> Any:
     return src
 
 
+def _inflate_limit(data: memoryview) -> int:
+    return min(_decompressed_limit(), max(_MIN_INFLATE, _MAX_RATIO * len(data)))
+
+
+def _decompression_refused(location: str, limit: int, compressed: int) -> UnsafeModelError:
+    f = Finding(
+        "TWL-DECOMPRESSION-LIMIT",
+        Severity.HIGH,
+        f"{location} decompresses to more than {limit} bytes ({compressed} bytes compressed)",
+        location,
+        {"limit": limit, "compressed": compressed},
+    )
+    return UnsafeModelError(
+        f"refused to load {location}: it decompresses to more than {limit} bytes",
+        findings=[f],
+        path=location,
+        hint="a decompression bomb, or a file larger than the limit: raise "
+        "limits.max_decompressed_bytes in the policy if you trust it",
+    )
+
+
 def _joblib_stream(data: memoryview, location: str) -> bytes:
-    limit = min(_decompressed_limit(), max(_MIN_INFLATE, _MAX_RATIO * len(data)))
+    limit = _inflate_limit(data)
     stream = _decompressing_reader(data, location)
     raw = bytearray()
     try:
         while chunk := stream.read(16 << 20):
             if len(raw) + len(chunk) > limit:
-                f = Finding(
-                    "TWL-DECOMPRESSION-LIMIT",
-                    Severity.HIGH,
-                    f"{location} decompresses to more than {limit} bytes "
-                    f"({len(data)} bytes compressed)",
-                    location,
-                    {"limit": limit, "compressed": len(data)},
-                )
-                raise UnsafeModelError(
-                    f"refused to load {location}: it decompresses to more than {limit} bytes",
-                    findings=[f],
-                    path=location,
-                    hint="a decompression bomb, or a file larger than the limit: raise "
-                    "limits.max_decompressed_bytes in the policy if you trust it",
-                )
+                raise _decompression_refused(location, limit, len(data))
             raw += chunk
     except (OSError, EOFError, zlib.error, ValueError) as e:
         raise LoadError(f"{location} is not a readable compressed joblib file: {e}") from e

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import resource
 import subprocess
+import sys
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -92,3 +93,54 @@ def test_a_joblib_zlib_bomb_is_refused_within_the_limit(tmp_path: Path) -> None:
         f.write(comp.flush())
     with pytest.raises(UnsafeModelError, match="decompresses to more than 268435456 bytes"):
         trainwarden.load(src)
+
+
+def _deflated_checkpoint(path: Path) -> Path:
+    """A torch zip whose ``data.pkl`` is a valid pickle of a 1 GiB string, deflated to 1 MB
+    (torch's reader inflates compressed records)."""
+    chunk = b"a" * (16 << 20)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open("archive/data.pkl", "w", force_zip64=True) as f:
+            f.write(b"\x80\x02X" + INFLATED.to_bytes(4, "little"))
+            for _ in range(INFLATED // len(chunk)):
+                f.write(chunk)
+            f.write(b".")
+        z.writestr("archive/version", "3\n")
+        z.writestr("archive/byteorder", "little")
+    return path
+
+
+@pytest.mark.parametrize("how", ["read", "mmap", "guarded-torch-load"])
+def test_a_deflated_data_pkl_in_a_torch_zip_is_refused_within_the_limit(
+    how: str, tmp_path: Path
+) -> None:
+    # trainwarden.load held 3.4 GB for this 1 MB file (the record inflated three times);
+    # `trainwarden scan` already called it unsafe.
+    src = _deflated_checkpoint(tmp_path / "bomb.pt")
+    assert src.stat().st_size < 2 << 20
+    code = (
+        "import sys, trainwarden\n"
+        "from trainwarden.loading import UnsafeModelError\n"
+        "how, path = sys.argv[1], sys.argv[2]\n"
+        "try:\n"
+        "    if how == 'guarded-torch-load':\n"
+        "        import torch\n"
+        "        from trainwarden.loading import _guard\n"
+        "        _guard.install()\n"
+        "        torch.load(path, weights_only=False)\n"
+        "    else:\n"
+        "        trainwarden.load(path, mmap=how == 'mmap')\n"
+        "    print('loaded')\n"
+        "except UnsafeModelError as e:\n"
+        "    print(e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, how, str(src)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
+        preexec_fn=_limited,
+        check=False,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "decompresses to more than 268435456 bytes" in proc.stdout

@@ -189,9 +189,18 @@ def _prescan_torch_zip(data: memoryview, enforcer: Enforcer, reader: Any = None)
     # Read the pickles through the same zip reader torch uses, so both see the same records.
     reader = reader if reader is not None else _torch_reader(data, enforcer.location)
     base = enforcer.location
+    # Every record but the storages is copied out whole (inflated, if it is compressed) by this
+    # check or by torch: their sizes together stay within the decompression limit.
+    limit = _inflate_limit(data)
+    total = 0
+    for name in reader.get_all_records():
+        if not name.startswith("data/"):
+            total += _record_size(reader, name)
+            if total > limit:
+                raise _decompression_refused(base, limit, len(data))
     for name in reader.get_all_records():
         if name.endswith(".pkl"):
-            _privatize(data, reader.get_record_offset(name), len(reader.get_record(name)))
+            _privatize(data, reader.get_record_offset(name), _record_size(reader, name))
     for name in reader.get_all_records():
         enforcer.location = f"{base}:{name}"
         try:
@@ -202,6 +211,13 @@ def _prescan_torch_zip(data: memoryview, enforcer: Enforcer, reader: Any = None)
         finally:
             enforcer.location = base
     return reader
+
+
+def _record_size(reader: Any, name: str) -> int:
+    # The uncompressed size from the zip directory, without inflating the record (torch
+    # releases without get_record_size read it).
+    size = getattr(reader, "get_record_size", None)
+    return int(size(name)) if size is not None else len(reader.get_record(name))
 
 
 def _privatize(data: memoryview, offset: int, size: int) -> None:

@@ -431,7 +431,11 @@ def prescan_format(fmt: str, data: memoryview, enforcer: Enforcer) -> None:
     elif fmt == "joblib":
         # Joblib interleaves raw array bytes with the pickle, so the static pass cannot see past
         # the first array; the restricted unpickler still decides every later global.
-        check_pickle_bytes(_joblib_stream(data, base), enforcer, globals_only=True)
+        # The whole stream is judged, as for a raw pickle: a payload in a pickle after the one
+        # joblib reads is there for whoever reads on.
+        check_pickle_bytes(
+            _joblib_stream(data, base), enforcer, globals_only=True, max_pickles=None
+        )
     elif fmt == "pickle":
         check_pickle_bytes(data, enforcer, max_pickles=None)
 
@@ -537,7 +541,7 @@ def _load_joblib(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any
         dispatch[pickle.BUILD[0]] = load_build
 
     raw = _joblib_stream(data, enforcer.location)
-    check_pickle_bytes(raw, enforcer, globals_only=True)
+    check_pickle_bytes(raw, enforcer, globals_only=True, max_pickles=None)
     unpickler = _Restricted(enforcer.location, io.BytesIO(raw), ensure_native_byte_order=True)
     return unpickler.load()
 

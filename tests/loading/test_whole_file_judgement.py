@@ -1,0 +1,45 @@
+"""The static judgement covers the whole file, not just the pickle the loader reads, whatever
+route the content picks: a file is read as joblib when its first 64 KiB mention
+``NumpyArrayWrapper`` and ``joblib``, and that route judged only the first pickle, so the same
+payload after it that a raw pickle file is refused for went unjudged."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import trainwarden
+from trainwarden.loading import UnsafeModelError, _guard
+from trainwarden.loading._loader import detect_format
+
+from ._payloads import call_pickle
+
+
+@pytest.mark.parametrize("first", ["plain", "mentions joblib NumpyArrayWrapper"])
+def test_a_payload_after_the_first_pickle_is_refused_on_every_route(
+    first: str, tmp_path: Path, canary: Path
+) -> None:
+    src = tmp_path / "two.pkl"
+    src.write_bytes(
+        pickle.dumps({"note": first}, protocol=2) + call_pickle("os", "system", f"touch {canary}")
+    )
+    assert detect_format(src.read_bytes()) == ("pickle" if first == "plain" else "joblib")
+    with pytest.raises(UnsafeModelError, match="system"):
+        trainwarden.load(src)
+
+
+def test_the_guarded_joblib_load_judges_the_whole_file(
+    tmp_path: Path, canary: Path, guard: Callable[..., _guard.Guard]
+) -> None:
+    joblib = pytest.importorskip("joblib")
+    src = tmp_path / "two.joblib"
+    src.write_bytes(
+        pickle.dumps({"note": "joblib NumpyArrayWrapper"}, protocol=2)
+        + call_pickle("os", "system", f"touch {canary}")
+    )
+    guard(mode="block")
+    with pytest.raises(UnsafeModelError, match="system"):
+        joblib.load(src)

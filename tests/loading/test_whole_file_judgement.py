@@ -43,3 +43,34 @@ def test_the_guarded_joblib_load_judges_the_whole_file(
     guard(mode="block")
     with pytest.raises(UnsafeModelError, match="system"):
         joblib.load(src)
+
+
+def test_a_payload_after_data_pkl_in_a_checkpoint_is_refused(
+    tmp_path: Path, canary: Path, guard: Callable[..., _guard.Guard]
+) -> None:
+    # `trainwarden scan` reports the second pickle in data.pkl (CRITICAL); the loader read the
+    # first only and loaded the file.
+    import io
+    import zipfile
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buf)
+    src = tmp_path / "ckpt.pt"
+    with (
+        zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zin,
+        zipfile.ZipFile(src, "w", zipfile.ZIP_STORED) as zout,
+    ):
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith("/data.pkl"):
+                data += call_pickle("os", "system", f"touch {canary}")
+            zout.writestr(info, data)
+    with pytest.raises(UnsafeModelError, match="system"):
+        trainwarden.load(src)
+    with pytest.raises(UnsafeModelError, match="system"):
+        trainwarden.load(src, mmap=True)
+    guard(mode="block")
+    with pytest.raises(UnsafeModelError, match="system"):
+        torch.load(src, weights_only=False)

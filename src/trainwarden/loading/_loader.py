@@ -205,7 +205,9 @@ def _prescan_torch_zip(data: memoryview, enforcer: Enforcer, reader: Any = None)
         enforcer.location = f"{base}:{name}"
         try:
             if name.endswith(".pkl"):
-                check_pickle_bytes(reader.get_record(name), enforcer)
+                # Every pickle in the record is judged, as in a raw pickle file: torch reads the
+                # first, a payload after it is there for whoever reads on (and scan reports it).
+                check_pickle_bytes(reader.get_record(name), enforcer, max_pickles=None)
             else:
                 _check_hidden_pickle(data, reader.get_record_offset(name), enforcer)
         finally:

@@ -74,3 +74,31 @@ def test_a_payload_after_data_pkl_in_a_checkpoint_is_refused(
     guard(mode="block")
     with pytest.raises(UnsafeModelError, match="system"):
         torch.load(src, weights_only=False)
+
+
+def _no_proto(canary: Path) -> bytes:
+    """``os.system("touch CANARY")`` with protocol 4 opcodes but no PROTO header."""
+    from trainwarden.drill._scan_corpus import asm as A
+
+    return A.su("os") + A.su("system") + A.STACK_GLOBAL + A.su(f"touch {canary}") + b"\x85R."
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, "4 without PROTO"])
+def test_a_pickle_hidden_in_a_storage_is_refused_whatever_its_protocol(
+    protocol: int | str, tmp_path: Path, canary: Path
+) -> None:
+    # A layer's set_extra_state may unpickle a uint8 tensor's bytes: pickle.loads runs a
+    # protocol 0 or 1 stream (or any opcodes) without a PROTO header, and the check that
+    # refuses such a hidden pickle only looked at storages starting with PROTO.
+    import torch
+
+    from ._payloads import SystemPayload
+
+    if isinstance(protocol, int):
+        payload = pickle.dumps(SystemPayload(canary), protocol=protocol)
+    else:
+        payload = _no_proto(canary)
+    src = tmp_path / "ckpt.pt"
+    torch.save({"extra_state": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, src)
+    with pytest.raises(UnsafeModelError, match="system"):
+        trainwarden.load(src)

@@ -243,10 +243,14 @@ def _check_hidden_pickle(data: memoryview, offset: int, enforcer: Enforcer) -> N
     unpickles its bytes), so a pickle hidden there is refused like one in ``data.pkl``. Only a
     complete pickle counts: tensor bytes that merely start like one do not.
     """
-    from trainwarden.scan._pickle_vm import analyze_pickle
+    from trainwarden.scan._pickle_vm import _OPNAMES, analyze_pickle
     from trainwarden.scan._types import Verdict
 
-    if offset + 2 > len(data) or data[offset] != 0x80 or data[offset + 1] > 5:
+    if offset + 2 > len(data):
+        return
+    # A pickle needs no PROTO header: pickle.loads runs a protocol 0 or 1 stream (or any
+    # opcode) from its first byte, so any byte that is an opcode may start one.
+    if (data[offset] == 0x80 and data[offset + 1] > 5) or data[offset] not in _OPNAMES:
         return
     analysis = analyze_pickle(
         data[offset:], policy=enforcer.policy, location=enforcer.location, max_pickles=1

@@ -47,17 +47,30 @@ def _scalar(v: object) -> bool:
     return type(v) in _SCALARS
 
 
-def _plain(v: object, depth: int = 0) -> bool:
+def _plain(v: object, depth: int = 0, seen: set[int] | None = None) -> bool:
     """A value built only of builtin scalars and exact builtin containers (no user code runs
-    when it is iterated, hashed or compared)."""
+    when it is iterated, hashed or compared).
+
+    Each container is looked at once (``seen``): containers shared through the pickle's memo,
+    level after level, would otherwise make the walk exponentially longer than the file.
+    """
     t = type(v)
     if t in _SCALARS or t is bytearray:
         return True
     if depth > _MAX_DEPTH or t not in _CONTAINERS:
         return False
+    if seen is None:
+        seen = set()
+    elif id(v) in seen:
+        # Already judged plain, or being judged (a cycle): its verdict is decided there.
+        return True
+    seen.add(id(v))
     if t is dict:
-        return all(_plain(k, depth + 1) and _plain(x, depth + 1) for k, x in v.items())  # type: ignore[attr-defined]
-    return all(_plain(x, depth + 1) for x in v)  # type: ignore[attr-defined]
+        return all(
+            _plain(k, depth + 1, seen) and _plain(x, depth + 1, seen)
+            for k, x in v.items()  # type: ignore[attr-defined]
+        )
+    return all(_plain(x, depth + 1, seen) for x in v)  # type: ignore[attr-defined]
 
 
 def _ints(v: object, *, maxlen: int = 64) -> bool:
@@ -394,12 +407,18 @@ def _is_qscheme(v: object) -> bool:
     return torch is not None and type(v) is torch.qscheme
 
 
-def _tensors_and_shapes(v: object, depth: int = 0) -> bool:
+def _tensors_and_shapes(v: object, depth: int = 0, seen: set[int] | None = None) -> bool:
     if _is_tensor(v) or _scalar(v) or _is_torch_layout(v) or _ints(v):
         return True
     if depth > 4 or type(v) not in (tuple, list):
         return False
-    return all(_tensors_and_shapes(x, depth + 1) for x in v)  # type: ignore[attr-defined]
+    # Each container once: shared ones would make the walk (wide)**5 long.
+    if seen is None:
+        seen = set()
+    elif id(v) in seen:
+        return True
+    seen.add(id(v))
+    return all(_tensors_and_shapes(x, depth + 1, seen) for x in v)  # type: ignore[attr-defined]
 
 
 def _is_torch_layout(v: object) -> bool:

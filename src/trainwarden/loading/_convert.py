@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,64 @@ class ConvertResult:
 def sidecar_path(out: str | os.PathLike[str]) -> Path:
     p = Path(out)
     return p.with_name(p.name + ".meta.json")
+
+
+#: Values a converted object may expand to beyond 4 per value it holds: writing it out visits
+#: shared containers once per reference.
+_EXPANSION_SLACK = 1_000_000
+
+
+def _children(obj: Any, np: Any, torch: Any) -> list[Any] | None:
+    """What writing ``obj`` out (its encoding or its ``repr``) visits, or None for a leaf."""
+    if isinstance(obj, (torch.Tensor, str, bytes, bytearray, int, float)) or obj is None:
+        return None
+    if isinstance(obj, np.ndarray):
+        return list(obj.flat) if obj.dtype.hasobject else None
+    if isinstance(obj, Mapping):
+        return [x for item in obj.items() for x in item]
+    if isinstance(obj, (list, tuple, set, frozenset, deque)):
+        return list(obj)
+    state = getattr(obj, "__dict__", None)
+    return list(state.values()) if isinstance(state, dict) else None
+
+
+def _check_expansion(obj: Any) -> None:
+    """Refuse an object whose containers are shared so often that writing it out would not end.
+
+    A pickle can refer to one list from two places of the next, level after level: a file of a
+    few hundred bytes loads as a small object whose tree has 2**60 nodes. Each value is walked
+    once here (tree sizes are summed per distinct container), so the check is linear.
+    """
+    import numpy as np
+    import torch
+
+    sizes: dict[int, int] = {}
+    held: list[Any] = []
+    distinct = 0
+
+    def size(o: Any) -> int:
+        nonlocal distinct
+        known = sizes.get(id(o))
+        if known is not None:
+            return known
+        kids = _children(o, np, torch)
+        if kids is None:
+            return 1
+        sizes[id(o)] = 1  # a reference back to a container being walked counts once
+        held.append(o)
+        distinct += 1 + len(kids)
+        total = 1 + sum(size(k) for k in kids)
+        sizes[id(o)] = total
+        return total
+
+    total = size(obj)
+    if total > 4 * distinct + _EXPANSION_SLACK:
+        raise LoadError(
+            f"the loaded object refers to the same containers so often that it expands to "
+            f"{total} values (it holds {distinct}): it cannot be written out",
+            hint="the file is built to exhaust memory and time when its object is walked; "
+            "do not convert it",
+        )
 
 
 def _escape(key: str) -> str:
@@ -178,6 +237,7 @@ def to_safetensors(
     if dst.resolve() == src.resolve():
         raise LoadError(f"output {dst} would overwrite the source", hint="choose another -o path")
     obj, report = load_with_report(src, policy=policy, hash_file=True)
+    _check_expansion(obj)
     flat = _Flattener()
     structure = flat.encode(obj, "")
     side = {

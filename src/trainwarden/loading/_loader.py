@@ -189,19 +189,37 @@ def _prescan_torch_zip(data: memoryview, enforcer: Enforcer, reader: Any = None)
     # Read the pickles through the same zip reader torch uses, so both see the same records.
     reader = reader if reader is not None else _torch_reader(data, enforcer.location)
     base = enforcer.location
+    # Every record but the storages is copied out whole (inflated, if it is compressed) by this
+    # check or by torch: their sizes together stay within the decompression limit.
+    limit = _inflate_limit(data)
+    total = 0
+    for name in reader.get_all_records():
+        if not name.startswith("data/"):
+            total += _record_size(reader, name)
+            if total > limit:
+                raise _decompression_refused(base, limit, len(data))
     for name in reader.get_all_records():
         if name.endswith(".pkl"):
-            _privatize(data, reader.get_record_offset(name), len(reader.get_record(name)))
+            _privatize(data, reader.get_record_offset(name), _record_size(reader, name))
     for name in reader.get_all_records():
         enforcer.location = f"{base}:{name}"
         try:
             if name.endswith(".pkl"):
-                check_pickle_bytes(reader.get_record(name), enforcer)
+                # Every pickle in the record is judged, as in a raw pickle file: torch reads the
+                # first, a payload after it is there for whoever reads on (and scan reports it).
+                check_pickle_bytes(reader.get_record(name), enforcer, max_pickles=None)
             else:
                 _check_hidden_pickle(data, reader.get_record_offset(name), enforcer)
         finally:
             enforcer.location = base
     return reader
+
+
+def _record_size(reader: Any, name: str) -> int:
+    # The uncompressed size from the zip directory, without inflating the record (torch
+    # releases without get_record_size read it).
+    size = getattr(reader, "get_record_size", None)
+    return int(size(name)) if size is not None else len(reader.get_record(name))
 
 
 def _privatize(data: memoryview, offset: int, size: int) -> None:
@@ -225,10 +243,14 @@ def _check_hidden_pickle(data: memoryview, offset: int, enforcer: Enforcer) -> N
     unpickles its bytes), so a pickle hidden there is refused like one in ``data.pkl``. Only a
     complete pickle counts: tensor bytes that merely start like one do not.
     """
-    from trainwarden.scan._pickle_vm import analyze_pickle
+    from trainwarden.scan._pickle_vm import _OPNAMES, analyze_pickle
     from trainwarden.scan._types import Verdict
 
-    if offset + 2 > len(data) or data[offset] != 0x80 or data[offset + 1] > 5:
+    if offset + 2 > len(data):
+        return
+    # A pickle needs no PROTO header: pickle.loads runs a protocol 0 or 1 stream (or any
+    # opcode) from its first byte, so any byte that is an opcode may start one.
+    if (data[offset] == 0x80 and data[offset + 1] > 5) or data[offset] not in _OPNAMES:
         return
     analysis = analyze_pickle(
         data[offset:], policy=enforcer.policy, location=enforcer.location, max_pickles=1
@@ -256,10 +278,26 @@ def _prescan_npy_stream(fp: Any, enforcer: Enforcer) -> None:
         check_pickle_bytes(fp.read(), enforcer)
 
 
-def _npz_members(data: memoryview, location: str) -> list[tuple[str, bytes]]:
+def _npz_members(data: memoryview, location: str) -> list[tuple[str, bytes | bytearray]]:
+    # Members are inflated in bounded steps against one budget for the whole file, the limit
+    # of compressed joblib files: a deflated member inflates about 1000 times.
+    limit = _inflate_limit(data)
+    total = 0
+    members: list[tuple[str, bytes | bytearray]] = []
     try:
         with zipfile.ZipFile(MemReader(data, location)) as zf:
-            return [(name, zf.read(name)) for name in zf.namelist()]
+            for name in zf.namelist():
+                raw = bytearray()
+                with zf.open(name) as member:
+                    while chunk := member.read(16 << 20):
+                        total += len(chunk)
+                        if total > limit:
+                            raise _decompression_refused(location, limit, len(data))
+                        raw += chunk
+                members.append((name, raw))
+        return members
+    except UnsafeModelError:
+        raise
     except LoadError:
         raise
     except Exception as e:
@@ -326,28 +364,35 @@ def _decompressing_reader(data: memoryview, location: str) -> Any:
     return src
 
 
+def _inflate_limit(data: memoryview) -> int:
+    return min(_decompressed_limit(), max(_MIN_INFLATE, _MAX_RATIO * len(data)))
+
+
+def _decompression_refused(location: str, limit: int, compressed: int) -> UnsafeModelError:
+    f = Finding(
+        "TWL-DECOMPRESSION-LIMIT",
+        Severity.HIGH,
+        f"{location} decompresses to more than {limit} bytes ({compressed} bytes compressed)",
+        location,
+        {"limit": limit, "compressed": compressed},
+    )
+    return UnsafeModelError(
+        f"refused to load {location}: it decompresses to more than {limit} bytes",
+        findings=[f],
+        path=location,
+        hint="a decompression bomb, or a file larger than the limit: raise "
+        "limits.max_decompressed_bytes in the policy if you trust it",
+    )
+
+
 def _joblib_stream(data: memoryview, location: str) -> bytes:
-    limit = min(_decompressed_limit(), max(_MIN_INFLATE, _MAX_RATIO * len(data)))
+    limit = _inflate_limit(data)
     stream = _decompressing_reader(data, location)
     raw = bytearray()
     try:
         while chunk := stream.read(16 << 20):
             if len(raw) + len(chunk) > limit:
-                f = Finding(
-                    "TWL-DECOMPRESSION-LIMIT",
-                    Severity.HIGH,
-                    f"{location} decompresses to more than {limit} bytes "
-                    f"({len(data)} bytes compressed)",
-                    location,
-                    {"limit": limit, "compressed": len(data)},
-                )
-                raise UnsafeModelError(
-                    f"refused to load {location}: it decompresses to more than {limit} bytes",
-                    findings=[f],
-                    path=location,
-                    hint="a decompression bomb, or a file larger than the limit: raise "
-                    "limits.max_decompressed_bytes in the policy if you trust it",
-                )
+                raise _decompression_refused(location, limit, len(data))
             raw += chunk
     except (OSError, EOFError, zlib.error, ValueError) as e:
         raise LoadError(f"{location} is not a readable compressed joblib file: {e}") from e
@@ -392,7 +437,11 @@ def prescan_format(fmt: str, data: memoryview, enforcer: Enforcer) -> None:
     elif fmt == "joblib":
         # Joblib interleaves raw array bytes with the pickle, so the static pass cannot see past
         # the first array; the restricted unpickler still decides every later global.
-        check_pickle_bytes(_joblib_stream(data, base), enforcer, globals_only=True)
+        # The whole stream is judged, as for a raw pickle: a payload in a pickle after the one
+        # joblib reads is there for whoever reads on.
+        check_pickle_bytes(
+            _joblib_stream(data, base), enforcer, globals_only=True, max_pickles=None
+        )
     elif fmt == "pickle":
         check_pickle_bytes(data, enforcer, max_pickles=None)
 
@@ -498,7 +547,7 @@ def _load_joblib(data: memoryview, enforcer: Enforcer, map_location: Any) -> Any
         dispatch[pickle.BUILD[0]] = load_build
 
     raw = _joblib_stream(data, enforcer.location)
-    check_pickle_bytes(raw, enforcer, globals_only=True)
+    check_pickle_bytes(raw, enforcer, globals_only=True, max_pickles=None)
     unpickler = _Restricted(enforcer.location, io.BytesIO(raw), ensure_native_byte_order=True)
     return unpickler.load()
 

@@ -20,8 +20,9 @@ RULES: dict[str, Rule] = register(
         Rule(
             "TWL-DECOMPRESSION-LIMIT",
             Severity.HIGH,
-            "a compressed (joblib) file inflates past the limit (200x its size, at least 256 MiB,"
-            " at most the policy's `max_decompressed_bytes`)",
+            "a compressed joblib file, the members of an `.npz` together, or the records of a "
+            "PyTorch zip other than its storages together, inflate past the limit (200x the "
+            "file's size, at least 256 MiB, at most the policy's `max_decompressed_bytes`)",
             threats=("T1", "T7"),
             guide="loading.md",
         ),

@@ -171,9 +171,72 @@ class RestrictedUnpickler(_PyUnpickler):  # type: ignore[misc]
 
     def _call(self, op: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            return fn(*args, trusted=self._tw_trusted)
+            value = fn(*args, trusted=self._tw_trusted)
         except constructors.Refused as e:
             raise self._refused(op, e) from None
+        if isinstance(value, tuple):
+            self._check_tuple(op, value)
+        return value
+
+    # -- tuples: hashing one visits its whole tree -------------------------------------------
+
+    _tw_tuples: dict[int, tuple[int, tuple[Any, ...]]] | None = None
+
+    def _expansion(self, t: tuple[Any, ...]) -> int:
+        """How many values hashing ``t`` visits: its tree, shared tuples counted each time."""
+        known = self._tw_tuples
+        if known is None:
+            known = self._tw_tuples = {}
+        entry = known.get(id(t))
+        if entry is not None:
+            return entry[0]
+        size = len(t)
+        for c in t:
+            if isinstance(c, tuple) and c:
+                size += self._expansion(c)
+        if size > len(t) or len(t) > 16:
+            # Held, so that the id is not reused while it is recorded.
+            known[id(t)] = (size, t)
+        return size
+
+    def _check_tuple(self, op: str, t: tuple[Any, ...]) -> None:
+        """Refuse a tuple whose tree is too large to hash: tuples shared through the memo make it
+        exponentially larger than the pickle, and a dict key or set member made of it would
+        keep the unpickler hashing for ever."""
+        from trainwarden.scan._types import Limits
+
+        enforcer = self.tw_enforcer
+        limits = getattr(enforcer.policy, "limits", None) if enforcer is not None else None
+        limits = limits if isinstance(limits, Limits) else Limits()
+        if self._expansion(t) > limits.max_tuple_expansion:
+            raise self._refused(
+                op,
+                constructors.Refused(
+                    "builds a tuple of shared tuples that expands to more than "
+                    f"{limits.max_tuple_expansion} values (limit max_tuple_expansion): hashing "
+                    "it as a dict key or set member would not finish"
+                ),
+            )
+        if self._tw_tuples is not None and len(self._tw_tuples) > limits.max_memo:
+            raise self._refused(
+                op, constructors.Refused(f"more than {limits.max_memo} tuples with tuples inside")
+            )
+
+    def load_tuple(self) -> None:
+        super().load_tuple()
+        self._check_tuple("TUPLE", self.stack[-1])
+
+    def load_tuple1(self) -> None:
+        super().load_tuple1()
+        self._check_tuple("TUPLE1", self.stack[-1])
+
+    def load_tuple2(self) -> None:
+        super().load_tuple2()
+        self._check_tuple("TUPLE2", self.stack[-1])
+
+    def load_tuple3(self) -> None:
+        super().load_tuple3()
+        self._check_tuple("TUPLE3", self.stack[-1])
 
     def load_reduce(self) -> None:
         stack = self.stack
@@ -254,6 +317,10 @@ class RestrictedUnpickler(_PyUnpickler):  # type: ignore[misc]
     dispatch[pickle.SETITEM[0]] = load_setitem
     dispatch[pickle.SETITEMS[0]] = load_setitems
     dispatch[pickle.ADDITEMS[0]] = load_additems
+    dispatch[pickle.TUPLE[0]] = load_tuple
+    dispatch[pickle.TUPLE1[0]] = load_tuple1
+    dispatch[pickle.TUPLE2[0]] = load_tuple2
+    dispatch[pickle.TUPLE3[0]] = load_tuple3
 
 
 # One class serves both names: the loader's unpickler is always the closed one.

@@ -8,6 +8,7 @@ call and reports every global the real unpickler would import.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import struct
 import time
 from collections.abc import Callable
@@ -94,7 +95,7 @@ class _Obj:
         self.dunder: str | None = None
 
     def __repr__(self) -> str:
-        return f"<result of {self.origin!r}>"
+        return f"<result of {_brief(self.origin)}>"
 
 
 class _Container:
@@ -185,6 +186,7 @@ class _VM:
         "proto",
         "reported",
         "result",
+        "tuple_sizes",
     )
 
     def __init__(
@@ -206,6 +208,45 @@ class _VM:
         self.build_hook: BuildHook | None = None
         self.joblib_arrays = 0
         self.result: object = None
+        # id -> (values the tuple holds counted as a tree, the tuple): tuples with tuples inside,
+        # held so that an id is not reused while it is recorded.
+        self.tuple_sizes: dict[int, tuple[int, tuple[Any, ...]]] = {}
+
+    def nested_tuple(self, t: tuple[Any, ...], offset: int, opname: str) -> None:
+        """Record a tuple built with tuples inside; report one whose tree is too large.
+
+        Hashing a tuple (as a dict key, a set member, in ``frozenset``) visits every value of
+        its tree, and tuples shared through the memo make that tree exponentially larger than
+        the pickle: the unpickler would hash for ever. The limit counts the tree, not the bytes.
+        """
+        sizes = self.tuple_sizes
+        size = len(t)
+        for c in t:
+            if type(c) is tuple:
+                entry = sizes.get(id(c))
+                size += len(c) if entry is None else entry[0]
+        sizes[id(t)] = (size, t)
+        limits = self.limits
+        if size > limits.max_tuple_expansion:
+            self.add(
+                "TWS-PKL-LIMIT",
+                Severity.HIGH,
+                f"{opname} builds a tuple of shared tuples that expands to more than "
+                f"{limits.max_tuple_expansion} values: hashing it (as a dict key or set member) "
+                "would not finish",
+                offset,
+                limit="max_tuple_expansion",
+            )
+            raise _Stop
+        if len(sizes) > limits.max_memo:
+            self.add(
+                "TWS-PKL-LIMIT",
+                Severity.HIGH,
+                f"more than {limits.max_memo} tuples with tuples inside",
+                offset,
+                limit="max_memo",
+            )
+            raise _Stop
 
     # -- findings --------------------------------------------------------------------------
 
@@ -252,9 +293,10 @@ class _VM:
         self.add(
             "TWS-PKL-CALL-COMPUTED",
             Severity.HIGH,
-            f"{opname} calls {func!r}, a value computed inside the pickle, not an imported global",
+            f"{opname} calls {_brief(func)}, a value computed inside the pickle, "
+            "not an imported global",
             offset,
-            callee=repr(func),
+            callee=_brief(func),
             opcode=opname,
         )
 
@@ -311,7 +353,10 @@ class _VM:
         elif qual in _NEWOBJ_TARGETS:
             if type(a0) is not _Global or a0.qual != _NEWOBJ_TARGETS[qual]:
                 self.unsafe_use(
-                    f"{qual} allocates {a0!r} (only {_NEWOBJ_TARGETS[qual]})", offset, qual, "new"
+                    f"{qual} allocates {_brief(a0)} (only {_NEWOBJ_TARGETS[qual]})",
+                    offset,
+                    qual,
+                    "new",
                 )
         elif qual in _REBUILD_FROM_TYPE:
             func = a0
@@ -323,7 +368,7 @@ class _VM:
                 or (func.verdict is Verdict.SAFE and not func.user and func.qual not in CALLABLE)
             ):
                 self.unsafe_use(
-                    f"{qual} would call {func!r}, which is not a tensor constructor",
+                    f"{qual} would call {_brief(func)}, which is not a tensor constructor",
                     offset,
                     qual,
                     "call",
@@ -332,7 +377,7 @@ class _VM:
                 self.check_use(func, "call", offset, f"{opname} {qual}", fargs)
             if type(new_type) is not _Global or new_type.qual not in _TENSOR_TYPES:
                 self.unsafe_use(
-                    f"{qual} converts to {new_type!r}, which is not a tensor class",
+                    f"{qual} converts to {_brief(new_type)}, which is not a tensor class",
                     offset,
                     qual,
                     "call",
@@ -341,13 +386,14 @@ class _VM:
             ctor = args[1] if len(args) > 1 else None
             if ctor is not None and (type(ctor) is not _Global or ctor.qual not in _BITGEN_CTOR):
                 self.unsafe_use(
-                    f"{qual} would call {ctor!r} (only numpy's own bit generator constructor)",
+                    f"{qual} would call {_brief(ctor)} "
+                    "(only numpy's own bit generator constructor)",
                     offset,
                     qual,
                     "call",
                 )
             if type(a0) is _Global and a0.qual not in _BITGEN_CLASSES:
-                self.unsafe_use(f"{qual} is handed {a0!r}", offset, qual, "call")
+                self.unsafe_use(f"{qual} is handed {_brief(a0)}", offset, qual, "call")
         elif qual in _BITGEN_CTOR:
             if (
                 a0 is not None
@@ -355,7 +401,7 @@ class _VM:
                 and (type(a0) is not _Global or a0.qual not in _BITGEN_CLASSES)
             ):
                 self.unsafe_use(
-                    f"{qual} would call {a0!r} (only numpy's own bit generators)",
+                    f"{qual} would call {_brief(a0)} (only numpy's own bit generators)",
                     offset,
                     qual,
                     "call",
@@ -363,7 +409,7 @@ class _VM:
         elif qual in _NP_RECONSTRUCT:
             if type(a0) is not _Global or a0.qual not in _ARRAY_TYPES:
                 self.unsafe_use(
-                    f"{qual} builds {a0!r}, which is not an ndarray class it may build",
+                    f"{qual} builds {_brief(a0)}, which is not an ndarray class it may build",
                     offset,
                     qual,
                     "call",
@@ -372,7 +418,7 @@ class _VM:
             a0 is not None and (type(a0) is not _Global or a0.qual not in _FACTORIES)
         ):
             self.unsafe_use(
-                f"defaultdict with factory {a0!r}, called on every missing key",
+                f"defaultdict with factory {_brief(a0)}, called on every missing key",
                 offset,
                 qual,
                 "call",
@@ -391,10 +437,11 @@ class _VM:
             self.add(
                 "TWS-PKL-TENSOR-MUTATION",
                 Severity.HIGH,
-                f"{opname} writes into a tensor/array made by {target.origin!r} during loading "
+                f"{opname} writes into a tensor/array made by {_brief(target.origin)} "
+                "during loading "
                 "(the weights_only bypass pattern of CVE-2026-24747)",
                 offset,
-                global_=repr(target.origin),
+                global_=_brief(target.origin),
                 opcode=opname,
             )
             return
@@ -402,9 +449,9 @@ class _VM:
             self.add(
                 "TWS-PKL-MUTATE-GLOBAL",
                 Severity.HIGH,
-                f"{opname} modifies the imported global {target!r} itself (monkeypatching)",
+                f"{opname} modifies the imported global {_brief(target)} itself (monkeypatching)",
                 offset,
-                global_=repr(target),
+                global_=_brief(target),
                 opcode=opname,
             )
         elif (
@@ -464,7 +511,7 @@ class _VM:
                 self.add(
                     "TWS-PKL-DUNDER-STATE",
                     Severity.HIGH,
-                    f"BUILD sets the special attribute {dunder!r} on an object "
+                    f"BUILD sets the special attribute {_brief(dunder)} on an object "
                     "(e.g. replacing __setstate__ or __class__ redirects later calls)",
                     offset,
                     attribute=dunder,
@@ -496,10 +543,10 @@ class _VM:
             self.add(
                 "TWS-PKL-TENSOR-BOUNDS",
                 Severity.HIGH,
-                f"{func!r} builds a tensor view whose offset, size, stride or storage size is "
-                "not a plain integer in the pickle: its bounds cannot be checked",
+                f"{_brief(func)} builds a tensor view whose offset, size, stride or storage "
+                "size is not a plain integer in the pickle: its bounds cannot be checked",
                 offset,
-                global_=repr(func),
+                global_=_brief(func),
             )
             return
         end = storage_offset
@@ -518,7 +565,7 @@ class _VM:
                 f"stride {list(stride)}) that reaches element {end} of a storage holding "
                 f"{numel}: out-of-bounds memory access on load",
                 offset,
-                global_=repr(func),
+                global_=_brief(func),
                 storage_numel=numel,
             )
 
@@ -748,6 +795,8 @@ class _VM:
                     t = tuple(stack[k:])
                     del stack[k:]
                     append(t)
+                    if tuple in map(type, t):
+                        self.nested_tuple(t, op_off, "TUPLE")
                 elif op == 0x52:  # REDUCE
                     if len(stack) - 2 < fence:
                         underflow(op_off, "REDUCE")
@@ -764,7 +813,9 @@ class _VM:
                     if len(stack) - 2 < fence:
                         underflow(op_off, "TUPLE2")
                     b = pop()
-                    stack[-1] = (stack[-1], b)
+                    t = stack[-1] = (stack[-1], b)
+                    if type(b) is tuple or type(t[0]) is tuple:
+                        self.nested_tuple(t, op_off, "TUPLE2")
                 elif op == 0x7D:  # EMPTY_DICT
                     append(_Container("dict"))
                 elif op == 0x75:  # SETITEMS
@@ -804,7 +855,9 @@ class _VM:
                 elif op == 0x85:  # TUPLE1
                     if len(stack) - 1 < fence:
                         underflow(op_off, "TUPLE1")
-                    stack[-1] = (stack[-1],)
+                    t = stack[-1] = (stack[-1],)
+                    if type(t[0]) is tuple:
+                        self.nested_tuple(t, op_off, "TUPLE1")
                 elif op == 0x6A:  # LONG_BINGET
                     if pos + 4 > n:
                         truncated(op_off, "LONG_BINGET")
@@ -824,7 +877,9 @@ class _VM:
                         underflow(op_off, "TUPLE3")
                     c = pop()
                     b = pop()
-                    stack[-1] = (stack[-1], b, c)
+                    t = stack[-1] = (stack[-1], b, c)
+                    if type(c) is tuple or type(b) is tuple or type(t[0]) is tuple:
+                        self.nested_tuple(t, op_off, "TUPLE3")
                 elif op == 0x5D:  # EMPTY_LIST
                     append(_Container("list"))
                 elif op == 0x88:  # NEWTRUE
@@ -886,8 +941,8 @@ class _VM:
                             "TWS-PKL-MALFORMED",
                             "STACK_GLOBAL operands are not both str: the unpickler raises here",
                             op_off,
-                            module=repr(module_v),
-                            name=repr(name_v),
+                            module=_brief(module_v),
+                            name=_brief(name_v),
                         )
                     stack[-1] = self.import_global(module_v, name_v, op_off, "STACK_GLOBAL")
                 elif op == 0x81:  # NEWOBJ
@@ -1378,7 +1433,7 @@ def _special_key(key: object) -> str | None:
     if type(key) is str:
         return key if key[:2] == "__" else None
     if type(key) is _Obj:
-        return f"<computed key: {key!r}>"
+        return f"<computed key: {_brief(key)}>"
     return None
 
 
@@ -1448,27 +1503,77 @@ def _store_items(target: _Container, stack: list[Any], k: int) -> None:
             items[key] = value
 
 
-def _plain(value: object, depth: int = 0) -> object:
+#: Values ``_plain`` renders in all, whatever the shape: tuples shared through the memo make a
+#: graph whose tree is exponentially larger than the pickle (each level can refer to the one
+#: below 64 times), so depth and width caps alone do not bound the walk.
+_PLAIN_BUDGET = 4096
+
+
+def _brief(value: object) -> str:
+    """A value as a finding's message names it: its ``repr``, cut at 200 characters, rendered
+    no further than that (a tuple of shared tuples is never rendered whole)."""
+    out: list[str] = []
+    size = 0
+
+    def emit(text: str) -> None:
+        nonlocal size
+        if size > 200:
+            raise _Full
+        out.append(text)
+        size += len(text)
+
+    def walk(v: object) -> None:
+        if type(v) is not tuple:
+            emit(repr(v)[:201])
+            return
+        emit("(")
+        for i, x in enumerate(v):
+            if i:
+                emit(", ")
+            walk(x)
+        emit(",)" if len(v) == 1 else ")")
+
+    with contextlib.suppress(_Full):
+        walk(value)
+    text = "".join(out)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+class _Full(Exception):
+    """Internal: a rendering reached its length."""
+
+
+def _plain(value: object) -> object:
     """A small JSON-friendly rendering of a symbolic value (for evidence), bounded in size."""
-    t = type(value)
-    if t is str:
-        return value[:256]  # type: ignore[index]
-    if t is int or t is bool or value is None:
-        return value
-    if t is tuple:
-        if depth >= 6:
-            return "..."
-        out = []
-        for v in value[:64]:  # type: ignore[index]
-            tv = type(v)
-            if tv is int or tv is bool or v is None:
-                out.append(v)
-            elif tv is str:
-                out.append(v[:256])
-            else:
-                out.append(_plain(v, depth + 1))
-        return out
-    return repr(value)
+    left = _PLAIN_BUDGET
+
+    def walk(value: object, depth: int) -> object:
+        nonlocal left
+        t = type(value)
+        if t is str:
+            return value[:256]  # type: ignore[index]
+        if t is int or t is bool or value is None:
+            return value
+        if t is tuple:
+            if depth >= 6 or left <= 0:
+                return "..."
+            out: list[object] = []
+            for v in value[:64]:  # type: ignore[index]
+                left -= 1
+                if left < 0:
+                    out.append("...")
+                    break
+                tv = type(v)
+                if tv is int or tv is bool or v is None:
+                    out.append(v)
+                elif tv is str:
+                    out.append(v[:256])
+                else:
+                    out.append(walk(v, depth + 1))
+            return out
+        return _brief(value)
+
+    return walk(value, 0)
 
 
 def analyze_pickle(
@@ -1654,10 +1759,17 @@ def _joblib_dtype(dtype: object) -> tuple[int, bool] | None:
     return (8, True) if hasobject is not False else (itemsize, False)
 
 
-def _dtype_triple(dtype: object, depth: int) -> Any:
-    """The ``(code, align, state)`` of a symbolic pickled dtype, with plain values only."""
+def _dtype_triple(dtype: object, depth: int, budget: list[int] | None = None) -> Any:
+    """The ``(code, align, state)`` of a symbolic pickled dtype, with plain values only.
+
+    ``None`` when it cannot be rendered, also when the state's values, counted as a tree, exceed
+    ``_PLAIN_BUDGET``: tuples and sub-dtypes shared through the memo would otherwise make the
+    rendering exponentially larger than the pickle.
+    """
     from trainwarden.scan._formats._dtype import DtypeTriple
 
+    if budget is None:
+        budget = [_PLAIN_BUDGET]
     if depth > 32 or type(dtype) is not _Obj or type(dtype.origin) is not _Global:
         return None
     if f"{dtype.origin.module}.{dtype.origin.name}" != "numpy.dtype":
@@ -1669,6 +1781,9 @@ def _dtype_triple(dtype: object, depth: int) -> Any:
     missing = object()
 
     def plain(v: object) -> object:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return missing
         if v is None or type(v) in (str, int, bool, float, bytes):
             return v
         if type(v) is tuple:
@@ -1678,7 +1793,7 @@ def _dtype_triple(dtype: object, depth: int) -> Any:
             d = {k: plain(x) for k, x in v.items.items()}
             return missing if missing in d.values() else d
         if type(v) is _Obj:
-            t = _dtype_triple(v, depth + 1)
+            t = _dtype_triple(v, depth + 1, budget)
             return missing if t is None else t
         return missing
 

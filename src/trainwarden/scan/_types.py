@@ -57,6 +57,9 @@ class Limits:
     #: Bytes of one decompressed container member held for analysis (in memory or a temporary
     #: file); a member that needs more is reported instead of spilled to disk.
     max_member_bytes: int = 768 * 1024**2
+    #: Values one pickled tuple holds, counted as a tree (tuples shared through the memo count
+    #: each time they are referred to): hashing a tuple visits all of them.
+    max_tuple_expansion: int = 16_000_000
 
     def __post_init__(self) -> None:
         for name, value in self.__dict__.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import trainwarden
+from trainwarden.loading import LoadError
 from trainwarden.loading._convert import from_safetensors, sidecar_path, to_safetensors
 
 from ._payloads import SystemPayload
@@ -98,3 +100,72 @@ def test_convert_cli(cli: Cli, tmp_path: Path) -> None:
     assert "out.safetensors" in r.stdout and (tmp_path / "out.safetensors.meta.json").exists()
     back = from_safetensors(tmp_path / "out.safetensors")
     assert back["step"] == 12
+
+
+def _converted(tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
+    src = tmp_path / "ckpt.pt"
+    torch.save({"w": torch.ones(2), "step": 3, "scale": np.float32(0.5)}, src)
+    out = tmp_path / "ckpt.safetensors"
+    to_safetensors(src, out)
+    side = sidecar_path(out)
+    return out, side, json.loads(side.read_text())
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        # A numpy scalar of a void dtype the sidecar sizes: np.void(2e9) would allocate 2 GB.
+        (
+            lambda s: s["structure"]["$dict"].update(
+                scale={"$npscalar": 2_000_000_000, "dtype": "V2000000000"}
+            ),
+            "holds no plain value",
+        ),
+        (
+            lambda s: s["structure"]["$dict"].update(
+                scale={"$npscalar": 1, "dtype": "no such dtype"}
+            ),
+            "dtype is not one",
+        ),
+        (lambda s: s["structure"]["$dict"].update(w={"$tensor": "absent"}), "names no tensor"),
+        (lambda s: s.update(aliases={"x": "absent"}), "names no tensor"),
+        (lambda s: s.update(aliases=[1]), "'aliases' is not an object"),
+        (lambda s: s["structure"].update({"$dict": [1, 2]}), "malformed"),
+        (lambda s: s.update(structure={"$items": [[[1], 2]]}), "malformed"),
+        (lambda s: s.update(structure={"$size": ["a"]}), "malformed"),
+        (lambda s: s.update(structure={"$device": "quantum:9"}), "malformed"),
+        (lambda s: s.update(structure={"$bytes": "not base64!"}), "malformed"),
+        (lambda s: s.update(structure={"$what": 1}), "unknown node"),
+    ],
+)
+def test_a_hostile_sidecar_is_a_load_error_naming_it(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], None], says: str
+) -> None:
+    out, side, doc = _converted(tmp_path)
+    edit(doc)
+    side.write_text(json.dumps(doc))
+    with pytest.raises(LoadError, match=says) as got:
+        from_safetensors(out)
+    assert str(side) in str(got.value)
+
+
+def test_a_sidecar_that_is_a_fifo_deeply_nested_or_huge_is_refused_without_waiting(
+    tmp_path: Path,
+) -> None:
+    out, side, doc = _converted(tmp_path)
+    side.write_text('{"format": "x", "s": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(LoadError, match="cannot read the sidecar"):
+        from_safetensors(out)
+    side.unlink()
+    os.mkfifo(side)  # nobody ever writes it: a plain open would wait for ever
+    with pytest.raises(LoadError, match="cannot read the sidecar"):
+        from_safetensors(out)
+    side.unlink()
+    with open(side, "wb") as fh:
+        fh.truncate(8 << 30)  # sparse: 8 GiB that cost nothing on disk
+    with pytest.raises(LoadError, match="limit"):
+        from_safetensors(out)
+    side.unlink()
+    side.write_text(json.dumps(doc))
+    got = from_safetensors(out)
+    assert got["step"] == 3 and float(got["scale"]) == 0.5

@@ -265,23 +265,60 @@ def to_safetensors(
     )
 
 
+# The sidecar is as untrusted as the model file it travels with: it is read within a limit, every
+# node is checked, and a numpy scalar may only be of a kind that holds a value (no void buffer of
+# a size the sidecar names).
+SIDECAR_LIMIT = 512 * 1024 * 1024
+_SCALAR_KINDS = frozenset("biufcmMUS")
+
+
 def from_safetensors(path: str | os.PathLike[str]) -> Any:
-    """Rebuild the converted object from ``path`` and its sidecar (aliases share storage again)."""
+    """Rebuild the converted object from ``path`` and its sidecar (aliases share storage again).
+
+    The sidecar is untrusted: a file that is not one this module wrote (unreadable, over 512 MiB,
+    not JSON, a node of an unknown or malformed shape, a tensor it names that the safetensors
+    file lacks, a numpy scalar of a kind that holds no plain value) raises :class:`LoadError`
+    naming it."""
     import numpy as np
     import torch
     from safetensors.torch import load_file
 
+    from trainwarden._internal.files import read_limited
+
     p = Path(path)
     side_path = sidecar_path(p)
     try:
-        side = json.loads(side_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        side = json.loads(read_limited(side_path, SIDECAR_LIMIT).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
         raise LoadError(f"cannot read the sidecar {side_path}: {e}") from e
-    if side.get("format") != SIDECAR_FORMAT:
+    if not isinstance(side, dict) or side.get("format") != SIDECAR_FORMAT:
         raise LoadError(f"{side_path} is not a trainwarden sidecar")
     tensors = load_file(str(p))
-    for alias, target in side.get("aliases", {}).items():
+
+    def bad(what: str) -> LoadError:
+        return LoadError(f"{side_path}: {what}")
+
+    aliases = side.get("aliases", {})
+    if not isinstance(aliases, dict):
+        raise bad("'aliases' is not an object")
+    for alias, target in aliases.items():
+        if not isinstance(target, str) or target not in tensors:
+            raise bad(f"alias {str(alias)[:80]!r} names no tensor of {p}")
         tensors[alias] = tensors[target]
+
+    def tensor(name: Any) -> torch.Tensor:
+        if not isinstance(name, str) or name not in tensors:
+            raise bad(f"{str(name)[:80]!r} names no tensor of {p}")
+        return tensors[name]
+
+    def scalar(node: dict[str, Any]) -> Any:
+        try:
+            dtype = np.dtype(node["dtype"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise bad(f"a numpy scalar's dtype is not one: {e}") from e
+        if dtype.kind not in _SCALAR_KINDS or dtype.fields is not None:
+            raise bad(f"a numpy scalar of dtype {str(dtype)[:80]!r} holds no plain value")
+        return dtype.type(node["$npscalar"])
 
     def decode(node: Any) -> Any:
         if isinstance(node, list):
@@ -289,9 +326,9 @@ def from_safetensors(path: str | os.PathLike[str]) -> Any:
         if not isinstance(node, dict):
             return node
         if "$tensor" in node:
-            return tensors[node["$tensor"]]
+            return tensor(node["$tensor"])
         if "$ndarray" in node:
-            return tensors[node["$ndarray"]].numpy()
+            return tensor(node["$ndarray"]).numpy()
         if "$dict" in node:
             return {k: decode(v) for k, v in node["$dict"].items()}
         if "$items" in node:
@@ -305,16 +342,30 @@ def from_safetensors(path: str | os.PathLike[str]) -> Any:
         if "$dtype" in node:
             dtype = getattr(torch, str(node["$dtype"]), None)
             if not isinstance(dtype, torch.dtype):
-                raise LoadError(f"{side_path}: {node['$dtype']!r} is not a torch dtype")
+                raise bad(f"{str(node['$dtype'])[:80]!r} is not a torch dtype")
             return dtype
         if "$device" in node:
             return torch.device(node["$device"])
         if "$bytes" in node:
-            return base64.b64decode(node["$bytes"])
+            return base64.b64decode(node["$bytes"], validate=True)
         if "$npscalar" in node:
-            return np.dtype(node["dtype"]).type(node["$npscalar"])
+            return scalar(node)
         if "$repr" in node:
             return node["$repr"]
-        raise LoadError(f"{side_path}: unknown node {sorted(node)[:3]}")
+        raise bad(f"unknown node {sorted(node)[:3]}")
 
-    return decode(side["structure"])
+    try:
+        return decode(side.get("structure"))
+    except LoadError:
+        raise
+    except (
+        TypeError,
+        ValueError,
+        AttributeError,
+        RuntimeError,
+        OverflowError,
+        RecursionError,
+    ) as e:
+        # A node of the wrong shape ($dict not an object, an unhashable key, a size that is no
+        # list of integers, a device that is none...): not what this module writes.
+        raise bad(f"a node is malformed ({type(e).__name__}: {str(e)[:200]})") from e

@@ -161,3 +161,24 @@ def test_cli_load_bundled_safetensors(cli: Cli) -> None:
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["format"] == "safetensors" and data["refused"] is False
+
+
+def test_the_limits_of_the_policy_a_load_is_given_are_the_limits_it_judges_by(
+    tmp_path: Path, cli: Cli
+) -> None:
+    # A policy that tightens a limit (here: opcodes) must tighten it for loading as it does for
+    # scanning; the loader's static pass used to judge every pickle by the default limits.
+    import pickle
+
+    from trainwarden.scan._policy import Policy
+
+    path = tmp_path / "long.pkl"
+    path.write_bytes(pickle.dumps(list(range(100_000)), protocol=2))
+    tight = tmp_path / "tight.toml"
+    tight.write_text("[trainwarden]\n[limits]\nmax_opcodes = 100\n")
+    assert trainwarden.load(path) == list(range(100_000))
+    with pytest.raises(UnsafeModelError) as got:
+        trainwarden.load(path, policy=Policy.from_file(tight))
+    assert any(f.rule_id == "TWS-PKL-LIMIT" for f in got.value.findings)
+    r = cli(["load", str(path), "--policy", str(tight)])
+    assert r.returncode == 1 and "TWS-PKL-LIMIT" in r.stdout + r.stderr

@@ -1594,10 +1594,13 @@ def analyze_pickle(
     object arrays stored there as nested pickles are analysed. Consecutive pickles are
     analysed until the data ends or ``max_pickles`` have been read (the legacy torch format
     reads several in a row). Data after the last pickle that does not parse is reported as
-    ``TWS-PKL-TRAILING``. Never imports or calls anything from the input.
+    ``TWS-PKL-TRAILING``. ``limits`` default to the policy's (then to :class:`Limits`). Never
+    imports or calls anything from the input.
     """
     policy = policy if policy is not None else Policy.default()
-    limits = limits if limits is not None else Limits()
+    if limits is None:
+        # The policy's own limits, when it sets any (a loader passes only its policy).
+        limits = policy.limits if policy.limits is not None else Limits()
     own_view = not isinstance(data, memoryview)
     view = data if isinstance(data, memoryview) else memoryview(data)
     if view.ndim != 1 or view.itemsize != 1:

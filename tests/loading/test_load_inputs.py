@@ -182,3 +182,21 @@ def test_the_limits_of_the_policy_a_load_is_given_are_the_limits_it_judges_by(
     assert any(f.rule_id == "TWS-PKL-LIMIT" for f in got.value.findings)
     r = cli(["load", str(path), "--policy", str(tight)])
     assert r.returncode == 1 and "TWS-PKL-LIMIT" in r.stdout + r.stderr
+
+
+def test_the_load_summary_shows_keys_briefly_whatever_the_file_chose(
+    tmp_path: Path, cli: Cli
+) -> None:
+    # The keys are the file's: a megabyte-long key, an integer too long for str(), bytes.
+    import pickle
+
+    path = tmp_path / "keys.pkl"
+    big = 1 << 20_000
+    path.write_bytes(pickle.dumps({"k" * 1_000_000: 1, big: 2, b"\x00" * 1000: 3, 7: 4}))
+    r = cli(["load", str(path)])
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) < 2000, len(r.stdout)
+    assert "with 4 keys: " in r.stdout and "<an integer of 20001 bits>" in r.stdout
+    assert ", 7" in r.stdout
+    r = cli(["load", str(path), "--format", "json"])
+    assert r.returncode == 0 and len(r.stdout) < 4000

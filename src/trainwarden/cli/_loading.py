@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +24,22 @@ from trainwarden.cli._common import (
 )
 
 __all__ = ["load_policy", "register"]
+
+
+def _brief(key: object, width: int = 60) -> str:
+    """A key as the summary shows it, within ``width`` characters whatever the file chose: text
+    and bytes cut, an integer too long to print named by its size, other keys by their type."""
+    if isinstance(key, str):
+        text = key[: width + 1]
+    elif isinstance(key, bytes):
+        text = repr(key[:width])
+    elif isinstance(key, int) and key.bit_length() > 64:
+        text = f"<an integer of {key.bit_length()} bits>"
+    elif isinstance(key, int | float):
+        text = str(key)
+    else:
+        text = f"<{type(key).__name__}>"
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def load_policy(policy_file: str | None) -> Any:
@@ -68,7 +85,9 @@ def load_cmd(
         raise typer.Exit(e.exit_code) from None
     summary = type(obj).__name__
     if isinstance(obj, dict):
-        summary += f" with {len(obj)} keys: " + ", ".join(map(str, list(obj)[:8]))
+        # The file's keys, shortened: a key is the file's to choose, however long.
+        keys = (_brief(k) for k in itertools.islice(obj, 8))
+        summary += f" with {len(obj)} keys: " + ", ".join(keys)
         summary += ", ..." if len(obj) > 8 else ""
     if fmt is OutputFormat.json:
         print_json({**report.to_dict(), "refused": False, "object": summary}, output)

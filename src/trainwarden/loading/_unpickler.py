@@ -199,15 +199,23 @@ class RestrictedUnpickler(_PyUnpickler):  # type: ignore[misc]
             known[id(t)] = (size, t)
         return size
 
+    _tw_limits: Any = None
+
     def _check_tuple(self, op: str, t: tuple[Any, ...]) -> None:
         """Refuse a tuple whose tree is too large to hash: tuples shared through the memo make it
         exponentially larger than the pickle, and a dict key or set member made of it would
         keep the unpickler hashing for ever."""
-        from trainwarden.scan._types import Limits
+        limits = self._tw_limits
+        if limits is None:
+            from trainwarden.scan._types import Limits
 
-        enforcer = self.tw_enforcer
-        limits = getattr(enforcer.policy, "limits", None) if enforcer is not None else None
-        limits = limits if isinstance(limits, Limits) else Limits()
+            enforcer = self.tw_enforcer
+            limits = getattr(enforcer.policy, "limits", None) if enforcer is not None else None
+            limits = self._tw_limits = limits if isinstance(limits, Limits) else Limits()
+        if len(t) <= min(16, limits.max_tuple_expansion) and not any(
+            isinstance(c, tuple) for c in t
+        ):
+            return  # a few values and no tuple inside: its tree is itself, under the limit
         if self._expansion(t) > limits.max_tuple_expansion:
             raise self._refused(
                 op,

@@ -29,6 +29,7 @@ from trainwarden._internal.sink import MemorySink
 from trainwarden.audit._types import Job
 from trainwarden.errors import TrainWardenError
 from trainwarden.findings import Severity
+from trainwarden.monitor._config import MonitorConfig
 from trainwarden.sink import EventSink
 
 if TYPE_CHECKING:
@@ -356,7 +357,8 @@ def _skip_clipping(job: Job, step: int) -> None:
 _SLEEP_STEPS = frozenset({18, 21, 25, 28})
 SLEEP_RUN_STEPS = 30
 #: Each sleep is twice the step time's median plus 12 scaled MADs, as seen by the saboteur over the
-#: last 16 steps, and at least MIN_SLEEP_S. A sleep meant to slow the job down is long compared
+#: steps the monitor's timing window holds (its last ``spike_window`` steps, its own sleeps
+#: included), and at least MIN_SLEEP_S. A sleep meant to slow the job down is long compared
 #: with a step; sizing it from the step times the machine gives now keeps the verdict independent
 #: of machine load (the monitor flags a step 8 scaled MADs and half a median above the median).
 SLEEP_MEDIANS = 2.0
@@ -375,7 +377,9 @@ class AdaptiveSleeper:
     def sleep_for(self) -> float:
         import statistics
 
-        recent = self.intervals[-16:]
+        # The span the monitor judges a step against: with a shorter one, a burst of load in
+        # the monitor's window but not in this one made the sleeps too short to stand out.
+        recent = self.intervals[-MonitorConfig().spike_window :]
         if not recent:
             return MIN_SLEEP_S
         med = statistics.median(recent)

@@ -90,13 +90,40 @@ def test_step_records_carry_rng_and_batch_fingerprints(make_run: Callable[..., R
     assert all(isinstance(r["loss"], float) and isinstance(r["grad_norm"], float) for r in steps)
 
 
+def _seeding_functions() -> tuple[Any, ...]:
+    """The global seeding functions as they are now. ``torch._dynamo`` replaces
+    ``torch.manual_seed`` with a wrapper of its own when it is first imported (which a watched
+    step may do): it is imported first, so the comparison does not depend on test order."""
+    import torch._dynamo  # imported for its side effect on torch.manual_seed
+
+    return (torch.manual_seed, torch.random.manual_seed, random.seed, np.random.seed)
+
+
 def test_wrappers_are_removed_on_close() -> None:
-    originals = (torch.manual_seed, torch.random.manual_seed, random.seed, np.random.seed)
+    originals = _seeding_functions()
     model = mlp()
     with watch(
         model, torch.optim.SGD(model.parameters(), lr=0.1), sink=MemorySink(), watchdog=False
     ):
         assert torch.manual_seed is not originals[0]
+    assert (torch.manual_seed, torch.random.manual_seed, random.seed, np.random.seed) == originals
+
+
+@pytest.mark.parametrize("how", ["cleared", "rebound"])
+def test_wrappers_are_removed_on_close_whatever_became_of_the_list_of_checks(how: str) -> None:
+    # The job emptied the monitor's list of checks (the self-check names that): close() still
+    # undoes what the checks it started installed, or the wrappers outlive the monitor.
+    originals = _seeding_functions()
+    model = mlp()
+    mon = watch(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), sink=MemorySink(), watchdog=False
+    )
+    assert torch.manual_seed is not originals[0]
+    if how == "cleared":
+        mon.checks.clear()
+    else:
+        mon.checks = []
+    mon.close()
     assert (torch.manual_seed, torch.random.manual_seed, random.seed, np.random.seed) == originals
 
 

@@ -18,6 +18,32 @@ from trainwarden.drill.gpt import make_tiny_job
 from .conftest import Server
 
 
+def _replay_from_ledger(run: Path, run_id: str) -> subprocess.CompletedProcess[str]:
+    """``trainwarden audit replay RUN --ledger-run RUN_ID`` (JSON), in a real subprocess, with
+    the ledger URL and reader token from the environment."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainwarden",
+            "audit",
+            "replay",
+            str(run),
+            "--job",
+            "trainwarden.drill.gpt:make_tiny_job",
+            "--ledger-run",
+            run_id,
+            "--no-attest",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def test_rewritten_records_are_caught_against_the_ledger(
     start_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -38,26 +64,7 @@ def test_rewritten_records_are_caught_against_the_ledger(
     rewrite_step_record(run, 1, loss=0.125)
 
     monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", reader)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainwarden",
-            "audit",
-            "replay",
-            str(run),
-            "--job",
-            "trainwarden.drill.gpt:make_tiny_job",
-            "--ledger-run",
-            run_id,
-            "--no-attest",
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _replay_from_ledger(run, run_id)
     assert proc.returncode == 1, proc.stderr
     findings = json.loads(proc.stdout)["findings"]
     assert findings[0]["rule_id"] == "TWR-RECORD-TAMPERED"
@@ -85,26 +92,7 @@ def test_records_and_checkpoint_removed_after_a_sabotage_are_caught_against_the_
     with srv.client(srv.admin_token) as c:
         reader = c.post("/v1/tokens", json={"role": "reader"}).json()["token"]
     monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", reader)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trainwarden",
-            "audit",
-            "replay",
-            str(run),
-            "--job",
-            "trainwarden.drill.gpt:make_tiny_job",
-            "--ledger-run",
-            run_id,
-            "--no-attest",
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _replay_from_ledger(run, run_id)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     assert [(i["start"], i["end"], i["status"]) for i in out["intervals"]] == [

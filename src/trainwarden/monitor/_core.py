@@ -230,6 +230,7 @@ class Monitor:
         self._batch: list[torch.Tensor] = []
         self.check_seconds: dict[str, float] = {"core": 0.0}
         self.checks: list[Check] = []
+        self._started: tuple[Check, ...] = ()
         self._handles: list[Any] = []
         self._seq = 0
         #: The self-check's digest of the monitor's code, carried by every sink record.
@@ -298,6 +299,9 @@ class Monitor:
             self.emit("selfcheck", {"rank": self.rank, "step": 0, "digest": self.selfcheck_digest})
             for check in self.checks:
                 check.start()
+                # What close() undoes, whatever the list holds by then: a list cleared or
+                # rebound by the job must not leave the checks' wrappers installed.
+                self._started += (check,)
             if self.config.selfcheck_interval_s > 0:
                 self._selfcheck.start(self.config.selfcheck_interval_s)
         except BaseException:
@@ -371,7 +375,8 @@ class Monitor:
         self._handles = []
         if self._lifeline is not None:
             self._lifeline.on_close(self._ending, self._own_sink)
-        for check in reversed(self.checks):
+        started = self._started
+        for check in reversed([*started, *(c for c in self.checks if c not in started)]):
             try:
                 check.close()
             except Exception as e:  # fail-open: closing must not raise into the caller

@@ -162,7 +162,8 @@ def test_hung_rank_named_with_stacks_then_killed_rank_reported_lost(tmp_path: Pa
 def test_rank_whose_monitor_is_switched_off_is_named_by_the_others(tmp_path: Path) -> None:
     rc, records = torchrun(tmp_path, 2, 10, "monitor_off:1@4", driver="watch_driver.py")
     # Training went on: the exchange did not hang on the absent rank.
-    assert rc == 0, (tmp_path / "torchrun.log").read_text()[-4000:]
+    log = (tmp_path / "torchrun.log").read_text()
+    assert rc == 0, log[:3000] + "\n...\n" + log[-3000:]
     stop = next(r for r in records[1] if r["kind"] == "monitor_stop")
     assert stop["step"] == 4 and any("watch_driver.py" in line for line in stop["caller"])
     off = alerts(records[0], "TWM-MONITOR-OFF")

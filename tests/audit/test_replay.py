@@ -11,7 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -347,16 +347,15 @@ def test_a_reseed_at_a_checkpoint_is_named(tmp_path: Path) -> None:
     assert second.status == "reproduced"  # it starts from its own record's RNG state
 
 
-def test_a_made_up_thread_count_is_refused_not_run(tmp_path: Path) -> None:
+def test_a_made_up_thread_count_is_refused_not_run(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     run = _record(tmp_path)
     meta = json.loads((run / "audit.json").read_text())
     meta["threads"] = 100_000  # the replay would ask torch's thread pool for that many
     (run / "audit.json").write_text(json.dumps(meta))
-    proc = subprocess.run(
+    proc = run_cli(
         [
-            sys.executable,
-            "-m",
-            "trainwarden",
             "audit",
             "replay",
             str(run),
@@ -365,11 +364,7 @@ def test_a_made_up_thread_count_is_refused_not_run(tmp_path: Path) -> None:
             "--seed",
             "1",
             "--no-attest",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+        ]
     )
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "malformed threads 100000" in proc.stdout + proc.stderr

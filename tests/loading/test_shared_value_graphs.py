@@ -32,6 +32,18 @@ def _limited() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
 
+def _python_limited(code: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE PATH`` with this checkout's ``src`` and the CPU and memory limits."""
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
+        preexec_fn=_limited,
+        check=False,
+    )
+
+
 def _cli(run_cli: RunCli, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return run_cli(args, cwd=cwd, env={"TRAINWARDEN_DEBUG": ""}, preexec_fn=_limited)
 
@@ -92,14 +104,7 @@ def test_a_tuple_hashing_bomb_is_refused_by_the_unpickler(
         "except UnsafeModelError as e:\n"
         "    print(e)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(src)],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
-        preexec_fn=_limited,
-        check=False,
-    )
+    proc = _python_limited(code, src)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert "max_tuple_expansion" in proc.stdout
     # And through the command line: refused (exit 1) with one line, no traceback.
@@ -163,14 +168,7 @@ def _load_in_subprocess(data: bytes, tmp_path: Path) -> str:
         "except Exception as e:\n"
         "    print('raised', type(e).__name__)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(src)],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
-        preexec_fn=_limited,
-        check=False,
-    )
+    proc = _python_limited(code, src)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     return proc.stdout.strip()
 

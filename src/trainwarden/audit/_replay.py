@@ -321,6 +321,29 @@ def _rng_state_bytes(blob: str) -> bytes:
     return _step.rng_state_bytes(blob)
 
 
+class _Held:
+    """A checkpoint's state as the records describe it, computed once however many ranks'
+    records it is compared with (and only when one is)."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._digests: dict[str, str] | None = None
+        self._sched: str | None = None
+
+    def unlike(self, record: Mapping[str, Any]) -> list[str]:
+        """The first differing tensors, and ``schedule`` when the record carries a schedule
+        digest that differs."""
+        if self._digests is None:
+            self._digests = _step.state_digests(self.job)
+        bad = _first_diff(self._digests, record["state"])
+        if "sched" in record:
+            if self._sched is None:
+                self._sched = _step.schedule_digest(self.job)
+            if self._sched != record["sched"]:
+                bad.append("schedule")
+        return bad
+
+
 def _first_diff(a: Mapping[str, str], b: Mapping[str, str]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
@@ -440,14 +463,11 @@ def _replay_interval(
     # Both checkpoints against the records, in every mode: the job wrote both, so they agree
     # to the bit whatever machine replays (a tolerance is for recomputation, not for this).
     if start > 0:
+        held = _Held(job)
         for r, steps in enumerate(ranks):
             if start - 1 not in steps:
                 continue
-            bad = _first_diff(_step.state_digests(job), steps[start - 1]["state"])
-            if "sched" in steps[start - 1] and (
-                _step.schedule_digest(job) != steps[start - 1]["sched"]
-            ):
-                bad.append("schedule")
+            bad = held.unlike(steps[start - 1])
             if bad:
                 return diverged(
                     start,
@@ -628,12 +648,9 @@ def _replay_interval(
             f"the checkpoint of step {end} holds another schedule (hyperparameters or "
             "scheduler state) than the steps produced",
         )
+    held = _Held(end_job)
     for r, steps in enumerate(ranks):
-        bad = _first_diff(_step.state_digests(end_job), steps[end - 1]["state"])
-        if "sched" in steps[end - 1] and (
-            _step.schedule_digest(end_job) != steps[end - 1]["sched"]
-        ):
-            bad.append("schedule")
+        bad = held.unlike(steps[end - 1])
         if bad:
             return diverged(
                 end,

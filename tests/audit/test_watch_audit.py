@@ -272,3 +272,33 @@ def test_recorder_hooks_removed_mid_run_are_caught_by_the_monitors_count(tmp_pat
     (f,) = report.record_findings
     assert f.rule_id == "TWR-NOT-REPLAYABLE" and "steps 5-7 were never recorded" in f.message
     assert report.exit_code() == 1
+
+
+def test_a_second_smaller_monitor_count_does_not_hide_the_unrecorded_steps(
+    tmp_path: Path,
+) -> None:
+    # Whoever can write the event log (or the ledger run, with its writer token) adds a
+    # monitor_stop of its own claiming fewer steps: the largest count still decides.
+    from trainwarden.monitor._core import Monitor
+
+    watched: list[Monitor] = []
+    original = Monitor.__init__
+
+    def keep(self: Monitor, *a: Any, **k: Any) -> None:
+        original(self, *a, **k)
+        watched.append(self)
+
+    def stop_recording(job: Job, step: int) -> None:
+        if step == 5:
+            for h in watched[0].audit.handles:
+                h.remove()
+
+    Monitor.__init__ = keep  # type: ignore[method-assign]
+    try:
+        run = own_loop(tmp_path, stop_recording)
+    finally:
+        Monitor.__init__ = original  # type: ignore[method-assign]
+    forged = [*events(tmp_path), {"kind": "monitor_stop", "rank": 0, "step": 5}]
+    report = replay(run, make_tiny_job, seed=1, events=forged)
+    (f,) = report.record_findings
+    assert f.rule_id == "TWR-NOT-REPLAYABLE" and "steps 5-7 were never recorded" in f.message

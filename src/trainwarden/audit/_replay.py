@@ -254,11 +254,13 @@ def _monitor_count_findings(
         if ev.get("kind") == "monitor_stop" and ev.get("rank") in (None, 0)
     ]
     counts = [
-        int(r["step"]) for r in stops if isinstance(r, Mapping) and isinstance(r.get("step"), int)
+        int(r["step"]) for r in stops if isinstance(r, Mapping) and type(r.get("step")) is int
     ]
-    if len(counts) != 1:
-        return []  # no monitor, or several runs in one log: nothing to pair the record with
-    seen = counts[0]
+    if not counts:
+        return []  # no monitor: nothing to pair the record with
+    # Several counts (a log that two runs wrote, or one someone added): the largest decides,
+    # so an extra, smaller count cannot hide steps the monitor saw go unrecorded.
+    seen = max(counts)
     if seen <= len(steps):
         return []
     return [

@@ -575,23 +575,30 @@ def _collector_output(exe: str, returncode: int, stdout: str, stderr: str) -> di
 
 
 def _walk(root: str, out: dict[str, os.stat_result], skip: set[str]) -> None:
+    # Each directory is opened once and its entries lstat'ed relative to it (as the tree print's
+    # helpers do): the same files in the same order as a walk by path, fewer kernel lookups.
     stack = [root]
     while stack:
         d = stack.pop()
         try:
-            it = os.scandir(d)
+            fd = os.open(d, _syspath.DIR_OPEN_FLAGS)
         except OSError:
             continue
-        with it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    if e.path not in skip:
-                        stack.append(e.path)
-                else:
+        pre = d if d.endswith(os.sep) else d + os.sep
+        try:
+            with os.scandir(fd) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        p = pre + e.name
+                        if p not in skip:
+                            stack.append(p)
+                        continue
                     try:
-                        out[e.path] = e.stat(follow_symlinks=False)
+                        out[pre + e.name] = e.stat(follow_symlinks=False)
                     except OSError:
                         continue
+        finally:
+            os.close(fd)
 
 
 def _walk_sites(

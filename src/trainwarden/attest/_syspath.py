@@ -84,6 +84,10 @@ class Shadow:
     standard: bool
 
 
+# How a walk opens a directory to list it and lstat its entries relative to it.
+DIR_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 def walk_roots(
     roots: Sequence[str], skip: set[str], limit: int = MAX_PATH_FILES
 ) -> tuple[dict[str, os.stat_result], list[str]]:
@@ -106,21 +110,27 @@ def walk_roots(
                 cut.append(root)
                 break
             d = stack.pop()
+            # Opened once, its entries lstat'ed relative to it: fewer kernel lookups than by path.
             try:
-                it = os.scandir(d)
+                fd = os.open(d, DIR_OPEN_FLAGS)
             except OSError:
                 continue
-            with it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=False):
-                        # A git directory (a code checkout on PYTHONPATH) is not importable.
-                        if e.path not in skip and e.name != ".git":
-                            stack.append(e.path)
-                        continue
-                    try:
-                        out[e.path] = e.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
+            pre = d if d.endswith(os.sep) else d + os.sep
+            try:
+                with os.scandir(fd) as it:
+                    for e in it:
+                        if e.is_dir(follow_symlinks=False):
+                            # A git directory (a code checkout on PYTHONPATH) is not importable.
+                            p = pre + e.name
+                            if p not in skip and e.name != ".git":
+                                stack.append(p)
+                            continue
+                        try:
+                            out[pre + e.name] = e.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+            finally:
+                os.close(fd)
     return out, cut
 
 

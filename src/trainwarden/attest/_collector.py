@@ -3,17 +3,90 @@
 This file is executed as a script by the interpreter being attested (``python -I -S -B
 collector.py``): it imports nothing from trainwarden and runs no ``.pth`` file or
 ``sitecustomize``, so attesting an interpreter cannot execute the hooks being attested.
+
+Every verify waits for it, so it imports only what it needs and starts no other program: the
+platform is read from ``os.uname()`` and the C library's own version string (what the standard
+``platform`` module reports, without the processor name it gets by running ``uname -p``), and
+the JSON is written by :func:`dumps` (the ``json`` module and the regular expressions it
+imports cost more than the rest of this script).
 """
 
 from __future__ import annotations
 
 import importlib.machinery
-import json
 import os
-import platform
 import site
 import sys
 import sysconfig
+
+# The short escapes json.dumps writes (every other character outside printable ASCII: \uXXXX).
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+
+
+def _string(x: str) -> str:
+    if x.isascii() and x.isprintable() and '"' not in x and "\\" not in x:
+        return '"' + x + '"'
+    out = ['"']
+    for ch in x:
+        o = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif 0x20 <= o < 0x7F:
+            out.append(ch)
+        elif o < 0x10000:
+            out.append(f"\\u{o:04x}")
+        else:
+            o -= 0x10000
+            out.append(f"\\u{0xD800 | (o >> 10):04x}\\u{0xDC00 | (o & 0x3FF):04x}")
+    out.append('"')
+    return "".join(out)
+
+
+def dumps(obj: object) -> str:
+    """JSON text of ``obj`` (dicts with string keys, lists, tuples, strings, integers, booleans,
+    None), exactly as ``json.dumps`` writes it with its defaults."""
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, str):
+        return _string(obj)
+    if isinstance(obj, int):
+        return int.__repr__(obj)
+    if isinstance(obj, (list, tuple)):
+        return "[" + ", ".join(dumps(x) for x in obj) + "]"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(_string(k) + ": " + dumps(v) for k, v in obj.items()) + "}"
+    raise TypeError(f"not JSON: {type(obj).__name__}")
+
+
+def _platform_name(uname: os.uname_result) -> str:
+    """``platform.platform()`` on Linux without the processor name: system, release, machine
+    and the C library (``with-glibc2.36``), cleaned as the platform module cleans it."""
+    parts = [uname.sysname, uname.release, uname.machine]
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):
+        libc = ""
+    words = libc.split(maxsplit=1)
+    parts += ["with", "".join(words) if len(words) == 2 else ""]
+    text = "-".join(x.strip() for x in parts if x)
+    for ch in ' /\\:;"()':
+        text = text.replace(ch, "_" if ch == " " else "-")
+    text = text.replace("unknown", "")
+    while "--" in text:
+        text = text.replace("--", "-")
+    return text.rstrip("-")
 
 
 def _read_pyvenv_cfg() -> tuple[str | None, dict[str, str]]:
@@ -69,10 +142,12 @@ def collect() -> dict[str, object]:
             or (os.getuid() == os.geteuid() and os.getgid() == os.getegid())
         )
     )
+    uname = os.uname()
     return {
         "executable": sys.executable,
         "realpath": os.path.realpath(sys.executable),
-        "version": platform.python_version(),
+        # What platform.python_version() reads: the first word of sys.version.
+        "version": sys.version.split()[0],
         "version_full": sys.version,
         "implementation": sys.implementation.name,
         "cache_tag": sys.implementation.cache_tag,
@@ -89,15 +164,15 @@ def collect() -> dict[str, object]:
         "user_site": site.getusersitepackages(),
         "user_site_enabled": bool(user_site_enabled),
         "platform": {
-            "system": platform.system(),
-            "release": platform.release(),
-            "machine": platform.machine(),
-            "platform": platform.platform(),
+            "system": uname.sysname,
+            "release": uname.release,
+            "machine": uname.machine,
+            "platform": _platform_name(uname),
             "sysconfig_platform": sysconfig.get_platform(),
-            "node": platform.node(),
+            "node": uname.nodename,
         },
     }
 
 
 if __name__ == "__main__":
-    sys.stdout.write(json.dumps(collect()))
+    sys.stdout.write(dumps(collect()))

@@ -843,6 +843,8 @@ def _take_snapshot(
 
     slot = fingerprint = hooks = b""
     plain: Any = None
+    db_roots = [str(info["base_prefix"]), str(info["prefix"])]
+    early_vouch: tuple[_FileState, tuple[tuple[PathFile, ...], dict[str, str]]] | None = None
     if memo.path is not None:
         layout_text = json.dumps(
             [info, site_dirs, sys_path, pythonpath, stdlib, path_roots, path_cut],
@@ -855,11 +857,16 @@ def _take_snapshot(
             default=list,
         )
         hooks = hooks_text.encode()
-        # Unpacked while the helpers walk; it stands only if the fingerprint matches.
+        # Unpacked while the helpers walk, with what is computed from it (what the package
+        # managers vouch for outside site-packages) and the digest of the walk outside the site
+        # directories; each stands only if the fingerprint matches.
         candidate = memo.peek(slot)
         early: _FileState | None = None
         if candidate is not None and parallel is not None:
             early = _FileState.from_plain(candidate[1])
+            vouched_early = _vouch(path_stats, early.path_digests, early.unreadable, db_roots)
+            early_vouch = (early, vouched_early)
+        path_print = walk_fingerprint([], path_stats)
         tree = parallel.result() if parallel is not None else None
         counts: dict[str, int] = {}
         if tree is not None and parallel is not None:
@@ -870,7 +877,7 @@ def _take_snapshot(
                 walked_here = True
             tree, counts = print_from_stats(site_dirs, stats)
         version = [_MEMO_FORMAT, __version__.encode(), hooks]
-        fingerprint = walk_fingerprint([*version, tree], path_stats)
+        fingerprint = walk_fingerprint([*version, tree, path_print])
         if candidate is not None and candidate[0] == fingerprint:
             memo.hit = True
             plain = candidate[1] if early is None else early
@@ -880,7 +887,7 @@ def _take_snapshot(
             _walk_sites(site_dirs, stats, skip)
             walked_here = True
             tree, counts = print_from_stats(site_dirs, stats)
-            fingerprint = walk_fingerprint([*version, tree], path_stats)
+            fingerprint = walk_fingerprint([*version, tree, path_print])
         memo.set_weights(counts, list(site_dirs))
     magic = str(info.get("magic_number") or "")
     heads: dict[str, PycHead] | None = None
@@ -944,9 +951,10 @@ def _take_snapshot(
     pth_files, customize_mods = state.pth_files, state.customize
     errors, os_packages = state.unreadable, state.os_packages
     code = tuple(code_state(Path(c), cache, workers=workers) for c in code_dirs)
-    path_files, db_problems = _vouch(
-        path_stats, state.path_digests, errors, [str(info["base_prefix"]), str(info["prefix"])]
-    )
+    if early_vouch is not None and early_vouch[0] is state:
+        path_files, db_problems = early_vouch[1]
+    else:
+        path_files, db_problems = _vouch(path_stats, state.path_digests, errors, db_roots)
     if db_problems:
         errors = dict(sorted({**errors, **db_problems}.items()))
     shadows = find_shadows(
@@ -1074,7 +1082,7 @@ def _compiler_id(interp_digest: bytes | None, cache_tag: str) -> bytes | None:
     return hashlib.sha256(interp_digest + cache_tag.encode()).digest()
 
 
-_MEMO_FORMAT = b"files-v4"
+_MEMO_FORMAT = b"files-v5"
 # Site directories holding fewer files (at the last walk) are walked here: starting helper
 # processes costs more than it saves.
 PARALLEL_MIN_FILES = 4000

@@ -216,7 +216,8 @@ probe = (
     "import marshal, os, sys\n"
     "sys.stdin.buffer.read()\n"
     f"try:\n    os.fstat({w})\n    held = True\nexcept OSError:\n    held = False\n"
-    "sys.stdout.buffer.write(marshal.dumps(held))\n"
+    "std = [os.readlink(f'/proc/self/fd/{fd}') for fd in (0, 2)]\n"
+    "sys.stdout.buffer.write(marshal.dumps((held, std)))\n"
 )
 out["held"] = tp.HelperPool(probe, lambda tok: tok, [], 1).outputs()
 out["forks_after"] = len(forks)
@@ -255,7 +256,8 @@ def test_forked_helpers_give_the_serial_print_and_fail_closed(tmp_path: Path) ->
     assert out["programs"] == [None] * len(_BAD_PROGRAMS)
     # Each bad program was forked (2 helpers each) and so was the probe: no interpreter started.
     assert out["forks_after"] == 2 + 2 * len(_BAD_PROGRAMS) + 1
-    assert out["held"] == [False]
+    # It holds no descriptor of this process open; its standard input and error are /dev/null.
+    assert out["held"] == [[False, [os.devnull, os.devnull]]]
 
 
 @pytest.mark.parametrize(

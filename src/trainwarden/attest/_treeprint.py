@@ -215,12 +215,21 @@ def _forked_helper(program: str, payload: bytes, keep: tuple[int, int]) -> None:
     code = 1
     try:
         tok, out = keep
-        # Every descriptor but the token pipe and the output pipe is closed: another helper's
-        # pipe held open here would keep its reader from seeing the end.
+        # Standard output is the output pipe, standard input and error /dev/null (as for a
+        # started helper), and every other descriptor but the token pipe is closed: another
+        # helper's pipe held open here would keep its reader from seeing the end.
         os.dup2(out, 1)
-        for lo, hi in ((3, tok), (tok + 1, 1 << 20)):
-            if lo < hi:
-                os.closerange(lo, hi)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 2)
+        try:
+            fds = [int(x) for x in os.listdir("/proc/self/fd")]
+        except (OSError, ValueError):
+            fds = list(range(3, os.sysconf("SC_OPEN_MAX")))
+        for fd in fds:
+            if fd > 2 and fd != tok:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         sys.stdin = io.TextIOWrapper(io.BytesIO(payload))
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)))
         try:

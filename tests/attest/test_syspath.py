@@ -133,6 +133,35 @@ def test_conda_vouches_for_the_stdlib_and_an_edit_is_critical_without_a_baseline
     assert hits[0].evidence["vouched_by"] == "conda:python"
 
 
+def test_what_conda_vouches_for_is_read_afresh_on_a_memo_hit_with_helpers(
+    base_python: BasePython,
+    clean_env: dict[str, str],
+    cache: HashCache,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The package managers' records lie outside every walk: a warm verify whose memo matches
+    # (computed while the helpers walk) must still compare with the records as they are now.
+    from trainwarden.attest import _snapshot as snapshot_mod
+
+    monkeypatch.setattr(snapshot_mod, "PARALLEL_MIN_FILES", 0)
+    monkeypatch.setattr(snapshot_mod, "helper_count", lambda cap=None: 2)
+    recorded = _conda_meta(base_python)
+    assert _verify(base_python.venv_python, clean_env, cache).at_least(Severity.MEDIUM) == []
+    _verify(base_python.venv_python, clean_env, HashCache(cache.path))  # the memo holds it now
+    meta = next((base_python.prefix / "conda-meta").glob("*.json"))
+    rel = (base_python.stdlib / "random.py").relative_to(base_python.prefix).as_posix()
+    meta.write_text(meta.read_text().replace(recorded[rel], "0" * 64))
+
+    def no_file_state(*_: object, **__: object) -> None:
+        raise AssertionError("the per-file results were computed although the memo matched")
+
+    monkeypatch.setattr(snapshot_mod, "_file_state", no_file_state)
+    report = _verify(base_python.venv_python, clean_env, HashCache(cache.path))
+    hits = _hits(report, "TWA-PATH-001")
+    assert [f.location for f in hits] == [str(base_python.stdlib / "random.py")]
+    assert hits[0].evidence["vouched_by"] == "conda:python"
+
+
 def test_dpkg_md5sums_vouch_and_an_edit_is_critical_without_a_baseline(
     base_python: BasePython,
     clean_env: dict[str, str],

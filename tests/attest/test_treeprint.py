@@ -4,11 +4,8 @@ file's metadata or name changes it, and a helper that fails makes the verify wal
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -137,127 +134,12 @@ def test_an_empty_directory_changes_neither_print(tmp_path: Path) -> None:
     assert _parallel(site_dirs)[0] == before
 
 
-@pytest.fixture
-def exec_helpers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Helpers started as an isolated interpreter, as a process running more than one thread
-    starts them (this test process may run others: torch starts one when imported). Forked
-    helpers are tested in a fresh process below."""
-    monkeypatch.setattr(treeprint_mod, "_single_threaded", lambda: False)
-
-
-def test_a_process_running_other_threads_starts_helpers_instead_of_forking(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    site_dirs = _tree(tmp_path)
-    monkeypatch.setattr(os, "fork", lambda: pytest.fail("forked beside another thread"))
-    release = threading.Event()
-    other = threading.Thread(target=release.wait)
-    other.start()
-    try:
-        assert not treeprint_mod._single_threaded()
-        assert _parallel(site_dirs, 2)[0] == _serial(site_dirs)[0]
-    finally:
-        release.set()
-        other.join()
-
-
 def test_a_helper_that_cannot_start_gives_no_print(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exec_helpers: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     site_dirs = _tree(tmp_path)
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     assert _parallel(site_dirs)[0] is None
-
-
-# Run in a fresh process (one thread: helpers are forked): the print forked helpers compute,
-# the serial one, how many forks there were; then the same with fork failing, with programs
-# that fail or print something else, and whether a forked helper holds this process's pipe.
-_FORKED = r"""
-import json, os, sys
-import trainwarden.attest._treeprint as tp
-from trainwarden.attest._snapshot import _walk
-site_dirs, programs = json.loads(sys.argv[1])
-assert tp._single_threaded()
-
-def serial():
-    stats = {}
-    for sd in site_dirs:
-        _walk(sd, stats, set(site_dirs) - {sd})
-    return tp.print_from_stats(site_dirs, stats)[0]
-
-def parallel():
-    skip = {sd: set(site_dirs) - {sd} for sd in site_dirs}
-    with tp.ParallelPrint(site_dirs, skip, 2) as p:
-        return p.result()
-
-forks = []
-real_fork = os.fork
-def counting_fork():
-    pid = real_fork()
-    if pid:
-        forks.append(pid)
-    return pid
-os.fork = counting_fork
-out = {"same": parallel() == serial(), "forks": len(forks)}
-
-def no_fork():
-    raise OSError(11, "Resource temporarily unavailable")
-os.fork = no_fork
-out["no_fork"] = parallel()
-os.fork = counting_fork
-out["programs"] = []
-real_helper = tp._HELPER
-for program in programs:
-    tp._HELPER = program
-    out["programs"].append(parallel())
-tp._HELPER = real_helper
-r, w = os.pipe()
-probe = (
-    "import marshal, os, sys\n"
-    "sys.stdin.buffer.read()\n"
-    f"try:\n    os.fstat({w})\n    held = True\nexcept OSError:\n    held = False\n"
-    "std = [os.readlink(f'/proc/self/fd/{fd}') for fd in (0, 2)]\n"
-    "sys.stdout.buffer.write(marshal.dumps((held, std)))\n"
-)
-out["held"] = tp.HelperPool(probe, lambda tok: tok, [], 1).outputs()
-out["forks_after"] = len(forks)
-print(json.dumps(out, default=lambda b: b.hex()))
-"""
-
-_BAD_PROGRAMS = [
-    "import sys; sys.exit(3)",
-    # exits 0 with output that is not the helpers' table
-    "import sys; sys.stdin.buffer.read(); sys.stdout.buffer.write(b'not marshal')",
-    # a table that leaves units out
-    "import marshal, sys; sys.stdin.buffer.read(); sys.stdout.buffer.write(marshal.dumps([]))",
-    # a unit number that does not exist
-    "import marshal, sys; sys.stdin.buffer.read(); "
-    "sys.stdout.buffer.write(marshal.dumps([(10**6, 1, b'x' * 32)]))",
-    # raises
-    "raise RuntimeError('helper broke')",
-]
-
-
-def test_forked_helpers_give_the_serial_print_and_fail_closed(tmp_path: Path) -> None:
-    site_dirs = _tree(tmp_path)
-    src = Path(treeprint_mod.__file__).resolve().parents[2]
-    proc = subprocess.run(
-        [sys.executable, "-c", _FORKED, json.dumps([site_dirs, _BAD_PROGRAMS])],
-        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(src)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["same"] is True and out["forks"] == 2
-    assert out["no_fork"] is None
-    assert out["programs"] == [None] * len(_BAD_PROGRAMS)
-    # Each bad program was forked (2 helpers each) and so was the probe: no interpreter started.
-    assert out["forks_after"] == 2 + 2 * len(_BAD_PROGRAMS) + 1
-    # It holds no descriptor of this process open; its standard input and error are /dev/null.
-    assert out["held"] == [[False, [os.devnull, os.devnull]]]
 
 
 @pytest.mark.parametrize(
@@ -274,7 +156,7 @@ def test_forked_helpers_give_the_serial_print_and_fail_closed(tmp_path: Path) ->
     ],
 )
 def test_a_helper_that_fails_or_prints_something_else_gives_no_print(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, program: str, exec_helpers: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, program: str
 ) -> None:
     site_dirs = _tree(tmp_path)
     monkeypatch.setattr(treeprint_mod, "_HELPER", program)

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import marshal
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -170,100 +168,17 @@ def helper_count(cap: int | None = None) -> int:
     return max(0, min(cap or 8, cpus, 8))
 
 
-class _Forked:
-    """A helper forked from this process: what :class:`HelperPool` needs of a ``Popen``."""
-
-    def __init__(self, pid: int, out_fd: int) -> None:
-        self.pid = pid
-        self.stdin: Any = None
-        self.stdout: Any = os.fdopen(out_fd, "rb")
-        self.returncode: int | None = None
-
-    def wait(self) -> int:
-        if self.returncode is None:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:  # reaped elsewhere: gone, its status unknown
-                self.returncode = -1
-                return self.returncode
-            if pid == self.pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def kill(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
-
-
-def _single_threaded() -> bool:
-    """Whether this process runs one thread (native ones counted): only then is a fork safe
-    (no lock another thread holds is copied locked into the child)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return False
-
-
-def _forked_helper(program: str, payload: bytes, keep: tuple[int, int]) -> None:  # pragma: no cover
-    """In the forked child: ``program`` with ``payload`` as its standard input and the pipe
-    ``keep[1]`` as its standard output, then exit (never returns; coverage cannot follow it)."""
-    code = 1
-    try:
-        tok, out = keep
-        # Standard output is the output pipe, standard input and error /dev/null (as for a
-        # started helper), and every other descriptor but the token pipe is closed: another
-        # helper's pipe held open here would keep its reader from seeing the end.
-        os.dup2(out, 1)
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 2)
-        try:
-            fds = [int(x) for x in os.listdir("/proc/self/fd")]
-        except (OSError, ValueError):
-            fds = list(range(3, os.sysconf("SC_OPEN_MAX")))
-        for fd in fds:
-            if fd > 2 and fd != tok:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        sys.stdin = io.TextIOWrapper(io.BytesIO(payload))
-        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)))
-        try:
-            exec(compile(program, "<trainwarden helper>", "exec"), {"__name__": "__main__"})  # noqa: S102
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        sys.stdout.flush()
-    except BaseException:  # the child reports failure by its exit status only
-        code = 1
-    finally:
-        os._exit(code)
-
-
 class HelperPool:
-    """``n`` helpers running ``program``: each reads ``payload`` (marshal, on stdin), then takes
-    the 4-byte task numbers written to a pipe whose read end is the payload's ``tok`` until the
-    pipe is empty, and prints one marshal blob. Every number is written before any helper starts
-    (the pipe holds them all), so a read of 4 bytes gets one whole number or the end.
+    """``n`` copies of this interpreter started isolated (``-I -S``) running ``program``: each
+    reads ``payload`` (marshal, on stdin), then takes the 4-byte task numbers written to a
+    pipe whose read end is the payload's ``tok`` until the pipe is empty, and prints one marshal
+    blob. Every number is written before any helper starts (the pipe holds them all), so a read
+    of 4 bytes gets one whole number or the end."""
 
-    On Linux, from a process running a single thread, a helper is this process forked (about a
-    millisecond, where starting an interpreter costs ten or more); ``program`` then runs with
-    only what this process has imported, its standard input and output replaced, every other
-    descriptor closed, and it ends with ``os._exit``. Otherwise (or with ``fork=False``) it is
-    this interpreter started isolated (``-I -S``: no site hooks, no ``PYTHONPATH``, nothing of the
-    attested environment imported)."""
-
-    def __init__(
-        self, program: str, payload_of: Any, tasks: Sequence[int], n: int, *, fork: bool = True
-    ) -> None:
-        self._procs: list[subprocess.Popen[bytes] | _Forked] = []
+    def __init__(self, program: str, payload_of: Any, tasks: Sequence[int], n: int) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
         exe = sys.executable
-        forking = fork and sys.platform.startswith("linux") and _single_threaded()
-        if (not exe and not forking) or n < 1:
+        if not exe or n < 1:
             raise ValueError("no interpreter to start helpers with")
         tok_r, tok_w = os.pipe()
         try:
@@ -275,9 +190,6 @@ class HelperPool:
             os.close(tok_w)
             tok_w = -1
             for _ in range(n):
-                if forking:
-                    self._procs.append(self._fork(program, payload, tok_r))
-                    continue
                 proc = subprocess.Popen(  # noqa: S603 - this interpreter, isolated
                     [exe, "-I", "-S", "-c", program],
                     stdin=subprocess.PIPE,
@@ -297,21 +209,6 @@ class HelperPool:
             os.close(tok_r)
             if tok_w >= 0:
                 os.close(tok_w)
-
-    @staticmethod
-    def _fork(program: str, payload: bytes, tok_r: int) -> _Forked:
-        out_r, out_w = os.pipe()
-        try:
-            pid = os.fork()
-        except BaseException:
-            os.close(out_r)
-            os.close(out_w)
-            raise
-        if pid == 0:  # pragma: no cover - the child (see _forked_helper)
-            os.close(out_r)
-            _forked_helper(program, payload, (tok_r, out_w))
-        os.close(out_w)
-        return _Forked(pid, out_r)
 
     def outputs(self) -> list[Any] | None:
         """Wait for every helper: what each printed (unmarshalled), or ``None`` if any failed."""

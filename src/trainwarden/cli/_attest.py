@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from trainwarden.cli._attest_run import cache_warning, hash_cache, print_summary, verify
 from trainwarden.cli._common import (
     DeprecatedKeyOpt,
     FailOnOpt,
@@ -18,9 +18,7 @@ from trainwarden.cli._common import (
     busy,
     deprecated_flag,
     emit,
-    err,
     fail_on_or,
-    ledger_record,
     out,
     print_findings,
     print_json,
@@ -58,43 +56,6 @@ PubOpt = Annotated[
 ]
 
 
-def hash_cache(no_cache: bool) -> Any:
-    from trainwarden.attest._cache import HashCache
-
-    return HashCache(None) if no_cache else HashCache.default()
-
-
-def _cache_warning(cache: Any) -> None:
-    if cache.reason:
-        err.print(f"[yellow]warning:[/] {cache.reason}")
-
-
-def _print_summary(summary: dict[str, Any], console: Any) -> None:
-    files = summary["files"]
-    console.print(f"interpreter  {summary['interpreter']} (Python {summary['version']})")
-    console.print(f"prefix       {summary['prefix']}")
-    console.print(
-        f"distributions {summary['distributions']}: "
-        + ", ".join(f"{k} {v}" for k, v in files.items())
-    )
-    console.print(f"orphans      {summary['orphans']}   .pth files {summary['pth_files']}")
-    console.print(f"customize    {', '.join(summary['customize']) or '-'}")
-    console.print(f"loader env   {', '.join(summary['environment']) or '-'}")
-    path_files = summary["path_files"]
-    console.print(
-        f"sys.path     {sum(path_files.values())} files outside site-packages"
-        + (f" ({', '.join(f'{k} {v}' for k, v in path_files.items())})" if path_files else "")
-        + f"; bytecode checked {summary['bytecode_checked']}"
-    )
-    for c in summary["code"]:
-        state = (
-            f"git {c['commit'][:12]}{' (dirty)' if c['dirty'] else ''}"
-            if c["commit"]
-            else c["kind"]
-        )
-        console.print(f"code         {c['path']}: {state}")
-
-
 def attest_snapshot(
     python: PythonOpt = None,
     code: CodeOpt = None,
@@ -121,7 +82,7 @@ def attest_snapshot(
     cache = hash_cache(no_cache)
     with busy(fmt, "hashing the environment..."):
         snap = take_snapshot(python, code_dirs=code or [], cache=cache)
-    _cache_warning(cache)
+    cache_warning(cache)
     statement = snap.to_statement()
     doc = sign_statement(statement, sign) if sign is not None else statement
     data = json.dumps(doc, separators=(",", ":")).encode()
@@ -136,7 +97,7 @@ def attest_snapshot(
     if fmt is OutputFormat.json:
         print_json(summary)
     else:
-        _print_summary(summary, out)
+        print_summary(summary, out)
         out.print(f"wrote {output}" + (" (signed DSSE envelope)" if sign else ""))
 
 
@@ -182,57 +143,21 @@ def attest_verify(
     ] = None,
 ) -> None:
     """Check installed files against RECORD, start-up hooks, loader variables and a baseline."""
-    from trainwarden.attest._signing import load_snapshot
-    from trainwarden.attest._verify import baseline_code_dirs, verify_environment
-    from trainwarden.errors import TrainWardenError
-
-    if key is None and old_key is not None:
-        key = Path(deprecated_flag(old_key, "--key", "--pub"))
-    threshold = fail_on_or(fail_on)
-    if report_to and not ledger_token:
-        raise TrainWardenError(
-            "--report-to needs a ledger token",
-            hint="pass --ledger-token or set TRAINWARDEN_LEDGER_TOKEN to a run's writer token",
+    raise typer.Exit(
+        verify(
+            baseline=baseline,
+            key=key,
+            python=python,
+            code=code,
+            fmt=fmt,
+            fail_on=fail_on,
+            no_cache=no_cache,
+            old_key=old_key,
+            report_to=report_to,
+            ledger_token=ledger_token,
+            report_sign=report_sign,
         )
-    if report_sign is not None and not report_to:
-        raise TrainWardenError("--sign signs what --report-to sends; pass --report-to as well")
-    loaded = load_snapshot(baseline, key=key) if baseline is not None else None
-    cache = hash_cache(no_cache)
-    with busy(fmt, "verifying the environment..."):
-        report = verify_environment(
-            python,
-            baseline=loaded,
-            code_dirs=list(code or []) or baseline_code_dirs(loaded),
-            require_signature=key is not None,
-            cache=cache,
-        )
-    _cache_warning(cache)
-    doc = report.to_dict()
-
-    def text(console: Any) -> None:
-        _print_summary(doc["summary"], console)
-        if loaded is not None:
-            sig = {True: "signature OK", False: "SIGNATURE INVALID", None: "signature not checked"}
-            console.print(
-                f"baseline     {loaded.source} ({loaded.snapshot.host}, {loaded.snapshot.created}, "
-                f"{'signed, ' + sig[loaded.verified] if loaded.signed else 'unsigned'})"
-            )
-        print_findings(report.findings, console=console)
-
-    emit(report, fmt, text)
-    if report_to and ledger_token:
-        from trainwarden.attest._report import report_to_ledger
-
-        report_to_ledger(
-            report,
-            report_to,
-            ledger_token,
-            sign_key=report_sign,
-            spool_dir=os.environ.get("TRAINWARDEN_LEDGER_SPOOL") or None,
-        )
-    else:
-        ledger_record("attest.verify", {"summary": doc["summary"], "findings": doc["findings"]})
-    raise typer.Exit(report.exit_code(threshold))
+    )
 
 
 def _render_diff(d: Any, out: Any) -> None:

@@ -193,6 +193,15 @@ def _run(args: list[str], root_opts: list[str], command_name: str | None) -> Any
             from trainwarden.cli._scan_run import run
 
             return run(**params)
+    if command_name == "attest" and not root_opts and args[1:2] == ["verify"]:
+        from trainwarden.cli import _attest_argv
+
+        params = _attest_argv.parse(args[2:], os.environ)
+        if params is not None:
+            # A plain verify: the same function the Typer command calls, without building Typer.
+            from trainwarden.cli._attest_run import verify
+
+            return verify(**params)
     import typer.main
 
     capability = COMMANDS.get(command_name) if command_name is not None else None

@@ -15,12 +15,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trainwarden.cli._fast_argv import parse_options
 from trainwarden.cli._scan_options import DEFAULTS, ENVVARS, OPTIONS
 
 __all__ = ["parse"]
 
-#: click reads these too (shell completion); their presence leaves the invocation to Typer.
-_CLICK_ENVVARS = ("_TRAINWARDEN_COMPLETE",)
 _COUNT = re.compile(r"[1-9][0-9]{0,8}")
 _SEVERITIES = ("info", "low", "medium", "high", "critical")
 
@@ -45,45 +44,9 @@ def _convert(kind: str, value: str) -> Any:
 def parse(args: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any] | None:
     """The keyword arguments of ``_scan_run.run`` for ``trainwarden scan ARGS``, or None when
     the invocation is not a plain one and Typer must parse it."""
-    if any(name in environ for name in (*ENVVARS, *_CLICK_ENVVARS)):
+    got = parse_options(args, environ, OPTIONS, ENVVARS, DEFAULTS, _convert)
+    if got is None or not got[1]:
         return None
-    params: dict[str, Any] = dict(DEFAULTS)
-    params["fmt"] = _convert("format", str(DEFAULTS["fmt"]))
-    repeated: dict[str, list[Any]] = {}
-    paths: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        if not arg.startswith("-"):
-            paths.append(arg)
-            continue
-        name, eq, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        spec = OPTIONS.get(name)
-        if spec is None:
-            return None
-        key, kind, multiple = spec
-        if kind == "flag":
-            if eq:
-                return None
-            params[key] = True
-            continue
-        if not eq:
-            if i >= len(args):
-                return None
-            value = args[i]
-            i += 1
-        if not value or value.startswith("-"):
-            return None
-        converted = _convert(kind, value)
-        if converted is None:
-            return None
-        if multiple:
-            repeated.setdefault(key, []).append(converted)
-        else:
-            params[key] = converted
-    if not paths:
-        return None
-    params.update(repeated)
+    params, paths = got
     params["paths"] = paths
     return params

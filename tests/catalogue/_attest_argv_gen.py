@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 if __package__:
-    from ._scan_argv_gen import _lit
+    from ._scan_argv_gen import _lit, table_module
 else:  # run as a script
-    from _scan_argv_gen import _lit  # type: ignore[import-not-found,no-redef]
+    from _scan_argv_gen import _lit, table_module  # type: ignore[import-not-found,no-redef]
 
 TABLE = Path(__file__).resolve().parents[2] / "src" / "trainwarden" / "cli" / "_attest_options.py"
 
@@ -71,32 +71,8 @@ def render() -> str:
         envvars.extend(f"    {_lit(e)}," for e in env if e)
         default = () if param.multiple else getattr(param.default, "value", param.default)
         defaults.append(f"    {_lit(param.name)}: {_lit(default)},")
-    return "\n".join(
-        [
-            '"""The options of ``trainwarden attest verify`` for its start-up fast path.',
-            "",
-            "Generated from the Typer command by ``python tests/catalogue/_attest_argv_gen.py``;",
-            "do not edit. A test fails while this table and the command disagree.",
-            '"""',
-            "",
-            "from __future__ import annotations",
-            "",
-            "#: Option string -> (parameter name, kind, repeatable).",
-            "OPTIONS: dict[str, tuple[str, str, bool]] = {",
-            *options,
-            "}",
-            "",
-            "#: The environment variables the options read their defaults from.",
-            "ENVVARS: tuple[str, ...] = (",
-            *envvars,
-            ")",
-            "",
-            "#: Each option's value when it is not given (a format by its name).",
-            "DEFAULTS: dict[str, object] = {",
-            *defaults,
-            "}",
-            "",
-        ]
+    return table_module(
+        "trainwarden attest verify", "_attest_argv_gen.py", options, envvars, defaults
     )
 
 

@@ -85,11 +85,19 @@ def render() -> str:
             default = ()
         default = getattr(default, "value", default)
         defaults.append(f"    {_lit(param.name)}: {_lit(default)},")
+    return table_module("trainwarden scan", "_scan_argv_gen.py", options, envvars, defaults)
+
+
+def table_module(
+    command: str, generator: str, options: list[str], envvars: list[str], defaults: list[str]
+) -> str:
+    """The text of a fast path's option table module (``options``, ``envvars`` and ``defaults``
+    are its rendered lines)."""
     return "\n".join(
         [
-            '"""The options of ``trainwarden scan`` for its start-up fast path.',
+            f'"""The options of ``{command}`` for its start-up fast path.',
             "",
-            "Generated from the Typer command by ``python tests/catalogue/_scan_argv_gen.py``;",
+            f"Generated from the Typer command by ``python tests/catalogue/{generator}``;",
             "do not edit. A test fails while this table and the command disagree.",
             '"""',
             "",

@@ -76,7 +76,7 @@ def _platform_name(uname: os.uname_result) -> str:
     parts = [uname.sysname, uname.release, uname.machine]
     try:
         libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
-    except (ValueError, OSError):
+    except (AttributeError, ValueError, OSError):  # no confstr, or no such name (musl)
         libc = ""
     words = libc.split(maxsplit=1)
     parts += ["with", "".join(words) if len(words) == 2 else ""]

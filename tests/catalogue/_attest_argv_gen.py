@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 if __package__:
-    from ._scan_argv_gen import _lit, table_module
+    from ._scan_argv_gen import _lit, option_kind, table_module
 else:  # run as a script
-    from _scan_argv_gen import _lit, table_module  # type: ignore[import-not-found,no-redef]
+    from _scan_argv_gen import _lit, option_kind, table_module  # type: ignore[import-not-found,no-redef]
 
 TABLE = Path(__file__).resolve().parents[2] / "src" / "trainwarden" / "cli" / "_attest_options.py"
 
@@ -32,28 +32,9 @@ def verify_command() -> Any:
 
 
 def _kind(param: Any) -> str:
-    from trainwarden.cli._common import parse_severity
     from trainwarden.cli._output import OutputFormat
 
-    info = param.type_descriptor.parameter_info
-    annotation = param.type_descriptor.annotation
-    if param.callback is not None or getattr(param, "prompt", None) or param.is_eager:
-        raise ValueError(f"{param.name}: callbacks and prompts are not on the fast path")
-    if getattr(info, "parser", None) is not None:
-        if info.parser is parse_severity:
-            return "severity"
-        raise ValueError(f"{param.name}: unknown custom parser {info.parser!r}")
-    if param.is_flag:
-        if param.secondary_opts or param.default is not False:
-            raise ValueError(f"{param.name}: only plain on-flags are on the fast path")
-        return "flag"
-    if annotation is OutputFormat:
-        return "format"
-    if annotation is str:
-        return "str"
-    if annotation in (Path, list[Path]):
-        return "path"
-    raise ValueError(f"{param.name}: no fast-path kind for {annotation!r}")
+    return option_kind(param, OutputFormat)
 
 
 def render() -> str:

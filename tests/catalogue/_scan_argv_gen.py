@@ -27,8 +27,15 @@ def scan_command() -> Any:
 
 
 def _kind(param: Any) -> str:
-    from trainwarden.cli._common import parse_severity
     from trainwarden.cli._scan_run import ScanFormat
+
+    return option_kind(param, ScanFormat)
+
+
+def option_kind(param: Any, fmt: type) -> str:
+    """The fast-path kind of a Typer option (``fmt``: the command's format enum); an option the
+    fast path cannot read exactly as Typer does is refused."""
+    from trainwarden.cli._common import parse_severity
 
     info = param.type_descriptor.parameter_info
     annotation = param.type_descriptor.annotation
@@ -42,10 +49,12 @@ def _kind(param: Any) -> str:
         if param.secondary_opts or param.default is not False:
             raise ValueError(f"{param.name}: only plain on-flags are on the fast path")
         return "flag"
-    if annotation is ScanFormat:
+    if annotation is fmt:
         return "format"
     if annotation in (str, list[str]):
         return "str"
+    if annotation in (Path, list[Path]):
+        return "path"
     if annotation is int:
         if param.min != 1 or param.max is not None:
             raise ValueError(f"{param.name}: only integers >= 1 are on the fast path")

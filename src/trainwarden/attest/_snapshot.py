@@ -575,30 +575,8 @@ def _collector_output(exe: str, returncode: int, stdout: str, stderr: str) -> di
 
 
 def _walk(root: str, out: dict[str, os.stat_result], skip: set[str]) -> None:
-    # Each directory is opened once and its entries lstat'ed relative to it (as the tree print's
-    # helpers do): the same files in the same order as a walk by path, fewer kernel lookups.
-    stack = [root]
-    while stack:
-        d = stack.pop()
-        try:
-            fd = os.open(d, _syspath.DIR_OPEN_FLAGS)
-        except OSError:
-            continue
-        pre = d if d.endswith(os.sep) else d + os.sep
-        try:
-            with os.scandir(fd) as it:
-                for e in it:
-                    if e.is_dir(follow_symlinks=False):
-                        p = pre + e.name
-                        if p not in skip:
-                            stack.append(p)
-                        continue
-                    try:
-                        out[pre + e.name] = e.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-        finally:
-            os.close(fd)
+    """The serial walk of one site directory (as the tree print's helpers walk it)."""
+    _syspath.walk_tree(root, out, skip)
 
 
 def _walk_sites(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -88,12 +88,52 @@ class Shadow:
 DIR_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
+def walk_tree(
+    root: str,
+    out: dict[str, os.stat_result],
+    skip: Collection[str],
+    *,
+    skip_names: Collection[str] = (),
+    limit: int | None = None,
+) -> bool:
+    """lstat every file below the directory ``root`` into ``out``, in walk order; directories in
+    ``skip`` (paths) or named in ``skip_names`` are not entered, links are not followed. Each
+    directory is opened once and its entries lstat'ed relative to it (fewer kernel lookups than
+    by path; the same files in the same order). True when it stopped because ``out`` held
+    ``limit`` files."""
+    stack = [root]
+    while stack:
+        if limit is not None and len(out) >= limit:
+            return True
+        d = stack.pop()
+        try:
+            fd = os.open(d, DIR_OPEN_FLAGS)
+        except OSError:
+            continue
+        pre = d if d.endswith(os.sep) else d + os.sep
+        try:
+            with os.scandir(fd) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        p = pre + e.name
+                        if p not in skip and e.name not in skip_names:
+                            stack.append(p)
+                        continue
+                    try:
+                        out[pre + e.name] = e.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+        finally:
+            os.close(fd)
+    return False
+
+
 def walk_roots(
     roots: Sequence[str], skip: set[str], limit: int = MAX_PATH_FILES
 ) -> tuple[dict[str, os.stat_result], list[str]]:
-    """lstat every file below ``roots`` (directories in ``skip`` are not entered); a root that
-    is a file (a stdlib zip) is included itself. Returns the stats and the roots cut at
-    ``limit``."""
+    """lstat every file below ``roots`` (directories in ``skip`` are not entered, nor git
+    directories: a code checkout on PYTHONPATH, not importable); a root that is a file (a stdlib
+    zip) is included itself. Returns the stats and the roots cut at ``limit``."""
     out: dict[str, os.stat_result] = {}
     cut: list[str] = []
     for root in roots:
@@ -104,33 +144,8 @@ def walk_roots(
         if not os.path.isdir(root):
             out[root] = st
             continue
-        stack = [root]
-        while stack:
-            if len(out) >= limit:
-                cut.append(root)
-                break
-            d = stack.pop()
-            # Opened once, its entries lstat'ed relative to it: fewer kernel lookups than by path.
-            try:
-                fd = os.open(d, DIR_OPEN_FLAGS)
-            except OSError:
-                continue
-            pre = d if d.endswith(os.sep) else d + os.sep
-            try:
-                with os.scandir(fd) as it:
-                    for e in it:
-                        if e.is_dir(follow_symlinks=False):
-                            # A git directory (a code checkout on PYTHONPATH) is not importable.
-                            p = pre + e.name
-                            if p not in skip and e.name != ".git":
-                                stack.append(p)
-                            continue
-                        try:
-                            out[pre + e.name] = e.stat(follow_symlinks=False)
-                        except OSError:
-                            continue
-            finally:
-                os.close(fd)
+        if walk_tree(root, out, skip, skip_names=(".git",), limit=limit):
+            cut.append(root)
     return out, cut
 
 

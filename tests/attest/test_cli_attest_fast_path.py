@@ -45,12 +45,14 @@ def _both(
 
 
 @pytest.fixture
-def setup(make_venv: Callable[[], Venv], tmp_path: Path, cli: Cli) -> dict[str, Any]:
+def setup(
+    make_venv: Callable[[], Venv], tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
     venv = make_venv()
     (venv.site / "planted.py").write_text("X = 1\n")  # an orphan: a finding to report
     env = {"TRAINWARDEN_CACHE_DIR": str(tmp_path / "cache"), "LD_PRELOAD": ""}
-    for name in ENVVARS:
-        env.pop(name, None)
+    for name in (*ENVVARS, "_TRAINWARDEN_COMPLETE"):  # an environment default goes to Typer
+        monkeypatch.delenv(name, raising=False)
     key = tmp_path / "k.key"
     assert cli(["attest", "keygen", str(key)], env=env).returncode == 0
     baseline = tmp_path / "baseline.json"

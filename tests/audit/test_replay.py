@@ -10,7 +10,6 @@ import dataclasses
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,10 @@ from trainwarden.audit import AuditError, AuditRecorder, Job, replay
 from trainwarden.drill._replay_attacks import ATTACKS, rewrite_step_record, train
 from trainwarden.drill.gpt import make_tiny_job
 from trainwarden.findings import Severity
+
+# The `run_cli` fixture (tests/conftest.py): `python -m trainwarden ARGS` in a real subprocess.
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
 
 STEPS = 8
 EVERY = 4
@@ -418,13 +421,10 @@ def test_recorder_refuses_batches_it_did_not_see_sampled(tmp_path: Path) -> None
     rec.close()
 
 
-def test_cli_replay_reports_divergence_with_exit_1(tmp_path: Path) -> None:
+def test_cli_replay_reports_divergence_with_exit_1(tmp_path: Path, run_cli: RunCli) -> None:
     run = _record(tmp_path, "reverse-gradients", start=5)
-    proc = subprocess.run(
+    proc = run_cli(
         [
-            sys.executable,
-            "-m",
-            "trainwarden",
             "audit",
             "replay",
             str(run),
@@ -435,10 +435,7 @@ def test_cli_replay_reports_divergence_with_exit_1(tmp_path: Path) -> None:
             "--no-attest",
             "--format",
             "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
@@ -446,22 +443,16 @@ def test_cli_replay_reports_divergence_with_exit_1(tmp_path: Path) -> None:
     assert out["intervals"][1]["where"] == "backward"
 
 
-def test_cli_replay_bad_run_dir_is_a_one_line_error(tmp_path: Path) -> None:
-    proc = subprocess.run(
+def test_cli_replay_bad_run_dir_is_a_one_line_error(tmp_path: Path, run_cli: RunCli) -> None:
+    proc = run_cli(
         [
-            sys.executable,
-            "-m",
-            "trainwarden",
             "audit",
             "replay",
             str(tmp_path),
             "--job",
             "trainwarden.drill.gpt:make_tiny_job",
             "--no-attest",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        ]
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ import pytest
 from trainwarden.audit import replay
 from trainwarden.drill.gpt import make_tiny_job
 from trainwarden.findings import Severity
+
+# The `run_cli` fixture (tests/conftest.py): `python -m trainwarden ARGS` in a real subprocess.
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
 
 DRIVER = Path(__file__).parent / "scripts" / "ddp_audit_driver.py"
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -85,13 +90,10 @@ def test_corrupted_gradient_share_names_the_rank(tmp_path: Path) -> None:
     assert "rank 1's gradient contribution" in second.detail
 
 
-def test_corrupted_share_is_named_through_the_cli(tmp_path: Path) -> None:
+def test_corrupted_share_is_named_through_the_cli(tmp_path: Path, run_cli: RunCli) -> None:
     run = torchrun(tmp_path / "run", "negate-share:0@2")
-    proc = subprocess.run(
+    proc = run_cli(
         [
-            sys.executable,
-            "-m",
-            "trainwarden",
             "audit",
             "replay",
             str(run),
@@ -100,11 +102,7 @@ def test_corrupted_share_is_named_through_the_cli(tmp_path: Path) -> None:
             "--no-attest",
             "--format",
             "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(SRC)},
+        ]
     )
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,10 @@ from trainwarden import watch
 from trainwarden.audit import AuditError, Job, replay
 from trainwarden.drill._replay_attacks import ATTACKS, undo
 from trainwarden.drill.gpt import make_tiny_job
+
+# The `run_cli` fixture (tests/conftest.py): `python -m trainwarden ARGS` in a real subprocess.
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
+
 
 STEPS = 8
 EVERY = 4
@@ -155,13 +158,10 @@ def test_an_untracked_loader_makes_the_run_not_replayable(tmp_path: Path) -> Non
     assert report.exit_code() == 1
 
 
-def test_cli_replays_a_watched_run(tmp_path: Path) -> None:
+def test_cli_replays_a_watched_run(tmp_path: Path, run_cli: RunCli) -> None:
     run = own_loop(tmp_path, ATTACKS["reverse-gradients"].build(5))
-    proc = subprocess.run(
+    proc = run_cli(
         [
-            sys.executable,
-            "-m",
-            "trainwarden",
             "audit",
             "replay",
             str(run),
@@ -174,10 +174,7 @@ def test_cli_replays_a_watched_run(tmp_path: Path) -> None:
             "--no-attest",
             "--format",
             "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
     assert proc.returncode == 1, proc.stderr
     out = json.loads(proc.stdout)
@@ -211,14 +208,11 @@ def test_audit_every_must_be_positive() -> None:
         watch(job.model, job.optimizer, audit_every=0)
 
 
-def test_cli_tolerance_reports_every_intervals_distance(tmp_path: Path) -> None:
+def test_cli_tolerance_reports_every_intervals_distance(tmp_path: Path, run_cli: RunCli) -> None:
     # The calibration command in the guide reads each clean interval's distance from this JSON.
     run = own_loop(tmp_path)
-    proc = subprocess.run(
+    proc = run_cli(
         [
-            sys.executable,
-            "-m",
-            "trainwarden",
             "audit",
             "replay",
             str(run),
@@ -231,10 +225,7 @@ def test_cli_tolerance_reports_every_intervals_distance(tmp_path: Path) -> None:
             "--no-attest",
             "--format",
             "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
     assert proc.returncode == 0, proc.stderr
     intervals = json.loads(proc.stdout)["intervals"]
@@ -242,7 +233,9 @@ def test_cli_tolerance_reports_every_intervals_distance(tmp_path: Path) -> None:
     assert all(isinstance(i["distance"], float) for i in intervals)
 
 
-def test_recorder_hooks_removed_mid_run_are_caught_by_the_monitors_count(tmp_path: Path) -> None:
+def _run_whose_recorder_stops_at_step_5(tmp_path: Path) -> Path:
+    """A watched run of 8 steps in which the saboteur removes the recorder's hooks at step 5;
+    the monitor keeps counting."""
     from trainwarden.monitor._core import Monitor
 
     watched: list[Monitor] = []
@@ -253,15 +246,19 @@ def test_recorder_hooks_removed_mid_run_are_caught_by_the_monitors_count(tmp_pat
         watched.append(self)
 
     def stop_recording(job: Job, step: int) -> None:
-        if step == 5:  # the saboteur removes the recorder's hooks; the monitor keeps counting
+        if step == 5:
             for h in watched[0].audit.handles:
                 h.remove()
 
     Monitor.__init__ = keep  # type: ignore[method-assign]
     try:
-        run = own_loop(tmp_path, stop_recording)
+        return own_loop(tmp_path, stop_recording)
     finally:
         Monitor.__init__ = original  # type: ignore[method-assign]
+
+
+def test_recorder_hooks_removed_mid_run_are_caught_by_the_monitors_count(tmp_path: Path) -> None:
+    run = _run_whose_recorder_stops_at_step_5(tmp_path)
     report = replay(run, make_tiny_job, seed=1, events=events(tmp_path))
     # Step 4's state was taken only at close, after three unrecorded updates: it diverges.
     assert [(r.start, r.end, r.status) for r in report.intervals] == [
@@ -279,25 +276,7 @@ def test_a_second_smaller_monitor_count_does_not_hide_the_unrecorded_steps(
 ) -> None:
     # Whoever can write the event log (or the ledger run, with its writer token) adds a
     # monitor_stop of its own claiming fewer steps: the largest count still decides.
-    from trainwarden.monitor._core import Monitor
-
-    watched: list[Monitor] = []
-    original = Monitor.__init__
-
-    def keep(self: Monitor, *a: Any, **k: Any) -> None:
-        original(self, *a, **k)
-        watched.append(self)
-
-    def stop_recording(job: Job, step: int) -> None:
-        if step == 5:
-            for h in watched[0].audit.handles:
-                h.remove()
-
-    Monitor.__init__ = keep  # type: ignore[method-assign]
-    try:
-        run = own_loop(tmp_path, stop_recording)
-    finally:
-        Monitor.__init__ = original  # type: ignore[method-assign]
+    run = _run_whose_recorder_stops_at_step_5(tmp_path)
     forged = [*events(tmp_path), {"kind": "monitor_stop", "rank": 0, "step": 5}]
     report = replay(run, make_tiny_job, seed=1, events=forged)
     (f,) = report.record_findings

@@ -26,6 +26,16 @@ def scan_command() -> Any:
     return group.commands["scan"]  # type: ignore[attr-defined]
 
 
+def typer_params(command: Any, name: str, args: list[str]) -> dict[str, Any] | None:
+    """The values Typer passes to ``command``'s callback for ``args``, or None when it refuses
+    them (what a fast path's answers are compared with)."""
+    try:
+        ctx = command.make_context(name, list(args))
+    except Exception:  # click's usage and parameter errors
+        return None
+    return dict(ctx.params)
+
+
 def _kind(param: Any) -> str:
     from trainwarden.cli._scan_run import ScanFormat
 

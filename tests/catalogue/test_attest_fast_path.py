@@ -15,6 +15,7 @@ from trainwarden.cli import _attest_argv
 from trainwarden.cli._attest_options import ENVVARS, OPTIONS
 
 from ._attest_argv_gen import TABLE, render, verify_command
+from ._scan_argv_gen import typer_params
 
 # Sample values per option kind: every one the fast path accepts, and near-misses it leaves to
 # Typer (which accepts some of them too: the fast path may decline, never disagree).
@@ -48,12 +49,7 @@ def _command() -> Any:
 
 
 def _click_params(args: list[str]) -> dict[str, Any] | None:
-    """The values Typer passes to the ``verify`` callback, or None when it refuses ``args``."""
-    try:
-        ctx = _command().make_context("verify", list(args))
-    except Exception:  # click's usage and parameter errors
-        return None
-    return dict(ctx.params)
+    return typer_params(_command(), "verify", args)
 
 
 def _same(fast: dict[str, Any], slow: dict[str, Any] | None) -> bool:

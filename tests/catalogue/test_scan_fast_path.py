@@ -22,7 +22,7 @@ from trainwarden.cli import _scan_argv
 from trainwarden.cli._app import main
 from trainwarden.cli._scan_options import ENVVARS, OPTIONS
 
-from ._scan_argv_gen import TABLE, render, scan_command
+from ._scan_argv_gen import TABLE, render, scan_command, typer_params
 
 SRC = Path(trainwarden.__file__).resolve().parents[1]
 
@@ -58,12 +58,7 @@ def _command() -> Any:
 
 
 def _click_params(args: list[str]) -> dict[str, Any] | None:
-    """The values Typer passes to the ``scan`` callback, or None when it refuses ``args``."""
-    try:
-        ctx = _command().make_context("scan", list(args))
-    except Exception:  # click's usage and parameter errors
-        return None
-    return dict(ctx.params)
+    return typer_params(_command(), "scan", args)
 
 
 @functools.cache

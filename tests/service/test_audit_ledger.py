@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,15 +16,17 @@ from trainwarden.drill.gpt import make_tiny_job
 
 from .conftest import Server
 
+# The `run_cli` fixture (tests/conftest.py): `python -m trainwarden ARGS` in a real subprocess.
+RunCli = Callable[..., subprocess.CompletedProcess[str]]
 
-def _replay_from_ledger(run: Path, run_id: str) -> subprocess.CompletedProcess[str]:
+
+def _replay_from_ledger(
+    run_cli: RunCli, run: Path, run_id: str
+) -> subprocess.CompletedProcess[str]:
     """``trainwarden audit replay RUN --ledger-run RUN_ID`` (JSON), in a real subprocess, with
     the ledger URL and reader token from the environment."""
-    return subprocess.run(
+    return run_cli(
         [
-            sys.executable,
-            "-m",
-            "trainwarden",
             "audit",
             "replay",
             str(run),
@@ -36,17 +37,17 @@ def _replay_from_ledger(run: Path, run_id: str) -> subprocess.CompletedProcess[s
             "--no-attest",
             "--format",
             "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        ]
     )
 
 
 def test_rewritten_records_are_caught_against_the_ledger(
-    start_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_server: Callable[..., Server],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    run_cli: RunCli,
 ) -> None:
+
     srv = start_server(extra=["--no-deadman"])
     run_id, token = srv.create_run(ranks=0)
     monkeypatch.setenv("TRAINWARDEN_LEDGER_URL", srv.url)
@@ -64,7 +65,7 @@ def test_rewritten_records_are_caught_against_the_ledger(
     rewrite_step_record(run, 1, loss=0.125)
 
     monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", reader)
-    proc = _replay_from_ledger(run, run_id)
+    proc = _replay_from_ledger(run_cli, run, run_id)
     assert proc.returncode == 1, proc.stderr
     findings = json.loads(proc.stdout)["findings"]
     assert findings[0]["rule_id"] == "TWR-RECORD-TAMPERED"
@@ -72,7 +73,10 @@ def test_rewritten_records_are_caught_against_the_ledger(
 
 
 def test_records_and_checkpoint_removed_after_a_sabotage_are_caught_against_the_ledger(
-    start_server: Callable[..., Server], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_server: Callable[..., Server],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    run_cli: RunCli,
 ) -> None:
     from trainwarden.drill._replay_attacks import ATTACKS
 
@@ -92,7 +96,7 @@ def test_records_and_checkpoint_removed_after_a_sabotage_are_caught_against_the_
     with srv.client(srv.admin_token) as c:
         reader = c.post("/v1/tokens", json={"role": "reader"}).json()["token"]
     monkeypatch.setenv("TRAINWARDEN_LEDGER_TOKEN", reader)
-    proc = _replay_from_ledger(run, run_id)
+    proc = _replay_from_ledger(run_cli, run, run_id)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     out = json.loads(proc.stdout)
     assert [(i["start"], i["end"], i["status"]) for i in out["intervals"]] == [
